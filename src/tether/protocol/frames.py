@@ -1,0 +1,549 @@
+"""The relay wire format: every frame a host, a device and the relay exchange.
+
+This module *is* the relay protocol (ARCHITECTURE §4.2): read it top to bottom. It is sans-I/O:
+frames are plain dataclasses with ``encode() -> bytes``, and :func:`decode_frame` turns one
+binary WebSocket message back into a frame, raising :class:`FrameError` — and nothing else — on
+anything malformed. The relay never parses channel payloads: they are end-to-end Noise
+ciphertext.
+
+Every frame is one binary WebSocket message: a 1-byte :class:`FrameType`, then the layout given
+in the comment beside the type. Integers are big-endian. ``str8`` is a 1-byte length then that
+many bytes of printable ASCII (ids). ``rest`` is every remaining byte of the message (UTF-8 text
+for reasons and messages, opaque bytes for payloads). No trailing bytes are allowed anywhere.
+
+A session (§4.2)::
+
+    client                      relay
+    HELLO(role, identity) ─────▶
+                          ◀───── CHALLENGE(version, nonce)
+    AUTH(signature) ───────────▶            signature over AUTH_CONTEXT + role + nonce
+                          ◀───── WELCOME(max frame, id)  or  ERROR(code, message) and close
+
+Then a host publishes ALLOWLIST and OFFERS; a device sends OPEN and gets OPENED or CLOSE; the
+host gets INCOMING; both sides exchange DATA and CLOSE on the channel.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from tether.errors import TetherError
+
+#: Bumped on any incompatible change to a layout below.
+PROTOCOL_VERSION = 1
+
+#: Signed by a client to prove it holds the identity key it announced in HELLO.
+AUTH_CONTEXT = b"tether-relay-auth-v1\x00"
+
+NONCE_LEN = 32
+KEY_LEN = 32
+SIGNATURE_LEN = 64
+#: Host ids, device ids and offer ids are short printable ASCII names.
+MAX_ID_LEN = 64
+#: Reasons and error messages are for people; a peer cannot make the relay carry essays.
+MAX_TEXT_BYTES = 1024
+#: An ALLOWLIST frame carries at most this many keys (2048 × 32 B stays under a 70 kB frame);
+#: longer lists are sent in several frames, the first with ``first=True``, the last with
+#: ``last=True``, and the relay applies the list atomically when the last one arrives.
+MAX_ALLOWLIST_CHUNK = 2048
+#: Open pairing offers a host may publish at once.
+MAX_OFFERS = 64
+#: Hosts a device may watch at once (1024 × 65 B stays under a 70 kB frame).
+MAX_WATCH = 1024
+MAX_CHANNEL = 0xFFFF_FFFF
+
+
+class FrameError(TetherError):
+    """A malformed relay frame. The only exception :func:`decode_frame` raises."""
+
+    code = "frame"
+
+
+class FrameType(IntEnum):
+    # relay→any: type | version u16 | nonce [32]
+    CHALLENGE = 0x01
+    # any→relay: type | version u16 | role u8 | identity_public [32]
+    HELLO = 0x02
+    # any→relay: type | signature [64]  (Ed25519 over AUTH_CONTEXT + role u8 + nonce)
+    AUTH = 0x03
+    # relay→any: type | max_frame_bytes u32 | id rest(ASCII)
+    WELCOME = 0x04
+    # relay→any: type | code u16 | message rest(UTF-8); the relay then closes the connection
+    ERROR = 0x05
+
+    # host→relay: type | flags u8 (1 = first chunk, 2 = last chunk) | count u16 | count × key [32]
+    ALLOWLIST = 0x10
+    # host→relay: type | count u8 | count × offer_id str8   (replaces the open offers)
+    OFFERS = 0x11
+
+    # device→relay: type | channel u32 | host_id str8 | offer_id rest(ASCII, empty = none)
+    OPEN = 0x20
+    # relay→device: type | channel u32
+    OPENED = 0x21
+    # relay→host: type | channel u32 | device identity_public [32] | offer_id rest(ASCII)
+    INCOMING = 0x22
+
+    # both ways: type | channel u32 | payload rest(opaque)
+    DATA = 0x30
+    # both ways: type | channel u32 | code u16 | reason rest(UTF-8)
+    CLOSE = 0x31
+
+    # device→relay: type | count u16 | count × host_id str8   (replaces the watched set)
+    WATCH = 0x40
+    # relay→device: type | online u8 (0 or 1) | host_id rest(ASCII)
+    PRESENCE = 0x41
+
+
+class Role(IntEnum):
+    HOST = 1
+    DEVICE = 2
+
+
+class CloseCode(IntEnum):
+    """Why a channel (CLOSE) or a whole connection (ERROR) ended."""
+
+    NORMAL = 0
+    PEER_GONE = 1
+    NOT_ALLOWED = 2
+    HOST_OFFLINE = 3
+    NO_SUCH_OFFER = 4
+    REVOKED = 5
+    TOO_SLOW = 6
+    RATE_LIMITED = 7
+    PROTOCOL_ERROR = 8
+    SHUTDOWN = 9
+    AUTH_FAILED = 10
+    AUTH_TIMEOUT = 11
+    REPLACED = 12
+    TOO_MANY_CHANNELS = 13
+    UNSUPPORTED_VERSION = 14
+
+
+CLOSE_MESSAGES: dict[int, str] = {
+    CloseCode.NORMAL: "the channel was closed",
+    CloseCode.PEER_GONE: "the other side disconnected from the relay; reconnect and try again",
+    CloseCode.NOT_ALLOWED: (
+        "this device is not authorised on that host (unknown or revoked); "
+        "pair again with `tether pair` on the host"
+    ),
+    CloseCode.HOST_OFFLINE: "the host is offline; start it with `tether host` (or `tether up`) and retry",
+    CloseCode.NO_SUCH_OFFER: (
+        "this pairing link is no longer valid: it was already used or it expired; "
+        "run `tether pair` on the host for a new one"
+    ),
+    CloseCode.REVOKED: "this device was revoked on the host; pair again with `tether pair` on the host",
+    CloseCode.TOO_SLOW: "the receiver fell too far behind and the channel was closed; reconnect to resume",
+    CloseCode.RATE_LIMITED: "too many requests to the relay; wait a moment and retry",
+    CloseCode.PROTOCOL_ERROR: "the relay received a malformed frame; upgrade tether on both sides",
+    CloseCode.SHUTDOWN: "the relay is shutting down; reconnect in a moment",
+    CloseCode.AUTH_FAILED: "the relay could not verify this identity key; check the keys in the tether home",
+    CloseCode.AUTH_TIMEOUT: "authentication with the relay took too long; check the network and retry",
+    CloseCode.REPLACED: ("another connection for the same host took over (is the host running twice?)"),
+    CloseCode.TOO_MANY_CHANNELS: "too many open channels on this connection; close some and retry",
+    CloseCode.UNSUPPORTED_VERSION: "the relay speaks another protocol version; upgrade tether",
+}
+
+
+def close_message(code: int) -> str:
+    """A human sentence for a close or error code, including what to do next."""
+    return CLOSE_MESSAGES.get(code, f"closed with code {code}")
+
+
+# --- frames --------------------------------------------------------------------------------------
+
+_U8 = struct.Struct(">B")
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_TYPE_U16 = struct.Struct(">BH")
+_TYPE_U32 = struct.Struct(">BI")
+_TYPE_U32_U16 = struct.Struct(">BIH")
+_HELLO = struct.Struct(">BHB")
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    nonce: bytes
+    version: int = PROTOCOL_VERSION
+
+    def encode(self) -> bytes:
+        _check_len("nonce", self.nonce, NONCE_LEN)
+        return _TYPE_U16.pack(FrameType.CHALLENGE, _check_u16(self.version)) + self.nonce
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    role: Role
+    identity_public: bytes
+    version: int = PROTOCOL_VERSION
+
+    def encode(self) -> bytes:
+        _check_len("identity key", self.identity_public, KEY_LEN)
+        return _HELLO.pack(FrameType.HELLO, _check_u16(self.version), self.role) + self.identity_public
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    signature: bytes
+
+    def encode(self) -> bytes:
+        _check_len("signature", self.signature, SIGNATURE_LEN)
+        return bytes([FrameType.AUTH]) + self.signature
+
+
+def auth_message(role: Role, nonce: bytes) -> bytes:
+    """What a client signs with its identity key to answer a CHALLENGE."""
+    return AUTH_CONTEXT + bytes([role]) + nonce
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    id: str
+    max_frame_bytes: int
+
+    def encode(self) -> bytes:
+        return _TYPE_U32.pack(FrameType.WELCOME, _check_channel(self.max_frame_bytes)) + _ascii_id(self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    code: int
+    message: str
+
+    def encode(self) -> bytes:
+        return _TYPE_U16.pack(FrameType.ERROR, _check_u16(self.code)) + _clip_text(self.message)
+
+
+@dataclass(frozen=True, slots=True)
+class Allowlist:
+    keys: tuple[bytes, ...]
+    first: bool = True
+    last: bool = True
+
+    def encode(self) -> bytes:
+        if len(self.keys) > MAX_ALLOWLIST_CHUNK:
+            raise FrameError(f"an ALLOWLIST frame carries at most {MAX_ALLOWLIST_CHUNK} keys")
+        for key in self.keys:
+            _check_len("identity key", key, KEY_LEN)
+        flags = (1 if self.first else 0) | (2 if self.last else 0)
+        return struct.pack(">BBH", FrameType.ALLOWLIST, flags, len(self.keys)) + b"".join(self.keys)
+
+
+@dataclass(frozen=True, slots=True)
+class Offers:
+    offer_ids: tuple[str, ...]
+
+    def encode(self) -> bytes:
+        if len(self.offer_ids) > MAX_OFFERS:
+            raise FrameError(f"at most {MAX_OFFERS} pairing offers can be open at once")
+        return bytes([FrameType.OFFERS, len(self.offer_ids)]) + b"".join(_str8(o) for o in self.offer_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class Open:
+    channel: int
+    host_id: str
+    offer_id: str = ""
+
+    def encode(self) -> bytes:
+        return (
+            _TYPE_U32.pack(FrameType.OPEN, _check_channel(self.channel))
+            + _str8(self.host_id)
+            + _ascii_id(self.offer_id, allow_empty=True)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    channel: int
+
+    def encode(self) -> bytes:
+        return _TYPE_U32.pack(FrameType.OPENED, _check_channel(self.channel))
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    channel: int
+    device_identity: bytes
+    offer_id: str = ""
+
+    def encode(self) -> bytes:
+        _check_len("identity key", self.device_identity, KEY_LEN)
+        return (
+            _TYPE_U32.pack(FrameType.INCOMING, _check_channel(self.channel))
+            + self.device_identity
+            + _ascii_id(self.offer_id, allow_empty=True)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Data:
+    channel: int
+    payload: bytes = field(repr=False)
+
+    def encode(self) -> bytes:
+        return encode_data(self.channel, self.payload)
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    channel: int
+    code: int = CloseCode.NORMAL
+    reason: str = ""
+
+    def encode(self) -> bytes:
+        return _TYPE_U32_U16.pack(
+            FrameType.CLOSE, _check_channel(self.channel), _check_u16(self.code)
+        ) + _clip_text(self.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    host_ids: tuple[str, ...]
+
+    def encode(self) -> bytes:
+        if len(self.host_ids) > MAX_WATCH:
+            raise FrameError(f"a device can watch at most {MAX_WATCH} hosts")
+        return _TYPE_U16.pack(FrameType.WATCH, len(self.host_ids)) + b"".join(_str8(h) for h in self.host_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    host_id: str
+    online: bool
+
+    def encode(self) -> bytes:
+        return bytes([FrameType.PRESENCE, 1 if self.online else 0]) + _ascii_id(self.host_id)
+
+
+Frame = (
+    Challenge
+    | Hello
+    | Auth
+    | Welcome
+    | Error
+    | Allowlist
+    | Offers
+    | Open
+    | Opened
+    | Incoming
+    | Data
+    | Close
+    | Watch
+    | Presence
+)
+
+
+# --- the hot path: channel data ------------------------------------------------------------------
+
+DATA_HEADER_LEN = 5
+
+
+def encode_data(channel: int, payload: bytes | bytearray | memoryview) -> bytes:
+    """A DATA frame; the payload is copied exactly once (into the result)."""
+    return _TYPE_U32.pack(FrameType.DATA, _check_channel(channel)) + payload
+
+
+def data_channel(frame: bytes) -> int:
+    """The channel id of a DATA frame, without touching its payload."""
+    if len(frame) < DATA_HEADER_LEN or frame[0] != FrameType.DATA:
+        raise FrameError("not a DATA frame")
+    channel: int = _U32.unpack_from(frame, 1)[0]
+    return channel
+
+
+def rechannel_data(frame: bytes, channel: int) -> bytes:
+    """``frame`` (a DATA frame) addressed to ``channel`` instead; the payload is copied once."""
+    return _TYPE_U32.pack(FrameType.DATA, channel) + memoryview(frame)[DATA_HEADER_LEN:]
+
+
+# --- decoding ------------------------------------------------------------------------------------
+
+
+def decode_frame(data: bytes) -> Frame:
+    """Parse one binary WebSocket message. Raises :class:`FrameError` on anything malformed."""
+    if not data:
+        raise FrameError("empty frame")
+    r = _Reader(data)
+    kind = r.u8()
+    try:
+        ftype = FrameType(kind)
+    except ValueError:
+        raise FrameError(f"unknown frame type 0x{kind:02x}") from None
+    frame: Frame
+    match ftype:
+        case FrameType.DATA:
+            return Data(r.u32(), r.rest())
+        case FrameType.CHALLENGE:
+            version = r.u16()
+            frame = Challenge(nonce=r.take(NONCE_LEN), version=version)
+        case FrameType.HELLO:
+            version = r.u16()
+            role_byte = r.u8()
+            try:
+                role = Role(role_byte)
+            except ValueError:
+                raise FrameError(f"unknown role {role_byte}") from None
+            frame = Hello(role=role, identity_public=r.take(KEY_LEN), version=version)
+        case FrameType.AUTH:
+            frame = Auth(r.take(SIGNATURE_LEN))
+        case FrameType.WELCOME:
+            max_frame = r.u32()
+            frame = Welcome(max_frame_bytes=max_frame, id=r.rest_id())
+        case FrameType.ERROR:
+            code = r.u16()
+            frame = Error(code=code, message=r.rest_text())
+        case FrameType.ALLOWLIST:
+            flags = r.u8()
+            if flags & ~3:
+                raise FrameError("unknown ALLOWLIST flags")
+            count = r.u16()
+            if count > MAX_ALLOWLIST_CHUNK:
+                raise FrameError(f"an ALLOWLIST frame carries at most {MAX_ALLOWLIST_CHUNK} keys")
+            keys = tuple(r.take(KEY_LEN) for _ in range(count))
+            frame = Allowlist(keys=keys, first=bool(flags & 1), last=bool(flags & 2))
+        case FrameType.OFFERS:
+            count = r.u8()
+            if count > MAX_OFFERS:
+                raise FrameError(f"at most {MAX_OFFERS} pairing offers can be open at once")
+            frame = Offers(tuple(r.str8() for _ in range(count)))
+        case FrameType.OPEN:
+            channel = r.u32()
+            host_id = r.str8()
+            frame = Open(channel=channel, host_id=host_id, offer_id=r.rest_id(allow_empty=True))
+        case FrameType.OPENED:
+            frame = Opened(r.u32())
+        case FrameType.INCOMING:
+            channel = r.u32()
+            key = r.take(KEY_LEN)
+            frame = Incoming(channel=channel, device_identity=key, offer_id=r.rest_id(allow_empty=True))
+        case FrameType.CLOSE:
+            channel = r.u32()
+            code = r.u16()
+            frame = Close(channel=channel, code=code, reason=r.rest_text())
+        case FrameType.WATCH:
+            count = r.u16()
+            if count > MAX_WATCH:
+                raise FrameError(f"a device can watch at most {MAX_WATCH} hosts")
+            frame = Watch(tuple(r.str8() for _ in range(count)))
+        case FrameType.PRESENCE:
+            online = r.u8()
+            if online > 1:
+                raise FrameError("PRESENCE online flag must be 0 or 1")
+            frame = Presence(online=bool(online), host_id=r.rest_id())
+    r.end()
+    return frame
+
+
+class _Reader:
+    """A cursor over one frame; every short read is a FrameError."""
+
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: int) -> bytes:
+        end = self.pos + n
+        if end > len(self.data):
+            raise FrameError("frame too short")
+        chunk = bytes(self.data[self.pos : end])
+        self.pos = end
+        return chunk
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u16(self) -> int:
+        value: int = _U16.unpack(self.take(2))[0]
+        return value
+
+    def u32(self) -> int:
+        value: int = _U32.unpack(self.take(4))[0]
+        return value
+
+    def rest(self) -> bytes:
+        chunk = bytes(self.data[self.pos :])
+        self.pos = len(self.data)
+        return chunk
+
+    def rest_text(self) -> str:
+        raw = self.rest()
+        if len(raw) > MAX_TEXT_BYTES:
+            raise FrameError(f"text longer than {MAX_TEXT_BYTES} bytes")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FrameError("text is not valid UTF-8") from None
+
+    def rest_id(self, *, allow_empty: bool = False) -> str:
+        return _parse_id(self.rest(), allow_empty=allow_empty)
+
+    def str8(self) -> str:
+        return _parse_id(self.take(self.u8()))
+
+    def end(self) -> None:
+        if self.pos != len(self.data):
+            raise FrameError("trailing bytes after frame")
+
+
+def _parse_id(raw: bytes, *, allow_empty: bool = False) -> str:
+    if not raw and not allow_empty:
+        raise FrameError("empty id")
+    if len(raw) > MAX_ID_LEN:
+        raise FrameError(f"id longer than {MAX_ID_LEN} bytes")
+    if any(b < 0x21 or b > 0x7E for b in raw):
+        raise FrameError("ids must be printable ASCII")
+    return raw.decode("ascii")
+
+
+def is_valid_id(value: str, *, allow_empty: bool = False) -> bool:
+    """True when ``value`` can travel as a host, device or offer id."""
+    try:
+        _ascii_id(value, allow_empty=allow_empty)
+    except FrameError:
+        return False
+    return True
+
+
+# --- encoding helpers ----------------------------------------------------------------------------
+
+
+def _ascii_id(value: str, *, allow_empty: bool = False) -> bytes:
+    try:
+        raw = value.encode("ascii")
+    except UnicodeEncodeError:
+        raise FrameError("ids must be printable ASCII") from None
+    return _parse_id(raw, allow_empty=allow_empty).encode("ascii")
+
+
+def _str8(value: str) -> bytes:
+    raw = _ascii_id(value)
+    return bytes([len(raw)]) + raw
+
+
+def _clip_text(text: str) -> bytes:
+    """UTF-8 of ``text``, cut at a character boundary to MAX_TEXT_BYTES."""
+    raw = text.encode("utf-8")
+    if len(raw) <= MAX_TEXT_BYTES:
+        return raw
+    return raw[:MAX_TEXT_BYTES].decode("utf-8", errors="ignore").encode("utf-8")
+
+
+def _check_len(what: str, value: bytes, n: int) -> None:
+    if len(value) != n:
+        raise FrameError(f"{what} must be {n} bytes, not {len(value)}")
+
+
+def _check_channel(channel: int) -> int:
+    if not 0 <= channel <= MAX_CHANNEL:
+        raise FrameError(f"channel id {channel} does not fit in 32 bits")
+    return channel
+
+
+def _check_u16(value: int) -> int:
+    if not 0 <= value <= 0xFFFF:
+        raise FrameError(f"{value} does not fit in 16 bits")
+    return value
