@@ -1,0 +1,1 @@
+"""Client side: the SDK (:class:`tether.Client`), pairing and connections to hosts."""

@@ -1,7 +1,0 @@
-"""The ``tether`` command line."""
-
-from __future__ import annotations
-
-
-def main() -> None:
-    raise SystemExit(0)

@@ -1,0 +1,372 @@
+"""The ``tether`` command tree. Every command takes ``--home DIR`` (env ``TETHER_HOME``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tether.cli import output
+from tether.cli.output import err, out, print_json, run
+from tether.errors import TetherError, UsageError
+from tether.home import resolve_home
+
+app = typer.Typer(
+    name="tether",
+    help="Drive the AI coding agents on your machines from your phone, end-to-end encrypted.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+sessions_app = typer.Typer(help="Start, drive and watch sessions on a host.", no_args_is_help=True)
+devices_app = typer.Typer(help="The devices paired with a host.", no_args_is_help=True)
+app.add_typer(sessions_app, name="sessions")
+app.add_typer(devices_app, name="devices")
+
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option("--home", envvar="TETHER_HOME", help="tether home directory (default ~/.tether)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+HostOpt = Annotated[
+    str | None, typer.Option("--host", help="Which paired host (id or name), when there are several.")
+]
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    output.DEBUG = debug
+
+
+def _home(home: Path | None) -> Path:
+    return resolve_home(home)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"bad listen address {value!r}", hint="use HOST:PORT, e.g. 127.0.0.1:8765")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def parse_ttl(value: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = value.strip().lower()
+    try:
+        if text and text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise UsageError(f"bad duration {value!r}", hint="e.g. 90s, 10m, 2h or 1d") from None
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _print_pairing(offer: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
+        print_json({"link": offer["link"], "expires_at": offer["expires_at"]})
+        return
+    import segno
+
+    qr = segno.make(offer["link"], error="L")
+    qr.terminal(compact=True)
+    remaining = max(0, int(offer["expires_at"] - time.time()))
+    out.print(f"\nPair a phone or browser: scan the code, or open\n\n  {offer['link']}\n")
+    out.print(
+        f"The link works once and expires in {remaining // 60} min {remaining % 60} s; "
+        f"it grants: {', '.join(offer.get('scopes', []))}.\n"
+        "On another terminal: tether --home DIR login LINK"
+    )
+
+
+def _warn_public_url(url: str) -> None:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if host in ("127.0.0.1", "localhost", "::1"):
+        err.print(
+            f"note: the pairing link uses {url}, which only this machine can open. "
+            "For a phone, expose the relay over HTTPS and pass --public-url (see docs/deploy.md)."
+        )
+    elif parts.scheme == "http":
+        err.print(
+            f"warning: {url} is plain HTTP on a non-local address: browsers refuse the crypto the "
+            "web client needs there. Use HTTPS (--tls-cert/--tls-key or a TLS proxy) and --public-url."
+        )
+
+
+# -- processes --------------------------------------------------------------------------
+
+
+@app.command()
+def relay(
+    listen: Annotated[str, typer.Option(help="Address to listen on, HOST:PORT.")] = "127.0.0.1:8765",
+    public_url: Annotated[str | None, typer.Option(help="The URL devices use to reach this relay.")] = None,
+    home: HomeOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run a relay: hosts and devices dial out to it; it routes their encrypted channels."""
+    from tether.relay.server import RelayServer
+
+    output.setup_logging(verbose)
+    host, port = parse_listen(listen)
+
+    async def main() -> None:
+        server = RelayServer(public_url=public_url)
+        bound = await server.start(host, port)
+        err.print(f"relay listening on {host}:{bound} (health: http://{host}:{bound}/healthz)")
+        try:
+            await _wait_for_signal()
+        finally:
+            await server.close()
+
+    run(main())
+
+
+@app.command("host")
+def host_cmd(
+    relay: Annotated[str, typer.Option("--relay", help="Relay URL (ws://, wss://, http:// or https://).")],
+    name: Annotated[str | None, typer.Option(help="Name shown to devices (default: hostname).")] = None,
+    workspace: Annotated[
+        list[Path] | None, typer.Option("--workspace", help="Directory sessions may use (repeatable).")
+    ] = None,
+    home: HomeOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the host daemon in the foreground (logs to stderr)."""
+    from tether.host.daemon import HostDaemon
+    from tether.relay.link import websocket_url
+
+    output.setup_logging(verbose)
+    websocket_url(relay)  # validates the URL before anything starts
+
+    async def main() -> None:
+        daemon = HostDaemon(_home(home), relay_url=relay, name=name, workspaces=workspace)
+        await daemon.start()
+        try:
+            await _wait_for_signal()
+        finally:
+            await daemon.stop()
+
+    run(main())
+
+
+@app.command()
+def up(
+    listen: Annotated[str, typer.Option(help="Address for the embedded relay, HOST:PORT.")] = "127.0.0.1:8765",
+    workspace: Annotated[
+        list[Path] | None, typer.Option("--workspace", help="Directory sessions may use (repeatable).")
+    ] = None,
+    public_url: Annotated[str | None, typer.Option(help="The URL phones use to reach this relay.")] = None,
+    name: Annotated[str | None, typer.Option(help="Host name shown to devices.")] = None,
+    scopes: Annotated[str, typer.Option(help="Scopes granted by the printed pairing link.")] = "read,prompt,approve",
+    home: HomeOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Relay and host in one process, with a pairing QR code. Ctrl-C stops."""
+    from tether.host.daemon import HostDaemon
+    from tether.protocol.scopes import parse_scopes
+    from tether.relay.server import RelayServer
+
+    output.setup_logging(verbose)
+    host, port = parse_listen(listen)
+    grant = parse_scopes(scopes)
+
+    async def main() -> None:
+        server = RelayServer(public_url=public_url)
+        bound = await server.start(host, port)
+        shown_host = f"[{host}]" if ":" in host else host
+        url = public_url or f"http://{shown_host}:{bound}"
+        daemon = HostDaemon(
+            _home(home), relay_url=f"ws://{shown_host}:{bound}", name=name, workspaces=workspace, public_url=url
+        )
+        try:
+            await daemon.start()
+            async with asyncio.timeout(10):
+                await daemon.relay_connected.wait()
+            _print_pairing(await daemon.create_pairing_offer(grant, 600), as_json=False)
+            _warn_public_url(url)
+            err.print("tether is up. Ctrl-C to stop.")
+            await _wait_for_signal()
+        finally:
+            with contextlib.suppress(AttributeError):
+                await daemon.stop()
+            await server.close()
+            err.print("stopped.")
+
+    run(main())
+
+
+# -- pairing ----------------------------------------------------------------------------
+
+
+@app.command()
+def pair(
+    scopes: Annotated[str, typer.Option(help="Scopes to grant, comma-separated.")] = "read,prompt,approve",
+    ttl: Annotated[str, typer.Option(help="How long the link stays valid (e.g. 10m).")] = "10m",
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+) -> None:
+    """Make a one-time pairing link (and QR code) on the running host."""
+    from tether.client.connection import connect_local
+    from tether.protocol.scopes import parse_scopes, scope_list
+
+    grant = scope_list(parse_scopes(scopes))
+    seconds = parse_ttl(ttl)
+
+    async def main() -> dict[str, Any]:
+        conn = await connect_local(_home(home))
+        try:
+            result: dict[str, Any] = await conn.call("pairing.create", {"scopes": grant, "ttl": seconds})
+            return result
+        finally:
+            await conn.close()
+
+    _print_pairing(run(main()), as_json=as_json)
+
+
+@app.command()
+def login(
+    link: Annotated[str, typer.Argument(help="The pairing link printed by `tether pair`.")],
+    name: Annotated[str | None, typer.Option(help="A name for this device.")] = None,
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+) -> None:
+    """Pair this CLI with a host, as a device."""
+    from tether.client.pairing import login as do_login
+
+    paired = run(do_login(_home(home), link, name))
+    if as_json:
+        print_json({"host_id": paired.host_id, "name": paired.name, "scopes": paired.scopes})
+    else:
+        out.print(f"paired with host {paired.name} ({paired.host_id}); scopes: {', '.join(paired.scopes)}")
+
+
+# -- hosts and status -------------------------------------------------------------------
+
+
+async def _client_hosts(home: Path) -> list[dict[str, Any]]:
+    from tether.client.sdk import Client
+
+    return [
+        {"id": h.id, "name": h.name, "relay": h.relay_url, "online": h.online, "scopes": h.scopes}
+        for h in await Client(home).hosts()
+    ]
+
+
+def _print_hosts(hosts: list[dict[str, Any]]) -> None:
+    if not hosts:
+        out.print("no paired hosts; pair with `tether login LINK`")
+    for h in hosts:
+        state = "online" if h["online"] else "offline"
+        out.print(f"{h['id']}  {h['name']:<20} {state:<8} {h['relay']}")
+
+
+@app.command()
+def hosts(as_json: JsonOpt = False, home: HomeOpt = None) -> None:
+    """The hosts this client is paired with, and whether each is online."""
+    result = run(_client_hosts(_home(home)))
+    if as_json:
+        print_json(result)
+    else:
+        _print_hosts(result)
+
+
+@app.command()
+def status(as_json: JsonOpt = False, home: HomeOpt = None) -> None:
+    """On a host: its id, name, relay and connection. On a client: its hosts."""
+    from tether.client.connection import connect_local, local_daemon_running
+
+    h = _home(home)
+
+    async def main() -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        if local_daemon_running(h):
+            conn = await connect_local(h)
+            try:
+                info = await conn.call("host.info")
+            finally:
+                await conn.close()
+            result["host"] = {k: info[k] for k in ("id", "name", "relay", "connected", "workspaces", "version")}
+        result["hosts"] = await _client_hosts(h)
+        return result
+
+    result = run(main())
+    if as_json:
+        print_json(result)
+        return
+    if "host" in result:
+        host = result["host"]
+        state = "connected" if host["connected"] else "not connected"
+        out.print(f"host {host['name']} ({host['id']}): relay {host['relay']} — {state}")
+        out.print(f"  workspaces: {', '.join(host['workspaces'])}")
+    if result["hosts"] or "host" not in result:
+        _print_hosts(result["hosts"])
+
+
+# -- devices ----------------------------------------------------------------------------
+
+
+async def _call(home: Path | None, host: str | None, method: str, params: dict[str, Any] | None = None) -> Any:
+    from tether.client.connection import connect
+
+    conn = await connect(_home(home), host)
+    try:
+        return await conn.call(method, params)
+    finally:
+        await conn.close()
+
+
+@devices_app.command("list")
+def devices_list(as_json: JsonOpt = False, host: HostOpt = None, home: HomeOpt = None) -> None:
+    """Devices paired with the host."""
+    devices = run(_call(home, host, "devices.list"))
+    if as_json:
+        print_json(devices)
+        return
+    if not devices:
+        out.print("no paired devices; make a link with `tether pair`")
+    for d in devices:
+        state = "revoked" if d.get("revoked") else "active"
+        out.print(f"{d['id']}  {d['name']:<24} {state:<8} {','.join(d['scopes'])}")
+
+
+@devices_app.command("rename")
+def devices_rename(device_id: str, name: str, host: HostOpt = None, home: HomeOpt = None) -> None:
+    """Rename a device."""
+    run(_call(home, host, "devices.rename", {"id": device_id, "name": name}))
+    out.print(f"device {device_id} renamed to {name}")
+
+
+@devices_app.command("revoke")
+def devices_revoke(device_id: str, host: HostOpt = None, home: HomeOpt = None) -> None:
+    """Revoke a device: its channels close at once and it can no longer connect."""
+    run(_call(home, host, "devices.revoke", {"id": device_id}))
+    out.print(f"device {device_id} revoked")
+
+
+def main() -> None:
+    from tether.cli import sessions  # noqa: F401  (registers the sessions commands)
+
+    try:
+        app()
+    except TetherError as exc:  # raised outside `run`, e.g. while parsing an option
+        output.fail(exc)

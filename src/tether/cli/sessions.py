@@ -1,0 +1,263 @@
+"""``tether sessions ...``: the same commands against the local daemon or a host via the relay."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tether.cli.main import HomeOpt, HostOpt, JsonOpt, _home, sessions_app
+from tether.cli.output import out, print_json, run
+from tether.errors import UsageError
+
+DETACH = b"\x1d"  # Ctrl-]
+
+
+def _client(home: Path | None, host: str | None) -> Any:
+    from tether.client.sdk import Client
+
+    return Client(_home(home), host)
+
+
+@sessions_app.command("list")
+def sessions_list(as_json: JsonOpt = False, host: HostOpt = None, home: HomeOpt = None) -> None:
+    """Sessions on the host, newest last."""
+
+    async def main() -> list[dict[str, Any]]:
+        client = _client(home, host)
+        try:
+            result: list[dict[str, Any]] = await client.sessions()
+            return result
+        finally:
+            await client.close()
+
+    sessions = run(main())
+    if as_json:
+        print_json(sessions)
+        return
+    if not sessions:
+        out.print("no sessions; start one with `tether sessions start -- bash`")
+    for s in sessions:
+        command = " ".join(s.get("command") or [])
+        out.print(f"{s['id']}  {s['status']:<10} {s['agent']:<6} {s['workspace']}  {command}")
+
+
+@sessions_app.command("start")
+def sessions_start(
+    command: Annotated[list[str] | None, typer.Argument(help="The command to run (after --).")] = None,
+    agent: Annotated[str, typer.Option(help="Agent: pty.")] = "pty",
+    workspace: Annotated[str | None, typer.Option(help="Directory on the host to run in.")] = None,
+    as_json: JsonOpt = False,
+    host: HostOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Start a session, e.g. `tether sessions start --agent pty -- bash`; prints its id."""
+    if not command:
+        raise UsageError("no command given", hint="e.g. tether sessions start --agent pty -- bash")
+    cols, rows = shutil.get_terminal_size((80, 24))
+
+    async def main() -> str:
+        client = _client(home, host)
+        try:
+            result: str = await client.start_session(
+                list(command), agent=agent, workspace=workspace, cols=cols, rows=rows
+            )
+            return result
+        finally:
+            await client.close()
+
+    session_id = run(main())
+    if as_json:
+        print_json({"id": session_id})
+    else:
+        out.print(session_id)
+
+
+@sessions_app.command("send")
+def sessions_send(
+    session_id: Annotated[str, typer.Argument(metavar="ID")],
+    text: Annotated[str, typer.Argument(help="Text to send; a newline is added.")],
+    as_json: JsonOpt = False,
+    host: HostOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Send a line of input to a session."""
+
+    async def main() -> int:
+        client = _client(home, host)
+        try:
+            result: int = await client.send(session_id, text + "\n")
+            return result
+        finally:
+            await client.close()
+
+    seq = run(main())
+    if as_json:
+        print_json({"seq": seq})
+
+
+@sessions_app.command("interrupt")
+def sessions_interrupt(
+    session_id: Annotated[str, typer.Argument(metavar="ID")], host: HostOpt = None, home: HomeOpt = None
+) -> None:
+    """Interrupt what a session is doing (Ctrl-C for a terminal)."""
+
+    async def main() -> None:
+        client = _client(home, host)
+        try:
+            await client.interrupt(session_id)
+        finally:
+            await client.close()
+
+    run(main())
+
+
+def _summary(event: dict[str, Any]) -> str:
+    data = event.get("data") or {}
+    if event["type"] == "session.output":
+        text: str = data.get("data", "")
+        return repr(text[:60]) + ("…" if len(text) > 60 else "")
+    if event["type"] == "session.input":
+        return repr(str(data.get("text", ""))[:60])
+    if event["type"] == "snapshot":
+        return f"{len(event.get('sessions', []))} sessions"
+    return " ".join(f"{k}={v}" for k, v in data.items() if k not in ("scrollback",))[:100]
+
+
+def _print_event(event: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(event)
+        return
+    when = time.strftime("%H:%M:%S", time.localtime(event.get("ts", time.time())))
+    out.print(f"{event['seq']:>7} {when} {event.get('session') or '-':<14} {event['type']:<20} {_summary(event)}")
+
+
+@sessions_app.command("events")
+def sessions_events(
+    session_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="Only this session.")] = None,
+    since: Annotated[int, typer.Option(help="Events after this seq.")] = 0,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events.")] = False,
+    as_json: JsonOpt = False,
+    host: HostOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Print a host's events (one JSON object per line with --json)."""
+    if since < 0:
+        raise UsageError("--since must be 0 or more")
+
+    async def main() -> None:
+        client = _client(home, host)
+        try:
+            if follow:
+                async for event in client.events(since, session=session_id):
+                    _print_event(event, as_json)
+                return
+            cursor = since
+            while True:
+                page = await client.call("events.read", {"since": cursor, "session": session_id})
+                for event in page["events"]:
+                    _print_event(event, as_json)
+                cursor = page["cursor"]
+                if cursor >= page["head"]:
+                    return
+        finally:
+            await client.close()
+
+    run(main())
+
+
+@sessions_app.command("attach")
+def sessions_attach(
+    session_id: Annotated[str, typer.Argument(metavar="ID")], host: HostOpt = None, home: HomeOpt = None
+) -> None:
+    """Attach this terminal to a session, live. Ctrl-] detaches."""
+    run(_attach(_home(home), host, session_id))
+
+
+async def _attach(home: Path, host: str | None, session_id: str) -> None:
+    from tether.client.sdk import Client
+
+    client = Client(home, host)
+    loop = asyncio.get_running_loop()
+    stdin_fd = sys.stdin.fileno()
+    is_tty = os.isatty(stdin_fd)
+    keys: asyncio.Queue[bytes] = asyncio.Queue()
+    done = asyncio.Event()
+
+    def on_stdin() -> None:
+        try:
+            data = os.read(stdin_fd, 4096)
+        except OSError:
+            data = b""
+        if not data or DETACH in data:
+            head = data.split(DETACH, 1)[0]
+            if head:
+                keys.put_nowait(head)
+            done.set()
+            loop.remove_reader(stdin_fd)
+            return
+        keys.put_nowait(data)
+
+    async def pump_keys() -> None:
+        while True:
+            data = await keys.get()
+            await client.send(session_id, data.decode("utf-8", errors="replace"))
+
+    async def pump_output(since: int) -> None:
+        async for event in client.events(since, session=session_id):
+            if event["type"] == "session.output":
+                sys.stdout.buffer.write(event["data"]["data"].encode())
+                sys.stdout.buffer.flush()
+            elif event["type"] == "session.exited":
+                sys.stderr.write(f"\r\n[session exited: {event['data'].get('exit_code')}]\r\n")
+                done.set()
+                return
+
+    def on_resize() -> None:
+        cols, rows = shutil.get_terminal_size((80, 24))
+        asyncio.ensure_future(client.resize(session_id, cols, rows))
+
+    session = await client.session(session_id, scrollback=True)
+    sys.stdout.buffer.write((session.get("scrollback") or "").encode())
+    sys.stdout.buffer.flush()
+    if session["status"] in ("finished", "failed"):
+        sys.stderr.write(f"[session {session['status']}: exit code {session.get('exit_code')}]\n")
+        await client.close()
+        return
+    old_attrs = None
+    if is_tty:
+        import termios
+        import tty
+
+        old_attrs = termios.tcgetattr(stdin_fd)
+        tty.setraw(stdin_fd)
+        loop.add_signal_handler(signal.SIGWINCH, on_resize)
+        on_resize()
+        sys.stderr.write("[attached; Ctrl-] detaches]\r\n")
+    loop.add_reader(stdin_fd, on_stdin)
+    tasks = [asyncio.create_task(pump_keys()), asyncio.create_task(pump_output(session["last_seq"]))]
+    try:
+        await done.wait()
+        # Let typed keys reach the host before detaching.
+        while not keys.empty():
+            await asyncio.sleep(0.05)
+    finally:
+        with contextlib.suppress(Exception):
+            loop.remove_reader(stdin_fd)
+        for task in tasks:
+            task.cancel()
+        if old_attrs is not None:
+            import termios
+
+            loop.remove_signal_handler(signal.SIGWINCH)
+            termios.tcsetattr(stdin_fd, termios.TCSADRAIN, old_attrs)
+        await client.close()
+        sys.stderr.write("\r\n[detached]\n")

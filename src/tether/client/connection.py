@@ -1,0 +1,140 @@
+"""One live connection from a client to a host: through the relay (end-to-end encrypted),
+or to the local daemon's unix socket. Both speak the same application protocol, so every
+command behaves the same either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from tether.client.state import ClientState, PairedHost
+from tether.errors import TetherError, UsageError
+from tether.host.daemon import HostPaths
+from tether.protocol.e2e import E2ETransport
+from tether.protocol.local import StreamTransport
+from tether.protocol.messages import Notification
+from tether.protocol.rpc import MessageTransport, RpcPeer, TransportClosed
+from tether.relay.link import ChannelClosed, RelayError, RelayLink
+
+# Batches a subscription may hold before the reader waits for the consumer.
+SUBSCRIPTION_QUEUE = 64
+
+
+class Subscription:
+    """Event batches of one ``events.subscribe``; ends with :class:`TransportClosed`."""
+
+    def __init__(self, conn: Connection, sub_id: int) -> None:
+        self.conn = conn
+        self.sub_id = sub_id
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(SUBSCRIPTION_QUEUE)
+
+    async def items(self) -> AsyncIterator[dict[str, Any]]:
+        """Yields each event (a dict with seq, session, type...) and snapshots (type "snapshot")."""
+        while True:
+            item = await self.queue.get()
+            if item is None:
+                raise self.conn.peer.close_error
+            if "events" in item:
+                for event in item["events"]:
+                    yield event
+            else:
+                yield {"type": "snapshot", "seq": item["seq"], "session": None, "sessions": item["sessions"]}
+
+
+class Connection:
+    def __init__(self, transport: MessageTransport, *, host_id: str, link: RelayLink | None = None) -> None:
+        self.host_id = host_id
+        self.link = link
+        self._subs: dict[int, Subscription] = {}
+        self._sub_ids = itertools.count(1)
+        self.peer = RpcPeer(transport, on_notification=self._on_notification)
+        self._runner = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            await self.peer.run()
+        finally:
+            for sub in self._subs.values():
+                with contextlib.suppress(asyncio.QueueFull):
+                    sub.queue.put_nowait(None)
+            if self.link is not None:
+                await self.link.close()
+
+    async def _on_notification(self, note: Notification) -> None:
+        sub = self._subs.get(note.params.get("sub", -1))
+        if sub is not None and note.method in ("events", "snapshot"):
+            await sub.queue.put(note.params)
+
+    @property
+    def closed(self) -> bool:
+        return self.peer.closed.is_set()
+
+    async def call(self, method: str, params: dict[str, Any] | None = None, timeout: float | None = 30) -> Any:
+        return await self.peer.call(method, params, timeout=timeout)
+
+    async def subscribe(self, since: int, session: str | None = None) -> Subscription:
+        sub = Subscription(self, next(self._sub_ids))
+        # Registered before the call: the first batch may arrive before the response.
+        self._subs[sub.sub_id] = sub
+        try:
+            await self.call("events.subscribe", {"sub": sub.sub_id, "since": since, "session": session})
+        except BaseException:
+            self._subs.pop(sub.sub_id, None)
+            raise
+        return sub
+
+    async def close(self) -> None:
+        await self.peer.close()
+        with contextlib.suppress(asyncio.CancelledError, TetherError):
+            await self._runner
+
+
+async def connect_local(home: Path) -> Connection:
+    paths = HostPaths(home)
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(paths.socket))
+    except OSError:
+        raise TransportClosed(
+            f"no host daemon is running with home {home}",
+            hint="start one with `tether host --relay URL` or `tether up`",
+        ) from None
+    return Connection(StreamTransport(reader, writer), host_id="local")
+
+
+async def connect_remote(state: ClientState, host: PairedHost) -> Connection:
+    """Open an IK channel to ``host`` through its relay."""
+    identity = state.identity()
+    link = await RelayLink.connect(host.relay_url, identity, "device")
+    try:
+        channel = await link.open(host.host_id)
+        transport = await E2ETransport.initiate(channel, static=identity.static, remote_static=host.host_static)
+    except BaseException:
+        await link.close()
+        raise
+    return Connection(transport, host_id=host.host_id, link=link)
+
+
+def local_daemon_running(home: Path) -> bool:
+    return HostPaths(home).socket.exists()
+
+
+async def connect(home: Path, host: str | None = None) -> Connection:
+    """The local daemon when this home runs one (and no ``--host`` was given), else a paired host."""
+    if host is None and local_daemon_running(home):
+        with contextlib.suppress(TransportClosed):
+            return await connect_local(home)
+    state = ClientState(home)
+    if not state.hosts() and host is None:
+        raise UsageError(
+            "no host daemon runs with this home and it is not paired with any host",
+            hint="start a host with `tether up`, or pair this client with `tether login LINK`",
+        )
+    return await connect_remote(state, state.find_host(host))
+
+
+RETRYABLE = (TransportClosed, ChannelClosed, RelayError, asyncio.TimeoutError, OSError)

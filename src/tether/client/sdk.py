@@ -1,0 +1,189 @@
+"""``tether.Client``: the asyncio SDK for driving a host from a script.
+
+Open it from a client home (a device paired with ``tether login``), or from a host's own home
+(it then talks to the local daemon). It reconnects by itself with backoff; commands carry a
+client id, so a command retried after a reconnect is applied once; :meth:`Client.events`
+resumes from its cursor, so a consumer sees every event exactly once, in order.
+
+    async with await tether.Client.open("~/.tether") as client:
+        sid = await client.start_session(["bash"])
+        await client.send(sid, "echo hello\\n")
+        async for event in client.events(since=0, session=sid):
+            print(event["seq"], event["type"])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from tether.backoff import Backoff
+from tether.client.connection import RETRYABLE, Connection, connect
+from tether.client.state import ClientState
+from tether.home import resolve_home
+from tether.relay.link import RelayLink
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    """A paired host as this client knows it, with whether the relay sees it online."""
+
+    id: str
+    name: str
+    relay_url: str
+    scopes: list[str]
+    online: bool
+
+
+class Client:
+    """A connection to one host that survives relay restarts and network cuts."""
+
+    def __init__(self, home: Path, host: str | None = None, *, retry_for: float = 60.0) -> None:
+        self.home = home
+        self.host = host
+        # How long a call keeps retrying through reconnects before it gives up.
+        self.retry_for = retry_for
+        self._conn: Connection | None = None
+        self._lock = asyncio.Lock()
+        self._backoff = Backoff()
+
+    @classmethod
+    async def open(cls, home: str | Path | None = None, *, host: str | None = None) -> Client:
+        """Connect to ``host`` (id or name; needed when the home has several) and return the client."""
+        client = cls(resolve_home(home), host)
+        await client._connection()
+        return client
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    # -- the connection ------------------------------------------------------------------
+
+    async def _connection(self) -> Connection:
+        async with self._lock:
+            if self._conn is None or self._conn.closed:
+                if self._conn is not None:
+                    await self._conn.close()
+                self._conn = await connect(self.home, self.host)
+                self._backoff.reset()
+            return self._conn
+
+    async def _retrying(self, op: Callable[[Connection], Awaitable[T]]) -> T:
+        """Run ``op`` on a live connection, reconnecting with backoff while the host is unreachable."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_for
+        while True:
+            try:
+                return await op(await self._connection())
+            except RETRYABLE:
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(self._backoff.next_delay())
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        """Call any application method (see ``docs/protocol.md``)."""
+        return await self._retrying(lambda c: c.call(method, params))
+
+    async def _command(self, method: str, params: dict[str, Any]) -> Any:
+        # One client id for every retry of this command: the host applies it once.
+        return await self.call(method, {**params, "cid": uuid.uuid4().hex})
+
+    # -- the API -------------------------------------------------------------------------
+
+    async def hosts(self) -> list[HostStatus]:
+        """The hosts this client is paired with, and whether each is online now."""
+        state = ClientState(self.home)
+        hosts = state.hosts()
+        online: dict[str, bool] = {}
+        by_relay: dict[str, list[str]] = {}
+        for h in hosts:
+            by_relay.setdefault(h.relay_url, []).append(h.host_id)
+        for relay_url, ids in by_relay.items():
+            online.update(await _presence(state, relay_url, ids))
+        return [HostStatus(h.host_id, h.name, h.relay_url, h.scopes, online.get(h.host_id, False)) for h in hosts]
+
+    async def info(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("host.info")
+        return result
+
+    async def sessions(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self.call("sessions.list")
+        return result
+
+    async def session(self, session_id: str, *, scrollback: bool = False) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("sessions.get", {"id": session_id, "scrollback": scrollback})
+        return result
+
+    async def start_session(
+        self, command: list[str], *, agent: str = "pty", workspace: str | None = None, cols: int = 80, rows: int = 24
+    ) -> str:
+        """Start a session; returns its id."""
+        result = await self._command(
+            "sessions.start",
+            {"agent": agent, "command": command, "workspace": workspace, "cols": cols, "rows": rows},
+        )
+        return str(result["id"])
+
+    async def send(self, session_id: str, text: str) -> int:
+        """Send input to a session exactly as given; returns the seq of its event."""
+        result = await self._command("sessions.send", {"id": session_id, "text": text})
+        return int(result["seq"])
+
+    async def interrupt(self, session_id: str) -> None:
+        await self._command("sessions.interrupt", {"id": session_id})
+
+    async def resize(self, session_id: str, cols: int, rows: int) -> None:
+        await self.call("sessions.resize", {"id": session_id, "cols": cols, "rows": rows})
+
+    async def events(self, since: int = 0, *, session: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Every event after ``since``, then live ones, forever; resumes across reconnects.
+
+        Each event is a dict with ``seq``, ``session``, ``type``, ``ts`` and ``data``. A consumer
+        far behind first gets ``{"type": "snapshot", "seq": ..., "sessions": [...]}``.
+        """
+        cursor = since
+        while True:
+            try:
+                conn = await self._connection()
+                sub = await conn.subscribe(cursor, session)
+                async for event in sub.items():
+                    if event["seq"] <= cursor:
+                        continue  # never hand out an event twice
+                    cursor = event["seq"]
+                    yield event
+            except RETRYABLE:
+                await asyncio.sleep(self._backoff.next_delay())
+
+
+async def _presence(state: ClientState, relay_url: str, host_ids: list[str]) -> dict[str, bool]:
+    try:
+        link = await RelayLink.connect(relay_url, state.identity(), "device", open_timeout=5)
+    except RETRYABLE:
+        return {}
+    try:
+        await link.watch(host_ids)
+        with contextlib.suppress(asyncio.TimeoutError):
+            async with asyncio.timeout(2):
+                while not all(h in link.presence for h in host_ids):
+                    await link.wait_presence_change()
+        return dict(link.presence)
+    finally:
+        await link.close()

@@ -1,0 +1,77 @@
+"""What a client keeps in its home: its device keys and the hosts it has paired with."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tether.crypto.encoding import b64u_decode, b64u_encode
+from tether.crypto.keys import Identity
+from tether.errors import ConfigError, UsageError
+from tether.home import read_json, write_private_json
+
+
+@dataclass
+class PairedHost:
+    host_id: str
+    name: str
+    relay_url: str
+    host_static: bytes
+    device_id: str
+    scopes: list[str]
+    paired_at: float = field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["host_static"] = b64u_encode(self.host_static)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PairedHost:
+        data = dict(data)
+        data["host_static"] = b64u_decode(data["host_static"])
+        return cls(**data)
+
+
+class ClientState:
+    def __init__(self, home: Path) -> None:
+        self.dir = home / "client"
+        self.keys_path = self.dir / "keys.json"
+        self.hosts_path = self.dir / "hosts.json"
+
+    def identity(self, *, create: bool = False) -> Identity:
+        if create:
+            return Identity.load_or_create(self.keys_path)
+        if not self.keys_path.exists():
+            raise UsageError("this home is not paired with any host", hint="run `tether login LINK` first")
+        return Identity.load(self.keys_path)
+
+    def hosts(self) -> list[PairedHost]:
+        if not self.hosts_path.exists():
+            return []
+        try:
+            return [PairedHost.from_json(h) for h in read_json(self.hosts_path)["hosts"]]
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(f"{self.hosts_path} is damaged", hint="remove it and pair again") from None
+
+    def save_host(self, host: PairedHost) -> None:
+        hosts = [h for h in self.hosts() if h.host_id != host.host_id] + [host]
+        write_private_json(self.hosts_path, {"version": 1, "hosts": [h.to_json() for h in hosts]})
+
+    def find_host(self, selector: str | None) -> PairedHost:
+        """The host named by id, id prefix or name; the only host when ``selector`` is None."""
+        hosts = self.hosts()
+        if not hosts:
+            raise UsageError("this home is not paired with any host", hint="run `tether login LINK` first")
+        if selector is None:
+            if len(hosts) == 1:
+                return hosts[0]
+            names = ", ".join(f"{h.name} ({h.host_id})" for h in hosts)
+            raise UsageError("this client is paired with several hosts", hint=f"pick one with --host: {names}")
+        matches = [h for h in hosts if h.host_id == selector or h.name == selector]
+        matches = matches or [h for h in hosts if h.host_id.startswith(selector)]
+        if len(matches) != 1:
+            raise UsageError(f"no single paired host matches {selector!r}", hint="see `tether hosts`")
+        return matches[0]

@@ -1,0 +1,211 @@
+"""The host's application methods: one handler per method, each checked against its scope.
+
+Every request from a device and from the local owner comes through :meth:`ApiConnection.handle`:
+the method must be known, the caller's grant must hold the method's scope (the table in
+:mod:`tether.protocol.scopes`), the params must validate, and commands with a client id are
+applied once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from tether import __version__
+from tether.errors import TetherError
+from tether.host.principal import Principal
+from tether.host.workspaces import resolve_workspace
+from tether.protocol import schemas
+from tether.protocol.messages import Request, decode_params
+from tether.protocol.rpc import RpcPeer
+from tether.protocol.scopes import METHOD_SCOPES, parse_scopes, scope_list
+
+if TYPE_CHECKING:
+    from tether.host.daemon import HostDaemon
+    from tether.host.eventlog import Subscription
+
+log = logging.getLogger("tether.host")
+
+
+class Forbidden(TetherError):
+    code = "forbidden"
+
+
+class UnknownMethod(TetherError):
+    code = "unknown_method"
+
+
+MAX_SUBSCRIPTIONS = 16
+
+Handler = Callable[[Any], Awaitable[Any]]
+
+
+class ApiConnection:
+    """The methods as seen by one connected caller (it owns that caller's subscriptions)."""
+
+    def __init__(self, host: HostDaemon, principal: Principal) -> None:
+        self.host = host
+        self.principal = principal
+        self.peer: RpcPeer  # set by the daemon once the peer exists (the peer needs our handler)
+        self._subs: dict[int, asyncio.Task[None]] = {}
+        self._handlers: dict[str, tuple[type[msgspec.Struct], Handler]] = {
+            "host.info": (schemas.Empty, self._host_info),
+            "sessions.list": (schemas.Empty, self._sessions_list),
+            "sessions.get": (schemas.SessionRef, self._sessions_get),
+            "sessions.start": (schemas.SessionStart, self._sessions_start),
+            "sessions.send": (schemas.SessionSend, self._sessions_send),
+            "sessions.interrupt": (schemas.SessionRef, self._sessions_interrupt),
+            "sessions.resize": (schemas.SessionResize, self._sessions_resize),
+            "events.read": (schemas.ReadEvents, self._read_events),
+            "events.subscribe": (schemas.Subscribe, self._subscribe),
+            "events.unsubscribe": (schemas.Unsubscribe, self._unsubscribe),
+            "devices.list": (schemas.Empty, self._devices_list),
+            "devices.rename": (schemas.DeviceRename, self._devices_rename),
+            "devices.revoke": (schemas.DeviceRef, self._devices_revoke),
+            "pairing.create": (schemas.PairingCreate, self._pairing_create),
+        }
+        assert set(self._handlers) == set(METHOD_SCOPES), "every method needs a scope and a handler"
+
+    async def handle(self, request: Request) -> Any:
+        entry = self._handlers.get(request.method)
+        if entry is None:
+            raise UnknownMethod(f"unknown method {request.method!r}", hint="upgrade tether on this client")
+        needed = METHOD_SCOPES[request.method]
+        if needed not in self.principal.scopes:
+            raise Forbidden(
+                f"{self.principal.describe()} lacks the {needed.value!r} scope needed for {request.method}",
+                hint="pair again with a grant that includes it (tether pair --scopes ...)",
+            )
+        struct, handler = entry
+        params = decode_params(request.params, struct)
+        cid = getattr(params, "cid", None)
+        if cid is None:
+            return await handler(params)
+        return await self.host.store.apply_once(cid, self.principal.id, request.method, lambda: handler(params))
+
+    async def close(self) -> None:
+        for task in self._subs.values():
+            task.cancel()
+        for task in self._subs.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._subs.clear()
+
+    # -- host and sessions -------------------------------------------------------------
+
+    async def _host_info(self, _: schemas.Empty) -> dict[str, Any]:
+        return {
+            **self.host.status(),
+            "version": __version__,
+            "head": self.host.log.head,
+            "scopes": scope_list(self.principal.scopes),
+        }
+
+    async def _sessions_list(self, _: schemas.Empty) -> list[dict[str, Any]]:
+        return await self.host.sessions.list()
+
+    async def _sessions_get(self, params: schemas.SessionRef) -> dict[str, Any]:
+        session = await self.host.sessions.get(params.id, with_scrollback=params.scrollback)
+        if session is None:
+            raise TetherError(f"no session {params.id!r} on this host", code="not_found")
+        return session
+
+    async def _sessions_start(self, params: schemas.SessionStart) -> dict[str, Any]:
+        if params.agent != "pty":
+            raise TetherError(f"unknown agent {params.agent!r}", hint="use --agent pty", code="bad_agent")
+        if not params.command:
+            raise TetherError("no command given", hint="e.g. tether sessions start -- bash", code="bad_command")
+        workspace = resolve_workspace(params.workspace, self.host.workspaces, self.principal.workspace)
+        session_id = await self.host.sessions.start_session(
+            agent=params.agent,
+            workspace=workspace,
+            command=params.command,
+            cid=params.cid,
+            cols=params.cols,
+            rows=params.rows,
+        )
+        log.info("%s started session %s", self.principal.describe(), session_id)
+        return {"id": session_id}
+
+    async def _sessions_send(self, params: schemas.SessionSend) -> dict[str, Any]:
+        event = await self.host.sessions.send_input(params.id, params.text, cid=params.cid)
+        return {"seq": event.seq}
+
+    async def _sessions_interrupt(self, params: schemas.SessionRef) -> dict[str, Any]:
+        event = await self.host.sessions.interrupt(params.id, cid=params.cid)
+        return {"seq": event.seq}
+
+    async def _sessions_resize(self, params: schemas.SessionResize) -> dict[str, Any]:
+        event = await self.host.sessions.resize(params.id, params.cols, params.rows)
+        return {"seq": event.seq}
+
+    # -- events ------------------------------------------------------------------------
+
+    async def _read_events(self, params: schemas.ReadEvents) -> dict[str, Any]:
+        """A page of the log (for scripts that want what exists now, without following)."""
+        head = self.host.log.head
+        events = await self.host.log.read(params.since, params.limit)
+        cursor = events[-1].seq if events else max(params.since, head)
+        if params.session is not None:
+            events = [e for e in events if e.session == params.session]
+        return {"events": [e.to_wire() for e in events], "cursor": cursor, "head": head}
+
+    async def _subscribe(self, params: schemas.Subscribe) -> dict[str, Any]:
+        sub_id = params.sub
+        if sub_id in self._subs:
+            raise TetherError(f"subscription {sub_id} already exists on this connection", code="bad_params")
+        if len(self._subs) >= MAX_SUBSCRIPTIONS:
+            raise TetherError("too many subscriptions on one connection", code="limit")
+        subscription = self.host.log.subscribe(params.since, session=params.session)
+        self._subs[sub_id] = asyncio.create_task(self._pump(sub_id, subscription))
+        return {"sub": sub_id, "head": self.host.log.head}
+
+    async def _pump(self, sub_id: int, subscription: Subscription) -> None:
+        from tether.host.eventlog import Snapshot
+
+        try:
+            async for item in subscription:
+                if isinstance(item, Snapshot):
+                    await self.peer.notify(
+                        "snapshot", {"sub": sub_id, "seq": item.seq, "sessions": item.sessions}
+                    )
+                else:
+                    await self.peer.notify("events", {"sub": sub_id, "events": [e.to_wire() for e in item]})
+        except TetherError:
+            pass  # the connection went away; the client resumes from its cursor
+
+    async def _unsubscribe(self, params: schemas.Unsubscribe) -> dict[str, Any]:
+        task = self._subs.pop(params.sub, None)
+        if task is not None:
+            task.cancel()
+        return {"ok": task is not None}
+
+    # -- devices and pairing -----------------------------------------------------------
+
+    async def _devices_list(self, _: schemas.Empty) -> list[dict[str, Any]]:
+        return [d.to_public() for d in await self.host.store.list_devices(include_revoked=True)]
+
+    async def _devices_rename(self, params: schemas.DeviceRename) -> dict[str, Any]:
+        if not await self.host.store.rename_device(params.id, params.name):
+            raise TetherError(f"no device {params.id!r}", code="not_found")
+        return {"ok": True}
+
+    async def _devices_revoke(self, params: schemas.DeviceRef) -> dict[str, Any]:
+        if not await self.host.revoke_device(params.id):
+            raise TetherError(f"no device {params.id!r}", code="not_found")
+        return {"ok": True}
+
+    async def _pairing_create(self, params: schemas.PairingCreate) -> dict[str, Any]:
+        scopes = parse_scopes(params.scopes)
+        if not scopes <= self.principal.scopes:
+            extra = ", ".join(scope_list(scopes - self.principal.scopes))
+            raise Forbidden(
+                f"cannot grant scopes this caller does not have: {extra}",
+                hint="a device can only pair others with a subset of its own scopes",
+            )
+        return await self.host.create_pairing_offer(scopes, params.ttl)

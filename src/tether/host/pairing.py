@@ -1,0 +1,88 @@
+"""Pairing, host side (ARCHITECTURE §5): claim a one-time offer over an IKpsk2 channel.
+
+The device runs the IKpsk2 handshake with the offer's secret as the psk, then — never in the
+replayable first handshake message — sends one ``pair.complete`` request with its identity key
+and name. The host consumes the offer (single use, atomically), records the device with the
+offer's grant and the static key the handshake proved, and answers with the host's details.
+The channel then closes: from now on the device connects with IK only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from tether.crypto.encoding import b64u_decode
+from tether.crypto.keys import derive_id
+from tether.errors import TetherError
+from tether.protocol import schemas
+from tether.protocol.e2e import E2ETransport
+from tether.protocol.messages import ErrorBody, ProtocolError, Request, Response, decode, decode_params, encode
+from tether.protocol.scopes import scope_list
+from tether.relay.link import Channel
+
+if TYPE_CHECKING:
+    from tether.host.daemon import HostDaemon
+
+log = logging.getLogger("tether.host.pairing")
+
+OFFER_GONE = "this pairing link is no longer valid: it was already used or it expired"
+OFFER_GONE_HINT = "run `tether pair` on the host for a new link"
+
+
+class PairingError(TetherError):
+    code = "pairing"
+
+
+async def claim_offer(host: HostDaemon, channel: Channel) -> None:
+    """Serve one pairing attempt on ``channel``; always closes it."""
+    assert channel.offer_id is not None
+    offer = await host.store.get_offer(channel.offer_id)
+    if offer is None or offer.consumed or offer.expires_at <= time.time():
+        await channel.close(reason=f"{OFFER_GONE}; {OFFER_GONE_HINT}")
+        return
+    try:
+        transport = await E2ETransport.accept(channel, static=host.identity.static, psk=offer.secret)
+        request = decode(await transport.recv())
+        if not isinstance(request, Request) or request.method != "pair.complete":
+            raise ProtocolError("expected a pair.complete request")
+        try:
+            result = await _complete(host, transport, request, offer.id, offer.scopes)
+            response = Response(id=request.id, result=result)
+        except TetherError as exc:
+            response = Response(id=request.id, error=ErrorBody(code=exc.code, message=exc.message, hint=exc.hint))
+        await transport.send(encode(response))
+    except TetherError as exc:
+        log.info("pairing attempt on channel %s failed: %s", channel.id, exc.message)
+    finally:
+        with contextlib.suppress(TetherError):
+            await channel.close(reason="pairing finished")
+
+
+async def _complete(
+    host: HostDaemon, transport: E2ETransport, request: Request, offer_id: str, scopes: list[str]
+) -> dict[str, object]:
+    params = decode_params(request.params, schemas.PairComplete)
+    try:
+        identity_public = b64u_decode(params.identity_public)
+        device_id = derive_id(identity_public)
+    except ValueError:
+        raise PairingError("the device's identity key is malformed") from None
+    if transport.channel.peer_identity not in (None, identity_public):
+        raise PairingError("the device's identity key does not match the one it showed the relay")
+    assert transport.remote_static is not None
+    if not await host.store.consume_offer(offer_id, device_id):
+        raise PairingError(OFFER_GONE, hint=OFFER_GONE_HINT)
+    await host.store.add_device(
+        device_id, params.name, identity_public, transport.remote_static, scope_list(scopes), None
+    )
+    log.info("paired device %r (%s) with scopes %s", params.name, device_id, ",".join(scopes))
+    await host.publish()
+    return {
+        "host_id": host.identity.id,
+        "host_name": host.name,
+        "device_id": device_id,
+        "scopes": scope_list(scopes),
+    }

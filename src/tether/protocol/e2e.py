@@ -1,0 +1,114 @@
+"""An end-to-end encrypted message transport over one relay channel.
+
+The relay carries each Noise message as an opaque frame; this class runs the handshake,
+then encrypts every application message (fragmenting large ones) and decrypts what arrives.
+Any tampered, replayed, dropped or reordered frame makes :class:`SecureChannel` fail, and the
+channel is then closed: there is no recovery inside a channel, the client resumes on a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from tether.crypto.channel import ChannelError, HandshakeComplete, Message, SecureChannel
+from tether.errors import TetherError
+from tether.protocol.rpc import TransportClosed
+from tether.relay.link import Channel, ChannelClosed
+
+HANDSHAKE_TIMEOUT = 10.0
+
+
+class E2ETransport:
+    def __init__(self, channel: Channel, secure: SecureChannel) -> None:
+        self.channel = channel
+        self.secure = secure
+        self.remote_static: bytes | None = None
+        self._inbox: collections.deque[bytes] = collections.deque()
+        self._send_lock = asyncio.Lock()
+
+    @classmethod
+    async def initiate(
+        cls,
+        channel: Channel,
+        *,
+        static: X25519PrivateKey,
+        remote_static: bytes,
+        psk: bytes | None = None,
+        timeout: float = HANDSHAKE_TIMEOUT,
+    ) -> E2ETransport:
+        """Run the initiator side of IK (or IKpsk2 when pairing) and return the open transport."""
+        transport = cls(channel, SecureChannel.initiator(static=static, remote_static=remote_static, psk=psk))
+        transport.secure.start()
+        await transport._flush()
+        await asyncio.wait_for(transport._until_handshake(), timeout)
+        return transport
+
+    @classmethod
+    async def accept(
+        cls,
+        channel: Channel,
+        *,
+        static: X25519PrivateKey,
+        psk: bytes | None = None,
+        timeout: float = HANDSHAKE_TIMEOUT,
+    ) -> E2ETransport:
+        """Run the responder side; ``remote_static`` is set once this returns."""
+        transport = cls(channel, SecureChannel.responder(static=static, psk=psk))
+        await asyncio.wait_for(transport._until_handshake(), timeout)
+        return transport
+
+    async def _until_handshake(self) -> None:
+        while self.remote_static is None:
+            await self._receive_frame()
+
+    async def _receive_frame(self) -> None:
+        try:
+            frame = await self.channel.recv()
+        except ChannelClosed as exc:
+            raise TransportClosed(exc.message, hint=exc.hint) from None
+        try:
+            events = self.secure.receive(frame)
+        except ChannelError as exc:
+            with contextlib.suppress(TetherError):
+                await self.channel.close(reason="end-to-end check failed")
+            raise TransportClosed(exc.message, hint=exc.hint, code=exc.code) from None
+        for event in events:
+            if isinstance(event, HandshakeComplete):
+                self.remote_static = event.remote_static
+            elif isinstance(event, Message):
+                self._inbox.append(event.data)
+        await self._flush()
+
+    async def _flush(self) -> None:
+        async with self._send_lock:
+            await self._send_frames()
+
+    async def _send_frames(self) -> None:
+        try:
+            for frame in self.secure.data_to_send():
+                await self.channel.send(frame)
+        except ChannelClosed as exc:
+            raise TransportClosed(exc.message, hint=exc.hint) from None
+
+    async def send(self, data: bytes) -> None:
+        # Encrypt and send under one lock: Noise nonces are counters, so frames must leave
+        # in the order they were sealed.
+        async with self._send_lock:
+            try:
+                self.secure.send(data)
+            except ChannelError as exc:
+                raise TransportClosed(exc.message) from None
+            await self._send_frames()
+
+    async def recv(self) -> bytes:
+        while not self._inbox:
+            await self._receive_frame()
+        return self._inbox.popleft()
+
+    async def close(self) -> None:
+        with contextlib.suppress(TetherError):
+            await self.channel.close(reason="closed by peer")

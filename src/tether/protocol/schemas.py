@@ -1,0 +1,83 @@
+"""Typed parameters of every application method (the host validates each request with these)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+CommandId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+SessionId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Dimension = Annotated[int, msgspec.Meta(ge=1, le=1000)]
+# A 1 MiB prompt must fit; larger input is refused with a clear error.
+Text = Annotated[str, msgspec.Meta(max_length=1024 * 1024)]
+
+
+class _Params(msgspec.Struct, forbid_unknown_fields=True):
+    pass
+
+
+class Empty(_Params):
+    pass
+
+
+class SessionStart(_Params):
+    agent: str = "pty"
+    command: list[str] = msgspec.field(default_factory=list)
+    workspace: str | None = None
+    cid: CommandId | None = None
+    cols: Dimension = 80
+    rows: Dimension = 24
+
+
+class SessionRef(_Params):
+    id: SessionId
+    cid: CommandId | None = None
+    scrollback: bool = False
+
+
+class SessionSend(_Params):
+    id: SessionId
+    text: Text
+    cid: CommandId | None = None
+
+
+class SessionResize(_Params):
+    id: SessionId
+    cols: Dimension
+    rows: Dimension
+
+
+class Subscribe(_Params):
+    sub: Annotated[int, msgspec.Meta(ge=1, le=2**31)]
+    since: Annotated[int, msgspec.Meta(ge=0)] = 0
+    session: SessionId | None = None
+
+
+class ReadEvents(_Params):
+    since: Annotated[int, msgspec.Meta(ge=0)] = 0
+    session: SessionId | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=2000)] = 1000
+
+
+class Unsubscribe(_Params):
+    sub: int
+
+
+class PairingCreate(_Params):
+    scopes: list[str]
+    ttl: Annotated[float, msgspec.Meta(ge=10, le=7 * 86400)] = 600.0
+
+
+class PairComplete(_Params):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    identity_public: Annotated[str, msgspec.Meta(max_length=64)]
+
+
+class DeviceRef(_Params):
+    id: Annotated[str, msgspec.Meta(max_length=64)]
+
+
+class DeviceRename(_Params):
+    id: Annotated[str, msgspec.Meta(max_length=64)]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
