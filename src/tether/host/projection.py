@@ -1,0 +1,258 @@
+"""Session state as a projection of the event log (ARCHITECTURE §6, §7).
+
+The ``sessions`` table is never written except by :func:`apply`, which the event log calls in
+the same transaction as the append. So the table always equals "the log folded up to its last
+seq", and a snapshot read in one transaction is consistent with a seq.
+
+Event types and their ``data`` are all listed in :class:`EventType`; session status and its
+allowed transitions in :class:`Status` and :data:`TRANSITIONS`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from tether.errors import TetherError
+
+if TYPE_CHECKING:
+    from tether.host.eventlog import Event
+
+log = logging.getLogger(__name__)
+
+# Enough for a late joiner to see a screenful or two of history; bounded so a chatty session
+# does not grow the row without limit. Counted in characters.
+SCROLLBACK_CHARS = 64 * 1024
+
+
+class EventType(StrEnum):
+    """Every event type of the log, with the exact shape of its ``data``."""
+
+    SESSION_STARTED = "session.started"
+    """{agent: str, workspace: str, command: list[str], title: str, cols: int, rows: int}
+    A new session, status ``running``."""
+
+    SESSION_INPUT = "session.input"
+    """{text: str} — input sent to the session (``cid`` is the client's command id)."""
+
+    SESSION_OUTPUT = "session.output"
+    """{stream: "stdout" | "pty", data: str} — output text, decoded UTF-8.
+    In a coalesced event (eventlog.Subscription) also ``first_seq: int``: the seq of the first
+    merged event; the event's own ``seq`` is the last one."""
+
+    SESSION_RESIZED = "session.resized"
+    """{cols: int, rows: int} — the terminal size changed."""
+
+    SESSION_INTERRUPTED = "session.interrupted"
+    """{} — an interrupt (Ctrl-C) was sent (``cid`` set when a client asked)."""
+
+    SESSION_STATUS = "session.status"
+    """{status: Status} — a non-terminal status change (e.g. waiting-for-approval, idle)."""
+
+    SESSION_EXITED = "session.exited"
+    """{exit_code: int | None, signal: int | None, reason: str | None} — the session ended:
+    status ``finished`` when exit_code == 0, else ``failed``. ``reason`` says why when it is
+    not a plain exit (e.g. "host restarted", "host shutdown")."""
+
+
+class Status(StrEnum):
+    RUNNING = "running"
+    WAITING_FOR_APPROVAL = "waiting-for-approval"
+    IDLE = "idle"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({Status.FINISHED, Status.FAILED})
+_LIVE = frozenset({Status.RUNNING, Status.WAITING_FOR_APPROVAL, Status.IDLE})
+
+# status -> statuses it may move to. Terminal states go nowhere.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.RUNNING: (_LIVE | TERMINAL) - {Status.RUNNING},
+    Status.WAITING_FOR_APPROVAL: (_LIVE | TERMINAL) - {Status.WAITING_FOR_APPROVAL},
+    Status.IDLE: (_LIVE | TERMINAL) - {Status.IDLE},
+    Status.FINISHED: frozenset(),
+    Status.FAILED: frozenset(),
+}
+
+
+class IllegalTransition(TetherError):
+    code = "illegal_transition"
+
+
+def check_transition(old: Status | str, new: Status | str) -> None:
+    """Raise :class:`IllegalTransition` unless a session may go from ``old`` to ``new``."""
+    try:
+        old_s, new_s = Status(old), Status(new)
+    except ValueError:
+        raise IllegalTransition(f"unknown session status {new!r}") from None
+    if new_s not in TRANSITIONS[old_s]:
+        if old_s.terminal:
+            raise IllegalTransition(f"the session has already {old_s.value}", hint="start a new session")
+        raise IllegalTransition(f"a session cannot go from {old_s.value} to {new_s.value}")
+
+
+# -- apply -------------------------------------------------------------------------------
+
+
+def apply(conn: sqlite3.Connection, event: Event) -> None:
+    """Fold one event into the ``sessions`` table (inside the caller's transaction)."""
+    apply_many(conn, [event])
+
+
+def apply_many(conn: sqlite3.Connection, events: list[Event]) -> None:
+    """Fold events in order. Consecutive output of one session is folded in one UPDATE, so a
+    burst of small output events does not rewrite the scrollback once per event."""
+    i = 0
+    while i < len(events):
+        ev = events[i]
+        if ev.type == EventType.SESSION_OUTPUT and ev.session is not None:
+            j = i + 1
+            while j < len(events) and events[j].type == ev.type and events[j].session == ev.session:
+                j += 1
+            _apply_output(conn, events[i:j])
+            i = j
+        else:
+            _apply_one(conn, ev)
+            i += 1
+
+
+def _apply_output(conn: sqlite3.Connection, run: list[Event]) -> None:
+    text = "".join(str(e.data.get("data", "")) for e in run)[-SCROLLBACK_CHARS:]
+    last = run[-1]
+    cur = conn.execute(
+        "UPDATE sessions SET scrollback = substr(scrollback || ?, ?), last_activity = ?, last_seq = ? WHERE id = ?",
+        (text, -SCROLLBACK_CHARS, last.ts, last.seq, last.session),
+    )
+    if cur.rowcount == 0:
+        log.warning("event %d: output for unknown session %s ignored", last.seq, last.session)
+
+
+def _apply_one(conn: sqlite3.Connection, ev: Event) -> None:
+    if ev.session is None:
+        return
+    d = ev.data
+    if ev.type == EventType.SESSION_STARTED:
+        conn.execute(
+            "INSERT OR IGNORE INTO sessions (id, agent, workspace, command, title, status, created,"
+            " last_activity, last_seq, cols, rows) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                ev.session,
+                str(d.get("agent", "")),
+                str(d.get("workspace", "")),
+                json.dumps(list(d.get("command", []))),
+                str(d.get("title", "")),
+                Status.RUNNING.value,
+                ev.ts,
+                ev.ts,
+                ev.seq,
+                int(d.get("cols", 80)),
+                int(d.get("rows", 24)),
+            ),
+        )
+        return
+    row = conn.execute("SELECT status FROM sessions WHERE id = ?", (ev.session,)).fetchone()
+    if row is None:
+        if ev.type.startswith("session."):
+            log.warning("event %d: %s for unknown session %s ignored", ev.seq, ev.type, ev.session)
+        return
+    status = Status(row[0])
+    if ev.type == EventType.SESSION_INPUT:
+        conn.execute(
+            "UPDATE sessions SET last_activity = ?, last_seq = ? WHERE id = ?",
+            (ev.ts, ev.seq, ev.session),
+        )
+    elif ev.type == EventType.SESSION_RESIZED:
+        conn.execute(
+            "UPDATE sessions SET cols = ?, rows = ?, last_seq = ? WHERE id = ?",
+            (int(d["cols"]), int(d["rows"]), ev.seq, ev.session),
+        )
+    elif ev.type == EventType.SESSION_STATUS:
+        if _allowed(ev, status, str(d.get("status"))):
+            conn.execute(
+                "UPDATE sessions SET status = ?, last_seq = ? WHERE id = ?",
+                (str(d["status"]), ev.seq, ev.session),
+            )
+        else:
+            _touch_seq(conn, ev)
+    elif ev.type == EventType.SESSION_EXITED:
+        code = d.get("exit_code")
+        new = Status.FINISHED if code == 0 else Status.FAILED
+        if _allowed(ev, status, new):
+            conn.execute(
+                "UPDATE sessions SET status = ?, exit_code = ?, exit_signal = ?, exit_reason = ?,"
+                " last_activity = ?, last_seq = ? WHERE id = ?",
+                (new.value, code, d.get("signal"), d.get("reason"), ev.ts, ev.seq, ev.session),
+            )
+        else:
+            _touch_seq(conn, ev)
+    elif ev.type.startswith("session."):
+        # session.interrupted and types this version does not fold: the session still saw an event.
+        _touch_seq(conn, ev)
+
+
+def _allowed(ev: Event, old: Status, new: str) -> bool:
+    # The log is the truth and is never rewritten, so an illegal transition that reached it is
+    # skipped here (and logged); the session manager refuses them before they are appended.
+    try:
+        check_transition(old, new)
+    except IllegalTransition as exc:
+        log.warning("event %d: session %s: %s; ignored", ev.seq, ev.session, exc.message)
+        return False
+    return True
+
+
+def _touch_seq(conn: sqlite3.Connection, ev: Event) -> None:
+    conn.execute("UPDATE sessions SET last_seq = ? WHERE id = ?", (ev.seq, ev.session))
+
+
+# -- read --------------------------------------------------------------------------------
+
+_COLUMNS = (
+    "id, agent, workspace, command, title, status, created, last_activity, exit_code,"
+    " exit_signal, exit_reason, last_seq, cols, rows"
+)
+
+
+def _row(row: tuple[Any, ...], scrollback: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": row[0],
+        "agent": row[1],
+        "workspace": row[2],
+        "command": json.loads(row[3]),
+        "title": row[4],
+        "status": row[5],
+        "created": row[6],
+        "last_activity": row[7],
+        "exit_code": row[8],
+        "exit_signal": row[9],
+        "exit_reason": row[10],
+        "last_seq": row[11],
+        "cols": row[12],
+        "rows": row[13],
+    }
+    if scrollback is not None:
+        out["scrollback"] = scrollback
+    return out
+
+
+def list_sessions(conn: sqlite3.Connection, *, with_scrollback: bool = False) -> list[dict[str, Any]]:
+    """Every session, oldest first."""
+    if with_scrollback:
+        rows = conn.execute(f"SELECT {_COLUMNS}, scrollback FROM sessions ORDER BY created, id")
+        return [_row(r[:-1], r[-1]) for r in rows]
+    return [_row(r) for r in conn.execute(f"SELECT {_COLUMNS} FROM sessions ORDER BY created, id")]
+
+
+def get_session(conn: sqlite3.Connection, session_id: str, *, with_scrollback: bool = False) -> dict[str, Any] | None:
+    r = conn.execute(f"SELECT {_COLUMNS}, scrollback FROM sessions WHERE id = ?", (session_id,)).fetchone()
+    if r is None:
+        return None
+    return _row(r[:-1], r[-1] if with_scrollback else None)
