@@ -1,0 +1,184 @@
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tether.host.eventlog import Batch, Event, EventLog
+from tether.host.projection import EventType
+from tether.host.sessions import SessionError, SessionManager
+
+
+@pytest.fixture
+async def manager(log: EventLog) -> AsyncIterator[SessionManager]:
+    mgr = SessionManager(log, log.db)
+    await mgr.start()
+    yield mgr
+    await asyncio.wait_for(mgr.close(), 10)
+
+
+async def events_until_exit(log: EventLog, sid: str, timeout: float = 20.0) -> list[Event]:
+    """Every event of the session, from the start, until session.exited."""
+
+    async def go() -> list[Event]:
+        got: list[Event] = []
+        async for item in log.subscribe(0, session=sid):
+            assert isinstance(item, Batch)
+            got.extend(item.events)
+            if got and got[-1].type == EventType.SESSION_EXITED:
+                return got
+        raise AssertionError("log closed")
+
+    return await asyncio.wait_for(go(), timeout)
+
+
+def output(events: list[Event]) -> str:
+    return "".join(e.data["data"] for e in events if e.type == EventType.SESSION_OUTPUT)
+
+
+async def wait_output(log: EventLog, sid: str, needle: str, timeout: float = 10.0) -> None:
+    async def go() -> None:
+        text = ""
+        async for item in log.subscribe(0, session=sid):
+            assert isinstance(item, Batch)
+            text += output(item.events)
+            if needle in text:
+                return
+
+    await asyncio.wait_for(go(), timeout)
+
+
+async def test_echo_session(manager: SessionManager, log: EventLog, tmp_path: Path) -> None:
+    sid = await manager.start_session(agent="pty", workspace=tmp_path, command=["echo", "hi"], cid="c-1")
+    assert sid.startswith("s_") and len(sid) == 12
+    events = await events_until_exit(log, sid)
+    assert events[0].type == EventType.SESSION_STARTED and events[0].cid == "c-1"
+    assert events[0].data["command"] == ["echo", "hi"] and events[0].data["title"] == "echo hi"
+    assert output(events) == "hi\r\n"
+    assert events[-1].data == {"exit_code": 0, "signal": None, "reason": None}
+    await asyncio.sleep(0.05)
+    session = await manager.get(sid)
+    assert session is not None and session["status"] == "finished" and session["exit_code"] == 0
+    assert session["last_seq"] == events[-1].seq
+    assert [s["id"] for s in await manager.list()] == [sid]
+    with_sb = await manager.get(sid, with_scrollback=True)
+    assert with_sb is not None and with_sb["scrollback"] == "hi\r\n"
+
+
+async def test_exit_code_fails_session(manager: SessionManager, log: EventLog, tmp_path: Path) -> None:
+    sid = await manager.start_session(agent="pty", workspace=tmp_path, command=["sh", "-c", "exit 3"])
+    events = await events_until_exit(log, sid)
+    assert events[-1].data["exit_code"] == 3
+    session = await manager.get(sid)
+    assert session is not None and session["status"] == "failed"
+
+
+async def test_ten_thousand_lines_in_order_exactly_once(manager: SessionManager, log: EventLog, tmp_path: Path) -> None:
+    sid = await manager.start_session(agent="pty", workspace=tmp_path, command=["seq", "1", "10000"])
+    events = await events_until_exit(log, sid, timeout=60)
+    lines = output(events).split("\r\n")
+    assert lines[-1] == ""
+    assert lines[:-1] == [str(i) for i in range(1, 10001)]
+    assert events[-1].data["exit_code"] == 0
+    seqs = [e.seq for e in events]
+    assert seqs == sorted(set(seqs))
+
+
+async def test_utf8_split_across_reads(manager: SessionManager, log: EventLog, tmp_path: Path) -> None:
+    cmd = ["sh", "-c", r"printf '\303'; sleep 0.2; printf '\251\342\202'; sleep 0.2; printf '\254\n'"]
+    sid = await manager.start_session(agent="pty", workspace=tmp_path, command=cmd)
+    events = await events_until_exit(log, sid)
+    assert output(events) == "é€\r\n"
+    assert len([e for e in events if e.type == EventType.SESSION_OUTPUT]) >= 2
+
+
+async def test_input_interrupt_resize(manager: SessionManager, log: EventLog, tmp_path: Path) -> None:
+    sid = await manager.start_session(
+        agent="pty", workspace=tmp_path, command=["sh"], cols=90, rows=20, env={**os.environ, "PS1": "$ "}
+    )
+    ev = await manager.send_input(sid, "echo size $(stty size)\n", cid="in-1")
+    assert ev.type == EventType.SESSION_INPUT and ev.cid == "in-1" and ev.data == {"text": "echo size $(stty size)\n"}
+    await wait_output(log, sid, "size 20 90")
+    resized = await manager.resize(sid, 120, 50)
+    assert resized.data == {"cols": 120, "rows": 50}
+    await manager.send_input(sid, "echo size $(stty size)\n")
+    await wait_output(log, sid, "size 50 120")
+    await manager.send_input(sid, "sleep 30\n")
+    await asyncio.sleep(0.3)
+    intr = await manager.interrupt(sid, cid="i-1")
+    assert intr.type == EventType.SESSION_INTERRUPTED and intr.cid == "i-1"
+    await manager.send_input(sid, "echo after-interrupt\n")
+    await wait_output(log, sid, "\r\nafter-interrupt")  # the shell survived, sleep did not
+    await manager.send_input(sid, "exit 0\n")
+    events = await events_until_exit(log, sid)
+    assert events[-1].data["exit_code"] == 0
+    session = await manager.get(sid)
+    assert session is not None and (session["cols"], session["rows"]) == (120, 50)
+
+
+async def test_interrupt_ends_sleep(manager: SessionManager, log: EventLog, tmp_path: Path) -> None:
+    sid = await manager.start_session(agent="pty", workspace=tmp_path, command=["sleep", "30"])
+    await asyncio.sleep(0.2)
+    await manager.interrupt(sid)
+    events = await events_until_exit(log, sid, timeout=5)
+    assert events[-1].data == {"exit_code": None, "signal": 2, "reason": "killed by SIGINT"}
+
+
+async def test_errors(manager: SessionManager, log: EventLog, tmp_path: Path) -> None:
+    with pytest.raises(SessionError, match="no such session") as info:
+        await manager.send_input("s_nope", "x")
+    assert info.value.code == "no_such_session"
+    sid = await manager.start_session(agent="pty", workspace=tmp_path, command=["true"])
+    await events_until_exit(log, sid)
+    await asyncio.sleep(0.05)
+    with pytest.raises(SessionError, match="has finished"):
+        await manager.send_input(sid, "x")
+    with pytest.raises(SessionError, match="has finished"):
+        await manager.interrupt(sid)
+    head = log.head
+    with pytest.raises(SessionError, match="command not found") as info:
+        await manager.start_session(agent="pty", workspace=tmp_path, command=["no-such-program-tether"])
+    assert info.value.code == "command_not_found"
+    with pytest.raises(SessionError, match="not a directory"):
+        await manager.start_session(agent="pty", workspace=tmp_path / "missing", command=["true"])
+    with pytest.raises(SessionError):
+        await manager.start_session(agent="pty", workspace=tmp_path, command=[])
+    with pytest.raises(SessionError):
+        await manager.start_session(agent="pty", workspace=tmp_path, command=["true"], cols=0)
+    assert log.head == head  # nothing recorded for a session that never started
+
+
+async def test_status_transitions(manager: SessionManager, log: EventLog, tmp_path: Path) -> None:
+    sid = await manager.start_session(agent="pty", workspace=tmp_path, command=["sleep", "30"])
+    await manager.set_status(sid, "waiting-for-approval")
+    await manager.set_status(sid, "running")
+    with pytest.raises(SessionError, match="cannot go from running to running"):
+        await manager.set_status(sid, "running")
+    with pytest.raises(SessionError, match="ends only"):
+        await manager.set_status(sid, "finished")
+    await manager.interrupt(sid)
+    await events_until_exit(log, sid)
+    await asyncio.sleep(0.05)
+    with pytest.raises(SessionError, match="already failed") as info:
+        await manager.set_status(sid, "idle")
+    assert info.value.code == "illegal_transition"
+
+
+async def test_restart_closes_orphans_and_close_terminates(log: EventLog, tmp_path: Path) -> None:
+    first = SessionManager(log, log.db)
+    await first.start()
+    sid = await first.start_session(agent="pty", workspace=tmp_path, command=["sh", "-c", "trap '' INT; sleep 30"])
+    # A session the log says is running, whose process is gone (an earlier host run).
+    data = {"agent": "pty", "workspace": str(tmp_path), "command": ["x"], "title": "x", "cols": 80, "rows": 24}
+    await log.append("s_orphan0000", EventType.SESSION_STARTED, data)
+    await first.start()
+    orphan = await first.get("s_orphan0000")
+    assert orphan is not None and orphan["status"] == "failed" and orphan["exit_reason"] == "host restarted"
+    live = await first.get(sid)
+    assert live is not None and live["status"] == "running"  # its process is here: untouched
+    await asyncio.wait_for(first.close(), 10)
+    ended = await first.get(sid)
+    assert ended is not None and ended["status"] == "failed" and ended["exit_reason"] == "host shutdown"
+    with pytest.raises(SessionError, match="shutting down"):
+        await first.start_session(agent="pty", workspace=tmp_path, command=["true"])
