@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 # Output arriving within this window is appended as one event: a burst of small writes becomes
 # one row and one wake-up for subscribers, at the cost of a few ms of latency.
 OUTPUT_BATCH_SECONDS = 0.005
-OUTPUT_BATCH_BYTES = 64 * 1024
+OUTPUT_BATCH_BYTES = 256 * 1024
+OUTPUT_EVENT_CHARS = 64 * 1024
 MAX_TERMINAL_SIZE = 1000
 TITLE_CHARS = 80
 
@@ -228,11 +229,16 @@ class SessionManager:
                 if not chunk:
                     break
                 parts, size = [chunk], len(chunk)
-                await asyncio.sleep(OUTPUT_BATCH_SECONDS)
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + OUTPUT_BATCH_SECONDS
                 while size < OUTPUT_BATCH_BYTES:
                     more = proc.read_nowait()
                     if more is None:
-                        break
+                        left = deadline - loop.time()
+                        if left <= 0:
+                            break
+                        await asyncio.sleep(left)
+                        continue
                     if not more:
                         eof = True
                         break
@@ -252,8 +258,12 @@ class SessionManager:
             self._live.pop(live.id, None)
 
     async def _append_output(self, live: _Live, text: str) -> None:
-        if text:
-            await self.log.append(live.id, EventType.SESSION_OUTPUT, {"stream": "pty", "data": text})
+        # One transaction for the whole batch; events stay small enough for a client to
+        # render each one at once.
+        pieces = [text[i : i + OUTPUT_EVENT_CHARS] for i in range(0, len(text), OUTPUT_EVENT_CHARS)]
+        await self.log.append_many(
+            [(live.id, EventType.SESSION_OUTPUT, {"stream": "pty", "data": p}, None) for p in pieces]
+        )
 
 
 def _exit_data(code: int, reason: str | None) -> dict[str, Any]:
