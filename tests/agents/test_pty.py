@@ -127,3 +127,17 @@ async def test_no_fd_leak(tmp_path: Path) -> None:
     after = open_fds()
     if before is not None and after is not None:
         assert after <= before + 2
+
+
+async def test_cancelled_spawn_leaves_nothing_behind(tmp_path: Path) -> None:
+    before = open_fds()
+    for _ in range(5):
+        task = asyncio.ensure_future(PtyProcess.spawn(["sleep", "30"], cwd=tmp_path))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    await asyncio.sleep(0.3)
+    after = open_fds()
+    if before is not None and after is not None:
+        assert after <= before + 2

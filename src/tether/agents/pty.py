@@ -83,6 +83,17 @@ def _popen(argv: list[str], slave: int, cwd: str, env: dict[str, str]) -> subpro
         raise PtyError(f"cannot run {argv[0]}: {exc.strerror or exc}", code="spawn_failed") from None
 
 
+def _abandon(spawned: asyncio.Future[subprocess.Popen[bytes]], master: int, slave: int) -> None:
+    os.close(master)
+    os.close(slave)
+    if not spawned.cancelled() and spawned.exception() is None:
+        proc = spawned.result()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        # Reap it off the loop (it is dying: the wait is short).
+        asyncio.get_running_loop().run_in_executor(None, proc.wait)
+
+
 class PtyProcess:
     """A process in a pseudo-terminal. Create with :meth:`spawn`."""
 
@@ -127,14 +138,24 @@ class PtyProcess:
         try:
             _set_winsize(slave, cols, rows)
             os.set_blocking(master, False)
-            # fork+exec off the loop: forking a large process can take milliseconds.
-            proc = await asyncio.to_thread(_popen, list(argv), slave, os.fspath(cwd), full_env)
         except BaseException:
             os.close(master)
-            raise
-        finally:
-            # The child has its own copy; ours must go or the master never sees EOF.
             os.close(slave)
+            raise
+        # fork+exec off the loop: forking a large process can take milliseconds.
+        spawning = asyncio.ensure_future(asyncio.to_thread(_popen, list(argv), slave, os.fspath(cwd), full_env))
+        try:
+            proc = await asyncio.shield(spawning)
+        except asyncio.CancelledError:
+            # The thread still uses the fds: undo the spawn once it is done.
+            spawning.add_done_callback(lambda f: _abandon(f, master, slave))
+            raise
+        except BaseException:
+            os.close(master)
+            os.close(slave)
+            raise
+        # The child has its own copy; ours must go or the master never sees EOF.
+        os.close(slave)
         return cls(proc, master)
 
     # -- exit ----------------------------------------------------------------------------
