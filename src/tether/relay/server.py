@@ -1,0 +1,727 @@
+"""The relay: a WebSocket server that hosts and devices dial out to (ARCHITECTURE §1, §4.2).
+
+It authenticates every connection (HELLO → CHALLENGE → AUTH), routes channels between a device
+and a host, enforces each host's allowlist and pairing offers, bounds every queue, and keeps
+presence. Channel payloads are end-to-end Noise ciphertext: the relay forwards them, never
+parses or logs them.
+
+Shape of one connection::
+
+    handler task:  admit (awaiting HELLO → challenged → authenticated) → read loop → unregister
+    writer task:   drains the connection's outgoing queue into the socket
+
+Senders never write to another connection's socket: they append to the receiver's queue, so a
+slow receiver cannot block a sender's read loop or its other channels. Bytes queued per
+(receiver, channel) are counted; past ``channel_queue_bytes`` that channel is closed on both
+sides with TOO_SLOW, past ``connection_queue_bytes`` the receiver's whole connection is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import mimetypes
+import secrets
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import unquote, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from tether.crypto.keys import derive_id, verify_signature
+from tether.errors import UsageError
+from tether.protocol.frames import (
+    PROTOCOL_VERSION,
+    Allowlist,
+    Auth,
+    Challenge,
+    Close,
+    CloseCode,
+    Error,
+    FrameError,
+    FrameType,
+    Hello,
+    Incoming,
+    Offers,
+    Open,
+    Opened,
+    Presence,
+    Role,
+    Watch,
+    Welcome,
+    auth_message,
+    close_message,
+    data_channel,
+    decode_frame,
+    rechannel_data,
+)
+from tether.relay.limits import RelayLimits, TokenBucket
+
+__all__ = ["RelayLimits", "RelayServer", "parse_listen", "run_relay"]
+
+_T = TypeVar("_T")
+
+log = logging.getLogger("tether.relay")
+
+WS_PATH = "/ws"
+_MAX_STATIC_BYTES = 16 << 20
+# Host-side channel ids freed recently are not handed out again, so a frame the host sent on a
+# channel the relay just closed can never land on a newer channel.
+_RECENTLY_CLOSED = 4096
+_CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".webmanifest": "application/manifest+json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".wasm": "application/wasm",
+    ".txt": "text/plain; charset=utf-8",
+}
+
+
+class _Refused(Exception):
+    """Admission refused: sent to the client as ERROR(code, message), then the socket closes."""
+
+    def __init__(self, code: CloseCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(eq=False)
+class _Route:
+    """One channel: a device's channel id and the host-side channel id it maps to."""
+
+    device: _Connection
+    device_channel: int
+    host: _Connection
+    host_channel: int
+    device_key: bytes
+    offer_id: str
+    closed: bool = False
+
+    def other(self, conn: _Connection) -> tuple[_Connection, int]:
+        if conn is self.device:
+            return self.host, self.host_channel
+        return self.device, self.device_channel
+
+
+@dataclass(eq=False)
+class _Connection:
+    ws: ServerConnection
+    limits: RelayLimits
+    role: Role = Role.DEVICE
+    key: bytes = b""
+    id: str = ""
+    channels: dict[int, _Route] = field(default_factory=dict)
+    # outgoing queue: (frame, receiver channel or -1 for control frames)
+    queue: deque[tuple[bytes, int]] = field(default_factory=deque)
+    queued_bytes: int = 0
+    channel_bytes: dict[int, int] = field(default_factory=dict)
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    progress: asyncio.Event = field(default_factory=asyncio.Event)
+    writer: asyncio.Task[None] | None = None
+    closer: asyncio.Task[None] | None = None
+    closing: bool = False
+    unregistered: bool = False
+    on_fail: Callable[[_Connection], None] | None = None
+    # host only
+    allowlist: set[bytes] = field(default_factory=set)
+    pending_allowlist: set[bytes] | None = None
+    offers: set[str] = field(default_factory=set)
+    next_channel: int = 1
+    recently_closed: deque[int] = field(default_factory=deque)
+    recently_closed_set: set[int] = field(default_factory=set)
+    # device only
+    watching: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.frames = TokenBucket(self.limits.frames_per_second, self.limits.frames_burst)
+        self.opens = TokenBucket(self.limits.opens_per_minute / 60.0, self.limits.opens_per_minute)
+
+    @property
+    def label(self) -> str:
+        return f"{self.role.name.lower()} {self.id}" if self.id else "unauthenticated connection"
+
+    # --- channel ids (host side) ---
+
+    def allocate_channel(self, preferred: int) -> int:
+        # Reusing the device's own id lets the relay forward DATA frames without rewriting them.
+        if self._free(preferred):
+            return preferred
+        while not self._free(self.next_channel):
+            self.next_channel = (self.next_channel + 1) & 0xFFFF_FFFF
+        chosen = self.next_channel
+        self.next_channel = (self.next_channel + 1) & 0xFFFF_FFFF
+        return chosen
+
+    def _free(self, channel: int) -> bool:
+        return channel not in self.channels and channel not in self.recently_closed_set
+
+    def forget_channel(self, channel: int) -> None:
+        self.recently_closed.append(channel)
+        self.recently_closed_set.add(channel)
+        if len(self.recently_closed) > _RECENTLY_CLOSED:
+            self.recently_closed_set.discard(self.recently_closed.popleft())
+
+    # --- outgoing queue ---
+
+    def enqueue(self, frame: bytes, channel: int = -1) -> bool:
+        """Queue ``frame`` for this connection's writer; False if the connection is going away."""
+        if self.closing:
+            return False
+        size = len(frame)
+        if self.queued_bytes + size > self.limits.connection_queue_bytes and self.queued_bytes:
+            self.fail(CloseCode.TOO_SLOW, "this connection fell too far behind and was closed")
+            return False
+        self.queue.append((frame, channel))
+        self.queued_bytes += size
+        if channel >= 0:
+            self.channel_bytes[channel] = self.channel_bytes.get(channel, 0) + size
+        self.wakeup.set()
+        return True
+
+    async def write_loop(self) -> None:
+        queue = self.queue
+        while True:
+            if not queue:
+                self.wakeup.clear()
+                await self.wakeup.wait()
+                continue
+            frame, channel = queue.popleft()
+            try:
+                await self.ws.send(frame)
+            finally:
+                self.queued_bytes -= len(frame)
+                if channel >= 0:
+                    left = self.channel_bytes.get(channel, 0) - len(frame)
+                    if left > 0:
+                        self.channel_bytes[channel] = left
+                    else:
+                        self.channel_bytes.pop(channel, None)
+                self.progress.set()
+
+    def fail(self, code: CloseCode, message: str) -> None:
+        """Close this connection with ERROR(code, message); queued frames are abandoned."""
+        if self.closing:
+            return
+        self.closing = True
+        log.info("closing %s: %s", self.label, message)
+        self.queue.clear()
+        self.queued_bytes = 0
+        self.channel_bytes.clear()
+        if self.writer is not None:
+            self.writer.cancel()
+        self.closer = asyncio.get_running_loop().create_task(self._send_error_and_close(code, message))
+        if self.on_fail is not None:
+            self.on_fail(self)
+
+    async def _send_error_and_close(self, code: CloseCode, message: str) -> None:
+        with contextlib.suppress(ConnectionClosed, TimeoutError):
+            async with asyncio.timeout(1.0):
+                await self.ws.send(Error(code, message).encode())
+        await self.ws.close(1008 if code == CloseCode.PROTOCOL_ERROR else 1000, code.name.lower())
+
+
+class RelayServer:
+    """A relay on one port: ``/ws`` for hosts and devices, ``/healthz``, static files at ``/``."""
+
+    def __init__(
+        self,
+        *,
+        limits: RelayLimits | None = None,
+        public_url: str | None = None,
+        static_dir: Path | None = None,
+    ) -> None:
+        self.limits = limits or RelayLimits()
+        self.public_url = public_url
+        self.static_dir = static_dir.resolve() if static_dir is not None else None
+        self._server: Server | None = None
+        self._hosts: dict[str, _Connection] = {}
+        self._watchers: dict[str, set[_Connection]] = {}
+        self._connections: set[_Connection] = set()
+        self.port = 0
+
+    # --- lifecycle ---
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Listen on ``host:port`` (0 = an ephemeral port); return the bound port."""
+        lim = self.limits
+        self._server = await serve(
+            self._handle,
+            host,
+            port,
+            process_request=self._process_request,
+            compression=None,
+            max_size=lim.max_frame_bytes,
+            ping_interval=lim.ping_interval,
+            ping_timeout=lim.ping_timeout,
+            close_timeout=lim.close_timeout,
+            server_header="tether-relay",
+        )
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self.port
+
+    async def close(self) -> None:
+        """Stop listening and close every connection (clients see the relay going away)."""
+        if self._server is None:
+            return
+        self._server.close()
+        await self._server.wait_closed()
+        self._server = None
+
+    async def serve_forever(self) -> None:
+        if self._server is None:
+            raise RuntimeError("call start() first")
+        await self._server.serve_forever()
+
+    async def __aenter__(self) -> RelayServer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def hosts_online(self) -> list[str]:
+        return sorted(self._hosts)
+
+    # --- HTTP on the same port ---
+
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        if path == WS_PATH:
+            return None
+        if path == "/healthz":
+            return connection.respond(200, "ok\n")
+        if self.static_dir is not None:
+            response = await self._static(path)
+            if response is not None:
+                return response
+        return connection.respond(404, "not found\n")
+
+    async def _static(self, path: str) -> Response | None:
+        assert self.static_dir is not None
+        rel = unquote(path)
+        if "\x00" in rel or "\\" in rel:
+            return None
+        parts = [p for p in rel.split("/") if p]
+        if any(p in (".", "..") for p in parts):
+            return None
+        if not parts or rel.endswith("/"):
+            parts.append("index.html")
+        target = self.static_dir.joinpath(*parts)
+        try:
+            resolved = target.resolve()
+        except (OSError, RuntimeError):
+            return None
+        # Symlinks inside the static dir must not lead out of it either.
+        if not resolved.is_relative_to(self.static_dir) or not resolved.is_file():
+            return None
+        try:
+            if resolved.stat().st_size > _MAX_STATIC_BYTES:
+                return None
+            body = await asyncio.to_thread(resolved.read_bytes)
+        except OSError:
+            return None
+        ctype = _CONTENT_TYPES.get(resolved.suffix.lower()) or (
+            mimetypes.guess_type(resolved.name)[0] or "application/octet-stream"
+        )
+        headers = Headers(
+            [
+                ("Content-Type", ctype),
+                ("Content-Length", str(len(body))),
+                ("Cache-Control", "no-cache"),
+                ("X-Content-Type-Options", "nosniff"),
+                ("Referrer-Policy", "no-referrer"),
+            ]
+        )
+        return Response(200, "OK", headers, body)
+
+    # --- one connection ---
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        conn = _Connection(ws, self.limits)
+        conn.on_fail = self._unregister
+        try:
+            async with asyncio.timeout(self.limits.auth_timeout):
+                await self._admit(conn)
+        except _Refused as refused:
+            log.info("refused %s: %s", _peer(ws), refused.message)
+            await _refuse(ws, refused.code, refused.message)
+            return
+        except TimeoutError:
+            log.info("refused %s: no AUTH within %.1f s", _peer(ws), self.limits.auth_timeout)
+            await _refuse(ws, CloseCode.AUTH_TIMEOUT, close_message(CloseCode.AUTH_TIMEOUT))
+            return
+        except ConnectionClosed:
+            return
+
+        self._register(conn)
+        conn.writer = asyncio.get_running_loop().create_task(conn.write_loop())
+        try:
+            await self._read_loop(conn)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("internal error on %s", conn.label)
+            conn.fail(CloseCode.PROTOCOL_ERROR, "internal relay error")
+        finally:
+            self._unregister(conn)
+            if conn.writer is not None:
+                conn.writer.cancel()
+            if conn.closer is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(conn.closer), self.limits.close_timeout + 1)
+            log.info("%s disconnected", conn.label)
+
+    async def _admit(self, conn: _Connection) -> None:
+        ws = conn.ws
+        hello = _expect(await ws.recv(), Hello, "the relay expects HELLO as the first frame")
+        if hello.version != PROTOCOL_VERSION:
+            raise _Refused(
+                CloseCode.UNSUPPORTED_VERSION,
+                f"this relay speaks protocol version {PROTOCOL_VERSION}, the client {hello.version}; "
+                "upgrade tether on the older side",
+            )
+        nonce = secrets.token_bytes(32)
+        await ws.send(Challenge(nonce).encode())
+        auth = _expect(await ws.recv(), Auth, "the relay expects AUTH after CHALLENGE")
+        if not verify_signature(hello.identity_public, auth.signature, auth_message(hello.role, nonce)):
+            raise _Refused(CloseCode.AUTH_FAILED, close_message(CloseCode.AUTH_FAILED))
+        conn.role = hello.role
+        conn.key = hello.identity_public
+        conn.id = derive_id(hello.identity_public)
+        await ws.send(Welcome(id=conn.id, max_frame_bytes=self.limits.max_frame_bytes).encode())
+
+    def _register(self, conn: _Connection) -> None:
+        self._connections.add(conn)
+        log.info("%s connected from %s", conn.label, _peer(conn.ws))
+        if conn.role is not Role.HOST:
+            return
+        old = self._hosts.get(conn.id)
+        self._hosts[conn.id] = conn
+        if old is not None:
+            # Same identity key, proven again: the new connection inherits the published state so
+            # devices see no gap in admission.
+            conn.allowlist = old.allowlist
+            conn.offers = old.offers
+            old.fail(
+                CloseCode.REPLACED,
+                "another connection for this host id took over; is the host running twice?",
+            )
+        else:
+            self._announce(conn, online=True)
+
+    def _unregister(self, conn: _Connection) -> None:
+        if conn.unregistered:
+            return
+        conn.unregistered = True
+        self._connections.discard(conn)
+        gone = "the host disconnected" if conn.role is Role.HOST else "the device disconnected"
+        for route in list(conn.channels.values()):
+            self._close_route(route, CloseCode.PEER_GONE, gone, initiator=conn)
+        if conn.role is Role.HOST:
+            if self._hosts.get(conn.id) is conn:
+                del self._hosts[conn.id]
+                self._announce(conn, online=False)
+        else:
+            for host_id in conn.watching:
+                watchers = self._watchers.get(host_id)
+                if watchers is not None:
+                    watchers.discard(conn)
+                    if not watchers:
+                        del self._watchers[host_id]
+            conn.watching = set()
+
+    # --- reading ---
+
+    async def _read_loop(self, conn: _Connection) -> None:
+        ws = conn.ws
+        data_type = FrameType.DATA
+        async for message in ws:
+            if conn.closing:
+                # Keep reading (and discarding) until the socket closes: a peer that has filled
+                # our receive buffer could otherwise never deliver its close frame.
+                continue
+            if isinstance(message, str):
+                conn.fail(CloseCode.PROTOCOL_ERROR, "text messages are not part of the relay protocol")
+                continue
+            delay = conn.frames.debit()
+            if delay > 0:
+                # Backpressure: while this connection is over its rate, stop reading its socket.
+                await asyncio.sleep(delay)
+            try:
+                if message and message[0] == data_type:
+                    await self._on_data(conn, message)
+                else:
+                    self._on_frame(conn, decode_frame(message))
+            except FrameError as err:
+                conn.fail(CloseCode.PROTOCOL_ERROR, f"malformed frame: {err.message}")
+
+    async def _on_data(self, conn: _Connection, message: bytes) -> None:
+        channel = data_channel(message)
+        route = conn.channels.get(channel)
+        if route is None:
+            return  # the channel was closed while this frame was in flight
+        peer, peer_channel = route.other(conn)
+        frame = message if peer_channel == channel else rechannel_data(message, peer_channel)
+        limit = self.limits.channel_queue_bytes
+        queued = peer.channel_bytes.get(peer_channel, 0)
+        if queued and queued + len(frame) > limit:
+            if not await self._wait_for_drain(peer, peer_channel, len(frame), route):
+                if not route.closed:
+                    log.info("channel %s → %s closed: receiver too slow", conn.label, peer.label)
+                    self._close_route(route, CloseCode.TOO_SLOW, close_message(CloseCode.TOO_SLOW))
+                return
+        peer.enqueue(frame, peer_channel)
+
+    async def _wait_for_drain(self, peer: _Connection, channel: int, size: int, route: _Route) -> bool:
+        grace = self.limits.slow_receiver_grace
+        if grace <= 0:
+            return False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        limit = self.limits.channel_queue_bytes
+        while not route.closed and not peer.closing:
+            queued = peer.channel_bytes.get(channel, 0)
+            if not queued or queued + size <= limit:
+                return True
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            peer.progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(peer.progress.wait(), remaining)
+        return False
+
+    def _on_frame(self, conn: _Connection, frame: object) -> None:
+        is_host = conn.role is Role.HOST
+        match frame:
+            case Close(channel=channel, code=code, reason=reason):
+                route = conn.channels.get(channel)
+                if route is not None:
+                    self._close_route(route, code, reason, initiator=conn)
+            case Allowlist() if is_host:
+                self._on_allowlist(conn, frame)
+            case Offers(offer_ids=offer_ids) if is_host:
+                if len(offer_ids) > self.limits.max_offers:
+                    conn.fail(
+                        CloseCode.PROTOCOL_ERROR,
+                        f"at most {self.limits.max_offers} pairing offers can be open at once",
+                    )
+                    return
+                conn.offers = set(offer_ids)
+            case Open() if not is_host:
+                self._on_open(conn, frame)
+            case Watch(host_ids=host_ids) if not is_host:
+                self._on_watch(conn, host_ids)
+            case _:
+                name = type(frame).__name__.upper()
+                conn.fail(
+                    CloseCode.PROTOCOL_ERROR,
+                    f"a {conn.role.name.lower()} may not send {name} frames after authentication",
+                )
+
+    def _on_allowlist(self, host: _Connection, frame: Allowlist) -> None:
+        if frame.first:
+            host.pending_allowlist = set()
+        pending = host.pending_allowlist
+        if pending is None:
+            host.fail(CloseCode.PROTOCOL_ERROR, "ALLOWLIST continuation without a first chunk")
+            return
+        pending.update(frame.keys)
+        if len(pending) > self.limits.max_allowlist:
+            host.fail(
+                CloseCode.PROTOCOL_ERROR,
+                f"the allowlist has more than {self.limits.max_allowlist} keys, this relay's limit",
+            )
+            return
+        if not frame.last:
+            return
+        host.pending_allowlist = None
+        old = host.allowlist
+        host.allowlist = pending
+        revoked = old - pending
+        if revoked:
+            for route in list(host.channels.values()):
+                if route.device_key in revoked:
+                    self._close_route(route, CloseCode.REVOKED, close_message(CloseCode.REVOKED))
+        # Presence is visible only to allowlisted devices, so it changes with the allowlist.
+        for watcher in list(self._watchers.get(host.id, ())):
+            was, now = watcher.key in old, watcher.key in pending
+            if was != now:
+                watcher.enqueue(Presence(host.id, online=now).encode())
+
+    def _on_open(self, device: _Connection, frame: Open) -> None:
+        channel = frame.channel
+        if channel in device.channels:
+            device.fail(CloseCode.PROTOCOL_ERROR, f"channel {channel} is already open on this connection")
+            return
+
+        def refuse(code: CloseCode, reason: str | None = None) -> None:
+            device.enqueue(Close(channel, code, reason or close_message(code)).encode())
+
+        if not device.opens.try_take():
+            refuse(CloseCode.RATE_LIMITED)
+            return
+        if len(device.channels) >= self.limits.max_channels_per_connection:
+            refuse(CloseCode.TOO_MANY_CHANNELS)
+            return
+        host = self._hosts.get(frame.host_id)
+        if host is None or host.closing:
+            refuse(CloseCode.HOST_OFFLINE)
+            return
+        if device.key not in host.allowlist:
+            if not frame.offer_id:
+                refuse(CloseCode.NOT_ALLOWED)
+                return
+            if frame.offer_id not in host.offers:
+                refuse(CloseCode.NO_SUCH_OFFER)
+                return
+        if len(host.channels) >= self.limits.max_channels_per_connection:
+            refuse(CloseCode.TOO_MANY_CHANNELS, "the host has too many open channels; retry later")
+            return
+        host_channel = host.allocate_channel(channel)
+        route = _Route(device, channel, host, host_channel, device.key, frame.offer_id)
+        device.channels[channel] = route
+        host.channels[host_channel] = route
+        log.debug("channel %s ↔ %s opened", device.label, host.label)
+        device.enqueue(Opened(channel).encode())
+        host.enqueue(Incoming(host_channel, device.key, frame.offer_id).encode())
+
+    def _on_watch(self, device: _Connection, host_ids: tuple[str, ...]) -> None:
+        if len(host_ids) > self.limits.max_watch:
+            device.fail(CloseCode.PROTOCOL_ERROR, f"a device can watch at most {self.limits.max_watch} hosts")
+            return
+        wanted = set(host_ids)
+        for host_id in device.watching - wanted:
+            watchers = self._watchers.get(host_id)
+            if watchers is not None:
+                watchers.discard(device)
+                if not watchers:
+                    del self._watchers[host_id]
+        device.watching = wanted
+        for host_id in host_ids:
+            self._watchers.setdefault(host_id, set()).add(device)
+            host = self._hosts.get(host_id)
+            online = host is not None and device.key in host.allowlist
+            device.enqueue(Presence(host_id, online=online).encode())
+
+    # --- channels and presence ---
+
+    def _close_route(self, route: _Route, code: int, reason: str, *, initiator: _Connection | None = None) -> None:
+        """End a channel; every side but ``initiator`` gets CLOSE(code, reason) at once."""
+        if route.closed:
+            return
+        route.closed = True
+        if route.device.channels.get(route.device_channel) is route:
+            del route.device.channels[route.device_channel]
+        if route.host.channels.get(route.host_channel) is route:
+            del route.host.channels[route.host_channel]
+            route.host.forget_channel(route.host_channel)
+        for side, channel in ((route.device, route.device_channel), (route.host, route.host_channel)):
+            if side is not initiator:
+                side.enqueue(Close(channel, code, reason).encode())
+
+    def _announce(self, host: _Connection, *, online: bool) -> None:
+        for watcher in list(self._watchers.get(host.id, ())):
+            if watcher.key in host.allowlist:
+                watcher.enqueue(Presence(host.id, online=online).encode())
+
+
+def _expect(message: str | bytes, kind: type[_T], refusal: str) -> _T:
+    if isinstance(message, str):
+        raise _Refused(CloseCode.PROTOCOL_ERROR, "text messages are not part of the relay protocol")
+    try:
+        frame = decode_frame(message)
+    except FrameError as err:
+        raise _Refused(CloseCode.PROTOCOL_ERROR, f"malformed frame: {err.message}") from None
+    if not isinstance(frame, kind):
+        raise _Refused(CloseCode.PROTOCOL_ERROR, refusal)
+    return frame
+
+
+async def _refuse(ws: ServerConnection, code: CloseCode, message: str) -> None:
+    drain = asyncio.get_running_loop().create_task(_drain(ws))
+    try:
+        with contextlib.suppress(ConnectionClosed, TimeoutError):
+            async with asyncio.timeout(1.0):
+                await ws.send(Error(code, message).encode())
+        await ws.close(1008, code.name.lower())
+    finally:
+        drain.cancel()
+
+
+async def _drain(ws: ServerConnection) -> None:
+    """Discard what a refused client still sends, so that its close frame gets through."""
+    with contextlib.suppress(ConnectionClosed):
+        async for _ in ws:
+            pass
+
+
+def _peer(ws: ServerConnection) -> str:
+    addr = ws.remote_address
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return f"{addr[0]}:{addr[1]}"
+    return str(addr)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPV6]:PORT`` → (host, port); UsageError otherwise."""
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise UsageError(f"--listen must be HOST:PORT, not {listen!r}", hint="for example --listen 0.0.0.0:8765")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host or "0.0.0.0", int(port_text)
+
+
+def default_static_dir() -> Path | None:
+    """The web client shipped inside the package, when it is there."""
+    path = Path(__file__).resolve().parent.parent / "web" / "static"
+    return path if (path / "index.html").is_file() else None
+
+
+async def run_relay(
+    listen: str,
+    public_url: str | None = None,
+    *,
+    limits: RelayLimits | None = None,
+    static_dir: Path | None = None,
+    ready: asyncio.Future[int] | None = None,
+) -> None:
+    """Run a relay until cancelled (``tether relay --listen HOST:PORT``)."""
+    host, port = parse_listen(listen)
+    if not logging.getLogger().handlers and not log.handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if static_dir is None:
+        static_dir = default_static_dir()
+    server = RelayServer(limits=limits, public_url=public_url, static_dir=static_dir)
+    try:
+        bound = await server.start(host, port)
+    except OSError as err:
+        raise UsageError(
+            f"cannot listen on {listen}: {err.strerror or err}",
+            hint="pick another port with --listen HOST:PORT",
+        ) from None
+    shown = f"[{host}]" if ":" in host else host
+    log.info("relay listening on ws://%s:%d%s", shown, bound, WS_PATH)
+    if public_url:
+        log.info("public URL: %s", public_url)
+    if ready is not None and not ready.done():
+        ready.set_result(bound)
+    try:
+        await server.serve_forever()
+    finally:
+        await server.close()
