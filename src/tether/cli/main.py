@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from pathlib import Path
@@ -40,9 +41,15 @@ HostOpt = Annotated[
 
 @app.callback()
 def _root(
+    home: Annotated[
+        Path | None, typer.Option("--home", help="tether home directory (env TETHER_HOME; default ~/.tether).")
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     output.DEBUG = debug
+    if home is not None:
+        # Accepted before the command too; each command's own --home reads this variable.
+        os.environ["TETHER_HOME"] = str(home)
 
 
 def _home(home: Path | None) -> Path:

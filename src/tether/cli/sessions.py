@@ -209,7 +209,10 @@ async def _attach(home: Path, host: str | None, session_id: str) -> None:
     async def pump_keys() -> None:
         while True:
             data = await keys.get()
-            await client.send(session_id, data.decode("utf-8", errors="replace"))
+            try:
+                await client.send(session_id, data.decode("utf-8", errors="replace"))
+            finally:
+                keys.task_done()
 
     async def pump_output(since: int) -> None:
         async for event in client.events(since, session=session_id):
@@ -221,9 +224,13 @@ async def _attach(home: Path, host: str | None, session_id: str) -> None:
                 done.set()
                 return
 
+    resizes: set[asyncio.Task[None]] = set()
+
     def on_resize() -> None:
         cols, rows = shutil.get_terminal_size((80, 24))
-        asyncio.ensure_future(client.resize(session_id, cols, rows))
+        task = asyncio.create_task(client.resize(session_id, cols, rows))
+        resizes.add(task)
+        task.add_done_callback(resizes.discard)
 
     session = await client.session(session_id, scrollback=True)
     sys.stdout.buffer.write((session.get("scrollback") or "").encode())
@@ -247,8 +254,7 @@ async def _attach(home: Path, host: str | None, session_id: str) -> None:
     try:
         await done.wait()
         # Let typed keys reach the host before detaching.
-        while not keys.empty():
-            await asyncio.sleep(0.05)
+        await asyncio.wait_for(keys.join(), 10)
     finally:
         with contextlib.suppress(Exception):
             loop.remove_reader(stdin_fd)

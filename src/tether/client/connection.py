@@ -15,7 +15,8 @@ from typing import Any
 from tether.client.state import ClientState, PairedHost
 from tether.errors import TetherError, UsageError
 from tether.host.daemon import HostPaths
-from tether.protocol.e2e import E2ETransport
+from tether.protocol.e2e import E2ETransport, HandshakeFailed
+from tether.protocol.frames import CloseCode
 from tether.protocol.local import StreamTransport
 from tether.protocol.messages import Notification
 from tether.protocol.rpc import MessageTransport, RpcPeer, TransportClosed
@@ -137,4 +138,18 @@ async def connect(home: Path, host: str | None = None) -> Connection:
     return await connect_remote(state, state.find_host(host))
 
 
-RETRYABLE = (TransportClosed, ChannelClosed, RelayError, asyncio.TimeoutError, OSError)
+# Channel endings after which a new channel may well work; the others (not allowed, revoked,
+# a bad handshake) are answers, and retrying them would only hide the message.
+_RETRY_CODES = frozenset(
+    {CloseCode.NORMAL, CloseCode.PEER_GONE, CloseCode.HOST_OFFLINE, CloseCode.TOO_SLOW,
+     CloseCode.RATE_LIMITED, CloseCode.SHUTDOWN, CloseCode.REPLACED}
+)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether reconnecting could make the failed operation succeed."""
+    if isinstance(exc, ChannelClosed):
+        return exc.close_code in _RETRY_CODES
+    if isinstance(exc, HandshakeFailed):
+        return False
+    return isinstance(exc, (TransportClosed, RelayError, TimeoutError, OSError))

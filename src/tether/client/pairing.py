@@ -34,9 +34,10 @@ async def login(home: Path, link_text: str, name: str | None = None) -> PairedHo
         peer = RpcPeer(transport)
         runner = asyncio.create_task(peer.run())
         try:
+            device_name = name or f"cli@{socket.gethostname()}"
             result = await peer.call(
                 "pair.complete",
-                {"name": name or f"cli@{socket.gethostname()}", "identity_public": b64u_encode(identity.identity_public)},
+                {"name": device_name, "identity_public": b64u_encode(identity.identity_public)},
             )
         finally:
             runner.cancel()

@@ -24,10 +24,10 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from tether.backoff import Backoff
-from tether.client.connection import RETRYABLE, Connection, connect
+from tether.client.connection import Connection, connect, is_retryable
 from tether.client.state import ClientState
 from tether.home import resolve_home
-from tether.relay.link import RelayLink
+from tether.relay.link import RelayError, RelayLink
 
 T = TypeVar("T")
 
@@ -93,8 +93,8 @@ class Client:
         while True:
             try:
                 return await op(await self._connection())
-            except RETRYABLE:
-                if loop.time() > deadline:
+            except Exception as exc:
+                if not is_retryable(exc) or loop.time() > deadline:
                     raise
                 await asyncio.sleep(self._backoff.next_delay())
 
@@ -169,14 +169,16 @@ class Client:
                         continue  # never hand out an event twice
                     cursor = event["seq"]
                     yield event
-            except RETRYABLE:
+            except Exception as exc:
+                if not is_retryable(exc):
+                    raise
                 await asyncio.sleep(self._backoff.next_delay())
 
 
 async def _presence(state: ClientState, relay_url: str, host_ids: list[str]) -> dict[str, bool]:
     try:
         link = await RelayLink.connect(relay_url, state.identity(), "device", open_timeout=5)
-    except RETRYABLE:
+    except RelayError:
         return {}
     try:
         await link.watch(host_ids)

@@ -28,6 +28,7 @@ from tether.host.principal import Principal
 from tether.host.sessions import SessionManager
 from tether.host.store import Store
 from tether.protocol.e2e import E2ETransport
+from tether.protocol.frames import CloseCode
 from tether.protocol.local import StreamTransport
 from tether.protocol.pairing_link import PairingLink
 from tether.protocol.rpc import MessageTransport, RpcPeer
@@ -193,19 +194,22 @@ class HostDaemon:
         try:
             transport = await E2ETransport.accept(channel, static=self.identity.static)
         except TetherError as exc:
+            # E2ETransport has already closed the channel with the reason.
             log.info("channel %s: handshake failed (%s)", channel.id, exc.message)
-            with contextlib.suppress(TetherError):
-                await channel.close(reason="handshake failed: the device or the host key did not match")
             return
         assert transport.remote_static is not None
         device = await self.store.get_device_by_static(transport.remote_static)
         if device is None or device.revoked or (
             channel.peer_identity is not None and channel.peer_identity != device.identity_public
         ):
-            why = "this device has been revoked" if device and device.revoked else "unknown device"
+            revoked = device is not None and device.revoked
+            why = "this device has been revoked on the host" if revoked else "this device is unknown to the host"
             log.info("channel %s refused: %s", channel.id, why)
             with contextlib.suppress(TetherError):
-                await channel.close(reason=f"{why}; pair again with `tether pair` on the host")
+                await channel.close(
+                    code=CloseCode.REVOKED if revoked else CloseCode.NOT_ALLOWED,
+                    reason=f"{why}; pair again with `tether pair` on the host",
+                )
             return
         await self.store.touch_device(device.id)
         principal = Principal(
@@ -268,8 +272,12 @@ class HostDaemon:
         log.info("device %s revoked", device_id)
         await self.publish()
         for conn in list(self._connections.get(device_id, ())):
+            transport = conn.peer.transport
             with contextlib.suppress(TetherError):
-                await conn.peer.close()
+                if isinstance(transport, E2ETransport):
+                    await transport.channel.close(code=CloseCode.REVOKED, reason="this device has been revoked")
+                else:
+                    await transport.close()
         return True
 
     async def create_pairing_offer(self, scopes: frozenset[Scope], ttl: float) -> dict[str, Any]:

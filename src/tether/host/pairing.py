@@ -49,7 +49,7 @@ async def claim_offer(host: HostDaemon, channel: Channel) -> None:
         if not isinstance(request, Request) or request.method != "pair.complete":
             raise ProtocolError("expected a pair.complete request")
         try:
-            result = await _complete(host, transport, request, offer.id, offer.scopes)
+            result = await _complete(host, transport, request, offer.id)
             response = Response(id=request.id, result=result)
         except TetherError as exc:
             response = Response(id=request.id, error=ErrorBody(code=exc.code, message=exc.message, hint=exc.hint))
@@ -62,7 +62,7 @@ async def claim_offer(host: HostDaemon, channel: Channel) -> None:
 
 
 async def _complete(
-    host: HostDaemon, transport: E2ETransport, request: Request, offer_id: str, scopes: list[str]
+    host: HostDaemon, transport: E2ETransport, request: Request, offer_id: str
 ) -> dict[str, object]:
     params = decode_params(request.params, schemas.PairComplete)
     try:
@@ -73,16 +73,20 @@ async def _complete(
     if transport.channel.peer_identity not in (None, identity_public):
         raise PairingError("the device's identity key does not match the one it showed the relay")
     assert transport.remote_static is not None
-    if not await host.store.consume_offer(offer_id, device_id):
-        raise PairingError(OFFER_GONE, hint=OFFER_GONE_HINT)
-    await host.store.add_device(
-        device_id, params.name, identity_public, transport.remote_static, scope_list(scopes), None
+    device = await host.store.claim_offer(
+        offer_id,
+        device_id=device_id,
+        name=params.name,
+        identity_public=identity_public,
+        static_public=transport.remote_static,
     )
-    log.info("paired device %r (%s) with scopes %s", params.name, device_id, ",".join(scopes))
+    if device is None:
+        raise PairingError(OFFER_GONE, hint=OFFER_GONE_HINT)
+    log.info("paired device %r (%s) with scopes %s", params.name, device_id, ",".join(device.scopes))
     await host.publish()
     return {
         "host_id": host.identity.id,
         "host_name": host.name,
         "device_id": device_id,
-        "scopes": scope_list(scopes),
+        "scopes": scope_list(device.scopes),
     }

@@ -16,10 +16,17 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from tether.crypto.channel import ChannelError, HandshakeComplete, Message, SecureChannel
 from tether.errors import TetherError
+from tether.protocol.frames import CloseCode
 from tether.protocol.rpc import TransportClosed
-from tether.relay.link import Channel, ChannelClosed
+from tether.relay.link import Channel
 
 HANDSHAKE_TIMEOUT = 10.0
+
+
+class HandshakeFailed(TetherError):
+    """The other side did not prove the key we expected (retrying cannot help)."""
+
+    code = "handshake"
 
 
 class E2ETransport:
@@ -66,15 +73,22 @@ class E2ETransport:
             await self._receive_frame()
 
     async def _receive_frame(self) -> None:
-        try:
-            frame = await self.channel.recv()
-        except ChannelClosed as exc:
-            raise TransportClosed(exc.message, hint=exc.hint) from None
+        # A ChannelClosed from the relay link passes through: its close code tells the caller
+        # whether reconnecting can help (peer gone) or not (revoked, not allowed).
+        frame = await self.channel.recv()
         try:
             events = self.secure.receive(frame)
         except ChannelError as exc:
+            handshaking = self.remote_static is None
+            reason = (
+                "end-to-end handshake failed: the keys did not match"
+                if handshaking
+                else "end-to-end check failed: a frame was tampered with, replayed, dropped or reordered"
+            )
             with contextlib.suppress(TetherError):
-                await self.channel.close(reason="end-to-end check failed")
+                await self.channel.close(code=CloseCode.PROTOCOL_ERROR, reason=reason)
+            if handshaking:
+                raise HandshakeFailed(exc.message, hint=exc.hint) from None
             raise TransportClosed(exc.message, hint=exc.hint, code=exc.code) from None
         for event in events:
             if isinstance(event, HandshakeComplete):
@@ -88,11 +102,8 @@ class E2ETransport:
             await self._send_frames()
 
     async def _send_frames(self) -> None:
-        try:
-            for frame in self.secure.data_to_send():
-                await self.channel.send(frame)
-        except ChannelClosed as exc:
-            raise TransportClosed(exc.message, hint=exc.hint) from None
+        for frame in self.secure.data_to_send():
+            await self.channel.send(frame)
 
     async def send(self, data: bytes) -> None:
         # Encrypt and send under one lock: Noise nonces are counters, so frames must leave

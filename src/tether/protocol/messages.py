@@ -70,7 +70,7 @@ def decode(data: bytes) -> Message:
     if len(data) > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"message of {len(data)} bytes is larger than {MAX_MESSAGE_BYTES}")
     try:
-        message = _decoder.decode(data)
+        message: Message = _decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"malformed message: {exc}") from None
     if isinstance(message, Request) and message.v != PROTOCOL_VERSION:

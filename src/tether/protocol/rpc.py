@@ -113,7 +113,8 @@ class RpcPeer:
                     # closes the channel as too slow, and the client resumes from its cursor.
                     await self._on_notification(message)
         except TetherError as exc:
-            self.close_error = exc if isinstance(exc, TransportClosed) else TransportClosed(exc.message)
+            # Kept as raised: callers tell a lost connection from a refusal by its type and code.
+            self.close_error = exc
         finally:
             self.closed.set()
             for future in self._pending.values():

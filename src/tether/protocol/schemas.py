@@ -66,7 +66,7 @@ class Unsubscribe(_Params):
 
 class PairingCreate(_Params):
     scopes: list[str]
-    ttl: Annotated[float, msgspec.Meta(ge=10, le=7 * 86400)] = 600.0
+    ttl: Annotated[float, msgspec.Meta(ge=1, le=7 * 86400)] = 600.0
 
 
 class PairComplete(_Params):

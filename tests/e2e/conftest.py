@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.procs import Proc, remove, short_home, start_host, start_relay, tether_json
+
+
+@dataclass
+class Deployment:
+    relay: Proc
+    relay_port: int
+    host: Proc
+    host_home: Path
+    workspace: Path
+
+    @property
+    def relay_url(self) -> str:
+        return f"ws://127.0.0.1:{self.relay_port}"
+
+    def pair(self, client_home: Path, *extra: str) -> str:
+        """Pair ``client_home`` as a device of this host; returns the device's host entry id."""
+        offer = tether_json(self.host_home, "pair", "--json", *extra)
+        result = tether_json(client_home, "login", offer["link"], "--name", "test-client", "--json")
+        return str(result["host_id"])
+
+
+@pytest.fixture
+def deployment() -> Iterator[Deployment]:
+    host_home = short_home("th")
+    workspace = short_home("tw")
+    relay, port = start_relay()
+    host = start_host(host_home, f"ws://127.0.0.1:{port}", workspace)
+    try:
+        yield Deployment(relay, port, host, host_home, workspace)
+    finally:
+        host.stop()
+        relay.stop()
+        remove(host_home, workspace)
+
+
+@pytest.fixture
+def client_home() -> Iterator[Path]:
+    home = short_home("tc")
+    yield home
+    remove(home)
