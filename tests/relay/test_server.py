@@ -662,3 +662,21 @@ async def test_raw_device_data_roundtrip_keeps_channel_ids(relay: tuple[RelaySer
         assert await incoming.recv() == b"payload"
         await incoming.send(b"reply")
         assert decode_frame(await ws.recv()) == Data(42, b"reply")  # type: ignore[arg-type]
+
+
+async def test_run_relay_serves_until_cancelled(caplog: pytest.LogCaptureFixture) -> None:
+    from tether.relay.server import run_relay
+
+    caplog.set_level("INFO", logger="tether.relay")
+    ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(run_relay("127.0.0.1:0", "https://relay.example", ready=ready))
+    try:
+        async with asyncio.timeout(5):
+            port = await ready
+        status, _, _ = await http_get(port, "/healthz")
+        assert status == 200
+        assert any("relay listening on ws://127.0.0.1:" in r.getMessage() for r in caplog.records)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
