@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tether import Client
 from tests.e2e.conftest import Deployment
 from tests.procs import tether, tether_json
+from tether import Client
 
 pytestmark = pytest.mark.slow
 

@@ -104,7 +104,9 @@ async def test_input_interrupt_resize(manager: SessionManager, log: EventLog, tm
     assert resized.data == {"cols": 120, "rows": 50}
     await manager.send_input(sid, "echo size $(stty size)\n")
     await wait_output(log, sid, "size 50 120")
-    await manager.send_input(sid, "sleep 30\n")
+    # Interrupt only once sleep runs: a ^C that reached the shell first would leave sleep to run.
+    await manager.send_input(sid, "echo sleep-$((1+1)); sleep 30\n")
+    await wait_output(log, sid, "sleep-2")
     await asyncio.sleep(0.3)
     intr = await manager.interrupt(sid, cid="i-1")
     assert intr.type == EventType.SESSION_INTERRUPTED and intr.cid == "i-1"

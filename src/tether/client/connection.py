@@ -70,6 +70,9 @@ class Connection:
         sub = self._subs.get(note.params.get("sub", -1))
         if sub is not None and note.method in ("events", "snapshot"):
             await sub.queue.put(note.params)
+            # Acknowledged once queued: the host sends more only as this client takes them.
+            with contextlib.suppress(TetherError):
+                await self.peer.notify("events.ack", {"sub": sub.sub_id})
 
     @property
     def closed(self) -> bool:

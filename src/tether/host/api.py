@@ -9,6 +9,7 @@ applied once.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -21,7 +22,7 @@ from tether.errors import TetherError
 from tether.host.principal import Principal
 from tether.host.workspaces import resolve_workspace
 from tether.protocol import schemas
-from tether.protocol.messages import Request, decode_params
+from tether.protocol.messages import Notification, Request, decode_params
 from tether.protocol.rpc import RpcPeer
 from tether.protocol.scopes import METHOD_SCOPES, parse_scopes, scope_list
 
@@ -41,6 +42,50 @@ class UnknownMethod(TetherError):
 
 
 MAX_SUBSCRIPTIONS = 16
+# Flow control of event streams: at most WINDOW bytes of notifications unacknowledged per
+# subscription, each notification about NOTIFICATION_BYTES. Together they stay under the relay's
+# per-channel queue (1 MiB), so a burst never gets a healthy reader's channel closed as too slow,
+# and a slow reader costs the host nothing: the subscription just waits, holding only a cursor.
+WINDOW = 512 * 1024
+NOTIFICATION_BYTES = 128 * 1024
+_event_encoder = msgspec.json.Encoder()
+
+
+class _Window:
+    """Bytes sent on one subscription and not yet acknowledged by the client."""
+
+    def __init__(self) -> None:
+        self.sizes: collections.deque[int] = collections.deque()
+        self.unacked = 0
+        self.acked = asyncio.Event()
+
+    async def wait_for_room(self) -> None:
+        while self.unacked > WINDOW:
+            self.acked.clear()
+            await self.acked.wait()
+
+    def sent(self, size: int) -> None:
+        self.sizes.append(size)
+        self.unacked += size
+
+    def ack(self) -> None:
+        if self.sizes:
+            self.unacked -= self.sizes.popleft()
+        self.acked.set()
+
+
+def chunk_events(events: list[dict[str, Any]], limit: int = NOTIFICATION_BYTES) -> list[list[dict[str, Any]]]:
+    """Split a batch into notifications of about ``limit`` bytes (one event never splits)."""
+    chunks: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for event in events:
+        n = len(_event_encoder.encode(event))
+        if chunks[-1] and size + n > limit:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(event)
+        size += n
+    return chunks
 
 Handler = Callable[[Any], Awaitable[Any]]
 
@@ -53,6 +98,7 @@ class ApiConnection:
         self.principal = principal
         self.peer: RpcPeer  # set by the daemon once the peer exists (the peer needs our handler)
         self._subs: dict[int, asyncio.Task[None]] = {}
+        self._windows: dict[int, _Window] = {}
         self._handlers: dict[str, tuple[type[msgspec.Struct], Handler]] = {
             "host.info": (schemas.Empty, self._host_info),
             "sessions.list": (schemas.Empty, self._sessions_list),
@@ -87,6 +133,12 @@ class ApiConnection:
         if cid is None:
             return await handler(params)
         return await self.host.store.apply_once(cid, self.principal.id, request.method, lambda: handler(params))
+
+    async def on_notification(self, note: Notification) -> None:
+        if note.method == "events.ack":
+            window = self._windows.get(note.params.get("sub", -1))
+            if window is not None:
+                window.ack()
 
     async def close(self) -> None:
         for task in self._subs.values():
@@ -162,22 +214,29 @@ class ApiConnection:
         if len(self._subs) >= MAX_SUBSCRIPTIONS:
             raise TetherError("too many subscriptions on one connection", code="limit")
         subscription = self.host.log.subscribe(params.since, session=params.session)
+        self._windows[sub_id] = _Window()
         self._subs[sub_id] = asyncio.create_task(self._pump(sub_id, subscription))
         return {"sub": sub_id, "head": self.host.log.head}
 
     async def _pump(self, sub_id: int, subscription: Subscription) -> None:
         from tether.host.eventlog import Snapshot
 
+        window = self._windows[sub_id]
         try:
             async for item in subscription:
                 if isinstance(item, Snapshot):
-                    await self.peer.notify(
-                        "snapshot", {"sub": sub_id, "seq": item.seq, "sessions": item.sessions}
+                    await window.wait_for_room()
+                    window.sent(
+                        await self.peer.notify("snapshot", {"sub": sub_id, "seq": item.seq, "sessions": item.sessions})
                     )
-                else:
-                    await self.peer.notify("events", {"sub": sub_id, "events": [e.to_wire() for e in item]})
+                    continue
+                for chunk in chunk_events([e.to_wire() for e in item]):
+                    await window.wait_for_room()
+                    window.sent(await self.peer.notify("events", {"sub": sub_id, "events": chunk}))
         except TetherError:
             pass  # the connection went away; the client resumes from its cursor
+        finally:
+            self._windows.pop(sub_id, None)
 
     async def _unsubscribe(self, params: schemas.Unsubscribe) -> dict[str, Any]:
         task = self._subs.pop(params.sub, None)

@@ -226,12 +226,13 @@ class HostDaemon:
     async def serve(self, transport: MessageTransport, principal: Principal) -> None:
         """Answer one caller's requests until its transport closes."""
         conn = ApiConnection(self, principal)
-        peer = conn.peer = RpcPeer(transport, on_request=conn.handle)
+        peer = conn.peer = RpcPeer(transport, on_request=conn.handle, on_notification=conn.on_notification)
         self._connections.setdefault(principal.id, set()).add(conn)
         try:
             await peer.run()
         finally:
             self._connections.get(principal.id, set()).discard(conn)
+            log.info("%s disconnected: %s", principal.describe(), peer.close_error.message)
             await conn.close()
             await peer.close()
 

@@ -25,7 +25,8 @@ from tether.host.db import Database
 from tether.host.projection import EventType
 
 # A coalesced output event never grows past this many characters of text.
-COALESCE_MAX_CHARS = 256 * 1024
+# Small enough that one event, JSON-escaped, stays well under the relay's per-channel queue.
+COALESCE_MAX_CHARS = 64 * 1024
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from tether.crypto.channel import ChannelError, HandshakeComplete, Message, Secu
 from tether.errors import TetherError
 from tether.protocol.frames import CloseCode
 from tether.protocol.rpc import TransportClosed
-from tether.relay.link import Channel
+from tether.relay.link import Channel, ChannelClosed
 
 HANDSHAKE_TIMEOUT = 10.0
 
@@ -51,7 +51,16 @@ class E2ETransport:
         transport = cls(channel, SecureChannel.initiator(static=static, remote_static=remote_static, psk=psk))
         transport.secure.start()
         await transport._flush()
-        await asyncio.wait_for(transport._until_handshake(), timeout)
+        try:
+            await asyncio.wait_for(transport._until_handshake(), timeout)
+        except ChannelClosed as exc:
+            if exc.close_code != CloseCode.PROTOCOL_ERROR:
+                raise
+            # The host could not read our first message: it does not hold the key we expect.
+            raise HandshakeFailed(
+                "the host did not prove it holds the key you paired with (it rejected the handshake)",
+                hint="if the host's keys changed, pair again; otherwise the relay may not be honest",
+            ) from None
         return transport
 
     @classmethod

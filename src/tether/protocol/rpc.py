@@ -87,8 +87,11 @@ class RpcPeer:
         finally:
             self._pending.pop(request_id, None)
 
-    async def notify(self, method: str, params: dict[str, Any]) -> None:
-        await self.transport.send(encode(Notification(method=method, params=params)))
+    async def notify(self, method: str, params: dict[str, Any]) -> int:
+        """Send a notification; returns its size in bytes (for flow control)."""
+        data = encode(Notification(method=method, params=params))
+        await self.transport.send(data)
+        return len(data)
 
     async def run(self) -> None:
         """Read messages until the transport closes; then fail every pending call."""
