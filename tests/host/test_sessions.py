@@ -38,15 +38,20 @@ def output(events: list[Event]) -> str:
 
 
 async def wait_output(log: EventLog, sid: str, needle: str, timeout: float = 10.0) -> None:
+    text = ""
+
     async def go() -> None:
-        text = ""
+        nonlocal text
         async for item in log.subscribe(0, session=sid):
             assert isinstance(item, Batch)
             text += output(item.events)
             if needle in text:
                 return
 
-    await asyncio.wait_for(go(), timeout)
+    try:
+        await asyncio.wait_for(go(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"{needle!r} not in the output {text!r}") from None
 
 
 async def test_echo_session(manager: SessionManager, log: EventLog, tmp_path: Path) -> None:
@@ -110,8 +115,8 @@ async def test_input_interrupt_resize(manager: SessionManager, log: EventLog, tm
     await asyncio.sleep(0.3)
     intr = await manager.interrupt(sid, cid="i-1")
     assert intr.type == EventType.SESSION_INTERRUPTED and intr.cid == "i-1"
-    await manager.send_input(sid, "echo after-interrupt\n")
-    await wait_output(log, sid, "\r\nafter-interrupt")  # the shell survived, sleep did not
+    await manager.send_input(sid, "echo after-$((2+3))\n")
+    await wait_output(log, sid, "after-5")  # the shell survived, sleep did not
     await manager.send_input(sid, "exit 0\n")
     events = await events_until_exit(log, sid)
     assert events[-1].data["exit_code"] == 0
