@@ -30,18 +30,26 @@ def short_home(prefix: str = "tt") -> Path:
 class Proc:
     """A background process whose stderr is kept in a file we can search."""
 
-    def __init__(self, args: list[str], *, env: dict[str, str] | None = None, name: str = "proc") -> None:
+    def __init__(
+        self, args: list[str], *, env: dict[str, str] | None = None, name: str = "proc", pipe_stdout: bool = False
+    ) -> None:
         self.name = name
         self.log_path = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log")[1])
+        self.out_path = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".out")[1])
         self._log = self.log_path.open("wb")
+        self._out = self.out_path.open("wb")
         self.popen = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})}, start_new_session=True,
+            args, stdout=subprocess.PIPE if pipe_stdout else self._out, stderr=self._log,
+            stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})}, start_new_session=True,
         )
 
     @property
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    @property
+    def out(self) -> str:
+        return self.out_path.read_text(errors="replace")
 
     def wait_for(self, pattern: str, timeout: float = 20) -> re.Match[str]:
         deadline = time.monotonic() + timeout
@@ -70,6 +78,7 @@ class Proc:
                     os.killpg(self.popen.pid, signal.SIGKILL)
                 self.popen.wait(5)
         self._log.close()
+        self._out.close()
         return self.popen.returncode
 
 

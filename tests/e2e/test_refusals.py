@@ -103,6 +103,7 @@ async def test_relay_tampering_closes_the_channel(deployment: Deployment, client
         [sys.executable, "-m", "tests.support.evil_relay", "--listen", "127.0.0.1:0",
          "--upstream", f"{deployment.relay_url}/ws", "--mode", mode, "--after", "1"],
         name="evil-relay",
+        pipe_stdout=True,
     )
     try:
         port = int(evil.popen.stdout.readline().split()[1])  # type: ignore[union-attr]

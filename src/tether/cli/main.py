@@ -375,5 +375,7 @@ def main() -> None:
 
     try:
         app()
-    except TetherError as exc:  # raised outside `run`, e.g. while parsing an option
-        output.fail(exc)
+    except TetherError as exc:  # raised outside `run`, e.g. while checking an option
+        if output.DEBUG:
+            raise
+        raise SystemExit(output.report(exc)) from None

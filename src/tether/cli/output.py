@@ -27,11 +27,17 @@ def print_json(value: Any) -> None:
     sys.stdout.flush()
 
 
-def fail(error: TetherError) -> NoReturn:
-    err.print(f"[bold red]error:[/] {error.message}", markup=True)
+def report(error: TetherError) -> int:
+    """Print an error and its next step; returns the exit code (2 for usage, else 1)."""
+    err.print("[bold red]error:[/] ", markup=True, end="")
+    err.print(error.message, markup=False)
     if error.hint:
         err.print(f"  → {error.hint}", markup=False)
-    raise typer.Exit(2 if isinstance(error, UsageError) else 1)
+    return 2 if isinstance(error, UsageError) else 1
+
+
+def fail(error: TetherError) -> NoReturn:
+    raise typer.Exit(report(error))
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
