@@ -49,3 +49,23 @@ async def test_garbage_inside_the_channel_is_answered_not_fatal(deployment: Depl
         await conn.close()
     assert deployment.host.alive
     assert tether_json(deployment.host_home, "sessions", "list", "--json") == []
+
+
+async def test_a_retried_command_is_applied_once(deployment: Deployment, client_home: Path) -> None:
+    deployment.pair(client_home)
+    state = ClientState(client_home)
+    conn = await connect_remote(state, state.find_host(None))
+    try:
+        started = [
+            await conn.call("sessions.start", {"command": ["cat"], "cid": "start-1"}, timeout=10) for _ in range(3)
+        ]
+        assert started[0] == started[1] == started[2]
+        sid = started[0]["id"]
+        sent = [await conn.call("sessions.send", {"id": sid, "text": "once\n", "cid": "send-1"}) for _ in range(3)]
+        assert sent[0] == sent[1] == sent[2]
+        page = await conn.call("events.read", {"since": 0, "session": sid})
+    finally:
+        await conn.close()
+    types = [e["type"] for e in page["events"]]
+    assert types.count("session.started") == 1 and types.count("session.input") == 1
+    assert len(tether_json(deployment.host_home, "sessions", "list", "--json")) == 1
