@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tether.errors import UsageError
 from tether.protocol import schemas
 from tether.protocol.messages import (
     Notification,
@@ -21,7 +22,6 @@ from tether.protocol.messages import (
     encode,
 )
 from tether.protocol.pairing_link import PairingLink, parse_link
-from tether.errors import UsageError
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
