@@ -111,12 +111,12 @@ def _warn_public_url(url: str) -> None:
     if host in ("127.0.0.1", "localhost", "::1"):
         err.print(
             f"note: the pairing link uses {url}, which only this machine can open. "
-            "For a phone, expose the relay over HTTPS and pass --public-url (see docs/deploy.md)."
+            "For a phone, expose the relay over HTTPS (e.g. behind a TLS reverse proxy) and pass --public-url."
         )
     elif parts.scheme == "http":
         err.print(
             f"warning: {url} is plain HTTP on a non-local address: browsers refuse the crypto the "
-            "web client needs there. Use HTTPS (--tls-cert/--tls-key or a TLS proxy) and --public-url."
+            "web client needs there. Put the relay behind HTTPS (a TLS reverse proxy) and pass --public-url."
         )
 
 

@@ -44,7 +44,13 @@ class Subscription:
                 for event in item["events"]:
                     yield event
             else:
-                yield {"type": "snapshot", "seq": item["seq"], "session": None, "sessions": item["sessions"]}
+                yield {
+                    "type": "snapshot",
+                    "seq": item["seq"],
+                    "session": None,
+                    "sessions": item["sessions"],
+                    "last": item.get("last", True),
+                }
 
 
 class Connection:
@@ -155,4 +161,6 @@ def is_retryable(exc: BaseException) -> bool:
         return exc.close_code in _RETRY_CODES
     if isinstance(exc, HandshakeFailed):
         return False
+    if isinstance(exc, RelayError) and exc.code == "relay_refused":
+        return False  # the relay answered (bad signature, unsupported version): not a lost connection
     return isinstance(exc, (TransportClosed, RelayError, TimeoutError, OSError))

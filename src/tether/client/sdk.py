@@ -157,7 +157,8 @@ class Client:
         """Every event after ``since``, then live ones, forever; resumes across reconnects.
 
         Each event is a dict with ``seq``, ``session``, ``type``, ``ts`` and ``data``. A consumer
-        far behind first gets ``{"type": "snapshot", "seq": ..., "sessions": [...]}``.
+        far behind first gets the state instead of the history: one or more
+        ``{"type": "snapshot", "seq": ..., "sessions": [...], "last": bool}`` items.
         """
         cursor = since
         while True:
@@ -165,7 +166,8 @@ class Client:
                 conn = await self._connection()
                 sub = await conn.subscribe(cursor, session)
                 async for event in sub.items():
-                    if event["seq"] <= cursor:
+                    # A snapshot may come in several parts that share its seq.
+                    if event["seq"] < cursor or (event["seq"] == cursor and event["type"] != "snapshot"):
                         continue  # never hand out an event twice
                     cursor = event["seq"]
                     yield event

@@ -10,7 +10,7 @@ from typing import Any
 from tether.crypto.encoding import b64u_decode, b64u_encode
 from tether.crypto.keys import Identity
 from tether.errors import ConfigError, UsageError
-from tether.home import read_json, write_private_json
+from tether.home import ensure_home, read_json, write_private_json
 
 
 @dataclass
@@ -43,6 +43,8 @@ class ClientState:
 
     def identity(self, *, create: bool = False) -> Identity:
         if create:
+            ensure_home(self.dir.parent)
+            self.dir.mkdir(mode=0o700, exist_ok=True)
             return Identity.load_or_create(self.keys_path)
         if not self.keys_path.exists():
             raise UsageError("this home is not paired with any host", hint="run `tether login LINK` first")

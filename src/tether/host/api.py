@@ -75,7 +75,7 @@ class _Window:
 
 
 def chunk_events(events: list[dict[str, Any]], limit: int = NOTIFICATION_BYTES) -> list[list[dict[str, Any]]]:
-    """Split a batch into notifications of about ``limit`` bytes (one event never splits)."""
+    """Split events (or sessions) into notifications of about ``limit`` bytes (one never splits)."""
     chunks: list[list[dict[str, Any]]] = [[]]
     size = 0
     for event in events:
@@ -102,7 +102,7 @@ class ApiConnection:
         self._handlers: dict[str, tuple[type[msgspec.Struct], Handler]] = {
             "host.info": (schemas.Empty, self._host_info),
             "sessions.list": (schemas.Empty, self._sessions_list),
-            "sessions.get": (schemas.SessionRef, self._sessions_get),
+            "sessions.get": (schemas.SessionGet, self._sessions_get),
             "sessions.start": (schemas.SessionStart, self._sessions_start),
             "sessions.send": (schemas.SessionSend, self._sessions_send),
             "sessions.interrupt": (schemas.SessionRef, self._sessions_interrupt),
@@ -161,7 +161,7 @@ class ApiConnection:
     async def _sessions_list(self, _: schemas.Empty) -> list[dict[str, Any]]:
         return await self.host.sessions.list()
 
-    async def _sessions_get(self, params: schemas.SessionRef) -> dict[str, Any]:
+    async def _sessions_get(self, params: schemas.SessionGet) -> dict[str, Any]:
         session = await self.host.sessions.get(params.id, with_scrollback=params.scrollback)
         if session is None:
             raise TetherError(f"no session {params.id!r} on this host", code="not_found")
@@ -225,10 +225,12 @@ class ApiConnection:
         try:
             async for item in subscription:
                 if isinstance(item, Snapshot):
-                    await window.wait_for_room()
-                    window.sent(
-                        await self.peer.notify("snapshot", {"sub": sub_id, "seq": item.seq, "sessions": item.sessions})
-                    )
+                    # Many sessions with scrollback can be megabytes: sent in parts like events.
+                    parts = chunk_events(item.sessions)
+                    for i, part in enumerate(parts):
+                        await window.wait_for_room()
+                        params = {"sub": sub_id, "seq": item.seq, "sessions": part, "last": i == len(parts) - 1}
+                        window.sent(await self.peer.notify("snapshot", params))
                     continue
                 for chunk in chunk_events([e.to_wire() for e in item]):
                     await window.wait_for_room()
@@ -261,6 +263,10 @@ class ApiConnection:
 
     async def _pairing_create(self, params: schemas.PairingCreate) -> dict[str, Any]:
         scopes = parse_scopes(params.scopes)
+        if self.principal.workspace is not None:
+            # Offers carry no workspace restriction, so a restricted caller could mint an
+            # unrestricted device: refuse rather than widen.
+            raise Forbidden("a device restricted to a workspace cannot pair other devices")
         if not scopes <= self.principal.scopes:
             extra = ", ".join(scope_list(scopes - self.principal.scopes))
             raise Forbidden(

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 from tether.backoff import Backoff
 from tether.crypto.keys import Identity
 from tether.errors import ConfigError, TetherError
+from tether.home import ensure_home
 from tether.host.api import ApiConnection
 from tether.host.db import Database
 from tether.host.eventlog import EventLog
@@ -39,6 +40,7 @@ log = logging.getLogger("tether.host")
 
 # Unix socket paths are limited to 107 bytes on Linux (104 on macOS).
 MAX_SOCKET_PATH = 100
+MAINTENANCE_SECONDS = 3600.0
 
 
 class HostPaths:
@@ -90,7 +92,8 @@ class HostDaemon:
     # -- life cycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.paths.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ensure_home(self.home)
+        self.paths.dir.mkdir(mode=0o700, exist_ok=True)
         for w in self.workspaces:
             if not w.is_dir():
                 raise ConfigError(f"workspace {w} is not a directory", hint="pass an existing --workspace DIR")
@@ -101,6 +104,7 @@ class HostDaemon:
         self.sessions = SessionManager(self.log, self.db)
         await self.sessions.start()
         await self._start_local_socket()
+        self._spawn(self._maintenance())
         if self.relay_url:
             self._spawn(self._relay_loop())
         log.info("host %s (%s) started; workspaces: %s", self.name, self.identity.id,
@@ -132,6 +136,13 @@ class HostDaemon:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    async def _maintenance(self) -> None:
+        """Forget used or expired offers and old command ids, so those tables stay small."""
+        while not self._stopping:
+            await self.store.prune_offers()
+            await self.store.prune_commands()
+            await asyncio.sleep(MAINTENANCE_SECONDS)
 
     # -- the relay -----------------------------------------------------------------------
 

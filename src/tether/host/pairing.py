@@ -19,6 +19,7 @@ from tether.crypto.keys import derive_id
 from tether.errors import TetherError
 from tether.protocol import schemas
 from tether.protocol.e2e import E2ETransport
+from tether.protocol.frames import CloseCode
 from tether.protocol.messages import ErrorBody, ProtocolError, Request, Response, decode, decode_params, encode
 from tether.protocol.scopes import scope_list
 from tether.relay.link import Channel
@@ -41,7 +42,7 @@ async def claim_offer(host: HostDaemon, channel: Channel) -> None:
     assert channel.offer_id is not None
     offer = await host.store.get_offer(channel.offer_id)
     if offer is None or offer.consumed or offer.expires_at <= time.time():
-        await channel.close(reason=f"{OFFER_GONE}; {OFFER_GONE_HINT}")
+        await channel.close(code=CloseCode.NO_SUCH_OFFER, reason=f"{OFFER_GONE}; {OFFER_GONE_HINT}")
         return
     try:
         transport = await E2ETransport.accept(channel, static=host.identity.static, psk=offer.secret)

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from tether.crypto.channel import ChannelError, HandshakeComplete, Message, SecureChannel
 from tether.errors import TetherError
 from tether.protocol.frames import CloseCode
+from tether.protocol.messages import MAX_MESSAGE_BYTES
 from tether.protocol.rpc import TransportClosed
 from tether.relay.link import Channel, ChannelClosed
 
@@ -48,7 +49,10 @@ class E2ETransport:
         timeout: float = HANDSHAKE_TIMEOUT,
     ) -> E2ETransport:
         """Run the initiator side of IK (or IKpsk2 when pairing) and return the open transport."""
-        transport = cls(channel, SecureChannel.initiator(static=static, remote_static=remote_static, psk=psk))
+        secure = SecureChannel.initiator(
+            static=static, remote_static=remote_static, psk=psk, max_message=MAX_MESSAGE_BYTES
+        )
+        transport = cls(channel, secure)
         transport.secure.start()
         await transport._flush()
         try:
@@ -73,7 +77,7 @@ class E2ETransport:
         timeout: float = HANDSHAKE_TIMEOUT,
     ) -> E2ETransport:
         """Run the responder side; ``remote_static`` is set once this returns."""
-        transport = cls(channel, SecureChannel.responder(static=static, psk=psk))
+        transport = cls(channel, SecureChannel.responder(static=static, psk=psk, max_message=MAX_MESSAGE_BYTES))
         await asyncio.wait_for(transport._until_handshake(), timeout)
         return transport
 

@@ -22,14 +22,17 @@ import msgspec
 from tether.errors import TetherError
 
 PROTOCOL_VERSION = 1
-# Largest application message accepted (a 1 MiB prompt plus JSON overhead fits).
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+# Largest application message accepted (a 1 MiB prompt plus JSON overhead fits); the end-to-end
+# channel reassembles no more than this either.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 class ProtocolError(TetherError):
-    """A malformed application message."""
+    """A malformed application message. ``request_id`` is set when the message was a request
+    whose id could be read, so the error can be answered to the right caller."""
 
     code = "protocol"
+    request_id = 0
 
 
 class ErrorBody(msgspec.Struct, forbid_unknown_fields=False):
@@ -74,10 +77,12 @@ def decode(data: bytes) -> Message:
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"malformed message: {exc}") from None
     if isinstance(message, Request) and message.v != PROTOCOL_VERSION:
-        raise ProtocolError(
+        error = ProtocolError(
             f"protocol version {message.v} is not supported (this side speaks {PROTOCOL_VERSION})",
             hint="upgrade tether on both sides to the same version",
         )
+        error.request_id = message.id
+        raise error
     return message
 
 

@@ -101,8 +101,8 @@ class RpcPeer:
                 try:
                     message = decode(data)
                 except ProtocolError as exc:
-                    # An undecodable message may carry an id we cannot read: answer id 0.
-                    await self._respond(0, error=exc)
+                    # An undecodable message may carry no readable id: then answer id 0.
+                    await self._respond(exc.request_id, error=exc)
                     continue
                 if isinstance(message, Response):
                     self._resolve(message)

@@ -33,6 +33,10 @@ class SessionStart(_Params):
 class SessionRef(_Params):
     id: SessionId
     cid: CommandId | None = None
+
+
+class SessionGet(_Params):
+    id: SessionId
     scrollback: bool = False
 
 
@@ -61,7 +65,7 @@ class ReadEvents(_Params):
 
 
 class Unsubscribe(_Params):
-    sub: int
+    sub: Annotated[int, msgspec.Meta(ge=1, le=2**31)]
 
 
 class PairingCreate(_Params):

@@ -257,6 +257,7 @@ class RelayLink:
             raise RelayError(
                 f"the relay at {relay_url} refused the connection: {refusal.message}",
                 hint=close_message(refusal.code) if refusal.message != close_message(refusal.code) else None,
+                code="relay_refused",
             ) from None
         except TimeoutError:
             await ws.close()
