@@ -154,3 +154,19 @@ def test_no_host_anywhere_says_what_to_do() -> None:
         assert result.returncode == 1 and "no host daemon is running" in result.stderr
     finally:
         remove(home)
+
+
+def test_config_show_redacts_secrets_and_bad_config_names_the_line() -> None:
+    home = short_home("tg")
+    try:
+        (home / "config.toml").write_text('[agents.builtin]\napi_key = "sk-live-123"\nmodel = "m"\n')
+        shown = tether_json(home, "config", "show", "--json")
+        assert shown["agents"]["builtin"]["api_key"] == "<redacted>"
+        human = tether(home, "config", "show").stdout
+        assert "sk-live-123" not in human and "model=m" in human
+        (home / "config.toml").write_text('[agents.builtin]\nmodel = "m"\nsandbox = "open"\n')
+        bad = tether(home, "config", "show", check=False)
+        assert bad.returncode == 1
+        assert "config.toml:3: agents.builtin.sandbox: unknown sandbox 'open'" in bad.stderr
+    finally:
+        remove(home)

@@ -26,8 +26,10 @@ app = typer.Typer(
 )
 sessions_app = typer.Typer(help="Start, drive and watch sessions on a host.", no_args_is_help=True)
 devices_app = typer.Typer(help="The devices paired with a host.", no_args_is_help=True)
+config_app = typer.Typer(help="The host's config file ($TETHER_HOME/config.toml).", no_args_is_help=True)
 app.add_typer(sessions_app, name="sessions")
 app.add_typer(devices_app, name="devices")
+app.add_typer(config_app, name="config")
 
 HomeOpt = Annotated[
     Path | None,
@@ -368,6 +370,22 @@ def devices_revoke(device_id: str, host: HostOpt = None, home: HomeOpt = None) -
     """Revoke a device: its channels close at once and it can no longer connect."""
     run(_call(home, host, "devices.revoke", {"id": device_id}))
     out.print(f"device {device_id} revoked")
+
+
+@config_app.command("show")
+def config_show(as_json: JsonOpt = False, home: HomeOpt = None) -> None:
+    """Show the host's config as loaded (secrets redacted)."""
+    from tether.host.config import load_config
+
+    shown = load_config(_home(home)).redacted()
+    if as_json:
+        print_json(shown)
+        return
+    out.print(f"file: {shown['file'] or '(none: defaults)'}")
+    out.print(f"host: name={shown['host']['name']} workspaces={', '.join(shown['host']['workspaces']) or '-'}")
+    for name, agent in shown["agents"].items():
+        settings = " ".join(f"{k}={v}" for k, v in agent.items())
+        out.print(f"agent {name}: {settings}")
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from tether.crypto.keys import Identity
 from tether.errors import ConfigError, TetherError
 from tether.home import ensure_home
 from tether.host.api import ApiConnection
+from tether.host.config import load_config
 from tether.host.db import Database
 from tether.host.eventlog import EventLog
 from tether.host.pairing import claim_offer
@@ -74,8 +75,11 @@ class HostDaemon:
         self.paths = HostPaths(home)
         self.relay_url = relay_url
         self.public_url = public_url or (http_url(relay_url) if relay_url else None)
-        self.name = name or socket.gethostname()
-        self.workspaces = [Path(os.path.realpath(w)) for w in (workspaces or [Path.cwd()])]
+        self.config = load_config(home)
+        self.name = name or self.config.name or socket.gethostname()
+        # Workspaces from the command line come first (the default for new sessions).
+        listed = [*(workspaces or []), *self.config.workspaces] or [Path.cwd()]
+        self.workspaces = list(dict.fromkeys(Path(os.path.realpath(w)) for w in listed))
         self.identity: Identity
         self.db: Database
         self.log: EventLog

@@ -1,0 +1,190 @@
+"""The host's config file, ``$TETHER_HOME/config.toml``: workspaces, agents and policy.
+
+Loaded once into a typed :class:`HostConfig`; every mistake is a :class:`ConfigError` naming the
+key and its line. Example::
+
+    [host]
+    name = "desktop"
+    workspaces = ["~/src", "~/work"]
+
+    [agents.builtin]
+    base_url = "http://127.0.0.1:11434/v1"    # else $OPENAI_BASE_URL
+    model = "qwen2.5-coder"
+    api_key_env = "MY_KEY"                    # or api_key = "..."; else $OPENAI_API_KEY
+    approval = "on-request"                   # untrusted | on-request | never
+    sandbox = "workspace-write"               # read-only | workspace-write | full-access
+
+    [agents.codex]
+    binary = "codex"
+    approval = "untrusted"
+    sandbox = "read-only"
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tether.errors import ConfigError
+from tether.host.policy import Policy, PolicyError, parse_approval, parse_sandbox
+
+FILE_NAME = "config.toml"
+AGENTS = ("pty", "builtin", "codex")
+# Keys whose values are secrets: never printed, logged or sent to a client.
+SECRET_KEYS = frozenset({"api_key"})
+
+_HOST_KEYS: dict[str, type] = {"name": str, "workspaces": list}
+_POLICY_KEYS: dict[str, type] = {"approval": str, "sandbox": str}
+_AGENT_KEYS: dict[str, dict[str, type]] = {
+    "pty": {},
+    "builtin": {
+        **_POLICY_KEYS, "base_url": str, "model": str, "api_key": str, "api_key_env": str,
+        "max_steps": int, "timeout": float, "enabled": bool,
+    },
+    "codex": {**_POLICY_KEYS, "binary": str, "codex_home": str, "model": str, "enabled": bool},
+}
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    name: str
+    policy: Policy = field(default_factory=Policy)
+    options: dict[str, Any] = field(default_factory=dict)
+    enabled: bool = True
+
+    def secret(self, key: str) -> str | None:
+        value = self.options.get(key)
+        return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    name: str | None = None
+    workspaces: list[Path] = field(default_factory=list)
+    agents: dict[str, AgentConfig] = field(default_factory=lambda: {a: AgentConfig(a) for a in AGENTS})
+    path: Path | None = None
+
+    def agent(self, name: str) -> AgentConfig:
+        return self.agents.get(name) or AgentConfig(name)
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as `tether config show` prints it: secrets replaced, never shown."""
+        return {
+            "file": str(self.path) if self.path else None,
+            "host": {"name": self.name, "workspaces": [str(w) for w in self.workspaces]},
+            "agents": {
+                name: {
+                    "enabled": agent.enabled,
+                    **agent.policy.to_json(),
+                    **{k: ("<redacted>" if k in SECRET_KEYS else v) for k, v in sorted(agent.options.items())},
+                }
+                for name, agent in self.agents.items()
+            },
+        }
+
+
+def load_config(home: Path) -> HostConfig:
+    """Read ``home/config.toml``; a missing file means the defaults."""
+    path = home / FILE_NAME
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return HostConfig(path=None)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path) -> HostConfig:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}", hint="fix the TOML syntax at that line") from None
+    where = _Locator(text, path)
+    for key in raw:
+        if key not in ("host", "agents"):
+            raise where.error(key, None, f"unknown section [{key}]", "known sections: [host], [agents.NAME]")
+    host = _table(raw.get("host", {}), "host", where)
+    _check_keys(host, _HOST_KEYS, "host", where)
+    name = host.get("name")
+    listed = _strings(host.get("workspaces", []), "host", "workspaces", where)
+    workspaces = [Path(os.path.expanduser(w)) for w in listed]
+    agents_raw = _table(raw.get("agents", {}), "agents", where)
+    agents = {a: AgentConfig(a) for a in AGENTS}
+    for agent_name, settings in agents_raw.items():
+        if agent_name not in _AGENT_KEYS:
+            raise where.error(agent_name, "agents", f"unknown agent [agents.{agent_name}]",
+                              f"known agents: {', '.join(AGENTS)}")
+        table = _table(settings, f"agents.{agent_name}", where)
+        section = f"agents.{agent_name}"
+        _check_keys(table, _AGENT_KEYS[agent_name], section, where)
+        try:
+            policy = Policy(
+                parse_approval(table.get("approval", Policy().approval.value)),
+                parse_sandbox(table.get("sandbox", Policy().sandbox.value)),
+            )
+        except PolicyError as exc:
+            bad = "approval" if "approval" in exc.message else "sandbox"
+            raise where.error(bad, section, exc.message, exc.hint) from None
+        options = {k: v for k, v in table.items() if k not in ("approval", "sandbox", "enabled")}
+        agents[agent_name] = AgentConfig(agent_name, policy, options, bool(table.get("enabled", True)))
+    return HostConfig(name=name, workspaces=workspaces, agents=agents, path=path)
+
+
+class _Locator:
+    """Finds the line of a key, so errors can say where to look."""
+
+    def __init__(self, text: str, path: Path) -> None:
+        self.lines = text.splitlines()
+        self.path = path
+
+    def line_of(self, key: str, section: str | None) -> int | None:
+        current: str | None = None
+        for number, line in enumerate(self.lines, 1):
+            header = re.match(r"\s*\[\s*([^\]]+?)\s*\]", line)
+            if header:
+                current = header.group(1)
+                if section is None and current.split(".")[0] == key:
+                    return number
+                if section is not None and current == f"{section}.{key}":
+                    return number
+                continue
+            if current == section and re.match(rf"\s*{re.escape(key)}\s*=", line):
+                return number
+        return None
+
+    def error(self, key: str, section: str | None, message: str, hint: str | None = None) -> ConfigError:
+        line = self.line_of(key, section)
+        full = f"{section}.{key}" if section else key
+        place = f"{self.path}:{line}" if line else str(self.path)
+        return ConfigError(f"{place}: {full}: {message}", hint=hint)
+
+
+def _table(value: Any, section: str, where: _Locator) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        head, _, key = section.rpartition(".")
+        raise where.error(key, head or None, "must be a table", f"write it as [{section}]")
+    return value
+
+
+def _check_keys(table: dict[str, Any], known: dict[str, type], section: str, where: _Locator) -> None:
+    for key, value in table.items():
+        expected = known.get(key)
+        if expected is None:
+            listing = ", ".join(sorted(known)) or "none"
+            raise where.error(key, section, "unknown key", f"known keys here: {listing}")
+        ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+        if expected is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok:
+            raise where.error(key, section, f"must be a {expected.__name__}, not {type(value).__name__}")
+
+
+def _strings(value: Any, section: str, key: str, where: _Locator) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise where.error(key, section, "must be a list of directory paths")
+    return list(value)

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tether.errors import ConfigError
+from tether.host.config import load_config, parse_config
+from tether.host.policy import Approval, Policy, PolicyError, Sandbox
+
+GOOD = """
+[host]
+name = "desktop"
+workspaces = ["~/src", "/tmp"]
+
+[agents.builtin]
+base_url = "http://127.0.0.1:9/v1"
+model = "m"
+api_key = "sk-very-secret"
+approval = "untrusted"
+sandbox = "read-only"
+
+[agents.codex]
+binary = "/opt/codex"
+"""
+
+
+def test_good_config(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text(GOOD)
+    config = load_config(tmp_path)
+    assert config.name == "desktop"
+    assert config.workspaces[1] == Path("/tmp") and config.workspaces[0] == Path.home() / "src"
+    builtin = config.agent("builtin")
+    assert builtin.policy == Policy(Approval.UNTRUSTED, Sandbox.READ_ONLY)
+    assert builtin.secret("api_key") == "sk-very-secret"
+    assert config.agent("codex").policy == Policy()  # defaults: on-request, workspace-write
+    shown = str(config.redacted())
+    assert "sk-very-secret" not in shown and "<redacted>" in shown
+
+
+def test_missing_file_is_defaults(tmp_path: Path) -> None:
+    config = load_config(tmp_path)
+    assert config.path is None and config.workspaces == [] and config.agent("builtin").policy == Policy()
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "line"),
+    [
+        ("[host]\nname = 'x'\nworkspace = ['a']\n", "host.workspace: unknown key", 3),
+        ("[host]\nworkspaces = 'a'\n", "host.workspaces: must be a list", 2),
+        ("[agents.builtin]\nmodel = 'm'\napproval = 'sometimes'\n", "agents.builtin.approval: unknown approval", 3),
+        ("[agents.codex]\n\nsandbox = 'none'\n", "agents.codex.sandbox: unknown sandbox", 3),
+        ("[agents.claude]\nx = 1\n", "unknown agent", 1),
+        ("[hosts]\n", "unknown section", 1),
+        ("[agents.builtin]\nmax_steps = 'ten'\n", "max_steps: must be a int", 2),
+        ("[host\nname=1", "Expected ']'", None),
+    ],
+)
+def test_bad_config_names_key_and_line(tmp_path: Path, text: str, message: str, line: int | None) -> None:
+    path = tmp_path / "config.toml"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, path)
+    assert message in info.value.message
+    if line is not None:
+        assert f"config.toml:{line}:" in info.value.message
+
+
+@given(st.text(max_size=300))
+@settings(max_examples=200)
+def test_arbitrary_text_is_config_or_config_error(text: str) -> None:
+    try:
+        parse_config(text, Path("config.toml"))
+    except ConfigError:
+        pass
+
+
+def test_policy_can_only_be_narrowed() -> None:
+    host = Policy(Approval.ON_REQUEST, Sandbox.WORKSPACE_WRITE)
+    assert host.narrowed("untrusted", "read-only") == Policy(Approval.UNTRUSTED, Sandbox.READ_ONLY)
+    assert host.narrowed() == host
+    with pytest.raises(PolicyError, match="looser"):
+        host.narrowed(approval="never")
+    with pytest.raises(PolicyError, match="looser"):
+        host.narrowed(sandbox="full-access")
+    with pytest.raises(PolicyError, match="unknown"):
+        host.narrowed(sandbox="yolo")
