@@ -331,7 +331,7 @@ class ChatClient:
                     async for delta in self._whole(response):
                         yield delta
                     return
-                async for delta in self._events(response):
+                async for delta in self._events(response, ctype):
                     yield delta
         except LLMError:
             raise
@@ -413,15 +413,20 @@ class ChatClient:
         except LLMError as exc:
             raise self._error(exc.message) from None
 
-    async def _events(self, response: httpx.Response) -> AsyncIterator[Delta]:
+    async def _events(self, response: httpx.Response, ctype: str) -> AsyncIterator[Delta]:
         decoder = SSEDecoder()
         finished = False
         done = False
+        seen_event = False
+        head = bytearray()  # the first bytes, to show when no event ever comes (an HTML page...)
         async for chunk in self._bounded(response):
+            if len(head) < MAX_ERROR_SNIPPET:
+                head += chunk[: MAX_ERROR_SNIPPET - len(head)]
             try:
                 events = decoder.feed(chunk)
             except LLMError as exc:
                 raise self._error(exc.message) from None
+            seen_event = seen_event or bool(events)
             for data in events:
                 if data.strip() == "[DONE]":
                     done = True
@@ -433,12 +438,19 @@ class ChatClient:
             if done:
                 return
         for data in decoder.close():
+            seen_event = True
             if data.strip() == "[DONE]":
                 return
             delta = self._decode(data)
             if delta is not None:
                 finished = finished or delta.finish_reason is not None
                 yield delta
+        if not seen_event:
+            shown = _snippet(head.decode("utf-8", errors="replace")) or "an empty body"
+            raise self._error(
+                f"the model server sent no server-sent events (content type {ctype or 'none'!r}): {shown!r}",
+                "is the base URL an OpenAI-compatible API (it usually ends in /v1)?",
+            )
         if not finished:
             raise self._error("the model server closed the stream before the answer was finished (no [DONE])")
 

@@ -240,10 +240,12 @@ class _Turn:
                 on_reasoning(rest)
             text = acc.text
             calls = acc.tool_calls
-            assistant: dict[str, Any] = {"role": "assistant", "content": text or None}
+            # The conversation may be stored by the adapter, so it is redacted too.
+            assistant: dict[str, Any] = {"role": "assistant", "content": self.redact(text) or None}
             if calls:
                 assistant["tool_calls"] = [
-                    {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                    {"id": c.id, "type": "function",
+                     "function": {"name": c.name, "arguments": self.redact(c.arguments)}}
                     for c in calls
                 ]
             elif not text:
