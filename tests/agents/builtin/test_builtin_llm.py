@@ -182,6 +182,14 @@ async def test_cancel_closes_the_stream(server: FakeOpenAI) -> None:
         await task
 
 
+async def test_connections_are_pooled_and_closed(server: FakeOpenAI) -> None:
+    server.add({"text": "a"}, {"text": "b"})
+    async with client(server) as c:
+        assert (await collect(c)).text == "a"
+        assert (await collect(c)).text == "b"
+    await c.aclose()  # twice is fine
+
+
 async def test_key_never_logged(server: FakeOpenAI, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     server.add({"text": "ok"}, {"status": 401, "body": KEY})

@@ -88,8 +88,9 @@ async def turn(
     tools = ToolRunner(Sandbox(mode, ws), secrets=client.secrets)  # type: ignore[arg-type]
     messages = messages if messages is not None else []
     messages.append({"role": "user", "content": prompt})
-    result = await run_turn(client, messages, tools, hooks, memory=memory,
-                            config=LoopConfig(policy=policy, **config))  # type: ignore[arg-type]
+    async with client:
+        result = await run_turn(client, messages, tools, hooks, memory=memory,
+                                config=LoopConfig(policy=policy, **config))  # type: ignore[arg-type]
     assert KEY not in hooks.dump()
     assert KEY not in json.dumps(messages)
     return result, messages

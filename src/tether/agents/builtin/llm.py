@@ -13,6 +13,7 @@ the server echoes back.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -267,6 +268,7 @@ class ChatClient:
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         max_request_bytes: int = MAX_REQUEST_BYTES,
         extra_body: Mapping[str, Any] | None = None,
+        trust_env: bool = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
@@ -276,6 +278,32 @@ class ChatClient:
         self._api_key = api_key or ""
         self._extra_body = dict(extra_body or {})
         self.url = self.base_url + "/chat/completions"
+        self._trust_env = trust_env  # HTTPS_PROXY, NO_PROXY, SSL_CERT_FILE
+        self._http: httpx.AsyncClient | None = None
+
+    async def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            # Building the client loads the CA bundle from disk: done once, off the loop.
+            http = await asyncio.to_thread(
+                httpx.AsyncClient, timeout=httpx.Timeout(self.timeout), trust_env=self._trust_env
+            )
+            if self._http is None:
+                self._http = http
+            else:
+                await http.aclose()
+        return self._http
+
+    async def aclose(self) -> None:
+        """Close pooled connections; the client can still be used afterwards (it reconnects)."""
+        if self._http is not None:
+            http, self._http = self._http, None
+            await http.aclose()
+
+    async def __aenter__(self) -> ChatClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -319,11 +347,9 @@ class ChatClient:
             headers["Authorization"] = f"Bearer {self._api_key}"
         where = _display_url(self.url)
         log.debug("chat completion request to %s (model %s, %d bytes)", where, self.model, len(payload))
+        http = await self._client()
         try:
-            async with (
-                httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), trust_env=False) as http,
-                http.stream("POST", self.url, content=payload, headers=headers) as response,
-            ):
+            async with http.stream("POST", self.url, content=payload, headers=headers) as response:
                 if response.status_code != 200:
                     raise await self._http_error(response, where)
                 ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
