@@ -18,7 +18,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from tether import __version__
+from tether.agents.base import Decision
+from tether.agents.registry import AGENT_NAMES
 from tether.errors import TetherError
+from tether.host import projection
 from tether.host.principal import Principal
 from tether.host.workspaces import resolve_workspace
 from tether.protocol import schemas
@@ -107,6 +110,8 @@ class ApiConnection:
             "sessions.send": (schemas.SessionSend, self._sessions_send),
             "sessions.interrupt": (schemas.SessionRef, self._sessions_interrupt),
             "sessions.resize": (schemas.SessionResize, self._sessions_resize),
+            "sessions.approve": (schemas.SessionApprove, self._sessions_approve),
+            "sessions.diff": (schemas.SessionGet, self._sessions_diff),
             "events.read": (schemas.ReadEvents, self._read_events),
             "events.subscribe": (schemas.Subscribe, self._subscribe),
             "events.unsubscribe": (schemas.Unsubscribe, self._unsubscribe),
@@ -165,11 +170,15 @@ class ApiConnection:
         session = await self.host.sessions.get(params.id, with_scrollback=params.scrollback)
         if session is None:
             raise TetherError(f"no session {params.id!r} on this host", code="not_found")
+        # Pending approvals come with the session, so a client that reconnects shows them again.
+        session["approvals"] = await self.host.db.run(
+            lambda c: projection.pending_approvals(c, params.id), write=False
+        )
         return session
 
     async def _sessions_start(self, params: schemas.SessionStart) -> dict[str, Any]:
         if params.agent != "pty":
-            raise TetherError(f"unknown agent {params.agent!r}", hint="use --agent pty", code="bad_agent")
+            return await self._agent_session_start(params)
         if not params.command:
             raise TetherError("no command given", hint="e.g. tether sessions start -- bash", code="bad_command")
         workspace = resolve_workspace(params.workspace, self.host.workspaces, self.principal.workspace)
@@ -183,6 +192,37 @@ class ApiConnection:
         )
         log.info("%s started session %s", self.principal.describe(), session_id)
         return {"id": session_id}
+
+    async def _agent_session_start(self, params: schemas.SessionStart) -> dict[str, Any]:
+        if params.agent not in AGENT_NAMES:
+            raise TetherError(
+                f"unknown agent {params.agent!r}", hint=f"use one of: {', '.join(AGENT_NAMES)}", code="bad_agent"
+            )
+        if not params.prompt or not params.prompt.strip():
+            raise TetherError("an agent session needs a prompt", hint="e.g. tether sessions start --agent "
+                              f"{params.agent} 'fix the failing test'", code="bad_prompt")
+        config = self.host.config.agent(params.agent)
+        if not config.enabled:
+            raise TetherError(f"the {params.agent} agent is disabled on this host", code="bad_agent")
+        policy = config.policy.narrowed(params.approval, params.sandbox)
+        workspace = resolve_workspace(params.workspace, self.host.workspaces, self.principal.workspace)
+        session_id = await self.host.sessions.start_agent_session(
+            agent=params.agent, workspace=workspace, prompt=params.prompt, policy=policy, config=config,
+            cid=params.cid,
+        )
+        log.info("%s started %s session %s", self.principal.describe(), params.agent, session_id)
+        return {"id": session_id}
+
+    async def _sessions_approve(self, params: schemas.SessionApprove) -> dict[str, Any]:
+        by = {"id": self.principal.id, "name": self.principal.name}
+        event = await self.host.sessions.approve(params.id, params.approval, Decision(params.decision), by)
+        return {"seq": event.seq}
+
+    async def _sessions_diff(self, params: schemas.SessionGet) -> dict[str, Any]:
+        if await self.host.sessions.get(params.id) is None:
+            raise TetherError(f"no session {params.id!r} on this host", code="not_found")
+        changes = await self.host.db.run(lambda c: projection.file_changes(c, params.id), write=False)
+        return {"changes": changes}
 
     async def _sessions_send(self, params: schemas.SessionSend) -> dict[str, Any]:
         event = await self.host.sessions.send_input(params.id, params.text, cid=params.cid)

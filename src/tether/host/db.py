@@ -90,6 +90,25 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (device_id, cid)
     );
     """,
+    # 1 -> 2: agent sessions (turns, items, approvals) and per-session policy.
+    """
+    ALTER TABLE sessions ADD COLUMN policy TEXT;    -- JSON {approval, sandbox}; NULL for pty
+    ALTER TABLE sessions ADD COLUMN turn TEXT;      -- the current or last turn id
+    CREATE TABLE approvals (
+        id            TEXT PRIMARY KEY,
+        session       TEXT NOT NULL,
+        item          TEXT,
+        kind          TEXT NOT NULL,              -- "command" | "file_change"
+        details       TEXT NOT NULL,              -- JSON: the exact command or diff shown to people
+        options       TEXT NOT NULL,              -- JSON list of decisions offered
+        status        TEXT NOT NULL,              -- "pending" | "resolved" | "cleared"
+        decision      TEXT,
+        resolved_by   TEXT,                       -- who answered: device/owner id and name
+        requested_seq INTEGER NOT NULL,
+        resolved_seq  INTEGER
+    );
+    CREATE INDEX approvals_by_session ON approvals (session, status);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -273,9 +273,13 @@ class Subscription:
                 return Batch(coalesce(events), self.cursor)
 
 
+_STREAMED = frozenset({EventType.SESSION_OUTPUT, EventType.ITEM_DELTA})
+
+
 def coalesce(events: list[Event], max_chars: int = COALESCE_MAX_CHARS) -> list[Event]:
-    """Merge consecutive ``session.output`` events of one session and stream into one event:
-    text concatenated, ``seq``/``ts`` of the last, ``data.first_seq`` of the first."""
+    """Merge consecutive streamed-text events (``session.output`` of one session and stream, or
+    ``item.delta`` of one item and stream) into one event: text concatenated, ``seq``/``ts`` of
+    the last, ``data.first_seq`` of the first."""
     out: list[Event] = []
     run: list[Event] = []
     run_chars = 0
@@ -294,7 +298,7 @@ def coalesce(events: list[Event], max_chars: int = COALESCE_MAX_CHARS) -> list[E
         run.clear()
 
     for ev in events:
-        if ev.type != EventType.SESSION_OUTPUT:
+        if ev.type not in _STREAMED:
             flush()
             run_chars = 0
             out.append(ev)
@@ -302,6 +306,8 @@ def coalesce(events: list[Event], max_chars: int = COALESCE_MAX_CHARS) -> list[E
         text_len = len(str(ev.data.get("data", "")))
         if run and (
             run[-1].session != ev.session
+            or run[-1].type != ev.type
+            or run[-1].data.get("item") != ev.data.get("item")
             or run[-1].data.get("stream") != ev.data.get("stream")
             or run_chars + text_len > max_chars
         ):

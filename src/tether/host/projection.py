@@ -32,8 +32,8 @@ class EventType(StrEnum):
     """Every event type of the log, with the exact shape of its ``data``."""
 
     SESSION_STARTED = "session.started"
-    """{agent: str, workspace: str, command: list[str], title: str, cols: int, rows: int}
-    A new session, status ``running``."""
+    """{agent: str, workspace: str, command: list[str], title: str, cols: int, rows: int,
+    policy: {approval, sandbox} (agent sessions only)} — a new session, status ``running``."""
 
     SESSION_INPUT = "session.input"
     """{text: str} — input sent to the session (``cid`` is the client's command id)."""
@@ -51,6 +51,40 @@ class EventType(StrEnum):
 
     SESSION_STATUS = "session.status"
     """{status: Status} — a non-terminal status change (e.g. waiting-for-approval, idle)."""
+
+    TURN_STARTED = "turn.started"
+    """{turn: str, input: str} — an agent session starts working on a prompt: status ``running``."""
+
+    TURN_COMPLETED = "turn.completed"
+    """{turn: str, status: "completed" | "interrupted" | "failed", error: str | None} — the agent
+    finished the turn: status ``idle``; pending approvals of the turn are cleared."""
+
+    ITEM_STARTED = "item.started"
+    """{turn: str, item: str, kind: ItemKind, ...} — a new item of a turn. By kind:
+    user_message {text}; agent_message {}; reasoning {}; command {command: str, cwd: str};
+    file_change {path: str, diff: str}; error {message: str}."""
+
+    ITEM_DELTA = "item.delta"
+    """{item: str, stream: "text" | "output", data: str} — streamed agent text or command
+    output. Coalesced like ``session.output`` (``first_seq`` on a merged event)."""
+
+    ITEM_COMPLETED = "item.completed"
+    """{item: str, kind: ItemKind, status: "completed" | "failed" | "declined", ...} — the item's
+    final form: agent_message/reasoning {text}; command {exit_code, output}; file_change
+    {path, diff}; error {message}."""
+
+    APPROVAL_REQUESTED = "approval.requested"
+    """{approval: str, item: str | None, kind: "command" | "file_change", details: {...},
+    options: list[Decision]} — the agent waits for a person: status ``waiting-for-approval``.
+    ``details`` is exactly what will run or change (command and cwd, or path and diff)."""
+
+    APPROVAL_RESOLVED = "approval.resolved"
+    """{approval: str, decision: Decision, by: {id, name}} — first answer wins: a second
+    resolution of the same approval is refused before it reaches the log."""
+
+    APPROVAL_CLEARED = "approval.cleared"
+    """{approval: str, reason: str} — the approval went away unanswered (turn interrupted, the
+    agent resolved it itself, the session ended)."""
 
     SESSION_EXITED = "session.exited"
     """{exit_code: int | None, signal: int | None, reason: str | None} — the session ended:
@@ -85,6 +119,12 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
 
 class IllegalTransition(TetherError):
     code = "illegal_transition"
+
+
+class ApprovalConflict(TetherError):
+    """The approval is not pending any more (answered by someone else, or cleared)."""
+
+    code = "approval_conflict"
 
 
 def check_transition(old: Status | str, new: Status | str) -> None:
@@ -142,7 +182,7 @@ def _apply_one(conn: sqlite3.Connection, ev: Event) -> None:
     if ev.type == EventType.SESSION_STARTED:
         conn.execute(
             "INSERT OR IGNORE INTO sessions (id, agent, workspace, command, title, status, created,"
-            " last_activity, last_seq, cols, rows) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " last_activity, last_seq, cols, rows, policy) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 ev.session,
                 str(d.get("agent", "")),
@@ -155,6 +195,7 @@ def _apply_one(conn: sqlite3.Connection, ev: Event) -> None:
                 ev.seq,
                 int(d.get("cols", 80)),
                 int(d.get("rows", 24)),
+                json.dumps(d["policy"]) if d.get("policy") else None,
             ),
         )
         return
@@ -183,6 +224,7 @@ def _apply_one(conn: sqlite3.Connection, ev: Event) -> None:
         else:
             _touch_seq(conn, ev)
     elif ev.type == EventType.SESSION_EXITED:
+        _clear_pending(conn, ev, "the session ended")
         code = d.get("exit_code")
         new = Status.FINISHED if code == 0 else Status.FAILED
         if _allowed(ev, status, new):
@@ -193,8 +235,41 @@ def _apply_one(conn: sqlite3.Connection, ev: Event) -> None:
             )
         else:
             _touch_seq(conn, ev)
-    elif ev.type.startswith("session."):
-        # session.interrupted and types this version does not fold: the session still saw an event.
+    elif ev.type == EventType.TURN_STARTED:
+        _set_status(conn, ev, status, Status.RUNNING, turn=str(d.get("turn")))
+    elif ev.type == EventType.TURN_COMPLETED:
+        _clear_pending(conn, ev, "the turn ended")
+        _set_status(conn, ev, status, Status.IDLE)
+    elif ev.type == EventType.APPROVAL_REQUESTED:
+        conn.execute(
+            "INSERT INTO approvals (id, session, item, kind, details, options, status, requested_seq)"
+            " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
+            (str(d["approval"]), ev.session, d.get("item"), str(d["kind"]), json.dumps(d.get("details", {})),
+             json.dumps(d.get("options", [])), ev.seq),
+        )
+        _set_status(conn, ev, status, Status.WAITING_FOR_APPROVAL)
+    elif ev.type in (EventType.APPROVAL_RESOLVED, EventType.APPROVAL_CLEARED):
+        resolved = ev.type == EventType.APPROVAL_RESOLVED
+        by = d.get("by")
+        cur = conn.execute(
+            "UPDATE approvals SET status = ?, decision = ?, resolved_by = ?, resolved_seq = ?"
+            " WHERE id = ? AND session = ? AND status = 'pending'",
+            ("resolved" if resolved else "cleared", d.get("decision"), json.dumps(by) if by else None,
+             ev.seq, str(d.get("approval")), ev.session),
+        )
+        if cur.rowcount == 0:
+            # Raised inside the append's transaction: the event is never written. This is what
+            # makes "first answer wins" exact when two devices answer at once.
+            raise ApprovalConflict(
+                f"approval {d.get('approval')!r} is not pending (already answered or withdrawn)",
+                hint="see the session's events for who resolved it",
+            )
+        if not _pending_count(conn, ev.session):
+            _set_status(conn, ev, status, Status.RUNNING)
+        else:
+            _touch_seq(conn, ev)
+    elif ev.type.startswith(("session.", "item.")):
+        # session.interrupted, items and types this version does not fold: the session still saw an event.
         _touch_seq(conn, ev)
 
 
@@ -209,6 +284,72 @@ def _allowed(ev: Event, old: Status, new: str) -> bool:
     return True
 
 
+def _set_status(conn: sqlite3.Connection, ev: Event, old: Status, new: Status, turn: str | None = None) -> None:
+    if old == new or not _allowed(ev, old, new):
+        conn.execute(
+            "UPDATE sessions SET last_seq = ?, last_activity = ?, turn = COALESCE(?, turn) WHERE id = ?",
+            (ev.seq, ev.ts, turn, ev.session),
+        )
+        return
+    conn.execute(
+        "UPDATE sessions SET status = ?, last_seq = ?, last_activity = ?, turn = COALESCE(?, turn) WHERE id = ?",
+        (new.value, ev.seq, ev.ts, turn, ev.session),
+    )
+
+
+def _pending_count(conn: sqlite3.Connection, session: str) -> int:
+    row = conn.execute("SELECT COUNT(*) FROM approvals WHERE session = ? AND status = 'pending'", (session,))
+    return int(row.fetchone()[0])
+
+
+def _clear_pending(conn: sqlite3.Connection, ev: Event, reason: str) -> None:
+    # Approvals cannot outlive their turn or session; their clearing is implied by this event.
+    conn.execute(
+        "UPDATE approvals SET status = 'cleared', resolved_seq = ? WHERE session = ? AND status = 'pending'",
+        (ev.seq, ev.session),
+    )
+
+
+def pending_approvals(conn: sqlite3.Connection, session: str | None = None) -> list[dict[str, Any]]:
+    """Approvals waiting for an answer (of one session, or of all), oldest first."""
+    query = "SELECT id, session, item, kind, details, options, requested_seq FROM approvals WHERE status = 'pending'"
+    args: tuple[Any, ...] = ()
+    if session is not None:
+        query += " AND session = ?"
+        args = (session,)
+    rows = conn.execute(query + " ORDER BY requested_seq", args)
+    return [
+        {"approval": r[0], "session": r[1], "item": r[2], "kind": r[3], "details": json.loads(r[4]),
+         "options": json.loads(r[5]), "seq": r[6]}
+        for r in rows
+    ]
+
+
+def file_changes(conn: sqlite3.Connection, session: str) -> list[dict[str, Any]]:
+    """Every completed file change of a session, in order: {seq, item, path, diff, status}."""
+    rows = conn.execute(
+        "SELECT seq, data FROM events WHERE session = ? AND type = ? ORDER BY seq",
+        (session, EventType.ITEM_COMPLETED.value),
+    )
+    changes = []
+    for seq, raw in rows:
+        data = json.loads(raw)
+        if data.get("kind") == "file_change":
+            changes.append({"seq": seq, "item": data.get("item"), "path": data.get("path"),
+                            "diff": data.get("diff", ""), "status": data.get("status")})
+    return changes
+
+
+def get_approval(conn: sqlite3.Connection, approval_id: str) -> dict[str, Any] | None:
+    r = conn.execute(
+        "SELECT id, session, kind, status, decision, resolved_by FROM approvals WHERE id = ?", (approval_id,)
+    ).fetchone()
+    if r is None:
+        return None
+    return {"approval": r[0], "session": r[1], "kind": r[2], "status": r[3], "decision": r[4],
+            "by": json.loads(r[5]) if r[5] else None}
+
+
 def _touch_seq(conn: sqlite3.Connection, ev: Event) -> None:
     conn.execute("UPDATE sessions SET last_seq = ? WHERE id = ?", (ev.seq, ev.session))
 
@@ -217,7 +358,7 @@ def _touch_seq(conn: sqlite3.Connection, ev: Event) -> None:
 
 _COLUMNS = (
     "id, agent, workspace, command, title, status, created, last_activity, exit_code,"
-    " exit_signal, exit_reason, last_seq, cols, rows"
+    " exit_signal, exit_reason, last_seq, cols, rows, policy, turn"
 )
 
 
@@ -237,6 +378,8 @@ def _row(row: tuple[Any, ...], scrollback: str | None = None) -> dict[str, Any]:
         "last_seq": row[11],
         "cols": row[12],
         "rows": row[13],
+        "policy": json.loads(row[14]) if row[14] else None,
+        "turn": row[15],
     }
     if scrollback is not None:
         out["scrollback"] = scrollback

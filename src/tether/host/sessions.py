@@ -22,12 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from tether.agents.base import Decision
 from tether.agents.pty import PtyError, PtyProcess
+from tether.agents.registry import load_agent
 from tether.crypto.encoding import b32_encode
 from tether.errors import TetherError
 from tether.host import projection
+from tether.host.agent_session import AgentSession
+from tether.host.config import AgentConfig
 from tether.host.db import Database
 from tether.host.eventlog import Event, EventLog
+from tether.host.policy import Policy
 from tether.host.projection import EventType, IllegalTransition, Status, check_transition
 
 log = logging.getLogger(__name__)
@@ -85,6 +90,7 @@ class SessionManager:
         self.db = db
         self._spawn = spawn
         self._live: dict[str, _Live] = {}
+        self._agents: dict[str, AgentSession] = {}
         # Serialises status changes so "check the transition, then append it" is atomic.
         self._status_lock = asyncio.Lock()
         self._closing = False
@@ -142,13 +148,72 @@ class SessionManager:
         live.pump = asyncio.create_task(self._pump(live), name=f"tether-session-{sid}")
         return sid
 
+    async def start_agent_session(
+        self,
+        *,
+        agent: str,
+        workspace: Path,
+        prompt: str,
+        policy: Policy,
+        config: AgentConfig,
+        cid: str | None = None,
+    ) -> str:
+        """Start an AI agent session and its first turn; returns the session id."""
+        if self._closing:
+            raise SessionError("the host is shutting down", code="shutting_down")
+        agent_cls = load_agent(agent)
+        ws = await asyncio.to_thread(_resolve_dir, Path(workspace))
+        sid = new_session_id()
+        session = AgentSession(
+            session_id=sid, workspace=ws, policy=policy, config=config, log=self.log, agent_cls=agent_cls
+        )
+        await session.agent.open()  # a clear error (no API key, no codex binary) before anything is logged
+        self._agents[sid] = session
+        data = {
+            "agent": agent,
+            "workspace": str(ws),
+            "command": [],
+            "title": _prompt_title(prompt),
+            "cols": 80,
+            "rows": 24,
+            "policy": policy.to_json(),
+        }
+        try:
+            await self.log.append(sid, EventType.SESSION_STARTED, data, cid)
+            await session.start_turn(prompt)
+        except BaseException:
+            self._agents.pop(sid, None)
+            await session.agent.close()
+            raise
+        return sid
+
+    async def approve(self, session_id: str, approval: str, decision: Decision, by: dict[str, str]) -> Event:
+        session = await self._require_agent(session_id)
+        return await session.resolve(approval, decision, by)
+
+    async def _require_agent(self, session_id: str) -> AgentSession:
+        session = self._agents.get(session_id)
+        if session is not None and not session.ended.is_set():
+            return session
+        if await self.get(session_id) is None:
+            raise SessionError("no such session", code="no_such_session")
+        raise SessionError(
+            "this session has no live agent (it ended, or is a terminal session)",
+            hint="start a new session",
+            code="session_finished",
+        )
+
     async def send_input(self, session_id: str, text: str, cid: str | None = None) -> Event:
+        if session_id in self._agents:
+            return await (await self._require_agent(session_id)).start_turn(text, cid)
         live = await self._require_live(session_id)
         ev = await self.log.append(session_id, EventType.SESSION_INPUT, {"text": text}, cid)
         self._deliver(live, lambda: live.proc.write(text.encode("utf-8")))
         return ev
 
     async def interrupt(self, session_id: str, cid: str | None = None) -> Event:
+        if session_id in self._agents:
+            return await (await self._require_agent(session_id)).interrupt(cid)
         live = await self._require_live(session_id)
         ev = await self.log.append(session_id, EventType.SESSION_INTERRUPTED, {}, cid)
         self._deliver(live, live.proc.interrupt)
@@ -191,6 +256,7 @@ class SessionManager:
     async def close(self) -> None:
         """Terminate every session and wait until their ends are recorded."""
         self._closing = True
+        await asyncio.gather(*(s.close() for s in self._agents.values()), return_exceptions=True)
         for live in self._live.values():
             live.stop_reason = "host shutdown"
             live.proc.terminate()
@@ -286,6 +352,11 @@ def _resolve_dir(path: Path) -> Path:
     if not resolved.is_dir():
         raise SessionError(f"the workspace {path} is not a directory", code="no_such_workspace")
     return resolved
+
+
+def _prompt_title(prompt: str) -> str:
+    line = " ".join(prompt.split())
+    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1] + "…"
 
 
 def _title(command: Sequence[str]) -> str:

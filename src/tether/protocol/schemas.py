@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -23,7 +23,10 @@ class Empty(_Params):
 
 class SessionStart(_Params):
     agent: str = "pty"
-    command: list[str] = msgspec.field(default_factory=list)
+    command: list[str] = msgspec.field(default_factory=list)  # pty sessions
+    prompt: Text | None = None  # agent sessions: the first turn
+    approval: str | None = None  # agent sessions: stricter than the host's policy, never looser
+    sandbox: str | None = None
     workspace: str | None = None
     cid: CommandId | None = None
     cols: Dimension = 80
@@ -43,6 +46,13 @@ class SessionGet(_Params):
 class SessionSend(_Params):
     id: SessionId
     text: Text
+    cid: CommandId | None = None
+
+
+class SessionApprove(_Params):
+    id: SessionId
+    approval: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    decision: Literal["approve", "approve_for_session", "deny"]
     cid: CommandId | None = None
 
 

@@ -33,6 +33,8 @@ METHOD_SCOPES: dict[str, Scope] = {
     "sessions.send": Scope.PROMPT,
     "sessions.interrupt": Scope.PROMPT,
     "sessions.resize": Scope.PROMPT,
+    "sessions.diff": Scope.READ,
+    "sessions.approve": Scope.APPROVE,
     "devices.list": Scope.ADMIN,
     "devices.rename": Scope.ADMIN,
     "devices.revoke": Scope.ADMIN,

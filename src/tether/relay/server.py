@@ -24,8 +24,8 @@ import logging
 import mimetypes
 import secrets
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit
@@ -34,6 +34,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from tether.crypto.keys import derive_id, verify_signature
 from tether.errors import UsageError
@@ -105,7 +106,7 @@ class _Route:
 
     device: _Connection
     device_channel: int
-    host: _Connection
+    host: _HostConnection
     host_channel: int
     device_key: bytes
     offer_id: str
@@ -117,42 +118,197 @@ class _Route:
         return self.device, self.device_channel
 
 
-@dataclass(eq=False)
-class _Connection:
-    ws: ServerConnection
-    limits: RelayLimits
-    role: Role = Role.DEVICE
-    key: bytes = b""
-    id: str = ""
-    channels: dict[int, _Route] = field(default_factory=dict)
-    # outgoing queue: (frame, receiver channel or -1 for control frames)
-    queue: deque[tuple[bytes, int]] = field(default_factory=deque)
-    queued_bytes: int = 0
-    channel_bytes: dict[int, int] = field(default_factory=dict)
-    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-    progress: asyncio.Event = field(default_factory=asyncio.Event)
-    writer: asyncio.Task[None] | None = None
-    closer: asyncio.Task[None] | None = None
-    closing: bool = False
-    unregistered: bool = False
-    on_fail: Callable[[_Connection], None] | None = None
-    # host only
-    allowlist: set[bytes] = field(default_factory=set)
-    pending_allowlist: set[bytes] | None = None
-    offers: set[str] = field(default_factory=set)
-    next_channel: int = 1
-    recently_closed: deque[int] = field(default_factory=deque)
-    recently_closed_set: set[int] = field(default_factory=set)
-    # device only
-    watching: set[str] = field(default_factory=set)
+_NO_WATCH: frozenset[str] = frozenset()
 
-    def __post_init__(self) -> None:
-        self.frames = TokenBucket(self.limits.frames_per_second, self.limits.frames_burst)
-        self.opens = TokenBucket(self.limits.opens_per_minute / 60.0, self.limits.opens_per_minute)
+
+class _Connection:
+    """One authenticated connection (a device; hosts are :class:`_HostConnection`).
+
+    Idle connections are the common case (ARCHITECTURE §9), so a connection holds only what every
+    connection needs: no writer task while nothing is queued, no Event, ``__slots__``.
+    """
+
+    __slots__ = (
+        "channel_bytes",
+        "channels",
+        "closer",
+        "closing",
+        "frames",
+        "id",
+        "key",
+        "limits",
+        "opens",
+        "progress",
+        "queue",
+        "queued_bytes",
+        "role",
+        "server",
+        "unregistered",
+        "watching",
+        "writer",
+        "ws",
+    )
+
+    def __init__(self, ws: ServerConnection, server: RelayServer, role: Role, key: bytes, id: str) -> None:
+        self.ws = ws
+        self.server = server
+        self.limits = limits = server.limits
+        self.role = role
+        self.key = key
+        self.id = id
+        self.channels: dict[int, _Route] = {}
+        # outgoing queue: (frame, receiver channel or -1 for control frames); the writer task
+        # takes the whole list at once
+        self.queue: list[tuple[bytes, int]] = []
+        # bytes queued and not yet written and drained, in all and per receiver channel
+        self.queued_bytes = 0
+        self.channel_bytes: dict[int, int] = {}
+        # resolved whenever the writer has drained a batch (senders waiting out
+        # slow_receiver_grace); created only while someone waits
+        self.progress: asyncio.Future[None] | None = None
+        # runs only while there is something to write
+        self.writer: asyncio.Task[None] | None = None
+        self.closer: asyncio.Task[None] | None = None
+        self.closing = False
+        self.unregistered = False
+        self.frames = TokenBucket(limits.frames_per_second, limits.frames_burst)
+        self.opens: TokenBucket | None = None  # device only, made at its first OPEN
+        self.watching: AbstractSet[str] = _NO_WATCH  # device only
 
     @property
     def label(self) -> str:
-        return f"{self.role.name.lower()} {self.id}" if self.id else "unauthenticated connection"
+        return f"{self.role.name.lower()} {self.id}"
+
+    def take_open(self) -> bool:
+        """One token of the OPEN rate limit."""
+        if self.opens is None:
+            per_minute = self.limits.opens_per_minute
+            self.opens = TokenBucket(per_minute / 60.0, per_minute)
+        return self.opens.try_take()
+
+    # --- outgoing queue ---
+
+    def enqueue(self, frame: bytes, channel: int = -1) -> bool:
+        """Queue ``frame`` for this connection's writer; False if the connection is going away."""
+        if self.closing:
+            return False
+        size = len(frame)
+        queued = self.queued_bytes
+        if queued and queued + size > self.limits.connection_queue_bytes:
+            self.fail(CloseCode.TOO_SLOW, "this connection fell too far behind and was closed")
+            return False
+        self.queue.append((frame, channel))
+        self.queued_bytes = queued + size
+        if channel >= 0:
+            counts = self.channel_bytes
+            counts[channel] = counts.get(channel, 0) + size
+        if self.writer is None:
+            self.writer = self.ws.loop.create_task(self._write())
+        return True
+
+    async def _write(self) -> None:
+        """Write everything queued, a batch per wake-up, until the queue is empty.
+
+        A batch is serialized by websockets' own protocol object and handed to the transport
+        with one ``writelines`` (one syscall), then the writer awaits the transport's drain: the
+        bytes of a batch stay counted in ``queued_bytes``/``channel_bytes`` until the socket has
+        taken them, so those bounds cover the transport's buffer too. This is what
+        ``Connection.send`` does per message (state check, serialize, write, drain) without its
+        per-message context manager and syscall. A connection that is no longer OPEN, or that
+        is in the middle of a fragmented send (the relay never sends one), goes through
+        ``ws.send``, which raises ConnectionClosed as it should.
+        """
+        ws = self.ws
+        protocol = ws.protocol
+        try:
+            while self.queue and not self.closing:
+                batch = self.queue
+                self.queue = []
+                try:
+                    if protocol.state is State.OPEN and ws.send_in_progress is None:
+                        send_binary = protocol.send_binary
+                        for frame, _ in batch:
+                            send_binary(frame)
+                        if not _write_all(ws):
+                            return
+                        await ws.drain()
+                    else:
+                        for frame, _ in batch:
+                            await ws.send(frame)
+                finally:
+                    if not self.closing:
+                        self._written(batch)
+        except ConnectionClosed:
+            pass
+        except Exception as exc:  # the socket failed under us: the read loop ends the connection
+            log.debug("write to %s failed: %r", self.label, exc)
+        finally:
+            self.writer = None
+
+    def _written(self, batch: list[tuple[bytes, int]]) -> None:
+        total = 0
+        counts = self.channel_bytes
+        for frame, channel in batch:
+            size = len(frame)
+            total += size
+            if channel >= 0:
+                left = counts.get(channel, 0) - size
+                if left > 0:
+                    counts[channel] = left
+                else:
+                    counts.pop(channel, None)
+        self.queued_bytes -= total
+        self._progressed()
+
+    def _progressed(self) -> None:
+        waiter = self.progress
+        if waiter is not None:
+            self.progress = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait_progress(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) until the writer drains a batch or the connection fails."""
+        waiter = self.progress
+        if waiter is None:
+            waiter = self.progress = self.ws.loop.create_future()
+        await asyncio.wait((waiter,), timeout=timeout)
+
+    def fail(self, code: CloseCode, message: str) -> None:
+        """Close this connection with ERROR(code, message); queued frames are abandoned."""
+        if self.closing:
+            return
+        self.closing = True
+        log.info("closing %s: %s", self.label, message)
+        self.queue = []
+        self.queued_bytes = 0
+        self.channel_bytes.clear()
+        if self.writer is not None:
+            self.writer.cancel()
+        self._progressed()
+        self.closer = self.ws.loop.create_task(self._send_error_and_close(code, message))
+        self.server._unregister(self)
+
+    async def _send_error_and_close(self, code: CloseCode, message: str) -> None:
+        with contextlib.suppress(ConnectionClosed, TimeoutError):
+            async with asyncio.timeout(1.0):
+                await self.ws.send(Error(code, message).encode())
+        await self.ws.close(1008 if code == CloseCode.PROTOCOL_ERROR else 1000, code.name.lower())
+
+
+class _HostConnection(_Connection):
+    """A host's connection: also its allowlist, pairing offers and channel id allocation."""
+
+    __slots__ = ("allowlist", "next_channel", "offers", "pending_allowlist", "recently_closed", "recently_closed_set")
+
+    def __init__(self, ws: ServerConnection, server: RelayServer, role: Role, key: bytes, id: str) -> None:
+        super().__init__(ws, server, role, key, id)
+        self.allowlist: set[bytes] = set()
+        self.pending_allowlist: set[bytes] | None = None
+        self.offers: set[str] = set()
+        self.next_channel = 1
+        self.recently_closed: deque[int] = deque()
+        self.recently_closed_set: set[int] = set()
 
     # --- channel ids (host side) ---
 
@@ -175,63 +331,19 @@ class _Connection:
         if len(self.recently_closed) > _RECENTLY_CLOSED:
             self.recently_closed_set.discard(self.recently_closed.popleft())
 
-    # --- outgoing queue ---
 
-    def enqueue(self, frame: bytes, channel: int = -1) -> bool:
-        """Queue ``frame`` for this connection's writer; False if the connection is going away."""
-        if self.closing:
-            return False
-        size = len(frame)
-        if self.queued_bytes + size > self.limits.connection_queue_bytes and self.queued_bytes:
-            self.fail(CloseCode.TOO_SLOW, "this connection fell too far behind and was closed")
-            return False
-        self.queue.append((frame, channel))
-        self.queued_bytes += size
-        if channel >= 0:
-            self.channel_bytes[channel] = self.channel_bytes.get(channel, 0) + size
-        self.wakeup.set()
-        return True
-
-    async def write_loop(self) -> None:
-        queue = self.queue
-        while True:
-            if not queue:
-                self.wakeup.clear()
-                await self.wakeup.wait()
-                continue
-            frame, channel = queue.popleft()
-            try:
-                await self.ws.send(frame)
-            finally:
-                self.queued_bytes -= len(frame)
-                if channel >= 0:
-                    left = self.channel_bytes.get(channel, 0) - len(frame)
-                    if left > 0:
-                        self.channel_bytes[channel] = left
-                    else:
-                        self.channel_bytes.pop(channel, None)
-                self.progress.set()
-
-    def fail(self, code: CloseCode, message: str) -> None:
-        """Close this connection with ERROR(code, message); queued frames are abandoned."""
-        if self.closing:
-            return
-        self.closing = True
-        log.info("closing %s: %s", self.label, message)
-        self.queue.clear()
-        self.queued_bytes = 0
-        self.channel_bytes.clear()
-        if self.writer is not None:
-            self.writer.cancel()
-        self.closer = asyncio.get_running_loop().create_task(self._send_error_and_close(code, message))
-        if self.on_fail is not None:
-            self.on_fail(self)
-
-    async def _send_error_and_close(self, code: CloseCode, message: str) -> None:
-        with contextlib.suppress(ConnectionClosed, TimeoutError):
-            async with asyncio.timeout(1.0):
-                await self.ws.send(Error(code, message).encode())
-        await self.ws.close(1008 if code == CloseCode.PROTOCOL_ERROR else 1000, code.name.lower())
+def _write_all(ws: ServerConnection) -> bool:
+    """Hand what the protocol has serialized to the transport in one write; False if that failed
+    (then the connection is aborted, as websockets' own send path does)."""
+    # websockets flushes the protocol's output whenever it produces some, so this is exactly the
+    # frames of the batch (no end-of-stream marker: that follows a close, and the state was OPEN).
+    try:
+        ws.transport.writelines(ws.protocol.data_to_send())
+    except Exception as exc:
+        ws.set_connection_exc(exc)
+        ws.transport.abort()
+        return False
+    return True
 
 
 class RelayServer:
@@ -248,7 +360,7 @@ class RelayServer:
         self.public_url = public_url
         self.static_dir = static_dir.resolve() if static_dir is not None else None
         self._server: Server | None = None
-        self._hosts: dict[str, _Connection] = {}
+        self._hosts: dict[str, _HostConnection] = {}
         self._watchers: dict[str, set[_Connection]] = {}
         self._connections: set[_Connection] = set()
         self.port = 0
@@ -351,11 +463,9 @@ class RelayServer:
     # --- one connection ---
 
     async def _handle(self, ws: ServerConnection) -> None:
-        conn = _Connection(ws, self.limits)
-        conn.on_fail = self._unregister
         try:
             async with asyncio.timeout(self.limits.auth_timeout):
-                await self._admit(conn)
+                conn = await self._admit(ws)
         except _Refused as refused:
             log.info("refused %s: %s", _peer(ws), refused.message)
             await _refuse(ws, refused.code, refused.message)
@@ -368,7 +478,6 @@ class RelayServer:
             return
 
         self._register(conn)
-        conn.writer = asyncio.get_running_loop().create_task(conn.write_loop())
         try:
             await self._read_loop(conn)
         except ConnectionClosed:
@@ -385,8 +494,7 @@ class RelayServer:
                     await asyncio.wait_for(asyncio.shield(conn.closer), self.limits.close_timeout + 1)
             log.info("%s disconnected", conn.label)
 
-    async def _admit(self, conn: _Connection) -> None:
-        ws = conn.ws
+    async def _admit(self, ws: ServerConnection) -> _Connection:
         hello = _expect(await ws.recv(), Hello, "the relay expects HELLO as the first frame")
         if hello.version != PROTOCOL_VERSION:
             raise _Refused(
@@ -399,15 +507,15 @@ class RelayServer:
         auth = _expect(await ws.recv(), Auth, "the relay expects AUTH after CHALLENGE")
         if not verify_signature(hello.identity_public, auth.signature, auth_message(hello.role, nonce)):
             raise _Refused(CloseCode.AUTH_FAILED, close_message(CloseCode.AUTH_FAILED))
-        conn.role = hello.role
-        conn.key = hello.identity_public
-        conn.id = derive_id(hello.identity_public)
+        kind = _HostConnection if hello.role is Role.HOST else _Connection
+        conn = kind(ws, self, hello.role, hello.identity_public, derive_id(hello.identity_public))
         await ws.send(Welcome(id=conn.id, max_frame_bytes=self.limits.max_frame_bytes).encode())
+        return conn
 
     def _register(self, conn: _Connection) -> None:
         self._connections.add(conn)
         log.info("%s connected from %s", conn.label, _peer(conn.ws))
-        if conn.role is not Role.HOST:
+        if not isinstance(conn, _HostConnection):
             return
         old = self._hosts.get(conn.id)
         self._hosts[conn.id] = conn
@@ -431,7 +539,7 @@ class RelayServer:
         gone = "the host disconnected" if conn.role is Role.HOST else "the device disconnected"
         for route in list(conn.channels.values()):
             self._close_route(route, CloseCode.PEER_GONE, gone, initiator=conn)
-        if conn.role is Role.HOST:
+        if isinstance(conn, _HostConnection):
             if self._hosts.get(conn.id) is conn:
                 del self._hosts[conn.id]
                 self._announce(conn, online=False)
@@ -442,7 +550,7 @@ class RelayServer:
                     watchers.discard(conn)
                     if not watchers:
                         del self._watchers[host_id]
-            conn.watching = set()
+            conn.watching = _NO_WATCH
 
     # --- reading ---
 
@@ -500,31 +608,29 @@ class RelayServer:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
-            peer.progress.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(peer.progress.wait(), remaining)
+            await peer.wait_progress(remaining)
         return False
 
     def _on_frame(self, conn: _Connection, frame: object) -> None:
-        is_host = conn.role is Role.HOST
+        host = conn if isinstance(conn, _HostConnection) else None
         match frame:
             case Close(channel=channel, code=code, reason=reason):
                 route = conn.channels.get(channel)
                 if route is not None:
                     self._close_route(route, code, reason, initiator=conn)
-            case Allowlist() if is_host:
-                self._on_allowlist(conn, frame)
-            case Offers(offer_ids=offer_ids) if is_host:
+            case Allowlist() if host is not None:
+                self._on_allowlist(host, frame)
+            case Offers(offer_ids=offer_ids) if host is not None:
                 if len(offer_ids) > self.limits.max_offers:
                     conn.fail(
                         CloseCode.PROTOCOL_ERROR,
                         f"at most {self.limits.max_offers} pairing offers can be open at once",
                     )
                     return
-                conn.offers = set(offer_ids)
-            case Open() if not is_host:
+                host.offers = set(offer_ids)
+            case Open() if host is None:
                 self._on_open(conn, frame)
-            case Watch(host_ids=host_ids) if not is_host:
+            case Watch(host_ids=host_ids) if host is None:
                 self._on_watch(conn, host_ids)
             case _:
                 name = type(frame).__name__.upper()
@@ -533,7 +639,7 @@ class RelayServer:
                     f"a {conn.role.name.lower()} may not send {name} frames after authentication",
                 )
 
-    def _on_allowlist(self, host: _Connection, frame: Allowlist) -> None:
+    def _on_allowlist(self, host: _HostConnection, frame: Allowlist) -> None:
         if frame.first:
             host.pending_allowlist = set()
         pending = host.pending_allowlist
@@ -572,7 +678,7 @@ class RelayServer:
         def refuse(code: CloseCode, reason: str | None = None) -> None:
             device.enqueue(Close(channel, code, reason or close_message(code)).encode())
 
-        if not device.opens.try_take():
+        if not device.take_open():
             refuse(CloseCode.RATE_LIMITED)
             return
         if len(device.channels) >= self.limits.max_channels_per_connection:
@@ -634,7 +740,7 @@ class RelayServer:
             if side is not initiator:
                 side.enqueue(Close(channel, code, reason).encode())
 
-    def _announce(self, host: _Connection, *, online: bool) -> None:
+    def _announce(self, host: _HostConnection, *, online: bool) -> None:
         for watcher in list(self._watchers.get(host.id, ())):
             if watcher.key in host.allowlist:
                 watcher.enqueue(Presence(host.id, online=online).encode())

@@ -43,6 +43,8 @@ def codex_binary() -> CodexBinary:
     # The npm wrapper, so every run also checks that it resolves to the native binary.
     wrapper = codex_cache_dir() / "node_modules" / ".bin" / "codex"
     if explicit is None and not wrapper.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"Codex CLI {PINNED_VERSION} is not installed, and CI must run these tests")
         pytest.skip(f"Codex CLI {PINNED_VERSION} is not installed: run scripts/install-codex (scripts/test does)")
     try:
         return find_codex(explicit or wrapper)

@@ -1,0 +1,87 @@
+"""The one interface every AI agent adapter implements (ARCHITECTURE §7).
+
+A session runs one agent in one workspace, as turns of items. The host's
+:class:`~tether.host.agent_session.AgentSession` owns the turn lifecycle (turn.started,
+turn.completed, interrupts, approvals, the event log); an adapter only has to:
+
+- ``open()``: start whatever it drives (a process, an HTTP client), failing with a clear
+  :class:`~tether.errors.TetherError` when it cannot;
+- ``run_turn(turn, text)``: work on one prompt, reporting what happens through its
+  :class:`AgentContext` (items and their deltas, approval requests), and return when the turn is
+  done — raise :class:`TurnInterrupted` if the agent itself reports the turn as interrupted, or a
+  TetherError if the turn failed;
+- ``interrupt(turn)``: stop the running turn; return False to let the host cancel ``run_turn``;
+- ``close()``: stop everything.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from tether.errors import TetherError
+from tether.host.config import AgentConfig
+from tether.host.policy import Policy
+
+
+class Decision(StrEnum):
+    APPROVE = "approve"
+    APPROVE_FOR_SESSION = "approve_for_session"
+    DENY = "deny"
+
+
+class ItemKind(StrEnum):
+    USER_MESSAGE = "user_message"
+    AGENT_MESSAGE = "agent_message"
+    REASONING = "reasoning"
+    COMMAND = "command"
+    FILE_CHANGE = "file_change"
+    ERROR = "error"
+
+
+class TurnInterrupted(TetherError):
+    code = "interrupted"
+
+
+class AgentContext(Protocol):
+    """What the host gives an adapter: where it runs, under which policy, and how to report."""
+
+    session_id: str
+    workspace: Path
+    policy: Policy
+    config: AgentConfig
+
+    def new_id(self, prefix: str) -> str: ...
+
+    async def emit(self, type: str, data: dict[str, Any]) -> None:
+        """Append an event of this session (item.started / item.delta / item.completed)."""
+        ...
+
+    async def request_approval(
+        self, kind: str, details: dict[str, Any], *, item: str | None, options: Sequence[Decision]
+    ) -> Decision:
+        """Ask the people watching; returns the first answer. Cancelled if the turn is interrupted."""
+        ...
+
+
+class Agent(ABC):
+    name: ClassVar[str]
+
+    def __init__(self, ctx: AgentContext) -> None:
+        self.ctx = ctx
+
+    async def open(self) -> None:  # noqa: B027 (optional hook)
+        """Start what the adapter drives."""
+
+    @abstractmethod
+    async def run_turn(self, turn: str, text: str) -> None: ...
+
+    async def interrupt(self, turn: str) -> bool:
+        """Stop the running turn; False lets the host cancel ``run_turn`` (the default)."""
+        return False
+
+    async def close(self) -> None:  # noqa: B027 (optional hook)
+        """Stop everything the adapter started."""

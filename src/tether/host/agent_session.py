@@ -1,0 +1,197 @@
+"""One AI agent session on the host: turns, items and approvals, recorded as events.
+
+The adapter (:mod:`tether.agents.base`) does the agent's work; this class gives it its context
+and owns what must be the same for every agent: one turn at a time, the turn's start and end in
+the log, interrupts, and approvals — asked once, answered by the first person to answer, and
+cleared when the turn ends without an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tether.agents.base import Agent, AgentContext, Decision, ItemKind, TurnInterrupted
+from tether.crypto.encoding import b32_encode
+from tether.errors import TetherError
+from tether.host.config import AgentConfig
+from tether.host.eventlog import Event, EventLog
+from tether.host.policy import Policy
+from tether.host.projection import ApprovalConflict, EventType
+
+log = logging.getLogger(__name__)
+
+
+class AgentSessionError(TetherError):
+    code = "session"
+
+
+class AgentDied(TetherError):
+    """The agent's process ended: the session cannot go on."""
+
+    code = "agent_died"
+
+
+class AgentSession(AgentContext):
+    def __init__(
+        self,
+        *,
+        session_id: str,
+        workspace: Path,
+        policy: Policy,
+        config: AgentConfig,
+        log: EventLog,
+        agent_cls: type[Agent],
+    ) -> None:
+        self.session_id = session_id
+        self.workspace = workspace
+        self.policy = policy
+        self.config = config
+        self.log = log
+        self.agent = agent_cls(self)
+        self.ended = asyncio.Event()
+        self._turn: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._waiters: dict[str, asyncio.Future[Decision]] = {}
+        self._options: dict[str, list[str]] = {}
+
+    # -- AgentContext ---------------------------------------------------------------------
+
+    def new_id(self, prefix: str) -> str:
+        return f"{prefix}_{b32_encode(secrets.token_bytes(6))[:8]}"
+
+    async def emit(self, type: str, data: dict[str, Any]) -> None:
+        await self.log.append(self.session_id, type, data)
+
+    async def request_approval(
+        self, kind: str, details: dict[str, Any], *, item: str | None, options: Sequence[Decision]
+    ) -> Decision:
+        approval = self.new_id("ap")
+        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        self._waiters[approval] = future
+        self._options[approval] = [Decision(o).value for o in options]
+        try:
+            await self.emit(
+                EventType.APPROVAL_REQUESTED,
+                {"approval": approval, "item": item, "kind": kind, "details": details,
+                 "options": self._options[approval]},
+            )
+            return await future
+        finally:
+            self._waiters.pop(approval, None)
+
+    # -- what the host asks -----------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start_turn(self, text: str, cid: str | None = None) -> Event:
+        if self.ended.is_set():
+            raise AgentSessionError("the session has ended", hint="start a new session", code="session_finished")
+        if self.busy:
+            raise AgentSessionError(
+                "the agent is still working on the previous prompt",
+                hint="wait for the turn to complete, or interrupt it first",
+                code="busy",
+            )
+        turn = self.new_id("t")
+        self._turn = turn
+        event = await self.log.append(self.session_id, EventType.TURN_STARTED, {"turn": turn, "input": text}, cid)
+        item = self.new_id("i")
+        await self.emit(
+            EventType.ITEM_COMPLETED,
+            {"turn": turn, "item": item, "kind": ItemKind.USER_MESSAGE, "status": "completed", "text": text},
+        )
+        self._task = asyncio.create_task(self._run(turn, text), name=f"tether-turn-{turn}")
+        return event
+
+    async def resolve(self, approval: str, decision: Decision, by: dict[str, str]) -> Event:
+        """Answer an approval; :class:`ApprovalConflict` if someone answered first."""
+        options = self._options.get(approval)
+        if options is not None and decision.value not in options:
+            raise AgentSessionError(
+                f"{decision.value!r} is not one of this approval's options ({', '.join(options)})",
+                code="bad_decision",
+            )
+        event = await self.log.append(
+            self.session_id, EventType.APPROVAL_RESOLVED, {"approval": approval, "decision": decision.value, "by": by}
+        )
+        future = self._waiters.get(approval)
+        if future is not None and not future.done():
+            future.set_result(decision)
+        return event
+
+    async def interrupt(self, cid: str | None = None) -> Event:
+        event = await self.log.append(self.session_id, EventType.SESSION_INTERRUPTED, {}, cid)
+        task, turn = self._task, self._turn
+        if task is not None and not task.done() and turn is not None:
+            handled = False
+            try:
+                handled = await self.agent.interrupt(turn)
+            except TetherError as exc:
+                log.info("session %s: the agent's own interrupt failed (%s)", self.session_id, exc.message)
+            if not handled:
+                task.cancel()
+        return event
+
+    async def close(self, reason: str = "host shutdown") -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self.agent.close()
+        await self._end(None, reason)
+
+    # -- internals -------------------------------------------------------------------------
+
+    async def _run(self, turn: str, text: str) -> None:
+        status, error = "completed", None
+        died: AgentDied | None = None
+        try:
+            await self.agent.run_turn(turn, text)
+        except (asyncio.CancelledError, TurnInterrupted):
+            status = "interrupted"
+        except AgentDied as exc:
+            status, error, died = "failed", exc.message, exc
+        except TetherError as exc:
+            status, error = "failed", exc.message
+        except Exception:
+            log.exception("session %s: the %s adapter failed", self.session_id, self.agent.name)
+            status, error = "failed", f"internal error in the {self.agent.name} agent; see the host's log"
+        try:
+            if error is not None:
+                await self.emit(
+                    EventType.ITEM_COMPLETED,
+                    {"turn": turn, "item": self.new_id("i"), "kind": ItemKind.ERROR, "status": "failed",
+                     "message": error},
+                )
+            await self._clear_waiters("the turn was interrupted" if status == "interrupted" else "the turn ended")
+            await self.log.append(
+                self.session_id, EventType.TURN_COMPLETED, {"turn": turn, "status": status, "error": error}
+            )
+            if died is not None:
+                await self._end(None, died.message)
+        except RuntimeError:
+            pass  # the log closed under us (host shutting down)
+
+    async def _clear_waiters(self, reason: str) -> None:
+        for approval, future in list(self._waiters.items()):
+            with contextlib.suppress(ApprovalConflict):
+                await self.emit(EventType.APPROVAL_CLEARED, {"approval": approval, "reason": reason})
+            future.cancel()
+
+    async def _end(self, exit_code: int | None, reason: str) -> None:
+        if self.ended.is_set():
+            return
+        self.ended.set()
+        with contextlib.suppress(RuntimeError):
+            await self.log.append(
+                self.session_id, EventType.SESSION_EXITED, {"exit_code": exit_code, "signal": None, "reason": reason}
+            )
