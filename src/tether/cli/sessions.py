@@ -52,24 +52,42 @@ def sessions_list(as_json: JsonOpt = False, host: HostOpt = None, home: HomeOpt 
 
 @sessions_app.command("start")
 def sessions_start(
-    command: Annotated[list[str] | None, typer.Argument(help="The command to run (after --).")] = None,
-    agent: Annotated[str, typer.Option(help="Agent: pty.")] = "pty",
+    command: Annotated[
+        list[str] | None, typer.Argument(help="pty: the command to run (after --). Agents: the prompt.")
+    ] = None,
+    agent: Annotated[str, typer.Option(help="Agent: pty, codex or builtin.")] = "pty",
     workspace: Annotated[str | None, typer.Option(help="Directory on the host to run in.")] = None,
+    approval: Annotated[
+        str | None, typer.Option(help="Agents: untrusted|on-request|never (only stricter than the host's).")
+    ] = None,
+    sandbox: Annotated[
+        str | None, typer.Option(help="Agents: read-only|workspace-write|full-access (only stricter).")
+    ] = None,
     as_json: JsonOpt = False,
     host: HostOpt = None,
     home: HomeOpt = None,
 ) -> None:
-    """Start a session, e.g. `tether sessions start --agent pty -- bash`; prints its id."""
+    """Start a session; prints its id. `tether sessions start -- bash` or
+    `tether sessions start --agent codex "fix the failing test"`."""
     if not command:
-        raise UsageError("no command given", hint="e.g. tether sessions start --agent pty -- bash")
+        if agent == "pty":
+            raise UsageError("no command given", hint="e.g. tether sessions start --agent pty -- bash")
+        raise UsageError("no prompt given", hint=f'e.g. tether sessions start --agent {agent} "add a test"')
+    if agent == "pty" and (approval or sandbox):
+        raise UsageError("--approval and --sandbox apply to agent sessions, not to pty")
     cols, rows = shutil.get_terminal_size((80, 24))
 
     async def main() -> str:
         client = _client(home, host)
         try:
-            result: str = await client.start_session(
-                list(command), agent=agent, workspace=workspace, cols=cols, rows=rows
-            )
+            if agent == "pty":
+                result: str = await client.start_session(
+                    list(command), agent=agent, workspace=workspace, cols=cols, rows=rows
+                )
+            else:
+                result = await client.start_session(
+                    agent=agent, prompt=" ".join(command), workspace=workspace, approval=approval, sandbox=sandbox
+                )
             return result
         finally:
             await client.close()
@@ -102,6 +120,62 @@ def sessions_send(
     seq = run(main())
     if as_json:
         print_json({"seq": seq})
+
+
+@sessions_app.command("approve")
+def sessions_approve(
+    session_id: Annotated[str, typer.Argument(metavar="ID")],
+    approval_id: Annotated[str, typer.Argument(metavar="APPROVAL_ID")],
+    deny: Annotated[bool, typer.Option("--deny", help="Deny instead of approving.")] = False,
+    for_session: Annotated[
+        bool, typer.Option("--for-session", help="Approve this kind of action for the rest of the session.")
+    ] = False,
+    host: HostOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Answer an approval request (the first answer from any device wins)."""
+    if deny and for_session:
+        raise UsageError("--deny and --for-session cannot go together")
+    decision = "deny" if deny else "approve_for_session" if for_session else "approve"
+
+    async def main() -> None:
+        client = _client(home, host)
+        try:
+            await client.approve(session_id, approval_id, decision)
+        finally:
+            await client.close()
+
+    run(main())
+    out.print(f"{approval_id}: {decision.replace('_', ' ')}")
+
+
+@sessions_app.command("diff")
+def sessions_diff(
+    session_id: Annotated[str, typer.Argument(metavar="ID")],
+    as_json: JsonOpt = False,
+    host: HostOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Print a session's file changes as unified diffs."""
+
+    async def main() -> list[dict[str, Any]]:
+        client = _client(home, host)
+        try:
+            result: list[dict[str, Any]] = await client.diff(session_id)
+            return result
+        finally:
+            await client.close()
+
+    changes = run(main())
+    if as_json:
+        print_json(changes)
+        return
+    if not changes:
+        out.print("no file changes in this session")
+    for change in changes:
+        diff = change["diff"]
+        sys.stdout.write(diff if not diff or diff.endswith("\n") else diff + "\n")
+    sys.stdout.flush()
 
 
 @sessions_app.command("interrupt")

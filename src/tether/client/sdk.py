@@ -133,14 +133,41 @@ class Client:
         return result
 
     async def start_session(
-        self, command: list[str], *, agent: str = "pty", workspace: str | None = None, cols: int = 80, rows: int = 24
+        self,
+        command: list[str] | None = None,
+        *,
+        agent: str = "pty",
+        prompt: str | None = None,
+        workspace: str | None = None,
+        approval: str | None = None,
+        sandbox: str | None = None,
+        cols: int = 80,
+        rows: int = 24,
     ) -> str:
-        """Start a session; returns its id."""
-        result = await self._command(
-            "sessions.start",
-            {"agent": agent, "command": command, "workspace": workspace, "cols": cols, "rows": rows},
-        )
+        """Start a session; returns its id. A ``pty`` session runs ``command``; an agent session
+        (``codex``, ``builtin``) starts working on ``prompt``, under the host's policy or a
+        stricter ``approval``/``sandbox``."""
+        params: dict[str, Any] = {"agent": agent, "workspace": workspace}
+        if agent == "pty":
+            params.update(command=command or [], cols=cols, rows=rows)
+        else:
+            params.update(prompt=prompt, approval=approval, sandbox=sandbox)
+        result = await self._command("sessions.start", params)
         return str(result["id"])
+
+    async def approve(self, session_id: str, approval: str, decision: str = "approve") -> int:
+        """Answer an approval request: ``approve``, ``approve_for_session`` or ``deny``.
+        Raises RemoteError with code ``approval_conflict`` if someone answered first."""
+        result = await self._command(
+            "sessions.approve", {"id": session_id, "approval": approval, "decision": decision}
+        )
+        return int(result["seq"])
+
+    async def diff(self, session_id: str) -> list[dict[str, Any]]:
+        """The session's file changes: ``[{seq, item, path, diff, status}]``."""
+        result = await self.call("sessions.diff", {"id": session_id})
+        changes: list[dict[str, Any]] = result["changes"]
+        return changes
 
     async def send(self, session_id: str, text: str) -> int:
         """Send input to a session exactly as given; returns the seq of its event."""
