@@ -8,6 +8,10 @@ import pytest
 from tether.agents import sandbox as sandbox_mod
 from tether.agents.sandbox import Sandbox, SandboxDenied, SandboxError, SandboxUnavailable, available
 
+# The test's own interpreter may live under /tmp (hidden by the sandbox's private /tmp):
+# commands inside the sandbox use the system's.
+SANDBOX_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+
 needs_bwrap = pytest.mark.skipif(not available(), reason=f"bubblewrap unusable here: {sandbox_mod.probe()[1]}")
 
 
@@ -149,7 +153,7 @@ async def test_network_only_in_full_access(tmp_path: Path, mode: str, reachable:
     port = server.sockets[0].getsockname()[1]
     try:
         box = Sandbox(mode, tmp_path)  # type: ignore[arg-type]
-        code, out = await run(box.command([sys.executable, "-c", CONNECT, str(port)]), tmp_path)
+        code, out = await run(box.command([SANDBOX_PYTHON, "-c", CONNECT, str(port)]), tmp_path)
     finally:
         server.close()
         await server.wait_closed()

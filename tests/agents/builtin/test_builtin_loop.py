@@ -23,6 +23,10 @@ from tether.agents.builtin.loop import (
 from tether.agents.builtin.tools import ToolRunner
 from tether.agents.sandbox import Sandbox, available
 
+# The test's own interpreter may live under /tmp (hidden by the sandbox's private /tmp):
+# commands inside the sandbox use the system's.
+SANDBOX_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+
 KEY = "sk-loop-SECRET-abcdef0123456789"
 needs_bwrap = pytest.mark.skipif(not available(), reason="bubblewrap unusable here")
 
@@ -318,7 +322,7 @@ async def test_interrupt_kills_the_command_and_keeps_the_conversation_valid(
     server: FakeOpenAI, tmp_path: Path, mode: str
 ) -> None:
     marker = f"tether-interrupt-{os.getpid()}-{mode}"
-    command = f"echo started; {sys.executable} -c 'import time; time.sleep(60)' {marker}"
+    command = f"echo started; {SANDBOX_PYTHON} -c 'import time; time.sleep(60)' {marker}"
     server.add({"tool_calls": [call("run_command", {"command": command}, "c1"), call("list_dir", {"path": "."}, "c2")]})
     hooks = Recorder()
     messages: list[dict[str, Any]] = []

@@ -17,6 +17,10 @@ from tether.agents.builtin.tools import (
 )
 from tether.agents.sandbox import Sandbox, available
 
+# The test's own interpreter may live under /tmp (hidden by the sandbox's private /tmp):
+# commands inside the sandbox use the system's.
+SANDBOX_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+
 needs_bwrap = pytest.mark.skipif(not available(), reason="bubblewrap unusable here")
 
 
@@ -214,7 +218,7 @@ async def test_cancelling_kills_the_command_and_its_children(tmp_path: Path, mod
     # by a unique marker instead.
     marker = f"tether-cancel-{os.getpid()}-{mode}"
     task = asyncio.create_task(
-        r.run_command(f"{sys.executable} -c 'import time; time.sleep(60)' {marker} & echo $! > pid; wait")
+        r.run_command(f"{SANDBOX_PYTHON} -c 'import time; time.sleep(60)' {marker} & echo $! > pid; wait")
     )
     for _ in range(200):
         if pidfile.exists() and pidfile.read_text().strip():
