@@ -1,0 +1,128 @@
+"""Fixtures for the web client tests: Debian's Chromium driven by Playwright, at a phone's size.
+
+Never downloads a browser: Playwright is pointed at ``/usr/bin/chromium``. Without it the tests
+skip with the reason — except in CI, where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.procs import TETHER, Proc, remove, short_home, start_host, tether_json
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    # A name that is not loopback, so the page can be opened in an *insecure* context.
+    "--host-resolver-rules=MAP insecure.tether.test 127.0.0.1",
+]
+# iPhone 12-15 class: the size the screens are designed for.
+PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 3, "is_mobile": True, "has_touch": True}
+STATIC_DIR = Path(__file__).resolve().parents[2] / "src" / "tether" / "web" / "static"
+
+
+# `tether relay` and `tether up` do not pass a static directory to RelayServer (yet), so the web
+# tests run the relay through ``run_relay``, which serves the packaged client by default.
+_RELAY_CODE = (
+    "import asyncio, sys\n"
+    "from tether.relay.server import run_relay\n"
+    "asyncio.run(run_relay(sys.argv[1]))\n"
+)
+
+
+def start_web_relay() -> tuple[Proc, int]:
+    """A relay process that serves the packaged web client at ``/``; returns it and its port."""
+    proc = Proc([TETHER[0], "-c", _RELAY_CODE, "127.0.0.1:0"], name="relay")
+    match = proc.wait_for(r"relay listening on ws://127\.0\.0\.1:(\d+)/ws")
+    return proc, int(match.group(1))
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must run the browser tests: install it in scripts/test)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("the playwright Python package is missing (pip install playwright)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(**PHONE)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.errors = errors  # type: ignore[attr-defined]
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def static_relay() -> Iterator[int]:
+    """A relay process serving the packaged web client; yields its port."""
+    relay, port = start_web_relay()
+    try:
+        yield port
+    finally:
+        relay.stop()
+
+
+@dataclass
+class WebDeployment:
+    relay: Proc
+    relay_port: int
+    host: Proc
+    host_home: Path
+    workspace: Path
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.relay_port}"
+
+    def pairing_link(self, *extra: str) -> str:
+        link = str(tether_json(self.host_home, "pair", "--json", *extra)["link"])
+        assert re.match(rf"^{re.escape(self.origin)}/#pair=", link), link
+        return link
+
+
+@pytest.fixture
+def web_deployment() -> Iterator[WebDeployment]:
+    host_home = short_home("th")
+    workspace = short_home("tw")
+    relay, port = start_web_relay()
+    host = start_host(host_home, f"ws://127.0.0.1:{port}", workspace)
+    try:
+        yield WebDeployment(relay, port, host, host_home, workspace)
+    finally:
+        host.stop()
+        relay.stop()
+        remove(host_home, workspace)
