@@ -14,6 +14,10 @@ bubblewrap (``sandbox-exec`` is future work), so sandboxed modes refuse there to
 
 File changes that the agent's tools make from the host process (not inside bwrap) ask
 :meth:`Sandbox.check_write` first, so ``read-only`` also refuses those.
+
+``hide`` lists directories a sandboxed command must not read at all, though the rest of the file
+system is readable: the tether home (the host's private keys, its database, a config file that may
+hold an API key). Each is covered by an empty tmpfs.
 """
 
 from __future__ import annotations
@@ -110,7 +114,9 @@ def available(bwrap: str | None = None) -> bool:
 class Sandbox:
     """How to run a command and whether a file may be written, for one mode and one workspace."""
 
-    def __init__(self, mode: SandboxMode, workspace: Path, *, bwrap: str | None = None) -> None:
+    def __init__(
+        self, mode: SandboxMode, workspace: Path, *, bwrap: str | None = None, hide: Sequence[Path] = ()
+    ) -> None:
         if mode not in SANDBOX_MODES:
             raise SandboxError(
                 f"unknown sandbox mode {mode!r}", hint=f"choose one of {', '.join(SANDBOX_MODES)}",
@@ -119,6 +125,7 @@ class Sandbox:
         self.mode: SandboxMode = mode
         self.workspace = Path(os.path.realpath(workspace))
         self._bwrap = bwrap
+        self.hide = [Path(os.path.realpath(p)) for p in hide]
 
     @property
     def sandboxed(self) -> bool:
@@ -158,6 +165,10 @@ class Sandbox:
         self.ensure_available()
         bwrap = self._bwrap or shutil.which("bwrap") or "bwrap"
         ws = str(self.workspace)
+        # A hidden directory that holds the workspace is covered before the workspace is bound (so
+        # the workspace stays visible); one inside the workspace, after (so it stays hidden).
+        around = [p for p in self.hide if p.is_dir() and self.workspace.is_relative_to(p)]
+        inside = [p for p in self.hide if p.is_dir() and p not in around]
         # Order matters: bwrap applies mounts in sequence, and the workspace may live under /tmp,
         # so it is bound after the private /tmp to stay visible.
         wrapped = [
@@ -166,7 +177,9 @@ class Sandbox:
             "--dev", "/dev",
             "--proc", "/proc",
             "--tmpfs", "/tmp",
+            *(arg for p in around for arg in ("--tmpfs", str(p))),
             "--bind" if self.mode == "workspace-write" else "--ro-bind", ws, ws,
+            *(arg for p in inside for arg in ("--tmpfs", str(p))),
             "--unshare-net",
             # A pid namespace: when bwrap dies (interrupt), the kernel kills every process the
             # command started, not only the first one.

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -398,3 +400,22 @@ def test_env_secrets_picks_secret_names_only() -> None:
     env = {"GITHUB_TOKEN": "ghp_abcdefgh1234", "HOME": "/home/someone-long", "DB_PASSWORD": "hunter2hunter2",
            "SHORT_TOKEN": "abc", "SSH_AUTH_SOCK": "/tmp/ssh-agent.sock"}
     assert set(env_secrets(env)) == {"hunter2hunter2", "ghp_abcdefgh1234"}
+
+
+@needs_bwrap
+async def test_sandboxed_commands_cannot_read_the_tether_home(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not under /tmp: the sandbox's private /tmp would hide it anyway and prove nothing.
+    home = Path(tempfile.mkdtemp(prefix="tether-home-", dir="/var/tmp"))
+    try:
+        (home / "config.toml").write_text("visible = false\n")
+        monkeypatch.setenv("TETHER_HOME", str(home))
+        h.server.add({"tool_calls": [call("run_command", {"command": f"cat {home}/config.toml; echo done"})]},
+                     {"text": "ok"})
+        session = await h.open(approval="never")
+        events = await h.turn(session, "peek")
+        [done] = of(events, "item.completed", "command")
+        assert "visible" not in done["output"] and "done" in done["output"]
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

@@ -44,6 +44,7 @@ from tether.agents.builtin.loop import Decision as LoopDecision
 from tether.agents.builtin.tools import HIDDEN_ENV, ToolRunner, truncate_middle
 from tether.agents.sandbox import Sandbox
 from tether.errors import TetherError
+from tether.home import resolve_home
 from tether.host.projection import EventType
 
 log = logging.getLogger(__name__)
@@ -307,7 +308,8 @@ class BuiltinAgent(Agent):
                 hint='e.g. model = "qwen2.5-coder" (Ollama) or "gpt-4.1" (OpenAI); then restart the host',
                 code="agent_config",
             )
-        sandbox = Sandbox(self.ctx.policy.sandbox.value, self.ctx.workspace)
+        # The tether home holds the host's private keys and config: sandboxed commands never see it.
+        sandbox = Sandbox(self.ctx.policy.sandbox.value, self.ctx.workspace, hide=[resolve_home()])
         # Refuses (SandboxUnavailable) when bubblewrap cannot enforce a sandboxed mode here.
         await sandbox.prepare()
         self.workspace = sandbox.workspace
