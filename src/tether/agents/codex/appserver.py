@@ -387,9 +387,18 @@ class AppServer:
 
     async def thread_resume(
         self, thread_id: str, *, approval_policy: str | None = None, sandbox: str | None = None,
+        cwd: str | os.PathLike[str] | None = None, model: str | None = None,
     ) -> dict[str, Any]:
-        """Reopen a stored thread (one started elsewhere too) and subscribe to its events."""
-        params: dict[str, Any] = {"threadId": thread_id}
+        """Reopen a stored thread (one started elsewhere too) and subscribe to its events.
+
+        ``cwd`` moves the thread's work to that directory from now on (tether resumes a desktop
+        thread in a workspace the host allows, whatever directory it was started in).
+        """
+        params: dict[str, Any] = {"threadId": thread_id, "excludeTurns": True}
+        if cwd is not None:
+            params["cwd"] = os.fspath(cwd)
+        if model is not None:
+            params["model"] = model
         if approval_policy is not None or sandbox is not None:
             _check_policy(approval_policy, sandbox)
         if approval_policy is not None:

@@ -1,0 +1,536 @@
+"""tether's ``codex`` agent: the real Codex CLI driven through ``codex app-server`` (ARCHITECTURE §7).
+
+One session is one app-server process and one Codex *thread* (new, or an existing one adopted by
+id — threads started on the desktop included, see :func:`list_threads`). One tether turn is one
+Codex turn. What Codex reports is mapped onto tether's items:
+
+==================================================  ===========================================
+Codex                                               tether
+==================================================  ===========================================
+``item/started`` agentMessage / reasoning           ``item.started`` agent_message / reasoning
+``item/agentMessage/delta``,                        ``item.delta`` stream ``text``
+``item/reasoning/summaryTextDelta``
+``item/started`` commandExecution                   ``item.started`` command {command, cwd}
+``item/commandExecution/outputDelta``               ``item.delta`` stream ``output``
+``item/completed`` commandExecution                 ``item.completed`` command {exit_code, output}
+``item/started`` / ``item/completed`` fileChange    ``item.started`` / ``item.completed``
+                                                    file_change {path, paths, diff}
+``item/commandExecution/requestApproval``,          ``ctx.request_approval`` (command /
+``item/fileChange/requestApproval``                 file_change), answered accept /
+                                                    acceptForSession / decline
+``turn/completed`` completed / interrupted / failed  return / :class:`TurnInterrupted` / TetherError
+the process exits                                   :class:`AgentDied`
+==================================================  ===========================================
+
+Observed behaviour this relies on (Codex 0.169.0, tests/agents/codex/): after ``turn/interrupt``
+Codex ends the turn (``turn/completed`` status ``interrupted``) *before* it withdraws a pending
+approval (``serverRequest/resolved``), and it never completes command items that were open, so
+the adapter closes every open item itself when a turn ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tether import __version__
+from tether.agents.base import Agent, AgentContext, Decision, ItemKind, TurnInterrupted
+from tether.agents.codex.appserver import (
+    APPROVAL_METHODS,
+    COMMAND_APPROVAL,
+    AppServer,
+    AppServerError,
+    AppServerExited,
+    Event,
+    Exited,
+    Notification,
+    RequestState,
+    RpcError,
+    ServerRequest,
+)
+from tether.agents.codex.binary import CodexBinary, CodexError, find_codex
+from tether.host.agent_session import AgentDied
+from tether.host.config import AgentConfig
+from tether.host.policy import Approval, Policy, Sandbox
+from tether.host.projection import EventType
+
+log = logging.getLogger(__name__)
+
+# tether policy → the values Codex's thread/start and thread/resume take.
+APPROVAL_POLICY: dict[Approval, str] = {
+    Approval.UNTRUSTED: "untrusted",
+    Approval.ON_REQUEST: "on-request",
+    Approval.NEVER: "never",
+}
+SANDBOX_MODE: dict[Sandbox, str] = {
+    Sandbox.READ_ONLY: "read-only",
+    Sandbox.WORKSPACE_WRITE: "workspace-write",
+    Sandbox.FULL_ACCESS: "danger-full-access",
+}
+# tether's answer → Codex's decision.
+CODEX_DECISION: dict[Decision, str] = {
+    Decision.APPROVE: "accept",
+    Decision.APPROVE_FOR_SESSION: "acceptForSession",
+    Decision.DENY: "decline",
+}
+# Codex item status → tether item status.
+ITEM_STATUS = {"completed": "completed", "failed": "failed", "declined": "declined"}
+
+# The session option (``AgentConfig.options``) naming a Codex thread to adopt instead of starting one.
+THREAD_OPTION = "thread"
+# After turn/interrupt, how long to wait for Codex's own turn/completed before giving up on it.
+INTERRUPT_GRACE_SECONDS = 10.0
+LIST_LIMIT = 50
+
+
+@dataclass
+class _Item:
+    """A Codex item of the running turn, as tether knows it."""
+
+    id: str  # tether's item id
+    kind: ItemKind
+    text: list[str] = field(default_factory=list)  # streamed text / output so far
+    data: dict[str, Any] = field(default_factory=dict)  # what item.started said (command, path…)
+
+
+@dataclass
+class _Turn:
+    id: str  # tether's turn id
+    codex_id: str | None = None
+    items: dict[str, _Item] = field(default_factory=dict)  # by Codex item id, open or done
+    open: set[str] = field(default_factory=set)  # Codex item ids started, not completed
+    interrupt_at: float | None = None  # loop time of our turn/interrupt
+    error: str | None = None  # the last error notification Codex gave up on
+
+
+class CodexAgent(Agent):
+    name = "codex"
+
+    def __init__(self, ctx: AgentContext) -> None:
+        super().__init__(ctx)
+        self.binary: CodexBinary | None = None
+        self.server: AppServer | None = None
+        self.thread_id: str | None = None
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._turn: _Turn | None = None
+        self._exited: Exited | None = None
+        # Open approval requests of Codex and the tasks asking people about them.
+        self._approvals: dict[int | str, tuple[ServerRequest, asyncio.Task[None]]] = {}
+        self._ended_turns: collections.deque[str] = collections.deque(maxlen=16)  # Codex turn ids
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        options = self.ctx.config.options
+        self.binary = await asyncio.to_thread(find_codex, options.get("binary"))
+        thread = options.get(THREAD_OPTION)
+        approval, sandbox = codex_policy(self.ctx.policy)
+        model = options.get("model")
+        self.server = await AppServer.start(
+            self.binary, codex_home=codex_home(self.ctx.config), cwd=self.ctx.workspace,
+            handler=self._on_event, client_version=__version__,
+        )
+        try:
+            if thread:
+                try:
+                    started = await self.server.thread_resume(
+                        str(thread), approval_policy=approval, sandbox=sandbox, cwd=self.ctx.workspace,
+                        model=model,
+                    )
+                except RpcError as exc:
+                    raise CodexError(
+                        f"cannot adopt Codex thread {thread}: {exc.rpc_message}",
+                        hint="list the host's Codex threads to pick one that exists", code="codex_no_thread",
+                    ) from None
+            else:
+                started = await self.server.thread_start(self.ctx.workspace, approval, sandbox, model)
+            self.thread_id = str(started["thread"]["id"])
+        except BaseException:
+            await self.server.close()
+            raise
+        log.info("session %s: codex %s thread %s (%s, %s)", self.ctx.session_id, self.binary.version,
+                 self.thread_id, approval, sandbox)
+
+    async def close(self) -> None:
+        for _request, task in list(self._approvals.values()):
+            task.cancel()
+        if self.server is not None:
+            await self.server.close()
+
+    # -- turns -----------------------------------------------------------------------------
+
+    async def run_turn(self, turn: str, text: str) -> None:
+        server = self._live_server()
+        state = self._turn = _Turn(turn)
+        try:
+            try:
+                codex_turn = await server.turn_start(self._thread(), text)
+            except AppServerExited:
+                raise self._died() from None
+            except RpcError as exc:
+                raise CodexError(f"Codex refused the prompt: {exc.rpc_message}", code="codex_turn") from None
+            state.codex_id = str(codex_turn["id"])
+            if state.interrupt_at is not None:  # interrupted before Codex said which turn it is
+                await self._send_interrupt(state)
+            await self._follow(state)
+        finally:
+            self._turn = None
+
+    async def interrupt(self, turn: str) -> bool:
+        state = self._turn
+        if state is None or state.id != turn or self.server is None or not self.server.running:
+            return False
+        state.interrupt_at = asyncio.get_running_loop().time()
+        if state.codex_id is None:
+            return True  # run_turn sends it as soon as turn/start has answered
+        return await self._send_interrupt(state)
+
+    async def _send_interrupt(self, state: _Turn) -> bool:
+        assert self.server is not None and state.codex_id is not None
+        try:
+            await self.server.turn_interrupt(self._thread(), state.codex_id)
+        except AppServerError as exc:
+            log.info("session %s: codex turn/interrupt failed: %s", self.ctx.session_id, exc.message)
+            return False
+        return True
+
+    async def _follow(self, state: _Turn) -> None:
+        """Map Codex's events into the log until the turn ends."""
+        loop = asyncio.get_running_loop()
+        while True:
+            timeout = None
+            if state.interrupt_at is not None:
+                timeout = max(0.0, state.interrupt_at + INTERRUPT_GRACE_SECONDS - loop.time())
+            try:
+                event = await asyncio.wait_for(self._events.get(), timeout)
+            except TimeoutError:
+                log.warning("session %s: codex did not end the interrupted turn; giving up on it", self.ctx.session_id)
+                await self._close_open_items(state)
+                raise TurnInterrupted("the turn was interrupted") from None
+            if isinstance(event, Exited):
+                await self._close_open_items(state)
+                raise self._died()
+            if isinstance(event, ServerRequest):
+                await self._on_server_request(state, event)
+                continue
+            params = event.params
+            turn_id = params.get("turnId")
+            if turn_id is not None and turn_id != state.codex_id:
+                continue  # a late event of an earlier turn
+            if event.method == "turn/completed":
+                turn_info = params.get("turn") or {}
+                if turn_info.get("id") != state.codex_id:
+                    continue
+                await self._close_open_items(state)
+                self._end_turn(state, turn_info)
+                return
+            await self._on_notification(state, event)
+
+    def _end_turn(self, state: _Turn, turn_info: dict[str, Any]) -> None:
+        status = turn_info.get("status")
+        if status == "completed":
+            return
+        if status == "interrupted":
+            raise TurnInterrupted("the turn was interrupted")
+        error = turn_info.get("error") or {}
+        message = error.get("message") or state.error or f"Codex ended the turn as {status}"
+        details = error.get("additionalDetails")
+        if details:
+            message = f"{message} ({details})"
+        raise CodexError(f"Codex: {message}", code="codex_turn_failed")
+
+    # -- notifications ---------------------------------------------------------------------
+
+    async def _on_notification(self, state: _Turn, event: Notification) -> None:
+        params = event.params
+        method = event.method
+        if method == "item/started":
+            await self._item_started(state, params.get("item") or {})
+        elif method == "item/completed":
+            await self._item_completed(state, params.get("item") or {})
+        elif method in ("item/agentMessage/delta", "item/reasoning/summaryTextDelta"):
+            await self._delta(state, params, "text")
+        elif method == "item/commandExecution/outputDelta":
+            await self._delta(state, params, "output")
+        elif method == "error":
+            error = params.get("error") or {}
+            if not params.get("willRetry") and error.get("message"):
+                state.error = str(error["message"])
+
+    async def _item_started(self, state: _Turn, item: dict[str, Any]) -> _Item | None:
+        codex_id = item.get("id")
+        kind_data = _started_data(item)
+        if not isinstance(codex_id, str) or kind_data is None:
+            return None  # user messages (the host logs its own) and items tether does not show
+        if codex_id in state.items:
+            return state.items[codex_id]
+        kind, data = kind_data
+        tracked = _Item(self.ctx.new_id("i"), kind, data=data)
+        state.items[codex_id] = tracked
+        state.open.add(codex_id)
+        await self.ctx.emit(EventType.ITEM_STARTED, {"turn": state.id, "item": tracked.id, "kind": kind, **data})
+        return tracked
+
+    async def _item_completed(self, state: _Turn, item: dict[str, Any]) -> None:
+        codex_id = item.get("id")
+        if not isinstance(codex_id, str):
+            return
+        tracked = state.items.get(codex_id) if codex_id in state.open else None
+        if tracked is None:
+            if codex_id in state.items:
+                return  # completed twice
+            tracked = await self._item_started(state, item)
+            if tracked is None:
+                return
+        state.open.discard(codex_id)
+        status = ITEM_STATUS.get(str(item.get("status")), "completed")
+        data: dict[str, Any]
+        if tracked.kind is ItemKind.AGENT_MESSAGE:
+            data = {"text": str(item.get("text") or "".join(tracked.text))}
+        elif tracked.kind is ItemKind.REASONING:
+            summary = item.get("summary")
+            text = "\n\n".join(str(s) for s in summary) if isinstance(summary, list) and summary else None
+            data = {"text": text if text is not None else "".join(tracked.text)}
+        elif tracked.kind is ItemKind.COMMAND:
+            aggregated = item.get("aggregatedOutput")
+            if not tracked.text and aggregated:
+                # A short command may finish before any output delta: stream its output once.
+                tracked.text.append(str(aggregated))
+                await self.ctx.emit(EventType.ITEM_DELTA, {"item": tracked.id, "stream": "output", "data": aggregated})
+            output = str(aggregated) if aggregated is not None else "".join(tracked.text)
+            exit_code = item.get("exitCode")
+            data = {**tracked.data, "exit_code": exit_code if isinstance(exit_code, int) else None, "output": output}
+        else:  # file change
+            kind_data = _started_data(item)
+            data = kind_data[1] if kind_data is not None else tracked.data
+        await self.ctx.emit(
+            EventType.ITEM_COMPLETED,
+            {"turn": state.id, "item": tracked.id, "kind": tracked.kind, "status": status, **data},
+        )
+
+    async def _delta(self, state: _Turn, params: dict[str, Any], stream: str) -> None:
+        tracked = state.items.get(str(params.get("itemId")))
+        delta = params.get("delta")
+        if tracked is None or not isinstance(delta, str) or not delta:
+            return
+        tracked.text.append(delta)
+        await self.ctx.emit(EventType.ITEM_DELTA, {"item": tracked.id, "stream": stream, "data": delta})
+
+    async def _close_open_items(self, state: _Turn) -> None:
+        """Codex leaves items open when a turn is interrupted or dies: end them as failed."""
+        for codex_id in list(state.open):
+            tracked = state.items[codex_id]
+            state.open.discard(codex_id)
+            data: dict[str, Any]
+            if tracked.kind is ItemKind.COMMAND:
+                data = {**tracked.data, "exit_code": None, "output": "".join(tracked.text)}
+            elif tracked.kind is ItemKind.FILE_CHANGE:
+                data = dict(tracked.data)
+            else:
+                data = {"text": "".join(tracked.text)}
+            await self.ctx.emit(
+                EventType.ITEM_COMPLETED,
+                {"turn": state.id, "item": tracked.id, "kind": tracked.kind, "status": "failed", **data},
+            )
+
+    # -- approvals -------------------------------------------------------------------------
+
+    async def _on_server_request(self, state: _Turn, request: ServerRequest) -> None:
+        if not request.pending:
+            return  # Codex withdrew it before we got to it
+        params = request.params
+        if request.method not in APPROVAL_METHODS or params.get("turnId") != state.codex_id:
+            # Not a question tether can put to a person (or not of this turn): do not let Codex wait.
+            if request.is_approval:
+                await request.respond({"decision": "decline"})
+            else:
+                await request.reject(f"tether does not answer {request.method}")
+            return
+        codex_item = request.item_id
+        tracked = state.items.get(codex_item) if codex_item else None
+        if request.method == COMMAND_APPROVAL:
+            kind = "command"
+            details: dict[str, Any] = {"command": params.get("command"), "cwd": params.get("cwd"),
+                                       "reason": params.get("reason")}
+            if details["command"] is None and tracked is not None:
+                details.update(command=tracked.data.get("command"), cwd=tracked.data.get("cwd"))
+        else:
+            kind = "file_change"
+            change = tracked.data if tracked is not None else {"path": None, "paths": [], "diff": ""}
+            details = {"path": change.get("path"), "paths": change.get("paths"), "diff": change.get("diff"),
+                       "reason": params.get("reason")}
+            if params.get("grantRoot"):
+                details["grant_root"] = params["grantRoot"]
+        options = _options(params)
+        task = asyncio.create_task(
+            self._ask(request, kind, details, tracked.id if tracked else None, options),
+            name=f"tether-codex-approval-{request.id}",
+        )
+        self._approvals[request.id] = (request, task)
+        request_id = request.id
+
+        def forget(_task: asyncio.Task[None]) -> None:
+            self._approvals.pop(request_id, None)
+
+        task.add_done_callback(forget)
+
+    async def _ask(
+        self, request: ServerRequest, kind: str, details: dict[str, Any], item: str | None,
+        options: Sequence[Decision],
+    ) -> None:
+        try:
+            decision = await self.ctx.request_approval(kind, details, item=item, options=options)
+        except asyncio.CancelledError:
+            return  # the turn ended, or Codex withdrew the question: nothing to answer
+        except Exception:
+            log.exception("session %s: asking for approval failed; declining", self.ctx.session_id)
+            decision = Decision.DENY
+        if not await request.respond({"decision": CODEX_DECISION[decision]}):
+            log.info("session %s: codex request %s closed before the answer", self.ctx.session_id, request.id)
+
+    # -- events from the app-server (on its reading task: quick) ---------------------------
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, Exited):
+            # Waiting approvals stay: the host clears them (approval.cleared) when the turn fails.
+            self._exited = event
+        elif isinstance(event, Notification) and event.method == "turn/completed":
+            turn = event.params.get("turn") or {}
+            self._ended_turns.append(str(turn.get("id")))
+        elif isinstance(event, Notification) and event.method == "serverRequest/resolved":
+            entry = self._approvals.get(event.params.get("requestId"))  # type: ignore[arg-type]
+            if (entry is not None and entry[0].state is RequestState.RESOLVED
+                    and entry[0].params.get("turnId") not in self._ended_turns):
+                # Codex stopped waiting without our answer in the middle of a turn: stop asking
+                # people. (After an interrupt Codex withdraws its questions only once the turn
+                # has ended; those the host clears itself, with an approval.cleared event.)
+                entry[1].cancel()
+            return
+        self._events.put_nowait(event)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _live_server(self) -> AppServer:
+        if self.server is None:
+            raise CodexError("the codex agent was not opened", code="codex_not_open")
+        if self._exited is not None or not self.server.running:
+            raise self._died()
+        return self.server
+
+    def _thread(self) -> str:
+        assert self.thread_id is not None
+        return self.thread_id
+
+    def _died(self) -> AgentDied:
+        exited = self._exited
+        if exited is None and self.server is not None:
+            code = self.server.returncode
+            exited = Exited(code, f"codex app-server ended (exit code {code})")
+        assert exited is not None
+        message = exited.message  # says the exit code or the signal
+        lines = [line for line in exited.stderr_tail if line.strip()]
+        if lines:
+            message += f"; its last output: {lines[-1][:300]}"
+        return AgentDied(message, hint="start a new session; the host's log has the app-server's output")
+
+
+# -- module functions ------------------------------------------------------------------------
+
+
+def codex_policy(policy: Policy) -> tuple[str, str]:
+    """The (approvalPolicy, sandbox) Codex gets for a tether policy."""
+    return APPROVAL_POLICY[policy.approval], SANDBOX_MODE[policy.sandbox]
+
+
+def codex_home(config: AgentConfig) -> Path | None:
+    """``[agents.codex] codex_home``, else None: app-server then uses $CODEX_HOME or ~/.codex."""
+    value = config.options.get("codex_home")
+    return Path(os.path.expanduser(str(value))) if value else None
+
+
+async def list_threads(
+    config: AgentConfig, *, cwd: str | os.PathLike[str] | None = None, limit: int = LIST_LIMIT,
+) -> list[dict[str, Any]]:
+    """The Codex threads stored on this host (desktop ones too), newest first, for adoption.
+
+    Each is ``{id, name, preview, cwd, created_at, updated_at, model_provider, cli_version}``
+    (times in Unix seconds). Starts a short-lived app-server on the configured binary and
+    CODEX_HOME.
+    """
+    binary = await asyncio.to_thread(find_codex, config.options.get("binary"))
+    async with await AppServer.start(binary, codex_home=codex_home(config), client_version=__version__) as server:
+        try:
+            result = await server.thread_list(limit=limit, cwd=os.fspath(cwd) if cwd is not None else None)
+        except RpcError as exc:
+            raise CodexError(f"Codex could not list its threads: {exc.rpc_message}", code="codex_rpc") from None
+    threads = []
+    for thread in result.get("data") or []:
+        threads.append({
+            "id": thread.get("id"),
+            "name": thread.get("name"),
+            "preview": thread.get("preview"),
+            "cwd": thread.get("cwd"),
+            "created_at": thread.get("createdAt"),
+            "updated_at": thread.get("updatedAt"),
+            "model_provider": thread.get("modelProvider"),
+            "cli_version": thread.get("cliVersion"),
+        })
+    return threads
+
+
+def _options(params: dict[str, Any]) -> list[Decision]:
+    """What a person may answer: approve for the session only where Codex offers it."""
+    available = params.get("availableDecisions")
+    offers_session = not isinstance(available, list) or "acceptForSession" in available
+    if offers_session:
+        return [Decision.APPROVE, Decision.APPROVE_FOR_SESSION, Decision.DENY]
+    return [Decision.APPROVE, Decision.DENY]
+
+
+def _started_data(item: dict[str, Any]) -> tuple[ItemKind, dict[str, Any]] | None:
+    kind = item.get("type")
+    if kind == "agentMessage":
+        return ItemKind.AGENT_MESSAGE, {}
+    if kind == "reasoning":
+        return ItemKind.REASONING, {}
+    if kind == "commandExecution":
+        return ItemKind.COMMAND, {"command": str(item.get("command") or ""), "cwd": str(item.get("cwd") or "")}
+    if kind == "fileChange":
+        changes = [c for c in item.get("changes") or [] if isinstance(c, dict)]
+        paths = [str(c.get("path")) for c in changes]
+        diff = "".join(_unified(c) for c in changes)
+        return ItemKind.FILE_CHANGE, {"path": paths[0] if paths else "", "paths": paths, "diff": diff}
+    return None
+
+
+def _unified(change: dict[str, Any]) -> str:
+    """One Codex file change as a unified diff (Codex gives an added file's content, a deleted
+    file's content, or an update's hunks)."""
+    path = str(change.get("path"))
+    diff = str(change.get("diff") or "")
+    kind = change.get("kind") or {}
+    kind_type = kind.get("type") if isinstance(kind, dict) else None
+    if kind_type == "add":
+        lines = diff.splitlines()
+        body = "".join(f"+{line}\n" for line in lines)
+        return f"--- /dev/null\n+++ {path}\n@@ -0,0 +1,{len(lines)} @@\n{body}" if lines else \
+            f"--- /dev/null\n+++ {path}\n"
+    if kind_type == "delete":
+        lines = diff.splitlines()
+        body = "".join(f"-{line}\n" for line in lines)
+        return f"--- {path}\n+++ /dev/null\n@@ -1,{len(lines)} +0,0 @@\n{body}" if lines else \
+            f"--- {path}\n+++ /dev/null\n"
+    if diff.startswith("--- "):
+        return diff if diff.endswith("\n") else diff + "\n"
+    target = kind.get("move_path") if isinstance(kind, dict) and kind.get("move_path") else path
+    body = diff if diff.endswith("\n") or not diff else diff + "\n"
+    return f"--- {path}\n+++ {target}\n{body}"
+
+
+__all__ = ["THREAD_OPTION", "CodexAgent", "codex_home", "codex_policy", "list_threads"]

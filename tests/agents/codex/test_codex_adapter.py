@@ -1,0 +1,295 @@
+"""The codex adapter in-process: a real AgentSession and event log, the real Codex CLI, the
+scripted model server. What a client would see is read back from the log."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.agents.codex.conftest import FAKE_KEY_ENV, StartAppServer
+from tests.support.fake_responses import FakeResponses
+from tether.agents.base import Decision
+from tether.agents.codex import CodexBinary, CodexError
+from tether.agents.codex.adapter import THREAD_OPTION, CodexAgent, list_threads
+from tether.host.agent_session import AgentSession
+from tether.host.config import AgentConfig
+from tether.host.db import Database
+from tether.host.eventlog import Event, EventLog
+from tether.host.policy import Approval, Policy, Sandbox
+from tether.host.projection import EventType, pending_approvals
+
+pytestmark = pytest.mark.slow
+
+APPROVED_CMD = "echo approved-$((1+1))"
+TIMEOUT = 30.0
+BY = {"id": "d_test", "name": "test"}
+
+
+@pytest.fixture(autouse=True)
+def fake_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(FAKE_KEY_ENV, "dummy-key")
+
+
+@pytest.fixture
+async def event_log(tmp_path: Path) -> AsyncIterator[EventLog]:
+    db = await Database.open(tmp_path / "state" / "host.db")
+    log = await EventLog.open(db)
+    yield log
+    await log.close()
+    await db.close()
+
+
+class Harness:
+    def __init__(self, log: EventLog, binary: CodexBinary, codex_home: Path, workspace: Path) -> None:
+        self.log = log
+        self.binary = binary
+        self.codex_home = codex_home
+        self.workspace = workspace
+        self.sessions: list[AgentSession] = []
+
+    def config(self, **options: Any) -> AgentConfig:
+        return AgentConfig(
+            "codex", options={"binary": str(self.binary.path), "codex_home": str(self.codex_home), **options}
+        )
+
+    async def start(
+        self, prompt: str, *, policy: Policy | None = None, options: dict[str, Any] | None = None,
+    ) -> AgentSession:
+        session = AgentSession(
+            session_id=f"s_test{len(self.sessions)}", workspace=self.workspace, policy=policy or Policy(),
+            config=self.config(**(options or {})), log=self.log, agent_cls=CodexAgent,
+        )
+        await session.agent.open()
+        self.sessions.append(session)
+        await self.log.append(session.session_id, EventType.SESSION_STARTED, {
+            "agent": "codex", "workspace": str(self.workspace), "command": [], "title": prompt, "cols": 80,
+            "rows": 24, "policy": session.policy.to_json(),
+        })
+        await session.start_turn(prompt)
+        return session
+
+    async def events(self, session: AgentSession) -> list[Event]:
+        return [e for e in await self.log.read(0, 100_000) if e.session == session.session_id]
+
+    async def wait(
+        self, session: AgentSession, type: str, where: Callable[[dict[str, Any]], bool] = lambda _: True,
+    ) -> Event:
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                for event in await self.events(session):
+                    if event.type == type and where(event.data):
+                        return event
+                await asyncio.sleep(0.05)
+
+    async def items(self, session: AgentSession, type: str, kind: str) -> list[dict[str, Any]]:
+        return [e.data for e in await self.events(session) if e.type == type and e.data.get("kind") == kind]
+
+    async def pending(self, session: AgentSession) -> list[dict[str, Any]]:
+        return await self.log.db.run(lambda c: pending_approvals(c, session.session_id), write=False)
+
+
+@pytest.fixture
+async def harness(
+    event_log: EventLog, codex_binary: CodexBinary, codex_home: Path, workspace: Path,
+) -> AsyncIterator[Harness]:
+    h = Harness(event_log, codex_binary, codex_home, workspace)
+    yield h
+    for session in h.sessions:
+        await session.close()
+
+
+async def test_prompt_streams_the_answer_and_completes(harness: Harness, fake_model: FakeResponses) -> None:
+    fake_model.add({"reasoning": "a greeting is due", "text": ["Hel", "lo ", "there"]})
+    session = await harness.start("say hi")
+    done = await harness.wait(session, EventType.TURN_COMPLETED)
+    assert done.data["status"] == "completed" and done.data["error"] is None
+
+    [started] = await harness.items(session, EventType.ITEM_STARTED, "agent_message")
+    deltas = [e.data for e in await harness.events(session) if e.type == EventType.ITEM_DELTA
+              and e.data["item"] == started["item"]]
+    assert [d["data"] for d in deltas] == ["Hel", "lo ", "there"]
+    assert all(d["stream"] == "text" for d in deltas)
+    [completed] = await harness.items(session, EventType.ITEM_COMPLETED, "agent_message")
+    assert completed == {"turn": started["turn"], "item": started["item"], "kind": "agent_message",
+                         "status": "completed", "text": "Hello there"}
+    [reasoning] = await harness.items(session, EventType.ITEM_COMPLETED, "reasoning")
+    assert reasoning["text"] == "a greeting is due"
+    # One user message item (the host's), none from Codex's userMessage.
+    assert len(await harness.items(session, EventType.ITEM_COMPLETED, "user_message")) == 1
+    types = [e.type for e in await harness.events(session)]
+    assert types.index(EventType.TURN_COMPLETED) == len(types) - 1
+    assert "say hi" in str(fake_model.requests[0]["input"])
+
+    # A second turn on the same thread: Codex remembers the first.
+    fake_model.add({"text": "again"})
+    await session.start_turn("once more")
+    await harness.wait(session, EventType.TURN_COMPLETED, lambda d: d["turn"] != done.data["turn"])
+    assert "say hi" in str(fake_model.requests[-1]["input"])
+
+
+async def test_approved_command_runs_and_its_output_arrives(
+    harness: Harness, fake_model: FakeResponses, workspace: Path,
+) -> None:
+    fake_model.add(
+        {"exec": {"cmd": APPROVED_CMD, "justification": "to greet"}}, {"text": ["It printed ", "approved-2."]},
+    )
+    session = await harness.start("run the greeting")
+    requested = await harness.wait(session, EventType.APPROVAL_REQUESTED)
+    details = requested.data["details"]
+    assert requested.data["kind"] == "command"
+    assert APPROVED_CMD in details["command"] and details["cwd"] == str(workspace)
+    assert details["reason"] == "to greet"
+    assert Decision.APPROVE in requested.data["options"] and Decision.DENY in requested.data["options"]
+    [command] = await harness.items(session, EventType.ITEM_STARTED, "command")
+    assert requested.data["item"] == command["item"]
+    assert command["command"] == details["command"] and command["cwd"] == str(workspace)
+    assert [a["approval"] for a in await harness.pending(session)] == [requested.data["approval"]]
+
+    await session.resolve(requested.data["approval"], Decision.APPROVE, BY)
+    done = await harness.wait(session, EventType.TURN_COMPLETED)
+    assert done.data["status"] == "completed"
+    [ran] = await harness.items(session, EventType.ITEM_COMPLETED, "command")
+    assert ran["status"] == "completed" and ran["exit_code"] == 0 and ran["output"] == "approved-2\n"
+    output = "".join(e.data["data"] for e in await harness.events(session)
+                     if e.type == EventType.ITEM_DELTA and e.data["item"] == command["item"])
+    assert output == "approved-2\n"
+    [answer] = await harness.items(session, EventType.ITEM_COMPLETED, "agent_message")
+    assert answer["text"] == "It printed approved-2."
+    assert await harness.pending(session) == []
+    assert "approved-2" in str(fake_model.requests[1]["input"])
+
+
+async def test_declined_command_does_not_run(harness: Harness, fake_model: FakeResponses, workspace: Path) -> None:
+    fake_model.add({"exec": {"cmd": f"{APPROVED_CMD} > ran.txt"}}, {"text": "Fine, I will not."})
+    session = await harness.start("run it")
+    requested = await harness.wait(session, EventType.APPROVAL_REQUESTED)
+    await session.resolve(requested.data["approval"], Decision.DENY, BY)
+    done = await harness.wait(session, EventType.TURN_COMPLETED)
+    assert done.data["status"] == "completed"
+    [command] = await harness.items(session, EventType.ITEM_COMPLETED, "command")
+    assert command["status"] == "declined" and command["exit_code"] is None
+    assert not (workspace / "ran.txt").exists()
+    assert "rejected by user" in str(fake_model.requests[1]["input"])
+
+
+async def test_interrupt_while_approval_pending(harness: Harness, fake_model: FakeResponses, workspace: Path) -> None:
+    fake_model.add({"exec": {"cmd": f"{APPROVED_CMD} > ran.txt"}})
+    session = await harness.start("run it")
+    requested = await harness.wait(session, EventType.APPROVAL_REQUESTED)
+    await session.interrupt()
+    done = await harness.wait(session, EventType.TURN_COMPLETED)
+    assert done.data["status"] == "interrupted"
+    cleared = await harness.wait(session, EventType.APPROVAL_CLEARED)
+    assert cleared.data["approval"] == requested.data["approval"]
+    assert await harness.pending(session) == []
+    # The command item Codex leaves open is closed.
+    [command] = await harness.items(session, EventType.ITEM_COMPLETED, "command")
+    assert command["status"] == "failed" and command["exit_code"] is None
+    # A late answer is refused; nothing runs.
+    with pytest.raises(Exception, match="not pending"):
+        await session.resolve(requested.data["approval"], Decision.APPROVE, BY)
+    await asyncio.sleep(0.3)
+    assert not (workspace / "ran.txt").exists()
+    assert len(fake_model.requests) == 1
+    # The session goes on.
+    fake_model.add({"text": "still here"})
+    await session.start_turn("are you there?")
+    second = await harness.wait(session, EventType.TURN_COMPLETED, lambda d: d["turn"] != done.data["turn"])
+    assert second.data["status"] == "completed"
+
+
+async def test_interrupt_while_the_model_streams(harness: Harness, fake_model: FakeResponses) -> None:
+    fake_model.add({"text": ["partial "], "hang": True})
+    session = await harness.start("write a long essay")
+    await harness.wait(session, EventType.ITEM_DELTA)
+    await session.interrupt()
+    done = await harness.wait(session, EventType.TURN_COMPLETED)
+    assert done.data["status"] == "interrupted"
+
+
+async def test_killed_appserver_fails_the_turn_and_ends_the_session(
+    harness: Harness, fake_model: FakeResponses,
+) -> None:
+    fake_model.add({"exec": {"cmd": APPROVED_CMD}})
+    session = await harness.start("run it")
+    requested = await harness.wait(session, EventType.APPROVAL_REQUESTED)
+    agent = session.agent
+    assert isinstance(agent, CodexAgent) and agent.server is not None and agent.server.pid is not None
+    os.kill(agent.server.pid, signal.SIGKILL)
+
+    done = await harness.wait(session, EventType.TURN_COMPLETED)
+    assert done.data["status"] == "failed"
+    assert "codex app-server was killed by signal 9" in done.data["error"]
+    [error] = await harness.items(session, EventType.ITEM_COMPLETED, "error")
+    assert error["message"] == done.data["error"]
+    cleared = await harness.wait(session, EventType.APPROVAL_CLEARED)
+    assert cleared.data["approval"] == requested.data["approval"]
+    exited = await harness.wait(session, EventType.SESSION_EXITED)
+    assert "killed by signal 9" in exited.data["reason"]
+    assert session.ended.is_set()
+    [command] = await harness.items(session, EventType.ITEM_COMPLETED, "command")
+    assert command["status"] == "failed"
+
+
+async def test_file_change_approval_carries_the_diff(
+    harness: Harness, fake_model: FakeResponses, workspace: Path,
+) -> None:
+    patch = "apply_patch <<'EOF'\n*** Begin Patch\n*** Add File: hello.txt\n+hi there\n*** End Patch\nEOF\n"
+    fake_model.add({"exec": {"cmd": patch, "escalated": False}}, {"text": "Patched."})
+    session = await harness.start("add hello.txt", policy=Policy(Approval.ON_REQUEST, Sandbox.READ_ONLY))
+    requested = await harness.wait(session, EventType.APPROVAL_REQUESTED)
+    assert requested.data["kind"] == "file_change"
+    path = str(workspace / "hello.txt")
+    details = requested.data["details"]
+    assert details["path"] == path and details["paths"] == [path]
+    assert details["diff"] == f"--- /dev/null\n+++ {path}\n@@ -0,0 +1,1 @@\n+hi there\n"
+    [started] = await harness.items(session, EventType.ITEM_STARTED, "file_change")
+    assert started["path"] == path and started["diff"] == details["diff"]
+    assert requested.data["item"] == started["item"]
+    await session.resolve(requested.data["approval"], Decision.APPROVE, BY)
+    done = await harness.wait(session, EventType.TURN_COMPLETED)
+    assert done.data["status"] == "completed"
+    [completed] = await harness.items(session, EventType.ITEM_COMPLETED, "file_change")
+    assert completed["status"] == "completed" and completed["path"] == path and completed["diff"] == details["diff"]
+    assert (workspace / "hello.txt").read_text() == "hi there\n"
+
+
+async def test_desktop_threads_are_listed_and_adopted(
+    harness: Harness, fake_model: FakeResponses, start_appserver: StartAppServer, workspace: Path,
+) -> None:
+    # "The desktop": another app-server on the same CODEX_HOME runs a turn and goes away.
+    fake_model.add({"text": "Hi from the desktop."}, {"text": "I remember."})
+    desktop, events = await start_appserver()
+    thread_id = (await desktop.thread_start(workspace, "on-request", "workspace-write"))["thread"]["id"]
+    await desktop.turn_start(thread_id, "hello from the desktop")
+    await events.wait("turn/completed")
+    await desktop.close()
+
+    threads = await list_threads(harness.config())
+    listed = {t["id"]: t for t in threads}
+    assert listed[thread_id]["preview"] == "hello from the desktop"
+    assert listed[thread_id]["cwd"] == str(workspace)
+
+    session = await harness.start("do you remember?", options={THREAD_OPTION: thread_id})
+    agent = session.agent
+    assert isinstance(agent, CodexAgent) and agent.thread_id == thread_id
+    done = await harness.wait(session, EventType.TURN_COMPLETED)
+    assert done.data["status"] == "completed"
+    assert "hello from the desktop" in str(fake_model.requests[-1]["input"])
+
+
+async def test_adopting_an_unknown_thread_is_a_clear_error(harness: Harness) -> None:
+    with pytest.raises(CodexError, match="cannot adopt Codex thread"):
+        await harness.start("hi", options={THREAD_OPTION: "01a21293-085d-7fd0-b1fe-4409780114ee"})
+
+
+async def test_missing_binary_is_a_clear_error(harness: Harness, tmp_path: Path) -> None:
+    with pytest.raises(CodexError, match="no Codex binary at") as raised:
+        await harness.start("hi", options={"binary": str(tmp_path / "nope" / "codex")})
+    assert raised.value.hint and "npm install" in raised.value.hint
