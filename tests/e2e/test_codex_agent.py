@@ -1,0 +1,209 @@
+"""Acceptance of the codex agent: real relay and host processes, an SDK client through the relay,
+the real Codex CLI on the host, and the scripted Responses-API model server in the test (its URL
+is in the test CODEX_HOME's config.toml; the host's own config.toml names the binary and that
+CODEX_HOME, and is written before the host starts).
+
+The model server runs on the test's loop, so blocking CLI calls go through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.agents.codex.conftest import FAKE_KEY_ENV, codex_cache_dir, write_codex_config
+from tests.procs import TETHER, Proc, remove, short_home, start_relay, tether_json
+from tests.support.fake_responses import FakeResponses
+from tether import Client
+from tether.agents.codex import PINNED_VERSION, CodexError, find_codex
+from tether.protocol.rpc import RemoteError
+
+pytestmark = pytest.mark.slow
+
+APPROVED_CMD = "echo approved-$((1+1))"
+TIMEOUT = 40.0
+Event = dict[str, Any]
+
+
+def codex_wrapper() -> Path:
+    explicit = os.environ.get("TETHER_CODEX_BIN")
+    wrapper = Path(explicit) if explicit else codex_cache_dir() / "node_modules" / ".bin" / "codex"
+    if not wrapper.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"Codex CLI {PINNED_VERSION} is not installed, and CI must run these tests")
+        pytest.skip(f"Codex CLI {PINNED_VERSION} is not installed: run scripts/install-codex (scripts/test does)")
+    try:
+        find_codex(wrapper)
+    except CodexError as exc:
+        pytest.fail(f"Codex is installed but unusable: {exc}")
+    return wrapper
+
+
+@dataclass
+class CodexDeployment:
+    model: FakeResponses
+    host_home: Path
+    workspace: Path
+    client_home: Path
+    host: Proc
+    relay: Proc
+
+
+@pytest.fixture
+async def codex_deployment() -> AsyncIterator[CodexDeployment]:
+    wrapper = codex_wrapper()
+    async with FakeResponses() as model:
+        host_home, client_home = short_home("th"), short_home("tc")
+        workspace = host_home / "ws"
+        workspace.mkdir()
+        codex_home = host_home / "codex-home"
+        write_codex_config(codex_home, model.base_url)
+        (host_home / "config.toml").write_text(
+            "[agents.codex]\n"
+            f'binary = "{wrapper}"\n'
+            f'codex_home = "{codex_home}"\n'
+            'approval = "on-request"\n'
+            'sandbox = "workspace-write"\n'
+        )
+        relay, port = await asyncio.to_thread(start_relay)
+        relay_url = f"ws://127.0.0.1:{port}"
+
+        def start_and_pair() -> Proc:
+            host = Proc([*TETHER, "--home", str(host_home), "host", "--relay", relay_url, "--workspace",
+                         str(workspace), "--name", "codex-host"], env={FAKE_KEY_ENV: "dummy-key"}, name="host")
+            host.wait_for(r"connected to relay")
+            offer = tether_json(host_home, "pair", "--json")
+            tether_json(client_home, "login", offer["link"], "--name", "phone", "--json")
+            return host
+
+        host: Proc | None = None
+        try:
+            host = await asyncio.to_thread(start_and_pair)
+            yield CodexDeployment(model, host_home, workspace, client_home, host, relay)
+        finally:
+            if host is not None:
+                await asyncio.to_thread(host.stop)
+            await asyncio.to_thread(relay.stop)
+            remove(host_home, client_home)
+
+
+@dataclass
+class Watch:
+    """One session's events as the client receives them."""
+
+    client: Client
+    session: str
+    seen: list[Event] = field(default_factory=list)
+    _it: AsyncIterator[Event] | None = None
+
+    async def until(self, type: str, where: Callable[[dict[str, Any]], bool] = lambda _: True) -> Event:
+        for event in self.seen:
+            if event["type"] == type and where(event["data"]):
+                return event
+        if self._it is None:
+            self._it = self.client.events(0, session=self.session)
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                while True:
+                    event = await anext(self._it)
+                    self.seen.append(event)
+                    if event["type"] == type and where(event["data"]):
+                        return event
+        except TimeoutError:
+            raise AssertionError(f"no {type} within {TIMEOUT:.0f} s; seen: {[e['type'] for e in self.seen]}") from None
+
+    def items(self, type: str, kind: str) -> list[dict[str, Any]]:
+        return [e["data"] for e in self.seen if e["type"] == type and e["data"].get("kind") == kind]
+
+    def deltas(self, item: str) -> str:
+        return "".join(e["data"]["data"] for e in self.seen if e["type"] == "item.delta" and e["data"]["item"] == item)
+
+
+async def start(d: CodexDeployment, client: Client, prompt: str) -> Watch:
+    session = await client.start_session(agent="codex", prompt=prompt)
+    return Watch(client, session)
+
+
+async def test_approved_command_output_answer_and_completion_reach_the_client(
+    codex_deployment: CodexDeployment,
+) -> None:
+    d = codex_deployment
+    d.model.add({"exec": {"cmd": APPROVED_CMD, "justification": "to greet"}},
+                {"text": ["It printed ", "approved-2", "."]})
+    async with await Client.open(d.client_home) as client:
+        watch = await start(d, client, "run the greeting")
+        requested = await watch.until("approval.requested")
+        assert requested["data"]["kind"] == "command"
+        details = requested["data"]["details"]
+        assert APPROVED_CMD in details["command"]
+        assert details["cwd"] == str(d.workspace.resolve())
+        assert details["reason"] == "to greet"
+        # A client that (re)connects sees the question with the session.
+        info = await client.session(watch.session)
+        assert info["status"] == "waiting-for-approval"
+        assert [a["approval"] for a in info["approvals"]] == [requested["data"]["approval"]]
+
+        await client.approve(watch.session, requested["data"]["approval"], "approve")
+        done = await watch.until("turn.completed")
+        assert done["data"]["status"] == "completed"
+
+        resolved = await watch.until("approval.resolved")
+        assert resolved["data"]["decision"] == "approve" and resolved["data"]["by"]["name"] == "phone"
+        [command] = watch.items("item.completed", "command")
+        assert command["status"] == "completed" and command["exit_code"] == 0
+        assert command["output"] == "approved-2\n"
+        assert watch.deltas(command["item"]) == "approved-2\n"
+        [answer] = watch.items("item.completed", "agent_message")
+        assert answer["text"] == "It printed approved-2."
+        assert watch.deltas(answer["item"]) == "It printed approved-2."
+        assert (await client.session(watch.session))["status"] == "idle"
+    assert "approved-2" in str(d.model.requests[1]["input"])
+
+
+async def test_declined_command_never_runs(codex_deployment: CodexDeployment) -> None:
+    d = codex_deployment
+    d.model.add({"exec": {"cmd": f"{APPROVED_CMD} > ran.txt"}}, {"text": "Fine, I will not."})
+    async with await Client.open(d.client_home) as client:
+        watch = await start(d, client, "run it")
+        requested = await watch.until("approval.requested")
+        await client.approve(watch.session, requested["data"]["approval"], "deny")
+        done = await watch.until("turn.completed")
+        assert done["data"]["status"] == "completed"
+        [command] = watch.items("item.completed", "command")
+        assert command["status"] == "declined" and command["exit_code"] is None
+        [answer] = watch.items("item.completed", "agent_message")
+        assert answer["text"] == "Fine, I will not."
+    assert not (d.workspace / "ran.txt").exists()
+    assert "rejected by user" in str(d.model.requests[1]["input"])
+
+
+async def test_interrupt_while_an_approval_is_pending(codex_deployment: CodexDeployment) -> None:
+    d = codex_deployment
+    d.model.add({"exec": {"cmd": f"{APPROVED_CMD} > ran.txt"}})
+    async with await Client.open(d.client_home) as client:
+        watch = await start(d, client, "run it")
+        requested = await watch.until("approval.requested")
+        await client.interrupt(watch.session)
+        done = await watch.until("turn.completed")
+        assert done["data"]["status"] == "interrupted"
+        cleared = await watch.until("approval.cleared")
+        assert cleared["data"]["approval"] == requested["data"]["approval"]
+        with pytest.raises(RemoteError) as raised:
+            await client.approve(watch.session, requested["data"]["approval"], "approve")
+        assert raised.value.code == "approval_conflict"
+        info = await client.session(watch.session)
+        assert info["status"] == "idle" and info["approvals"] == []
+
+        # The session goes on with the next prompt.
+        d.model.add({"text": "still here"})
+        await client.send(watch.session, "are you there?")
+        second = await watch.until("turn.completed", lambda data: data["turn"] != done["data"]["turn"])
+        assert second["data"]["status"] == "completed"
+    await asyncio.sleep(0.3)
+    assert not (d.workspace / "ran.txt").exists()
