@@ -131,15 +131,47 @@ def relay(
     public_url: Annotated[str | None, typer.Option(help="The URL devices use to reach this relay.")] = None,
     home: HomeOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    max_frames_per_second: Annotated[
+        float | None,
+        typer.Option(
+            min=1,
+            help="Frames one connection may send per second (bursts of 2 s worth); over it the relay "
+            "stops reading that connection. Default 100000.",
+        ),
+    ] = None,
+    channel_queue_bytes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Bytes queued towards a slow receiver on one channel before that channel is closed "
+            "with TOO_SLOW. Default 1 MiB.",
+        ),
+    ] = None,
+    connection_queue_bytes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Bytes queued towards one connection in all before it is closed. Default 8 MiB.",
+        ),
+    ] = None,
 ) -> None:
     """Run a relay: hosts and devices dial out to it; it routes their encrypted channels."""
-    from tether.relay.server import RelayServer
+    from tether.relay.server import RelayLimits, RelayServer
 
     output.setup_logging(verbose)
     host, port = parse_listen(listen)
+    knobs: dict[str, Any] = {}
+    if max_frames_per_second is not None:
+        knobs["frames_per_second"] = max_frames_per_second
+        knobs["frames_burst"] = max(1, int(2 * max_frames_per_second))
+    if channel_queue_bytes is not None:
+        knobs["channel_queue_bytes"] = channel_queue_bytes
+    if connection_queue_bytes is not None:
+        knobs["connection_queue_bytes"] = connection_queue_bytes
+    limits = RelayLimits(**knobs)
 
     async def main() -> None:
-        server = RelayServer(public_url=public_url)
+        server = RelayServer(limits=limits, public_url=public_url)
         bound = await server.start(host, port)
         err.print(f"relay listening on {host}:{bound} (health: http://{host}:{bound}/healthz)")
         try:

@@ -23,6 +23,7 @@ import contextlib
 import logging
 import mimetypes
 import secrets
+import struct
 from collections import deque
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from urllib.parse import unquote, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
@@ -76,6 +77,10 @@ _MAX_STATIC_BYTES = 16 << 20
 # Host-side channel ids freed recently are not handed out again, so a frame the host sent on a
 # channel the relay just closed can never land on a newer channel.
 _RECENTLY_CLOSED = 4096
+_DATA = int(FrameType.DATA)
+_HEAD_7 = struct.Struct("!BB")
+_HEAD_16 = struct.Struct("!BBH")
+_HEAD_64 = struct.Struct("!BBQ")
 _CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -225,11 +230,12 @@ class _Connection:
                 batch = self.queue
                 self.queue = []
                 try:
-                    if protocol.state is State.OPEN and ws.send_in_progress is None:
-                        send_binary = protocol.send_binary
-                        for frame, _ in batch:
-                            send_binary(frame)
-                        if not _write_all(ws):
+                    if (
+                        protocol.state is State.OPEN
+                        and ws.send_in_progress is None
+                        and not protocol.expect_continuation_frame
+                    ):
+                        if not _write_batch(ws, batch):
                             return
                         await ws.drain()
                     else:
@@ -332,13 +338,42 @@ class _HostConnection(_Connection):
             self.recently_closed_set.discard(self.recently_closed.popleft())
 
 
-def _write_all(ws: ServerConnection) -> bool:
-    """Hand what the protocol has serialized to the transport in one write; False if that failed
-    (then the connection is aborted, as websockets' own send path does)."""
-    # websockets flushes the protocol's output whenever it produces some, so this is exactly the
-    # frames of the batch (no end-of-stream marker: that follows a close, and the state was OPEN).
+def binary_frame_header(size: int) -> bytes:
+    """The RFC 6455 header of an unmasked, unfragmented binary frame of ``size`` bytes (what
+    websockets' ``Frame(BINARY, data).serialize(mask=False)`` puts before the data)."""
+    if size < 126:
+        return _HEAD_7.pack(0x82, size)
+    if size < 0x10000:
+        return _HEAD_16.pack(0x82, 126, size)
+    return _HEAD_64.pack(0x82, 127, size)
+
+
+def _write_batch(ws: ServerConnection, batch: list[tuple[bytes, int]]) -> bool:
+    """Write ``batch`` as binary messages with one transport write; False if that failed (then
+    the connection is aborted, as websockets' own send path does). The connection is OPEN and
+    not in a fragmented send.
+
+    Without extensions (the relay never negotiates compression) and debug logging, a binary
+    message is the fixed header plus the data as is, so the frames are framed here and joined
+    with one copy; otherwise websockets' protocol object serializes them. Either way whatever
+    the protocol object had pending goes first (websockets flushes it at once, so normally
+    nothing).
+    """
+    protocol = ws.protocol
     try:
-        ws.transport.writelines(ws.protocol.data_to_send())
+        if protocol.extensions or protocol.debug:
+            send_binary = protocol.send_binary
+            for frame, _ in batch:
+                send_binary(frame)
+            parts = protocol.data_to_send()
+        else:
+            parts = protocol.data_to_send()
+            append = parts.append
+            header = binary_frame_header
+            for frame, _ in batch:
+                append(header(len(frame)))
+                append(frame)
+        ws.transport.writelines(parts)
     except Exception as exc:
         ws.set_connection_exc(exc)
         ws.transport.abort()
@@ -555,9 +590,14 @@ class RelayServer:
     # --- reading ---
 
     async def _read_loop(self, conn: _Connection) -> None:
-        ws = conn.ws
-        data_type = FrameType.DATA
-        async for message in ws:
+        recv = conn.ws.recv
+        debit = conn.frames.debit
+        forward = self._forward
+        while True:
+            try:
+                message = await recv()
+            except ConnectionClosedOK:
+                return
             if conn.closing:
                 # Keep reading (and discarding) until the socket closes: a peer that has filled
                 # our receive buffer could otherwise never deliver its close frame.
@@ -565,23 +605,48 @@ class RelayServer:
             if isinstance(message, str):
                 conn.fail(CloseCode.PROTOCOL_ERROR, "text messages are not part of the relay protocol")
                 continue
-            delay = conn.frames.debit()
+            delay = debit()
             if delay > 0:
                 # Backpressure: while this connection is over its rate, stop reading its socket.
                 await asyncio.sleep(delay)
             try:
-                if message and message[0] == data_type:
-                    await self._on_data(conn, message)
+                if message and message[0] == _DATA:
+                    if not forward(conn, message):
+                        await self._forward_when_drained(conn, message)
                 else:
                     self._on_frame(conn, decode_frame(message))
             except FrameError as err:
                 conn.fail(CloseCode.PROTOCOL_ERROR, f"malformed frame: {err.message}")
 
-    async def _on_data(self, conn: _Connection, message: bytes) -> None:
+    def _forward(self, conn: _Connection, message: bytes) -> bool:
+        """Queue a DATA frame for the other side of its channel (the hot path, no await).
+
+        False when the receiver's queue for the channel is full: then the caller goes through
+        :meth:`_forward_when_drained`.
+        """
         channel = data_channel(message)
         route = conn.channels.get(channel)
         if route is None:
-            return  # the channel was closed while this frame was in flight
+            return True  # the channel was closed while this frame was in flight
+        if conn is route.device:
+            peer: _Connection = route.host
+            peer_channel = route.host_channel
+        else:
+            peer, peer_channel = route.device, route.device_channel
+        frame = message if peer_channel == channel else rechannel_data(message, peer_channel)
+        queued = peer.channel_bytes.get(peer_channel, 0)
+        if queued and queued + len(frame) > self.limits.channel_queue_bytes:
+            return False
+        peer.enqueue(frame, peer_channel)
+        return True
+
+    async def _forward_when_drained(self, conn: _Connection, message: bytes) -> None:
+        """A DATA frame whose channel queue is full: wait up to ``slow_receiver_grace`` for it to
+        drain, else close the channel with TOO_SLOW."""
+        channel = data_channel(message)
+        route = conn.channels.get(channel)
+        if route is None:
+            return
         peer, peer_channel = route.other(conn)
         frame = message if peer_channel == channel else rechannel_data(message, peer_channel)
         limit = self.limits.channel_queue_bytes
