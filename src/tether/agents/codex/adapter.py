@@ -215,7 +215,10 @@ class CodexAgent(Agent):
                 raise TurnInterrupted("the turn was interrupted") from None
             if isinstance(event, Exited):
                 await self._close_open_items(state)
-                raise self._died()
+                died = self._died()
+                if self.server is not None:
+                    await self.server.close()  # commands Codex started must not outlive it
+                raise died
             if isinstance(event, ServerRequest):
                 await self._on_server_request(state, event)
                 continue
