@@ -301,9 +301,27 @@ class PtyProcess:
             _set_winsize(self._master, cols, rows)
 
     def interrupt(self) -> None:
-        """Ctrl-C, as typed: the terminal sends SIGINT to the foreground process group (or a
-        program in raw mode reads the byte)."""
-        self.write(b"\x03")
+        """Ctrl-C. When the terminal generates signals (ISIG, the usual case) this sends SIGINT to
+        the terminal's foreground process group directly, as the terminal driver would; a program
+        that turned signals off (raw mode: an editor, a REPL) gets the ^C byte to read instead.
+
+        Signalling directly rather than writing the byte: a ^C byte queued behind unread input,
+        or arriving while a shell is between fork and exec, can be lost; the signal cannot."""
+        if self._exited.done() or self._master is None:
+            raise PtyError("the program has exited", code="exited")
+        try:
+            isig = bool(termios.tcgetattr(self._master)[3] & termios.ISIG)
+        except termios.error:
+            isig = True
+        if not isig:
+            self.write(b"\x03")
+            return
+        try:
+            group = os.tcgetpgrp(self._master)
+        except OSError:
+            group = self.pid  # no foreground group yet: the session leader's group
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGINT)
 
     def terminate(self, grace: float = TERMINATE_GRACE_SECONDS) -> None:
         """SIGHUP to the process group (a closed terminal), SIGKILL after ``grace`` seconds."""
