@@ -1,0 +1,93 @@
+// The tether web client: entry point and router.
+//
+//   #pair=…                          pairing link (read once, then removed from the URL and history)
+//   #/                               hosts
+//   #/host/<host id>                 one host's sessions
+//   #/host/<host id>/session/<id>    one session
+//
+// Modules: bytes/noise/frames (wire, sans-I/O) → relay/e2e/rpc (I/O) → connection (reconnects,
+// subscriptions) → model (state) → ui/* (screens). Screens only read models and call methods.
+
+import { readPairingFragment } from "./pairing.js";
+import { cryptoSupport } from "./keys.js";
+import { Tether } from "./model.js";
+import { renderInsecure } from "./ui/insecure.js";
+import { renderPair } from "./ui/pair.js";
+import { renderHosts } from "./ui/hosts.js";
+import { renderHost } from "./ui/host.js";
+import { renderSession } from "./ui/session.js";
+
+const root = document.getElementById("app");
+
+function secureEnough() {
+  return window.isSecureContext && window.crypto && window.crypto.subtle;
+}
+
+async function main() {
+  if (!secureEnough()) {
+    renderInsecure(root);
+    return;
+  }
+  // Synchronously, before anything else runs: the secret leaves the address bar and history now.
+  const pairing = readPairingFragment();
+  const missing = await cryptoSupport();
+  if (missing.length) {
+    renderInsecure(root, { missing });
+    return;
+  }
+
+  const tether = new Tether();
+  window.tether = tether; // for debugging and tests
+  await tether.load();
+
+  let cleanup = () => {};
+  let pairingShown = Boolean(pairing);
+
+  function route() {
+    cleanup();
+    cleanup = () => {};
+    if (pairingShown) {
+      renderPair(root, {
+        tether,
+        link: pairing.link,
+        error: pairing.error,
+        done: async () => {
+          pairingShown = false;
+          await tether.added();
+          window.location.hash = "#/";
+          route();
+        },
+      });
+      pairingShown = false; // navigating away abandons the pairing
+      return;
+    }
+    const parts = window.location.hash.replace(/^#\/?/, "").split("/").filter(Boolean);
+    if (parts[0] === "host" && parts[1] && parts[2] === "session" && parts[3]) {
+      cleanup = renderSession(root, { tether, hostId: parts[1], sessionId: parts[3] });
+    } else if (parts[0] === "host" && parts[1]) {
+      cleanup = renderHost(root, { tether, hostId: parts[1] });
+    } else {
+      const draw = () => renderHosts(root, { tether });
+      draw();
+      tether.addEventListener("change", draw);
+      cleanup = () => tether.removeEventListener("change", draw);
+    }
+  }
+
+  window.addEventListener("hashchange", route);
+  window.addEventListener("online", () => tether.wake());
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") tether.wake();
+  });
+  route();
+  document.body.dataset.ready = "1";
+
+  if ("serviceWorker" in navigator) {
+    navigator.serviceWorker.register("sw.js").catch((err) => console.warn("service worker not registered", err));
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  root.textContent = `tether failed to start: ${err.message || err}`;
+});

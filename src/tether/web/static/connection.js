@@ -1,0 +1,323 @@
+// Live connections, kept alive across network cuts, relay restarts and sleeping phones:
+//
+//   RelayConnection  one WebSocket per relay URL: admission, WATCH/PRESENCE, reconnect with backoff
+//   HostConnection   one IK channel + RPC peer per paired host, over its relay's connection;
+//                    calls retried across reconnects (commands carry a cid, so they apply once),
+//                    event subscriptions resumed from their cursor with events.ack flow control.
+//
+// Both are EventTargets: "state" events carry {state, detail} for the UI.
+
+import { RETRY_CODES } from "./frames.js";
+import { ChannelClosed, RelayError, RelayLink } from "./relay.js";
+import { E2ETransport, HandshakeFailed, TransportClosed } from "./e2e.js";
+import { RemoteError, RpcPeer } from "./rpc.js";
+
+// Jittered exponential backoff (backoff.py): 0.1 s doubling to 5 s, each wait drawn from [d/2, d].
+export class Backoff {
+  constructor(first = 100, maximum = 5000, factor = 2) {
+    Object.assign(this, { first, maximum, factor, _next: first });
+  }
+  nextDelay() {
+    const delay = this._next / 2 + Math.random() * (this._next / 2);
+    this._next = Math.min(this._next * this.factor, this.maximum);
+    return delay;
+  }
+  reset() {
+    this._next = this.first;
+  }
+}
+
+// Whether reconnecting could make a failed operation succeed (client/connection.py is_retryable).
+export function isRetryable(err) {
+  if (err instanceof ChannelClosed) return RETRY_CODES.has(err.closeCode);
+  if (err instanceof HandshakeFailed || err instanceof RemoteError) return false;
+  return err instanceof TransportClosed || err instanceof RelayError;
+}
+
+export function describeError(err) {
+  return err && err.message ? err.message : String(err);
+}
+
+// A sleep that wake() ends early (the network came back, the page became visible).
+class Sleeper {
+  constructor() {
+    this._wake = null;
+  }
+  sleep(ms) {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      const self = this;
+      function done() {
+        clearTimeout(timer);
+        if (self._wake === done) self._wake = null;
+        resolve();
+      }
+      this._wake = done;
+    });
+  }
+  wake() {
+    if (this._wake) this._wake();
+  }
+}
+
+export class RelayConnection extends EventTarget {
+  constructor(relayUrl, identity) {
+    super();
+    this.relayUrl = relayUrl;
+    this.identity = identity;
+    this.state = "connecting";
+    this.detail = "";
+    this.link = null;
+    this.presence = new Map();
+    this._watched = new Set();
+    this._backoff = new Backoff();
+    this._sleeper = new Sleeper();
+    this._stopped = false;
+    this._run();
+  }
+
+  _setState(state, detail = "") {
+    this.state = state;
+    this.detail = detail;
+    this.dispatchEvent(new CustomEvent("state", { detail: { state, detail } }));
+  }
+
+  async _run() {
+    while (!this._stopped) {
+      this._setState("connecting", this.detail);
+      try {
+        const link = await RelayLink.connect(this.relayUrl, this.identity);
+        if (this._stopped) {
+          link.close();
+          break;
+        }
+        this.link = link;
+        link.addEventListener("presence", (ev) => {
+          this.presence.set(ev.detail.hostId, ev.detail.online);
+          this.dispatchEvent(new CustomEvent("presence", { detail: ev.detail }));
+        });
+        if (this._watched.size) link.watch([...this._watched]);
+        this._backoff.reset();
+        this._setState("connected");
+        const reason = await link.closedPromise;
+        this.link = null;
+        for (const hostId of this.presence.keys()) this.presence.set(hostId, false);
+        this.dispatchEvent(new CustomEvent("presence", { detail: { hostId: null, online: false } }));
+        this._setState("offline", reason);
+      } catch (err) {
+        this._setState("offline", describeError(err));
+      }
+      if (!this._stopped) await this._sleeper.sleep(this._backoff.nextDelay());
+    }
+  }
+
+  watch(hostIds) {
+    this._watched = new Set(hostIds);
+    if (this.link && !this.link.isClosed) this.link.watch([...this._watched]);
+  }
+
+  // Resolves with a live link (waits through reconnects).
+  async connected() {
+    while (!this.link || this.link.isClosed) {
+      await new Promise((resolve) => this.addEventListener("state", resolve, { once: true }));
+    }
+    return this.link;
+  }
+
+  // Retry now instead of waiting out the backoff.
+  wake() {
+    this._sleeper.wake();
+  }
+
+  stop() {
+    this._stopped = true;
+    this._sleeper.wake();
+    if (this.link) this.link.close();
+  }
+}
+
+export class Subscription {
+  // handlers: onEvents(events) and onSnapshot({seq, sessions, last}); both may be async.
+  constructor(conn, { since = 0, session = null, onEvents, onSnapshot }) {
+    this.conn = conn;
+    this.cursor = since;
+    this.session = session;
+    this.onEvents = onEvents;
+    this.onSnapshot = onSnapshot;
+    this.subId = null;
+    this.active = true;
+  }
+
+  async _deliver(method, params) {
+    if (method === "snapshot") {
+      this.cursor = Math.max(this.cursor, params.seq);
+      if (this.onSnapshot) await this.onSnapshot(params);
+      return;
+    }
+    // Never hand out an event twice: a resubscription replays from the cursor.
+    const fresh = (params.events || []).filter((ev) => ev.seq > this.cursor);
+    if (!fresh.length) return;
+    this.cursor = fresh[fresh.length - 1].seq;
+    if (this.onEvents) await this.onEvents(fresh);
+  }
+
+  close() {
+    this.active = false;
+    this.conn._subs.delete(this);
+    const peer = this.conn.peer;
+    if (peer && !peer.isClosed && this.subId !== null) {
+      peer.call("events.unsubscribe", { sub: this.subId }).catch(() => {});
+      this.conn._bySubId.delete(this.subId);
+    }
+  }
+}
+
+export class HostConnection extends EventTarget {
+  constructor(host, relay, identity) {
+    super();
+    this.host = host;
+    this.relay = relay;
+    this.identity = identity;
+    this.state = "connecting";
+    this.detail = "";
+    this.peer = null;
+    this._subs = new Set();
+    this._bySubId = new Map();
+    this._nextSubId = 1;
+    this._backoff = new Backoff();
+    this._sleeper = new Sleeper();
+    this._stopped = false;
+    this._onPresence = (ev) => {
+      if (ev.detail.hostId === this.host.host_id && ev.detail.online) this._sleeper.wake();
+    };
+    relay.addEventListener("presence", this._onPresence);
+    this._run();
+  }
+
+  _setState(state, detail = "") {
+    this.state = state;
+    this.detail = detail;
+    this.dispatchEvent(new CustomEvent("state", { detail: { state, detail } }));
+  }
+
+  async _run() {
+    const hostId = this.host.host_id;
+    while (!this._stopped) {
+      let waitForPresence = false;
+      try {
+        const link = await this.relay.connected();
+        if (link.presence.get(hostId) === false) {
+          this._setState("offline", "the host is offline; waiting for it to come back");
+          waitForPresence = true;
+        } else {
+          this._setState("connecting", this.detail);
+          const channel = await link.open(hostId);
+          const transport = await E2ETransport.initiate(channel, {
+            staticKey: this.identity.staticKey,
+            remoteStatic: this.host.host_static,
+          });
+          const peer = new RpcPeer(transport, { onNotification: (m, p) => this._onNotification(peer, m, p) });
+          this.peer = peer;
+          this._bySubId.clear();
+          this._setState("connected");
+          this._backoff.reset();
+          for (const sub of this._subs) this._resubscribe(peer, sub);
+          await peer.closed;
+          this.peer = null;
+          if (this._stopped) break;
+          throw peer.closeError;
+        }
+      } catch (err) {
+        this.peer = null;
+        if (!isRetryable(err)) {
+          this._setState("failed", describeError(err));
+          return;
+        }
+        this._setState("offline", describeError(err));
+      }
+      // A host known offline is retried when its presence comes back (or after 30 s anyway).
+      const delay = waitForPresence ? 30000 : this._backoff.nextDelay();
+      if (!this._stopped) await this._sleeper.sleep(delay);
+    }
+  }
+
+  async _resubscribe(peer, sub) {
+    const subId = this._nextSubId++;
+    sub.subId = subId;
+    // Registered before the call: the first batch may arrive before the response.
+    this._bySubId.set(subId, sub);
+    try {
+      await peer.call("events.subscribe", { sub: subId, since: sub.cursor, session: sub.session });
+    } catch (err) {
+      this._bySubId.delete(subId);
+      if (!peer.isClosed) console.warn("events.subscribe failed", err);
+    }
+  }
+
+  async _onNotification(peer, method, params) {
+    if (method !== "events" && method !== "snapshot") return;
+    const sub = this._bySubId.get(params.sub);
+    if (!sub || !sub.active) return;
+    await sub._deliver(method, params);
+    // Acknowledged once taken: the host sends more only as this page keeps up (api.py _Window).
+    peer.notify("events.ack", { sub: params.sub }).catch(() => {});
+  }
+
+  // Resolves with a live RPC peer, or rejects once the deadline passes or the host refused us.
+  async connectedPeer(deadline) {
+    for (;;) {
+      if (this.peer && !this.peer.isClosed) return this.peer;
+      if (this.state === "failed") throw new TransportClosed(this.detail, { code: "failed" });
+      const left = deadline - Date.now();
+      if (left <= 0) throw new TransportClosed(`not connected to ${this.host.name}: ${this.detail || "connecting"}`, { code: "timeout" });
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.addEventListener("state", () => (clearTimeout(timer), resolve()), { once: true });
+      });
+    }
+  }
+
+  // Call a method, retrying through reconnects for up to retryFor ms.
+  async call(method, params = {}, { retryFor = 60000 } = {}) {
+    const deadline = Date.now() + retryFor;
+    for (;;) {
+      const peer = await this.connectedPeer(deadline);
+      try {
+        return await peer.call(method, params);
+      } catch (err) {
+        if (!isRetryable(err) || Date.now() > deadline) throw err;
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+    }
+  }
+
+  // A command with a client id: retried after a reconnect, it is applied once (protocol §5.6).
+  command(method, params = {}) {
+    return this.call(method, { ...params, cid: crypto.randomUUID().replace(/-/g, "") });
+  }
+
+  subscribe(options) {
+    const sub = new Subscription(this, options);
+    this._subs.add(sub);
+    if (this.peer && !this.peer.isClosed) this._resubscribe(this.peer, sub);
+    return sub;
+  }
+
+  // Try again now (after "failed", or to skip a backoff wait).
+  retry() {
+    if (this.state === "failed") {
+      this._stopped = false;
+      this._setState("connecting");
+      this._run();
+    } else {
+      this._sleeper.wake();
+    }
+  }
+
+  stop() {
+    this._stopped = true;
+    this.relay.removeEventListener("presence", this._onPresence);
+    this._sleeper.wake();
+    if (this.peer) this.peer.close();
+  }
+}

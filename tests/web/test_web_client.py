@@ -1,0 +1,100 @@
+"""The web client end to end: real relay and host processes, Chromium at a phone's size.
+
+Pair from the link `tether pair` prints, see the host online, reload (still paired, the secret
+gone from the URL and the history), then drive a pty session from the page.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from tests.procs import tether_json
+
+from .conftest import WebDeployment
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+TIMEOUT = 15_000  # ms, for anything that crosses processes
+
+
+def _pair(page: Any, deployment: WebDeployment) -> str:
+    link = deployment.pairing_link()
+    secret = link.rsplit(".", 1)[1]
+    host_id = link.split("#pair=")[1].split(".")[0]
+    page.goto(link)
+    page.wait_for_selector("#pair-host-id", timeout=TIMEOUT)
+    # The secret left the address bar at once, before the person even confirmed.
+    assert "#pair" not in page.url and secret not in page.url
+    assert page.text_content("#pair-host-id") == host_id
+    page.fill("#device-name", "phone-under-test")
+    page.click("#pair-button")
+    page.wait_for_selector(f'a.host[data-host="{host_id}"]', timeout=TIMEOUT)
+    return secret
+
+
+def test_pair_see_online_reload_and_drive_a_terminal(page: Any, web_deployment: WebDeployment) -> None:
+    d = web_deployment
+    secret = _pair(page, d)
+    host_id = tether_json(d.host_home, "devices", "list", "--json")
+    devices = host_id if isinstance(host_id, list) else host_id.get("devices", [])
+    assert any(dev["name"] == "phone-under-test" for dev in devices), devices
+
+    row = 'a.host[data-online="1"]'
+    page.wait_for_selector(row, timeout=TIMEOUT)
+    assert "test-host" in page.text_content(row)
+    assert page.text_content(f"{row} .presence") == "online"
+
+    # Reload: still paired (keys and host in IndexedDB), no secret anywhere in reach.
+    page.reload()
+    page.wait_for_selector(row, timeout=TIMEOUT)
+    assert secret not in page.url
+    assert page.evaluate("history.length") <= 3
+    for _ in range(page.evaluate("history.length")):
+        assert secret not in page.url and "#pair" not in page.url
+        if page.go_back(timeout=5000) is None:
+            break
+    page.goto(d.origin + "/")
+    page.wait_for_selector(row, timeout=TIMEOUT)
+    stored = page.evaluate(
+        """async () => {
+          const { store } = await import("/store.js");
+          const hosts = await store.listHosts();
+          const keys = await store.getKeys();
+          return { hosts: hosts.map((h) => ({ ...h, host_static: h.host_static.length })),
+                   signingExtractable: keys.signing.extractable, staticExtractable: keys.static.extractable };
+        }"""
+    )
+    assert stored["signingExtractable"] is False and stored["staticExtractable"] is False
+    (host,) = stored["hosts"]
+    assert host["name"] == "test-host" and host["relay_url"] == d.origin and host["host_static"] == 32
+    assert set(host["scopes"]) >= {"read", "prompt"}
+
+    # A terminal started from the CLI shows up in the page.
+    started = tether_json(d.host_home, "sessions", "start", "--json", "--", "bash", "--norc", "-i")
+    session_id = started["id"] if isinstance(started, dict) else str(started)
+    page.click(row)
+    page.wait_for_selector(f'a.session[data-session="{session_id}"]', timeout=TIMEOUT)
+    page.wait_for_selector('#conn-state[data-state="connected"]', timeout=TIMEOUT)
+    page.click(f'a.session[data-session="{session_id}"]')
+    page.wait_for_selector("#composer", timeout=TIMEOUT)
+
+    page.fill("#composer", "echo tether-$((6*7))-ok")
+    page.click("#send")
+    # (wait_for_function would eval a string, which the page's CSP forbids: use a locator.)
+    page.locator("#output", has_text="tether-42-ok").wait_for(timeout=TIMEOUT)
+    page.screenshot(path="/tmp/tether-web-session.png")
+    assert not page.errors  # type: ignore[attr-defined]
+
+
+def test_insecure_context_says_what_to_do(page: Any, web_deployment: WebDeployment) -> None:
+    link = web_deployment.pairing_link()
+    insecure = re.sub(r"^http://127\.0\.0\.1", "http://insecure.tether.test", link)
+    page.goto(insecure)
+    page.wait_for_selector("#insecure", timeout=TIMEOUT)
+    assert page.evaluate("window.isSecureContext") is False
+    text = page.text_content("#insecure")
+    assert "HTTPS" in text and "localhost" in text
+    assert page.get_attribute("#https-link", "href").startswith("https://insecure.tether.test:")
