@@ -63,7 +63,12 @@ class AgentContext(Protocol):
     async def request_approval(
         self, kind: str, details: dict[str, Any], *, item: str | None, options: Sequence[Decision]
     ) -> Decision:
-        """Ask the people watching; returns the first answer. Cancelled if the turn is interrupted."""
+        """Ask the people watching; returns the first answer. Cancelled if the turn is interrupted;
+        an adapter that cancels it itself (the agent withdrew the question) gets it cleared."""
+        ...
+
+    async def agent_exited(self, reason: str) -> None:
+        """Tell the host the agent's process ended while no turn was running."""
         ...
 
 

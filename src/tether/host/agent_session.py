@@ -59,6 +59,7 @@ class AgentSession(AgentContext):
         self._task: asyncio.Task[None] | None = None
         self._waiters: dict[str, asyncio.Future[Decision]] = {}
         self._options: dict[str, list[str]] = {}
+        self._interrupting = False
 
     # -- AgentContext ---------------------------------------------------------------------
 
@@ -82,8 +83,25 @@ class AgentSession(AgentContext):
                  "options": self._options[approval]},
             )
             return await future
+        except asyncio.CancelledError:
+            # Still registered: cancelled by an interrupt of the turn, or by the adapter because
+            # the agent withdrew the question. (Clearing at turn end unregisters first.)
+            if self._waiters.pop(approval, None) is not None:
+                reason = "the turn was interrupted" if self._interrupting else "withdrawn by the agent"
+                with contextlib.suppress(ApprovalConflict, RuntimeError):
+                    await self.emit(EventType.APPROVAL_CLEARED, {"approval": approval, "reason": reason})
+            raise
         finally:
             self._waiters.pop(approval, None)
+            self._options.pop(approval, None)
+
+    async def agent_exited(self, reason: str) -> None:
+        """The adapter's process ended on its own: end the session now if no turn is running
+        (a running turn fails and ends it through :class:`AgentDied`)."""
+        if not self.busy:
+            with contextlib.suppress(Exception):
+                await self.agent.close()
+            await self._end(None, reason)
 
     # -- what the host asks -----------------------------------------------------------------
 
@@ -102,6 +120,7 @@ class AgentSession(AgentContext):
             )
         turn = self.new_id("t")
         self._turn = turn
+        self._interrupting = False
         event = await self.log.append(self.session_id, EventType.TURN_STARTED, {"turn": turn, "input": text}, cid)
         item = self.new_id("i")
         await self.emit(
@@ -114,7 +133,12 @@ class AgentSession(AgentContext):
     async def resolve(self, approval: str, decision: Decision, by: dict[str, str]) -> Event:
         """Answer an approval; :class:`ApprovalConflict` if someone answered first."""
         options = self._options.get(approval)
-        if options is not None and decision.value not in options:
+        if options is None:
+            raise ApprovalConflict(
+                f"approval {approval!r} is not pending in this session (already answered, withdrawn, or unknown)",
+                hint="see the session's events for who resolved it",
+            )
+        if decision.value not in options:
             raise AgentSessionError(
                 f"{decision.value!r} is not one of this approval's options ({', '.join(options)})",
                 code="bad_decision",
@@ -137,11 +161,13 @@ class AgentSession(AgentContext):
             except TetherError as exc:
                 log.info("session %s: the agent's own interrupt failed (%s)", self.session_id, exc.message)
             if not handled:
+                self._interrupting = True
                 task.cancel()
         return event
 
     async def close(self, reason: str = "host shutdown") -> None:
         if self._task is not None and not self._task.done():
+            self._interrupting = True
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
@@ -177,15 +203,22 @@ class AgentSession(AgentContext):
                 self.session_id, EventType.TURN_COMPLETED, {"turn": turn, "status": status, "error": error}
             )
             if died is not None:
+                with contextlib.suppress(Exception):
+                    await self.agent.close()
                 await self._end(None, died.message)
         except RuntimeError:
             pass  # the log closed under us (host shutting down)
 
     async def _clear_waiters(self, reason: str) -> None:
-        for approval, future in list(self._waiters.items()):
+        # A cancelled turn has already unwound its request_approval calls, so the pending set
+        # is what the log still shows as pending: clear those explicitly, once.
+        for approval in list(self._options):
+            future = self._waiters.pop(approval, None)
+            self._options.pop(approval, None)
             with contextlib.suppress(ApprovalConflict):
                 await self.emit(EventType.APPROVAL_CLEARED, {"approval": approval, "reason": reason})
-            future.cancel()
+            if future is not None:
+                future.cancel()
 
     async def _end(self, exit_code: int | None, reason: str) -> None:
         if self.ended.is_set():

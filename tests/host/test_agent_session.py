@@ -1,0 +1,110 @@
+"""The host's side of agent sessions, with a scripted adapter: turns, approvals, interrupts."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tether.agents.base import Agent, Decision, ItemKind
+from tether.host.agent_session import AgentSession, AgentSessionError
+from tether.host.config import AgentConfig
+from tether.host.eventlog import EventLog
+from tether.host.policy import Policy
+from tether.host.projection import ApprovalConflict, EventType
+
+
+class AskingAgent(Agent):
+    """Asks for approval once per turn; says what it got."""
+
+    name = "asking"
+    withdraw = False
+
+    async def run_turn(self, turn: str, text: str) -> None:
+        ask = asyncio.create_task(
+            self.ctx.request_approval("command", {"command": text, "cwd": "/"}, item=None,
+                                      options=[Decision.APPROVE, Decision.DENY])
+        )
+        if self.withdraw:
+            await asyncio.sleep(0.05)
+            ask.cancel()  # the agent resolved the question itself
+            with pytest.raises(asyncio.CancelledError):
+                await ask
+            return
+        decision = await ask
+        await self.ctx.emit(EventType.ITEM_COMPLETED, {"turn": turn, "item": "i1", "kind": ItemKind.AGENT_MESSAGE,
+                                                       "status": "completed", "text": f"got {decision.value}"})
+
+
+async def session_for(log: EventLog, tmp_path: Path, agent: type[Agent] = AskingAgent) -> AgentSession:
+    await log.append("s_1", EventType.SESSION_STARTED, {"agent": "asking", "workspace": str(tmp_path),
+                                                        "command": [], "title": "t", "cols": 80, "rows": 24})
+    return AgentSession(session_id="s_1", workspace=tmp_path, policy=Policy(), config=AgentConfig("asking"),
+                        log=log, agent_cls=agent)
+
+
+async def wait_for(log: EventLog, type_: str, count: int = 1) -> list[dict[str, Any]]:
+    for _ in range(200):
+        found = [e.to_wire() for e in await log.read(0, 1000) if e.type == type_]
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no {type_}")
+
+
+async def test_first_answer_wins_and_late_answers_are_refused(log: EventLog, tmp_path: Path) -> None:
+    session = await session_for(log, tmp_path)
+    await session.start_turn("ls")
+    [requested] = await wait_for(log, EventType.APPROVAL_REQUESTED)
+    approval = requested["data"]["approval"]
+    results = await asyncio.gather(
+        session.resolve(approval, Decision.APPROVE, {"id": "a", "name": "phone"}),
+        session.resolve(approval, Decision.DENY, {"id": "b", "name": "laptop"}),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(r, ApprovalConflict) for r in results) == 1
+    [resolved] = await wait_for(log, EventType.APPROVAL_RESOLVED)
+    [done] = await wait_for(log, EventType.TURN_COMPLETED)
+    assert done["data"]["status"] == "completed"
+    messages = [e for e in await wait_for(log, EventType.ITEM_COMPLETED, 2) if e["data"]["kind"] == "agent_message"]
+    assert messages[0]["data"]["text"] == f"got {resolved['data']['decision']}"
+    with pytest.raises(ApprovalConflict):
+        await session.resolve(approval, Decision.APPROVE, {"id": "c", "name": "late"})
+    with pytest.raises(ApprovalConflict):
+        await session.resolve("ap_unknown", Decision.APPROVE, {"id": "c", "name": "x"})
+
+
+async def test_a_busy_agent_refuses_a_second_prompt(log: EventLog, tmp_path: Path) -> None:
+    session = await session_for(log, tmp_path)
+    await session.start_turn("first")
+    with pytest.raises(AgentSessionError, match="still working"):
+        await session.start_turn("second")
+    await session.close()
+
+
+async def test_interrupt_clears_the_pending_approval(log: EventLog, tmp_path: Path) -> None:
+    session = await session_for(log, tmp_path)
+    await session.start_turn("sleep 100")
+    [requested] = await wait_for(log, EventType.APPROVAL_REQUESTED)
+    await session.interrupt()
+    [cleared] = await wait_for(log, EventType.APPROVAL_CLEARED)
+    [done] = await wait_for(log, EventType.TURN_COMPLETED)
+    assert cleared["data"] == {"approval": requested["data"]["approval"], "reason": "the turn was interrupted"}
+    assert done["data"]["status"] == "interrupted" and cleared["seq"] < done["seq"]
+    with pytest.raises(ApprovalConflict):
+        await session.resolve(requested["data"]["approval"], Decision.APPROVE, {"id": "a", "name": "late"})
+
+
+async def test_a_withdrawn_question_is_cleared(log: EventLog, tmp_path: Path) -> None:
+    class Withdrawing(AskingAgent):
+        withdraw = True
+
+    session = await session_for(log, tmp_path, Withdrawing)
+    await session.start_turn("x")
+    [cleared] = await wait_for(log, EventType.APPROVAL_CLEARED)
+    assert cleared["data"]["reason"] == "withdrawn by the agent"
+    [done] = await wait_for(log, EventType.TURN_COMPLETED)
+    assert done["data"]["status"] == "completed"
+    assert len(await wait_for(log, EventType.APPROVAL_CLEARED)) == 1
