@@ -207,3 +207,35 @@ async def test_interrupt_while_an_approval_is_pending(codex_deployment: CodexDep
         assert second["data"]["status"] == "completed"
     await asyncio.sleep(0.3)
     assert not (d.workspace / "ran.txt").exists()
+
+
+async def test_a_desktop_thread_is_listed_and_adopted_through_the_relay(codex_deployment: CodexDeployment) -> None:
+    """A thread started outside tether (another app-server on the host's CODEX_HOME, as the
+    desktop app would) shows up for a remote client, which adopts it and continues it."""
+    from tests.agents.codex.conftest import Events
+    from tether.agents.codex.appserver import AppServer
+
+    d = codex_deployment
+    d.model.add({"text": "Hi from the desktop."}, {"text": "I remember the desktop."})
+    desktop = await AppServer.start(
+        find_codex(codex_wrapper()), codex_home=d.host_home / "codex-home", cwd=d.workspace,
+        env={FAKE_KEY_ENV: "dummy-key"},
+    )
+    try:
+        events = Events(desktop)
+        thread_id = (await desktop.thread_start(d.workspace, "on-request", "workspace-write"))["thread"]["id"]
+        await desktop.turn_start(thread_id, "hello from the desktop")
+        await events.wait("turn/completed")
+    finally:
+        await desktop.close()
+
+    async with await Client.open(d.client_home) as client:
+        listed = {t["id"]: t for t in await client.threads()}
+        assert listed[thread_id]["preview"] == "hello from the desktop"
+        session = await client.start_session(agent="codex", thread=thread_id, prompt="do you remember?")
+        watch = Watch(client, session)
+        done = await watch.until("turn.completed")
+        assert done["data"]["status"] == "completed"
+    assert "hello from the desktop" in str(d.model.requests[-1]["input"])
+    cli = tether_json(d.client_home, "sessions", "threads", "--json")
+    assert thread_id in [t["id"] for t in cli]

@@ -63,6 +63,7 @@ def sessions_start(
     sandbox: Annotated[
         str | None, typer.Option(help="Agents: read-only|workspace-write|full-access (only stricter).")
     ] = None,
+    thread: Annotated[str | None, typer.Option(help="codex: adopt this thread (see `sessions threads`).")] = None,
     as_json: JsonOpt = False,
     host: HostOpt = None,
     home: HomeOpt = None,
@@ -86,7 +87,8 @@ def sessions_start(
                 )
             else:
                 result = await client.start_session(
-                    agent=agent, prompt=" ".join(command), workspace=workspace, approval=approval, sandbox=sandbox
+                    agent=agent, prompt=" ".join(command), workspace=workspace, approval=approval, sandbox=sandbox,
+                    thread=thread,
                 )
             return result
         finally:
@@ -147,6 +149,30 @@ def sessions_approve(
 
     run(main())
     out.print(f"{approval_id}: {decision.replace('_', ' ')}")
+
+
+@sessions_app.command("threads")
+def sessions_threads(as_json: JsonOpt = False, host: HostOpt = None, home: HomeOpt = None) -> None:
+    """Codex threads on the host (desktop ones too) that a session can adopt."""
+
+    async def main() -> list[dict[str, Any]]:
+        client = _client(home, host)
+        try:
+            result: list[dict[str, Any]] = await client.threads()
+            return result
+        finally:
+            await client.close()
+
+    threads = run(main())
+    if as_json:
+        print_json(threads)
+        return
+    if not threads:
+        out.print("no codex threads in the workspaces you may use")
+    for t in threads:
+        preview = " ".join(str(t.get("preview") or t.get("name") or "").split())[:60]
+        out.print(f"{t['id']}  {t.get('cwd')}  {preview}")
+    out.print('adopt one: tether sessions start --agent codex --thread ID "next prompt"')
 
 
 @sessions_app.command("diff")

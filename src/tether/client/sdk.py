@@ -141,6 +141,7 @@ class Client:
         workspace: str | None = None,
         approval: str | None = None,
         sandbox: str | None = None,
+        thread: str | None = None,
         cols: int = 80,
         rows: int = 24,
     ) -> str:
@@ -151,7 +152,7 @@ class Client:
         if agent == "pty":
             params.update(command=command or [], cols=cols, rows=rows)
         else:
-            params.update(prompt=prompt, approval=approval, sandbox=sandbox)
+            params.update(prompt=prompt, approval=approval, sandbox=sandbox, thread=thread)
         result = await self._command("sessions.start", params)
         return str(result["id"])
 
@@ -162,6 +163,13 @@ class Client:
             "sessions.approve", {"id": session_id, "approval": approval, "decision": decision}
         )
         return int(result["seq"])
+
+    async def threads(self, agent: str = "codex") -> list[dict[str, Any]]:
+        """Agent threads stored on the host (e.g. Codex threads started on the desktop) that a
+        session can adopt with ``start_session(agent="codex", thread=ID, prompt=...)``."""
+        result = await self.call("sessions.threads", {"agent": agent})
+        threads: list[dict[str, Any]] = result["threads"]
+        return threads
 
     async def diff(self, session_id: str) -> list[dict[str, Any]]:
         """The session's file changes: ``[{seq, item, path, diff, status}]``."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -112,6 +113,7 @@ class ApiConnection:
             "sessions.resize": (schemas.SessionResize, self._sessions_resize),
             "sessions.approve": (schemas.SessionApprove, self._sessions_approve),
             "sessions.diff": (schemas.SessionGet, self._sessions_diff),
+            "sessions.threads": (schemas.ListThreads, self._sessions_threads),
             "events.read": (schemas.ReadEvents, self._read_events),
             "events.subscribe": (schemas.Subscribe, self._subscribe),
             "events.unsubscribe": (schemas.Unsubscribe, self._unsubscribe),
@@ -205,6 +207,11 @@ class ApiConnection:
         if not config.enabled:
             raise TetherError(f"the {params.agent} agent is disabled on this host", code="bad_agent")
         policy = config.policy.narrowed(params.approval, params.sandbox)
+        if params.thread is not None:
+            if params.agent != "codex":
+                raise TetherError("only codex sessions can adopt a thread", code="bad_params")
+            # A per-session copy: the host's shared config must not remember one session's thread.
+            config = dataclasses.replace(config, options={**config.options, "thread": params.thread})
         workspace = resolve_workspace(params.workspace, self.host.workspaces, self.principal.workspace)
         session_id = await self.host.sessions.start_agent_session(
             agent=params.agent, workspace=workspace, prompt=params.prompt, policy=policy, config=config,
@@ -217,6 +224,21 @@ class ApiConnection:
         by = {"id": self.principal.id, "name": self.principal.name}
         event = await self.host.sessions.approve(params.id, params.approval, Decision(params.decision), by)
         return {"seq": event.seq}
+
+    async def _sessions_threads(self, params: schemas.ListThreads) -> dict[str, Any]:
+        """Codex threads stored on the host (started on the desktop too), for adoption; only
+        those whose directory this caller may use."""
+        from tether.agents.codex.adapter import list_threads
+
+        threads = await list_threads(self.host.config.agent(params.agent), limit=params.limit)
+        visible = []
+        for thread in threads:
+            try:
+                resolve_workspace(thread.get("cwd"), self.host.workspaces, self.principal.workspace)
+            except TetherError:
+                continue
+            visible.append(thread)
+        return {"threads": visible}
 
     async def _sessions_diff(self, params: schemas.SessionGet) -> dict[str, Any]:
         if await self.host.sessions.get(params.id) is None:

@@ -27,6 +27,7 @@ class SessionStart(_Params):
     prompt: Text | None = None  # agent sessions: the first turn
     approval: str | None = None  # agent sessions: stricter than the host's policy, never looser
     sandbox: str | None = None
+    thread: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None  # codex: adopt a thread
     workspace: str | None = None
     cid: CommandId | None = None
     cols: Dimension = 80
@@ -47,6 +48,11 @@ class SessionSend(_Params):
     id: SessionId
     text: Text
     cid: CommandId | None = None
+
+
+class ListThreads(_Params):
+    agent: Literal["codex"] = "codex"
+    limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
 
 
 class SessionApprove(_Params):

@@ -34,6 +34,7 @@ METHOD_SCOPES: dict[str, Scope] = {
     "sessions.interrupt": Scope.PROMPT,
     "sessions.resize": Scope.PROMPT,
     "sessions.diff": Scope.READ,
+    "sessions.threads": Scope.READ,
     "sessions.approve": Scope.APPROVE,
     "devices.list": Scope.ADMIN,
     "devices.rename": Scope.ADMIN,

@@ -120,6 +120,7 @@ class CodexAgent(Agent):
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._turn: _Turn | None = None
         self._exited: Exited | None = None
+        self._exit_report: asyncio.Task[None] | None = None
         # Open approval requests of Codex and the tasks asking people about them.
         self._approvals: dict[int | str, tuple[ServerRequest, asyncio.Task[None]]] = {}
         self._ended_turns: collections.deque[str] = collections.deque(maxlen=16)  # Codex turn ids
@@ -403,6 +404,9 @@ class CodexAgent(Agent):
         if isinstance(event, Exited):
             # Waiting approvals stay: the host clears them (approval.cleared) when the turn fails.
             self._exited = event
+            # Between turns nothing else would notice: tell the host, which ends the session
+            # unless a turn is running (that turn fails with AgentDied instead).
+            self._exit_report = asyncio.get_running_loop().create_task(self.ctx.agent_exited(event.message))
         elif isinstance(event, Notification) and event.method == "turn/completed":
             turn = event.params.get("turn") or {}
             self._ended_turns.append(str(turn.get("id")))
