@@ -1,5 +1,6 @@
 import asyncio
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -141,3 +142,18 @@ async def test_cancelled_spawn_leaves_nothing_behind(tmp_path: Path) -> None:
     after = open_fds()
     if before is not None and after is not None:
         assert after <= before + 2
+
+
+async def test_interrupt_works_when_the_host_ignores_sigint(tmp_path: Path) -> None:
+    """A host started in the background by a shell ignores SIGINT, and ignored signals survive
+    exec: the session's program must still start with Ctrl-C working."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc = await PtyProcess.spawn(["sleep", "30"], cwd=tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    await asyncio.sleep(0.2)
+    proc.interrupt()
+    assert await asyncio.wait_for(proc.wait(), 5) == -2
+    await read_all(proc)
+    proc.close()

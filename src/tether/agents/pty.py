@@ -46,10 +46,18 @@ def _set_winsize(fd: int, cols: int, rows: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
+# Signals a terminal program must start with at their defaults: a host started in the background
+# by a non-interactive shell (or a service manager) may ignore SIGINT, and ignored signals survive
+# exec, so Ctrl-C would silently do nothing in every session.
+_TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGHUP)
+
+
 def _take_controlling_tty() -> None:  # pragma: no cover - runs in the child between fork and exec
     # start_new_session already made the child a session leader; make stdin (the pty slave)
-    # its controlling terminal. Only async-signal-safe work here: one ioctl.
+    # its controlling terminal. Only small, signal-safe work here: an ioctl and sigactions.
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    for sig in _TERMINAL_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def _popen(argv: list[str], slave: int, cwd: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
