@@ -44,9 +44,9 @@ _RELAY_CODE = (
 )
 
 
-def start_web_relay() -> tuple[Proc, int]:
+def start_web_relay(port: int = 0) -> tuple[Proc, int]:
     """A relay process that serves the packaged web client at ``/``; returns it and its port."""
-    proc = Proc([TETHER[0], "-c", _RELAY_CODE, "127.0.0.1:0"], name="relay")
+    proc = Proc([TETHER[0], "-c", _RELAY_CODE, f"127.0.0.1:{port}"], name="relay")
     match = proc.wait_for(r"relay listening on ws://127\.0\.0\.1:(\d+)/ws")
     return proc, int(match.group(1))
 

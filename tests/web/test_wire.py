@@ -1,0 +1,110 @@
+"""The browser's relay frames, admission signature and ids agree byte for byte with Python's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tether.crypto.keys import derive_id, verify_signature
+from tether.protocol.frames import (
+    AUTH_CONTEXT,
+    Close,
+    Data,
+    Hello,
+    Open,
+    Opened,
+    Presence,
+    Role,
+    Watch,
+    Welcome,
+    auth_message,
+    decode_frame,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ENCODE = """
+async () => {
+  const f = await import("/frames.js");
+  const { toHex } = await import("/bytes.js");
+  const key = new Uint8Array(32).map((_, i) => i);
+  return {
+    hello: toHex(f.encodeHello(f.Role.DEVICE, key)),
+    open: toHex(f.encodeOpen(0xdeadbeef, "abcdefghijklmnopqrst", "offer_ID-123")),
+    open_plain: toHex(f.encodeOpen(7, "abcdefghijklmnopqrst")),
+    data: toHex(f.encodeData(1, new Uint8Array([1, 2, 3]))),
+    close: toHex(f.encodeClose(9, 6, "too slow ✓")),
+    watch: toHex(f.encodeWatch(["abcdefghijklmnopqrst", "bbcdefghijklmnopqrst"])),
+  };
+}
+"""
+
+DECODE = """
+async (frames) => {
+  const f = await import("/frames.js");
+  const { fromHex } = await import("/bytes.js");
+  const out = [];
+  for (const hex of frames) {
+    try { const fr = f.decodeFrame(fromHex(hex)); out.push({ ok: true, type: fr.type, fields: JSON.stringify(fr) }); }
+    catch (err) { out.push({ ok: false, error: err.name }); }
+  }
+  return out;
+}
+"""
+
+
+def test_frames_match_python(page: Any, static_relay: int) -> None:
+    page.goto(f"http://127.0.0.1:{static_relay}/healthz")
+    js = {k: bytes.fromhex(v) for k, v in page.evaluate(ENCODE).items()}
+    assert js["hello"] == Hello(Role.DEVICE, bytes(range(32))).encode()
+    assert js["open"] == Open(0xDEADBEEF, "abcdefghijklmnopqrst", "offer_ID-123").encode()
+    assert js["open_plain"] == Open(7, "abcdefghijklmnopqrst").encode()
+    assert js["data"] == Data(1, b"\x01\x02\x03").encode()
+    assert js["close"] == Close(9, 6, "too slow ✓").encode()
+    assert js["watch"] == Watch(("abcdefghijklmnopqrst", "bbcdefghijklmnopqrst")).encode()
+    for frame in js.values():
+        decode_frame(frame)  # the relay's parser accepts every one
+
+    frames = [
+        Welcome("abcdefghijklmnopqrst", 70_000).encode(),
+        Opened(5).encode(),
+        Presence("abcdefghijklmnopqrst", True).encode(),
+        Close(5, 2, "not allowed").encode(),
+        Opened(5).encode() + b"\x00",  # trailing byte
+        b"\x99",  # unknown type
+        b"",
+    ]
+    out = page.evaluate(DECODE, [f.hex() for f in frames])
+    assert [o["ok"] for o in out] == [True] * 4 + [False] * 3
+    assert all(o["error"] == "FrameError" for o in out[4:])
+    assert '"online":true' in out[2]["fields"] and '"maxFrameBytes":70000' in out[0]["fields"]
+
+
+def test_admission_signature_and_device_id_match_python(page: Any, static_relay: int) -> None:
+    page.goto(f"http://127.0.0.1:{static_relay}/healthz")
+    nonce = bytes(range(100, 132))
+    result = page.evaluate(
+        """async (nonceHex) => {
+          const { DeviceIdentity } = await import("/keys.js");
+          const { authMessage, Role } = await import("/frames.js");
+          const { fromHex, toHex } = await import("/bytes.js");
+          const signing = await crypto.subtle.generateKey({ name: "Ed25519" }, false, ["sign", "verify"]);
+          const stat = await crypto.subtle.generateKey({ name: "X25519" }, false, ["deriveBits"]);
+          const identity = await DeviceIdentity.fromRecord({
+            signing: signing.privateKey,
+            identityPublic: new Uint8Array(await crypto.subtle.exportKey("raw", signing.publicKey)),
+            static: stat.privateKey,
+            staticPublic: new Uint8Array(await crypto.subtle.exportKey("raw", stat.publicKey)),
+          });
+          const message = authMessage(Role.DEVICE, fromHex(nonceHex));
+          return { key: toHex(identity.identityPublic), id: identity.id, message: toHex(message),
+                   signature: toHex(await identity.sign(message)) };
+        }""",
+        nonce.hex(),
+    )
+    key = bytes.fromhex(result["key"])
+    assert bytes.fromhex(result["message"]) == auth_message(Role.DEVICE, nonce)
+    assert bytes.fromhex(result["message"]).startswith(AUTH_CONTEXT)
+    assert verify_signature(key, bytes.fromhex(result["signature"]), auth_message(Role.DEVICE, nonce))
+    assert result["id"] == derive_id(key)
