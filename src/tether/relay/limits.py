@@ -23,7 +23,8 @@ class RelayLimits:
     #: OPEN is refused with RATE_LIMITED.
     opens_per_minute: int = 600
     #: Bytes queued towards one receiver for one channel; over it the channel is closed on both
-    #: sides with TOO_SLOW (never grown without bound, never silently thinned).
+    #: sides with TOO_SLOW (never grown without bound, never silently thinned). Bytes count until
+    #: the receiver's socket has taken them (the writer's transport buffer counts too).
     channel_queue_bytes: int = 1 << 20
     #: How long a sender waits for a receiver's channel queue to drain below the bound before the
     #: channel is closed. 0 (the default) never blocks a sender's read loop: one slow receiver

@@ -8,12 +8,14 @@ parses or logs them.
 Shape of one connection::
 
     handler task:  admit (awaiting HELLO → challenged → authenticated) → read loop → unregister
-    writer task:   drains the connection's outgoing queue into the socket
+    writer task:   only while frames are queued: writes everything queued in one transport
+                   write per wake-up, awaits the drain, exits when the queue is empty
 
 Senders never write to another connection's socket: they append to the receiver's queue, so a
 slow receiver cannot block a sender's read loop or its other channels. Bytes queued per
-(receiver, channel) are counted; past ``channel_queue_bytes`` that channel is closed on both
-sides with TOO_SLOW, past ``connection_queue_bytes`` the receiver's whole connection is closed.
+(receiver, channel) are counted until the socket has taken them; past ``channel_queue_bytes``
+that channel is closed on both sides with TOO_SLOW, past ``connection_queue_bytes`` the
+receiver's whole connection is closed.
 """
 
 from __future__ import annotations
