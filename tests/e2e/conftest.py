@@ -34,11 +34,13 @@ def deployment() -> Iterator[Deployment]:
     workspace = short_home("tw")
     relay, port = start_relay()
     host = start_host(host_home, f"ws://127.0.0.1:{port}", workspace)
+    deployment = Deployment(relay, port, host, host_home, workspace)
     try:
-        yield Deployment(relay, port, host, host_home, workspace)
+        yield deployment
     finally:
-        host.stop()
-        relay.stop()
+        # A test may have replaced the relay (killed and restarted it): stop the current one.
+        deployment.host.stop()
+        deployment.relay.stop()
         remove(host_home, workspace)
 
 
