@@ -22,7 +22,7 @@ def run_relay_cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[Any, lis
     seen: list[RelayLimits] = []
 
     class FakeServer:
-        def __init__(self, *, limits: RelayLimits | None = None, public_url: str | None = None) -> None:
+        def __init__(self, *, limits: RelayLimits | None = None, **_: object) -> None:
             seen.append(limits or RelayLimits())
 
         async def start(self, host: str, port: int) -> int:

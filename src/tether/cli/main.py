@@ -8,7 +8,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -16,6 +16,9 @@ from tether.cli import output
 from tether.cli.output import err, out, print_json, run
 from tether.errors import TetherError, UsageError
 from tether.home import resolve_home
+
+if TYPE_CHECKING:
+    from tether.client.connection import Connection
 
 app = typer.Typer(
     name="tether",
@@ -27,9 +30,11 @@ app = typer.Typer(
 sessions_app = typer.Typer(help="Start, drive and watch sessions on a host.", no_args_is_help=True)
 devices_app = typer.Typer(help="The devices paired with a host.", no_args_is_help=True)
 config_app = typer.Typer(help="The host's config file ($TETHER_HOME/config.toml).", no_args_is_help=True)
+tokens_app = typer.Typer(help="Access tokens for scripts and CI.", no_args_is_help=True)
 app.add_typer(sessions_app, name="sessions")
 app.add_typer(devices_app, name="devices")
 app.add_typer(config_app, name="config")
+app.add_typer(tokens_app, name="tokens")
 
 HomeOpt = Annotated[
     Path | None,
@@ -47,11 +52,26 @@ def _root(
         Path | None, typer.Option("--home", help="tether home directory (env TETHER_HOME; default ~/.tether).")
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            help="Act as this access token (tth_...) instead of this home's device. Prefer the TETHER_TOKEN "
+            "environment variable: other users of this machine can see command lines.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     output.DEBUG = debug
     if home is not None:
         # Accepted before the command too; each command's own --home reads this variable.
         os.environ["TETHER_HOME"] = str(home)
+    if token is not None:
+        from tether.crypto.tokens import parse_token
+
+        parse_token(token)  # a typo is a usage error now, before any network use
+        # The client side (SDK, `_connect`) reads the token from here.
+        os.environ["TETHER_TOKEN"] = token
 
 
 def _home(home: Path | None) -> Path:
@@ -154,9 +174,16 @@ def relay(
             help="Bytes queued towards one connection in all before it is closed. Default 8 MiB.",
         ),
     ] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate (chain): serve HTTPS/WSS.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert.")] = None,
 ) -> None:
-    """Run a relay: hosts and devices dial out to it; it routes their encrypted channels."""
-    from tether.relay.server import RelayLimits, RelayServer
+    """Run a relay: hosts and devices dial out to it; it routes their encrypted channels, and
+    serves the web client at / ."""
+    from tether.relay.server import RelayLimits, RelayServer, default_static_dir, tls_context
+
+    if (tls_cert is None) != (tls_key is None):
+        raise UsageError("--tls-cert and --tls-key go together")
+    tls = tls_context(tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
 
     output.setup_logging(verbose)
     host, port = parse_listen(listen)
@@ -171,9 +198,10 @@ def relay(
     limits = RelayLimits(**knobs)
 
     async def main() -> None:
-        server = RelayServer(limits=limits, public_url=public_url)
+        server = RelayServer(limits=limits, public_url=public_url, static_dir=default_static_dir(), tls=tls)
         bound = await server.start(host, port)
-        err.print(f"relay listening on {host}:{bound} (health: http://{host}:{bound}/healthz)")
+        scheme = "https" if tls else "http"
+        err.print(f"relay listening on {host}:{bound} (health: {scheme}://{host}:{bound}/healthz)")
         try:
             await _wait_for_signal()
         finally:
@@ -225,14 +253,14 @@ def up(
     """Relay and host in one process, with a pairing QR code. Ctrl-C stops."""
     from tether.host.daemon import HostDaemon
     from tether.protocol.scopes import parse_scopes
-    from tether.relay.server import RelayServer
+    from tether.relay.server import RelayServer, default_static_dir
 
     output.setup_logging(verbose)
     host, port = parse_listen(listen)
     grant = parse_scopes(scopes)
 
     async def main() -> None:
-        server = RelayServer(public_url=public_url)
+        server = RelayServer(public_url=public_url, static_dir=default_static_dir())
         bound = await server.start(host, port)
         shown_host = f"[{host}]" if ":" in host else host
         url = public_url or f"http://{shown_host}:{bound}"
@@ -366,10 +394,23 @@ def status(as_json: JsonOpt = False, home: HomeOpt = None) -> None:
 # -- devices ----------------------------------------------------------------------------
 
 
-async def _call(home: Path | None, host: str | None, method: str, params: dict[str, Any] | None = None) -> Any:
-    from tether.client.connection import connect
+async def _connect(home: Path | None, host: str | None) -> Connection:
+    """The connection a client command uses: as the token in TETHER_TOKEN (or --token) when one
+    is given, else the local daemon or this home's paired host."""
+    from tether.client.connection import connect, connect_token
+    from tether.crypto.tokens import parse_token
 
-    conn = await connect(_home(home), host)
+    token = os.environ.get("TETHER_TOKEN")
+    if token:
+        parsed = parse_token(token)
+        if host is not None and host != parsed.host_id:
+            raise UsageError("--host does not name the host this token belongs to", hint="drop --host")
+        return await connect_token(parsed)
+    return await connect(_home(home), host)
+
+
+async def _call(home: Path | None, host: str | None, method: str, params: dict[str, Any] | None = None) -> Any:
+    conn = await _connect(home, host)
     try:
         return await conn.call(method, params)
     finally:
@@ -421,7 +462,7 @@ def config_show(as_json: JsonOpt = False, home: HomeOpt = None) -> None:
 
 
 def main() -> None:
-    from tether.cli import sessions  # noqa: F401  (registers the sessions commands)
+    from tether.cli import sessions, tokens  # noqa: F401  (register their commands)
 
     try:
         app()

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import mimetypes
 import secrets
+import ssl
 import struct
 from collections import deque
 from collections.abc import Set as AbstractSet
@@ -40,7 +41,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from tether.crypto.keys import derive_id, verify_signature
-from tether.errors import UsageError
+from tether.errors import ConfigError, UsageError
 from tether.protocol.frames import (
     PROTOCOL_VERSION,
     Allowlist,
@@ -383,6 +384,29 @@ def _write_batch(ws: ServerConnection, batch: list[tuple[bytes, int]]) -> bool:
     return True
 
 
+CSP = (
+    "default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server TLS context from PEM files, or a ConfigError saying which file is wrong."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    for what, path in (("certificate", cert), ("key", key)):
+        if not path.is_file():
+            raise ConfigError(f"TLS {what} file {path} does not exist", hint="pass --tls-cert and --tls-key PEM files")
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot use {cert} and {key} for TLS ({exc.__class__.__name__}: {getattr(exc, 'reason', None) or exc})",
+            hint="both must be PEM files, and the key must match the certificate",
+        ) from None
+    return context
+
+
 class RelayServer:
     """A relay on one port: ``/ws`` for hosts and devices, ``/healthz``, static files at ``/``."""
 
@@ -392,8 +416,10 @@ class RelayServer:
         limits: RelayLimits | None = None,
         public_url: str | None = None,
         static_dir: Path | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.limits = limits or RelayLimits()
+        self.tls = tls
         self.public_url = public_url
         self.static_dir = static_dir.resolve() if static_dir is not None else None
         self._server: Server | None = None
@@ -418,6 +444,7 @@ class RelayServer:
             ping_timeout=lim.ping_timeout,
             close_timeout=lim.close_timeout,
             server_header="tether-relay",
+            ssl=self.tls,
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
@@ -493,6 +520,10 @@ class RelayServer:
                 ("Cache-Control", "no-cache"),
                 ("X-Content-Type-Options", "nosniff"),
                 ("Referrer-Policy", "no-referrer"),
+                # No other site may frame the client (clickjacking an Approve button) or make it
+                # load code or talk anywhere but this relay.
+                ("Content-Security-Policy", CSP),
+                ("X-Frame-Options", "DENY"),
             ]
         )
         return Response(200, "OK", headers, body)
