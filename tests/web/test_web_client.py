@@ -7,6 +7,7 @@ gone from the URL and the history), then drive a pty session from the page.
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import pytest
@@ -18,6 +19,31 @@ from .conftest import WebDeployment, start_web_relay
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 TIMEOUT = 15_000  # ms, for anything that crosses processes
+
+
+def terminal_text(page: Any) -> str:
+    """What the page's terminal (xterm.js) shows, scrollback included, one line per line."""
+    return "\n".join(page.evaluate("document.getElementById('terminal').tetherLines()"))
+
+
+def wait_terminal(page: Any, text: str, timeout: float = TIMEOUT / 1000) -> str:
+    # (wait_for_function would eval a string, which the page's CSP forbids: poll instead.)
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = terminal_text(page)
+        if text in shown:
+            return shown
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{text!r} not in the terminal:\n{shown}")
+        time.sleep(0.1)
+
+
+def type_line(page: Any, line: str) -> None:
+    """Type as a person would: tap the terminal, type on the keyboard, press Enter."""
+    page.wait_for_selector('#terminal[data-ready="1"]', timeout=TIMEOUT)
+    page.click("#terminal")
+    page.keyboard.type(line)
+    page.keyboard.press("Enter")
 
 
 def _pair(page: Any, deployment: WebDeployment) -> str:
@@ -79,13 +105,29 @@ def test_pair_see_online_reload_and_drive_a_terminal(page: Any, web_deployment: 
     page.wait_for_selector(f'a.session[data-session="{session_id}"]', timeout=TIMEOUT)
     page.wait_for_selector('#conn-state[data-state="connected"]', timeout=TIMEOUT)
     page.click(f'a.session[data-session="{session_id}"]')
-    page.wait_for_selector("#composer", timeout=TIMEOUT)
-
-    page.fill("#composer", "echo tether-$((6*7))-ok")
-    page.click("#send")
-    # (wait_for_function would eval a string, which the page's CSP forbids: use a locator.)
-    page.locator("#output", has_text="tether-42-ok").wait_for(timeout=TIMEOUT)
-    page.screenshot(path="/tmp/tether-web-session.png")
+    type_line(page, "echo tether-$((6*7))-ok")
+    wait_terminal(page, "tether-42-ok")
+    # The pty follows the phone's screen: it was resized to what the terminal fits.
+    size = page.evaluate("document.getElementById('terminal').tetherSize()")
+    assert 30 <= size["cols"] < 80, size
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        listed = tether_json(d.host_home, "sessions", "list", "--json")
+        got = next(s for s in (listed if isinstance(listed, list) else listed["sessions"]) if s["id"] == session_id)
+        if (got["cols"], got["rows"]) == (size["cols"], size["rows"]):
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError(f"the pty was not resized to {size}: {got}")
+    type_line(page, "stty size")
+    wait_terminal(page, f"{size['rows']} {size['cols']}")
+    # Keys a phone keyboard lacks, as buttons: Ctrl-C interrupts a running command.
+    type_line(page, "sleep 30; echo not-$((1))-interrupted")
+    page.click('button.key[data-key="Ctrl-C"]')
+    type_line(page, "echo after-$((3+4))")
+    wait_terminal(page, "after-7")
+    assert "not-1-interrupted" not in terminal_text(page)
+    page.screenshot(path="/tmp/tether-web-terminal.png")
     assert not page.errors  # type: ignore[attr-defined]
 
 
@@ -112,9 +154,8 @@ def test_the_page_survives_a_relay_restart(page: Any, web_deployment: WebDeploym
     _pair(page, d)
     page.wait_for_selector('a.host[data-online="1"]', timeout=TIMEOUT)
     _open_new_terminal(page, d)
-    page.fill("#composer", "echo before-$((2*2))")
-    page.click("#send")
-    page.locator("#output", has_text="before-4").wait_for(timeout=TIMEOUT)
+    type_line(page, "echo before-$((2*2))")
+    wait_terminal(page, "before-4")
 
     # The host-wide subscription's cursor is persisted in IndexedDB.
     page.goto(f"{d.origin}/")
@@ -139,10 +180,9 @@ def test_the_page_survives_a_relay_restart(page: Any, web_deployment: WebDeploym
     relay, _ = start_web_relay(d.relay_port)
     d.relay = relay
     page.wait_for_selector('#conn-state[data-state="connected"]', timeout=30_000)
-    page.locator("#output", has_text="before-4").wait_for(timeout=TIMEOUT)
-    page.fill("#composer", "echo again-$((2*3))")
-    page.click("#send")
-    page.locator("#output", has_text="again-6").wait_for(timeout=TIMEOUT)
+    wait_terminal(page, "before-4")
+    type_line(page, "echo again-$((2*3))")
+    wait_terminal(page, "again-6")
     assert not page.errors  # type: ignore[attr-defined]
 
 
@@ -157,7 +197,6 @@ def test_big_output_flows_because_the_page_acks(page: Any, web_deployment: WebDe
     _open_new_terminal(page, d)
     # ~1.3 MB of output: far past the host's 512 KiB window, so it only all arrives if the page
     # acknowledges each notification (events.ack).
-    page.fill("#composer", "seq 1 200000; echo big-$((1+1))-done")
-    page.click("#send")
-    page.locator("#output", has_text="big-2-done").wait_for(timeout=30_000)
-    assert "199999\n200000" in page.text_content("#output")
+    type_line(page, "seq 1 200000; echo big-$((1+1))-done")
+    shown = wait_terminal(page, "big-2-done", timeout=30)
+    assert "199999\n200000" in shown

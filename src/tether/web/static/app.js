@@ -3,7 +3,10 @@
 //   #pair=…                          pairing link (read once, then removed from the URL and history)
 //   #/                               hosts
 //   #/host/<host id>                 one host's sessions
-//   #/host/<host id>/session/<id>    one session
+//   #/host/<host id>/new             start a session
+//   #/host/<host id>/devices         the host's devices (admin)
+//   #/host/<host id>/settings        this host in this browser: forget it
+//   #/host/<host id>/session/<id>    one session (terminal, or agent conversation)
 //
 // Modules: bytes/noise/frames (wire, sans-I/O) → relay/e2e/rpc (I/O) → connection (reconnects,
 // subscriptions) → model (state) → ui/* (screens). Screens only read models and call methods.
@@ -16,6 +19,9 @@ import { renderPair } from "./ui/pair.js";
 import { renderHosts } from "./ui/hosts.js";
 import { renderHost } from "./ui/host.js";
 import { renderSession } from "./ui/session.js";
+import { renderNewSession } from "./ui/newsession.js";
+import { renderDevices } from "./ui/devices.js";
+import { renderSettings } from "./ui/settings.js";
 
 const root = document.getElementById("app");
 
@@ -51,9 +57,9 @@ async function main() {
         tether,
         link: pairing.link,
         error: pairing.error,
-        done: async () => {
+        done: async (host) => {
           pairingShown = false;
-          await tether.added();
+          await tether.added(host);
           window.location.hash = "#/";
           route();
         },
@@ -64,17 +70,29 @@ async function main() {
     const parts = window.location.hash.replace(/^#\/?/, "").split("/").filter(Boolean);
     if (parts[0] === "host" && parts[1] && parts[2] === "session" && parts[3]) {
       cleanup = renderSession(root, { tether, hostId: parts[1], sessionId: parts[3] });
+    } else if (parts[0] === "host" && parts[1] && parts[2] === "new") {
+      cleanup = renderNewSession(root, { tether, hostId: parts[1] });
+    } else if (parts[0] === "host" && parts[1] && parts[2] === "devices") {
+      cleanup = renderDevices(root, { tether, hostId: parts[1] });
+    } else if (parts[0] === "host" && parts[1] && parts[2] === "settings") {
+      cleanup = renderSettings(root, { tether, hostId: parts[1] });
     } else if (parts[0] === "host" && parts[1]) {
       cleanup = renderHost(root, { tether, hostId: parts[1] });
     } else {
       const draw = () => renderHosts(root, { tether });
       draw();
       tether.addEventListener("change", draw);
-      cleanup = () => tether.removeEventListener("change", draw);
+      const tick = setInterval(draw, 30000); // "last seen 2 min ago" stays true
+      cleanup = () => (tether.removeEventListener("change", draw), clearInterval(tick));
     }
   }
 
-  window.addEventListener("hashchange", route);
+  window.addEventListener("hashchange", () => {
+    route();
+    // Focus the new screen's title, so a screen reader announces where we are.
+    const title = root.querySelector("h1");
+    if (title) (title.tabIndex = -1), title.focus({ preventScroll: true });
+  });
   window.addEventListener("online", () => tether.wake());
   document.addEventListener("visibilitychange", () => {
     if (document.visibilityState === "visible") tether.wake();

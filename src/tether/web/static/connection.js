@@ -7,7 +7,10 @@
 //
 // Both are EventTargets: "state" events carry {state, detail} for the UI.
 
-import { RETRY_CODES } from "./frames.js";
+import { CloseCode, RETRY_CODES } from "./frames.js";
+
+// Channel endings that mean this device may not talk to the host any more (revoked, or unknown).
+export const REVOKED_CODES = new Set([CloseCode.NOT_ALLOWED, CloseCode.REVOKED]);
 import { ChannelClosed, RelayError, RelayLink } from "./relay.js";
 import { E2ETransport, HandshakeFailed, TransportClosed } from "./e2e.js";
 import { RemoteError, RpcPeer } from "./rpc.js";
@@ -32,6 +35,10 @@ export function isRetryable(err) {
   if (err instanceof ChannelClosed) return RETRY_CODES.has(err.closeCode);
   if (err instanceof HandshakeFailed || err instanceof RemoteError) return false;
   return err instanceof TransportClosed || err instanceof RelayError;
+}
+
+export function newCid() {
+  return crypto.randomUUID().replace(/-/g, "");
 }
 
 export function describeError(err) {
@@ -173,7 +180,7 @@ export class Subscription {
 }
 
 export class HostConnection extends EventTarget {
-  constructor(host, relay, identity) {
+  constructor(host, relay, identity, { revoked = null } = {}) {
     super();
     this.host = host;
     this.relay = relay;
@@ -190,6 +197,12 @@ export class HostConnection extends EventTarget {
     this._onPresence = (ev) => {
       if (ev.detail.hostId === this.host.host_id && ev.detail.online) this._sleeper.wake();
     };
+    if (revoked) {
+      this.state = "revoked";
+      this.detail = revoked.detail || "this browser was revoked on the host";
+      this._stopped = true;
+      return;
+    }
     relay.addEventListener("presence", this._onPresence);
     this._run();
   }
@@ -203,40 +216,50 @@ export class HostConnection extends EventTarget {
   async _run() {
     const hostId = this.host.host_id;
     while (!this._stopped) {
-      let waitForPresence = false;
+      let offline = false;
       try {
         const link = await this.relay.connected();
-        if (link.presence.get(hostId) === false) {
-          this._setState("offline", "the host is offline; waiting for it to come back");
-          waitForPresence = true;
-        } else {
-          this._setState("connecting", this.detail);
-          const channel = await link.open(hostId);
-          const transport = await E2ETransport.initiate(channel, {
-            staticKey: this.identity.staticKey,
-            remoteStatic: this.host.host_static,
-          });
-          const peer = new RpcPeer(transport, { onNotification: (m, p) => this._onNotification(peer, m, p) });
-          this.peer = peer;
-          this._bySubId.clear();
-          this._setState("connected");
-          this._backoff.reset();
-          for (const sub of this._subs) this._resubscribe(peer, sub);
-          await peer.closed;
-          this.peer = null;
-          if (this._stopped) break;
-          throw peer.closeError;
-        }
+        // Presence "offline" may also mean "no longer allowed" (the relay shows a host online only
+        // to devices on its allowlist), so an OPEN is still tried, once per wait: its refusal says which.
+        offline = link.presence.get(hostId) === false;
+        this._setState(offline ? "offline" : "connecting", offline ? "the host is offline; waiting for it to come back" : this.detail);
+        const channel = await link.open(hostId);
+        const transport = await E2ETransport.initiate(channel, {
+          staticKey: this.identity.staticKey,
+          remoteStatic: this.host.host_static,
+        });
+        const peer = new RpcPeer(transport, { onNotification: (m, p) => this._onNotification(peer, m, p) });
+        this.peer = peer;
+        this._bySubId.clear();
+        offline = false;
+        this._setState("connected");
+        this._backoff.reset();
+        for (const sub of this._subs) this._resubscribe(peer, sub);
+        await peer.closed;
+        this.peer = null;
+        if (this._stopped) break;
+        throw peer.closeError;
       } catch (err) {
         this.peer = null;
+        if (err instanceof ChannelClosed && REVOKED_CODES.has(err.closeCode)) {
+          // Revoked (or never known) on the host: nothing this page does can change that, so it
+          // stops here instead of knocking again; only a new pairing helps.
+          this._setState("revoked", describeError(err));
+          return;
+        }
         if (!isRetryable(err)) {
           this._setState("failed", describeError(err));
           return;
         }
-        this._setState("offline", describeError(err));
+        if (err instanceof ChannelClosed && err.closeCode === CloseCode.HOST_OFFLINE) {
+          offline = true;
+          this._setState("offline", "the host is offline; waiting for it to come back");
+        } else {
+          this._setState("offline", describeError(err));
+        }
       }
       // A host known offline is retried when its presence comes back (or after 30 s anyway).
-      const delay = waitForPresence ? 30000 : this._backoff.nextDelay();
+      const delay = offline ? 30000 : this._backoff.nextDelay();
       if (!this._stopped) await this._sleeper.sleep(delay);
     }
   }
@@ -267,7 +290,7 @@ export class HostConnection extends EventTarget {
   async connectedPeer(deadline) {
     for (;;) {
       if (this.peer && !this.peer.isClosed) return this.peer;
-      if (this.state === "failed") throw new TransportClosed(this.detail, { code: "failed" });
+      if (this.state === "failed" || this.state === "revoked") throw new TransportClosed(this.detail, { code: this.state });
       const left = deadline - Date.now();
       if (left <= 0) throw new TransportClosed(`not connected to ${this.host.name}: ${this.detail || "connecting"}`, { code: "timeout" });
       await new Promise((resolve) => {
@@ -292,8 +315,9 @@ export class HostConnection extends EventTarget {
   }
 
   // A command with a client id: retried after a reconnect, it is applied once (protocol §5.6).
-  command(method, params = {}) {
-    return this.call(method, { ...params, cid: crypto.randomUUID().replace(/-/g, "") });
+  // Pass the same cid again to retry a command that failed: the host still applies it once.
+  command(method, params = {}, { cid = newCid(), retryFor = 60000 } = {}) {
+    return this.call(method, { ...params, cid }, { retryFor });
   }
 
   subscribe(options) {

@@ -7,7 +7,7 @@
 //
 // All are EventTargets firing "change".
 
-import { HostConnection, RelayConnection } from "./connection.js";
+import { HostConnection, RelayConnection, newCid } from "./connection.js";
 import { loadIdentity } from "./keys.js";
 import { store } from "./store.js";
 
@@ -50,10 +50,16 @@ export class HostModel extends EventTarget {
     });
   }
 
-  async start() {
+  // The last known sessions, from IndexedDB (shown at once, and all a revoked host still has).
+  async load() {
     const saved = await store.getCursor(this.hostId);
-    for (const s of saved?.sessions || []) this.sessions.set(s.id, s);
+    for (const s of saved?.sessions || []) if (!this.sessions.has(s.id)) this.sessions.set(s.id, s);
     if (this.sessions.size) emit(this);
+    return saved;
+  }
+
+  async start() {
+    const saved = await this.load();
     let since = saved?.cursor;
     if (since === undefined) {
       // First connection: what exists now comes from sessions.list; follow from the head.
@@ -118,24 +124,38 @@ export class HostModel extends EventTarget {
     return this._saving;
   }
 
+  // Waiting for a person first, then live ones, then ended; most recent activity first in each.
   sortedSessions() {
-    return [...this.sessions.values()].sort((a, b) => (b.last_activity || b.created || 0) - (a.last_activity || a.created || 0));
+    const rank = (s) => ({ "waiting-for-approval": 0, running: 1, idle: 2 })[s.status] ?? 3;
+    const recent = (s) => s.last_activity || s.created || 0;
+    return [...this.sessions.values()].sort((a, b) => rank(a) - rank(b) || recent(b) - recent(a));
   }
 }
 
-// How much terminal text a view keeps (older output scrolls away, like a terminal's scrollback).
+// How much raw terminal output a view keeps for a terminal mounted late (xterm keeps its own
+// scrollback once mounted).
 const MAX_OUTPUT_CHARS = 256 * 1024;
 
+// What a prompt sent from this page went through (protocol §5.6):
+//   sending    the request is on its way (or being retried through a reconnect, same cid)
+//   delivered  the host answered: it is in the log
+//   applied    its event (carrying our cid) came back in the stream
+//   failed     the host refused it or the retries ran out; retry() resends the same cid
+export const PROMPT_STATES = ["sending", "delivered", "applied", "failed"];
+
 export class SessionFeed extends EventTarget {
-  constructor(conn, sessionId) {
+  constructor(conn, sessionId, { known = null } = {}) {
     super();
     this.conn = conn;
     this.sessionId = sessionId;
-    this.session = null;
+    this.session = known ? { ...known } : null;
     this.output = ""; // pty: terminal text as received (escape sequences included)
+    this.outputSeq = 0; // seq of the last output taken (a view mounted later starts from here)
     this.items = new Map(); // agent: item id → {id, kind, text, output, ...}
-    this.order = []; // agent: card order (item ids and approval ids)
+    this.order = []; // agent: card order (item ids, "turn:<id>" prompts, "approval:<id>")
     this.approvals = new Map(); // approval id → {approval, kind, details, options, resolved, by}
+    this.prompts = new Map(); // cid → {cid, text, state, error}
+    this.turnByCid = new Map(); // cid → turn item key
     this.sub = null;
   }
 
@@ -143,7 +163,9 @@ export class SessionFeed extends EventTarget {
     this.conn
       .call("sessions.get", { id: this.sessionId })
       .then((s) => {
-        this.session = { ...(this.session || {}), ...s };
+        const { approvals, ...rest } = s;
+        this.session = { ...(this.session || {}), ...rest };
+        for (const ap of approvals || []) this._addApproval(ap);
         emit(this, { kind: "session" });
       })
       .catch((err) => emit(this, { kind: "error", error: err }));
@@ -157,6 +179,10 @@ export class SessionFeed extends EventTarget {
 
   stop() {
     if (this.sub) this.sub.close();
+  }
+
+  get isPty() {
+    return (this.session?.agent || "pty") === "pty";
   }
 
   _appendOutput(text) {
@@ -174,87 +200,170 @@ export class SessionFeed extends EventTarget {
     return item;
   }
 
+  _addApproval(d) {
+    if (this.approvals.has(d.approval)) return;
+    this.approvals.set(d.approval, { ...d, resolved: null });
+    this.order.push(`approval:${d.approval}`);
+  }
+
   _apply(events) {
     const s = this.session || (this.session = { id: this.sessionId, status: "running" });
+    const changed = new Set();
+    let output = "";
     for (const ev of events) {
       const d = ev.data || {};
       s.status = statusAfter(s, ev);
+      s.last_activity = ev.ts;
+      if (ev.cid && this.prompts.has(ev.cid)) {
+        const p = this.prompts.get(ev.cid);
+        Object.assign(p, { state: "applied", error: null, seq: ev.seq });
+        changed.add(`prompt:${ev.cid}`);
+      }
       switch (ev.type) {
         case "session.started":
           Object.assign(s, d);
           break;
         case "session.output":
           this._appendOutput(d.data || "");
+          output += d.data || "";
+          this.outputSeq = ev.seq;
+          break;
+        case "session.resized":
+          Object.assign(s, { cols: d.cols, rows: d.rows });
           break;
         case "session.exited":
           Object.assign(s, { exit_code: d.exit_code, exit_reason: d.reason });
           break;
-        case "turn.started":
-          if (d.input) {
-            const id = `turn:${d.turn}`;
-            this._item(id, { kind: "user_message", text: d.input, status: "completed" });
+        case "turn.started": {
+          const key = `turn:${d.turn}`;
+          this._item(key, { kind: "user_message", text: d.input || "", status: "completed", cid: ev.cid || null });
+          if (ev.cid) this.turnByCid.set(ev.cid, key);
+          changed.add(key);
+          break;
+        }
+        case "turn.completed": {
+          if (d.status && d.status !== "completed") {
+            const key = `turnend:${d.turn}`;
+            this._item(key, { kind: "turn_end", status: d.status, text: d.error || "" });
+            changed.add(key);
           }
           break;
+        }
         case "item.started": {
           const { turn, item, kind, ...rest } = d;
           const it = this._item(item, { kind });
           Object.assign(it, rest, { kind });
           // The turn's prompt is already shown from turn.started.
           if (kind === "user_message" && this.items.has(`turn:${turn}`)) it.hidden = true;
+          changed.add(item);
           break;
         }
         case "item.delta": {
           const it = this._item(d.item);
           if (d.stream === "output") it.output += d.data;
           else it.text += d.data;
+          changed.add(d.item);
           break;
         }
         case "item.completed": {
-          const it = this._item(d.item, { kind: d.kind });
-          const { item, ...rest } = d;
+          const { item, turn, ...rest } = d;
+          const it = this._item(item, { kind: d.kind });
+          // The final text replaces the streamed one (they are equal when nothing was lost).
           Object.assign(it, rest);
+          if (d.kind === "user_message" && this.items.has(`turn:${turn}`)) it.hidden = true;
+          changed.add(item);
           break;
         }
         case "approval.requested":
-          this.approvals.set(d.approval, { ...d, resolved: null });
-          this.order.push(`approval:${d.approval}`);
+          this._addApproval(d);
+          changed.add(`approval:${d.approval}`);
           break;
         case "approval.resolved": {
           const ap = this.approvals.get(d.approval);
           if (ap) Object.assign(ap, { resolved: d.decision, by: d.by });
+          changed.add(`approval:${d.approval}`);
           break;
         }
         case "approval.cleared": {
           const ap = this.approvals.get(d.approval);
           if (ap) Object.assign(ap, { resolved: "cleared", reason: d.reason });
+          changed.add(`approval:${d.approval}`);
           break;
         }
       }
     }
-    emit(this, { kind: "events", events });
+    if (output) emit(this, { kind: "output", data: output });
+    emit(this, { kind: "events", events, changed });
   }
 
   _snapshot(snap) {
     const s = snap.sessions.find((x) => x.id === this.sessionId);
     if (!s) return;
-    this.session = { ...s };
+    const { scrollback, approvals, ...rest } = s;
+    this.session = { ...(this.session || {}), ...rest };
     this.output = "";
-    this._appendOutput(s.scrollback || "");
-    for (const ap of s.approvals || []) {
-      if (!this.approvals.has(ap.approval)) {
-        this.approvals.set(ap.approval, { ...ap, resolved: null });
-        this.order.push(`approval:${ap.approval}`);
-      }
-    }
-    emit(this, { kind: "snapshot" });
+    this._appendOutput(scrollback || "");
+    this.outputSeq = snap.seq;
+    for (const ap of approvals || []) this._addApproval(ap);
+    emit(this, { kind: "reset" });
   }
 
-  send(text) {
-    return this.conn.command("sessions.send", { id: this.sessionId, text });
+  // Keystrokes for a terminal, in order: while one send is in flight the next keys are gathered
+  // and go together, so a fast typist costs few requests and nothing overtakes anything.
+  type(data) {
+    this._typed = (this._typed || "") + data;
+    if (!this._typing) this._typing = this._flushTyped();
+    return this._typing;
+  }
+
+  async _flushTyped() {
+    try {
+      while (this._typed) {
+        const text = this._typed;
+        this._typed = "";
+        await this.conn.command("sessions.send", { id: this.sessionId, text });
+      }
+    } catch (err) {
+      this._typed = "";
+      emit(this, { kind: "error", error: err });
+    } finally {
+      this._typing = null;
+    }
+  }
+
+  // A prompt (agent) or a line (pty), tracked through PROMPT_STATES.
+  send(text, { cid = newCid() } = {}) {
+    const prompt = this.prompts.get(cid) || { cid, text, state: "sending", error: null, at: Date.now() };
+    if (prompt.state === "applied") return Promise.resolve(prompt);
+    Object.assign(prompt, { state: "sending", error: null });
+    this.prompts.set(cid, prompt);
+    emit(this, { kind: "prompt", cid });
+    return this.conn.command("sessions.send", { id: this.sessionId, text }, { cid }).then(
+      (result) => {
+        if (prompt.state !== "applied") prompt.state = "delivered";
+        prompt.seq = result?.seq;
+        emit(this, { kind: "prompt", cid });
+        return prompt;
+      },
+      (err) => {
+        if (prompt.state !== "applied") Object.assign(prompt, { state: "failed", error: err });
+        emit(this, { kind: "prompt", cid });
+        return prompt;
+      },
+    );
+  }
+
+  retry(cid) {
+    const prompt = this.prompts.get(cid);
+    return prompt ? this.send(prompt.text, { cid }) : Promise.resolve(null);
   }
 
   interrupt() {
     return this.conn.command("sessions.interrupt", { id: this.sessionId });
+  }
+
+  resize(cols, rows) {
+    return this.conn.call("sessions.resize", { id: this.sessionId, cols, rows }, { retryFor: 5000 });
   }
 
   approve(approval, decision) {
@@ -270,6 +379,7 @@ export class Tether extends EventTarget {
     this.relays = new Map();
     this.conns = new Map();
     this.models = new Map();
+    this._seenSaved = new Map();
   }
 
   async load() {
@@ -280,20 +390,46 @@ export class Tether extends EventTarget {
     emit(this);
   }
 
+  host(hostId) {
+    return this.hosts.find((h) => h.host_id === hostId) || null;
+  }
+
   relay(url) {
     let relay = this.relays.get(url);
     if (!relay) {
       relay = new RelayConnection(url, this.identity);
-      relay.addEventListener("presence", () => emit(this, { kind: "presence" }));
+      relay.addEventListener("presence", (ev) => {
+        this._seen(ev.detail.hostId, ev.detail.online);
+        emit(this, { kind: "presence" });
+      });
       relay.addEventListener("state", () => emit(this, { kind: "relay" }));
       this.relays.set(url, relay);
     }
     return relay;
   }
 
+  // "Last seen": now while online, and the moment it went away; saved at most once a minute.
+  _seen(hostId, online) {
+    const ids = hostId ? [hostId] : this.hosts.map((h) => h.host_id);
+    for (const id of ids) {
+      const host = this.host(id);
+      if (!host || host.revoked) continue;
+      const wasOnline = this._online?.get(id);
+      (this._online ||= new Map()).set(id, online);
+      if (!online && !wasOnline) continue;
+      host.last_seen = Date.now() / 1000;
+      const saved = this._seenSaved.get(id) || 0;
+      if (!online || host.last_seen - saved > 60) {
+        this._seenSaved.set(id, host.last_seen);
+        store.putHost(host).catch(() => {});
+      }
+    }
+  }
+
   _watchAll() {
     const byRelay = new Map();
     for (const h of this.hosts) {
+      if (h.revoked) continue;
       if (!byRelay.has(h.relay_url)) byRelay.set(h.relay_url, []);
       byRelay.get(h.relay_url).push(h.host_id);
     }
@@ -302,18 +438,29 @@ export class Tether extends EventTarget {
 
   online(host) {
     const relay = this.relays.get(host.relay_url);
-    return Boolean(relay && relay.state === "connected" && relay.presence.get(host.host_id));
+    return Boolean(!host.revoked && relay && relay.state === "connected" && relay.presence.get(host.host_id));
   }
 
   connection(hostId) {
     let conn = this.conns.get(hostId);
     if (!conn) {
-      const host = this.hosts.find((h) => h.host_id === hostId);
+      const host = this.host(hostId);
       if (!host) return null;
-      conn = new HostConnection(host, this.relay(host.relay_url), this.identity);
+      conn = new HostConnection(host, this.relay(host.relay_url), this.identity, { revoked: host.revoked });
+      conn.addEventListener("state", (ev) => {
+        if (ev.detail.state === "revoked" && !host.revoked) this._markRevoked(host, ev.detail.detail);
+      });
       this.conns.set(hostId, conn);
     }
     return conn;
+  }
+
+  // Remembered, so a reload shows the same screen without dialing the host again.
+  async _markRevoked(host, detail) {
+    host.revoked = { at: Date.now() / 1000, detail };
+    await store.putHost(host).catch(() => {});
+    this._watchAll();
+    emit(this, { kind: "revoked", hostId: host.host_id });
   }
 
   model(hostId) {
@@ -323,13 +470,20 @@ export class Tether extends EventTarget {
       if (!conn) return null;
       model = new HostModel(conn);
       this.models.set(hostId, model);
-      model.start().catch((err) => console.warn("host model failed to start", err));
+      if (conn.state !== "revoked") model.start().catch((err) => console.warn("host model failed to start", err));
+      else model.load().catch(() => {});
     }
     return model;
   }
 
-  // After a pairing: reload the hosts and watch the new one.
-  async added() {
+  // After a pairing: reload the hosts and watch the new one (a re-paired host starts afresh).
+  async added(host) {
+    if (host) {
+      const conn = this.conns.get(host.host_id);
+      if (conn) conn.stop();
+      this.conns.delete(host.host_id);
+      this.models.delete(host.host_id);
+    }
     await this.load();
   }
 

@@ -52,3 +52,26 @@ export function replace(el, ...children) {
   append(el, children);
   return el;
 }
+
+// "online", or when it was last seen.
+export function lastSeen(ts) {
+  return ts ? `last seen ${timeAgo(ts)}` : "never seen online";
+}
+
+// Whether a scrolled element (or the page) is scrolled to its end, within a few pixels.
+export function atBottom(el = document.scrollingElement) {
+  return el.scrollTop + el.clientHeight >= el.scrollHeight - 24;
+}
+
+// fn at most once per animation frame, however often it is asked for.
+export function throttled(fn) {
+  let queued = false;
+  return () => {
+    if (queued) return;
+    queued = true;
+    requestAnimationFrame(() => {
+      queued = false;
+      fn();
+    });
+  };
+}

@@ -6,9 +6,10 @@ const LABELS = {
   connecting: "connecting…",
   offline: "offline",
   failed: "refused",
+  revoked: "revoked",
 };
 
-export function header({ title, back = null, state = null, detail = "" }) {
+export function header({ title, back = null, state = null, detail = "", actions = null }) {
   return h(
     "header.bar",
     back ? h("a.back", { href: back, "aria-label": "Back" }, "‹") : h("img.logo", { src: "icon.svg", alt: "" }),
@@ -16,15 +17,45 @@ export function header({ title, back = null, state = null, detail = "" }) {
     state
       ? h(
           "span.conn",
-          { id: "conn-state", dataset: { state }, title: detail || LABELS[state] || state },
-          h("span.dot"),
+          { id: "conn-state", dataset: { state }, title: detail || LABELS[state] || state, role: "status", "aria-live": "polite" },
+          h("span.dot", { "aria-hidden": "true" }),
           LABELS[state] || state,
         )
       : null,
+    actions,
   );
 }
 
 export function stateNote(state, detail) {
-  if (!detail || state === "connected") return null;
+  if (!detail || state === "connected" || state === "revoked") return null;
   return h("p.note", { id: "conn-detail", dataset: { state } }, detail);
+}
+
+// What a revoked device sees instead of a screen it can no longer use: no retry button (nothing
+// this page could do helps), only the way out.
+export function revokedPanel(host, { tether }) {
+  return h(
+    "section.screen.revoked",
+    { id: "revoked" },
+    h("h2.revoked-title", "This browser was revoked"),
+    h(
+      "p",
+      h("strong", host.name),
+      " no longer accepts this browser: it was revoked (or removed) on the host. Nothing here can reconnect it.",
+    ),
+    h("p.hint", "To use this host again, run `tether pair` on it and open the new link here."),
+    host.revoked?.detail ? h("p.hint", { id: "revoked-detail" }, host.revoked.detail) : null,
+    h(
+      "button.danger",
+      {
+        id: "forget-host",
+        type: "button",
+        onclick: async () => {
+          await tether.forget(host.host_id);
+          window.location.hash = "#/";
+        },
+      },
+      "Forget this host",
+    ),
+  );
 }

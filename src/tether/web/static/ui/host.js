@@ -1,10 +1,36 @@
-// One host: its sessions (sessions.list, kept live by the host-wide subscription) and a way to
-// start a terminal.
-import { errorText, h, replace, timeAgo } from "./dom.js";
-import { header, stateNote } from "./header.js";
+// One host: its sessions (sessions.list, kept live by the host-wide subscription), waiting for a
+// person first; links to start a session, to the devices (admin) and to this host's settings.
+import { h, replace, throttled, timeAgo } from "./dom.js";
+import { header, revokedPanel, stateNote } from "./header.js";
+
+const STATUS_LABELS = {
+  "waiting-for-approval": "needs approval",
+  running: "running",
+  idle: "idle",
+  finished: "finished",
+  failed: "failed",
+};
+
+export function statusBadge(status) {
+  return h("span.badge", { dataset: { status: status || "" } }, STATUS_LABELS[status] || status || "…");
+}
+
+function baseName(path) {
+  return (path || "").replace(/\/+$/, "").split("/").pop() || path || "";
+}
+
+export function sessionTitle(s) {
+  return s.title || (s.command || []).join(" ") || s.id;
+}
+
+export function hasScope(tether, hostId, scope) {
+  const model = tether.models.get(hostId);
+  const scopes = model?.info?.scopes || tether.host(hostId)?.scopes || [];
+  return scopes.includes(scope);
+}
 
 export function renderHost(root, { tether, hostId }) {
-  const host = tether.hosts.find((x) => x.host_id === hostId);
+  const host = tether.host(hostId);
   if (!host) {
     root.replaceChildren(header({ title: "Unknown host", back: "#/" }), h("section.screen", h("p", "This host is not paired.")));
     return () => {};
@@ -12,56 +38,61 @@ export function renderHost(root, { tether, hostId }) {
   const conn = tether.connection(hostId);
   const model = tether.model(hostId);
   const bar = h("div");
-  const list = h("div.list", { id: "sessions" });
-  const error = h("p.error", { role: "alert" });
-
-  const command = h("input", { id: "new-command", value: "bash", "aria-label": "Command", autocomplete: "off" });
-  const start = h("button", { id: "new-session", type: "submit" }, "New terminal");
-  const form = h(
-    "form.inline",
-    {
-      onsubmit: async (ev) => {
-        ev.preventDefault();
-        start.disabled = true;
-        error.textContent = "";
-        try {
-          const argv = command.value.trim().split(/\s+/).filter(Boolean);
-          const result = await conn.command("sessions.start", { agent: "pty", command: argv });
-          window.location.hash = `#/host/${hostId}/session/${result.id}`;
-        } catch (err) {
-          error.textContent = errorText(err);
-        } finally {
-          start.disabled = false;
-        }
-      },
-    },
-    command,
-    start,
-  );
+  const body = h("div.screen-body");
 
   function draw() {
     replace(bar, header({ title: host.name, back: "#/", state: conn.state, detail: conn.detail }), stateNote(conn.state, conn.detail));
+    if (conn.state === "revoked") {
+      replace(body, revokedPanel(host, { tether }));
+      return;
+    }
     const sessions = model.sortedSessions();
-    list.replaceChildren(
-      ...(sessions.length
-        ? sessions.map((s) =>
+    const waiting = sessions.filter((s) => s.status === "waiting-for-approval").length;
+    const list = sessions.length
+      ? h(
+          "div.list",
+          { id: "sessions" },
+          sessions.map((s) =>
             h(
               "a.row.session",
               { href: `#/host/${hostId}/session/${s.id}`, dataset: { session: s.id, status: s.status } },
-              h("span.main", h("strong", s.title || (s.command || []).join(" ") || s.id), h("small", `${s.agent} · ${s.workspace || ""}`)),
-              h("span.status", { dataset: { status: s.status } }, s.status, h("small", timeAgo(s.last_activity || s.created))),
+              h(
+                "span.main",
+                h("strong", sessionTitle(s)),
+                h("small", h("span.agent", s.agent), " · ", h("span", { title: s.workspace || "" }, baseName(s.workspace))),
+              ),
+              h("span.status", statusBadge(s.status), h("small", timeAgo(s.last_activity || s.created))),
             ),
-          )
-        : [h("p.empty", conn.state === "connected" ? "No sessions yet." : "Loading…")]),
+          ),
+        )
+      : h("div.list", { id: "sessions" }, h("p.empty", conn.state === "connected" ? "No sessions yet." : "Loading…"));
+    replace(
+      body,
+      h(
+        "section.screen",
+        { id: "host" },
+        h(
+          "nav.actions.toolbar",
+          { "aria-label": "Host actions" },
+          h("a.button.primary", { id: "new-session", href: `#/host/${hostId}/new` }, "+ New session"),
+          hasScope(tether, hostId, "admin") ? h("a.button", { id: "devices-link", href: `#/host/${hostId}/devices` }, "Devices") : null,
+          h("a.button", { id: "settings-link", href: `#/host/${hostId}/settings`, "aria-label": "Settings" }, "Settings"),
+        ),
+        waiting ? h("p.banner", { role: "status" }, `${waiting} session${waiting > 1 ? "s" : ""} waiting for your approval`) : null,
+        h("h2", "Sessions"),
+        list,
+      ),
     );
   }
 
-  root.replaceChildren(bar, h("section.screen", { id: "host" }, form, error, h("h2", "Sessions"), list));
+  root.replaceChildren(bar, body);
   draw();
-  const onChange = () => draw();
+  const onChange = throttled(draw);
   conn.addEventListener("state", onChange);
   model.addEventListener("change", onChange);
+  const tick = setInterval(draw, 30000); // "2 min ago" stays true
   return () => {
+    clearInterval(tick);
     conn.removeEventListener("state", onChange);
     model.removeEventListener("change", onChange);
   };

@@ -1,0 +1,184 @@
+// An agent session as a conversation: the person's prompts (with how far each got), the agent's
+// streamed text, commands with their output and exit code, file changes as coloured unified
+// diffs, and approval cards showing exactly what would run or change.
+//
+// Cards are keyed and only the changed ones are rebuilt, so streaming text does not re-render
+// (or re-flow) the whole page; the view follows the end only when it was already there.
+import { atBottom, errorText, h } from "./dom.js";
+
+// A unified diff, one span per line, coloured by its first character (and still readable
+// without colour: the +/- stay).
+export function diffView(diff, { id = null } = {}) {
+  const lines = (diff || "").replace(/\n$/, "").split("\n");
+  return h(
+    "pre.diff",
+    { id, "aria-label": "Unified diff" },
+    lines.map((line) => {
+      let cls = "ctx";
+      if (line.startsWith("+++") || line.startsWith("---")) cls = "file";
+      else if (line.startsWith("@@")) cls = "hunk";
+      else if (line.startsWith("+")) cls = "add";
+      else if (line.startsWith("-")) cls = "del";
+      else if (line.startsWith("\\")) cls = "meta";
+      return h(`span.dl.${cls}`, `${line}\n`);
+    }),
+  );
+}
+
+const PROMPT_LABELS = { sending: "sending…", delivered: "delivered", applied: "applied", failed: "failed" };
+
+function promptState(prompt, feed) {
+  if (!prompt) return null;
+  return h(
+    "span.prompt-state",
+    { dataset: { state: prompt.state }, role: prompt.state === "failed" ? "alert" : null },
+    prompt.state === "applied" ? "✓ " : prompt.state === "failed" ? "⚠ " : "",
+    PROMPT_LABELS[prompt.state],
+    prompt.state === "failed" && prompt.error ? h("small", ` — ${errorText(prompt.error)}`) : null,
+    prompt.state === "failed"
+      ? h("button.link.retry", { type: "button", onclick: () => feed.retry(prompt.cid) }, "Retry")
+      : null,
+  );
+}
+
+function exitBadge(item) {
+  if (item.status === "declined") return h("span.badge", { dataset: { status: "failed" } }, "not run");
+  if (item.exit_code === undefined || item.exit_code === null) {
+    return item.status === "running" ? h("span.badge", { dataset: { status: "running" } }, "running") : null;
+  }
+  return h("span.badge.exit", { dataset: { status: item.exit_code === 0 ? "finished" : "failed" } }, `exit ${item.exit_code}`);
+}
+
+function itemCard(item, feed) {
+  switch (item.kind) {
+    case "user_message": {
+      const prompt = item.cid ? feed.prompts.get(item.cid) : null;
+      return h("div.card.user", { dataset: { item: item.id } }, h("p", item.text), promptState(prompt, feed));
+    }
+    case "agent_message":
+      return h(
+        "div.card.agent",
+        { dataset: { item: item.id, status: item.status || "" } },
+        h("p", item.text || (item.status === "running" ? "…" : "")),
+      );
+    case "reasoning":
+      return h("details.card.reasoning", { dataset: { item: item.id } }, h("summary", "Thinking"), h("p", item.text || "…"));
+    case "command":
+      return h(
+        "div.card.command",
+        { dataset: { item: item.id, status: item.status || "" } },
+        h("div.card-head", h("code.cmd", `$ ${item.command || ""}`), exitBadge(item)),
+        item.cwd ? h("small.hint", `in ${item.cwd}`) : null,
+        item.output ? h("pre.output", item.output) : null,
+      );
+    case "file_change":
+      return h(
+        "div.card.file",
+        { dataset: { item: item.id, status: item.status || "" } },
+        h("div.card-head", h("strong.path", item.path || "file"), item.status === "declined" ? h("span.badge", { dataset: { status: "failed" } }, "not applied") : null),
+        item.diff ? diffView(item.diff) : null,
+      );
+    case "error":
+      return h("div.card.error", { dataset: { item: item.id }, role: "alert" }, h("p", item.message || item.text || "error"));
+    case "turn_end":
+      return h("p.turn-end", { dataset: { item: item.id } }, item.status === "interrupted" ? "Interrupted." : `Turn ${item.status}${item.text ? `: ${item.text}` : ""}`);
+    default:
+      return h("div.card", { dataset: { item: item.id } }, h("p", item.text || item.kind));
+  }
+}
+
+const DECISION_WORDS = { approve: "Approved", approve_for_session: "Approved for this session", deny: "Denied" };
+
+function approvalCard(ap, feed, onError) {
+  const details = ap.details || {};
+  const options = ap.options && ap.options.length ? ap.options : ["approve", "deny"];
+  const buttons = [];
+  const answer = (decision) => async () => {
+    for (const b of buttons) b.disabled = true;
+    try {
+      await feed.approve(ap.approval, decision);
+    } catch (err) {
+      onError(err);
+      for (const b of buttons) b.disabled = false;
+    }
+  };
+  if (options.includes("approve")) buttons.push(h("button.primary.approve", { type: "button", onclick: answer("approve") }, "Approve"));
+  if (options.includes("approve_for_session")) {
+    buttons.push(h("button.approve-session", { type: "button", onclick: answer("approve_for_session") }, "Approve for this session"));
+  }
+  if (options.includes("deny")) buttons.push(h("button.danger.deny", { type: "button", onclick: answer("deny") }, "Deny"));
+  const isCommand = ap.kind === "command";
+  let outcome = null;
+  if (ap.resolved === "cleared") outcome = `No longer needed${ap.reason ? `: ${ap.reason}` : ""}`;
+  else if (ap.resolved) outcome = `${DECISION_WORDS[ap.resolved] || ap.resolved} by ${ap.by?.name || ap.by?.id || "someone"}`;
+  return h(
+    "section.card.approval",
+    {
+      dataset: { approval: ap.approval, resolved: ap.resolved || "" },
+      "aria-label": isCommand ? "Approval: run a command" : "Approval: change a file",
+    },
+    h("p.ask", isCommand ? "The agent wants to run:" : h("span", "The agent wants to change ", h("strong.path", details.path || "a file"), ":")),
+    isCommand ? h("pre.cmd", details.command || "") : null,
+    isCommand && details.cwd ? h("small.hint", `in ${details.cwd}`) : null,
+    details.diff ? diffView(details.diff) : null,
+    details.reason ? h("p.hint", details.reason) : null,
+    outcome ? h("p.resolved", { dataset: { decision: ap.resolved } }, outcome) : h("div.actions", buttons),
+  );
+}
+
+export function conversationView(feed, { onError }) {
+  const cards = h("div.cards", { id: "cards", role: "log", "aria-live": "polite", "aria-relevant": "additions" });
+  const pending = h("div.cards.pending", { id: "pending" });
+  // Always there, so the page does not jump when the agent starts or stops working.
+  const working = h("p.working", { id: "working", "aria-hidden": "true" }, h("span.spinner"), "working…");
+  const el = h("div.conversation", cards, pending, working);
+  const rendered = new Map(); // key → element
+
+  function build(key) {
+    if (key.startsWith("approval:")) return approvalCard(feed.approvals.get(key.slice(9)), feed, onError);
+    const item = feed.items.get(key);
+    if (!item || item.hidden) return null;
+    return itemCard(item, feed);
+  }
+
+  function update(changed = null) {
+    const stick = atBottom();
+    // New keys in order; changed ones rebuilt in place.
+    for (const key of feed.order) {
+      const old = rendered.get(key);
+      if (old && !(changed === null || changed.has(key))) continue;
+      const fresh = build(key) || h("div.hidden-item", { hidden: true });
+      if (old) old.replaceWith(fresh);
+      else cards.append(fresh);
+      rendered.set(key, fresh);
+    }
+    // Prompts not yet in the log (sending, delivered, failed) wait below the conversation.
+    const waiting = [...feed.prompts.values()].filter((p) => !feed.turnByCid.has(p.cid) && p.state !== "applied");
+    pending.replaceChildren(
+      ...waiting.map((p) => h("div.card.user.pending", { dataset: { cid: p.cid, state: p.state } }, h("p", p.text), promptState(p, feed))),
+    );
+    const s = feed.session || {};
+    working.classList.toggle("on", s.status === "running");
+    if (stick) window.scrollTo({ top: document.documentElement.scrollHeight });
+  }
+
+  // A prompt's state shows on its card in the log, too.
+  function promptChanged(cid) {
+    const key = feed.turnByCid.get(cid);
+    return key ? new Set([key]) : new Set();
+  }
+
+  return {
+    el,
+    update(ev) {
+      const kind = ev?.detail?.kind;
+      if (kind === "events") {
+        const changed = ev.detail.changed || new Set();
+        for (const key of [...changed]) if (key.startsWith("prompt:")) for (const k of promptChanged(key.slice(7))) changed.add(k);
+        update(changed);
+      } else if (kind === "prompt") update(promptChanged(ev.detail.cid));
+      else if (kind === "output") return;
+      else update(kind === "snapshot" || kind === "reset" ? null : new Set());
+    },
+  };
+}

@@ -1,0 +1,45 @@
+// Settings of one paired host, as this browser knows it: what it may do there, and "forget this
+// host" (deletes the host and its cursor from IndexedDB; the host still lists this device until
+// someone revokes it there).
+import { h, lastSeen, replace } from "./dom.js";
+import { header } from "./header.js";
+
+export function renderSettings(root, { tether, hostId }) {
+  const host = tether.host(hostId);
+  if (!host) {
+    root.replaceChildren(header({ title: "Unknown host", back: "#/" }));
+    return () => {};
+  }
+  let confirming = false;
+  const body = h("div.screen-body");
+  function draw() {
+    replace(
+      body,
+      h(
+        "section.screen",
+        { id: "settings" },
+        h(
+          "dl.facts",
+          h("dt", "Host"), h("dd", host.name),
+          h("dt", "Host id"), h("dd.mono", host.host_id),
+          h("dt", "Relay"), h("dd.mono", host.relay_url),
+          h("dt", "This browser"), h("dd.mono", host.device_id),
+          h("dt", "Scopes"), h("dd", (host.scopes || []).join(", ") || "none"),
+          h("dt", "Status"), h("dd", host.revoked ? "revoked" : tether.online(host) ? "online" : lastSeen(host.last_seen)),
+        ),
+        h("h2", "Forget this host"),
+        h("p.hint", "Removes the host from this browser. To stop this browser for good, also revoke it on the host (Devices, or `tether devices revoke`)."),
+        confirming
+          ? h(
+              "div.actions",
+              h("button.danger", { id: "confirm-forget", type: "button", onclick: async () => (await tether.forget(hostId), (window.location.hash = "#/")) }, "Forget it"),
+              h("button", { type: "button", onclick: () => ((confirming = false), draw()) }, "Cancel"),
+            )
+          : h("button.danger", { id: "forget-host", type: "button", onclick: () => ((confirming = true), draw()) }, "Forget this host"),
+      ),
+    );
+  }
+  root.replaceChildren(header({ title: "Settings", back: `#/host/${hostId}` }), body);
+  draw();
+  return () => {};
+}
