@@ -6,8 +6,10 @@ skip with the reason — except in CI, where a missing browser is a failure.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +34,8 @@ CHROMIUM_ARGS = [
 ]
 # iPhone 12-15 class: the size the screens are designed for.
 PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 3, "is_mobile": True, "has_touch": True}
-STATIC_DIR = Path(__file__).resolve().parents[2] / "src" / "tether" / "web" / "static"
+REPO = Path(__file__).resolve().parents[2]
+STATIC_DIR = REPO / "src" / "tether" / "web" / "static"
 
 
 # `tether relay` and `tether up` do not pass a static directory to RelayServer (yet), so the web
@@ -126,3 +129,77 @@ def web_deployment() -> Iterator[WebDeployment]:
         host.stop()
         relay.stop()
         remove(host_home, workspace)
+
+
+def write_file_call(path: str, content: str, call_id: str) -> dict[str, Any]:
+    """A scripted model reply asking for the builtin agent's write_file tool."""
+    args = json.dumps({"path": path, "content": content})
+    return {"tool_calls": [{"id": call_id, "name": "write_file", "arguments": args}]}
+
+
+# Two runs of "write a file": the first to be approved, the second denied.
+BUILTIN_SCRIPT = [
+    {"chunks": ["I will ", "write ", "hello.py ", "for you."], **write_file_call("hello.py", "print('hi')\n", "c1")},
+    {"chunks": ["Wrote ", "hello.py."]},
+    write_file_call("denied.py", "print('no')\n", "c2"),
+    {"text": "Understood, I did not write denied.py."},
+]
+
+
+def start_fake_model(script: list[dict[str, Any]], home: Path) -> tuple[Proc, int]:
+    """tests/support/fake_openai.py as a process (the browser tests are synchronous)."""
+    script_path = home / "model-script.json"
+    script_path.write_text(json.dumps(script))
+    proc = Proc([TETHER[0], "-m", "tests.support.fake_openai", "--script", str(script_path)], name="model",
+                env={"PYTHONPATH": str(REPO)})
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        match = re.search(r"PORT (\d+)", proc.out)
+        if match:
+            return proc, int(match.group(1))
+        time.sleep(0.05)
+    raise AssertionError(f"the fake model server did not start:\n{proc.log}")
+
+
+@dataclass
+class BuiltinDeployment(WebDeployment):
+    model: Proc | None = None
+
+
+@pytest.fixture
+def builtin_deployment() -> Iterator[BuiltinDeployment]:
+    """Relay (serving the web client), the scripted model, and a host whose builtin agent uses it
+    with approval "on-request" (like tests/e2e/test_builtin_agent.py)."""
+    host_home = short_home("th")
+    workspace = host_home / "ws"
+    workspace.mkdir()
+    model, model_port = start_fake_model(BUILTIN_SCRIPT, host_home)
+    (host_home / "config.toml").write_text(
+        "[agents.builtin]\n"
+        f'base_url = "http://127.0.0.1:{model_port}/v1"\n'
+        'model = "fake-model"\n'
+        'api_key = "sk-web-test-key"\n'
+        'approval = "on-request"\n'
+        'sandbox = "workspace-write"\n'
+    )
+    relay, port = start_web_relay()
+    host = Proc(
+        [*TETHER, "--home", str(host_home), "host", "--relay", f"ws://127.0.0.1:{port}", "--workspace",
+         str(workspace), "--name", "builtin-host"],
+        env={"OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""}, name="host",
+    )
+    try:
+        host.wait_for(r"connected to relay")
+        yield BuiltinDeployment(relay, port, host, host_home, workspace, model)
+    finally:
+        host.stop()
+        relay.stop()
+        model.stop()
+        remove(host_home)
+
+
+@pytest.fixture
+def cli_home() -> Iterator[Path]:
+    home = short_home("tc")
+    yield home
+    remove(home)

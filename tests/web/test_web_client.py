@@ -15,50 +15,13 @@ import pytest
 from tests.procs import tether_json
 
 from .conftest import WebDeployment, start_web_relay
+from .pages import TIMEOUT, pair_page, terminal_text, type_line, wait_terminal
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-TIMEOUT = 15_000  # ms, for anything that crosses processes
-
-
-def terminal_text(page: Any) -> str:
-    """What the page's terminal (xterm.js) shows, scrollback included, one line per line."""
-    return "\n".join(page.evaluate("document.getElementById('terminal').tetherLines()"))
-
-
-def wait_terminal(page: Any, text: str, timeout: float = TIMEOUT / 1000) -> str:
-    # (wait_for_function would eval a string, which the page's CSP forbids: poll instead.)
-    deadline = time.monotonic() + timeout
-    while True:
-        shown = terminal_text(page)
-        if text in shown:
-            return shown
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{text!r} not in the terminal:\n{shown}")
-        time.sleep(0.1)
-
-
-def type_line(page: Any, line: str) -> None:
-    """Type as a person would: tap the terminal, type on the keyboard, press Enter."""
-    page.wait_for_selector('#terminal[data-ready="1"]', timeout=TIMEOUT)
-    page.click("#terminal")
-    page.keyboard.type(line)
-    page.keyboard.press("Enter")
-
 
 def _pair(page: Any, deployment: WebDeployment) -> str:
-    link = deployment.pairing_link()
-    secret = link.rsplit(".", 1)[1]
-    host_id = link.split("#pair=")[1].split(".")[0]
-    page.goto(link)
-    page.wait_for_selector("#pair-host-id", timeout=TIMEOUT)
-    # The secret left the address bar at once, before the person even confirmed.
-    assert "#pair" not in page.url and secret not in page.url
-    assert page.text_content("#pair-host-id") == host_id
-    page.fill("#device-name", "phone-under-test")
-    page.click("#pair-button")
-    page.wait_for_selector(f'a.host[data-host="{host_id}"]', timeout=TIMEOUT)
-    return secret
+    return pair_page(page, deployment)
 
 
 def test_pair_see_online_reload_and_drive_a_terminal(page: Any, web_deployment: WebDeployment) -> None:

@@ -188,6 +188,7 @@ export class HostConnection extends EventTarget {
     this.state = "connecting";
     this.detail = "";
     this.peer = null;
+    this.attempts = 0; // channels opened (or tried): a revoked page must stop counting
     this._subs = new Set();
     this._bySubId = new Map();
     this._nextSubId = 1;
@@ -223,6 +224,7 @@ export class HostConnection extends EventTarget {
         // to devices on its allowlist), so an OPEN is still tried, once per wait: its refusal says which.
         offline = link.presence.get(hostId) === false;
         this._setState(offline ? "offline" : "connecting", offline ? "the host is offline; waiting for it to come back" : this.detail);
+        this.attempts += 1;
         const channel = await link.open(hostId);
         const transport = await E2ETransport.initiate(channel, {
           staticKey: this.identity.staticKey,

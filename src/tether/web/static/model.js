@@ -154,6 +154,7 @@ export class SessionFeed extends EventTarget {
     this.items = new Map(); // agent: item id → {id, kind, text, output, ...}
     this.order = []; // agent: card order (item ids, "turn:<id>" prompts, "approval:<id>")
     this.approvals = new Map(); // approval id → {approval, kind, details, options, resolved, by}
+    this.approvalByItem = new Map(); // item id → approval id (the approval card shows its diff)
     this.prompts = new Map(); // cid → {cid, text, state, error}
     this.turnByCid = new Map(); // cid → turn item key
     this.sub = null;
@@ -203,6 +204,7 @@ export class SessionFeed extends EventTarget {
   _addApproval(d) {
     if (this.approvals.has(d.approval)) return;
     this.approvals.set(d.approval, { ...d, resolved: null });
+    if (d.item) this.approvalByItem.set(d.item, d.approval);
     this.order.push(`approval:${d.approval}`);
   }
 
@@ -277,6 +279,7 @@ export class SessionFeed extends EventTarget {
         case "approval.requested":
           this._addApproval(d);
           changed.add(`approval:${d.approval}`);
+          if (d.item) changed.add(d.item);
           break;
         case "approval.resolved": {
           const ap = this.approvals.get(d.approval);

@@ -49,6 +49,13 @@ function exitBadge(item) {
   return h("span.badge.exit", { dataset: { status: item.exit_code === 0 ? "finished" : "failed" } }, `exit ${item.exit_code}`);
 }
 
+function fileBadge(item, feed) {
+  if (item.status === "declined" || item.status === "failed") return h("span.badge", { dataset: { status: "failed" } }, "not applied");
+  if (item.status === "completed") return h("span.badge", { dataset: { status: "finished" } }, "applied");
+  if (feed.approvalByItem.has(item.id)) return h("span.badge", { dataset: { status: "waiting-for-approval" } }, "awaiting approval");
+  return null;
+}
+
 function itemCard(item, feed) {
   switch (item.kind) {
     case "user_message": {
@@ -75,8 +82,9 @@ function itemCard(item, feed) {
       return h(
         "div.card.file",
         { dataset: { item: item.id, status: item.status || "" } },
-        h("div.card-head", h("strong.path", item.path || "file"), item.status === "declined" ? h("span.badge", { dataset: { status: "failed" } }, "not applied") : null),
-        item.diff ? diffView(item.diff) : null,
+        h("div.card-head", h("strong.path", item.path || "file"), fileBadge(item, feed)),
+        // A change that waits for approval shows its diff once, in the approval card.
+        item.diff && !(feed.approvalByItem.has(item.id) && item.status === "running") ? diffView(item.diff) : null,
       );
     case "error":
       return h("div.card.error", { dataset: { item: item.id }, role: "alert" }, h("p", item.message || item.text || "error"));
