@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.client.state import ClientState, PairedHost
+from tether.crypto.tokens import AccessToken
 from tether.errors import TetherError, UsageError
 from tether.host.daemon import HostPaths
 from tether.protocol.e2e import E2ETransport, HandshakeFailed
@@ -127,6 +128,39 @@ async def connect_remote(state: ClientState, host: PairedHost) -> Connection:
         await link.close()
         raise
     return Connection(transport, host_id=host.host_id, link=link)
+
+
+async def connect_token(token: AccessToken) -> Connection:
+    """Open an IK channel to the host named in ``token``, as the token (no home needed)."""
+    if token.expired:
+        raise token_refusal(token, ChannelClosed(CloseCode.NOT_ALLOWED))
+    identity = token.identity()
+    link = await RelayLink.connect(token.relay_url, identity, "device")
+    try:
+        channel = await link.open(token.host_id)
+        transport = await E2ETransport.initiate(channel, static=identity.static, remote_static=token.host_static)
+    except ChannelClosed as exc:
+        await link.close()
+        raise token_refusal(token, exc) from None
+    except BaseException:
+        await link.close()
+        raise
+    return Connection(transport, host_id=token.host_id, link=link)
+
+
+def token_refusal(token: AccessToken, exc: BaseException) -> BaseException:
+    """A refusal said in a token's terms. The relay's refusals speak of devices, and it cannot
+    tell a revoked token from an expired one (both just left the allowlist); the token knows its
+    own expiry. The host's own reasons ("this token ...") are kept as they are."""
+    if not isinstance(exc, ChannelClosed) or exc.close_code not in (CloseCode.NOT_ALLOWED, CloseCode.REVOKED):
+        return exc
+    if exc.reason.startswith("this token"):
+        return exc
+    if token.expired:
+        reason = f"this token expired on {token.expiry_text()}"
+    else:
+        reason = "the host does not accept this token: it has been revoked (or was never created on that host)"
+    return ChannelClosed(exc.close_code, reason, hint="create a new one with `tether tokens create` on the host")
 
 
 def local_daemon_running(home: Path) -> bool:

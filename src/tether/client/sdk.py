@@ -1,21 +1,26 @@
 """``tether.Client``: the asyncio SDK for driving a host from a script.
 
-Open it from a client home (a device paired with ``tether login``), or from a host's own home
-(it then talks to the local daemon). It reconnects by itself with backoff; commands carry a
-client id, so a command retried after a reconnect is applied once; :meth:`Client.events`
-resumes from its cursor, so a consumer sees every event exactly once, in order.
+Open it from a client home (a device paired with ``tether login``), from a host's own home
+(it then talks to the local daemon), or with an access token (``Client.from_token``, or the
+``TETHER_TOKEN`` environment variable), which needs no home at all. It reconnects by itself
+with backoff; commands carry a client id, so a command retried after a reconnect is applied
+once; :meth:`Client.events` resumes from its cursor, so a consumer sees every event exactly once, in order.
 
     async with await tether.Client.open("~/.tether") as client:
         sid = await client.start_session(["bash"])
         await client.send(sid, "echo hello\\n")
         async for event in client.events(since=0, session=sid):
             print(event["seq"], event["type"])
+
+    async with tether.Client.from_token(os.environ["CI_TETHER_TOKEN"]) as client:
+        print(await client.sessions())
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -24,8 +29,11 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from tether.backoff import Backoff
-from tether.client.connection import Connection, connect, is_retryable
+from tether.client.connection import Connection, connect, connect_token, is_retryable, token_refusal
 from tether.client.state import ClientState
+from tether.crypto.keys import Identity
+from tether.crypto.tokens import AccessToken, parse_token
+from tether.errors import UsageError
 from tether.home import resolve_home
 from tether.relay.link import RelayError, RelayLink
 
@@ -44,11 +52,28 @@ class HostStatus:
 
 
 class Client:
-    """A connection to one host that survives relay restarts and network cuts."""
+    """A connection to one host that survives relay restarts and network cuts.
 
-    def __init__(self, home: Path, host: str | None = None, *, retry_for: float = 60.0) -> None:
-        self.home = home
+    With a ``token`` (a ``tth_...`` string or a parsed :class:`AccessToken`; by default the
+    ``TETHER_TOKEN`` environment variable) the client connects as that token to the host the
+    token names, and ``home`` is not used.
+    """
+
+    def __init__(
+        self,
+        home: Path | None = None,
+        host: str | None = None,
+        *,
+        token: str | AccessToken | None = None,
+        retry_for: float = 60.0,
+    ) -> None:
+        self.home = resolve_home(home)
         self.host = host
+        if token is None:
+            token = os.environ.get(TOKEN_ENV) or None
+        self._token = parse_token(token) if isinstance(token, str) else token
+        if self._token is not None and host is not None and host != self._token.host_id:
+            raise UsageError("--host does not name the host this token belongs to", hint="drop --host")
         # How long a call keeps retrying through reconnects before it gives up.
         self.retry_for = retry_for
         self._conn: Connection | None = None
@@ -56,11 +81,30 @@ class Client:
         self._backoff = Backoff()
 
     @classmethod
-    async def open(cls, home: str | Path | None = None, *, host: str | None = None) -> Client:
+    async def open(
+        cls, home: str | Path | None = None, *, host: str | None = None, token: str | AccessToken | None = None
+    ) -> Client:
         """Connect to ``host`` (id or name; needed when the home has several) and return the client."""
-        client = cls(resolve_home(home), host)
+        client = cls(resolve_home(home), host, token=token)
         await client._connection()
         return client
+
+    @classmethod
+    def from_token(cls, token: str | AccessToken, *, retry_for: float = 60.0) -> Client:
+        """A client that acts as an access token (``tether tokens create``). It connects on the
+        first call; a mistyped token raises :class:`UsageError` here, before any network use.
+
+            async with tether.Client.from_token(os.environ["TETHER_TOKEN"]) as client:
+                await client.sessions()
+        """
+        if not isinstance(token, (str, AccessToken)):
+            raise UsageError("a token is a tth_... string")
+        return cls(token=token, retry_for=retry_for)
+
+    @property
+    def token_id(self) -> str | None:
+        """The id of the token this client uses (as `tether tokens list` shows it), if any."""
+        return None if self._token is None else self._token.id
 
     async def __aenter__(self) -> Client:
         return self
@@ -82,7 +126,10 @@ class Client:
             if self._conn is None or self._conn.closed:
                 if self._conn is not None:
                     await self._conn.close()
-                self._conn = await connect(self.home, self.host)
+                if self._token is not None:
+                    self._conn = await connect_token(self._token)
+                else:
+                    self._conn = await connect(self.home, self.host)
                 self._backoff.reset()
             return self._conn
 
@@ -95,8 +142,11 @@ class Client:
                 return await op(await self._connection())
             except Exception as exc:
                 if not is_retryable(exc) or loop.time() > deadline:
-                    raise
+                    raise self._explain(exc) from None
                 await asyncio.sleep(self._backoff.next_delay())
+
+    def _explain(self, exc: Exception) -> BaseException:
+        return exc if self._token is None else token_refusal(self._token, exc)
 
     async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         """Call any application method (see ``docs/protocol.md``)."""
@@ -109,7 +159,11 @@ class Client:
     # -- the API -------------------------------------------------------------------------
 
     async def hosts(self) -> list[HostStatus]:
-        """The hosts this client is paired with, and whether each is online now."""
+        """The hosts this client is paired with (or its token's host), and whether each is online now."""
+        if self._token is not None:
+            token = self._token
+            seen = await _presence_as(token.identity(), token.relay_url, [token.host_id])
+            return [HostStatus(token.host_id, token.host_id, token.relay_url, [], seen.get(token.host_id, False))]
         state = ClientState(self.home)
         hosts = state.hosts()
         online: dict[str, bool] = {}
@@ -208,13 +262,20 @@ class Client:
                     yield event
             except Exception as exc:
                 if not is_retryable(exc):
-                    raise
+                    raise self._explain(exc) from None
                 await asyncio.sleep(self._backoff.next_delay())
 
 
+TOKEN_ENV = "TETHER_TOKEN"
+
+
 async def _presence(state: ClientState, relay_url: str, host_ids: list[str]) -> dict[str, bool]:
+    return await _presence_as(state.identity(), relay_url, host_ids)
+
+
+async def _presence_as(identity: Identity, relay_url: str, host_ids: list[str]) -> dict[str, bool]:
     try:
-        link = await RelayLink.connect(relay_url, state.identity(), "device", open_timeout=5)
+        link = await RelayLink.connect(relay_url, identity, "device", open_timeout=5)
     except RelayError:
         return {}
     try:

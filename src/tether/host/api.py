@@ -13,6 +13,7 @@ import collections
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ import msgspec
 from tether import __version__
 from tether.agents.base import Decision
 from tether.agents.registry import AGENT_NAMES
+from tether.crypto.tokens import format_expiry
 from tether.errors import TetherError
 from tether.host import projection
 from tether.host.principal import Principal
@@ -121,18 +123,55 @@ class ApiConnection:
             "devices.rename": (schemas.DeviceRename, self._devices_rename),
             "devices.revoke": (schemas.DeviceRef, self._devices_revoke),
             "pairing.create": (schemas.PairingCreate, self._pairing_create),
+            "tokens.create": (schemas.TokenCreate, self._tokens_create),
+            "tokens.list": (schemas.Empty, self._tokens_list),
+            "tokens.revoke": (schemas.TokenRef, self._tokens_revoke),
+            "audit.list": (schemas.AuditList, self._audit_list),
         }
         assert set(self._handlers) == set(METHOD_SCOPES), "every method needs a scope and a handler"
 
     async def handle(self, request: Request) -> Any:
+        """Answer one request, and record it in the audit log whatever the outcome."""
+        try:
+            result = await self._handle(request)
+        except TetherError as exc:
+            self._audit(request, exc.code, None)
+            raise
+        except Exception:
+            self._audit(request, "internal", None)
+            raise
+        self._audit(request, "ok", result)
+        return result
+
+    def _audit(self, request: Request, outcome: str, result: Any) -> None:
+        # Ids only: a session, device or token id from the params or the result, never other params.
+        params = request.params if isinstance(request.params, dict) else {}
+        ref = params.get("id") if isinstance(params.get("id"), str) else None
+        if ref is None and isinstance(result, dict) and isinstance(result.get("id"), str):
+            ref = result["id"]
+        family = request.method.partition(".")[0]
+        session = ref if family == "sessions" else None
+        if session is None and isinstance(params.get("session"), str):
+            session = params["session"]
+        target = ref if family in ("devices", "tokens") else None
+        self.host.audit.record(self.principal.actor, request.method, outcome, session=session, target=target)
+
+    async def _handle(self, request: Request) -> Any:
         entry = self._handlers.get(request.method)
         if entry is None:
             raise UnknownMethod(f"unknown method {request.method!r}", hint="upgrade tether on this client")
+        expires_at = self.principal.expires_at
+        if expires_at is not None and time.time() >= expires_at:
+            raise TetherError(
+                f"this token expired on {format_expiry(expires_at)}",
+                hint="create a new one with `tether tokens create`",
+                code="expired",
+            )
         needed = METHOD_SCOPES[request.method]
         if needed not in self.principal.scopes:
             raise Forbidden(
                 f"{self.principal.describe()} lacks the {needed.value!r} scope needed for {request.method}",
-                hint="pair again with a grant that includes it (tether pair --scopes ...)",
+                hint=self.principal.scope_hint(),
             )
         struct, handler = entry
         params = decode_params(request.params, struct)
@@ -336,3 +375,43 @@ class ApiConnection:
                 hint="a device can only pair others with a subset of its own scopes",
             )
         return await self.host.create_pairing_offer(scopes, params.ttl)
+
+    # -- access tokens and the audit log -------------------------------------------------
+
+    async def _tokens_create(self, params: schemas.TokenCreate) -> dict[str, Any]:
+        scopes = parse_scopes(params.scopes)
+        if not scopes <= self.principal.scopes:
+            extra = ", ".join(scope_list(scopes - self.principal.scopes))
+            raise Forbidden(
+                f"cannot create a token with scopes this caller does not have: {extra}",
+                hint="a token can only get a subset of its creator's scopes",
+            )
+        if params.workspace is not None:
+            # Inside the caller's own restriction (and the host's workspaces), or refused.
+            workspace: str | None = str(
+                resolve_workspace(params.workspace, self.host.workspaces, self.principal.workspace)
+            )
+        else:
+            workspace = self.principal.workspace  # a restricted caller mints restricted tokens
+        expires_at = time.time() + params.ttl
+        if self.principal.expires_at is not None and expires_at > self.principal.expires_at:
+            raise Forbidden(
+                "a token cannot create a token that outlives it "
+                f"(this one expires on {format_expiry(self.principal.expires_at)})",
+                hint="ask for a shorter --ttl",
+            )
+        return await self.host.create_token(
+            scopes, workspace=workspace, expires_at=expires_at, name=params.name, created_by=self.principal.id
+        )
+
+    async def _tokens_list(self, _: schemas.Empty) -> list[dict[str, Any]]:
+        return [t.to_public() for t in await self.host.store.list_tokens()]
+
+    async def _tokens_revoke(self, params: schemas.TokenRef) -> dict[str, Any]:
+        if not await self.host.revoke_token(params.id, by=self):
+            raise TetherError(f"no token {params.id!r} that is not revoked already", code="not_found")
+        return {"ok": True}
+
+    async def _audit_list(self, params: schemas.AuditList) -> dict[str, Any]:
+        entries = await self.host.audit.list(since=params.since, after=params.after, limit=params.limit)
+        return {"entries": entries, "cursor": entries[-1]["id"] if entries else params.after}

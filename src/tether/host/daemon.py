@@ -18,17 +18,19 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from tether.backoff import Backoff
-from tether.crypto.keys import Identity
+from tether.crypto.keys import Identity, derive_id
+from tether.crypto.tokens import AccessToken, format_expiry
 from tether.errors import ConfigError, TetherError
 from tether.home import ensure_home
 from tether.host.api import ApiConnection
+from tether.host.audit import Actor, AuditLog
 from tether.host.config import load_config
 from tether.host.db import Database
 from tether.host.eventlog import EventLog
 from tether.host.pairing import claim_offer
 from tether.host.principal import Principal
 from tether.host.sessions import SessionManager
-from tether.host.store import Store
+from tether.host.store import Device, Store, Token
 from tether.protocol.e2e import E2ETransport
 from tether.protocol.frames import CloseCode
 from tether.protocol.local import StreamTransport
@@ -50,6 +52,10 @@ class HostPaths:
         self.keys = self.dir / "keys.json"
         self.db = self.dir / "state.db"
         self.socket = self.dir / "daemon.sock"
+
+
+def _expired_reason(expires_at: float) -> str:
+    return f"this token expired on {format_expiry(expires_at)}; create a new one with `tether tokens create`"
 
 
 def http_url(relay_url: str) -> str:
@@ -84,13 +90,14 @@ class HostDaemon:
         self.db: Database
         self.log: EventLog
         self.store: Store
+        self.audit: AuditLog
         self.sessions: SessionManager
         self.relay_connected = asyncio.Event()
         self._link: RelayLink | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._connections: dict[str, set[ApiConnection]] = {}
         self._local_server: asyncio.AbstractServer | None = None
-        self._offer_timer: asyncio.TimerHandle | None = None
+        self._expiry_timer: asyncio.TimerHandle | None = None
         self._stopping = False
 
     # -- life cycle ----------------------------------------------------------------------
@@ -105,6 +112,7 @@ class HostDaemon:
         self.db = await Database.open(self.paths.db)
         self.log = await EventLog.open(self.db)
         self.store = Store(self.db)
+        self.audit = AuditLog(self.db)
         self.sessions = SessionManager(self.log, self.db)
         await self.sessions.start()
         await self._start_local_socket()
@@ -116,8 +124,8 @@ class HostDaemon:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._offer_timer is not None:
-            self._offer_timer.cancel()
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
         if self._local_server is not None:
             self._local_server.close()
         for conns in list(self._connections.values()):
@@ -131,6 +139,8 @@ class HostDaemon:
         if self._link is not None:
             await self._link.close()
         await self.sessions.close()
+        with contextlib.suppress(Exception):
+            await self.audit.close()
         await self.db.close()
         with contextlib.suppress(FileNotFoundError):
             self.paths.socket.unlink()
@@ -142,10 +152,12 @@ class HostDaemon:
         return task
 
     async def _maintenance(self) -> None:
-        """Forget used or expired offers and old command ids, so those tables stay small."""
+        """Forget used or expired offers, old command ids and old audit entries, so those tables
+        stay small."""
         while not self._stopping:
             await self.store.prune_offers()
             await self.store.prune_commands()
+            await self.audit.prune()
             await asyncio.sleep(MAINTENANCE_SECONDS)
 
     # -- the relay -----------------------------------------------------------------------
@@ -179,8 +191,9 @@ class HostDaemon:
             await asyncio.sleep(backoff.next_delay())
 
     async def publish(self) -> None:
-        """Tell the relay who may open channels: paired devices and live pairing offers."""
-        self._schedule_offer_expiry()
+        """Tell the relay who may open channels: paired devices, live tokens and live pairing
+        offers."""
+        self._schedule_expiry()
         link = self._link
         if link is None:
             return
@@ -188,53 +201,127 @@ class HostDaemon:
             await link.publish_allowlist(await self.store.allowlist())
             await link.publish_offers([o.id for o in await self.store.live_offers()])
 
-    def _schedule_offer_expiry(self) -> None:
-        # Re-publish when the next offer expires, so the relay stops admitting it.
-        if self._offer_timer is not None:
-            self._offer_timer.cancel()
-            self._offer_timer = None
-        self._spawn(self._arm_offer_timer())
+    def _schedule_expiry(self) -> None:
+        # Re-publish when the next offer or token expires, so the relay stops admitting it.
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+        self._spawn(self._arm_expiry_timer())
 
-    async def _arm_offer_timer(self) -> None:
-        offers = await self.store.live_offers()
-        if offers and not self._stopping:
-            delay = max(0.0, min(o.expires_at for o in offers) - time.time()) + 0.05
+    async def _arm_expiry_timer(self) -> None:
+        deadlines = [o.expires_at for o in await self.store.live_offers()]
+        token_expiry = await self.store.next_token_expiry()
+        if token_expiry is not None:
+            deadlines.append(token_expiry)
+        if deadlines and not self._stopping:
+            delay = max(0.0, min(deadlines) - time.time()) + 0.05
             loop = asyncio.get_running_loop()
-            self._offer_timer = loop.call_later(delay, lambda: self._spawn(self.publish()))
+            if self._expiry_timer is not None:
+                self._expiry_timer.cancel()
+            self._expiry_timer = loop.call_later(delay, lambda: self._spawn(self._on_expiry()))
+
+    async def _on_expiry(self) -> None:
+        # An expired token's live channels end too, with the host's own reason.
+        now = time.time()
+        for conns in list(self._connections.values()):
+            for conn in list(conns):
+                expires_at = conn.principal.expires_at
+                if expires_at is not None and expires_at <= now:
+                    await self._close_connection(conn, CloseCode.NOT_ALLOWED, _expired_reason(expires_at))
+        await self.publish()
 
     async def _serve_channel(self, channel: Channel) -> None:
         if channel.offer_id:
-            await claim_offer(self, channel)
+            await self._serve_pairing(channel)
             return
         try:
             transport = await E2ETransport.accept(channel, static=self.identity.static)
         except TetherError as exc:
             # E2ETransport has already closed the channel with the reason.
             log.info("channel %s: handshake failed (%s)", channel.id, exc.message)
+            self.audit.record(self._relay_actor(channel), "channel.open", "handshake_failed")
             return
         assert transport.remote_static is not None
+        # The host trusts the static key the handshake proved, looked up in its own tables, not
+        # the relay's admission: a relay that admits a revoked or unknown party gets nowhere.
         device = await self.store.get_device_by_static(transport.remote_static)
-        if device is None or device.revoked or (
-            channel.peer_identity is not None and channel.peer_identity != device.identity_public
-        ):
-            revoked = device is not None and device.revoked
-            why = "this device has been revoked on the host" if revoked else "this device is unknown to the host"
-            log.info("channel %s refused: %s", channel.id, why)
-            with contextlib.suppress(TetherError):
-                await channel.close(
-                    code=CloseCode.REVOKED if revoked else CloseCode.NOT_ALLOWED,
-                    reason=f"{why}; pair again with `tether pair` on the host",
-                )
+        token = None if device is not None else await self.store.get_token_by_static(transport.remote_static)
+        principal = await self._admit(channel, device, token)
+        if principal is None:
             return
-        await self.store.touch_device(device.id)
-        principal = Principal(
-            kind="device",
-            id=device.id,
-            name=device.name,
-            scopes=parse_scopes(device.scopes),
-            workspace=device.workspace,
-        )
+        self.audit.record(principal.actor, "channel.open", "ok")
         await self.serve(transport, principal)
+
+    async def _admit(self, channel: Channel, device: Device | None, token: Token | None) -> Principal | None:
+        """The caller of an IK channel, or None after closing the channel with the reason."""
+        record = device or token
+        mismatch = (
+            record is not None and channel.peer_identity is not None and channel.peer_identity != record.identity_public
+        )
+        code, outcome, why = CloseCode.NOT_ALLOWED, "not_allowed", ""
+        if record is None:
+            why = "this device or token is unknown to the host; pair again with `tether pair` on the host"
+        elif mismatch:
+            why = f"this {'device' if device else 'token'} showed the relay another identity key"
+        elif device is not None and device.revoked:
+            code, outcome = CloseCode.REVOKED, "revoked"
+            why = "this device has been revoked on the host; pair again with `tether pair` on the host"
+        elif token is not None and token.revoked:
+            code, outcome = CloseCode.REVOKED, "revoked"
+            why = "this token has been revoked; create a new one with `tether tokens create` on the host"
+        elif token is not None and token.expired():
+            outcome, why = "expired", _expired_reason(token.expires_at)
+        if why:
+            actor = (
+                Actor("device" if device else "token", record.id, record.name)
+                if record is not None and not mismatch
+                else self._relay_actor(channel)
+            )
+            log.info("channel %s refused: %s", channel.id, why)
+            self.audit.record(actor, "channel.open", outcome, detail=why.partition(";")[0])
+            with contextlib.suppress(TetherError):
+                await channel.close(code=code, reason=why)
+            return None
+        if device is not None:
+            await self.store.touch_device(device.id)
+            return Principal(
+                kind="device",
+                id=device.id,
+                name=device.name,
+                scopes=parse_scopes(device.scopes),
+                workspace=device.workspace,
+            )
+        assert token is not None
+        await self.store.touch_token(token.id)
+        return Principal(
+            kind="token",
+            id=token.id,
+            name=token.name,
+            scopes=parse_scopes(token.scopes),
+            workspace=token.workspace,
+            expires_at=token.expires_at,
+        )
+
+    @staticmethod
+    def _relay_actor(channel: Channel) -> Actor:
+        # Who the relay says is calling: an id derived from the identity key it checked.
+        if channel.peer_identity is not None and len(channel.peer_identity) == 32:
+            return Actor("unknown", derive_id(channel.peer_identity), "unknown caller")
+        return Actor.unknown()
+
+    async def _serve_pairing(self, channel: Channel) -> None:
+        assert channel.offer_id is not None
+        await claim_offer(self, channel)
+        # pairing.py answers the device; the audit entry is read back from the offer it consumed.
+        offer = await self.store.get_offer(channel.offer_id)
+        caller = self._relay_actor(channel)
+        device = None
+        if offer is not None and offer.device_id is not None and offer.device_id == caller.id:
+            device = await self.store.get_device(offer.device_id)
+        if device is not None:
+            self.audit.record(Actor("device", device.id, device.name), "pair.complete", "ok", target=device.id)
+        else:
+            self.audit.record(caller, "pair.complete", "pairing", detail="the offer was unknown, used or expired")
 
     # -- serving a caller ----------------------------------------------------------------
 
@@ -288,13 +375,75 @@ class HostDaemon:
         log.info("device %s revoked", device_id)
         await self.publish()
         for conn in list(self._connections.get(device_id, ())):
-            transport = conn.peer.transport
-            with contextlib.suppress(TetherError):
-                if isinstance(transport, E2ETransport):
-                    await transport.channel.close(code=CloseCode.REVOKED, reason="this device has been revoked")
-                else:
-                    await transport.close()
+            await self._close_connection(conn, CloseCode.REVOKED, "this device has been revoked")
         return True
+
+    async def revoke_token(self, token_id: str, *, by: ApiConnection | None = None) -> bool:
+        """Revoke a token: its live channels close at once (with the host's reason, before the
+        relay's), then the relay's allowlist drops it. A token revoking itself gets its answer
+        first."""
+        if not await self.store.revoke_token(token_id):
+            return False
+        log.info("token %s revoked", token_id)
+        reason = "this token has been revoked; create a new one with `tether tokens create` on the host"
+        for conn in list(self._connections.get(token_id, ())):
+            if conn is by:
+                self._spawn(self._close_later(conn, CloseCode.REVOKED, reason))
+            else:
+                await self._close_connection(conn, CloseCode.REVOKED, reason)
+        await self.publish()
+        return True
+
+    async def _close_later(self, conn: ApiConnection, code: int, reason: str) -> None:
+        await asyncio.sleep(0.2)
+        await self._close_connection(conn, code, reason)
+
+    @staticmethod
+    async def _close_connection(conn: ApiConnection, code: int, reason: str) -> None:
+        transport = conn.peer.transport
+        with contextlib.suppress(TetherError):
+            if isinstance(transport, E2ETransport):
+                await transport.channel.close(code=code, reason=reason)
+            else:
+                await transport.close()
+
+    async def create_token(
+        self,
+        scopes: frozenset[Scope],
+        *,
+        workspace: str | None,
+        expires_at: float,
+        name: str | None,
+        created_by: str,
+    ) -> dict[str, Any]:
+        """Mint a token; the returned ``token`` string is the only copy of its secret."""
+        if not self.public_url:
+            raise ConfigError("this host has no relay, so a token could not reach it", hint="start it with --relay URL")
+        token = AccessToken.generate(
+            relay_url=self.public_url, host_id=self.identity.id, host_static=self.identity.static_public,
+            expires_at=expires_at,
+        )
+        identity = token.identity()
+        record = await self.store.add_token(
+            id=identity.id,
+            name=name or f"token-{identity.id[:6]}",
+            identity_public=identity.identity_public,
+            static_public=identity.static_public,
+            scopes=scope_list(scopes),
+            workspace=workspace,
+            expires_at=float(token.expires_at),
+            created_by=created_by,
+        )
+        log.info("token %r (%s) created with scopes %s", record.name, record.id, ",".join(record.scopes))
+        await self.publish()
+        return {
+            "id": record.id,
+            "token": token.format(),
+            "name": record.name,
+            "scopes": list(record.scopes),
+            "workspace": record.workspace,
+            "expires_at": float(token.expires_at),
+        }
 
     async def create_pairing_offer(self, scopes: frozenset[Scope], ttl: float) -> dict[str, Any]:
         if not self.public_url:

@@ -109,6 +109,38 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX approvals_by_session ON approvals (session, status);
     """,
+    # 2 -> 3: access tokens and the audit log.
+    """
+    CREATE TABLE tokens (
+        id              TEXT PRIMARY KEY,         -- derived from identity_public
+        name            TEXT NOT NULL,
+        identity_public BLOB NOT NULL,            -- public keys only: the secret seed never reaches the host's disk
+        static_public   BLOB NOT NULL,
+        scopes          TEXT NOT NULL,            -- JSON list of scope names
+        workspace       TEXT,                     -- optional workspace restriction
+        created         REAL NOT NULL,
+        expires_at      REAL NOT NULL,
+        created_by      TEXT NOT NULL,            -- who minted it: "local" or a device/token id
+        last_used       REAL,
+        revoked_at      REAL
+    );
+    CREATE INDEX tokens_by_static ON tokens (static_public);
+
+    -- Who did what, when, with which result; method names and ids only, never params.
+    CREATE TABLE audit (
+        id         INTEGER PRIMARY KEY,
+        ts         REAL NOT NULL,
+        actor_kind TEXT NOT NULL,                 -- "local" | "device" | "token" | "unknown"
+        actor_id   TEXT NOT NULL,
+        actor_name TEXT NOT NULL,
+        method     TEXT NOT NULL,                 -- an API method, or "channel.open" / "pair.complete"
+        session    TEXT,
+        target     TEXT,                          -- the device or token acted on, if any
+        result     TEXT NOT NULL,                 -- "ok" or an error code
+        detail     TEXT                           -- a fixed explanation chosen by the host, never caller input
+    );
+    CREATE INDEX audit_by_ts ON audit (ts);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,23 +1,37 @@
-"""Who is calling the host: the local owner, or a paired device with its grant."""
+"""Who is calling the host: the local owner, a paired device, or an access token, with its grant."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tether.host.audit import Actor
 from tether.protocol.scopes import ALL_SCOPES, Scope
 
 
 @dataclass(frozen=True)
 class Principal:
-    kind: str  # "local" (the owner, on the unix socket) or "device"
+    kind: str  # "local" (the owner, on the unix socket), "device" or "token"
     id: str
     name: str
     scopes: frozenset[Scope]
     workspace: str | None = None
+    expires_at: float | None = None  # tokens only
 
     @classmethod
     def local(cls) -> Principal:
         return cls(kind="local", id="local", name="local owner", scopes=ALL_SCOPES)
 
     def describe(self) -> str:
-        return "the local owner" if self.kind == "local" else f"device {self.name!r} ({self.id})"
+        if self.kind == "local":
+            return "the local owner"
+        return f"{self.kind} {self.name!r} ({self.id})"
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(self.kind, self.id, self.name)
+
+    def scope_hint(self) -> str:
+        """What to do when a method needs a scope this caller lacks."""
+        if self.kind == "token":
+            return "create a token with the scopes it needs (tether tokens create --scopes ...)"
+        return "pair again with a grant that includes it (tether pair --scopes ...)"

@@ -1,4 +1,5 @@
-"""Paired devices, pairing offers and applied client commands, kept in the host's database.
+"""Paired devices, access tokens, pairing offers and applied client commands, kept in the host's
+database.
 
 Every method is one transaction on the database's single worker thread, so check-then-act
 sequences (consume an offer, apply a command once) are atomic without further locking.
@@ -59,6 +60,48 @@ class Device:
 
 
 @dataclass(frozen=True)
+class Token:
+    """An access token as the host knows it: public keys and grant, never the secret seed."""
+
+    id: str
+    name: str
+    identity_public: bytes = field(repr=False)
+    static_public: bytes = field(repr=False)
+    scopes: list[str]
+    workspace: str | None
+    created: float
+    expires_at: float
+    created_by: str
+    last_used: float | None
+    revoked_at: float | None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def expired(self, now: float | None = None) -> bool:
+        return (time.time() if now is None else now) >= self.expires_at
+
+    def status(self, now: float | None = None) -> str:
+        return "revoked" if self.revoked else "expired" if self.expired(now) else "active"
+
+    def to_public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "scopes": list(self.scopes),
+            "workspace": self.workspace,
+            "created": self.created,
+            "expires_at": self.expires_at,
+            "created_by": self.created_by,
+            "last_used": self.last_used,
+            "revoked_at": self.revoked_at,
+            "status": self.status(),
+            "identity_public": b64u_encode(self.identity_public),
+        }
+
+
+@dataclass(frozen=True)
 class Offer:
     id: str
     secret: bytes = field(repr=False)  # the Noise psk; never logged
@@ -86,10 +129,18 @@ class Applied:
 
 _DEVICE_COLS = "id, name, identity_public, static_public, scopes, workspace, created, last_seen, revoked_at"
 _OFFER_COLS = "id, secret, scopes, expires_at, consumed_at, device_id"
+_TOKEN_COLS = (
+    "id, name, identity_public, static_public, scopes, workspace, created, expires_at, created_by, last_used,"
+    " revoked_at"
+)
 
 
 def _device(r: tuple[Any, ...]) -> Device:
     return Device(r[0], r[1], bytes(r[2]), bytes(r[3]), json.loads(r[4]), r[5], r[6], r[7], r[8])
+
+
+def _token(r: tuple[Any, ...]) -> Token:
+    return Token(r[0], r[1], bytes(r[2]), bytes(r[3]), json.loads(r[4]), r[5], r[6], r[7], r[8], r[9], r[10])
 
 
 def _offer(r: tuple[Any, ...]) -> Offer:
@@ -181,13 +232,95 @@ class Store:
         await self.db.run(touch)
 
     async def allowlist(self) -> list[bytes]:
-        """Identity keys of every device that is not revoked (published to the relay)."""
+        """Identity keys of every device that is not revoked and every token neither revoked
+        nor expired (published to the relay)."""
 
         def ls(conn: sqlite3.Connection) -> list[bytes]:
-            rows = conn.execute("SELECT identity_public FROM devices WHERE revoked_at IS NULL ORDER BY created, id")
+            rows = conn.execute(
+                "SELECT identity_public FROM devices WHERE revoked_at IS NULL"
+                " UNION ALL SELECT identity_public FROM tokens WHERE revoked_at IS NULL AND expires_at > ?",
+                (time.time(),),
+            )
             return [bytes(r[0]) for r in rows]
 
         return await self.db.run(ls, write=False)
+
+    # -- access tokens ---------------------------------------------------------------------
+
+    async def add_token(
+        self,
+        *,
+        id: str,
+        name: str,
+        identity_public: bytes,
+        static_public: bytes,
+        scopes: list[str],
+        workspace: str | None,
+        expires_at: float,
+        created_by: str,
+    ) -> Token:
+        def add(conn: sqlite3.Connection) -> Token:
+            now = time.time()
+            conn.execute(
+                f"INSERT INTO tokens ({_TOKEN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
+                (id, name, identity_public, static_public, json.dumps(list(scopes)), workspace, now, expires_at,
+                 created_by),
+            )
+            return Token(id, name, identity_public, static_public, list(scopes), workspace, now, expires_at,
+                         created_by, None, None)
+
+        return await self.db.run(add)
+
+    async def get_token(self, id: str) -> Token | None:
+        def get(conn: sqlite3.Connection) -> Token | None:
+            r = conn.execute(f"SELECT {_TOKEN_COLS} FROM tokens WHERE id = ?", (id,)).fetchone()
+            return _token(r) if r else None
+
+        return await self.db.run(get, write=False)
+
+    async def get_token_by_static(self, static_public: bytes) -> Token | None:
+        def get(conn: sqlite3.Connection) -> Token | None:
+            r = conn.execute(
+                f"SELECT {_TOKEN_COLS} FROM tokens WHERE static_public = ? ORDER BY created DESC LIMIT 1",
+                (static_public,),
+            ).fetchone()
+            return _token(r) if r else None
+
+        return await self.db.run(get, write=False)
+
+    async def list_tokens(self) -> list[Token]:
+        def ls(conn: sqlite3.Connection) -> list[Token]:
+            return [_token(r) for r in conn.execute(f"SELECT {_TOKEN_COLS} FROM tokens ORDER BY created, id")]
+
+        return await self.db.run(ls, write=False)
+
+    async def revoke_token(self, id: str) -> bool:
+        """Revoke a token; False when there is no such token that is not revoked already."""
+
+        def revoke(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (time.time(), id)
+            )
+            return cur.rowcount == 1
+
+        return await self.db.run(revoke)
+
+    async def touch_token(self, id: str) -> None:
+        def touch(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE tokens SET last_used = ? WHERE id = ?", (time.time(), id))
+
+        await self.db.run(touch)
+
+    async def next_token_expiry(self) -> float | None:
+        """When the next live token expires (the host re-publishes its allowlist then)."""
+
+        def get(conn: sqlite3.Connection) -> float | None:
+            r = conn.execute(
+                "SELECT MIN(expires_at) FROM tokens WHERE revoked_at IS NULL AND expires_at > ?", (time.time(),)
+            ).fetchone()
+            return None if r is None or r[0] is None else float(r[0])
+
+        return await self.db.run(get, write=False)
 
     # -- pairing offers --------------------------------------------------------------------
 

@@ -101,3 +101,27 @@ class DeviceRef(_Params):
 class DeviceRename(_Params):
     id: Annotated[str, msgspec.Meta(max_length=64)]
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+
+
+# Tokens live 30 days unless asked otherwise, a year at most. The host accepts a TTL down to 1 s
+# (tests and short CI jobs); the CLI asks for at least a minute.
+DAY = 86400.0
+TOKEN_DEFAULT_TTL = 30 * DAY
+TOKEN_MAX_TTL = 365 * DAY
+
+
+class TokenCreate(_Params):
+    scopes: list[str]
+    ttl: Annotated[float, msgspec.Meta(ge=1, le=TOKEN_MAX_TTL)] = TOKEN_DEFAULT_TTL
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    workspace: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
+
+
+class TokenRef(_Params):
+    id: Annotated[str, msgspec.Meta(max_length=64)]
+
+
+class AuditList(_Params):
+    since: Annotated[float, msgspec.Meta(ge=0)] = 0.0  # unix time
+    after: Annotated[int, msgspec.Meta(ge=0)] = 0  # entry id: the page after this one
+    limit: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 1000

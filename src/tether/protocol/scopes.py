@@ -40,6 +40,10 @@ METHOD_SCOPES: dict[str, Scope] = {
     "devices.rename": Scope.ADMIN,
     "devices.revoke": Scope.ADMIN,
     "pairing.create": Scope.ADMIN,
+    "tokens.create": Scope.ADMIN,
+    "tokens.list": Scope.ADMIN,
+    "tokens.revoke": Scope.ADMIN,
+    "audit.list": Scope.ADMIN,
 }
 
 
