@@ -243,6 +243,7 @@ async def test_no_escalation_through_tokens_or_pairing(deployment: Deployment, c
         ("ci-admin", "pairing.create", "ok"),
         ("ci-admin", "pairing.create", "forbidden"),
         ("ci-admin", "devices.revoke", "ok"),
+        ("test-client", "pair.complete", "ok"),
     ]:
         assert expected in results, expected
     [device] = tether_json(deployment.host_home, "devices", "list", "--json")
