@@ -7,15 +7,16 @@ gone from the URL and the history), then drive a pty session from the page.
 from __future__ import annotations
 
 import re
+import signal
 import time
 from typing import Any
 
 import pytest
 
-from tests.procs import tether_json
+from tests.procs import tether, tether_json
 
 from .conftest import WebDeployment, start_web_relay
-from .pages import TIMEOUT, pair_page, terminal_text, type_line, wait_terminal
+from .pages import TIMEOUT, device_id, pair_page, terminal_text, type_line, wait_terminal
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -163,3 +164,71 @@ def test_big_output_flows_because_the_page_acks(page: Any, web_deployment: WebDe
     type_line(page, "seq 1 200000; echo big-$((1+1))-done")
     shown = wait_terminal(page, "big-2-done", timeout=30)
     assert "199999\n200000" in shown
+
+
+def test_relay_killed_and_restarted_the_page_shows_every_line_once(page: Any, web_deployment: WebDeployment) -> None:
+    """The relay dies (SIGKILL) while a command keeps printing numbered lines; restarted on the same
+    port, the page reconnects by itself and its terminal has every number exactly once, in order."""
+    d = web_deployment
+    _pair(page, d)
+    page.wait_for_selector('a.host[data-online="1"]', timeout=TIMEOUT)
+    _open_new_terminal(page, d)
+    count = 120
+    type_line(page, f"for i in $(seq 1 {count}); do echo line-$i; sleep 0.08; done; echo all-$((60*2))-printed")
+    wait_terminal(page, "line-5")
+
+    d.relay.stop(signal.SIGKILL)
+    page.wait_for_selector('#conn-state:not([data-state="connected"])', timeout=TIMEOUT)
+    time.sleep(3)  # the command keeps printing while nobody can reach the host
+    relay, _ = start_web_relay(d.relay_port)
+    d.relay = relay
+    page.wait_for_selector('#conn-state[data-state="connected"]', timeout=30_000)
+    shown = wait_terminal(page, "all-120-printed", timeout=30)
+    numbers = [int(m.group(1)) for m in re.finditer(r"^line-(\d+)$", shown, re.MULTILINE)]
+    assert numbers == list(range(1, count + 1)), numbers
+    assert not page.errors  # type: ignore[attr-defined]
+
+
+def test_a_revoked_browser_says_so_and_stops(page: Any, web_deployment: WebDeployment) -> None:
+    d = web_deployment
+    pair_page(page, d, "--scopes", "read,prompt,approve,admin")
+    page.click('a.host[data-online="1"]')
+    page.wait_for_selector('#conn-state[data-state="connected"]', timeout=TIMEOUT)
+
+    # Admin scope: the Devices screen lists this browser and renames it.
+    page.click("#devices-link")
+    me = device_id(d.host_home, "phone-under-test")
+    row = page.locator(f'.device[data-device="{me}"]')
+    row.wait_for(timeout=TIMEOUT)
+    assert "this browser" in row.text_content()
+    row.locator("button", has_text="Rename").click()
+    page.fill(f"#rename-{me}", "my phone")
+    page.click(f'.device[data-device="{me}"] button[type="submit"]')
+    page.locator(f'.device[data-device="{me}"]', has_text="my phone").wait_for(timeout=TIMEOUT)
+    assert device_id(d.host_home, "my phone") == me
+    page.go_back()
+    page.wait_for_selector("#sessions", timeout=TIMEOUT)
+
+    # Revoked on the host: the open page says so, and stops knocking.
+    tether(d.host_home, "devices", "revoke", me)
+    page.wait_for_selector("#revoked", timeout=TIMEOUT)
+    assert page.get_attribute("#conn-state", "data-state") == "revoked"
+    assert "revoked" in page.text_content("#revoked")
+    attempts = page.evaluate("window.tether.conns.get(window.tether.hosts[0].host_id).attempts")
+    page.evaluate("window.tether.wake()")  # as when the phone wakes up or the network returns
+    time.sleep(3)
+    assert page.evaluate("window.tether.conns.get(window.tether.hosts[0].host_id).attempts") == attempts
+
+    # After a reload it still knows, without asking the host again.
+    page.goto(d.origin + "/")
+    row_sel = 'a.host[data-state="revoked"]'
+    page.wait_for_selector(row_sel, timeout=TIMEOUT)
+    page.click(row_sel)
+    page.wait_for_selector("#revoked", timeout=TIMEOUT)
+    assert page.evaluate("window.tether.conns.get(window.tether.hosts[0].host_id).attempts") == 0
+
+    # All it offers: forget the host.
+    page.click("#forget-host")
+    page.wait_for_selector("#hosts .empty", timeout=TIMEOUT)
+    assert page.evaluate("(async () => (await (await import('/store.js')).store.listHosts()).length)()") == 0
+    assert not page.errors  # type: ignore[attr-defined]
