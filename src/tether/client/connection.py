@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 from tether.client.state import ClientState, PairedHost
+from tether.crypto.encoding import b64u_decode
 from tether.crypto.tokens import AccessToken
 from tether.errors import TetherError, UsageError
 from tether.host.daemon import HostPaths
@@ -55,9 +57,17 @@ class Subscription:
 
 
 class Connection:
-    def __init__(self, transport: MessageTransport, *, host_id: str, link: RelayLink | None = None) -> None:
+    def __init__(
+        self,
+        transport: MessageTransport,
+        *,
+        host_id: str,
+        link: RelayLink | None = None,
+        on_host_key: Callable[[bytes], None] | None = None,
+    ) -> None:
         self.host_id = host_id
         self.link = link
+        self._on_host_key = on_host_key
         self._subs: dict[int, Subscription] = {}
         self._sub_ids = itertools.count(1)
         self.peer = RpcPeer(transport, on_notification=self._on_notification)
@@ -74,12 +84,27 @@ class Connection:
                 await self.link.close()
 
     async def _on_notification(self, note: Notification) -> None:
+        if note.method == "host.key":
+            self._host_key(note.params)
+            return
         sub = self._subs.get(note.params.get("sub", -1))
         if sub is not None and note.method in ("events", "snapshot"):
             await sub.queue.put(note.params)
             # Acknowledged once queued: the host sends more only as this client takes them.
             with contextlib.suppress(TetherError):
                 await self.peer.notify("events.ack", {"sub": sub.sub_id})
+
+    def _host_key(self, params: dict[str, Any]) -> None:
+        # The host rotated its static key and says so over the channel its old key authenticated:
+        # pin the new one for the next connection.
+        if self._on_host_key is None or params.get("host_id") != self.host_id:
+            return
+        try:
+            key = b64u_decode(str(params.get("static_key", "")))
+        except ValueError:
+            return
+        if len(key) == 32:
+            self._on_host_key(key)
 
     @property
     def closed(self) -> bool:
@@ -127,7 +152,11 @@ async def connect_remote(state: ClientState, host: PairedHost) -> Connection:
     except BaseException:
         await link.close()
         raise
-    return Connection(transport, host_id=host.host_id, link=link)
+
+    def pin(key: bytes) -> None:
+        state.save_host(dataclasses.replace(host, host_static=key))
+
+    return Connection(transport, host_id=host.host_id, link=link, on_host_key=pin)
 
 
 async def connect_token(token: AccessToken) -> Connection:

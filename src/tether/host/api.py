@@ -123,6 +123,7 @@ class ApiConnection:
             "devices.rename": (schemas.DeviceRename, self._devices_rename),
             "devices.revoke": (schemas.DeviceRef, self._devices_revoke),
             "pairing.create": (schemas.PairingCreate, self._pairing_create),
+            "host.rotate_keys": (schemas.RotateKeys, self._rotate_keys),
             "tokens.create": (schemas.TokenCreate, self._tokens_create),
             "tokens.list": (schemas.Empty, self._tokens_list),
             "tokens.revoke": (schemas.TokenRef, self._tokens_revoke),
@@ -361,6 +362,9 @@ class ApiConnection:
         if not await self.host.revoke_device(params.id):
             raise TetherError(f"no device {params.id!r}", code="not_found")
         return {"ok": True}
+
+    async def _rotate_keys(self, params: schemas.RotateKeys) -> dict[str, Any]:
+        return await self.host.rotate_keys(params.grace)
 
     async def _pairing_create(self, params: schemas.PairingCreate) -> dict[str, Any]:
         scopes = parse_scopes(params.scopes)

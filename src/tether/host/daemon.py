@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from tether.backoff import Backoff
+from tether.crypto.encoding import b64u_encode
 from tether.crypto.keys import Identity, derive_id
 from tether.crypto.tokens import AccessToken, format_expiry
 from tether.errors import ConfigError, TetherError
@@ -27,6 +28,7 @@ from tether.host.audit import Actor, AuditLog
 from tether.host.config import load_config
 from tether.host.db import Database
 from tether.host.eventlog import EventLog
+from tether.host.keyring import HostKeyring
 from tether.host.pairing import claim_offer
 from tether.host.principal import Principal
 from tether.host.sessions import SessionManager
@@ -86,7 +88,7 @@ class HostDaemon:
         # Workspaces from the command line come first (the default for new sessions).
         listed = [*(workspaces or []), *self.config.workspaces] or [Path.cwd()]
         self.workspaces = list(dict.fromkeys(Path(os.path.realpath(w)) for w in listed))
-        self.identity: Identity
+        self.keyring: HostKeyring
         self.db: Database
         self.log: EventLog
         self.store: Store
@@ -108,7 +110,7 @@ class HostDaemon:
         for w in self.workspaces:
             if not w.is_dir():
                 raise ConfigError(f"workspace {w} is not a directory", hint="pass an existing --workspace DIR")
-        self.identity = Identity.load_or_create(self.paths.keys)
+        self.keyring = HostKeyring(self.paths.keys)
         self.db = await Database.open(self.paths.db)
         self.log = await EventLog.open(self.db)
         self.store = Store(self.db)
@@ -121,6 +123,26 @@ class HostDaemon:
             self._spawn(self._relay_loop())
         log.info("host %s (%s) started; workspaces: %s", self.name, self.identity.id,
                  ", ".join(map(str, self.workspaces)))
+
+    @property
+    def identity(self) -> Identity:
+        return self.keyring.identity
+
+    async def rotate_keys(self, grace: float) -> dict[str, Any]:
+        """A new end-to-end static key; every connected client is told over its own channel, and
+        one that was away can still connect with the old key for ``grace`` seconds to learn it."""
+        identity = self.keyring.rotate(grace)
+        log.info("host static key rotated; the old one is accepted for %.0f s more", grace)
+        for conns in list(self._connections.values()):
+            for conn in list(conns):
+                if isinstance(conn.peer.transport, E2ETransport):
+                    with contextlib.suppress(TetherError):
+                        await conn.peer.notify("host.key", self._key_notice())
+        await self.publish()  # new pairing links carry the new key; the allowlist is unchanged
+        return {"static_key": b64u_encode(identity.static_public), "grace": grace}
+
+    def _key_notice(self) -> dict[str, Any]:
+        return {"host_id": self.identity.id, "static_key": b64u_encode(self.identity.static_public)}
 
     async def stop(self) -> None:
         self._stopping = True
@@ -235,7 +257,9 @@ class HostDaemon:
             await self._serve_pairing(channel)
             return
         try:
-            transport = await E2ETransport.accept(channel, static=self.identity.static)
+            transport = await E2ETransport.accept(
+                channel, static=self.identity.static, retired=self.keyring.statics()[1:]
+            )
         except TetherError as exc:
             # E2ETransport has already closed the channel with the reason.
             log.info("channel %s: handshake failed (%s)", channel.id, exc.message)
@@ -331,6 +355,9 @@ class HostDaemon:
         peer = conn.peer = RpcPeer(transport, on_request=conn.handle, on_notification=conn.on_notification)
         self._connections.setdefault(principal.id, set()).add(conn)
         try:
+            if isinstance(transport, E2ETransport) and transport.used_retired:
+                # It reached us with a key we rotated away: tell it the current one first.
+                await peer.notify("host.key", self._key_notice())
             await peer.run()
         finally:
             self._connections.get(principal.id, set()).discard(conn)

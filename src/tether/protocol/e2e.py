@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+from collections.abc import Sequence
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -22,6 +23,7 @@ from tether.protocol.rpc import TransportClosed
 from tether.relay.link import Channel, ChannelClosed
 
 HANDSHAKE_TIMEOUT = 10.0
+HANDSHAKE_FAILED = "end-to-end handshake failed: the keys did not match"
 
 
 class HandshakeFailed(TetherError):
@@ -35,6 +37,7 @@ class E2ETransport:
         self.channel = channel
         self.secure = secure
         self.remote_static: bytes | None = None
+        self.used_retired = False
         self._inbox: collections.deque[bytes] = collections.deque()
         self._send_lock = asyncio.Lock()
 
@@ -75,8 +78,30 @@ class E2ETransport:
         static: X25519PrivateKey,
         psk: bytes | None = None,
         timeout: float = HANDSHAKE_TIMEOUT,
+        retired: Sequence[X25519PrivateKey] = (),
     ) -> E2ETransport:
-        """Run the responder side; ``remote_static`` is set once this returns."""
+        """Run the responder side; ``remote_static`` is set once this returns.
+
+        ``retired`` are earlier static keys still accepted (after a rotation): the first message
+        is tried against each, and ``used_retired`` tells the caller the client needs the new key."""
+        if retired:
+            first = await asyncio.wait_for(channel.recv(), timeout)
+            for key in (static, *retired):
+                secure = SecureChannel.responder(static=key, psk=psk, max_message=MAX_MESSAGE_BYTES)
+                try:
+                    events = secure.receive(first)
+                except ChannelError:
+                    continue
+                transport = cls(channel, secure)
+                transport.used_retired = key is not static
+                for event in events:
+                    if isinstance(event, HandshakeComplete):
+                        transport.remote_static = event.remote_static
+                await transport._flush()
+                return transport
+            with contextlib.suppress(TetherError):
+                await channel.close(code=CloseCode.PROTOCOL_ERROR, reason=HANDSHAKE_FAILED)
+            raise HandshakeFailed("the client's handshake matched none of this host's keys")
         transport = cls(channel, SecureChannel.responder(static=static, psk=psk, max_message=MAX_MESSAGE_BYTES))
         await asyncio.wait_for(transport._until_handshake(), timeout)
         return transport
@@ -94,7 +119,7 @@ class E2ETransport:
         except ChannelError as exc:
             handshaking = self.remote_static is None
             reason = (
-                "end-to-end handshake failed: the keys did not match"
+                HANDSHAKE_FAILED
                 if handshaking
                 else "end-to-end check failed: a frame was tampered with, replayed, dropped or reordered"
             )

@@ -89,6 +89,10 @@ class PairingCreate(_Params):
     ttl: Annotated[float, msgspec.Meta(ge=1, le=7 * 86400)] = 600.0
 
 
+class RotateKeys(_Params):
+    grace: Annotated[float, msgspec.Meta(ge=0, le=90 * 86400)] = 7 * 86400.0
+
+
 class PairComplete(_Params):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
     identity_public: Annotated[str, msgspec.Meta(max_length=64)]

@@ -40,6 +40,7 @@ METHOD_SCOPES: dict[str, Scope] = {
     "devices.rename": Scope.ADMIN,
     "devices.revoke": Scope.ADMIN,
     "pairing.create": Scope.ADMIN,
+    "host.rotate_keys": Scope.ADMIN,
     "tokens.create": Scope.ADMIN,
     "tokens.list": Scope.ADMIN,
     "tokens.revoke": Scope.ADMIN,
