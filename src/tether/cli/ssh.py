@@ -1,0 +1,186 @@
+"""``tether ssh``: a host on a remote machine, installed and started over SSH, inheriting this
+machine's devices (docs/ssh.md).
+
+``tether ssh [user@]machine`` is short for ``tether ssh connect [user@]machine``; ``list``,
+``stop``, ``status`` and ``refresh`` manage the remote hosts started so far.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from tether.cli.main import HomeOpt, JsonOpt, _home, app
+from tether.cli.output import err, out, print_json, run
+
+
+class _DefaultConnect(TyperGroup):
+    """``tether ssh DEST ...`` runs ``connect``: anything that is not a subcommand is a
+    destination (a machine named like a subcommand: ``tether ssh connect list``)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["connect", *args]
+        return super().parse_args(ctx, args)
+
+
+ssh_app = typer.Typer(
+    cls=_DefaultConnect,
+    help="Remote hosts over SSH: `tether ssh [user@]machine` installs tether there and starts a host "
+    "that accepts this machine's devices.",
+    no_args_is_help=True,
+)
+app.add_typer(ssh_app, name="ssh")
+
+KnownHostsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--known-hosts", envvar="TETHER_SSH_KNOWN_HOSTS", help="known_hosts file (default ~/.ssh/known_hosts)."
+    ),
+]
+SshConfigOpt = Annotated[
+    str | None,
+    typer.Option("--ssh-config", envvar="TETHER_SSH_CONFIG", help="ssh config file (default ~/.ssh/config)."),
+]
+
+
+class RichReporter:
+    """One line per step: a spinner while it runs, then ✓ or ✗ with what it found."""
+
+    @contextlib.contextmanager
+    def step(self, title: str) -> Iterator[Any]:
+        from tether.sshremote.deploy import _Detail
+
+        handle = _Detail()
+        started = time.monotonic()
+        try:
+            with err.status(f"{title}…", spinner="dots"):
+                yield handle
+        except BaseException:
+            err.print(f"[red]✗[/] {title}", markup=True)
+            raise
+        took = time.monotonic() - started
+        detail = f": {handle.detail}" if handle.detail else ""
+        err.print(f"[green]✓[/] {title}{detail}", markup=True, end="")
+        err.print(f" [dim]({took:.1f} s)[/]" if took >= 0.5 else "", markup=True)
+
+
+def _options(known_hosts: str | None, ssh_config: str | None, accept_new: bool = False) -> Any:
+    from tether.sshremote.connect import SshOptions
+
+    return SshOptions.resolve(known_hosts=known_hosts, config=ssh_config, accept_new=accept_new)
+
+
+@ssh_app.command("connect")
+def ssh_connect(
+    destination: Annotated[str, typer.Argument(help="[user@]machine, or a Host of your ssh config.")],
+    port: Annotated[int | None, typer.Option("-p", "--port", help="SSH port.")] = None,
+    identity: Annotated[str | None, typer.Option("-i", "--identity", help="Private key file.")] = None,
+    name: Annotated[str | None, typer.Option(help="Name of the remote host shown to devices.")] = None,
+    mode: Annotated[str, typer.Option(help="relay: the remote dials the relay; tunnel: through SSH.")] = "relay",
+    workspace: Annotated[
+        list[str] | None, typer.Option("--workspace", help="Directory on the remote sessions may use (repeatable).")
+    ] = None,
+    accept_new: Annotated[
+        bool, typer.Option("--accept-new", help="Trust and record the host key of a machine seen for the first time.")
+    ] = False,
+    wheels: Annotated[
+        Path | None,
+        typer.Option("--wheels", help="Install from these wheels (tether and its dependencies), no package index."),
+    ] = None,
+    python: Annotated[str, typer.Option("--python", help="Python on the remote (3.11 or newer).")] = "python3",
+    relay: Annotated[
+        str | None, typer.Option("--relay", help="Relay URL for the remote (default: this machine's host's).")
+    ] = None,
+    remote_home: Annotated[str, typer.Option("--remote-home", help="tether home on the remote.")] = "~/.tether",
+    known_hosts: KnownHostsOpt = None,
+    ssh_config: SshConfigOpt = None,
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+) -> None:
+    """Install tether on a machine over SSH and start a host there (again: upgrade or reattach)."""
+    from tether.sshremote.connect import Target
+    from tether.sshremote.deploy import DeployRequest, deploy
+
+    target = Target.parse(destination, port=port, identity=identity)
+    req = DeployRequest(
+        target=target, options=_options(known_hosts, ssh_config, accept_new), name=name, mode=mode,
+        workspaces=list(workspace or []), wheels=wheels, python=python, relay_url=relay, remote_home=remote_home,
+    )
+    record = run(deploy(_home(home), req, RichReporter()))
+    if as_json:
+        print_json({"name": record.name, "host_id": record.host_id, "relay": record.relay_url, "pid": record.pid,
+                    "state": record.state})
+    else:
+        out.print(f"remote host {record.name} ({record.host_id}) runs on {record.destination()}; "
+                  "paired devices of this host can use it.")
+
+
+@ssh_app.command("list")
+def ssh_list(as_json: JsonOpt = False, home: HomeOpt = None) -> None:
+    """Remote hosts started from this machine, with their last known state."""
+    from tether.sshremote.registry import Registry
+
+    remotes = Registry(_home(home)).load()
+    if as_json:
+        import msgspec
+
+        print_json([msgspec.to_builtins(r) for r in remotes])
+        return
+    if not remotes:
+        out.print("no remote hosts; start one with `tether ssh [user@]machine`")
+    for r in remotes:
+        seen = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.updated_at))
+        pid = f" pid {r.pid}" if r.pid and r.state == "running" else ""
+        out.print(f"{r.name:<16} {r.host_id}  {r.state}{pid} (as of {seen})  {r.destination()}  {r.mode}")
+
+
+@ssh_app.command("status")
+def ssh_status(
+    name: str, known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None, as_json: JsonOpt = False,
+    home: HomeOpt = None,
+) -> None:
+    """Ask a remote host's machine (over SSH) whether its daemon runs and reaches the relay."""
+    from tether.sshremote.deploy import status
+
+    daemon = run(status(_home(home), _options(known_hosts, ssh_config), name))
+    if as_json:
+        print_json(daemon)
+        return
+    if not daemon["running"]:
+        out.print(f"{name}: not running")
+    else:
+        relay = "connected to the relay" if daemon["connected"] else "not connected to the relay"
+        out.print(f"{name}: running (pid {daemon['pid']}), {relay}")
+
+
+@ssh_app.command("stop")
+def ssh_stop(
+    name: str, known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None, home: HomeOpt = None
+) -> None:
+    """Stop a remote host's daemon (its keys and state stay there; `tether ssh` starts it again)."""
+    from tether.sshremote.deploy import stop
+
+    run(stop(_home(home), name, _options(known_hosts, ssh_config), RichReporter()))
+
+
+@ssh_app.command("refresh")
+def ssh_refresh(
+    names: Annotated[list[str] | None, typer.Argument(help="Remote hosts (default: all).")] = None,
+    known_hosts: KnownHostsOpt = None,
+    ssh_config: SshConfigOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Send the remote hosts this machine's current devices (after pairing or revoking one)."""
+    from tether.sshremote.deploy import refresh
+
+    failed = run(refresh(_home(home), _options(known_hosts, ssh_config), RichReporter(), names or None))
+    if failed:
+        err.print(f"could not reach: {', '.join(failed)}; they keep their previous devices until refreshed")
+        raise typer.Exit(1)
