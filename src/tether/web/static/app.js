@@ -35,7 +35,7 @@ async function main() {
     return;
   }
   // Synchronously, before anything else runs: the secret leaves the address bar and history now.
-  const pairing = readPairingFragment();
+  let pairing = readPairingFragment();
   const missing = await cryptoSupport();
   if (missing.length) {
     renderInsecure(root, { missing });
@@ -88,6 +88,13 @@ async function main() {
   }
 
   window.addEventListener("hashchange", () => {
+    // A pairing link opened in this already-open page (only the fragment changed): same rule,
+    // the secret leaves the address bar first.
+    const another = readPairingFragment();
+    if (another) {
+      pairing = another;
+      pairingShown = true;
+    }
     route();
     // Focus the new screen's title, so a screen reader announces where we are.
     const title = root.querySelector("h1");
