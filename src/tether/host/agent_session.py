@@ -130,7 +130,7 @@ class AgentSession(AgentContext):
         self._task = asyncio.create_task(self._run(turn, text), name=f"tether-turn-{turn}")
         return event
 
-    async def resolve(self, approval: str, decision: Decision, by: dict[str, str]) -> Event:
+    async def resolve(self, approval: str, decision: Decision, by: dict[str, str], cid: str | None = None) -> Event:
         """Answer an approval; :class:`ApprovalConflict` if someone answered first."""
         options = self._options.get(approval)
         if options is None:
@@ -144,7 +144,8 @@ class AgentSession(AgentContext):
                 code="bad_decision",
             )
         event = await self.log.append(
-            self.session_id, EventType.APPROVAL_RESOLVED, {"approval": approval, "decision": decision.value, "by": by}
+            self.session_id, EventType.APPROVAL_RESOLVED, {"approval": approval, "decision": decision.value, "by": by},
+            cid,
         )
         future = self._waiters.get(approval)
         if future is not None and not future.done():

@@ -262,7 +262,7 @@ class ApiConnection:
 
     async def _sessions_approve(self, params: schemas.SessionApprove) -> dict[str, Any]:
         by = {"id": self.principal.id, "name": self.principal.name}
-        event = await self.host.sessions.approve(params.id, params.approval, Decision(params.decision), by)
+        event = await self.host.sessions.approve(params.id, params.approval, Decision(params.decision), by, params.cid)
         return {"seq": event.seq}
 
     async def _sessions_threads(self, params: schemas.ListThreads) -> dict[str, Any]:

@@ -187,9 +187,11 @@ class SessionManager:
             raise
         return sid
 
-    async def approve(self, session_id: str, approval: str, decision: Decision, by: dict[str, str]) -> Event:
+    async def approve(
+        self, session_id: str, approval: str, decision: Decision, by: dict[str, str], cid: str | None = None
+    ) -> Event:
         session = await self._require_agent(session_id)
-        return await session.resolve(approval, decision, by)
+        return await session.resolve(approval, decision, by, cid)
 
     async def _require_agent(self, session_id: str) -> AgentSession:
         session = self._agents.get(session_id)
