@@ -1,0 +1,93 @@
+"""The docs/deploy.md recipe, run for real: a relay behind Caddy terminating TLS (Caddy's own
+internal CA stands in for a public one), a host dialing wss:// through it, a client pairing from
+the https:// link and running a command, and the web client served over HTTPS."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import ssl
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.procs import TETHER, Proc, remove, short_home, start_relay
+
+pytestmark = pytest.mark.slow
+
+CADDYFILE = """{{
+	admin off
+	skip_install_trust
+	auto_https disable_redirects
+	storage file_system {storage}
+}}
+https://localhost:{port} {{
+	tls internal
+	reverse_proxy 127.0.0.1:{upstream}
+}}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _run(home: Path, env: dict[str, str], *args: str) -> str:
+    import subprocess
+
+    result = subprocess.run([*TETHER, "--home", str(home), *args], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, **env})
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_relay_behind_caddy_over_https() -> None:
+    if shutil.which("caddy") is None:
+        if os.environ.get("CI"):
+            pytest.fail("caddy is not installed, and CI must run this test (scripts/test installs it)")
+        pytest.skip("caddy is not installed (scripts/test installs it)")
+    work, host_home, client_home, workspace = short_home("tk"), short_home("th"), short_home("tc"), short_home("tw")
+    port = _free_port()
+    relay, upstream = start_relay(0, "--public-url", f"https://localhost:{port}")
+    (work / "Caddyfile").write_text(CADDYFILE.format(storage=work / "data", port=port, upstream=upstream))
+    caddy = Proc(["caddy", "run", "--config", str(work / "Caddyfile"), "--adapter", "caddyfile"], name="caddy",
+                 env={"HOME": str(work), "XDG_DATA_HOME": str(work), "XDG_CONFIG_HOME": str(work)})
+    host: Proc | None = None
+    try:
+        root = work / "data" / "pki" / "authorities" / "local" / "root.crt"
+        caddy.wait_for("certificate obtained successfully|serving initial configuration", timeout=30)
+        deadline = time.monotonic() + 15
+        while not root.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        trust = {"SSL_CERT_FILE": str(root)}  # what a public CA would be to a real phone or host
+        host = Proc([*TETHER, "--home", str(host_home), "host", "--relay", f"wss://localhost:{port}",
+                     "--workspace", str(workspace)], name="host", env=trust)
+        host.wait_for("connected to relay")
+        offer = json.loads(_run(host_home, trust, "pair", "--json"))
+        assert offer["link"].startswith(f"https://localhost:{port}/#pair=")
+        _run(client_home, trust, "login", offer["link"])
+        sid = json.loads(_run(client_home, trust, "sessions", "start", "--json", "--", "bash"))["id"]
+        _run(client_home, trust, "sessions", "send", sid, "echo proxied-$((20+22))")
+        text = ""
+        for _ in range(60):
+            lines = _run(client_home, trust, "sessions", "events", sid, "--json").splitlines()
+            text = "".join(json.loads(x)["data"].get("data", "") for x in lines if '"session.output"' in x)
+            if "proxied-42" in text:
+                break
+            time.sleep(0.3)
+        assert "proxied-42" in text
+        context = ssl.create_default_context(cafile=str(root))
+        with urllib.request.urlopen(f"https://localhost:{port}/", context=context, timeout=10) as page:
+            assert page.status == 200 and b"<html" in page.read().lower()
+    finally:
+        if host is not None:
+            host.stop()
+        caddy.stop()
+        relay.stop()
+        remove(work, host_home, client_home, workspace)
