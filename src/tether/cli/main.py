@@ -133,12 +133,13 @@ def _warn_public_url(url: str) -> None:
     if host in ("127.0.0.1", "localhost", "::1"):
         err.print(
             f"note: the pairing link uses {url}, which only this machine can open. "
-            "For a phone, expose the relay over HTTPS (e.g. behind a TLS reverse proxy) and pass --public-url."
+            "For a phone, expose the relay over HTTPS (a TLS reverse proxy or tunnel) and pass --public-url: "
+            "see docs/deploy.md."
         )
     elif parts.scheme == "http":
         err.print(
             f"warning: {url} is plain HTTP on a non-local address: browsers refuse the crypto the "
-            "web client needs there. Put the relay behind HTTPS (a TLS reverse proxy) and pass --public-url."
+            "web client needs there. Put the relay behind HTTPS and pass --public-url (docs/deploy.md)."
         )
 
 
