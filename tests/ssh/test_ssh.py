@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,3 +144,113 @@ def test_remote_without_a_suitable_python_is_told_what_is_missing(desktop: Deskt
     missing = desktop.ssh(*_connect_args(remote, "--python", "python3.99"))
     assert missing.returncode == 1
     assert "python3.99 was not found" in missing.stderr
+
+
+def _remote_bundle_devices(sshd: SshServer, host_id: str) -> list[str]:
+    from tether.host.inheritance import load_bundle
+
+    bundle = load_bundle(sshd.user_home / ".tether", host_id)
+    assert bundle is not None
+    return [d.name for d in bundle.devices]
+
+
+def test_refresh_carries_a_revocation_to_the_remote(desktop: Desktop, remote: SshServer, wheels: Path) -> None:
+    from tests.procs import tether, tether_json
+
+    result = desktop.ssh(*_connect_args(remote, "--accept-new", "--wheels", str(wheels), "--name", "box", "--json"))
+    assert result.returncode == 0, result.stderr
+    host_id = json.loads(result.stdout)["host_id"]
+    assert _remote_bundle_devices(remote, host_id) == ["phone"]
+
+    (device,) = tether_json(desktop.home, "devices", "list", "--json")
+    same = desktop.ssh("refresh")
+    assert same.returncode == 0, same.stderr
+    assert _remote_bundle_devices(remote, host_id) == ["phone"]
+    # The desktop revokes the phone; a refresh hands the remote a bundle without it.
+    tether(desktop.home, "devices", "revoke", device["id"])
+    refreshed = desktop.ssh("refresh", "box")
+    assert refreshed.returncode == 0, refreshed.stderr
+    assert "0 device(s)" in refreshed.stderr
+    assert _remote_bundle_devices(remote, host_id) == []
+
+
+def test_no_relay_is_a_clear_error(remote: SshServer, wheels: Path, tmp_path: Path) -> None:
+    from tests.procs import short_home
+
+    home = short_home("tdn")
+    try:
+        result = subprocess_ssh(home, tmp_path, *_connect_args(remote, "--accept-new", "--wheels", str(wheels)))
+        assert result.returncode == 1
+        assert "has no host yet" in result.stderr
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def subprocess_ssh(home: Path, ssh_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    import os
+
+    from tests.ssh.conftest import TETHER_SSH
+
+    (ssh_dir / "config").write_text("")
+    env = {**os.environ, "TETHER_SSH_KNOWN_HOSTS": str(ssh_dir / "known_hosts"),
+           "TETHER_SSH_CONFIG": str(ssh_dir / "config")}
+    return subprocess.run([*TETHER_SSH, "--home", str(home), "ssh", *args], capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+def _ssh_session_pids(sshd: SshServer) -> list[int]:
+    pids = []
+    for pid in sshd.user_pids():
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sshd"):
+                pids.append(pid)
+        except OSError:
+            continue
+    return pids
+
+
+def _wait(predicate: object, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    raise AssertionError("condition not met in time")
+
+
+def test_tunnel_mode_carries_the_relay_link_and_survives_a_dropped_ssh_connection(
+    desktop: Desktop, remote: SshServer, wheels: Path
+) -> None:
+    import os
+    import signal
+
+    from tests.procs import Proc
+    from tests.ssh.conftest import TETHER_SSH
+
+    proc = Proc(
+        [*TETHER_SSH, "--home", str(desktop.home), "ssh",
+         *_connect_args(remote, "--accept-new", "--wheels", str(wheels), "--name", "tun", "--mode", "tunnel")],
+        env={k: v for k, v in desktop.env.items() if k.startswith("TETHER_SSH")}, name="tether-ssh",
+    )
+    try:
+        proc.wait_for(r"up through the tunnel", timeout=180)
+        record = json.loads(desktop.ssh("list", "--json").stdout)[0]
+        assert record["mode"] == "tunnel" and record["tunnel_port"]
+        host = _remote_status(remote)["host"]
+        assert isinstance(host, dict)
+        # The remote daemon dials its own loopback: the tunnel's end.
+        assert host["relay"] == f"ws://127.0.0.1:{record['tunnel_port']}/ws"
+        assert host["connected"] is True
+
+        # Drop the SSH connection (end the server's session processes): the desktop dials again,
+        # listens on the same port, and the remote daemon gets back to the relay by itself.
+        for pid in _ssh_session_pids(remote):
+            os.kill(pid, signal.SIGKILL)
+        proc.wait_for(r"SSH connection lost", timeout=30)
+        proc.wait_for(r"SSH connection back", timeout=60)
+        _wait(lambda: _remote_status(remote)["host"]["connected"] is True, timeout=60)  # type: ignore[index]
+        assert json.loads(desktop.ssh("list", "--json").stdout)[0]["tunnel_port"] == record["tunnel_port"]
+    finally:
+        code = proc.stop(signal.SIGTERM)
+    assert code == 0, proc.log
+    assert json.loads(desktop.ssh("list", "--json").stdout)[0]["state"] == "tunnel down"

@@ -70,6 +70,9 @@ class RichReporter:
         err.print(f"[green]✓[/] {title}{detail}", markup=True, end="")
         err.print(f" [dim]({took:.1f} s)[/]" if took >= 0.5 else "", markup=True)
 
+    def note(self, text: str) -> None:
+        err.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {text}", markup=True)
+
 
 def _options(known_hosts: str | None, ssh_config: str | None, accept_new: bool = False) -> Any:
     from tether.sshremote.connect import SshOptions
@@ -113,7 +116,35 @@ def ssh_connect(
         target=target, options=_options(known_hosts, ssh_config, accept_new), name=name, mode=mode,
         workspaces=list(workspace or []), wheels=wheels, python=python, relay_url=relay, remote_home=remote_home,
     )
-    record = run(deploy(_home(home), req, RichReporter()))
+    async def main() -> Any:
+        import asyncio
+        import signal
+
+        # Ctrl-C or SIGTERM aborts the steps; once tunnel mode holds the tunnel, it ends the
+        # tunnel cleanly instead.
+        stop = asyncio.Event()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def on_signal() -> None:
+            if req.holding:
+                stop.set()
+            else:
+                task.cancel()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        try:
+            return await deploy(_home(home), req, RichReporter(), stop)
+        except asyncio.CancelledError:
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    record = run(main())
     if as_json:
         print_json({"name": record.name, "host_id": record.host_id, "relay": record.relay_url, "pid": record.pid,
                     "state": record.state})

@@ -45,6 +45,16 @@ class Target:
             raise UsageError(f"bad SSH port {port}")
         return cls(host, user or None, port, identity)
 
+    def ssh_command(self) -> str:
+        """The OpenSSH command line that reaches the same place."""
+        parts = ["ssh"]
+        if self.port:
+            parts += ["-p", str(self.port)]
+        if self.identity:
+            parts += ["-i", shlex.quote(self.identity)]
+        parts.append(shlex.quote(f"{self.user}@{self.host}" if self.user else self.host))
+        return " ".join(parts)
+
     def label(self) -> str:
         text = f"{self.user}@{self.host}" if self.user else self.host
         return f"{text}:{self.port}" if self.port else text
@@ -155,7 +165,7 @@ def _host_key_error(check: _HostKeyCheck, target: Target) -> HostKeyError:
         f"the authenticity of {name} can't be established: it presented the {_fingerprint(check.key)}, "
         f"which is not in {check.known_hosts}",
         hint=f"check the fingerprint with the machine's owner, then run again with --accept-new "
-        f"(or connect once with `ssh {target.label()}`)",
+        f"(or connect once with `{target.ssh_command()}`)",
     )
 
 
@@ -198,7 +208,7 @@ async def connect(target: Target, options: SshOptions) -> asyncssh.SSHClientConn
         raise SshError(
             f"{target.label()} refused to log in: permission denied (publickey)",
             hint="check -i IDENTITY, your ssh-agent and the remote's ~/.ssh/authorized_keys "
-            f"(try `ssh {target.label()}`)",
+            f"(try `{target.ssh_command()}`)",
         ) from None
     except asyncssh.Error as exc:
         raise SshError(f"SSH to {target.label()} failed: {exc.reason}") from None

@@ -7,6 +7,7 @@ Every step goes through a :class:`Reporter` (the CLI shows them with rich) and f
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -48,6 +49,8 @@ class Step(Protocol):
 class Reporter(Protocol):
     def step(self, title: str) -> contextlib.AbstractContextManager[Step]: ...
 
+    def note(self, text: str) -> None: ...
+
 
 @dataclass
 class _Detail:
@@ -61,6 +64,9 @@ class QuietReporter:
     def step(self, title: str) -> Iterator[Step]:
         yield _Detail()
 
+    def note(self, text: str) -> None:
+        pass
+
 
 @dataclass
 class DeployRequest:
@@ -73,6 +79,7 @@ class DeployRequest:
     python: str = "python3"
     relay_url: str | None = None
     remote_home: str = DEFAULT_REMOTE_HOME
+    holding: bool = False  # set while tunnel mode holds the tunnel (a signal then ends it cleanly)
 
 
 # -- the desktop side ----------------------------------------------------------------------
@@ -365,11 +372,15 @@ def _loopback(url: str) -> bool:
     return (urlsplit(url).hostname or "") in ("127.0.0.1", "localhost", "::1")
 
 
-async def deploy(home: Path, req: DeployRequest, reporter: Reporter) -> RemoteRecord:
+async def deploy(
+    home: Path, req: DeployRequest, reporter: Reporter, stop_tunnel: asyncio.Event | None = None
+) -> RemoteRecord:
+    """Install, hand over the devices, start. In tunnel mode, then hold the tunnel until
+    ``stop_tunnel`` is set."""
+    from tether.sshremote import tunnel
+
     if req.mode not in ("relay", "tunnel"):
         raise UsageError(f"unknown mode {req.mode!r}", hint="use --mode relay or --mode tunnel")
-    if req.mode == "tunnel":
-        raise UsageError("--mode tunnel is not available yet", hint="use --mode relay (the remote dials the relay)")
     with reporter.step("desktop host") as s:
         desktop = await desktop_host(home)
         relay_url = req.relay_url or desktop.relay_url
@@ -379,16 +390,17 @@ async def deploy(home: Path, req: DeployRequest, reporter: Reporter) -> RemoteRe
                 hint="start the host (`tether host --relay URL`) or pass --relay URL",
             )
         s.detail = f"{desktop.name} ({desktop.identity.id}), relay {relay_url}"
-    with reporter.step("wheels") as s:
-        wheels = local_wheels(req.wheels) if req.wheels is not None else build_wheel(home)
-        s.detail = f"{wheels.tether.name} ({len(wheels.files)} wheel(s))"
     where = req.target.label()
-    async with _connected(req.target, req.options) as conn:
+    async with contextlib.AsyncExitStack() as stack:
         with reporter.step(f"connect to {where}") as s:
+            conn = await stack.enter_async_context(_connected(req.target, req.options))
             s.detail = "authenticated, host key checked"
         with reporter.step("remote python") as s:
             found = await probe(conn, req.python, req.remote_home)
             s.detail = check_python(found, req.python, where)
+        with reporter.step("wheels") as s:
+            wheels = local_wheels(req.wheels) if req.wheels is not None else build_wheel(home)
+            s.detail = f"{wheels.tether.name} ({len(wheels.files)} wheel(s))"
         remote_home = _absolute(req.remote_home, found.home)
         with reporter.step("install tether") as s:
             if found.build is not None and found.build.get("sha256") == wheels.digest:
@@ -412,25 +424,71 @@ async def deploy(home: Path, req: DeployRequest, reporter: Reporter) -> RemoteRe
             pushed = await remote_call(conn, remote_home, "bundle", input=bundle)
             s.detail = f"{pushed['devices']} device(s), signed by {desktop.identity.id}"
         name = req.name or req.target.host
+        remote_relay = relay_url
+        forwarder = None
+        tunnel_port = None
+        if req.mode == "tunnel":
+            with reporter.step("tunnel") as s:
+                address = tunnel.RelayAddress.parse(relay_url)
+                forwarder = tunnel.Forwarder(address)
+                earlier = Registry(home).find_place(_place(req))
+                listener = await tunnel.open_listener(conn, forwarder, earlier.tunnel_port if earlier else None)
+                tunnel_port = listener.get_port()
+                remote_relay = address.remote_url(tunnel_port)
+                s.detail = f"the remote's 127.0.0.1:{tunnel_port} → {address.host}:{address.port} through SSH"
         with reporter.step("start the remote host") as s:
-            if _loopback(relay_url) and req.target.host not in ("127.0.0.1", "localhost", "::1"):
+            remote_loopback = req.target.host in ("127.0.0.1", "localhost", "::1")
+            if req.mode == "relay" and _loopback(relay_url) and not remote_loopback:
                 s.detail = "warning: the relay URL is a loopback address; the remote can reach it only if it is " \
                     "this machine (use --relay URL or --mode tunnel) — "
-            args = ["--relay", relay_url, "--name", name, "--build", wheels.digest]
-            for w in req.workspaces:
-                args += ["--workspace", w]
+            args = _start_args(remote_relay, name, wheels.digest, req)
             started = await remote_call(conn, remote_home, "start", *args)
             state = "connected to the relay" if started.get("connected") else "not connected to the relay yet"
             s.detail += f"{started['action']} (pid {started['pid']}), {state}"
-    record = RemoteRecord(
-        name=name, host=req.target.host, user=req.target.user, port=req.target.port, identity=req.target.identity,
-        remote_home=req.remote_home, python=req.python, mode=req.mode, relay_url=relay_url,
-        workspaces=list(req.workspaces), host_id=host_id, static_public=str(info["static_public"]),
-        state="running", pid=int(started["pid"]), build=wheels.digest,
-    )
-    Registry(home).save(record)
-    await announce(desktop, record)
+        record = RemoteRecord(
+            name=name, host=req.target.host, user=req.target.user, port=req.target.port,
+            identity=req.target.identity, remote_home=req.remote_home, python=req.python, mode=req.mode,
+            relay_url=relay_url, workspaces=list(req.workspaces), host_id=host_id,
+            static_public=str(info["static_public"]), state="running", pid=int(started["pid"]), build=wheels.digest,
+            tunnel_port=tunnel_port,
+        )
+        registry = Registry(home)
+        registry.save(record)
+        await announce(desktop, record)
+        if forwarder is not None and tunnel_port is not None:
+            reporter.note(f"remote host {name} is up through the tunnel; Ctrl-C ends the tunnel "
+                          "(the remote host then waits for the next `tether ssh`)")
+
+            async def reconnect() -> asyncssh.SSHClientConnection:
+                return await connect(req.target, req.options)
+
+            async def on_new_port(new_conn: asyncssh.SSHClientConnection, port: int) -> None:
+                url = tunnel.RelayAddress.parse(relay_url).remote_url(port)
+                await remote_call(new_conn, remote_home, "start", *_start_args(url, name, wheels.digest, req))
+                record.tunnel_port = port
+                registry.save(record)
+
+            req.holding = True
+            await tunnel.keep_up(
+                reconnect, conn, forwarder, tunnel_port, on_new_port, stop_tunnel or asyncio.Event(), reporter.note
+            )
+            registry.set_state(name, "tunnel down", record.pid)
     return record
+
+
+def _place(req: DeployRequest) -> RemoteRecord:
+    """A record naming only where the remote is (to find an earlier one)."""
+    t = req.target
+    return RemoteRecord(name="", host=t.host, user=t.user, port=t.port, identity=t.identity,
+                        remote_home=req.remote_home, python="", mode="", relay_url="", workspaces=[], host_id="",
+                        static_public="", state="")
+
+
+def _start_args(relay_url: str, name: str, build: str, req: DeployRequest) -> list[str]:
+    args = ["--relay", relay_url, "--name", name, "--build", build]
+    for w in req.workspaces:
+        args += ["--workspace", w]
+    return args
 
 
 async def announce(desktop: Desktop, record: RemoteRecord) -> bool:
