@@ -254,3 +254,60 @@ def test_tunnel_mode_carries_the_relay_link_and_survives_a_dropped_ssh_connectio
         code = proc.stop(signal.SIGTERM)
     assert code == 0, proc.log
     assert json.loads(desktop.ssh("list", "--json").stdout)[0]["state"] == "tunnel down"
+
+
+def _other_build(wheels: Path, into: Path) -> Path:
+    """The same wheels with a tether wheel of another build (same version, other bytes)."""
+    import zipfile
+
+    into.mkdir()
+    for whl in wheels.glob("*.whl"):
+        shutil.copy(whl, into / whl.name)
+    (ours,) = into.glob("tether-*.whl")
+    with zipfile.ZipFile(ours, "a") as z:
+        z.comment = b"another build"
+    return into
+
+
+def test_a_new_build_upgrades_and_restarts_the_one_daemon(
+    desktop: Desktop, remote: SshServer, wheels: Path, tmp_path: Path
+) -> None:
+    first = desktop.ssh(*_connect_args(remote, "--accept-new", "--wheels", str(wheels), "--name", "box", "--json"))
+    assert first.returncode == 0, first.stderr
+    old_pid = json.loads(first.stdout)["pid"]
+    newer = _other_build(wheels, tmp_path / "newer")
+    second = desktop.ssh(*_connect_args(remote, "--wheels", str(newer), "--name", "box", "--json"))
+    assert second.returncode == 0, second.stderr
+    assert "upgraded" in second.stderr and "restarted" in second.stderr
+    new_pid = json.loads(second.stdout)["pid"]
+    assert new_pid != old_pid
+    _wait(lambda: _daemon_pids(remote) == [new_pid], timeout=15)
+    host = _remote_status(remote)["host"]
+    assert isinstance(host, dict) and host["connected"] is True
+    # Back to the first build for the other tests (the venv is shared between them).
+    assert desktop.ssh(*_connect_args(remote, "--wheels", str(wheels), "--name", "box")).returncode == 0
+
+
+def test_two_runs_at_once_install_once_and_start_one_daemon(
+    desktop: Desktop, remote: SshServer, wheels: Path
+) -> None:
+    from tests.ssh.conftest import TETHER_SSH
+
+    shutil.rmtree(remote.user_home / ".tether" / "venv", ignore_errors=True)
+    (desktop.ssh_dir / "known_hosts").write_text("")
+    assert desktop.ssh(*_connect_args(remote, "--accept-new", "--python", "/nope")).returncode == 1  # records the key
+    runs = [
+        subprocess.Popen(
+            [*TETHER_SSH, "--home", str(desktop.home), "ssh",
+             *_connect_args(remote, "--wheels", str(wheels), "--name", "box", "--json")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=desktop.env,
+        )
+        for _ in range(2)
+    ]
+    results = [(p.communicate(timeout=300), p.returncode) for p in runs]
+    for (_out, err), code in results:
+        assert code == 0, err
+    pids = {json.loads(out)["pid"] for (out, _), _ in results}
+    assert len(pids) == 1
+    assert _daemon_pids(remote) == list(pids)
+    assert len(json.loads(desktop.ssh("list", "--json").stdout)) == 1

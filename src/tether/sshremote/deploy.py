@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import re
+import secrets
 import shlex
 import socket
 import subprocess
@@ -293,8 +294,10 @@ async def upload(conn: asyncssh.SSHClientConnection, wheels: Wheels, directory: 
                 with contextlib.suppress(asyncssh.SFTPNoSuchFile):
                     if (await sftp.stat(remote)).size == path.stat().st_size and path != wheels.tether:
                         continue
-                await sftp.put(str(path), remote + ".part")
-                await sftp.posix_rename(remote + ".part", remote)
+                # A name of its own: another run may be uploading the same wheel right now.
+                part = f"{remote}.{secrets.token_hex(4)}.part"
+                await sftp.put(str(path), part)
+                await sftp.posix_rename(part, remote)
                 sent += 1
     except asyncssh.SFTPError as exc:
         raise SshError(f"copying wheels to the remote failed: {exc.reason}") from None
@@ -305,21 +308,41 @@ async def upload(conn: asyncssh.SSHClientConnection, wheels: Wheels, directory: 
     return sent
 
 
-async def install(conn: asyncssh.SSHClientConnection, wheels: Wheels, python: str, remote_home: str) -> None:
+# Runs the install script holding a lock in the remote home, so two `tether ssh` runs at once
+# never run pip in the same venv together; the second then finds the build installed.
+_LOCKED_RUN = (
+    "import fcntl, os, subprocess, sys\n"
+    "home = os.path.expanduser(sys.argv[1])\n"
+    "os.makedirs(home, mode=0o700, exist_ok=True)\n"
+    "fd = os.open(os.path.join(home, 'install.lock'), os.O_CREAT | os.O_RDWR, 0o600)\n"
+    "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+    "sys.exit(subprocess.call(['/bin/sh', '-c', sys.argv[2]]))\n"
+)
+
+
+async def install(conn: asyncssh.SSHClientConnection, wheels: Wheels, python: str, remote_home: str) -> bool:
+    """Install the wheels into the remote venv; False when, under the lock, the same build
+    turned out to be there already (another run installed it)."""
     venv, wheel_dir, vpy = _paths(remote_home)
     whl = f"{sh_path(wheel_dir)}/{shlex.quote(wheels.tether.name)}"
     pip = f"{sh_path(vpy)} -m pip --disable-pip-version-check --quiet install"
     source = f"--no-index --find-links {sh_path(wheel_dir)}" if wheels.offline else f"--find-links {sh_path(wheel_dir)}"
     build = json.dumps({"version": __version__, "sha256": wheels.digest, "wheel": wheels.tether.name})
+    build_file = f"{sh_path(venv)}/{BUILD_FILE}"
     script = (
         "set -e\n"
+        f"if [ -f {build_file} ] && grep -q {shlex.quote(wheels.digest)} {build_file}; then "
+        "echo tether-install-skipped; exit 0; fi\n"
         f"[ -x {sh_path(vpy)} ] || {shlex.quote(python)} -m venv {sh_path(venv)}\n"
         f"{pip} {source} {whl}\n"
         # Same version, another build: replace tether itself, keep the dependencies.
         f"{pip} --no-index --no-deps --force-reinstall {whl}\n"
-        f"printf '%s' {shlex.quote(build)} > {sh_path(venv)}/{BUILD_FILE}\n"
+        f"printf '%s' {shlex.quote(build)} > {build_file}\n"
     )
-    result = await run(conn, script, timeout=900)
+    # The script is expanded by the remote shell inside the locked `sh -c`, so $HOME works there.
+    command = " ".join([shlex.quote(python), "-c", shlex.quote(_LOCKED_RUN), shlex.quote(remote_home),
+                        shlex.quote(script)])
+    result = await run(conn, command, timeout=900)
     if result.status != 0:
         output = (result.stderr.strip() or result.stdout.strip())[-3000:]
         hint = "the remote could not reach a package index for the dependencies; pass --wheels DIR"
@@ -327,6 +350,7 @@ async def install(conn: asyncssh.SSHClientConnection, wheels: Wheels, python: st
             f"installing tether on the remote failed (exit {result.status}):\n{output}",
             hint=hint if not wheels.offline else "check the remote's Python and disk space",
         )
+    return "tether-install-skipped" not in result.stdout
 
 
 async def remote_call(
@@ -407,9 +431,11 @@ async def deploy(
                 s.detail = f"tether {__version__} already installed (same build)"
             else:
                 sent = await upload(conn, wheels, _paths(remote_home)[1])
-                await install(conn, wheels, req.python, remote_home)
-                was = "upgraded" if found.build else "installed"
-                s.detail = f"tether {__version__} {was} in {_paths(remote_home)[0]} ({sent} wheel(s) sent)"
+                if await install(conn, wheels, req.python, remote_home):
+                    was = "upgraded" if found.build else "installed"
+                    s.detail = f"tether {__version__} {was} in {_paths(remote_home)[0]} ({sent} wheel(s) sent)"
+                else:
+                    s.detail = f"tether {__version__} was just installed by another run (same build)"
         with reporter.step("remote host keys") as s:
             info = await remote_call(conn, remote_home, "info")
             host_id = str(info["host_id"])
