@@ -20,8 +20,21 @@ RelayFactory = Callable[..., Awaitable[tuple[RelayServer, str]]]
 async def relay_factory() -> AsyncIterator[RelayFactory]:
     servers: list[RelayServer] = []
 
-    async def make(static_dir: Any = None, **limits: Any) -> tuple[RelayServer, str]:
-        server = RelayServer(limits=RelayLimits(**limits), static_dir=static_dir)
+    async def make(
+        static_dir: Any = None,
+        *,
+        enroll_key: bytes | None = None,
+        public_url: str | None = None,
+        allowed_origins: tuple[str, ...] = (),
+        **limits: Any,
+    ) -> tuple[RelayServer, str]:
+        server = RelayServer(
+            limits=RelayLimits(**limits),
+            static_dir=static_dir,
+            enroll_key=enroll_key,
+            public_url=public_url,
+            allowed_origins=allowed_origins,
+        )
         port = await server.start("127.0.0.1", 0)
         servers.append(server)
         return server, f"ws://127.0.0.1:{port}"

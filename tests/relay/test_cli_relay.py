@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,7 +10,7 @@ from typer.testing import CliRunner
 
 import tether.relay.server as relay_server
 from tether.cli.main import app
-from tether.errors import UsageError
+from tether.errors import TetherError, UsageError
 from tether.relay.limits import RelayLimits
 
 
@@ -31,6 +32,15 @@ def run_relay_cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[Any, lis
     monkeypatch.setattr(relay_server, "RelayServer", FakeServer)
     result = CliRunner().invoke(app, ["relay", "--listen", "127.0.0.1:0", *args])
     return result, seen
+
+
+def said(result: Any) -> str:
+    """What the command told the user: its output, or the TetherError ``main()`` would print."""
+    exc = result.exception
+    text = result.output
+    if isinstance(exc, TetherError):
+        text += f"{exc.message}\n{exc.hint or ''}"
+    return str(text)
 
 
 def test_defaults_are_relay_limits_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,3 +73,61 @@ def test_limits_must_be_positive(monkeypatch: pytest.MonkeyPatch, flag: str) -> 
     result, seen = run_relay_cli(monkeypatch, flag, "0")
     assert result.exit_code == 2
     assert seen == []
+
+
+def test_hardening_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    result, seen = run_relay_cli(
+        monkeypatch,
+        "--max-connections-per-ip", "0",
+        "--connections-per-ip-per-second", "5",
+        "--max-connections-per-device", "3",
+        "--handshake-timeout", "2.5",
+        "--idle-timeout", "0",
+        "--exempt-loopback",
+    )
+    assert "stopped by the test" in result.output, result.output
+    [limits] = seen
+    assert limits.max_connections_per_ip == 0
+    assert limits.connections_per_ip_per_second == 5
+    assert limits.max_connections_per_device == 3
+    assert limits.handshake_timeout == 2.5
+    assert limits.idle_timeout is None
+    assert limits.exempt_loopback and not limits.trust_forwarded_for
+
+
+def test_loopback_is_limited_unless_exempted_explicitly() -> None:
+    assert not RelayLimits().exempt_loopback
+    assert RelayLimits().max_connections_per_ip == 256
+
+
+def test_exempt_loopback_and_forwarded_for_exclude_each_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    result, seen = run_relay_cli(monkeypatch, "--exempt-loopback", "--trust-forwarded-for")
+    assert "exclude each other" in said(result)
+    assert seen == []
+
+
+def test_enroll_key_is_created_then_loaded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from tether.relay.enrollment import load_enroll_key
+
+    path = tmp_path / "relay.key"
+    result, _ = run_relay_cli(monkeypatch, "--enroll-key", str(path))
+    assert "does not exist" in said(result) and "--create-enroll-key" in said(result)
+    result, _ = run_relay_cli(monkeypatch, "--enroll-key", str(path), "--create-enroll-key")
+    assert "created enrollment key" in result.output, result.output
+    key = load_enroll_key(path)
+    result, _ = run_relay_cli(monkeypatch, "--enroll-key", str(path), "--create-enroll-key")
+    assert "created" not in result.output and "stopped by the test" in result.output
+    assert load_enroll_key(path) == key  # an existing key is used, never replaced
+    result, _ = run_relay_cli(monkeypatch, "--create-enroll-key")
+    assert "needs --enroll-key" in said(result)
+
+
+def test_host_refuses_a_bad_enroll_key_file_before_starting(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.key"
+    bad.write_text("not a key\n")
+    result = CliRunner().invoke(
+        app, ["--home", str(tmp_path / "h"), "host", "--relay", "ws://127.0.0.1:9", "--enroll-key", str(bad)]
+    )
+    assert "is not a tether enrollment key" in said(result)
+    assert "not a key" not in said(result).replace("is not a tether", "")
+    assert not (tmp_path / "h").exists()

@@ -177,14 +177,98 @@ def relay(
     ] = None,
     tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate (chain): serve HTTPS/WSS.")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert.")] = None,
+    enroll_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="Admit only hosts that hold this enrollment key (a file: copy it to each host and run "
+            "`tether host --enroll-key FILE`). Devices need nothing. Without it any host may register.",
+        ),
+    ] = None,
+    create_enroll_key: Annotated[
+        bool, typer.Option(help="Create the --enroll-key file with a new random key if it does not exist.")
+    ] = False,
+    allow_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Another origin (https://name[:port]) whose pages may open WebSockets here, besides the "
+            "relay's own (its --public-url, or the Host it was reached at when there is none). Repeatable.",
+        ),
+    ] = None,
+    max_connections_per_ip: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Connections at once from one address (IPv6: one /64); over it HTTP 429. 0: no limit. "
+            "Default 256.",
+        ),
+    ] = None,
+    connections_per_ip_per_second: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="New connections per second from one address (bursts of 256); over it HTTP 429. "
+            "0: no limit. Default 20.",
+        ),
+    ] = None,
+    max_connections_per_device: Annotated[
+        int | None,
+        typer.Option(min=0, help="Connections at once with one device key. 0: no limit. Default 8."),
+    ] = None,
+    exempt_loopback: Annotated[
+        bool,
+        typer.Option(
+            help="Do not apply the per-address limits to 127.0.0.0/8 and ::1 (benchmarks on one machine). "
+            "Never on a relay that a local proxy exposes: use --trust-forwarded-for there.",
+        ),
+    ] = False,
+    trust_forwarded_for: Annotated[
+        bool,
+        typer.Option(
+            help="Behind a reverse proxy on this machine: count a connection from loopback against the "
+            "last X-Forwarded-For address instead of the proxy. Only when the port is reachable from "
+            "loopback alone (--listen 127.0.0.1:PORT).",
+        ),
+    ] = False,
+    handshake_timeout: Annotated[
+        float | None,
+        typer.Option(min=0.1, help="Seconds a connection has to finish its HTTP upgrade. Default 10."),
+    ] = None,
+    idle_timeout: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="Seconds before a device connection with no channel and no watched host that sends "
+            "nothing is closed. 0: never. Default 300.",
+        ),
+    ] = None,
 ) -> None:
     """Run a relay: hosts and devices dial out to it; it routes their encrypted channels, and
     serves the web client at / ."""
+    from tether.relay.enrollment import create_enroll_key as make_key
+    from tether.relay.enrollment import load_enroll_key
+    from tether.relay.origin import normalize_origin
     from tether.relay.server import RelayLimits, RelayServer, default_static_dir, tls_context
 
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
     tls = tls_context(tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
+    if create_enroll_key and enroll_key is None:
+        raise UsageError("--create-enroll-key needs --enroll-key FILE", hint="e.g. --enroll-key relay.key")
+    key: bytes | None = None
+    if enroll_key is not None:
+        if create_enroll_key and not enroll_key.exists():
+            key = make_key(enroll_key)
+            err.print(f"created enrollment key {enroll_key}: copy it to each host and run "
+                      f"`tether host --enroll-key FILE`")
+        else:
+            key = load_enroll_key(enroll_key)
+    origins = tuple(allow_origin or ())
+    for origin in origins:
+        if normalize_origin(origin) is None:
+            raise UsageError(f"--allow-origin {origin!r} is not an origin", hint="e.g. https://tether.example.com")
+    if exempt_loopback and trust_forwarded_for:
+        raise UsageError("--exempt-loopback and --trust-forwarded-for exclude each other",
+                         hint="behind a local proxy use --trust-forwarded-for alone")
 
     output.setup_logging(verbose)
     host, port = parse_listen(listen)
@@ -196,13 +280,32 @@ def relay(
         knobs["channel_queue_bytes"] = channel_queue_bytes
     if connection_queue_bytes is not None:
         knobs["connection_queue_bytes"] = connection_queue_bytes
+    if max_connections_per_ip is not None:
+        knobs["max_connections_per_ip"] = max_connections_per_ip
+    if connections_per_ip_per_second is not None:
+        knobs["connections_per_ip_per_second"] = connections_per_ip_per_second
+    if max_connections_per_device is not None:
+        knobs["max_connections_per_device"] = max_connections_per_device
+    if handshake_timeout is not None:
+        knobs["handshake_timeout"] = handshake_timeout
+    if idle_timeout is not None:
+        knobs["idle_timeout"] = idle_timeout or None
+    if exempt_loopback:
+        knobs["exempt_loopback"] = True
+    if trust_forwarded_for:
+        knobs["trust_forwarded_for"] = True
     limits = RelayLimits(**knobs)
 
     async def main() -> None:
-        server = RelayServer(limits=limits, public_url=public_url, static_dir=default_static_dir(), tls=tls)
+        server = RelayServer(
+            limits=limits, public_url=public_url, static_dir=default_static_dir(), tls=tls,
+            enroll_key=key, allowed_origins=origins,
+        )
         bound = await server.start(host, port)
         scheme = "https" if tls else "http"
         err.print(f"relay listening on {host}:{bound} (health: {scheme}://{host}:{bound}/healthz)")
+        if key is not None:
+            err.print("admitting enrolled hosts only (--enroll-key)")
         try:
             await _wait_for_signal()
         finally:
@@ -220,16 +323,26 @@ def host_cmd(
     ] = None,
     home: HomeOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    enroll_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--enroll-key",
+            help="The relay's enrollment key file, for a relay that admits enrolled hosts only "
+            "(`tether relay --enroll-key`).",
+        ),
+    ] = None,
 ) -> None:
     """Run the host daemon in the foreground (logs to stderr)."""
     from tether.host.daemon import HostDaemon
+    from tether.relay.enrollment import load_enroll_key
     from tether.relay.link import websocket_url
 
     output.setup_logging(verbose)
     websocket_url(relay)  # validates the URL before anything starts
+    key = load_enroll_key(enroll_key) if enroll_key is not None else None
 
     async def main() -> None:
-        daemon = HostDaemon(_home(home), relay_url=relay, name=name, workspaces=workspace)
+        daemon = HostDaemon(_home(home), relay_url=relay, name=name, workspaces=workspace, enroll_key=key)
         await daemon.start()
         try:
             await _wait_for_signal()

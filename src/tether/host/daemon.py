@@ -78,8 +78,11 @@ class HostDaemon:
         name: str | None = None,
         workspaces: list[Path] | None = None,
         public_url: str | None = None,
+        enroll_key: bytes | None = None,
     ) -> None:
         self.home = home
+        # the relay's enrollment key, for relays that admit enrolled hosts only (`--enroll-key`)
+        self.enroll_key = enroll_key
         self.paths = HostPaths(home)
         self.relay_url = relay_url
         self.public_url = public_url or (http_url(relay_url) if relay_url else None)
@@ -189,7 +192,7 @@ class HostDaemon:
         backoff = Backoff()
         while not self._stopping:
             try:
-                link = await RelayLink.connect(self.relay_url, self.identity, "host")
+                link = await RelayLink.connect(self.relay_url, self.identity, "host", enroll_key=self.enroll_key)
             except TetherError as exc:
                 delay = backoff.next_delay()
                 log.warning("relay unreachable (%s); retrying in %.1fs", exc.message, delay)

@@ -16,7 +16,9 @@ A session (§4.2)::
     client                      relay
     HELLO(role, identity) ─────▶
                           ◀───── CHALLENGE(version, nonce)
-    AUTH(signature) ───────────▶            signature over AUTH_CONTEXT + role + nonce
+    AUTH(signature[, enrollment]) ─▶        signature over AUTH_CONTEXT + role + nonce;
+                                            enrollment: a host's proof of the relay's
+                                            enrollment key, HMAC over ENROLL_CONTEXT + nonce + key
                           ◀───── WELCOME(max frame, id)  or  ERROR(code, message) and close
 
 Then a host publishes ALLOWLIST and OFFERS; a device sends OPEN and gets OPENED or CLOSE; the
@@ -36,10 +38,15 @@ PROTOCOL_VERSION = 1
 
 #: Signed by a client to prove it holds the identity key it announced in HELLO.
 AUTH_CONTEXT = b"tether-relay-auth-v1\x00"
+#: MACed by a host with the relay's enrollment key (``tether relay --enroll-key``) to prove it
+#: holds that key; the proof rides in AUTH, bound to the relay's nonce and the host's identity.
+ENROLL_CONTEXT = b"tether-relay-enroll-v1\x00"
 
 NONCE_LEN = 32
 KEY_LEN = 32
 SIGNATURE_LEN = 64
+#: An enrollment proof is an HMAC-SHA256.
+ENROLL_PROOF_LEN = 32
 #: Host ids, device ids and offer ids are short printable ASCII names.
 MAX_ID_LEN = 64
 #: Reasons and error messages are for people; a peer cannot make the relay carry essays.
@@ -66,7 +73,10 @@ class FrameType(IntEnum):
     CHALLENGE = 0x01
     # any→relay: type | version u16 | role u8 | identity_public [32]
     HELLO = 0x02
-    # any→relay: type | signature [64]  (Ed25519 over AUTH_CONTEXT + role u8 + nonce)
+    # any→relay: type | signature [64] | enrollment [0 or 32]
+    #   signature: Ed25519 over AUTH_CONTEXT + role u8 + nonce
+    #   enrollment: hosts of a relay with an enrollment key only, HMAC-SHA256(enrollment key,
+    #   ENROLL_CONTEXT + nonce + identity_public); empty otherwise
     AUTH = 0x03
     # relay→any: type | max_frame_bytes u32 | id rest(ASCII)
     WELCOME = 0x04
@@ -119,6 +129,9 @@ class CloseCode(IntEnum):
     REPLACED = 12
     TOO_MANY_CHANNELS = 13
     UNSUPPORTED_VERSION = 14
+    TOO_MANY_CONNECTIONS = 15
+    ENROLLMENT_REQUIRED = 16
+    IDLE_TIMEOUT = 17
 
 
 CLOSE_MESSAGES: dict[int, str] = {
@@ -143,6 +156,17 @@ CLOSE_MESSAGES: dict[int, str] = {
     CloseCode.REPLACED: ("another connection for the same host took over (is the host running twice?)"),
     CloseCode.TOO_MANY_CHANNELS: "too many open channels on this connection; close some and retry",
     CloseCode.UNSUPPORTED_VERSION: "the relay speaks another protocol version; upgrade tether",
+    CloseCode.TOO_MANY_CONNECTIONS: (
+        "this identity already has as many connections to the relay as it may; close some "
+        "(is a program reconnecting in a loop?)"
+    ),
+    CloseCode.ENROLLMENT_REQUIRED: (
+        "this relay only admits enrolled hosts: pass --enroll-key FILE to `tether host`, "
+        "FILE being a copy of the relay's enrollment key"
+    ),
+    CloseCode.IDLE_TIMEOUT: (
+        "the connection sat idle with no channel open, so the relay closed it; reconnect when needed"
+    ),
 }
 
 
@@ -186,15 +210,23 @@ class Hello:
 @dataclass(frozen=True, slots=True)
 class Auth:
     signature: bytes
+    enrollment: bytes = field(default=b"", repr=False)
 
     def encode(self) -> bytes:
         _check_len("signature", self.signature, SIGNATURE_LEN)
-        return bytes([FrameType.AUTH]) + self.signature
+        if self.enrollment:
+            _check_len("enrollment proof", self.enrollment, ENROLL_PROOF_LEN)
+        return bytes([FrameType.AUTH]) + self.signature + self.enrollment
 
 
 def auth_message(role: Role, nonce: bytes) -> bytes:
     """What a client signs with its identity key to answer a CHALLENGE."""
     return AUTH_CONTEXT + bytes([role]) + nonce
+
+
+def enroll_message(nonce: bytes, identity_public: bytes) -> bytes:
+    """What a host MACs with the relay's enrollment key to answer a CHALLENGE."""
+    return ENROLL_CONTEXT + nonce + identity_public
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,7 +419,11 @@ def decode_frame(data: bytes) -> Frame:
                 raise FrameError(f"unknown role {role_byte}") from None
             frame = Hello(role=role, identity_public=r.take(KEY_LEN), version=version)
         case FrameType.AUTH:
-            frame = Auth(r.take(SIGNATURE_LEN))
+            signature = r.take(SIGNATURE_LEN)
+            enrollment = r.rest()
+            if len(enrollment) not in (0, ENROLL_PROOF_LEN):
+                raise FrameError(f"an enrollment proof is {ENROLL_PROOF_LEN} bytes")
+            frame = Auth(signature, enrollment)
         case FrameType.WELCOME:
             max_frame = r.u32()
             frame = Welcome(max_frame_bytes=max_frame, id=r.rest_id())

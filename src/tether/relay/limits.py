@@ -1,11 +1,13 @@
 """What one relay connection may cost: sizes, rates and queue bounds (ARCHITECTURE §2, §9).
 
-Every number is a knob on :class:`RelayLimits`; the defaults are generous enough for a loopback
-benchmark and still bound memory per connection.
+Every number is a knob on :class:`RelayLimits`; the defaults bound memory per connection and
+per source address, and are generous enough for a carrier NAT. The loopback benchmark opens
+10,000 connections from 127.0.0.1, so it runs the relay with ``exempt_loopback``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +37,32 @@ class RelayLimits:
     connection_queue_bytes: int = 8 << 20
     #: Seconds from TCP connect to a verified AUTH.
     auth_timeout: float = 10.0
+    #: Seconds from TCP connect to a completed WebSocket upgrade: a slow-loris client that never
+    #: finishes its HTTP request is dropped then (websockets' ``open_timeout``).
+    handshake_timeout: float = 10.0
+    #: A device connection with no channel and no watched host that sends nothing for this many
+    #: seconds is closed with IDLE_TIMEOUT (checked every quarter of it, at most every 30 s).
+    #: None: never. Hosts are never idle-closed: waiting for devices is their job.
+    idle_timeout: float | None = 300.0
+    #: Connections at once from one source address (an IPv4 address, or an IPv6 /64: one
+    #: subscriber's share), counted from TCP accept to close, WebSocket or not; over it the
+    #: request is answered HTTP 429. Generous because a carrier NAT puts many phones behind one
+    #: address. 0: no limit.
+    max_connections_per_ip: int = 256
+    #: New connections from one source address: a token bucket of this burst, refilled at this
+    #: rate; an empty bucket means HTTP 429. A rate of 0: no limit.
+    connections_per_ip_per_second: float = 20.0
+    connections_per_ip_burst: int = 256
+    #: Loopback addresses skip the per-address limits. Never the default: only for a benchmark
+    #: on 127.0.0.1 (``tether relay --exempt-loopback``).
+    exempt_loopback: bool = False
+    #: Behind a reverse proxy on this machine, a connection from a loopback address is counted
+    #: against the last address of its X-Forwarded-For header (the client the proxy saw), not
+    #: against the proxy. Only set it when the relay's port is reachable from loopback alone.
+    trust_forwarded_for: bool = False
+    #: Authenticated connections at once with one device identity key; over it the new one is
+    #: refused with TOO_MANY_CONNECTIONS. A host id has one connection: a second replaces it.
+    max_connections_per_device: int = 8
     max_allowlist: int = 10_000
     max_offers: int = 64
     max_watch: int = 1024
@@ -57,6 +85,11 @@ class TokenBucket:
         self._clock = clock
         self._last = clock()
 
+    @property
+    def last(self) -> float:
+        """When tokens were last taken (or the bucket made): the relay's idle clock."""
+        return self._last
+
     def _refill(self) -> None:
         now = self._clock()
         self.tokens = min(self.burst, self.tokens + (now - self._last) * self.rate)
@@ -75,3 +108,106 @@ class TokenBucket:
             return False
         self.tokens -= n
         return True
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def is_loopback(host: str) -> bool:
+    ip = _ip(host)
+    return ip is not None and ip.is_loopback
+
+
+def address_key(host: str, limits: RelayLimits) -> str | None:
+    """What per-address limits count a peer as, or None when they do not apply to it.
+
+    IPv6 peers count by /64: one subscriber usually gets a whole /64, so counting single
+    addresses would let one client take 2**64 shares. Unix sockets and loopback (only when
+    ``exempt_loopback``) are not counted.
+    """
+    ip = _ip(host)
+    if ip is None:
+        return None
+    if limits.exempt_loopback and ip.is_loopback:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+class _Address:
+    __slots__ = ("connections", "last", "tokens")
+
+    def __init__(self, tokens: float, now: float) -> None:
+        self.connections = 0
+        self.tokens = tokens
+        self.last = now
+
+
+class AddressTable:
+    """Connections at once and new connections per second, per source address.
+
+    One small entry per address with a live connection or a recent burst, never per
+    connection. Entries with no connection and a full bucket are dropped in a sweep that runs
+    when the table has doubled since the last one (amortized O(1) per connection).
+    """
+
+    def __init__(self, limits: RelayLimits, clock: Callable[[], float] = time.monotonic) -> None:
+        self._limits = limits
+        self._clock = clock
+        self._table: dict[str, _Address] = {}
+        self._sweep_at = 1024
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def connections(self, key: str) -> int:
+        entry = self._table.get(key)
+        return 0 if entry is None else entry.connections
+
+    def open(self, key: str) -> str | None:
+        """Count a new connection from ``key``. Returns why it must be refused, or None.
+
+        A refused connection still counts until :meth:`close`: it holds a socket too.
+        """
+        lim = self._limits
+        now = self._clock()
+        table = self._table
+        entry = table.get(key)
+        if entry is None:
+            if len(table) >= self._sweep_at:
+                self._sweep(now)
+            entry = table[key] = _Address(lim.connections_per_ip_burst, now)
+        entry.connections += 1
+        cap = lim.max_connections_per_ip
+        if cap and entry.connections > cap:
+            return f"too many connections from {key}: at most {cap} at once; close some and retry"
+        rate = lim.connections_per_ip_per_second
+        if rate > 0:
+            entry.tokens = min(lim.connections_per_ip_burst, entry.tokens + (now - entry.last) * rate)
+            entry.last = now
+            if entry.tokens < 1:
+                return f"too many new connections from {key}; retry in a few seconds"
+            entry.tokens -= 1
+        return None
+
+    def close(self, key: str) -> None:
+        entry = self._table.get(key)
+        if entry is not None and entry.connections > 0:
+            entry.connections -= 1
+
+    def _sweep(self, now: float) -> None:
+        lim = self._limits
+        rate, burst = lim.connections_per_ip_per_second, lim.connections_per_ip_burst
+        for key, entry in list(self._table.items()):
+            full = rate <= 0 or entry.tokens + (now - entry.last) * rate >= burst
+            if entry.connections <= 0 and full:
+                del self._table[key]
+        self._sweep_at = max(1024, 2 * len(self._table))

@@ -21,7 +21,7 @@ from typing import Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from tether.crypto.keys import Identity
 from tether.errors import UsageError
@@ -54,6 +54,7 @@ from tether.protocol.frames import (
     encode_data,
     is_valid_id,
 )
+from tether.relay.enrollment import enroll_proof
 from tether.relay.errors import ChannelClosed, RelayError
 
 __all__ = ["Channel", "ChannelClosed", "RelayError", "RelayLink", "websocket_url"]
@@ -228,8 +229,13 @@ class RelayLink:
         ping_timeout: float | None = 20,
         inbox_frames: int = DEFAULT_INBOX_FRAMES,
         inbox_bytes: int = DEFAULT_INBOX_BYTES,
+        enroll_key: bytes | None = None,
     ) -> RelayLink:
-        """Dial the relay and authenticate (HELLO → CHALLENGE → AUTH → WELCOME)."""
+        """Dial the relay and authenticate (HELLO → CHALLENGE → AUTH → WELCOME).
+
+        ``enroll_key``: a host's copy of the relay's enrollment key (``tether host --enroll-key``),
+        for relays that admit enrolled hosts only; devices never send one.
+        """
         url = websocket_url(relay_url)
         wire_role = Role.HOST if role == "host" else Role.DEVICE
         try:
@@ -243,6 +249,12 @@ class RelayLink:
                 max_size=1 << 20,
                 user_agent_header="tether",
             )
+        except InvalidStatus as err:
+            raise RelayError(
+                f"the relay at {relay_url} refused the connection: {_describe(err)}",
+                hint=_status_hint(err.response.status_code),
+                code="relay_refused",
+            ) from None
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as err:
             raise RelayError(f"cannot reach the relay at {relay_url}: {_describe(err)}", hint=_REACH_HINT) from None
         try:
@@ -250,7 +262,10 @@ class RelayLink:
                 await ws.send(Hello(wire_role, identity.identity_public).encode())
                 challenge = _expect(await ws.recv(), Challenge)
                 signature = identity.sign(auth_message(wire_role, challenge.nonce))
-                await ws.send(Auth(signature).encode())
+                proof = b""
+                if enroll_key is not None and wire_role is Role.HOST:
+                    proof = enroll_proof(enroll_key, challenge.nonce, identity.identity_public)
+                await ws.send(Auth(signature, proof).encode())
                 welcome = _expect(await ws.recv(), Welcome)
         except _Refusal as refusal:
             await ws.close()
@@ -546,7 +561,20 @@ def _expect(message: str | bytes, kind: type[_F]) -> _F:
     return frame
 
 
+def _status_hint(status: int) -> str | None:
+    if status == 429:
+        return "too many connections from this address; wait a moment and retry"
+    if status == 403:
+        return "the relay refused this origin; open the web client from the relay's own address"
+    return _REACH_HINT
+
+
 def _describe(err: BaseException) -> str:
+    if isinstance(err, InvalidStatus):
+        # The relay's refusals explain themselves in a short plain-text body.
+        response = err.response
+        body = bytes(response.body or b"")[:300].decode("utf-8", "replace").strip()
+        return f"HTTP {response.status_code}" + (f": {body}" if body else "")
     if isinstance(err, ConnectionClosed):
         close = err.rcvd or err.sent
         return _describe_close_codes(close.code if close else None, close.reason if close else "")

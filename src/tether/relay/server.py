@@ -16,6 +16,14 @@ slow receiver cannot block a sender's read loop or its other channels. Bytes que
 (receiver, channel) are counted until the socket has taken them; past ``channel_queue_bytes``
 that channel is closed on both sides with TOO_SLOW, past ``connection_queue_bytes`` the
 receiver's whole connection is closed.
+
+Before any of that, every TCP connection counts against its source address from accept to close
+(``limits.AddressTable``: connections at once and new connections per second, refused with HTTP
+429 before the upgrade), must finish its upgrade within ``handshake_timeout``, and a browser's
+upgrade must come from the relay's own origin (``origin.py``, HTTP 403). After admission a
+device identity key may hold ``max_connections_per_device`` connections, and a device connection
+that holds no channel, watches no host and sends nothing is closed after ``idle_timeout``. With
+an enrollment key (``enrollment.py``) only hosts that prove they hold it are admitted.
 """
 
 from __future__ import annotations
@@ -27,11 +35,12 @@ import mimetypes
 import secrets
 import ssl
 import struct
+import time
 from collections import deque
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -67,7 +76,9 @@ from tether.protocol.frames import (
     decode_frame,
     rechannel_data,
 )
-from tether.relay.limits import RelayLimits, TokenBucket
+from tether.relay.enrollment import verify_enroll_proof
+from tether.relay.limits import AddressTable, RelayLimits, TokenBucket, address_key, is_loopback
+from tether.relay.origin import OriginPolicy
 
 __all__ = ["RelayLimits", "RelayServer", "parse_listen", "run_relay"]
 
@@ -97,6 +108,49 @@ _CONTENT_TYPES = {
     ".wasm": "application/wasm",
     ".txt": "text/plain; charset=utf-8",
 }
+
+
+class _Socket(ServerConnection):
+    """websockets' server connection, counted against its source address from TCP accept to
+    close, so that connections which never finish their HTTP request count too.
+
+    Each RelayServer makes a subclass that sets ``addresses`` and ``limits``. Only the
+    attributes that differ from the class defaults are stored on an instance.
+    """
+
+    addresses: ClassVar[AddressTable]
+    limits: ClassVar[RelayLimits]
+    address: str | None = None
+    refusal: str | None = None
+    # Behind a trusted reverse proxy: counted once X-Forwarded-For shows who the client is.
+    deferred: bool = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        host = _peer_host(transport.get_extra_info("peername"))
+        if self.limits.trust_forwarded_for and is_loopback(host):
+            self.deferred = True
+            return
+        self.count(address_key(host, self.limits))
+
+    def count(self, key: str | None) -> None:
+        if key is not None:
+            self.address = key
+            refusal = self.addresses.open(key)
+            if refusal is not None:
+                self.refusal = refusal
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.address is not None:
+            self.addresses.close(self.address)
+            self.address = None
+        super().connection_lost(exc)
+
+
+def _peer_host(peer: object) -> str:
+    if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
+        return peer[0]
+    return ""
 
 
 class _Refused(Exception):
@@ -417,15 +471,24 @@ class RelayServer:
         public_url: str | None = None,
         static_dir: Path | None = None,
         tls: ssl.SSLContext | None = None,
+        enroll_key: bytes | None = None,
+        allowed_origins: tuple[str, ...] = (),
     ) -> None:
         self.limits = limits or RelayLimits()
         self.tls = tls
         self.public_url = public_url
         self.static_dir = static_dir.resolve() if static_dir is not None else None
+        #: Hosts must prove they hold it (``tether relay --enroll-key``); None: any host.
+        self.enroll_key = enroll_key
+        self.origins = OriginPolicy(public_url, allowed_origins)
+        self.addresses = AddressTable(self.limits)
         self._server: Server | None = None
         self._hosts: dict[str, _HostConnection] = {}
         self._watchers: dict[str, set[_Connection]] = {}
         self._connections: set[_Connection] = set()
+        # authenticated connections per device identity key (max_connections_per_device)
+        self._device_connections: dict[bytes, int] = {}
+        self._idle_sweeper: asyncio.Task[None] | None = None
         self.port = 0
 
     # --- lifecycle ---
@@ -433,11 +496,19 @@ class RelayServer:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Listen on ``host:port`` (0 = an ephemeral port); return the bound port."""
         lim = self.limits
+
+        class Socket(_Socket):
+            pass
+
+        Socket.addresses = self.addresses
+        Socket.limits = lim
         self._server = await serve(
             self._handle,
             host,
             port,
+            create_connection=Socket,
             process_request=self._process_request,
+            open_timeout=lim.handshake_timeout,
             compression=None,
             max_size=lim.max_frame_bytes,
             ping_interval=lim.ping_interval,
@@ -447,10 +518,15 @@ class RelayServer:
             ssl=self.tls,
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
+        if lim.idle_timeout:
+            self._idle_sweeper = asyncio.get_running_loop().create_task(self._sweep_idle(lim.idle_timeout))
         return self.port
 
     async def close(self) -> None:
         """Stop listening and close every connection (clients see the relay going away)."""
+        if self._idle_sweeper is not None:
+            self._idle_sweeper.cancel()
+            self._idle_sweeper = None
         if self._server is None:
             return
         self._server.close()
@@ -475,8 +551,27 @@ class RelayServer:
     # --- HTTP on the same port ---
 
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if isinstance(connection, _Socket):
+            if connection.deferred:
+                connection.deferred = False
+                connection.count(self._forwarded_key(connection, request))
+            if connection.refusal is not None:
+                log.info("refused %s: %s", _peer(connection), connection.refusal)
+                refused = connection.respond(429, connection.refusal + "\n")
+                refused.headers["Retry-After"] = "5"
+                return refused
         path = urlsplit(request.path).path
         if path == WS_PATH:
+            origins = request.headers.get_all("Origin")
+            hosts = request.headers.get_all("Host")
+            if not self.origins.admits(origins, hosts[0] if len(hosts) == 1 else None):
+                shown = origins[0][:100] if origins else ""
+                log.info("refused %s: cross-origin upgrade from %r", _peer(connection), shown)
+                return connection.respond(
+                    403,
+                    f"cross-origin WebSocket refused: a page at {shown!r} is not this relay's; "
+                    "open the web client from the relay's own address (its --public-url)\n",
+                )
             return None
         if path == "/healthz":
             return connection.respond(200, "ok\n")
@@ -485,6 +580,17 @@ class RelayServer:
             if response is not None:
                 return response
         return connection.respond(404, "not found\n")
+
+    def _forwarded_key(self, connection: ServerConnection, request: Request) -> str | None:
+        """The address to count a connection from a trusted reverse proxy against: the last
+        X-Forwarded-For entry (the client the proxy itself saw), else the proxy."""
+        forwarded = request.headers.get_all("X-Forwarded-For")
+        if forwarded:
+            key = address_key(forwarded[-1].rsplit(",", 1)[-1].strip(), self.limits)
+            if key is not None:
+                return key
+        addr = connection.remote_address
+        return address_key(_peer_host(addr), self.limits)
 
     async def _static(self, path: str) -> Response | None:
         assert self.static_dir is not None
@@ -573,12 +679,52 @@ class RelayServer:
         nonce = secrets.token_bytes(32)
         await ws.send(Challenge(nonce).encode())
         auth = _expect(await ws.recv(), Auth, "the relay expects AUTH after CHALLENGE")
-        if not verify_signature(hello.identity_public, auth.signature, auth_message(hello.role, nonce)):
+        key = hello.identity_public
+        if not verify_signature(key, auth.signature, auth_message(hello.role, nonce)):
             raise _Refused(CloseCode.AUTH_FAILED, close_message(CloseCode.AUTH_FAILED))
-        kind = _HostConnection if hello.role is Role.HOST else _Connection
-        conn = kind(ws, self, hello.role, hello.identity_public, derive_id(hello.identity_public))
-        await ws.send(Welcome(id=conn.id, max_frame_bytes=self.limits.max_frame_bytes).encode())
+        if hello.role is Role.HOST:
+            self._check_enrollment(auth, nonce, key)
+            conn: _Connection = _HostConnection(ws, self, hello.role, key, derive_id(key))
+            await ws.send(Welcome(id=conn.id, max_frame_bytes=self.limits.max_frame_bytes).encode())
+            return conn
+        # Counted only once the key is proven: nobody can lock a device out by claiming its key.
+        counts = self._device_connections
+        held = counts.get(key, 0)
+        cap = self.limits.max_connections_per_device
+        if cap and held >= cap:
+            raise _Refused(
+                CloseCode.TOO_MANY_CONNECTIONS,
+                f"this device already has {held} connections to the relay, its limit; "
+                "close some (is a program reconnecting in a loop?)",
+            )
+        counts[key] = held + 1
+        try:
+            conn = _Connection(ws, self, hello.role, key, derive_id(key))
+            await ws.send(Welcome(id=conn.id, max_frame_bytes=self.limits.max_frame_bytes).encode())
+        except BaseException:
+            self._release_device(key)
+            raise
         return conn
+
+    def _check_enrollment(self, auth: Auth, nonce: bytes, key: bytes) -> None:
+        if self.enroll_key is None:
+            return  # an open relay ignores a proof: a host may carry one everywhere
+        if not auth.enrollment:
+            raise _Refused(CloseCode.ENROLLMENT_REQUIRED, close_message(CloseCode.ENROLLMENT_REQUIRED))
+        if not verify_enroll_proof(self.enroll_key, auth.enrollment, nonce, key):
+            raise _Refused(
+                CloseCode.ENROLLMENT_REQUIRED,
+                "this relay only admits enrolled hosts, and the enrollment key this host passed "
+                "(--enroll-key) is not this relay's; copy the relay's key file again",
+            )
+
+    def _release_device(self, key: bytes) -> None:
+        counts = self._device_connections
+        left = counts.get(key, 0) - 1
+        if left > 0:
+            counts[key] = left
+        else:
+            counts.pop(key, None)
 
     def _register(self, conn: _Connection) -> None:
         self._connections.add(conn)
@@ -612,6 +758,7 @@ class RelayServer:
                 del self._hosts[conn.id]
                 self._announce(conn, online=False)
         else:
+            self._release_device(conn.key)
             for host_id in conn.watching:
                 watchers = self._watchers.get(host_id)
                 if watchers is not None:
@@ -619,6 +766,25 @@ class RelayServer:
                     if not watchers:
                         del self._watchers[host_id]
             conn.watching = _NO_WATCH
+
+    async def _sweep_idle(self, idle: float) -> None:
+        """Close device connections that hold no channel, watch no host and have sent nothing
+        for ``idle`` seconds: an authenticated slow-loris. The last frame's time is the frame
+        bucket's, so the read loop pays nothing for this."""
+        every = min(30.0, idle / 4)
+        message = close_message(CloseCode.IDLE_TIMEOUT)
+        while True:
+            await asyncio.sleep(every)
+            now = time.monotonic()
+            for conn in list(self._connections):
+                if (
+                    conn.role is Role.DEVICE
+                    and not conn.channels
+                    and not conn.watching
+                    and not conn.closing
+                    and now - conn.frames.last >= idle
+                ):
+                    conn.fail(CloseCode.IDLE_TIMEOUT, message)
 
     # --- reading ---
 
