@@ -154,8 +154,14 @@ def _remote_bundle_devices(sshd: SshServer, host_id: str) -> list[str]:
     return [d.name for d in bundle.devices]
 
 
-def test_refresh_carries_a_revocation_to_the_remote(desktop: Desktop, remote: SshServer, wheels: Path) -> None:
+def test_refresh_carries_a_revocation_to_the_remote(
+    desktop: Desktop, remote: SshServer, wheels: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
     from tests.procs import tether, tether_json
+    from tether.crypto.keys import Identity
+    from tether.sshremote.hooks import refresh_remotes
 
     result = desktop.ssh(*_connect_args(remote, "--accept-new", "--wheels", str(wheels), "--name", "box", "--json"))
     assert result.returncode == 0, result.stderr
@@ -166,12 +172,24 @@ def test_refresh_carries_a_revocation_to_the_remote(desktop: Desktop, remote: Ss
     same = desktop.ssh("refresh")
     assert same.returncode == 0, same.stderr
     assert _remote_bundle_devices(remote, host_id) == ["phone"]
-    # The desktop revokes the phone; a refresh hands the remote a bundle without it.
+    # The desktop revokes the phone; the hook its daemon calls hands the remote a bundle without it.
     tether(desktop.home, "devices", "revoke", device["id"])
+    monkeypatch.setenv("TETHER_SSH_KNOWN_HOSTS", desktop.env["TETHER_SSH_KNOWN_HOSTS"])
+    monkeypatch.setenv("TETHER_SSH_CONFIG", desktop.env["TETHER_SSH_CONFIG"])
+    identity = Identity.load(desktop.home / "host" / "keys.json")
+    assert asyncio.run(refresh_remotes(desktop.home, identity=identity, name="desktop")) == []
+    assert _remote_bundle_devices(remote, host_id) == []
     refreshed = desktop.ssh("refresh", "box")
     assert refreshed.returncode == 0, refreshed.stderr
     assert "0 device(s)" in refreshed.stderr
-    assert _remote_bundle_devices(remote, host_id) == []
+    # A remote that cannot be reached is reported, not fatal.
+    remote.stop()
+    try:
+        assert asyncio.run(refresh_remotes(desktop.home, identity=identity)) == ["box"]
+        unreachable = desktop.ssh("refresh")
+        assert unreachable.returncode == 1 and "could not reach: box" in unreachable.stderr
+    finally:
+        remote.start()
 
 
 def test_no_relay_is_a_clear_error(remote: SshServer, wheels: Path, tmp_path: Path) -> None:

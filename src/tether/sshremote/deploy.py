@@ -553,23 +553,27 @@ async def stop(home: Path, name: str, options: SshOptions, reporter: Reporter) -
     return str(result["action"])
 
 
-async def refresh(home: Path, options: SshOptions, reporter: Reporter, names: list[str] | None = None) -> list[str]:
+async def refresh(
+    home: Path, options: SshOptions, reporter: Reporter, names: list[str] | None = None,
+    desktop: Desktop | None = None,
+) -> list[str]:
     """Push a fresh bundle to each remote (after a device was paired or revoked on the desktop).
     Returns the names of the remotes that could not be reached; the others have the new bundle."""
     registry = Registry(home)
-    desktop = await desktop_host(home)
+    desktop = desktop or await desktop_host(home)
     failed: list[str] = []
     for record in registry.load():
         if names and record.name not in names:
             continue
-        with contextlib.suppress(SshError):
+        try:
             async with _connected(_target(record), options) as conn:
                 with reporter.step(f"devices for {record.name}") as s:
                     bundle = await make_desktop_bundle(desktop, record.host_id)
                     pushed = await remote_call(conn, record.remote_home, "bundle", input=bundle)
                     s.detail = f"{pushed['devices']} device(s)"
-            continue
-        failed.append(record.name)
+        except SshError as exc:
+            reporter.note(f"{record.name}: {exc.message}")
+            failed.append(record.name)
     return failed
 
 

@@ -142,7 +142,8 @@ def _daemon(paths: _Paths) -> dict[str, Any]:
 def cmd_info(paths: _Paths, args: argparse.Namespace) -> dict[str, Any]:
     ensure_home(paths.home)
     paths.host.mkdir(mode=0o700, exist_ok=True)
-    identity = Identity.load_or_create(paths.keys)
+    with _locked(paths):  # two runs at once must not make two sets of keys
+        identity = Identity.load_or_create(paths.keys)
     return {
         "version": __version__,
         "python": ".".join(map(str, sys.version_info[:3])),

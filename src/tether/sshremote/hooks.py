@@ -1,0 +1,42 @@
+"""What the desktop host daemon calls so its remote hosts follow its devices.
+
+``HostDaemon.revoke_device`` (and the end of a pairing) should spawn
+``refresh_remotes(self.home, identity=self.identity, name=self.name)``: every remote host started
+with ``tether ssh`` gets a new signed bundle over SSH, and its daemon (which polls the bundle file)
+drops a revoked device within a second and closes its channels. A remote that cannot be reached
+keeps its previous bundle until the next ``tether ssh refresh`` or ``tether ssh``; the names are
+logged and returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from pathlib import Path
+
+from tether.crypto.keys import Identity
+
+log = logging.getLogger("tether.sshremote")
+
+
+async def refresh_remotes(home: Path, *, identity: Identity | None = None, name: str | None = None) -> list[str]:
+    """Re-push the device bundle to every remote host of this home. Never raises: a revocation
+    on the desktop must not fail because a remote is down. Returns the remotes not reached."""
+    from tether.sshremote.connect import SshOptions
+    from tether.sshremote.deploy import Desktop, QuietReporter, refresh
+    from tether.sshremote.registry import Registry
+
+    try:
+        if not Registry(home).load():
+            return []
+        desktop = None
+        if identity is not None:
+            desktop = Desktop(identity, name or socket.gethostname(), None, home)
+        failed = await refresh(home, SshOptions.resolve(), QuietReporter(), desktop=desktop)
+    except Exception:
+        log.exception("could not refresh the remote hosts' devices")
+        return ["*"]
+    if failed:
+        log.warning("remote hosts not reached (they keep their previous devices until `tether ssh refresh`): %s",
+                    ", ".join(failed))
+    return failed
