@@ -93,3 +93,16 @@ def test_registry_keeps_one_entry_per_place(tmp_path: Path) -> None:
     assert registry.get("other").state == "stopped"
     with pytest.raises(UsageError, match="no remote host named"):
         registry.get("nope")
+
+
+def test_a_reused_pid_is_never_taken_for_the_daemon() -> None:
+    import subprocess
+
+    from tether.sshremote.remote import _alive
+
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        assert not _alive(other.pid)
+    finally:
+        other.kill()
+        other.wait()

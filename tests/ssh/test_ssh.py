@@ -329,3 +329,33 @@ def test_two_runs_at_once_install_once_and_start_one_daemon(
     assert len(pids) == 1
     assert _daemon_pids(remote) == list(pids)
     assert len(json.loads(desktop.ssh("list", "--json").stdout)) == 1
+
+
+def _daemon_wired() -> bool:
+    import tether.host.daemon
+
+    return "inheritance" in Path(tether.host.daemon.__file__).read_text()
+
+
+@pytest.mark.xfail(not _daemon_wired(), reason="host/daemon.py does not load the inherited devices yet", strict=True)
+def test_a_device_of_the_desktop_reaches_the_remote_host(desktop: Desktop, remote: SshServer, wheels: Path) -> None:
+    from tests.procs import tether, tether_json
+    from tether.client.state import ClientState, PairedHost
+    from tether.crypto.encoding import b64u_decode
+
+    result = desktop.ssh(*_connect_args(remote, "--accept-new", "--wheels", str(wheels), "--name", "box", "--json"))
+    assert result.returncode == 0, result.stderr
+    (record,) = json.loads(desktop.ssh("list", "--json").stdout)
+    # What a client does on `host.linked` (until the SDK does it): remember the new host.
+    state = ClientState(desktop.client_home)
+    (paired,) = state.hosts()
+    state.save_host(PairedHost(record["host_id"], "box", record["relay_url"], b64u_decode(record["static_public"]),
+                               paired.device_id, paired.scopes))
+    assert tether_json(desktop.client_home, "sessions", "list", "--host", "box", "--json") == []
+    # Revoked on the desktop and refreshed: the remote refuses it.
+    (device,) = tether_json(desktop.home, "devices", "list", "--json")
+    tether(desktop.home, "devices", "revoke", device["id"])
+    assert desktop.ssh("refresh").returncode == 0
+    time.sleep(2)  # the remote daemon polls its bundle every second
+    refused = tether(desktop.client_home, "sessions", "list", "--host", "box", check=False)
+    assert refused.returncode != 0

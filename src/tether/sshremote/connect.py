@@ -186,6 +186,9 @@ async def connect(target: Target, options: SshOptions) -> asyncssh.SSHClientConn
         # An empty trust set still routes every key through the callback above.
         "known_hosts": str(options.known_hosts) if options.known_hosts.exists() else ([], [], []),
         "connect_timeout": options.timeout,
+        # Notice a dead connection (a tunnel must come back) within about a minute.
+        "keepalive_interval": 15,
+        "keepalive_count_max": 4,
     }
     if options.config is not None:
         kwargs["config"] = [str(options.config)]

@@ -85,13 +85,26 @@ def _read_pid(paths: _Paths) -> int | None:
         return None
 
 
+def _command_line(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        pass
+    # No /proc (macOS): ask ps.
+    result = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True)
+    return result.stdout
+
+
 def _alive(pid: int) -> bool:
+    """True when ``pid`` is a tether host daemon of ours: a pid file can outlive its process, and
+    the pid can be reused by another program, which must never be signalled."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         return False
-    except PermissionError:
-        return True
+    line = _command_line(pid)
+    if b"tether" not in line or b" host " not in line:
+        return False
     # A zombie child of ours is dead for our purposes.
     with contextlib.suppress(ChildProcessError):
         done, _ = os.waitpid(pid, os.WNOHANG)
