@@ -32,8 +32,8 @@ class _DefaultConnect(TyperGroup):
 
 ssh_app = typer.Typer(
     cls=_DefaultConnect,
-    help="Remote hosts over SSH: `tether ssh [user@]machine` installs tether there and starts a host "
-    "that accepts this machine's devices.",
+    help="Remote hosts over SSH: `tether ssh user@machine` (short for `tether ssh connect user@machine`) "
+    "installs tether there and starts a host that accepts this machine's devices.",
     no_args_is_help=True,
 )
 app.add_typer(ssh_app, name="ssh")
@@ -55,23 +55,28 @@ class RichReporter:
 
     @contextlib.contextmanager
     def step(self, title: str) -> Iterator[Any]:
+        from rich.markup import escape
+
         from tether.sshremote.deploy import _Detail
 
         handle = _Detail()
         started = time.monotonic()
         try:
-            with err.status(f"{title}…", spinner="dots"):
+            with err.status(f"{escape(title)}…", spinner="dots"):
                 yield handle
         except BaseException:
-            err.print(f"[red]✗[/] {title}", markup=True)
+            err.print("[red]✗[/] ", markup=True, end="")
+            err.print(title, markup=False)
             raise
         took = time.monotonic() - started
         detail = f": {handle.detail}" if handle.detail else ""
-        err.print(f"[green]✓[/] {title}{detail}", markup=True, end="")
+        err.print("[green]✓[/] ", markup=True, end="")
+        err.print(f"{title}{detail}", markup=False, end="")
         err.print(f" [dim]({took:.1f} s)[/]" if took >= 0.5 else "", markup=True)
 
     def note(self, text: str) -> None:
-        err.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {text}", markup=True)
+        err.print(f"[dim]{time.strftime('%H:%M:%S')}[/] ", markup=True, end="")
+        err.print(text, markup=False)
 
 
 def _options(known_hosts: str | None, ssh_config: str | None, accept_new: bool = False) -> Any:
@@ -82,7 +87,7 @@ def _options(known_hosts: str | None, ssh_config: str | None, accept_new: bool =
 
 @ssh_app.command("connect")
 def ssh_connect(
-    destination: Annotated[str, typer.Argument(help="[user@]machine, or a Host of your ssh config.")],
+    destination: Annotated[str, typer.Argument(help="user@machine, machine, or a Host of your ssh config.")],
     port: Annotated[int | None, typer.Option("-p", "--port", help="SSH port.")] = None,
     identity: Annotated[str | None, typer.Option("-i", "--identity", help="Private key file.")] = None,
     name: Annotated[str | None, typer.Option(help="Name of the remote host shown to devices.")] = None,
@@ -150,7 +155,7 @@ def ssh_connect(
                     "state": record.state})
     else:
         out.print(f"remote host {record.name} ({record.host_id}) runs on {record.destination()}; "
-                  "paired devices of this host can use it.")
+                  "paired devices of this host can use it.", markup=False)
 
 
 @ssh_app.command("list")
@@ -165,11 +170,12 @@ def ssh_list(as_json: JsonOpt = False, home: HomeOpt = None) -> None:
         print_json([msgspec.to_builtins(r) for r in remotes])
         return
     if not remotes:
-        out.print("no remote hosts; start one with `tether ssh [user@]machine`")
+        out.print("no remote hosts; start one with `tether ssh user@machine`")
     for r in remotes:
         seen = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.updated_at))
         pid = f" pid {r.pid}" if r.pid and r.state == "running" else ""
-        out.print(f"{r.name:<16} {r.host_id}  {r.state}{pid} (as of {seen})  {r.destination()}  {r.mode}")
+        out.print(f"{r.name:<16} {r.host_id}  {r.state}{pid} (as of {seen})  {r.destination()}  {r.mode}",
+                  markup=False)
 
 
 @ssh_app.command("status")
