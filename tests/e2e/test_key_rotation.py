@@ -60,7 +60,9 @@ async def test_rotation_reaches_connected_and_absent_clients(deployment: Deploym
 
 async def test_old_key_is_refused_after_the_grace_period(deployment: Deployment, client_home: Path) -> None:
     deployment.pair(client_home)
-    await rotate(deployment, grace=0)
+    old = pinned(client_home)
+    rotated = json.loads(tether(deployment.host_home, "host", "rotate-keys", "--grace", "0s", "--json").stdout)
+    assert rotated["static_key"] != old and rotated["grace"] == 0
     result = tether(client_home, "sessions", "list", check=False, timeout=30)
     assert result.returncode == 1
     assert "did not prove it holds the key you paired with" in result.stderr

@@ -314,9 +314,18 @@ def relay(
     run(main())
 
 
-@app.command("host")
+host_app = typer.Typer(
+    help="Run the host daemon (`tether host --relay URL`), or manage its keys.", invoke_without_command=True
+)
+app.add_typer(host_app, name="host")
+
+
+@host_app.callback()
 def host_cmd(
-    relay: Annotated[str, typer.Option("--relay", help="Relay URL (ws://, wss://, http:// or https://).")],
+    ctx: typer.Context,
+    relay: Annotated[
+        str | None, typer.Option("--relay", help="Relay URL (ws://, wss://, http:// or https://).")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Name shown to devices (default: hostname).")] = None,
     workspace: Annotated[
         list[Path] | None, typer.Option("--workspace", help="Directory sessions may use (repeatable).")
@@ -333,6 +342,10 @@ def host_cmd(
     ] = None,
 ) -> None:
     """Run the host daemon in the foreground (logs to stderr)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if relay is None:
+        raise UsageError("tether host needs --relay URL", hint="e.g. tether host --relay wss://relay.example.com")
     from tether.host.daemon import HostDaemon
     from tether.relay.enrollment import load_enroll_key
     from tether.relay.link import websocket_url
@@ -350,6 +363,35 @@ def host_cmd(
             await daemon.stop()
 
     run(main())
+
+
+@host_app.command("rotate-keys")
+def host_rotate_keys(
+    grace: Annotated[
+        str, typer.Option(help="How long the old key still works, for clients that are away (e.g. 7d).")
+    ] = "7d",
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+) -> None:
+    """Rotate the host's end-to-end key; connected clients learn the new one at once, others on
+    their next connection within the grace period."""
+    from tether.client.connection import connect_local
+
+    seconds = parse_ttl(grace)
+
+    async def main() -> dict[str, Any]:
+        conn = await connect_local(_home(home))
+        try:
+            result: dict[str, Any] = await conn.call("host.rotate_keys", {"grace": seconds})
+            return result
+        finally:
+            await conn.close()
+
+    result = run(main())
+    if as_json:
+        print_json(result)
+    else:
+        out.print(f"new host key {result['static_key']}; the old one is accepted for {grace} more")
 
 
 @app.command()
