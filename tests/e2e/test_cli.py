@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -170,3 +171,31 @@ def test_config_show_redacts_secrets_and_bad_config_names_the_line() -> None:
         assert "config.toml:3: agents.builtin.sandbox: unknown sandbox 'open'" in bad.stderr
     finally:
         remove(home)
+
+
+def test_up_over_tls(tmp_path: Path) -> None:
+    from tests.relay.test_tls_and_static import self_signed
+
+    cert, key = self_signed(tmp_path)
+    home, workspace, client = short_home("tu"), short_home("tw"), short_home("tc")
+    port = _free_port()
+    up = Proc([*TETHER, "--home", str(home), "up", "--listen", f"127.0.0.1:{port}", "--workspace", str(workspace),
+               "--public-url", f"https://localhost:{port}", "--tls-cert", str(cert), "--tls-key", str(key)],
+              name="up-tls")
+    try:
+        up.wait_for("tether is up")
+        link = re.search(rf"https://localhost:{port}/#pair=\S+", up.out)
+        assert link, up.out
+        trust = {**os.environ, "SSL_CERT_FILE": str(cert)}
+        login = subprocess.run([*TETHER, "--home", str(client), "login", link.group(0)], env=trust,
+                               capture_output=True, text=True, timeout=60)
+        assert login.returncode == 0, login.stderr
+        hosts = subprocess.run([*TETHER, "--home", str(client), "hosts", "--json"], env=trust,
+                               capture_output=True, text=True, timeout=60)
+        assert json.loads(hosts.stdout)[0]["online"] is True
+        # A client that does not trust the certificate is refused before anything else.
+        untrusted = tether(client, "hosts", "--json", check=False)
+        assert json.loads(untrusted.stdout)[0]["online"] is False
+    finally:
+        up.stop()
+        remove(home, workspace, client)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import ssl
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -123,6 +124,16 @@ def _print_pairing(offer: dict[str, Any], *, as_json: bool) -> None:
         f"it grants: {', '.join(offer.get('scopes', []))}.\n"
         "On another terminal: tether --home DIR login LINK"
     )
+
+
+def _own_relay_tls() -> ssl.SSLContext:
+    """TLS for the embedded host dialing its own relay in the same process: the certificate is
+    for the public name, not 127.0.0.1, and nothing else is on this path; the content is
+    end-to-end encrypted and the relay authenticates the host by its signature anyway."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def _warn_public_url(url: str) -> None:
@@ -403,25 +414,32 @@ def up(
     public_url: Annotated[str | None, typer.Option(help="The URL phones use to reach this relay.")] = None,
     name: Annotated[str | None, typer.Option(help="Host name shown to devices.")] = None,
     scopes: Annotated[str, typer.Option(help="Scopes granted by the printed pairing link.")] = "read,prompt,approve",
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate (chain): serve HTTPS/WSS.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert.")] = None,
     home: HomeOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Relay and host in one process, with a pairing QR code. Ctrl-C stops."""
     from tether.host.daemon import HostDaemon
     from tether.protocol.scopes import parse_scopes
-    from tether.relay.server import RelayServer, default_static_dir
+    from tether.relay.server import RelayServer, default_static_dir, tls_context
 
     output.setup_logging(verbose)
     host, port = parse_listen(listen)
     grant = parse_scopes(scopes)
+    if (tls_cert is None) != (tls_key is None):
+        raise UsageError("--tls-cert and --tls-key go together")
+    tls = tls_context(tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
 
     async def main() -> None:
-        server = RelayServer(public_url=public_url, static_dir=default_static_dir())
+        server = RelayServer(public_url=public_url, static_dir=default_static_dir(), tls=tls)
         bound = await server.start(host, port)
         shown_host = f"[{host}]" if ":" in host else host
-        url = public_url or f"http://{shown_host}:{bound}"
+        scheme = "https" if tls else "http"
+        url = public_url or f"{scheme}://{shown_host}:{bound}"
         daemon = HostDaemon(
-            _home(home), relay_url=f"ws://{shown_host}:{bound}", name=name, workspaces=workspace, public_url=url
+            _home(home), relay_url=f"{'wss' if tls else 'ws'}://{shown_host}:{bound}", name=name,
+            workspaces=workspace, public_url=url, relay_tls=_own_relay_tls() if tls else None,
         )
         try:
             await daemon.start()

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -79,10 +80,12 @@ class HostDaemon:
         workspaces: list[Path] | None = None,
         public_url: str | None = None,
         enroll_key: bytes | None = None,
+        relay_tls: ssl.SSLContext | None = None,
     ) -> None:
         self.home = home
         # the relay's enrollment key, for relays that admit enrolled hosts only (`--enroll-key`)
         self.enroll_key = enroll_key
+        self.relay_tls = relay_tls
         self.paths = HostPaths(home)
         self.relay_url = relay_url
         self.public_url = public_url or (http_url(relay_url) if relay_url else None)
@@ -192,7 +195,9 @@ class HostDaemon:
         backoff = Backoff()
         while not self._stopping:
             try:
-                link = await RelayLink.connect(self.relay_url, self.identity, "host", enroll_key=self.enroll_key)
+                link = await RelayLink.connect(
+                    self.relay_url, self.identity, "host", enroll_key=self.enroll_key, tls=self.relay_tls
+                )
             except TetherError as exc:
                 delay = backoff.next_delay()
                 log.warning("relay unreachable (%s); retrying in %.1fs", exc.message, delay)

@@ -15,9 +15,10 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 from collections import deque
 from collections.abc import Iterable
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -68,6 +69,11 @@ DEFAULT_INBOX_FRAMES = 4096
 DEFAULT_INBOX_BYTES = 4 << 20
 #: Incoming channels a host has not accepted yet.
 MAX_ACCEPT_BACKLOG = 1024
+
+
+def _tls_kwargs(tls: ssl.SSLContext | None) -> dict[str, Any]:
+    # websockets takes ``ssl`` only for wss:// URLs; without a context it uses the system's.
+    return {} if tls is None else {"ssl": tls}
 
 
 def websocket_url(relay_url: str) -> str:
@@ -230,11 +236,13 @@ class RelayLink:
         inbox_frames: int = DEFAULT_INBOX_FRAMES,
         inbox_bytes: int = DEFAULT_INBOX_BYTES,
         enroll_key: bytes | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> RelayLink:
         """Dial the relay and authenticate (HELLO → CHALLENGE → AUTH → WELCOME).
 
         ``enroll_key``: a host's copy of the relay's enrollment key (``tether host --enroll-key``),
-        for relays that admit enrolled hosts only; devices never send one.
+        for relays that admit enrolled hosts only; devices never send one. ``tls``: a TLS context
+        for ``wss://`` other than the system's default (e.g. ``tether up`` dialing its own relay).
         """
         url = websocket_url(relay_url)
         wire_role = Role.HOST if role == "host" else Role.DEVICE
@@ -248,6 +256,7 @@ class RelayLink:
                 close_timeout=5,
                 max_size=1 << 20,
                 user_agent_header="tether",
+                **_tls_kwargs(tls),
             )
         except InvalidStatus as err:
             raise RelayError(
