@@ -161,20 +161,20 @@ def sshd() -> Iterator[SshServer]:
 
 
 @pytest.fixture(scope="session")
-def wheels() -> Path:
-    """Wheels of this checkout and its dependencies, built once (pip's cache and find-links, no
-    index needed for what was installed before)."""
-    out = Path(tempfile.gettempdir()) / "tether-test-wheels"
-    out.mkdir(exist_ok=True)
-    for old in out.glob("tether-*.whl"):
-        old.unlink()  # always this checkout's code
+def wheels() -> Iterator[Path]:
+    """Wheels of this checkout and its dependencies, built once per session from pip's cache and
+    find-links (no index needed for what is installed here), in a directory of this session's
+    own (another session may be building at the same time)."""
+    out = Path(tempfile.mkdtemp(prefix="tether-test-wheels"))
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "-w", str(out), str(ROOT)],
         capture_output=True, text=True, timeout=600,
     )
     if result.returncode != 0:
+        remove(out)
         raise AssertionError(f"pip wheel failed:\n{result.stdout}\n{result.stderr}")
-    return out
+    yield out
+    remove(out)
 
 
 @dataclass
@@ -217,13 +217,16 @@ def desktop() -> Iterator[Desktop]:
     client_home = short_home("tdc")
     ssh_dir = Path(tempfile.mkdtemp(prefix="tdssh"))
     (ssh_dir / "config").write_text("")
-    relay, port = start_relay()
-    host = start_host(home, f"ws://127.0.0.1:{port}", workspace, name="desktop")
+    procs: list[Proc] = []
     try:
+        relay, port = start_relay()
+        procs.append(relay)
+        host = start_host(home, f"ws://127.0.0.1:{port}", workspace, name="desktop")
+        procs.append(host)
         offer = tether_json(home, "pair", "--json")
         tether_json(client_home, "login", offer["link"], "--name", "phone", "--json")
         yield Desktop(relay, port, host, home, workspace, client_home, ssh_dir)
     finally:
-        host.stop()
-        relay.stop()
+        for proc in reversed(procs):
+            proc.stop()
         remove(home, workspace, client_home, ssh_dir)
