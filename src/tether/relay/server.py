@@ -140,6 +140,14 @@ class _Socket(ServerConnection):
             if refusal is not None:
                 self.refusal = refusal
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.protocol.parser_exc is not None and self.protocol.state is not State.CONNECTING:
+            # The peer broke the framing (a message over max_frame_bytes, say). websockets would
+            # keep reading and discarding its bytes for close_timeout, so a 100 MiB frame would be
+            # read to the end; stop reading now. The close frame already queued still goes out.
+            self.transport.close()
+
     def connection_lost(self, exc: Exception | None) -> None:
         if self.address is not None:
             self.addresses.close(self.address)
