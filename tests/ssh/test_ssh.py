@@ -359,3 +359,31 @@ def test_a_device_of_the_desktop_reaches_the_remote_host(desktop: Desktop, remot
     time.sleep(2)  # the remote daemon polls its bundle every second
     refused = tether(desktop.client_home, "sessions", "list", "--host", "box", check=False)
     assert refused.returncode != 0
+
+
+def test_a_relay_with_closed_admission_gets_the_enrollment_key(
+    remote: SshServer, wheels: Path, tmp_path: Path
+) -> None:
+    from tests.procs import remove, short_home, start_host, start_relay
+
+    key = tmp_path / "relay.key"
+    home, workspace = short_home("tdh"), short_home("tdw")
+    relay, port = start_relay(0, "--enroll-key", str(key), "--create-enroll-key")
+    try:
+        host = start_host(home, f"ws://127.0.0.1:{port}", workspace, "--enroll-key", str(key))
+        try:
+            result = subprocess_ssh(
+                home, tmp_path, *_connect_args(remote, "--accept-new", "--wheels", str(wheels), "--name", "box",
+                                               "--enroll-key", str(key), "--json"),
+            )
+            assert result.returncode == 0, result.stderr
+            assert "relay enrollment key" in result.stderr and "connected to the relay" in result.stderr
+            kept = remote.user_home / ".tether" / "host" / "relay-enroll.key"
+            assert kept.read_bytes() == key.read_bytes() and kept.stat().st_mode & 0o777 == 0o600
+            status = _remote_status(remote)["host"]
+            assert isinstance(status, dict) and status["connected"] is True
+        finally:
+            host.stop()
+    finally:
+        relay.stop()
+        remove(home, workspace)

@@ -107,6 +107,11 @@ def ssh_connect(
         str | None, typer.Option("--relay", help="Relay URL for the remote (default: this machine's host's).")
     ] = None,
     remote_home: Annotated[str, typer.Option("--remote-home", help="tether home on the remote.")] = "~/.tether",
+    enroll_key: Annotated[
+        Path | None,
+        typer.Option("--enroll-key", help="The relay's enrollment key file, for a relay that admits enrolled "
+                     "hosts only (sent to the remote, kept there 0600)."),
+    ] = None,
     known_hosts: KnownHostsOpt = None,
     ssh_config: SshConfigOpt = None,
     as_json: JsonOpt = False,
@@ -120,6 +125,7 @@ def ssh_connect(
     req = DeployRequest(
         target=target, options=_options(known_hosts, ssh_config, accept_new), name=name, mode=mode,
         workspaces=list(workspace or []), wheels=wheels, python=python, relay_url=relay, remote_home=remote_home,
+        enroll_key=enroll_key,
     )
     async def main() -> Any:
         import asyncio

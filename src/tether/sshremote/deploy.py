@@ -80,6 +80,7 @@ class DeployRequest:
     python: str = "python3"
     relay_url: str | None = None
     remote_home: str = DEFAULT_REMOTE_HOME
+    enroll_key: Path | None = None  # the relay's enrollment key file, for a relay with closed admission
     holding: bool = False  # set while tunnel mode holds the tunnel (a signal then ends it cleanly)
 
 
@@ -449,6 +450,10 @@ async def deploy(
             bundle = await make_desktop_bundle(desktop, host_id)
             pushed = await remote_call(conn, remote_home, "bundle", input=bundle)
             s.detail = f"{pushed['devices']} device(s), signed by {desktop.identity.id}"
+        if req.enroll_key is not None:
+            with reporter.step("relay enrollment key") as s:
+                await remote_call(conn, remote_home, "enroll-key", input=_read_enroll_key(req.enroll_key))
+                s.detail = "sent (0600 in the remote host's home)"
         name = req.name or req.target.host
         remote_relay = relay_url
         forwarder = None
@@ -502,6 +507,13 @@ async def deploy(
     return record
 
 
+def _read_enroll_key(path: Path) -> bytes:
+    from tether.relay.enrollment import load_enroll_key
+
+    load_enroll_key(path)  # a clear error for a missing or malformed file, before it is sent
+    return path.read_bytes()
+
+
 def _place(req: DeployRequest) -> RemoteRecord:
     """A record naming only where the remote is (to find an earlier one)."""
     t = req.target
@@ -512,6 +524,8 @@ def _place(req: DeployRequest) -> RemoteRecord:
 
 def _start_args(relay_url: str, name: str, build: str, req: DeployRequest) -> list[str]:
     args = ["--relay", relay_url, "--name", name, "--build", build]
+    if req.enroll_key is not None:
+        args.append("--enroll")
     for w in req.workspaces:
         args += ["--workspace", w]
     return args

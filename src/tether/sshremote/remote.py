@@ -10,6 +10,7 @@ around it is ignored) and exits 0, or prints ``{"error": code, "message", "hint"
   unless one already runs with the same settings and build; a different build or settings
   restarts it (an upgrade). A lock file makes two concurrent ``tether ssh`` runs take turns, and
   the daemon itself refuses a second instance on the same home (its unix socket).
+- ``enroll-key``: keep the relay's enrollment key read from stdin (0600), for ``start --enroll``.
 - ``stop``, ``status``.
 
 This module must not import asyncssh: it runs on the remote, which does not need it.
@@ -21,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -42,6 +44,7 @@ PID_FILE = "ssh-daemon.pid"
 STATE_FILE = "ssh-daemon.json"
 LOG_FILE = "ssh-daemon.log"
 LOCK_FILE = "ssh.lock"
+ENROLL_FILE = "relay-enroll.key"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 
@@ -60,6 +63,7 @@ class _Paths:
         self.state = self.host / STATE_FILE
         self.log = self.host / LOG_FILE
         self.lock = self.host / LOCK_FILE
+        self.enroll = self.host / ENROLL_FILE
 
 
 def _emit(value: dict[str, Any]) -> None:
@@ -177,9 +181,27 @@ def cmd_bundle(paths: _Paths, args: argparse.Namespace) -> dict[str, Any]:
     return {"devices": len(bundle.body.devices), "parent_id": bundle.parent_id, "issued_at": bundle.issued_at}
 
 
-def _settings(args: argparse.Namespace) -> dict[str, Any]:
+def cmd_enroll_key(paths: _Paths, args: argparse.Namespace) -> dict[str, Any]:
+    """Keep the relay's enrollment key (a secret, read from stdin) for the daemon, 0600."""
+    from tether.home import write_private
+
+    data = sys.stdin.buffer.read()
+    if not data.strip():
+        raise RemoteError("the enrollment key sent was empty")
+    with _locked(paths):
+        write_private(paths.enroll, data)
+    return {"ok": True}
+
+
+def _settings(paths: _Paths, args: argparse.Namespace) -> dict[str, Any]:
     workspaces = [str(Path(os.path.expanduser(w)).resolve()) for w in (args.workspace or ["~"])]
-    return {"relay": args.relay, "name": args.name, "workspaces": workspaces}
+    enroll = None
+    if args.enroll:
+        if not paths.enroll.exists():
+            raise RemoteError("no enrollment key was sent", hint="run `tether ssh` again with --enroll-key FILE")
+        # A digest, not the key: the settings file is compared, never shown, but stays key-free.
+        enroll = hashlib.sha256(paths.enroll.read_bytes()).hexdigest()
+    return {"relay": args.relay, "name": args.name, "workspaces": workspaces, "enroll": enroll}
 
 
 def _wait_started(paths: _Paths, proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
@@ -220,7 +242,7 @@ def _stop(paths: _Paths) -> bool:
 
 
 def cmd_start(paths: _Paths, args: argparse.Namespace) -> dict[str, Any]:
-    settings = _settings(args)
+    settings = _settings(paths, args)
     for w in settings["workspaces"]:
         if not Path(w).is_dir():
             raise RemoteError(f"workspace {w} is not a directory on the remote", hint="create it or pass --workspace")
@@ -241,6 +263,8 @@ def cmd_start(paths: _Paths, args: argparse.Namespace) -> dict[str, Any]:
                    "--name", settings["name"]]
         for w in settings["workspaces"]:
             command += ["--workspace", w]
+        if settings["enroll"]:
+            command += ["--enroll-key", str(paths.enroll)]
         with paths.log.open("ab") as log:
             os.chmod(paths.log, 0o600)
             # Its own session: no controlling terminal, so the end of the SSH session sends it no
@@ -270,7 +294,10 @@ def cmd_status(paths: _Paths, args: argparse.Namespace) -> dict[str, Any]:
     return {"version": __version__, "daemon": _daemon(paths)}
 
 
-COMMANDS = {"info": cmd_info, "bundle": cmd_bundle, "start": cmd_start, "stop": cmd_stop, "status": cmd_status}
+COMMANDS = {
+    "info": cmd_info, "bundle": cmd_bundle, "enroll-key": cmd_enroll_key, "start": cmd_start, "stop": cmd_stop,
+    "status": cmd_status,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workspace", action="append")
     parser.add_argument("--build", default="")
     parser.add_argument("--timeout", type=float, default=START_TIMEOUT)
+    parser.add_argument("--enroll", action="store_true", help="start: dial with the enrollment key sent before")
     args = parser.parse_args(argv)
     if args.command == "start" and not (args.relay and args.name):
         parser.error("start needs --relay and --name")
