@@ -49,6 +49,9 @@ export const CloseCode = Object.freeze({
   REPLACED: 12,
   TOO_MANY_CHANNELS: 13,
   UNSUPPORTED_VERSION: 14,
+  TOO_MANY_CONNECTIONS: 15,
+  ENROLLMENT_REQUIRED: 16,
+  IDLE_TIMEOUT: 17,
 });
 
 // Sentences for people, with the next step; the browser wording of frames.py's CLOSE_MESSAGES.
@@ -68,6 +71,9 @@ export const CLOSE_MESSAGES = {
   12: "another connection for the same host took over",
   13: "too many open channels on this connection",
   14: "the relay speaks another protocol version; upgrade tether",
+  15: "this browser already has as many connections to the relay as it may; close other tabs",
+  16: "this relay only admits enrolled hosts",
+  17: "the connection sat idle, so the relay closed it; reconnecting",
 };
 
 // Channel endings after which a new channel may well work (client/connection.py _RETRY_CODES).
