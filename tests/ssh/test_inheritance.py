@@ -101,7 +101,9 @@ def test_install_pins_the_desktop_and_refuses_old_or_foreign_bundles(tmp_path: P
     install_bundle(tmp_path, first, host_id=REMOTE.id)
     assert (tmp_path / "host" / BUNDLE_FILE).stat().st_mode & 0o777 == 0o600
     with pytest.raises(InheritanceError, match="older"):
-        install_bundle(tmp_path, _bundle(issued_at=50.0), host_id=REMOTE.id)
+        install_bundle(tmp_path, _bundle([PHONE], issued_at=50.0), host_id=REMOTE.id)
+    # An older bundle that grants the same (two desktop runs at once) changes nothing, quietly.
+    assert install_bundle(tmp_path, _bundle(issued_at=50.0), host_id=REMOTE.id).issued_at == 100.0
     other = make_bundle(Identity.generate(), parent_name="evil", host_id=REMOTE.id, devices=[PHONE], policy={})
     with pytest.raises(InheritanceError, match="not the one this host inherits from"):
         install_bundle(tmp_path, other, host_id=REMOTE.id)

@@ -277,7 +277,7 @@ def load_parent(home: Path) -> Parent | None:
 def install_bundle(home: Path, data: bytes, *, host_id: str) -> Bundle:
     """Verify ``data`` and make it this host's bundle (atomically, 0600). The first bundle pins
     its signer as the parent; a bundle older than the installed one is refused (a replayed old
-    bundle could bring back a revoked device)."""
+    bundle could bring back a revoked device) unless it grants exactly the same."""
     parent = load_parent(home)
     bundle = verify_bundle(data, host_id=host_id, parent_identity=parent.identity_public if parent else None)
     current = _read_bundle_file(home)
@@ -286,6 +286,8 @@ def install_bundle(home: Path, data: bytes, *, host_id: str) -> Bundle:
         with contextlib.suppress(InheritanceError):  # a damaged old bundle is simply replaced
             old = verify_bundle(current, host_id=host_id, parent_identity=parent.identity_public, now=0)
     if old is not None and bundle.issued_at < old.issued_at:
+        if (old.body.devices, old.body.policy) == (bundle.body.devices, bundle.body.policy):
+            return old  # two desktop runs at once: the older says the same, nothing to change
         raise InheritanceError(
             "this inherited-devices bundle is older than the one the host has",
             hint="the desktop's clock may have gone back; run `tether ssh refresh` again",
