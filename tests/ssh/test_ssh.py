@@ -340,18 +340,23 @@ def _daemon_wired() -> bool:
 @pytest.mark.xfail(not _daemon_wired(), reason="host/daemon.py does not load the inherited devices yet", strict=True)
 def test_a_device_of_the_desktop_reaches_the_remote_host(desktop: Desktop, remote: SshServer, wheels: Path) -> None:
     from tests.procs import tether, tether_json
-    from tether.client.state import ClientState, PairedHost
-    from tether.crypto.encoding import b64u_decode
 
     result = desktop.ssh(*_connect_args(remote, "--accept-new", "--wheels", str(wheels), "--name", "box", "--json"))
     assert result.returncode == 0, result.stderr
     (record,) = json.loads(desktop.ssh("list", "--json").stdout)
-    # What a client does on `host.linked` (until the SDK does it): remember the new host.
-    state = ClientState(desktop.client_home)
-    (paired,) = state.hosts()
-    state.save_host(PairedHost(record["host_id"], "box", record["relay_url"], b64u_decode(record["static_public"]),
-                               paired.device_id, paired.scopes))
+    # The client was paired with the desktop only: it learns the new host over that channel.
+    hosts = {h["id"]: h for h in tether_json(desktop.client_home, "hosts", "--json")}
+    assert record["host_id"] in hosts and hosts[record["host_id"]]["online"] is True
+    assert hosts[record["host_id"]]["name"] == "box"
     assert tether_json(desktop.client_home, "sessions", "list", "--host", "box", "--json") == []
+    sid = tether_json(desktop.client_home, "sessions", "start", "--host", "box", "--json", "--", "whoami")["id"]
+    deadline = time.monotonic() + 20
+    out = ""
+    while remote.user not in out and time.monotonic() < deadline:
+        lines = tether(desktop.client_home, "sessions", "events", sid, "--host", "box", "--json").stdout.splitlines()
+        out = "".join(json.loads(x)["data"].get("data", "") for x in lines if '"session.output"' in x)
+        time.sleep(0.3)
+    assert remote.user in out, out
     # Revoked on the desktop and refreshed: the remote refuses it.
     (device,) = tether_json(desktop.home, "devices", "list", "--json")
     tether(desktop.home, "devices", "revoke", device["id"])

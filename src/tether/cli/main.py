@@ -636,7 +636,7 @@ def config_show(as_json: JsonOpt = False, home: HomeOpt = None) -> None:
 
 
 def main() -> None:
-    from tether.cli import sessions, tokens  # noqa: F401  (register their commands)
+    from tether.cli import sessions, ssh, tokens  # noqa: F401  (register their commands)
 
     try:
         app()

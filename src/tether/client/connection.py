@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,7 @@ class Connection:
         self.host_id = host_id
         self.link = link
         self._on_host_key = on_host_key
+        self._background: set[asyncio.Task[None]] = set()
         self._subs: dict[int, Subscription] = {}
         self._sub_ids = itertools.count(1)
         self.peer = RpcPeer(transport, on_notification=self._on_notification)
@@ -106,6 +107,12 @@ class Connection:
         if len(key) == 32:
             self._on_host_key(key)
 
+    def background(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run work that belongs to this connection; cancelled when it closes."""
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     @property
     def closed(self) -> bool:
         return self.peer.closed.is_set()
@@ -125,6 +132,8 @@ class Connection:
         return sub
 
     async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
         await self.peer.close()
         with contextlib.suppress(asyncio.CancelledError, TetherError):
             await self._runner
@@ -156,7 +165,30 @@ async def connect_remote(state: ClientState, host: PairedHost) -> Connection:
     def pin(key: bytes) -> None:
         state.save_host(dataclasses.replace(host, host_static=key))
 
-    return Connection(transport, host_id=host.host_id, link=link, on_host_key=pin)
+    conn = Connection(transport, host_id=host.host_id, link=link, on_host_key=pin)
+    conn.background(learn_linked_hosts(conn, state, host))
+    return conn
+
+
+async def learn_linked_hosts(conn: Connection, state: ClientState, parent: PairedHost) -> None:
+    """Add the hosts this host started over SSH (and shares its devices with) to this client's
+    hosts, as told over this authenticated channel: no new pairing."""
+    try:
+        linked = await conn.call("hosts.linked")
+    except TetherError:
+        return  # no read scope, or an older host
+    known = {h.host_id for h in state.hosts()}
+    for item in linked:
+        try:
+            host = PairedHost(
+                host_id=str(item["host_id"]), name=str(item["name"]), relay_url=str(item["relay_url"]),
+                host_static=b64u_decode(str(item["static_public"])), device_id=parent.device_id,
+                scopes=list(parent.scopes),
+            )
+        except (KeyError, ValueError):
+            continue
+        if host.host_id not in known and len(host.host_static) == 32:
+            state.save_host(host)
 
 
 async def connect_token(token: AccessToken) -> Connection:

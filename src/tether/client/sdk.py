@@ -29,7 +29,15 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from tether.backoff import Backoff
-from tether.client.connection import Connection, connect, connect_token, is_retryable, token_refusal
+from tether.client.connection import (
+    Connection,
+    connect,
+    connect_remote,
+    connect_token,
+    is_retryable,
+    learn_linked_hosts,
+    token_refusal,
+)
 from tether.client.state import ClientState
 from tether.crypto.keys import Identity
 from tether.crypto.tokens import AccessToken, parse_token
@@ -165,14 +173,32 @@ class Client:
             seen = await _presence_as(token.identity(), token.relay_url, [token.host_id])
             return [HostStatus(token.host_id, token.host_id, token.relay_url, [], seen.get(token.host_id, False))]
         state = ClientState(self.home)
+        online = await self._presence_of(state)
+        # Ask each reachable host which hosts it started over SSH (they share its devices): those
+        # join this client's hosts with no new pairing.
+        before = {h.host_id for h in state.hosts()}
+        for h in state.hosts():
+            if online.get(h.host_id):
+                with contextlib.suppress(Exception):
+                    conn = await connect_remote(state, h)
+                    try:
+                        await learn_linked_hosts(conn, state, h)
+                    finally:
+                        await conn.close()
+        if {h.host_id for h in state.hosts()} != before:
+            online = await self._presence_of(state)
         hosts = state.hosts()
+        return [HostStatus(h.host_id, h.name, h.relay_url, h.scopes, online.get(h.host_id, False)) for h in hosts]
+
+    @staticmethod
+    async def _presence_of(state: ClientState) -> dict[str, bool]:
         online: dict[str, bool] = {}
         by_relay: dict[str, list[str]] = {}
-        for h in hosts:
+        for h in state.hosts():
             by_relay.setdefault(h.relay_url, []).append(h.host_id)
         for relay_url, ids in by_relay.items():
             online.update(await _presence(state, relay_url, ids))
-        return [HostStatus(h.host_id, h.name, h.relay_url, h.scopes, online.get(h.host_id, False)) for h in hosts]
+        return online
 
     async def info(self) -> dict[str, Any]:
         result: dict[str, Any] = await self.call("host.info")

@@ -22,6 +22,7 @@ import msgspec
 from tether import __version__
 from tether.agents.base import Decision
 from tether.agents.registry import AGENT_NAMES
+from tether.crypto.encoding import b64u_decode
 from tether.crypto.tokens import format_expiry
 from tether.errors import TetherError
 from tether.host import projection
@@ -124,6 +125,8 @@ class ApiConnection:
             "devices.revoke": (schemas.DeviceRef, self._devices_revoke),
             "pairing.create": (schemas.PairingCreate, self._pairing_create),
             "host.rotate_keys": (schemas.RotateKeys, self._rotate_keys),
+            "hosts.link": (schemas.HostLink, self._hosts_link),
+            "hosts.linked": (schemas.Empty, self._hosts_linked),
             "tokens.create": (schemas.TokenCreate, self._tokens_create),
             "tokens.list": (schemas.Empty, self._tokens_list),
             "tokens.revoke": (schemas.TokenRef, self._tokens_revoke),
@@ -247,6 +250,9 @@ class ApiConnection:
         if not config.enabled:
             raise TetherError(f"the {params.agent} agent is disabled on this host", code="bad_agent")
         policy = config.policy.narrowed(params.approval, params.sandbox)
+        if self.host.inherited is not None:
+            # A host started by `tether ssh` never runs agents looser than its desktop allows.
+            policy = self.host.inherited.cap(params.agent, policy)
         if params.thread is not None:
             if params.agent != "codex":
                 raise TetherError("only codex sessions can adopt a thread", code="bad_params")
@@ -362,6 +368,22 @@ class ApiConnection:
         if not await self.host.revoke_device(params.id):
             raise TetherError(f"no device {params.id!r}", code="not_found")
         return {"ok": True}
+
+    async def _hosts_link(self, params: schemas.HostLink) -> dict[str, Any]:
+        # Only the owner on this machine (`tether ssh`) announces hosts: a remote admin could
+        # otherwise point every client at a host of its choosing.
+        if self.principal.kind != "local":
+            raise Forbidden("only the host's owner (tether ssh on this machine) can link a host")
+        try:
+            if len(b64u_decode(params.static_public)) != 32:
+                raise ValueError
+        except ValueError:
+            raise TetherError("static_public must be a 32-byte key in base64url", code="invalid_params") from None
+        event = await self.host.log.append(None, projection.EventType.HOST_LINKED, msgspec.to_builtins(params))
+        return {"seq": event.seq}
+
+    async def _hosts_linked(self, _: schemas.Empty) -> list[dict[str, Any]]:
+        return await self.host.db.run(projection.linked_hosts, write=False)
 
     async def _rotate_keys(self, params: schemas.RotateKeys) -> dict[str, Any]:
         return await self.host.rotate_keys(params.grace)

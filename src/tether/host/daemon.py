@@ -29,6 +29,7 @@ from tether.host.audit import Actor, AuditLog
 from tether.host.config import load_config
 from tether.host.db import Database
 from tether.host.eventlog import EventLog
+from tether.host.inheritance import Inheritance
 from tether.host.keyring import HostKeyring
 from tether.host.pairing import claim_offer
 from tether.host.principal import Principal
@@ -95,6 +96,7 @@ class HostDaemon:
         listed = [*(workspaces or []), *self.config.workspaces] or [Path.cwd()]
         self.workspaces = list(dict.fromkeys(Path(os.path.realpath(w)) for w in listed))
         self.keyring: HostKeyring
+        self.inherited: Inheritance | None = None
         self.db: Database
         self.log: EventLog
         self.store: Store
@@ -123,6 +125,10 @@ class HostDaemon:
         self.audit = AuditLog(self.db)
         self.sessions = SessionManager(self.log, self.db)
         await self.sessions.start()
+        # A host started by `tether ssh` accepts its desktop's devices, from a signed bundle.
+        self.inherited = Inheritance(self.home, self.identity.id)
+        self.inherited.load()
+        self._spawn(self.inherited.watch(self._on_inheritance_changed))
         await self._start_local_socket()
         self._spawn(self._maintenance())
         if self.relay_url:
@@ -227,9 +233,23 @@ class HostDaemon:
         link = self._link
         if link is None:
             return
+        allow = await self.store.allowlist()
+        if self.inherited is not None:
+            allow = list(dict.fromkeys([*allow, *self.inherited.allowlist()]))
         with contextlib.suppress(TetherError):
-            await link.publish_allowlist(await self.store.allowlist())
+            await link.publish_allowlist(allow)
             await link.publish_offers([o.id for o in await self.store.live_offers()])
+
+    async def _on_inheritance_changed(self, removed: set[str]) -> None:
+        await self.publish()
+        for device_id in removed:
+            if await self.store.get_device(device_id) is not None:
+                continue  # also paired here directly: its own record decides
+            for conn in list(self._connections.get(device_id, ())):
+                await self._close_connection(
+                    conn, CloseCode.REVOKED,
+                    "this device has been revoked on the desktop host this host inherits its devices from",
+                )
 
     def _schedule_expiry(self) -> None:
         # Re-publish when the next offer or token expires, so the relay stops admitting it.
@@ -277,6 +297,8 @@ class HostDaemon:
         # The host trusts the static key the handshake proved, looked up in its own tables, not
         # the relay's admission: a relay that admits a revoked or unknown party gets nowhere.
         device = await self.store.get_device_by_static(transport.remote_static)
+        if device is None and self.inherited is not None:
+            device = self.inherited.device_by_static(transport.remote_static)
         token = None if device is not None else await self.store.get_token_by_static(transport.remote_static)
         principal = await self._admit(channel, device, token)
         if principal is None:
@@ -352,6 +374,7 @@ class HostDaemon:
             device = await self.store.get_device(offer.device_id)
         if device is not None:
             self.audit.record(Actor("device", device.id, device.name), "pair.complete", "ok", target=device.id)
+            self._refresh_remotes()
         else:
             self.audit.record(caller, "pair.complete", "pairing", detail="the offer was unknown, used or expired")
 
@@ -409,6 +432,7 @@ class HostDaemon:
             return False
         log.info("device %s revoked", device_id)
         await self.publish()
+        self._refresh_remotes()
         for conn in list(self._connections.get(device_id, ())):
             await self._close_connection(conn, CloseCode.REVOKED, "this device has been revoked")
         return True
@@ -496,4 +520,11 @@ class HostDaemon:
             "relay": self.relay_url,
             "connected": self.relay_connected.is_set(),
             "workspaces": [str(w) for w in self.workspaces],
+            "inherited_from": self.inherited.describe() if self.inherited is not None else None,
         }
+
+    def _refresh_remotes(self) -> None:
+        """Hosts this one started with `tether ssh` get the new set of devices (never raises)."""
+        from tether.sshremote.hooks import refresh_remotes
+
+        self._spawn(refresh_remotes(self.home, identity=self.identity, name=self.name))

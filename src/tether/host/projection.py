@@ -86,6 +86,10 @@ class EventType(StrEnum):
     """{approval: str, reason: str} — the approval went away unanswered (turn interrupted, the
     agent resolved it itself, the session ended)."""
 
+    HOST_LINKED = "host.linked"
+    """{host_id, name, static_public, relay_url} (no session) — a host this one started over SSH
+    and whose devices it shares: clients add it to their hosts without pairing again."""
+
     SESSION_EXITED = "session.exited"
     """{exit_code: int | None, signal: int | None, reason: str | None} — the session ended:
     status ``finished`` when exit_code == 0, else ``failed``. ``reason`` says why when it is
@@ -338,6 +342,18 @@ def file_changes(conn: sqlite3.Connection, session: str) -> list[dict[str, Any]]
             changes.append({"seq": seq, "item": data.get("item"), "path": data.get("path"),
                             "diff": data.get("diff", ""), "status": data.get("status")})
     return changes
+
+
+def linked_hosts(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Hosts linked to this one (the latest announcement of each), oldest first."""
+    latest: dict[str, dict[str, Any]] = {}
+    for seq, ts, raw in conn.execute(
+        "SELECT seq, ts, data FROM events WHERE session IS NULL AND type = ? ORDER BY seq",
+        (EventType.HOST_LINKED.value,),
+    ):
+        data = json.loads(raw)
+        latest[str(data.get("host_id"))] = {**data, "linked_at": ts, "seq": seq}
+    return list(latest.values())
 
 
 def get_approval(conn: sqlite3.Connection, approval_id: str) -> dict[str, Any] | None:

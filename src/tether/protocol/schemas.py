@@ -89,6 +89,13 @@ class PairingCreate(_Params):
     ttl: Annotated[float, msgspec.Meta(ge=1, le=7 * 86400)] = 600.0
 
 
+class HostLink(_Params):
+    host_id: Annotated[str, msgspec.Meta(pattern="^[a-z2-7]{20}$")]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    static_public: Annotated[str, msgspec.Meta(min_length=43, max_length=44)]
+    relay_url: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+
+
 class RotateKeys(_Params):
     grace: Annotated[float, msgspec.Meta(ge=0, le=90 * 86400)] = 7 * 86400.0
 

@@ -41,6 +41,8 @@ METHOD_SCOPES: dict[str, Scope] = {
     "devices.revoke": Scope.ADMIN,
     "pairing.create": Scope.ADMIN,
     "host.rotate_keys": Scope.ADMIN,
+    "hosts.link": Scope.ADMIN,
+    "hosts.linked": Scope.READ,
     "tokens.create": Scope.ADMIN,
     "tokens.list": Scope.ADMIN,
     "tokens.revoke": Scope.ADMIN,
