@@ -14,7 +14,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from tether.crypto.encoding import b64u_encode
 from tether.errors import TetherError
@@ -216,20 +216,27 @@ class Store:
 
     async def revoke_device(self, id: str) -> bool:
         """Revoke a device; False when there is no such live device."""
+        return await self._revoke("devices", id)
 
+    async def touch_device(self, id: str) -> None:
+        await self._stamp("devices", "last_seen", id)
+
+    async def _revoke(self, table: Literal["devices", "tokens"], id: str) -> bool:
         def revoke(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
-                "UPDATE devices SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (time.time(), id)
+                f"UPDATE {table} SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (time.time(), id)
             )
             return cur.rowcount == 1
 
         return await self.db.run(revoke)
 
-    async def touch_device(self, id: str) -> None:
-        def touch(conn: sqlite3.Connection) -> None:
-            conn.execute("UPDATE devices SET last_seen = ? WHERE id = ?", (time.time(), id))
+    async def _stamp(
+        self, table: Literal["devices", "tokens"], column: Literal["last_seen", "last_used"], id: str
+    ) -> None:
+        def stamp(conn: sqlite3.Connection) -> None:
+            conn.execute(f"UPDATE {table} SET {column} = ? WHERE id = ?", (time.time(), id))
 
-        await self.db.run(touch)
+        await self.db.run(stamp)
 
     async def allowlist(self) -> list[bytes]:
         """Identity keys of every device that is not revoked and every token neither revoked
@@ -296,20 +303,10 @@ class Store:
 
     async def revoke_token(self, id: str) -> bool:
         """Revoke a token; False when there is no such token that is not revoked already."""
-
-        def revoke(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (time.time(), id)
-            )
-            return cur.rowcount == 1
-
-        return await self.db.run(revoke)
+        return await self._revoke("tokens", id)
 
     async def touch_token(self, id: str) -> None:
-        def touch(conn: sqlite3.Connection) -> None:
-            conn.execute("UPDATE tokens SET last_used = ? WHERE id = ?", (time.time(), id))
-
-        await self.db.run(touch)
+        await self._stamp("tokens", "last_used", id)
 
     async def next_token_expiry(self) -> float | None:
         """When the next live token expires (the host re-publishes its allowlist then)."""
