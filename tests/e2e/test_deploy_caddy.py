@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -91,3 +92,44 @@ def test_relay_behind_caddy_over_https() -> None:
         caddy.stop()
         relay.stop()
         remove(work, host_home, client_home, workspace)
+
+
+def test_tether_up_behind_an_https_tunnel() -> None:
+    """Recipe 3: `tether up` on the desktop, an HTTPS proxy/tunnel in front of it (Caddy here, in
+    the role Tailscale Serve plays on a tailnet), and --public-url naming the tunnel's URL."""
+    if shutil.which("caddy") is None:
+        if os.environ.get("CI"):
+            pytest.fail("caddy is not installed, and CI must run this test (scripts/test installs it)")
+        pytest.skip("caddy is not installed (scripts/test installs it)")
+    work, home, client_home, workspace = short_home("tk"), short_home("tu"), short_home("tc"), short_home("tw")
+    port, upstream = _free_port(), _free_port()
+    up = Proc([*TETHER, "--home", str(home), "up", "--listen", f"127.0.0.1:{upstream}", "--workspace", str(workspace),
+               "--public-url", f"https://localhost:{port}"], name="up")
+    (work / "Caddyfile").write_text(CADDYFILE.format(storage=work / "data", port=port, upstream=upstream))
+    caddy = Proc(["caddy", "run", "--config", str(work / "Caddyfile"), "--adapter", "caddyfile"], name="caddy",
+                 env={"HOME": str(work), "XDG_DATA_HOME": str(work), "XDG_CONFIG_HOME": str(work)})
+    try:
+        up.wait_for("tether is up")
+        link = re.search(rf"https://localhost:{port}/#pair=\S+", up.out)
+        assert link, up.out
+        root = work / "data" / "pki" / "authorities" / "local" / "root.crt"
+        caddy.wait_for("certificate obtained successfully|serving initial configuration", timeout=30)
+        deadline = time.monotonic() + 15
+        while not root.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        trust = {"SSL_CERT_FILE": str(root)}
+        _run(client_home, trust, "login", link.group(0))
+        sid = json.loads(_run(client_home, trust, "sessions", "start", "--json", "--", "bash"))["id"]
+        _run(client_home, trust, "sessions", "send", sid, "echo tunnel-$((40+2))")
+        text = ""
+        for _ in range(60):
+            lines = _run(client_home, trust, "sessions", "events", sid, "--json").splitlines()
+            text = "".join(json.loads(x)["data"].get("data", "") for x in lines if '"session.output"' in x)
+            if "tunnel-42" in text:
+                break
+            time.sleep(0.3)
+        assert "tunnel-42" in text
+    finally:
+        caddy.stop()
+        up.stop()
+        remove(work, home, client_home, workspace)

@@ -62,11 +62,17 @@ def test_arbitrary_json_objects_only_raise_protocol_error(obj: dict[str, Any]) -
         pass
 
 
-PARAM_STRUCTS = [
-    schemas.SessionStart, schemas.SessionRef, schemas.SessionSend, schemas.SessionResize, schemas.Subscribe,
-    schemas.ReadEvents, schemas.Unsubscribe, schemas.PairingCreate, schemas.PairComplete, schemas.DeviceRef,
-    schemas.DeviceRename,
-]
+# Every request decoder: all the params structs the host validates requests with.
+PARAM_STRUCTS = sorted(
+    (v for v in vars(schemas).values()
+     if isinstance(v, type) and issubclass(v, msgspec.Struct) and v.__module__ == schemas.__name__
+     and v.__name__ != "_Params"),
+    key=lambda t: t.__name__,
+)
+
+
+def test_every_params_struct_is_fuzzed() -> None:
+    assert len(PARAM_STRUCTS) >= 20 and schemas.SessionStart in PARAM_STRUCTS and schemas.HostLink in PARAM_STRUCTS
 
 
 @given(st.sampled_from(PARAM_STRUCTS), st.dictionaries(st.text(max_size=10), json_values, max_size=5))
