@@ -40,6 +40,7 @@ from tether.protocol.frames import (
     Error,
     Frame,
     FrameError,
+    FrameType,
     Hello,
     Incoming,
     Offers,
@@ -51,6 +52,7 @@ from tether.protocol.frames import (
     Welcome,
     auth_message,
     close_message,
+    data_channel,
     decode_frame,
     encode_data,
     is_valid_id,
@@ -454,6 +456,13 @@ class RelayLink:
                 if isinstance(message, str):
                     self.close_reason = "the relay sent a text message; it is not a tether relay"
                     break
+                # The hot path: channel data is routed by its header alone, without building a
+                # frame object (it is most of the traffic, and the payload is opaque anyway).
+                if len(message) >= DATA_HEADER_LEN and message[0] == FrameType.DATA:
+                    channel = self._channels.get(data_channel(message))
+                    if channel is not None and not channel._feed(message[DATA_HEADER_LEN:]):
+                        self._too_slow(channel)
+                    continue
                 try:
                     frame = decode_frame(message)
                 except FrameError as err:
