@@ -2,6 +2,7 @@
 //
 //   #pair=…                          pairing link (read once, then removed from the URL and history)
 //   #/                               hosts
+//   #/scan                           scan a pairing link's QR code with the camera
 //   #/host/<host id>                 one host's sessions
 //   #/host/<host id>/new             start a session
 //   #/host/<host id>/devices         the host's devices (admin)
@@ -22,6 +23,7 @@ import { renderSession } from "./ui/session.js";
 import { renderNewSession } from "./ui/newsession.js";
 import { renderDevices } from "./ui/devices.js";
 import { renderSettings } from "./ui/settings.js";
+import { renderScan } from "./ui/scan.js";
 
 const root = document.getElementById("app");
 
@@ -68,7 +70,9 @@ async function main() {
       return;
     }
     const parts = window.location.hash.replace(/^#\/?/, "").split("/").filter(Boolean);
-    if (parts[0] === "host" && parts[1] && parts[2] === "session" && parts[3]) {
+    if (parts[0] === "scan") {
+      cleanup = renderScan(root);
+    } else if (parts[0] === "host" && parts[1] && parts[2] === "session" && parts[3]) {
       cleanup = renderSession(root, { tether, hostId: parts[1], sessionId: parts[3] });
     } else if (parts[0] === "host" && parts[1] && parts[2] === "new") {
       cleanup = renderNewSession(root, { tether, hostId: parts[1] });

@@ -45,6 +45,7 @@ export function renderHosts(root, { tether }) {
             h("p.hint", "On your machine run `tether pair` (or `tether up`) and open the link it prints on this device."),
           ),
       list.length ? h("p.hint", "To add a host, run `tether pair` on it and open the link here.") : null,
+      h("a.button", { id: "scan-link", href: "#/scan" }, "Scan a QR code to pair"),
       tether.identity ? h("p.hint.device", `This browser: ${tether.identity.id}`) : null,
     ),
   );
