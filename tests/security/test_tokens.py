@@ -18,6 +18,7 @@ import pytest
 
 from tests.e2e.conftest import Deployment
 from tests.procs import TETHER, tether, tether_json
+from tests.security.conftest import audit_entries
 from tether.client.connection import connect_local, connect_token
 from tether.client.sdk import Client
 from tether.crypto.tokens import parse_token
@@ -54,11 +55,6 @@ def _create(deployment: Deployment, scopes: str, *extra: str) -> dict[str, Any]:
         deployment.host_home, "tokens", "create", "--scopes", scopes, "--json", *extra
     )
     return created
-
-
-def _audit(deployment: Deployment) -> list[dict[str, Any]]:
-    entries: list[dict[str, Any]] = tether_json(deployment.host_home, "audit", "--json")
-    return entries
 
 
 def _as_token(token: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -105,7 +101,7 @@ def test_token_round_trip_through_the_sdk_in_a_script(deployment: Deployment, tm
     [listed] = tether_json(deployment.host_home, "tokens", "list", "--json")
     assert listed["id"] == created["id"] and listed["status"] == "revoked" and listed["name"] == "ci-script"
     assert "token" not in listed and "seed" not in json.dumps(listed)
-    entries = [(e["actor"]["id"], e["method"], e["result"]) for e in _audit(deployment)]
+    entries = [(e["actor"]["id"], e["method"], e["result"]) for e in audit_entries(deployment)]
     for expected in [
         ("local", "tokens.create", "ok"),
         (created["id"], "channel.open", "ok"),
@@ -114,7 +110,7 @@ def test_token_round_trip_through_the_sdk_in_a_script(deployment: Deployment, tm
         ("local", "tokens.revoke", "ok"),
     ]:
         assert expected in entries, (expected, entries)
-    _assert_never_shown(created["token"], deployment.host.log, stderr, json.dumps(_audit(deployment)))
+    _assert_never_shown(created["token"], deployment.host.log, stderr, json.dumps(audit_entries(deployment)))
     db = (deployment.host_home / "host" / "state.db").read_bytes()
     assert parse_token(created["token"]).seed not in db, "the host never stores the secret"
 
@@ -186,9 +182,8 @@ async def test_each_scope_is_refused_every_method_it_lacks(deployment: Deploymen
             assert "tether tokens create" in (info.value.hint or "")
             refused.append(method)
     assert refused
-    audited = {
-        e["method"] for e in _audit(deployment) if e["actor"]["id"] == created["id"] and e["result"] == "forbidden"
-    }
+    entries = audit_entries(deployment)
+    audited = {e["method"] for e in entries if e["actor"]["id"] == created["id"] and e["result"] == "forbidden"}
     assert audited == set(refused)
 
 
