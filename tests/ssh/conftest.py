@@ -46,13 +46,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
+def _wait_port(address: str, port: int, proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"sshd exited with {proc.returncode}")
         with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
+            if s.connect_ex((address, port)) == 0:
                 return
         time.sleep(0.05)
     raise AssertionError("sshd did not listen")
@@ -68,6 +68,8 @@ class SshServer:
     dir: Path
     proc: subprocess.Popen[bytes]
     config: Path
+    address: str = "127.0.0.1"
+    netns: str | None = None  # the network namespace it runs in (None: this one)
 
     def restart_with_new_host_key(self) -> None:
         """The same server with another host key (what a man in the middle would show)."""
@@ -78,11 +80,12 @@ class SshServer:
         self.start()
 
     def start(self) -> None:
+        inside = ["ip", "netns", "exec", self.netns] if self.netns else []
         self.proc = subprocess.Popen(
-            [SSHD, "-D", "-e", "-f", str(self.config)], stdin=subprocess.DEVNULL,
+            [*inside, SSHD, "-D", "-e", "-f", str(self.config)], stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=(self.dir / "sshd.log").open("ab"),
         )
-        _wait_port(self.port, self.proc)
+        _wait_port(self.address, self.port, self.proc)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -158,6 +161,74 @@ def sshd() -> Iterator[SshServer]:
     finally:
         subprocess.run(["userdel", "-r", user], capture_output=True)
         remove(work)
+
+
+@dataclass
+class Netns:
+    """A network namespace joined to this one by a veth pair: ``outside`` here, ``inside`` there.
+    Its loopback is its own, so nothing listening on this namespace's 127.0.0.1 is reachable."""
+
+    name: str
+    outside: str
+    inside: str
+
+    def run(self, *command: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ip", "netns", "exec", self.name, *command], capture_output=True, text=True,
+                              timeout=timeout)
+
+
+@pytest.fixture
+def netns() -> Iterator[Netns]:
+    if sys.platform != "linux" or os.geteuid() != 0 or not shutil.which("ip"):
+        _unavailable("network namespaces need root on Linux and `ip` (iproute2)")
+    tag = secrets.token_hex(3)
+    # A /30 of 10.200.0.0/13 at random: suites running at once on one machine don't collide.
+    net = f"10.{200 + secrets.randbelow(8)}.{secrets.randbelow(256)}.{4 * secrets.randbelow(64)}"
+    base = net.rsplit(".", 1)[0] + "."
+    last = int(net.rsplit(".", 1)[1])
+    ns = Netns(f"tth{tag}", f"{base}{last + 1}", f"{base}{last + 2}")
+    veth_out, veth_in = f"tv{tag}o", f"tv{tag}i"
+    setup = [
+        ["ip", "netns", "add", ns.name],
+        ["ip", "link", "add", veth_out, "type", "veth", "peer", "name", veth_in],
+        ["ip", "link", "set", veth_in, "netns", ns.name],
+        ["ip", "addr", "add", f"{ns.outside}/30", "dev", veth_out],
+        ["ip", "link", "set", veth_out, "up"],
+        ["ip", "-n", ns.name, "addr", "add", f"{ns.inside}/30", "dev", veth_in],
+        ["ip", "-n", ns.name, "link", "set", veth_in, "up"],
+        ["ip", "-n", ns.name, "link", "set", "lo", "up"],
+    ]
+    try:
+        for command in setup:
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode != 0:
+                _unavailable(f"{' '.join(command)} failed: {result.stderr.strip()}")
+        yield ns
+    finally:
+        subprocess.run(["ip", "netns", "del", ns.name], capture_output=True)  # takes the veth pair with it
+        subprocess.run(["ip", "link", "del", veth_out], capture_output=True)
+
+
+@pytest.fixture
+def netns_sshd(sshd: SshServer, netns: Netns) -> Iterator[SshServer]:
+    """The same account's SSH server, but inside ``netns``, listening on its end of the veth pair:
+    a machine that this one reaches but that cannot reach this one's loopback (the relay)."""
+    work = sshd.dir / f"ns-{netns.name}"
+    work.mkdir()
+    config = work / "sshd_config"
+    config.write_text(
+        sshd.config.read_text()
+        .replace(f"Port {sshd.port}\n", "Port 22\n")
+        .replace("ListenAddress 127.0.0.1\n", f"ListenAddress {netns.inside}\n")
+        .replace(f"PidFile {sshd.dir}/sshd.pid", f"PidFile {work}/sshd.pid")
+    )
+    server = SshServer(22, sshd.user, sshd.user_home, sshd.client_key, sshd.host_key, work, None,  # type: ignore[arg-type]
+                       config, address=netns.inside, netns=netns.name)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,56 @@ def test_a_reused_pid_is_never_taken_for_the_daemon() -> None:
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_remote_is_reached_later_with_the_files_it_was_first_reached_with(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("TETHER_SSH_KNOWN_HOSTS", raising=False)
+    monkeypatch.delenv("TETHER_SSH_CONFIG", raising=False)
+    # The daemon names no files: the record's win over the defaults.
+    later = SshOptions.resolve().saved_with(str(tmp_path / "kh"), str(tmp_path / "cfg"))
+    assert (later.known_hosts, later.config) == (tmp_path / "kh", tmp_path / "cfg")
+    # Files named now (option or environment) win over the record's.
+    named = SshOptions.resolve(known_hosts="/now").saved_with(str(tmp_path / "kh"), None)
+    assert named.known_hosts == Path("/now") and named.config is None
+    monkeypatch.setenv("TETHER_SSH_CONFIG", "/env-cfg")
+    assert SshOptions.resolve().saved_with(None, str(tmp_path / "cfg")).config == Path("/env-cfg")
+    # Relative names are made absolute, so a daemon in another directory finds the same file.
+    assert SshOptions.resolve(known_hosts="rel/kh").known_hosts == Path.cwd() / "rel" / "kh"
+
+
+async def test_the_keeper_follows_the_registry_and_says_why_a_tunnel_is_not_up(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import socket
+
+    from tether.errors import TetherError
+    from tether.sshremote import keeper
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    registry = Registry(tmp_path)
+    registry.save(_record("relayed"))
+    tunneled = _record("tun", host="127.0.0.1")
+    tunneled.mode, tunneled.port, tunneled.relay_url = "tunnel", closed_port, "ws://127.0.0.1:1"
+    tunneled.known_hosts = str(tmp_path / "known_hosts")
+    registry.save(tunneled)
+    monkeypatch.setattr(keeper, "HOLD_TIMEOUT", 1.0)
+    k = keeper.TunnelKeeper(tmp_path)
+    try:
+        with pytest.raises(UsageError, match="no tunnel-mode remote host named 'relayed'"):
+            await k.hold("relayed")
+        with pytest.raises(TetherError, match=r"did not come up in 1 s \(SSH connection failed") as caught:
+            await k.hold("tun")
+        assert caught.value.hint and "keeps trying" in caught.value.hint
+        task = k._held["tun"].task
+        registry.set_state("tun", "stopped")
+        k.reconcile()
+        assert "tun" not in k._held
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        for held in k._held.values():
+            held.task.cancel()

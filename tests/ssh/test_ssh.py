@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ssh.conftest import Desktop, SshServer
+from tests.ssh.conftest import Desktop, Netns, SshServer
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -236,42 +236,96 @@ def _wait(predicate: object, timeout: float = 30) -> None:
     raise AssertionError("condition not met in time")
 
 
-def test_tunnel_mode_carries_the_relay_link_and_survives_a_dropped_ssh_connection(
-    desktop: Desktop, remote: SshServer, wheels: Path
+# Paced so the stream lasts a few seconds: long enough to cut the SSH connection in the middle.
+PRODUCER = (
+    "import sys, time\n"
+    "for i in range(1, 3001):\n"
+    "    sys.stdout.write(f'line-{i}\\n')\n"
+    "    if i % 50 == 0:\n"
+    "        sys.stdout.flush(); time.sleep(0.06)\n"
+)
+
+
+def _line_numbers(text: str) -> list[int]:
+    import re
+
+    return [int(n) for n in re.findall(r"line-(\d+)\r?\n", text)]
+
+
+async def test_tunnel_mode_reaches_a_remote_that_cannot_reach_the_relay_and_survives_a_dropped_ssh_connection(
+    desktop: Desktop, remote: SshServer, netns_sshd: SshServer, netns: Netns, wheels: Path
 ) -> None:
+    import asyncio
     import os
     import signal
+    import sys
 
-    from tests.procs import Proc
-    from tests.ssh.conftest import TETHER_SSH
+    from tests.procs import tether_json
+    from tether import Client
 
-    proc = Proc(
-        [*TETHER_SSH, "--home", str(desktop.home), "ssh",
-         *_connect_args(remote, "--accept-new", "--wheels", str(wheels), "--name", "tun", "--mode", "tunnel")],
-        env={k: v for k, v in desktop.env.items() if k.startswith("TETHER_SSH")}, name="tether-ssh",
-    )
-    try:
-        proc.wait_for(r"up through the tunnel", timeout=180)
-        record = json.loads(desktop.ssh("list", "--json").stdout)[0]
-        assert record["mode"] == "tunnel" and record["tunnel_port"]
-        host = _remote_status(remote)["host"]
-        assert isinstance(host, dict)
-        # The remote daemon dials its own loopback: the tunnel's end.
-        assert host["relay"] == f"ws://127.0.0.1:{record['tunnel_port']}/ws"
-        assert host["connected"] is True
+    # The remote is in its own network namespace: it cannot reach the relay on this loopback,
+    # nor through the veth pair (the relay listens on 127.0.0.1 only).
+    for address in ("127.0.0.1", netns.outside):
+        probe = netns.run(sys.executable, "-c", f"import socket; socket.create_connection(('{address}', "
+                          f"{desktop.relay_port}), 3)")
+        assert probe.returncode != 0 and ("refused" in probe.stderr or "unreachable" in probe.stderr), probe.stderr
+    args = [f"{remote.user}@{netns_sshd.address}", "-i", str(remote.client_key), "--accept-new",
+            "--wheels", str(wheels), "--name", "tun", "--mode", "tunnel", "--json"]
+    result = await asyncio.to_thread(desktop.ssh, *args)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "held by this machine's host" in result.stderr
+    (record,) = json.loads(desktop.ssh("list", "--json").stdout)
+    assert record["mode"] == "tunnel" and record["tunnel_port"] and record["state"] == "running"
+    host = _remote_status(remote)["host"]
+    assert isinstance(host, dict)
+    # The remote daemon dials its own loopback: the tunnel's end, held by the desktop daemon.
+    assert host["relay"] == f"ws://127.0.0.1:{record['tunnel_port']}/ws"
+    await asyncio.to_thread(_wait, lambda: _remote_status(remote)["host"]["connected"] is True)  # type: ignore[index]
+    assert desktop.host.log.count("tunnel tun: tunnel up") == 1
 
-        # Drop the SSH connection (end the server's session processes): the desktop dials again,
-        # listens on the same port, and the remote daemon gets back to the relay by itself.
-        for pid in _ssh_session_pids(remote):
-            os.kill(pid, signal.SIGKILL)
-        proc.wait_for(r"SSH connection lost", timeout=30)
-        proc.wait_for(r"SSH connection back", timeout=60)
-        _wait(lambda: _remote_status(remote)["host"]["connected"] is True, timeout=60)  # type: ignore[index]
-        assert json.loads(desktop.ssh("list", "--json").stdout)[0]["tunnel_port"] == record["tunnel_port"]
-    finally:
-        code = proc.stop(signal.SIGTERM)
-    assert code == 0, proc.log
-    assert json.loads(desktop.ssh("list", "--json").stdout)[0]["state"] == "tunnel down"
+    # A client paired with the desktop only learns "tun" and streams a session there while the
+    # SSH connection is cut under it.
+    assert "tun" in {h["name"] for h in tether_json(desktop.client_home, "hosts", "--json")}
+    async with await Client.open(desktop.client_home, host="tun") as client:
+        session_id = await client.start_session(["python3", "-c", PRODUCER])
+        first_conn = client._conn
+        text: list[str] = []
+        seqs: list[int] = []
+        progress = asyncio.Condition()
+        exited = asyncio.Event()
+
+        async def consume() -> None:
+            async for event in client.events(0, session=session_id):
+                seqs.append(event["seq"])
+                if event["type"] == "session.output":
+                    text.append(event["data"]["data"])
+                elif event["type"] == "session.exited":
+                    exited.set()
+                    return
+                async with progress:
+                    progress.notify_all()
+
+        consumer = asyncio.create_task(consume())
+        try:
+            async with asyncio.timeout(120):
+                async with progress:
+                    await progress.wait_for(lambda: len(_line_numbers("".join(text))) >= 300)
+                for pid in _ssh_session_pids(remote):
+                    os.kill(pid, signal.SIGKILL)
+                await exited.wait()
+        finally:
+            consumer.cancel()
+        reconnected = client._conn is not first_conn
+    assert _line_numbers("".join(text)) == list(range(1, 3001)), "every line exactly once, in order"
+    assert seqs == sorted(set(seqs))
+    assert reconnected, "the client's connection to the remote was cut and resumed"
+    log = desktop.host.log
+    assert "tunnel tun: SSH connection lost" in log and log.count("tunnel tun: tunnel up") >= 2
+    assert json.loads(desktop.ssh("list", "--json").stdout)[0]["tunnel_port"] == record["tunnel_port"]
+
+    # `tether ssh stop` ends the remote daemon and the desktop's tunnel.
+    assert (await asyncio.to_thread(desktop.ssh, "stop", "tun")).returncode == 0
+    await asyncio.to_thread(_wait, lambda: "tunnel tun: closed" in desktop.host.log, 10)
 
 
 def _other_build(wheels: Path, into: Path) -> Path:
@@ -331,13 +385,6 @@ def test_two_runs_at_once_install_once_and_start_one_daemon(
     assert len(json.loads(desktop.ssh("list", "--json").stdout)) == 1
 
 
-def _daemon_wired() -> bool:
-    import tether.host.daemon
-
-    return "inheritance" in Path(tether.host.daemon.__file__).read_text()
-
-
-@pytest.mark.xfail(not _daemon_wired(), reason="host/daemon.py does not load the inherited devices yet", strict=True)
 def test_a_device_of_the_desktop_reaches_the_remote_host(desktop: Desktop, remote: SshServer, wheels: Path) -> None:
     from tests.procs import tether, tether_json
 
@@ -357,13 +404,33 @@ def test_a_device_of_the_desktop_reaches_the_remote_host(desktop: Desktop, remot
         out = "".join(json.loads(x)["data"].get("data", "") for x in lines if '"session.output"' in x)
         time.sleep(0.3)
     assert remote.user in out, out
-    # Revoked on the desktop and refreshed: the remote refuses it.
-    (device,) = tether_json(desktop.home, "devices", "list", "--json")
-    tether(desktop.home, "devices", "revoke", device["id"])
-    assert desktop.ssh("refresh").returncode == 0
-    time.sleep(2)  # the remote daemon polls its bundle every second
+    # Revoked on the desktop: its daemon pushes the remote a bundle without the device (over
+    # SSH, with the files `tether ssh` used), and the remote closes the device's live channel.
+    import asyncio
+
+    from tether import Client
+    from tether.errors import TetherError
+
+    async def locked_out_after_revoke() -> float:
+        async with await Client.open(desktop.client_home, host="box") as client:
+            client.retry_for = 0
+            assert (await client.info())["name"] == "box"
+            (device,) = tether_json(desktop.home, "devices", "list", "--json")
+            await asyncio.to_thread(tether, desktop.home, "devices", "revoke", device["id"])
+            revoked_at = time.monotonic()
+            async with asyncio.timeout(20):
+                while True:
+                    try:
+                        await client.info()
+                    except TetherError:
+                        return time.monotonic() - revoked_at
+                    await asyncio.sleep(0.05)
+
+    took = asyncio.run(locked_out_after_revoke())
+    print(f"locked out of the remote {took:.2f} s after the revocation on the desktop")
+    assert took <= 2.0
     refused = tether(desktop.client_home, "sessions", "list", "--host", "box", check=False)
-    assert refused.returncode != 0
+    assert refused.returncode != 0 and "revoked" in refused.stderr.lower()
 
 
 def test_a_relay_with_closed_admission_gets_the_enrollment_key(

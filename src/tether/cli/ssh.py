@@ -121,41 +121,15 @@ def ssh_connect(
     from tether.sshremote.connect import Target
     from tether.sshremote.deploy import DeployRequest, deploy
 
-    target = Target.parse(destination, port=port, identity=identity)
+    # Absolute, so the daemon that later holds the tunnel or pushes revocations finds the key.
+    key = str(Path(identity).expanduser().absolute()) if identity else None
+    target = Target.parse(destination, port=port, identity=key)
     req = DeployRequest(
         target=target, options=_options(known_hosts, ssh_config, accept_new), name=name, mode=mode,
         workspaces=list(workspace or []), wheels=wheels, python=python, relay_url=relay, remote_home=remote_home,
         enroll_key=enroll_key,
     )
-    async def main() -> Any:
-        import asyncio
-        import signal
-
-        # Ctrl-C or SIGTERM aborts the steps; once tunnel mode holds the tunnel, it ends the
-        # tunnel cleanly instead.
-        stop = asyncio.Event()
-        task = asyncio.current_task()
-        assert task is not None
-
-        def on_signal() -> None:
-            if req.holding:
-                stop.set()
-            else:
-                task.cancel()
-
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal)
-        try:
-            return await deploy(_home(home), req, RichReporter(), stop)
-        except asyncio.CancelledError:
-            err.print("interrupted")
-            raise typer.Exit(130) from None
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-
-    record = run(main())
+    record = run(deploy(_home(home), req, RichReporter()))
     if as_json:
         print_json({"name": record.name, "host_id": record.host_id, "relay": record.relay_url, "pid": record.pid,
                     "state": record.state})

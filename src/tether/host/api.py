@@ -127,6 +127,7 @@ class ApiConnection:
             "host.rotate_keys": (schemas.RotateKeys, self._rotate_keys),
             "hosts.link": (schemas.HostLink, self._hosts_link),
             "hosts.linked": (schemas.Empty, self._hosts_linked),
+            "remotes.tunnel": (schemas.RemoteRef, self._remotes_tunnel),
             "tokens.create": (schemas.TokenCreate, self._tokens_create),
             "tokens.list": (schemas.Empty, self._tokens_list),
             "tokens.revoke": (schemas.TokenRef, self._tokens_revoke),
@@ -384,6 +385,12 @@ class ApiConnection:
 
     async def _hosts_linked(self, _: schemas.Empty) -> list[dict[str, Any]]:
         return await self.host.db.run(projection.linked_hosts, write=False)
+
+    async def _remotes_tunnel(self, params: schemas.RemoteRef) -> dict[str, Any]:
+        # SSH connections are made with the owner's keys: only the owner asks for them.
+        if self.principal.kind != "local":
+            raise Forbidden("only the host's owner (tether ssh on this machine) can open a tunnel")
+        return {"port": await self.host.tunnels.hold(params.name)}
 
     async def _rotate_keys(self, params: schemas.RotateKeys) -> dict[str, Any]:
         return await self.host.rotate_keys(params.grace)

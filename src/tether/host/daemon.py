@@ -42,6 +42,7 @@ from tether.protocol.pairing_link import PairingLink
 from tether.protocol.rpc import MessageTransport, RpcPeer
 from tether.protocol.scopes import Scope, parse_scopes, scope_list
 from tether.relay.link import Channel, RelayLink
+from tether.sshremote.keeper import TunnelKeeper
 
 log = logging.getLogger("tether.host")
 
@@ -102,6 +103,7 @@ class HostDaemon:
         self.store: Store
         self.audit: AuditLog
         self.sessions: SessionManager
+        self.tunnels: TunnelKeeper
         self.relay_connected = asyncio.Event()
         self._link: RelayLink | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -131,6 +133,9 @@ class HostDaemon:
         self._spawn(self.inherited.watch(self._on_inheritance_changed))
         await self._start_local_socket()
         self._spawn(self._maintenance())
+        # Tunnels to the `--mode tunnel` remote hosts this home started with `tether ssh`.
+        self.tunnels = TunnelKeeper(self.home)
+        self._spawn(self.tunnels.run())
         if self.relay_url:
             self._spawn(self._relay_loop())
         log.info("host %s (%s) started; workspaces: %s", self.name, self.identity.id,

@@ -96,6 +96,10 @@ class HostLink(_Params):
     relay_url: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 
 
+class RemoteRef(_Params):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+
+
 class RotateKeys(_Params):
     grace: Annotated[float, msgspec.Meta(ge=0, le=90 * 86400)] = 7 * 86400.0
 

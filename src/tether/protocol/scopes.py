@@ -43,6 +43,7 @@ METHOD_SCOPES: dict[str, Scope] = {
     "host.rotate_keys": Scope.ADMIN,
     "hosts.link": Scope.ADMIN,
     "hosts.linked": Scope.READ,
+    "remotes.tunnel": Scope.ADMIN,
     "tokens.create": Scope.ADMIN,
     "tokens.list": Scope.ADMIN,
     "tokens.revoke": Scope.ADMIN,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,15 +66,30 @@ class SshOptions:
     config: Path | None = None
     accept_new: bool = False
     timeout: float = CONNECT_TIMEOUT
+    # Whether the files were named (option or environment) rather than the defaults.
+    known_hosts_given: bool = False
+    config_given: bool = False
 
     @classmethod
     def resolve(
         cls, *, known_hosts: str | None = None, config: str | None = None, accept_new: bool = False
     ) -> SshOptions:
-        kh = known_hosts or os.environ.get(KNOWN_HOSTS_ENV) or "~/.ssh/known_hosts"
+        kh = known_hosts or os.environ.get(KNOWN_HOSTS_ENV)
         cfg = config or os.environ.get(CONFIG_ENV)
         return cls(
-            Path(kh).expanduser(), Path(cfg).expanduser() if cfg else None, accept_new=accept_new
+            Path(kh or "~/.ssh/known_hosts").expanduser().absolute(),
+            Path(cfg).expanduser().absolute() if cfg else None,
+            accept_new=accept_new, known_hosts_given=bool(kh), config_given=bool(cfg),
+        )
+
+    def saved_with(self, known_hosts: str | None, config: str | None) -> SshOptions:
+        """These options for a remote reached before: the files it was first reached with
+        (``known_hosts``, ``config``), unless others are named now. The desktop daemon, which
+        holds tunnels and pushes revocations, so checks host keys against the same file."""
+        return replace(
+            self,
+            known_hosts=self.known_hosts if self.known_hosts_given or not known_hosts else Path(known_hosts),
+            config=self.config if self.config_given or not config else Path(config),
         )
 
 

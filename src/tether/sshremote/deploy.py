@@ -7,7 +7,6 @@ Every step goes through a :class:`Reporter` (the CLI shows them with rich) and f
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
@@ -81,7 +80,6 @@ class DeployRequest:
     relay_url: str | None = None
     remote_home: str = DEFAULT_REMOTE_HOME
     enroll_key: Path | None = None  # the relay's enrollment key file, for a relay with closed admission
-    holding: bool = False  # set while tunnel mode holds the tunnel (a signal then ends it cleanly)
 
 
 # -- the desktop side ----------------------------------------------------------------------
@@ -93,6 +91,7 @@ class Desktop:
     name: str
     relay_url: str | None
     home: Path
+    running: bool = False  # its daemon runs (and answered)
 
 
 async def desktop_host(home: Path) -> Desktop:
@@ -111,15 +110,16 @@ async def desktop_host(home: Path) -> Desktop:
     identity = Identity.load(keys)
     name = load_config(home).name or socket.gethostname()
     relay_url = None
+    running = False
     if local_daemon_running(home):
         with contextlib.suppress(TetherError, OSError):
             conn = await connect_local(home)
             try:
                 info = await conn.call("host.info")
-                name, relay_url = info.get("name") or name, info.get("relay")
+                name, relay_url, running = info.get("name") or name, info.get("relay"), True
             finally:
                 await conn.close()
-    return Desktop(identity, name, relay_url, home)
+    return Desktop(identity, name, relay_url, home, running)
 
 
 async def make_desktop_bundle(desktop: Desktop, host_id: str) -> bytes:
@@ -397,11 +397,8 @@ def _loopback(url: str) -> bool:
     return (urlsplit(url).hostname or "") in ("127.0.0.1", "localhost", "::1")
 
 
-async def deploy(
-    home: Path, req: DeployRequest, reporter: Reporter, stop_tunnel: asyncio.Event | None = None
-) -> RemoteRecord:
-    """Install, hand over the devices, start. In tunnel mode, then hold the tunnel until
-    ``stop_tunnel`` is set."""
+async def deploy(home: Path, req: DeployRequest, reporter: Reporter) -> RemoteRecord:
+    """Install, hand over the devices, start (in tunnel mode, on a tunnel the desktop host holds)."""
     from tether.sshremote import tunnel
 
     if req.mode not in ("relay", "tunnel"):
@@ -413,6 +410,11 @@ async def deploy(
             raise UsageError(
                 "no relay URL: this machine's host is not running and --relay was not given",
                 hint="start the host (`tether host --relay URL`) or pass --relay URL",
+            )
+        if req.mode == "tunnel" and not desktop.running:
+            raise UsageError(
+                "tunnel mode needs this machine's host running: it holds the tunnel",
+                hint="start it (`tether up` or `tether host --relay URL`), then run `tether ssh --mode tunnel` again",
             )
         s.detail = f"{desktop.name} ({desktop.identity.id}), relay {relay_url}"
     where = req.target.label()
@@ -454,57 +456,52 @@ async def deploy(
             with reporter.step("relay enrollment key") as s:
                 await remote_call(conn, remote_home, "enroll-key", input=_read_enroll_key(req.enroll_key))
                 s.detail = "sent (0600 in the remote host's home)"
-        name = req.name or req.target.host
+        registry = Registry(home)
+        earlier = registry.find_place(_place(req))
+        record = RemoteRecord(
+            name=req.name or req.target.host, host=req.target.host, user=req.target.user, port=req.target.port,
+            identity=req.target.identity, remote_home=req.remote_home, python=req.python, mode=req.mode,
+            relay_url=relay_url, workspaces=list(req.workspaces), host_id=host_id,
+            static_public=str(info["static_public"]), state="starting", build=wheels.digest,
+            tunnel_port=earlier.tunnel_port if earlier and req.mode == "tunnel" else None,
+            enroll=req.enroll_key is not None, known_hosts=str(req.options.known_hosts),
+            ssh_config=str(req.options.config) if req.options.config else None,
+        )
         remote_relay = relay_url
-        forwarder = None
-        tunnel_port = None
         if req.mode == "tunnel":
             with reporter.step("tunnel") as s:
+                # The desktop host holds it from now on; its port is known before the remote
+                # daemon starts on it.
+                registry.save(record)
+                record.tunnel_port = await ask_desktop_to_hold(desktop, record.name)
                 address = tunnel.RelayAddress.parse(relay_url)
-                forwarder = tunnel.Forwarder(address)
-                earlier = Registry(home).find_place(_place(req))
-                listener = await tunnel.open_listener(conn, forwarder, earlier.tunnel_port if earlier else None)
-                tunnel_port = listener.get_port()
-                remote_relay = address.remote_url(tunnel_port)
-                s.detail = f"the remote's 127.0.0.1:{tunnel_port} → {address.host}:{address.port} through SSH"
+                remote_relay = address.remote_url(record.tunnel_port)
+                s.detail = (f"the remote's 127.0.0.1:{record.tunnel_port} → {address.host}:{address.port} "
+                            "through SSH, held by this machine's host")
         with reporter.step("start the remote host") as s:
             remote_loopback = req.target.host in ("127.0.0.1", "localhost", "::1")
             if req.mode == "relay" and _loopback(relay_url) and not remote_loopback:
                 s.detail = "warning: the relay URL is a loopback address; the remote can reach it only if it is " \
                     "this machine (use --relay URL or --mode tunnel) — "
-            args = _start_args(remote_relay, name, wheels.digest, req)
-            started = await remote_call(conn, remote_home, "start", *args)
+            started = await remote_call(conn, remote_home, "start", *start_args(remote_relay, record))
             state = "connected to the relay" if started.get("connected") else "not connected to the relay yet"
             s.detail += f"{started['action']} (pid {started['pid']}), {state}"
-        record = RemoteRecord(
-            name=name, host=req.target.host, user=req.target.user, port=req.target.port,
-            identity=req.target.identity, remote_home=req.remote_home, python=req.python, mode=req.mode,
-            relay_url=relay_url, workspaces=list(req.workspaces), host_id=host_id,
-            static_public=str(info["static_public"]), state="running", pid=int(started["pid"]), build=wheels.digest,
-            tunnel_port=tunnel_port,
-        )
-        registry = Registry(home)
+        record.state, record.pid = "running", int(started["pid"])
         registry.save(record)
         await announce(desktop, record)
-        if forwarder is not None and tunnel_port is not None:
-            reporter.note(f"remote host {name} is up through the tunnel; Ctrl-C ends the tunnel "
-                          "(the remote host then waits for the next `tether ssh`)")
-
-            async def reconnect() -> asyncssh.SSHClientConnection:
-                return await connect(req.target, req.options)
-
-            async def on_new_port(new_conn: asyncssh.SSHClientConnection, port: int) -> None:
-                url = tunnel.RelayAddress.parse(relay_url).remote_url(port)
-                await remote_call(new_conn, remote_home, "start", *_start_args(url, name, wheels.digest, req))
-                record.tunnel_port = port
-                registry.save(record)
-
-            req.holding = True
-            await tunnel.keep_up(
-                reconnect, conn, forwarder, tunnel_port, on_new_port, stop_tunnel or asyncio.Event(), reporter.note
-            )
-            registry.set_state(name, "tunnel down", record.pid)
     return record
+
+
+async def ask_desktop_to_hold(desktop: Desktop, name: str) -> int:
+    """The desktop host's tunnel for remote ``name`` (local method ``remotes.tunnel``): its port."""
+    from tether.client.connection import connect_local
+
+    conn = await connect_local(desktop.home)
+    try:
+        answer = await conn.call("remotes.tunnel", {"name": name}, timeout=90)
+    finally:
+        await conn.close()
+    return int(answer["port"])
 
 
 def _read_enroll_key(path: Path) -> bytes:
@@ -522,11 +519,12 @@ def _place(req: DeployRequest) -> RemoteRecord:
                         static_public="", state="")
 
 
-def _start_args(relay_url: str, name: str, build: str, req: DeployRequest) -> list[str]:
-    args = ["--relay", relay_url, "--name", name, "--build", build]
-    if req.enroll_key is not None:
+def start_args(relay_url: str, record: RemoteRecord) -> list[str]:
+    """How the remote's ``tether.sshremote.remote start`` is called for this record."""
+    args = ["--relay", relay_url, "--name", record.name, "--build", record.build]
+    if record.enroll:
         args.append("--enroll")
-    for w in req.workspaces:
+    for w in record.workspaces:
         args += ["--workspace", w]
     return args
 
@@ -552,14 +550,20 @@ async def announce(desktop: Desktop, record: RemoteRecord) -> bool:
     return False
 
 
-def _target(record: RemoteRecord) -> Target:
+def _reach(record: RemoteRecord, options: SshOptions) -> contextlib.AbstractAsyncContextManager[
+    asyncssh.SSHClientConnection
+]:
+    return _connected(target_of(record), options.saved_with(record.known_hosts, record.ssh_config))
+
+
+def target_of(record: RemoteRecord) -> Target:
     return Target(record.host, record.user, record.port, record.identity)
 
 
 async def stop(home: Path, name: str, options: SshOptions, reporter: Reporter) -> str:
     registry = Registry(home)
     record = registry.get(name)
-    async with _connected(_target(record), options) as conn:
+    async with _reach(record, options) as conn:
         with reporter.step(f"stop {record.name} on {record.destination()}") as s:
             result = await remote_call(conn, record.remote_home, "stop")
             s.detail = "stopped" if result["action"] == "stopped" else "it was not running"
@@ -580,7 +584,7 @@ async def refresh(
         if names and record.name not in names:
             continue
         try:
-            async with _connected(_target(record), options) as conn:
+            async with _reach(record, options) as conn:
                 with reporter.step(f"devices for {record.name}") as s:
                     bundle = await make_desktop_bundle(desktop, record.host_id)
                     pushed = await remote_call(conn, record.remote_home, "bundle", input=bundle)
@@ -594,7 +598,7 @@ async def refresh(
 async def status(home: Path, options: SshOptions, name: str) -> dict[str, Any]:
     registry = Registry(home)
     record = registry.get(name)
-    async with _connected(_target(record), options) as conn:
+    async with _reach(record, options) as conn:
         result = await remote_call(conn, record.remote_home, "status")
     daemon = result["daemon"]
     registry.set_state(record.name, "running" if daemon["running"] else "stopped", daemon.get("pid"))

@@ -35,11 +35,19 @@ class RemoteRecord(msgspec.Struct, forbid_unknown_fields=False):
     build: str = ""
     updated_at: float = 0.0
     tunnel_port: int | None = None
+    enroll: bool = False  # the remote daemon was started with the relay's enrollment key
+    known_hosts: str | None = None  # the files the remote was first reached with
+    ssh_config: str | None = None
 
     def same_place(self, other: RemoteRecord) -> bool:
         return (self.host, self.user, self.port, self.remote_home) == (
             other.host, other.user, other.port, other.remote_home,
         )
+
+    def ssh_place(self) -> tuple[object, ...]:
+        """What a tunnel to this remote depends on (a change means dialing again)."""
+        return (self.host, self.user, self.port, self.identity, self.remote_home, self.relay_url,
+                self.known_hosts, self.ssh_config)
 
     def destination(self) -> str:
         text = f"{self.user}@{self.host}" if self.user else self.host
@@ -86,8 +94,16 @@ class Registry:
         return match[0]
 
     def set_state(self, name: str, state: str, pid: int | None = None) -> None:
+        self._update(name, state=state, pid=pid)
+
+    def set_tunnel_port(self, name: str, port: int) -> None:
+        self._update(name, tunnel_port=port)
+
+    def _update(self, name: str, **fields: object) -> None:
         remotes = self.load()
         for r in remotes:
             if r.name == name:
-                r.state, r.pid, r.updated_at = state, pid, time.time()
+                for key, value in fields.items():
+                    setattr(r, key, value)
+                r.updated_at = time.time()
         self._save(remotes)

@@ -6,7 +6,8 @@ connection to it arrives here as an SSH channel, and the desktop pipes its bytes
 (over TLS when the relay is ``wss://``). The remote daemon dials ``ws://127.0.0.1:PORT/ws``. Only
 bytes pass through the desktop: the remote host's relay signature and its Noise channels with
 devices stay end to end. When the SSH connection drops, the desktop reconnects with backoff and
-asks for the same port, so the remote daemon's own reconnect loop finds the relay again.
+asks for the same port, so the remote daemon's own reconnect loop finds the relay again. The
+desktop host daemon holds these tunnels (:mod:`tether.sshremote.keeper`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -112,47 +113,39 @@ async def open_listener(
 
 
 async def keep_up(
-    connect: Callable[[], Any],
-    first: asyncssh.SSHClientConnection,
+    connect: Callable[[], Awaitable[asyncssh.SSHClientConnection]],
     forwarder: Forwarder,
-    port: int,
-    on_new_port: Callable[[asyncssh.SSHClientConnection, int], Any],
-    stop: asyncio.Event,
+    port: int | None,
+    on_port: Callable[[asyncssh.SSHClientConnection, int], Awaitable[None]],
     say: Callable[[str], None],
 ) -> None:
-    """Hold the tunnel until ``stop``; when the SSH connection drops, dial again with backoff
-    and listen on the same remote port (``on_new_port`` if it had to change)."""
-    conn: asyncssh.SSHClientConnection | None = first
+    """Hold the tunnel until cancelled: dial, listen on the remote's ``port`` (``on_port`` is
+    called with the port taken, after each (re)connection and before it is used), and when
+    the SSH connection drops, dial again with backoff."""
+    import asyncssh
+
     backoff = Backoff()
-    while not stop.is_set():
-        if conn is None:
+    conn: asyncssh.SSHClientConnection | None = None
+    try:
+        while True:
             try:
                 conn = await connect()
-                assert conn is not None
                 listener = await open_listener(conn, forwarder, port)
-            except SshError as exc:
+                port = listener.get_port()
+                await on_port(conn, port)
+            except (SshError, OSError, asyncssh.Error) as exc:
                 if conn is not None:
                     conn.close()
                     conn = None
                 delay = backoff.next_delay()
-                say(f"SSH reconnect failed ({exc.message}); retrying in {delay:.1f} s")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+                say(f"SSH connection failed ({getattr(exc, 'message', exc)}); retrying in {delay:.1f} s")
+                await asyncio.sleep(delay)
                 continue
             backoff.reset()
-            if listener.get_port() != port:
-                port = listener.get_port()
-                await on_new_port(conn, port)
-            say(f"SSH connection back; tunnel on the remote's 127.0.0.1:{port}")
-        closed = asyncio.ensure_future(conn.wait_closed())
-        stopping = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({closed, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if stop.is_set():
-            closed.cancel()
+            say(f"tunnel up on the remote's 127.0.0.1:{port}")
+            await conn.wait_closed()
+            conn = None
+            say("SSH connection lost; reconnecting")
+    finally:
+        if conn is not None:
             conn.close()
-            with contextlib.suppress(Exception):
-                await conn.wait_closed()
-            return
-        say("SSH connection lost; reconnecting")
-        conn = None
