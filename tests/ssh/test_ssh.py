@@ -459,3 +459,38 @@ def test_a_relay_with_closed_admission_gets_the_enrollment_key(
     finally:
         relay.stop()
         remove(home, workspace)
+
+
+def test_ssh_config_aliases_and_the_agent_are_honoured(desktop: Desktop, remote: SshServer, wheels: Path) -> None:
+    import os
+
+    from tests.ssh.conftest import TETHER_SSH
+
+    # A Host alias of the ssh config names the machine, port, user and key.
+    (desktop.ssh_dir / "config").write_text(
+        f"Host boxalias\n  HostName 127.0.0.1\n  Port {remote.port}\n  User {remote.user}\n"
+        f"  IdentityFile {remote.client_key}\n"
+    )
+    aliased = desktop.ssh("boxalias", "--accept-new", "--wheels", str(wheels), "--json")
+    assert aliased.returncode == 0, aliased.stderr
+    assert json.loads(aliased.stdout)["name"] == "boxalias"
+    assert _daemon_pids(remote) == [json.loads(aliased.stdout)["pid"]]
+
+    # No -i and no IdentityFile: the key comes from an SSH agent.
+    (desktop.ssh_dir / "config").write_text("")
+    sock = desktop.ssh_dir / "agent.sock"
+    agent = subprocess.run(["ssh-agent", "-a", str(sock), "-s"], capture_output=True, text=True, check=True)
+    agent_pid = int(agent.stdout.split("SSH_AGENT_PID=")[1].split(";")[0])
+    try:
+        env = {**desktop.env, "SSH_AUTH_SOCK": str(sock), "HOME": str(desktop.ssh_dir)}  # no default keys
+        args = [f"{remote.user}@127.0.0.1", "-p", str(remote.port), "--wheels", str(wheels), "--name", "boxalias"]
+        without = subprocess.run([*TETHER_SSH, "--home", str(desktop.home), "ssh", *args], capture_output=True,
+                                 text=True, timeout=120, env=env)
+        assert without.returncode == 1 and "permission denied (publickey)" in without.stderr, "no key in the agent yet"
+        subprocess.run(["ssh-add", "-q", str(remote.client_key)], env=env, check=True, capture_output=True)
+        agented = subprocess.run([*TETHER_SSH, "--home", str(desktop.home), "ssh", *args, "--json"],
+                                 capture_output=True, text=True, timeout=120, env=env)
+        assert agented.returncode == 0, agented.stderr
+        assert json.loads(agented.stdout)["pid"] == json.loads(aliased.stdout)["pid"]  # the same daemon
+    finally:
+        os.kill(agent_pid, 15)
