@@ -239,7 +239,30 @@ async def connect(home: Path, host: str | None = None) -> Connection:
             "no host daemon runs with this home and it is not paired with any host",
             hint="start a host with `tether up`, or pair this client with `tether login LINK`",
         )
-    return await connect_remote(state, state.find_host(host))
+    try:
+        target = state.find_host(host)
+    except UsageError:
+        # Perhaps a host one of ours started over SSH since we last asked (`tether ssh`).
+        if host is None or not await learn_from(state, state.hosts()):
+            raise
+        target = state.find_host(host)
+    return await connect_remote(state, target)
+
+
+async def learn_from(state: ClientState, parents: list[PairedHost]) -> bool:
+    """Ask each of ``parents`` for the hosts it linked; whether any was new. A parent that is
+    offline or refuses is skipped."""
+    before = {h.host_id for h in state.hosts()}
+    for parent in parents:
+        try:
+            conn = await connect_remote(state, parent)
+        except (TetherError, OSError):
+            continue
+        try:
+            await learn_linked_hosts(conn, state, parent)
+        finally:
+            await conn.close()
+    return {h.host_id for h in state.hosts()} != before
 
 
 # Channel endings after which a new channel may well work; the others (not allowed, revoked,

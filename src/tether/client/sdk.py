@@ -32,10 +32,9 @@ from tether.backoff import Backoff
 from tether.client.connection import (
     Connection,
     connect,
-    connect_remote,
     connect_token,
     is_retryable,
-    learn_linked_hosts,
+    learn_from,
     token_refusal,
 )
 from tether.client.state import ClientState
@@ -176,16 +175,7 @@ class Client:
         online = await self._presence_of(state)
         # Ask each reachable host which hosts it started over SSH (they share its devices): those
         # join this client's hosts with no new pairing.
-        before = {h.host_id for h in state.hosts()}
-        for h in state.hosts():
-            if online.get(h.host_id):
-                with contextlib.suppress(Exception):
-                    conn = await connect_remote(state, h)
-                    try:
-                        await learn_linked_hosts(conn, state, h)
-                    finally:
-                        await conn.close()
-        if {h.host_id for h in state.hosts()} != before:
+        if await learn_from(state, [h for h in state.hosts() if online.get(h.host_id)]):
             online = await self._presence_of(state)
         hosts = state.hosts()
         return [HostStatus(h.host_id, h.name, h.relay_url, h.scopes, online.get(h.host_id, False)) for h in hosts]

@@ -7,7 +7,7 @@ around it is ignored) and exits 0, or prints ``{"error": code, "message", "hint"
 - ``info``: make the host's keys if missing; report its id and static key, and the daemon.
 - ``bundle``: install the inherited-devices bundle read from stdin (see ``host/inheritance.py``).
 - ``start``: start the host daemon detached (its own session, so it survives the SSH session),
-  unless one already runs with the same settings and build; a different build or settings
+  unless one already runs with the same settings, build and ``config.toml``; a different one
   restarts it (an upgrade). A lock file makes two concurrent ``tether ssh`` runs take turns, and
   the daemon itself refuses a second instance on the same home (its unix socket).
 - ``enroll-key``: keep the relay's enrollment key read from stdin (0600), for ``start --enroll``.
@@ -38,6 +38,7 @@ from tether.crypto.encoding import b64u_encode
 from tether.crypto.keys import Identity
 from tether.errors import TetherError
 from tether.home import ensure_home, read_json, write_private_json
+from tether.host.config import FILE_NAME
 
 MARKER = "tether-remote: "
 PID_FILE = "ssh-daemon.pid"
@@ -201,7 +202,11 @@ def _settings(paths: _Paths, args: argparse.Namespace) -> dict[str, Any]:
             raise RemoteError("no enrollment key was sent", hint="run `tether ssh` again with --enroll-key FILE")
         # A digest, not the key: the settings file is compared, never shown, but stays key-free.
         enroll = hashlib.sha256(paths.enroll.read_bytes()).hexdigest()
-    return {"relay": args.relay, "name": args.name, "workspaces": workspaces, "enroll": enroll}
+    # The remote's own config.toml is read once at start: a changed one restarts the daemon.
+    config = paths.home / FILE_NAME
+    config_digest = hashlib.sha256(config.read_bytes()).hexdigest() if config.exists() else None
+    return {"relay": args.relay, "name": args.name, "workspaces": workspaces, "enroll": enroll,
+            "config": config_digest}
 
 
 def _wait_started(paths: _Paths, proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
