@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from tests.ssh.helpers import (
 from tests.ssh.test_ssh import remote  # noqa: F401 (a fixture)
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.fake_responses import FakeResponses
+from tests.support.numbered import NumberedStream, producer
 from tether import Client
 from tether.agents.codex import find_codex
 from tether.agents.sandbox import available
@@ -312,19 +312,6 @@ async def test_codex_on_the_remote_runs_an_approved_command(codex_box: tuple[Box
 # -- resume ----------------------------------------------------------------------------------
 
 LINES = 4000
-# Paced (about four seconds) so the client's connection can be cut twice in the middle of it.
-PRODUCER = (
-    "import sys, time\n"
-    f"for i in range(1, {LINES + 1}):\n"
-    "    sys.stdout.write(f'line-{i}\\n')\n"
-    "    if i % 20 == 0:\n"
-    "        sys.stdout.flush(); time.sleep(0.02)\n"
-    "sys.stdout.flush()\n"
-)
-
-
-def _line_numbers(text: str) -> list[int]:
-    return [int(n) for n in re.findall(r"line-(\d+)\r?\n", text)]
 
 
 async def test_a_client_cut_mid_stream_resumes_a_remote_session_without_loss(
@@ -333,49 +320,21 @@ async def test_a_client_cut_mid_stream_resumes_a_remote_session_without_loss(
     workspace = remote_dir(remote, "ws-resume")
     try:
         script = workspace / "producer.py"
-        script.write_text(PRODUCER)
+        script.write_text(producer(LINES, every=20))
         give_to_remote_user(remote, script)
         box = await _start(desktop, remote, wheels, workspace, [desktop.client_home])
         async with await Client.open(box.clients[0], host="box") as client:
             session = await client.start_session(["python3", str(script)])
-            text: list[str] = []
-            seqs: list[int] = []
-            cut: list[object] = []  # the connections cut
-            exited = asyncio.Event()
-            progress = asyncio.Condition()
-
-            async def consume() -> None:
-                async for event in client.events(0, session=session):
-                    seqs.append(event["seq"])
-                    if event["type"] == "session.output":
-                        text.append(event["data"]["data"])
-                    elif event["type"] == "session.exited":
-                        exited.set()
-                        return
-                    async with progress:
-                        progress.notify_all()
-
-            async def cut_at(lines: int) -> None:
-                async with progress:
-                    await progress.wait_for(lambda: len(_line_numbers("".join(text))) >= lines)
-                assert client._conn is not None and client._conn.link is not None
-                cut.append(client._conn)
-                client._conn.link._ws.transport.abort()
-
-            consumer = asyncio.create_task(consume())
-            try:
-                async with asyncio.timeout(90):
-                    await cut_at(800)
-                    await cut_at(2000)
-                    await exited.wait()
-            finally:
-                consumer.cancel()
+            async with NumberedStream(client, session) as stream, asyncio.timeout(90):
+                await stream.seen(800)
+                cut = [stream.cut_client()]
+                await stream.seen(2000)
+                cut.append(stream.cut_client())
+                await stream.exited.wait()
             info = await client.session(session)
             # Each cut ended a connection; the client made a new one through the relay each time.
-            assert len(cut) == 2 and cut[0] is not cut[1] and client._conn not in cut
-        numbers = _line_numbers("".join(text))
-        assert numbers == list(range(1, LINES + 1)), "every line exactly once, in order"
-        assert seqs == sorted(set(seqs)), "no event twice, none out of order"
+            assert cut[0] is not cut[1] and client._conn not in cut
+        stream.assert_whole(LINES)
         assert info["status"] == "finished"
     finally:
         shutil.rmtree(workspace, ignore_errors=True)

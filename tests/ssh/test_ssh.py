@@ -248,22 +248,6 @@ def _wait(predicate: object, timeout: float = 30) -> None:
     raise AssertionError("condition not met in time")
 
 
-# Paced so the stream lasts a few seconds: long enough to cut the SSH connection in the middle.
-PRODUCER = (
-    "import sys, time\n"
-    "for i in range(1, 3001):\n"
-    "    sys.stdout.write(f'line-{i}\\n')\n"
-    "    if i % 50 == 0:\n"
-    "        sys.stdout.flush(); time.sleep(0.06)\n"
-)
-
-
-def _line_numbers(text: str) -> list[int]:
-    import re
-
-    return [int(n) for n in re.findall(r"line-(\d+)\r?\n", text)]
-
-
 async def test_tunnel_mode_reaches_a_remote_that_cannot_reach_the_relay_and_survives_a_dropped_ssh_connection(
     desktop: Desktop, remote: SshServer, netns_sshd: SshServer, netns: Netns, wheels: Path
 ) -> None:
@@ -272,6 +256,7 @@ async def test_tunnel_mode_reaches_a_remote_that_cannot_reach_the_relay_and_surv
     import signal
     import sys
 
+    from tests.support.numbered import NumberedStream, producer
     from tether import Client
 
     # The remote is in its own network namespace: it cannot reach the relay on this loopback,
@@ -297,37 +282,15 @@ async def test_tunnel_mode_reaches_a_remote_that_cannot_reach_the_relay_and_surv
     # A client paired with the desktop only (it has not asked for its hosts since) names "tun",
     # learns it from the desktop, and streams a session there while the SSH connection is cut.
     async with await Client.open(desktop.client_home, host="tun") as client:
-        session_id = await client.start_session(["python3", "-c", PRODUCER])
+        session_id = await client.start_session(["python3", "-c", producer(3000, pause=0.06)])
         first_conn = client._conn
-        text: list[str] = []
-        seqs: list[int] = []
-        progress = asyncio.Condition()
-        exited = asyncio.Event()
-
-        async def consume() -> None:
-            async for event in client.events(0, session=session_id):
-                seqs.append(event["seq"])
-                if event["type"] == "session.output":
-                    text.append(event["data"]["data"])
-                elif event["type"] == "session.exited":
-                    exited.set()
-                    return
-                async with progress:
-                    progress.notify_all()
-
-        consumer = asyncio.create_task(consume())
-        try:
-            async with asyncio.timeout(120):
-                async with progress:
-                    await progress.wait_for(lambda: len(_line_numbers("".join(text))) >= 300)
-                for pid in _ssh_session_pids(remote):
-                    os.kill(pid, signal.SIGKILL)
-                await exited.wait()
-        finally:
-            consumer.cancel()
+        async with NumberedStream(client, session_id) as stream, asyncio.timeout(120):
+            await stream.seen(300)
+            for pid in _ssh_session_pids(remote):
+                os.kill(pid, signal.SIGKILL)
+            await stream.exited.wait()
         reconnected = client._conn is not first_conn
-    assert _line_numbers("".join(text)) == list(range(1, 3001)), "every line exactly once, in order"
-    assert seqs == sorted(set(seqs))
+    stream.assert_whole(3000)
     assert reconnected, "the client's connection to the remote was cut and resumed"
     log = desktop.host.log
     assert "tunnel tun: SSH connection lost" in log and log.count("tunnel tun: tunnel up") >= 2
