@@ -340,6 +340,19 @@ export class HostConnection extends EventTarget {
     }
   }
 
+  // Dial again after a refusal ("revoked" or "failed"), when the person asks to: only for a case
+  // where something outside this page can change the answer (a linked host that had not received
+  // this browser from its parent yet). Nothing calls it by itself.
+  reopen() {
+    if (this.state !== "revoked" && this.state !== "failed") return this.retry();
+    this._stopped = false;
+    this.relay.removeEventListener("presence", this._onPresence);
+    this.relay.addEventListener("presence", this._onPresence);
+    this._backoff.reset();
+    this._setState("connecting");
+    this._run();
+  }
+
   stop() {
     this._stopped = true;
     this.relay.removeEventListener("presence", this._onPresence);

@@ -1,6 +1,8 @@
 // Application state, kept apart from the DOM so screens can be rebuilt freely:
 //
-//   Tether       paired hosts, one RelayConnection per relay, one HostConnection per host in use
+//   Tether       paired hosts (and hosts linked to them, see linked.js), one RelayConnection per
+//                relay, one HostConnection per host in use; every directly paired host is kept
+//                connected, so what it announces (linked hosts) arrives while the page is open
 //   HostModel    one host's sessions, kept current by a host-wide event subscription whose cursor
 //                is persisted in IndexedDB (a phone that slept resumes exactly where it was)
 //   SessionFeed  one session's history (pty output, or agent items and approvals) for its view
@@ -9,6 +11,7 @@
 
 import { HostConnection, RelayConnection, newCid } from "./connection.js";
 import { loadIdentity } from "./keys.js";
+import { parseAnnouncement, planLinked } from "./linked.js";
 import { store } from "./store.js";
 
 const emit = (target, detail = {}) => target.dispatchEvent(new CustomEvent("change", { detail }));
@@ -44,6 +47,7 @@ export class HostModel extends EventTarget {
     this.sessions = new Map();
     this.info = null;
     this.sub = null;
+    this.started = false;
     this._saving = Promise.resolve();
     conn.addEventListener("state", (ev) => {
       if (ev.detail.state === "connected") this.refresh();
@@ -59,6 +63,7 @@ export class HostModel extends EventTarget {
   }
 
   async start() {
+    this.started = true;
     const saved = await this.load();
     let since = saved?.cursor;
     if (since === undefined) {
@@ -383,14 +388,31 @@ export class Tether extends EventTarget {
     this.conns = new Map();
     this.models = new Map();
     this._seenSaved = new Map();
+    this._learning = Promise.resolve();
   }
 
   async load() {
     this.identity = await loadIdentity();
     this.hosts = await store.listHosts();
     this.hosts.sort((a, b) => a.name.localeCompare(b.name));
-    if (this.identity) this._watchAll();
+    if (this.identity) {
+      this._watchAll();
+      // Hosts paired directly stay connected (host-wide subscription): they announce the hosts
+      // they link. Linked hosts connect when opened.
+      for (const h of this.hosts) if (!h.revoked && !h.linked) this.model(h.host_id);
+    }
     emit(this);
+  }
+
+  // The host a linked host was learned from (null for a host paired directly, or one forgotten).
+  parentOf(host) {
+    return host?.linked ? this.host(host.linked.via) : null;
+  }
+
+  // What to call the host a linked host was learned from ("via <name>").
+  viaName(host) {
+    if (!host?.linked) return null;
+    return this.parentOf(host)?.name || host.linked.via_name || host.linked.via;
   }
 
   host(hostId) {
@@ -451,7 +473,11 @@ export class Tether extends EventTarget {
       if (!host) return null;
       conn = new HostConnection(host, this.relay(host.relay_url), this.identity, { revoked: host.revoked });
       conn.addEventListener("state", (ev) => {
-        if (ev.detail.state === "revoked" && !host.revoked) this._markRevoked(host, ev.detail.detail);
+        // (The record may have been reloaded since this connection began: mark the current one.)
+        const current = this.host(hostId) || host;
+        if (ev.detail.state === "revoked" && !current.revoked) this._markRevoked(current, ev.detail.detail, conn);
+        // Once per connection: the hosts it linked (an event may have been missed while away).
+        if (ev.detail.state === "connected") this._askLinked(hostId, conn);
       });
       this.conns.set(hostId, conn);
     }
@@ -459,11 +485,78 @@ export class Tether extends EventTarget {
   }
 
   // Remembered, so a reload shows the same screen without dialing the host again.
-  async _markRevoked(host, detail) {
+  async _markRevoked(host, detail, conn = null) {
     host.revoked = { at: Date.now() / 1000, detail };
+    if (conn && conn.host !== host) conn.host.revoked = host.revoked;
     await store.putHost(host).catch(() => {});
     this._watchAll();
     emit(this, { kind: "revoked", hostId: host.host_id });
+  }
+
+  // A refused *linked* host may accept this browser later (its parent had not handed it this
+  // browser yet: `tether ssh refresh`), so its screens offer to try again: forget the refusal
+  // and dial once more. A refusal again is remembered again.
+  async retryRefused(hostId) {
+    const host = this.host(hostId);
+    const conn = this.conns.get(hostId);
+    if (!host) return;
+    delete host.revoked;
+    if (conn && conn.host !== host) delete conn.host.revoked;
+    await store.putHost(host).catch(() => {});
+    this._watchAll();
+    if (conn) conn.reopen();
+    const model = this.models.get(hostId);
+    if (model && !model.started) model.start().catch((err) => console.warn("host model failed to start", err));
+    emit(this, { kind: "retry", hostId });
+  }
+
+  async _askLinked(hostId, conn) {
+    let items;
+    try {
+      items = await conn.call("hosts.linked", {}, { retryFor: 0 });
+    } catch (err) {
+      return; // no read scope, an older host, or the connection went away (asked again on the next)
+    }
+    if (Array.isArray(items)) await this.learnLinked(hostId, items);
+  }
+
+  // Announcements of hosts linked to `parentId` (hosts.linked items, or host.linked events' data
+  // with their seq): save or update their entries (linked.js planLinked says which). Serialised,
+  // so the answer of hosts.linked and a live event never interleave.
+  learnLinked(parentId, items) {
+    this._learning = this._learning.then(() => this._learn(parentId, items)).catch((err) => console.warn("learning linked hosts failed", err));
+    return this._learning;
+  }
+
+  async _learn(parentId, items) {
+    let changed = false;
+    for (const item of items) {
+      const parent = this.host(parentId);
+      const ann = parseAnnouncement(item);
+      if (!parent || !ann) continue;
+      // Planned against the stored record, not this page's copy: a pairing that just saved the
+      // same host directly must win.
+      const existing = (await store.getHost(ann.hostId)) || null;
+      const plan = planLinked(parent, ann, existing, { parentOf: (id) => this.host(id) });
+      if (!plan) continue;
+      const changes = plan.action === "add" ? plan.host : plan.changes;
+      await store.putHost(plan.action === "add" ? plan.host : { ...existing, ...changes });
+      const known = this.host(ann.hostId);
+      if (known) Object.assign(known, changes);
+      else this.hosts.push({ ...changes });
+      // A live connection dials with its own copy of the record: the next channel uses the new key.
+      const conn = this.conns.get(ann.hostId);
+      if (conn && plan.action === "update") {
+        if (conn.host !== known) Object.assign(conn.host, changes);
+        if (changes.host_static && conn.state === "failed") conn.retry();
+      }
+      changed = true;
+    }
+    if (changed) {
+      this.hosts.sort((a, b) => a.name.localeCompare(b.name));
+      this._watchAll();
+      emit(this, { kind: "linked", hostId: parentId });
+    }
   }
 
   model(hostId) {
@@ -473,6 +566,11 @@ export class Tether extends EventTarget {
       if (!conn) return null;
       model = new HostModel(conn);
       this.models.set(hostId, model);
+      // Hosts it links, as they are announced (the event carries no session).
+      model.addEventListener("change", (ev) => {
+        const linked = (ev.detail.events || []).filter((e) => e.type === "host.linked" && !e.session);
+        if (linked.length) this.learnLinked(hostId, linked.map((e) => ({ ...e.data, seq: e.seq, linked_at: e.ts })));
+      });
       if (conn.state !== "revoked") model.start().catch((err) => console.warn("host model failed to start", err));
       else model.load().catch(() => {});
     }
@@ -491,6 +589,13 @@ export class Tether extends EventTarget {
   }
 
   async forget(hostId) {
+    // A forgotten linked host stays away until its parent announces it anew (another `tether ssh`).
+    const host = this.host(hostId);
+    const parent = this.parentOf(host);
+    if (parent) {
+      parent.forgotten_links = { ...(parent.forgotten_links || {}), [hostId]: host.linked.seq || 0 };
+      await store.putHost(parent).catch(() => {});
+    }
     const conn = this.conns.get(hostId);
     if (conn) conn.stop();
     this.conns.delete(hostId);

@@ -1,11 +1,11 @@
 // Service worker: the app shell loads offline, but the network always wins when it answers
 // (network first), so an updated relay serves its new client at once. Only same-origin GETs of
 // the shell are cached; the WebSocket and anything else pass through untouched.
-const CACHE = "tether-shell-v3";
+const CACHE = "tether-shell-v4";
 const SHELL = [
   "./", "index.html", "app.js", "style.css", "manifest.webmanifest", "icon.svg",
   "bytes.js", "noise.js", "frames.js", "relay.js", "e2e.js", "rpc.js", "store.js", "keys.js",
-  "connection.js", "pairing.js", "model.js",
+  "connection.js", "pairing.js", "model.js", "linked.js",
   "ui/dom.js", "ui/header.js", "ui/insecure.js", "ui/pair.js", "ui/hosts.js", "ui/host.js", "ui/session.js", "ui/terminal.js",
   "ui/conversation.js", "ui/newsession.js", "ui/devices.js", "ui/settings.js", "ui/scan.js",
   "vendor/xterm.js", "vendor/xterm.css", "vendor/addon-fit.js", "vendor/jsQR.js",

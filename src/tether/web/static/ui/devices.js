@@ -89,6 +89,9 @@ export function renderDevices(root, { tether, hostId }) {
         devices === null ? h("p.empty", "Loading…") : h("div.list", live.map(row)),
         gone.length ? [h("h2", "Revoked"), h("div.list", gone.map(row))] : null,
         h("p.hint", "A revoked device's channels close at once; it cannot connect again unless paired anew."),
+        host.linked
+          ? h("p.hint", { id: "inherited-hint" }, `Only devices paired with ${host.name} itself are listed: those it inherits from ${tether.viaName(host)} (this browser among them) are managed on ${tether.viaName(host)}.`)
+          : null,
       ),
     );
   }

@@ -32,8 +32,63 @@ export function stateNote(state, detail) {
 }
 
 // What a revoked device sees instead of a screen it can no longer use: no retry button (nothing
-// this page could do helps), only the way out.
+// this page could do helps), only the way out. A *linked* host (started by another host with
+// `tether ssh`) knows this browser only through that host's devices, so its refusal may also mean
+// it has not received this browser yet: it says so, and offers to try again.
 export function revokedPanel(host, { tether }) {
+  const forget = h(
+    "button.danger",
+    {
+      id: "forget-host",
+      type: "button",
+      onclick: async () => {
+        await tether.forget(host.host_id);
+        window.location.hash = "#/";
+      },
+    },
+    "Forget this host",
+  );
+  const detail = host.revoked?.detail ? h("p.hint", { id: "revoked-detail" }, host.revoked.detail) : null;
+  if (host.linked) {
+    const via = tether.viaName(host);
+    return h(
+      "section.screen.revoked",
+      { id: "revoked", dataset: { linked: "1" } },
+      h("h2.revoked-title", "This browser is refused"),
+      h(
+        "p",
+        h("strong", host.name),
+        " (linked via ",
+        h("strong", via),
+        ") does not accept this browser. It accepts the devices ",
+        via,
+        " hands it: this browser was revoked on ",
+        via,
+        ", or ",
+        host.name,
+        " has not received it yet.",
+      ),
+      h("p.hint", `If this browser still works with ${via}, run \`tether ssh refresh ${host.name}\` on ${via}, then try again.`),
+      detail,
+      h(
+        "div.actions",
+        h(
+          "button",
+          {
+            id: "retry-host",
+            type: "button",
+            onclick: async () => {
+              await tether.retryRefused(host.host_id);
+              // Draw the screen afresh (it showed only this panel).
+              window.dispatchEvent(new HashChangeEvent("hashchange"));
+            },
+          },
+          "Try again",
+        ),
+        forget,
+      ),
+    );
+  }
   return h(
     "section.screen.revoked",
     { id: "revoked" },
@@ -44,18 +99,7 @@ export function revokedPanel(host, { tether }) {
       " no longer accepts this browser: it was revoked (or removed) on the host. Nothing here can reconnect it.",
     ),
     h("p.hint", "To use this host again, run `tether pair` on it and open the new link here."),
-    host.revoked?.detail ? h("p.hint", { id: "revoked-detail" }, host.revoked.detail) : null,
-    h(
-      "button.danger",
-      {
-        id: "forget-host",
-        type: "button",
-        onclick: async () => {
-          await tether.forget(host.host_id);
-          window.location.hash = "#/";
-        },
-      },
-      "Forget this host",
-    ),
+    detail,
+    forget,
   );
 }

@@ -78,6 +78,9 @@ export function renderHost(root, { tether, hostId }) {
           hasScope(tether, hostId, "admin") ? h("a.button", { id: "devices-link", href: `#/host/${hostId}/devices` }, "Devices") : null,
           h("a.button", { id: "settings-link", href: `#/host/${hostId}/settings`, "aria-label": "Settings" }, "Settings"),
         ),
+        host.linked
+          ? h("p.hint.via", { id: "linked-via" }, `Linked via ${tether.viaName(host)}: started there with \`tether ssh\`, it accepts this browser as ${tether.viaName(host)} does.`)
+          : null,
         waiting ? h("p.banner", { role: "status" }, `${waiting} session${waiting > 1 ? "s" : ""} waiting for your approval`) : null,
         h("h2", "Sessions"),
         list,

@@ -1,10 +1,23 @@
-// Paired hosts: online/offline (WATCH/PRESENCE), when each was last seen, and revoked ones.
+// Paired hosts: online/offline (WATCH/PRESENCE), when each was last seen, and revoked ones; hosts
+// linked to a paired host (started there with `tether ssh`) are listed alike, "via" that host.
 import { h, lastSeen, replace, timeAgo } from "./dom.js";
 import { header, stateNote } from "./header.js";
+import { sameRelay } from "../linked.js";
 
 function hostState(tether, host) {
   if (host.revoked) return "revoked";
   return tether.online(host) ? "online" : "offline";
+}
+
+// The second line of a row: the host id while online, else why not.
+function stateLine(host, state) {
+  if (state === "online") return host.host_id;
+  if (state === "revoked") {
+    return host.linked ? "this browser is refused there" : "this browser was revoked";
+  }
+  const announced = host.linked?.relay_url;
+  if (announced && !sameRelay(announced, host.relay_url)) return `${lastSeen(host.last_seen)} · announced on ${announced}`;
+  return lastSeen(host.last_seen);
 }
 
 export function renderHosts(root, { tether }) {
@@ -17,16 +30,23 @@ export function renderHosts(root, { tether }) {
   });
   const list = hosts.map((host) => {
     const state = hostState(tether, host);
+    const via = tether.viaName(host);
+    const label = state === "revoked" && host.linked ? "refused" : state;
     return h(
       "a.row.host",
       {
         href: `#/host/${host.host_id}`,
-        dataset: { host: host.host_id, online: state === "online" ? "1" : "0", state },
-        "aria-label": `${host.name}, ${state}`,
+        dataset: { host: host.host_id, online: state === "online" ? "1" : "0", state, ...(host.linked ? { via: host.linked.via } : {}) },
+        "aria-label": via ? `${host.name}, via ${via}, ${label}` : `${host.name}, ${label}`,
       },
       h("span.dot", { dataset: { on: state === "online" ? "1" : "0", state }, "aria-hidden": "true" }),
-      h("span.main", h("strong.name", host.name), h("small", state === "online" ? host.host_id : state === "revoked" ? "this browser was revoked" : lastSeen(host.last_seen))),
-      h("span.presence", { dataset: { state } }, state),
+      h(
+        "span.main",
+        h("strong.name", host.name),
+        via ? h("small.via", `via ${via}`) : null,
+        h("small.state", stateLine(host, state)),
+      ),
+      h("span.presence", { dataset: { state } }, label),
       h("span.chev", { "aria-hidden": "true" }, "›"),
     );
   });
