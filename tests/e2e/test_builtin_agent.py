@@ -122,6 +122,28 @@ def of(events: list[Event], type: str, kind: str | None = None) -> list[dict[str
     return [e["data"] for e in events if e["type"] == type and (kind is None or e["data"].get("kind") == kind)]
 
 
+async def race_for_one_approval(one: Client, two: Client) -> tuple[str, dict[str, Any]]:
+    """``one`` starts a builtin session whose model asks for one approval; both clients answer it
+    at once, ``one`` approving and ``two`` denying. Exactly one wins, the other gets
+    ``approval_conflict``, and both see the same events and the same ``approval.resolved``.
+    Returns the winning decision and that event's data."""
+    sid = await one.start_session(agent="builtin", prompt="race")
+    asked = [await until(c, sid, lambda e: e["type"] == "approval.requested") for c in (one, two)]
+    approval = asked[0][-1]["data"]["approval"]
+    assert asked[1][-1]["data"]["approval"] == approval
+    results = await asyncio.gather(one.approve(sid, approval, "approve"), two.approve(sid, approval, "deny"),
+                                   return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert len(errors) == 1, results
+    assert getattr(errors[0], "code", None) == "approval_conflict"
+    winner = "approve" if not isinstance(results[0], BaseException) else "deny"
+    all_one, all_two = await asyncio.gather(until(one, sid, turn_done), until(two, sid, turn_done))
+    assert [(e["seq"], e["type"]) for e in all_one] == [(e["seq"], e["type"]) for e in all_two]
+    [r1], [r2] = of(all_one, "approval.resolved"), of(all_two, "approval.resolved")
+    assert r1 == r2 and r1["decision"] == winner
+    return winner, r1
+
+
 async def test_an_approved_write_through_the_relay(builtin: Builtin, client_home: Path) -> None:
     """(a) approval.requested carries the exact diff; approved, the file exists and the diff is
     in the events and in `tether sessions diff`."""
@@ -312,21 +334,6 @@ async def test_two_clients_one_approval_first_answer_wins(
     builtin.server.add({"tool_calls": [call("write_file", {"path": "race.txt", "content": "won\n"})]},
                        {"text": "done"})
     async with await Client.open(client_home) as one, await Client.open(client_home2) as two:
-        sid = await one.start_session(agent="builtin", prompt="race")
-        seen_one, seen_two = await asyncio.gather(
-            until(one, sid, lambda e: e["type"] == "approval.requested"),
-            until(two, sid, lambda e: e["type"] == "approval.requested"),
-        )
-        approval = seen_one[-1]["data"]["approval"]
-        assert seen_two[-1]["data"]["approval"] == approval
-        results = await asyncio.gather(one.approve(sid, approval, "approve"), two.approve(sid, approval, "deny"),
-                                       return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        assert len(errors) == 1, results
-        assert getattr(errors[0], "code", None) == "approval_conflict"
-        winner = "approve" if not isinstance(results[0], BaseException) else "deny"
-        all_one, all_two = await asyncio.gather(until(one, sid, turn_done), until(two, sid, turn_done))
-    assert [(e["seq"], e["type"]) for e in all_one] == [(e["seq"], e["type"]) for e in all_two]
-    [r1], [r2] = of(all_one, "approval.resolved"), of(all_two, "approval.resolved")
-    assert r1 == r2 and r1["decision"] == winner and r1["by"]["id"]
+        winner, resolved = await race_for_one_approval(one, two)
+    assert resolved["by"]["id"]
     assert (builtin.workspace / "race.txt").exists() == (winner == "approve")

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.agents.codex.conftest import FAKE_KEY_ENV, write_codex_config
-from tests.e2e.test_builtin_agent import call, of, turn_done
+from tests.e2e.test_builtin_agent import call, of, race_for_one_approval, turn_done
 from tests.e2e.test_codex_agent import codex_wrapper
 from tests.procs import remove, short_home, tether, tether_json
 from tests.ssh.conftest import Desktop, SshServer
@@ -214,21 +214,8 @@ async def test_two_clients_of_the_remote_answer_one_approval_and_one_wins(
     model.add({"tool_calls": [call("write_file", {"path": "race.txt", "content": "won\n"})]}, {"text": "done"})
     async with await Client.open(box.clients[0], host="box") as one, \
             await Client.open(box.clients[1], host="box") as two:
-        sid = await one.start_session(agent="builtin", prompt="race")
-        seen_one, seen_two = await asyncio.gather(watch(one, sid, asked), watch(two, sid, asked))
-        approval = seen_one[-1]["data"]["approval"]
-        assert seen_two[-1]["data"]["approval"] == approval
-        results = await asyncio.gather(one.approve(sid, approval, "approve"), two.approve(sid, approval, "deny"),
-                                       return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        assert len(errors) == 1, results
-        assert getattr(errors[0], "code", None) == "approval_conflict"
-        winner = "deny" if isinstance(results[0], BaseException) else "approve"
-        all_one, all_two = await asyncio.gather(watch(one, sid, turn_done), watch(two, sid, turn_done))
-    assert [(e["seq"], e["type"]) for e in all_one] == [(e["seq"], e["type"]) for e in all_two]
-    [r1], [r2] = of(all_one, "approval.resolved"), of(all_two, "approval.resolved")
-    assert r1 == r2 and r1["decision"] == winner
-    assert r1["by"]["name"] == ("phone" if winner == "approve" else "phone2")
+        winner, resolved = await race_for_one_approval(one, two)
+    assert resolved["by"]["name"] == ("phone" if winner == "approve" else "phone2")
     assert (box.workspace / "race.txt").exists() == (winner == "approve")
 
 
