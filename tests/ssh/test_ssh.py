@@ -384,7 +384,7 @@ def test_a_device_of_the_desktop_reaches_the_remote_host(desktop: Desktop, remot
     from tether import Client
     from tether.errors import TetherError
 
-    async def locked_out_after_revoke() -> float:
+    async def locked_out_after_revoke() -> tuple[float, str]:
         async with await Client.open(desktop.client_home, host="box") as client:
             client.retry_for = 0
             assert (await client.info())["name"] == "box"
@@ -395,13 +395,14 @@ def test_a_device_of_the_desktop_reaches_the_remote_host(desktop: Desktop, remot
                 while True:
                     try:
                         await client.info()
-                    except TetherError:
-                        return time.monotonic() - revoked_at
+                    except TetherError as exc:
+                        return time.monotonic() - revoked_at, str(exc)
                     await asyncio.sleep(0.05)
 
-    took = asyncio.run(locked_out_after_revoke())
-    print(f"locked out of the remote {took:.2f} s after the revocation on the desktop")
+    took, why = asyncio.run(locked_out_after_revoke())
+    print(f"locked out of the remote {took:.2f} s after the revocation on the desktop: {why}")
     assert took <= 2.0
+    assert "revoked on the desktop host" in why  # the remote host's own reason, not the relay's
     refused = tether(desktop.client_home, "sessions", "list", "--host", "box", check=False)
     assert refused.returncode != 0 and "revoked" in refused.stderr.lower()
 

@@ -132,7 +132,12 @@ class Client:
         async with self._lock:
             if self._conn is None or self._conn.closed:
                 if self._conn is not None:
+                    ended = self._conn.peer.close_error
                     await self._conn.close()
+                    self._conn = None
+                    # The host's answer (revoked, expired, ...) says more than a new attempt would.
+                    if not is_retryable(ended):
+                        raise ended
                 if self._token is not None:
                     self._conn = await connect_token(self._token)
                 else:

@@ -246,7 +246,7 @@ class HostDaemon:
             await link.publish_offers([o.id for o in await self.store.live_offers()])
 
     async def _on_inheritance_changed(self, removed: set[str]) -> None:
-        await self.publish()
+        # Close first, then tell the relay: the device hears this host's reason, not the relay's.
         for device_id in removed:
             if await self.store.get_device(device_id) is not None:
                 continue  # also paired here directly: its own record decides
@@ -255,6 +255,7 @@ class HostDaemon:
                     conn, CloseCode.REVOKED,
                     "this device has been revoked on the desktop host this host inherits its devices from",
                 )
+        await self.publish()
 
     def _schedule_expiry(self) -> None:
         # Re-publish when the next offer or token expires, so the relay stops admitting it.
