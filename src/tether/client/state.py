@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,10 +30,26 @@ class PairedHost:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> PairedHost:
-        data = dict(data)
-        data["host_static"] = b64u_decode(data["host_static"])
-        return cls(**data)
+    def from_json(cls, data: Any) -> PairedHost:
+        """One entry of hosts.json; ``ValueError`` unless every field is there with its type."""
+        if not isinstance(data, dict) or set(data) - _FIELDS or not _REQUIRED <= set(data):
+            raise ValueError("not a host entry")
+        texts = [data[k] for k in ("host_id", "name", "relay_url", "host_static", "device_id")]
+        scopes, paired_at = data["scopes"], data.get("paired_at", 0.0)
+        if not all(isinstance(t, str) for t in texts):
+            raise ValueError("not a host entry")
+        if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+            raise ValueError("not a host entry")
+        if isinstance(paired_at, bool) or not isinstance(paired_at, int | float) or not math.isfinite(paired_at):
+            raise ValueError("not a host entry")
+        host_static = b64u_decode(data["host_static"])
+        if len(host_static) != 32:
+            raise ValueError("not a host entry")
+        return cls(**{**data, "host_static": host_static})
+
+
+_FIELDS = {"host_id", "name", "relay_url", "host_static", "device_id", "scopes", "paired_at"}
+_REQUIRED = _FIELDS - {"paired_at"}
 
 
 class ClientState:
@@ -54,8 +71,23 @@ class ClientState:
         if not self.hosts_path.exists():
             return []
         try:
-            return [PairedHost.from_json(h) for h in read_json(self.hosts_path)["hosts"]]
-        except (KeyError, TypeError, ValueError):
+            data = read_json(self.hosts_path)
+        except RecursionError:  # nested too deep for the JSON parser: not a file we wrote
+            data = None
+        version = data.get("version") if isinstance(data, dict) else None
+        if type(version) is int and version != 1:
+            # Rewriting it as version 1 would lose what a newer tether keeps there.
+            raise ConfigError(
+                f"{self.hosts_path} has version {version}, which this tether does not know", hint="upgrade tether"
+            )
+        try:
+            # Strict, like each entry: what this tether does not know it would drop when it saves.
+            if not isinstance(data, dict) or set(data) != {"version", "hosts"} or type(version) is not int:
+                raise ValueError("not a hosts file")
+            if not isinstance(data["hosts"], list):
+                raise ValueError("not a hosts file")
+            return [PairedHost.from_json(h) for h in data["hosts"]]
+        except ValueError:
             raise ConfigError(f"{self.hosts_path} is damaged", hint="remove it and pair again") from None
 
     def save_host(self, host: PairedHost) -> None:
