@@ -1,4 +1,5 @@
-"""docs/security.md shows which scope every application method needs; it must equal the code's table."""
+"""docs/security.md shows which scope every application method needs; it must equal the code's table.
+docs/protocol.md documents every method and every event type."""
 
 from __future__ import annotations
 
@@ -60,3 +61,26 @@ def test_the_check_notices_drift() -> None:
         parse_scope_table(good + "\n| method | scope |\n|---|---|\n")
     with pytest.raises(AssertionError):
         parse_scope_table(good.replace(rows, rows + f"\n| `{method}` | `read` |"))
+
+
+def _first_cells(markdown: str, heading: str) -> set[str]:
+    """The first-column names (in backquotes) of the table rows under ``heading``, up to the next
+    heading."""
+    section = markdown.split(heading, 1)[1].split("\n### ", 1)[0]
+    return {m.group(1) for m in re.finditer(r"^\|\s*`([a-z_.]+)`\s*\|", section, re.MULTILINE)}
+
+
+def test_protocol_md_documents_every_method_and_event_type() -> None:
+    from tether.host.projection import EventType
+
+    text = (SECURITY_MD.parent / "protocol.md").read_text(encoding="utf-8")
+    methods = _first_cells(text, "### 5.2 Methods")
+    events = _first_cells(text, "### 5.3 Events")
+    assert methods == set(METHOD_SCOPES), (
+        f"docs/protocol.md §5.2: missing {sorted(set(METHOD_SCOPES) - methods)}, "
+        f"not methods {sorted(methods - set(METHOD_SCOPES))}"
+    )
+    types = {t.value for t in EventType}
+    assert events == types, (
+        f"docs/protocol.md §5.3: missing {sorted(types - events)}, not events {sorted(events - types)}"
+    )

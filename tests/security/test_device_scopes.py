@@ -164,7 +164,8 @@ async def test_an_admin_device_grants_no_more_than_its_own_and_is_not_the_owner(
     # The owner's methods (unix socket only), with valid params so that only the caller is wrong.
     local_only = {
         method: params
-        for method, params in [("hosts.link", fake_host), ("remotes.tunnel", {"name": "anywhere"})]
+        for method, params in [("hosts.link", fake_host), ("hosts.unlink", {"host_id": fake_host["host_id"]}),
+                               ("remotes.tunnel", {"name": "anywhere"})]
         if method in METHOD_SCOPES
     }
     assert "hosts.link" in local_only
@@ -200,6 +201,14 @@ async def test_an_admin_device_grants_no_more_than_its_own_and_is_not_the_owner(
     owner = await connect_local(deployment.host_home)
     try:
         await owner.call("hosts.link", fake_host)
+        # A linked host cannot be hidden by the device either; the owner can unlink it.
+        async with Client(admin.home) as client:
+            assert any(h["host_id"] == fake_host["host_id"] for h in await client.call("hosts.linked"))
+            with pytest.raises(TetherError) as info:
+                await client.call("hosts.unlink", {"host_id": fake_host["host_id"]})
+            assert info.value.code == "forbidden"
+            await owner.call("hosts.unlink", {"host_id": fake_host["host_id"]})
+            assert all(h["host_id"] != fake_host["host_id"] for h in await client.call("hosts.linked"))
     finally:
         await owner.close()
     refused = _requests(audit_entries(deployment), admin)

@@ -468,3 +468,39 @@ def test_ssh_config_aliases_and_the_agent_are_honoured(desktop: Desktop, remote:
         assert json.loads(agented.stdout)["pid"] == json.loads(aliased.stdout)["pid"]  # the same daemon
     finally:
         os.kill(agent_pid, 15)
+
+
+def test_forget_stops_the_remote_drops_its_devices_and_clients_drop_it(
+    desktop: Desktop, remote: SshServer, wheels: Path
+) -> None:
+    from tests.procs import tether_json
+
+    result = desktop.ssh(*_connect_args(remote, "--accept-new", "--wheels", str(wheels), "--name", "box", "--json"))
+    assert result.returncode == 0, result.stderr
+    host_id = json.loads(result.stdout)["host_id"]
+    assert host_id in {h["id"] for h in tether_json(desktop.client_home, "hosts", "--json")}
+
+    forgotten = desktop.ssh("forget", "box")
+    assert forgotten.returncode == 0, forgotten.stderr
+    assert "clients are told" in forgotten.stderr
+    assert _daemon_pids(remote) == []
+    assert not (remote.user_home / ".tether" / "host" / "inherited.json").exists()
+    assert json.loads(desktop.ssh("list", "--json").stdout) == []
+    # The client paired with the desktop drops the host it had learned.
+    assert host_id not in {h["id"] for h in tether_json(desktop.client_home, "hosts", "--json")}
+
+    # A machine that cannot be reached is forgotten only with --force.
+    again = desktop.ssh(*_connect_args(remote, "--wheels", str(wheels), "--name", "box", "--json"))
+    assert again.returncode == 0, again.stderr
+    assert host_id in {h["id"] for h in tether_json(desktop.client_home, "hosts", "--json")}
+    remote.stop()
+    try:
+        refused = desktop.ssh("forget", "box")
+        assert refused.returncode == 1 and "--force" in refused.stderr
+        assert len(json.loads(desktop.ssh("list", "--json").stdout)) == 1
+        forced = desktop.ssh("forget", "box", "--force")
+        assert forced.returncode == 0, forced.stderr
+        assert "forgetting it here only" in forced.stderr
+        assert json.loads(desktop.ssh("list", "--json").stdout) == []
+    finally:
+        remote.start()

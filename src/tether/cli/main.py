@@ -510,7 +510,8 @@ async def _client_hosts(home: Path) -> list[dict[str, Any]]:
     from tether.client.sdk import Client
 
     return [
-        {"id": h.id, "name": h.name, "relay": h.relay_url, "online": h.online, "scopes": h.scopes}
+        {"id": h.id, "name": h.name, "relay": h.relay_url, "online": h.online, "scopes": h.scopes,
+         "linked_from": h.linked_from}
         for h in await Client(home).hosts()
     ]
 
@@ -518,9 +519,11 @@ async def _client_hosts(home: Path) -> list[dict[str, Any]]:
 def _print_hosts(hosts: list[dict[str, Any]]) -> None:
     if not hosts:
         out.print("no paired hosts; pair with `tether login LINK`")
+    names = {h["id"]: h["name"] for h in hosts}
     for h in hosts:
         state = "online" if h["online"] else "offline"
-        out.print(f"{h['id']}  {h['name']:<20} {state:<8} {h['relay']}")
+        via = f"  (via {names.get(h['linked_from'], h['linked_from'])})" if h.get("linked_from") else ""
+        out.print(f"{h['id']}  {h['name']:<20} {state:<8} {h['relay']}{via}", markup=False)
 
 
 @app.command()

@@ -187,6 +187,22 @@ def ssh_stop(
     run(stop(_home(home), name, _options(known_hosts, ssh_config), RichReporter()))
 
 
+@ssh_app.command("forget")
+def ssh_forget(
+    name: str,
+    force: Annotated[
+        bool, typer.Option("--force", help="Forget it here even if the machine cannot be reached.")
+    ] = False,
+    known_hosts: KnownHostsOpt = None,
+    ssh_config: SshConfigOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Stop a remote host, drop this machine's devices there, and forget it (clients drop it too)."""
+    from tether.sshremote.deploy import forget
+
+    run(forget(_home(home), name, _options(known_hosts, ssh_config), RichReporter(), force=force))
+
+
 @ssh_app.command("refresh")
 def ssh_refresh(
     names: Annotated[list[str] | None, typer.Argument(help="Remote hosts (default: all).")] = None,

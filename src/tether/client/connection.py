@@ -171,24 +171,36 @@ async def connect_remote(state: ClientState, host: PairedHost) -> Connection:
 
 
 async def learn_linked_hosts(conn: Connection, state: ClientState, parent: PairedHost) -> None:
-    """Add the hosts this host started over SSH (and shares its devices with) to this client's
-    hosts, as told over this authenticated channel: no new pairing."""
+    """Keep this client's hosts in step with the hosts ``parent`` started over SSH (and shares its
+    devices with), as told over this authenticated channel: new ones join with no new pairing,
+    renamed ones are renamed, forgotten ones leave. A host paired here directly is never touched,
+    and a learned host's key is then kept up to date by that host itself (``host.key``)."""
     try:
         linked = await conn.call("hosts.linked")
     except TetherError:
         return  # no read scope, or an older host
-    known = {h.host_id for h in state.hosts()}
+    known = {h.host_id: h for h in state.hosts()}
+    announced: set[str] = set()
     for item in linked:
         try:
             host = PairedHost(
                 host_id=str(item["host_id"]), name=str(item["name"]), relay_url=str(item["relay_url"]),
                 host_static=b64u_decode(str(item["static_public"])), device_id=parent.device_id,
-                scopes=list(parent.scopes),
+                scopes=list(parent.scopes), linked_from=parent.host_id,
             )
         except (KeyError, ValueError):
             continue
-        if host.host_id not in known and len(host.host_static) == 32:
+        if len(host.host_static) != 32 or host.host_id == parent.host_id:
+            continue
+        announced.add(host.host_id)
+        had = known.get(host.host_id)
+        if had is None:
             state.save_host(host)
+        elif had.linked_from == parent.host_id and (had.name, had.relay_url) != (host.name, host.relay_url):
+            state.save_host(dataclasses.replace(had, name=host.name, relay_url=host.relay_url))
+    for had in known.values():
+        if had.linked_from == parent.host_id and had.host_id not in announced:
+            state.remove_host(had.host_id)
 
 
 async def connect_token(token: AccessToken) -> Connection:

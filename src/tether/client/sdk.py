@@ -56,6 +56,7 @@ class HostStatus:
     relay_url: str
     scopes: list[str]
     online: bool
+    linked_from: str | None = None  # the host that started this one over SSH (None: paired directly)
 
 
 class Client:
@@ -183,7 +184,8 @@ class Client:
         if await learn_from(state, [h for h in state.hosts() if online.get(h.host_id)]):
             online = await self._presence_of(state)
         hosts = state.hosts()
-        return [HostStatus(h.host_id, h.name, h.relay_url, h.scopes, online.get(h.host_id, False)) for h in hosts]
+        return [HostStatus(h.host_id, h.name, h.relay_url, h.scopes, online.get(h.host_id, False), h.linked_from)
+                for h in hosts]
 
     @staticmethod
     async def _presence_of(state: ClientState) -> dict[str, bool]:

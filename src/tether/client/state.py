@@ -23,6 +23,8 @@ class PairedHost:
     device_id: str
     scopes: list[str]
     paired_at: float = field(default_factory=time.time)
+    # The host that announced this one (a host it started with `tether ssh`); None: paired here.
+    linked_from: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -42,14 +44,16 @@ class PairedHost:
             raise ValueError("not a host entry")
         if isinstance(paired_at, bool) or not isinstance(paired_at, int | float) or not math.isfinite(paired_at):
             raise ValueError("not a host entry")
+        if not isinstance(data.get("linked_from"), str | None):
+            raise ValueError("not a host entry")
         host_static = b64u_decode(data["host_static"])
         if len(host_static) != 32:
             raise ValueError("not a host entry")
         return cls(**{**data, "host_static": host_static})
 
 
-_FIELDS = {"host_id", "name", "relay_url", "host_static", "device_id", "scopes", "paired_at"}
-_REQUIRED = _FIELDS - {"paired_at"}
+_FIELDS = {"host_id", "name", "relay_url", "host_static", "device_id", "scopes", "paired_at", "linked_from"}
+_REQUIRED = _FIELDS - {"paired_at", "linked_from"}
 
 
 class ClientState:
@@ -91,7 +95,12 @@ class ClientState:
             raise ConfigError(f"{self.hosts_path} is damaged", hint="remove it and pair again") from None
 
     def save_host(self, host: PairedHost) -> None:
-        hosts = [h for h in self.hosts() if h.host_id != host.host_id] + [host]
+        self._save([h for h in self.hosts() if h.host_id != host.host_id] + [host])
+
+    def remove_host(self, host_id: str) -> None:
+        self._save([h for h in self.hosts() if h.host_id != host_id])
+
+    def _save(self, hosts: list[PairedHost]) -> None:
         write_private_json(self.hosts_path, {"version": 1, "hosts": [h.to_json() for h in hosts]})
 
     def find_host(self, selector: str | None) -> PairedHost:

@@ -127,6 +127,7 @@ class ApiConnection:
             "host.rotate_keys": (schemas.RotateKeys, self._rotate_keys),
             "hosts.link": (schemas.HostLink, self._hosts_link),
             "hosts.linked": (schemas.Empty, self._hosts_linked),
+            "hosts.unlink": (schemas.HostRef, self._hosts_unlink),
             "remotes.tunnel": (schemas.RemoteRef, self._remotes_tunnel),
             "tokens.create": (schemas.TokenCreate, self._tokens_create),
             "tokens.list": (schemas.Empty, self._tokens_list),
@@ -381,6 +382,15 @@ class ApiConnection:
         except ValueError:
             raise TetherError("static_public must be a 32-byte key in base64url", code="invalid_params") from None
         event = await self.host.log.append(None, projection.EventType.HOST_LINKED, msgspec.to_builtins(params))
+        return {"seq": event.seq}
+
+    async def _hosts_unlink(self, params: schemas.HostRef) -> dict[str, Any]:
+        if self.principal.kind != "local":
+            raise Forbidden("only the host's owner (tether ssh on this machine) can unlink a host")
+        linked = await self.host.db.run(projection.linked_hosts, write=False)
+        if not any(h["host_id"] == params.host_id for h in linked):
+            raise TetherError(f"no linked host {params.host_id!r}", code="not_found")
+        event = await self.host.log.append(None, projection.EventType.HOST_UNLINKED, {"host_id": params.host_id})
         return {"seq": event.seq}
 
     async def _hosts_linked(self, _: schemas.Empty) -> list[dict[str, Any]]:

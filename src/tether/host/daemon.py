@@ -24,6 +24,7 @@ from tether.crypto.keys import Identity, derive_id
 from tether.crypto.tokens import AccessToken, format_expiry
 from tether.errors import ConfigError, TetherError
 from tether.home import ensure_home
+from tether.host import projection
 from tether.host.api import ApiConnection
 from tether.host.audit import Actor, AuditLog
 from tether.host.config import load_config
@@ -135,11 +136,25 @@ class HostDaemon:
         self._spawn(self._maintenance())
         # Tunnels to the `--mode tunnel` remote hosts this home started with `tether ssh`.
         self.tunnels = TunnelKeeper(self.home)
+        await self._unlink_forgotten()
         self._spawn(self.tunnels.run())
         if self.relay_url:
             self._spawn(self._relay_loop())
         log.info("host %s (%s) started; workspaces: %s", self.name, self.identity.id,
                  ", ".join(map(str, self.workspaces)))
+
+    async def _unlink_forgotten(self) -> None:
+        """Linked hosts that are no longer among this home's remotes were forgotten (`tether ssh
+        forget`) while this daemon was down: tell the clients now."""
+        try:
+            kept = {r.host_id for r in self.tunnels.registry.load()}
+        except TetherError as exc:
+            log.warning("remote hosts: %s", exc.message)
+            return
+        for linked in await self.db.run(projection.linked_hosts, write=False):
+            if linked["host_id"] not in kept:
+                await self.log.append(None, projection.EventType.HOST_UNLINKED, {"host_id": linked["host_id"]})
+                log.info("linked host %s (%s) was forgotten; clients are told", linked.get("name"), linked["host_id"])
 
     @property
     def identity(self) -> Identity:

@@ -90,6 +90,10 @@ class EventType(StrEnum):
     """{host_id, name, static_public, relay_url} (no session) — a host this one started over SSH
     and whose devices it shares: clients add it to their hosts without pairing again."""
 
+    HOST_UNLINKED = "host.unlinked"
+    """{host_id} (no session) — that linked host was forgotten (`tether ssh forget`): clients
+    drop the entry they learned for it."""
+
     SESSION_EXITED = "session.exited"
     """{exit_code: int | None, signal: int | None, reason: str | None} — the session ended:
     status ``finished`` when exit_code == 0, else ``failed``. ``reason`` says why when it is
@@ -345,14 +349,20 @@ def file_changes(conn: sqlite3.Connection, session: str) -> list[dict[str, Any]]
 
 
 def linked_hosts(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    """Hosts linked to this one (the latest announcement of each), oldest first."""
+    """Hosts linked to this one and not unlinked since (the latest announcement of each), oldest
+    first."""
     latest: dict[str, dict[str, Any]] = {}
-    for seq, ts, raw in conn.execute(
-        "SELECT seq, ts, data FROM events WHERE session IS NULL AND type = ? ORDER BY seq",
-        (EventType.HOST_LINKED.value,),
+    for seq, ts, kind, raw in conn.execute(
+        "SELECT seq, ts, type, data FROM events WHERE session IS NULL AND type IN (?, ?) ORDER BY seq",
+        (EventType.HOST_LINKED.value, EventType.HOST_UNLINKED.value),
     ):
         data = json.loads(raw)
-        latest[str(data.get("host_id"))] = {**data, "linked_at": ts, "seq": seq}
+        host_id = str(data.get("host_id"))
+        if kind == EventType.HOST_UNLINKED.value:
+            latest.pop(host_id, None)
+        else:
+            latest.pop(host_id, None)  # re-linked: it moves to the end
+            latest[host_id] = {**data, "linked_at": ts, "seq": seq}
     return list(latest.values())
 
 

@@ -96,6 +96,10 @@ class HostLink(_Params):
     relay_url: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 
 
+class HostRef(_Params):
+    host_id: Annotated[str, msgspec.Meta(pattern="^[a-z2-7]{20}$")]
+
+
 class RemoteRef(_Params):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 

@@ -43,6 +43,7 @@ METHOD_SCOPES: dict[str, Scope] = {
     "host.rotate_keys": Scope.ADMIN,
     "hosts.link": Scope.ADMIN,
     "hosts.linked": Scope.READ,
+    "hosts.unlink": Scope.ADMIN,
     "remotes.tunnel": Scope.ADMIN,
     "tokens.create": Scope.ADMIN,
     "tokens.list": Scope.ADMIN,

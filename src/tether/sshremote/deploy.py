@@ -571,6 +571,49 @@ async def stop(home: Path, name: str, options: SshOptions, reporter: Reporter) -
     return str(result["action"])
 
 
+async def forget(home: Path, name: str, options: SshOptions, reporter: Reporter, *, force: bool = False) -> None:
+    """Stop the remote host and drop its inherited devices there, then forget it here: its
+    tunnel closes, and clients drop it (``host.unlinked``). With ``force``, forget it here even
+    when the machine cannot be reached."""
+    registry = Registry(home)
+    record = registry.get(name)
+    try:
+        async with _reach(record, options) as conn:
+            with reporter.step(f"stop {record.name} on {record.destination()}, drop its devices") as s:
+                result = await remote_call(conn, record.remote_home, "forget")
+                s.detail = "stopped" if result["action"] == "stopped" else "it was not running"
+    except SshError as exc:
+        if not force:
+            raise SshError(
+                exc.message,
+                hint="--force forgets it here anyway; it then keeps running with this host's devices until you "
+                f"stop it there and remove {record.remote_home}/host/inherited.json",
+            ) from None
+        reporter.note(f"{record.name}: not reached ({exc.message}); forgetting it here only")
+    with reporter.step(f"forget {record.name}") as s:
+        registry.remove(record.name)
+        s.detail = "removed from this host's remotes; " + (
+            "clients are told" if await unlink(home, record.host_id) else "clients are told when this host next runs"
+        )
+
+
+async def unlink(home: Path, host_id: str) -> bool:
+    """Tell the desktop host to unlink ``host_id`` (``hosts.unlink``); False if it is not running."""
+    from tether.client.connection import connect_local, local_daemon_running
+
+    if not local_daemon_running(home):
+        return False
+    conn = await connect_local(home)
+    try:
+        await conn.call("hosts.unlink", {"host_id": host_id})
+    except TetherError as exc:
+        if exc.code != "not_found":
+            raise
+    finally:
+        await conn.close()
+    return True
+
+
 async def refresh(
     home: Path, options: SshOptions, reporter: Reporter, names: list[str] | None = None,
     desktop: Desktop | None = None,

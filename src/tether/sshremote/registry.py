@@ -93,6 +93,9 @@ class Registry:
             raise UsageError(f"no remote host named {name!r}", hint=f"see `tether ssh list` (known: {known})")
         return match[0]
 
+    def remove(self, name: str) -> None:
+        self._save([r for r in self.load() if r.name != name])
+
     def set_state(self, name: str, state: str, pid: int | None = None) -> None:
         self._update(name, state=state, pid=pid)
 

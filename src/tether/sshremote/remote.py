@@ -11,7 +11,7 @@ around it is ignored) and exits 0, or prints ``{"error": code, "message", "hint"
   restarts it (an upgrade). A lock file makes two concurrent ``tether ssh`` runs take turns, and
   the daemon itself refuses a second instance on the same home (its unix socket).
 - ``enroll-key``: keep the relay's enrollment key read from stdin (0600), for ``start --enroll``.
-- ``stop``, ``status``.
+- ``stop``, ``status``; ``forget``: stop, and drop the inherited devices and the pinned desktop.
 
 This module must not import asyncssh: it runs on the remote, which does not need it.
 """
@@ -39,6 +39,7 @@ from tether.crypto.keys import Identity
 from tether.errors import TetherError
 from tether.home import ensure_home, read_json, write_private_json
 from tether.host.config import FILE_NAME
+from tether.host.inheritance import BUNDLE_FILE, PARENT_FILE
 
 MARKER = "tether-remote: "
 PID_FILE = "ssh-daemon.pid"
@@ -295,13 +296,23 @@ def cmd_stop(paths: _Paths, args: argparse.Namespace) -> dict[str, Any]:
     return {"action": "stopped" if stopped else "not_running"}
 
 
+def cmd_forget(paths: _Paths, args: argparse.Namespace) -> dict[str, Any]:
+    """Stop the daemon and drop what it inherited (the bundle and the pinned desktop): started by
+    hand later, it accepts no device of that desktop. Its own keys and sessions stay."""
+    with _locked(paths):
+        stopped = _stop(paths)
+        for name in (BUNDLE_FILE, PARENT_FILE):
+            (paths.host / name).unlink(missing_ok=True)
+    return {"action": "stopped" if stopped else "not_running"}
+
+
 def cmd_status(paths: _Paths, args: argparse.Namespace) -> dict[str, Any]:
     return {"version": __version__, "daemon": _daemon(paths)}
 
 
 COMMANDS = {
     "info": cmd_info, "bundle": cmd_bundle, "enroll-key": cmd_enroll_key, "start": cmd_start, "stop": cmd_stop,
-    "status": cmd_status,
+    "status": cmd_status, "forget": cmd_forget,
 }
 
 
