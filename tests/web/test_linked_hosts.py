@@ -6,7 +6,8 @@ SSH) and the desktop is told of it with `hosts.link` on its unix socket (as `ann
 page, paired with the desktop only, learns box from the desktop's `host.linked` event while open
 (and from `hosts.linked` when it connects), lists it "via desktop", and drives a terminal there with
 the keys it paired with the desktop. Revoked on the desktop and handed a bundle without it, box
-refuses the page, and the page says so.
+refuses the page, and the page says so. Unlinked (`hosts.unlink`, as `tether ssh forget` does), box
+leaves the page: at once while it is open, from `hosts.linked` when it connects again.
 """
 
 from __future__ import annotations
@@ -94,6 +95,20 @@ class Linked(WebDeployment):
 
         run_async(announce)
 
+    def unlink_box(self) -> int:
+        """What `tether ssh forget box` does last: `hosts.unlink` on the desktop's unix socket. The
+        seq of its `host.unlinked` event."""
+        identity = self.box_identity
+
+        async def unlink() -> int:
+            conn = await connect_local(self.host_home)
+            try:
+                return int((await conn.call("hosts.unlink", {"host_id": identity.id}))["seq"])
+            finally:
+                await conn.close()
+
+        return run_async(unlink)
+
 
 @pytest.fixture
 def linked() -> Iterator[Linked]:
@@ -131,6 +146,26 @@ def conn_state(page: Any, host_id: str) -> str | None:
 
 def attempts(page: Any, host_id: str) -> int:
     return int(page.evaluate(f"window.tether.conns.get({host_id!r})?.attempts ?? 0"))
+
+
+def answer_taken(page: Any, host_id: str) -> None:
+    """Once the page is connected to `host_id`: its `hosts.linked` answer on that connection has
+    been taken (asked before this call, so answered before it, then learned in turn)."""
+    until(lambda: conn_state(page, host_id) == "connected", what="the page's channel to the desktop")
+    page.evaluate(
+        """async (hostId) => {
+          await window.tether.conns.get(hostId).call("hosts.linked");
+          await window.tether._learning;
+        }""",
+        host_id,
+    )
+
+
+def event_taken(page: Any, host_id: str, seq: int) -> None:
+    """The page's host-wide subscription to `host_id` has event `seq`, and has acted on it."""
+    until(lambda: page.evaluate(f"window.tether.models.get({host_id!r})?.sub?.cursor ?? 0") >= seq,
+          what=f"event {seq} to reach the page")
+    page.evaluate("async () => { await window.tether._learning; }")
 
 
 def test_a_linked_host_is_learned_live_and_used_like_a_paired_one(browser: Any, page: Any, linked: Linked) -> None:
@@ -298,4 +333,144 @@ def test_a_linked_host_that_drops_the_browser_says_it_refuses_it(page: Any, link
     page.wait_for_selector(f'a.host[data-host="{desk}"]', timeout=TIMEOUT)
     assert page.locator(row).count() == 0
     assert box_id not in stored_hosts(page)
+    assert not page.errors  # type: ignore[attr-defined]
+
+
+def test_a_host_unlinked_by_its_desktop_leaves_the_open_page_until_linked_again(page: Any, linked: Linked) -> None:
+    d = linked
+    desk, box_id = d.desktop_id, d.box_identity.id
+    pair_page(page, d)
+    d.hand_box_the_devices()
+    d.link_box()
+    row = f'a.host[data-host="{box_id}"]'
+    page.wait_for_selector(f'{row}[data-online="1"]', timeout=TIMEOUT)
+    until(lambda: conn_state(page, desk) == "connected", what="the page's channel to the desktop")
+    dialed = attempts(page, desk)
+    # Box's screen is open, over a channel of its own.
+    page.click(row)
+    page.wait_for_selector('#conn-state[data-state="connected"]', timeout=TIMEOUT)
+    page.evaluate(f"window.boxConn = window.tether.conns.get({box_id!r})")
+
+    # `tether ssh forget box`, by hand: the desktop unlinks it. The page hears `host.unlinked` over
+    # the channel it already had, closes box's, leaves its screen and says why.
+    d.unlink_box()
+    page.wait_for_selector("#hosts-notice", timeout=TIMEOUT)
+    assert page.text_content("#hosts-notice") == "box was removed by desktop"
+    assert page.url == d.origin + "/#/"
+    assert page.locator(row).count() == 0
+    assert page.locator(f'a.host[data-host="{desk}"]').count() == 1
+    assert attempts(page, desk) == dialed
+    assert page.evaluate(f"window.tether.conns.has({box_id!r}) || window.tether.models.has({box_id!r})") is False
+    until(lambda: page.evaluate("window.boxConn._stopped && window.boxConn.peer === null"),
+          what="the channel to box to close")
+    hosts = stored_hosts(page)
+    assert box_id not in hosts and desk in hosts
+
+    # Reloaded: box stays away (the desktop's `hosts.linked` no longer lists it); nothing to say.
+    page.goto(d.origin + "/")
+    page.wait_for_selector(f'a.host[data-host="{desk}"][data-online="1"]', timeout=TIMEOUT)
+    answer_taken(page, desk)
+    assert page.locator(row).count() == 0 and box_id not in stored_hosts(page)
+    assert page.locator("#hosts-notice").count() == 0
+
+    # Linked again (another `tether ssh`): back at once, via the desktop, usable.
+    d.link_box()
+    page.wait_for_selector(f'{row}[data-via="{desk}"][data-online="1"]', timeout=TIMEOUT)
+    page.click(row)
+    page.wait_for_selector('#conn-state[data-state="connected"]', timeout=TIMEOUT)
+
+    # Forgotten by the person, then unlinked and linked again: a new announcement brings it back.
+    page.goto(f"{d.origin}/#/host/{box_id}/settings")
+    page.click("#forget-host")
+    page.click("#confirm-forget")
+    page.wait_for_selector(f'a.host[data-host="{desk}"]', timeout=TIMEOUT)
+    assert page.locator(row).count() == 0
+    unlinked = d.unlink_box()
+    event_taken(page, desk, unlinked)
+    assert page.locator(row).count() == 0 and page.locator("#hosts-notice").count() == 0
+    page.evaluate("window.askedBefore = window.tether._tick")
+    d.link_box()
+    page.wait_for_selector(f'{row}[data-via="{desk}"]', timeout=TIMEOUT)
+    assert stored_hosts(page)[box_id]["linked"]["via"] == desk
+
+    # Words older than the announcement it took leave box alone: that unlink replayed (a page
+    # resuming from an old cursor), or a `hosts.linked` answer asked before the announcement.
+    page.evaluate(
+        """async ([desk, box, seq]) => {
+          await window.tether.followLinked(desk, [{ type: "host.unlinked", seq, ts: 0, data: { host_id: box } }]);
+          await window.tether.learnLinked(desk, [], { complete: true, asked: window.askedBefore });
+        }""",
+        [desk, box_id, unlinked],
+    )
+    assert box_id in stored_hosts(page) and page.locator(row).count() == 1
+    assert not page.errors  # type: ignore[attr-defined]
+
+
+def test_a_host_unlinked_while_the_page_was_closed_goes_when_it_connects(
+    browser: Any, page: Any, linked: Linked
+) -> None:
+    d = linked
+    desk, box_id = d.desktop_id, d.box_identity.id
+    row = f'a.host[data-host="{box_id}"]'
+    pair_page(page, d)
+    d.hand_box_the_devices()
+    d.link_box()
+    page.wait_for_selector(f'{row}[data-via="{desk}"]', timeout=TIMEOUT)
+
+    context = browser.new_context(**PHONE)
+    try:
+        # Another browser learned box from the desktop, then paired with it directly: its own
+        # pairing, which no unlink touches (live or in an answer).
+        other = context.new_page()
+        other_errors: list[str] = []
+        other.on("pageerror", lambda exc: other_errors.append(str(exc)))
+        pair_page(other, d, name="second-browser")
+        other.wait_for_selector(f'{row}[data-via="{desk}"]', timeout=TIMEOUT)
+        box_deployment = WebDeployment(d.relay, d.relay_port, d.box, d.box_home, d.box_workspace)
+        pair_page(other, box_deployment, name="second-browser")
+        other.wait_for_selector(f"{row}:not([data-via])", timeout=TIMEOUT)
+        other.goto(d.origin + "/")
+        other.wait_for_selector(f'{row}[data-online="1"]', timeout=TIMEOUT)
+        until(lambda: conn_state(other, desk) == "connected", what="the second browser's channel to the desktop")
+
+        # The first page closes (for a same-origin page without the app, so its IndexedDB can be
+        # reached), and the desktop unlinks box meanwhile.
+        page.goto(d.origin + "/icon.svg")
+        seq = d.unlink_box()
+
+        event_taken(other, desk, seq)
+        other_box = stored_hosts(other)[box_id]
+        assert "linked" not in other_box
+        assert other.locator(f"{row}:not([data-via])").count() == 1
+        assert other.locator("#hosts-notice").count() == 0
+        other.goto(d.origin + "/")
+        answer_taken(other, desk)
+        assert "linked" not in stored_hosts(other)[box_id]
+        assert other.locator(row).count() == 1
+        assert not other_errors
+    finally:
+        context.close()
+
+    # Without its cursor the page follows the desktop from its head, so no `host.unlinked` is
+    # replayed to it: only the `hosts.linked` answer can tell it box is gone.
+    page.evaluate(
+        """(hostId) => new Promise((resolve, reject) => {
+          const open = indexedDB.open("tether");
+          open.onerror = () => reject(open.error);
+          open.onsuccess = () => {
+            const tx = open.result.transaction("cursors", "readwrite");
+            tx.objectStore("cursors").delete(hostId);
+            tx.oncomplete = () => (open.result.close(), resolve());
+            tx.onerror = () => reject(tx.error);
+          };
+        })""",
+        desk,
+    )
+    page.goto(d.origin + "/")
+    page.wait_for_selector("#hosts-notice", timeout=TIMEOUT)
+    assert page.text_content("#hosts-notice") == "box was removed by desktop"
+    assert page.locator(row).count() == 0
+    assert box_id not in stored_hosts(page)
+    answer_taken(page, desk)
+    assert page.locator(row).count() == 0
     assert not page.errors  # type: ignore[attr-defined]

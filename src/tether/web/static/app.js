@@ -31,6 +31,10 @@ function secureEnough() {
   return window.isSecureContext && window.crypto && window.crypto.subtle;
 }
 
+function routeParts() {
+  return window.location.hash.replace(/^#\/?/, "").split("/").filter(Boolean);
+}
+
 async function main() {
   if (!secureEnough()) {
     renderInsecure(root);
@@ -69,7 +73,9 @@ async function main() {
       pairingShown = false; // navigating away abandons the pairing
       return;
     }
-    const parts = window.location.hash.replace(/^#\/?/, "").split("/").filter(Boolean);
+    const parts = routeParts();
+    // A host dropped on its parent's word is told on the hosts screen, until another screen opens.
+    if (parts.length) tether.notice = null;
     if (parts[0] === "scan") {
       cleanup = renderScan(root);
     } else if (parts[0] === "host" && parts[1] && parts[2] === "session" && parts[3]) {
@@ -90,6 +96,14 @@ async function main() {
       cleanup = () => (tether.removeEventListener("change", draw), clearInterval(tick));
     }
   }
+
+  // A linked host unlinked by its parent (`tether ssh forget`) while one of its screens is open:
+  // back to the hosts, which say why.
+  tether.addEventListener("change", (ev) => {
+    if (ev.detail.kind !== "unlinked" || pairingShown) return;
+    const parts = routeParts();
+    if (parts[0] === "host" && parts[1] === ev.detail.hostId) window.location.hash = "#/";
+  });
 
   window.addEventListener("hashchange", () => {
     // A pairing link opened in this already-open page (only the fragment changed): same rule,

@@ -2,8 +2,9 @@
 // A host this browser is paired with started them with `tether ssh` and handed them its devices,
 // so they accept this browser's keys as they are: no new pairing. The page learns them over that
 // host's authenticated channel (the `hosts.linked` call on every connection, and `host.linked`
-// events in its host-wide subscription), and that channel is all the trust their keys need.
-// client/connection.py `learn_linked_hosts` is the CLI's twin. No I/O here.
+// events in its host-wide subscription), and that channel is all the trust their keys need. When
+// that host unlinks one (`host.unlinked`, or no longer in `hosts.linked`), model.js drops the entry
+// learned from it. client/connection.py `learn_linked_hosts` is the CLI's twin. No I/O here.
 
 import { b64uDecode, equal } from "./bytes.js";
 import { websocketUrl } from "./relay.js";

@@ -2,7 +2,8 @@
 //
 //   Tether       paired hosts (and hosts linked to them, see linked.js), one RelayConnection per
 //                relay, one HostConnection per host in use; every directly paired host is kept
-//                connected, so what it announces (linked hosts) arrives while the page is open
+//                connected, so what it announces (hosts linked, and unlinked) arrives while the
+//                page is open
 //   HostModel    one host's sessions, kept current by a host-wide event subscription whose cursor
 //                is persisted in IndexedDB (a phone that slept resumes exactly where it was)
 //   SessionFeed  one session's history (pty output, or agent items and approvals) for its view
@@ -389,6 +390,9 @@ export class Tether extends EventTarget {
     this.models = new Map();
     this._seenSaved = new Map();
     this._learning = Promise.resolve();
+    this._tick = 0; // counts the changes to learned entries (see learnLinked)
+    this._touched = new Map(); // host id → this._tick when its entry was last added or updated
+    this.notice = null; // {hostId, text}: a host this page dropped on its parent's word
   }
 
   async load() {
@@ -511,52 +515,107 @@ export class Tether extends EventTarget {
   }
 
   async _askLinked(hostId, conn) {
+    const asked = this._tick;
     let items;
     try {
       items = await conn.call("hosts.linked", {}, { retryFor: 0 });
     } catch (err) {
       return; // no read scope, an older host, or the connection went away (asked again on the next)
     }
-    if (Array.isArray(items)) await this.learnLinked(hostId, items);
+    if (Array.isArray(items)) await this.learnLinked(hostId, items, { complete: true, asked });
   }
 
-  // Announcements of hosts linked to `parentId` (hosts.linked items, or host.linked events' data
-  // with their seq): save or update their entries (linked.js planLinked says which). Serialised,
-  // so the answer of hosts.linked and a live event never interleave.
-  learnLinked(parentId, items) {
-    this._learning = this._learning.then(() => this._learn(parentId, items)).catch((err) => console.warn("learning linked hosts failed", err));
+  // One at a time, so the answer of hosts.linked and live events never interleave.
+  _serially(fn) {
+    this._learning = this._learning.then(fn).catch((err) => console.warn("learning linked hosts failed", err));
     return this._learning;
   }
 
-  async _learn(parentId, items) {
-    let changed = false;
-    for (const item of items) {
-      const parent = this.host(parentId);
-      const ann = parseAnnouncement(item);
-      if (!parent || !ann) continue;
-      // Planned against the stored record, not this page's copy: a pairing that just saved the
-      // same host directly must win.
-      const existing = (await store.getHost(ann.hostId)) || null;
-      const plan = planLinked(parent, ann, existing, { parentOf: (id) => this.host(id) });
-      if (!plan) continue;
-      const changes = plan.action === "add" ? plan.host : plan.changes;
-      await store.putHost(plan.action === "add" ? plan.host : { ...existing, ...changes });
-      const known = this.host(ann.hostId);
-      if (known) Object.assign(known, changes);
-      else this.hosts.push({ ...changes });
-      // A live connection dials with its own copy of the record: the next channel uses the new key.
-      const conn = this.conns.get(ann.hostId);
-      if (conn && plan.action === "update") {
-        if (conn.host !== known) Object.assign(conn.host, changes);
-        if (changes.host_static && conn.state === "failed") conn.retry();
+  // Announcements of hosts linked to `parentId` (hosts.linked items, or host.linked events' data
+  // with their seq): save or update their entries (linked.js planLinked says which). With
+  // `complete` the items are the parent's whole hosts.linked answer: an entry learned from that
+  // parent that it no longer lists was unlinked (`tether ssh forget`) and goes, unless it was
+  // added or updated after the question was asked (`asked`, a this._tick value: that answer may
+  // predate the announcement).
+  learnLinked(parentId, items, { complete = false, asked = Infinity } = {}) {
+    return this._serially(async () => {
+      let changed = false;
+      for (const item of items) if (await this._learnOne(parentId, item)) changed = true;
+      if (changed) this._linkedChanged(parentId);
+      if (!complete || !this.host(parentId)) return;
+      const listed = new Set(items.map((item) => item?.host_id).filter((id) => typeof id === "string"));
+      for (const record of await store.listHosts()) {
+        if (record.linked?.via !== parentId || listed.has(record.host_id)) continue;
+        if ((this._touched.get(record.host_id) || 0) > asked) continue;
+        await this._dropLinked(record, parentId);
       }
-      changed = true;
+    });
+  }
+
+  // A parent's host-wide events, in order: host.linked adds or updates an entry, host.unlinked
+  // drops the one learned from this parent (unless it was announced again after that unlink).
+  followLinked(parentId, events) {
+    return this._serially(async () => {
+      let changed = false;
+      for (const ev of events) {
+        if (ev.type === "host.linked") {
+          if (await this._learnOne(parentId, { ...ev.data, seq: ev.seq, linked_at: ev.ts })) changed = true;
+        } else if (ev.type === "host.unlinked") {
+          const record = typeof ev.data?.host_id === "string" ? await store.getHost(ev.data.host_id) : null;
+          if (record?.linked?.via === parentId && !((record.linked.seq || 0) > ev.seq)) await this._dropLinked(record, parentId);
+        }
+      }
+      if (changed) this._linkedChanged(parentId);
+    });
+  }
+
+  // One announcement: whether it changed anything.
+  async _learnOne(parentId, item) {
+    const parent = this.host(parentId);
+    const ann = parseAnnouncement(item);
+    if (!parent || !ann) return false;
+    // Planned against the stored record, not this page's copy: a pairing that just saved the
+    // same host directly must win.
+    const existing = (await store.getHost(ann.hostId)) || null;
+    const plan = planLinked(parent, ann, existing, { parentOf: (id) => this.host(id) });
+    if (!plan) return false;
+    const changes = plan.action === "add" ? plan.host : plan.changes;
+    await store.putHost(plan.action === "add" ? plan.host : { ...existing, ...changes });
+    this._touched.set(ann.hostId, ++this._tick);
+    const known = this.host(ann.hostId);
+    if (known) Object.assign(known, changes);
+    else this.hosts.push({ ...changes });
+    // A live connection dials with its own copy of the record: the next channel uses the new key.
+    const conn = this.conns.get(ann.hostId);
+    if (conn && plan.action === "update") {
+      if (conn.host !== known) Object.assign(conn.host, changes);
+      if (changes.host_static && conn.state === "failed") conn.retry();
     }
-    if (changed) {
-      this.hosts.sort((a, b) => a.name.localeCompare(b.name));
-      this._watchAll();
-      emit(this, { kind: "linked", hostId: parentId });
-    }
+    return true;
+  }
+
+  _linkedChanged(parentId) {
+    this.hosts.sort((a, b) => a.name.localeCompare(b.name));
+    this._watchAll();
+    emit(this, { kind: "linked", hostId: parentId });
+  }
+
+  // A learned entry its parent unlinked: its connection closes, the entry and its cursor go, and
+  // the screens hear of it ("unlinked": one of its screens goes back to the hosts, which say why).
+  // Only ever an entry learned from `parentId` (callers check): never one paired directly.
+  async _dropLinked(record, parentId) {
+    const hostId = record.host_id;
+    const conn = this.conns.get(hostId);
+    if (conn) conn.stop();
+    this.conns.delete(hostId);
+    this.models.delete(hostId);
+    this._touched.delete(hostId);
+    await store.deleteHost(hostId);
+    this.hosts = this.hosts.filter((h) => h.host_id !== hostId);
+    this._watchAll();
+    const by = this.host(parentId)?.name || record.linked.via_name || parentId;
+    this.notice = { hostId, text: `${record.name} was removed by ${by}` };
+    emit(this, { kind: "unlinked", hostId, via: parentId });
   }
 
   model(hostId) {
@@ -566,10 +625,10 @@ export class Tether extends EventTarget {
       if (!conn) return null;
       model = new HostModel(conn);
       this.models.set(hostId, model);
-      // Hosts it links, as they are announced (the event carries no session).
+      // Hosts it links and unlinks, as it says so (these events carry no session).
       model.addEventListener("change", (ev) => {
-        const linked = (ev.detail.events || []).filter((e) => e.type === "host.linked" && !e.session);
-        if (linked.length) this.learnLinked(hostId, linked.map((e) => ({ ...e.data, seq: e.seq, linked_at: e.ts })));
+        const told = (ev.detail.events || []).filter((e) => (e.type === "host.linked" || e.type === "host.unlinked") && !e.session);
+        if (told.length) this.followLinked(hostId, told);
       });
       if (conn.state !== "revoked") model.start().catch((err) => console.warn("host model failed to start", err));
       else model.load().catch(() => {});

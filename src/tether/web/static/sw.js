@@ -1,7 +1,7 @@
 // Service worker: the app shell loads offline, but the network always wins when it answers
 // (network first), so an updated relay serves its new client at once. Only same-origin GETs of
 // the shell are cached; the WebSocket and anything else pass through untouched.
-const CACHE = "tether-shell-v4";
+const CACHE = "tether-shell-v5";
 const SHELL = [
   "./", "index.html", "app.js", "style.css", "manifest.webmanifest", "icon.svg",
   "bytes.js", "noise.js", "frames.js", "relay.js", "e2e.js", "rpc.js", "store.js", "keys.js",

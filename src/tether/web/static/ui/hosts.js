@@ -1,5 +1,6 @@
 // Paired hosts: online/offline (WATCH/PRESENCE), when each was last seen, and revoked ones; hosts
-// linked to a paired host (started there with `tether ssh`) are listed alike, "via" that host.
+// linked to a paired host (started there with `tether ssh`) are listed alike, "via" that host. A
+// linked host its parent unlinked (`tether ssh forget`) leaves the list with a notice saying so.
 import { h, lastSeen, replace, timeAgo } from "./dom.js";
 import { header, stateNote } from "./header.js";
 import { sameRelay } from "../linked.js";
@@ -57,6 +58,7 @@ export function renderHosts(root, { tether }) {
     h(
       "section.screen",
       { id: "hosts" },
+      tether.notice ? h("p.banner", { id: "hosts-notice", role: "status", dataset: { host: tether.notice.hostId } }, tether.notice.text) : null,
       list.length
         ? h("div.list", list)
         : h(
