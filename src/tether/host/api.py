@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("tether.host")
 
 
+READ_PAGE_BYTES = 1024 * 1024  # events.read answers about this much at most
+
+
 class Forbidden(TetherError):
     code = "forbidden"
 
@@ -313,9 +316,19 @@ class ApiConnection:
         head = self.host.log.head
         events = await self.host.log.read(params.since, params.limit)
         cursor = events[-1].seq if events else max(params.since, head)
-        if params.session is not None:
-            events = [e for e in events if e.session == params.session]
-        return {"events": [e.to_wire() for e in events], "cursor": cursor, "head": head}
+        page: list[dict[str, Any]] = []
+        size = 0
+        for e in events:
+            # A page stays well under the message limit (an output event can be 64 Ki characters):
+            # the caller goes on from the cursor.
+            if size >= READ_PAGE_BYTES:
+                cursor = e.seq - 1  # seqs have no gaps: everything before it was scanned
+                break
+            if params.session is None or e.session == params.session:
+                wire = e.to_wire()
+                size += len(msgspec.json.encode(wire))
+                page.append(wire)
+        return {"events": page, "cursor": cursor, "head": head}
 
     async def _subscribe(self, params: schemas.Subscribe) -> dict[str, Any]:
         sub_id = params.sub

@@ -436,7 +436,10 @@ class HostDaemon:
                 )
 
         async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self.serve(StreamTransport(reader, writer), Principal.local())
+            # Ended by the daemon's stop: asyncio's stream callback would report the cancelled
+            # task as an error, so it ends quietly here.
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.serve(StreamTransport(reader, writer), Principal.local())
 
         # The socket's directory is 0700 and the socket 0600: only the owner may drive the host.
         old = os.umask(0o177)

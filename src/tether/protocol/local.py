@@ -7,13 +7,13 @@ is the owner's alone (0600), so no encryption is needed on it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import struct
 
 from tether.protocol.messages import MAX_MESSAGE_BYTES
 from tether.protocol.rpc import TransportClosed
 
 _LEN = struct.Struct(">I")
+CLOSE_TIMEOUT = 5.0
 
 
 class StreamTransport:
@@ -43,5 +43,11 @@ class StreamTransport:
 
     async def close(self) -> None:
         self._writer.close()
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await self._writer.wait_closed()
+        try:
+            # A peer that stopped reading would keep unsent bytes, and this wait, forever.
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self._writer.wait_closed()
+        except TimeoutError:
+            self._writer.transport.abort()
+        except (ConnectionError, RuntimeError):
+            pass

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from tether.errors import TetherError
 from tether.protocol.messages import (
+    MAX_MESSAGE_BYTES,
     ErrorBody,
     Notification,
     ProtocolError,
@@ -159,5 +160,13 @@ class RpcPeer:
 
     async def _respond(self, request_id: int, *, result: Any = None, error: TetherError | None = None) -> None:
         body = None if error is None else ErrorBody(code=error.code, message=error.message, hint=error.hint)
+        data = encode(Response(id=request_id, result=result, error=body))
+        if len(data) > MAX_MESSAGE_BYTES:
+            # The other side would refuse it and drop the connection: say so instead.
+            body = ErrorBody(
+                code="too_large", message=f"the answer would be {len(data)} bytes, more than {MAX_MESSAGE_BYTES}",
+                hint="ask for less (a smaller limit or one session)",
+            )
+            data = encode(Response(id=request_id, result=None, error=body))
         with contextlib.suppress(TetherError):
-            await self.transport.send(encode(Response(id=request_id, result=result, error=body)))
+            await self.transport.send(data)
