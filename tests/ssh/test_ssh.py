@@ -504,3 +504,20 @@ def test_forget_stops_the_remote_drops_its_devices_and_clients_drop_it(
         assert json.loads(desktop.ssh("list", "--json").stdout) == []
     finally:
         remote.start()
+
+
+def test_without_wheels_the_remote_gets_this_checkout_and_its_index_the_dependencies(
+    desktop: Desktop, remote: SshServer
+) -> None:
+    # A fresh venv: tether is built from this checkout (never taken from an index by name), the
+    # dependencies come from whatever package index the remote's pip is configured with.
+    shutil.rmtree(remote.user_home / ".tether" / "venv", ignore_errors=True)
+    result = desktop.ssh(*_connect_args(remote, "--accept-new", "--name", "box", "--json"), timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "tether-0.1.0-" in result.stderr and "(1 wheel(s))" in result.stderr
+    assert "installed in" in result.stderr
+    version = remote.as_user("~/.tether/venv/bin/python -c 'import tether; print(tether.__version__)'")
+    from tether import __version__
+
+    assert version.returncode == 0 and version.stdout.strip() == __version__, version.stderr
+    assert _remote_status(remote)["host"]["connected"] is True  # type: ignore[index]
