@@ -165,7 +165,7 @@ async def test_an_admin_device_grants_no_more_than_its_own_and_is_not_the_owner(
     local_only = {
         method: params
         for method, params in [("hosts.link", fake_host), ("hosts.unlink", {"host_id": fake_host["host_id"]}),
-                               ("remotes.tunnel", {"name": "anywhere"})]
+                               ("remotes.tunnel", {"name": "anywhere"}), ("remotes.tunnels", {})]
         if method in METHOD_SCOPES
     }
     assert "hosts.link" in local_only

@@ -151,6 +151,9 @@ async def test_the_keeper_follows_the_registry_and_says_why_a_tunnel_is_not_up(
         with pytest.raises(TetherError, match=r"did not come up in 1 s \(SSH connection failed") as caught:
             await k.hold("tun")
         assert caught.value.hint and "keeps trying" in caught.value.hint
+        [held] = k.tunnels()
+        assert (held["name"], held["state"], held["port"]) == ("tun", "failed", None)
+        assert "SSH connection failed" in str(held["detail"])
         task = k._held["tun"].task
         registry.set_state("tun", "stopped")
         k.reconcile()

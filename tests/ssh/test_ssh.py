@@ -272,6 +272,7 @@ async def test_tunnel_mode_reaches_a_remote_that_cannot_reach_the_relay_and_surv
     assert "held by this machine's host" in result.stderr
     (record,) = json.loads(desktop.ssh("list", "--json").stdout)
     assert record["mode"] == "tunnel" and record["tunnel_port"] and record["state"] == "running"
+    assert (record["tunnel"]["state"], record["tunnel"]["port"]) == ("up", record["tunnel_port"])
     host = _remote_status(remote)["host"]
     assert isinstance(host, dict)
     # The remote daemon dials its own loopback: the tunnel's end, held by the desktop daemon.
@@ -299,6 +300,8 @@ async def test_tunnel_mode_reaches_a_remote_that_cannot_reach_the_relay_and_surv
     # `tether ssh stop` ends the remote daemon and the desktop's tunnel.
     assert (await asyncio.to_thread(desktop.ssh, "stop", "tun")).returncode == 0
     await asyncio.to_thread(_wait, lambda: "tunnel tun: closed" in desktop.host.log, 10)
+    listed = desktop.ssh("list")
+    assert "tun" in listed.stdout and "tunnel not held (stopped)" in listed.stdout
 
 
 def _other_build(wheels: Path, into: Path) -> Path:

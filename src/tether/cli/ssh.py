@@ -140,21 +140,35 @@ def ssh_connect(
 
 @ssh_app.command("list")
 def ssh_list(as_json: JsonOpt = False, home: HomeOpt = None) -> None:
-    """Remote hosts started from this machine, with their last known state."""
+    """Remote hosts started from this machine, with their last known state (and, in tunnel mode,
+    the state of the tunnel this machine's host holds)."""
+    from tether.sshremote.deploy import held_tunnels
     from tether.sshremote.registry import Registry
 
     remotes = Registry(_home(home)).load()
+    held = run(held_tunnels(_home(home))) if any(r.mode == "tunnel" for r in remotes) else {}
+
+    def tunnel(name: str) -> dict[str, Any]:
+        if held is None:
+            return {"state": "not held", "detail": "this machine's host is not running (it holds the tunnels)"}
+        return held.get(name) or {"state": "not held", "detail": "stopped"}
+
     if as_json:
         import msgspec
 
-        print_json([msgspec.to_builtins(r) for r in remotes])
+        print_json([{**msgspec.to_builtins(r), **({"tunnel": tunnel(r.name)} if r.mode == "tunnel" else {})}
+                    for r in remotes])
         return
     if not remotes:
         out.print("no remote hosts; start one with `tether ssh user@machine`")
     for r in remotes:
         seen = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.updated_at))
         pid = f" pid {r.pid}" if r.pid and r.state == "running" else ""
-        out.print(f"{r.name:<16} {r.host_id}  {r.state}{pid} (as of {seen})  {r.destination()}  {r.mode}",
+        mode = r.mode
+        if r.mode == "tunnel":
+            t = tunnel(r.name)
+            mode += f", tunnel {t['state']}" + (f" ({t['detail']})" if t["state"] != "up" and t["detail"] else "")
+        out.print(f"{r.name:<16} {r.host_id}  {r.state}{pid} (as of {seen})  {r.destination()}  {mode}",
                   markup=False)
 
 

@@ -132,6 +132,7 @@ class ApiConnection:
             "hosts.linked": (schemas.Empty, self._hosts_linked),
             "hosts.unlink": (schemas.HostRef, self._hosts_unlink),
             "remotes.tunnel": (schemas.RemoteRef, self._remotes_tunnel),
+            "remotes.tunnels": (schemas.Empty, self._remotes_tunnels),
             "tokens.create": (schemas.TokenCreate, self._tokens_create),
             "tokens.list": (schemas.Empty, self._tokens_list),
             "tokens.revoke": (schemas.TokenRef, self._tokens_revoke),
@@ -414,6 +415,11 @@ class ApiConnection:
         if self.principal.kind != "local":
             raise Forbidden("only the host's owner (tether ssh on this machine) can open a tunnel")
         return {"port": await self.host.tunnels.hold(params.name)}
+
+    async def _remotes_tunnels(self, _: schemas.Empty) -> list[dict[str, object]]:
+        if self.principal.kind != "local":
+            raise Forbidden("only the host's owner (tether ssh on this machine) can see its tunnels")
+        return self.host.tunnels.tunnels()
 
     async def _rotate_keys(self, params: schemas.RotateKeys) -> dict[str, Any]:
         return await self.host.rotate_keys(params.grace)

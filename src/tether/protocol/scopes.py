@@ -45,6 +45,7 @@ METHOD_SCOPES: dict[str, Scope] = {
     "hosts.linked": Scope.READ,
     "hosts.unlink": Scope.ADMIN,
     "remotes.tunnel": Scope.ADMIN,
+    "remotes.tunnels": Scope.ADMIN,
     "tokens.create": Scope.ADMIN,
     "tokens.list": Scope.ADMIN,
     "tokens.revoke": Scope.ADMIN,

@@ -492,6 +492,20 @@ async def deploy(home: Path, req: DeployRequest, reporter: Reporter) -> RemoteRe
     return record
 
 
+async def held_tunnels(home: Path) -> dict[str, dict[str, Any]] | None:
+    """The tunnels the desktop daemon holds now, by remote name (``remotes.tunnels``); None when
+    it is not running."""
+    from tether.client.connection import connect_local, local_daemon_running
+
+    if not local_daemon_running(home):
+        return None
+    conn = await connect_local(home)
+    try:
+        return {t["name"]: t for t in await conn.call("remotes.tunnels")}
+    finally:
+        await conn.close()
+
+
 async def ask_desktop_to_hold(desktop: Desktop, name: str) -> int:
     """The desktop host's tunnel for remote ``name`` (local method ``remotes.tunnel``): its port."""
     from tether.client.connection import connect_local

@@ -31,7 +31,12 @@ class _Held:
         self.record = record
         self.task = task
         self.port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self.last_error = ""
+        self.state = "connecting"  # "up", "connecting" or "failed" (then ``detail`` says why)
+        self.detail = ""
+
+    def describe(self) -> dict[str, object]:
+        port = self.port.result() if self.port.done() else self.record.tunnel_port
+        return {"name": self.record.name, "state": self.state, "detail": self.detail, "port": port}
 
 
 class TunnelKeeper:
@@ -92,10 +97,15 @@ class TunnelKeeper:
                 return await asyncio.shield(held.port)
         except TimeoutError:
             raise TetherError(
-                f"the tunnel to {name} did not come up in {HOLD_TIMEOUT:.0f} s ({held.last_error or 'no answer'})",
+                f"the tunnel to {name} did not come up in {HOLD_TIMEOUT:.0f} s ({held.detail or 'no answer'})",
                 hint="check that this machine reaches it with `ssh`; the host keeps trying",
                 code="unavailable",
             ) from None
+
+    def tunnels(self) -> list[dict[str, object]]:
+        """Each tunnel held now: its remote's name, state, what last happened, and its port."""
+        self.reconcile()
+        return [held.describe() for held in self._held.values()]
 
     async def _hold(self, name: str) -> None:
         from tether.sshremote import tunnel
@@ -120,9 +130,8 @@ class TunnelKeeper:
             if not held.port.done():
                 held.port.set_result(port)
 
-        def say(text: str) -> None:
-            if "failed" in text:
-                held.last_error = text
+        def say(state: str, text: str) -> None:
+            held.state, held.detail = state, text
             log.info("tunnel %s: %s", name, text)
 
         await tunnel.keep_up(dial, forwarder, first.tunnel_port, on_port, say)

@@ -117,11 +117,12 @@ async def keep_up(
     forwarder: Forwarder,
     port: int | None,
     on_port: Callable[[asyncssh.SSHClientConnection, int], Awaitable[None]],
-    say: Callable[[str], None],
+    say: Callable[[str, str], None],
 ) -> None:
     """Hold the tunnel until cancelled: dial, listen on the remote's ``port`` (``on_port`` is
     called with the port taken, after each (re)connection and before it is used), and when
-    the SSH connection drops, dial again with backoff."""
+    the SSH connection drops, dial again with backoff. ``say(state, text)`` tells what happens;
+    state is "up", "connecting" or "failed"."""
     import asyncssh
 
     backoff = Backoff()
@@ -138,14 +139,14 @@ async def keep_up(
                     conn.close()
                     conn = None
                 delay = backoff.next_delay()
-                say(f"SSH connection failed ({getattr(exc, 'message', exc)}); retrying in {delay:.1f} s")
+                say("failed", f"SSH connection failed ({getattr(exc, 'message', exc)}); retrying in {delay:.1f} s")
                 await asyncio.sleep(delay)
                 continue
             backoff.reset()
-            say(f"tunnel up on the remote's 127.0.0.1:{port}")
+            say("up", f"tunnel up on the remote's 127.0.0.1:{port}")
             await conn.wait_closed()
             conn = None
-            say("SSH connection lost; reconnecting")
+            say("connecting", "SSH connection lost; reconnecting")
     finally:
         if conn is not None:
             conn.close()
