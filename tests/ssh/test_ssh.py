@@ -524,3 +524,38 @@ def test_without_wheels_the_remote_gets_this_checkout_and_its_index_the_dependen
 
     assert version.returncode == 0 and version.stdout.strip() == __version__, version.stderr
     assert _remote_status(remote)["host"]["connected"] is True  # type: ignore[index]
+
+
+def test_a_device_paired_after_tether_ssh_reaches_the_remote_by_itself(
+    desktop: Desktop, remote: SshServer, wheels: Path
+) -> None:
+    import asyncio
+
+    from tests.procs import remove, short_home, tether_json
+    from tether import Client
+    from tether.errors import TetherError
+
+    result = desktop.ssh(*_connect_args(remote, "--accept-new", "--wheels", str(wheels), "--name", "box", "--json"))
+    assert result.returncode == 0, result.stderr
+    late = short_home("tdl")
+    try:
+        # Pairing with the desktop makes its daemon push the remote a bundle with the new device.
+        offer = tether_json(desktop.home, "pair", "--json")
+        tether_json(late, "login", offer["link"], "--name", "tablet", "--json")
+        paired_at = time.monotonic()
+
+        async def reach_box() -> float:
+            async with asyncio.timeout(20):
+                while True:
+                    try:
+                        async with await Client.open(late, host="box") as client:
+                            assert (await client.info())["name"] == "box"
+                            return time.monotonic() - paired_at
+                    except TetherError:
+                        await asyncio.sleep(0.1)
+
+        took = asyncio.run(reach_box())
+        print(f"a device paired with the desktop reached the remote {took:.2f} s later")
+        assert _remote_bundle_devices(remote, json.loads(result.stdout)["host_id"]) == ["phone", "tablet"]
+    finally:
+        remove(late)
