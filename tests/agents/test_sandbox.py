@@ -112,7 +112,7 @@ async def test_read_only_blocks_writes_in_the_workspace(tmp_path: Path) -> None:
     code, out = await run(box.command(["sh", "-c", "cat seen.txt; pwd; touch file"]), tmp_path)
     assert code != 0
     assert "visible" in out
-    assert os.path.realpath(str(tmp_path)) in out  # noqa: ASYNC240
+    assert os.path.realpath(str(tmp_path)) in out
     assert "Read-only file system" in out
     assert not (tmp_path / "file").exists()
 

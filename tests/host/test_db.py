@@ -6,6 +6,9 @@ import pytest
 
 from tether.host.db import SCHEMA_VERSION, Database, DatabaseError
 
+# The columns every schema version's offers table has.
+OFFER_COLS = "id, secret, scopes, created, expires_at"
+
 
 async def test_file_is_private_and_schema_versioned(tmp_path: Path) -> None:
     path = tmp_path / "host.db"
@@ -22,7 +25,7 @@ async def test_file_is_private_and_schema_versioned(tmp_path: Path) -> None:
             lambda c: {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         )
         assert {"events", "sessions", "devices", "offers", "commands"} <= tables
-        await db.run(lambda c: c.execute("INSERT INTO offers VALUES ('x', x'00', '[]', 0, 0, NULL, NULL)"))
+        await db.run(lambda c: c.execute(f"INSERT INTO offers ({OFFER_COLS}) VALUES ('x', x'00', '[]', 0, 0)"))
         for suffix in ("-wal", "-shm"):
             side = path.with_name(path.name + suffix)
             if side.exists():
@@ -39,7 +42,7 @@ async def test_file_is_private_and_schema_versioned(tmp_path: Path) -> None:
 
 async def test_run_is_one_transaction_on_one_thread(db: Database) -> None:
     def boom(conn: sqlite3.Connection) -> None:
-        conn.execute("INSERT INTO offers VALUES ('a', x'00', '[]', 0, 0, NULL, NULL)")
+        conn.execute(f"INSERT INTO offers ({OFFER_COLS}) VALUES ('a', x'00', '[]', 0, 0)")
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
@@ -47,6 +50,29 @@ async def test_run_is_one_transaction_on_one_thread(db: Database) -> None:
     assert await db.run(lambda c: c.execute("SELECT COUNT(*) FROM offers").fetchone()[0]) == 0
     threads = {await db.run(lambda c: threading.get_ident()) for _ in range(5)}
     assert len(threads) == 1 and threading.get_ident() not in threads
+
+
+async def test_an_older_database_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
+    from tether.host.db import MIGRATIONS
+    from tether.host.store import Store
+
+    path = tmp_path / "host.db"
+    conn = sqlite3.connect(path)
+    for step, script in enumerate(MIGRATIONS[:3]):
+        conn.executescript(f"BEGIN;\n{script};\nPRAGMA user_version = {step + 1};\nCOMMIT;")
+    conn.execute(f"INSERT INTO offers ({OFFER_COLS}) VALUES ('old', x'00', '[\"read\"]', 0, 1e12)")
+    conn.commit()
+    conn.close()
+    db = await Database.open(path)
+    try:
+        assert await db.run(lambda c: c.execute("PRAGMA user_version").fetchone()[0], write=False) == SCHEMA_VERSION
+        store = Store(db)
+        old = await store.get_offer("old")
+        assert old is not None and old.scopes == ["read"] and old.workspace is None
+        new = await store.create_offer(["read"], 60, workspace="/srv/project")
+        assert (await store.get_offer(new.id)).workspace == "/srv/project"  # type: ignore[union-attr]
+    finally:
+        await db.close()
 
 
 async def test_newer_schema_refused_and_closed_db_refuses(tmp_path: Path) -> None:

@@ -105,7 +105,10 @@ async def test_claim_offer_pairs_atomically(store: Store) -> None:
 
 async def test_once_applies_once_under_concurrent_duplicates(store: Store) -> None:
     def effect(conn: sqlite3.Connection) -> dict[str, int]:
-        conn.execute("INSERT INTO offers VALUES (hex(randomblob(8)), x'00', '[]', 0, 0, NULL, NULL)")
+        conn.execute(
+            "INSERT INTO offers (id, secret, scopes, created, expires_at)"
+            " VALUES (hex(randomblob(8)), x'00', '[]', 0, 0)"
+        )
         n = conn.execute("SELECT COUNT(*) FROM offers").fetchone()[0]
         return {"n": n}
 
@@ -117,7 +120,7 @@ async def test_once_applies_once_under_concurrent_duplicates(store: Store) -> No
     assert not other.replayed and other.result == {"n": 2}
 
     def failing(conn: sqlite3.Connection) -> None:
-        conn.execute("INSERT INTO offers VALUES ('zz', x'00', '[]', 0, 0, NULL, NULL)")
+        conn.execute("INSERT INTO offers (id, secret, scopes, created, expires_at) VALUES ('zz', x'00', '[]', 0, 0)")
         raise RuntimeError("no")
 
     with pytest.raises(RuntimeError):

@@ -111,7 +111,8 @@ async def _wait_for_signal() -> None:
 
 def _print_pairing(offer: dict[str, Any], *, as_json: bool) -> None:
     if as_json:
-        print_json({"link": offer["link"], "expires_at": offer["expires_at"]})
+        print_json({"link": offer["link"], "expires_at": offer["expires_at"], "scopes": offer.get("scopes", []),
+                    "workspace": offer.get("workspace")})
         return
     import segno
 
@@ -121,7 +122,9 @@ def _print_pairing(offer: dict[str, Any], *, as_json: bool) -> None:
     out.print(f"\nPair a phone or browser: scan the code, or open\n\n  {offer['link']}\n")
     out.print(
         f"The link works once and expires in {remaining // 60} min {remaining % 60} s; "
-        f"it grants: {', '.join(offer.get('scopes', []))}.\n"
+        f"it grants: {', '.join(offer.get('scopes', []))}"
+        + (f", in {offer['workspace']} only" if offer.get("workspace") else "")
+        + ".\n"
         "On another terminal: tether --home DIR login LINK"
     )
 
@@ -465,6 +468,10 @@ def up(
 def pair(
     scopes: Annotated[str, typer.Option(help="Scopes to grant, comma-separated.")] = "read,prompt,approve",
     ttl: Annotated[str, typer.Option(help="How long the link stays valid (e.g. 10m).")] = "10m",
+    workspace: Annotated[
+        str | None,
+        typer.Option(help="Restrict the device to this workspace (a directory inside the host's workspaces)."),
+    ] = None,
     as_json: JsonOpt = False,
     home: HomeOpt = None,
 ) -> None:
@@ -474,11 +481,15 @@ def pair(
 
     grant = scope_list(parse_scopes(scopes))
     seconds = parse_ttl(ttl)
+    params: dict[str, Any] = {"scopes": grant, "ttl": seconds}
+    if workspace is not None:
+        # Absolute here (the host resolves it again and refuses it outside its workspaces).
+        params["workspace"] = str(Path(workspace).expanduser().absolute())
 
     async def main() -> dict[str, Any]:
         conn = await connect_local(_home(home))
         try:
-            result: dict[str, Any] = await conn.call("pairing.create", {"scopes": grant, "ttl": seconds})
+            result: dict[str, Any] = await conn.call("pairing.create", params)
             return result
         finally:
             await conn.close()

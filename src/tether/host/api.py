@@ -212,6 +212,7 @@ class ApiConnection:
             "version": __version__,
             "head": self.host.log.head,
             "scopes": scope_list(self.principal.scopes),
+            "workspace": self.principal.workspace,  # the caller's restriction, if any
         }
 
     async def _sessions_list(self, _: schemas.Empty) -> list[dict[str, Any]]:
@@ -426,17 +427,20 @@ class ApiConnection:
 
     async def _pairing_create(self, params: schemas.PairingCreate) -> dict[str, Any]:
         scopes = parse_scopes(params.scopes)
-        if self.principal.workspace is not None:
-            # Offers carry no workspace restriction, so a restricted caller could mint an
-            # unrestricted device: refuse rather than widen.
-            raise Forbidden("a device restricted to a workspace cannot pair other devices")
         if not scopes <= self.principal.scopes:
             extra = ", ".join(scope_list(scopes - self.principal.scopes))
             raise Forbidden(
                 f"cannot grant scopes this caller does not have: {extra}",
                 hint="a device can only pair others with a subset of its own scopes",
             )
-        return await self.host.create_pairing_offer(scopes, params.ttl)
+        if params.workspace is not None:
+            # Inside the caller's own restriction (and the host's workspaces), or refused.
+            workspace: str | None = str(
+                resolve_workspace(params.workspace, self.host.workspaces, self.principal.workspace)
+            )
+        else:
+            workspace = self.principal.workspace  # a restricted caller pairs restricted devices
+        return await self.host.create_pairing_offer(scopes, params.ttl, workspace)
 
     # -- access tokens and the audit log -------------------------------------------------
 

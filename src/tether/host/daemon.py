@@ -528,13 +528,16 @@ class HostDaemon:
             "expires_at": float(token.expires_at),
         }
 
-    async def create_pairing_offer(self, scopes: frozenset[Scope], ttl: float) -> dict[str, Any]:
+    async def create_pairing_offer(
+        self, scopes: frozenset[Scope], ttl: float, workspace: str | None = None
+    ) -> dict[str, Any]:
         if not self.public_url:
             raise ConfigError("this host has no relay", hint="start it with --relay URL")
-        offer = await self.store.create_offer(scope_list(scopes), ttl)
+        offer = await self.store.create_offer(scope_list(scopes), ttl, workspace)
         await self.publish()
         link = PairingLink(self.public_url, self.identity.id, self.identity.static_public, offer.id, offer.secret)
-        return {"link": link.format(), "expires_at": offer.expires_at, "scopes": scope_list(scopes)}
+        return {"link": link.format(), "expires_at": offer.expires_at, "scopes": scope_list(scopes),
+                "workspace": workspace}
 
     def status(self) -> dict[str, Any]:
         return {

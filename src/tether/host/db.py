@@ -141,6 +141,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX audit_by_ts ON audit (ts);
     """,
+    # 3 -> 4: a pairing offer may restrict the device it pairs to a workspace.
+    """
+    ALTER TABLE offers ADD COLUMN workspace TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -90,4 +90,5 @@ async def _complete(
         "host_name": host.name,
         "device_id": device_id,
         "scopes": scope_list(device.scopes),
+        "workspace": device.workspace,
     }

@@ -109,6 +109,7 @@ class Offer:
     expires_at: float
     consumed_at: float | None = None
     device_id: str | None = None
+    workspace: str | None = None  # the device it pairs is restricted to this workspace
 
     @property
     def consumed(self) -> bool:
@@ -128,7 +129,7 @@ class Applied:
 
 
 _DEVICE_COLS = "id, name, identity_public, static_public, scopes, workspace, created, last_seen, revoked_at"
-_OFFER_COLS = "id, secret, scopes, expires_at, consumed_at, device_id"
+_OFFER_COLS = "id, secret, scopes, expires_at, consumed_at, device_id, workspace"
 _TOKEN_COLS = (
     "id, name, identity_public, static_public, scopes, workspace, created, expires_at, created_by, last_used,"
     " revoked_at"
@@ -144,7 +145,7 @@ def _token(r: tuple[Any, ...]) -> Token:
 
 
 def _offer(r: tuple[Any, ...]) -> Offer:
-    return Offer(r[0], bytes(r[1]), json.loads(r[2]), r[3], r[4], r[5])
+    return Offer(r[0], bytes(r[1]), json.loads(r[2]), r[3], r[4], r[5], r[6])
 
 
 class _KeyLock:
@@ -321,7 +322,7 @@ class Store:
 
     # -- pairing offers --------------------------------------------------------------------
 
-    async def create_offer(self, scopes: list[str], ttl_seconds: float) -> Offer:
+    async def create_offer(self, scopes: list[str], ttl_seconds: float, workspace: str | None = None) -> Offer:
         if ttl_seconds <= 0:
             raise StoreError("an offer must live for some time", code="bad_ttl")
         offer_id = b64u_encode(secrets.token_bytes(OFFER_ID_BYTES))
@@ -330,10 +331,10 @@ class Store:
         def create(conn: sqlite3.Connection) -> Offer:
             now = time.time()
             conn.execute(
-                "INSERT INTO offers (id, secret, scopes, created, expires_at) VALUES (?, ?, ?, ?, ?)",
-                (offer_id, secret, json.dumps(list(scopes)), now, now + ttl_seconds),
+                "INSERT INTO offers (id, secret, scopes, created, expires_at, workspace) VALUES (?, ?, ?, ?, ?, ?)",
+                (offer_id, secret, json.dumps(list(scopes)), now, now + ttl_seconds, workspace),
             )
-            return Offer(offer_id, secret, list(scopes), now + ttl_seconds)
+            return Offer(offer_id, secret, list(scopes), now + ttl_seconds, workspace=workspace)
 
         return await self.db.run(create)
 
@@ -373,17 +374,17 @@ class Store:
         name: str,
         identity_public: bytes,
         static_public: bytes,
-        workspace: str | None = None,
     ) -> Device | None:
-        """Consume the offer and record the device with the offer's scopes, in one transaction:
-        either both happen or neither. None when the offer is not live."""
+        """Consume the offer and record the device with the offer's scopes and workspace
+        restriction, in one transaction: either both happen or neither. None when the offer is
+        not live."""
 
         def claim(conn: sqlite3.Connection) -> Device | None:
             r = conn.execute(f"SELECT {_OFFER_COLS} FROM offers WHERE id = ?", (offer_id,)).fetchone()
             if r is None or not _consume(conn, offer_id, device_id):
                 return None
-            scopes = _offer(r).scopes
-            return _add_device(conn, device_id, name, identity_public, static_public, scopes, workspace)
+            offer = _offer(r)
+            return _add_device(conn, device_id, name, identity_public, static_public, offer.scopes, offer.workspace)
 
         return await self.db.run(claim)
 

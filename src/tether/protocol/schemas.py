@@ -87,6 +87,7 @@ class Unsubscribe(_Params):
 class PairingCreate(_Params):
     scopes: list[str]
     ttl: Annotated[float, msgspec.Meta(ge=1, le=7 * 86400)] = 600.0
+    workspace: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
 
 
 class HostLink(_Params):

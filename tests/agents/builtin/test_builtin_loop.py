@@ -174,7 +174,7 @@ async def test_path_outside_the_workspace_is_refused(server: FakeOpenAI, tmp_pat
     assert hooks.approvals == []  # refused before anyone is asked
     [finished] = hooks.of("finished")
     assert "outside the workspace" in finished["error"]
-    assert not (tmp_path / "escape.txt").exists() and not os.path.exists("/etc/tether-escape")  # noqa: ASYNC240
+    assert not (tmp_path / "escape.txt").exists() and not os.path.exists("/etc/tether-escape")
 
 
 async def test_invalid_tool_json_is_a_tool_error_and_the_loop_goes_on(server: FakeOpenAI, tmp_path: Path) -> None:

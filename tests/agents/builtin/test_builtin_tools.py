@@ -264,7 +264,7 @@ async def test_workspace_write_command(tmp_path: Path) -> None:
     res = await r.run_command("echo hi > made.txt && touch /etc/tether-tools-test")
     assert res.exit_code != 0
     assert (tmp_path / "made.txt").read_text() == "hi\n"
-    assert not os.path.exists("/etc/tether-tools-test")  # noqa: ASYNC240
+    assert not os.path.exists("/etc/tether-tools-test")
 
 
 async def test_unavailable_sandbox_refuses_commands(tmp_path: Path) -> None:

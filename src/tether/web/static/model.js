@@ -207,11 +207,21 @@ export class SessionFeed extends EventTarget {
     return item;
   }
 
+  // An approval's card goes right before its item's card when that is already shown (Codex and
+  // the builtin agent start the item, then ask): the question reads before what came of it.
   _addApproval(d) {
     if (this.approvals.has(d.approval)) return;
     this.approvals.set(d.approval, { ...d, resolved: null });
     if (d.item) this.approvalByItem.set(d.item, d.approval);
-    this.order.push(`approval:${d.approval}`);
+    const at = d.item ? this.order.indexOf(d.item) : -1;
+    if (at >= 0) this.order.splice(at, 0, `approval:${d.approval}`);
+    else this.order.push(`approval:${d.approval}`);
+  }
+
+  // The approval an item waits for, while nobody has answered it.
+  pendingApproval(itemId) {
+    const ap = this.approvals.get(this.approvalByItem.get(itemId));
+    return ap && !ap.resolved ? ap : null;
   }
 
   _apply(events) {
@@ -291,12 +301,14 @@ export class SessionFeed extends EventTarget {
           const ap = this.approvals.get(d.approval);
           if (ap) Object.assign(ap, { resolved: d.decision, by: d.by });
           changed.add(`approval:${d.approval}`);
+          if (ap?.item) changed.add(ap.item); // its item's card shows again, with the outcome
           break;
         }
         case "approval.cleared": {
           const ap = this.approvals.get(d.approval);
           if (ap) Object.assign(ap, { resolved: "cleared", reason: d.reason });
           changed.add(`approval:${d.approval}`);
+          if (ap?.item) changed.add(ap.item);
           break;
         }
       }

@@ -4,6 +4,10 @@
 //
 // Cards are keyed and only the changed ones are rebuilt, so streaming text does not re-render
 // (or re-flow) the whole page; the view follows the end only when it was already there.
+//
+// An item that waits for a person (a command to run, a file to change) is shown once, by its
+// approval card, which comes right before the item's own card; the item's card appears once the
+// question is answered, with what came of it (output and exit code, the applied diff, "not run").
 import { atBottom, errorText, h } from "./dom.js";
 
 // A unified diff, one span per line, coloured by its first character (and still readable
@@ -41,19 +45,36 @@ function promptState(prompt, feed) {
   );
 }
 
-function exitBadge(item) {
-  if (item.status === "declined") return h("span.badge", { dataset: { status: "failed" } }, "not run");
+// Whether the person said no to an item, or its question went away unanswered (then it never ran).
+function refused(item, feed) {
+  const ap = feed.approvals.get(feed.approvalByItem.get(item.id));
+  return Boolean(ap && (ap.resolved === "deny" || ap.resolved === "cleared"));
+}
+
+function exitBadge(item, feed) {
+  if (item.status === "declined" || (item.status === "failed" && item.exit_code == null && refused(item, feed))) {
+    return h("span.badge", { dataset: { status: "failed" } }, "not run");
+  }
   if (item.exit_code === undefined || item.exit_code === null) {
-    return item.status === "running" ? h("span.badge", { dataset: { status: "running" } }, "running") : null;
+    if (item.status === "running") return h("span.badge", { dataset: { status: "running" } }, "running");
+    // Ended without an exit code: stopped by an interrupt, or the agent went away (Codex's
+    // adapter closes a turn's open items as failed).
+    return item.status === "failed" ? h("span.badge", { dataset: { status: "failed" } }, "stopped") : null;
   }
   return h("span.badge.exit", { dataset: { status: item.exit_code === 0 ? "finished" : "failed" } }, `exit ${item.exit_code}`);
 }
 
-function fileBadge(item, feed) {
+function fileBadge(item) {
   if (item.status === "declined" || item.status === "failed") return h("span.badge", { dataset: { status: "failed" } }, "not applied");
   if (item.status === "completed") return h("span.badge", { dataset: { status: "finished" } }, "applied");
-  if (feed.approvalByItem.has(item.id)) return h("span.badge", { dataset: { status: "waiting-for-approval" } }, "awaiting approval");
   return null;
+}
+
+// "a.py", or "a.py and 2 more files" (Codex may change several in one item).
+function pathsText(path, paths) {
+  const all = Array.isArray(paths) && paths.length ? paths : path ? [path] : [];
+  if (!all.length) return "a file";
+  return all.length > 1 ? `${all[0]} and ${all.length - 1} more file${all.length > 2 ? "s" : ""}` : all[0];
 }
 
 function itemCard(item, feed) {
@@ -74,17 +95,16 @@ function itemCard(item, feed) {
       return h(
         "div.card.command",
         { dataset: { item: item.id, status: item.status || "" } },
-        h("div.card-head", h("code.cmd", `$ ${item.command || ""}`), exitBadge(item)),
-        item.cwd ? h("small.hint", `in ${item.cwd}`) : null,
+        h("div.card-head", h("code.cmd", `$ ${item.command || ""}`), exitBadge(item, feed)),
+        item.cwd ? h("small.hint.cwd", `in ${item.cwd}`) : null,
         item.output ? h("pre.output", item.output) : null,
       );
     case "file_change":
       return h(
         "div.card.file",
         { dataset: { item: item.id, status: item.status || "" } },
-        h("div.card-head", h("strong.path", item.path || "file"), fileBadge(item, feed)),
-        // A change that waits for approval shows its diff once, in the approval card.
-        item.diff && !(feed.approvalByItem.has(item.id) && item.status === "running") ? diffView(item.diff) : null,
+        h("div.card-head", h("strong.path", pathsText(item.path, item.paths)), fileBadge(item)),
+        item.diff ? diffView(item.diff) : null,
       );
     case "error":
       return h("div.card.error", { dataset: { item: item.id }, role: "alert" }, h("p", item.message || item.text || "error"));
@@ -125,11 +145,13 @@ function approvalCard(ap, feed, onError) {
       dataset: { approval: ap.approval, resolved: ap.resolved || "" },
       "aria-label": isCommand ? "Approval: run a command" : "Approval: change a file",
     },
-    h("p.ask", isCommand ? "The agent wants to run:" : h("span", "The agent wants to change ", h("strong.path", details.path || "a file"), ":")),
+    h("p.ask", isCommand ? "The agent wants to run:" : h("span", "The agent wants to change ", h("strong.path", pathsText(details.path, details.paths)), ":")),
     isCommand ? h("pre.cmd", details.command || "") : null,
-    isCommand && details.cwd ? h("small.hint", `in ${details.cwd}`) : null,
+    isCommand && details.cwd ? h("small.hint.cwd", `in ${details.cwd}`) : null,
     details.diff ? diffView(details.diff) : null,
-    details.reason ? h("p.hint", details.reason) : null,
+    // Codex may ask for write access to a directory along with a change: part of what is approved.
+    details.grant_root ? h("p.grant", "and write access to ", h("code", details.grant_root)) : null,
+    details.reason ? h("p.hint.reason", `Why: ${details.reason}`) : null,
     outcome ? h("p.resolved", { dataset: { decision: ap.resolved } }, outcome) : h("div.actions", buttons),
   );
 }
@@ -146,19 +168,28 @@ export function conversationView(feed, { onError }) {
     if (key.startsWith("approval:")) return approvalCard(feed.approvals.get(key.slice(9)), feed, onError);
     const item = feed.items.get(key);
     if (!item || item.hidden) return null;
+    // Waiting for a person: its approval card says exactly what would run or change.
+    if (item.status === "running" && feed.pendingApproval(item.id)) return null;
     return itemCard(item, feed);
   }
 
   function update(changed = null) {
     const stick = atBottom();
-    // New keys in order; changed ones rebuilt in place.
+    // New keys in their place (an approval goes before its item's card); changed ones rebuilt
+    // in place.
+    let previous = null;
     for (const key of feed.order) {
       const old = rendered.get(key);
-      if (old && !(changed === null || changed.has(key))) continue;
+      if (old && !(changed === null || changed.has(key))) {
+        previous = old;
+        continue;
+      }
       const fresh = build(key) || h("div.hidden-item", { hidden: true });
       if (old) old.replaceWith(fresh);
-      else cards.append(fresh);
+      else if (previous) previous.after(fresh);
+      else cards.prepend(fresh);
       rendered.set(key, fresh);
+      previous = fresh;
     }
     // Prompts not yet in the log (sending, delivered, failed) wait below the conversation.
     const waiting = [...feed.prompts.values()].filter((p) => !feed.turnByCid.has(p.cid) && p.state !== "applied");
