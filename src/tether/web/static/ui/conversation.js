@@ -148,7 +148,8 @@ function approvalCard(ap, feed, onError) {
     h("p.ask", isCommand ? "The agent wants to run:" : h("span", "The agent wants to change ", h("strong.path", pathsText(details.path, details.paths)), ":")),
     isCommand ? h("pre.cmd", details.command || "") : null,
     isCommand && details.cwd ? h("small.hint.cwd", `in ${details.cwd}`) : null,
-    details.diff ? diffView(details.diff) : null,
+    // Once answered, a change's diff shows once more only if its own card does not show it.
+    details.diff && !(ap.resolved && feed.items.get(ap.item)?.diff) ? diffView(details.diff) : null,
     // Codex may ask for write access to a directory along with a change: part of what is approved.
     details.grant_root ? h("p.grant", "and write access to ", h("code", details.grant_root)) : null,
     details.reason ? h("p.hint.reason", `Why: ${details.reason}`) : null,

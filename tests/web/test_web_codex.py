@@ -1,0 +1,221 @@
+"""A Codex session driven from the phone: real relay and host processes, the real Codex CLI on the
+host (scripts/install-codex), and the scripted Responses-API model (tests/support/fake_responses.py)
+as a process, whose URL is in the host's CODEX_HOME (like tests/e2e/test_codex_agent.py).
+
+The page starts a Codex session with a prompt; the model asks to run a command; the approval card
+shows the exact command, its cwd and the model's reason; approved on the page, the command's output
+and the agent's answer appear and the session goes idle. A follow-up from the page asks for another
+command, which the page declines: it never runs (the marker file it would create is absent) and the
+model was told so.
+
+The New session screen has no Codex thread picker (adopting a thread is `sessions.start {thread}`
+through the CLI or the SDK), so thread listing is not exercised here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.agents.codex.conftest import FAKE_KEY_ENV, codex_cache_dir, write_codex_config
+from tests.procs import TETHER, Proc, remove, short_home, tether
+from tether.agents.codex import PINNED_VERSION, CodexError, find_codex
+
+from .conftest import REPO, WebDeployment, start_web_relay
+from .pages import pair_page, until
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+COMMAND = "echo from-codex-$((40+2))"
+MARKER = "codex-marker.txt"
+DECLINED = f"echo declined > {MARKER}"
+# Codex answers in seconds, but its first start on a cold machine takes longer than the page's 15 s.
+CODEX_TIMEOUT = 60_000  # ms
+
+SCRIPT = [
+    # Turn 1: ask to run the command (outside the sandbox, so Codex asks for approval), then answer.
+    {"exec": {"cmd": COMMAND, "justification": "to greet you"}},
+    {"text": ["It printed ", "from-codex-42", "."]},
+    # Turn 2: ask to write the marker; after the denial, say so.
+    {"exec": {"cmd": DECLINED, "justification": "to leave a marker"}},
+    {"text": "Fine, I did not write the marker."},
+]
+
+
+def codex_wrapper() -> Path:
+    """The npm wrapper of the pinned Codex CLI (or $TETHER_CODEX_BIN); skips when it is absent."""
+    explicit = os.environ.get("TETHER_CODEX_BIN")
+    wrapper = Path(explicit) if explicit else codex_cache_dir() / "node_modules" / ".bin" / "codex"
+    if not wrapper.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"Codex CLI {PINNED_VERSION} is not installed, and CI must run these tests")
+        pytest.skip(f"Codex CLI {PINNED_VERSION} is not installed: run scripts/install-codex (scripts/test does)")
+    try:
+        find_codex(wrapper)
+    except CodexError as exc:
+        pytest.fail(f"Codex is installed but unusable: {exc}")
+    return wrapper
+
+
+def start_fake_responses(script: list[dict[str, Any]], home: Path) -> tuple[Proc, int, Path]:
+    """tests/support/fake_responses.py as a process; returns it, its port and its request log."""
+    script_path, log_path = home / "responses-script.json", home / "responses-requests.jsonl"
+    script_path.write_text(json.dumps(script))
+    proc = Proc([TETHER[0], "-m", "tests.support.fake_responses", "--script", str(script_path),
+                 "--log", str(log_path)], name="responses", env={"PYTHONPATH": str(REPO)})
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        match = re.search(r"PORT (\d+)", proc.out)
+        if match:
+            return proc, int(match.group(1)), log_path
+        if not proc.alive:
+            break
+        time.sleep(0.05)
+    raise AssertionError(f"the fake Responses server did not start:\n{proc.log}")
+
+
+@dataclass
+class CodexWebDeployment(WebDeployment):
+    model: Proc
+    requests_log: Path
+
+    def model_requests(self) -> list[dict[str, Any]]:
+        if not self.requests_log.exists():
+            return []
+        return [json.loads(line) for line in self.requests_log.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def codex_deployment() -> Iterator[CodexWebDeployment]:
+    wrapper = codex_wrapper()
+    host_home = short_home("th")
+    workspace = host_home / "ws"
+    workspace.mkdir()
+    model, model_port, requests_log = start_fake_responses(SCRIPT, host_home)
+    codex_home = host_home / "codex-home"
+    write_codex_config(codex_home, f"http://127.0.0.1:{model_port}/v1")
+    (host_home / "config.toml").write_text(
+        "[agents.codex]\n"
+        f'binary = "{wrapper}"\n'
+        f'codex_home = "{codex_home}"\n'
+        'approval = "on-request"\n'
+        'sandbox = "workspace-write"\n'
+    )
+    relay, port = start_web_relay()
+    host = Proc([*TETHER, "--home", str(host_home), "host", "--relay", f"ws://127.0.0.1:{port}", "--workspace",
+                 str(workspace), "--name", "codex-host"], env={FAKE_KEY_ENV: "dummy-key"}, name="host")
+    try:
+        host.wait_for(r"connected to relay")
+        yield CodexWebDeployment(relay, port, host, host_home, workspace, model, requests_log)
+    finally:
+        host.stop()
+        relay.stop()
+        model.stop()
+        remove(host_home)
+
+
+@pytest.fixture
+def cli_home() -> Iterator[Path]:
+    home = short_home("tc")
+    yield home
+    remove(home)
+
+
+def cli_events(home: Path, session: str) -> list[dict[str, Any]]:
+    out = tether(home, "sessions", "events", session, "--json").stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def card_kinds(page: Any) -> list[str]:
+    """The conversation's visible cards, by kind, top to bottom."""
+    return list(page.eval_on_selector_all(
+        "#cards > .card", "els => els.map(e => [...e.classList].find(c => c !== 'card'))"))
+
+
+def status(page: Any) -> str:
+    return str(page.get_attribute("#session-status", "data-status"))
+
+
+def test_a_codex_session_approved_then_declined_from_the_phone(page: Any, codex_deployment: CodexWebDeployment,
+                                                               cli_home: Path) -> None:
+    d = codex_deployment
+    pair_page(page, d)
+    link = str(json.loads(tether(d.host_home, "pair", "--json").stdout)["link"])
+    tether(cli_home, "login", link, "--name", "cli-watcher", "--json")
+
+    page.click('a.host[data-online="1"]')
+    page.click("#new-session")
+    page.check('input[name="agent"][value="codex"]')
+    page.fill("#new-prompt", "greet me")
+    page.click("#start-session")
+    page.wait_for_selector("#cards", timeout=CODEX_TIMEOUT)
+    session = page.url.rsplit("/", 1)[1]
+    assert session.startswith("s_")
+    page.locator(".card.user", has_text="greet me").wait_for(timeout=CODEX_TIMEOUT)
+
+    # The approval card: the exact command, where it runs, and why.
+    card = page.locator('.card.approval[data-resolved=""]')
+    card.wait_for(timeout=CODEX_TIMEOUT)
+    (asked,) = [e["data"] for e in cli_events(cli_home, session) if e["type"] == "approval.requested"]
+    assert COMMAND in asked["details"]["command"]  # as Codex will run it (in a login shell)
+    assert card.locator("pre.cmd").text_content() == asked["details"]["command"]
+    workspace = str(d.workspace.resolve())
+    assert asked["details"]["cwd"] == workspace
+    assert card.locator(".cwd").text_content() == f"in {workspace}"
+    assert card.locator(".reason").text_content() == "Why: to greet you"
+    until(lambda: status(page) == "waiting-for-approval", what="the status badge")
+    # The command waits: it shows once, in the approval card, not as a running command card too.
+    assert page.locator(".card.command").count() == 0
+    # Only what Codex offers (its availableDecisions): no "for this session" here.
+    assert card.locator("button.approve-session").count() == 0 and card.locator("button.deny").is_visible()
+
+    card.locator("button.approve").click()
+    page.wait_for_selector('.card.approval[data-resolved="approve"]', timeout=CODEX_TIMEOUT)
+    assert "Approved by phone-under-test" in page.text_content('.card.approval[data-resolved="approve"]')
+
+    # The command ran: its card has the output and exit 0; the answer follows; the turn ends.
+    ran = page.locator(".card.command", has=page.locator("pre.output", has_text="from-codex-42"))
+    ran.wait_for(timeout=CODEX_TIMEOUT)
+    assert COMMAND in ran.locator("code.cmd").text_content()
+    assert ran.locator(".badge.exit").text_content() == "exit 0"
+    page.locator(".card.agent", has_text="It printed from-codex-42.").wait_for(timeout=CODEX_TIMEOUT)
+    until(lambda: status(page) == "idle", timeout=CODEX_TIMEOUT / 1000, what="the first turn to end")
+    # In the order it happened: the prompt, the question and its answer, the output, the reply.
+    assert card_kinds(page) == ["user", "approval", "command", "agent"]
+    assert not page.locator("#working.on").count()
+    events = cli_events(cli_home, session)
+    (resolved,) = [e for e in events if e["type"] == "approval.resolved"]
+    assert resolved["data"]["decision"] == "approve" and resolved["data"]["by"]["name"] == "phone-under-test"
+    assert "from-codex-42" in json.dumps(d.model_requests()[1]["input"])
+
+    # A follow-up from the page; its command is declined there and never runs.
+    page.fill("#composer", "now leave a marker")
+    page.click("#send")
+    page.locator('.card.user .prompt-state[data-state="applied"]').wait_for(timeout=CODEX_TIMEOUT)
+    card = page.locator('.card.approval[data-resolved=""]')
+    card.wait_for(timeout=CODEX_TIMEOUT)
+    assert DECLINED in card.locator("pre.cmd").text_content()
+    card.locator("button.deny").click()
+    page.wait_for_selector('.card.approval[data-resolved="deny"]', timeout=CODEX_TIMEOUT)
+    page.locator(".card.agent", has_text="Fine, I did not write the marker.").wait_for(timeout=CODEX_TIMEOUT)
+    until(lambda: status(page) == "idle", timeout=CODEX_TIMEOUT / 1000, what="the second turn to end")
+    declined = page.locator(".card.command", has_text=MARKER)
+    declined.wait_for(timeout=CODEX_TIMEOUT)
+    assert declined.locator(".badge").text_content() == "not run"
+    assert not (d.workspace / MARKER).exists()
+    assert card_kinds(page) == ["user", "approval", "command", "agent"] * 2
+    assert "rejected by user" in json.dumps(d.model_requests()[3]["input"])
+    events = cli_events(cli_home, session)
+    assert [e["data"]["decision"] for e in events if e["type"] == "approval.resolved"] == ["approve", "deny"]
+    assert [e["data"]["status"] for e in events if e["type"] == "turn.completed"] == ["completed", "completed"]
+
+    page.screenshot(path="/tmp/tether-web-codex.png", full_page=True)
+    assert not page.errors  # type: ignore[attr-defined]
