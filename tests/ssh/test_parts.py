@@ -163,3 +163,29 @@ async def test_the_keeper_follows_the_registry_and_says_why_a_tunnel_is_not_up(
     finally:
         for held in k._held.values():
             held.task.cancel()
+
+
+async def test_a_tunnel_task_that_fails_is_started_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tether.sshremote import keeper
+
+    registry = Registry(tmp_path)
+    record = _record("tun")
+    record.mode = "tunnel"
+    registry.save(record)
+    runs: list[str] = []
+
+    async def broken(self: keeper.TunnelKeeper, name: str) -> None:
+        runs.append(name)
+        raise RuntimeError("a bug in the tunnel")
+
+    monkeypatch.setattr(keeper.TunnelKeeper, "_hold", broken)
+    k = keeper.TunnelKeeper(tmp_path)
+    k.reconcile()
+    await asyncio.sleep(0.05)
+    assert runs == ["tun"] and "tun" not in k._held
+    assert "a bug in the tunnel" in caplog.text
+    k.reconcile()  # the registry did not change, but the failed tunnel is wanted again
+    await asyncio.sleep(0.05)
+    assert runs == ["tun", "tun"]

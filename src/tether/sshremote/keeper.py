@@ -53,8 +53,11 @@ class TunnelKeeper:
                 self.reconcile()
                 await asyncio.sleep(POLL_SECONDS)
         finally:
-            for held in list(self._held.values()):
-                held.task.cancel()
+            tasks = [held.task for held in self._held.values()]
+            for task in tasks:
+                task.cancel()
+            # Their SSH connections close before the daemon goes on stopping.
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _file_stamp(self) -> tuple[float, int] | None:
         try:
@@ -84,7 +87,20 @@ class TunnelKeeper:
             if name in self._held:
                 self._held[name].record = record
             else:
-                self._held[name] = _Held(record, asyncio.create_task(self._hold(name), name=f"tether-tunnel-{name}"))
+                task = asyncio.create_task(self._hold(name), name=f"tether-tunnel-{name}")
+                task.add_done_callback(lambda t, name=name: self._ended(name, t))  # type: ignore[misc]
+                self._held[name] = _Held(record, task)
+
+    def _ended(self, name: str, task: asyncio.Task[None]) -> None:
+        """A tunnel task that failed (a bug, not a lost connection: those are retried inside it)
+        is logged and started again at the next look at the registry."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("tunnel %s: %s", name, task.exception(), exc_info=task.exception())
+        held = self._held.get(name)
+        if held is not None and held.task is task:
+            del self._held[name]
+            self._stamp = None
 
     async def hold(self, name: str) -> int:
         """Make sure the tunnel of remote ``name`` is up; its port on the remote's loopback."""
