@@ -140,8 +140,7 @@ def ssh_connect(
 
 @ssh_app.command("list")
 def ssh_list(as_json: JsonOpt = False, home: HomeOpt = None) -> None:
-    """Remote hosts started from this machine, with their last known state (and, in tunnel mode,
-    the state of the tunnel this machine's host holds)."""
+    """Remote hosts started from this machine, their last known state, and each tunnel's state."""
     from tether.sshremote.deploy import held_tunnels
     from tether.sshremote.registry import Registry
 
