@@ -297,6 +297,16 @@ async def test_tunnel_mode_reaches_a_remote_that_cannot_reach_the_relay_and_surv
     assert "tunnel tun: SSH connection lost" in log and log.count("tunnel tun: tunnel up") >= 2
     assert json.loads(desktop.ssh("list", "--json").stdout)[0]["tunnel_port"] == record["tunnel_port"]
 
+    # The machine "reboots": its daemon is gone with the SSH connection. When the tunnel is back,
+    # the desktop starts the remote host again on it.
+    (daemon_pid,) = _daemon_pids(remote)
+    os.kill(daemon_pid, signal.SIGKILL)
+    for pid in _ssh_session_pids(remote):
+        os.kill(pid, signal.SIGKILL)
+    await asyncio.to_thread(_wait, lambda: "tunnel tun: its host was started" in desktop.host.log, 60)
+    await asyncio.to_thread(_wait, lambda: _remote_status(remote)["host"]["connected"] is True, 60)  # type: ignore[index]
+    assert _daemon_pids(remote) not in ([], [daemon_pid])
+
     # `tether ssh stop` ends the remote daemon and the desktop's tunnel.
     assert (await asyncio.to_thread(desktop.ssh, "stop", "tun")).returncode == 0
     await asyncio.to_thread(_wait, lambda: "tunnel tun: closed" in desktop.host.log, 10)

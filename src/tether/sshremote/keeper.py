@@ -138,9 +138,11 @@ class TunnelKeeper:
 
         async def on_port(conn: asyncssh.SSHClientConnection, port: int) -> None:
             record = held.record
+            if record.state == "running" and record.tunnel_port is not None:
+                # Each time the tunnel is back, its host runs on it: started again after the
+                # machine rebooted, restarted on a new port if another program took the old one.
+                await _ensure_running(conn, record, tunnel.RelayAddress.parse(record.relay_url).remote_url(port))
             if record.tunnel_port != port:
-                if record.tunnel_port is not None and record.state == "running":
-                    await _restart_on(conn, record, tunnel.RelayAddress.parse(record.relay_url).remote_url(port))
                 self.registry.set_tunnel_port(name, port)
                 record.tunnel_port = port
             if not held.port.done():
@@ -153,9 +155,11 @@ class TunnelKeeper:
         await tunnel.keep_up(dial, forwarder, first.tunnel_port, on_port, say)
 
 
-async def _restart_on(conn: asyncssh.SSHClientConnection, record: RemoteRecord, relay_url: str) -> None:
-    """The port had to change (another program took it): restart the remote daemon on the new one."""
+async def _ensure_running(conn: asyncssh.SSHClientConnection, record: RemoteRecord, relay_url: str) -> None:
+    """The remote daemon runs on ``relay_url`` (left alone when it already does)."""
     from tether.sshremote.deploy import remote_call, start_args
 
-    log.info("tunnel %s: the remote's port changed; restarting its host on %s", record.name, relay_url)
-    await remote_call(conn, record.remote_home, "start", *start_args(relay_url, record))
+    started = await remote_call(conn, record.remote_home, "start", *start_args(relay_url, record))
+    if started["action"] != "running":
+        log.info("tunnel %s: its host was %s on %s (pid %s)", record.name, started["action"], relay_url,
+                 started["pid"])
