@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.procs import remove, short_home
+from tests.support.inprocess import running_host
 from tether.client.connection import Connection, Subscription, connect_local
 from tether.crypto.encoding import b64u_encode
 from tether.host.api import MAX_SUBSCRIPTIONS, ApiConnection
@@ -27,14 +27,8 @@ IN_FLIGHT = 32  # RpcPeer's max_concurrent_requests, as the daemon creates it
 
 @pytest.fixture
 async def host() -> AsyncIterator[HostDaemon]:
-    home, workspace = short_home("lh"), short_home("lw")
-    daemon = HostDaemon(home, relay_url=None, workspaces=[workspace])
-    await daemon.start()
-    try:
+    async with running_host() as daemon:
         yield daemon
-    finally:
-        await daemon.stop()
-        remove(home, workspace)
 
 
 async def _append_event(conn: Connection) -> int:

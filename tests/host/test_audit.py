@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.procs import remove, short_home
+from tests.support.inprocess import running_host
 from tether.errors import TetherError
 from tether.host import audit as audit_module
 from tether.host.api import ApiConnection
@@ -68,14 +68,8 @@ async def test_long_method_names_are_clipped(db: Database) -> None:
 
 @pytest.fixture
 async def host() -> AsyncIterator[HostDaemon]:
-    home, workspace = short_home("ah"), short_home("aw")
-    daemon = HostDaemon(home, relay_url=None, workspaces=[workspace])
-    await daemon.start()
-    try:
+    async with running_host() as daemon:
         yield daemon
-    finally:
-        await daemon.stop()
-        remove(home, workspace)
 
 
 async def _call(conn: ApiConnection, method: str, params: dict[str, object] | None = None) -> object:

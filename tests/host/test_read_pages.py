@@ -7,7 +7,7 @@ import asyncio
 
 import msgspec
 
-from tests.procs import remove, short_home
+from tests.support.inprocess import running_host
 from tether.client.connection import connect_local
 from tether.host.api import READ_PAGE_BYTES
 from tether.host.daemon import HostDaemon
@@ -17,10 +17,12 @@ LINES = 60_000  # 6 MB of output
 
 
 async def test_pages_of_a_big_session_stay_small_and_lose_nothing() -> None:
-    home, workspace = short_home("rh"), short_home("rw")
-    daemon = HostDaemon(home, relay_url=None, workspaces=[workspace])
-    await daemon.start()
-    conn = await connect_local(home)
+    async with running_host() as daemon:
+        await _read_all_pages(daemon)
+
+
+async def _read_all_pages(daemon: HostDaemon) -> None:
+    conn = await connect_local(daemon.home)
     try:
         script = f"import sys\nfor i in range({LINES}): sys.stdout.write(f'{{i:06d}}' + 'x' * 93 + '\\n')\n"
         sid = (await conn.call("sessions.start", {"agent": "pty", "command": ["python3", "-c", script]}))["id"]
@@ -48,5 +50,3 @@ async def test_pages_of_a_big_session_stay_small_and_lose_nothing() -> None:
         assert pages > 1 and largest <= READ_PAGE_BYTES + 200_000 < MAX_MESSAGE_BYTES
     finally:
         await conn.close()
-        await daemon.stop()
-        remove(home, workspace)

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.procs import remove, short_home
+from tests.support.inprocess import running_host
 from tether.client.connection import connect_local
 from tether.host.daemon import HostDaemon
 from tether.protocol.local import StreamTransport
@@ -168,14 +168,8 @@ async def test_limit_is_exact() -> None:
 
 @pytest.fixture
 async def host() -> AsyncIterator[HostDaemon]:
-    home, workspace = short_home("lh"), short_home("lw")
-    daemon = HostDaemon(home, relay_url=None, workspaces=[workspace])
-    await daemon.start()
-    try:
+    async with running_host() as daemon:
         yield daemon
-    finally:
-        await daemon.stop()
-        remove(home, workspace)
 
 
 async def test_garbage_on_the_hosts_socket_closes_only_that_connection(host: HostDaemon) -> None:

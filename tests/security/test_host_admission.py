@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.procs import remove, short_home
+from tests.support.inprocess import running_host
 from tether.crypto.keys import Identity
 from tether.crypto.tokens import parse_token
 from tether.host.daemon import HostDaemon
@@ -61,14 +61,8 @@ def _pair(peer_identity: bytes) -> tuple[MemChannel, MemChannel]:
 
 @pytest.fixture
 async def host() -> AsyncIterator[HostDaemon]:
-    home, workspace = short_home("sh"), short_home("sw")
-    daemon = HostDaemon(home, relay_url=None, workspaces=[workspace], public_url="http://127.0.0.1:9")
-    await daemon.start()
-    try:
+    async with running_host(public_url="http://127.0.0.1:9") as daemon:
         yield daemon
-    finally:
-        await daemon.stop()
-        remove(home, workspace)
 
 
 async def _dial(
