@@ -71,6 +71,8 @@ def test_install_start_reattach_and_stop(desktop: Desktop, remote: SshServer, wh
     # Progress was shown per step, and the host key was recorded for next time.
     for step in ("connect to", "remote python", "install tether", "inherited devices", "start the remote host"):
         assert step in result.stderr
+    # No --mode: this remote (this machine) reaches the relay, so it dials it itself.
+    assert f"can the remote reach the relay: yes: relay mode (127.0.0.1:{desktop.relay_port})" in result.stderr
     assert "1 device(s)" in result.stderr
     known = (desktop.ssh_dir / "known_hosts").read_text()
     assert known.startswith(f"[127.0.0.1]:{remote.port} ssh-ed25519 ")
@@ -265,10 +267,12 @@ async def test_tunnel_mode_reaches_a_remote_that_cannot_reach_the_relay_and_surv
         probe = netns.run(sys.executable, "-c", f"import socket; socket.create_connection(('{address}', "
                           f"{desktop.relay_port}), 3)")
         assert probe.returncode != 0 and ("refused" in probe.stderr or "unreachable" in probe.stderr), probe.stderr
+    # No --mode: the remote is asked whether it reaches the relay, and it does not.
     args = [f"{remote.user}@{netns_sshd.address}", "-i", str(remote.client_key), "--accept-new",
-            "--wheels", str(wheels), "--name", "tun", "--mode", "tunnel", "--json"]
+            "--wheels", str(wheels), "--name", "tun", "--json"]
     result = await asyncio.to_thread(desktop.ssh, *args)
     assert result.returncode == 0, result.stderr + result.stdout
+    assert "can the remote reach the relay: no (" in result.stderr and "tunnel mode" in result.stderr
     assert "held by this machine's host" in result.stderr
     (record,) = json.loads(desktop.ssh("list", "--json").stdout)
     assert record["mode"] == "tunnel" and record["tunnel_port"] and record["state"] == "running"

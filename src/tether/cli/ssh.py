@@ -91,7 +91,11 @@ def ssh_connect(
     port: Annotated[int | None, typer.Option("-p", "--port", help="SSH port.")] = None,
     identity: Annotated[str | None, typer.Option("-i", "--identity", help="Private key file.")] = None,
     name: Annotated[str | None, typer.Option(help="Name of the remote host shown to devices.")] = None,
-    mode: Annotated[str, typer.Option(help="relay: the remote dials the relay; tunnel: through SSH.")] = "relay",
+    mode: Annotated[
+        str,
+        typer.Option(help="relay: the remote dials the relay; tunnel: through SSH, held by this machine's host; "
+                     "auto: relay if the remote can reach it, else tunnel."),
+    ] = "auto",
     workspace: Annotated[
         list[str] | None, typer.Option("--workspace", help="Directory on the remote sessions may use (repeatable).")
     ] = None,

@@ -73,7 +73,7 @@ class DeployRequest:
     target: Target
     options: SshOptions
     name: str | None = None
-    mode: str = "relay"
+    mode: str = "auto"  # "relay", "tunnel", or "auto": relay if the remote reaches the relay, else tunnel
     workspaces: list[str] = field(default_factory=list)
     wheels: Path | None = None
     python: str = "python3"
@@ -401,8 +401,8 @@ async def deploy(home: Path, req: DeployRequest, reporter: Reporter) -> RemoteRe
     """Install, hand over the devices, start (in tunnel mode, on a tunnel the desktop host holds)."""
     from tether.sshremote import tunnel
 
-    if req.mode not in ("relay", "tunnel"):
-        raise UsageError(f"unknown mode {req.mode!r}", hint="use --mode relay or --mode tunnel")
+    if req.mode not in ("auto", "relay", "tunnel"):
+        raise UsageError(f"unknown mode {req.mode!r}", hint="use --mode auto, relay or tunnel")
     with reporter.step("desktop host") as s:
         desktop = await desktop_host(home)
         relay_url = req.relay_url or desktop.relay_url
@@ -411,11 +411,15 @@ async def deploy(home: Path, req: DeployRequest, reporter: Reporter) -> RemoteRe
                 "no relay URL: this machine's host is not running and --relay was not given",
                 hint="start the host (`tether host --relay URL`) or pass --relay URL",
             )
-        if req.mode == "tunnel" and not desktop.running:
-            raise UsageError(
-                "tunnel mode needs this machine's host running: it holds the tunnel",
-                hint="start it (`tether up` or `tether host --relay URL`), then run `tether ssh --mode tunnel` again",
-            )
+        mode = req.mode
+        if mode != "relay" and not desktop.running:
+            if mode == "tunnel":
+                raise UsageError(
+                    "tunnel mode needs this machine's host running: it holds the tunnel",
+                    hint="start it (`tether up` or `tether host --relay URL`), then run `tether ssh --mode tunnel` "
+                    "again",
+                )
+            mode = "relay"  # no daemon to hold a tunnel: relay is the only choice
         s.detail = f"{desktop.name} ({desktop.identity.id}), relay {relay_url}"
     where = req.target.label()
     async with contextlib.AsyncExitStack() as stack:
@@ -439,6 +443,13 @@ async def deploy(home: Path, req: DeployRequest, reporter: Reporter) -> RemoteRe
                     s.detail = f"tether {__version__} {was} in {_paths(remote_home)[0]} ({sent} wheel(s) sent)"
                 else:
                     s.detail = f"tether {__version__} was just installed by another run (same build)"
+        if mode == "auto":
+            with reporter.step("can the remote reach the relay") as s:
+                address = tunnel.RelayAddress.parse(relay_url)
+                reach = await remote_call(conn, remote_home, "reach", "--relay", f"{address.host}:{address.port}")
+                mode = "relay" if reach["reachable"] else "tunnel"
+                s.detail = (f"yes: relay mode ({address.host}:{address.port})" if reach["reachable"] else
+                            f"no ({reach['why']}): tunnel mode, through this SSH connection")
         with reporter.step("remote host keys") as s:
             info = await remote_call(conn, remote_home, "info")
             host_id = str(info["host_id"])
@@ -460,15 +471,15 @@ async def deploy(home: Path, req: DeployRequest, reporter: Reporter) -> RemoteRe
         earlier = registry.find_place(_place(req))
         record = RemoteRecord(
             name=req.name or req.target.host, host=req.target.host, user=req.target.user, port=req.target.port,
-            identity=req.target.identity, remote_home=req.remote_home, python=req.python, mode=req.mode,
+            identity=req.target.identity, remote_home=req.remote_home, python=req.python, mode=mode,
             relay_url=relay_url, workspaces=list(req.workspaces), host_id=host_id,
             static_public=str(info["static_public"]), state="starting", build=wheels.digest,
-            tunnel_port=earlier.tunnel_port if earlier and req.mode == "tunnel" else None,
+            tunnel_port=earlier.tunnel_port if earlier and mode == "tunnel" else None,
             enroll=req.enroll_key is not None, known_hosts=str(req.options.known_hosts),
             ssh_config=str(req.options.config) if req.options.config else None,
         )
         remote_relay = relay_url
-        if req.mode == "tunnel":
+        if mode == "tunnel":
             with reporter.step("tunnel") as s:
                 # The desktop host holds it from now on; its port is known before the remote
                 # daemon starts on it.

@@ -12,6 +12,7 @@ around it is ignored) and exits 0, or prints ``{"error": code, "message", "hint"
   the daemon itself refuses a second instance on the same home (its unix socket).
 - ``enroll-key``: keep the relay's enrollment key read from stdin (0600), for ``start --enroll``.
 - ``stop``, ``status``; ``forget``: stop, and drop the inherited devices and the pinned desktop.
+- ``reach --relay HOST:PORT``: whether this machine can reach the relay (``--mode auto``).
 
 This module must not import asyncssh: it runs on the remote, which does not need it.
 """
@@ -49,6 +50,7 @@ LOCK_FILE = "ssh.lock"
 ENROLL_FILE = "relay-enroll.key"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
+REACH_TIMEOUT = 5.0
 
 
 class RemoteError(TetherError):
@@ -306,13 +308,25 @@ def cmd_forget(paths: _Paths, args: argparse.Namespace) -> dict[str, Any]:
     return {"action": "stopped" if stopped else "not_running"}
 
 
+def cmd_reach(paths: _Paths, args: argparse.Namespace) -> dict[str, Any]:
+    """Whether this machine can open a TCP connection to the relay (``--relay`` is host:port)."""
+    import socket
+
+    host, _, port = str(args.relay).rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_TIMEOUT).close()
+    except (OSError, ValueError) as exc:
+        return {"reachable": False, "why": str(exc) or type(exc).__name__}
+    return {"reachable": True, "why": ""}
+
+
 def cmd_status(paths: _Paths, args: argparse.Namespace) -> dict[str, Any]:
     return {"version": __version__, "daemon": _daemon(paths)}
 
 
 COMMANDS = {
     "info": cmd_info, "bundle": cmd_bundle, "enroll-key": cmd_enroll_key, "start": cmd_start, "stop": cmd_stop,
-    "status": cmd_status, "forget": cmd_forget,
+    "status": cmd_status, "forget": cmd_forget, "reach": cmd_reach,
 }
 
 
