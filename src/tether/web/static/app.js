@@ -15,6 +15,7 @@
 import { readPairingFragment } from "./pairing.js";
 import { cryptoSupport } from "./keys.js";
 import { Tether } from "./model.js";
+import { Notifier } from "./notify.js";
 import { renderInsecure } from "./ui/insecure.js";
 import { renderPair } from "./ui/pair.js";
 import { renderHosts } from "./ui/hosts.js";
@@ -50,6 +51,8 @@ async function main() {
 
   const tether = new Tether();
   window.tether = tether; // for debugging and tests
+  // Before load: it follows every host model from the first.
+  if ("serviceWorker" in navigator) new Notifier(tether);
   await tether.load();
 
   let cleanup = () => {};
@@ -126,6 +129,11 @@ async function main() {
   document.body.dataset.ready = "1";
 
   if ("serviceWorker" in navigator) {
+    // A notification was clicked while this page is open: show that session (sw.js).
+    navigator.serviceWorker.addEventListener("message", (ev) => {
+      const hash = ev.data?.type === "tether.open" ? ev.data.hash : null;
+      if (typeof hash === "string" && hash.startsWith("#/")) window.location.hash = hash;
+    });
     navigator.serviceWorker.register("sw.js").catch((err) => console.warn("service worker not registered", err));
   }
 }

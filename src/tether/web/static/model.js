@@ -8,7 +8,8 @@
 //                is persisted in IndexedDB (a phone that slept resumes exactly where it was)
 //   SessionFeed  one session's history (pty output, or agent items and approvals) for its view
 //
-// All are EventTargets firing "change".
+// All are EventTargets firing "change"; Tether also fires "model" with each new HostModel
+// (notify.js follows their events).
 
 import { HostConnection, RelayConnection, newCid } from "./connection.js";
 import { loadIdentity } from "./keys.js";
@@ -644,6 +645,8 @@ export class Tether extends EventTarget {
       });
       if (conn.state !== "revoked") model.start().catch((err) => console.warn("host model failed to start", err));
       else model.load().catch(() => {});
+      // (Its own event type, not "change": the screens need not redraw for it.)
+      this.dispatchEvent(new CustomEvent("model", { detail: { model } }));
     }
     return model;
   }

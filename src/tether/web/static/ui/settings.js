@@ -1,9 +1,48 @@
 // Settings of one paired host, as this browser knows it: what it may do there, and "forget this
 // host" (deletes the host and its cursor from IndexedDB; the host still lists this device until
-// someone revokes it there).
+// someone revokes it there). Also this browser's notifications (for every host: notify.js).
 import { h, lastSeen, replace } from "./dom.js";
 import { header } from "./header.js";
 import { sameRelay } from "../linked.js";
+import { notifySupport, notifyWanted, setNotify } from "../notify.js";
+
+const NOTIFY_STATES = {
+  granted: "Allowed in this browser.",
+  default: "Not asked yet: this browser asks when you turn it on.",
+  denied: "Blocked for this site in this browser: allow notifications for it in the browser's site settings, then turn this on.",
+  unsupported: "This browser cannot show notifications here. On iPhone and iPad, add tether to the Home Screen first (iOS 16.4 or later).",
+};
+
+// The toggle and what the browser allows. Asking for the permission happens only in the toggle's
+// change handler, a user gesture.
+function notifySection(redraw) {
+  const state = notifySupport();
+  const toggle = h("input", {
+    id: "notify-toggle",
+    type: "checkbox",
+    checked: notifyWanted() && state === "granted",
+    disabled: state === "unsupported" || state === "denied",
+    "aria-describedby": "notify-state",
+    onchange: async (ev) => {
+      ev.target.disabled = true;
+      await setNotify(ev.target.checked).catch(() => null);
+      redraw();
+    },
+  });
+  return [
+    h("h2", "Notifications"),
+    h(
+      "label.choice.toggle",
+      toggle,
+      h(
+        "span",
+        h("strong", "Notify me when an agent needs me"),
+        h("small", "When a session waits for your approval, finishes its turn or fails, while this page is open in the background. For every host in this browser."),
+      ),
+    ),
+    h("p.hint.notify-state", { id: "notify-state", dataset: { state }, role: "status" }, NOTIFY_STATES[state]),
+  ];
+}
 
 export function renderSettings(root, { tether, hostId }) {
   const host = tether.host(hostId);
@@ -32,6 +71,7 @@ export function renderSettings(root, { tether, hostId }) {
           h("dt", "Scopes"), h("dd", (host.scopes || []).join(", ") || "none"),
           h("dt", "Status"), h("dd", host.revoked ? (host.linked ? "refused" : "revoked") : tether.online(host) ? "online" : lastSeen(host.last_seen)),
         ),
+        notifySection(draw),
         h("h2", "Forget this host"),
         host.linked
           ? h("p.hint", `Removes the host from this browser, until ${tether.viaName(host)} announces it again (another \`tether ssh\`). To stop this browser there for good, revoke it on ${tether.viaName(host)}: ${host.name} follows its devices.`)
@@ -48,5 +88,19 @@ export function renderSettings(root, { tether, hostId }) {
   }
   root.replaceChildren(header({ title: "Settings", back: `#/host/${hostId}` }), body);
   draw();
-  return () => {};
+  // Allowed or blocked in the browser's own settings meanwhile: show it.
+  let permission = null;
+  let gone = false;
+  navigator.permissions?.query({ name: "notifications" }).then(
+    (status) => {
+      if (gone) return;
+      permission = status;
+      permission.onchange = () => draw();
+    },
+    () => {},
+  );
+  return () => {
+    gone = true;
+    if (permission) permission.onchange = null;
+  };
 }
