@@ -277,6 +277,9 @@ async def test_tunnel_mode_reaches_a_remote_that_cannot_reach_the_relay_and_surv
     (record,) = json.loads(desktop.ssh("list", "--json").stdout)
     assert record["mode"] == "tunnel" and record["tunnel_port"] and record["state"] == "running"
     assert (record["tunnel"]["state"], record["tunnel"]["port"]) == ("up", record["tunnel_port"])
+    st = await asyncio.to_thread(desktop.ssh, "status", "tun", "--json")
+    assert st.returncode == 0, st.stderr
+    assert json.loads(st.stdout)["tunnel"]["state"] == "up" and json.loads(st.stdout)["running"] is True
     host = _remote_status(remote)["host"]
     assert isinstance(host, dict)
     # The remote daemon dials its own loopback: the tunnel's end, held by the desktop daemon.

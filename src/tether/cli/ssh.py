@@ -181,17 +181,25 @@ def ssh_status(
     home: HomeOpt = None,
 ) -> None:
     """Ask a remote host's machine (over SSH) whether its daemon runs and reaches the relay."""
-    from tether.sshremote.deploy import status
+    from tether.sshremote.deploy import held_tunnels, status
+    from tether.sshremote.registry import Registry
 
     daemon = run(status(_home(home), _options(known_hosts, ssh_config), name))
+    record = Registry(_home(home)).get(name)
+    tunnel = None
+    if record.mode == "tunnel":
+        held = run(held_tunnels(_home(home)))
+        tunnel = (held or {}).get(record.name) or {"state": "not held", "detail": ""}
     if as_json:
-        print_json(daemon)
+        print_json({**daemon, **({"tunnel": tunnel} if tunnel else {})})
         return
     if not daemon["running"]:
         out.print(f"{name}: not running")
     else:
         relay = "connected to the relay" if daemon["connected"] else "not connected to the relay"
         out.print(f"{name}: running (pid {daemon['pid']}), {relay}")
+    if tunnel is not None:
+        out.print(f"tunnel: {tunnel['state']}" + (f" ({tunnel['detail']})" if tunnel["detail"] else ""), markup=False)
 
 
 @ssh_app.command("stop")
