@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import stat
 import subprocess
 import time
@@ -15,15 +14,10 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Deployment
-from tests.procs import TETHER, Proc, remove, short_home, tether, tether_json
+from tests.procs import TETHER, Proc, free_port, remove, short_home, tether, tether_json
 
 pytestmark = pytest.mark.slow
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_output(home: Path, session_id: str, needle: str, timeout: float = 20) -> str:
@@ -40,7 +34,7 @@ def _wait_output(home: Path, session_id: str, needle: str, timeout: float = 20) 
 
 def test_up_pairs_runs_and_stops_cleanly() -> None:
     home, workspace, client = short_home("tu"), short_home("tw"), short_home("tc")
-    port = _free_port()
+    port = free_port()
     up = Proc([*TETHER, "--home", str(home), "up", "--listen", f"127.0.0.1:{port}", "--workspace", str(workspace)],
               name="up")
     try:
@@ -178,7 +172,7 @@ def test_up_over_tls(tmp_path: Path) -> None:
 
     cert, key = self_signed(tmp_path)
     home, workspace, client = short_home("tu"), short_home("tw"), short_home("tc")
-    port = _free_port()
+    port = free_port()
     up = Proc([*TETHER, "--home", str(home), "up", "--listen", f"127.0.0.1:{port}", "--workspace", str(workspace),
                "--public-url", f"https://localhost:{port}", "--tls-cert", str(cert), "--tls-key", str(key)],
               name="up-tls")

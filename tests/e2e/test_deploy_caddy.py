@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import ssl
 import time
 import urllib.request
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import TETHER, Proc, remove, short_home, start_relay
+from tests.procs import TETHER, Proc, free_port, remove, short_home, start_relay
 
 pytestmark = pytest.mark.slow
 
@@ -32,11 +31,6 @@ https://localhost:{port} {{
 }}
 """
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _run(home: Path, env: dict[str, str], *args: str) -> str:
@@ -85,7 +79,7 @@ def _run_in_bash(client_home: Path, trust: dict[str, str], command: str, expecte
 def test_relay_behind_caddy_over_https() -> None:
     _need_caddy()
     work, host_home, client_home, workspace = short_home("tk"), short_home("th"), short_home("tc"), short_home("tw")
-    port = _free_port()
+    port = free_port()
     relay, upstream = start_relay(0, "--public-url", f"https://localhost:{port}")
     caddy: Proc | None = None
     host: Proc | None = None
@@ -113,7 +107,7 @@ def test_tether_up_behind_an_https_tunnel() -> None:
     the role Tailscale Serve plays on a tailnet), and --public-url naming the tunnel's URL."""
     _need_caddy()
     work, home, client_home, workspace = short_home("tk"), short_home("tu"), short_home("tc"), short_home("tw")
-    port, upstream = _free_port(), _free_port()
+    port, upstream = free_port(), free_port()
     up = Proc([*TETHER, "--home", str(home), "up", "--listen", f"127.0.0.1:{upstream}", "--workspace", str(workspace),
                "--public-url", f"https://localhost:{port}"], name="up")
     caddy: Proc | None = None

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import Proc, remove, short_home, start_host, start_relay
+from tests.procs import Proc, free_port, remove, short_home, start_host, start_relay
 
 ROOT = Path(__file__).resolve().parents[2]
 SSHD = "/usr/sbin/sshd"
@@ -39,11 +39,6 @@ def _unavailable(why: str) -> None:
         pytest.fail(f"SSH tests must run in CI: {why}")
     pytest.skip(why)
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_port(address: str, port: int, proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
@@ -132,7 +127,7 @@ def sshd() -> Iterator[SshServer]:
         auth.mkdir()
         shutil.copy(client_key.with_suffix(".pub"), auth / user)
         os.chmod(auth / user, 0o644)
-        port = _free_port()
+        port = free_port()
         config = work / "sshd_config"
         config.write_text(
             f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nPidFile {work}/sshd.pid\n"

@@ -576,3 +576,37 @@ def test_a_device_paired_after_tether_ssh_reaches_the_remote_by_itself(
         assert _remote_bundle_devices(remote, json.loads(result.stdout)["host_id"]) == ["phone", "tablet"]
     finally:
         remove(late)
+
+
+def test_a_desktop_behind_a_public_url_gives_that_url_to_the_remote_and_its_clients(
+    remote: SshServer, wheels: Path, tmp_path: Path
+) -> None:
+    import re
+
+    from tests.procs import TETHER, Proc, free_port, remove, short_home, tether, tether_json
+
+    # `tether up` whose relay phones reach by another address (here localhost for 127.0.0.1, as a
+    # proxy or tunnel would give): the remote and the clients that learn of it get that address.
+    home, workspace, client = short_home("tdu"), short_home("tdw"), short_home("tdc")
+    port = free_port()
+    public = f"http://localhost:{port}"
+    up = Proc([*TETHER, "--home", str(home), "up", "--listen", f"127.0.0.1:{port}", "--public-url", public,
+               "--workspace", str(workspace), "--name", "desktop"], name="up")
+    try:
+        up.wait_for("tether is up")
+        link = re.search(r"http://localhost:\d+/#pair=\S+", up.out)
+        assert link, up.out
+        tether(client, "login", link.group(0))
+        result = subprocess_ssh(home, tmp_path, *_connect_args(remote, "--accept-new", "--wheels", str(wheels),
+                                                               "--name", "box", "--json"))
+        assert result.returncode == 0, result.stderr
+        assert f"relay {public}" in result.stderr
+        assert f"can the remote reach the relay: yes: relay mode (localhost:{port})" in result.stderr
+        _wait(lambda: _remote_status(remote)["host"]["connected"] is True)  # type: ignore[index]
+        assert _remote_status(remote)["host"]["relay"] == public  # type: ignore[index]
+        hosts = {h["name"]: h for h in tether_json(client, "hosts", "--json")}
+        assert hosts["box"]["relay"] == public and hosts["box"]["online"] is True
+        assert hosts["box"]["linked_from"] == hosts["desktop"]["id"]
+    finally:
+        up.stop()
+        remove(home, workspace, client)

@@ -545,6 +545,7 @@ class HostDaemon:
             "id": self.identity.id,
             "name": self.name,
             "relay": self.relay_url,
+            "public_url": self.public_url,
             "connected": self.relay_connected.is_set(),
             "workspaces": [str(w) for w in self.workspaces],
             "inherited_from": self.inherited.describe() if self.inherited is not None else None,

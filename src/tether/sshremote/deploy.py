@@ -98,7 +98,7 @@ async def desktop_host(home: Path) -> Desktop:
     """The desktop host whose devices the remote inherits (its keys must exist: it must have run)."""
     from tether.client.connection import connect_local, local_daemon_running
     from tether.host.config import load_config
-    from tether.host.daemon import HostPaths
+    from tether.host.daemon import HostPaths, http_url
 
     keys = HostPaths(home).keys
     if not keys.exists():
@@ -117,6 +117,12 @@ async def desktop_host(home: Path) -> Desktop:
             try:
                 info = await conn.call("host.info")
                 name, relay_url, running = info.get("name") or name, info.get("relay"), True
+                public = info.get("public_url")
+                if relay_url and public and public != http_url(relay_url):
+                    # Its relay is reached from elsewhere by another address (`tether up
+                    # --public-url` behind a proxy or tunnel): the one the remote and the
+                    # devices that learn of it can use too.
+                    relay_url = public
             finally:
                 await conn.close()
     return Desktop(identity, name, relay_url, home, running)
