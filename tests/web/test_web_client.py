@@ -6,6 +6,7 @@ gone from the URL and the history), then drive a pty session from the page.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import time
@@ -16,7 +17,7 @@ import pytest
 from tests.procs import tether, tether_json
 
 from .conftest import WebDeployment, start_web_relay
-from .pages import TIMEOUT, device_id, pair_page, terminal_text, type_line, wait_terminal
+from .pages import TIMEOUT, device_id, pair_page, terminal_text, type_line, until, wait_terminal
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -227,3 +228,21 @@ def test_a_revoked_browser_says_so_and_stops(page: Any, web_deployment: WebDeplo
     page.wait_for_selector("#hosts .empty", timeout=TIMEOUT)
     assert page.evaluate("(async () => (await (await import('/store.js')).store.listHosts()).length)()") == 0
     assert not page.errors  # type: ignore[attr-defined]
+
+
+def test_a_browser_held_to_a_workspace_offers_only_that_one(page: Any, web_deployment: WebDeployment) -> None:
+    d = web_deployment
+    mine = d.workspace / "mine"
+    mine.mkdir()
+    (d.workspace / "other").mkdir()
+    pair_page(page, d, "--workspace", str(mine))
+    host_id = tether_json(d.host_home, "status", "--json")["host"]["id"]
+    page.wait_for_selector('a.host[data-online="1"]', timeout=TIMEOUT)
+    page.goto(f"{d.origin}/#/host/{host_id}/new")
+    page.wait_for_selector("#new-workspace option", state="attached", timeout=TIMEOUT)
+    real = os.path.realpath(mine)
+    until(lambda: page.eval_on_selector_all("#new-workspace option", "els => els.map(e => e.value)") == [real],
+          what="only the browser's workspace is offered")
+    page.goto(f"{d.origin}/#/host/{host_id}/settings")
+    page.wait_for_selector("#settings-workspace", timeout=TIMEOUT)
+    assert page.text_content("#settings-workspace") == real

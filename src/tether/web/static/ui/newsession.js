@@ -38,7 +38,8 @@ export function renderNewSession(root, { tether, hostId }) {
   let cid = null; // one cid per attempt at this form: a retry after a lost answer starts it once
 
   function fillWorkspaces() {
-    const list = model.info?.workspaces || [];
+    // A browser held to one workspace (`tether pair --workspace`) may start sessions there only.
+    const list = model.info?.workspace ? [model.info.workspace] : model.info?.workspaces || [];
     const current = workspace.value;
     replace(workspace, list.length ? list.map((w) => h("option", { value: w }, w)) : h("option", { value: "" }, "the host's default"));
     if (list.includes(current)) workspace.value = current;

@@ -53,6 +53,8 @@ export function renderSettings(root, { tether, hostId }) {
   let confirming = false;
   const body = h("div.screen-body");
   function draw() {
+    // This browser's workspace restriction, as the host says (host.info), once it has said so.
+    const restriction = tether.models.get(hostId)?.info?.workspace || null;
     replace(
       body,
       h(
@@ -69,6 +71,7 @@ export function renderSettings(root, { tether, hostId }) {
             : null,
           h("dt", "This browser"), h("dd.mono", host.device_id),
           h("dt", "Scopes"), h("dd", (host.scopes || []).join(", ") || "none"),
+          restriction ? [h("dt", "Workspace"), h("dd.mono", { id: "settings-workspace" }, restriction)] : null,
           h("dt", "Status"), h("dd", host.revoked ? (host.linked ? "refused" : "revoked") : tether.online(host) ? "online" : lastSeen(host.last_seen)),
         ),
         notifySection(draw),
