@@ -30,13 +30,12 @@ class _Held:
     def __init__(self, record: RemoteRecord, task: asyncio.Task[None]) -> None:
         self.record = record
         self.task = task
-        self.port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.listening = asyncio.Event()  # set once the remote listens (its port: record.tunnel_port)
         self.state = "connecting"  # "up", "connecting" or "failed" (then ``detail`` says why)
         self.detail = ""
 
     def describe(self) -> dict[str, object]:
-        port = self.port.result() if self.port.done() else self.record.tunnel_port
-        return {"name": self.record.name, "state": self.state, "detail": self.detail, "port": port}
+        return {"name": self.record.name, "state": self.state, "detail": self.detail, "port": self.record.tunnel_port}
 
 
 class TunnelKeeper:
@@ -110,7 +109,9 @@ class TunnelKeeper:
             raise UsageError(f"no tunnel-mode remote host named {name!r}", hint="see `tether ssh list`")
         try:
             async with asyncio.timeout(HOLD_TIMEOUT):
-                return await asyncio.shield(held.port)
+                await held.listening.wait()
+                assert held.record.tunnel_port is not None
+                return held.record.tunnel_port
         except TimeoutError:
             raise TetherError(
                 f"the tunnel to {name} did not come up in {HOLD_TIMEOUT:.0f} s ({held.detail or 'no answer'})",
@@ -145,8 +146,7 @@ class TunnelKeeper:
             if record.tunnel_port != port:
                 self.registry.set_tunnel_port(name, port)
                 record.tunnel_port = port
-            if not held.port.done():
-                held.port.set_result(port)
+            held.listening.set()
 
         def say(state: str, text: str) -> None:
             held.state, held.detail = state, text
