@@ -6,6 +6,7 @@ skip with the reason — except in CI, where a missing browser is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -166,14 +167,15 @@ class BuiltinDeployment(WebDeployment):
     model: Proc | None = None
 
 
-@pytest.fixture
-def builtin_deployment() -> Iterator[BuiltinDeployment]:
-    """Relay (serving the web client), the scripted model, and a host whose builtin agent uses it
-    with approval "on-request" (like tests/e2e/test_builtin_agent.py)."""
+@contextlib.contextmanager
+def builtin_host(script: list[dict[str, Any]], name: str) -> Iterator[BuiltinDeployment]:
+    """Relay (serving the web client), a scripted model running ``script``, and a host named
+    ``name`` whose builtin agent uses it with approval "on-request" (like
+    tests/e2e/test_builtin_agent.py)."""
     host_home = short_home("th")
     workspace = host_home / "ws"
     workspace.mkdir()
-    model, model_port = start_fake_model(BUILTIN_SCRIPT, host_home)
+    model, model_port = start_fake_model(script, host_home)
     (host_home / "config.toml").write_text(
         "[agents.builtin]\n"
         f'base_url = "http://127.0.0.1:{model_port}/v1"\n'
@@ -185,7 +187,7 @@ def builtin_deployment() -> Iterator[BuiltinDeployment]:
     relay, port = start_web_relay()
     host = Proc(
         [*TETHER, "--home", str(host_home), "host", "--relay", f"ws://127.0.0.1:{port}", "--workspace",
-         str(workspace), "--name", "builtin-host"],
+         str(workspace), "--name", name],
         env={"OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""}, name="host",
     )
     try:
@@ -196,6 +198,12 @@ def builtin_deployment() -> Iterator[BuiltinDeployment]:
         relay.stop()
         model.stop()
         remove(host_home)
+
+
+@pytest.fixture
+def builtin_deployment() -> Iterator[BuiltinDeployment]:
+    with builtin_host(BUILTIN_SCRIPT, "builtin-host") as deployment:
+        yield deployment
 
 
 @pytest.fixture

@@ -28,10 +28,10 @@ from typing import Any
 
 import pytest
 
-from tests.procs import TETHER, Proc, remove, short_home, tether, tether_json
+from tests.procs import tether, tether_json
 from tether.agents.sandbox import available
 
-from .conftest import BuiltinDeployment, WebDeployment, start_fake_model, start_web_relay
+from .conftest import BuiltinDeployment, WebDeployment, builtin_host
 from .pages import TIMEOUT, pair_page, until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -86,43 +86,11 @@ def set_visibility(page: Any, state: str) -> None:
 
 @pytest.fixture
 def notify_deployment() -> Iterator[BuiltinDeployment]:
-    """Relay (serving the web client), the scripted model asking to run commands, and a host whose
-    builtin agent uses it with approval "on-request" (every command asks)."""
+    """The scripted model asks to run commands; every command asks (approval "on-request")."""
     if not available():
         pytest.skip("bubblewrap unusable here")
-    host_home = short_home("th")
-    workspace = host_home / "ws"
-    workspace.mkdir()
-    model, model_port = start_fake_model(SCRIPT, host_home)
-    (host_home / "config.toml").write_text(
-        "[agents.builtin]\n"
-        f'base_url = "http://127.0.0.1:{model_port}/v1"\n'
-        'model = "fake-model"\n'
-        'api_key = "sk-web-test-key"\n'
-        'approval = "on-request"\n'
-        'sandbox = "workspace-write"\n'
-    )
-    relay, port = start_web_relay()
-    host = Proc(
-        [*TETHER, "--home", str(host_home), "host", "--relay", f"ws://127.0.0.1:{port}", "--workspace",
-         str(workspace), "--name", "desktop"],
-        env={"OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""}, name="host",
-    )
-    try:
-        host.wait_for(r"connected to relay")
-        yield BuiltinDeployment(relay, port, host, host_home, workspace, model)
-    finally:
-        host.stop()
-        relay.stop()
-        model.stop()
-        remove(host_home)
-
-
-@pytest.fixture
-def cli_home() -> Iterator[Path]:
-    home = short_home("tc")
-    yield home
-    remove(home)
+    with builtin_host(SCRIPT, "desktop") as deployment:
+        yield deployment
 
 
 def pending_approval(home: Path, session: str, seen: int) -> str:
