@@ -8,15 +8,21 @@ and the agent's answer appear and the session goes idle. A follow-up from the pa
 command, which the page declines: it never runs (the marker file it would create is absent) and the
 model was told so.
 
-The New session screen has no Codex thread picker (adopting a thread is `sessions.start {thread}`
-through the CLI or the SDK), so thread listing is not exercised here.
+A thread started outside tether (another app-server on the host's CODEX_HOME, as the desktop app
+would, like tests/e2e/test_codex_agent.py) is listed on the New session screen once Codex is
+chosen (after an empty list and a Refresh); adopted with a follow-up prompt, the model is shown the
+earlier turn, and its reply reaches the page. A host that cannot list its threads (no Codex
+binary) gets the list's error state, with New thread still offered.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,9 +31,10 @@ from typing import Any
 
 import pytest
 
-from tests.agents.codex.conftest import FAKE_KEY_ENV, codex_cache_dir, write_codex_config
+from tests.agents.codex.conftest import FAKE_KEY_ENV, Events, codex_cache_dir, write_codex_config
 from tests.procs import TETHER, Proc, remove, short_home, tether
 from tether.agents.codex import PINNED_VERSION, CodexError, find_codex
+from tether.agents.codex.appserver import AppServer
 
 from .conftest import REPO, WebDeployment, start_web_relay
 from .pages import pair_page, until
@@ -95,11 +102,17 @@ class CodexWebDeployment(WebDeployment):
 
 @pytest.fixture
 def codex_deployment() -> Iterator[CodexWebDeployment]:
+    with deploy_codex(SCRIPT) as d:
+        yield d
+
+
+@contextlib.contextmanager
+def deploy_codex(script: list[dict[str, Any]]) -> Iterator[CodexWebDeployment]:
     wrapper = codex_wrapper()
     host_home = short_home("th")
     workspace = host_home / "ws"
     workspace.mkdir()
-    model, model_port, requests_log = start_fake_responses(SCRIPT, host_home)
+    model, model_port, requests_log = start_fake_responses(script, host_home)
     codex_home = host_home / "codex-home"
     write_codex_config(codex_home, f"http://127.0.0.1:{model_port}/v1")
     (host_home / "config.toml").write_text(
@@ -219,3 +232,127 @@ def test_a_codex_session_approved_then_declined_from_the_phone(page: Any, codex_
 
     page.screenshot(path="/tmp/tether-web-codex.png", full_page=True)
     assert not page.errors  # type: ignore[attr-defined]
+
+
+DESKTOP_PROMPT = "hello from the desktop"
+DESKTOP_REPLY = "Hi from the desktop."
+FOLLOW_UP = "do you remember?"
+REMEMBERED = "I remember the desktop."
+
+
+@pytest.fixture
+def desktop_deployment() -> Iterator[CodexWebDeployment]:
+    with deploy_codex([{"text": DESKTOP_REPLY}, {"text": REMEMBERED}]) as d:
+        yield d
+
+
+def start_desktop_thread(d: CodexWebDeployment) -> str:
+    """A Codex thread with one finished turn, started outside tether as the desktop app would: its
+    own app-server on the host's CODEX_HOME. Returns the thread's id."""
+
+    async def run() -> str:
+        desktop = await AppServer.start(find_codex(codex_wrapper()), codex_home=d.host_home / "codex-home",
+                                        cwd=d.workspace, env={FAKE_KEY_ENV: "dummy-key"})
+        try:
+            events = Events(desktop)
+            thread_id = str((await desktop.thread_start(d.workspace, "on-request", "workspace-write"))["thread"]["id"])
+            await desktop.turn_start(thread_id, DESKTOP_PROMPT)
+            await events.wait("turn/completed")
+            return thread_id
+        finally:
+            await desktop.close()
+
+    # Its own thread: Playwright's sync API owns this one's event loop.
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["id"] = asyncio.run(run())
+        except BaseException as exc:  # re-raised below, in the test's thread
+            result["error"] = exc
+
+    worker = threading.Thread(target=target)
+    worker.start()
+    worker.join()
+    if "error" in result:
+        raise result["error"]
+    return str(result["id"])
+
+
+def test_a_desktop_codex_thread_is_picked_and_continued_from_the_phone(page: Any,
+                                                                        desktop_deployment: CodexWebDeployment) -> None:
+    d = desktop_deployment
+    pair_page(page, d)
+    page.click('a.host[data-online="1"]')
+    page.click("#new-session")
+
+    # No threads on the host yet: Codex offers a new thread only, and says so.
+    assert not page.locator("#thread-field").is_visible()  # not for a terminal
+    page.check('input[name="agent"][value="codex"]')
+    page.wait_for_selector('.threads-state[data-state="empty"]', timeout=CODEX_TIMEOUT)
+    assert page.locator('input[name="thread"]').count() == 1
+    assert page.is_checked('input[name="thread"][value=""]')
+    assert page.locator("#new-workspace").is_visible()
+
+    # A thread is started on the desktop; Refresh lists it: its first prompt, where, and when.
+    thread_id = start_desktop_thread(d)
+    page.click("#refresh-threads")
+    choice = page.locator("label.choice", has=page.locator(f'input[name="thread"][value="{thread_id}"]'))
+    choice.wait_for(timeout=CODEX_TIMEOUT)
+    assert choice.locator("strong").text_content() == DESKTOP_PROMPT  # no name: its preview
+    where = choice.locator("small.where").text_content() or ""
+    assert str(d.workspace.resolve()) in where or str(d.workspace) in where, where
+    assert "just now" in where or "min ago" in where, where
+    assert page.is_checked('input[name="thread"][value=""]')  # a new thread stays the default
+    assert not page.locator(".threads-state").count()
+
+    # Adopted: the workspace follows the thread (the field is hidden), the button says so.
+    choice.click()
+    assert page.is_checked(f'input[name="thread"][value="{thread_id}"]')
+    assert not page.locator("#new-workspace").is_visible()
+    assert page.text_content("#start-session") == "Continue thread"
+    page.screenshot(path="/tmp/tether-web-codex-threads.png", full_page=True)
+    box = choice.bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390  # fits the phone
+    page.fill("#new-prompt", FOLLOW_UP)
+    page.click("#start-session")
+    page.wait_for_selector("#cards", timeout=CODEX_TIMEOUT)
+    assert page.url.rsplit("/", 1)[1].startswith("s_")
+    page.locator(".card.user", has_text=FOLLOW_UP).wait_for(timeout=CODEX_TIMEOUT)
+    page.locator(".card.agent", has_text=REMEMBERED).wait_for(timeout=CODEX_TIMEOUT)
+    until(lambda: status(page) == "idle", timeout=CODEX_TIMEOUT / 1000, what="the adopted thread's turn to end")
+
+    # The model was shown the desktop's turn along with the follow-up: the thread was continued.
+    requests = [json.dumps(r.get("input")) for r in d.model_requests()]
+    (asked,) = [r for r in requests if FOLLOW_UP in r]
+    assert DESKTOP_PROMPT in asked and DESKTOP_REPLY in asked
+    assert not page.errors  # type: ignore[attr-defined]
+
+
+def test_the_thread_list_says_when_the_host_cannot_list_codex_threads(page: Any) -> None:
+    """A host whose Codex binary is missing: the list says why, and New thread stays usable."""
+    host_home = short_home("th")
+    workspace = host_home / "ws"
+    workspace.mkdir()
+    (host_home / "config.toml").write_text(f'[agents.codex]\nbinary = "{host_home / "no-codex"}"\n')
+    relay, port = start_web_relay()
+    host = Proc([*TETHER, "--home", str(host_home), "host", "--relay", f"ws://127.0.0.1:{port}", "--workspace",
+                 str(workspace), "--name", "codex-host"], name="host")
+    try:
+        host.wait_for(r"connected to relay")
+        pair_page(page, WebDeployment(relay, port, host, host_home, workspace))
+        page.click('a.host[data-online="1"]')
+        page.click("#new-session")
+        page.check('input[name="agent"][value="codex"]')
+        failed = page.locator('.threads-state[data-state="error"]')
+        failed.wait_for()
+        assert "Could not list Codex threads" in (failed.text_content() or "")
+        assert page.is_checked('input[name="thread"][value=""]') and page.locator('input[name="thread"]').count() == 1
+        assert page.locator("#new-workspace").is_visible() and page.text_content("#start-session") == "Start agent"
+        page.click("#refresh-threads")  # tried again: still failing, and still said
+        failed.wait_for()
+        assert not page.errors  # type: ignore[attr-defined]
+    finally:
+        host.stop()
+        relay.stop()
+        remove(host_home)

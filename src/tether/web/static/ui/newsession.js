@@ -1,6 +1,8 @@
 // Start a session: a terminal (pty, with a command) or an agent (builtin or codex, with a prompt),
-// in one of the host's allowed workspaces (host.info → workspaces).
-import { errorText, h, replace } from "./dom.js";
+// in one of the host's allowed workspaces (host.info → workspaces). A Codex session starts a new
+// thread or adopts one of the host's Codex threads (sessions.threads, desktop ones too): it then
+// runs in that thread's directory.
+import { errorText, h, replace, timeAgo } from "./dom.js";
 import { header, revokedPanel, stateNote } from "./header.js";
 
 const AGENTS = [
@@ -8,6 +10,8 @@ const AGENTS = [
   { value: "builtin", label: "Built-in agent", hint: "tether's own agent, with the host's model." },
   { value: "codex", label: "Codex", hint: "The Codex CLI on the host." },
 ];
+const THREAD_LIMIT = 30;
+const NEW_THREAD = "";
 
 export function renderNewSession(root, { tether, hostId }) {
   const host = tether.host(hostId);
@@ -20,6 +24,11 @@ export function renderNewSession(root, { tether, hostId }) {
   const bar = h("div");
   const body = h("div.screen-body");
   let agent = "pty";
+  // The host's Codex threads: fetched when Codex is first chosen, and on Refresh.
+  let threads = { state: "idle", list: [], error: null }; // idle | loading | loaded | error
+  let thread = NEW_THREAD; // the chosen thread's id, or a new thread
+  let fetches = 0; // only the latest fetch may fill the list
+  let disposed = false;
 
   const radios = AGENTS.map((a) =>
     h(
@@ -33,6 +42,20 @@ export function renderNewSession(root, { tether, hostId }) {
   const prompt = h("textarea", { id: "new-prompt", rows: "4", placeholder: "What should the agent do?" });
   const commandField = h("div.field", h("label", { for: "new-command" }, "Command"), command);
   const promptField = h("div.field", h("label", { for: "new-prompt" }, "Prompt"), prompt);
+  const threadList = h("div.threads", { id: "thread-list", "aria-live": "polite" });
+  const refresh = h("button.link", { type: "button", id: "refresh-threads", onclick: () => loadThreads() }, "Refresh");
+  const threadField = h(
+    "fieldset.choices",
+    { id: "thread-field" },
+    h("legend", "Thread ", refresh),
+    threadList,
+  );
+  const workspaceField = h(
+    "div.field",
+    h("label", { for: "new-workspace" }, "Workspace"),
+    workspace,
+    h("small.hint", { id: "workspace-hint" }, "One of the directories this host allows."),
+  );
   const error = h("p.error", { role: "alert", id: "new-error" });
   const start = h("button.primary", { id: "start-session", type: "submit" }, "Start");
   let cid = null; // one cid per attempt at this form: a retry after a lost answer starts it once
@@ -45,12 +68,73 @@ export function renderNewSession(root, { tether, hostId }) {
     if (list.includes(current)) workspace.value = current;
   }
 
-  const label = () => (start.textContent = agent === "pty" ? "Start terminal" : "Start agent");
-  function update() {
+  const chosen = () => (agent === "codex" && thread ? threads.list.find((t) => t.id === thread) : null);
+  const label = () => (start.textContent = agent === "pty" ? "Start terminal" : chosen() ? "Continue thread" : "Start agent");
+  function show() {
     commandField.hidden = agent !== "pty";
     promptField.hidden = agent === "pty";
+    threadField.hidden = agent !== "codex";
+    // An adopted thread runs where it ran before: its directory, not one picked here.
+    workspaceField.hidden = Boolean(chosen());
+    prompt.placeholder = chosen() ? "What next, in this thread?" : "What should the agent do?";
     label();
-    cid = null;
+  }
+  function update() {
+    show();
+    cid = null; // another choice: another session
+    if (agent === "codex" && threads.state === "idle") loadThreads();
+  }
+
+  async function loadThreads() {
+    const mine = ++fetches;
+    threads = { ...threads, state: "loading", error: null };
+    drawThreads();
+    try {
+      const result = await conn.call("sessions.threads", { agent: "codex", limit: THREAD_LIMIT }, { retryFor: 15000 });
+      const list = (result?.threads || []).filter((t) => t && t.id);
+      list.sort((a, b) => (b.updated_at || b.created_at || 0) - (a.updated_at || a.created_at || 0));
+      threads = { state: "loaded", list, error: null };
+    } catch (err) {
+      threads = { ...threads, state: "error", error: err };
+    }
+    if (mine !== fetches || disposed) return;
+    if (thread && !threads.list.some((t) => t.id === thread)) {
+      thread = NEW_THREAD; // the chosen one is gone
+      cid = null;
+    }
+    drawThreads();
+    show(); // the same choice keeps its cid: a retried start still happens once
+  }
+
+  function threadChoice(value, title, ...details) {
+    return h(
+      "label.choice",
+      h("input", { type: "radio", name: "thread", value, checked: value === thread, onchange: () => ((thread = value), update()) }),
+      h("span", h("strong", title), details),
+    );
+  }
+
+  function drawThreads() {
+    const { state, list, error: err } = threads;
+    refresh.disabled = state === "loading";
+    const rows = [threadChoice(NEW_THREAD, "New thread", h("small", "Start a fresh Codex conversation."))];
+    for (const t of list) {
+      const title = t.name || t.preview || t.id;
+      const when = timeAgo(t.updated_at || t.created_at);
+      rows.push(threadChoice(
+        t.id,
+        title,
+        t.name && t.preview ? h("small.preview", t.preview) : null,
+        h("small.where", [when, t.cwd || ""].filter(Boolean).join(" · ")),
+      ));
+    }
+    let status = null;
+    if (state === "loading") status = h("p.hint.threads-state", { "data-state": "loading" }, h("span.spinner"), " Looking for Codex threads on the host…");
+    else if (state === "error") status = h("p.error.threads-state", { "data-state": "error" }, `Could not list Codex threads: ${errorText(err)}`);
+    else if (state === "loaded" && !list.length) {
+      status = h("p.hint.threads-state", { "data-state": "empty" }, "No Codex threads on this host yet in the workspaces you may use. Threads started here or in the Codex app show up to continue.");
+    }
+    replace(threadList, h("div.thread-choices", rows), status);
   }
 
   const form = h(
@@ -61,7 +145,11 @@ export function renderNewSession(root, { tether, hostId }) {
         ev.preventDefault();
         error.textContent = "";
         const params = { agent };
-        if (workspace.value) params.workspace = workspace.value;
+        const adopt = chosen();
+        if (adopt) {
+          params.thread = adopt.id;
+          if (adopt.cwd) params.workspace = adopt.cwd; // the host checks it is one this browser may use
+        } else if (workspace.value) params.workspace = workspace.value;
         if (agent === "pty") {
           params.command = command.value.trim().split(/\s+/).filter(Boolean);
           if (!params.command.length) return void (error.textContent = "Type a command, e.g. bash.");
@@ -84,7 +172,8 @@ export function renderNewSession(root, { tether, hostId }) {
       },
     },
     h("fieldset.choices", h("legend", "Agent"), radios),
-    h("div.field", h("label", { for: "new-workspace" }, "Workspace"), workspace, h("small.hint", { id: "workspace-hint" }, "One of the directories this host allows.")),
+    threadField,
+    workspaceField,
     commandField,
     promptField,
     start,
@@ -97,15 +186,19 @@ export function renderNewSession(root, { tether, hostId }) {
     else if (!body.contains(form)) replace(body, form);
     fillWorkspaces();
   }
-  update();
+  drawThreads();
+  show();
   root.replaceChildren(bar, body);
   draw();
   if (!model.info) model.refresh();
   const onChange = () => draw();
-  conn.addEventListener("state", onChange);
+  // Back online after a failed listing: try it again.
+  const onState = () => (draw(), conn.state === "connected" && agent === "codex" && threads.state === "error" && loadThreads());
+  conn.addEventListener("state", onState);
   model.addEventListener("change", onChange);
   return () => {
-    conn.removeEventListener("state", onChange);
+    disposed = true;
+    conn.removeEventListener("state", onState);
     model.removeEventListener("change", onChange);
   };
 }
