@@ -52,7 +52,7 @@ def test_missing_file_is_defaults(tmp_path: Path) -> None:
         ("[host]\nworkspaces = 'a'\n", "host.workspaces: must be a list", 2),
         ("[agents.builtin]\nmodel = 'm'\napproval = 'sometimes'\n", "agents.builtin.approval: unknown approval", 3),
         ("[agents.codex]\n\nsandbox = 'none'\n", "agents.codex.sandbox: unknown sandbox", 3),
-        ("[agents.claude]\nx = 1\n", "unknown agent", 1),
+        ("[agents.gemini]\nx = 1\n", "unknown agent", 1),
         ("[hosts]\n", "unknown section", 1),
         ("[agents.builtin]\nmax_steps = 'ten'\n", "max_steps: must be a int", 2),
         ("[host\nname=1", "Expected ']'", None),

@@ -10,6 +10,7 @@ from tether.errors import TetherError
 # "pty" is not here: terminal sessions are run by the session manager itself.
 ADAPTERS = {
     "builtin": "tether.agents.builtin.adapter:BuiltinAgent",
+    "claude": "tether.agents.claude.adapter:ClaudeAgent",
     "codex": "tether.agents.codex.adapter:CodexAgent",
 }
 AGENT_NAMES = ("pty", *ADAPTERS)

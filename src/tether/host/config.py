@@ -18,6 +18,10 @@ key and its line. Example::
     binary = "codex"
     approval = "untrusted"
     sandbox = "read-only"
+
+    [agents.claude]
+    binary = "claude"                         # Claude Code; credentials from its own login or env
+    config_dir = "~/.claude"                  # else $CLAUDE_CONFIG_DIR or ~/.claude
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from tether.errors import ConfigError
 from tether.host.policy import Policy, PolicyError, parse_approval, parse_sandbox
 
 FILE_NAME = "config.toml"
-AGENTS = ("pty", "builtin", "codex")
+AGENTS = ("pty", "builtin", "codex", "claude")
 # Keys whose values are secrets: never printed, logged or sent to a client.
 SECRET_KEYS = frozenset({"api_key"})
 
@@ -46,6 +50,7 @@ _AGENT_KEYS: dict[str, dict[str, type]] = {
         "max_steps": int, "timeout": float, "enabled": bool,
     },
     "codex": {**_POLICY_KEYS, "binary": str, "codex_home": str, "model": str, "enabled": bool},
+    "claude": {**_POLICY_KEYS, "binary": str, "config_dir": str, "model": str, "enabled": bool},
 }
 
 

@@ -1,0 +1,638 @@
+"""tether's ``claude`` agent: the real Claude Code CLI in stream-json mode (ARCHITECTURE §7).
+
+One session is one long-lived ``claude --print --input-format stream-json --output-format
+stream-json`` process (see :mod:`.stream` for the protocol); one tether turn is one ``user``
+message and ends with Claude Code's ``result``. What Claude Code reports is mapped onto tether's
+items:
+
+=====================================================  ========================================
+Claude Code                                            tether
+=====================================================  ========================================
+``stream_event`` text block start / ``text_delta``     ``item.started`` agent_message, then
+/ stop (the ``assistant`` text block completes it)      ``item.delta`` stream ``text``
+thinking blocks / ``thinking_delta``                   the same as a ``reasoning`` item
+``assistant`` ``tool_use`` Bash                         ``item.started`` command {command, cwd}
+``assistant`` ``tool_use`` Edit / Write                 ``item.started`` file_change {path, diff}
+``user`` ``tool_result`` of that tool                   ``item.delta`` output, ``item.completed``
+                                                       {exit_code, output} / {path, diff},
+                                                       status completed / failed / declined
+``control_request`` ``can_use_tool``                    ``ctx.request_approval`` (command /
+                                                       file_change) → ``allow`` / ``deny``
+``control_cancel_request``                             the question is withdrawn
+``result`` success / error / after our interrupt       return / TetherError / TurnInterrupted
+the process exits                                      :class:`AgentDied`
+=====================================================  ========================================
+
+Read, Glob and Grep are not items: they change nothing (as the built-in agent's read tools).
+
+**Policy.** Claude Code is started with ``--permission-prompt-tool stdio``, so every permission
+question comes to tether. Under ``untrusted`` and ``on-request`` an *ask* rule for Bash, Edit and
+Write (``--settings``) makes Claude Code ask before *every* command and file change — without it,
+Claude Code runs commands it judges read-only (``echo …``) unasked. tether then answers from the
+session's memory of "approve for the session" (``on-request``: the whole kind; ``untrusted``: that
+exact command or file) or asks the people watching. Under ``never`` nobody is asked; every
+question Claude Code still has is allowed. The sandbox is Claude Code's own (bubblewrap + socat on
+Linux, Seatbelt on macOS) with ``failIfUnavailable`` and no unsandboxed escape hatch:
+``workspace-write`` lets commands write the workspace only, ``read-only`` nothing (and the file
+tools are not offered), neither has network; the tether home is unreadable to commands and to the
+file tools. ``full-access`` turns it off. See docs/claude.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tether.agents.base import Agent, AgentContext, Decision, ItemKind, TurnInterrupted
+from tether.agents.builtin.adapter import env_secrets
+from tether.agents.builtin.loop import ApprovalMemory
+from tether.agents.claude import stream
+from tether.agents.claude.binary import QUIET_ENV, ClaudeBinary, ClaudeError, find_claude
+from tether.agents.claude.process import ClaudeExited, ClaudeProcess, Event, Exited
+from tether.home import resolve_home
+from tether.host.agent_session import AgentDied
+from tether.host.config import AgentConfig
+from tether.host.policy import Approval, Policy, Sandbox
+from tether.host.projection import EventType
+
+log = logging.getLogger(__name__)
+
+# The built-in tools Claude Code is offered: the ones tether can show and ask about, and read-only
+# ones. (Web, sub-agents, skills, scheduling… would act without an item tether can show.)
+TOOLS = ("Bash", "Edit", "Write", "Read", "Glob", "Grep")
+FILE_TOOLS = frozenset({"Edit", "Write"})
+COMMAND_TOOLS = frozenset({"Bash"})
+# Every use of these asks tether first, whatever Claude Code thinks of the command.
+ASK_RULES = ("Bash", "Edit", "Write")
+OPTIONS = [Decision.APPROVE, Decision.APPROVE_FOR_SESSION, Decision.DENY]
+
+# After an interrupt, how long to wait for Claude Code's own result before giving up on it.
+INTERRUPT_GRACE_SECONDS = 10.0
+# The current content of a file is read to show a change as a diff only below this size.
+MAX_DIFF_SOURCE_BYTES = 1024 * 1024
+MIN_SECRET_CHARS = 8
+_EXIT_CODE = re.compile(r"\AExit code (-?\d+)\n?")
+
+DENIED_MESSAGE = "The person supervising this session through tether denied this {what}. Do not retry it; ask them."
+
+
+@dataclass
+class _Item:
+    id: str  # tether's item id
+    kind: ItemKind
+    text: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+    open: bool = True
+
+
+@dataclass
+class _Turn:
+    id: str
+    tools: dict[str, _Item] = field(default_factory=dict)  # by Claude's tool_use_id
+    text: _Item | None = None  # the agent message being streamed
+    thinking: _Item | None = None  # the reasoning being streamed
+    interrupt_at: float | None = None
+    result_seen: bool = False  # Claude Code's result for this turn came
+
+    def open_items(self) -> list[_Item]:
+        items = [i for i in self.tools.values() if i.open]
+        items += [i for i in (self.text, self.thinking) if i is not None and i.open]
+        return items
+
+
+class ClaudeAgent(Agent):
+    name = "claude"
+
+    def __init__(self, ctx: AgentContext) -> None:
+        super().__init__(ctx)
+        self.binary: ClaudeBinary | None = None
+        self.process: ClaudeProcess | None = None
+        self.memory = ApprovalMemory()
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._turn: _Turn | None = None
+        self._exited: Exited | None = None
+        self._exit_report: asyncio.Task[None] | None = None
+        self._approvals: dict[str, asyncio.Task[None]] = {}  # by control request id
+        self._secrets: tuple[str, ...] = ()
+        self._stale_results = 0  # results still to come for turns tether gave up on
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        options = self.ctx.config.options
+        self.binary = await asyncio.to_thread(find_claude, options.get("binary"))
+        check_sandbox(self.ctx.policy)
+        env = claude_env(self.ctx.config)
+        self._secrets = tuple(env_secrets(env))
+        hide = [home for home in [resolve_home()] if home.is_dir()]
+        args = claude_args(self.ctx.policy, self.ctx.workspace, model=options.get("model"), hide=hide)
+        self.process = await ClaudeProcess.start(
+            self.binary, args, cwd=self.ctx.workspace, env=env, handler=self._on_event,
+        )
+        log.info("session %s: claude %s (%s, %s)", self.ctx.session_id, self.binary.version,
+                 self.ctx.policy.approval.value, self.ctx.policy.sandbox.value)
+
+    async def close(self) -> None:
+        for task in list(self._approvals.values()):
+            task.cancel()
+        if self.process is not None:
+            await self.process.close()
+
+    # -- turns -----------------------------------------------------------------------------
+
+    async def run_turn(self, turn: str, text: str) -> None:
+        process = self._live_process()
+        state = self._turn = _Turn(turn)
+        sent = False
+        try:
+            try:
+                await process.send(stream.user_message(text))
+            except ClaudeExited:
+                raise self._died() from None
+            sent = True
+            await self._follow(state)
+        finally:
+            self._turn = None
+            if sent and not state.result_seen:
+                # Given up on before Claude Code's result (cancelled, or it ignored an interrupt):
+                # its messages until that result belong to this turn, not to the next one.
+                self._stale_results += 1
+
+    async def interrupt(self, turn: str) -> bool:
+        state = self._turn
+        process = self.process
+        if state is None or state.id != turn or process is None or not process.running:
+            return False
+        state.interrupt_at = asyncio.get_running_loop().time()
+        try:
+            await asyncio.wait_for(process.request("interrupt"), INTERRUPT_GRACE_SECONDS)
+        except TimeoutError:
+            log.info("session %s: claude did not answer the interrupt", self.ctx.session_id)
+            return False
+        except ClaudeError as exc:
+            log.info("session %s: claude interrupt failed: %s", self.ctx.session_id, exc.message)
+            return False
+        return True
+
+    async def _follow(self, state: _Turn) -> None:
+        """Map Claude Code's messages into the log until its ``result``."""
+        loop = asyncio.get_running_loop()
+        while True:
+            timeout = None
+            if state.interrupt_at is not None:
+                timeout = max(0.0, state.interrupt_at + INTERRUPT_GRACE_SECONDS - loop.time())
+            try:
+                event = await asyncio.wait_for(self._events.get(), timeout)
+            except TimeoutError:
+                log.warning("session %s: claude did not end the interrupted turn; giving up on it",
+                            self.ctx.session_id)
+                await self._close_open_items(state)
+                raise TurnInterrupted("the turn was interrupted") from None
+            if isinstance(event, Exited):
+                await self._close_open_items(state)
+                died = self._died()
+                if self.process is not None:
+                    await self.process.close()  # commands Claude Code started must not outlive it
+                raise died
+            if self._stale_results:
+                await self._drop_stale(event)
+                continue
+            if isinstance(event, stream.Result):
+                state.result_seen = True
+                await self._close_open_items(state)
+                if state.interrupt_at is not None:
+                    raise TurnInterrupted("the turn was interrupted")
+                if event.is_error or event.subtype != "success":
+                    raise ClaudeError(f"Claude Code: {self._redact(event.message)}", code="claude_turn_failed")
+                return
+            await self._on_message(state, event)
+
+    async def _drop_stale(self, event: Event) -> None:
+        """A message of a turn tether already ended: not shown; its questions are refused."""
+        if isinstance(event, stream.Result):
+            self._stale_results -= 1
+        elif isinstance(event, stream.ControlRequest) and self.process is not None:
+            answer = stream.deny("The turn was interrupted.") if event.subtype == "can_use_tool" else None
+            await self.process.reply(stream.control_success(event.request_id, answer) if answer
+                                     else stream.control_error(event.request_id, "the turn was interrupted"))
+
+    async def _on_message(self, state: _Turn, message: stream.Message) -> None:
+        if isinstance(message, stream.StreamEvent):
+            await self._on_stream_event(state, message.event)
+        elif isinstance(message, stream.Assistant):
+            for block in message.content:
+                await self._on_block(state, block)
+        elif isinstance(message, stream.User):
+            for result in message.results:
+                await self._tool_completed(state, result)
+        elif isinstance(message, stream.ControlRequest):
+            await self._on_control_request(state, message)
+
+    # -- text and reasoning ----------------------------------------------------------------
+
+    async def _on_stream_event(self, state: _Turn, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "content_block_start":
+            block = event.get("content_block") or {}
+            if block.get("type") == "text":
+                await self._complete_text(state, "text", None)
+                state.text = await self._start(state, ItemKind.AGENT_MESSAGE, {})
+            elif block.get("type") == "thinking":
+                await self._complete_text(state, "thinking", None)
+                state.thinking = await self._start(state, ItemKind.REASONING, {})
+        elif kind == "content_block_delta":
+            delta = event.get("delta") or {}
+            if delta.get("type") == "text_delta" and state.text is not None and state.text.open:
+                await self._delta(state.text, "text", delta.get("text"))
+            elif delta.get("type") == "thinking_delta" and state.thinking is not None and state.thinking.open:
+                await self._delta(state.thinking, "text", delta.get("thinking"))
+        elif kind == "content_block_stop":
+            # Claude Code sends the finished block as an ``assistant`` message first; this only
+            # ends a block whose ``assistant`` message never came.
+            for which in ("text", "thinking"):
+                await self._complete_text(state, which, None)
+
+    async def _on_block(self, state: _Turn, block: dict[str, Any]) -> None:
+        kind = block.get("type")
+        if kind == "text" and isinstance(block.get("text"), str):
+            await self._whole_text(state, "text", ItemKind.AGENT_MESSAGE, block["text"])
+        elif kind == "thinking" and isinstance(block.get("thinking"), str):
+            await self._whole_text(state, "thinking", ItemKind.REASONING, block["thinking"])
+        elif kind == "tool_use":
+            await self._tool_started(state, block)
+
+    async def _whole_text(self, state: _Turn, which: str, kind: ItemKind, text: str) -> None:
+        current: _Item | None = getattr(state, which)
+        if current is None or not current.open:
+            # Not streamed (no partial messages for this block): show it as one delta.
+            current = await self._start(state, kind, {})
+            setattr(state, which, current)
+            await self._delta(current, "text", text)
+        await self._complete_text(state, which, text)
+
+    async def _complete_text(self, state: _Turn, which: str, text: str | None) -> None:
+        item: _Item | None = getattr(state, which)
+        if item is None or not item.open:
+            return
+        item.open = False
+        final = self._redact(text) if text is not None else "".join(item.text)
+        await self.ctx.emit(EventType.ITEM_COMPLETED, {"turn": state.id, "item": item.id, "kind": item.kind,
+                                                      "status": "completed", "text": final})
+
+    # -- tools -----------------------------------------------------------------------------
+
+    async def _tool_started(self, state: _Turn, block: dict[str, Any]) -> _Item | None:
+        tool_use_id, name = block.get("id"), block.get("name")
+        raw_input = block.get("input")
+        tool_input: dict[str, Any] = raw_input if isinstance(raw_input, dict) else {}
+        if not isinstance(tool_use_id, str) or not isinstance(name, str):
+            return None
+        if tool_use_id in state.tools:
+            return state.tools[tool_use_id]
+        described = self._describe_tool(name, tool_input)
+        if described is None:
+            return None  # read-only tools are not items
+        kind, data = described
+        item = await self._start(state, kind, data)
+        state.tools[tool_use_id] = item
+        return item
+
+    def _describe_tool(self, name: str, tool_input: Mapping[str, Any]) -> tuple[ItemKind, dict[str, Any]] | None:
+        if name in COMMAND_TOOLS:
+            return ItemKind.COMMAND, {"command": self._redact(str(tool_input.get("command") or "")),
+                                      "cwd": str(self.ctx.workspace)}
+        if name in FILE_TOOLS:
+            path = str(tool_input.get("file_path") or "")
+            diff = self._redact(file_diff(name, tool_input, self.ctx.workspace, hidden=[resolve_home()]))
+            return ItemKind.FILE_CHANGE, {"path": path, "paths": [path] if path else [], "diff": diff}
+        return None
+
+    async def _tool_completed(self, state: _Turn, result: stream.ToolResult) -> None:
+        item = state.tools.get(result.tool_use_id)
+        if item is None or not item.open:
+            return
+        item.open = False
+        status = "declined" if result.rejected else "failed" if result.is_error else "completed"
+        data: dict[str, Any]
+        if item.kind is ItemKind.COMMAND:
+            exit_code, output = command_outcome(result)
+            output = self._redact(output)
+            if output and status != "declined":
+                await self._delta(item, "output", output)
+            data = {**item.data, "exit_code": exit_code, "output": output if status != "declined" else ""}
+        else:
+            data = dict(item.data)
+        await self.ctx.emit(EventType.ITEM_COMPLETED,
+                            {"turn": state.id, "item": item.id, "kind": item.kind, "status": status, **data})
+
+    async def _close_open_items(self, state: _Turn) -> None:
+        """Items still open when a turn ends (interrupt, death) end as failed."""
+        for item in state.open_items():
+            item.open = False
+            data: dict[str, Any]
+            if item.kind is ItemKind.COMMAND:
+                data = {**item.data, "exit_code": None, "output": "".join(item.text)}
+            elif item.kind is ItemKind.FILE_CHANGE:
+                data = dict(item.data)
+            else:
+                data = {"text": "".join(item.text)}
+            await self.ctx.emit(EventType.ITEM_COMPLETED,
+                                {"turn": state.id, "item": item.id, "kind": item.kind, "status": "failed", **data})
+
+    # -- approvals -------------------------------------------------------------------------
+
+    async def _on_control_request(self, state: _Turn, request: stream.ControlRequest) -> None:
+        process = self.process
+        assert process is not None
+        if request.subtype != "can_use_tool":
+            # Hooks and SDK MCP servers are not registered by tether: nothing else should come.
+            await process.reply(stream.control_error(request.request_id, f"tether does not handle {request.subtype}"))
+            return
+        name = str(request.request.get("tool_name") or "")
+        raw_input = request.request.get("input")
+        tool_input: dict[str, Any] = raw_input if isinstance(raw_input, dict) else {}
+        tool_use_id = request.request.get("tool_use_id")
+        item = state.tools.get(tool_use_id) if isinstance(tool_use_id, str) else None
+        if item is None and isinstance(tool_use_id, str):
+            item = await self._tool_started(state, {"type": "tool_use", "id": tool_use_id, "name": name,
+                                                    "input": tool_input})
+        refusal = self._refusal(name, tool_input)
+        if refusal is not None:
+            await process.reply(stream.control_success(request.request_id, stream.deny(refusal)))
+            return
+        policy = self.ctx.policy.approval
+        if policy is Approval.NEVER:
+            await process.reply(stream.control_success(request.request_id, stream.allow(tool_input)))
+            return
+        if name in COMMAND_TOOLS:
+            kind, key = "command", str(tool_input.get("command") or "")
+            details: dict[str, Any] = {
+                "command": self._redact(key), "cwd": str(self.ctx.workspace),
+                "reason": self._redact(str(tool_input.get("description") or "")) or None,
+            }
+        else:
+            assert item is not None  # _refusal refuses every other tool
+            kind, key = "file_change", str(tool_input.get("file_path") or "")
+            details = {"path": item.data["path"], "paths": item.data["paths"], "diff": item.data["diff"],
+                       "reason": None}
+        if not self.memory.needs_approval(policy.value, kind, key):  # type: ignore[arg-type]
+            await process.reply(stream.control_success(request.request_id, stream.allow(tool_input)))
+            return
+        task = asyncio.create_task(
+            self._ask(request.request_id, kind, key, details, item.id if item else None, tool_input),
+            name=f"tether-claude-approval-{request.request_id}",
+        )
+        self._approvals[request.request_id] = task
+        request_id = request.request_id
+        task.add_done_callback(lambda _t: self._approvals.pop(request_id, None))
+
+    def _refusal(self, name: str, tool_input: Mapping[str, Any]) -> str | None:
+        """Why tether refuses a tool use without asking anyone, or None."""
+        if name in COMMAND_TOOLS:
+            return None
+        if name not in FILE_TOOLS:
+            if self.ctx.policy.approval is Approval.NEVER:
+                return None
+            return (f"tether cannot show a person what {name} would do, so it is not allowed here "
+                    "(Read, Glob and Grep work inside the workspace; Bash, Edit and Write are asked about).")
+        sandbox = self.ctx.policy.sandbox
+        if sandbox is Sandbox.READ_ONLY:
+            return "This session's sandbox is read-only: files cannot be changed."
+        if sandbox is Sandbox.WORKSPACE_WRITE and not inside(str(tool_input.get("file_path") or ""),
+                                                              self.ctx.workspace):
+            return f"This session may only change files inside the workspace {self.ctx.workspace}."
+        return None
+
+    async def _ask(
+        self, request_id: str, kind: str, key: str, details: dict[str, Any], item: str | None,
+        tool_input: dict[str, Any],
+    ) -> None:
+        try:
+            decision = await self.ctx.request_approval(kind, details, item=item, options=OPTIONS)
+        except asyncio.CancelledError:
+            return  # the turn ended, or Claude Code withdrew the question: nothing to answer
+        except Exception:
+            log.exception("session %s: asking for approval failed; denying", self.ctx.session_id)
+            decision = Decision.DENY
+        if decision is Decision.APPROVE_FOR_SESSION:
+            self.memory.remember(self.ctx.policy.approval.value, kind, key)  # type: ignore[arg-type]
+        if decision is Decision.DENY:
+            what = "command" if kind == "command" else "file change"
+            answer = stream.deny(DENIED_MESSAGE.format(what=what))
+        else:
+            answer = stream.allow(tool_input)
+        if self.process is None or not await self.process.reply(stream.control_success(request_id, answer)):
+            log.info("session %s: claude went away before the answer to %s", self.ctx.session_id, request_id)
+
+    # -- events from the process (on its reading task: quick) ------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, Exited):
+            self._exited = event
+            # Between turns nothing else would notice: tell the host, which ends the session
+            # unless a turn is running (that turn fails with AgentDied instead).
+            self._exit_report = asyncio.get_running_loop().create_task(self.ctx.agent_exited(self._exit_text(event)))
+        elif isinstance(event, stream.ControlCancel):
+            task = self._approvals.get(event.request_id)
+            state = self._turn
+            if task is not None and (state is None or state.interrupt_at is None):
+                # Claude Code stopped waiting in the middle of a turn: stop asking people. (After
+                # our interrupt the host clears the question itself when the turn ends.)
+                task.cancel()
+            return
+        self._events.put_nowait(event)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    async def _start(self, state: _Turn, kind: ItemKind, data: dict[str, Any]) -> _Item:
+        item = _Item(self.ctx.new_id("i"), kind, data=data)
+        await self.ctx.emit(EventType.ITEM_STARTED, {"turn": state.id, "item": item.id, "kind": kind, **data})
+        return item
+
+    async def _delta(self, item: _Item, stream_name: str, data: Any) -> None:
+        if not isinstance(data, str) or not data:
+            return
+        data = self._redact(data)
+        item.text.append(data)
+        await self.ctx.emit(EventType.ITEM_DELTA, {"item": item.id, "stream": stream_name, "data": data})
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "[redacted]")
+        return text
+
+    def _live_process(self) -> ClaudeProcess:
+        if self.process is None:
+            raise ClaudeError("the claude agent was not opened", code="claude_not_open")
+        if self._exited is not None or not self.process.running:
+            raise self._died()
+        return self.process
+
+    def _exit_text(self, exited: Exited) -> str:
+        message = exited.message
+        lines = [line.strip() for line in exited.stderr_tail
+                 if line.strip() and not line.startswith("[claude-code:")]
+        if lines:
+            message += f"; its last output: {lines[-1][:300]}"
+        return self._redact(message)
+
+    def _died(self) -> AgentDied:
+        exited = self._exited
+        if exited is None and self.process is not None:
+            exited = Exited(self.process.returncode, self.process.exit_message())
+        assert exited is not None
+        return AgentDied(self._exit_text(exited), hint="start a new session; the host's log has Claude Code's output")
+
+
+# -- module functions: what Claude Code is started with ----------------------------------------
+
+
+def claude_settings(policy: Policy, workspace: Path, hide: Sequence[Path] = ()) -> dict[str, Any]:
+    """The ``--settings`` that carry tether's policy into Claude Code."""
+    deny = [f"{tool}(/{path}/**)" for path in hide for tool in ("Read", "Edit", "Write")]
+    permissions: dict[str, Any] = {"deny": deny, "defaultMode": "default"}
+    if policy.approval is not Approval.NEVER:
+        permissions["ask"] = list(ASK_RULES)
+    settings: dict[str, Any] = {"permissions": permissions}
+    if policy.sandbox is not Sandbox.FULL_ACCESS:
+        filesystem: dict[str, Any] = {"denyRead": [str(p) for p in hide]}
+        if policy.sandbox is Sandbox.READ_ONLY:
+            filesystem["denyWrite"] = [str(workspace)]
+        settings["sandbox"] = {
+            "enabled": True,
+            "failIfUnavailable": True,  # never run a command unconfined because the sandbox broke
+            "autoAllowBashIfSandboxed": False,  # tether's approval policy decides, not the sandbox
+            "allowUnsandboxedCommands": False,  # no dangerouslyDisableSandbox escape for the model
+            "filesystem": filesystem,
+        }
+    return settings
+
+
+def claude_args(policy: Policy, workspace: Path, *, model: str | None = None, hide: Sequence[Path] = ()) -> list[str]:
+    """The command line of a session's Claude Code process (after the binary)."""
+    tools = [t for t in TOOLS if not (policy.sandbox is Sandbox.READ_ONLY and t in FILE_TOOLS)]
+    args = [
+        "--print", "--input-format", "stream-json", "--output-format", "stream-json", "--verbose",
+        "--include-partial-messages",
+        "--permission-prompt-tool", "stdio",  # permission questions come to us as control requests
+        "--permission-mode", "default",  # not whatever the user's settings make the default
+        "--tools", ",".join(tools),
+        # Only the host user's own settings: project settings live in the workspace, and a
+        # repository's .claude/settings.json could add hooks that run commands nobody approved.
+        "--setting-sources", "user",
+        "--strict-mcp-config",  # no MCP servers: their tools act without an item tether can show
+        "--disable-slash-commands",
+        "--settings", json.dumps(claude_settings(policy, workspace, hide), separators=(",", ":")),
+    ]
+    if policy.sandbox is Sandbox.READ_ONLY:
+        args += ["--disallowedTools", ",".join(sorted(FILE_TOOLS))]
+    if model:
+        args += ["--model", str(model)]
+    return args
+
+
+def claude_env(config: AgentConfig, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The host's environment (Claude Code finds its credentials there), quietened, with
+    ``[agents.claude] config_dir`` as ``CLAUDE_CONFIG_DIR`` when set."""
+    env = dict(os.environ if base is None else base)
+    env.update(QUIET_ENV)
+    env.pop("CLAUDECODE", None)  # a host started from inside Claude Code is not a nested session
+    config_dir = config.options.get("config_dir")
+    if config_dir:
+        env["CLAUDE_CONFIG_DIR"] = os.path.expanduser(str(config_dir))
+    return env
+
+
+def check_sandbox(policy: Policy) -> None:
+    """Fail before starting when Claude Code's sandbox cannot work here (it would refuse to start)."""
+    if policy.sandbox is Sandbox.FULL_ACCESS or sys.platform != "linux":
+        return
+    missing = [tool for tool in ("bwrap", "socat") if shutil.which(tool) is None]
+    if missing:
+        raise ClaudeError(
+            f"the {policy.sandbox.value} sandbox needs {' and '.join(missing)}, which this host lacks",
+            hint="install bubblewrap and socat (apt install bubblewrap socat), or set "
+            '[agents.claude] sandbox = "full-access"',
+            code="sandbox_unavailable",
+        )
+
+
+def inside(path: str, workspace: Path) -> bool:
+    """Whether ``path`` (absolute, or relative to the workspace) resolves into the workspace."""
+    if not path:
+        return False
+    target = Path(path) if os.path.isabs(path) else workspace / path
+    try:
+        return target.resolve().is_relative_to(workspace.resolve())
+    except (OSError, RuntimeError):
+        return False
+
+
+def file_diff(tool: str, tool_input: Mapping[str, Any], workspace: Path, hidden: Sequence[Path] = ()) -> str:
+    """What an Edit or Write would change, as a unified diff.
+
+    The current content is read only from files inside the workspace (and outside the hidden
+    directories): the diff goes to every device watching, and must not carry a file the session
+    could not read anyway.
+    """
+    path = str(tool_input.get("file_path") or "")
+    before = _current(path, workspace, hidden)
+    old = before if before is not None else ""
+    if tool == "Write":
+        new = str(tool_input.get("content") or "")
+    else:
+        old_string, new_string = str(tool_input.get("old_string") or ""), str(tool_input.get("new_string") or "")
+        if before is None:
+            old, new = old_string, new_string  # the file cannot be shown: show the replacement
+        elif tool_input.get("replace_all"):
+            new = old.replace(old_string, new_string)
+        else:
+            new = old.replace(old_string, new_string, 1)
+    source = "/dev/null" if before is None and tool == "Write" else path
+    lines = difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True), source, path)
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+
+
+def _current(path: str, workspace: Path, hidden: Sequence[Path]) -> str | None:
+    if not inside(path, workspace):
+        return None
+    target = (Path(path) if os.path.isabs(path) else workspace / path).resolve()
+    if any(target.is_relative_to(h.resolve()) for h in hidden):
+        return None
+    try:
+        if not target.is_file() or target.stat().st_size > MAX_DIFF_SOURCE_BYTES:
+            return None
+        return target.read_text(errors="replace")
+    except OSError:
+        return None
+
+
+def command_outcome(result: stream.ToolResult) -> tuple[int | None, str]:
+    """(exit code, output) of a Bash tool result: Claude Code reports a failure as
+    ``Exit code N`` before the output, success as the output alone."""
+    if result.rejected:
+        return None, ""
+    text = result.content
+    if not result.is_error:
+        return 0, text
+    match = _EXIT_CODE.match(text)
+    if match:
+        return int(match.group(1)), text[match.end():]
+    return None, text
+
+
+__all__ = [
+    "ClaudeAgent", "check_sandbox", "claude_args", "claude_env", "claude_settings", "command_outcome",
+    "file_diff", "inside",
+]

@@ -1,0 +1,73 @@
+"""Fixtures that run the real Claude Code CLI against the scripted model in tests/support/fake_anthropic.
+
+The binary comes from ``scripts/install-claude`` (run by ``scripts/test``): its cache dir is
+``$TETHER_CLAUDE_DIR`` or ``~/.cache/tether/claude-<version>``; ``$TETHER_CLAUDE_BIN`` overrides
+it with any claude path. Tests that need it are skipped — saying how to install it — when it is
+absent, and fail instead under CI.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.fake_anthropic import FakeAnthropic
+from tether.agents.claude import PINNED_VERSION, ClaudeBinary, ClaudeError, find_claude
+
+
+def claude_cache_dir() -> Path:
+    default = Path.home() / ".cache" / "tether" / f"claude-{PINNED_VERSION}"
+    return Path(os.environ.get("TETHER_CLAUDE_DIR") or default)
+
+
+def claude_command() -> Path:
+    """The installed ``claude`` (npm's bin link), or skip / fail saying how to install it."""
+    explicit = os.environ.get("TETHER_CLAUDE_BIN")
+    command = Path(explicit) if explicit else claude_cache_dir() / "node_modules" / ".bin" / "claude"
+    if not command.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"Claude Code {PINNED_VERSION} is not installed, and CI must run these tests")
+        pytest.skip(f"Claude Code {PINNED_VERSION} is not installed: run scripts/install-claude (scripts/test does)")
+    return command
+
+
+@pytest.fixture(scope="session")
+def claude_binary() -> ClaudeBinary:
+    try:
+        return find_claude(claude_command())
+    except ClaudeError as exc:
+        pytest.fail(f"Claude Code is installed but unusable: {exc}")
+
+
+@pytest.fixture
+async def fake_model() -> AsyncIterator[FakeAnthropic]:
+    server = FakeAnthropic()
+    await server.start()
+    yield server
+    await server.close()
+    # Nothing may leave loopback: every request Claude Code made elsewhere came here as a proxy request.
+    assert server.escaped == [], f"Claude Code tried to reach the outside: {server.escaped}"
+
+
+@pytest.fixture
+def claude_env(fake_model: FakeAnthropic, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Point every Claude Code the test starts (through os.environ) at the fake model and an empty
+    config dir; the adapter passes the host's environment on."""
+    config_dir = tmp_path / "claude-config"
+    config_dir.mkdir()
+    env = {**fake_model.env(), "CLAUDE_CONFIG_DIR": str(config_dir)}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    # The host's real credentials must not be what the tests use.
+    monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
+    return env
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    path = tmp_path / "workspace"
+    path.mkdir()
+    return path.resolve()

@@ -1,0 +1,358 @@
+"""A scripted Anthropic Messages API server, so tests can drive the real Claude Code CLI offline.
+
+Claude Code (``ANTHROPIC_BASE_URL`` pointing here, any ``ANTHROPIC_API_KEY``) sends
+``POST /v1/messages`` with ``"stream": true`` and reads server-sent events. The requests of the
+agent loop itself — those that offer the model tools — are answered with the next *turn* of the
+script, and recorded in :attr:`FakeAnthropic.requests`, so tests can assert on what the model was
+shown (a command's output, a refusal). Every other model request (Claude Code's side calls: a
+session title, a quota probe) gets a short text and is recorded in :attr:`FakeAnthropic.side_requests`.
+
+A script is a list of turns; each turn is one model reply, a dict with any of::
+
+    {"text": "Hello there" | ["Hel", "lo"],      # assistant text, streamed as these deltas
+     "bash": {"command": "echo hi", "description": "why"},     # a Bash tool call
+     "write": {"file_path": "/abs/path", "content": "..."},    # a Write tool call
+     "edit": {"file_path": "/abs/path", "old_string": "a", "new_string": "b"},  # an Edit call
+     "tool": {"name": "Read", "input": {...}},   # any other tool call
+     "delay": 0.5,                               # seconds to wait before answering
+     "hang": true}                               # stream a ping now and then, never finish
+
+A turn with a tool call ends with ``stop_reason: "tool_use"`` (Claude Code runs the tool and asks
+again with its result); one without ends the model's turn (``"end_turn"``). When the script has
+run out, every further request gets a short text reply ("(end of script)").
+
+The SSE events and their order are the Messages streaming format: ``message_start``, per content
+block ``content_block_start`` → deltas (``text_delta`` / ``input_json_delta``) →
+``content_block_stop``, then ``message_delta`` with the stop reason and ``message_stop``.
+
+**Nothing may leave loopback.** Tests also point ``HTTPS_PROXY``/``HTTP_PROXY`` here (with
+``NO_PROXY`` for 127.0.0.1), so a request Claude Code tries to make anywhere else arrives as a
+proxy request: it is refused and recorded in :attr:`FakeAnthropic.escaped`, which tests assert
+is empty.
+
+Run in-process (``FakeAnthropic``) or as a process::
+
+    python -m tests.support.fake_anthropic --script turns.json [--log requests.jsonl]
+
+which prints ``PORT <n>`` on stdout once it listens on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("tether.tests.fake_anthropic")
+
+Turn = dict[str, Any]
+END_OF_SCRIPT: Turn = {"text": "(end of script)"}
+SIDE_REPLY = "ok"
+MAX_BODY = 64 * 1024 * 1024
+MODEL = "claude-fake-model"
+HANG_PING_SECONDS = 0.5
+
+
+class FakeAnthropic:
+    """The server. ``requests`` holds every agent-loop request body received, in order."""
+
+    def __init__(self, script: Sequence[Turn] = (), *, log_path: Path | None = None) -> None:
+        self.script: list[Turn] = list(script)
+        self.requests: list[dict[str, Any]] = []
+        self.side_requests: list[dict[str, Any]] = []
+        self.paths: list[str] = []
+        self.escaped: list[str] = []  # proxy requests: traffic meant for somewhere else
+        self.headers: list[dict[str, str]] = []
+        self.log_path = log_path
+        self._ids = itertools.count(1)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._request_seen = asyncio.Event()
+        self.port = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        self._server = await asyncio.start_server(self._handle, host, port)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self.port
+
+    @property
+    def base_url(self) -> str:
+        """What ``ANTHROPIC_BASE_URL`` is set to (Claude Code appends ``/v1/messages``)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        """The environment that points Claude Code here and keeps everything else on loopback."""
+        proxy = f"http://127.0.0.1:{self.port}"
+        return {
+            "ANTHROPIC_BASE_URL": self.base_url,
+            "ANTHROPIC_API_KEY": "sk-ant-fake-key-for-tests",
+            "HTTPS_PROXY": proxy, "HTTP_PROXY": proxy, "https_proxy": proxy, "http_proxy": proxy,
+            "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+        }
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+            self._server = None
+
+    async def __aenter__(self) -> FakeAnthropic:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def add(self, *turns: Turn) -> None:
+        """Append turns to the script (tests may script the next reply after seeing the last)."""
+        self.script.extend(turns)
+
+    async def wait_requests(self, count: int, timeout: float = 30) -> list[dict[str, Any]]:
+        """Wait until at least ``count`` agent-loop requests have arrived."""
+        async with asyncio.timeout(timeout):
+            while len(self.requests) < count:
+                self._request_seen.clear()
+                await self._request_seen.wait()
+        return self.requests
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            while True:
+                request = await _read_request(reader)
+                if request is None:
+                    return
+                method, path, headers, body = request
+                keep_going = await self._route(method, path, headers, body, writer)
+                if not keep_going:
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError) as exc:
+            log.debug("connection ended: %s", exc)
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def _route(
+        self, method: str, path: str, headers: dict[str, str], body: bytes, writer: asyncio.StreamWriter,
+    ) -> bool:
+        if method == "CONNECT" or not path.startswith("/"):
+            # A proxy request: Claude Code tried to reach a host that is not this server.
+            self.escaped.append(f"{method} {path}")
+            log.warning("refused traffic leaving loopback: %s %s", method, path)
+            await _send_simple(writer, 403, {"error": {"message": "tests allow no traffic off loopback"}})
+            return False
+        self.paths.append(f"{method} {path}")
+        route = path.split("?")[0]
+        if method == "POST" and route.endswith("/messages/count_tokens"):
+            await _send_simple(writer, 200, {"input_tokens": 10})
+            return True
+        if method == "POST" and route.endswith("/messages"):
+            try:
+                payload = json.loads(body)
+            except ValueError:
+                await _send_simple(writer, 400, {"type": "error", "error": {"type": "invalid_request_error",
+                                                                            "message": "body is not JSON"}})
+                return True
+            self.headers.append(headers)
+            if payload.get("tools"):
+                self._record(payload)
+                turn = self.script.pop(0) if self.script else END_OF_SCRIPT
+            else:
+                self.side_requests.append(payload)
+                turn = {"text": SIDE_REPLY}
+            if payload.get("stream"):
+                await self._stream_turn(turn, writer)
+                return False  # the SSE body ends with the connection
+            await _send_simple(writer, 200, _message(turn, next(self._ids)))
+            return headers.get("connection", "").lower() != "close"
+        await _send_simple(writer, 404, {"type": "error", "error": {"type": "not_found_error",
+                                                                    "message": f"no route for {method} {path}"}})
+        return True
+
+    def _record(self, payload: dict[str, Any]) -> None:
+        self.requests.append(payload)
+        self._request_seen.set()
+        if self.log_path is not None:
+            with self.log_path.open("a") as f:
+                f.write(json.dumps(payload) + "\n")
+
+    async def _stream_turn(self, turn: Turn, writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+            b"connection: close\r\n\r\n"
+        )
+        await writer.drain()
+        if turn.get("delay"):
+            await asyncio.sleep(float(turn["delay"]))
+        n = next(self._ids)
+        events = _turn_events(turn, n)
+        if turn.get("hang"):
+            events = events[:1]
+        for event in events:
+            writer.write(_sse(event))
+            await writer.drain()
+        while turn.get("hang"):  # until Claude Code (or the server) closes this connection
+            await asyncio.sleep(HANG_PING_SECONDS)
+            writer.write(_sse({"type": "ping"}))
+            await writer.drain()
+
+
+def _blocks(turn: Turn, n: int) -> list[dict[str, Any]]:
+    """The content blocks of a turn's reply: text first, then tool calls."""
+    blocks: list[dict[str, Any]] = []
+    if turn.get("text") is not None:
+        text = turn["text"]
+        blocks.append({"type": "text", "deltas": [text] if isinstance(text, str) else [str(d) for d in text]})
+    calls: list[tuple[str, dict[str, Any]]] = []
+    if turn.get("bash"):
+        spec = dict(turn["bash"])
+        spec.setdefault("description", "the test model wants to run this")
+        calls.append(("Bash", spec))
+    if turn.get("write"):
+        calls.append(("Write", dict(turn["write"])))
+    if turn.get("edit"):
+        calls.append(("Edit", {"replace_all": False, **dict(turn["edit"])}))
+    if turn.get("tool"):
+        calls.append((str(turn["tool"]["name"]), dict(turn["tool"].get("input", {}))))
+    for k, (name, arguments) in enumerate(calls):
+        blocks.append({"type": "tool_use", "id": f"toolu_{n:04d}_{k}", "name": name, "input": arguments})
+    return blocks
+
+
+def _stop_reason(blocks: list[dict[str, Any]]) -> str:
+    return "tool_use" if any(b["type"] == "tool_use" for b in blocks) else "end_turn"
+
+
+def _usage() -> dict[str, Any]:
+    return {"input_tokens": 10, "output_tokens": 5, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+
+
+def _turn_events(turn: Turn, n: int) -> list[dict[str, Any]]:
+    blocks = _blocks(turn, n)
+    events: list[dict[str, Any]] = [{
+        "type": "message_start",
+        "message": {"id": f"msg_fake_{n:04d}", "type": "message", "role": "assistant", "model": MODEL,
+                    "content": [], "stop_reason": None, "stop_sequence": None, "usage": _usage()},
+    }]
+    for index, block in enumerate(blocks):
+        if block["type"] == "text":
+            events.append({"type": "content_block_start", "index": index,
+                           "content_block": {"type": "text", "text": ""}})
+            for delta in block["deltas"]:
+                events.append({"type": "content_block_delta", "index": index,
+                               "delta": {"type": "text_delta", "text": delta}})
+        else:
+            events.append({"type": "content_block_start", "index": index,
+                           "content_block": {"type": "tool_use", "id": block["id"], "name": block["name"],
+                                             "input": {}}})
+            events.append({"type": "content_block_delta", "index": index,
+                           "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}})
+        events.append({"type": "content_block_stop", "index": index})
+    events.append({"type": "message_delta", "delta": {"stop_reason": _stop_reason(blocks), "stop_sequence": None},
+                   "usage": {"output_tokens": 5}})
+    events.append({"type": "message_stop"})
+    return events
+
+
+def _message(turn: Turn, n: int) -> dict[str, Any]:
+    """A turn as one non-streamed Messages API response."""
+    blocks = _blocks(turn, n)
+    content: list[dict[str, Any]] = []
+    for block in blocks:
+        if block["type"] == "text":
+            content.append({"type": "text", "text": "".join(block["deltas"])})
+        else:
+            content.append(block)
+    return {"id": f"msg_fake_{n:04d}", "type": "message", "role": "assistant", "model": MODEL,
+            "content": content, "stop_reason": _stop_reason(blocks), "stop_sequence": None, "usage": _usage()}
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+
+
+async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str], bytes] | None:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return None
+    lines = head.decode("latin-1").split("\r\n")
+    method, path, _version = lines[0].split(" ", 2)
+    headers = {}
+    for line in lines[1:]:
+        if ":" in line:
+            key, value = line.split(":", 1)
+            headers[key.strip().lower()] = value.strip()
+    if headers.get("content-encoding") not in (None, "identity"):
+        raise ValueError(f"compressed request body ({headers['content-encoding']})")
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        body = bytearray()
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                await reader.readuntil(b"\r\n")
+                break
+            if len(body) + size > MAX_BODY:
+                raise ValueError("request body too large")
+            body += await reader.readexactly(size)
+            await reader.readexactly(2)
+        return method, path, headers, bytes(body)
+    length = int(headers.get("content-length", "0"))
+    if length > MAX_BODY:
+        raise ValueError("request body too large")
+    return method, path, headers, await reader.readexactly(length)
+
+
+async def _send_simple(writer: asyncio.StreamWriter, status: int, payload: dict[str, Any]) -> None:
+    body = json.dumps(payload).encode()
+    reason = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found"}.get(status, "Error")
+    writer.write(
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()
+
+
+async def _main(args: argparse.Namespace, script: list[Turn]) -> None:
+    server = FakeAnthropic(script, log_path=Path(args.log) if args.log else None)
+    port = await server.start(port=args.port)
+    print(f"PORT {port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--script", help="a JSON file: a list of turns (or {\"turns\": [...]})")
+    parser.add_argument("--log", help="append every agent-loop request body to this file as JSON lines")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    script = json.loads(Path(args.script).read_text()) if args.script else []
+    if isinstance(script, dict):
+        script = script.get("turns", [])
+    asyncio.run(_main(args, script))
+
+
+if __name__ == "__main__":
+    main()
