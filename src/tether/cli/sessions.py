@@ -55,7 +55,7 @@ def sessions_start(
     command: Annotated[
         list[str] | None, typer.Argument(help="pty: the command to run (after --). Agents: the prompt.")
     ] = None,
-    agent: Annotated[str, typer.Option(help="Agent: pty, codex or builtin.")] = "pty",
+    agent: Annotated[str, typer.Option(help="Agent: pty, builtin, codex or claude.")] = "pty",
     workspace: Annotated[str | None, typer.Option(help="Directory on the host to run in.")] = None,
     approval: Annotated[
         str | None, typer.Option(help="Agents: untrusted|on-request|never (only stricter than the host's).")

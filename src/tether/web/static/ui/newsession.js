@@ -1,4 +1,4 @@
-// Start a session: a terminal (pty, with a command) or an agent (builtin or codex, with a prompt),
+// Start a session: a terminal (pty, with a command) or an agent (builtin, codex or claude, with a prompt),
 // in one of the host's allowed workspaces (host.info → workspaces). A Codex session starts a new
 // thread or adopts one of the host's Codex threads (sessions.threads, desktop ones too): it then
 // runs in that thread's directory.
@@ -9,6 +9,7 @@ const AGENTS = [
   { value: "pty", label: "Terminal", hint: "A shell or any command, in a real terminal." },
   { value: "builtin", label: "Built-in agent", hint: "tether's own agent, with the host's model." },
   { value: "codex", label: "Codex", hint: "The Codex CLI on the host." },
+  { value: "claude", label: "Claude Code", hint: "The Claude Code CLI on the host." },
 ];
 const THREAD_LIMIT = 30;
 const NEW_THREAD = "";
