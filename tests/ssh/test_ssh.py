@@ -241,7 +241,7 @@ def _ssh_session_pids(sshd: SshServer) -> list[int]:
     return pids
 
 
-def _wait(predicate: object, timeout: float = 30) -> None:
+def _wait(predicate: object, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():  # type: ignore[operator]
