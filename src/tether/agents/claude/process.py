@@ -11,14 +11,10 @@ the answers to our own control requests (``initialize``, ``interrupt``), which c
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import itertools
 import logging
 import os
-import signal
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from tether.agents.claude.binary import ClaudeBinary, ClaudeError
@@ -31,13 +27,13 @@ from tether.agents.claude.stream import (
     control_request,
     encode,
 )
+from tether.agents.jsonl_process import Exited as Exited  # re-exported: the last event of this process
+from tether.agents.jsonl_process import JsonlProcess
 
 log = logging.getLogger("tether.agents.claude.process")
 
 READ_CHUNK = 256 * 1024
-STDERR_TAIL_LINES = 40
 INITIALIZE_TIMEOUT_SECONDS = 60.0
-TERMINATE_GRACE_SECONDS = 3.0
 
 
 class ClaudeExited(ClaudeError):
@@ -46,36 +42,24 @@ class ClaudeExited(ClaudeError):
     code = "claude_exited"
 
 
-@dataclass(frozen=True)
-class Exited:
-    """The process ended: the last event delivered."""
-
-    returncode: int | None
-    message: str
-    stderr_tail: tuple[str, ...] = ()
-
-
 Event = Message | Exited
 Handler = Callable[[Event], None]
 
 
-class ClaudeProcess:
+class ClaudeProcess(JsonlProcess):
     """The process and its stdio. ``handler`` runs on the reading task: it must be quick."""
 
+    label = "Claude Code"
+    stderr_drain_seconds = 1.0  # its last lines say why Claude Code stopped
+
     def __init__(self, binary: ClaudeBinary, handler: Handler) -> None:
+        super().__init__()
         self.binary = binary
         self.handler = handler
-        self.returncode: int | None = None
         self.info: dict[str, Any] = {}
-        self._proc: asyncio.subprocess.Process | None = None
         self._ids = itertools.count(1)
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._last_result: Result | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._write_lock = asyncio.Lock()
-        self._exited = asyncio.Event()
-        self._closing = False
 
     @classmethod
     async def start(
@@ -85,82 +69,16 @@ class ClaudeProcess:
         """Spawn ``binary args`` with exactly ``env`` and complete the ``initialize`` handshake."""
         self = cls(binary, handler)
         try:
-            self._proc = await asyncio.create_subprocess_exec(
-                os.fspath(binary.path), *args,
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                cwd=os.fspath(cwd), env=dict(env),
-                # Its own process group: close() stops Claude Code and the commands it runs.
-                start_new_session=True,
-            )
+            await self._spawn([os.fspath(binary.path), *args], cwd=cwd, env=env, task_name="claude")
         except OSError as exc:
             raise ClaudeError(f"could not start {binary.path}: {exc}") from None
-        self._tasks = [
-            asyncio.create_task(self._read_stdout(), name="claude-stdout"),
-            asyncio.create_task(self._read_stderr(), name="claude-stderr"),
-        ]
-        try:
-            async with asyncio.timeout(INITIALIZE_TIMEOUT_SECONDS):
-                self.info = await self.request("initialize")
-        except BaseException as exc:
-            await self.close()
-            if isinstance(exc, TimeoutError):
-                raise ClaudeError(
-                    f"Claude Code did not answer initialize within {INITIALIZE_TIMEOUT_SECONDS:.0f} s",
-                    hint=self.stderr_hint(),
-                ) from None
-            raise
+        self.info = await self._handshake(self.request("initialize"), INITIALIZE_TIMEOUT_SECONDS, ClaudeError)
         return self
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and not self._exited.is_set()
-
-    async def wait_exited(self) -> int | None:
-        await self._exited.wait()
-        return self.returncode
-
-    async def close(self) -> None:
-        """Stop the process group (TERM, then KILL after a grace period) and the reading tasks."""
-        self._closing = True
-        proc = self._proc
-        if proc is not None and proc.returncode is None:
-            if proc.stdin is not None:
-                proc.stdin.close()
-            _signal_group(proc.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), TERMINATE_GRACE_SECONDS)
-            except TimeoutError:
-                _signal_group(proc.pid, signal.SIGKILL)
-                await proc.wait()
-        if proc is not None and proc.returncode is not None:
-            # Commands Claude Code started may outlive it in the group; they must not outlive tether.
-            _signal_group(proc.pid, signal.SIGKILL)
-        if self._tasks:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), TERMINATE_GRACE_SECONDS)
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        if not self._exited.is_set():
-            await self._on_exit()
 
     # -- writing -------------------------------------------------------------------------------
 
     async def send(self, message: dict[str, Any]) -> None:
-        proc = self._proc
-        if proc is None or proc.stdin is None or self._exited.is_set():
-            raise self.exited_error("cannot write")
-        data = encode(message)
-        async with self._write_lock:
-            try:
-                proc.stdin.write(data)
-                await proc.stdin.drain()
-            except (ConnectionError, RuntimeError) as exc:
-                raise self.exited_error(f"write failed ({exc})") from None
+        await self._write_line(encode(message))
 
     async def request(self, subtype: str, **fields: Any) -> dict[str, Any]:
         """Send a control request and wait for its answer; :class:`ClaudeError` if refused."""
@@ -183,28 +101,14 @@ class ClaudeProcess:
 
     # -- reading -------------------------------------------------------------------------------
 
-    async def _read_stdout(self) -> None:
-        proc = self._proc
-        assert proc is not None and proc.stdout is not None
+    async def _read_stdout(self, stdout: asyncio.StreamReader) -> None:
         decoder = LineDecoder()
-        try:
-            while True:
-                chunk = await proc.stdout.read(READ_CHUNK)
-                for item in decoder.feed(chunk) if chunk else decoder.end():
-                    self._dispatch(item)
-                if not chunk:
-                    break
-        finally:
-            if not self._exited.is_set():
-                await self._on_exit()
-
-    async def _read_stderr(self) -> None:
-        proc = self._proc
-        assert proc is not None and proc.stderr is not None
-        while line := await proc.stderr.readline():
-            text = line.decode(errors="replace").rstrip()
-            self._stderr_tail.append(text)
-            log.debug("claude: %s", text)
+        while True:
+            chunk = await stdout.read(READ_CHUNK)
+            for item in decoder.feed(chunk) if chunk else decoder.end():
+                self._dispatch(item)
+            if not chunk:
+                break
 
     def _dispatch(self, item: Message | StreamError) -> None:
         if isinstance(item, StreamError):
@@ -229,35 +133,12 @@ class ClaudeProcess:
         except Exception:
             log.exception("claude event handler failed on %s", type(event).__name__)
 
-    async def _on_exit(self) -> None:
-        if self._exited.is_set():
-            return
-        proc = self._proc
-        if proc is not None:
-            with contextlib.suppress(Exception):
-                self.returncode = await asyncio.wait_for(proc.wait(), TERMINATE_GRACE_SECONDS)
-        # Let stderr drain: its last lines say why Claude Code stopped.
-        if len(self._tasks) > 1:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(self._tasks[1]), 1.0)
-        self._exited.set()
+    async def _after_exit(self) -> None:
         error = self.exited_error("request lost")
         for future in list(self._pending.values()):
             if not future.done():
                 future.set_exception(error)
-        self._deliver(Exited(self.returncode, self.exit_message(), tuple(self._stderr_tail)))
-
-    def exit_message(self) -> str:
-        if self._closing:
-            return "Claude Code was stopped"
-        code = self.returncode
-        if code is None:
-            how = "closed its output"
-        elif code < 0:
-            how = f"was killed by signal {-code}"
-        else:
-            how = f"exited with code {code}"
-        return f"Claude Code {how} unexpectedly"
+        self._deliver(self._exited_event())
 
     def exited_error(self, what: str) -> ClaudeExited:
         return ClaudeExited(f"{self.exit_message()}: {what}", hint=self.stderr_hint())
@@ -268,7 +149,3 @@ class ClaudeProcess:
             lines.append(self._last_result.message)
         return f"its last output: {lines[-1][:300]}" if lines else None
 
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)

@@ -26,21 +26,20 @@ smuggle the same powers into allowed methods (:data:`FORBIDDEN_PARAMS`).
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import enum
 import inspect
 import itertools
 import json
 import logging
 import os
-import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from tether.agents.codex.binary import CodexBinary, CodexError
+from tether.agents.jsonl_process import Exited as Exited  # re-exported: the last event of this process
+from tether.agents.jsonl_process import JsonlProcess
 from tether.backoff import Backoff
 
 log = logging.getLogger("tether.agents.codex.appserver")
@@ -94,9 +93,7 @@ INTERNAL_ERROR = -32603
 
 OVERLOAD_RETRIES = 6
 STDOUT_LIMIT = 64 * 1024 * 1024  # one line = one message; thread/read with turns can be large
-STDERR_TAIL_LINES = 40
 INITIALIZE_TIMEOUT_SECONDS = 30.0
-TERMINATE_GRACE_SECONDS = 3.0
 
 
 class AppServerError(CodexError):
@@ -140,15 +137,6 @@ class Notification:
     method: str
     params: dict[str, Any]
     emitted_at_ms: int | None = None
-
-
-@dataclass(frozen=True)
-class Exited:
-    """The process ended: the last event a client delivers."""
-
-    returncode: int | None
-    message: str
-    stderr_tail: tuple[str, ...] = ()
 
 
 class RequestState(enum.Enum):
@@ -225,7 +213,7 @@ Handler = Callable[[Event], Awaitable[None] | None]
 # -- the client --------------------------------------------------------------------------------
 
 
-class AppServer:
+class AppServer(JsonlProcess):
     """One ``codex app-server`` process and the JSON-RPC connection to it.
 
     Events go to ``handler`` in the order they arrived (it runs on the reading task, so it must
@@ -233,21 +221,17 @@ class AppServer:
     :attr:`events`.
     """
 
+    label = "codex app-server"
+
     def __init__(self, binary: CodexBinary, *, handler: Handler | None = None) -> None:
+        super().__init__()
         self.binary = binary
         self.handler = handler
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.info: dict[str, Any] = {}
-        self.returncode: int | None = None
-        self._proc: asyncio.subprocess.Process | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[str, asyncio.Future[Any]]] = {}
         self._server_requests: dict[int | str, ServerRequest] = {}
-        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
-        self._tasks: list[asyncio.Task[None]] = []
-        self._write_lock = asyncio.Lock()
-        self._exited = asyncio.Event()
-        self._closing = False
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -275,81 +259,35 @@ class AppServer:
         if codex_home is not None:
             child_env["CODEX_HOME"] = os.fspath(codex_home)
         try:
-            self._proc = await asyncio.create_subprocess_exec(
-                os.fspath(binary.path), "app-server", *extra_args,
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                cwd=os.fspath(cwd) if cwd is not None else None, env=child_env,
-                limit=STDOUT_LIMIT,
-                # Its own process group: close() signals app-server and the commands it runs.
-                start_new_session=True,
+            await self._spawn(
+                [os.fspath(binary.path), "app-server", *extra_args], cwd=cwd, env=child_env,
+                task_name="codex-appserver", stdout_limit=STDOUT_LIMIT,
             )
         except OSError as exc:
             raise AppServerError(f"could not start {binary.path} app-server: {exc}") from None
-        self._tasks = [
-            asyncio.create_task(self._read_stdout(), name="codex-appserver-stdout"),
-            asyncio.create_task(self._read_stderr(), name="codex-appserver-stderr"),
-        ]
-        try:
-            async with asyncio.timeout(INITIALIZE_TIMEOUT_SECONDS):
-                capabilities: dict[str, Any] = {"experimentalApi": experimental_api}
-                if opt_out_notifications:
-                    capabilities["optOutNotificationMethods"] = list(opt_out_notifications)
-                self.info = await self._call(
-                    "initialize",
-                    {"clientInfo": {"name": "tether", "title": "tether", "version": client_version},
-                     "capabilities": capabilities},
-                )
-                await self._write({"method": "initialized"})
-        except BaseException as exc:
-            await self.close()
-            if isinstance(exc, TimeoutError):
-                raise AppServerError(
-                    f"codex app-server did not answer initialize within {INITIALIZE_TIMEOUT_SECONDS:.0f} s",
-                    hint=self._stderr_hint(),
-                ) from None
-            raise
+        self.info = await self._handshake(
+            self._initialize(client_version, experimental_api, opt_out_notifications),
+            INITIALIZE_TIMEOUT_SECONDS, AppServerError,
+        )
         return self
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and not self._exited.is_set()
+    async def _initialize(
+        self, client_version: str, experimental_api: bool, opt_out_notifications: Sequence[str],
+    ) -> dict[str, Any]:
+        capabilities: dict[str, Any] = {"experimentalApi": experimental_api}
+        if opt_out_notifications:
+            capabilities["optOutNotificationMethods"] = list(opt_out_notifications)
+        info: dict[str, Any] = await self._call(
+            "initialize",
+            {"clientInfo": {"name": "tether", "title": "tether", "version": client_version},
+             "capabilities": capabilities},
+        )
+        await self._write({"method": "initialized"})
+        return info
 
     @property
     def pending_server_requests(self) -> list[ServerRequest]:
         return list(self._server_requests.values())
-
-    async def wait_exited(self) -> int | None:
-        await self._exited.wait()
-        return self.returncode
-
-    async def close(self) -> None:
-        """Stop the process group (TERM, then KILL after a grace period) and the reading tasks."""
-        self._closing = True
-        proc = self._proc
-        if proc is not None and proc.returncode is None:
-            if proc.stdin is not None:
-                proc.stdin.close()
-            _signal_group(proc.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), TERMINATE_GRACE_SECONDS)
-            except TimeoutError:
-                _signal_group(proc.pid, signal.SIGKILL)
-                await proc.wait()
-        if proc is not None and proc.returncode is not None:
-            # Commands Codex started may outlive it in the group; they must not outlive tether.
-            _signal_group(proc.pid, signal.SIGKILL)
-        if self._tasks:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), TERMINATE_GRACE_SECONDS)
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        if not self._exited.is_set():
-            await self._on_exit()
 
     async def __aenter__(self) -> AppServer:
         return self
@@ -446,7 +384,7 @@ class AppServer:
 
     async def _call(self, method: str, params: dict[str, Any]) -> Any:
         if self._exited.is_set() or self._proc is None:
-            raise self._exited_error(f"cannot send {method}")
+            raise self.exited_error(f"cannot send {method}")
         request_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = (method, future)
@@ -457,16 +395,7 @@ class AppServer:
             self._pending.pop(request_id, None)
 
     async def _write(self, message: dict[str, Any]) -> None:
-        proc = self._proc
-        if proc is None or proc.stdin is None or self._exited.is_set():
-            raise self._exited_error("cannot write")
-        data = json.dumps(message, separators=(",", ":")).encode() + b"\n"
-        async with self._write_lock:
-            try:
-                proc.stdin.write(data)
-                await proc.stdin.drain()
-            except (ConnectionError, RuntimeError) as exc:
-                raise self._exited_error(f"write failed ({exc})") from None
+        await self._write_line(json.dumps(message, separators=(",", ":")).encode() + b"\n")
 
     async def _send_reply(self, message: dict[str, Any]) -> bool:
         try:
@@ -475,36 +404,22 @@ class AppServer:
             return False
         return True
 
-    async def _read_stdout(self) -> None:
-        proc = self._proc
-        assert proc is not None and proc.stdout is not None
-        try:
-            while True:
-                try:
-                    line = await proc.stdout.readline()
-                except ValueError:  # a line above STDOUT_LIMIT: the stream is unusable now
-                    log.error("codex app-server sent a message larger than %d bytes", STDOUT_LIMIT)
-                    break
-                if not line:
-                    break
-                try:
-                    message = json.loads(line)
-                except ValueError:
-                    log.warning("codex app-server wrote a non-JSON line: %.200r", line)
-                    continue
-                if isinstance(message, dict):
-                    await self._dispatch(message)
-        finally:
-            if not self._exited.is_set():
-                await self._on_exit()
-
-    async def _read_stderr(self) -> None:
-        proc = self._proc
-        assert proc is not None and proc.stderr is not None
-        while line := await proc.stderr.readline():
-            text = line.decode(errors="replace").rstrip()
-            self._stderr_tail.append(text)
-            log.debug("codex app-server: %s", text)
+    async def _read_stdout(self, stdout: asyncio.StreamReader) -> None:
+        while True:
+            try:
+                line = await stdout.readline()
+            except ValueError:  # a line above STDOUT_LIMIT: the stream is unusable now
+                log.error("codex app-server sent a message larger than %d bytes", STDOUT_LIMIT)
+                break
+            if not line:
+                break
+            try:
+                message = json.loads(line)
+            except ValueError:
+                log.warning("codex app-server wrote a non-JSON line: %.200r", line)
+                continue
+            if isinstance(message, dict):
+                await self._dispatch(message)
 
     async def _dispatch(self, message: dict[str, Any]) -> None:
         method = message.get("method")
@@ -561,40 +476,17 @@ class AppServer:
         except Exception:
             log.exception("codex event handler failed on %s", _describe(event))
 
-    async def _on_exit(self) -> None:
-        if self._exited.is_set():
-            return
-        proc = self._proc
-        if proc is not None:
-            with contextlib.suppress(Exception):
-                self.returncode = await asyncio.wait_for(proc.wait(), TERMINATE_GRACE_SECONDS)
-        self._exited.set()
-        error = self._exited_error("request lost")
+    async def _after_exit(self) -> None:
+        error = self.exited_error("request lost")
         for _name, future in list(self._pending.values()):
             if not future.done():
                 future.set_exception(error)
         for request in list(self._server_requests.values()):
             request._finish(RequestState.FAILED)
-        await self._deliver(Exited(self.returncode, self._exit_message(), tuple(self._stderr_tail)))
+        await self._deliver(self._exited_event())
 
-    def _exit_message(self) -> str:
-        if self._closing:
-            return "codex app-server was stopped"
-        code = self.returncode
-        if code is None:
-            how = "closed its output"
-        elif code < 0:
-            how = f"was killed by signal {-code}"
-        else:
-            how = f"exited with code {code}"
-        return f"codex app-server {how} unexpectedly"
-
-    def _exited_error(self, what: str) -> AppServerExited:
-        return AppServerExited(f"{self._exit_message()}: {what}", returncode=self.returncode, hint=self._stderr_hint())
-
-    def _stderr_hint(self) -> str | None:
-        lines = [line for line in self._stderr_tail if line.strip()]
-        return f"its last output: {lines[-1][:300]}" if lines else None
+    def exited_error(self, what: str) -> AppServerExited:
+        return AppServerExited(f"{self.exit_message()}: {what}", returncode=self.returncode, hint=self.stderr_hint())
 
 
 def check_allowed(method: str, params: Mapping[str, Any] | None = None) -> None:
@@ -615,11 +507,6 @@ def _check_policy(approval_policy: str | None, sandbox: str | None) -> None:
                          hint="use one of: " + ", ".join(sorted(APPROVAL_POLICIES)))
     if sandbox is not None and sandbox not in SANDBOX_MODES:
         raise CodexError(f"unknown sandbox mode {sandbox!r}", hint="use one of: " + ", ".join(sorted(SANDBOX_MODES)))
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
 
 
 def _describe(event: Event) -> str:
