@@ -46,11 +46,18 @@ export function describeError(err) {
 }
 
 // A sleep that wake() ends early (the network came back, the page became visible).
-class Sleeper {
+export class Sleeper {
   constructor() {
     this._wake = null;
+    this._woken = false; // a wake() while not sleeping: the next sleep returns at once
   }
   sleep(ms) {
+    // The news (e.g. the host is back online) may come while a connection attempt is still
+    // failing; waiting out the whole delay after that would miss it.
+    if (this._woken) {
+      this._woken = false;
+      return Promise.resolve();
+    }
     return new Promise((resolve) => {
       const timer = setTimeout(done, ms);
       const self = this;
@@ -64,6 +71,7 @@ class Sleeper {
   }
   wake() {
     if (this._wake) this._wake();
+    else this._woken = true;
   }
 }
 

@@ -2,7 +2,7 @@
 // (network first), so an updated relay serves its new client at once. Only same-origin GETs of
 // the shell are cached; the WebSocket and anything else pass through untouched.
 // It also opens the session a notification (notify.js) is about when the notification is clicked.
-const CACHE = "tether-shell-v9";
+const CACHE = "tether-shell-v10";
 const SHELL = [
   "./", "index.html", "app.js", "style.css", "manifest.webmanifest", "icon.svg",
   "bytes.js", "noise.js", "frames.js", "relay.js", "e2e.js", "rpc.js", "store.js", "keys.js",
