@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import os
 import platform
-import re
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from tether.agents.npm_cli import VERSION_RE, NpmCli
 from tether.errors import TetherError
 
 # The Claude Code versions whose stream-json and control protocol tether was tested against
@@ -25,7 +23,6 @@ from tether.errors import TetherError
 # this is an exact list; scripts/install-claude installs the first one.
 SUPPORTED_VERSIONS: tuple[str, ...] = ("2.1.332",)
 PINNED_VERSION = SUPPORTED_VERSIONS[0]
-VERSION_TIMEOUT_SECONDS = 15.0
 
 # (system, machine) → the npm platform package the postinstall step copies the binary from.
 _PLATFORMS: dict[tuple[str, str], str] = {
@@ -37,16 +34,15 @@ _PLATFORMS: dict[tuple[str, str], str] = {
     ("Darwin", "arm64"): "claude-code-darwin-arm64",
 }
 
-_VERSION_RE = re.compile(r"(\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?)")
-_INSTALL_HINT = (
-    f"install it with `npm install -g @anthropic-ai/claude-code@{PINNED_VERSION}` (or run scripts/install-claude)"
-)
-
 
 class ClaudeError(TetherError):
     """The Claude Code CLI is missing, unusable, or misbehaved."""
 
     code = "claude"
+
+
+CLAUDE = NpmCli(name="Claude Code", command="claude", package="@anthropic-ai/claude-code",
+                pinned=PINNED_VERSION, error=ClaudeError)
 
 
 @dataclass(frozen=True)
@@ -61,34 +57,13 @@ def find_claude(explicit: str | os.PathLike[str] | None = None, *, check_version
     Raises :class:`ClaudeError` with a next step when nothing usable is found or its version is
     not in :data:`SUPPORTED_VERSIONS`.
     """
-    found = Path(os.path.realpath(_locate(explicit)))
+    found = Path(os.path.realpath(CLAUDE.locate(explicit)))
     native = found if _is_native(found) else _native_beside_placeholder(found)
     version = claude_version(native)
-    if check_version and version not in SUPPORTED_VERSIONS:
-        supported = ", ".join(SUPPORTED_VERSIONS)
-        raise ClaudeError(
-            f"Claude Code {version} at {native} is not supported by this tether (supported: {supported})",
-            hint=f"install a supported version: `npm install -g @anthropic-ai/claude-code@{PINNED_VERSION}` "
-            "or set [agents.claude] binary to the path of one",
-            code="claude_unsupported",
-        )
+    if check_version:
+        CLAUDE.check_supported(version, native, SUPPORTED_VERSIONS,
+                               or_else="set [agents.claude] binary to the path of one")
     return ClaudeBinary(path=native, version=version)
-
-
-def _locate(explicit: str | os.PathLike[str] | None) -> Path:
-    name = os.fspath(explicit) if explicit is not None else "claude"
-    if os.sep in name or (os.altsep and os.altsep in name):
-        path = Path(name).expanduser()
-        if not path.exists():
-            raise ClaudeError(f"no Claude Code binary at {path}", hint=_INSTALL_HINT, code="claude_missing")
-        if not os.access(path, os.X_OK):
-            raise ClaudeError(f"{path} is not executable", hint="check its permissions", code="claude_missing")
-        return path.absolute()
-    on_path = shutil.which(name)
-    if on_path is None:
-        raise ClaudeError(f"the Claude Code CLI (`{name}`) was not found on PATH", hint=_INSTALL_HINT,
-                          code="claude_missing")
-    return Path(on_path).absolute()
 
 
 def _is_native(path: Path) -> bool:
@@ -106,7 +81,7 @@ def _native_beside_placeholder(placeholder: Path) -> Path:
     package = _PLATFORMS.get(key)
     if package is None:
         raise ClaudeError(f"{placeholder} is not a native Claude Code binary, and there is no build for "
-                          f"{key[0]} {key[1]}", hint=_INSTALL_HINT, code="claude_missing")
+                          f"{key[0]} {key[1]}", hint=CLAUDE.install_hint, code="claude_missing")
     # .../node_modules/@anthropic-ai/claude-code/bin/claude.exe → .../node_modules/@anthropic-ai/
     scope = placeholder.parent.parent.parent
     candidates = [
@@ -127,22 +102,10 @@ def _native_beside_placeholder(placeholder: Path) -> Path:
 
 def claude_version(path: Path) -> str:
     """The version ``path --version`` reports (``2.1.332 (Claude Code)`` → ``2.1.332``)."""
-    try:
-        done = subprocess.run(
-            [os.fspath(path), "--version"], capture_output=True, text=True, timeout=VERSION_TIMEOUT_SECONDS,
-            stdin=subprocess.DEVNULL, check=False, env={**os.environ, **QUIET_ENV},
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ClaudeError(f"could not run `{path} --version`: {exc}", hint=_INSTALL_HINT,
-                          code="claude_broken") from None
-    output = (done.stdout or "") + (done.stderr or "")
-    match = _VERSION_RE.search(done.stdout or "")
-    if done.returncode != 0 or match is None or "Claude Code" not in output:
-        snippet = output.strip().splitlines()[-1][:200] if output.strip() else f"exit code {done.returncode}"
-        raise ClaudeError(
-            f"`{path} --version` did not report a Claude Code version ({snippet})",
-            hint="is this really the Claude Code CLI? " + _INSTALL_HINT, code="claude_broken",
-        )
+    done = CLAUDE.run_version(path, env={**os.environ, **QUIET_ENV})
+    match = VERSION_RE.search(done.stdout or "")
+    if done.returncode != 0 or match is None or "Claude Code" not in (done.stdout or "") + (done.stderr or ""):
+        raise CLAUDE.no_version(path, done, what="a Claude Code version")
     return match.group(1)
 
 

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import os
 import platform
-import re
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from tether.agents.npm_cli import VERSION_RE, NpmCli
 from tether.errors import TetherError
 
 # The Codex versions whose app-server protocol tether was tested against (tests/agents/codex/).
@@ -23,7 +21,6 @@ from tether.errors import TetherError
 # is an exact list, not a range; scripts/install-codex installs the first one.
 SUPPORTED_VERSIONS: tuple[str, ...] = ("0.169.0",)
 PINNED_VERSION = SUPPORTED_VERSIONS[0]
-VERSION_TIMEOUT_SECONDS = 15.0
 
 # (system, machine) → (npm platform package, Rust target triple), as the npm wrapper maps them.
 _PLATFORMS: dict[tuple[str, str], tuple[str, str]] = {
@@ -35,14 +32,15 @@ _PLATFORMS: dict[tuple[str, str], tuple[str, str]] = {
     ("Darwin", "arm64"): ("codex-darwin-arm64", "aarch64-apple-darwin"),
 }
 
-_VERSION_RE = re.compile(r"(\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?)")
-_INSTALL_HINT = f"install it with `npm install -g @openai/codex@{PINNED_VERSION}` (or run scripts/install-codex)"
-
 
 class CodexError(TetherError):
     """The Codex CLI is missing, unusable, or misbehaved."""
 
     code = "codex"
+
+
+CODEX = NpmCli(name="Codex", command="codex", package="@openai/codex", pinned=PINNED_VERSION,
+               error=CodexError)
 
 
 @dataclass(frozen=True)
@@ -58,37 +56,16 @@ def find_codex(explicit: str | os.PathLike[str] | None = None, *, check_version:
     An npm wrapper is resolved to the native binary beside it. Raises :class:`CodexError` with a
     next step when nothing is found or the version is not in :data:`SUPPORTED_VERSIONS`.
     """
-    found = _locate(explicit)
+    found = CODEX.locate(explicit)
     wrapper: Path | None = None
     native = found
     if is_npm_wrapper(found):
         wrapper = found
         native = native_beside_wrapper(found)
     version = codex_version(native)
-    if check_version and version not in SUPPORTED_VERSIONS:
-        supported = ", ".join(SUPPORTED_VERSIONS)
-        raise CodexError(
-            f"Codex {version} at {native} is not supported by this tether (supported: {supported})",
-            hint=f"install a supported version: `npm install -g @openai/codex@{PINNED_VERSION}` "
-            "or pass the path of one explicitly",
-            code="codex_unsupported",
-        )
+    if check_version:
+        CODEX.check_supported(version, native, SUPPORTED_VERSIONS, or_else="pass the path of one explicitly")
     return CodexBinary(path=native, version=version, wrapper=wrapper)
-
-
-def _locate(explicit: str | os.PathLike[str] | None) -> Path:
-    name = os.fspath(explicit) if explicit is not None else "codex"
-    if os.sep in name or (os.altsep and os.altsep in name):
-        path = Path(name).expanduser()
-        if not path.exists():
-            raise CodexError(f"no Codex binary at {path}", hint=_INSTALL_HINT, code="codex_missing")
-        if not os.access(path, os.X_OK):
-            raise CodexError(f"{path} is not executable", hint="check its permissions", code="codex_missing")
-        return path.absolute()
-    on_path = shutil.which(name)
-    if on_path is None:
-        raise CodexError(f"the Codex CLI (`{name}`) was not found on PATH", hint=_INSTALL_HINT, code="codex_missing")
-    return Path(on_path).absolute()
 
 
 def is_npm_wrapper(path: Path) -> bool:
@@ -138,19 +115,8 @@ def native_beside_wrapper(wrapper: Path) -> Path:
 
 def codex_version(path: Path) -> str:
     """The version ``path --version`` reports (``codex-cli 0.169.0`` → ``0.169.0``)."""
-    try:
-        done = subprocess.run(
-            [os.fspath(path), "--version"], capture_output=True, text=True, timeout=VERSION_TIMEOUT_SECONDS,
-            stdin=subprocess.DEVNULL, check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise CodexError(f"could not run `{path} --version`: {exc}", hint=_INSTALL_HINT, code="codex_broken") from None
-    output = (done.stdout or "") + (done.stderr or "")
-    match = _VERSION_RE.search(done.stdout or "") or _VERSION_RE.search(output)
+    done = CODEX.run_version(path)
+    match = VERSION_RE.search(done.stdout or "") or VERSION_RE.search((done.stdout or "") + (done.stderr or ""))
     if done.returncode != 0 or match is None:
-        snippet = output.strip().splitlines()[-1][:200] if output.strip() else f"exit code {done.returncode}"
-        raise CodexError(
-            f"`{path} --version` did not report a version ({snippet})",
-            hint="is this really the Codex CLI? " + _INSTALL_HINT, code="codex_broken",
-        )
+        raise CODEX.no_version(path, done, what="a version")
     return match.group(1)
