@@ -39,51 +39,31 @@ which prints ``PORT <n>`` on stdout once it listens on 127.0.0.1.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
-import itertools
 import json
 import logging
-import signal
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tests.support import scripted_model
+from tests.support.scripted_model import ScriptedModel, Turn, send_json, sse
+
 log = logging.getLogger("tether.tests.fake_anthropic")
 
-Turn = dict[str, Any]
-END_OF_SCRIPT: Turn = {"text": "(end of script)"}
 SIDE_REPLY = "ok"
-MAX_BODY = 64 * 1024 * 1024
 MODEL = "claude-fake-model"
 HANG_PING_SECONDS = 0.5
 
 
-class FakeAnthropic:
+class FakeAnthropic(ScriptedModel):
     """The server. ``requests`` holds every agent-loop request body received, in order."""
 
     def __init__(self, script: Sequence[Turn] = (), *, log_path: Path | None = None) -> None:
-        self.script: list[Turn] = list(script)
-        self.requests: list[dict[str, Any]] = []
+        super().__init__(script, log_path=log_path)
         self.side_requests: list[dict[str, Any]] = []
-        self.paths: list[str] = []
         self.escaped: list[str] = []  # proxy requests: traffic meant for somewhere else
         self.headers: list[dict[str, str]] = []
-        self.log_path = log_path
-        self._ids = itertools.count(1)
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._request_seen = asyncio.Event()
-        self.port = 0
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        self._server = await asyncio.start_server(self._handle, host, port)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        return self.port
 
     @property
     def base_url(self) -> str:
@@ -100,53 +80,7 @@ class FakeAnthropic:
             "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
         }
 
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for writer in list(self._writers):
-            writer.close()
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
-            self._server = None
-
-    async def __aenter__(self) -> FakeAnthropic:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    def add(self, *turns: Turn) -> None:
-        """Append turns to the script (tests may script the next reply after seeing the last)."""
-        self.script.extend(turns)
-
-    async def wait_requests(self, count: int, timeout: float = 30) -> list[dict[str, Any]]:
-        """Wait until at least ``count`` agent-loop requests have arrived."""
-        async with asyncio.timeout(timeout):
-            while len(self.requests) < count:
-                self._request_seen.clear()
-                await self._request_seen.wait()
-        return self.requests
-
     # -- HTTP --------------------------------------------------------------------------------
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        try:
-            while True:
-                request = await _read_request(reader)
-                if request is None:
-                    return
-                method, path, headers, body = request
-                keep_going = await self._route(method, path, headers, body, writer)
-                if not keep_going:
-                    return
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError) as exc:
-            log.debug("connection ended: %s", exc)
-        finally:
-            self._writers.discard(writer)
-            writer.close()
 
     async def _route(
         self, method: str, path: str, headers: dict[str, str], body: bytes, writer: asyncio.StreamWriter,
@@ -155,61 +89,47 @@ class FakeAnthropic:
             # A proxy request: Claude Code tried to reach a host that is not this server.
             self.escaped.append(f"{method} {path}")
             log.warning("refused traffic leaving loopback: %s %s", method, path)
-            await _send_simple(writer, 403, {"error": {"message": "tests allow no traffic off loopback"}})
+            await send_json(writer, 403, {"error": {"message": "tests allow no traffic off loopback"}})
             return False
         self.paths.append(f"{method} {path}")
         route = path.split("?")[0]
         if method == "POST" and route.endswith("/messages/count_tokens"):
-            await _send_simple(writer, 200, {"input_tokens": 10})
+            await send_json(writer, 200, {"input_tokens": 10})
             return True
         if method == "POST" and route.endswith("/messages"):
             try:
                 payload = json.loads(body)
             except ValueError:
-                await _send_simple(writer, 400, {"type": "error", "error": {"type": "invalid_request_error",
+                await send_json(writer, 400, {"type": "error", "error": {"type": "invalid_request_error",
                                                                             "message": "body is not JSON"}})
                 return True
             self.headers.append(headers)
             if payload.get("tools"):
-                self._record(payload)
-                turn = self.script.pop(0) if self.script else END_OF_SCRIPT
+                turn = self._next_turn(payload)
             else:
                 self.side_requests.append(payload)
                 turn = {"text": SIDE_REPLY}
             if payload.get("stream"):
                 await self._stream_turn(turn, writer)
                 return False  # the SSE body ends with the connection
-            await _send_simple(writer, 200, _message(turn, next(self._ids)))
+            await send_json(writer, 200, _message(turn, next(self._ids)))
             return headers.get("connection", "").lower() != "close"
-        await _send_simple(writer, 404, {"type": "error", "error": {"type": "not_found_error",
+        await send_json(writer, 404, {"type": "error", "error": {"type": "not_found_error",
                                                                     "message": f"no route for {method} {path}"}})
         return True
 
-    def _record(self, payload: dict[str, Any]) -> None:
-        self.requests.append(payload)
-        self._request_seen.set()
-        if self.log_path is not None:
-            with self.log_path.open("a") as f:
-                f.write(json.dumps(payload) + "\n")
-
     async def _stream_turn(self, turn: Turn, writer: asyncio.StreamWriter) -> None:
-        writer.write(
-            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
-            b"connection: close\r\n\r\n"
-        )
-        await writer.drain()
-        if turn.get("delay"):
-            await asyncio.sleep(float(turn["delay"]))
+        await self._start_stream(turn, writer)
         n = next(self._ids)
         events = _turn_events(turn, n)
         if turn.get("hang"):
             events = events[:1]
         for event in events:
-            writer.write(_sse(event))
+            writer.write(sse(event))
             await writer.drain()
         while turn.get("hang"):  # until Claude Code (or the server) closes this connection
             await asyncio.sleep(HANG_PING_SECONDS)
-            writer.write(_sse({"type": "ping"}))
+            writer.write(sse({"type": "ping"}))
             await writer.drain()
 
 
@@ -283,75 +203,8 @@ def _message(turn: Turn, n: int) -> dict[str, Any]:
             "content": content, "stop_reason": _stop_reason(blocks), "stop_sequence": None, "usage": _usage()}
 
 
-def _sse(event: dict[str, Any]) -> bytes:
-    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
-
-
-async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str], bytes] | None:
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError:
-        return None
-    lines = head.decode("latin-1").split("\r\n")
-    method, path, _version = lines[0].split(" ", 2)
-    headers = {}
-    for line in lines[1:]:
-        if ":" in line:
-            key, value = line.split(":", 1)
-            headers[key.strip().lower()] = value.strip()
-    if headers.get("content-encoding") not in (None, "identity"):
-        raise ValueError(f"compressed request body ({headers['content-encoding']})")
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        body = bytearray()
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            if size == 0:
-                await reader.readuntil(b"\r\n")
-                break
-            if len(body) + size > MAX_BODY:
-                raise ValueError("request body too large")
-            body += await reader.readexactly(size)
-            await reader.readexactly(2)
-        return method, path, headers, bytes(body)
-    length = int(headers.get("content-length", "0"))
-    if length > MAX_BODY:
-        raise ValueError("request body too large")
-    return method, path, headers, await reader.readexactly(length)
-
-
-async def _send_simple(writer: asyncio.StreamWriter, status: int, payload: dict[str, Any]) -> None:
-    body = json.dumps(payload).encode()
-    reason = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found"}.get(status, "Error")
-    writer.write(
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
-    await writer.drain()
-
-
-async def _main(args: argparse.Namespace, script: list[Turn]) -> None:
-    server = FakeAnthropic(script, log_path=Path(args.log) if args.log else None)
-    port = await server.start(port=args.port)
-    print(f"PORT {port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await server.close()
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--script", help="a JSON file: a list of turns (or {\"turns\": [...]})")
-    parser.add_argument("--log", help="append every agent-loop request body to this file as JSON lines")
-    parser.add_argument("--port", type=int, default=0)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    script = json.loads(Path(args.script).read_text()) if args.script else []
-    if isinstance(script, dict):
-        script = script.get("turns", [])
-    asyncio.run(_main(args, script))
+    scripted_model.main(FakeAnthropic, __doc__, argv)
 
 
 if __name__ == "__main__":
