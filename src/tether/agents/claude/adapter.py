@@ -59,6 +59,7 @@ from tether.agents.builtin.loop import ApprovalMemory
 from tether.agents.claude import stream
 from tether.agents.claude.binary import QUIET_ENV, ClaudeBinary, ClaudeError, find_claude
 from tether.agents.claude.process import ClaudeExited, ClaudeProcess, Event, Exited
+from tether.agents.turn import fail_items, next_event
 from tether.home import resolve_home
 from tether.host.agent_session import AgentDied
 from tether.host.config import AgentConfig
@@ -186,13 +187,9 @@ class ClaudeAgent(Agent):
 
     async def _follow(self, state: _Turn) -> None:
         """Map Claude Code's messages into the log until its ``result``."""
-        loop = asyncio.get_running_loop()
         while True:
-            timeout = None
-            if state.interrupt_at is not None:
-                timeout = max(0.0, state.interrupt_at + INTERRUPT_GRACE_SECONDS - loop.time())
             try:
-                event = await asyncio.wait_for(self._events.get(), timeout)
+                event = await next_event(self._events, state.interrupt_at, INTERRUPT_GRACE_SECONDS)
             except TimeoutError:
                 log.warning("session %s: claude did not end the interrupted turn; giving up on it",
                             self.ctx.session_id)
@@ -337,17 +334,10 @@ class ClaudeAgent(Agent):
 
     async def _close_open_items(self, state: _Turn) -> None:
         """Items still open when a turn ends (interrupt, death) end as failed."""
-        for item in state.open_items():
+        items = state.open_items()
+        for item in items:
             item.open = False
-            data: dict[str, Any]
-            if item.kind is ItemKind.COMMAND:
-                data = {**item.data, "exit_code": None, "output": "".join(item.text)}
-            elif item.kind is ItemKind.FILE_CHANGE:
-                data = dict(item.data)
-            else:
-                data = {"text": "".join(item.text)}
-            await self.ctx.emit(EventType.ITEM_COMPLETED,
-                                {"turn": state.id, "item": item.id, "kind": item.kind, "status": "failed", **data})
+        await fail_items(self.ctx, state.id, items)
 
     # -- approvals -------------------------------------------------------------------------
 

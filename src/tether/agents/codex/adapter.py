@@ -55,6 +55,7 @@ from tether.agents.codex.appserver import (
     ServerRequest,
 )
 from tether.agents.codex.binary import CodexBinary, CodexError, find_codex
+from tether.agents.turn import fail_items, next_event
 from tether.host.agent_session import AgentDied
 from tether.host.config import AgentConfig
 from tether.host.policy import Approval, Policy, Sandbox
@@ -203,13 +204,9 @@ class CodexAgent(Agent):
 
     async def _follow(self, state: _Turn) -> None:
         """Map Codex's events into the log until the turn ends."""
-        loop = asyncio.get_running_loop()
         while True:
-            timeout = None
-            if state.interrupt_at is not None:
-                timeout = max(0.0, state.interrupt_at + INTERRUPT_GRACE_SECONDS - loop.time())
             try:
-                event = await asyncio.wait_for(self._events.get(), timeout)
+                event = await next_event(self._events, state.interrupt_at, INTERRUPT_GRACE_SECONDS)
             except TimeoutError:
                 log.warning("session %s: codex did not end the interrupted turn; giving up on it", self.ctx.session_id)
                 await self._close_open_items(state)
@@ -328,20 +325,9 @@ class CodexAgent(Agent):
 
     async def _close_open_items(self, state: _Turn) -> None:
         """Codex leaves items open when a turn is interrupted or dies: end them as failed."""
-        for codex_id in list(state.open):
-            tracked = state.items[codex_id]
-            state.open.discard(codex_id)
-            data: dict[str, Any]
-            if tracked.kind is ItemKind.COMMAND:
-                data = {**tracked.data, "exit_code": None, "output": "".join(tracked.text)}
-            elif tracked.kind is ItemKind.FILE_CHANGE:
-                data = dict(tracked.data)
-            else:
-                data = {"text": "".join(tracked.text)}
-            await self.ctx.emit(
-                EventType.ITEM_COMPLETED,
-                {"turn": state.id, "item": tracked.id, "kind": tracked.kind, "status": "failed", **data},
-            )
+        items = [state.items[codex_id] for codex_id in state.open]
+        state.open.clear()
+        await fail_items(self.ctx, state.id, items)
 
     # -- approvals -------------------------------------------------------------------------
 
