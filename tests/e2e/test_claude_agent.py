@@ -11,15 +11,15 @@ The model server runs on the test's loop, so blocking CLI calls go through ``asy
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.agents.claude.conftest import claude_command
-from tests.procs import TETHER, Proc, remove, short_home, start_relay, tether_json
+from tests.procs import Proc, remove, short_home
+from tests.support.agent_host import Watch, relay_and_paired_host
 from tests.support.fake_anthropic import FakeAnthropic
 from tether import Client
 from tether.agents.claude import ClaudeError, find_claude
@@ -28,8 +28,6 @@ from tether.protocol.rpc import RemoteError
 pytestmark = pytest.mark.slow
 
 GREETING = "echo from-claude-$((40+2))"
-TIMEOUT = 40.0
-Event = dict[str, Any]
 
 
 @dataclass
@@ -60,60 +58,14 @@ async def claude_deployment() -> AsyncIterator[ClaudeDeployment]:
             'approval = "untrusted"\n'
             'sandbox = "workspace-write"\n'
         )
-        relay, port = await asyncio.to_thread(start_relay)
-        relay_url = f"ws://127.0.0.1:{port}"
-
-        def start_and_pair() -> Proc:
-            host = Proc([*TETHER, "--home", str(host_home), "host", "--relay", relay_url, "--workspace",
-                         str(workspace), "--name", "claude-host"], env=model.env(), name="host")
-            host.wait_for(r"connected to relay")
-            offer = tether_json(host_home, "pair", "--json")
-            tether_json(client_home, "login", offer["link"], "--name", "phone", "--json")
-            return host
-
-        host: Proc | None = None
         try:
-            host = await asyncio.to_thread(start_and_pair)
-            yield ClaudeDeployment(model, host_home, workspace.resolve(), client_home, host, relay)
+            async with relay_and_paired_host(host_home, client_home, workspace, name="claude-host",
+                                             env=model.env()) as (host, relay):
+                yield ClaudeDeployment(model, host_home, workspace.resolve(), client_home, host, relay)
         finally:
-            if host is not None:
-                await asyncio.to_thread(host.stop)
-            await asyncio.to_thread(relay.stop)
             remove(host_home, client_home, workspace)
         # Nothing left loopback: anything Claude Code tried to reach elsewhere came here as a proxy request.
         assert model.escaped == [], f"Claude Code tried to reach the outside: {model.escaped}"
-
-
-@dataclass
-class Watch:
-    """One session's events as the client receives them."""
-
-    client: Client
-    session: str
-    seen: list[Event] = field(default_factory=list)
-    _it: AsyncIterator[Event] | None = None
-
-    async def until(self, type: str, where: Callable[[dict[str, Any]], bool] = lambda _: True) -> Event:
-        for event in self.seen:
-            if event["type"] == type and where(event["data"]):
-                return event
-        if self._it is None:
-            self._it = self.client.events(0, session=self.session)
-        try:
-            async with asyncio.timeout(TIMEOUT):
-                while True:
-                    event = await anext(self._it)
-                    self.seen.append(event)
-                    if event["type"] == type and where(event["data"]):
-                        return event
-        except TimeoutError:
-            raise AssertionError(f"no {type} within {TIMEOUT:.0f} s; seen: {[e['type'] for e in self.seen]}") from None
-
-    def items(self, type: str, kind: str) -> list[dict[str, Any]]:
-        return [e["data"] for e in self.seen if e["type"] == type and e["data"].get("kind") == kind]
-
-    def deltas(self, item: str) -> str:
-        return "".join(e["data"]["data"] for e in self.seen if e["type"] == "item.delta" and e["data"]["item"] == item)
 
 
 async def start(client: Client, prompt: str) -> Watch:

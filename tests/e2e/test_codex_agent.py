@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.agents.codex.conftest import FAKE_KEY_ENV, codex_cache_dir, write_codex_config
-from tests.procs import TETHER, Proc, remove, short_home, start_relay, tether_json
+from tests.procs import Proc, remove, short_home, tether_json
+from tests.support.agent_host import Watch, relay_and_paired_host
 from tests.support.fake_responses import FakeResponses
 from tether import Client
 from tether.agents.codex import PINNED_VERSION, CodexError, find_codex
@@ -27,8 +27,6 @@ from tether.protocol.rpc import RemoteError
 pytestmark = pytest.mark.slow
 
 APPROVED_CMD = "echo approved-$((1+1))"
-TIMEOUT = 40.0
-Event = dict[str, Any]
 
 
 def codex_wrapper() -> Path:
@@ -71,58 +69,12 @@ async def codex_deployment() -> AsyncIterator[CodexDeployment]:
             'approval = "on-request"\n'
             'sandbox = "workspace-write"\n'
         )
-        relay, port = await asyncio.to_thread(start_relay)
-        relay_url = f"ws://127.0.0.1:{port}"
-
-        def start_and_pair() -> Proc:
-            host = Proc([*TETHER, "--home", str(host_home), "host", "--relay", relay_url, "--workspace",
-                         str(workspace), "--name", "codex-host"], env={FAKE_KEY_ENV: "dummy-key"}, name="host")
-            host.wait_for(r"connected to relay")
-            offer = tether_json(host_home, "pair", "--json")
-            tether_json(client_home, "login", offer["link"], "--name", "phone", "--json")
-            return host
-
-        host: Proc | None = None
         try:
-            host = await asyncio.to_thread(start_and_pair)
-            yield CodexDeployment(model, host_home, workspace, client_home, host, relay)
+            async with relay_and_paired_host(host_home, client_home, workspace, name="codex-host",
+                                             env={FAKE_KEY_ENV: "dummy-key"}) as (host, relay):
+                yield CodexDeployment(model, host_home, workspace, client_home, host, relay)
         finally:
-            if host is not None:
-                await asyncio.to_thread(host.stop)
-            await asyncio.to_thread(relay.stop)
             remove(host_home, client_home)
-
-
-@dataclass
-class Watch:
-    """One session's events as the client receives them."""
-
-    client: Client
-    session: str
-    seen: list[Event] = field(default_factory=list)
-    _it: AsyncIterator[Event] | None = None
-
-    async def until(self, type: str, where: Callable[[dict[str, Any]], bool] = lambda _: True) -> Event:
-        for event in self.seen:
-            if event["type"] == type and where(event["data"]):
-                return event
-        if self._it is None:
-            self._it = self.client.events(0, session=self.session)
-        try:
-            async with asyncio.timeout(TIMEOUT):
-                while True:
-                    event = await anext(self._it)
-                    self.seen.append(event)
-                    if event["type"] == type and where(event["data"]):
-                        return event
-        except TimeoutError:
-            raise AssertionError(f"no {type} within {TIMEOUT:.0f} s; seen: {[e['type'] for e in self.seen]}") from None
-
-    def items(self, type: str, kind: str) -> list[dict[str, Any]]:
-        return [e["data"] for e in self.seen if e["type"] == type and e["data"].get("kind") == kind]
-
-    def deltas(self, item: str) -> str:
-        return "".join(e["data"]["data"] for e in self.seen if e["type"] == "item.delta" and e["data"]["item"] == item)
 
 
 async def start(d: CodexDeployment, client: Client, prompt: str) -> Watch:

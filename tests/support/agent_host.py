@@ -1,0 +1,81 @@
+"""What the end-to-end tests of the agent adapters (tests/e2e/test_codex_agent.py,
+tests/e2e/test_claude_agent.py) share: a relay and a host paired with a client, as processes, and
+one session's events as the client receives them.
+
+The model servers run on the test's loop, so the blocking process calls go through
+``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.procs import TETHER, Proc, start_relay, tether_json
+from tether import Client
+
+TIMEOUT = 40.0
+Event = dict[str, Any]
+
+
+@contextlib.asynccontextmanager
+async def relay_and_paired_host(
+    host_home: Path, client_home: Path, workspace: Path, *, name: str, env: Mapping[str, str],
+) -> AsyncIterator[tuple[Proc, Proc]]:
+    """A relay, and a host on it (``env`` added to its environment) paired with ``client_home``:
+    (host, relay), both stopped at the end."""
+    relay, port = await asyncio.to_thread(start_relay)
+    relay_url = f"ws://127.0.0.1:{port}"
+
+    def start_and_pair() -> Proc:
+        host = Proc([*TETHER, "--home", str(host_home), "host", "--relay", relay_url, "--workspace",
+                     str(workspace), "--name", name], env=dict(env), name="host")
+        host.wait_for(r"connected to relay")
+        offer = tether_json(host_home, "pair", "--json")
+        tether_json(client_home, "login", offer["link"], "--name", "phone", "--json")
+        return host
+
+    host: Proc | None = None
+    try:
+        host = await asyncio.to_thread(start_and_pair)
+        yield host, relay
+    finally:
+        if host is not None:
+            await asyncio.to_thread(host.stop)
+        await asyncio.to_thread(relay.stop)
+
+
+@dataclass
+class Watch:
+    """One session's events as the client receives them."""
+
+    client: Client
+    session: str
+    seen: list[Event] = field(default_factory=list)
+    _it: AsyncIterator[Event] | None = None
+
+    async def until(self, type: str, where: Callable[[dict[str, Any]], bool] = lambda _: True) -> Event:
+        for event in self.seen:
+            if event["type"] == type and where(event["data"]):
+                return event
+        if self._it is None:
+            self._it = self.client.events(0, session=self.session)
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                while True:
+                    event = await anext(self._it)
+                    self.seen.append(event)
+                    if event["type"] == type and where(event["data"]):
+                        return event
+        except TimeoutError:
+            raise AssertionError(f"no {type} within {TIMEOUT:.0f} s; seen: {[e['type'] for e in self.seen]}") from None
+
+    def items(self, type: str, kind: str) -> list[dict[str, Any]]:
+        return [e["data"] for e in self.seen if e["type"] == type and e["data"].get("kind") == kind]
+
+    def deltas(self, item: str) -> str:
+        return "".join(e["data"]["data"] for e in self.seen if e["type"] == "item.delta" and e["data"]["item"] == item)
