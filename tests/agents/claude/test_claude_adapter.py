@@ -3,26 +3,25 @@ scripted Messages-API server. What a client would see is read back from the log.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.agent_session import SessionHarness
 from tests.support.fake_anthropic import FakeAnthropic
 from tether.agents.base import Decision
 from tether.agents.claude import ClaudeBinary, ClaudeError
 from tether.agents.claude.adapter import ClaudeAgent
 from tether.host.agent_session import AgentSession
 from tether.host.config import AgentConfig
-from tether.host.db import Database
-from tether.host.eventlog import Event, EventLog
+from tether.host.eventlog import EventLog
 from tether.host.policy import Approval, Policy, Sandbox
-from tether.host.projection import EventType, pending_approvals
+from tether.host.projection import EventType
 
 pytestmark = pytest.mark.slow
 
@@ -30,15 +29,6 @@ GREETING = "echo from-claude-$((40+2))"
 TIMEOUT = 40.0
 BY = {"id": "d_test", "name": "test"}
 UNTRUSTED = Policy(Approval.UNTRUSTED, Sandbox.WORKSPACE_WRITE)
-
-
-@pytest.fixture
-async def event_log(tmp_path: Path) -> AsyncIterator[EventLog]:
-    db = await Database.open(tmp_path / "state" / "host.db")
-    log = await EventLog.open(db)
-    yield log
-    await log.close()
-    await db.close()
 
 
 @pytest.fixture
@@ -50,54 +40,14 @@ def tether_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-class Harness:
+class Harness(SessionHarness):
     def __init__(self, log: EventLog, binary: ClaudeBinary, workspace: Path) -> None:
-        self.log = log
+        super().__init__(log, ClaudeAgent, workspace, timeout=TIMEOUT)
         self.binary = binary
-        self.workspace = workspace
-        self.sessions: list[AgentSession] = []
 
     async def start(self, prompt: str, *, policy: Policy = UNTRUSTED, **options: Any) -> AgentSession:
-        session = AgentSession(
-            session_id=f"s_test{len(self.sessions)}", workspace=self.workspace, policy=policy,
-            config=AgentConfig("claude", options={"binary": str(self.binary.path), **options}), log=self.log,
-            agent_cls=ClaudeAgent,
-        )
-        await session.agent.open()
-        self.sessions.append(session)
-        await self.log.append(session.session_id, EventType.SESSION_STARTED, {
-            "agent": "claude", "workspace": str(self.workspace), "command": [], "title": prompt, "cols": 80,
-            "rows": 24, "policy": session.policy.to_json(),
-        })
-        await session.start_turn(prompt)
-        return session
-
-    async def events(self, session: AgentSession) -> list[Event]:
-        return [e for e in await self.log.read(0, 100_000) if e.session == session.session_id]
-
-    async def wait(
-        self, session: AgentSession, type: str, where: Callable[[dict[str, Any]], bool] = lambda _: True,
-    ) -> Event:
-        try:
-            async with asyncio.timeout(TIMEOUT):
-                while True:
-                    for event in await self.events(session):
-                        if event.type == type and where(event.data):
-                            return event
-                    await asyncio.sleep(0.05)
-        except TimeoutError:
-            seen = [(e.type, e.data.get("kind")) for e in await self.events(session)]
-            raise AssertionError(f"no {type} within {TIMEOUT:.0f} s; seen {seen}") from None
-
-    async def items(self, session: AgentSession, type: str, kind: str) -> list[dict[str, Any]]:
-        return [e.data for e in await self.events(session) if e.type == type and e.data.get("kind") == kind]
-
-    async def deltas(self, session: AgentSession, item: str) -> str:
-        return "".join(e.data["data"] for e in await self.events(session)
-                       if e.type == EventType.ITEM_DELTA and e.data["item"] == item)
-
-    async def pending(self, session: AgentSession) -> list[dict[str, Any]]:
-        return await self.log.db.run(lambda c: pending_approvals(c, session.session_id), write=False)
+        return await self.open(prompt, policy, AgentConfig("claude", options={"binary": str(self.binary.path),
+                                                                              **options}))
 
 
 @pytest.fixture
@@ -106,8 +56,7 @@ async def harness(
 ) -> AsyncIterator[Harness]:
     h = Harness(event_log, claude_binary, workspace)
     yield h
-    for session in h.sessions:
-        await session.close()
+    await h.close()
 
 
 async def test_approved_command_runs_and_the_answer_streams(harness: Harness, fake_model: FakeAnthropic) -> None:

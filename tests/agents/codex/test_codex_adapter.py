@@ -6,23 +6,23 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.agents.codex.conftest import FAKE_KEY_ENV, StartAppServer
+from tests.support.agent_session import SessionHarness
 from tests.support.fake_responses import FakeResponses
 from tether.agents.base import Decision
 from tether.agents.codex import CodexBinary, CodexError
 from tether.agents.codex.adapter import THREAD_OPTION, CodexAgent, list_threads
 from tether.host.agent_session import AgentSession
 from tether.host.config import AgentConfig
-from tether.host.db import Database
-from tether.host.eventlog import Event, EventLog
+from tether.host.eventlog import EventLog
 from tether.host.policy import Approval, Policy, Sandbox
-from tether.host.projection import EventType, pending_approvals
+from tether.host.projection import EventType
 
 pytestmark = pytest.mark.slow
 
@@ -36,22 +36,11 @@ def fake_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(FAKE_KEY_ENV, "dummy-key")
 
 
-@pytest.fixture
-async def event_log(tmp_path: Path) -> AsyncIterator[EventLog]:
-    db = await Database.open(tmp_path / "state" / "host.db")
-    log = await EventLog.open(db)
-    yield log
-    await log.close()
-    await db.close()
-
-
-class Harness:
+class Harness(SessionHarness):
     def __init__(self, log: EventLog, binary: CodexBinary, codex_home: Path, workspace: Path) -> None:
-        self.log = log
+        super().__init__(log, CodexAgent, workspace, timeout=TIMEOUT)
         self.binary = binary
         self.codex_home = codex_home
-        self.workspace = workspace
-        self.sessions: list[AgentSession] = []
 
     def config(self, **options: Any) -> AgentConfig:
         return AgentConfig(
@@ -61,37 +50,7 @@ class Harness:
     async def start(
         self, prompt: str, *, policy: Policy | None = None, options: dict[str, Any] | None = None,
     ) -> AgentSession:
-        session = AgentSession(
-            session_id=f"s_test{len(self.sessions)}", workspace=self.workspace, policy=policy or Policy(),
-            config=self.config(**(options or {})), log=self.log, agent_cls=CodexAgent,
-        )
-        await session.agent.open()
-        self.sessions.append(session)
-        await self.log.append(session.session_id, EventType.SESSION_STARTED, {
-            "agent": "codex", "workspace": str(self.workspace), "command": [], "title": prompt, "cols": 80,
-            "rows": 24, "policy": session.policy.to_json(),
-        })
-        await session.start_turn(prompt)
-        return session
-
-    async def events(self, session: AgentSession) -> list[Event]:
-        return [e for e in await self.log.read(0, 100_000) if e.session == session.session_id]
-
-    async def wait(
-        self, session: AgentSession, type: str, where: Callable[[dict[str, Any]], bool] = lambda _: True,
-    ) -> Event:
-        async with asyncio.timeout(TIMEOUT):
-            while True:
-                for event in await self.events(session):
-                    if event.type == type and where(event.data):
-                        return event
-                await asyncio.sleep(0.05)
-
-    async def items(self, session: AgentSession, type: str, kind: str) -> list[dict[str, Any]]:
-        return [e.data for e in await self.events(session) if e.type == type and e.data.get("kind") == kind]
-
-    async def pending(self, session: AgentSession) -> list[dict[str, Any]]:
-        return await self.log.db.run(lambda c: pending_approvals(c, session.session_id), write=False)
+        return await self.open(prompt, policy or Policy(), self.config(**(options or {})))
 
 
 @pytest.fixture
@@ -100,8 +59,7 @@ async def harness(
 ) -> AsyncIterator[Harness]:
     h = Harness(event_log, codex_binary, codex_home, workspace)
     yield h
-    for session in h.sessions:
-        await session.close()
+    await h.close()
 
 
 async def test_prompt_streams_the_answer_and_completes(harness: Harness, fake_model: FakeResponses) -> None:
