@@ -21,22 +21,12 @@ from tether.errors import TetherError
 from tether.host import projection
 from tether.host.agent_session import AgentSession
 from tether.host.config import AgentConfig
-from tether.host.db import Database
 from tether.host.eventlog import Event, EventLog
 from tether.host.policy import Approval, Policy, Sandbox
 
 KEY = "sk-adapter-SECRET-0123456789abcdef"
 ENV_SECRET = "envsecret-9f8e7d6c5b4a"
 needs_bwrap = pytest.mark.skipif(not available(), reason="bubblewrap unusable here")
-
-
-@pytest.fixture
-async def log(tmp_path: Path) -> AsyncIterator[EventLog]:
-    db = await Database.open(tmp_path / "state" / "host.db")
-    event_log = await EventLog.open(db)
-    yield event_log
-    await event_log.close()
-    await db.close()
 
 
 @pytest.fixture
@@ -118,8 +108,8 @@ class Harness:
 
 
 @pytest.fixture
-async def h(log: EventLog, server: FakeOpenAI, workspace: Path) -> AsyncIterator[Harness]:
-    harness = Harness(log, server, workspace)
+async def h(event_log: EventLog, server: FakeOpenAI, workspace: Path) -> AsyncIterator[Harness]:
+    harness = Harness(event_log, server, workspace)
     yield harness
     await harness.close()
 
