@@ -10,7 +10,6 @@ The model server runs on the test's loop, so blocking CLI calls go through ``asy
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +18,10 @@ import pytest
 
 from tests.agents.claude.conftest import claude_command
 from tests.procs import Proc, remove, short_home
-from tests.support.agent_host import Watch, relay_and_paired_host
+from tests.support.agent_host import Watch, interrupt_while_an_approval_is_pending, relay_and_paired_host
 from tests.support.fake_anthropic import FakeAnthropic
 from tether import Client
 from tether.agents.claude import ClaudeError, find_claude
-from tether.protocol.rpc import RemoteError
 
 pytestmark = pytest.mark.slow
 
@@ -121,28 +119,9 @@ async def test_approve_then_deny_across_two_turns(claude_deployment: ClaudeDeplo
 
 async def test_interrupt_while_an_approval_is_pending(claude_deployment: ClaudeDeployment) -> None:
     d = claude_deployment
-    d.model.add({"bash": {"command": f"{GREETING} > ran.txt"}})
-    async with await Client.open(d.client_home) as client:
-        watch = await start(client, "run it")
-        requested = await watch.until("approval.requested")
-        await client.interrupt(watch.session)
-        done = await watch.until("turn.completed")
-        assert done["data"]["status"] == "interrupted"
-        cleared = await watch.until("approval.cleared")
-        assert cleared["data"]["approval"] == requested["data"]["approval"]
-        with pytest.raises(RemoteError) as raised:
-            await client.approve(watch.session, requested["data"]["approval"], "approve")
-        assert raised.value.code == "approval_conflict"
-        info = await client.session(watch.session)
-        assert info["status"] == "idle" and info["approvals"] == []
-
-        # The session goes on with the next prompt.
-        d.model.add({"text": "still here"})
-        await client.send(watch.session, "are you there?")
-        second = await watch.until("turn.completed", lambda data: data["turn"] != done["data"]["turn"])
-        assert second["data"]["status"] == "completed"
-    await asyncio.sleep(0.3)
-    assert not (d.workspace / "ran.txt").exists()
+    await interrupt_while_an_approval_is_pending(
+        d.client_home, d.workspace, "claude", d.model, {"bash": {"command": f"{GREETING} > ran.txt"}},
+    )
 
 
 async def test_a_file_write_is_a_file_change_with_a_diff_that_needs_approval(

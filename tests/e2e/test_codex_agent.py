@@ -8,7 +8,6 @@ The model server runs on the test's loop, so blocking CLI calls go through ``asy
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,11 +17,10 @@ import pytest
 
 from tests.agents.codex.conftest import FAKE_KEY_ENV, codex_cache_dir, write_codex_config
 from tests.procs import Proc, remove, short_home, tether_json
-from tests.support.agent_host import Watch, relay_and_paired_host
+from tests.support.agent_host import Watch, interrupt_while_an_approval_is_pending, relay_and_paired_host
 from tests.support.fake_responses import FakeResponses
 from tether import Client
 from tether.agents.codex import PINNED_VERSION, CodexError, find_codex
-from tether.protocol.rpc import RemoteError
 
 pytestmark = pytest.mark.slow
 
@@ -137,28 +135,9 @@ async def test_declined_command_never_runs(codex_deployment: CodexDeployment) ->
 
 async def test_interrupt_while_an_approval_is_pending(codex_deployment: CodexDeployment) -> None:
     d = codex_deployment
-    d.model.add({"exec": {"cmd": f"{APPROVED_CMD} > ran.txt"}})
-    async with await Client.open(d.client_home) as client:
-        watch = await start(d, client, "run it")
-        requested = await watch.until("approval.requested")
-        await client.interrupt(watch.session)
-        done = await watch.until("turn.completed")
-        assert done["data"]["status"] == "interrupted"
-        cleared = await watch.until("approval.cleared")
-        assert cleared["data"]["approval"] == requested["data"]["approval"]
-        with pytest.raises(RemoteError) as raised:
-            await client.approve(watch.session, requested["data"]["approval"], "approve")
-        assert raised.value.code == "approval_conflict"
-        info = await client.session(watch.session)
-        assert info["status"] == "idle" and info["approvals"] == []
-
-        # The session goes on with the next prompt.
-        d.model.add({"text": "still here"})
-        await client.send(watch.session, "are you there?")
-        second = await watch.until("turn.completed", lambda data: data["turn"] != done["data"]["turn"])
-        assert second["data"]["status"] == "completed"
-    await asyncio.sleep(0.3)
-    assert not (d.workspace / "ran.txt").exists()
+    await interrupt_while_an_approval_is_pending(
+        d.client_home, d.workspace, "codex", d.model, {"exec": {"cmd": f"{APPROVED_CMD} > ran.txt"}},
+    )
 
 
 async def test_a_desktop_thread_is_listed_and_adopted_through_the_relay(codex_deployment: CodexDeployment) -> None:

@@ -15,8 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.procs import TETHER, Proc, start_relay, tether_json
+from tests.support.scripted_model import ScriptedModel, Turn
 from tether import Client
+from tether.protocol.rpc import RemoteError
 
 TIMEOUT = 40.0
 Event = dict[str, Any]
@@ -79,3 +83,33 @@ class Watch:
 
     def deltas(self, item: str) -> str:
         return "".join(e["data"]["data"] for e in self.seen if e["type"] == "item.delta" and e["data"]["item"] == item)
+
+
+async def interrupt_while_an_approval_is_pending(
+    client_home: Path, workspace: Path, agent: str, model: ScriptedModel, command: Turn,
+) -> None:
+    """What every agent does when a turn waiting for an approval is interrupted: the question is
+    cleared, a late answer conflicts, the session takes the next prompt, and ``command`` (a turn
+    whose command would write ``ran.txt``) never ran."""
+    model.add(command)
+    async with await Client.open(client_home) as client:
+        watch = Watch(client, await client.start_session(agent=agent, prompt="run it"))
+        requested = await watch.until("approval.requested")
+        await client.interrupt(watch.session)
+        done = await watch.until("turn.completed")
+        assert done["data"]["status"] == "interrupted"
+        cleared = await watch.until("approval.cleared")
+        assert cleared["data"]["approval"] == requested["data"]["approval"]
+        with pytest.raises(RemoteError) as raised:
+            await client.approve(watch.session, requested["data"]["approval"], "approve")
+        assert raised.value.code == "approval_conflict"
+        info = await client.session(watch.session)
+        assert info["status"] == "idle" and info["approvals"] == []
+
+        # The session goes on with the next prompt.
+        model.add({"text": "still here"})
+        await client.send(watch.session, "are you there?")
+        second = await watch.until("turn.completed", lambda data: data["turn"] != done["data"]["turn"])
+        assert second["data"]["status"] == "completed"
+    await asyncio.sleep(0.3)
+    assert not (workspace / "ran.txt").exists()
