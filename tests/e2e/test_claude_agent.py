@@ -11,14 +11,17 @@ The model server runs on the test's loop, so blocking CLI calls go through ``asy
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from tests.agents.claude.conftest import claude_command
-from tests.procs import Proc, remove, short_home
-from tests.support.agent_host import Watch, interrupt_while_an_approval_is_pending, relay_and_paired_host
+from tests.procs import remove, short_home
+from tests.support.agent_host import (
+    AgentDeployment,
+    Watch,
+    interrupt_while_an_approval_is_pending,
+    relay_and_paired_host,
+)
 from tests.support.fake_anthropic import FakeAnthropic
 from tether import Client
 from tether.agents.claude import ClaudeError, find_claude
@@ -28,14 +31,7 @@ pytestmark = pytest.mark.slow
 GREETING = "echo from-claude-$((40+2))"
 
 
-@dataclass
-class ClaudeDeployment:
-    model: FakeAnthropic
-    host_home: Path
-    workspace: Path
-    client_home: Path
-    host: Proc
-    relay: Proc
+ClaudeDeployment = AgentDeployment[FakeAnthropic]
 
 
 @pytest.fixture

@@ -8,17 +8,21 @@ The model server runs on the test's loop, so blocking CLI calls go through ``asy
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.agents.codex.conftest import FAKE_KEY_ENV, codex_cache_dir, write_codex_config
-from tests.procs import Proc, remove, short_home, tether_json
-from tests.support.agent_host import Watch, interrupt_while_an_approval_is_pending, relay_and_paired_host
+from tests.procs import remove, short_home, tether_json
+from tests.support.agent_host import (
+    AgentDeployment,
+    Watch,
+    interrupt_while_an_approval_is_pending,
+    relay_and_paired_host,
+)
 from tests.support.fake_responses import FakeResponses
+from tests.support.installed_cli import installed_cli
 from tether import Client
 from tether.agents.codex import PINNED_VERSION, CodexError, find_codex
 
@@ -28,12 +32,7 @@ APPROVED_CMD = "echo approved-$((1+1))"
 
 
 def codex_wrapper() -> Path:
-    explicit = os.environ.get("TETHER_CODEX_BIN")
-    wrapper = Path(explicit) if explicit else codex_cache_dir() / "node_modules" / ".bin" / "codex"
-    if not wrapper.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"Codex CLI {PINNED_VERSION} is not installed, and CI must run these tests")
-        pytest.skip(f"Codex CLI {PINNED_VERSION} is not installed: run scripts/install-codex (scripts/test does)")
+    wrapper = installed_cli("Codex CLI", PINNED_VERSION, codex_cache_dir(), "codex", "TETHER_CODEX_BIN")
     try:
         find_codex(wrapper)
     except CodexError as exc:
@@ -41,14 +40,7 @@ def codex_wrapper() -> Path:
     return wrapper
 
 
-@dataclass
-class CodexDeployment:
-    model: FakeResponses
-    host_home: Path
-    workspace: Path
-    client_home: Path
-    host: Proc
-    relay: Proc
+CodexDeployment = AgentDeployment[FakeResponses]
 
 
 @pytest.fixture

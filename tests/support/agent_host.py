@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import pytest
 
@@ -24,6 +24,19 @@ from tether.protocol.rpc import RemoteError
 
 TIMEOUT = 40.0
 Event = dict[str, Any]
+M = TypeVar("M", bound=ScriptedModel)
+
+
+@dataclass
+class AgentDeployment(Generic[M]):
+    """A relay, a host running the agent against ``model``, and a client paired with it."""
+
+    model: M
+    host_home: Path
+    workspace: Path
+    client_home: Path
+    host: Proc
+    relay: Proc
 
 
 @contextlib.asynccontextmanager

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.installed_cli import installed_cli
 from tether.agents.claude import PINNED_VERSION, ClaudeBinary, ClaudeError, find_claude
 
 
@@ -25,13 +26,7 @@ def claude_cache_dir() -> Path:
 
 def claude_command() -> Path:
     """The installed ``claude`` (npm's bin link), or skip / fail saying how to install it."""
-    explicit = os.environ.get("TETHER_CLAUDE_BIN")
-    command = Path(explicit) if explicit else claude_cache_dir() / "node_modules" / ".bin" / "claude"
-    if not command.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"Claude Code {PINNED_VERSION} is not installed, and CI must run these tests")
-        pytest.skip(f"Claude Code {PINNED_VERSION} is not installed: run scripts/install-claude (scripts/test does)")
-    return command
+    return installed_cli("Claude Code", PINNED_VERSION, claude_cache_dir(), "claude", "TETHER_CLAUDE_BIN")
 
 
 @pytest.fixture(scope="session")
