@@ -61,6 +61,18 @@ class SessionHarness:
             seen = [(e.type, e.data.get("kind")) for e in await self.events(session)]
             raise AssertionError(f"no {type} within {self.timeout:.0f} s; seen {seen}") from None
 
+    async def interrupt_when_asked(self, session: AgentSession) -> tuple[Event, Event]:
+        """Interrupt the turn once it asks for an approval; (the question, the turn's end), checked to
+        be an interrupted turn whose question was cleared."""
+        requested = await self.wait(session, EventType.APPROVAL_REQUESTED)
+        await session.interrupt()
+        done = await self.wait(session, EventType.TURN_COMPLETED)
+        assert done.data["status"] == "interrupted"
+        cleared = await self.wait(session, EventType.APPROVAL_CLEARED)
+        assert cleared.data["approval"] == requested.data["approval"]
+        assert await self.pending(session) == []
+        return requested, done
+
     async def items(self, session: AgentSession, type: str, kind: str) -> list[dict[str, Any]]:
         return [e.data for e in await self.events(session) if e.type == type and e.data.get("kind") == kind]
 

@@ -105,13 +105,7 @@ async def test_denied_command_never_runs_and_the_model_is_told(harness: Harness,
 async def test_interrupt_while_an_approval_is_pending(harness: Harness, fake_model: FakeAnthropic) -> None:
     fake_model.add({"bash": {"command": f"{GREETING} > ran.txt"}})
     session = await harness.start("run it")
-    requested = await harness.wait(session, EventType.APPROVAL_REQUESTED)
-    await session.interrupt()
-    done = await harness.wait(session, EventType.TURN_COMPLETED)
-    assert done.data["status"] == "interrupted"
-    cleared = await harness.wait(session, EventType.APPROVAL_CLEARED)
-    assert cleared.data["approval"] == requested.data["approval"]
-    assert await harness.pending(session) == []
+    _requested, done = await harness.interrupt_when_asked(session)
     [command] = await harness.items(session, EventType.ITEM_COMPLETED, "command")
     assert command["status"] in ("declined", "failed")
 

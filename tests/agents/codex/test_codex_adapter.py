@@ -139,13 +139,7 @@ async def test_declined_command_does_not_run(harness: Harness, fake_model: FakeR
 async def test_interrupt_while_approval_pending(harness: Harness, fake_model: FakeResponses, workspace: Path) -> None:
     fake_model.add({"exec": {"cmd": f"{APPROVED_CMD} > ran.txt"}})
     session = await harness.start("run it")
-    requested = await harness.wait(session, EventType.APPROVAL_REQUESTED)
-    await session.interrupt()
-    done = await harness.wait(session, EventType.TURN_COMPLETED)
-    assert done.data["status"] == "interrupted"
-    cleared = await harness.wait(session, EventType.APPROVAL_CLEARED)
-    assert cleared.data["approval"] == requested.data["approval"]
-    assert await harness.pending(session) == []
+    requested, done = await harness.interrupt_when_asked(session)
     # The command item Codex leaves open is closed.
     [command] = await harness.items(session, EventType.ITEM_COMPLETED, "command")
     assert command["status"] == "failed" and command["exit_code"] is None
