@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.agents.claude.conftest import claude_command
+from tests.agents.claude.conftest import claude_command, shell_home
 from tests.procs import remove, short_home
 from tests.support.agent_host import (
     AgentDeployment,
@@ -54,7 +54,7 @@ async def claude_deployment() -> AsyncIterator[ClaudeDeployment]:
         )
         try:
             async with relay_and_paired_host(host_home, client_home, workspace, name="claude-host",
-                                             env=model.env()) as (host, relay):
+                                             env={**model.env(), **shell_home(host_home)}) as (host, relay):
                 yield ClaudeDeployment(model, host_home, workspace.resolve(), client_home, host, relay)
         finally:
             remove(host_home, client_home, workspace)

@@ -18,10 +18,12 @@ from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.installed_cli import installed_cli
 from tether.agents.claude import PINNED_VERSION, ClaudeBinary, ClaudeError, find_claude
 
+# Read once, before any test gives Claude Code a HOME of its own (see ``claude_env``).
+_DEFAULT_CACHE = Path.home() / ".cache" / "tether" / f"claude-{PINNED_VERSION}"
+
 
 def claude_cache_dir() -> Path:
-    default = Path.home() / ".cache" / "tether" / f"claude-{PINNED_VERSION}"
-    return Path(os.environ.get("TETHER_CLAUDE_DIR") or default)
+    return Path(os.environ.get("TETHER_CLAUDE_DIR") or _DEFAULT_CACHE)
 
 
 def claude_command() -> Path:
@@ -47,13 +49,21 @@ async def fake_model() -> AsyncIterator[FakeAnthropic]:
     assert server.escaped == [], f"Claude Code tried to reach the outside: {server.escaped}"
 
 
+def shell_home(under: Path) -> dict[str, str]:
+    """An empty HOME for Claude Code: its Bash tool runs the user's shell profile, and this
+    machine's (pyenv's init) prints to stderr inside the sandbox, where it cannot rehash."""
+    home = under / "user-home"
+    home.mkdir(exist_ok=True)
+    return {"HOME": str(home)}
+
+
 @pytest.fixture
 def claude_env(fake_model: FakeAnthropic, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Point every Claude Code the test starts (through os.environ) at the fake model and an empty
     config dir; the adapter passes the host's environment on."""
     config_dir = tmp_path / "claude-config"
     config_dir.mkdir()
-    env = {**fake_model.env(), "CLAUDE_CONFIG_DIR": str(config_dir)}
+    env = {**fake_model.env(), "CLAUDE_CONFIG_DIR": str(config_dir), **shell_home(tmp_path)}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     # The host's real credentials must not be what the tests use.
