@@ -184,20 +184,35 @@ def builtin_host(script: list[dict[str, Any]], name: str) -> Iterator[BuiltinDep
         'approval = "on-request"\n'
         'sandbox = "workspace-write"\n'
     )
-    relay, port = start_web_relay()
-    host = Proc(
-        [*TETHER, "--home", str(host_home), "host", "--relay", f"ws://127.0.0.1:{port}", "--workspace",
-         str(workspace), "--name", name],
-        env={"OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""}, name="host",
-    )
     try:
-        host.wait_for(r"connected to relay")
-        yield BuiltinDeployment(relay, port, host, host_home, workspace, model)
+        with relay_and_host(host_home, workspace, name, {"OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""}) as (
+            relay, port, host
+        ):
+            yield BuiltinDeployment(relay, port, host, host_home, workspace, model)
     finally:
-        host.stop()
-        relay.stop()
         model.stop()
         remove(host_home)
+
+
+@contextlib.contextmanager
+def relay_and_host(
+    host_home: Path, workspace: Path, name: str, env: dict[str, str]
+) -> Iterator[tuple[Proc, int, Proc]]:
+    """A relay serving the web client, and a host on it whose config.toml the caller wrote."""
+    relay, port = start_web_relay()
+    try:
+        host = Proc(
+            [*TETHER, "--home", str(host_home), "host", "--relay", f"ws://127.0.0.1:{port}", "--workspace",
+             str(workspace), "--name", name],
+            env=env, name="host",
+        )
+        try:
+            host.wait_for(r"connected to relay")
+            yield relay, port, host
+        finally:
+            host.stop()
+    finally:
+        relay.stop()
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ from tests.procs import TETHER, Proc, remove, short_home, tether
 from tether.agents.codex import PINNED_VERSION, CodexError, find_codex
 from tether.agents.codex.appserver import AppServer
 
-from .conftest import REPO, WebDeployment, start_web_relay
+from .conftest import REPO, WebDeployment, relay_and_host, start_web_relay
 from .pages import pair_page, until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -122,24 +122,12 @@ def deploy_codex(script: list[dict[str, Any]]) -> Iterator[CodexWebDeployment]:
         'approval = "on-request"\n'
         'sandbox = "workspace-write"\n'
     )
-    relay, port = start_web_relay()
-    host = Proc([*TETHER, "--home", str(host_home), "host", "--relay", f"ws://127.0.0.1:{port}", "--workspace",
-                 str(workspace), "--name", "codex-host"], env={FAKE_KEY_ENV: "dummy-key"}, name="host")
     try:
-        host.wait_for(r"connected to relay")
-        yield CodexWebDeployment(relay, port, host, host_home, workspace, model, requests_log)
+        with relay_and_host(host_home, workspace, "codex-host", {FAKE_KEY_ENV: "dummy-key"}) as (relay, port, host):
+            yield CodexWebDeployment(relay, port, host, host_home, workspace, model, requests_log)
     finally:
-        host.stop()
-        relay.stop()
         model.stop()
         remove(host_home)
-
-
-@pytest.fixture
-def cli_home() -> Iterator[Path]:
-    home = short_home("tc")
-    yield home
-    remove(home)
 
 
 def cli_events(home: Path, session: str) -> list[dict[str, Any]]:
