@@ -31,7 +31,7 @@ from tether.host.workspaces import resolve_workspace
 from tether.protocol import schemas
 from tether.protocol.messages import Notification, Request, decode_params
 from tether.protocol.rpc import RpcPeer
-from tether.protocol.scopes import METHOD_SCOPES, parse_scopes, scope_list
+from tether.protocol.scopes import METHOD_SCOPES, Scope, parse_scopes, scope_list
 
 if TYPE_CHECKING:
     from tether.host.daemon import HostDaemon
@@ -387,10 +387,7 @@ class ApiConnection:
         return {"ok": True}
 
     async def _hosts_link(self, params: schemas.HostLink) -> dict[str, Any]:
-        # Only the owner on this machine (`tether ssh`) announces hosts: a remote admin could
-        # otherwise point every client at a host of its choosing.
-        if self.principal.kind != "local":
-            raise Forbidden("only the host's owner (tether ssh on this machine) can link a host")
+        self._owner_only("link a host")
         try:
             if len(b64u_decode(params.static_public)) != 32:
                 raise ValueError
@@ -400,8 +397,7 @@ class ApiConnection:
         return {"seq": event.seq}
 
     async def _hosts_unlink(self, params: schemas.HostRef) -> dict[str, Any]:
-        if self.principal.kind != "local":
-            raise Forbidden("only the host's owner (tether ssh on this machine) can unlink a host")
+        self._owner_only("unlink a host")
         linked = await self.host.db.run(projection.linked_hosts, write=False)
         if not any(h["host_id"] == params.host_id for h in linked):
             raise TetherError(f"no linked host {params.host_id!r}", code="not_found")
@@ -413,13 +409,11 @@ class ApiConnection:
 
     async def _remotes_tunnel(self, params: schemas.RemoteRef) -> dict[str, Any]:
         # SSH connections are made with the owner's keys: only the owner asks for them.
-        if self.principal.kind != "local":
-            raise Forbidden("only the host's owner (tether ssh on this machine) can open a tunnel")
+        self._owner_only("open a tunnel")
         return {"port": await self.host.tunnels.hold(params.name)}
 
     async def _remotes_tunnels(self, _: schemas.Empty) -> list[dict[str, object]]:
-        if self.principal.kind != "local":
-            raise Forbidden("only the host's owner (tether ssh on this machine) can see its tunnels")
+        self._owner_only("see its tunnels")
         return self.host.tunnels.tunnels()
 
     async def _rotate_keys(self, params: schemas.RotateKeys) -> dict[str, Any]:
@@ -427,38 +421,42 @@ class ApiConnection:
 
     async def _pairing_create(self, params: schemas.PairingCreate) -> dict[str, Any]:
         scopes = parse_scopes(params.scopes)
+        self._within_grant(
+            scopes, "cannot grant scopes this caller does not have",
+            hint="a device can only pair others with a subset of its own scopes",
+        )
+        workspace = self._narrowed_workspace(params.workspace)
+        return await self.host.create_pairing_offer(scopes, params.ttl, workspace)
+
+    def _owner_only(self, action: str) -> None:
+        # What `tether ssh` does on this machine: a device, even with admin, could otherwise point
+        # every client at a host of its choosing or make the owner's SSH keys dial out.
+        if self.principal.kind != "local":
+            raise Forbidden(f"only the host's owner (tether ssh on this machine) can {action}")
+
+    def _within_grant(self, scopes: frozenset[Scope], refusal: str, *, hint: str) -> None:
+        """A caller hands on (to a device or token it makes) only scopes it holds itself."""
         if not scopes <= self.principal.scopes:
             extra = ", ".join(scope_list(scopes - self.principal.scopes))
-            raise Forbidden(
-                f"cannot grant scopes this caller does not have: {extra}",
-                hint="a device can only pair others with a subset of its own scopes",
-            )
-        if params.workspace is not None:
-            # Inside the caller's own restriction (and the host's workspaces), or refused.
-            workspace: str | None = str(
-                resolve_workspace(params.workspace, self.host.workspaces, self.principal.workspace)
-            )
-        else:
-            workspace = self.principal.workspace  # a restricted caller pairs restricted devices
-        return await self.host.create_pairing_offer(scopes, params.ttl, workspace)
+            raise Forbidden(f"{refusal}: {extra}", hint=hint)
+
+    def _narrowed_workspace(self, requested: str | None) -> str | None:
+        """The workspace restriction of a device or token this caller makes: the one asked for,
+        inside the caller's own restriction and the host's workspaces (else refused); none asked
+        for, the caller's own (a restricted caller makes restricted ones)."""
+        if requested is None:
+            return self.principal.workspace
+        return str(resolve_workspace(requested, self.host.workspaces, self.principal.workspace))
 
     # -- access tokens and the audit log -------------------------------------------------
 
     async def _tokens_create(self, params: schemas.TokenCreate) -> dict[str, Any]:
         scopes = parse_scopes(params.scopes)
-        if not scopes <= self.principal.scopes:
-            extra = ", ".join(scope_list(scopes - self.principal.scopes))
-            raise Forbidden(
-                f"cannot create a token with scopes this caller does not have: {extra}",
-                hint="a token can only get a subset of its creator's scopes",
-            )
-        if params.workspace is not None:
-            # Inside the caller's own restriction (and the host's workspaces), or refused.
-            workspace: str | None = str(
-                resolve_workspace(params.workspace, self.host.workspaces, self.principal.workspace)
-            )
-        else:
-            workspace = self.principal.workspace  # a restricted caller mints restricted tokens
+        self._within_grant(
+            scopes, "cannot create a token with scopes this caller does not have",
+            hint="a token can only get a subset of its creator's scopes",
+        )
+        workspace = self._narrowed_workspace(params.workspace)
         expires_at = time.time() + params.ttl
         if self.principal.expires_at is not None and expires_at > self.principal.expires_at:
             raise Forbidden(
