@@ -94,9 +94,20 @@ class Desktop:
     running: bool = False  # its daemon runs (and answered)
 
 
+async def call_desktop(home: Path, method: str, params: dict[str, Any] | None = None, *, timeout: float = 30) -> Any:
+    """One call to this machine's host daemon over its unix socket (the owner's methods)."""
+    from tether.client.connection import connect_local
+
+    conn = await connect_local(home)
+    try:
+        return await conn.call(method, params, timeout=timeout)
+    finally:
+        await conn.close()
+
+
 async def desktop_host(home: Path) -> Desktop:
     """The desktop host whose devices the remote inherits (its keys must exist: it must have run)."""
-    from tether.client.connection import connect_local, local_daemon_running
+    from tether.client.connection import local_daemon_running
     from tether.host.config import load_config
     from tether.host.daemon import HostPaths, http_url
 
@@ -113,18 +124,14 @@ async def desktop_host(home: Path) -> Desktop:
     running = False
     if local_daemon_running(home):
         with contextlib.suppress(TetherError, OSError):
-            conn = await connect_local(home)
-            try:
-                info = await conn.call("host.info")
-                name, relay_url, running = info.get("name") or name, info.get("relay"), True
-                public = info.get("public_url")
-                if relay_url and public and public != http_url(relay_url):
-                    # Its relay is reached from elsewhere by another address (`tether up
-                    # --public-url` behind a proxy or tunnel): the one the remote and the
-                    # devices that learn of it can use too.
-                    relay_url = public
-            finally:
-                await conn.close()
+            info = await call_desktop(home, "host.info")
+            name, relay_url, running = info.get("name") or name, info.get("relay"), True
+            public = info.get("public_url")
+            if relay_url and public and public != http_url(relay_url):
+                # Its relay is reached from elsewhere by another address (`tether up
+                # --public-url` behind a proxy or tunnel): the one the remote and the
+                # devices that learn of it can use too.
+                relay_url = public
     return Desktop(identity, name, relay_url, home, running)
 
 
@@ -512,26 +519,16 @@ async def deploy(home: Path, req: DeployRequest, reporter: Reporter) -> RemoteRe
 async def held_tunnels(home: Path) -> dict[str, dict[str, Any]] | None:
     """The tunnels the desktop daemon holds now, by remote name (``remotes.tunnels``); None when
     it is not running."""
-    from tether.client.connection import connect_local, local_daemon_running
+    from tether.client.connection import local_daemon_running
 
     if not local_daemon_running(home):
         return None
-    conn = await connect_local(home)
-    try:
-        return {t["name"]: t for t in await conn.call("remotes.tunnels")}
-    finally:
-        await conn.close()
+    return {t["name"]: t for t in await call_desktop(home, "remotes.tunnels")}
 
 
 async def ask_desktop_to_hold(desktop: Desktop, name: str) -> int:
     """The desktop host's tunnel for remote ``name`` (local method ``remotes.tunnel``): its port."""
-    from tether.client.connection import connect_local
-
-    conn = await connect_local(desktop.home)
-    try:
-        answer = await conn.call("remotes.tunnel", {"name": name}, timeout=90)
-    finally:
-        await conn.close()
+    answer = await call_desktop(desktop.home, "remotes.tunnel", {"name": name}, timeout=90)
     return int(answer["port"])
 
 
@@ -563,7 +560,7 @@ def start_args(relay_url: str, record: RemoteRecord) -> list[str]:
 async def announce(desktop: Desktop, record: RemoteRecord) -> bool:
     """Tell the desktop host about the linked host, so its paired clients learn it (the host
     method ``hosts.link``; an older host without it is fine: clients can still be told by hand)."""
-    from tether.client.connection import connect_local, local_daemon_running
+    from tether.client.connection import local_daemon_running
 
     if not local_daemon_running(desktop.home):
         return False
@@ -572,12 +569,8 @@ async def announce(desktop: Desktop, record: RemoteRecord) -> bool:
         "relay_url": record.relay_url,
     }
     with contextlib.suppress(TetherError, OSError):
-        conn = await connect_local(desktop.home)
-        try:
-            await conn.call("hosts.link", params)
-            return True
-        finally:
-            await conn.close()
+        await call_desktop(desktop.home, "hosts.link", params)
+        return True
     return False
 
 
@@ -630,18 +623,15 @@ async def forget(home: Path, name: str, options: SshOptions, reporter: Reporter,
 
 async def unlink(home: Path, host_id: str) -> bool:
     """Tell the desktop host to unlink ``host_id`` (``hosts.unlink``); False if it is not running."""
-    from tether.client.connection import connect_local, local_daemon_running
+    from tether.client.connection import local_daemon_running
 
     if not local_daemon_running(home):
         return False
-    conn = await connect_local(home)
     try:
-        await conn.call("hosts.unlink", {"host_id": host_id})
+        await call_desktop(home, "hosts.unlink", {"host_id": host_id})
     except TetherError as exc:
         if exc.code != "not_found":
             raise
-    finally:
-        await conn.close()
     return True
 
 
