@@ -142,6 +142,13 @@ def ssh_connect(
                   "paired devices of this host can use it.", markup=False)
 
 
+def _tunnel_state(held: dict[str, dict[str, Any]] | None, name: str) -> dict[str, Any]:
+    """What the desktop daemon says of remote ``name``'s tunnel (``held``: None when it is not running)."""
+    if held is None:
+        return {"state": "not held", "detail": "this machine's host is not running (it holds the tunnels)"}
+    return held.get(name) or {"state": "not held", "detail": "stopped"}
+
+
 @ssh_app.command("list")
 def ssh_list(as_json: JsonOpt = False, home: HomeOpt = None) -> None:
     """Remote hosts started from this machine, their last known state, and each tunnel's state."""
@@ -151,16 +158,13 @@ def ssh_list(as_json: JsonOpt = False, home: HomeOpt = None) -> None:
     remotes = Registry(_home(home)).load()
     held = run(held_tunnels(_home(home))) if any(r.mode == "tunnel" for r in remotes) else {}
 
-    def tunnel(name: str) -> dict[str, Any]:
-        if held is None:
-            return {"state": "not held", "detail": "this machine's host is not running (it holds the tunnels)"}
-        return held.get(name) or {"state": "not held", "detail": "stopped"}
-
     if as_json:
         import msgspec
 
-        print_json([{**msgspec.to_builtins(r), **({"tunnel": tunnel(r.name)} if r.mode == "tunnel" else {})}
-                    for r in remotes])
+        print_json([
+            {**msgspec.to_builtins(r), **({"tunnel": _tunnel_state(held, r.name)} if r.mode == "tunnel" else {})}
+            for r in remotes
+        ])
         return
     if not remotes:
         out.print("no remote hosts; start one with `tether ssh user@machine`")
@@ -169,7 +173,7 @@ def ssh_list(as_json: JsonOpt = False, home: HomeOpt = None) -> None:
         pid = f" pid {r.pid}" if r.pid and r.state == "running" else ""
         mode = r.mode
         if r.mode == "tunnel":
-            t = tunnel(r.name)
+            t = _tunnel_state(held, r.name)
             mode += f", tunnel {t['state']}" + (f" ({t['detail']})" if t["state"] != "up" and t["detail"] else "")
         out.print(f"{r.name:<16} {r.host_id}  {r.state}{pid} (as of {seen})  {r.destination()}  {mode}",
                   markup=False)
@@ -188,8 +192,7 @@ def ssh_status(
     record = Registry(_home(home)).get(name)
     tunnel = None
     if record.mode == "tunnel":
-        held = run(held_tunnels(_home(home)))
-        tunnel = (held or {}).get(record.name) or {"state": "not held", "detail": ""}
+        tunnel = _tunnel_state(run(held_tunnels(_home(home))), record.name)
     if as_json:
         print_json({**daemon, **({"tunnel": tunnel} if tunnel else {})})
         return
