@@ -11,6 +11,7 @@ import pytest
 
 from tests.e2e.conftest import Deployment
 from tests.procs import remove, short_home, tether, tether_json
+from tests.security.conftest import configure_host
 from tests.security.test_device_scopes import login
 from tether.client.sdk import Client
 from tether.errors import TetherError
@@ -24,6 +25,8 @@ async def test_a_device_paired_for_a_workspace_stays_in_it(deployment: Deploymen
     mine.mkdir()
     other.mkdir()
     (mine / "escape").symlink_to(other)
+    # Its pty sessions are what is checked here: a restricted caller gets one only when allowed.
+    configure_host(deployment, "[agents.pty]\nallow_restricted = true\n")
     home, child_home = short_home("td"), short_home("td")
     try:
         offer = tether_json(deployment.host_home, "pair", "--scopes", "read,prompt,admin", "--workspace",

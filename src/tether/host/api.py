@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -27,6 +27,7 @@ from tether.crypto.tokens import format_expiry
 from tether.errors import TetherError
 from tether.host import projection
 from tether.host.principal import Principal
+from tether.host.projection import EventType
 from tether.host.workspaces import resolve_workspace
 from tether.protocol import schemas
 from tether.protocol.messages import Notification, Request, decode_params
@@ -35,7 +36,8 @@ from tether.protocol.scopes import METHOD_SCOPES, Scope, parse_scopes, scope_lis
 
 if TYPE_CHECKING:
     from tether.host.daemon import HostDaemon
-    from tether.host.eventlog import Subscription
+    from tether.host.eventlog import Event, Subscription
+    from tether.host.store import Device, Token
 
 log = logging.getLogger("tether.host")
 
@@ -49,6 +51,19 @@ class Forbidden(TetherError):
 
 class UnknownMethod(TetherError):
     code = "unknown_method"
+
+
+class NotFound(TetherError):
+    code = "not_found"
+
+
+_MANAGE_HINT = "devices.list and tokens.list show those within this caller's scopes and workspace"
+
+
+# Events of no session that a workspace-restricted caller still receives: which hosts this one
+# links (what `hosts.linked` answers any reader; ids, names, public keys and relay addresses, no
+# session content). Any other host-wide event type stays hidden until it is judged here.
+RESTRICTED_HOST_EVENTS = frozenset({EventType.HOST_LINKED, EventType.HOST_UNLINKED})
 
 
 MAX_SUBSCRIPTIONS = 16
@@ -109,6 +124,8 @@ class ApiConnection:
         self.peer: RpcPeer  # set by the daemon once the peer exists (the peer needs our handler)
         self._subs: dict[int, asyncio.Task[None]] = {}
         self._windows: dict[int, _Window] = {}
+        # session id -> whether this caller sees it (a session's workspace never changes).
+        self._sees: dict[str, bool] = {}
         self._handlers: dict[str, tuple[type[msgspec.Struct], Handler]] = {
             "host.info": (schemas.Empty, self._host_info),
             "sessions.list": (schemas.Empty, self._sessions_list),
@@ -216,12 +233,36 @@ class ApiConnection:
         }
 
     async def _sessions_list(self, _: schemas.Empty) -> list[dict[str, Any]]:
-        return await self.host.sessions.list()
+        return [s for s in await self.host.sessions.list() if self._sees_session(s)]
+
+    def _sees_session(self, session: dict[str, Any]) -> bool:
+        visible = self.principal.sees(session["workspace"])
+        self._sees[session["id"]] = visible
+        return visible
+
+    async def _session(self, session_id: str, *, scrollback: bool = False) -> dict[str, Any]:
+        """The session as this caller may see it; one outside its workspace is answered exactly
+        like one that does not exist, so a restricted caller cannot even probe ids."""
+        session = await self.host.sessions.get(session_id, with_scrollback=scrollback)
+        if session is None or not self._sees_session(session):
+            raise NotFound(f"no session {session_id!r} on this host", hint="tether sessions list shows them")
+        return session
+
+    async def _visible(self, events: Iterable[Event]) -> list[Event]:
+        """The events this caller may see: of sessions it sees, and the harmless host-wide ones."""
+        events = list(events)
+        if self.principal.workspace is None:
+            return events
+        for sid in {e.session for e in events if e.session is not None} - self._sees.keys():
+            session = await self.host.sessions.get(sid)
+            self._sees[sid] = session is not None and self._sees_session(session)
+        return [
+            e for e in events
+            if (self._sees[e.session] if e.session is not None else e.type in RESTRICTED_HOST_EVENTS)
+        ]
 
     async def _sessions_get(self, params: schemas.SessionGet) -> dict[str, Any]:
-        session = await self.host.sessions.get(params.id, with_scrollback=params.scrollback)
-        if session is None:
-            raise TetherError(f"no session {params.id!r} on this host", code="not_found")
+        session = await self._session(params.id, scrollback=params.scrollback)
         # Pending approvals come with the session, so a client that reconnects shows them again.
         session["approvals"] = await self.host.db.run(
             lambda c: projection.pending_approvals(c, params.id), write=False
@@ -233,6 +274,7 @@ class ApiConnection:
             return await self._agent_session_start(params)
         if not params.command:
             raise TetherError("no command given", hint="e.g. tether sessions start -- bash", code="bad_command")
+        self._may_start_pty()
         workspace = resolve_workspace(params.workspace, self.host.workspaces, self.principal.workspace)
         session_id = await self.host.sessions.start_session(
             agent=params.agent,
@@ -244,6 +286,25 @@ class ApiConnection:
         )
         log.info("%s started session %s", self.principal.describe(), session_id)
         return {"id": session_id}
+
+    def _may_start_pty(self) -> None:
+        """A pty runs any command as the host's user, outside any workspace restriction: the
+        host's config says which callers besides the owner may have one."""
+        access = self.host.config.pty
+        if self.principal.kind == "local":
+            return
+        key = None
+        if not access.remote:
+            key = "allow_remote"
+        elif self.principal.workspace is not None and not access.restricted:
+            key = "allow_restricted"
+        if key is not None:
+            held = " held to a workspace" if key == "allow_restricted" else ""
+            raise Forbidden(
+                f"this host starts no pty session (a shell as its user) for {self.principal.kind}s{held}: "
+                f"agents.pty.{key} is false in its config.toml",
+                hint=f"the owner can set `{key} = true` under [agents.pty], or start an agent session instead",
+            )
 
     async def _agent_session_start(self, params: schemas.SessionStart) -> dict[str, Any]:
         if params.agent not in AGENT_NAMES:
@@ -274,6 +335,7 @@ class ApiConnection:
         return {"id": session_id}
 
     async def _sessions_approve(self, params: schemas.SessionApprove) -> dict[str, Any]:
+        await self._session(params.id)
         by = {"id": self.principal.id, "name": self.principal.name}
         event = await self.host.sessions.approve(params.id, params.approval, Decision(params.decision), by, params.cid)
         return {"seq": event.seq}
@@ -286,6 +348,8 @@ class ApiConnection:
         threads = await list_threads(self.host.config.agent(params.agent), limit=params.limit)
         visible = []
         for thread in threads:
+            if not self.principal.sees(thread.get("cwd")):
+                continue
             try:
                 resolve_workspace(thread.get("cwd"), self.host.workspaces, self.principal.workspace)
             except TetherError:
@@ -294,20 +358,22 @@ class ApiConnection:
         return {"threads": visible}
 
     async def _sessions_diff(self, params: schemas.SessionGet) -> dict[str, Any]:
-        if await self.host.sessions.get(params.id) is None:
-            raise TetherError(f"no session {params.id!r} on this host", code="not_found")
+        await self._session(params.id)
         changes = await self.host.db.run(lambda c: projection.file_changes(c, params.id), write=False)
         return {"changes": changes}
 
     async def _sessions_send(self, params: schemas.SessionSend) -> dict[str, Any]:
+        await self._session(params.id)
         event = await self.host.sessions.send_input(params.id, params.text, cid=params.cid)
         return {"seq": event.seq}
 
     async def _sessions_interrupt(self, params: schemas.SessionRef) -> dict[str, Any]:
+        await self._session(params.id)
         event = await self.host.sessions.interrupt(params.id, cid=params.cid)
         return {"seq": event.seq}
 
     async def _sessions_resize(self, params: schemas.SessionResize) -> dict[str, Any]:
+        await self._session(params.id)
         event = await self.host.sessions.resize(params.id, params.cols, params.rows)
         return {"seq": event.seq}
 
@@ -320,7 +386,7 @@ class ApiConnection:
         cursor = events[-1].seq if events else max(params.since, head)
         page: list[dict[str, Any]] = []
         size = 0
-        for e in events:
+        for e in await self._visible(events):
             # A page stays well under the message limit (an output event can be 64 Ki characters):
             # the caller goes on from the cursor.
             if size >= READ_PAGE_BYTES:
@@ -351,13 +417,16 @@ class ApiConnection:
             async for item in subscription:
                 if isinstance(item, Snapshot):
                     # Many sessions with scrollback can be megabytes: sent in parts like events.
-                    parts = chunk_events(item.sessions)
+                    parts = chunk_events([s for s in item.sessions if self._sees_session(s)])
                     for i, part in enumerate(parts):
                         await window.wait_for_room()
                         params = {"sub": sub_id, "seq": item.seq, "sessions": part, "last": i == len(parts) - 1}
                         window.sent(await self.peer.notify("snapshot", params))
                     continue
-                for chunk in chunk_events([e.to_wire() for e in item]):
+                shown = await self._visible(item)
+                if not shown:
+                    continue  # all of another workspace: not even an empty notification
+                for chunk in chunk_events([e.to_wire() for e in shown]):
                     await window.wait_for_room()
                     window.sent(await self.peer.notify("events", {"sub": sub_id, "events": chunk}))
         except TetherError:
@@ -374,16 +443,26 @@ class ApiConnection:
     # -- devices and pairing -----------------------------------------------------------
 
     async def _devices_list(self, _: schemas.Empty) -> list[dict[str, Any]]:
-        return [d.to_public() for d in await self.host.store.list_devices(include_revoked=True)]
+        devices = await self.host.store.list_devices(include_revoked=True)
+        return [d.to_public() for d in devices if self._manages(d)]
+
+    def _manages(self, record: Device | Token) -> bool:
+        return self.principal.manages(parse_scopes(record.scopes), record.workspace)
+
+    async def _manages_device(self, device_id: str) -> bool:
+        """A device beyond this caller's grant is refused exactly like an unknown one (the listing
+        hides it too), so a restricted admin can neither cut off nor probe wider devices."""
+        device = await self.host.store.get_device(device_id)
+        return device is not None and self._manages(device)
 
     async def _devices_rename(self, params: schemas.DeviceRename) -> dict[str, Any]:
-        if not await self.host.store.rename_device(params.id, params.name):
-            raise TetherError(f"no device {params.id!r}", code="not_found")
+        if not await self._manages_device(params.id) or not await self.host.store.rename_device(params.id, params.name):
+            raise NotFound(f"no device {params.id!r} this caller may manage", hint=_MANAGE_HINT)
         return {"ok": True}
 
     async def _devices_revoke(self, params: schemas.DeviceRef) -> dict[str, Any]:
-        if not await self.host.revoke_device(params.id):
-            raise TetherError(f"no device {params.id!r}", code="not_found")
+        if not await self._manages_device(params.id) or not await self.host.revoke_device(params.id):
+            raise NotFound(f"no device {params.id!r} this caller may manage", hint=_MANAGE_HINT)
         return {"ok": True}
 
     async def _hosts_link(self, params: schemas.HostLink) -> dict[str, Any]:
@@ -417,6 +496,8 @@ class ApiConnection:
         return self.host.tunnels.tunnels()
 
     async def _rotate_keys(self, params: schemas.RotateKeys) -> dict[str, Any]:
+        # Every paired device must learn the new key: a device could lock out all that are away.
+        self._owner_only("rotate the host's key")
         return await self.host.rotate_keys(params.grace)
 
     async def _pairing_create(self, params: schemas.PairingCreate) -> dict[str, Any]:
@@ -469,11 +550,13 @@ class ApiConnection:
         )
 
     async def _tokens_list(self, _: schemas.Empty) -> list[dict[str, Any]]:
-        return [t.to_public() for t in await self.host.store.list_tokens()]
+        return [t.to_public() for t in await self.host.store.list_tokens() if self._manages(t)]
 
     async def _tokens_revoke(self, params: schemas.TokenRef) -> dict[str, Any]:
-        if not await self.host.revoke_token(params.id, by=self):
-            raise TetherError(f"no token {params.id!r} that is not revoked already", code="not_found")
+        token = await self.host.store.get_token(params.id)
+        if token is None or not self._manages(token) or not await self.host.revoke_token(params.id, by=self):
+            raise NotFound(f"no token {params.id!r} this caller may manage that is not revoked already",
+                           hint=_MANAGE_HINT)
         return {"ok": True}
 
     async def _audit_list(self, params: schemas.AuditList) -> dict[str, Any]:

@@ -14,6 +14,10 @@ key and its line. Example::
     approval = "on-request"                   # untrusted | on-request | never
     sandbox = "workspace-write"               # read-only | workspace-write | full-access
 
+    [agents.pty]                              # a pty is a shell as the host's user
+    allow_remote = true                       # devices and tokens may start one (default true)
+    allow_restricted = false                  # ... even those held to a workspace (default false)
+
     [agents.codex]
     binary = "codex"
     approval = "untrusted"
@@ -44,7 +48,7 @@ SECRET_KEYS = frozenset({"api_key"})
 _HOST_KEYS: dict[str, type] = {"name": str, "workspaces": list}
 _POLICY_KEYS: dict[str, type] = {"approval": str, "sandbox": str}
 _AGENT_KEYS: dict[str, dict[str, type]] = {
-    "pty": {},
+    "pty": {"allow_remote": bool, "allow_restricted": bool},
     "builtin": {
         **_POLICY_KEYS, "base_url": str, "model": str, "api_key": str, "api_key_env": str,
         "max_steps": int, "timeout": float, "enabled": bool,
@@ -67,11 +71,21 @@ class AgentConfig:
 
 
 @dataclass(frozen=True)
+class PtyAccess:
+    """Who besides the owner may start a pty session: it runs any command as the host's user, so
+    a workspace restriction cannot hold inside it (it can read the host's keys)."""
+
+    remote: bool = True  # [agents.pty] allow_remote: paired devices and tokens
+    restricted: bool = False  # [agents.pty] allow_restricted: even those held to a workspace
+
+
+@dataclass(frozen=True)
 class HostConfig:
     name: str | None = None
     workspaces: list[Path] = field(default_factory=list)
     agents: dict[str, AgentConfig] = field(default_factory=lambda: {a: AgentConfig(a) for a in AGENTS})
     path: Path | None = None
+    pty: PtyAccess = field(default_factory=PtyAccess)
 
     def agent(self, name: str) -> AgentConfig:
         return self.agents.get(name) or AgentConfig(name)
@@ -137,7 +151,9 @@ def parse_config(text: str, path: Path) -> HostConfig:
             raise where.error(bad, section, exc.message, exc.hint) from None
         options = {k: v for k, v in table.items() if k not in ("approval", "sandbox", "enabled")}
         agents[agent_name] = AgentConfig(agent_name, policy, options, bool(table.get("enabled", True)))
-    return HostConfig(name=name, workspaces=workspaces, agents=agents, path=path)
+    pty = agents["pty"].options
+    access = PtyAccess(pty.get("allow_remote", PtyAccess.remote), pty.get("allow_restricted", PtyAccess.restricted))
+    return HostConfig(name=name, workspaces=workspaces, agents=agents, path=path, pty=access)
 
 
 class _Locator:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tether.host.audit import Actor
+from tether.host.workspaces import within
 from tether.protocol.scopes import ALL_SCOPES, Scope
 
 
@@ -29,6 +30,19 @@ class Principal:
     @property
     def actor(self) -> Actor:
         return Actor(self.kind, self.id, self.name)
+
+    def sees(self, workspace: str | None) -> bool:
+        """The one visibility rule: a session, its events or a thread in ``workspace`` exist for
+        this caller only inside its workspace restriction (an unrestricted caller sees all)."""
+        return within(workspace, self.workspace)
+
+    def manages(self, scopes: frozenset[Scope], workspace: str | None) -> bool:
+        """Whether this caller may see, rename or revoke a device or token with that grant: the
+        owner manages all; others only grants no wider than their own, in scopes and workspace
+        (so a restricted admin cannot cut off a wider device)."""
+        if self.kind == "local":
+            return True
+        return scopes <= self.scopes and within(workspace, self.workspace)
 
     def scope_hint(self) -> str:
         """What to do when a method needs a scope this caller lacks."""

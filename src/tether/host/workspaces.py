@@ -20,6 +20,17 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
+def within(path: str | None, restriction: str | None) -> bool:
+    """Whether a caller held to ``restriction`` (None: not held) may see what lives in ``path``
+    (a session's workspace, a thread's directory, a device's restriction). Nothing without a
+    directory is inside a restriction: a restricted caller sees only what is provably its own."""
+    if restriction is None:
+        return True
+    if path is None:
+        return False
+    return _inside(Path(os.path.realpath(path)), Path(os.path.realpath(restriction)))
+
+
 def resolve_workspace(requested: str | None, allowed: list[Path], restriction: str | None = None) -> Path:
     """The real directory a session may use, or :class:`WorkspaceError` saying why not."""
     roots = [Path(os.path.realpath(p)) for p in allowed]

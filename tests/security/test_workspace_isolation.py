@@ -1,0 +1,142 @@
+"""A device or token held to workspace A sees nothing of workspace B (real relay, host and SDK
+clients): the owner runs a session in each; every method that names or lists a session or its
+events answers for B's session exactly as for one that does not exist, the event streams (read,
+subscribe from 0, the snapshot) carry nothing of B, and the caller still works on A."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Deployment
+from tests.procs import remove, short_home, tether_json
+from tests.security.test_device_scopes import login
+from tether.client.connection import Connection, connect, connect_local, connect_token
+from tether.crypto.tokens import parse_token
+from tether.errors import TetherError
+
+pytestmark = pytest.mark.slow
+
+SECRET = "only-for-workspace-b"  # in B's command line and output: must never reach the A caller
+ABSENT = "s_doesnotexist"
+
+
+async def _owner_sessions(deployment: Deployment) -> tuple[Path, str, str]:
+    """Workspaces A and B under the host's workspace, a session in each; returns (A, a, b)."""
+    ws = Path(os.path.realpath(deployment.workspace))
+    a, b = ws / "a", ws / "b"
+    a.mkdir()
+    b.mkdir()
+    owner = await connect_local(deployment.host_home)
+    try:
+        sa = (await owner.call("sessions.start", {"agent": "pty", "command": ["cat"], "workspace": str(a)}))["id"]
+        sb = (await owner.call("sessions.start", {
+            "agent": "pty", "command": ["sh", "-c", f"echo {SECRET}; exec cat"], "workspace": str(b),
+        }))["id"]
+        deadline = time.monotonic() + 10
+        while SECRET not in json.dumps(await owner.call("events.read", {"since": 0, "session": sb})):
+            assert time.monotonic() < deadline, "B's session printed nothing in 10 s"
+            await asyncio.sleep(0.05)
+    finally:
+        await owner.close()
+    return a, sa, sb
+
+
+async def _refusal(client: Connection, method: str, params: dict[str, Any]) -> tuple[str, str, str | None]:
+    with pytest.raises(TetherError) as info:
+        await client.call(method, params)
+    return info.value.code, info.value.message, info.value.hint
+
+
+async def _stream(client: Connection, since: int, until: Any, seconds: float = 10) -> list[dict[str, Any]]:
+    """What events.subscribe(since) sends until ``until(item)`` holds (bounded in time)."""
+    items: list[dict[str, Any]] = []
+    sub = await client.subscribe(since)
+    async with asyncio.timeout(seconds), contextlib.aclosing(sub.items()) as stream:
+        async for item in stream:
+            items.append(item)
+            if until(item):
+                break
+    await client.call("events.unsubscribe", {"sub": sub.sub_id})
+    return items
+
+
+async def _sees_only_a(client: Connection, workspace: Path, sa: str, sb: str) -> None:
+    assert [s["id"] for s in await client.call("sessions.list")] == [sa]
+    # Every method naming a session: B's is refused word for word like one that does not exist.
+    for method, params in [
+        ("sessions.get", {"id": sb}), ("sessions.get", {"id": sb, "scrollback": True}),
+        ("sessions.diff", {"id": sb}), ("sessions.send", {"id": sb, "text": "echo pwned\n"}),
+        ("sessions.interrupt", {"id": sb}), ("sessions.resize", {"id": sb, "cols": 10, "rows": 5}),
+        ("sessions.approve", {"id": sb, "approval": "a_1", "decision": "approve"}),
+    ]:
+        refused = await _refusal(client, method, params)
+        absent = await _refusal(client, method, {**params, "id": ABSENT})
+        assert refused[0] == "not_found", (method, refused)
+        assert (refused[0], refused[1].replace(sb, ABSENT), refused[2]) == absent, method
+    # events.read: everything from 0, and B's session by name.
+    page = await client.call("events.read", {"since": 0})
+    assert {e["session"] for e in page["events"]} == {sa}
+    assert SECRET not in json.dumps(page) and sb not in json.dumps(page)
+    assert (await client.call("events.read", {"since": 0, "session": sb}))["events"] == []
+    # It still works on A: input goes in, and the stream from 0 shows A's echo and nothing of B.
+    await client.call("sessions.send", {"id": sa, "text": "marker-a\n"})
+    items = await _stream(client, 0, lambda e: e["type"] == "session.output" and "marker-a" in e["data"]["data"])
+    assert "marker-a" in json.dumps(items[-1])
+    assert {e["session"] for e in items} == {sa}
+    assert SECRET not in json.dumps(items) and sb not in json.dumps(items)
+    # A cursor ahead of the head gets the snapshot: A's session only.
+    parts = await _stream(client, 10**9, lambda e: e["type"] == "snapshot" and e["last"])
+    assert [s["id"] for p in parts for s in p["sessions"]] == [sa]
+    assert SECRET not in json.dumps(parts)
+    session = await client.call("sessions.get", {"id": sa, "scrollback": True})
+    assert session["workspace"] == str(workspace) and "marker-a" in json.dumps(session)
+    await client.call("sessions.resize", {"id": sa, "cols": 100, "rows": 30})
+    assert (await client.call("sessions.diff", {"id": sa}))["changes"] == []
+
+
+async def test_a_device_held_to_a_workspace_sees_nothing_of_another(deployment: Deployment) -> None:
+    a, sa, sb = await _owner_sessions(deployment)
+    home = short_home("td")
+    try:
+        offer = tether_json(deployment.host_home, "pair", "--scopes", "read,prompt,approve,admin",
+                            "--workspace", str(a), "--json")
+        login(home, offer["link"], "held-to-a")
+        client = await connect(home)
+        try:
+            await _sees_only_a(client, a, sa, sb)
+        finally:
+            await client.close()
+    finally:
+        remove(home)
+    await _b_untouched(deployment, sb)
+
+
+async def test_a_token_held_to_a_workspace_sees_nothing_of_another(deployment: Deployment) -> None:
+    a, sa, sb = await _owner_sessions(deployment)
+    created = tether_json(deployment.host_home, "tokens", "create", "--scopes", "read,prompt,approve",
+                          "--workspace", str(a), "--name", "held-to-a", "--json")
+    client = await connect_token(parse_token(created["token"]))
+    try:
+        await _sees_only_a(client, a, sa, sb)
+    finally:
+        await client.close()
+    await _b_untouched(deployment, sb)
+
+
+async def _b_untouched(deployment: Deployment, sb: str) -> None:
+    """The owner still sees B's session running, with no input, resize or interrupt from outside."""
+    owner = await connect_local(deployment.host_home)
+    try:
+        assert (await owner.call("sessions.get", {"id": sb}))["status"] == "running"
+        types = {e["type"] for e in (await owner.call("events.read", {"since": 0, "session": sb}))["events"]}
+        assert types == {"session.started", "session.output"}, types
+    finally:
+        await owner.close()
