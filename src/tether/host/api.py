@@ -26,6 +26,7 @@ from tether.crypto.encoding import b64u_decode
 from tether.crypto.tokens import format_expiry
 from tether.errors import TetherError
 from tether.host import projection
+from tether.host.config import AgentConfig
 from tether.host.principal import Principal
 from tether.host.projection import EventType
 from tether.host.workspaces import resolve_workspace
@@ -324,6 +325,7 @@ class ApiConnection:
         if params.thread is not None:
             if params.agent != "codex":
                 raise TetherError("only codex sessions can adopt a thread", code="bad_params")
+            await self._may_adopt(config, params.thread)
             # A per-session copy: the host's shared config must not remember one session's thread.
             config = dataclasses.replace(config, options={**config.options, "thread": params.thread})
         workspace = resolve_workspace(params.workspace, self.host.workspaces, self.principal.workspace)
@@ -339,6 +341,17 @@ class ApiConnection:
         by = {"id": self.principal.id, "name": self.principal.name}
         event = await self.host.sessions.approve(params.id, params.approval, Decision(params.decision), by, params.cid)
         return {"seq": event.seq}
+
+    async def _may_adopt(self, config: AgentConfig, thread: str) -> None:
+        """A thread is adopted only from a directory this caller sees (its history is the
+        other workspace's): one outside is refused exactly like one that does not exist."""
+        if self.principal.workspace is None:
+            return  # sees every directory: no need to ask Codex first
+        from tether.agents.codex.adapter import thread_cwd
+
+        if not self.principal.sees(await thread_cwd(config, thread)):
+            raise NotFound(f"no Codex thread {thread!r} this caller may adopt",
+                           hint="tether sessions threads lists them")
 
     async def _sessions_threads(self, params: schemas.ListThreads) -> dict[str, Any]:
         """Codex threads stored on the host (started on the desktop too), for adoption; only

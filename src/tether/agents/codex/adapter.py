@@ -456,8 +456,7 @@ async def list_threads(
     (times in Unix seconds). Starts a short-lived app-server on the configured binary and
     CODEX_HOME.
     """
-    binary = await asyncio.to_thread(find_codex, config.options.get("binary"))
-    async with await AppServer.start(binary, codex_home=codex_home(config), client_version=__version__) as server:
+    async with await _app_server(config) as server:
         try:
             result = await server.thread_list(limit=limit, cwd=os.fspath(cwd) if cwd is not None else None)
         except RpcError as exc:
@@ -475,6 +474,24 @@ async def list_threads(
             "cli_version": thread.get("cliVersion"),
         })
     return threads
+
+
+async def thread_cwd(config: AgentConfig, thread_id: str) -> str | None:
+    """The directory a stored Codex thread ran in; None when Codex knows no such thread or it
+    names none (the host checks it before a restricted caller adopts the thread)."""
+    async with await _app_server(config) as server:
+        try:
+            result = await server.thread_read(thread_id)
+        except RpcError:
+            return None
+    cwd = (result.get("thread") or {}).get("cwd")
+    return cwd if isinstance(cwd, str) and cwd else None
+
+
+async def _app_server(config: AgentConfig) -> AppServer:
+    """A short-lived app-server on the configured binary and CODEX_HOME, for a query."""
+    binary = await asyncio.to_thread(find_codex, config.options.get("binary"))
+    return await AppServer.start(binary, codex_home=codex_home(config), client_version=__version__)
 
 
 def _options(params: dict[str, Any]) -> list[Decision]:
