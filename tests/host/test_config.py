@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tether.errors import ConfigError
-from tether.host.config import load_config, parse_config
+from tether.host.config import PtyAccess, load_config, parse_config
 from tether.host.policy import Approval, Policy, PolicyError, Sandbox
 
 GOOD = """
@@ -86,3 +86,13 @@ def test_policy_can_only_be_narrowed() -> None:
         host.narrowed(sandbox="full-access")
     with pytest.raises(PolicyError, match="unknown"):
         host.narrowed(sandbox="yolo")
+
+
+def test_pty_access_defaults_and_keys(tmp_path: Path) -> None:
+    """Restricted callers get no pty unless the owner says so; unrestricted ones do."""
+    assert parse_config("", tmp_path / "config.toml").pty == PtyAccess(remote=True, restricted=False)
+    text = "[agents.pty]\nallow_remote = false\nallow_restricted = true\n"
+    assert parse_config(text, tmp_path / "config.toml").pty == PtyAccess(remote=False, restricted=True)
+    with pytest.raises(ConfigError) as info:
+        parse_config('[agents.pty]\nallow_restricted = "yes"\n', tmp_path / "config.toml")
+    assert "agents.pty.allow_restricted" in info.value.message

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from tether.host.principal import Principal
 from tether.host.workspaces import WorkspaceError, resolve_workspace
+from tether.protocol.scopes import ALL_SCOPES, parse_scopes
 
 
 @pytest.fixture
@@ -57,3 +59,21 @@ def test_bad_paths(tree: tuple[Path, Path]) -> None:
     (allowed / "file").write_text("x")
     with pytest.raises(WorkspaceError, match="not a directory"):
         resolve_workspace(str(allowed / "file"), [allowed])
+
+
+def test_visibility_and_management_keep_to_the_restriction(tree: tuple[Path, Path]) -> None:
+    """Principal.sees and Principal.manages: the one rule for sessions, events, threads, devices."""
+    allowed, outside = tree
+    held = Principal("device", "d1", "held", parse_scopes("read,admin"), workspace=str(allowed / "project"))
+    free = Principal("device", "d2", "free", ALL_SCOPES)
+    assert held.sees(str(allowed / "project")) and held.sees(str(allowed / "inner-link"))
+    # Outside, through a symlink out, a sibling, and no directory at all (a Codex thread without cwd).
+    for path in (str(outside), str(allowed / "escape"), str(allowed), None):
+        assert not held.sees(path), path
+        assert free.sees(path)
+    read = parse_scopes("read")
+    assert held.manages(read, str(allowed / "project"))
+    assert not held.manages(read, None)  # an unrestricted device is wider than a restricted admin
+    assert not held.manages(parse_scopes("read,prompt"), str(allowed / "project"))  # more scopes
+    assert free.manages(ALL_SCOPES, None) and free.manages(read, str(outside))
+    assert Principal.local().manages(ALL_SCOPES, None)
