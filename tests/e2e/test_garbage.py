@@ -35,7 +35,7 @@ async def test_garbage_inside_the_channel_is_answered_not_fatal(deployment: Depl
         for method, params, code in [
             ("no.such.method", {}, "unknown_method"),
             ("sessions.start", {"agent": "pty", "command": ["true"], "cols": -1}, "invalid_params"),
-            ("sessions.send", {"id": "s_missing", "text": "x"}, "no_such_session"),
+            ("sessions.send", {"id": "s_missing", "text": "x"}, "not_found"),
             ("events.subscribe", {"sub": 1, "since": -5}, "invalid_params"),
             ("pairing.create", {"scopes": ["admin"]}, "forbidden"),
         ]:

@@ -95,7 +95,7 @@ async def test_every_request_is_audited_with_ids_only(host: HostDaemon) -> None:
         ("dev1", "sessions.send", "forbidden", "s_x"),
         ("dev1", "no.such.method", "unknown_method", None),
         ("local", "sessions.get", "invalid_params", "s_nope"),
-        ("local", "sessions.send", "no_such_session", "s_nope"),
+        ("local", "sessions.send", "not_found", "s_nope"),
     ]
     assert secret not in json.dumps(entries)
     dump = await host.db.run(lambda c: json.dumps(c.execute("SELECT * FROM audit").fetchall()), write=False)
