@@ -40,13 +40,18 @@ async def _owner_sessions(deployment: Deployment) -> tuple[Path, str, str]:
         sb = (await owner.call("sessions.start", {
             "agent": "pty", "command": ["sh", "-c", f"echo {SECRET}; exec cat"], "workspace": str(b),
         }))["id"]
-        deadline = time.monotonic() + 10
-        while SECRET not in json.dumps(await owner.call("events.read", {"since": 0, "session": sb})):
-            assert time.monotonic() < deadline, "B's session printed nothing in 10 s"
-            await asyncio.sleep(0.05)
+        await _output(owner, sb, SECRET)
     finally:
         await owner.close()
     return a, sa, sb
+
+
+async def _output(owner: Connection, session: str, text: str) -> None:
+    """Wait (at most 10 s) until ``text`` is in the session's events, as the owner reads them."""
+    deadline = time.monotonic() + 10
+    while text not in json.dumps(await owner.call("events.read", {"since": 0, "session": session})):
+        assert time.monotonic() < deadline, f"{session} printed no {text!r} in 10 s"
+        await asyncio.sleep(0.05)
 
 
 async def _refusal(client: Connection, method: str, params: dict[str, Any]) -> tuple[str, str, str | None]:
@@ -55,10 +60,15 @@ async def _refusal(client: Connection, method: str, params: dict[str, Any]) -> t
     return info.value.code, info.value.message, info.value.hint
 
 
-async def _stream(client: Connection, since: int, until: Any, seconds: float = 10) -> list[dict[str, Any]]:
-    """What events.subscribe(since) sends until ``until(item)`` holds (bounded in time)."""
+async def _stream(
+    client: Connection, since: int, until: Any, then: Any = None, seconds: float = 10
+) -> list[dict[str, Any]]:
+    """What events.subscribe(since) sends until ``until(item)`` holds (bounded in time); ``then()``
+    runs once the subscription is made (live events)."""
     items: list[dict[str, Any]] = []
     sub = await client.subscribe(since)
+    if then is not None:
+        await then()
     async with asyncio.timeout(seconds), contextlib.aclosing(sub.items()) as stream:
         async for item in stream:
             items.append(item)
@@ -68,7 +78,7 @@ async def _stream(client: Connection, since: int, until: Any, seconds: float = 1
     return items
 
 
-async def _sees_only_a(client: Connection, workspace: Path, sa: str, sb: str) -> None:
+async def _sees_only_a(client: Connection, owner: Connection, workspace: Path, sa: str, sb: str) -> None:
     assert [s["id"] for s in await client.call("sessions.list")] == [sa]
     # Every method naming a session: B's is refused word for word like one that does not exist.
     for method, params in [
@@ -86,9 +96,15 @@ async def _sees_only_a(client: Connection, workspace: Path, sa: str, sb: str) ->
     assert {e["session"] for e in page["events"]} == {sa}
     assert SECRET not in json.dumps(page) and sb not in json.dumps(page)
     assert (await client.call("events.read", {"since": 0, "session": sb}))["events"] == []
-    # It still works on A: input goes in, and the stream from 0 shows A's echo and nothing of B.
-    await client.call("sessions.send", {"id": sa, "text": "marker-a\n"})
-    items = await _stream(client, 0, lambda e: e["type"] == "session.output" and "marker-a" in e["data"]["data"])
+    # It still works on A. A subscription from 0 shows A's echo and nothing of B, neither the
+    # history nor B's live output (the owner types into B first, so it would come before A's).
+    async def live() -> None:
+        await owner.call("sessions.send", {"id": sb, "text": f"{SECRET}-live\n"})
+        await _output(owner, sb, f"{SECRET}-live")
+        await client.call("sessions.send", {"id": sa, "text": "marker-a\n"})
+
+    items = await _stream(client, 0, lambda e: e["type"] == "session.output" and "marker-a" in e["data"]["data"],
+                          live)
     assert "marker-a" in json.dumps(items[-1])
     assert {e["session"] for e in items} == {sa}
     assert SECRET not in json.dumps(items) and sb not in json.dumps(items)
@@ -109,11 +125,12 @@ async def test_a_device_held_to_a_workspace_sees_nothing_of_another(deployment: 
         offer = tether_json(deployment.host_home, "pair", "--scopes", "read,prompt,approve,admin",
                             "--workspace", str(a), "--json")
         login(home, offer["link"], "held-to-a")
-        client = await connect(home)
+        client, owner = await connect(home), await connect_local(deployment.host_home)
         try:
-            await _sees_only_a(client, a, sa, sb)
+            await _sees_only_a(client, owner, a, sa, sb)
         finally:
             await client.close()
+            await owner.close()
     finally:
         remove(home)
     await _b_untouched(deployment, sb)
@@ -123,20 +140,22 @@ async def test_a_token_held_to_a_workspace_sees_nothing_of_another(deployment: D
     a, sa, sb = await _owner_sessions(deployment)
     created = tether_json(deployment.host_home, "tokens", "create", "--scopes", "read,prompt,approve",
                           "--workspace", str(a), "--name", "held-to-a", "--json")
-    client = await connect_token(parse_token(created["token"]))
+    client, owner = await connect_token(parse_token(created["token"])), await connect_local(deployment.host_home)
     try:
-        await _sees_only_a(client, a, sa, sb)
+        await _sees_only_a(client, owner, a, sa, sb)
     finally:
         await client.close()
+        await owner.close()
     await _b_untouched(deployment, sb)
 
 
 async def _b_untouched(deployment: Deployment, sb: str) -> None:
-    """The owner still sees B's session running, with no input, resize or interrupt from outside."""
+    """The owner still sees B's session running, with only its own input, no resize or interrupt."""
     owner = await connect_local(deployment.host_home)
     try:
         assert (await owner.call("sessions.get", {"id": sb}))["status"] == "running"
-        types = {e["type"] for e in (await owner.call("events.read", {"since": 0, "session": sb}))["events"]}
-        assert types == {"session.started", "session.output"}, types
+        events = (await owner.call("events.read", {"since": 0, "session": sb}))["events"]
+        assert {e["type"] for e in events} == {"session.started", "session.output", "session.input"}
+        assert [e["data"]["text"] for e in events if e["type"] == "session.input"] == [f"{SECRET}-live\n"]
     finally:
         await owner.close()

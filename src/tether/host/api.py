@@ -254,12 +254,12 @@ class ApiConnection:
         events = list(events)
         if self.principal.workspace is None:
             return events
-        for sid in {e.session for e in events if e.session is not None} - self._sees.keys():
-            session = await self.host.sessions.get(sid)
-            self._sees[sid] = session is not None and self._sees_session(session)
+        if any(e.session is not None and e.session not in self._sees for e in events):
+            for session in await self.host.sessions.list():  # one query for all new sessions
+                self._sees_session(session)
         return [
             e for e in events
-            if (self._sees[e.session] if e.session is not None else e.type in RESTRICTED_HOST_EVENTS)
+            if (self._sees.get(e.session, False) if e.session is not None else e.type in RESTRICTED_HOST_EVENTS)
         ]
 
     async def _sessions_get(self, params: schemas.SessionGet) -> dict[str, Any]:
