@@ -118,6 +118,12 @@ async def _sees_only_a(client: Connection, owner: Connection, workspace: Path, s
     assert (await client.call("sessions.diff", {"id": sa}))["changes"] == []
 
 
+async def _audit_shows_nothing_of_b(client: Connection, sa: str, sb: str) -> None:
+    """The audit log (an admin's) leaves out what was done to B's session, even the refusals."""
+    sessions = {e["session"] for e in (await client.call("audit.list", {}))["entries"]}
+    assert sa in sessions and sb not in sessions
+
+
 async def test_a_device_held_to_a_workspace_sees_nothing_of_another(deployment: Deployment) -> None:
     a, sa, sb = await _owner_sessions(deployment)
     home = short_home("td")
@@ -128,6 +134,7 @@ async def test_a_device_held_to_a_workspace_sees_nothing_of_another(deployment: 
         client, owner = await connect(home), await connect_local(deployment.host_home)
         try:
             await _sees_only_a(client, owner, a, sa, sb)
+            await _audit_shows_nothing_of_b(client, sa, sb)
         finally:
             await client.close()
             await owner.close()

@@ -254,13 +254,17 @@ class ApiConnection:
         events = list(events)
         if self.principal.workspace is None:
             return events
-        if any(e.session is not None and e.session not in self._sees for e in events):
-            for session in await self.host.sessions.list():  # one query for all new sessions
-                self._sees_session(session)
+        await self._judge_sessions(e.session for e in events)
         return [
             e for e in events
             if (self._sees.get(e.session, False) if e.session is not None else e.type in RESTRICTED_HOST_EVENTS)
         ]
+
+    async def _judge_sessions(self, ids: Iterable[str | None]) -> None:
+        """Fill the cache of visible sessions for these ids (one query for all the new ones)."""
+        if any(sid is not None and sid not in self._sees for sid in ids):
+            for session in await self.host.sessions.list():
+                self._sees_session(session)
 
     async def _sessions_get(self, params: schemas.SessionGet) -> dict[str, Any]:
         session = await self._session(params.id, scrollback=params.scrollback)
@@ -574,4 +578,9 @@ class ApiConnection:
 
     async def _audit_list(self, params: schemas.AuditList) -> dict[str, Any]:
         entries = await self.host.audit.list(since=params.since, after=params.after, limit=params.limit)
-        return {"entries": entries, "cursor": entries[-1]["id"] if entries else params.after}
+        cursor = entries[-1]["id"] if entries else params.after
+        if self.principal.workspace is not None:
+            # What was done to other workspaces' sessions (their ids) is theirs, like their events.
+            await self._judge_sessions(e["session"] for e in entries)
+            entries = [e for e in entries if e["session"] is None or self._sees.get(e["session"], False)]
+        return {"entries": entries, "cursor": cursor}
