@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from tether.host.db import Database
 from tether.host import projection
+from tether.host.db import Database
 from tether.host.eventlog import STEP_BYTES, Batch, Event, EventLog, Snapshot, Subscription, coalesce
 from tether.host.projection import EventType
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e import conftest as e2e
 from tests.e2e.conftest import Deployment
-from tests.procs import remove, short_home, start_host, start_relay, tether
+from tests.procs import remove, short_home, start_host, tether
 from tether.client.connection import Connection, connect_local
 from tether.client.sdk import Client
 from tether.client.state import ClientState
@@ -29,19 +30,10 @@ pytestmark = pytest.mark.timeout(180)
 
 
 @contextlib.contextmanager
-def deployed(config: str = "") -> Iterator[Deployment]:
-    """A relay and a host whose home has this ``config.toml``."""
-    host_home, workspace = short_home("th"), short_home("tw")
-    (host_home / "config.toml").write_text(config)
-    relay, port = start_relay()
-    host = start_host(host_home, f"ws://127.0.0.1:{port}", workspace)
-    deployment = Deployment(relay, port, host, host_home, workspace)
-    try:
+def deployed(config: str | None = None) -> Iterator[Deployment]:
+    """A relay and a host with this ``config.toml``; its log must have no traceback."""
+    with e2e.deployed(config) as deployment:
         yield deployment
-    finally:
-        deployment.host.stop()
-        relay.stop()
-        remove(host_home, workspace)
     assert "Traceback" not in deployment.host.log, deployment.host.log
 
 
