@@ -230,13 +230,15 @@ class EventLog:
 
     # -- reading -------------------------------------------------------------------------
 
-    async def read(self, since: int, limit: int, max_bytes: int = STEP_BYTES) -> list[Event]:
+    async def read(self, since: int, limit: int, max_bytes: int | None = None) -> list[Event]:
         """Events with seq > since (and past the floor): at most ``limit``, ascending, never
         beyond head, and no more than ``max_bytes`` of stored data (but always one)."""
         events, _ = await self._read(max(since, self.floor), limit, None, max_bytes)
         return events
 
-    async def _read(self, since: int, limit: int, session: str | None, max_bytes: int) -> tuple[list[Event], int]:
+    async def _read(
+        self, since: int, limit: int, session: str | None, max_bytes: int | None
+    ) -> tuple[list[Event], int]:
         """Up to ``limit`` events (``max_bytes`` of data) after ``since`` (of ``session`` only,
         when given), and the seq up to which the log was scanned (the new cursor)."""
         head = self.head
@@ -252,7 +254,7 @@ class EventLog:
             upto, size = head, 0
             for ev in ring[start : head - ring[0].seq + 1]:
                 if ev.session == session:
-                    if out and size + ev.size > max_bytes:
+                    if out and max_bytes is not None and size + ev.size > max_bytes:
                         upto = out[-1].seq
                         break
                     out.append(ev)
@@ -343,7 +345,7 @@ class Subscription:
     async def __anext__(self) -> Batch | Snapshot:
         log = self.log
         if not self._paging and self._behind():
-            self._paging, self._page_after, self._skip = True, None, {}
+            self._restart()
         if self._paging and not self._closed:
             return await self._next_page()
         while True:
@@ -356,6 +358,10 @@ class Subscription:
                 await waiter.wait()
                 continue
             events, upto = await log._read(self.cursor, self.batch, self.session, STEP_BYTES)
+            if self.cursor < log.floor:
+                # Retention ran while this read waited for the database: what it read may have gaps.
+                self._restart()
+                return await self._next_page()
             self.cursor = max(self.cursor, upto)
             if self._skip:
                 events = [e for e in events if e.seq > self._skip.get(e.session or "", 0)]
@@ -363,6 +369,10 @@ class Subscription:
                     self._skip = {}
             if events:
                 return Batch(coalesce(events), self.cursor)
+
+    def _restart(self) -> None:
+        """Send a snapshot next, from its first page."""
+        self._paging, self._page_after, self._skip = True, None, {}
 
     async def _next_page(self) -> Snapshot:
         seq, sessions, more = await self.log.snapshot_page(self.session, self._page_after)
@@ -448,8 +458,10 @@ def _used_bytes(conn: sqlite3.Connection) -> int:
     return (pragma("page_count") - pragma("freelist_count")) * pragma("page_size")
 
 
-def _within(events: list[Event], max_bytes: int) -> list[Event]:
+def _within(events: list[Event], max_bytes: int | None) -> list[Event]:
     """The longest prefix of ``events`` with at most ``max_bytes`` of data (at least one event)."""
+    if max_bytes is None:
+        return events
     size = 0
     for i, ev in enumerate(events):
         size += ev.size
