@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,20 +29,29 @@ class Deployment:
         return str(result["host_id"])
 
 
-@pytest.fixture
-def deployment() -> Iterator[Deployment]:
+@contextmanager
+def deployed(config: str | None = None) -> Iterator[Deployment]:
+    """A relay and a host; ``config`` is the host's ``config.toml``, if any."""
     host_home = short_home("th")
     workspace = short_home("tw")
+    if config is not None:
+        (host_home / "config.toml").write_text(config)
     relay, port = start_relay()
     host = start_host(host_home, f"ws://127.0.0.1:{port}", workspace)
     deployment = Deployment(relay, port, host, host_home, workspace)
     try:
         yield deployment
     finally:
-        # A test may have replaced the relay (killed and restarted it): stop the current one.
+        # A test may have replaced the relay or the host (killed and restarted it): stop the current one.
         deployment.host.stop()
         deployment.relay.stop()
         remove(host_home, workspace)
+
+
+@pytest.fixture
+def deployment() -> Iterator[Deployment]:
+    with deployed() as deployment:
+        yield deployment
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tether.errors import ConfigError
-from tether.host.config import PtyAccess, load_config, parse_config
+from tether.host.config import Limits, PtyAccess, load_config, parse_config
 from tether.host.policy import Approval, Policy, PolicyError, Sandbox
 
 GOOD = """
@@ -43,6 +43,16 @@ def test_good_config(tmp_path: Path) -> None:
 def test_missing_file_is_defaults(tmp_path: Path) -> None:
     config = load_config(tmp_path)
     assert config.path is None and config.workspaces == [] and config.agent("builtin").policy == Policy()
+    assert config.limits == Limits()
+
+
+def test_limits(tmp_path: Path) -> None:
+    text = "[limits]\nmax_sessions = 5\nevent_retention_days = 0\nhandshake_timeout = 2\n"
+    (tmp_path / "config.toml").write_text(text)
+    config = load_config(tmp_path)
+    assert config.limits == Limits(max_sessions=5, event_retention_days=0, handshake_timeout=2)
+    assert config.limit_key("max_sessions") == f"limits.max_sessions in {tmp_path / 'config.toml'}"
+    assert config.redacted()["limits"]["max_sessions"] == 5
 
 
 @pytest.mark.parametrize(
@@ -55,6 +65,10 @@ def test_missing_file_is_defaults(tmp_path: Path) -> None:
         ("[agents.gemini]\nx = 1\n", "unknown agent", 1),
         ("[hosts]\n", "unknown section", 1),
         ("[agents.builtin]\nmax_steps = 'ten'\n", "max_steps: must be a int", 2),
+        ("[limits]\nmax_sessions = 0\n", "limits.max_sessions: must be more than 0, not 0", 2),
+        ("[limits]\n\nhandshake_timeout = -1.5\n", "limits.handshake_timeout: must be more than 0", 3),
+        ("[limits]\nmax_channels = 3\n", "limits.max_channels: unknown key", 2),
+        ("[limits]\nmax_sessions_per_caller = 'x'\n", "max_sessions_per_caller: must be a int", 2),
         ("[host\nname=1", "Expected ']'", None),
     ],
 )

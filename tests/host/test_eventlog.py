@@ -1,11 +1,13 @@
 import asyncio
 import itertools
+import time
 from pathlib import Path
 
 import pytest
 
+from tether.host import projection
 from tether.host.db import Database
-from tether.host.eventlog import Batch, Event, EventLog, Snapshot, Subscription, coalesce
+from tether.host.eventlog import STEP_BYTES, Batch, Event, EventLog, Snapshot, Subscription, coalesce
 from tether.host.projection import EventType
 
 OUT = EventType.SESSION_OUTPUT
@@ -198,7 +200,87 @@ async def test_session_filter(db: Database) -> None:
 async def test_subscription_holds_no_queue(log: EventLog) -> None:
     sub = log.subscribe(0)
     await log.append_many([(None, "t", {"i": i}, None) for i in range(1000)])
-    assert vars(sub).keys() <= {"log", "cursor", "session", "batch", "snapshot_after", "_first", "_closed"}
+    # A cursor and the snapshot's place; _skip has one seq per session changed while a snapshot
+    # was read, and is empty otherwise.
+    assert vars(sub).keys() <= {"log", "cursor", "session", "batch", "snapshot_after", "_first", "_closed",
+                                "_paging", "_page_after", "_skip"}
+    assert not sub._skip
     item = await next_item(sub)
     assert isinstance(item, Batch) and len(item) == 512
     assert sub.cursor == 512
+
+
+async def test_a_snapshot_is_read_page_by_page_and_stays_exact(log: EventLog) -> None:
+    """Pages are read one at a time (each about SNAPSHOT_PAGE_CHARS), later ones at a later seq:
+    the tail leaves out what a later page already holds, and keeps what an earlier page lacks."""
+    screen = "x" * 60_000
+    for i in range(6):
+        await log.append(f"s{i}", EventType.SESSION_STARTED, started())
+        await log.append(f"s{i}", OUT, {"stream": "pty", "data": screen})
+    sub = log.subscribe(log.head + 5)  # a cursor from another history
+    first = await next_item(sub)
+    assert isinstance(first, Snapshot) and not first.last
+    assert [s["id"] for s in first.sessions] == ["s0", "s1", "s2"]  # 60,000 + 512 characters each
+    seq = first.seq
+    early = await log.append("s0", OUT, {"stream": "pty", "data": "after page one"})
+    late = await log.append("s5", OUT, {"stream": "pty", "data": "before page two"})
+    second = await next_item(sub)
+    assert isinstance(second, Snapshot) and second.last and second.seq == seq
+    assert [s["id"] for s in second.sessions] == ["s3", "s4", "s5"]
+    assert second.sessions[-1]["scrollback"].endswith("before page two")
+    assert sub._skip == {"s5": late.seq}
+    tail = await log.append("s5", OUT, {"stream": "pty", "data": "tail"})
+    item = await next_item(sub)
+    assert isinstance(item, Batch)
+    # s0's event is not in page one (read before it), s5's first one is in page two already.
+    assert [e.seq for e in item] == [early.seq, tail.seq]
+    assert sub._skip == {}
+    # One session's snapshot is one page.
+    one = await next_item(log.subscribe(log.head + 5, session="s1"))
+    assert isinstance(one, Snapshot) and one.last and [s["id"] for s in one.sessions] == ["s1"]
+
+
+async def test_a_step_reads_a_bounded_amount(db: Database) -> None:
+    for ring in (4, 8192):  # from SQLite and from the ring
+        log = await EventLog.open(db, ring_size=ring)
+        base = log.head
+        await log.append_many([("s9", OUT, {"stream": "pty", "data": "y" * 60_000}, None) for _ in range(40)])
+        sub = log.subscribe(base)
+        item = await next_item(sub)
+        assert isinstance(item, Batch)
+        assert sum(len(e.data["data"]) for e in item) <= STEP_BYTES
+        assert sub.cursor == base + 4  # 4 × 60,000 characters (and their JSON) fit, 5 do not
+        page = await log.read(base, 1000, max_bytes=100)
+        assert [e.seq for e in page] == [base + 1]  # always one, however big
+
+
+async def test_retention_drops_old_sessions_and_readers_behind_get_a_snapshot(db: Database) -> None:
+    log = await EventLog.open(db)
+    await log.append("old", EventType.SESSION_STARTED, started())
+    await log.append("old", OUT, {"stream": "pty", "data": "old output"})
+    await log.append("old", EventType.SESSION_EXITED, {"exit_code": 0, "signal": None, "reason": None})
+    link = await log.append(None, EventType.HOST_LINKED, {"host_id": "h1", "name": "r"})
+    await log.append(None, "test.tick", {})
+    await log.append("live", EventType.SESSION_STARTED, started())
+    kept = await log.append("live", OUT, {"stream": "pty", "data": "live output"})
+    behind = log.subscribe(2)
+    now = time.time() + 1
+    assert await log.forget(ended_before=now, older_than=now, max_db_bytes=None) == 4  # old's 3, the tick
+    assert log.floor == 5 and log.head == 7
+    stored = await db.run(lambda c: [r[0] for r in c.execute("SELECT seq FROM events ORDER BY seq")])
+    assert stored == [link.seq, 6, kept.seq]  # the host link and the live session stay
+    assert [s["id"] for s in await db.run(projection.list_sessions)] == ["live"]
+    assert [e.seq for e in await log.read(0, 100)] == [6, 7]  # nothing from before the floor
+    snap = await next_item(behind)
+    assert isinstance(snap, Snapshot) and [s["id"] for s in snap.sessions] == ["live"]
+    assert snap.seq == 7
+    # Over a size, the oldest output goes first, even a live session's (its scrollback stays).
+    assert await log.forget(ended_before=0, older_than=0, max_db_bytes=0) == 1
+    assert log.floor == kept.seq
+    [live] = await db.run(lambda c: projection.list_sessions(c, with_scrollback=True), write=False)
+    assert live["scrollback"] == "live output"
+    # Seqs go on from the head even when every event before it is gone.
+    await log.close()
+    fresh = await EventLog.open(db)
+    assert (fresh.head, fresh.floor) == (7, 7)
+    assert (await fresh.append(None, "test.tick", {})).seq == 8

@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from tether.host.config import Limits
 from tether.host.eventlog import Batch, Event, EventLog
+from tether.host.principal import Principal
 from tether.host.projection import EventType
 from tether.host.sessions import SessionError, SessionManager
 
@@ -189,3 +191,25 @@ async def test_restart_closes_orphans_and_close_terminates(log: EventLog, tmp_pa
     assert ended is not None and ended["status"] == "failed" and ended["exit_reason"] == "host shutdown"
     with pytest.raises(SessionError, match="shutting down"):
         await first.start_session(agent="pty", workspace=tmp_path, command=["true"])
+
+
+async def test_concurrent_starts_never_pass_the_caps(log: EventLog, tmp_path: Path) -> None:
+    """Places are taken before the first await: eight starts at once by one device against caps
+    of 3 per caller and 5 per host get 3, and four by another device get the 2 left."""
+    mgr = SessionManager(log, log.db, limits=Limits(max_sessions=5, max_sessions_per_caller=3))
+    await mgr.start()
+    phone = Principal(kind="device", id="d1", name="phone", scopes=frozenset())
+    laptop = Principal(kind="device", id="d2", name="laptop", scopes=frozenset())
+    try:
+        results = await asyncio.gather(*(
+            mgr.start_session(agent="pty", workspace=tmp_path, command=["sleep", "30"], caller=who)
+            for who in [phone] * 8 + [laptop] * 4
+        ), return_exceptions=True)
+        started = [r for r in results if isinstance(r, str)]
+        refused = [r for r in results if isinstance(r, SessionError)]
+        assert len(started) == 5 and len(refused) == 7
+        assert {r.code for r in refused} == {"limit"}
+        assert [r.message.endswith("(limits.max_sessions_per_caller)") for r in refused] == [True] * 5 + [False] * 2
+        assert refused[-1].message == "this host already runs 5 live sessions, the most it allows (limits.max_sessions)"
+    finally:
+        await asyncio.wait_for(mgr.close(), 10)

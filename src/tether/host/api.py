@@ -214,6 +214,10 @@ class ApiConnection:
             if window is not None:
                 window.ack()
 
+    @property
+    def subscriptions(self) -> int:
+        return len(self._subs)
+
     async def close(self) -> None:
         for task in self._subs.values():
             task.cancel()
@@ -288,6 +292,7 @@ class ApiConnection:
             cid=params.cid,
             cols=params.cols,
             rows=params.rows,
+            caller=self.principal,
         )
         log.info("%s started session %s", self.principal.describe(), session_id)
         return {"id": session_id}
@@ -335,7 +340,7 @@ class ApiConnection:
         workspace = resolve_workspace(params.workspace, self.host.workspaces, self.principal.workspace)
         session_id = await self.host.sessions.start_agent_session(
             agent=params.agent, workspace=workspace, prompt=params.prompt, policy=policy, config=config,
-            cid=params.cid,
+            cid=params.cid, caller=self.principal,
         )
         log.info("%s started %s session %s", self.principal.describe(), params.agent, session_id)
         return {"id": session_id}
@@ -399,7 +404,7 @@ class ApiConnection:
     async def _read_events(self, params: schemas.ReadEvents) -> dict[str, Any]:
         """A page of the log (for scripts that want what exists now, without following)."""
         head = self.host.log.head
-        events = await self.host.log.read(params.since, params.limit)
+        events = await self.host.log.read(params.since, params.limit, READ_PAGE_BYTES)
         cursor = events[-1].seq if events else max(params.since, head)
         page: list[dict[str, Any]] = []
         size = 0
@@ -413,7 +418,8 @@ class ApiConnection:
                 wire = e.to_wire()
                 size += len(msgspec.json.encode(wire))
                 page.append(wire)
-        return {"events": page, "cursor": cursor, "head": head}
+        # Retention may have dropped what came before the floor: a caller behind it missed events.
+        return {"events": page, "cursor": cursor, "head": head, "floor": self.host.log.floor}
 
     async def _subscribe(self, params: schemas.Subscribe) -> dict[str, Any]:
         sub_id = params.sub
@@ -421,6 +427,14 @@ class ApiConnection:
             raise TetherError(f"subscription {sub_id} already exists on this connection", code="bad_params")
         if len(self._subs) >= MAX_SUBSCRIPTIONS:
             raise TetherError("too many subscriptions on one connection", code="limit")
+        limit = self.host.config.limits.max_subscriptions_per_caller
+        if self.principal.kind != "local" and self.host.subscriptions_of(self.principal.id) >= limit:
+            raise TetherError(
+                f"{self.principal.describe()} already has {limit} event subscriptions on this host, the most"
+                f" one device or token may ({self.host.config.limit_key('max_subscriptions_per_caller')})",
+                hint="unsubscribe or close some of its connections, or ask the host's owner to raise the limit",
+                code="limit",
+            )
         subscription = self.host.log.subscribe(params.since, session=params.session)
         self._windows[sub_id] = _Window()
         self._subs[sub_id] = asyncio.create_task(self._pump(sub_id, subscription))
@@ -431,13 +445,21 @@ class ApiConnection:
 
         window = self._windows[sub_id]
         try:
-            async for item in subscription:
+            while True:
+                # The next step is read only once the client has room for it: a client that does
+                # not acknowledge leaves the host holding its cursor, not a snapshot or a batch.
+                await window.wait_for_room()
+                try:
+                    item = await anext(subscription)
+                except StopAsyncIteration:
+                    return
                 if isinstance(item, Snapshot):
-                    # Many sessions with scrollback can be megabytes: sent in parts like events.
+                    # A page of many sessions with scrollback is still sent in parts like events.
                     parts = chunk_events([s for s in item.sessions if self._sees_session(s)])
                     for i, part in enumerate(parts):
                         await window.wait_for_room()
-                        params = {"sub": sub_id, "seq": item.seq, "sessions": part, "last": i == len(parts) - 1}
+                        last = item.last and i == len(parts) - 1
+                        params = {"sub": sub_id, "seq": item.seq, "sessions": part, "last": last}
                         window.sent(await self.peer.notify("snapshot", params))
                     continue
                 shown = await self._visible(item)

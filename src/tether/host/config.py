@@ -26,10 +26,20 @@ key and its line. Example::
     [agents.claude]
     binary = "claude"                         # Claude Code; credentials from its own login or env
     config_dir = "~/.claude"                  # else $CLAUDE_CONFIG_DIR or ~/.claude
+
+    [limits]                                  # what one device or token may hold (defaults shown)
+    max_sessions = 100                        # live sessions on the host, whoever started them
+    max_sessions_per_caller = 16              # live sessions one device or token started
+    max_channels_per_caller = 32              # channels one device or token has open at once
+    max_subscriptions_per_caller = 64         # event subscriptions over all of its channels
+    handshake_timeout = 10.0                  # seconds a new channel has to finish its handshake
+    event_retention_days = 30.0               # sessions ended longer ago are forgotten, events too
+    max_database_mb = 1024                    # beyond it, the oldest output events are dropped
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -46,6 +56,11 @@ AGENTS = ("pty", "builtin", "codex", "claude")
 SECRET_KEYS = frozenset({"api_key"})
 
 _HOST_KEYS: dict[str, type] = {"name": str, "workspaces": list}
+_LIMIT_KEYS: dict[str, type] = {
+    "max_sessions": int, "max_sessions_per_caller": int, "max_channels_per_caller": int,
+    "max_subscriptions_per_caller": int, "handshake_timeout": float, "event_retention_days": float,
+    "max_database_mb": int,
+}
 _POLICY_KEYS: dict[str, type] = {"approval": str, "sandbox": str}
 _AGENT_KEYS: dict[str, dict[str, type]] = {
     "pty": {"allow_remote": bool, "allow_restricted": bool},
@@ -80,12 +95,32 @@ class PtyAccess:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """``[limits]``: what the host and each device or token (a *caller*) may hold, so one paired
+    device cannot take the host's memory, descriptors or disk from the others. The local owner is
+    held to the host-wide ones only."""
+
+    max_sessions: int = 100  # a pty or agent session holds a few descriptors; 1,024 went at ≈500
+    max_sessions_per_caller: int = 16
+    max_channels_per_caller: int = 32
+    max_subscriptions_per_caller: int = 64
+    handshake_timeout: float = 10.0
+    event_retention_days: float = 30.0
+    max_database_mb: int = 1024
+
+
+@dataclass(frozen=True)
 class HostConfig:
     name: str | None = None
     workspaces: list[Path] = field(default_factory=list)
     agents: dict[str, AgentConfig] = field(default_factory=lambda: {a: AgentConfig(a) for a in AGENTS})
     path: Path | None = None
     pty: PtyAccess = field(default_factory=PtyAccess)
+    limits: Limits = field(default_factory=Limits)
+
+    def limit_key(self, key: str) -> str:
+        """Where to change a limit, for refusals: ``limits.KEY in FILE``."""
+        return f"limits.{key} in {self.path or 'the host config (' + FILE_NAME + ' in its home)'}"
 
     def agent(self, name: str) -> AgentConfig:
         return self.agents.get(name) or AgentConfig(name)
@@ -95,6 +130,7 @@ class HostConfig:
         return {
             "file": str(self.path) if self.path else None,
             "host": {"name": self.name, "workspaces": [str(w) for w in self.workspaces]},
+            "limits": dataclasses.asdict(self.limits),
             "agents": {
                 name: {
                     "enabled": agent.enabled,
@@ -125,8 +161,10 @@ def parse_config(text: str, path: Path) -> HostConfig:
         raise ConfigError(f"{path}: {exc}", hint="fix the TOML syntax at that line") from None
     where = _Locator(text, path)
     for key in raw:
-        if key not in ("host", "agents"):
-            raise where.error(key, None, f"unknown section [{key}]", "known sections: [host], [agents.NAME]")
+        if key not in ("host", "agents", "limits"):
+            raise where.error(
+                key, None, f"unknown section [{key}]", "known sections: [host], [agents.NAME], [limits]"
+            )
     host = _table(raw.get("host", {}), "host", where)
     _check_keys(host, _HOST_KEYS, "host", where)
     name = host.get("name")
@@ -153,7 +191,18 @@ def parse_config(text: str, path: Path) -> HostConfig:
         agents[agent_name] = AgentConfig(agent_name, policy, options, bool(table.get("enabled", True)))
     pty = agents["pty"].options
     access = PtyAccess(pty.get("allow_remote", PtyAccess.remote), pty.get("allow_restricted", PtyAccess.restricted))
-    return HostConfig(name=name, workspaces=workspaces, agents=agents, path=path, pty=access)
+    return HostConfig(
+        name=name, workspaces=workspaces, agents=agents, path=path, pty=access, limits=_limits(raw, where)
+    )
+
+
+def _limits(raw: dict[str, Any], where: _Locator) -> Limits:
+    table = _table(raw.get("limits", {}), "limits", where)
+    _check_keys(table, _LIMIT_KEYS, "limits", where)
+    for key, value in table.items():
+        if value < 0 or (value == 0 and key != "event_retention_days"):
+            raise where.error(key, "limits", f"must be more than 0, not {value}")
+    return Limits(**table)
 
 
 class _Locator:

@@ -109,6 +109,10 @@ class HostDaemon:
         self._link: RelayLink | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._connections: dict[str, set[ApiConnection]] = {}
+        # Channels open per caller, handshaking ones included, keyed by the id the relay's
+        # identity key gives (a device's or token's id): one caller cannot use up the host.
+        self._channels: dict[str, int] = {}
+        self._crowded: set[str] = set()  # callers told they are at the cap (logged once)
         self._local_server: asyncio.AbstractServer | None = None
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._stopping = False
@@ -126,7 +130,7 @@ class HostDaemon:
         self.log = await EventLog.open(self.db)
         self.store = Store(self.db)
         self.audit = AuditLog(self.db)
-        self.sessions = SessionManager(self.log, self.db)
+        self.sessions = SessionManager(self.log, self.db, limits=self.config.limits, limit_key=self.config.limit_key)
         await self.sessions.start()
         # A host started by `tether ssh` accepts its desktop's devices, from a signed bundle.
         self.inherited = Inheritance(self.home, self.identity.id)
@@ -206,13 +210,23 @@ class HostDaemon:
         return task
 
     async def _maintenance(self) -> None:
-        """Forget used or expired offers, old command ids and old audit entries, so those tables
-        stay small."""
+        """Forget used or expired offers, old command ids, old audit entries and old events, so
+        those tables stay small."""
         while not self._stopping:
             await self.store.prune_offers()
             await self.store.prune_commands()
             await self.audit.prune()
+            await self._forget_events()
             await asyncio.sleep(MAINTENANCE_SECONDS)
+
+    async def _forget_events(self) -> None:
+        limits = self.config.limits
+        cutoff = time.time() - limits.event_retention_days * 86400
+        dropped = await self.log.forget(
+            ended_before=cutoff, older_than=cutoff, max_db_bytes=limits.max_database_mb * 1024 * 1024
+        )
+        if dropped:
+            log.info("retention: %d old events dropped; clients behind seq %d get a snapshot", dropped, self.log.floor)
 
     # -- the relay -----------------------------------------------------------------------
 
@@ -302,16 +316,50 @@ class HostDaemon:
         await self.publish()
 
     async def _serve_channel(self, channel: Channel) -> None:
+        caller = self._relay_actor(channel).id
+        limit = self.config.limits.max_channels_per_caller
+        count = self._channels.get(caller, 0)
+        if count >= limit:
+            if caller not in self._crowded:  # said once per crowd, not once per channel
+                self._crowded.add(caller)
+                log.warning("caller %s has %d channels open, the most one may; refusing more", caller, limit)
+            with contextlib.suppress(TetherError):
+                await channel.close(
+                    code=CloseCode.TOO_MANY_CHANNELS,
+                    reason=f"this device or token already has {limit} channels open to the host, the most one may"
+                    f" ({self.config.limit_key('max_channels_per_caller')}); close some and retry",
+                )
+            return
+        self._channels[caller] = count + 1
+        try:
+            await self._serve_admitted(channel)
+        finally:
+            self._channels[caller] -= 1
+            if not self._channels[caller]:
+                del self._channels[caller]
+                self._crowded.discard(caller)
+
+    async def _serve_admitted(self, channel: Channel) -> None:
         if channel.offer_id:
             await self._serve_pairing(channel)
             return
+        timeout = self.config.limits.handshake_timeout
         try:
             transport = await E2ETransport.accept(
-                channel, static=self.identity.static, retired=self.keyring.statics()[1:]
+                channel, static=self.identity.static, retired=self.keyring.statics()[1:], timeout=timeout
             )
-        except TetherError as exc:
-            # E2ETransport has already closed the channel with the reason.
-            log.info("channel %s: handshake failed (%s)", channel.id, exc.message)
+        except Exception as exc:
+            # A channel that never finishes its handshake (or fails it) is closed here: nothing
+            # else would, and it would hold its place among the caller's channels for good.
+            if isinstance(exc, TetherError):
+                why = exc.message
+            elif isinstance(exc, TimeoutError):
+                why = f"no handshake within {timeout:g} s"
+            else:
+                why = f"{type(exc).__name__}: {exc}"
+            log.info("channel %s: handshake failed (%s)", channel.id, why)
+            with contextlib.suppress(TetherError):
+                await channel.close(code=CloseCode.PROTOCOL_ERROR, reason=f"end-to-end handshake failed: {why}")
             self.audit.record(self._relay_actor(channel), "channel.open", "handshake_failed")
             return
         assert transport.remote_static is not None
@@ -386,7 +434,7 @@ class HostDaemon:
 
     async def _serve_pairing(self, channel: Channel) -> None:
         assert channel.offer_id is not None
-        await claim_offer(self, channel)
+        await claim_offer(self, channel, timeout=self.config.limits.handshake_timeout)
         # pairing.py answers the device; the audit entry is read back from the offer it consumed.
         offer = await self.store.get_offer(channel.offer_id)
         caller = self._relay_actor(channel)
@@ -400,6 +448,10 @@ class HostDaemon:
             self.audit.record(caller, "pair.complete", "pairing", detail="the offer was unknown, used or expired")
 
     # -- serving a caller ----------------------------------------------------------------
+
+    def subscriptions_of(self, caller: str) -> int:
+        """Event subscriptions a caller has, over all its connections."""
+        return sum(conn.subscriptions for conn in self._connections.get(caller, ()))
 
     async def serve(self, transport: MessageTransport, principal: Principal) -> None:
         """Answer one caller's requests until its transport closes."""

@@ -145,6 +145,13 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE offers ADD COLUMN workspace TEXT;
     """,
+    # 4 -> 5: small facts about the state, e.g. 'events.floor': the newest seq retention dropped.
+    """
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

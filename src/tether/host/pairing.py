@@ -9,6 +9,7 @@ The channel then closes: from now on the device connects with IK only.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -18,7 +19,7 @@ from tether.crypto.encoding import b64u_decode
 from tether.crypto.keys import derive_id
 from tether.errors import TetherError
 from tether.protocol import schemas
-from tether.protocol.e2e import E2ETransport
+from tether.protocol.e2e import HANDSHAKE_TIMEOUT, E2ETransport
 from tether.protocol.frames import CloseCode
 from tether.protocol.messages import ErrorBody, ProtocolError, Request, Response, decode, decode_params, encode
 from tether.protocol.scopes import scope_list
@@ -37,16 +38,18 @@ class PairingError(TetherError):
     code = "pairing"
 
 
-async def claim_offer(host: HostDaemon, channel: Channel) -> None:
-    """Serve one pairing attempt on ``channel``; always closes it."""
+async def claim_offer(host: HostDaemon, channel: Channel, *, timeout: float = HANDSHAKE_TIMEOUT) -> None:
+    """Serve one pairing attempt on ``channel``; always closes it, at the latest ``timeout``
+    seconds after the handshake began if the device has not finished both steps by then."""
     assert channel.offer_id is not None
     offer = await host.store.get_offer(channel.offer_id)
     if offer is None or offer.consumed or offer.expires_at <= time.time():
         await channel.close(code=CloseCode.NO_SUCH_OFFER, reason=f"{OFFER_GONE}; {OFFER_GONE_HINT}")
         return
     try:
-        transport = await E2ETransport.accept(channel, static=host.identity.static, psk=offer.secret)
-        request = decode(await transport.recv())
+        async with asyncio.timeout(timeout):
+            transport = await E2ETransport.accept(channel, static=host.identity.static, psk=offer.secret)
+            request = decode(await transport.recv())
         if not isinstance(request, Request) or request.method != "pair.complete":
             raise ProtocolError("expected a pair.complete request")
         try:
@@ -57,6 +60,8 @@ async def claim_offer(host: HostDaemon, channel: Channel) -> None:
         await transport.send(encode(response))
     except TetherError as exc:
         log.info("pairing attempt on channel %s failed: %s", channel.id, exc.message)
+    except TimeoutError:
+        log.info("pairing attempt on channel %s failed: not finished within %g s", channel.id, timeout)
     finally:
         with contextlib.suppress(TetherError):
             await channel.close(reason="pairing finished")

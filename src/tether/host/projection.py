@@ -113,6 +113,7 @@ class Status(StrEnum):
 
 
 TERMINAL = frozenset({Status.FINISHED, Status.FAILED})
+TERMINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in sorted(TERMINAL)) + ")"
 _LIVE = frozenset({Status.RUNNING, Status.WAITING_FOR_APPROVAL, Status.IDLE})
 
 # status -> statuses it may move to. Terminal states go nowhere.
@@ -386,6 +387,8 @@ _COLUMNS = (
     "id, agent, workspace, command, title, status, created, last_activity, exit_code,"
     " exit_signal, exit_reason, last_seq, cols, rows, policy, turn"
 )
+# About what a session's row costs besides its scrollback (title, command, workspace...).
+_ROW_CHARS = 512
 
 
 def _row(row: tuple[Any, ...], scrollback: str | None = None) -> dict[str, Any]:
@@ -418,6 +421,44 @@ def list_sessions(conn: sqlite3.Connection, *, with_scrollback: bool = False) ->
         rows = conn.execute(f"SELECT {_COLUMNS}, scrollback FROM sessions ORDER BY created, id")
         return [_row(r[:-1], r[-1]) for r in rows]
     return [_row(r) for r in conn.execute(f"SELECT {_COLUMNS} FROM sessions ORDER BY created, id")]
+
+
+def session_page(
+    conn: sqlite3.Connection, after: tuple[float, str] | None, max_chars: int, *, only: str | None = None
+) -> tuple[list[dict[str, Any]], bool]:
+    """Sessions with scrollback in list order after the key ``(created, id)`` (every one, or
+    ``only`` that one), stopping once about ``max_chars`` are taken (one at least); and whether
+    more follow. Rows are read one at a time: the rest of the table is never loaded."""
+    where: list[str] = ["1"]
+    args: list[Any] = []
+    if after is not None:
+        where.append("(created, id) > (?, ?)")
+        args.extend(after)
+    if only is not None:
+        where.append("id = ?")
+        args.append(only)
+    rows = conn.execute(
+        f"SELECT {_COLUMNS}, scrollback FROM sessions WHERE {' AND '.join(where)} ORDER BY created, id", args
+    )
+    page: list[dict[str, Any]] = []
+    size = 0
+    for r in rows:
+        if page and size >= max_chars:
+            return page, True
+        page.append(_row(r[:-1], r[-1]))
+        size += len(r[-1]) + _ROW_CHARS
+    return page, False
+
+
+def forget_ended(conn: sqlite3.Connection, before: float) -> list[str]:
+    """Delete the sessions that ended before ``before`` (rows and approvals); their ids."""
+    ids = [r[0] for r in conn.execute(
+        f"SELECT id FROM sessions WHERE status IN {TERMINAL_SQL} AND last_activity < ?", (before,)
+    )]
+    for sid in ids:
+        conn.execute("DELETE FROM approvals WHERE session = ?", (sid,))
+        conn.execute("DELETE FROM sessions WHERE id = ?", (sid,))
+    return ids
 
 
 def get_session(conn: sqlite3.Connection, session_id: str, *, with_scrollback: bool = False) -> dict[str, Any] | None:

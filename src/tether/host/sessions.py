@@ -29,10 +29,11 @@ from tether.crypto.encoding import b32_encode
 from tether.errors import TetherError
 from tether.host import projection
 from tether.host.agent_session import AgentSession
-from tether.host.config import AgentConfig
+from tether.host.config import AgentConfig, Limits
 from tether.host.db import Database
 from tether.host.eventlog import Event, EventLog
 from tether.host.policy import Policy
+from tether.host.principal import Principal
 from tether.host.projection import EventType, IllegalTransition, Status, check_transition
 
 log = logging.getLogger(__name__)
@@ -85,12 +86,24 @@ def new_session_id() -> str:
 
 
 class SessionManager:
-    def __init__(self, log: EventLog, db: Database, *, spawn: Spawn = spawn_pty) -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        db: Database,
+        *,
+        spawn: Spawn = spawn_pty,
+        limits: Limits | None = None,
+        limit_key: Callable[[str], str] = lambda key: f"limits.{key}",
+    ) -> None:
         self.log = log
         self.db = db
         self._spawn = spawn
+        self.limits = limits or Limits()
+        self._limit_key = limit_key  # where a refusal tells the owner to raise a limit
         self._live: dict[str, _Live] = {}
         self._agents: dict[str, AgentSession] = {}
+        # Sessions starting or live -> who started them (None: the local owner), for the caps.
+        self._started_by: dict[str, str | None] = {}
         # Serialises status changes so "check the transition, then append it" is atomic.
         self._status_lock = asyncio.Lock()
         self._closing = False
@@ -114,6 +127,7 @@ class SessionManager:
         cols: int = 80,
         rows: int = 24,
         env: dict[str, str] | None = None,
+        caller: Principal | None = None,
     ) -> str:
         """Start ``command`` in ``workspace``; returns the new session's id once
         ``session.started`` is in the log. Raises SessionError when it cannot start."""
@@ -122,12 +136,16 @@ class SessionManager:
         if not command or not all(isinstance(a, str) and a for a in command):
             raise SessionError("no command to run", code="bad_command")
         _check_size(cols, rows)
-        ws = await asyncio.to_thread(_resolve_dir, Path(workspace))
-        sid = new_session_id()
+        sid = self._admit(caller)
         try:
+            ws = await asyncio.to_thread(_resolve_dir, Path(workspace))
             proc = await self._spawn(command, cwd=ws, env=env, cols=cols, rows=rows)
         except PtyError as exc:
+            self._started_by.pop(sid, None)
             raise SessionError(exc.message, hint=exc.hint, code=exc.code) from None
+        except BaseException:
+            self._started_by.pop(sid, None)
+            raise
         live = _Live(sid, proc)
         self._live[sid] = live
         data = {
@@ -142,6 +160,7 @@ class SessionManager:
             await self.log.append(sid, EventType.SESSION_STARTED, data, cid)
         except BaseException:
             del self._live[sid]
+            self._started_by.pop(sid, None)
             proc.terminate()
             proc.close()
             raise
@@ -157,17 +176,22 @@ class SessionManager:
         policy: Policy,
         config: AgentConfig,
         cid: str | None = None,
+        caller: Principal | None = None,
     ) -> str:
         """Start an AI agent session and its first turn; returns the session id."""
         if self._closing:
             raise SessionError("the host is shutting down", code="shutting_down")
         agent_cls = load_agent(agent)
-        ws = await asyncio.to_thread(_resolve_dir, Path(workspace))
-        sid = new_session_id()
-        session = AgentSession(
-            session_id=sid, workspace=ws, policy=policy, config=config, log=self.log, agent_cls=agent_cls
-        )
-        await session.agent.open()  # a clear error (no API key, no codex binary) before anything is logged
+        sid = self._admit(caller)
+        try:
+            ws = await asyncio.to_thread(_resolve_dir, Path(workspace))
+            session = AgentSession(
+                session_id=sid, workspace=ws, policy=policy, config=config, log=self.log, agent_cls=agent_cls
+            )
+            await session.agent.open()  # a clear error (no API key, no codex binary) before anything is logged
+        except BaseException:
+            self._started_by.pop(sid, None)
+            raise
         self._agents[sid] = session
         data = {
             "agent": agent,
@@ -183,8 +207,36 @@ class SessionManager:
             await session.start_turn(prompt)
         except BaseException:
             self._agents.pop(sid, None)
+            self._started_by.pop(sid, None)
             await session.agent.close()
             raise
+        return sid
+
+    def _admit(self, caller: Principal | None) -> str:
+        """A new session id, counted against the host's and the caller's caps from now on (before
+        anything is awaited, so concurrent starts cannot both take the last place)."""
+        for sid, agent in self._agents.items():
+            if agent.ended.is_set():
+                self._started_by.pop(sid, None)
+        limits = self.limits
+        if len(self._started_by) >= limits.max_sessions:
+            raise SessionError(
+                f"this host already runs {limits.max_sessions} live sessions, the most it allows"
+                f" ({self._limit_key('max_sessions')})",
+                hint="end a session (interrupt it, or exit its program), or ask the host's owner to raise the limit",
+                code="limit",
+            )
+        if caller is not None and caller.kind != "local":
+            mine = sum(1 for by in self._started_by.values() if by == caller.id)
+            if mine >= limits.max_sessions_per_caller:
+                raise SessionError(
+                    f"{caller.describe()} already runs {limits.max_sessions_per_caller} live sessions, the most one"
+                    f" device or token may ({self._limit_key('max_sessions_per_caller')})",
+                    hint="end one of its sessions first, or ask the host's owner to raise the limit",
+                    code="limit",
+                )
+        sid = new_session_id()
+        self._started_by[sid] = None if caller is None or caller.kind == "local" else caller.id
         return sid
 
     async def approve(
@@ -209,24 +261,24 @@ class SessionManager:
         if session_id in self._agents:
             return await (await self._require_agent(session_id)).start_turn(text, cid)
         live = await self._require_live(session_id)
-        ev = await self.log.append(session_id, EventType.SESSION_INPUT, {"text": text}, cid)
+        # Delivered first, then logged: input the program cannot take (input_full) or that comes
+        # after it ended leaves no trace in the log. The append is queued to the database before
+        # the output pump can run again, so the input still comes before the output it causes.
         self._deliver(live, lambda: live.proc.write(text.encode("utf-8")))
-        return ev
+        return await self.log.append(session_id, EventType.SESSION_INPUT, {"text": text}, cid)
 
     async def interrupt(self, session_id: str, cid: str | None = None) -> Event:
         if session_id in self._agents:
             return await (await self._require_agent(session_id)).interrupt(cid)
         live = await self._require_live(session_id)
-        ev = await self.log.append(session_id, EventType.SESSION_INTERRUPTED, {}, cid)
         self._deliver(live, live.proc.interrupt)
-        return ev
+        return await self.log.append(session_id, EventType.SESSION_INTERRUPTED, {}, cid)
 
     async def resize(self, session_id: str, cols: int, rows: int, cid: str | None = None) -> Event:
         _check_size(cols, rows)
         live = await self._require_live(session_id)
-        ev = await self.log.append(session_id, EventType.SESSION_RESIZED, {"cols": cols, "rows": rows}, cid)
         self._deliver(live, lambda: live.proc.resize(cols, rows))
-        return ev
+        return await self.log.append(session_id, EventType.SESSION_RESIZED, {"cols": cols, "rows": rows}, cid)
 
     async def set_status(self, session_id: str, status: Status | str, cid: str | None = None) -> Event:
         """Move a live session to a non-terminal status (for adapters: waiting-for-approval,
@@ -324,6 +376,7 @@ class SessionManager:
         finally:
             proc.close()
             self._live.pop(live.id, None)
+            self._started_by.pop(live.id, None)
 
     async def _append_output(self, live: _Live, text: str) -> None:
         # One transaction for the whole batch; events stay small enough for a client to
