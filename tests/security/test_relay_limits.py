@@ -187,39 +187,35 @@ BODY_SHAPES = {
 
 
 def _stream_body(port: int, head: bytes, seconds: float) -> tuple[int, bytes, float]:
-    """Send ``head`` then zeros for at most ``seconds`` or 4 GiB while reading the answer; (bytes
-    the kernel took, the relay's answer, seconds until the relay hung up).
+    """Send ``head`` then zeros until the relay hangs up (the write fails), for at most
+    ``seconds`` or 4 GiB, while reading its answer; (bytes the kernel took, the answer, seconds
+    until the relay hung up).
 
     Plain blocking sockets, a thread each way: the relay closes with the body unread, so the
     kernel resets the connection, and only a reader that is already waiting sees the answer
     first (an asyncio stream raises the write's reset on read and drops what it had).
     """
     sock = socket.create_connection(("127.0.0.1", port), timeout=seconds, source_address=(ATTACKER, 0))
+    answer = bytearray()
+
+    def read() -> None:
+        with contextlib.suppress(OSError):  # the reset after the answer, or the timeout
+            while block := sock.recv(4096):
+                answer.extend(block)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    chunk = bytes(1 << 20)
     sent = 0
-    done = threading.Event()
-
-    def write() -> None:
-        nonlocal sent
-        chunk = bytes(1 << 20)
-        with contextlib.suppress(OSError):
-            sock.sendall(head)
-            while not done.is_set() and sent < 4 << 30:
-                sent += sock.send(chunk)
-
-    writer = threading.Thread(target=write)
     start = time.monotonic()
-    writer.start()
-    answer = b""
-    try:
-        while block := sock.recv(4096):
-            answer += block
-    except OSError:
-        pass  # the reset after the answer, or the timeout
+    with contextlib.suppress(OSError):
+        sock.sendall(head)
+        while sent < 4 << 30 and time.monotonic() - start < seconds:
+            sent += sock.send(chunk)
     hung_up = time.monotonic() - start
-    done.set()
-    writer.join(seconds)
+    reader.join(seconds)
     sock.close()
-    return sent, answer, hung_up
+    return sent, bytes(answer), hung_up
 
 
 @pytest.mark.parametrize("shape", list(BODY_SHAPES))
@@ -229,8 +225,10 @@ async def test_a_request_body_is_answered_400_and_not_read(shape: str) -> None:
             before = rss_kib(relay)
             sent, answer, hung_up = await asyncio.to_thread(_stream_body, port, BODY_SHAPES[shape], 5)
             after = rss_kib(relay)
-            print(f"{shape}: the client got {sent / 2**20:.1f} MiB into its socket before the relay answered and "
-                  f"hung up after {hung_up:.2f} s; relay RSS {before} → {after} KiB")
+            print(
+                f"{shape}: the client got {sent / 2**20:.1f} MiB into its socket before the relay answered and "
+                f"hung up after {hung_up:.2f} s; relay RSS {before} → {after} KiB"
+            )
             assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
             assert b"without a body" in answer
             assert hung_up < 2
@@ -346,4 +344,3 @@ async def _flood(relay: Proc, port: int, cap: int) -> None:
             while open_fds(relay) > 40:
                 await asyncio.sleep(0.05)
         await still_works(host, host_side, device_side, port)
-
