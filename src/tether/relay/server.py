@@ -712,16 +712,18 @@ class RelayServer:
                 refused.headers["Retry-After"] = "5"
                 return refused
         path = urlsplit(request.path).path
-        # A request with a body never gets here (_Socket answers it 400); other methods have
-        # nothing to do on a relay.
+        # A request with a body never gets here (_Socket answers it 400); methods other than GET
+        # have nothing to do on a relay, but HEAD gets what GET would get (never an upgrade).
         allowed = ("GET",) if path == WS_PATH else ("GET", "HEAD")
-        if request.method not in allowed:
-            refused = connection.respond(405, f"method not allowed: the relay answers {' and '.join(allowed)} here\n")
-            refused.headers["Allow"] = ", ".join(allowed)
-            return refused
-        if request.method == "HEAD":
-            response = await self._page(connection, path)
-            return replace(response, body=b"")
+        if request.method != "GET":
+            if request.method in allowed:
+                response = await self._page(connection, path)
+            else:
+                response = connection.respond(
+                    405, f"method not allowed: the relay answers {' and '.join(allowed)} here\n"
+                )
+                response.headers["Allow"] = ", ".join(allowed)
+            return replace(response, body=b"") if request.method == "HEAD" else response
         if path == WS_PATH:
             origins = request.headers.get_all("Origin")
             hosts = request.headers.get_all("Host")
