@@ -109,12 +109,12 @@ _DATA = int(FrameType.DATA)
 # The one answer to an OPEN the relay will not route, whatever the reason, so that a device the
 # host does not know cannot tell whether it is online (issue [6] item 12).
 _UNREACHABLE = (
-    "the host is offline, or this device is not (or no longer) paired with it: start the host with "
-    "`tether host` (or `tether up`), or pair again with `tether pair` on the host"
+    "this device is not authorised on that host (unknown or revoked), or the host is offline: pair "
+    "again with `tether pair` on the host, or start it with `tether host` (or `tether up`)"
 )
 _UNREACHABLE_OFFER = (
-    "the host is offline, or this pairing link was already used or expired: start the host, or run "
-    "`tether pair` on it for a new link"
+    "this pairing link is no longer valid (already used or expired), or the host is offline: run "
+    "`tether pair` on the host for a new link, or start the host"
 )
 _HEAD_7 = struct.Struct("!BB")
 _HEAD_16 = struct.Struct("!BBH")
