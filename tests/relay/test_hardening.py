@@ -5,6 +5,8 @@ are in tests/security/test_relay_attacks.py."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import os
 import stat
 from pathlib import Path
@@ -464,3 +466,19 @@ async def test_http_requests_with_a_body_or_another_method(relay: tuple[RelaySer
             assert answer.endswith(b"\r\n\r\n")  # headers only
         if status == b"405":
             assert b"\r\nAllow: " in answer
+
+
+async def test_out_of_descriptor_accept_errors_are_logged_once_per_interval(
+    relay: tuple[RelayServer, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Python 3.11 reports EMFILE from accept() a hundred times per loop pass (issue [6] item 9)."""
+    loop = asyncio.get_running_loop()
+    with caplog.at_level(logging.INFO, logger="tether.relay"):
+        for _ in range(500):
+            loop.call_exception_handler(
+                {
+                    "message": "socket.accept() out of system resource",
+                    "exception": OSError(errno.EMFILE, "Too many open files"),
+                }
+            )
+    assert [r.getMessage() for r in caplog.records] == ["cannot accept connections: Too many open files"]

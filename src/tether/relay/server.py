@@ -707,7 +707,7 @@ class RelayServer:
                 connection.deferred = False
                 connection.count(self._forwarded_key(connection, request))
             if connection.refusal is not None:
-                log.info("refused %s: %s", _peer(connection), connection.refusal)
+                self.quiet_log.log(logging.INFO, "429", "refused %s: %s", _peer(connection), connection.refusal)
                 refused = connection.respond(429, connection.refusal + "\n")
                 refused.headers["Retry-After"] = "5"
                 return refused
@@ -811,7 +811,9 @@ class RelayServer:
             await _refuse(ws, refused.code, refused.message)
             return
         except TimeoutError:
-            log.info("refused %s: no AUTH within %.1f s", _peer(ws), self.limits.auth_timeout)
+            self.quiet_log.log(
+                logging.INFO, "auth timeout", "refused %s: no AUTH within %.1f s", _peer(ws), self.limits.auth_timeout
+            )
             await _refuse(ws, CloseCode.AUTH_TIMEOUT, close_message(CloseCode.AUTH_TIMEOUT))
             return
         except ConnectionClosed:
