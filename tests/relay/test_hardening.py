@@ -5,6 +5,8 @@ are in tests/security/test_relay_attacks.py."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import os
 import stat
 from pathlib import Path
@@ -33,8 +35,8 @@ from tether.relay.enrollment import (
     load_enroll_key,
     verify_enroll_proof,
 )
-from tether.relay.limits import AddressTable, RelayLimits, address_key
-from tether.relay.link import RelayError, RelayLink
+from tether.relay.limits import AddressTable, RelayLimits, address_key, connection_cap
+from tether.relay.link import ChannelClosed, RelayError, RelayLink
 from tether.relay.origin import OriginPolicy, normalize_origin
 from tether.relay.server import RelayServer
 
@@ -377,3 +379,106 @@ async def test_static_pages_are_not_subject_to_the_origin_check(relay: tuple[Rel
         head = await sock.reader.readuntil(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
     sock.abort()
+
+
+# --- per-device and per-offer channels, the socket cap (issue [6]) ---------------------------------
+
+
+async def test_channels_per_device_count_over_its_connections(relay_factory: RelayFactory, links: Links) -> None:
+    server, url = await relay_factory(max_channels_per_device=3)
+    host = await links(url, Identity.generate(), "host")
+    identity = Identity.generate()
+    first, second = await links(url, identity), await links(url, identity)
+    other = await links(url)
+    await host.publish_allowlist([identity.identity_public, other.identity.identity_public])
+    await host.publish_offers([])  # a round trip: the allowlist is applied
+    opened = [await first.open(host.id), await second.open(host.id), await first.open(host.id)]
+    with pytest.raises(ChannelClosed) as info:
+        await second.open(host.id)
+    assert info.value.close_code == CloseCode.TOO_MANY_CHANNELS
+    assert "this device has 3 channels open through the relay" in info.value.message
+    await other.open(host.id)  # another device is not counted against it
+    await opened[0].close()
+    async with asyncio.timeout(5):
+        while server._device_channels.get(identity.identity_public) != 2:
+            await asyncio.sleep(0.01)
+    await second.open(host.id)  # first holds one, second two
+    await first.close()  # its channel goes back with the connection
+    async with asyncio.timeout(5):
+        while server._device_channels.get(identity.identity_public) != 2:
+            await asyncio.sleep(0.01)
+
+
+async def test_channels_per_pairing_offer_are_capped(relay_factory: RelayFactory, links: Links) -> None:
+    _, url = await relay_factory(max_channels_per_offer=2)
+    host = await links(url, Identity.generate(), "host")
+    await host.publish_offers(["offer-1"])
+    await host.publish_allowlist([])  # a round trip: the offers are applied
+    for _ in range(2):
+        await (await links(url)).open(host.id, offer_id="offer-1")  # a fresh key each time
+    with pytest.raises(ChannelClosed) as info:
+        await (await links(url)).open(host.id, offer_id="offer-1")
+    assert info.value.close_code == CloseCode.TOO_MANY_CHANNELS
+    assert "this pairing link already has channels open" in info.value.message
+
+
+async def test_sockets_over_the_relay_cap_get_http_503(relay_factory: RelayFactory, links: Links) -> None:
+    server, url = await relay_factory(max_connections=2)
+    held = [await links(url) for _ in range(2)]
+    with pytest.raises(RelayError) as info:
+        await RelayLink.connect(url, Identity.generate(), "device")
+    assert "HTTP 503" in info.value.message and "limit of 2 connections at once" in info.value.message
+    assert info.value.hint is not None and "limit of connections" in info.value.hint
+    with pytest.raises(InvalidStatus) as raw:
+        await connect(url + "/ws")
+    assert raw.value.response.headers["Retry-After"] == "5"
+    await held[0].close()
+    async with asyncio.timeout(5):
+        while server.sockets.open > 1:
+            await asyncio.sleep(0.01)
+    await links(url)
+
+
+def test_the_socket_cap_leaves_room_for_refused_sockets() -> None:
+    for limit in (64, 256, 1024, 20_000, 1 << 20):
+        cap, batch = connection_cap(limit)
+        # about four loop passes of accepted-then-refused sockets, plus the process's own files
+        assert 0 < cap < limit and limit - cap >= 4 * batch + 16, (limit, cap, batch)
+
+
+async def test_http_requests_with_a_body_or_another_method(relay: tuple[RelayServer, str]) -> None:
+    port = int(relay[1].rsplit(":", 1)[1])
+    for request, status in (
+        (b"GET / HTTP/1.1\r\nHost: r\r\nContent-Length: 5\r\n\r\nhello", b"400"),
+        (b"POST /ws HTTP/1.1\r\nHost: r\r\nTransfer-Encoding: chunked\r\n\r\n", b"400"),
+        (b"NONSENSE\r\n\r\n", b"400"),
+        (b"DELETE /healthz HTTP/1.1\r\nHost: r\r\n\r\n", b"405"),
+        (b"HEAD /ws HTTP/1.1\r\nHost: r\r\n\r\n", b"405"),
+        (b"HEAD /healthz HTTP/1.1\r\nHost: r\r\n\r\n", b"200"),
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request)
+        async with asyncio.timeout(5):
+            answer = await reader.read()  # to EOF: the relay closes after answering
+        writer.close()
+        assert answer.split(b" ", 2)[1] == status, (request, answer)
+        if request.startswith(b"HEAD"):
+            assert answer.endswith(b"\r\n\r\n")  # headers only
+        if status == b"405":
+            assert b"\r\nAllow: " in answer
+
+
+async def test_out_of_descriptor_accept_errors_are_logged_once_per_interval(
+    relay: tuple[RelayServer, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Python 3.11 reports EMFILE from accept() a hundred times per loop pass (issue [6] item 9)."""
+    loop = asyncio.get_running_loop()
+    with caplog.at_level(logging.INFO, logger="tether.relay"):
+        for _ in range(500):
+            loop.call_exception_handler(
+                {
+                    "message": "socket.accept() out of system resource",
+                    "exception": OSError(errno.EMFILE, "Too many open files"),
+                }
+            )
+    assert [r.getMessage() for r in caplog.records] == ["cannot accept connections: Too many open files"]

@@ -229,11 +229,16 @@ async def test_close_is_forwarded_with_its_reason(relay: tuple[RelayServer, str]
 
 
 async def test_not_on_the_allowlist(relay: tuple[RelayServer, str], links: Links) -> None:
+    """Refused, and told exactly what a host that is not connected would tell it: a stranger
+    must not learn whether the host is online."""
     host, _ = await host_and_device(relay[1], links)
     stranger = await links(relay[1])
     with pytest.raises(ChannelClosed) as info:
         await stranger.open(host.id)
-    assert info.value.close_code == CloseCode.NOT_ALLOWED
+    with pytest.raises(ChannelClosed) as offline:
+        await stranger.open(Identity.generate().id)
+    assert info.value.close_code == offline.value.close_code == CloseCode.HOST_OFFLINE
+    assert info.value.message == offline.value.message
     assert "tether pair" in info.value.message
 
 
@@ -251,14 +256,17 @@ async def test_pairing_offer_admits_and_unknown_offer_is_refused(relay: tuple[Re
     assert await incoming.recv() == b"pair me"
     with pytest.raises(ChannelClosed) as info:
         await newcomer.open(host.id, offer_id="offer-3")
-    assert info.value.close_code == CloseCode.NO_SUCH_OFFER
-    assert "already used or it expired" in info.value.message
+    with pytest.raises(ChannelClosed) as offline:
+        await newcomer.open(Identity.generate().id, offer_id="offer-3")
+    assert info.value.close_code == offline.value.close_code == CloseCode.HOST_OFFLINE
+    assert info.value.message == offline.value.message
+    assert "already used or expired" in info.value.message and "offline" in info.value.message
     # The host withdraws every offer: the old one stops working.
     await host.publish_offers([])
     await open_pair(host, device)
     with pytest.raises(ChannelClosed) as info:
         await newcomer.open(host.id, offer_id="offer-2")
-    assert info.value.close_code == CloseCode.NO_SUCH_OFFER
+    assert info.value.close_code == CloseCode.HOST_OFFLINE
 
 
 async def test_host_offline(relay: tuple[RelayServer, str], links: Links) -> None:
@@ -290,7 +298,7 @@ async def test_allowlist_update_revokes_live_channels_at_once(relay: tuple[Relay
         assert await host_b.recv() == b"still here"
     with pytest.raises(ChannelClosed) as info:
         await device.open(host.id)
-    assert info.value.close_code == CloseCode.NOT_ALLOWED
+    assert info.value.close_code == CloseCode.HOST_OFFLINE  # the same answer as for an offline host
 
 
 async def test_large_allowlists_travel_in_chunks(relay: tuple[RelayServer, str], links: Links) -> None:

@@ -228,6 +228,16 @@ def relay(
         int | None,
         typer.Option(min=0, help="Connections at once with one device key. 0: no limit. Default 8."),
     ] = None,
+    max_channels_per_device: Annotated[
+        int | None,
+        typer.Option(min=0, help="Channels open at once with one device key, over all its connections. "
+                     "0: no limit. Default 256."),
+    ] = None,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(min=0, help="Connections at once in all; over it HTTP 503. 0: no limit. Default: the "
+                     "open-files limit (raised to its hard limit at start) less a tenth."),
+    ] = None,
     exempt_loopback: Annotated[
         bool,
         typer.Option(
@@ -300,6 +310,10 @@ def relay(
         knobs["connections_per_ip_per_second"] = connections_per_ip_per_second
     if max_connections_per_device is not None:
         knobs["max_connections_per_device"] = max_connections_per_device
+    if max_channels_per_device is not None:
+        knobs["max_channels_per_device"] = max_channels_per_device
+    if max_connections is not None:
+        knobs["max_connections"] = max_connections
     if handshake_timeout is not None:
         knobs["handshake_timeout"] = handshake_timeout
     if idle_timeout is not None:

@@ -223,17 +223,26 @@ async def connect_token(token: AccessToken) -> Connection:
 
 def token_refusal(token: AccessToken, exc: BaseException) -> BaseException:
     """A refusal said in a token's terms. The relay's refusals speak of devices, and it cannot
-    tell a revoked token from an expired one (both just left the allowlist); the token knows its
-    own expiry. The host's own reasons ("this token ...") are kept as they are."""
-    if not isinstance(exc, ChannelClosed) or exc.close_code not in (CloseCode.NOT_ALLOWED, CloseCode.REVOKED):
+    tell a revoked token from an expired one (both just left the allowlist), nor either from an
+    offline host (it answers both HOST_OFFLINE, so as not to tell strangers whether the host is
+    online); the token knows its own expiry. The host's own reasons ("this token ...") are kept."""
+    codes = (CloseCode.NOT_ALLOWED, CloseCode.REVOKED, CloseCode.HOST_OFFLINE)
+    if not isinstance(exc, ChannelClosed) or exc.close_code not in codes:
         return exc
     if exc.reason.startswith("this token"):
         return exc
+    hint = "create a new one with `tether tokens create` on the host"
     if token.expired:
         reason = f"this token expired on {token.expiry_text()}"
+    elif exc.close_code == CloseCode.HOST_OFFLINE:
+        reason = (
+            "the host does not accept this token (it has been revoked, or was never created on that host), "
+            "or the host is offline"
+        )
+        hint = "start the host if it is not running; else " + hint
     else:
         reason = "the host does not accept this token: it has been revoked (or was never created on that host)"
-    return ChannelClosed(exc.close_code, reason, hint="create a new one with `tether tokens create` on the host")
+    return ChannelClosed(exc.close_code, reason, hint=hint)
 
 
 def local_daemon_running(home: Path) -> bool:

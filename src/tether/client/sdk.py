@@ -42,9 +42,16 @@ from tether.crypto.keys import Identity
 from tether.crypto.tokens import AccessToken, parse_token
 from tether.errors import UsageError
 from tether.home import resolve_home
-from tether.relay.link import RelayError, RelayLink
+from tether.protocol.frames import CloseCode
+from tether.relay.link import ChannelClosed, RelayError, RelayLink
 
 T = TypeVar("T")
+
+# Until a client has reached its host once, HOST_OFFLINE is retried only this long (not the whole
+# retry_for): the relay gives that same answer to a device the host does not admit (revoked,
+# never paired) so as not to tell strangers whether the host is online, and waiting out a minute
+# would only delay that answer. A host that is just starting has these seconds to connect.
+FIRST_REACH_GRACE = 5.0
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,7 @@ class Client:
         # How long a call keeps retrying through reconnects before it gives up.
         self.retry_for = retry_for
         self._conn: Connection | None = None
+        self._reached = False  # a channel to the host was open at least once
         self._lock = asyncio.Lock()
         self._backoff = Backoff()
 
@@ -143,18 +151,25 @@ class Client:
                     self._conn = await connect_token(self._token)
                 else:
                     self._conn = await connect(self.home, self.host)
+                self._reached = True
                 self._backoff.reset()
             return self._conn
 
     async def _retrying(self, op: Callable[[Connection], Awaitable[T]]) -> T:
         """Run ``op`` on a live connection, reconnecting with backoff while the host is unreachable."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.retry_for
+        start = loop.time()
+        deadline = start + self.retry_for
         while True:
             try:
                 return await op(await self._connection())
             except Exception as exc:
-                if not is_retryable(exc) or loop.time() > deadline:
+                unreachable = isinstance(exc, ChannelClosed) and exc.close_code == CloseCode.HOST_OFFLINE
+                if (
+                    not is_retryable(exc)
+                    or loop.time() > deadline
+                    or (unreachable and not self._reached and loop.time() > start + FIRST_REACH_GRACE)
+                ):
                     raise self._explain(exc) from None
                 await asyncio.sleep(self._backoff.next_delay())
 

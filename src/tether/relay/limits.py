@@ -8,6 +8,7 @@ per source address, and are generous enough for a carrier NAT. The loopback benc
 from __future__ import annotations
 
 import ipaddress
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,6 +64,17 @@ class RelayLimits:
     #: Authenticated connections at once with one device identity key; over it the new one is
     #: refused with TOO_MANY_CONNECTIONS. A host id has one connection: a second replaces it.
     max_connections_per_device: int = 8
+    #: Channels open at once with one device identity key, over all its connections and hosts;
+    #: over it OPEN is refused with TOO_MANY_CHANNELS. Well below a host's
+    #: ``max_channels_per_connection`` so that one device at its cap leaves room for the others.
+    max_channels_per_device: int = 256
+    #: Channels open at once on one host through one pairing offer (by devices not on the
+    #: allowlist). Pairing takes one; a link holder could otherwise fill the host with fresh keys.
+    max_channels_per_offer: int = 8
+    #: Sockets open at once in the whole relay, counted from TCP accept to close; over it the
+    #: connection is answered HTTP 503 at once. None: derived at start from the open-files limit
+    #: (:func:`connection_cap`), so the relay never runs out of descriptors. 0: no limit.
+    max_connections: int | None = None
     max_allowlist: int = 10_000
     max_offers: int = 64
     max_watch: int = 1024
@@ -71,6 +83,52 @@ class RelayLimits:
     ping_interval: float | None = 20.0
     ping_timeout: float | None = 20.0
     close_timeout: float = 5.0
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (every socket is a descriptor; the soft
+    limit is often 1,024). Returns (before, after); after == before when it cannot be raised."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # macOS reports an unlimited hard limit but refuses a soft limit above its kernel's cap.
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        return soft, soft
+    return soft, target
+
+
+def connection_cap(open_files: int) -> tuple[int, int]:
+    """(connections at once, accept batch) for a process that may hold ``open_files`` descriptors.
+
+    A connection over the cap is still accepted (it takes a descriptor until it has its 503),
+    and asyncio accepts up to a batch per listening socket per loop pass; such a socket lives
+    about four passes. The headroom covers that, plus the process's own files; were it too small,
+    accept() would fail with EMFILE, and Python 3.11's loop logs that a hundred times a pass.
+    """
+    headroom = max(64, open_files // 10)
+    batch = max(8, min(100, headroom // 6))
+    return max(1, open_files - headroom), batch
+
+
+class SocketCount:
+    """Sockets open at once in the whole relay, against ``cap`` (0: no limit)."""
+
+    __slots__ = ("cap", "open")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.open = 0
+
+    def add(self) -> bool:
+        """Count one more socket; False when it is over the cap (it still counts until removed)."""
+        self.open += 1
+        return not self.cap or self.open <= self.cap
+
+    def remove(self) -> None:
+        self.open -= 1
 
 
 class TokenBucket:

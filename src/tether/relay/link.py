@@ -584,6 +584,8 @@ def _status_hint(status: int) -> str | None:
         return "too many connections from this address; wait a moment and retry"
     if status == 403:
         return "the relay refused this origin; open the web client from the relay's own address"
+    if status == 503:
+        return "the relay is at its limit of connections; wait a moment and retry"
     return _REACH_HINT
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import mimetypes
 import secrets
@@ -37,10 +38,11 @@ import ssl
 import struct
 import time
 from collections import deque
+from collections.abc import Callable
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -51,6 +53,7 @@ from websockets.protocol import State
 
 from tether.crypto.keys import derive_id, verify_signature
 from tether.errors import ConfigError, UsageError
+from tether.lograte import LogLimiter
 from tether.protocol.frames import (
     PROTOCOL_VERSION,
     Allowlist,
@@ -77,12 +80,23 @@ from tether.protocol.frames import (
     rechannel_data,
 )
 from tether.relay.enrollment import verify_enroll_proof
-from tether.relay.limits import AddressTable, RelayLimits, TokenBucket, address_key, is_loopback
+from tether.relay.limits import (
+    AddressTable,
+    RelayLimits,
+    SocketCount,
+    TokenBucket,
+    address_key,
+    connection_cap,
+    is_loopback,
+    raise_open_files_limit,
+)
 from tether.relay.origin import OriginPolicy
 
 __all__ = ["RelayLimits", "RelayServer", "parse_listen", "run_relay"]
 
 _T = TypeVar("_T")
+_K = TypeVar("_K")
+_LoopHandler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
 
 log = logging.getLogger("tether.relay")
 
@@ -92,6 +106,16 @@ _MAX_STATIC_BYTES = 16 << 20
 # channel the relay just closed can never land on a newer channel.
 _RECENTLY_CLOSED = 4096
 _DATA = int(FrameType.DATA)
+# The one answer to an OPEN the relay will not route, whatever the reason, so that a device the
+# host does not know cannot tell whether it is online (issue [6] item 12).
+_UNREACHABLE = (
+    "this device is not authorised on that host (unknown or revoked), or the host is offline: pair "
+    "again with `tether pair` on the host, or start it with `tether host` (or `tether up`)"
+)
+_UNREACHABLE_OFFER = (
+    "this pairing link is no longer valid (already used or expired), or the host is offline: run "
+    "`tether pair` on the host for a new link, or start the host"
+)
 _HEAD_7 = struct.Struct("!BB")
 _HEAD_16 = struct.Struct("!BBH")
 _HEAD_64 = struct.Struct("!BBQ")
@@ -110,16 +134,41 @@ _CONTENT_TYPES = {
 }
 
 
-class _Socket(ServerConnection):
-    """websockets' server connection, counted against its source address from TCP accept to
-    close, so that connections which never finish their HTTP request count too.
+def _plain_response(status: int, reason: str, body: str, *extra: tuple[str, str]) -> bytes:
+    """A whole HTTP response that ends the connection, for answers written to the transport."""
+    data = body.encode()
+    headers = Headers(
+        [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(data))),
+            ("Connection", "close"),
+            ("Server", "tether-relay"),
+            *extra,
+        ]
+    )
+    return Response(status, reason, headers, data).serialize()
 
-    Each RelayServer makes a subclass that sets ``addresses`` and ``limits``. Only the
-    attributes that differ from the class defaults are stored on an instance.
+
+_BAD_REQUEST = _plain_response(
+    400,
+    "Bad Request",
+    "bad request: the relay answers GET requests without a body only (a page, or a WebSocket upgrade at /ws)\n",
+)
+
+
+class _Socket(ServerConnection):
+    """websockets' server connection, counted against its source address and against the
+    relay's socket cap from TCP accept to close, so that connections which never finish their
+    HTTP request count too.
+
+    Each RelayServer makes a subclass that sets the class variables. Only the attributes that
+    differ from the class defaults are stored on an instance.
     """
 
     addresses: ClassVar[AddressTable]
+    sockets: ClassVar[SocketCount]
     limits: ClassVar[RelayLimits]
+    quiet_log: ClassVar[LogLimiter]
     address: str | None = None
     refusal: str | None = None
     # Behind a trusted reverse proxy: counted once X-Forwarded-For shows who the client is.
@@ -128,6 +177,23 @@ class _Socket(ServerConnection):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         host = _peer_host(transport.get_extra_info("peername"))
+        if not self.sockets.add():
+            # Over the relay's cap: answer at once rather than when (if ever) the request comes,
+            # so this descriptor is free again within a few loop passes, before the process runs
+            # out of them.
+            cap = self.sockets.cap
+            self.quiet_log.log(logging.WARNING, "503", "refused %s: %d connections at once, the relay's cap", host, cap)
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(
+                _plain_response(
+                    503,
+                    "Service Unavailable",
+                    f"the relay is at its limit of {cap} connections at once; retry in a few seconds\n",
+                    ("Retry-After", "5"),
+                )
+            )
+            transport.close()
+            return
         if self.limits.trust_forwarded_for and is_loopback(host):
             self.deferred = True
             return
@@ -140,6 +206,24 @@ class _Socket(ServerConnection):
             if refusal is not None:
                 self.refusal = refusal
 
+    def send_data(self) -> None:
+        if self.request is None and self.protocol.handshake_exc is not None:
+            self._answer_bad_request()
+            return
+        super().send_data()
+
+    def _answer_bad_request(self) -> None:
+        """websockets read no valid request: it carried a body (Content-Length, Transfer-Encoding),
+        or bad syntax, or an over-long line. websockets would half-close, then read and discard
+        whatever the client sends until it hangs up or handshake_timeout passes (29 GB in 10 s);
+        answer and close at once instead, reading nothing more."""
+        # websockets' own 414/431 answer when it made one; never its bare EOF
+        pending = [data for data in self.protocol.data_to_send() if data]
+        if self.transport.is_closing():
+            return
+        self.transport.writelines(pending or [_BAD_REQUEST])
+        self.transport.close()
+
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         if self.protocol.parser_exc is not None and self.protocol.state is not State.CONNECTING:
@@ -149,6 +233,7 @@ class _Socket(ServerConnection):
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.sockets.remove()
         if self.address is not None:
             self.addresses.close(self.address)
             self.address = None
@@ -180,6 +265,8 @@ class _Route:
     host_channel: int
     device_key: bytes
     offer_id: str
+    # admitted through a pairing offer, not the allowlist (counted per offer)
+    via_offer: bool = False
     closed: bool = False
 
     def other(self, conn: _Connection) -> tuple[_Connection, int]:
@@ -370,13 +457,23 @@ class _Connection:
 class _HostConnection(_Connection):
     """A host's connection: also its allowlist, pairing offers and channel id allocation."""
 
-    __slots__ = ("allowlist", "next_channel", "offers", "pending_allowlist", "recently_closed", "recently_closed_set")
+    __slots__ = (
+        "allowlist",
+        "next_channel",
+        "offer_channels",
+        "offers",
+        "pending_allowlist",
+        "recently_closed",
+        "recently_closed_set",
+    )
 
     def __init__(self, ws: ServerConnection, server: RelayServer, role: Role, key: bytes, id: str) -> None:
         super().__init__(ws, server, role, key, id)
         self.allowlist: set[bytes] = set()
         self.pending_allowlist: set[bytes] | None = None
         self.offers: set[str] = set()
+        # channels open per offer id, by devices not on the allowlist (max_channels_per_offer)
+        self.offer_channels: dict[str, int] = {}
         self.next_channel = 1
         self.recently_closed: deque[int] = deque()
         self.recently_closed_set: set[int] = set()
@@ -490,12 +587,19 @@ class RelayServer:
         self.enroll_key = enroll_key
         self.origins = OriginPolicy(public_url, allowed_origins)
         self.addresses = AddressTable(self.limits)
+        self.sockets = SocketCount(0)
+        # lines a flood can repeat at will (refusals, accept errors): once per 10 s per kind
+        self.quiet_log = LogLimiter(log)
         self._server: Server | None = None
         self._hosts: dict[str, _HostConnection] = {}
         self._watchers: dict[str, set[_Connection]] = {}
         self._connections: set[_Connection] = set()
         # authenticated connections per device identity key (max_connections_per_device)
         self._device_connections: dict[bytes, int] = {}
+        # channels open per device identity key, over all its connections (max_channels_per_device)
+        self._device_channels: dict[bytes, int] = {}
+        # asyncio's exception handler before start() put _loop_exception in its place
+        self._previous_handler: _LoopHandler | None = None
         self._idle_sweeper: asyncio.Task[None] | None = None
         self.port = 0
 
@@ -504,12 +608,32 @@ class RelayServer:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Listen on ``host:port`` (0 = an ephemeral port); return the bound port."""
         lim = self.limits
+        before, open_files = raise_open_files_limit()
+        cap, batch = connection_cap(open_files)
+        if lim.max_connections is not None:
+            cap = lim.max_connections
+        self.sockets.cap = cap
+        raised = f" (raised from {before})" if open_files != before else ""
+        log.info("open files: at most %d per process%s; at most %d connections at once", open_files, raised, cap)
+        loop = asyncio.get_running_loop()
+        if loop.get_exception_handler() != self._loop_exception:
+            self._previous_handler = loop.get_exception_handler()
+            loop.set_exception_handler(self._loop_exception)
+        # websockets says "connection open/closed" for every socket: a flood's worth of lines.
+        ws_log = log.getChild("websockets")
+        if ws_log.level == logging.NOTSET and not log.isEnabledFor(logging.DEBUG):
+            ws_log.setLevel(logging.WARNING)
+
+        # a TLS handshake is part of the upgrade: the same deadline (asyncio's default is 60 s)
+        tls_options: dict[str, Any] = {"ssl_handshake_timeout": lim.handshake_timeout} if self.tls else {}
 
         class Socket(_Socket):
             pass
 
         Socket.addresses = self.addresses
+        Socket.sockets = self.sockets
         Socket.limits = lim
+        Socket.quiet_log = self.quiet_log
         self._server = await serve(
             self._handle,
             host,
@@ -524,6 +648,10 @@ class RelayServer:
             close_timeout=lim.close_timeout,
             server_header="tether-relay",
             ssl=self.tls,
+            logger=ws_log,
+            # asyncio accepts up to this many sockets per loop pass (connection_cap)
+            backlog=batch,
+            **tls_options,
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
         if lim.idle_timeout:
@@ -535,11 +663,26 @@ class RelayServer:
         if self._idle_sweeper is not None:
             self._idle_sweeper.cancel()
             self._idle_sweeper = None
+        loop = asyncio.get_running_loop()
+        if loop.get_exception_handler() == self._loop_exception:
+            loop.set_exception_handler(self._previous_handler)
         if self._server is None:
             return
         self._server.close()
         await self._server.wait_closed()
         self._server = None
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """asyncio's error reports, with out-of-descriptor accept errors rate-limited: Python 3.11
+        logs one per accept attempt, a hundred per loop pass, while the process is out of them."""
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+            self.quiet_log.log(logging.ERROR, "accept", "cannot accept connections: %s", exc.strerror or exc)
+            return
+        if self._previous_handler is not None:
+            self._previous_handler(loop, context)
+        else:
+            loop.default_exception_handler(context)
 
     async def serve_forever(self) -> None:
         if self._server is None:
@@ -564,11 +707,23 @@ class RelayServer:
                 connection.deferred = False
                 connection.count(self._forwarded_key(connection, request))
             if connection.refusal is not None:
-                log.info("refused %s: %s", _peer(connection), connection.refusal)
+                self.quiet_log.log(logging.INFO, "429", "refused %s: %s", _peer(connection), connection.refusal)
                 refused = connection.respond(429, connection.refusal + "\n")
                 refused.headers["Retry-After"] = "5"
                 return refused
         path = urlsplit(request.path).path
+        # A request with a body never gets here (_Socket answers it 400); methods other than GET
+        # have nothing to do on a relay, but HEAD gets what GET would get (never an upgrade).
+        allowed = ("GET",) if path == WS_PATH else ("GET", "HEAD")
+        if request.method != "GET":
+            if request.method in allowed:
+                response = await self._page(connection, path)
+            else:
+                response = connection.respond(
+                    405, f"method not allowed: the relay answers {' and '.join(allowed)} here\n"
+                )
+                response.headers["Allow"] = ", ".join(allowed)
+            return replace(response, body=b"") if request.method == "HEAD" else response
         if path == WS_PATH:
             origins = request.headers.get_all("Origin")
             hosts = request.headers.get_all("Host")
@@ -581,6 +736,9 @@ class RelayServer:
                     "open the web client from the relay's own address (its --public-url)\n",
                 )
             return None
+        return await self._page(connection, path)
+
+    async def _page(self, connection: ServerConnection, path: str) -> Response:
         if path == "/healthz":
             return connection.respond(200, "ok\n")
         if self.static_dir is not None:
@@ -653,7 +811,9 @@ class RelayServer:
             await _refuse(ws, refused.code, refused.message)
             return
         except TimeoutError:
-            log.info("refused %s: no AUTH within %.1f s", _peer(ws), self.limits.auth_timeout)
+            self.quiet_log.log(
+                logging.INFO, "auth timeout", "refused %s: no AUTH within %.1f s", _peer(ws), self.limits.auth_timeout
+            )
             await _refuse(ws, CloseCode.AUTH_TIMEOUT, close_message(CloseCode.AUTH_TIMEOUT))
             return
         except ConnectionClosed:
@@ -727,12 +887,7 @@ class RelayServer:
             )
 
     def _release_device(self, key: bytes) -> None:
-        counts = self._device_connections
-        left = counts.get(key, 0) - 1
-        if left > 0:
-            counts[key] = left
-        else:
-            counts.pop(key, None)
+        _uncount(self._device_connections, key)
 
     def _register(self, conn: _Connection) -> None:
         self._connections.add(conn)
@@ -950,30 +1105,40 @@ class RelayServer:
         def refuse(code: CloseCode, reason: str | None = None) -> None:
             device.enqueue(Close(channel, code, reason or close_message(code)).encode())
 
+        lim = self.limits
         if not device.take_open():
             refuse(CloseCode.RATE_LIMITED)
             return
-        if len(device.channels) >= self.limits.max_channels_per_connection:
+        if len(device.channels) >= lim.max_channels_per_connection:
             refuse(CloseCode.TOO_MANY_CHANNELS)
             return
-        host = self._hosts.get(frame.host_id)
-        if host is None or host.closing:
-            refuse(CloseCode.HOST_OFFLINE)
+        held = self._device_channels.get(device.key, 0)
+        if lim.max_channels_per_device and held >= lim.max_channels_per_device:
+            refuse(
+                CloseCode.TOO_MANY_CHANNELS,
+                f"this device has {held} channels open through the relay, its limit; close some and retry",
+            )
             return
-        if device.key not in host.allowlist:
-            if not frame.offer_id:
-                refuse(CloseCode.NOT_ALLOWED)
-                return
-            if frame.offer_id not in host.offers:
-                refuse(CloseCode.NO_SUCH_OFFER)
-                return
-        if len(host.channels) >= self.limits.max_channels_per_connection:
+        host = self._hosts.get(frame.host_id)
+        via_offer = host is not None and device.key not in host.allowlist
+        # A device the host does not know learns nothing about it: whether it is connected, not
+        # allowed, or the offer is gone, the answer is the one an offline host gets.
+        if host is None or host.closing or (via_offer and (not frame.offer_id or frame.offer_id not in host.offers)):
+            refuse(CloseCode.HOST_OFFLINE, _UNREACHABLE_OFFER if frame.offer_id else _UNREACHABLE)
+            return
+        if via_offer and host.offer_channels.get(frame.offer_id, 0) >= lim.max_channels_per_offer:
+            refuse(CloseCode.TOO_MANY_CHANNELS, "this pairing link already has channels open; close them and retry")
+            return
+        if len(host.channels) >= lim.max_channels_per_connection:
             refuse(CloseCode.TOO_MANY_CHANNELS, "the host has too many open channels; retry later")
             return
         host_channel = host.allocate_channel(channel)
-        route = _Route(device, channel, host, host_channel, device.key, frame.offer_id)
+        route = _Route(device, channel, host, host_channel, device.key, frame.offer_id, via_offer)
         device.channels[channel] = route
         host.channels[host_channel] = route
+        self._device_channels[device.key] = held + 1
+        if via_offer:
+            host.offer_channels[frame.offer_id] = host.offer_channels.get(frame.offer_id, 0) + 1
         log.debug("channel %s ↔ %s opened", device.label, host.label)
         device.enqueue(Opened(channel).encode())
         host.enqueue(Incoming(host_channel, device.key, frame.offer_id).encode())
@@ -1008,6 +1173,9 @@ class RelayServer:
         if route.host.channels.get(route.host_channel) is route:
             del route.host.channels[route.host_channel]
             route.host.forget_channel(route.host_channel)
+        _uncount(self._device_channels, route.device_key)
+        if route.via_offer:
+            _uncount(route.host.offer_channels, route.offer_id)
         for side, channel in ((route.device, route.device_channel), (route.host, route.host_channel)):
             if side is not initiator:
                 side.enqueue(Close(channel, code, reason).encode())
@@ -1016,6 +1184,14 @@ class RelayServer:
         for watcher in list(self._watchers.get(host.id, ())):
             if watcher.key in host.allowlist:
                 watcher.enqueue(Presence(host.id, online=online).encode())
+
+
+def _uncount(counts: dict[_K, int], key: _K) -> None:
+    left = counts.get(key, 0) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
 
 
 def _expect(message: str | bytes, kind: type[_T], refusal: str) -> _T:

@@ -203,6 +203,7 @@ export class HostConnection extends EventTarget {
     this._backoff = new Backoff();
     this._sleeper = new Sleeper();
     this._stopped = false;
+    this._refusedBefore = ""; // the refusal a "Try again" (reopen) started from
     this._onPresence = (ev) => {
       if (ev.detail.hostId === this.host.host_id && ev.detail.online) this._sleeper.wake();
     };
@@ -229,7 +230,8 @@ export class HostConnection extends EventTarget {
       try {
         const link = await this.relay.connected();
         // Presence "offline" may also mean "no longer allowed" (the relay shows a host online only
-        // to devices on its allowlist), so an OPEN is still tried, once per wait: its refusal says which.
+        // to devices on its allowlist, and answers their OPEN as for an offline host so that
+        // strangers learn nothing), so an OPEN is still tried, once per wait.
         offline = link.presence.get(hostId) === false;
         this._setState(offline ? "offline" : "connecting", offline ? "the host is offline; waiting for it to come back" : this.detail);
         this.attempts += 1;
@@ -242,6 +244,7 @@ export class HostConnection extends EventTarget {
         this.peer = peer;
         this._bySubId.clear();
         offline = false;
+        this._refusedBefore = "";
         this._setState("connected");
         this._backoff.reset();
         for (const sub of this._subs) this._resubscribe(peer, sub);
@@ -259,6 +262,12 @@ export class HostConnection extends EventTarget {
         }
         if (!isRetryable(err)) {
           this._setState("failed", describeError(err));
+          return;
+        }
+        if (err instanceof ChannelClosed && err.closeCode === CloseCode.HOST_OFFLINE && this._refusedBefore) {
+          // A refused page that tried again: the relay cannot say "still refused" without telling
+          // strangers the host is online, so nothing new was learnt; it stays refused.
+          this._setState("revoked", this._refusedBefore);
           return;
         }
         if (err instanceof ChannelClosed && err.closeCode === CloseCode.HOST_OFFLINE) {
@@ -353,6 +362,7 @@ export class HostConnection extends EventTarget {
   // this browser from its parent yet). Nothing calls it by itself.
   reopen() {
     if (this.state !== "revoked" && this.state !== "failed") return this.retry();
+    this._refusedBefore = this.state === "revoked" ? this.detail : "";
     this._stopped = false;
     this.relay.removeEventListener("presence", this._onPresence);
     this.relay.addEventListener("presence", this._onPresence);
