@@ -24,8 +24,8 @@ import pytest
 
 from tests.e2e.conftest import Deployment
 from tests.procs import TETHER, Proc, remove, short_home, start_host, start_relay, tether_json
-from tests.relay.rawws import RawSocket, Refused
-from tests.security.test_relay_attacks import ATTACKER, legit_pair, relay_with, rss_kib, still_works
+from tests.relay.rawws import RawSocket
+from tests.security.test_relay_attacks import ATTACKER, legit_pair, relay_with, rss_kib, still_works, try_upgrade
 from tether.client.state import ClientState
 from tether.crypto.keys import Identity
 from tether.protocol.frames import CloseCode
@@ -296,14 +296,8 @@ async def _flood(relay: Proc, port: int, cap: int) -> None:
     async def attempt(i: int) -> None:
         # eight addresses, each far inside its own limit of 256 connections
         async with gate:
-            try:
-                held.append(await RawSocket.upgrade(port, source=f"127.0.0.{2 + i % 8}", timeout=15))
-                statuses.append(101)
-            except Refused as refused:
-                statuses.append(refused.status)
-                assert "retry in a few seconds" in refused.body
-            except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
-                statuses.append(type(exc).__name__)
+            body = await try_upgrade(port, f"127.0.0.{2 + i % 8}", held, statuses)
+            assert not body or "retry in a few seconds" in body
             peak[0] = max(peak[0], open_fds(relay))
 
     async with legit_pair(port) as (host, _device, host_side, device_side):

@@ -236,7 +236,7 @@ def relay(
     max_connections: Annotated[
         int | None,
         typer.Option(min=0, help="Connections at once in all; over it HTTP 503. 0: no limit. Default: the "
-                     "open-files limit (raised to its hard limit at start) less a tenth."),
+                     "open-files limit (raised to its hard limit at start) less max(64, a tenth)."),
     ] = None,
     exempt_loopback: Annotated[
         bool,

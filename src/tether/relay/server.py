@@ -24,6 +24,13 @@ upgrade must come from the relay's own origin (``origin.py``, HTTP 403). After a
 device identity key may hold ``max_connections_per_device`` connections, and a device connection
 that holds no channel, watches no host and sends nothing is closed after ``idle_timeout``. With
 an enrollment key (``enrollment.py``) only hosts that prove they hold it are admitted.
+
+No party may use up what the others share: the relay holds at most ``max_connections`` sockets
+(derived from the open-files limit; over it HTTP 503 at accept), a device key at most
+``max_channels_per_device`` channels over all its connections, a pairing offer at most
+``max_channels_per_offer``; an OPEN the relay will not route gets the answer an offline host gets,
+whatever the reason, so strangers learn nothing of a host's presence; a request with a body is
+answered 400 and not read.
 """
 
 from __future__ import annotations
