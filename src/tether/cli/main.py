@@ -118,14 +118,15 @@ def _print_pairing(offer: dict[str, Any], *, as_json: bool) -> None:
     qr = segno.make(offer["link"], error="L")
     qr.terminal(compact=True)
     remaining = max(0, int(offer["expires_at"] - time.time()))
-    out.print(f"\nPair a phone or browser: scan the code, or open\n\n  {offer['link']}\n")
+    for line in ("", "Pair a phone or browser: scan the code, or open", "", f"  {offer['link']}", ""):
+        out.print(line)
     out.print(
         f"The link works once and expires in {remaining // 60} min {remaining % 60} s; "
         f"it grants: {', '.join(offer.get('scopes', []))}"
         + (f", in {offer['workspace']} only" if offer.get("workspace") else "")
-        + ".\n"
-        "On another terminal: tether --home DIR login (and paste the link when asked)"
+        + "."
     )
+    out.print("On another terminal: tether --home DIR login (and paste the link when asked)")
 
 
 def _own_relay_tls() -> ssl.SSLContext:
@@ -545,7 +546,7 @@ def _print_hosts(hosts: list[dict[str, Any]]) -> None:
     for h in hosts:
         state = "online" if h["online"] else "offline"
         via = f"  (via {names.get(h['linked_from'], h['linked_from'])})" if h.get("linked_from") else ""
-        out.print(f"{h['id']}  {h['name']:<20} {state:<8} {h['relay']}{via}", markup=False)
+        out.print(f"{h['id']}  {h['name']:<20} {state:<8} {h['relay']}{via}")
 
 
 @app.command()
