@@ -124,8 +124,15 @@ def tether(home: Path, *args: str, timeout: float = 60, check: bool = True, inpu
     return result
 
 
-def tether_json(home: Path, *args: str, timeout: float = 60) -> Any:
-    return json.loads(tether(home, *args, timeout=timeout).stdout)
+def tether_json(home: Path, *args: str, timeout: float = 60, input: str | None = None) -> Any:
+    return json.loads(tether(home, *args, timeout=timeout, input=input).stdout)
+
+
+def login(home: Path, link: str, *args: str, timeout: float = 60, check: bool = True
+          ) -> subprocess.CompletedProcess[str]:
+    """`tether login -` with the link on stdin: a link on the command line is refused (other local
+    users can read command lines)."""
+    return tether(home, "login", "-", *args, timeout=timeout, check=check, input=link + "\n")
 
 
 def remove(*paths: Path) -> None:

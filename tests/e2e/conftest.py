@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import Proc, remove, short_home, start_host, start_relay, tether_json
+from tests.procs import Proc, login, remove, short_home, start_host, start_relay, tether_json
 
 
 @dataclass
@@ -25,8 +26,8 @@ class Deployment:
     def pair(self, client_home: Path, *extra: str) -> str:
         """Pair ``client_home`` as a device of this host; returns the device's host entry id."""
         offer = tether_json(self.host_home, "pair", "--json", *extra)
-        result = tether_json(client_home, "login", offer["link"], "--name", "test-client", "--json")
-        return str(result["host_id"])
+        result = login(client_home, offer["link"], "--name", "test-client", "--json")
+        return str(json.loads(result.stdout)["host_id"])
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Deployment
-from tests.procs import TETHER, Proc, free_port, remove, short_home, tether, tether_json
+from tests.procs import TETHER, Proc, free_port, login, remove, short_home, tether, tether_json
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ def test_up_pairs_runs_and_stops_cleanly() -> None:
         assert link, up.out
         assert "▀" in up.out or "█" in up.out, "a QR code is printed"
         assert "only this machine can open" in up.log, "it warns that a loopback link cannot reach a phone"
-        tether(client, "login", link.group(0))
+        login(client, link.group(0))
         sid = tether_json(client, "sessions", "start", "--json", "--", "bash")["id"]
         tether(client, "sessions", "send", sid, "echo up-$((40+2))")
         _wait_output(client, sid, "up-42")
@@ -122,7 +122,7 @@ def test_attach_and_interrupt(deployment: Deployment, client_home: Path) -> None
         (["relay", "--listen", "nonsense"], "bad listen address"),
         (["pair", "--scopes", "read,root"], "unknown scope 'root'"),
         (["pair", "--ttl", "soon"], "bad duration"),
-        (["login", "not-a-link"], "not a tether pairing link"),
+        (["login", "https://example.invalid/#pair=a.b.c.d"], "refused to use a pairing link given on the command"),
         (["host", "--relay", "ftp://x"], "is not a relay URL"),
         (["sessions", "start"], "no command given"),
         (["sessions", "events", "--since", "-1"], "--since must be 0 or more"),
@@ -181,9 +181,9 @@ def test_up_over_tls(tmp_path: Path) -> None:
         link = re.search(rf"https://localhost:{port}/#pair=\S+", up.out)
         assert link, up.out
         trust = {**os.environ, "SSL_CERT_FILE": str(cert)}
-        login = subprocess.run([*TETHER, "--home", str(client), "login", link.group(0)], env=trust,
-                               capture_output=True, text=True, timeout=60)
-        assert login.returncode == 0, login.stderr
+        paired = subprocess.run([*TETHER, "--home", str(client), "login"], capture_output=True, text=True,
+                                env={**trust, "TETHER_PAIR_LINK": link.group(0)}, timeout=60)
+        assert paired.returncode == 0, paired.stderr
         hosts = subprocess.run([*TETHER, "--home", str(client), "hosts", "--json"], env=trust,
                                capture_output=True, text=True, timeout=60)
         assert json.loads(hosts.stdout)[0]["online"] is True

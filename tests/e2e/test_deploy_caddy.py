@@ -90,7 +90,7 @@ def test_relay_behind_caddy_over_https() -> None:
         host.wait_for("connected to relay")
         offer = json.loads(_run(host_home, trust, "pair", "--json"))
         assert offer["link"].startswith(f"https://localhost:{port}/#pair=")
-        _run(client_home, trust, "login", offer["link"])
+        _run(client_home, {**trust, "TETHER_PAIR_LINK": offer["link"]}, "login")
         _run_in_bash(client_home, trust, "echo proxied-$((20+22))", "proxied-42")
         context = ssl.create_default_context(cafile=trust["SSL_CERT_FILE"])
         with urllib.request.urlopen(f"https://localhost:{port}/", context=context, timeout=10) as page:
@@ -116,7 +116,7 @@ def test_tether_up_behind_an_https_tunnel() -> None:
         link = re.search(rf"https://localhost:{port}/#pair=\S+", up.out)
         assert link, up.out
         caddy, trust = _start_caddy(work, port, upstream)
-        _run(client_home, trust, "login", link.group(0))
+        _run(client_home, {**trust, "TETHER_PAIR_LINK": link.group(0)}, "login")
         _run_in_bash(client_home, trust, "echo tunnel-$((40+2))", "tunnel-42")
     finally:
         if caddy is not None:

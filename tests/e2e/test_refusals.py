@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Deployment
-from tests.procs import Proc, remove, short_home, tether, tether_json
+from tests.procs import Proc, login, remove, short_home, tether, tether_json
 from tether.client.connection import connect_remote
 from tether.client.state import ClientState
 from tether.errors import TetherError
@@ -67,10 +67,10 @@ def test_unknown_device_is_refused(deployment: Deployment, client_home: Path) ->
 
 def test_pairing_link_works_once(deployment: Deployment, client_home: Path) -> None:
     link = tether_json(deployment.host_home, "pair", "--json")["link"]
-    tether(client_home, "login", link)
+    login(client_home, link)
     second = short_home("tc")
     try:
-        result = tether(second, "login", link, check=False, timeout=30)
+        result = login(second, link, check=False, timeout=30)
         assert result.returncode == 1
         assert "no longer valid" in result.stderr
         assert "tether pair" in result.stderr
@@ -83,7 +83,7 @@ def test_expired_pairing_link_is_refused(deployment: Deployment, client_home: Pa
     offer = tether_json(deployment.host_home, "pair", "--ttl", "1s", "--json")
     assert offer["expires_at"] - time.time() <= 1.5
     time.sleep(max(0.0, offer["expires_at"] - time.time()) + 0.5)
-    result = tether(client_home, "login", offer["link"], check=False, timeout=30)
+    result = login(client_home, offer["link"], check=False, timeout=30)
     assert result.returncode == 1
     assert "no longer valid" in result.stderr
     assert not (client_home / "client" / "hosts.json").exists()
@@ -91,7 +91,7 @@ def test_expired_pairing_link_is_refused(deployment: Deployment, client_home: Pa
 
 
 def test_bad_link_is_a_usage_error(client_home: Path) -> None:
-    result = tether(client_home, "login", "https://example.invalid/#pair=nope", check=False)
+    result = login(client_home, "https://example.invalid/#pair=nope", check=False)
     assert result.returncode == 2
     assert "not a tether pairing link" in result.stderr
 

@@ -59,8 +59,8 @@ def pair_device(deployment: Deployment) -> Iterator[PairDevice]:
 
 
 def login(home: Path, link: str, name: str) -> list[str]:
-    """`tether login LINK` in a client home; returns the scopes the host granted."""
-    result = tether_json(home, "login", link, "--name", name, "--json")
+    """`tether login -` (the link on stdin) in a client home; returns the scopes the host granted."""
+    result = tether_json(home, "login", "-", "--name", name, "--json", input=link)
     assert result["host_id"]
     return list(result["scopes"])
 

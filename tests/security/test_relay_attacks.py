@@ -19,7 +19,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.procs import TETHER, Proc, remove, short_home, start_host, start_relay, tether_json
+from tests.procs import TETHER, Proc, login, remove, short_home, start_host, start_relay, tether_json
 from tests.relay.rawws import RawSocket, Refused, frame_header
 from tether.crypto.keys import Identity
 from tether.protocol.frames import (
@@ -293,7 +293,7 @@ def test_a_host_without_the_enrollment_key_is_refused() -> None:
         procs.append(enrolled)
         # devices need nothing: pair a CLI client and see the host online through this relay
         offer = tether_json(host_home, "pair", "--json")
-        tether_json(client_home, "login", offer["link"], "--json")
+        login(client_home, offer["link"], "--json")
         [seen] = tether_json(client_home, "hosts", "--json")
         assert seen["online"] is True
         assert key.read_text().strip() not in relay.log + enrolled.log  # the key is never logged

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.procs import Proc, remove, short_home, start_host, start_relay, tether
+from tests.procs import Proc, login, remove, short_home, start_host, start_relay, tether
 from tether.protocol.pairing_link import parse_link
 
 pytestmark = pytest.mark.slow
@@ -69,13 +69,13 @@ def test_pairing_secrets_never_reach_a_log() -> None:
         secrets = [used.secret, expiring.secret]
         assert used.secret != expiring.secret
 
-        run_all(login=lambda: tether(device, "login", used.format(), "--name", "phone", "--json"))
+        run_all(login=lambda: login(device, used.format(), "--name", "phone", "--json"))
         assert _json(outputs["login"])["host_id"] == used.host_id
         time.sleep(max(0.0, expiring_offer["expires_at"] - time.time() + 0.3))
         run_all(
             # --debug: a refusal with a traceback must not carry the link either.
-            reused=lambda: tether(thief, "--debug", "login", used.format(), check=False, timeout=30),
-            expired=lambda: tether(late, "login", expiring.format(), check=False, timeout=30),
+            reused=lambda: tether(thief, "--debug", "login", "-", check=False, timeout=30, input=used.format()),
+            expired=lambda: login(late, expiring.format(), check=False, timeout=30),
             audit=lambda: tether(host_home, "audit", "--json"),
         )
         pool.shutdown()

@@ -259,10 +259,12 @@ def test_cli_tokens_and_audit(deployment: Deployment) -> None:
     status = json.loads(_as_token(token, "status", "--json").stdout)
     assert status["hosts"][0]["online"] is True
     assert json.loads(_as_token(token, "hosts", "--json").stdout)[0]["id"] == parse_token(token).host_id
-    # --token works like TETHER_TOKEN; a mistyped token is a usage error before any network use.
+    # --token is refused (command lines are visible to other local users), without echoing the token;
+    # a mistyped token is a usage error before any network use.
     flag = subprocess.run([*TETHER, "--token", token, "sessions", "list", "--json"], capture_output=True, text=True,
                           timeout=60)
-    assert flag.returncode == 0 and flag.stdout.strip() == "[]"
+    assert flag.returncode == 2 and "TETHER_TOKEN" in flag.stderr and flag.stdout == "", flag
+    assert token[4:] not in flag.stderr
     typo = token[:50] + ("a" if token[50] != "a" else "b") + token[51:]
     bad = _as_token(typo, "sessions", "list", check=False)
     assert bad.returncode == 2 and "mistyped or damaged" in bad.stderr and typo[4:] not in bad.stderr

@@ -276,7 +276,7 @@ class Desktop:
 
 @pytest.fixture
 def desktop() -> Iterator[Desktop]:
-    from tests.procs import tether_json
+    from tests.procs import login, tether_json
 
     home = short_home("tdh")
     workspace = short_home("tdw")
@@ -290,7 +290,7 @@ def desktop() -> Iterator[Desktop]:
         host = start_host(home, f"ws://127.0.0.1:{port}", workspace, name="desktop")
         procs.append(host)
         offer = tether_json(home, "pair", "--json")
-        tether_json(client_home, "login", offer["link"], "--name", "phone", "--json")
+        login(client_home, offer["link"], "--name", "phone", "--json")
         yield Desktop(relay, port, host, home, workspace, client_home, ssh_dir)
     finally:
         for proc in reversed(procs):

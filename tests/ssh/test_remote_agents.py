@@ -23,7 +23,7 @@ import pytest
 from tests.agents.codex.conftest import FAKE_KEY_ENV, write_codex_config
 from tests.e2e.test_builtin_agent import call, of, race_for_one_approval, turn_done
 from tests.e2e.test_codex_agent import codex_wrapper
-from tests.procs import remove, short_home, tether, tether_json
+from tests.procs import login, remove, short_home, tether, tether_json
 from tests.ssh.conftest import Desktop, SshServer
 from tests.ssh.helpers import (
     give_to_remote_user,
@@ -74,7 +74,7 @@ async def _start(desktop: Desktop, sshd: SshServer, wheels: Path, workspace: Pat
 
 def _pair(desktop: Desktop, home: Path, name: str) -> None:
     offer = tether_json(desktop.home, "pair", "--json")
-    tether_json(home, "login", offer["link"], "--name", name, "--json")
+    login(home, offer["link"], "--name", name, "--json")
 
 
 async def watch(client: Client, session: str, stop: Callable[[Event], bool], *, since: int = 0,

@@ -548,7 +548,7 @@ def test_a_device_paired_after_tether_ssh_reaches_the_remote_by_itself(
 ) -> None:
     import asyncio
 
-    from tests.procs import remove, short_home, tether_json
+    from tests.procs import login, remove, short_home, tether_json
     from tether import Client
     from tether.errors import TetherError
 
@@ -558,7 +558,7 @@ def test_a_device_paired_after_tether_ssh_reaches_the_remote_by_itself(
     try:
         # Pairing with the desktop makes its daemon push the remote a bundle with the new device.
         offer = tether_json(desktop.home, "pair", "--json")
-        tether_json(late, "login", offer["link"], "--name", "tablet", "--json")
+        login(late, offer["link"], "--name", "tablet", "--json")
         paired_at = time.monotonic()
 
         async def reach_box() -> float:
@@ -583,7 +583,7 @@ def test_a_desktop_behind_a_public_url_gives_that_url_to_the_remote_and_its_clie
 ) -> None:
     import re
 
-    from tests.procs import TETHER, Proc, free_port, remove, short_home, tether, tether_json
+    from tests.procs import TETHER, Proc, free_port, login, remove, short_home, tether_json
 
     # `tether up` whose relay phones reach by another address (here localhost for 127.0.0.1, as a
     # proxy or tunnel would give): the remote and the clients that learn of it get that address.
@@ -596,7 +596,7 @@ def test_a_desktop_behind_a_public_url_gives_that_url_to_the_remote_and_its_clie
         up.wait_for("tether is up")
         link = re.search(r"http://localhost:\d+/#pair=\S+", up.out)
         assert link, up.out
-        tether(client, "login", link.group(0))
+        login(client, link.group(0))
         result = subprocess_ssh(home, tmp_path, *_connect_args(remote, "--accept-new", "--wheels", str(wheels),
                                                                "--name", "box", "--json"))
         assert result.returncode == 0, result.stderr

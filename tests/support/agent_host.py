@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 
 import pytest
 
-from tests.procs import TETHER, Proc, start_relay, tether_json
+from tests.procs import TETHER, Proc, login, start_relay, tether_json
 from tests.support.scripted_model import ScriptedModel, Turn
 from tether import Client
 from tether.protocol.rpc import RemoteError
@@ -53,7 +53,7 @@ async def relay_and_paired_host(
                      str(workspace), "--name", name], env=dict(env), name="host")
         host.wait_for(r"connected to relay")
         offer = tether_json(host_home, "pair", "--json")
-        tether_json(client_home, "login", offer["link"], "--name", "phone", "--json")
+        login(client_home, offer["link"], "--name", "phone", "--json")
         return host
 
     host: Proc | None = None

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from tests.procs import tether, tether_json
+from tests.procs import login, tether, tether_json
 from tether.agents.sandbox import available
 
 from .conftest import BuiltinDeployment, WebDeployment, builtin_host
@@ -113,7 +113,7 @@ def test_an_agent_waiting_is_notified_while_the_page_is_hidden(page: Any, notify
     page.context.grant_permissions(["notifications"], origin=d.origin)
     pair_page(page, d)
     host_id = str(page.get_attribute("a.host", "data-host"))
-    tether_json(cli_home, "login", d.pairing_link(), "--name", "cli-watcher", "--json")
+    login(cli_home, d.pairing_link(), "--name", "cli-watcher", "--json")
 
     # Turned on in Settings (the permission is already granted here), and kept across a reload.
     open_settings(page, host_id)

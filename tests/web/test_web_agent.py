@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.procs import tether, tether_json
+from tests.procs import login, tether, tether_json
 from tether.agents.sandbox import available
 
 from .conftest import BuiltinDeployment
@@ -42,7 +42,7 @@ def test_approve_and_deny_a_write_from_the_phone(page: Any, builtin_deployment: 
     d = builtin_deployment
     pair_page(page, d)
     link = tether_json(d.host_home, "pair", "--json")["link"]
-    tether_json(cli_home, "login", link, "--name", "cli-watcher", "--json")
+    login(cli_home, link, "--name", "cli-watcher", "--json")
 
     # Start the agent from the New session screen, in the host's allowed workspace.
     page.click('a.host[data-online="1"]')

@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 
 from tests.agents.codex.conftest import FAKE_KEY_ENV, Events, codex_cache_dir, write_codex_config
-from tests.procs import TETHER, Proc, remove, short_home, tether
+from tests.procs import TETHER, Proc, login, remove, short_home, tether
 from tether.agents.codex import PINNED_VERSION, CodexError, find_codex
 from tether.agents.codex.appserver import AppServer
 
@@ -150,7 +150,7 @@ def test_a_codex_session_approved_then_declined_from_the_phone(page: Any, codex_
     d = codex_deployment
     pair_page(page, d)
     link = str(json.loads(tether(d.host_home, "pair", "--json").stdout)["link"])
-    tether(cli_home, "login", link, "--name", "cli-watcher", "--json")
+    login(cli_home, link, "--name", "cli-watcher", "--json")
 
     page.click('a.host[data-online="1"]')
     page.click("#new-session")

@@ -15,6 +15,8 @@ import typer
 
 from tether.cli import output
 from tether.cli.output import err, out, print_json, run
+from tether.cli.secret_input import PAIR_LINK_ENV, read_secret, refuse_pairing_link_argument, refuse_token_option
+from tether.client import TOKEN_ENV
 from tether.errors import TetherError, UsageError
 from tether.home import resolve_home
 
@@ -57,22 +59,19 @@ def _root(
         str | None,
         typer.Option(
             "--token",
-            help="Act as this access token (tth_...) instead of this home's device. Prefer the TETHER_TOKEN "
-            "environment variable: other users of this machine can see command lines.",
+            help="Refused: other users of this machine can read command lines. Set TETHER_TOKEN to act as "
+            "an access token.",
             show_default=False,
+            hidden=True,
         ),
     ] = None,
 ) -> None:
     output.DEBUG = debug
+    if token is not None:
+        raise refuse_token_option()
     if home is not None:
         # Accepted before the command too; each command's own --home reads this variable.
         os.environ["TETHER_HOME"] = str(home)
-    if token is not None:
-        from tether.crypto.tokens import parse_token
-
-        parse_token(token)  # a typo is a usage error now, before any network use
-        # The client side (SDK, `_connect`) reads the token from here.
-        os.environ["TETHER_TOKEN"] = token
 
 
 def _home(home: Path | None) -> Path:
@@ -119,14 +118,15 @@ def _print_pairing(offer: dict[str, Any], *, as_json: bool) -> None:
     qr = segno.make(offer["link"], error="L")
     qr.terminal(compact=True)
     remaining = max(0, int(offer["expires_at"] - time.time()))
-    out.print(f"\nPair a phone or browser: scan the code, or open\n\n  {offer['link']}\n")
+    for line in ("", "Pair a phone or browser: scan the code, or open", "", f"  {offer['link']}", ""):
+        out.print(line)
     out.print(
         f"The link works once and expires in {remaining // 60} min {remaining % 60} s; "
         f"it grants: {', '.join(offer.get('scopes', []))}"
         + (f", in {offer['workspace']} only" if offer.get("workspace") else "")
-        + ".\n"
-        "On another terminal: tether --home DIR login LINK"
+        + "."
     )
+    out.print("On another terminal: tether --home DIR login (and paste the link when asked)")
 
 
 def _own_relay_tls() -> ssl.SSLContext:
@@ -513,14 +513,26 @@ def pair(
 
 @app.command()
 def login(
-    link: Annotated[str, typer.Argument(help="The pairing link printed by `tether pair`.")],
+    source: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[-]",
+            help=f"`-`: read the link from stdin. Without it: ${PAIR_LINK_ENV} if set, else stdin (a prompt that "
+            "does not echo on a terminal). Never the link itself: other users can read command lines.",
+            show_default=False,
+        ),
+    ] = None,
     name: Annotated[str | None, typer.Option(help="A name for this device.")] = None,
     as_json: JsonOpt = False,
     home: HomeOpt = None,
 ) -> None:
-    """Pair this CLI with a host, as a device."""
+    """Pair this CLI with a host, as a device: paste the link `tether pair` printed when asked,
+    or pipe it in (`tether login - < FILE`)."""
     from tether.client.pairing import login as do_login
 
+    if source not in (None, "-"):
+        raise refuse_pairing_link_argument()
+    link = read_secret("pairing link", PAIR_LINK_ENV, from_stdin=source == "-")
     paired = run(do_login(_home(home), link, name))
     if as_json:
         print_json({"host_id": paired.host_id, "name": paired.name, "scopes": paired.scopes})
@@ -543,12 +555,12 @@ async def _client_hosts(home: Path) -> list[dict[str, Any]]:
 
 def _print_hosts(hosts: list[dict[str, Any]]) -> None:
     if not hosts:
-        out.print("no paired hosts; pair with `tether login LINK`")
+        out.print("no paired hosts; pair with `tether login` (it asks for the link)")
     names = {h["id"]: h["name"] for h in hosts}
     for h in hosts:
         state = "online" if h["online"] else "offline"
         via = f"  (via {names.get(h['linked_from'], h['linked_from'])})" if h.get("linked_from") else ""
-        out.print(f"{h['id']}  {h['name']:<20} {state:<8} {h['relay']}{via}", markup=False)
+        out.print(f"{h['id']}  {h['name']:<20} {state:<8} {h['relay']}{via}")
 
 
 @app.command()
@@ -597,12 +609,12 @@ def status(as_json: JsonOpt = False, home: HomeOpt = None) -> None:
 
 
 async def _connect(home: Path | None, host: str | None) -> Connection:
-    """The connection a client command uses: as the token in TETHER_TOKEN (or --token) when one
-    is given, else the local daemon or this home's paired host."""
+    """The connection a client command uses: as the token in TETHER_TOKEN when one is given,
+    else the local daemon or this home's paired host."""
     from tether.client.connection import connect, connect_token
     from tether.crypto.tokens import parse_token
 
-    token = os.environ.get("TETHER_TOKEN")
+    token = os.environ.get(TOKEN_ENV)
     if token:
         parsed = parse_token(token)
         if host is not None and host != parsed.host_id:

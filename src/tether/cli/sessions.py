@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from tether.cli.main import HomeOpt, HostOpt, JsonOpt, _home, sessions_app
-from tether.cli.output import out, print_json, run
+from tether.cli.output import escape_controls, out, print_json, run
 from tether.errors import UsageError
 
 DETACH = b"\x1d"  # Ctrl-]
@@ -200,6 +200,8 @@ def sessions_diff(
         out.print("no file changes in this session")
     for change in changes:
         diff = change["diff"]
+        # A diff is file content an agent wrote: its lines and tabs stay, other controls are escaped.
+        diff = escape_controls(diff, keep="\n\t")
         sys.stdout.write(diff if not diff or diff.endswith("\n") else diff + "\n")
     sys.stdout.flush()
 
@@ -320,7 +322,7 @@ async def _attach(home: Path, host: str | None, session_id: str) -> None:
                 sys.stdout.buffer.write(event["data"]["data"].encode())
                 sys.stdout.buffer.flush()
             elif event["type"] == "session.exited":
-                sys.stderr.write(f"\r\n[session exited: {event['data'].get('exit_code')}]\r\n")
+                sys.stderr.write(f"\r\n[session exited: {escape_controls(str(event['data'].get('exit_code')))}]\r\n")
                 done.set()
                 return
 
@@ -336,7 +338,8 @@ async def _attach(home: Path, host: str | None, session_id: str) -> None:
     sys.stdout.buffer.write((session.get("scrollback") or "").encode())
     sys.stdout.buffer.flush()
     if session["status"] in ("finished", "failed"):
-        sys.stderr.write(f"[session {session['status']}: exit code {session.get('exit_code')}]\n")
+        ended = escape_controls(f"session {session['status']}: exit code {session.get('exit_code')}")
+        sys.stderr.write(f"[{ended}]\n")
         await client.close()
         return
     old_attrs = None

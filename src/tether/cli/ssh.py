@@ -57,26 +57,27 @@ class RichReporter:
     def step(self, title: str) -> Iterator[Any]:
         from rich.markup import escape
 
+        from tether.cli.output import escape_controls
         from tether.sshremote.deploy import _Detail
 
         handle = _Detail()
         started = time.monotonic()
         try:
-            with err.status(f"{escape(title)}…", spinner="dots"):
+            with err.status(f"{escape(escape_controls(title))}…", spinner="dots"):
                 yield handle
         except BaseException:
             err.print("[red]✗[/] ", markup=True, end="")
-            err.print(title, markup=False)
+            err.print(title)
             raise
         took = time.monotonic() - started
         detail = f": {handle.detail}" if handle.detail else ""
         err.print("[green]✓[/] ", markup=True, end="")
-        err.print(f"{title}{detail}", markup=False, end="")
+        err.print(f"{title}{detail}", end="")
         err.print(f" [dim]({took:.1f} s)[/]" if took >= 0.5 else "", markup=True)
 
     def note(self, text: str) -> None:
         err.print(f"[dim]{time.strftime('%H:%M:%S')}[/] ", markup=True, end="")
-        err.print(text, markup=False)
+        err.print(text)
 
 
 def _options(known_hosts: str | None, ssh_config: str | None, accept_new: bool = False) -> Any:
@@ -139,7 +140,7 @@ def ssh_connect(
                     "state": record.state})
     else:
         out.print(f"remote host {record.name} ({record.host_id}) runs on {record.destination()}; "
-                  "paired devices of this host can use it.", markup=False)
+                  "paired devices of this host can use it.")
 
 
 def _tunnel_state(held: dict[str, dict[str, Any]] | None, name: str) -> dict[str, Any]:
@@ -175,8 +176,7 @@ def ssh_list(as_json: JsonOpt = False, home: HomeOpt = None) -> None:
         if r.mode == "tunnel":
             t = _tunnel_state(held, r.name)
             mode += f", tunnel {t['state']}" + (f" ({t['detail']})" if t["state"] != "up" and t["detail"] else "")
-        out.print(f"{r.name:<16} {r.host_id}  {r.state}{pid} (as of {seen})  {r.destination()}  {mode}",
-                  markup=False)
+        out.print(f"{r.name:<16} {r.host_id}  {r.state}{pid} (as of {seen})  {r.destination()}  {mode}")
 
 
 @ssh_app.command("status")
@@ -202,7 +202,7 @@ def ssh_status(
         relay = "connected to the relay" if daemon["connected"] else "not connected to the relay"
         out.print(f"{name}: running (pid {daemon['pid']}), {relay}")
     if tunnel is not None:
-        out.print(f"tunnel: {tunnel['state']}" + (f" ({tunnel['detail']})" if tunnel["detail"] else ""), markup=False)
+        out.print(f"tunnel: {tunnel['state']}" + (f" ({tunnel['detail']})" if tunnel["detail"] else ""))
 
 
 @ssh_app.command("stop")

@@ -74,16 +74,14 @@ def tokens_create(
         print_json(created)
         return
     err.print(
-        f"token {created['name']!r} ({created['id']}) created; scopes {','.join(created['scopes'])}"
+        f"token '{created['name']}' ({created['id']}) created; scopes {','.join(created['scopes'])}"
         + (f"; workspace {created['workspace']}" if created.get("workspace") else "")
         + f"; expires {_when(created['expires_at'])}."
     )
     out.print(created["token"])
-    err.print(
-        "Copy it now: it is shown only this once (the host keeps no copy).\n"
-        "Use it: TETHER_TOKEN=<token> tether sessions list, or tether.Client.from_token(token).\n"
-        f"Revoke it: tether tokens revoke {created['id']}"
-    )
+    err.print("Copy it now: it is shown only this once (the host keeps no copy).")
+    err.print("Use it: TETHER_TOKEN=<token> tether sessions list, or tether.Client.from_token(token).")
+    err.print(f"Revoke it: tether tokens revoke {created['id']}")
 
 
 @tokens_app.command("list")
@@ -117,7 +115,7 @@ def tokens_revoke(
 def _describe_actor(actor: dict[str, Any]) -> str:
     if actor["kind"] == "local":
         return "local owner"
-    return f"{actor['kind']} {actor['name']!r} ({actor['id']})"
+    return f"{actor['kind']} '{actor['name']}' ({actor['id']})"  # the console escapes the name
 
 
 async def _audit_entries(home: Path | None, host: str | None, since: float) -> list[dict[str, Any]]:

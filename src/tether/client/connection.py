@@ -258,7 +258,7 @@ async def connect(home: Path, host: str | None = None) -> Connection:
     if not state.hosts() and host is None:
         raise UsageError(
             "no host daemon runs with this home and it is not paired with any host",
-            hint="start a host with `tether up`, or pair this client with `tether login LINK`",
+            hint="start a host with `tether up`, or pair this client with `tether login`",
         )
     try:
         target = state.find_host(host)

@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from tether.backoff import Backoff
+from tether.client import TOKEN_ENV
 from tether.client.connection import (
     Connection,
     connect,
@@ -303,8 +304,6 @@ class Client:
                     raise self._explain(exc) from None
                 await asyncio.sleep(self._backoff.next_delay())
 
-
-TOKEN_ENV = "TETHER_TOKEN"
 
 
 async def _presence(state: ClientState, relay_url: str, host_ids: list[str]) -> dict[str, bool]:

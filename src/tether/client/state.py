@@ -52,6 +52,10 @@ class PairedHost:
         return cls(**{**data, "host_static": host_static})
 
 
+def _not_paired() -> UsageError:
+    return UsageError("this home is not paired with any host", hint="run `tether login` first (it asks for the link)")
+
+
 _FIELDS = {"host_id", "name", "relay_url", "host_static", "device_id", "scopes", "paired_at", "linked_from"}
 _REQUIRED = _FIELDS - {"paired_at", "linked_from"}
 
@@ -68,7 +72,7 @@ class ClientState:
             self.dir.mkdir(mode=0o700, exist_ok=True)
             return Identity.load_or_create(self.keys_path)
         if not self.keys_path.exists():
-            raise UsageError("this home is not paired with any host", hint="run `tether login LINK` first")
+            raise _not_paired()
         return Identity.load(self.keys_path)
 
     def hosts(self) -> list[PairedHost]:
@@ -107,7 +111,7 @@ class ClientState:
         """The host named by id, id prefix or name; the only host when ``selector`` is None."""
         hosts = self.hosts()
         if not hosts:
-            raise UsageError("this home is not paired with any host", hint="run `tether login LINK` first")
+            raise _not_paired()
         if selector is None:
             if len(hosts) == 1:
                 return hosts[0]
