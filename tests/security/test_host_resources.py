@@ -167,15 +167,17 @@ async def _close_of(channel: Channel, timeout: float) -> ChannelClosed | None:
 async def test_channels_that_never_handshake_are_closed_and_capped_per_device() -> None:
     """A paired device opens 300 channels and never sends a handshake: beyond 32 the host closes
     them at once (TOO_MANY_CHANNELS, naming the limit); the 32 it holds are closed when the
-    handshake timeout (1 s here) passes, with one log line each and no traceback. Another
+    handshake timeout (3 s here) passes, with one log line each and no traceback. Another
     device is served throughout, and the attacker can connect properly afterwards."""
-    with deployed("[limits]\nhandshake_timeout = 1\n") as deployment:
+    timeout = 3  # more than opening 300 channels takes on a busy machine, so the 32 are the first
+    with deployed(f"[limits]\nhandshake_timeout = {timeout}\n") as deployment:
         with paired(deployment, "read") as attacker, paired(deployment) as other:
             async with device_link(attacker) as (link, host_static, host_id):
                 start = time.monotonic()
                 channels = [await link.open(host_id) for _ in range(300)]
+                opened = time.monotonic() - start
                 elapsed = await _served_promptly(other)
-                closes = await asyncio.gather(*(_close_of(ch, 6) for ch in channels))
+                closes = await asyncio.gather(*(_close_of(ch, timeout + 6) for ch in channels))
                 took = time.monotonic() - start
                 assert all(closes), f"{closes.count(None)} channels still open after {took:.1f} s"
                 codes = [c.close_code for c in closes if c is not None]
@@ -185,15 +187,16 @@ async def test_channels_that_never_handshake_are_closed_and_capped_per_device() 
                 assert "already has 32 channels open to the host" in crowded.reason
                 assert "limits.max_channels_per_caller" in crowded.reason
                 late = next(c for c in closes if c and c.close_code == CloseCode.PROTOCOL_ERROR)
-                assert "no handshake within 1 s" in late.reason
+                assert f"no handshake within {timeout} s" in late.reason
                 # Its places are free again: the same device connects properly.
                 peer = await raw_peer(attacker, link, host_static, host_id)
                 assert (await peer.call("host.info", timeout=10))["role"] == "host"
-            print(f"300 silent channels: 268 refused at once, 32 closed after the 1 s handshake timeout;"
-                  f" all closed within {took:.1f} s; another device served in {elapsed:.2f} s")
+            print(f"300 silent channels opened in {opened:.1f} s: 268 refused at once, 32 closed after the"
+                  f" {timeout} s handshake timeout, all within {took:.1f} s; another device served in {elapsed:.2f} s")
+            assert opened < timeout
             assert elapsed < 5
-            assert took < 1 + 4
-            assert deployment.host.log.count("no handshake within 1 s") == 32
+            assert took < timeout + 4
+            assert deployment.host.log.count(f"no handshake within {timeout} s") == 32
             assert deployment.host.log.count("channels open, the most one may") == 1
 
 
