@@ -58,7 +58,8 @@ from tether.agents.builtin.loop import ApprovalMemory
 from tether.agents.claude import stream
 from tether.agents.claude.binary import QUIET_ENV, ClaudeBinary, ClaudeError, find_claude
 from tether.agents.claude.process import ClaudeExited, ClaudeProcess, Event, Exited
-from tether.agents.secrets import Redactor, StreamRedactor, env_secrets, without_secrets
+from tether.agents.claude.shell import write_shell
+from tether.agents.secrets import Redactor, StreamRedactor, env_secrets, is_secret_name, without_secrets
 from tether.agents.turn import fail_items, next_event
 from tether.home import resolve_home
 from tether.host.agent_session import AgentDied
@@ -125,6 +126,7 @@ class ClaudeAgent(Agent):
         self._exit_report: asyncio.Task[None] | None = None
         self._approvals: dict[str, asyncio.Task[None]] = {}  # by control request id
         self._redact = Redactor(())
+        self._shell: Path | None = None  # the wrapper commands run through (claude/shell.py)
         self._stale_results = 0  # results still to come for turns tether gave up on
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -136,11 +138,17 @@ class ClaudeAgent(Agent):
         env = claude_env(self.ctx.config)
         # Every secret of the host is redacted, also those Claude Code's environment lacks.
         self._redact = Redactor(env_secrets({**os.environ, **env}))
+        self._shell = await asyncio.to_thread(write_shell, [k for k in env if is_secret_name(k)])
+        env["CLAUDE_CODE_SHELL_PREFIX"] = os.fspath(self._shell)
         hide = [home for home in [resolve_home()] if home.is_dir()]
         args = claude_args(self.ctx.policy, self.ctx.workspace, model=options.get("model"), hide=hide)
-        self.process = await ClaudeProcess.start(
-            self.binary, args, cwd=self.ctx.workspace, env=env, handler=self._on_event,
-        )
+        try:
+            self.process = await ClaudeProcess.start(
+                self.binary, args, cwd=self.ctx.workspace, env=env, handler=self._on_event,
+            )
+        except BaseException:
+            await self._remove_shell()  # the host closes only sessions that opened
+            raise
         log.info("session %s: claude %s (%s, %s)", self.ctx.session_id, self.binary.version,
                  self.ctx.policy.approval.value, self.ctx.policy.sandbox.value)
 
@@ -149,6 +157,12 @@ class ClaudeAgent(Agent):
             task.cancel()
         if self.process is not None:
             await self.process.close()
+        await self._remove_shell()
+
+    async def _remove_shell(self) -> None:
+        if self._shell is not None:
+            await asyncio.to_thread(shutil.rmtree, self._shell.parent, True)
+            self._shell = None
 
     # -- turns -----------------------------------------------------------------------------
 
@@ -555,12 +569,11 @@ def claude_env(config: AgentConfig, base: Mapping[str, str] | None = None) -> di
     """The host's environment without its secrets but Claude Code's own credentials, quietened,
     with ``[agents.claude] config_dir`` as ``CLAUDE_CONFIG_DIR`` when set.
 
-    Claude Code passes its environment on to the commands it runs; with
-    ``CLAUDE_CODE_SUBPROCESS_ENV_SCRUB`` it removes its own credentials from them."""
+    Claude Code passes its environment on to the commands it runs: they go through
+    :func:`.shell.write_shell`, which removes the credentials kept here."""
     host = os.environ if base is None else base
     env = without_secrets(host, keep=claude_own_secrets(host))
     env.update(QUIET_ENV)
-    env["CLAUDE_CODE_SUBPROCESS_ENV_SCRUB"] = "1"
     env.pop("CLAUDECODE", None)  # a host started from inside Claude Code is not a nested session
     config_dir = config.options.get("config_dir")
     if config_dir:
