@@ -60,7 +60,7 @@ from tether.agents.claude.binary import QUIET_ENV, ClaudeBinary, ClaudeError, fi
 from tether.agents.claude.process import ClaudeExited, ClaudeProcess, Event, Exited
 from tether.agents.claude.shell import write_shell
 from tether.agents.secrets import Redactor, StreamRedactor, env_secrets, is_secret_name, without_secrets
-from tether.agents.turn import fail_items, next_event
+from tether.agents.turn import emit_delta, fail_items, flush_delta, next_event, stream_delta
 from tether.home import resolve_home
 from tether.host.agent_session import AgentDied
 from tether.host.config import AgentConfig
@@ -296,7 +296,7 @@ class ClaudeAgent(Agent):
         item: _Item | None = getattr(state, which)
         if item is None or not item.open:
             return
-        await self._flush(item)
+        await flush_delta(self.ctx, item)
         item.open = False
         final = self._redact(text) if text is not None else "".join(item.text)
         await self.ctx.emit(EventType.ITEM_COMPLETED, {"turn": state.id, "item": item.id, "kind": item.kind,
@@ -341,7 +341,7 @@ class ClaudeAgent(Agent):
             exit_code, output = command_outcome(result)
             output = self._redact(output)
             if output and status != "declined":
-                await self._emit_delta(item, "output", output)
+                await emit_delta(self.ctx, item, "output", output)
             data = {**item.data, "exit_code": exit_code, "output": output if status != "declined" else ""}
         else:
             data = dict(item.data)
@@ -352,7 +352,7 @@ class ClaudeAgent(Agent):
         """Items still open when a turn ends (interrupt, death) end as failed."""
         items = state.open_items()
         for item in items:
-            await self._flush(item)
+            await flush_delta(self.ctx, item)
             item.open = False
         await fail_items(self.ctx, state.id, items)
 
@@ -469,20 +469,7 @@ class ClaudeAgent(Agent):
     async def _delta(self, item: _Item, stream_name: str, data: Any) -> None:
         if not isinstance(data, str) or not data:
             return
-        if item.redactor is None:
-            item.redactor = self._redact.stream()
-        await self._emit_delta(item, stream_name, item.redactor.feed(data))
-
-    async def _flush(self, item: _Item) -> None:
-        """Show what the item's redactor held back: its stream has ended."""
-        if item.redactor is not None:
-            stream_name = "output" if item.kind is ItemKind.COMMAND else "text"
-            await self._emit_delta(item, stream_name, item.redactor.flush())
-
-    async def _emit_delta(self, item: _Item, stream_name: str, data: str) -> None:
-        if data:
-            item.text.append(data)
-            await self.ctx.emit(EventType.ITEM_DELTA, {"item": item.id, "stream": stream_name, "data": data})
+        await stream_delta(self.ctx, item, stream_name, data, self._redact)
 
     def _live_process(self) -> ClaudeProcess:
         if self.process is None:

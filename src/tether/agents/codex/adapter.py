@@ -57,7 +57,7 @@ from tether.agents.codex.appserver import (
 )
 from tether.agents.codex.binary import CodexBinary, CodexError, find_codex
 from tether.agents.secrets import SECRET_NAME_PARTS, Redactor, StreamRedactor, env_secrets
-from tether.agents.turn import fail_items, next_event
+from tether.agents.turn import emit_delta, fail_items, flush_delta, next_event, stream_delta
 from tether.host.agent_session import AgentDied
 from tether.host.config import AgentConfig
 from tether.host.policy import Approval, Policy, Sandbox
@@ -295,7 +295,7 @@ class CodexAgent(Agent):
             if tracked is None:
                 return
         state.open.discard(codex_id)
-        await self._flush(tracked)
+        await flush_delta(self.ctx, tracked)
         status = ITEM_STATUS.get(str(item.get("status")), "completed")
         data: dict[str, Any]
         if tracked.kind is ItemKind.AGENT_MESSAGE:
@@ -308,7 +308,7 @@ class CodexAgent(Agent):
             aggregated = item.get("aggregatedOutput")
             if not tracked.text and aggregated:
                 # A short command may finish before any output delta: stream its output once.
-                await self._emit_delta(tracked, "output", self._redact(str(aggregated)))
+                await emit_delta(self.ctx, tracked, "output", self._redact(str(aggregated)))
             output = str(aggregated) if aggregated is not None else "".join(tracked.text)
             exit_code = item.get("exitCode")
             data = {**tracked.data, "exit_code": exit_code if isinstance(exit_code, int) else None, "output": output}
@@ -325,27 +325,14 @@ class CodexAgent(Agent):
         delta = params.get("delta")
         if tracked is None or not isinstance(delta, str) or not delta:
             return
-        if tracked.redactor is None:
-            tracked.redactor = self._redact.stream()
-        await self._emit_delta(tracked, stream, tracked.redactor.feed(delta))
-
-    async def _flush(self, tracked: _Item) -> None:
-        """Show what the item's redactor held back: its stream has ended."""
-        if tracked.redactor is not None:
-            stream = "output" if tracked.kind is ItemKind.COMMAND else "text"
-            await self._emit_delta(tracked, stream, tracked.redactor.flush())
-
-    async def _emit_delta(self, tracked: _Item, stream: str, data: str) -> None:
-        if data:
-            tracked.text.append(data)
-            await self.ctx.emit(EventType.ITEM_DELTA, {"item": tracked.id, "stream": stream, "data": data})
+        await stream_delta(self.ctx, tracked, stream, delta, self._redact)
 
     async def _close_open_items(self, state: _Turn) -> None:
         """Codex leaves items open when a turn is interrupted or dies: end them as failed."""
         items = [state.items[codex_id] for codex_id in state.open]
         state.open.clear()
         for item in items:
-            await self._flush(item)
+            await flush_delta(self.ctx, item)
         await fail_items(self.ctx, state.id, items)
 
     # -- approvals -------------------------------------------------------------------------
