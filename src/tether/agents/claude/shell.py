@@ -2,7 +2,7 @@
 
 Claude Code needs its key in its environment and passes that environment on to every Bash
 command. ``CLAUDE_CODE_SHELL_PREFIX`` names a program it runs each command through (as
-``PREFIX 'command line'``); tether's removes the credentials and hands the line to bash.
+``PREFIX 'command line'``); tether's removes the credentials and hands the line to the shell.
 (``CLAUDE_CODE_SUBPROCESS_ENV_SCRUB`` would remove them too, but in 2.1.332 it also turns the
 filesystem sandbox off: a command wrote outside the workspace.)
 """
@@ -25,6 +25,11 @@ def write_shell(remove: Iterable[str]) -> Path:
     directory = Path(tempfile.mkdtemp(prefix="tether-claude-"))
     unset = " ".join(f"-u {shlex.quote(name)}" for name in sorted(set(remove)))
     shell = directory / SHELL_NAME
-    shell.write_text(f'#!/bin/sh\nexec env {unset} bash -c "$@"\n')
+    # The shell Claude Code would have run the line with (it prepared the line for it).
+    shell.write_text(
+        "#!/bin/sh\n"
+        'case "${SHELL:-}" in */bash|*/zsh) run="$SHELL" ;; *) run=bash ;; esac\n'
+        f'exec env {unset} "$run" -c "$@"\n'
+    )
     shell.chmod(0o700)
     return shell
