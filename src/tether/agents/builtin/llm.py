@@ -39,7 +39,6 @@ MAX_ERROR_SNIPPET = 300
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
 
 
-
 class LLMError(TetherError):
     """The model server could not be reached or did not answer as an OpenAI-compatible server."""
 

@@ -436,7 +436,7 @@ class CodexAgent(Agent):
         lines = [line for line in exited.stderr_tail if line.strip()]
         if lines:
             message += f"; its last output: {lines[-1][:300]}"
-        return AgentDied(message, hint="start a new session; the host's log has the app-server's output")
+        return AgentDied(self._redact(message), hint="start a new session; the host's log has the app-server's output")
 
 
 # -- module functions ------------------------------------------------------------------------
