@@ -286,7 +286,7 @@ async def test_no_secret_leaves_the_host(builtin: Builtin, client_home: Path) ->
     await builtin.pair(client_home)
     builtin.server.add(
         {"tool_calls": [call("run_command", {"command": "env"}, "c1"),
-                        call("run_command", {"command": "cat ../config.toml; printenv TETHER_TEST_SECRET"}, "c2"),
+                        call("run_command", {"command": 'cat ../config.toml; echo "s=$TETHER_TEST_SECRET"'}, "c2"),
                         call("read_file", {"path": "../config.toml"}, "c3"),
                         call("run_command", {"command": "echo ${OPENAI_API_KEY:-no-key-here}"}, "c4")]},
         {"text": f"Your key is {API_KEY} and the secret is {ENV_SECRET}."},
@@ -310,8 +310,11 @@ async def test_no_secret_leaves_the_host(builtin: Builtin, client_home: Path) ->
         session = json.dumps(await client.session(sid, scrollback=True))
     commands = of(events, "item.completed", "command")
     assert len(commands) == 3 and all(c["status"] == "completed" for c in commands)
-    # The commands ran, and saw what was there: the config file, and the inherited variable.
+    # The commands ran, and saw what was there: the config file, but no secret variable of the
+    # host's environment (issue [6] item 4).
     assert "[agents.builtin]" in commands[1]["output"] and "[redacted]" in commands[1]["output"]
+    assert "PATH=" in commands[0]["output"] and "TETHER_TEST_SECRET" not in commands[0]["output"]
+    assert "s=\n" in commands[1]["output"]
     assert "no-key-here" in commands[2]["output"]
     cli_view = json.dumps(await builtin.cli_events(client_home, sid))
     local_view = json.dumps(await builtin.cli_events(builtin.d.host_home, sid))

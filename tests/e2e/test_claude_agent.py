@@ -17,10 +17,13 @@ import pytest
 from tests.agents.claude.conftest import claude_command, shell_home
 from tests.procs import remove, short_home
 from tests.support.agent_host import (
+    HOST_SECRETS,
+    LEAKY_COMMAND,
     AgentDeployment,
     Watch,
     interrupt_while_an_approval_is_pending,
     relay_and_paired_host,
+    secrets_never_reach_the_client,
 )
 from tests.support.fake_anthropic import FakeAnthropic
 from tether import Client
@@ -53,8 +56,9 @@ async def claude_deployment() -> AsyncIterator[ClaudeDeployment]:
             'sandbox = "workspace-write"\n'
         )
         try:
+            env = {**model.env(), **shell_home(host_home), **HOST_SECRETS}
             async with relay_and_paired_host(host_home, client_home, workspace, name="claude-host",
-                                             env={**model.env(), **shell_home(host_home)}) as (host, relay):
+                                             env=env) as (host, relay):
                 yield ClaudeDeployment(model, host_home, workspace.resolve(), client_home, host, relay)
         finally:
             remove(host_home, client_home, workspace)
@@ -147,3 +151,12 @@ async def test_a_file_write_is_a_file_change_with_a_diff_that_needs_approval(
         # The session's changes, as the phone's diff view asks for them.
         assert "+three" in str(await client.diff(watch.session))
     assert notes.read_text() == "one\nthree\n"
+
+
+async def test_a_host_secret_echoed_in_pieces_reaches_the_client_only_redacted(
+    claude_deployment: ClaudeDeployment,
+) -> None:
+    """Issue [6] items 4 and 15, through the real Claude Code."""
+    d = claude_deployment
+    await secrets_never_reach_the_client(d.client_home, "claude", d.model, {"bash": {"command": LEAKY_COMMAND}},
+                                         own_key="ANTHROPIC_API_KEY")

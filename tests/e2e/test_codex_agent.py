@@ -16,10 +16,13 @@ import pytest
 from tests.agents.codex.conftest import FAKE_KEY_ENV, codex_cache_dir, write_codex_config
 from tests.procs import remove, short_home, tether_json
 from tests.support.agent_host import (
+    HOST_SECRETS,
+    LEAKY_COMMAND,
     AgentDeployment,
     Watch,
     interrupt_while_an_approval_is_pending,
     relay_and_paired_host,
+    secrets_never_reach_the_client,
 )
 from tests.support.fake_responses import FakeResponses
 from tests.support.installed_cli import installed_cli
@@ -41,6 +44,8 @@ def codex_wrapper() -> Path:
 
 
 CodexDeployment = AgentDeployment[FakeResponses]
+# Codex's own key when it talks to OpenAI: the host has it, its commands must not.
+OWN_KEY = {"OPENAI_API_KEY": "sk-openai-host-key-0123456789"}
 
 
 @pytest.fixture
@@ -60,8 +65,9 @@ async def codex_deployment() -> AsyncIterator[CodexDeployment]:
             'sandbox = "workspace-write"\n'
         )
         try:
+            env = {FAKE_KEY_ENV: "dummy-key", **OWN_KEY, **HOST_SECRETS}
             async with relay_and_paired_host(host_home, client_home, workspace, name="codex-host",
-                                             env={FAKE_KEY_ENV: "dummy-key"}) as (host, relay):
+                                             env=env) as (host, relay):
                 yield CodexDeployment(model, host_home, workspace, client_home, host, relay)
         finally:
             remove(host_home, client_home)
@@ -142,7 +148,7 @@ async def test_a_desktop_thread_is_listed_and_adopted_through_the_relay(codex_de
     d.model.add({"text": "Hi from the desktop."}, {"text": "I remember the desktop."})
     desktop = await AppServer.start(
         find_codex(codex_wrapper()), codex_home=d.host_home / "codex-home", cwd=d.workspace,
-        env={FAKE_KEY_ENV: "dummy-key"},
+        env={FAKE_KEY_ENV: "dummy-key", **OWN_KEY, **HOST_SECRETS},
     )
     try:
         events = Events(desktop)
@@ -162,3 +168,12 @@ async def test_a_desktop_thread_is_listed_and_adopted_through_the_relay(codex_de
     assert "hello from the desktop" in str(d.model.requests[-1]["input"])
     cli = tether_json(d.client_home, "sessions", "threads", "--json")
     assert thread_id in [t["id"] for t in cli]
+
+
+async def test_a_host_secret_echoed_in_pieces_reaches_the_client_only_redacted(
+    codex_deployment: CodexDeployment,
+) -> None:
+    """Issue [6] items 4 and 15, through the real Codex."""
+    d = codex_deployment
+    await secrets_never_reach_the_client(d.client_home, "codex", d.model, {"exec": {"cmd": LEAKY_COMMAND}},
+                                         own_key="OPENAI_API_KEY")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,3 +127,45 @@ async def interrupt_while_an_approval_is_pending(
         assert second["data"]["status"] == "completed"
     await asyncio.sleep(0.3)
     assert not (workspace / "ran.txt").exists()
+
+
+# Secrets in the host's environment (the agent fixtures add them): what the attack of issue [6]
+# items 4 and 15 tries to get out of a session.
+HOST_SECRETS = {"GH_TOKEN": "ghp-host-secret-0123456789abcdef", "DEPLOY_PASSWORD": "pw-host-secret-fedcba9876543210"}
+SECRET = HOST_SECRETS["GH_TOKEN"]
+# A command that shows its environment, then prints the secret in two writes (two output chunks);
+# and a model answer that echoes the secret split over two text deltas.
+LEAKY_COMMAND = f"env; printf %s '{SECRET[:12]}'; sleep 0.5; printf '%s\\n' '{SECRET[12:]}'"
+LEAKY_TEXT = [f"the key is {SECRET[:12]}", f"{SECRET[12:]}, done"]
+
+
+async def secrets_never_reach_the_client(
+    client_home: Path, agent: str, model: ScriptedModel, command: Turn, own_key: str,
+) -> None:
+    """A model that runs ``command`` (:data:`LEAKY_COMMAND`) and echoes a host secret split over
+    deltas: the client sees ``[redacted]`` in the streamed and the completed items, the command's
+    environment has none of the host's secret variables nor the agent's own key ``own_key``, and
+    the session takes the next prompt."""
+    model.add(command, {"text": LEAKY_TEXT})
+    async with await Client.open(client_home) as client:
+        watch = Watch(client, await client.start_session(agent=agent, prompt="show me the key"))
+        requested = await watch.until("approval.requested")
+        await client.approve(watch.session, requested["data"]["approval"], "approve")
+        done = await watch.until("turn.completed")
+        assert done["data"]["status"] == "completed", done["data"]
+        [command_item] = watch.items("item.completed", "command")
+        output = command_item["output"]
+        assert output.rstrip().endswith("[redacted]") and SECRET not in watch.deltas(command_item["item"])
+        for name in [*HOST_SECRETS, own_key]:
+            assert f"{name}=" not in output, f"{name} reached the command's environment"
+        [answer] = watch.items("item.completed", "agent_message")
+        assert answer["text"] == "the key is [redacted], done"
+        assert watch.deltas(answer["item"]) == answer["text"]
+        seen = json.dumps(watch.seen)
+        for secret in HOST_SECRETS.values():
+            assert secret not in seen
+
+        model.add({"text": "still here"})
+        await client.send(watch.session, "are you there?")
+        second = await watch.until("turn.completed", lambda data: data["turn"] != done["data"]["turn"])
+        assert second["data"]["status"] == "completed"

@@ -24,6 +24,7 @@ import termios
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from tether.agents.secrets import without_secrets
 from tether.errors import TetherError
 
 READ_CHUNK = 64 * 1024
@@ -140,7 +141,8 @@ class PtyProcess:
     ) -> PtyProcess:
         if not argv:
             raise PtyError("no command to run")
-        full_env = dict(os.environ if env is None else env)
+        # A pty is a shell for whoever drives it: it never gets the host's secret variables.
+        full_env = without_secrets(os.environ if env is None else env)
         full_env.setdefault("TERM", "xterm-256color")
         master, slave = os.openpty()
         try:

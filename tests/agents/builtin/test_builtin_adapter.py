@@ -15,8 +15,9 @@ import pytest
 
 from tests.support.fake_openai import FakeOpenAI
 from tether.agents.base import Decision
-from tether.agents.builtin.adapter import BuiltinAgent, env_secrets
+from tether.agents.builtin.adapter import BuiltinAgent
 from tether.agents.sandbox import available
+from tether.agents.secrets import env_secrets
 from tether.errors import TetherError
 from tether.host import projection
 from tether.host.agent_session import AgentSession
@@ -266,7 +267,9 @@ async def test_secrets_never_reach_the_events_or_the_model(
         assert secret not in dumped
         assert secret not in h.server.requests[1].body.decode()
     [done] = of(events, "item.completed", "command")
-    assert "inherited" in done["output"] and "key=\n" in done["output"]
+    # Commands get none of the host's secret variables (issue [6] item 4), not only redacted values.
+    assert "inherited" not in done["output"] and "key=\n" in done["output"] and "s=\n" in done["output"]
+    assert "TETHER_TEST_SECRET" not in done["output"] and "OPENAI_API_KEY" not in done["output"]
 
 
 # -- failures ------------------------------------------------------------------------------

@@ -358,6 +358,30 @@ async def test_interrupt_while_the_model_streams(server: FakeOpenAI, tmp_path: P
     assert hooks.of("error") == []
 
 
+async def test_what_the_redactor_held_back_is_shown_when_the_stream_is_cut(server: FakeOpenAI, tmp_path: Path) -> None:
+    server.add({"chunks": ["the key starts ", KEY[:6]], "cut": True})
+    hooks = Recorder()
+    result, _ = await turn(server, tmp_path, hooks)
+    assert result.status == "failed" and hooks.text == f"the key starts {KEY[:6]}"
+
+
+async def test_what_the_redactor_held_back_is_shown_when_a_command_is_interrupted(
+    server: FakeOpenAI, tmp_path: Path,
+) -> None:
+    server.add({"tool_calls": [call("run_command", {"command": f"printf 'out {KEY[:6]}'; sleep 60"})]})
+    hooks = Recorder()
+    task = asyncio.create_task(turn(server, tmp_path, hooks, mode="full-access", policy="never"))
+    for _ in range(200):
+        if hooks.of("output"):
+            break
+        await asyncio.sleep(0.05)
+    assert [o["chunk"] for o in hooks.of("output")] == ["out "]  # the start of the key waits
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert "".join(o["chunk"] for o in hooks.of("output")) == f"out {KEY[:6]}"
+
+
 def test_stream_redactor_across_chunks() -> None:
     r = Redactor(["SECRET"])
     s = r.stream()

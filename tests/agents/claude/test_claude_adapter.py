@@ -212,11 +212,15 @@ async def test_secrets_of_the_host_never_reach_the_events(
     harness: Harness, fake_model: FakeAnthropic, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-very-secret-value")
-    fake_model.add({"bash": {"command": "echo $MY_SERVICE_TOKEN; echo $ANTHROPIC_API_KEY"}}, {"text": "ok"})
+    fake_model.add({"bash": {"command": 'echo "t=$MY_SERVICE_TOKEN a=$ANTHROPIC_API_KEY"'}},
+                   {"text": ["the token is tok-very-", "secret-value"]})
     session = await harness.start("leak", policy=Policy(Approval.NEVER, Sandbox.FULL_ACCESS))
     await harness.wait(session, EventType.TURN_COMPLETED)
     [command] = await harness.items(session, EventType.ITEM_COMPLETED, "command")
-    assert command["status"] == "completed" and command["output"] == "[redacted]\n[redacted]"
+    # Commands get neither the host's secrets nor Claude Code's own key (issue [6] item 4).
+    assert command["status"] == "completed" and command["output"] == "t= a="
+    [answer] = await harness.items(session, EventType.ITEM_COMPLETED, "agent_message")
+    assert answer["text"] == "the token is [redacted]"
     logged = str([e.data for e in await harness.events(session)])
     assert "tok-very-secret-value" not in logged
     assert fake_model.env()["ANTHROPIC_API_KEY"] not in logged

@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
+import stat
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -25,6 +28,7 @@ from tether.agents.claude import (
     stream,
 )
 from tether.agents.claude.adapter import claude_args, claude_env, claude_settings, file_diff, inside
+from tether.agents.claude.shell import write_shell
 from tether.host.config import AgentConfig, parse_config
 from tether.host.policy import Approval, Policy, Sandbox
 
@@ -285,3 +289,20 @@ async def test_a_turn_given_up_on_does_not_leak_into_the_next(
         await session.close()
         await log.close()
         await db.close()
+
+
+def test_claude_keeps_only_its_own_secrets_and_its_commands_none(tmp_path: Path) -> None:
+    host = {"PATH": os.environ["PATH"], "ANTHROPIC_API_KEY": "sk-ant-own-key-123", "GH_TOKEN": "ghp-host-123456",
+            "AWS_SECRET_ACCESS_KEY": "aws-secret-123456"}
+    env = claude_env(AgentConfig("claude"), base=host)
+    assert env["ANTHROPIC_API_KEY"] == "sk-ant-own-key-123" and "GH_TOKEN" not in env
+    assert "AWS_SECRET_ACCESS_KEY" not in env  # kept only when Claude Code is told to use Bedrock
+    assert "AWS_SECRET_ACCESS_KEY" in claude_env(AgentConfig("claude"), base={**host, "CLAUDE_CODE_USE_BEDROCK": "1"})
+    shell = write_shell(["ANTHROPIC_API_KEY", "NOT SET; rm -rf /"])
+    try:
+        assert stat.S_IMODE(shell.parent.stat().st_mode) == 0o700
+        run = subprocess.run([shell, 'echo "a=$ANTHROPIC_API_KEY p=${PATH:+set}"'], env={**env, "SHELL": "/bin/sh"},
+                             capture_output=True, text=True, timeout=10)
+        assert run.stdout == "a= p=set\n", run.stderr
+    finally:
+        shutil.rmtree(shell.parent)

@@ -15,10 +15,10 @@ How the loop's hooks become items (shapes: :class:`tether.host.projection.EventT
 - a turn the loop ends as failed (model server error, prompt too large, too many steps) raises
   :class:`BuiltinTurnFailed`, which the host records as a failed turn with an error item.
 
-Secrets: the model's API key is hidden from commands (the tool runner drops it from their
-environment). The host's other credentials stay in the commands' environment (ARCHITECTURE §5:
-agents inherit them, so ``git push`` works), but the values of variables whose names say they are
-secrets are redacted from everything the events and the model receive, like the API key.
+Secrets (:mod:`tether.agents.secrets`): commands run without the model's API key and without any
+variable whose name says it holds a secret (the tool runner gets the host's environment without
+them), and the values of those variables are redacted from everything the events and the model
+receive, like the API key, even when split across streamed chunks.
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
-from collections.abc import Mapping
 from typing import Any
 
 from tether.agents.base import Agent, AgentContext, Decision, ItemKind
@@ -43,6 +41,7 @@ from tether.agents.builtin.loop import (
 from tether.agents.builtin.loop import Decision as LoopDecision
 from tether.agents.builtin.tools import HIDDEN_ENV, ToolRunner, truncate_middle
 from tether.agents.sandbox import Sandbox
+from tether.agents.secrets import env_secrets, without_secrets
 from tether.errors import TetherError
 from tether.home import resolve_home
 from tether.host.projection import EventType
@@ -54,11 +53,6 @@ MAX_COMPLETED_OUTPUT = 64 * 1024
 # Consecutive deltas of one item waiting to be appended are merged up to this many characters:
 # a model streaming a token per chunk must not cost one log transaction per token.
 MAX_MERGED_DELTA = 64 * 1024
-# Environment variables whose values are redacted from events and from what the model is sent.
-SECRET_NAME = re.compile(r"API_?KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|PRIVATE_?KEY|ACCESS_?KEY", re.I)
-# Shorter values would redact innocent text (a "1" or "true" in a variable named *_TOKEN_TTL).
-MIN_SECRET_CHARS = 8
-
 OPTIONS = [Decision.APPROVE, Decision.APPROVE_FOR_SESSION, Decision.DENY]
 
 
@@ -68,14 +62,6 @@ class BuiltinAgentError(TetherError):
 
 class BuiltinTurnFailed(TetherError):
     code = "turn_failed"
-
-
-def env_secrets(env: Mapping[str, str]) -> list[str]:
-    """Values of the variables whose names say they hold a secret."""
-    return sorted(
-        {v for k, v in env.items() if SECRET_NAME.search(k) and len(v) >= MIN_SECRET_CHARS},
-        key=len, reverse=True,  # longest first: a secret containing another is redacted whole
-    )
 
 
 class _Client(ChatClient):
@@ -314,7 +300,7 @@ class BuiltinAgent(Agent):
         await sandbox.prepare()
         self.workspace = sandbox.workspace
         hidden = {*HIDDEN_ENV, *([str(key_env)] if key_env else [])}
-        self.tools = ToolRunner(sandbox, env=env, hidden_env=hidden, secrets=[key] if key else [])
+        self.tools = ToolRunner(sandbox, env=without_secrets(env), hidden_env=hidden, secrets=[key] if key else [])
         others = [s for s in env_secrets({k: v for k, v in env.items() if k not in hidden}) if s != key]
         self.client = _Client(
             base_url, key, str(model), float(options.get("timeout") or DEFAULT_TIMEOUT_SECONDS),

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from tether.agents.secrets import REDACTED
 from tether.errors import TetherError
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,6 @@ MAX_LINE_BYTES = 1024 * 1024
 MAX_ERROR_SNIPPET = 300
 # Refuse to send more than this in one request (conversation included).
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
-
-REDACTED = "[redacted]"
 
 
 class LLMError(TetherError):

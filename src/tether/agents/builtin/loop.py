@@ -34,11 +34,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from tether.agents.builtin.llm import REDACTED, Accumulator, ChatClient, LLMError, ToolCall
+from tether.agents.builtin.llm import Accumulator, ChatClient, LLMError, ToolCall
 from tether.agents.builtin.tools import (
     FILE_CHANGE_TOOLS,
     TOOL_SPECS,
@@ -49,6 +48,7 @@ from tether.agents.builtin.tools import (
     truncate_middle,
 )
 from tether.agents.sandbox import SandboxError
+from tether.agents.secrets import Redactor, StreamRedactor
 
 ApprovalPolicy = Literal["untrusted", "on-request", "never"]
 ApprovalKind = Literal["command", "file_change"]
@@ -117,55 +117,6 @@ class TurnResult:
     error: str | None = None
 
 
-class Redactor:
-    """Replaces secrets in whole strings, and in streams where a secret may span chunks."""
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        self.secrets = tuple(s for s in secrets if s)
-
-    def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, REDACTED)
-        return text
-
-    def value(self, obj: Any) -> Any:
-        if isinstance(obj, str):
-            return self(obj)
-        if isinstance(obj, dict):
-            return {k: self.value(v) for k, v in obj.items()}
-        if isinstance(obj, list | tuple):
-            return [self.value(v) for v in obj]
-        return obj
-
-    def stream(self) -> StreamRedactor:
-        return StreamRedactor(self)
-
-
-class StreamRedactor:
-    """Holds back the end of a chunk while it could be the start of a secret."""
-
-    def __init__(self, redactor: Redactor) -> None:
-        self._redact = redactor
-        self._pending = ""
-
-    def feed(self, chunk: str) -> str:
-        if not self._redact.secrets:
-            return chunk
-        buf = self._redact(self._pending + chunk)
-        hold = 0
-        for k in range(min(len(buf), max(len(s) for s in self._redact.secrets) - 1), 0, -1):
-            tail = buf[-k:]
-            if any(s.startswith(tail) for s in self._redact.secrets):
-                hold = k
-                break
-        self._pending = buf[len(buf) - hold :] if hold else ""
-        return buf[: len(buf) - hold]
-
-    def flush(self) -> str:
-        out, self._pending = self._pending, ""
-        return out
-
-
 def _prompt_bytes(messages: list[dict[str, Any]]) -> int:
     """Size of the trailing user messages: what this turn adds to the conversation."""
     total = 0
@@ -231,13 +182,12 @@ class _Turn:
                     if delta.reasoning and on_reasoning is not None and (piece := reasoning_out.feed(delta.reasoning)):
                         on_reasoning(piece)
             except LLMError as exc:
-                if rest := text_out.flush():
-                    self.hooks.on_text_delta(rest)
+                self._flush(text_out, reasoning_out)
                 return TurnResult(status="failed", steps=step, error=self.error(str(exc)).error)
-            if rest := text_out.flush():
-                self.hooks.on_text_delta(rest)
-            if on_reasoning is not None and (rest := reasoning_out.flush()):
-                on_reasoning(rest)
+            except asyncio.CancelledError:
+                self._flush(text_out, reasoning_out)
+                raise
+            self._flush(text_out, reasoning_out)
             text = acc.text
             calls = acc.tool_calls
             # The conversation may be stored by the adapter, so it is redacted too.
@@ -267,6 +217,14 @@ class _Turn:
         )
         self.hooks.on_error(message)
         return TurnResult(status="max_steps", text=self.redact(text), steps=self.config.max_steps, error=message)
+
+    def _flush(self, text_out: StreamRedactor, reasoning_out: StreamRedactor) -> None:
+        """Show what the redactors held back, however the model's stream ended."""
+        if rest := text_out.flush():
+            self.hooks.on_text_delta(rest)
+        on_reasoning = getattr(self.hooks, "on_reasoning_delta", None)
+        if on_reasoning is not None and (rest := reasoning_out.flush()):
+            on_reasoning(rest)
 
     def _interrupted(self) -> None:
         # The conversation must stay valid for the next turn: every tool call gets an answer.
@@ -336,9 +294,11 @@ class _Turn:
             if piece := out.feed(chunk):
                 self.hooks.on_command_output(call.id, piece)
 
-        result = await self.tools.run_command(command, on_output=sink)
-        if rest := out.flush():
-            self.hooks.on_command_output(call.id, rest)
+        try:
+            result = await self.tools.run_command(command, on_output=sink)
+        finally:
+            if rest := out.flush():
+                self.hooks.on_command_output(call.id, rest)
         result.output = self.redact(result.output)
         return result
 

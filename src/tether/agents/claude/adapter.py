@@ -54,12 +54,13 @@ from pathlib import Path
 from typing import Any
 
 from tether.agents.base import Agent, AgentContext, Decision, ItemKind, TurnInterrupted
-from tether.agents.builtin.adapter import env_secrets
 from tether.agents.builtin.loop import ApprovalMemory
 from tether.agents.claude import stream
 from tether.agents.claude.binary import QUIET_ENV, ClaudeBinary, ClaudeError, find_claude
 from tether.agents.claude.process import ClaudeExited, ClaudeProcess, Event, Exited
-from tether.agents.turn import fail_items, next_event
+from tether.agents.claude.shell import write_shell
+from tether.agents.secrets import Redactor, StreamRedactor, env_secrets, is_secret_name, without_secrets
+from tether.agents.turn import emit_delta, fail_items, flush_delta, next_event, stream_delta
 from tether.home import resolve_home
 from tether.host.agent_session import AgentDied
 from tether.host.config import AgentConfig
@@ -81,7 +82,6 @@ OPTIONS = [Decision.APPROVE, Decision.APPROVE_FOR_SESSION, Decision.DENY]
 INTERRUPT_GRACE_SECONDS = 10.0
 # The current content of a file is read to show a change as a diff only below this size.
 MAX_DIFF_SOURCE_BYTES = 1024 * 1024
-MIN_SECRET_CHARS = 8
 _EXIT_CODE = re.compile(r"\AExit code (-?\d+)\n?")
 
 DENIED_MESSAGE = "The person supervising this session through tether denied this {what}. Do not retry it; ask them."
@@ -94,6 +94,7 @@ class _Item:
     text: list[str] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
     open: bool = True
+    redactor: StreamRedactor | None = None  # of the streamed text: holds back what may start a secret
 
 
 @dataclass
@@ -124,7 +125,8 @@ class ClaudeAgent(Agent):
         self._exited: Exited | None = None
         self._exit_report: asyncio.Task[None] | None = None
         self._approvals: dict[str, asyncio.Task[None]] = {}  # by control request id
-        self._secrets: tuple[str, ...] = ()
+        self._redact = Redactor(())
+        self._shell: Path | None = None  # the wrapper commands run through (claude/shell.py)
         self._stale_results = 0  # results still to come for turns tether gave up on
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -134,12 +136,19 @@ class ClaudeAgent(Agent):
         self.binary = await asyncio.to_thread(find_claude, options.get("binary"))
         check_sandbox(self.ctx.policy)
         env = claude_env(self.ctx.config)
-        self._secrets = tuple(env_secrets(env))
+        # Every secret of the host is redacted, also those Claude Code's environment lacks.
+        self._redact = Redactor(env_secrets({**os.environ, **env}))
+        self._shell = await asyncio.to_thread(write_shell, [k for k in env if is_secret_name(k)])
+        env["CLAUDE_CODE_SHELL_PREFIX"] = os.fspath(self._shell)
         hide = [home for home in [resolve_home()] if home.is_dir()]
         args = claude_args(self.ctx.policy, self.ctx.workspace, model=options.get("model"), hide=hide)
-        self.process = await ClaudeProcess.start(
-            self.binary, args, cwd=self.ctx.workspace, env=env, handler=self._on_event,
-        )
+        try:
+            self.process = await ClaudeProcess.start(
+                self.binary, args, cwd=self.ctx.workspace, env=env, handler=self._on_event,
+            )
+        except BaseException:
+            await self._remove_shell()  # the host closes only sessions that opened
+            raise
         log.info("session %s: claude %s (%s, %s)", self.ctx.session_id, self.binary.version,
                  self.ctx.policy.approval.value, self.ctx.policy.sandbox.value)
 
@@ -148,6 +157,12 @@ class ClaudeAgent(Agent):
             task.cancel()
         if self.process is not None:
             await self.process.close()
+        await self._remove_shell()
+
+    async def _remove_shell(self) -> None:
+        if self._shell is not None:
+            await asyncio.to_thread(shutil.rmtree, self._shell.parent, True)
+            self._shell = None
 
     # -- turns -----------------------------------------------------------------------------
 
@@ -281,6 +296,7 @@ class ClaudeAgent(Agent):
         item: _Item | None = getattr(state, which)
         if item is None or not item.open:
             return
+        await flush_delta(self.ctx, item)
         item.open = False
         final = self._redact(text) if text is not None else "".join(item.text)
         await self.ctx.emit(EventType.ITEM_COMPLETED, {"turn": state.id, "item": item.id, "kind": item.kind,
@@ -325,7 +341,7 @@ class ClaudeAgent(Agent):
             exit_code, output = command_outcome(result)
             output = self._redact(output)
             if output and status != "declined":
-                await self._delta(item, "output", output)
+                await emit_delta(self.ctx, item, "output", output)
             data = {**item.data, "exit_code": exit_code, "output": output if status != "declined" else ""}
         else:
             data = dict(item.data)
@@ -336,6 +352,7 @@ class ClaudeAgent(Agent):
         """Items still open when a turn ends (interrupt, death) end as failed."""
         items = state.open_items()
         for item in items:
+            await flush_delta(self.ctx, item)
             item.open = False
         await fail_items(self.ctx, state.id, items)
 
@@ -452,15 +469,7 @@ class ClaudeAgent(Agent):
     async def _delta(self, item: _Item, stream_name: str, data: Any) -> None:
         if not isinstance(data, str) or not data:
             return
-        data = self._redact(data)
-        item.text.append(data)
-        await self.ctx.emit(EventType.ITEM_DELTA, {"item": item.id, "stream": stream_name, "data": data})
-
-    def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, "[redacted]")
-        return text
+        await stream_delta(self.ctx, item, stream_name, data, self._redact)
 
     def _live_process(self) -> ClaudeProcess:
         if self.process is None:
@@ -532,10 +541,25 @@ def claude_args(policy: Policy, workspace: Path, *, model: str | None = None, hi
     return args
 
 
+def claude_own_secrets(env: Mapping[str, str]) -> list[str]:
+    """The secret variables Claude Code itself needs: its Anthropic credentials, and the cloud's
+    when it is told to use Bedrock or Vertex."""
+    prefixes = ["ANTHROPIC_", "CLAUDE_"]
+    if env.get("CLAUDE_CODE_USE_BEDROCK"):
+        prefixes.append("AWS_")
+    if env.get("CLAUDE_CODE_USE_VERTEX"):
+        prefixes += ["GOOGLE_", "CLOUD_ML_"]
+    return [k for k in env if k.startswith(tuple(prefixes))]
+
+
 def claude_env(config: AgentConfig, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The host's environment (Claude Code finds its credentials there), quietened, with
-    ``[agents.claude] config_dir`` as ``CLAUDE_CONFIG_DIR`` when set."""
-    env = dict(os.environ if base is None else base)
+    """The host's environment without its secrets but Claude Code's own credentials, quietened,
+    with ``[agents.claude] config_dir`` as ``CLAUDE_CONFIG_DIR`` when set.
+
+    Claude Code passes its environment on to the commands it runs: they go through
+    :func:`.shell.write_shell`, which removes the credentials kept here."""
+    host = os.environ if base is None else base
+    env = without_secrets(host, keep=claude_own_secrets(host))
     env.update(QUIET_ENV)
     env.pop("CLAUDECODE", None)  # a host started from inside Claude Code is not a nested session
     config_dir = config.options.get("config_dir")

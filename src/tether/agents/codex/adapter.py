@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -55,7 +56,8 @@ from tether.agents.codex.appserver import (
     ServerRequest,
 )
 from tether.agents.codex.binary import CodexBinary, CodexError, find_codex
-from tether.agents.turn import fail_items, next_event
+from tether.agents.secrets import SECRET_NAME_PARTS, Redactor, StreamRedactor, env_secrets
+from tether.agents.turn import emit_delta, fail_items, flush_delta, next_event, stream_delta
 from tether.host.agent_session import AgentDied
 from tether.host.config import AgentConfig
 from tether.host.policy import Approval, Policy, Sandbox
@@ -98,6 +100,7 @@ class _Item:
     kind: ItemKind
     text: list[str] = field(default_factory=list)  # streamed text / output so far
     data: dict[str, Any] = field(default_factory=dict)  # what item.started said (command, path…)
+    redactor: StreamRedactor | None = None  # of the streamed text / output
 
 
 @dataclass
@@ -125,6 +128,7 @@ class CodexAgent(Agent):
         # Open approval requests of Codex and the tasks asking people about them.
         self._approvals: dict[int | str, tuple[ServerRequest, asyncio.Task[None]]] = {}
         self._ended_turns: collections.deque[str] = collections.deque(maxlen=16)  # Codex turn ids
+        self._redact = Redactor(env_secrets(os.environ))
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -136,7 +140,7 @@ class CodexAgent(Agent):
         model = options.get("model")
         self.server = await AppServer.start(
             self.binary, codex_home=codex_home(self.ctx.config), cwd=self.ctx.workspace,
-            handler=self._on_event, client_version=__version__,
+            handler=self._on_event, client_version=__version__, extra_args=shell_env_args(),
         )
         try:
             if thread:
@@ -244,7 +248,7 @@ class CodexAgent(Agent):
         details = error.get("additionalDetails")
         if details:
             message = f"{message} ({details})"
-        raise CodexError(f"Codex: {message}", code="codex_turn_failed")
+        raise CodexError(f"Codex: {self._redact(message)}", code="codex_turn_failed")
 
     # -- notifications ---------------------------------------------------------------------
 
@@ -272,10 +276,11 @@ class CodexAgent(Agent):
         if codex_id in state.items:
             return state.items[codex_id]
         kind, data = kind_data
-        tracked = _Item(self.ctx.new_id("i"), kind, data=data)
+        tracked = _Item(self.ctx.new_id("i"), kind, data=self._redact.value(data))
         state.items[codex_id] = tracked
         state.open.add(codex_id)
-        await self.ctx.emit(EventType.ITEM_STARTED, {"turn": state.id, "item": tracked.id, "kind": kind, **data})
+        await self.ctx.emit(EventType.ITEM_STARTED,
+                            {"turn": state.id, "item": tracked.id, "kind": kind, **tracked.data})
         return tracked
 
     async def _item_completed(self, state: _Turn, item: dict[str, Any]) -> None:
@@ -290,6 +295,7 @@ class CodexAgent(Agent):
             if tracked is None:
                 return
         state.open.discard(codex_id)
+        await flush_delta(self.ctx, tracked)
         status = ITEM_STATUS.get(str(item.get("status")), "completed")
         data: dict[str, Any]
         if tracked.kind is ItemKind.AGENT_MESSAGE:
@@ -302,8 +308,7 @@ class CodexAgent(Agent):
             aggregated = item.get("aggregatedOutput")
             if not tracked.text and aggregated:
                 # A short command may finish before any output delta: stream its output once.
-                tracked.text.append(str(aggregated))
-                await self.ctx.emit(EventType.ITEM_DELTA, {"item": tracked.id, "stream": "output", "data": aggregated})
+                await emit_delta(self.ctx, tracked, "output", self._redact(str(aggregated)))
             output = str(aggregated) if aggregated is not None else "".join(tracked.text)
             exit_code = item.get("exitCode")
             data = {**tracked.data, "exit_code": exit_code if isinstance(exit_code, int) else None, "output": output}
@@ -312,7 +317,7 @@ class CodexAgent(Agent):
             data = kind_data[1] if kind_data is not None else tracked.data
         await self.ctx.emit(
             EventType.ITEM_COMPLETED,
-            {"turn": state.id, "item": tracked.id, "kind": tracked.kind, "status": status, **data},
+            {"turn": state.id, "item": tracked.id, "kind": tracked.kind, "status": status, **self._redact.value(data)},
         )
 
     async def _delta(self, state: _Turn, params: dict[str, Any], stream: str) -> None:
@@ -320,13 +325,14 @@ class CodexAgent(Agent):
         delta = params.get("delta")
         if tracked is None or not isinstance(delta, str) or not delta:
             return
-        tracked.text.append(delta)
-        await self.ctx.emit(EventType.ITEM_DELTA, {"item": tracked.id, "stream": stream, "data": delta})
+        await stream_delta(self.ctx, tracked, stream, delta, self._redact)
 
     async def _close_open_items(self, state: _Turn) -> None:
         """Codex leaves items open when a turn is interrupted or dies: end them as failed."""
         items = [state.items[codex_id] for codex_id in state.open]
         state.open.clear()
+        for item in items:
+            await flush_delta(self.ctx, item)
         await fail_items(self.ctx, state.id, items)
 
     # -- approvals -------------------------------------------------------------------------
@@ -359,7 +365,7 @@ class CodexAgent(Agent):
                 details["grant_root"] = params["grantRoot"]
         options = _options(params)
         task = asyncio.create_task(
-            self._ask(request, kind, details, tracked.id if tracked else None, options),
+            self._ask(request, kind, self._redact.value(details), tracked.id if tracked else None, options),
             name=f"tether-codex-approval-{request.id}",
         )
         self._approvals[request.id] = (request, task)
@@ -430,7 +436,7 @@ class CodexAgent(Agent):
         lines = [line for line in exited.stderr_tail if line.strip()]
         if lines:
             message += f"; its last output: {lines[-1][:300]}"
-        return AgentDied(message, hint="start a new session; the host's log has the app-server's output")
+        return AgentDied(self._redact(message), hint="start a new session; the host's log has the app-server's output")
 
 
 # -- module functions ------------------------------------------------------------------------
@@ -439,6 +445,15 @@ class CodexAgent(Agent):
 def codex_policy(policy: Policy) -> tuple[str, str]:
     """The (approvalPolicy, sandbox) Codex gets for a tether policy."""
     return APPROVAL_POLICY[policy.approval], SANDBOX_MODE[policy.sandbox]
+
+
+def shell_env_args() -> list[str]:
+    """``codex app-server`` options that keep the host's secret variables from the commands Codex
+    runs (its ``shell_environment_policy``; the app-server itself keeps them: a model provider's
+    key may be in any of them)."""
+    patterns = [f"*{part}*" for part in SECRET_NAME_PARTS]
+    return ["-c", "shell_environment_policy.ignore_default_excludes=false",
+            "-c", f"shell_environment_policy.exclude={json.dumps(patterns)}"]
 
 
 def codex_home(config: AgentConfig) -> Path | None:
