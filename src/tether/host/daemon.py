@@ -34,7 +34,7 @@ from tether.host.inheritance import Inheritance
 from tether.host.keyring import HostKeyring
 from tether.host.pairing import claim_offer
 from tether.host.principal import Principal
-from tether.host.sessions import SessionManager, check_apart
+from tether.host.sessions import SessionError, SessionManager, check_apart
 from tether.host.store import Device, Store, Token
 from tether.protocol.e2e import E2ETransport
 from tether.protocol.frames import CloseCode
@@ -612,10 +612,15 @@ class HostDaemon:
 
 def _hidden_from_agents(home: Path, workspaces: list[Path]) -> list[Path]:
     """What no agent may see: the home this host runs with, and the default one (where a CLI
-    device keeps its keys). Each configured workspace must exist and stay apart from them."""
+    device keeps its keys). Each configured workspace must exist; one that holds a home is kept
+    (sessions in its projects are fine) with a warning, as a session in it is refused."""
     hidden = [Path(os.path.realpath(p)) for p in dict.fromkeys([home, resolve_home()]) if p.is_dir()]
     for w in workspaces:
         if not w.is_dir():
             raise ConfigError(f"workspace {w} is not a directory", hint="pass an existing --workspace DIR")
-        check_apart(Path(os.path.realpath(w)), hidden)
+        try:
+            check_apart(w, hidden)
+        except SessionError as e:
+            log.warning("%s: agent sessions there will be refused; start them in a project directory inside it",
+                        e.message)
     return hidden
