@@ -10,6 +10,7 @@ lies under /var/tmp: under /tmp the sandbox's private /tmp would hide it anyway 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import tempfile
@@ -20,9 +21,12 @@ from typing import Any
 
 import pytest
 
+from tests.agents.codex.conftest import FAKE_KEY_ENV, write_codex_config
+from tests.e2e.test_codex_agent import codex_wrapper
 from tests.procs import TETHER, Proc, login, short_home, start_relay, tether_json
 from tests.support.agent_host import Watch
 from tests.support.fake_openai import FakeOpenAI
+from tests.support.fake_responses import FakeResponses
 from tether import Client
 from tether.agents.sandbox import available
 from tether.protocol.rpc import RemoteError
@@ -65,31 +69,39 @@ def base() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@contextlib.asynccontextmanager
+async def host_in(home: Path, base: Path, env: dict[str, str] | None = None) -> AsyncIterator[Path]:
+    """A relay and ``tether host --home HOME`` on it with ``base`` its workspace, paired with a
+    new client home (yielded)."""
+    client_home = short_home("tc")
+    relay, port = await asyncio.to_thread(start_relay)
+    # `host --home X`, the subcommand's option: the daemon's $TETHER_HOME stays unset, so the
+    # default home (what the sandbox used to hide) is ~/.tether, not this one.
+    host = Proc([*TETHER, "host", "--home", str(home), "--relay", f"ws://127.0.0.1:{port}",
+                 "--workspace", str(base), "--name", "home-host"], env={"TETHER_HOME": "", **(env or {})}, name="host")
+    try:
+        await asyncio.to_thread(host.wait_for, r"connected to relay")
+        offer = await asyncio.to_thread(tether_json, home, "pair", "--json")
+        await asyncio.to_thread(login, client_home, offer["link"], "--name", "phone", "--json")
+        yield client_home
+    finally:
+        await asyncio.to_thread(host.stop)
+        await asyncio.to_thread(relay.stop)
+        shutil.rmtree(client_home, ignore_errors=True)
+
+
 @pytest.fixture
 async def setup(base: Path) -> AsyncIterator[Setup]:
     home, project = base / "h", base / "p"
     home.mkdir(mode=0o700)
     project.mkdir()
-    client_home = short_home("tc")
     async with FakeOpenAI() as server:
         (home / "config.toml").write_text(
             f'[agents.builtin]\nbase_url = "{server.base_url}"\nmodel = "m"\napi_key = "sk-test-key-0123456789"\n'
             'approval = "never"\nsandbox = "workspace-write"\n'
         )
-        relay, port = await asyncio.to_thread(start_relay)
-        # `host --home X`, the subcommand's option: the daemon's $TETHER_HOME stays unset, so the
-        # default home (what the sandbox used to hide) is ~/.tether, not this one.
-        host = Proc([*TETHER, "host", "--home", str(home), "--relay", f"ws://127.0.0.1:{port}",
-                     "--workspace", str(base), "--name", "home-host"], env={"TETHER_HOME": ""}, name="host")
-        try:
-            await asyncio.to_thread(host.wait_for, r"connected to relay")
-            offer = await asyncio.to_thread(tether_json, home, "pair", "--json")
-            await asyncio.to_thread(login, client_home, offer["link"], "--name", "phone", "--json")
+        async with host_in(home, base) as client_home:
             yield Setup(base, home, project, server, client_home)
-        finally:
-            await asyncio.to_thread(host.stop)
-            await asyncio.to_thread(relay.stop)
-            shutil.rmtree(client_home, ignore_errors=True)
 
 
 def _key_strings(home: Path) -> list[str]:
@@ -158,3 +170,38 @@ async def test_a_session_whose_workspace_holds_the_home_is_refused(setup: Setup)
         sid = await client.start_session(agent="builtin", prompt="hi", workspace=str(setup.project))
         await Watch(client, sid).until("turn.completed")
     await asyncio.sleep(0)
+
+
+async def test_codex_commands_cannot_reach_the_owners_socket_or_keys(base: Path) -> None:
+    """Codex's own sandbox lets commands read the whole disk: the app-server runs with the home
+    covered. Its CODEX_HOME inside the tether home stays usable (bound back)."""
+    home, project = base / "h", base / "p"
+    home.mkdir(mode=0o700)
+    project.mkdir()
+    (project / "probe.py").write_text(PROBE)
+    codex_home = home / "codex-home"
+    async with FakeResponses() as model:
+        write_codex_config(codex_home, model.base_url)
+        (home / "config.toml").write_text(
+            f'[agents.codex]\nbinary = "{codex_wrapper()}"\ncodex_home = "{codex_home}"\n'
+            'approval = "never"\nsandbox = "workspace-write"\n'
+        )
+        model.add({"exec": {"cmd": f"python3 probe.py {home}; ls -a {home}", "escalated": False}},
+                  {"text": "nothing there"})
+        async with host_in(home, base, {FAKE_KEY_ENV: "dummy-key"}) as client_home:
+            async with await Client.open(client_home) as client:
+                watch = Watch(client, await client.start_session(agent="codex", prompt="own the host",
+                                                                 workspace=str(project)))
+                done = await watch.until("turn.completed")
+                assert done["data"]["status"] == "completed", done["data"]
+                commands = watch.items("item.completed", "command")
+                assert len(commands) == 1, json.dumps([e["data"] for e in watch.seen])
+                [command] = commands
+                assert "CONNECTED-TO-OWNER-SOCKET" not in command["output"]
+                assert "no socket:" in command["output"] and "no keys: FileNotFoundError" in command["output"]
+                listed = command["output"].split("no keys: FileNotFoundError\n", 1)[1].split()
+                assert sorted(listed) == [".", "..", "codex-home"]  # the home is empty but for what Codex needs
+                seen = json.dumps(watch.seen) + json.dumps(model.requests)
+                for secret in _key_strings(home):
+                    assert secret not in seen
+                assert (await client.session(watch.session))["status"] == "idle"
