@@ -69,9 +69,11 @@ async def builtin(request: pytest.FixtureRequest) -> AsyncIterator[Builtin]:
     """The host's sandbox for the builtin agent is workspace-write unless parametrized."""
     host_sandbox = getattr(request, "param", "workspace-write")
     async with FakeOpenAI() as server:
-        host_home = short_home("th")
-        # The workspace sits beside the host's config, so `cat ../config.toml` is one step away.
-        workspace = host_home / "ws"
+        base = short_home("tb")
+        # The workspace sits beside the host's home (a workspace inside it is refused), so
+        # `cat ../home/config.toml` is one step away.
+        host_home, workspace = base / "home", base / "ws"
+        host_home.mkdir(mode=0o700)
         workspace.mkdir()
         (host_home / "config.toml").write_text(
             "[agents.builtin]\n"
@@ -91,7 +93,7 @@ async def builtin(request: pytest.FixtureRequest) -> AsyncIterator[Builtin]:
             if host is not None:
                 await asyncio.to_thread(host.stop)
             await asyncio.to_thread(relay.stop)
-            remove(host_home)
+            remove(base)
 
 
 @pytest.fixture
@@ -226,7 +228,7 @@ async def test_paths_outside_the_workspace_are_refused(builtin: Builtin, client_
     outside = builtin.d.host_home / "outside.txt"
     (builtin.workspace / "link").symlink_to(builtin.d.host_home)
     builtin.server.add(
-        {"tool_calls": [call("write_file", {"path": "../outside.txt", "content": "x"}, "c1"),
+        {"tool_calls": [call("write_file", {"path": "../home/outside.txt", "content": "x"}, "c1"),
                         call("write_file", {"path": str(outside), "content": "x"}, "c2"),
                         call("write_file", {"path": "link/outside.txt", "content": "x"}, "c3")]},
         {"text": "I cannot write outside the workspace."},
@@ -286,8 +288,8 @@ async def test_no_secret_leaves_the_host(builtin: Builtin, client_home: Path) ->
     await builtin.pair(client_home)
     builtin.server.add(
         {"tool_calls": [call("run_command", {"command": "env"}, "c1"),
-                        call("run_command", {"command": 'cat ../config.toml; echo "s=$TETHER_TEST_SECRET"'}, "c2"),
-                        call("read_file", {"path": "../config.toml"}, "c3"),
+                        call("run_command", {"command": 'cat ../home/config.toml; echo "s=$TETHER_TEST_SECRET"'}, "c2"),
+                        call("read_file", {"path": "../home/config.toml"}, "c3"),
                         call("run_command", {"command": "echo ${OPENAI_API_KEY:-no-key-here}"}, "c4")]},
         {"text": f"Your key is {API_KEY} and the secret is {ENV_SECRET}."},
         {"status": 401, "body": json.dumps({"error": {"message": f"invalid key {API_KEY}"}})},

@@ -53,8 +53,7 @@ async def codex_deployment() -> AsyncIterator[CodexDeployment]:
     wrapper = codex_wrapper()
     async with FakeResponses() as model:
         host_home, client_home = short_home("th"), short_home("tc")
-        workspace = host_home / "ws"
-        workspace.mkdir()
+        workspace = short_home("tw")  # beside the home: a workspace inside it is refused
         codex_home = host_home / "codex-home"
         write_codex_config(codex_home, model.base_url)
         (host_home / "config.toml").write_text(
@@ -70,7 +69,7 @@ async def codex_deployment() -> AsyncIterator[CodexDeployment]:
                                              env=env) as (host, relay):
                 yield CodexDeployment(model, host_home, workspace, client_home, host, relay)
         finally:
-            remove(host_home, client_home)
+            remove(host_home, client_home, workspace)
 
 
 async def start(d: CodexDeployment, client: Client, prompt: str) -> Watch:

@@ -5,7 +5,7 @@ from the log."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,11 @@ from tether.host.projection import EventType, pending_approvals
 
 
 class SessionHarness:
-    def __init__(self, log: EventLog, agent_cls: type[Agent], workspace: Path, *, timeout: float) -> None:
+    def __init__(
+        self, log: EventLog, agent_cls: type[Agent], workspace: Path, *, timeout: float, hidden: Sequence[Path] = ()
+    ) -> None:
         self.log = log
+        self.hidden = hidden  # what the host hides from agents (its home)
         self.agent_cls = agent_cls
         self.workspace = workspace
         self.timeout = timeout
@@ -29,7 +32,7 @@ class SessionHarness:
         """A session of the agent, opened and logged as the host does, with ``prompt`` its first turn."""
         session = AgentSession(
             session_id=f"s_test{len(self.sessions)}", workspace=self.workspace, policy=policy, config=config,
-            log=self.log, agent_cls=self.agent_cls,
+            log=self.log, agent_cls=self.agent_cls, hidden=self.hidden,
         )
         await session.agent.open()
         self.sessions.append(session)

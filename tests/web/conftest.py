@@ -173,8 +173,7 @@ def builtin_host(script: list[dict[str, Any]], name: str) -> Iterator[BuiltinDep
     ``name`` whose builtin agent uses it with approval "on-request" (like
     tests/e2e/test_builtin_agent.py)."""
     host_home = short_home("th")
-    workspace = host_home / "ws"
-    workspace.mkdir()
+    workspace = short_home("tw")  # beside the home: a workspace inside it is refused
     model, model_port = start_fake_model(script, host_home)
     (host_home / "config.toml").write_text(
         "[agents.builtin]\n"
@@ -191,7 +190,7 @@ def builtin_host(script: list[dict[str, Any]], name: str) -> Iterator[BuiltinDep
             yield BuiltinDeployment(relay, port, host, host_home, workspace, model)
     finally:
         model.stop()
-        remove(host_home)
+        remove(host_home, workspace)
 
 
 @contextlib.contextmanager

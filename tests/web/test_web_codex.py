@@ -110,8 +110,7 @@ def codex_deployment() -> Iterator[CodexWebDeployment]:
 def deploy_codex(script: list[dict[str, Any]]) -> Iterator[CodexWebDeployment]:
     wrapper = codex_wrapper()
     host_home = short_home("th")
-    workspace = host_home / "ws"
-    workspace.mkdir()
+    workspace = short_home("tw")  # beside the home: a workspace inside it is refused
     model, model_port, requests_log = start_fake_responses(script, host_home)
     codex_home = host_home / "codex-home"
     write_codex_config(codex_home, f"http://127.0.0.1:{model_port}/v1")
@@ -127,7 +126,7 @@ def deploy_codex(script: list[dict[str, Any]]) -> Iterator[CodexWebDeployment]:
             yield CodexWebDeployment(relay, port, host, host_home, workspace, model, requests_log)
     finally:
         model.stop()
-        remove(host_home)
+        remove(host_home, workspace)
 
 
 def cli_events(home: Path, session: str) -> list[dict[str, Any]]:
@@ -320,8 +319,7 @@ def test_a_desktop_codex_thread_is_picked_and_continued_from_the_phone(page: Any
 def test_the_thread_list_says_when_the_host_cannot_list_codex_threads(page: Any) -> None:
     """A host whose Codex binary is missing: the list says why, and New thread stays usable."""
     host_home = short_home("th")
-    workspace = host_home / "ws"
-    workspace.mkdir()
+    workspace = short_home("tw")  # beside the home: a workspace inside it is refused
     (host_home / "config.toml").write_text(f'[agents.codex]\nbinary = "{host_home / "no-codex"}"\n')
     relay, port = start_web_relay()
     host = Proc([*TETHER, "--home", str(host_home), "host", "--relay", f"ws://127.0.0.1:{port}", "--workspace",
@@ -343,4 +341,4 @@ def test_the_thread_list_says_when_the_host_cannot_list_codex_threads(page: Any)
     finally:
         host.stop()
         relay.stop()
-        remove(host_home)
+        remove(host_home, workspace)

@@ -53,6 +53,9 @@ class AgentContext(Protocol):
     workspace: Path
     policy: Policy
     config: AgentConfig
+    # What no agent may read or reach, whatever its sandbox mode: the host's home (its keys and
+    # the owner's socket). Every sandbox and file tool hides these (resolved paths).
+    hidden: Sequence[Path]
 
     def new_id(self, prefix: str) -> str: ...
 

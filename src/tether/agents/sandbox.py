@@ -18,6 +18,10 @@ File changes that the agent's tools make from the host process (not inside bwrap
 ``hide`` lists directories a sandboxed command must not read at all, though the rest of the file
 system is readable: the tether home (the host's private keys, its database, a config file that may
 hold an API key). Each is covered by an empty tmpfs.
+
+An agent that brings its own sandbox (Codex) runs whole inside :func:`hiding`: the file system as
+it is, network included, except the hidden directories, so what its sandbox lets commands read
+cannot include them.
 """
 
 from __future__ import annotations
@@ -199,3 +203,38 @@ class Sandbox:
                 f"the sandbox is read-only: refusing to change {what}",
                 hint="the host's policy for this agent must allow workspace-write to edit files",
             )
+
+
+async def hiding(
+    mode: SandboxMode, hide: Sequence[Path], *, keep: Sequence[Path] = (), bwrap: str | None = None
+) -> list[str]:
+    """The argv prefix that runs a whole agent process with ``hide`` covered by empty tmpfs, and
+    nothing else changed (``keep``: directories inside a hidden one the agent needs, such as its
+    own state, bound back). Empty in ``full-access``, which runs unconfined by the owner's choice,
+    and when nothing is hidden; :class:`SandboxUnavailable` when bubblewrap cannot do it here."""
+    return await asyncio.to_thread(_hiding, mode, hide, keep, bwrap)  # realpath and the probe block
+
+
+def _hiding(mode: SandboxMode, hide: Sequence[Path], keep: Sequence[Path], bwrap: str | None) -> list[str]:
+    hidden = [Path(os.path.realpath(p)) for p in hide if p.is_dir()]
+    if mode == "full-access" or not hidden:
+        return []
+    ok, seen = probe(bwrap)
+    if not ok:
+        raise SandboxUnavailable(
+            f"refusing to run in {mode} mode without bubblewrap, which hides the tether home from the agent:"
+            " install it (apt-get install bubblewrap) or choose full-access",
+            hint=f"what tether saw: {seen}",
+        )
+    kept = [Path(os.path.realpath(p)) for p in keep if p.is_dir()]
+    back = [p for p in kept if any(p.is_relative_to(h) for h in hidden)]
+    return [
+        bwrap or shutil.which("bwrap") or "bwrap",
+        # Recursive, devices usable (--bind would mount nodev): /dev, /proc and every other mount
+        # stay as they are.
+        "--dev-bind", "/", "/",
+        *(arg for p in hidden for arg in ("--tmpfs", str(p))),
+        *(arg for p in back for arg in ("--bind", str(p), str(p))),
+        "--die-with-parent",
+        "--",
+    ]

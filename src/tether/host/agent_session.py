@@ -47,9 +47,11 @@ class AgentSession(AgentContext):
         config: AgentConfig,
         log: EventLog,
         agent_cls: type[Agent],
+        hidden: Sequence[Path] = (),
     ) -> None:
         self.session_id = session_id
         self.workspace = workspace
+        self.hidden = list(hidden)
         self.policy = policy
         self.config = config
         self.log = log

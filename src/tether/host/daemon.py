@@ -23,7 +23,7 @@ from tether.crypto.encoding import b64u_encode
 from tether.crypto.keys import Identity, derive_id
 from tether.crypto.tokens import AccessToken, format_expiry
 from tether.errors import ConfigError, TetherError
-from tether.home import ensure_home
+from tether.home import ensure_home, resolve_home
 from tether.host import projection
 from tether.host.api import ApiConnection
 from tether.host.audit import Actor, AuditLog
@@ -34,7 +34,7 @@ from tether.host.inheritance import Inheritance
 from tether.host.keyring import HostKeyring
 from tether.host.pairing import claim_offer
 from tether.host.principal import Principal
-from tether.host.sessions import SessionManager
+from tether.host.sessions import SessionError, SessionManager, check_apart
 from tether.host.store import Device, Store, Token
 from tether.protocol.e2e import E2ETransport
 from tether.protocol.frames import CloseCode
@@ -122,15 +122,15 @@ class HostDaemon:
     async def start(self) -> None:
         ensure_home(self.home)
         self.paths.dir.mkdir(mode=0o700, exist_ok=True)
-        for w in self.workspaces:
-            if not w.is_dir():
-                raise ConfigError(f"workspace {w} is not a directory", hint="pass an existing --workspace DIR")
+        hidden = _hidden_from_agents(self.home, self.workspaces)
         self.keyring = HostKeyring(self.paths.keys)
         self.db = await Database.open(self.paths.db)
         self.log = await EventLog.open(self.db)
         self.store = Store(self.db)
         self.audit = AuditLog(self.db)
-        self.sessions = SessionManager(self.log, self.db, limits=self.config.limits, limit_key=self.config.limit_key)
+        self.sessions = SessionManager(
+            self.log, self.db, limits=self.config.limits, limit_key=self.config.limit_key, hidden=hidden
+        )
         await self.sessions.start()
         # A host started by `tether ssh` accepts its desktop's devices, from a signed bundle.
         self.inherited = Inheritance(self.home, self.identity.id)
@@ -608,3 +608,19 @@ class HostDaemon:
         from tether.sshremote.hooks import refresh_remotes
 
         self._spawn(refresh_remotes(self.home, identity=self.identity, name=self.name))
+
+
+def _hidden_from_agents(home: Path, workspaces: list[Path]) -> list[Path]:
+    """What no agent may see: the home this host runs with, and the default one (where a CLI
+    device keeps its keys). Each configured workspace must exist; one that holds a home is kept
+    (sessions in its projects are fine) with a warning, as a session in it is refused."""
+    hidden = [Path(os.path.realpath(p)) for p in dict.fromkeys([home, resolve_home()]) if p.is_dir()]
+    for w in workspaces:
+        if not w.is_dir():
+            raise ConfigError(f"workspace {w} is not a directory", hint="pass an existing --workspace DIR")
+        try:
+            check_apart(w, hidden)
+        except SessionError as e:
+            log.warning("%s: agent sessions there will be refused; start them in a project directory inside it",
+                        e.message)
+    return hidden

@@ -94,9 +94,12 @@ class SessionManager:
         spawn: Spawn = spawn_pty,
         limits: Limits | None = None,
         limit_key: Callable[[str], str] = lambda key: f"limits.{key}",
+        hidden: Sequence[Path] = (),
     ) -> None:
         self.log = log
         self.db = db
+        # What no agent may see (the host's home): resolved once, checked against each workspace.
+        self.hidden = [Path(os.path.realpath(p)) for p in hidden]
         self._spawn = spawn
         self.limits = limits or Limits()
         self._limit_key = limit_key  # where a refusal tells the owner to raise a limit
@@ -185,8 +188,10 @@ class SessionManager:
         sid = self._admit(caller)
         try:
             ws = await asyncio.to_thread(_resolve_dir, Path(workspace))
+            check_apart(ws, self.hidden)
             session = AgentSession(
-                session_id=sid, workspace=ws, policy=policy, config=config, log=self.log, agent_cls=agent_cls
+                session_id=sid, workspace=ws, policy=policy, config=config, log=self.log, agent_cls=agent_cls,
+                hidden=self.hidden,
             )
             await session.agent.open()  # a clear error (no API key, no codex binary) before anything is logged
         except BaseException:
@@ -400,6 +405,20 @@ def _exit_data(code: int, reason: str | None) -> dict[str, Any]:
 def _check_size(cols: int, rows: int) -> None:
     if not (1 <= cols <= MAX_TERMINAL_SIZE and 1 <= rows <= MAX_TERMINAL_SIZE):
         raise SessionError(f"terminal size {cols}x{rows} is out of range (1 to {MAX_TERMINAL_SIZE})", code="bad_size")
+
+
+def check_apart(workspace: Path, hidden: Sequence[Path]) -> None:
+    """Refuse a workspace (resolved) that holds a hidden path or lies inside one: an agent may read
+    and change its workspace, and the host's home holds its keys and the owner's socket."""
+    for path in hidden:
+        if path.is_relative_to(workspace) or workspace.is_relative_to(path):
+            where = "contains" if path.is_relative_to(workspace) else "is inside"
+            raise SessionError(
+                f"refusing the workspace {workspace}: it {where} the tether home {path}, which holds keys",
+                hint="use a project directory that does not contain the tether home, or run the host with"
+                     " its home elsewhere (tether host --home DIR)",
+                code="workspace_has_home",
+            )
 
 
 def _resolve_dir(path: Path) -> Path:

@@ -7,7 +7,7 @@ import asyncio
 import json
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +57,14 @@ class Harness:
         self.sessions: list[AgentSession] = []
 
     async def open(
-        self, approval: str = "on-request", sandbox: str = "workspace-write", **options: Any
+        self, approval: str = "on-request", sandbox: str = "workspace-write", hidden: Sequence[Path] = (),
+        **options: Any
     ) -> AgentSession:
         opts = {"base_url": self.server.base_url, "model": "fake-model", "api_key": KEY, **options}
         policy = Policy(Approval(approval), Sandbox(sandbox))
         session = AgentSession(
             session_id=f"s_test{len(self.sessions)}", workspace=self.workspace, policy=policy,
-            config=AgentConfig("builtin", policy, opts), log=self.log, agent_cls=BuiltinAgent,
+            config=AgentConfig("builtin", policy, opts), log=self.log, agent_cls=BuiltinAgent, hidden=hidden,
         )
         await session.agent.open()
         await self.log.append(session.session_id, "session.started",
@@ -396,17 +397,14 @@ def test_env_secrets_picks_secret_names_only() -> None:
 
 
 @needs_bwrap
-async def test_sandboxed_commands_cannot_read_the_tether_home(
-    h: Harness, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_sandboxed_commands_cannot_read_the_tether_home(h: Harness) -> None:
     # Not under /tmp: the sandbox's private /tmp would hide it anyway and prove nothing.
     home = Path(tempfile.mkdtemp(prefix="tether-home-", dir="/var/tmp"))
     try:
         (home / "config.toml").write_text("visible = false\n")
-        monkeypatch.setenv("TETHER_HOME", str(home))
         h.server.add({"tool_calls": [call("run_command", {"command": f"cat {home}/config.toml; echo done"})]},
                      {"text": "ok"})
-        session = await h.open(approval="never")
+        session = await h.open(approval="never", hidden=[home])
         events = await h.turn(session, "peek")
         [done] = of(events, "item.completed", "command")
         assert "visible" not in done["output"] and "done" in done["output"]

@@ -119,6 +119,32 @@ async def test_read_and_list(tmp_path: Path) -> None:
         await r.read_file("../../etc/passwd")
 
 
+@pytest.mark.parametrize("mode", ["read-only", "workspace-write", "full-access"])
+async def test_file_tools_obey_the_hide_list(tmp_path: Path, mode: str) -> None:
+    """[6] item 7: what the sandbox hides from commands, the file tools refuse in every mode, by
+    any path to it (direct, ``..``, a symlink, a symlinked parent), and listings leave it out."""
+    secret_dir = tmp_path / ".tether" / "host"
+    secret_dir.mkdir(parents=True)
+    (secret_dir / "keys.json").write_text("the host's private key\n")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "link").symlink_to(secret_dir / "keys.json")
+    (tmp_path / "hosted").symlink_to(tmp_path / ".tether")
+    (tmp_path / "a.txt").write_text("fine\n")
+    r = ToolRunner(Sandbox(mode, tmp_path, hide=[tmp_path / ".tether"]))  # type: ignore[arg-type]
+    for path in (".tether/host/keys.json", "src/../.tether/host/keys.json", "src/link", "hosted/host/keys.json",
+                 str(secret_dir / "keys.json")):
+        with pytest.raises(ToolError, match="hidden from agents") as refused:
+            await r.read_file(path)
+        assert refused.value.code == "path_hidden"
+    for path in (".tether", "hosted"):
+        with pytest.raises(ToolError, match="hidden from agents"):
+            await r.list_dir(path)
+    with pytest.raises(ToolError, match="hidden from agents"):
+        await r.prepare_change("write_file", {"path": "hosted/host/keys.json", "content": "mine"})
+    assert (await r.list_dir(".")).output.splitlines() == ["a.txt", "hosted@", "src/"]
+    assert (await r.read_file("a.txt")).output == "fine\n"
+
+
 async def test_write_creates_with_diff(tmp_path: Path) -> None:
     r = runner(tmp_path)
     change = await r.prepare_change("write_file", {"path": "pkg/new.py", "content": "x = 1\n"})

@@ -32,17 +32,16 @@ UNTRUSTED = Policy(Approval.UNTRUSTED, Sandbox.WORKSPACE_WRITE)
 
 
 @pytest.fixture
-def tether_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def tether_home(tmp_path: Path) -> Path:
     home = tmp_path / "tether-home"
     home.mkdir()
     (home / "host.key").write_text("the host's private key\n")
-    monkeypatch.setenv("TETHER_HOME", str(home))
     return home
 
 
 class Harness(SessionHarness):
-    def __init__(self, log: EventLog, binary: ClaudeBinary, workspace: Path) -> None:
-        super().__init__(log, ClaudeAgent, workspace, timeout=TIMEOUT)
+    def __init__(self, log: EventLog, binary: ClaudeBinary, workspace: Path, hidden: Path) -> None:
+        super().__init__(log, ClaudeAgent, workspace, timeout=TIMEOUT, hidden=[hidden])
         self.binary = binary
 
     async def start(self, prompt: str, *, policy: Policy = UNTRUSTED, **options: Any) -> AgentSession:
@@ -54,7 +53,7 @@ class Harness(SessionHarness):
 async def harness(
     event_log: EventLog, claude_binary: ClaudeBinary, workspace: Path, claude_env: dict[str, str], tether_home: Path,
 ) -> AsyncIterator[Harness]:
-    h = Harness(event_log, claude_binary, workspace)
+    h = Harness(event_log, claude_binary, workspace, tether_home)
     yield h
     await h.close()
 

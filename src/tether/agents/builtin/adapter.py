@@ -43,7 +43,6 @@ from tether.agents.builtin.tools import HIDDEN_ENV, ToolRunner, truncate_middle
 from tether.agents.sandbox import Sandbox
 from tether.agents.secrets import env_secrets, without_secrets
 from tether.errors import TetherError
-from tether.home import resolve_home
 from tether.host.projection import EventType
 
 log = logging.getLogger(__name__)
@@ -294,8 +293,9 @@ class BuiltinAgent(Agent):
                 hint='e.g. model = "qwen2.5-coder" (Ollama) or "gpt-4.1" (OpenAI); then restart the host',
                 code="agent_config",
             )
-        # The tether home holds the host's private keys and config: sandboxed commands never see it.
-        sandbox = Sandbox(self.ctx.policy.sandbox.value, self.ctx.workspace, hide=[resolve_home()])
+        # The tether home holds the host's private keys and the owner's socket: sandboxed commands
+        # and the file tools never see it.
+        sandbox = Sandbox(self.ctx.policy.sandbox.value, self.ctx.workspace, hide=self.ctx.hidden)
         # Refuses (SandboxUnavailable) when bubblewrap cannot enforce a sandboxed mode here.
         await sandbox.prepare()
         self.workspace = sandbox.workspace

@@ -12,7 +12,8 @@ Five tools:
 
 Paths the model gives are relative to the workspace (absolute ones are accepted only when they
 point inside it). Every path is resolved with ``realpath``, so ``..`` and symlinks that lead out
-are refused; a new file's parent is resolved the same way. File changes run in the host process,
+are refused; a new file's parent is resolved the same way. Paths the sandbox hides from commands
+(the host's home) are refused too, in every mode, and left out of listings. File changes run in the host process,
 not inside bwrap, so they ask the sandbox (``read-only`` refuses them).
 
 Commands do not see the model's API key: the variables named in ``hidden_env`` (and any variable
@@ -248,7 +249,14 @@ class ToolRunner:
         real = Path(os.path.realpath(joined))
         if real != self.workspace and not real.is_relative_to(self.workspace):
             raise ToolError(f"refusing {path!r}: it is outside the workspace", code="path_outside")
+        if self._hidden(real):
+            raise ToolError(f"refusing {path!r}: it is hidden from agents", code="path_hidden")
         return real
+
+    def _hidden(self, real: Path) -> bool:
+        # The same list the sandbox covers for commands (the host's home), so a file tool cannot
+        # read what a command could not.
+        return any(real == p or real.is_relative_to(p) for p in self.sandbox.hide)
 
     def display(self, real: Path) -> str:
         rel = real.relative_to(self.workspace)
@@ -290,11 +298,11 @@ class ToolRunner:
         shown = self.display(real)
         return await asyncio.to_thread(self._list, real, shown)
 
-    @staticmethod
-    def _list(real: Path, shown: str) -> ToolResult:
+    def _list(self, real: Path, shown: str) -> ToolResult:
         try:
             with os.scandir(real) as it:
-                entries = sorted(it, key=lambda e: e.name)
+                # A hidden directory is left out, as the sandbox's empty tmpfs shows it to commands.
+                entries = sorted((e for e in it if not self._hidden(real / e.name)), key=lambda e: e.name)
         except FileNotFoundError:
             raise ToolError(f"{shown} does not exist", code="not_found") from None
         except NotADirectoryError:

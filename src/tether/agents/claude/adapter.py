@@ -61,7 +61,6 @@ from tether.agents.claude.process import ClaudeExited, ClaudeProcess, Event, Exi
 from tether.agents.claude.shell import write_shell
 from tether.agents.secrets import Redactor, StreamRedactor, env_secrets, is_secret_name, without_secrets
 from tether.agents.turn import emit_delta, fail_items, flush_delta, next_event, stream_delta
-from tether.home import resolve_home
 from tether.host.agent_session import AgentDied
 from tether.host.config import AgentConfig
 from tether.host.policy import Approval, Policy, Sandbox
@@ -140,7 +139,7 @@ class ClaudeAgent(Agent):
         self._redact = Redactor(env_secrets({**os.environ, **env}))
         self._shell = await asyncio.to_thread(write_shell, [k for k in env if is_secret_name(k)])
         env["CLAUDE_CODE_SHELL_PREFIX"] = os.fspath(self._shell)
-        hide = [home for home in [resolve_home()] if home.is_dir()]
+        hide = [path for path in self.ctx.hidden if path.is_dir()]
         args = claude_args(self.ctx.policy, self.ctx.workspace, model=options.get("model"), hide=hide)
         try:
             self.process = await ClaudeProcess.start(
@@ -326,7 +325,7 @@ class ClaudeAgent(Agent):
                                       "cwd": str(self.ctx.workspace)}
         if name in FILE_TOOLS:
             path = str(tool_input.get("file_path") or "")
-            diff = self._redact(file_diff(name, tool_input, self.ctx.workspace, hidden=[resolve_home()]))
+            diff = self._redact(file_diff(name, tool_input, self.ctx.workspace, hidden=self.ctx.hidden))
             return ItemKind.FILE_CHANGE, {"path": path, "paths": [path] if path else [], "diff": diff}
         return None
 

@@ -56,6 +56,7 @@ from tether.agents.codex.appserver import (
     ServerRequest,
 )
 from tether.agents.codex.binary import CodexBinary, CodexError, find_codex
+from tether.agents.sandbox import hiding
 from tether.agents.secrets import SECRET_NAME_PARTS, Redactor, StreamRedactor, env_secrets
 from tether.agents.turn import emit_delta, fail_items, flush_delta, next_event, stream_delta
 from tether.host.agent_session import AgentDied
@@ -138,9 +139,16 @@ class CodexAgent(Agent):
         thread = options.get(THREAD_OPTION)
         approval, sandbox = codex_policy(self.ctx.policy)
         model = options.get("model")
+        state = codex_home(self.ctx.config)
+        # Codex's own sandbox lets commands read the whole disk: the app-server runs with the
+        # tether home covered, so nothing it starts can reach the keys or the owner's socket.
+        wrapper = await hiding(
+            self.ctx.policy.sandbox.value, self.ctx.hidden,
+            keep=[state or Path(os.environ.get("CODEX_HOME") or Path.home() / ".codex"), self.binary.path.parent],
+        )
         self.server = await AppServer.start(
-            self.binary, codex_home=codex_home(self.ctx.config), cwd=self.ctx.workspace,
-            handler=self._on_event, client_version=__version__, extra_args=shell_env_args(),
+            self.binary, codex_home=state, cwd=self.ctx.workspace,
+            handler=self._on_event, client_version=__version__, extra_args=shell_env_args(), wrapper=wrapper,
         )
         try:
             if thread:

@@ -248,11 +248,13 @@ class AppServer(JsonlProcess):
         experimental_api: bool = False,
         opt_out_notifications: Sequence[str] = (),
         extra_args: Sequence[str] = (),
+        wrapper: Sequence[str] = (),
     ) -> AppServer:
         """Spawn ``codex app-server`` and complete the ``initialize`` handshake.
 
         The process gets the host's environment plus ``env`` (credentials stay on the host:
-        tether never sends them anywhere), and ``CODEX_HOME`` when given.
+        tether never sends them anywhere), and ``CODEX_HOME`` when given. ``wrapper`` is an argv
+        prefix it runs under (the sandbox's :func:`~tether.agents.sandbox.hiding`).
         """
         self = cls(binary, handler=handler)
         child_env = {**os.environ, **(env or {})}
@@ -260,7 +262,7 @@ class AppServer(JsonlProcess):
             child_env["CODEX_HOME"] = os.fspath(codex_home)
         try:
             await self._spawn(
-                [os.fspath(binary.path), "app-server", *extra_args], cwd=cwd, env=child_env,
+                [*wrapper, os.fspath(binary.path), "app-server", *extra_args], cwd=cwd, env=child_env,
                 task_name="codex-appserver", stdout_limit=STDOUT_LIMIT,
             )
         except OSError as exc:
