@@ -39,6 +39,7 @@ def test_seeded_identity_is_deterministic() -> None:
 def test_corrupt_key_file_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
     path.write_text('{"ed25519": "!!", "x25519": 3}')
+    path.chmod(0o600)  # a key file others can read is refused before its content is looked at
     with pytest.raises(ConfigError, match="does not hold valid tether keys"):
         Identity.load(path)
     path.write_text("not json")

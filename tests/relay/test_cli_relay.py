@@ -125,6 +125,7 @@ def test_enroll_key_is_created_then_loaded(monkeypatch: pytest.MonkeyPatch, tmp_
 def test_host_refuses_a_bad_enroll_key_file_before_starting(tmp_path: Path) -> None:
     bad = tmp_path / "bad.key"
     bad.write_text("not a key\n")
+    bad.chmod(0o600)  # else it is refused for its mode first (test_local_users.py)
     result = CliRunner().invoke(
         app, ["--home", str(tmp_path / "h"), "host", "--relay", "ws://127.0.0.1:9", "--enroll-key", str(bad)]
     )

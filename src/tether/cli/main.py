@@ -18,7 +18,7 @@ from tether.cli.output import err, out, print_json, run
 from tether.cli.secret_input import PAIR_LINK_ENV, read_secret, refuse_pairing_link_argument, refuse_token_option
 from tether.client import TOKEN_ENV
 from tether.errors import TetherError, UsageError
-from tether.home import resolve_home
+from tether.home import check_home, resolve_home
 
 if TYPE_CHECKING:
     from tether.client.connection import Connection
@@ -75,7 +75,11 @@ def _root(
 
 
 def _home(home: Path | None) -> Path:
-    return resolve_home(home)
+    """The home a command uses, refused before anything is read from it if another user of this
+    machine could have changed it (:func:`tether.home.check_home`)."""
+    resolved = resolve_home(home)
+    check_home(resolved)
+    return resolved
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -281,11 +285,10 @@ def relay(
     key: bytes | None = None
     if enroll_key is not None:
         if create_enroll_key and not enroll_key.exists():
-            key = make_key(enroll_key)
+            make_key(enroll_key)
             err.print(f"created enrollment key {enroll_key}: copy it to each host and run "
                       f"`tether host --enroll-key FILE`")
-        else:
-            key = load_enroll_key(enroll_key)
+        key = load_enroll_key(enroll_key)  # refused in a directory other users can write to
     origins = tuple(allow_origin or ())
     for origin in origins:
         if normalize_origin(origin) is None:

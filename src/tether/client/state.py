@@ -11,7 +11,7 @@ from typing import Any
 from tether.crypto.encoding import b64u_decode, b64u_encode
 from tether.crypto.keys import Identity
 from tether.errors import ConfigError, UsageError
-from tether.home import ensure_home, read_json, write_private_json
+from tether.home import check_home, ensure_home, read_json, write_private_json
 
 
 @dataclass
@@ -62,6 +62,7 @@ _REQUIRED = _FIELDS - {"paired_at", "linked_from"}
 
 class ClientState:
     def __init__(self, home: Path) -> None:
+        check_home(home)  # hosts.json decides which key a host must prove: nobody else may write it
         self.dir = home / "client"
         self.keys_path = self.dir / "keys.json"
         self.hosts_path = self.dir / "hosts.json"

@@ -100,7 +100,9 @@ class Identity:
 
     @classmethod
     def load(cls, path: Path) -> Identity:
-        data = read_json(path)
+        """The keys in ``path``; :class:`~tether.home.UnsafeHome` if another user could have
+        written or read the file (a key planted there would become this party's identity)."""
+        data = read_json(path, private=True)
         try:
             signing = Ed25519PrivateKey.from_private_bytes(b64u_decode(data["ed25519"]))
             static = X25519PrivateKey.from_private_bytes(b64u_decode(data["x25519"]))

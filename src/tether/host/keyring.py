@@ -55,7 +55,7 @@ class HostKeyring:
         if not self.retired_path.exists():
             return []
         try:
-            entries = read_json(self.retired_path)["retired"]
+            entries = read_json(self.retired_path, private=True)["retired"]
             return [
                 Retired(X25519PrivateKey.from_private_bytes(b64u_decode(e["x25519"])), float(e["until"]))
                 for e in entries

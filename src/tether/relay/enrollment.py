@@ -22,7 +22,7 @@ import secrets
 from pathlib import Path
 
 from tether.errors import ConfigError
-from tether.home import write_private
+from tether.home import read_private, write_private
 from tether.protocol.frames import enroll_message
 
 __all__ = ["create_enroll_key", "enroll_proof", "load_enroll_key", "verify_enroll_proof"]
@@ -48,10 +48,11 @@ def create_enroll_key(path: Path) -> bytes:
 def load_enroll_key(path: Path) -> bytes:
     """Read an enrollment key file; ConfigError naming the file when it is missing or malformed.
 
-    The error never quotes the file's content: it is a secret.
+    The error never quotes the file's content: it is a secret. A file another user could have
+    written or read is refused (:func:`~tether.home.read_private`).
     """
     try:
-        text = path.read_text(encoding="ascii").strip()
+        text = read_private(path).decode("ascii").strip()
     except FileNotFoundError:
         raise ConfigError(f"the enrollment key file {path} does not exist", hint=_HINT) from None
     except (OSError, UnicodeDecodeError) as exc:
