@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Deployment
 from tests.procs import TETHER, Proc, remove, short_home, start_relay, tether
+from tests.support.deployment import Deployment
 from tests.support.fake_openai import FakeOpenAI
 from tether import Client
 from tether.agents.sandbox import available

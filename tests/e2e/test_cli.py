@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Deployment
 from tests.procs import TETHER, Proc, free_port, login, remove, short_home, tether, tether_json
+from tests.support.deployment import Deployment
 
 pytestmark = pytest.mark.slow
 

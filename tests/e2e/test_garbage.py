@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Deployment
 from tests.procs import tether_json
+from tests.support.deployment import Deployment
 from tether.client.connection import connect_remote
 from tether.client.state import ClientState
 from tether.protocol.rpc import RemoteError

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Deployment
 from tests.procs import Proc, login, remove, short_home, tether, tether_json
+from tests.support.deployment import Deployment
 from tether.client.connection import connect_remote
 from tether.client.state import ClientState
 from tether.errors import TetherError

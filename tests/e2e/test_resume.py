@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Deployment
 from tests.procs import start_relay
+from tests.support.deployment import Deployment
 from tests.support.numbered import NumberedStream, producer
 from tether import Client
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Deployment
 from tests.procs import tether, tether_json
+from tests.support.deployment import Deployment
 from tether import Client
 
 pytestmark = pytest.mark.slow

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.e2e.conftest import Deployment, client_home, deployment
+from tests.e2e.conftest import client_home, deployment
 from tests.procs import start_host, tether_json
+from tests.support.deployment import Deployment
 
 __all__ = ["audit_entries", "client_home", "configure_host", "deployment"]
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Deployment
 from tests.procs import TETHER, Proc, remove, short_home, start_relay
 from tests.support.agent_host import HOST_SECRETS
+from tests.support.deployment import Deployment
 from tether.client.sdk import Client
 
 pytestmark = pytest.mark.slow

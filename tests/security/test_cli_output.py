@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Deployment
 from tests.procs import login, remove, short_home, start_host, tether, tether_json
+from tests.support.deployment import Deployment
 
 pytestmark = pytest.mark.slow
 

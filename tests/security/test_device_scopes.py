@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Deployment
 from tests.procs import remove, short_home, tether_json
 from tests.security.conftest import audit_entries
+from tests.support.deployment import Deployment
 from tether.client.connection import connect_local
 from tether.client.sdk import Client
 from tether.crypto.encoding import b64u_encode

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Deployment
 from tests.procs import remove, short_home, tether, tether_json
 from tests.security.conftest import configure_host
 from tests.security.test_device_scopes import login
+from tests.support.deployment import Deployment
 from tether.client.sdk import Client
 from tether.errors import TetherError
 

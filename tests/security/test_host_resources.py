@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import conftest as e2e
-from tests.e2e.conftest import Deployment
 from tests.procs import remove, short_home, start_host, tether
+from tests.support import deployment as shared
+from tests.support.deployment import Deployment
 from tether.client.connection import Connection, connect_local
 from tether.client.sdk import Client
 from tether.client.state import ClientState
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.timeout(180)
 @contextlib.contextmanager
 def deployed(config: str | None = None) -> Iterator[Deployment]:
     """A relay and a host with this ``config.toml``; its log must have no traceback."""
-    with e2e.deployed(config) as deployment:
+    with shared.deployed(config) as deployment:
         yield deployment
     assert "Traceback" not in deployment.host.log, deployment.host.log
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Deployment
 from tests.procs import TETHER, login, remove, short_home, tether, tether_json
+from tests.support.deployment import Deployment
 from tether.protocol.pairing_link import parse_link
 
 pytestmark = pytest.mark.slow

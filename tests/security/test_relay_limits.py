@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Deployment
 from tests.procs import TETHER, Proc, remove, short_home, start_host, start_relay, tether_json
 from tests.relay.rawws import RawSocket
 from tests.security.test_relay_attacks import ATTACKER, legit_pair, relay_with, rss_kib, still_works, try_upgrade
+from tests.support.deployment import Deployment
 from tether.client.state import ClientState
 from tether.crypto.keys import Identity
 from tether.protocol.frames import CloseCode

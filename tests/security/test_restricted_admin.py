@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Deployment
 from tests.procs import remove, short_home, tether_json
 from tests.security.test_device_scopes import login
+from tests.support.deployment import Deployment
 from tether.client.sdk import Client
 from tether.errors import TetherError
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Deployment
 from tests.procs import TETHER, tether, tether_json
 from tests.security.conftest import audit_entries
+from tests.support.deployment import Deployment
 from tether.client.connection import connect_local, connect_token
 from tether.client.sdk import Client
 from tether.crypto.tokens import parse_token

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Deployment
 from tests.procs import remove, short_home, tether_json
 from tests.security.test_device_scopes import login
+from tests.support.deployment import Deployment
 from tether.client.connection import Connection, connect, connect_local, connect_token
 from tether.crypto.tokens import parse_token
 from tether.errors import TetherError

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.procs import TETHER, Proc, remove, short_home, start_host, tether_json
+from tests.procs import TETHER, Proc, remove, short_home
+from tests.support.deployment import Deployment, deployed
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -100,36 +101,10 @@ def static_relay() -> Iterator[int]:
         relay.stop()
 
 
-@dataclass
-class WebDeployment:
-    relay: Proc
-    relay_port: int
-    host: Proc
-    host_home: Path
-    workspace: Path
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.relay_port}"
-
-    def pairing_link(self, *extra: str) -> str:
-        link = str(tether_json(self.host_home, "pair", "--json", *extra)["link"])
-        assert re.match(rf"^{re.escape(self.origin)}/#pair=", link), link
-        return link
-
-
 @pytest.fixture
-def web_deployment() -> Iterator[WebDeployment]:
-    host_home = short_home("th")
-    workspace = short_home("tw")
-    relay, port = start_web_relay()
-    host = start_host(host_home, f"ws://127.0.0.1:{port}", workspace)
-    try:
-        yield WebDeployment(relay, port, host, host_home, workspace)
-    finally:
-        host.stop()
-        relay.stop()
-        remove(host_home, workspace)
+def web_deployment() -> Iterator[Deployment]:
+    with deployed(relay=start_web_relay) as deployment:
+        yield deployment
 
 
 def write_file_call(path: str, content: str, call_id: str) -> dict[str, Any]:
@@ -163,7 +138,7 @@ def start_fake_model(script: list[dict[str, Any]], home: Path) -> tuple[Proc, in
 
 
 @dataclass
-class BuiltinDeployment(WebDeployment):
+class BuiltinDeployment(Deployment):
     model: Proc | None = None
 
 

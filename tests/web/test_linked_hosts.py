@@ -24,13 +24,14 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.procs import TETHER, Proc, remove, short_home, start_host, tether, tether_json
+from tests.support.deployment import Deployment
 from tether.client.connection import connect_local
 from tether.crypto.encoding import b64u_encode
 from tether.crypto.keys import Identity
 from tether.host.daemon import HostPaths
 from tether.sshremote.deploy import desktop_host, make_desktop_bundle
 
-from .conftest import PHONE, REPO, WebDeployment, start_web_relay
+from .conftest import PHONE, REPO, start_web_relay
 from .pages import TIMEOUT, device_id, pair_page, type_line, until, wait_terminal
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -46,7 +47,7 @@ def run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 
 @dataclass
-class Linked(WebDeployment):
+class Linked(Deployment):
     box: Proc | None = None
     box_home: Path | None = None
     box_workspace: Path | None = None
@@ -258,7 +259,7 @@ def test_a_linked_host_is_learned_live_and_used_like_a_paired_one(browser: Any, 
         pair_page(other, d, name="second-browser")
         other.wait_for_selector(row, timeout=TIMEOUT)
         assert other.text_content(f"{row} .via") == "via desktop"
-        box_deployment = WebDeployment(d.relay, d.relay_port, d.box, d.box_home, d.box_workspace)
+        box_deployment = Deployment(d.relay, d.relay_port, d.box, d.box_home, d.box_workspace)
         pair_page(other, box_deployment, name="second-browser")
         other.wait_for_selector(f"{row}:not([data-via])", timeout=TIMEOUT)
         other.goto(d.origin + "/")
@@ -426,7 +427,7 @@ def test_a_host_unlinked_while_the_page_was_closed_goes_when_it_connects(
         other.on("pageerror", lambda exc: other_errors.append(str(exc)))
         pair_page(other, d, name="second-browser")
         other.wait_for_selector(f'{row}[data-via="{desk}"]', timeout=TIMEOUT)
-        box_deployment = WebDeployment(d.relay, d.relay_port, d.box, d.box_home, d.box_workspace)
+        box_deployment = Deployment(d.relay, d.relay_port, d.box, d.box_home, d.box_workspace)
         pair_page(other, box_deployment, name="second-browser")
         other.wait_for_selector(f"{row}:not([data-via])", timeout=TIMEOUT)
         other.goto(d.origin + "/")

@@ -29,9 +29,10 @@ from typing import Any
 import pytest
 
 from tests.procs import login, tether, tether_json
+from tests.support.deployment import Deployment
 from tether.agents.sandbox import available
 
-from .conftest import BuiltinDeployment, WebDeployment, builtin_host
+from .conftest import BuiltinDeployment, builtin_host
 from .pages import TIMEOUT, pair_page, until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -175,7 +176,7 @@ def test_an_agent_waiting_is_notified_while_the_page_is_hidden(page: Any, notify
     assert not page.errors  # type: ignore[attr-defined]
 
 
-def test_the_settings_toggle_shows_what_the_browser_allows(page: Any, web_deployment: WebDeployment) -> None:
+def test_the_settings_toggle_shows_what_the_browser_allows(page: Any, web_deployment: Deployment) -> None:
     d = web_deployment
     pair_page(page, d)
     host_id = str(page.get_attribute("a.host", "data-host"))

@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import CHROMIUM, CHROMIUM_ARGS, PHONE, WebDeployment, _unavailable
+from tests.support.deployment import Deployment
+
+from .conftest import CHROMIUM, CHROMIUM_ARGS, PHONE, _unavailable
 from .pages import TIMEOUT
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -86,7 +88,7 @@ def _open_scan_screen(page: Any, origin: str) -> None:
     assert page.get_attribute("#scan-cancel", "href") == "#/"
 
 
-def test_scan_a_pairing_qr_code_and_pair(web_deployment: WebDeployment, tmp_path: Path) -> None:
+def test_scan_a_pairing_qr_code_and_pair(web_deployment: Deployment, tmp_path: Path) -> None:
     d = web_deployment
     link = d.pairing_link()
     secret = link.rsplit(".", 1)[1]
@@ -110,7 +112,7 @@ def test_scan_a_pairing_qr_code_and_pair(web_deployment: WebDeployment, tmp_path
         assert not page.errors  # type: ignore[attr-defined]
 
 
-def test_a_qr_code_that_is_not_a_pairing_link_is_refused(web_deployment: WebDeployment, tmp_path: Path) -> None:
+def test_a_qr_code_that_is_not_a_pairing_link_is_refused(web_deployment: Deployment, tmp_path: Path) -> None:
     video = write_qr_y4m("https://example.com/not-tether", tmp_path / "other.y4m")
     with camera_page(video) as page:
         _open_scan_screen(page, web_deployment.origin)

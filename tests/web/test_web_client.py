@@ -15,18 +15,19 @@ from typing import Any
 import pytest
 
 from tests.procs import tether, tether_json
+from tests.support.deployment import Deployment
 
-from .conftest import WebDeployment, start_web_relay
+from .conftest import start_web_relay
 from .pages import TIMEOUT, device_id, pair_page, terminal_text, type_line, until, wait_terminal
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def _pair(page: Any, deployment: WebDeployment) -> str:
+def _pair(page: Any, deployment: Deployment) -> str:
     return pair_page(page, deployment)
 
 
-def test_pair_see_online_reload_and_drive_a_terminal(page: Any, web_deployment: WebDeployment) -> None:
+def test_pair_see_online_reload_and_drive_a_terminal(page: Any, web_deployment: Deployment) -> None:
     d = web_deployment
     secret = _pair(page, d)
     host_id = tether_json(d.host_home, "devices", "list", "--json")
@@ -96,7 +97,7 @@ def test_pair_see_online_reload_and_drive_a_terminal(page: Any, web_deployment: 
     assert not page.errors  # type: ignore[attr-defined]
 
 
-def test_insecure_context_says_what_to_do(page: Any, web_deployment: WebDeployment) -> None:
+def test_insecure_context_says_what_to_do(page: Any, web_deployment: Deployment) -> None:
     link = web_deployment.pairing_link()
     insecure = re.sub(r"^http://127\.0\.0\.1", "http://insecure.tether.test", link)
     page.goto(insecure)
@@ -107,14 +108,14 @@ def test_insecure_context_says_what_to_do(page: Any, web_deployment: WebDeployme
     assert page.get_attribute("#https-link", "href").startswith("https://insecure.tether.test:")
 
 
-def _open_new_terminal(page: Any, d: WebDeployment) -> None:
+def _open_new_terminal(page: Any, d: Deployment) -> None:
     started = tether_json(d.host_home, "sessions", "start", "--json", "--", "bash", "--norc", "-i")
     host_id = page.evaluate("window.tether.hosts[0].host_id")
     page.goto(f"{d.origin}/#/host/{host_id}/session/{started['id']}")
     page.wait_for_selector('#conn-state[data-state="connected"]', timeout=TIMEOUT)
 
 
-def test_the_page_survives_a_relay_restart(page: Any, web_deployment: WebDeployment) -> None:
+def test_the_page_survives_a_relay_restart(page: Any, web_deployment: Deployment) -> None:
     d = web_deployment
     _pair(page, d)
     page.wait_for_selector('a.host[data-online="1"]', timeout=TIMEOUT)
@@ -151,7 +152,7 @@ def test_the_page_survives_a_relay_restart(page: Any, web_deployment: WebDeploym
     assert not page.errors  # type: ignore[attr-defined]
 
 
-def test_big_output_flows_because_the_page_acks(page: Any, web_deployment: WebDeployment) -> None:
+def test_big_output_flows_because_the_page_acks(page: Any, web_deployment: Deployment) -> None:
     d = web_deployment
     _pair(page, d)
     _open_new_terminal(page, d)
@@ -162,7 +163,7 @@ def test_big_output_flows_because_the_page_acks(page: Any, web_deployment: WebDe
     assert "199999\n200000" in shown
 
 
-def test_relay_killed_and_restarted_the_page_shows_every_line_once(page: Any, web_deployment: WebDeployment) -> None:
+def test_relay_killed_and_restarted_the_page_shows_every_line_once(page: Any, web_deployment: Deployment) -> None:
     """The relay dies (SIGKILL) while a command keeps printing numbered lines; restarted on the same
     port, the page reconnects by itself and its terminal has every number exactly once, in order."""
     d = web_deployment
@@ -185,7 +186,7 @@ def test_relay_killed_and_restarted_the_page_shows_every_line_once(page: Any, we
     assert not page.errors  # type: ignore[attr-defined]
 
 
-def test_a_revoked_browser_says_so_and_stops(page: Any, web_deployment: WebDeployment) -> None:
+def test_a_revoked_browser_says_so_and_stops(page: Any, web_deployment: Deployment) -> None:
     d = web_deployment
     pair_page(page, d, "--scopes", "read,prompt,approve,admin")
     page.click('a.host[data-online="1"]')
@@ -230,7 +231,7 @@ def test_a_revoked_browser_says_so_and_stops(page: Any, web_deployment: WebDeplo
     assert not page.errors  # type: ignore[attr-defined]
 
 
-def test_a_browser_held_to_a_workspace_offers_only_that_one(page: Any, web_deployment: WebDeployment) -> None:
+def test_a_browser_held_to_a_workspace_offers_only_that_one(page: Any, web_deployment: Deployment) -> None:
     d = web_deployment
     mine = d.workspace / "mine"
     mine.mkdir()

@@ -33,10 +33,11 @@ import pytest
 
 from tests.agents.codex.conftest import FAKE_KEY_ENV, Events, codex_cache_dir, write_codex_config
 from tests.procs import TETHER, Proc, login, remove, short_home, tether
+from tests.support.deployment import Deployment
 from tether.agents.codex import PINNED_VERSION, CodexError, find_codex
 from tether.agents.codex.appserver import AppServer
 
-from .conftest import REPO, WebDeployment, relay_and_host, start_web_relay
+from .conftest import REPO, relay_and_host, start_web_relay
 from .pages import pair_page, until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -90,7 +91,7 @@ def start_fake_responses(script: list[dict[str, Any]], home: Path) -> tuple[Proc
 
 
 @dataclass
-class CodexWebDeployment(WebDeployment):
+class CodexWebDeployment(Deployment):
     model: Proc
     requests_log: Path
 
@@ -326,7 +327,7 @@ def test_the_thread_list_says_when_the_host_cannot_list_codex_threads(page: Any)
                  str(workspace), "--name", "codex-host"], name="host")
     try:
         host.wait_for(r"connected to relay")
-        pair_page(page, WebDeployment(relay, port, host, host_home, workspace))
+        pair_page(page, Deployment(relay, port, host, host_home, workspace))
         page.click('a.host[data-online="1"]')
         page.click("#new-session")
         page.check('input[name="agent"][value="codex"]')

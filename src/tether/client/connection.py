@@ -19,7 +19,7 @@ from tether.crypto.tokens import AccessToken
 from tether.errors import TetherError, UsageError
 from tether.host.daemon import HostPaths
 from tether.protocol.e2e import E2ETransport, HandshakeFailed
-from tether.protocol.frames import CloseCode
+from tether.protocol.frames import RETRYABLE_CLOSES, CloseCode
 from tether.protocol.local import StreamTransport
 from tether.protocol.messages import Notification
 from tether.protocol.rpc import MessageTransport, RpcPeer, TransportClosed
@@ -286,18 +286,10 @@ async def learn_from(state: ClientState, parents: list[PairedHost]) -> bool:
     return {h.host_id for h in state.hosts()} != before
 
 
-# Channel endings after which a new channel may well work; the others (not allowed, revoked,
-# a bad handshake) are answers, and retrying them would only hide the message.
-_RETRY_CODES = frozenset(
-    {CloseCode.NORMAL, CloseCode.PEER_GONE, CloseCode.HOST_OFFLINE, CloseCode.TOO_SLOW,
-     CloseCode.RATE_LIMITED, CloseCode.SHUTDOWN, CloseCode.REPLACED}
-)
-
-
 def is_retryable(exc: BaseException) -> bool:
     """Whether reconnecting could make the failed operation succeed."""
     if isinstance(exc, ChannelClosed):
-        return exc.close_code in _RETRY_CODES
+        return exc.close_code in RETRYABLE_CLOSES
     if isinstance(exc, HandshakeFailed):
         return False
     if isinstance(exc, RelayError) and exc.code == "relay_refused":

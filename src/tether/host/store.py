@@ -14,7 +14,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from tether.crypto.encoding import b64u_encode
 from tether.errors import TetherError
@@ -29,7 +29,9 @@ class StoreError(TetherError):
 
 
 @dataclass(frozen=True)
-class Device:
+class _Grant:
+    """What a device and an access token share: who they are and what they may do."""
+
     id: str
     name: str
     identity_public: bytes = field(repr=False)
@@ -37,6 +39,15 @@ class Device:
     scopes: list[str]
     workspace: str | None
     created: float
+
+    def _public(self) -> dict[str, Any]:
+        """What a client may see of any grant (public keys as base64url)."""
+        return {"id": self.id, "name": self.name, "scopes": list(self.scopes), "workspace": self.workspace,
+                "created": self.created, "identity_public": b64u_encode(self.identity_public)}
+
+
+@dataclass(frozen=True)
+class Device(_Grant):
     last_seen: float | None
     revoked_at: float | None
 
@@ -45,31 +56,14 @@ class Device:
         return self.revoked_at is not None
 
     def to_public(self) -> dict[str, Any]:
-        """What a client may see (public keys as base64url)."""
-        return {
-            "id": self.id,
-            "name": self.name,
-            "scopes": list(self.scopes),
-            "workspace": self.workspace,
-            "created": self.created,
-            "last_seen": self.last_seen,
-            "revoked_at": self.revoked_at,
-            "revoked": self.revoked,
-            "identity_public": b64u_encode(self.identity_public),
-        }
+        return {**self._public(), "last_seen": self.last_seen, "revoked_at": self.revoked_at,
+                "revoked": self.revoked}
 
 
 @dataclass(frozen=True)
-class Token:
+class Token(_Grant):
     """An access token as the host knows it: public keys and grant, never the secret seed."""
 
-    id: str
-    name: str
-    identity_public: bytes = field(repr=False)
-    static_public: bytes = field(repr=False)
-    scopes: list[str]
-    workspace: str | None
-    created: float
     expires_at: float
     created_by: str
     last_used: float | None
@@ -86,19 +80,8 @@ class Token:
         return "revoked" if self.revoked else "expired" if self.expired(now) else "active"
 
     def to_public(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "scopes": list(self.scopes),
-            "workspace": self.workspace,
-            "created": self.created,
-            "expires_at": self.expires_at,
-            "created_by": self.created_by,
-            "last_used": self.last_used,
-            "revoked_at": self.revoked_at,
-            "status": self.status(),
-            "identity_public": b64u_encode(self.identity_public),
-        }
+        return {**self._public(), "expires_at": self.expires_at, "created_by": self.created_by,
+                "last_used": self.last_used, "revoked_at": self.revoked_at, "status": self.status()}
 
 
 @dataclass(frozen=True)
@@ -148,6 +131,12 @@ def _offer(r: tuple[Any, ...]) -> Offer:
     return Offer(r[0], bytes(r[1]), json.loads(r[2]), r[3], r[4], r[5], r[6])
 
 
+# Devices and tokens are both grants, kept in twin tables read the same way.
+_Table = Literal["devices", "tokens"]
+_COLS: dict[str, str] = {"devices": _DEVICE_COLS, "tokens": _TOKEN_COLS}
+G = TypeVar("G", "Device", "Token")
+
+
 class _KeyLock:
     """A lock with the number of tasks holding or waiting for it, to forget it when unused."""
 
@@ -181,33 +170,16 @@ class Store:
         return await self.db.run(add)
 
     async def get_device(self, id: str) -> Device | None:
-        def get(conn: sqlite3.Connection) -> Device | None:
-            r = conn.execute(f"SELECT {_DEVICE_COLS} FROM devices WHERE id = ?", (id,)).fetchone()
-            return _device(r) if r else None
-
-        return await self.db.run(get, write=False)
+        return await self._one("devices", _device, "id = ?", (id,))
 
     async def get_device_by_static(self, static_public: bytes) -> Device | None:
         """The device with this Noise static key; a revoked one is returned with ``revoked``
         set (so the caller can say so) only when no live device has the key."""
-
-        def get(conn: sqlite3.Connection) -> Device | None:
-            r = conn.execute(
-                f"SELECT {_DEVICE_COLS} FROM devices WHERE static_public = ?"
-                " ORDER BY revoked_at IS NOT NULL, created DESC LIMIT 1",
-                (static_public,),
-            ).fetchone()
-            return _device(r) if r else None
-
-        return await self.db.run(get, write=False)
+        return await self._one("devices", _device, "static_public = ? ORDER BY revoked_at IS NOT NULL, created DESC",
+                               (static_public,))
 
     async def list_devices(self, include_revoked: bool = False) -> list[Device]:
-        def ls(conn: sqlite3.Connection) -> list[Device]:
-            where = "" if include_revoked else " WHERE revoked_at IS NULL"
-            rows = conn.execute(f"SELECT {_DEVICE_COLS} FROM devices{where} ORDER BY created, id")
-            return [_device(r) for r in rows]
-
-        return await self.db.run(ls, write=False)
+        return await self._all("devices", _device, "1" if include_revoked else "revoked_at IS NULL")
 
     async def rename_device(self, id: str, name: str) -> bool:
         def rename(conn: sqlite3.Connection) -> bool:
@@ -222,7 +194,25 @@ class Store:
     async def touch_device(self, id: str) -> None:
         await self._stamp("devices", "last_seen", id)
 
-    async def _revoke(self, table: Literal["devices", "tokens"], id: str) -> bool:
+    async def _one(
+        self, table: _Table, read: Callable[[tuple[Any, ...]], G], where: str, params: tuple[Any, ...]
+    ) -> G | None:
+        """The first grant of ``table`` matching ``where`` (it may end in ORDER BY), or None."""
+
+        def get(conn: sqlite3.Connection) -> G | None:
+            r = conn.execute(f"SELECT {_COLS[table]} FROM {table} WHERE {where} LIMIT 1", params).fetchone()
+            return read(r) if r else None
+
+        return await self.db.run(get, write=False)
+
+    async def _all(self, table: _Table, read: Callable[[tuple[Any, ...]], G], where: str) -> list[G]:
+        def ls(conn: sqlite3.Connection) -> list[G]:
+            rows = conn.execute(f"SELECT {_COLS[table]} FROM {table} WHERE {where} ORDER BY created, id")
+            return [read(r) for r in rows]
+
+        return await self.db.run(ls, write=False)
+
+    async def _revoke(self, table: _Table, id: str) -> bool:
         def revoke(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
                 f"UPDATE {table} SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (time.time(), id)
@@ -232,7 +222,7 @@ class Store:
         return await self.db.run(revoke)
 
     async def _stamp(
-        self, table: Literal["devices", "tokens"], column: Literal["last_seen", "last_used"], id: str
+        self, table: _Table, column: Literal["last_seen", "last_used"], id: str
     ) -> None:
         def stamp(conn: sqlite3.Connection) -> None:
             conn.execute(f"UPDATE {table} SET {column} = ? WHERE id = ?", (time.time(), id))
@@ -280,27 +270,13 @@ class Store:
         return await self.db.run(add)
 
     async def get_token(self, id: str) -> Token | None:
-        def get(conn: sqlite3.Connection) -> Token | None:
-            r = conn.execute(f"SELECT {_TOKEN_COLS} FROM tokens WHERE id = ?", (id,)).fetchone()
-            return _token(r) if r else None
-
-        return await self.db.run(get, write=False)
+        return await self._one("tokens", _token, "id = ?", (id,))
 
     async def get_token_by_static(self, static_public: bytes) -> Token | None:
-        def get(conn: sqlite3.Connection) -> Token | None:
-            r = conn.execute(
-                f"SELECT {_TOKEN_COLS} FROM tokens WHERE static_public = ? ORDER BY created DESC LIMIT 1",
-                (static_public,),
-            ).fetchone()
-            return _token(r) if r else None
-
-        return await self.db.run(get, write=False)
+        return await self._one("tokens", _token, "static_public = ? ORDER BY created DESC", (static_public,))
 
     async def list_tokens(self) -> list[Token]:
-        def ls(conn: sqlite3.Connection) -> list[Token]:
-            return [_token(r) for r in conn.execute(f"SELECT {_TOKEN_COLS} FROM tokens ORDER BY created, id")]
-
-        return await self.db.run(ls, write=False)
+        return await self._all("tokens", _token, "1")
 
     async def revoke_token(self, id: str) -> bool:
         """Revoke a token; False when there is no such token that is not revoked already."""

@@ -170,6 +170,14 @@ CLOSE_MESSAGES: dict[int, str] = {
 }
 
 
+# Channel endings after which a new channel may well work; the others (not allowed, revoked,
+# a bad handshake) are answers, and retrying them would only hide the message.
+RETRYABLE_CLOSES = frozenset(
+    {CloseCode.NORMAL, CloseCode.PEER_GONE, CloseCode.HOST_OFFLINE, CloseCode.TOO_SLOW,
+     CloseCode.RATE_LIMITED, CloseCode.SHUTDOWN, CloseCode.REPLACED}
+)
+
+
 def close_message(code: int) -> str:
     """A human sentence for a close or error code, including what to do next."""
     return CLOSE_MESSAGES.get(code, f"closed with code {code}")

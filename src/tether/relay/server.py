@@ -550,9 +550,13 @@ def _write_batch(ws: ServerConnection, batch: list[tuple[bytes, int]]) -> bool:
     return True
 
 
+# The web client's one Content-Security-Policy (index.html carries none: a meta tag cannot say
+# frame-ancestors, and two copies drift). No code but the client's own files, no eval, no
+# connection but to this relay, no framing by another site.
 CSP = (
-    "default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
-    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self'; manifest-src 'self'; worker-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
 )
 
 

@@ -75,26 +75,38 @@ export class Sleeper {
   }
 }
 
-export class RelayConnection extends EventTarget {
-  constructor(relayUrl, identity) {
+// What both connections are: a state for the UI ("state" events) and a loop (_run) that tries
+// again after a backoff wait, which wake() cuts short, until stopped.
+class Reconnecting extends EventTarget {
+  constructor() {
     super();
-    this.relayUrl = relayUrl;
-    this.identity = identity;
     this.state = "connecting";
     this.detail = "";
-    this.link = null;
-    this.presence = new Map();
-    this._watched = new Set();
     this._backoff = new Backoff();
     this._sleeper = new Sleeper();
     this._stopped = false;
-    this._run();
   }
 
   _setState(state, detail = "") {
     this.state = state;
     this.detail = detail;
     this.dispatchEvent(new CustomEvent("state", { detail: { state, detail } }));
+  }
+
+  async _pause(ms = this._backoff.nextDelay()) {
+    if (!this._stopped) await this._sleeper.sleep(ms);
+  }
+}
+
+export class RelayConnection extends Reconnecting {
+  constructor(relayUrl, identity) {
+    super();
+    this.relayUrl = relayUrl;
+    this.identity = identity;
+    this.link = null;
+    this.presence = new Map();
+    this._watched = new Set();
+    this._run();
   }
 
   async _run() {
@@ -122,7 +134,7 @@ export class RelayConnection extends EventTarget {
       } catch (err) {
         this._setState("offline", describeError(err));
       }
-      if (!this._stopped) await this._sleeper.sleep(this._backoff.nextDelay());
+      await this._pause();
     }
   }
 
@@ -187,22 +199,17 @@ export class Subscription {
   }
 }
 
-export class HostConnection extends EventTarget {
+export class HostConnection extends Reconnecting {
   constructor(host, relay, identity, { revoked = null } = {}) {
     super();
     this.host = host;
     this.relay = relay;
     this.identity = identity;
-    this.state = "connecting";
-    this.detail = "";
     this.peer = null;
     this.attempts = 0; // channels opened (or tried): a revoked page must stop counting
     this._subs = new Set();
     this._bySubId = new Map();
     this._nextSubId = 1;
-    this._backoff = new Backoff();
-    this._sleeper = new Sleeper();
-    this._stopped = false;
     this._refusedBefore = ""; // the refusal a "Try again" (reopen) started from
     this._onPresence = (ev) => {
       if (ev.detail.hostId === this.host.host_id && ev.detail.online) this._sleeper.wake();
@@ -215,12 +222,6 @@ export class HostConnection extends EventTarget {
     }
     relay.addEventListener("presence", this._onPresence);
     this._run();
-  }
-
-  _setState(state, detail = "") {
-    this.state = state;
-    this.detail = detail;
-    this.dispatchEvent(new CustomEvent("state", { detail: { state, detail } }));
   }
 
   async _run() {
@@ -278,8 +279,7 @@ export class HostConnection extends EventTarget {
         }
       }
       // A host known offline is retried when its presence comes back (or after 30 s anyway).
-      const delay = offline ? 30000 : this._backoff.nextDelay();
-      if (!this._stopped) await this._sleeper.sleep(delay);
+      await this._pause(offline ? 30000 : undefined);
     }
   }
 

@@ -76,7 +76,7 @@ export const CLOSE_MESSAGES = {
   17: "the connection sat idle, so the relay closed it; reconnecting",
 };
 
-// Channel endings after which a new channel may well work (client/connection.py _RETRY_CODES).
+// Channel endings after which a new channel may well work (frames.py RETRYABLE_CLOSES).
 export const RETRY_CODES = new Set([0, 1, 3, 6, 7, 9, 12]);
 
 export function closeMessage(code) {
