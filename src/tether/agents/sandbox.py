@@ -1,4 +1,7 @@
-"""The sandbox the built-in agent's commands run in: bubblewrap on Linux, nothing elsewhere.
+"""The sandbox agents run in: bubblewrap on Linux, nothing elsewhere.
+
+The built-in agent's commands run inside :class:`Sandbox`; an agent with a sandbox of its own
+(Codex) runs whole inside :func:`hiding`.
 
 This is the only Linux-specific module of tether (ARCHITECTURE §7). Three modes, from the host's
 policy:

@@ -1,9 +1,11 @@
 """Sessions: programs the host runs for its devices, recorded as events (ARCHITECTURE §7).
 
-The manager owns the live processes; everything a client can see about a session is in the
-event log and its projection. For now every session is a terminal program in a pty; the seam
-for agent adapters is :class:`SessionProcess` (what a live session must offer) and the
-``spawn`` function given to the manager.
+The manager owns the live sessions; everything a client can see about a session is in the event
+log and its projection. Two kinds run: a terminal program in a pty (:class:`SessionProcess`,
+started by the ``spawn`` function given to the manager: its output, input and size are logged
+here), and an AI agent (:class:`~tether.host.agent_session.AgentSession` with its adapter, which
+logs turns and items itself). The manager admits both under the same caps and keeps agents away
+from the host's home (:func:`check_apart`).
 """
 
 from __future__ import annotations
