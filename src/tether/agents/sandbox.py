@@ -1,8 +1,5 @@
 """The sandbox agents run in: bubblewrap on Linux, nothing elsewhere.
 
-The built-in agent's commands run inside :class:`Sandbox`; an agent with a sandbox of its own
-(Codex) runs whole inside :func:`hiding`.
-
 This is the only Linux-specific module of tether (ARCHITECTURE §7). Three modes, from the host's
 policy:
 
@@ -22,9 +19,9 @@ File changes that the agent's tools make from the host process (not inside bwrap
 system is readable: the tether home (the host's private keys, its database, a config file that may
 hold an API key). Each is covered by an empty tmpfs.
 
-An agent that brings its own sandbox (Codex) runs whole inside :func:`hiding`: the file system as
-it is, network included, except the hidden directories, so what its sandbox lets commands read
-cannot include them.
+The built-in agent's commands run inside :class:`Sandbox`. An agent that brings its own sandbox
+(Codex) runs whole inside :func:`hiding`: the file system as it is, network included, except the
+hidden directories, so what its sandbox lets commands read cannot include them.
 """
 
 from __future__ import annotations
