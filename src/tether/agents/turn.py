@@ -5,20 +5,37 @@ the agent ends the turn. Three things are the same for every such agent: after a
 gets a grace period to end the turn itself; the items it left open when a turn ends anyway
 (interrupted, or the process died) are completed as failed, so no item stays open in the log; and
 what an item streams is redacted across its deltas (:mod:`tether.agents.secrets`), what the
-redactor held back shown when the item's stream ends.
+redactor held back shown when the item's stream ends. :class:`FollowingAgent` is that loop, once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from abc import abstractmethod
 from collections.abc import Iterable
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-from tether.agents.base import AgentContext, ItemKind
+from tether.agents.base import Agent, AgentContext, ItemKind, TurnInterrupted
+from tether.agents.jsonl_process import Exited
 from tether.agents.secrets import Redactor, StreamRedactor
+from tether.host.agent_session import AgentDied
 from tether.host.projection import EventType
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
+
+# How long an agent has to end a turn itself after tether asked it to stop.
+INTERRUPT_GRACE_SECONDS = 10.0
+
+
+class TurnState(Protocol):
+    id: str  # tether's turn id
+    interrupt_at: float | None  # loop time tether asked the agent to stop, if it did
+
+
+S = TypeVar("S", bound=TurnState)
 
 
 class OpenItem(Protocol):
@@ -72,3 +89,48 @@ async def emit_delta(ctx: AgentContext, item: OpenItem, stream: str, data: str) 
     if data:
         item.text.append(data)
         await ctx.emit(EventType.ITEM_DELTA, {"item": item.id, "stream": stream, "data": data})
+
+
+class FollowingAgent(Agent, Generic[S]):
+    """An agent run as a child process whose events are followed through each turn (codex, claude).
+
+    The process's events (and its :class:`Exited`) arrive on ``_events``; :meth:`_follow` hands
+    each to :meth:`_on_turn_event` until that says the turn ended, and ends the turn itself when the
+    agent does not after an interrupt, or dies."""
+
+    interrupt_grace: ClassVar[float] = INTERRUPT_GRACE_SECONDS
+    _events: asyncio.Queue[Any]
+
+    async def _follow(self, state: S) -> None:
+        while True:
+            try:
+                event = await next_event(self._events, state.interrupt_at, self.interrupt_grace)
+            except TimeoutError:
+                log.warning("session %s: %s did not end the interrupted turn; giving up on it",
+                            self.ctx.session_id, self.name)
+                await self._close_open_items(state)
+                raise TurnInterrupted("the turn was interrupted") from None
+            if isinstance(event, Exited):
+                await self._close_open_items(state)
+                died = self._died()
+                await self._stop_process()  # commands the agent started must not outlive it
+                raise died
+            if await self._on_turn_event(state, event):
+                return
+
+    @abstractmethod
+    async def _on_turn_event(self, state: S, event: Any) -> bool:
+        """Map one event of the agent into the log; True once the turn has ended (raise
+        :class:`TurnInterrupted` or a TetherError for a turn that did not complete)."""
+
+    @abstractmethod
+    async def _close_open_items(self, state: S) -> None:
+        """Complete the items the agent left open as failed (:func:`fail_items`)."""
+
+    @abstractmethod
+    def _died(self) -> AgentDied:
+        """Why the process ended, for the people watching."""
+
+    @abstractmethod
+    async def _stop_process(self) -> None:
+        """Stop the process and everything it started."""

@@ -253,7 +253,7 @@ async def test_a_turn_given_up_on_does_not_leak_into_the_next(
     from tether.host.eventlog import EventLog
     from tether.host.projection import EventType
 
-    monkeypatch.setattr(claude_adapter, "INTERRUPT_GRACE_SECONDS", 0.3)
+    monkeypatch.setattr(claude_adapter.ClaudeAgent, "interrupt_grace", 0.3)
     db = await Database.open(tmp_path / "host.db")
     log = await EventLog.open(db)
     session = AgentSession(session_id="s_stale", workspace=tmp_path, policy=Policy(), config=AgentConfig("claude"),

@@ -53,14 +53,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tether.agents.base import Agent, AgentContext, Decision, ItemKind, TurnInterrupted
+from tether.agents.base import AgentContext, Decision, ItemKind, TurnInterrupted
 from tether.agents.builtin.loop import ApprovalMemory
 from tether.agents.claude import stream
 from tether.agents.claude.binary import QUIET_ENV, ClaudeBinary, ClaudeError, find_claude
 from tether.agents.claude.process import ClaudeExited, ClaudeProcess, Event, Exited
 from tether.agents.claude.shell import write_shell
 from tether.agents.secrets import Redactor, StreamRedactor, env_secrets, is_secret_name, without_secrets
-from tether.agents.turn import emit_delta, fail_items, flush_delta, next_event, stream_delta
+from tether.agents.turn import FollowingAgent, emit_delta, fail_items, flush_delta, stream_delta
 from tether.host.agent_session import AgentDied
 from tether.host.config import AgentConfig
 from tether.host.policy import Approval, Policy, Sandbox
@@ -77,8 +77,6 @@ COMMAND_TOOLS = frozenset({"Bash"})
 ASK_RULES = ("Bash", "Edit", "Write")
 OPTIONS = [Decision.APPROVE, Decision.APPROVE_FOR_SESSION, Decision.DENY]
 
-# After an interrupt, how long to wait for Claude Code's own result before giving up on it.
-INTERRUPT_GRACE_SECONDS = 10.0
 # The current content of a file is read to show a change as a diff only below this size.
 MAX_DIFF_SOURCE_BYTES = 1024 * 1024
 _EXIT_CODE = re.compile(r"\AExit code (-?\d+)\n?")
@@ -111,7 +109,7 @@ class _Turn:
         return items
 
 
-class ClaudeAgent(Agent):
+class ClaudeAgent(FollowingAgent[_Turn]):
     name = "claude"
 
     def __init__(self, ctx: AgentContext) -> None:
@@ -190,7 +188,7 @@ class ClaudeAgent(Agent):
             return False
         state.interrupt_at = asyncio.get_running_loop().time()
         try:
-            await asyncio.wait_for(process.request("interrupt"), INTERRUPT_GRACE_SECONDS)
+            await asyncio.wait_for(process.request("interrupt"), self.interrupt_grace)
         except TimeoutError:
             log.info("session %s: claude did not answer the interrupt", self.ctx.session_id)
             return False
@@ -199,34 +197,25 @@ class ClaudeAgent(Agent):
             return False
         return True
 
-    async def _follow(self, state: _Turn) -> None:
-        """Map Claude Code's messages into the log until its ``result``."""
-        while True:
-            try:
-                event = await next_event(self._events, state.interrupt_at, INTERRUPT_GRACE_SECONDS)
-            except TimeoutError:
-                log.warning("session %s: claude did not end the interrupted turn; giving up on it",
-                            self.ctx.session_id)
-                await self._close_open_items(state)
-                raise TurnInterrupted("the turn was interrupted") from None
-            if isinstance(event, Exited):
-                await self._close_open_items(state)
-                died = self._died()
-                if self.process is not None:
-                    await self.process.close()  # commands Claude Code started must not outlive it
-                raise died
-            if self._stale_results:
-                await self._drop_stale(event)
-                continue
-            if isinstance(event, stream.Result):
-                state.result_seen = True
-                await self._close_open_items(state)
-                if state.interrupt_at is not None:
-                    raise TurnInterrupted("the turn was interrupted")
-                if event.is_error or event.subtype != "success":
-                    raise ClaudeError(f"Claude Code: {self._redact(event.message)}", code="claude_turn_failed")
-                return
-            await self._on_message(state, event)
+    async def _on_turn_event(self, state: _Turn, event: stream.Message) -> bool:
+        """Map one of Claude Code's messages into the log; the turn ends with its ``result``."""
+        if self._stale_results:
+            await self._drop_stale(event)
+            return False
+        if isinstance(event, stream.Result):
+            state.result_seen = True
+            await self._close_open_items(state)
+            if state.interrupt_at is not None:
+                raise TurnInterrupted("the turn was interrupted")
+            if event.is_error or event.subtype != "success":
+                raise ClaudeError(f"Claude Code: {self._redact(event.message)}", code="claude_turn_failed")
+            return True
+        await self._on_message(state, event)
+        return False
+
+    async def _stop_process(self) -> None:
+        if self.process is not None:
+            await self.process.close()
 
     async def _drop_stale(self, event: Event) -> None:
         """A message of a turn tether already ended: not shown; its questions are refused."""

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from tether import __version__
-from tether.agents.base import Agent, AgentContext, Decision, ItemKind, TurnInterrupted
+from tether.agents.base import AgentContext, Decision, ItemKind, TurnInterrupted
 from tether.agents.codex.appserver import (
     APPROVAL_METHODS,
     COMMAND_APPROVAL,
@@ -58,7 +58,7 @@ from tether.agents.codex.appserver import (
 from tether.agents.codex.binary import CodexBinary, CodexError, find_codex
 from tether.agents.sandbox import hiding
 from tether.agents.secrets import SECRET_NAME_PARTS, Redactor, StreamRedactor, env_secrets
-from tether.agents.turn import emit_delta, fail_items, flush_delta, next_event, stream_delta
+from tether.agents.turn import FollowingAgent, emit_delta, fail_items, flush_delta, stream_delta
 from tether.host.agent_session import AgentDied
 from tether.host.config import AgentConfig
 from tether.host.policy import Approval, Policy, Sandbox
@@ -88,8 +88,6 @@ ITEM_STATUS = {"completed": "completed", "failed": "failed", "declined": "declin
 
 # The session option (``AgentConfig.options``) naming a Codex thread to adopt instead of starting one.
 THREAD_OPTION = "thread"
-# After turn/interrupt, how long to wait for Codex's own turn/completed before giving up on it.
-INTERRUPT_GRACE_SECONDS = 10.0
 LIST_LIMIT = 50
 
 
@@ -114,7 +112,7 @@ class _Turn:
     error: str | None = None  # the last error notification Codex gave up on
 
 
-class CodexAgent(Agent):
+class CodexAgent(FollowingAgent[_Turn]):
     name = "codex"
 
     def __init__(self, ctx: AgentContext) -> None:
@@ -214,36 +212,28 @@ class CodexAgent(Agent):
             return False
         return True
 
-    async def _follow(self, state: _Turn) -> None:
-        """Map Codex's events into the log until the turn ends."""
-        while True:
-            try:
-                event = await next_event(self._events, state.interrupt_at, INTERRUPT_GRACE_SECONDS)
-            except TimeoutError:
-                log.warning("session %s: codex did not end the interrupted turn; giving up on it", self.ctx.session_id)
-                await self._close_open_items(state)
-                raise TurnInterrupted("the turn was interrupted") from None
-            if isinstance(event, Exited):
-                await self._close_open_items(state)
-                died = self._died()
-                if self.server is not None:
-                    await self.server.close()  # commands Codex started must not outlive it
-                raise died
-            if isinstance(event, ServerRequest):
-                await self._on_server_request(state, event)
-                continue
-            params = event.params
-            turn_id = params.get("turnId")
-            if turn_id is not None and turn_id != state.codex_id:
-                continue  # a late event of an earlier turn
-            if event.method == "turn/completed":
-                turn_info = params.get("turn") or {}
-                if turn_info.get("id") != state.codex_id:
-                    continue
-                await self._close_open_items(state)
-                self._end_turn(state, turn_info)
-                return
-            await self._on_notification(state, event)
+    async def _on_turn_event(self, state: _Turn, event: Notification | ServerRequest) -> bool:
+        """Map one of Codex's events into the log; the turn ends with its ``turn/completed``."""
+        if isinstance(event, ServerRequest):
+            await self._on_server_request(state, event)
+            return False
+        params = event.params
+        turn_id = params.get("turnId")
+        if turn_id is not None and turn_id != state.codex_id:
+            return False  # a late event of an earlier turn
+        if event.method == "turn/completed":
+            turn_info = params.get("turn") or {}
+            if turn_info.get("id") != state.codex_id:
+                return False
+            await self._close_open_items(state)
+            self._end_turn(state, turn_info)
+            return True
+        await self._on_notification(state, event)
+        return False
+
+    async def _stop_process(self) -> None:
+        if self.server is not None:
+            await self.server.close()
 
     def _end_turn(self, state: _Turn, turn_info: dict[str, Any]) -> None:
         status = turn_info.get("status")
