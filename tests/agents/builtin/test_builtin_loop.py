@@ -10,10 +10,9 @@ from typing import Any
 import pytest
 
 from tests.support.fake_openai import FakeOpenAI
+from tether.agents.approvals import ApprovalKind, ApprovalMemory
 from tether.agents.builtin.llm import ChatClient
 from tether.agents.builtin.loop import (
-    ApprovalKind,
-    ApprovalMemory,
     Decision,
     LoopConfig,
     Redactor,

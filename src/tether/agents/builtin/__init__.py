@@ -16,8 +16,6 @@ from collections.abc import Mapping
 
 from tether.agents.builtin.llm import ChatClient, Delta, LLMError, ToolCall
 from tether.agents.builtin.loop import (
-    ApprovalMemory,
-    ApprovalPolicy,
     Decision,
     Hooks,
     LoopConfig,
@@ -31,8 +29,6 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 __all__ = [
     "DEFAULT_BASE_URL",
     "TOOL_SPECS",
-    "ApprovalMemory",
-    "ApprovalPolicy",
     "ChatClient",
     "Decision",
     "Delta",

@@ -28,13 +28,12 @@ import logging
 import os
 from typing import Any
 
+from tether.agents.approvals import ApprovalKind, ApprovalMemory
 from tether.agents.base import Agent, AgentContext, Decision, ItemKind
 from tether.agents.builtin import resolve_endpoint
 from tether.agents.builtin.llm import DEFAULT_TIMEOUT_SECONDS, ChatClient
 from tether.agents.builtin.loop import (
     DEFAULT_MAX_STEPS,
-    ApprovalKind,
-    ApprovalMemory,
     LoopConfig,
     run_turn,
 )

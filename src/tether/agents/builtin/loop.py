@@ -34,9 +34,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from tether.agents.approvals import ApprovalKind, ApprovalMemory, ApprovalPolicy
 from tether.agents.builtin.llm import Accumulator, ChatClient, LLMError, ToolCall
 from tether.agents.builtin.tools import (
     FILE_CHANGE_TOOLS,
@@ -50,8 +51,6 @@ from tether.agents.builtin.tools import (
 from tether.agents.sandbox import SandboxError
 from tether.agents.secrets import Redactor, StreamRedactor
 
-ApprovalPolicy = Literal["untrusted", "on-request", "never"]
-ApprovalKind = Literal["command", "file_change"]
 Decision = Literal["approve", "approve_for_session", "deny"]
 TurnStatus = Literal["completed", "failed", "max_steps"]
 
@@ -79,27 +78,6 @@ class Hooks(Protocol):
     def on_tool_finished(self, call_id: str, result: dict[str, Any]) -> None: ...
 
     def on_error(self, message: str) -> None: ...
-
-
-@dataclass
-class ApprovalMemory:
-    """What was approved for the rest of the session; keep one per session, across turns."""
-
-    kinds: set[str] = field(default_factory=set)
-    exact: set[tuple[str, str]] = field(default_factory=set)
-
-    def needs_approval(self, policy: ApprovalPolicy, kind: ApprovalKind, key: str) -> bool:
-        if policy == "never":
-            return False
-        if policy == "on-request":
-            return kind not in self.kinds
-        return (kind, key) not in self.exact
-
-    def remember(self, policy: ApprovalPolicy, kind: ApprovalKind, key: str) -> None:
-        if policy == "on-request":
-            self.kinds.add(kind)
-        else:
-            self.exact.add((kind, key))
 
 
 @dataclass

@@ -53,8 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tether.agents.approvals import ApprovalMemory
 from tether.agents.base import AgentContext, Decision, ItemKind, TurnInterrupted
-from tether.agents.builtin.loop import ApprovalMemory
 from tether.agents.claude import stream
 from tether.agents.claude.binary import QUIET_ENV, ClaudeBinary, ClaudeError, find_claude
 from tether.agents.claude.process import ClaudeExited, ClaudeProcess, Event, Exited
