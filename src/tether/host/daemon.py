@@ -16,14 +16,13 @@ import ssl
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from tether.backoff import Backoff
 from tether.crypto.encoding import b64u_encode
 from tether.crypto.keys import Identity, derive_id
 from tether.crypto.tokens import AccessToken, format_expiry
 from tether.errors import ConfigError, TetherError
-from tether.home import ensure_home
+from tether.home import HostPaths, ensure_home
 from tether.host import projection
 from tether.host.api import ApiConnection
 from tether.host.audit import Actor, AuditLog
@@ -42,7 +41,7 @@ from tether.protocol.local import StreamTransport
 from tether.protocol.pairing_link import PairingLink
 from tether.protocol.rpc import MessageTransport, RpcPeer
 from tether.protocol.scopes import Scope, parse_scopes, scope_list
-from tether.relay.link import Channel, RelayLink
+from tether.relay.link import Channel, RelayLink, http_url
 from tether.sshremote.keeper import TunnelKeeper
 
 log = logging.getLogger("tether.host")
@@ -52,25 +51,8 @@ MAX_SOCKET_PATH = 100
 MAINTENANCE_SECONDS = 3600.0
 
 
-class HostPaths:
-    def __init__(self, home: Path) -> None:
-        self.dir = home / "host"
-        self.keys = self.dir / "keys.json"
-        self.db = self.dir / "state.db"
-        self.socket = self.dir / "daemon.sock"
-
-
 def _expired_reason(expires_at: float) -> str:
     return f"this token expired on {format_expiry(expires_at)}; create a new one with `tether tokens create`"
-
-
-def http_url(relay_url: str) -> str:
-    """The relay's web address (for pairing links) from its ws/wss/http/https URL."""
-    parts = urlsplit(relay_url)
-    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-    path = parts.path.rstrip("/")
-    path = path.removesuffix("/ws")
-    return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
 class HostDaemon:

@@ -108,8 +108,9 @@ async def call_desktop(home: Path, method: str, params: dict[str, Any] | None = 
 async def desktop_host(home: Path) -> Desktop:
     """The desktop host whose devices the remote inherits (its keys must exist: it must have run)."""
     from tether.client.connection import local_daemon_running
+    from tether.home import HostPaths
     from tether.host.config import load_config
-    from tether.host.daemon import HostPaths, http_url
+    from tether.relay.link import http_url
 
     keys = HostPaths(home).keys
     if not keys.exists():
