@@ -33,6 +33,7 @@ from tether.host.inheritance import Inheritance
 from tether.host.keyring import HostKeyring
 from tether.host.pairing import claim_offer
 from tether.host.principal import Principal
+from tether.host.remotes import RemoteHosts
 from tether.host.sessions import SessionManager
 from tether.host.store import Device, Store, Token
 from tether.protocol.e2e import E2ETransport
@@ -42,7 +43,6 @@ from tether.protocol.pairing_link import PairingLink
 from tether.protocol.rpc import MessageTransport, RpcPeer
 from tether.protocol.scopes import Scope, parse_scopes, scope_list
 from tether.relay.link import Channel, RelayLink, http_url
-from tether.sshremote.keeper import TunnelKeeper
 
 log = logging.getLogger("tether.host")
 
@@ -66,6 +66,7 @@ class HostDaemon:
         public_url: str | None = None,
         enroll_key: bytes | None = None,
         relay_tls: ssl.SSLContext | None = None,
+        remotes: RemoteHosts,
     ) -> None:
         self.home = home
         # the relay's enrollment key, for relays that admit enrolled hosts only (`--enroll-key`)
@@ -86,7 +87,9 @@ class HostDaemon:
         self.store: Store
         self.audit: AuditLog
         self.sessions: SessionManager
-        self.tunnels: TunnelKeeper
+        # Tunnels to the `--mode tunnel` remote hosts this home started with `tether ssh` (and
+        # the devices they inherit), given by the caller: tether.sshremote sits above the host.
+        self.tunnels = remotes
         self.relay_connected = asyncio.Event()
         self._link: RelayLink | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -120,8 +123,6 @@ class HostDaemon:
         self._spawn(self.inherited.watch(self._on_inheritance_changed))
         await self._start_local_socket()
         self._spawn(self._maintenance())
-        # Tunnels to the `--mode tunnel` remote hosts this home started with `tether ssh`.
-        self.tunnels = TunnelKeeper(self.home)
         await self._unlink_forgotten()
         self._spawn(self.tunnels.run())
         if self.relay_url:
@@ -133,7 +134,7 @@ class HostDaemon:
         """Linked hosts that are no longer among this home's remotes were forgotten (`tether ssh
         forget`) while this daemon was down: tell the clients now."""
         try:
-            kept = {r.host_id for r in self.tunnels.registry.load()}
+            kept = self.tunnels.host_ids()
         except TetherError as exc:
             log.warning("remote hosts: %s", exc.message)
             return
@@ -587,6 +588,4 @@ class HostDaemon:
 
     def _refresh_remotes(self) -> None:
         """Hosts this one started with `tether ssh` get the new set of devices (never raises)."""
-        from tether.sshremote.hooks import refresh_remotes
-
-        self._spawn(refresh_remotes(self.home, identity=self.identity, name=self.name))
+        self._spawn(self.tunnels.refresh(self.identity, self.name))
