@@ -1,8 +1,8 @@
 """What the desktop host daemon calls so its remote hosts follow its devices and keep their tunnels.
 
 :class:`DesktopRemotes` is the daemon's :class:`~tether.host.remotes.RemoteHosts`. After
-``HostDaemon.revoke_device`` (and the end of a pairing) it runs
-``refresh_remotes(self.home, identity=self.identity, name=self.name)``: every remote host started
+``HostDaemon.revoke_device`` (and the end of a pairing) the daemon calls its ``refresh``, which
+runs :func:`refresh_remotes` with the daemon's identity and name: every remote host started
 with ``tether ssh`` gets a new signed bundle over SSH, and its daemon (which polls the bundle file)
 drops a revoked device within a second and closes its channels. A remote that cannot be reached
 keeps its previous bundle until the next ``tether ssh refresh`` or ``tether ssh``; the names are
