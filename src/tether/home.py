@@ -19,6 +19,17 @@ from tether.errors import ConfigError
 ENV_VAR = "TETHER_HOME"
 
 
+class HostPaths:
+    """Where a host keeps its keys, state and socket in a home (its daemon and the clients that
+    reach it over the socket both need them)."""
+
+    def __init__(self, home: Path) -> None:
+        self.dir = home / "host"
+        self.keys = self.dir / "keys.json"
+        self.db = self.dir / "state.db"
+        self.socket = self.dir / "daemon.sock"
+
+
 def resolve_home(explicit: str | os.PathLike[str] | None = None) -> Path:
     """The home to use: the explicit one, else ``$TETHER_HOME``, else ``~/.tether``."""
     raw = explicit or os.environ.get(ENV_VAR) or Path.home() / ".tether"

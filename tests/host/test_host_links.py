@@ -14,6 +14,7 @@ from tether.client.connection import connect_local
 from tether.crypto.encoding import b64u_encode
 from tether.host.daemon import HostDaemon
 from tether.protocol.rpc import RemoteError
+from tether.sshremote.hooks import DesktopRemotes
 from tether.sshremote.registry import Registry, RemoteRecord
 
 
@@ -33,7 +34,7 @@ async def home() -> AsyncIterator[Path]:
 
 
 async def _start(home: Path) -> HostDaemon:
-    daemon = HostDaemon(home, relay_url=None, workspaces=[home / "ws"])
+    daemon = HostDaemon(home, relay_url=None, workspaces=[home / "ws"], remotes=DesktopRemotes(home))
     await daemon.start()
     return daemon
 

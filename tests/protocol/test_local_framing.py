@@ -23,7 +23,7 @@ from tether.client.connection import connect_local
 from tether.host.daemon import HostDaemon
 from tether.protocol.local import StreamTransport
 from tether.protocol.messages import MAX_MESSAGE_BYTES
-from tether.protocol.rpc import TransportClosed
+from tether.protocol.transport import TransportClosed
 
 _LEN = struct.Struct(">I")
 

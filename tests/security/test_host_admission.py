@@ -19,7 +19,7 @@ from tether.protocol.e2e import E2ETransport
 from tether.protocol.frames import CloseCode
 from tether.protocol.rpc import RpcPeer
 from tether.protocol.scopes import Scope
-from tether.relay.errors import ChannelClosed
+from tether.relay.link import ChannelClosed
 
 
 class MemChannel:

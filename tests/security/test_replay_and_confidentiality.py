@@ -16,7 +16,7 @@ from tether.host.daemon import HostDaemon
 from tether.protocol.e2e import E2ETransport
 from tether.protocol.rpc import RpcPeer
 from tether.protocol.scopes import Scope
-from tether.relay.errors import ChannelClosed
+from tether.relay.link import ChannelClosed
 
 
 class Recording(MemChannel):

@@ -9,13 +9,14 @@ from typing import Any
 
 from tests.procs import remove, short_home
 from tether.host.daemon import HostDaemon
+from tether.sshremote.hooks import DesktopRemotes
 
 
 @contextlib.asynccontextmanager
 async def running_host(**options: Any) -> AsyncIterator[HostDaemon]:
     """``options`` go to :class:`HostDaemon` (e.g. ``public_url``)."""
     home, workspace = short_home("ih"), short_home("iw")
-    daemon = HostDaemon(home, relay_url=None, workspaces=[workspace], **options)
+    daemon = HostDaemon(home, relay_url=None, workspaces=[workspace], remotes=DesktopRemotes(home), **options)
     await daemon.start()
     try:
         yield daemon

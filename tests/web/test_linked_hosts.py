@@ -28,7 +28,7 @@ from tests.support.deployment import Deployment
 from tether.client.connection import connect_local
 from tether.crypto.encoding import b64u_encode
 from tether.crypto.keys import Identity
-from tether.host.daemon import HostPaths
+from tether.home import HostPaths
 from tether.sshremote.deploy import desktop_host, make_desktop_bundle
 
 from .conftest import PHONE, REPO, start_web_relay

@@ -46,6 +46,12 @@ class TurnInterrupted(TetherError):
     code = "interrupted"
 
 
+class AgentDied(TetherError):
+    """The agent's process ended: the session cannot go on."""
+
+    code = "agent_died"
+
+
 class AgentContext(Protocol):
     """What the host gives an adapter: where it runs, under which policy, and how to report."""
 

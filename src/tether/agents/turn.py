@@ -16,10 +16,9 @@ from abc import abstractmethod
 from collections.abc import Iterable
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-from tether.agents.base import Agent, AgentContext, ItemKind, TurnInterrupted
+from tether.agents.base import Agent, AgentContext, AgentDied, ItemKind, TurnInterrupted
 from tether.agents.jsonl_process import Exited
 from tether.agents.secrets import Redactor, StreamRedactor
-from tether.host.agent_session import AgentDied
 from tether.host.projection import EventType
 
 log = logging.getLogger(__name__)

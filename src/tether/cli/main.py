@@ -9,44 +9,25 @@ import signal
 import ssl
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from tether.cli import output
+from tether.cli.common import (
+    HomeOpt,
+    HostOpt,
+    JsonOpt,
+    app,
+    call_host,
+    config_app,
+    devices_app,
+    home_dir,
+    parse_ttl,
+)
 from tether.cli.output import err, out, print_json, run
 from tether.cli.secret_input import PAIR_LINK_ENV, read_secret, refuse_pairing_link_argument, refuse_token_option
-from tether.client import TOKEN_ENV
 from tether.errors import TetherError, UsageError
-from tether.home import check_home, resolve_home
-
-if TYPE_CHECKING:
-    from tether.client.connection import Connection
-
-app = typer.Typer(
-    name="tether",
-    help="Drive the AI coding agents on your machines from your phone, end-to-end encrypted.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-sessions_app = typer.Typer(help="Start, drive and watch sessions on a host.", no_args_is_help=True)
-devices_app = typer.Typer(help="The devices paired with a host.", no_args_is_help=True)
-config_app = typer.Typer(help="The host's config file ($TETHER_HOME/config.toml).", no_args_is_help=True)
-tokens_app = typer.Typer(help="Access tokens for scripts and CI.", no_args_is_help=True)
-app.add_typer(sessions_app, name="sessions")
-app.add_typer(devices_app, name="devices")
-app.add_typer(config_app, name="config")
-app.add_typer(tokens_app, name="tokens")
-
-HomeOpt = Annotated[
-    Path | None,
-    typer.Option("--home", envvar="TETHER_HOME", help="tether home directory (default ~/.tether)."),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-HostOpt = Annotated[
-    str | None, typer.Option("--host", help="Which paired host (id or name), when there are several.")
-]
 
 
 @app.callback()
@@ -74,30 +55,11 @@ def _root(
         os.environ["TETHER_HOME"] = str(home)
 
 
-def _home(home: Path | None) -> Path:
-    """The home a command uses, refused before anything is read from it if another user of this
-    machine could have changed it (:func:`tether.home.check_home`)."""
-    resolved = resolve_home(home)
-    check_home(resolved)
-    return resolved
-
-
 def parse_listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise UsageError(f"bad listen address {value!r}", hint="use HOST:PORT, e.g. 127.0.0.1:8765")
     return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def parse_ttl(value: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    text = value.strip().lower()
-    try:
-        if text and text[-1] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text)
-    except ValueError:
-        raise UsageError(f"bad duration {value!r}", hint="e.g. 90s, 10m, 2h or 1d") from None
 
 
 async def _wait_for_signal() -> None:
@@ -380,13 +342,15 @@ def host_cmd(
     from tether.host.daemon import HostDaemon
     from tether.relay.enrollment import load_enroll_key
     from tether.relay.link import websocket_url
+    from tether.sshremote.hooks import DesktopRemotes
 
     output.setup_logging(verbose)
     websocket_url(relay)  # validates the URL before anything starts
     key = load_enroll_key(enroll_key) if enroll_key is not None else None
 
     async def main() -> None:
-        daemon = HostDaemon(_home(home), relay_url=relay, name=name, workspaces=workspace, enroll_key=key)
+        daemon = HostDaemon(home_dir(home), relay_url=relay, name=name, workspaces=workspace, enroll_key=key,
+                            remotes=DesktopRemotes(home_dir(home)))
         await daemon.start()
         try:
             await _wait_for_signal()
@@ -411,7 +375,7 @@ def host_rotate_keys(
     seconds = parse_ttl(grace)
 
     async def main() -> dict[str, Any]:
-        conn = await connect_local(_home(home))
+        conn = await connect_local(home_dir(home))
         try:
             result: dict[str, Any] = await conn.call("host.rotate_keys", {"grace": seconds})
             return result
@@ -443,6 +407,7 @@ def up(
     from tether.host.daemon import HostDaemon
     from tether.protocol.scopes import parse_scopes
     from tether.relay.server import RelayServer, default_static_dir, tls_context
+    from tether.sshremote.hooks import DesktopRemotes
 
     output.setup_logging(verbose)
     host, port = parse_listen(listen)
@@ -458,8 +423,9 @@ def up(
         scheme = "https" if tls else "http"
         url = public_url or f"{scheme}://{shown_host}:{bound}"
         daemon = HostDaemon(
-            _home(home), relay_url=f"{'wss' if tls else 'ws'}://{shown_host}:{bound}", name=name,
+            home_dir(home), relay_url=f"{'wss' if tls else 'ws'}://{shown_host}:{bound}", name=name,
             workspaces=workspace, public_url=url, relay_tls=_own_relay_tls() if tls else None,
+            remotes=DesktopRemotes(home_dir(home)),
         )
         try:
             await daemon.start()
@@ -504,7 +470,7 @@ def pair(
         params["workspace"] = str(Path(workspace).expanduser().absolute())
 
     async def main() -> dict[str, Any]:
-        conn = await connect_local(_home(home))
+        conn = await connect_local(home_dir(home))
         try:
             result: dict[str, Any] = await conn.call("pairing.create", params)
             return result
@@ -536,7 +502,7 @@ def login(
     if source not in (None, "-"):
         raise refuse_pairing_link_argument()
     link = read_secret("pairing link", PAIR_LINK_ENV, from_stdin=source == "-")
-    paired = run(do_login(_home(home), link, name))
+    paired = run(do_login(home_dir(home), link, name))
     if as_json:
         print_json({"host_id": paired.host_id, "name": paired.name, "scopes": paired.scopes})
     else:
@@ -569,7 +535,7 @@ def _print_hosts(hosts: list[dict[str, Any]]) -> None:
 @app.command()
 def hosts(as_json: JsonOpt = False, home: HomeOpt = None) -> None:
     """The hosts this client is paired with, and whether each is online."""
-    result = run(_client_hosts(_home(home)))
+    result = run(_client_hosts(home_dir(home)))
     if as_json:
         print_json(result)
     else:
@@ -581,7 +547,7 @@ def status(as_json: JsonOpt = False, home: HomeOpt = None) -> None:
     """On a host: its id, name, relay and connection. On a client: its hosts."""
     from tether.client.connection import connect_local, local_daemon_running
 
-    h = _home(home)
+    h = home_dir(home)
 
     async def main() -> dict[str, Any]:
         result: dict[str, Any] = {}
@@ -611,33 +577,10 @@ def status(as_json: JsonOpt = False, home: HomeOpt = None) -> None:
 # -- devices ----------------------------------------------------------------------------
 
 
-async def _connect(home: Path | None, host: str | None) -> Connection:
-    """The connection a client command uses: as the token in TETHER_TOKEN when one is given,
-    else the local daemon or this home's paired host."""
-    from tether.client.connection import connect, connect_token
-    from tether.crypto.tokens import parse_token
-
-    token = os.environ.get(TOKEN_ENV)
-    if token:
-        parsed = parse_token(token)
-        if host is not None and host != parsed.host_id:
-            raise UsageError("--host does not name the host this token belongs to", hint="drop --host")
-        return await connect_token(parsed)
-    return await connect(_home(home), host)
-
-
-async def _call(home: Path | None, host: str | None, method: str, params: dict[str, Any] | None = None) -> Any:
-    conn = await _connect(home, host)
-    try:
-        return await conn.call(method, params)
-    finally:
-        await conn.close()
-
-
 @devices_app.command("list")
 def devices_list(as_json: JsonOpt = False, host: HostOpt = None, home: HomeOpt = None) -> None:
     """Devices paired with the host."""
-    devices = run(_call(home, host, "devices.list"))
+    devices = run(call_host(home, host, "devices.list"))
     if as_json:
         print_json(devices)
         return
@@ -651,14 +594,14 @@ def devices_list(as_json: JsonOpt = False, host: HostOpt = None, home: HomeOpt =
 @devices_app.command("rename")
 def devices_rename(device_id: str, name: str, host: HostOpt = None, home: HomeOpt = None) -> None:
     """Rename a device."""
-    run(_call(home, host, "devices.rename", {"id": device_id, "name": name}))
+    run(call_host(home, host, "devices.rename", {"id": device_id, "name": name}))
     out.print(f"device {device_id} renamed to {name}")
 
 
 @devices_app.command("revoke")
 def devices_revoke(device_id: str, host: HostOpt = None, home: HomeOpt = None) -> None:
     """Revoke a device: its channels close at once and it can no longer connect."""
-    run(_call(home, host, "devices.revoke", {"id": device_id}))
+    run(call_host(home, host, "devices.revoke", {"id": device_id}))
     out.print(f"device {device_id} revoked")
 
 
@@ -667,7 +610,7 @@ def config_show(as_json: JsonOpt = False, home: HomeOpt = None) -> None:
     """Show the host's config as loaded (secrets redacted)."""
     from tether.host.config import load_config
 
-    shown = load_config(_home(home)).redacted()
+    shown = load_config(home_dir(home)).redacted()
     if as_json:
         print_json(shown)
         return

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tether.cli.main import HomeOpt, HostOpt, JsonOpt, _home, sessions_app
+from tether.cli.common import HomeOpt, HostOpt, JsonOpt, home_dir, sessions_app
 from tether.cli.output import escape_controls, out, print_json, run
 from tether.errors import UsageError
 
@@ -24,7 +24,7 @@ DETACH = b"\x1d"  # Ctrl-]
 def _client(home: Path | None, host: str | None) -> Any:
     from tether.client.sdk import Client
 
-    return Client(_home(home), host)
+    return Client(home_dir(home), host)
 
 
 @sessions_app.command("list")
@@ -281,7 +281,7 @@ def sessions_attach(
     session_id: Annotated[str, typer.Argument(metavar="ID")], host: HostOpt = None, home: HomeOpt = None
 ) -> None:
     """Attach this terminal to a session, live. Ctrl-] detaches."""
-    run(_attach(_home(home), host, session_id))
+    run(_attach(home_dir(home), host, session_id))
 
 
 async def _attach(home: Path, host: str | None, session_id: str) -> None:

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from tether.cli.main import HomeOpt, JsonOpt, _home, app
+from tether.cli.common import HomeOpt, JsonOpt, app, home_dir
 from tether.cli.output import err, out, print_json, run
 
 
@@ -134,7 +134,7 @@ def ssh_connect(
         workspaces=list(workspace or []), wheels=wheels, python=python, relay_url=relay, remote_home=remote_home,
         enroll_key=enroll_key,
     )
-    record = run(deploy(_home(home), req, RichReporter()))
+    record = run(deploy(home_dir(home), req, RichReporter()))
     if as_json:
         print_json({"name": record.name, "host_id": record.host_id, "relay": record.relay_url, "pid": record.pid,
                     "state": record.state})
@@ -156,8 +156,8 @@ def ssh_list(as_json: JsonOpt = False, home: HomeOpt = None) -> None:
     from tether.sshremote.deploy import held_tunnels
     from tether.sshremote.registry import Registry
 
-    remotes = Registry(_home(home)).load()
-    held = run(held_tunnels(_home(home))) if any(r.mode == "tunnel" for r in remotes) else {}
+    remotes = Registry(home_dir(home)).load()
+    held = run(held_tunnels(home_dir(home))) if any(r.mode == "tunnel" for r in remotes) else {}
 
     if as_json:
         import msgspec
@@ -188,11 +188,11 @@ def ssh_status(
     from tether.sshremote.deploy import held_tunnels, status
     from tether.sshremote.registry import Registry
 
-    daemon = run(status(_home(home), _options(known_hosts, ssh_config), name))
-    record = Registry(_home(home)).get(name)
+    daemon = run(status(home_dir(home), _options(known_hosts, ssh_config), name))
+    record = Registry(home_dir(home)).get(name)
     tunnel = None
     if record.mode == "tunnel":
-        tunnel = _tunnel_state(run(held_tunnels(_home(home))), record.name)
+        tunnel = _tunnel_state(run(held_tunnels(home_dir(home))), record.name)
     if as_json:
         print_json({**daemon, **({"tunnel": tunnel} if tunnel else {})})
         return
@@ -212,7 +212,7 @@ def ssh_stop(
     """Stop a remote host's daemon (its keys and state stay there; `tether ssh` starts it again)."""
     from tether.sshremote.deploy import stop
 
-    run(stop(_home(home), name, _options(known_hosts, ssh_config), RichReporter()))
+    run(stop(home_dir(home), name, _options(known_hosts, ssh_config), RichReporter()))
 
 
 @ssh_app.command("forget")
@@ -228,7 +228,7 @@ def ssh_forget(
     """Stop a remote host, drop this machine's devices there, and forget it (clients drop it too)."""
     from tether.sshremote.deploy import forget
 
-    run(forget(_home(home), name, _options(known_hosts, ssh_config), RichReporter(), force=force))
+    run(forget(home_dir(home), name, _options(known_hosts, ssh_config), RichReporter(), force=force))
 
 
 @ssh_app.command("refresh")
@@ -241,7 +241,7 @@ def ssh_refresh(
     """Send the remote hosts this machine's current devices (after pairing or revoking one)."""
     from tether.sshremote.deploy import refresh
 
-    failed = run(refresh(_home(home), _options(known_hosts, ssh_config), RichReporter(), names or None))
+    failed = run(refresh(home_dir(home), _options(known_hosts, ssh_config), RichReporter(), names or None))
     if failed:
         err.print(f"could not reach: {', '.join(failed)}; they keep their previous devices until refreshed")
         raise typer.Exit(1)

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tether.cli.main import HomeOpt, HostOpt, JsonOpt, _call, _connect, app, parse_ttl, tokens_app
+from tether.cli.common import HomeOpt, HostOpt, JsonOpt, app, call_host, connect_client, parse_ttl, tokens_app
 from tether.cli.output import err, out, print_json, run
 from tether.errors import UsageError
 
@@ -69,7 +69,7 @@ def tokens_create(
     if workspace is not None and os.path.isdir(workspace):
         workspace = os.path.abspath(workspace)  # a path typed on the host's own machine
     params: dict[str, Any] = {"scopes": grant, "ttl": seconds, "name": name, "workspace": workspace}
-    created = run(_call(home, host, "tokens.create", params))
+    created = run(call_host(home, host, "tokens.create", params))
     if as_json:
         print_json(created)
         return
@@ -87,7 +87,7 @@ def tokens_create(
 @tokens_app.command("list")
 def tokens_list(as_json: JsonOpt = False, host: HostOpt = None, home: HomeOpt = None) -> None:
     """Tokens of the host, revoked and expired ones included."""
-    tokens = run(_call(home, host, "tokens.list"))
+    tokens = run(call_host(home, host, "tokens.list"))
     if as_json:
         print_json(tokens)
         return
@@ -108,7 +108,7 @@ def tokens_revoke(
     home: HomeOpt = None,
 ) -> None:
     """Revoke a token: its channels close at once and it can no longer connect."""
-    run(_call(home, host, "tokens.revoke", {"id": token_id}))
+    run(call_host(home, host, "tokens.revoke", {"id": token_id}))
     out.print(f"token {token_id} revoked")
 
 
@@ -119,7 +119,7 @@ def _describe_actor(actor: dict[str, Any]) -> str:
 
 
 async def _audit_entries(home: Path | None, host: str | None, since: float) -> list[dict[str, Any]]:
-    conn = await _connect(home, host)
+    conn = await connect_client(home, host)
     entries: list[dict[str, Any]] = []
     after = 0
     try:

@@ -17,12 +17,13 @@ from tether.client.state import ClientState, PairedHost
 from tether.crypto.encoding import b64u_decode
 from tether.crypto.tokens import AccessToken
 from tether.errors import TetherError, UsageError
-from tether.host.daemon import HostPaths
+from tether.home import HostPaths
 from tether.protocol.e2e import E2ETransport, HandshakeFailed
 from tether.protocol.frames import RETRYABLE_CLOSES, CloseCode
 from tether.protocol.local import StreamTransport
 from tether.protocol.messages import Notification
-from tether.protocol.rpc import MessageTransport, RpcPeer, TransportClosed
+from tether.protocol.rpc import MessageTransport, RpcPeer
+from tether.protocol.transport import TransportClosed
 from tether.relay.link import ChannelClosed, RelayError, RelayLink
 
 # Batches a subscription may hold before the reader waits for the consumer.

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tether.agents.base import Agent, AgentContext, Decision, ItemKind, TurnInterrupted
+from tether.agents.base import Agent, AgentContext, AgentDied, Decision, ItemKind, TurnInterrupted
 from tether.crypto.encoding import b32_encode
 from tether.errors import TetherError
 from tether.host.config import AgentConfig
@@ -29,12 +29,6 @@ log = logging.getLogger(__name__)
 
 class AgentSessionError(TetherError):
     code = "session"
-
-
-class AgentDied(TetherError):
-    """The agent's process ended: the session cannot go on."""
-
-    code = "agent_died"
 
 
 class AgentSession(AgentContext):

@@ -16,14 +16,13 @@ import ssl
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from tether.backoff import Backoff
 from tether.crypto.encoding import b64u_encode
 from tether.crypto.keys import Identity, derive_id
 from tether.crypto.tokens import AccessToken, format_expiry
 from tether.errors import ConfigError, TetherError
-from tether.home import ensure_home, resolve_home
+from tether.home import HostPaths, ensure_home, resolve_home
 from tether.host import projection
 from tether.host.api import ApiConnection
 from tether.host.audit import Actor, AuditLog
@@ -34,6 +33,7 @@ from tether.host.inheritance import Inheritance
 from tether.host.keyring import HostKeyring
 from tether.host.pairing import claim_offer
 from tether.host.principal import Principal
+from tether.host.remotes import RemoteHosts
 from tether.host.sessions import SessionError, SessionManager, check_apart
 from tether.host.store import Device, Store, Token
 from tether.protocol.e2e import E2ETransport
@@ -42,8 +42,7 @@ from tether.protocol.local import StreamTransport
 from tether.protocol.pairing_link import PairingLink
 from tether.protocol.rpc import MessageTransport, RpcPeer
 from tether.protocol.scopes import Scope, parse_scopes, scope_list
-from tether.relay.link import Channel, RelayLink
-from tether.sshremote.keeper import TunnelKeeper
+from tether.relay.link import Channel, RelayLink, http_url
 
 log = logging.getLogger("tether.host")
 
@@ -52,25 +51,8 @@ MAX_SOCKET_PATH = 100
 MAINTENANCE_SECONDS = 3600.0
 
 
-class HostPaths:
-    def __init__(self, home: Path) -> None:
-        self.dir = home / "host"
-        self.keys = self.dir / "keys.json"
-        self.db = self.dir / "state.db"
-        self.socket = self.dir / "daemon.sock"
-
-
 def _expired_reason(expires_at: float) -> str:
     return f"this token expired on {format_expiry(expires_at)}; create a new one with `tether tokens create`"
-
-
-def http_url(relay_url: str) -> str:
-    """The relay's web address (for pairing links) from its ws/wss/http/https URL."""
-    parts = urlsplit(relay_url)
-    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-    path = parts.path.rstrip("/")
-    path = path.removesuffix("/ws")
-    return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
 class HostDaemon:
@@ -84,6 +66,7 @@ class HostDaemon:
         public_url: str | None = None,
         enroll_key: bytes | None = None,
         relay_tls: ssl.SSLContext | None = None,
+        remotes: RemoteHosts,
     ) -> None:
         self.home = home
         # the relay's enrollment key, for relays that admit enrolled hosts only (`--enroll-key`)
@@ -104,7 +87,9 @@ class HostDaemon:
         self.store: Store
         self.audit: AuditLog
         self.sessions: SessionManager
-        self.tunnels: TunnelKeeper
+        # Tunnels to the `--mode tunnel` remote hosts this home started with `tether ssh` (and
+        # the devices they inherit), given by the caller: tether.sshremote sits above the host.
+        self.tunnels = remotes
         self.relay_connected = asyncio.Event()
         self._link: RelayLink | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -138,8 +123,6 @@ class HostDaemon:
         self._spawn(self.inherited.watch(self._on_inheritance_changed))
         await self._start_local_socket()
         self._spawn(self._maintenance())
-        # Tunnels to the `--mode tunnel` remote hosts this home started with `tether ssh`.
-        self.tunnels = TunnelKeeper(self.home)
         await self._unlink_forgotten()
         self._spawn(self.tunnels.run())
         if self.relay_url:
@@ -151,7 +134,7 @@ class HostDaemon:
         """Linked hosts that are no longer among this home's remotes were forgotten (`tether ssh
         forget`) while this daemon was down: tell the clients now."""
         try:
-            kept = {r.host_id for r in self.tunnels.registry.load()}
+            kept = self.tunnels.host_ids()
         except TetherError as exc:
             log.warning("remote hosts: %s", exc.message)
             return
@@ -605,9 +588,7 @@ class HostDaemon:
 
     def _refresh_remotes(self) -> None:
         """Hosts this one started with `tether ssh` get the new set of devices (never raises)."""
-        from tether.sshremote.hooks import refresh_remotes
-
-        self._spawn(refresh_remotes(self.home, identity=self.identity, name=self.name))
+        self._spawn(self.tunnels.refresh(self.identity, self.name))
 
 
 def _hidden_from_agents(home: Path, workspaces: list[Path]) -> list[Path]:

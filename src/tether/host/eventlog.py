@@ -26,6 +26,7 @@ from typing import Any
 
 from tether.host import projection
 from tether.host.db import Database
+from tether.host.event import Event as Event  # re-exported: the log's readers take it from here
 from tether.host.projection import EventType
 
 # A coalesced output event never grows past this many characters of text.
@@ -46,30 +47,6 @@ _DROPPABLE = (
 )
 # Rows deleted per transaction by retention, so other work on the database interleaves.
 _FORGET_CHUNK = 2000
-
-
-@dataclass(frozen=True)
-class Event:
-    seq: int
-    session: str | None
-    type: str
-    ts: float
-    data: dict[str, Any]
-    cid: str | None = None
-    # Characters of ``data`` as stored (JSON): what holding or sending this event costs.
-    size: int = field(default=0, compare=False)
-
-    def to_wire(self) -> dict[str, Any]:
-        wire: dict[str, Any] = {
-            "seq": self.seq,
-            "session": self.session,
-            "type": self.type,
-            "ts": self.ts,
-            "data": self.data,
-        }
-        if self.cid is not None:
-            wire["cid"] = self.cid
-        return wire
 
 
 @dataclass(frozen=True)

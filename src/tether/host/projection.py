@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from tether.errors import TetherError
 
 if TYPE_CHECKING:
-    from tether.host.eventlog import Event
+    from tether.host.event import Event
 
 log = logging.getLogger(__name__)
 

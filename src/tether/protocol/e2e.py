@@ -19,8 +19,7 @@ from tether.crypto.channel import ChannelError, HandshakeComplete, Message, Secu
 from tether.errors import TetherError
 from tether.protocol.frames import CloseCode
 from tether.protocol.messages import MAX_MESSAGE_BYTES
-from tether.protocol.rpc import TransportClosed
-from tether.relay.link import Channel, ChannelClosed
+from tether.protocol.transport import Channel, ChannelClosed, TransportClosed
 
 HANDSHAKE_TIMEOUT = 10.0
 HANDSHAKE_FAILED = "end-to-end handshake failed: the keys did not match"

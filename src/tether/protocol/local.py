@@ -10,7 +10,7 @@ import asyncio
 import struct
 
 from tether.protocol.messages import MAX_MESSAGE_BYTES
-from tether.protocol.rpc import TransportClosed
+from tether.protocol.transport import TransportClosed
 
 _LEN = struct.Struct(">I")
 CLOSE_TIMEOUT = 5.0

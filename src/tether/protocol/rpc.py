@@ -26,14 +26,9 @@ from tether.protocol.messages import (
     decode,
     encode,
 )
+from tether.protocol.transport import TransportClosed
 
 log = logging.getLogger("tether.rpc")
-
-
-class TransportClosed(TetherError):
-    """The transport under an RPC peer is gone."""
-
-    code = "closed"
 
 
 class RemoteError(TetherError):

@@ -57,10 +57,11 @@ from tether.protocol.frames import (
     encode_data,
     is_valid_id,
 )
+from tether.protocol.transport import ChannelClosed
 from tether.relay.enrollment import enroll_proof
-from tether.relay.errors import ChannelClosed, RelayError
+from tether.relay.errors import RelayError
 
-__all__ = ["Channel", "ChannelClosed", "RelayError", "RelayLink", "websocket_url"]
+__all__ = ["Channel", "ChannelClosed", "RelayError", "RelayLink", "http_url", "websocket_url"]
 
 log = logging.getLogger("tether.relay.link")
 
@@ -94,6 +95,15 @@ def websocket_url(relay_url: str) -> str:
     # The fragment of a pairing link holds secrets: it never goes on the wire.
     return urlunsplit((scheme, parts.netloc, path, "", ""))
 
+
+
+def http_url(relay_url: str) -> str:
+    """The relay's web address (for pairing links) from its ws/wss/http/https URL."""
+    parts = urlsplit(relay_url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    path = parts.path.rstrip("/")
+    path = path.removesuffix("/ws")
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 class Channel:
     """One end-to-end channel through the relay. Payloads are bytes, delivered in order."""

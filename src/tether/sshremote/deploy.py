@@ -108,8 +108,9 @@ async def call_desktop(home: Path, method: str, params: dict[str, Any] | None = 
 async def desktop_host(home: Path) -> Desktop:
     """The desktop host whose devices the remote inherits (its keys must exist: it must have run)."""
     from tether.client.connection import local_daemon_running
+    from tether.home import HostPaths
     from tether.host.config import load_config
-    from tether.host.daemon import HostPaths, http_url
+    from tether.relay.link import http_url
 
     keys = HostPaths(home).keys
     if not keys.exists():
@@ -137,19 +138,9 @@ async def desktop_host(home: Path) -> Desktop:
 
 async def make_desktop_bundle(desktop: Desktop, host_id: str) -> bytes:
     """The signed bundle for remote host ``host_id``: the desktop's live devices and policy."""
-    from tether.host.config import load_config
-    from tether.host.daemon import HostPaths
-    from tether.host.db import Database
-    from tether.host.inheritance import make_bundle
-    from tether.host.store import Store
+    from tether.host.remotes import desktop_bundle
 
-    db = await Database.open(HostPaths(desktop.home).db)
-    try:
-        devices = await Store(db).list_devices()
-    finally:
-        await db.close()
-    policy = {name: agent.policy for name, agent in load_config(desktop.home).agents.items()}
-    return make_bundle(desktop.identity, parent_name=desktop.name, host_id=host_id, devices=devices, policy=policy)
+    return await desktop_bundle(desktop.home, desktop.identity, desktop.name, host_id)
 
 
 # -- wheels --------------------------------------------------------------------------------

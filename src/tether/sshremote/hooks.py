@@ -1,7 +1,8 @@
-"""What the desktop host daemon calls so its remote hosts follow its devices.
+"""What the desktop host daemon calls so its remote hosts follow its devices and keep their tunnels.
 
-``HostDaemon.revoke_device`` (and the end of a pairing) should spawn
-``refresh_remotes(self.home, identity=self.identity, name=self.name)``: every remote host started
+:class:`DesktopRemotes` is the daemon's :class:`~tether.host.remotes.RemoteHosts`. After
+``HostDaemon.revoke_device`` (and the end of a pairing) the daemon calls its ``refresh``, which
+runs :func:`refresh_remotes` with the daemon's identity and name: every remote host started
 with ``tether ssh`` gets a new signed bundle over SSH, and its daemon (which polls the bundle file)
 drops a revoked device within a second and closes its channels. A remote that cannot be reached
 keeps its previous bundle until the next ``tether ssh refresh`` or ``tether ssh``; the names are
@@ -15,6 +16,7 @@ import socket
 from pathlib import Path
 
 from tether.crypto.keys import Identity
+from tether.sshremote.keeper import TunnelKeeper
 
 log = logging.getLogger("tether.sshremote")
 
@@ -40,3 +42,13 @@ async def refresh_remotes(home: Path, *, identity: Identity | None = None, name:
         log.warning("remote hosts not reached (they keep their previous devices until `tether ssh refresh`): %s",
                     ", ".join(failed))
     return failed
+
+
+class DesktopRemotes(TunnelKeeper):
+    """The remote hosts of a desktop daemon's home: the tunnels it holds and the devices it pushes."""
+
+    def host_ids(self) -> set[str]:
+        return {r.host_id for r in self.registry.load()}
+
+    async def refresh(self, identity: Identity, name: str) -> list[str]:
+        return await refresh_remotes(self.home, identity=identity, name=name)

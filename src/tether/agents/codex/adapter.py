@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from tether import __version__
-from tether.agents.base import AgentContext, Decision, ItemKind, TurnInterrupted
+from tether.agents.base import AgentContext, AgentDied, Decision, ItemKind, TurnInterrupted
 from tether.agents.codex.appserver import (
     APPROVAL_METHODS,
     COMMAND_APPROVAL,
@@ -59,7 +59,6 @@ from tether.agents.codex.binary import CodexBinary, CodexError, find_codex
 from tether.agents.sandbox import hiding
 from tether.agents.secrets import SECRET_NAME_PARTS, Redactor, StreamRedactor, env_secrets
 from tether.agents.turn import FollowingAgent, emit_delta, fail_items, flush_delta, stream_delta
-from tether.host.agent_session import AgentDied
 from tether.host.config import AgentConfig
 from tether.host.policy import Approval, Policy, Sandbox
 from tether.host.projection import EventType
