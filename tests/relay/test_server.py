@@ -647,7 +647,7 @@ async def test_static_files(relay_factory: RelayFactory, tmp_path: Path) -> None
 def test_parse_listen() -> None:
     assert parse_listen("127.0.0.1:8765") == ("127.0.0.1", 8765)
     assert parse_listen("[::1]:0") == ("::1", 0)
-    assert parse_listen(":80") == ("0.0.0.0", 80)
+    assert parse_listen(":80") == ("127.0.0.1", 80)  # every interface only when said: 0.0.0.0:80
     from tether.errors import UsageError
 
     for bad in ["8765", "host:", "host:99999", "host:http"]:

@@ -55,13 +55,6 @@ def _root(
         os.environ["TETHER_HOME"] = str(home)
 
 
-def parse_listen(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise UsageError(f"bad listen address {value!r}", hint="use HOST:PORT, e.g. 127.0.0.1:8765")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
 async def _wait_for_signal() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -237,7 +230,7 @@ def relay(
     from tether.relay.enrollment import create_enroll_key as make_key
     from tether.relay.enrollment import load_enroll_key
     from tether.relay.origin import normalize_origin
-    from tether.relay.server import RelayLimits, RelayServer, default_static_dir, tls_context
+    from tether.relay.server import RelayLimits, RelayServer, default_static_dir, parse_listen, tls_context
 
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
@@ -406,7 +399,7 @@ def up(
     """Relay and host in one process, with a pairing QR code. Ctrl-C stops."""
     from tether.host.daemon import HostDaemon
     from tether.protocol.scopes import parse_scopes
-    from tether.relay.server import RelayServer, default_static_dir, tls_context
+    from tether.relay.server import RelayServer, default_static_dir, parse_listen, tls_context
     from tether.sshremote.hooks import DesktopRemotes
 
     output.setup_logging(verbose)

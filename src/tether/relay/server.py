@@ -1243,13 +1243,15 @@ def _peer(ws: ServerConnection) -> str:
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[IPV6]:PORT`` → (host, port); UsageError otherwise."""
+    """``HOST:PORT`` or ``[IPV6]:PORT`` → (host, port); UsageError otherwise. No host (``:8765``)
+    means loopback: listening on every interface is said out loud (``0.0.0.0:8765``)."""
     host, sep, port_text = listen.rpartition(":")
     if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise UsageError(f"--listen must be HOST:PORT, not {listen!r}", hint="for example --listen 0.0.0.0:8765")
+        raise UsageError(f"bad listen address {listen!r}",
+                         hint="use HOST:PORT, e.g. 127.0.0.1:8765 (0.0.0.0:8765 for every interface)")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    return host or "0.0.0.0", int(port_text)
+    return host or "127.0.0.1", int(port_text)
 
 
 def default_static_dir() -> Path | None:
