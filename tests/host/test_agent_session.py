@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from tether.agents.base import Agent, Decision, ItemKind
+from tether.agents.policy import AgentConfig, Policy
 from tether.host.agent_session import AgentSession, AgentSessionError
-from tether.host.config import AgentConfig
 from tether.host.eventlog import EventLog
-from tether.host.policy import Policy
-from tether.host.projection import ApprovalConflict, EventType
+from tether.host.projection import ApprovalConflict
+from tether.protocol.events import EventType
 
 
 class AskingAgent(Agent):

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tether.agents.policy import Approval, Policy, PolicyError, Sandbox
 from tether.errors import ConfigError
 from tether.host.config import Limits, PtyAccess, load_config, parse_config
-from tether.host.policy import Approval, Policy, PolicyError, Sandbox
 
 GOOD = """
 [host]

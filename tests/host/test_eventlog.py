@@ -8,7 +8,7 @@ import pytest
 from tether.host import projection
 from tether.host.db import Database
 from tether.host.eventlog import STEP_BYTES, Batch, Event, EventLog, Snapshot, Subscription, coalesce
-from tether.host.projection import EventType
+from tether.protocol.events import EventType
 
 OUT = EventType.SESSION_OUTPUT
 

@@ -8,8 +8,8 @@ import pytest
 from tether.host.config import Limits
 from tether.host.eventlog import Batch, Event, EventLog
 from tether.host.principal import Principal
-from tether.host.projection import EventType
 from tether.host.sessions import SessionError, SessionManager
+from tether.protocol.events import EventType
 
 
 @pytest.fixture

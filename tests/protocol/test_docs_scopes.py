@@ -71,7 +71,7 @@ def _first_cells(markdown: str, heading: str) -> set[str]:
 
 
 def test_protocol_md_documents_every_method_and_event_type() -> None:
-    from tether.host.projection import EventType
+    from tether.protocol.events import EventType
 
     text = (SECURITY_MD.parent / "protocol.md").read_text(encoding="utf-8")
     methods = _first_cells(text, "### 5.2 Methods")

@@ -10,6 +10,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from tether.agents.policy import Approval, Policy, Sandbox
 from tether.crypto.keys import Identity
 from tether.host.inheritance import (
     BUNDLE_FILE,
@@ -21,7 +22,6 @@ from tether.host.inheritance import (
     make_bundle,
     verify_bundle,
 )
-from tether.host.policy import Approval, Policy, Sandbox
 from tether.host.store import Device
 
 

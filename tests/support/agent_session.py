@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from tether.agents.base import Agent
+from tether.agents.policy import AgentConfig, Policy
 from tether.host.agent_session import AgentSession
-from tether.host.config import AgentConfig
 from tether.host.eventlog import Event, EventLog
-from tether.host.policy import Policy
-from tether.host.projection import EventType, pending_approvals
+from tether.host.projection import pending_approvals
+from tether.protocol.events import EventType
 
 
 class SessionHarness:

@@ -22,9 +22,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from tether.agents.policy import AgentConfig, Policy
 from tether.errors import TetherError
-from tether.host.config import AgentConfig
-from tether.host.policy import Policy
 
 
 class Decision(StrEnum):

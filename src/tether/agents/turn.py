@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from tether.agents.base import Agent, AgentContext, AgentDied, ItemKind, TurnInterrupted
 from tether.agents.jsonl_process import Exited
 from tether.agents.secrets import Redactor, StreamRedactor
-from tether.host.projection import EventType
+from tether.protocol.events import EventType
 
 log = logging.getLogger(__name__)
 

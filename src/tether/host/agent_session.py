@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from tether.agents.base import Agent, AgentContext, AgentDied, Decision, ItemKind, TurnInterrupted
+from tether.agents.policy import AgentConfig, Policy
 from tether.crypto.encoding import b32_encode
 from tether.errors import TetherError
-from tether.host.config import AgentConfig
 from tether.host.eventlog import Event, EventLog
-from tether.host.policy import Policy
-from tether.host.projection import ApprovalConflict, EventType
+from tether.host.projection import ApprovalConflict
+from tether.protocol.events import EventType
 
 log = logging.getLogger(__name__)
 

@@ -21,16 +21,16 @@ import msgspec
 
 from tether import __version__
 from tether.agents.base import Decision
+from tether.agents.policy import AgentConfig
 from tether.agents.registry import AGENT_NAMES
 from tether.crypto.encoding import b64u_decode
 from tether.crypto.tokens import format_expiry
 from tether.errors import TetherError
 from tether.host import projection
-from tether.host.config import AgentConfig
 from tether.host.principal import Principal
-from tether.host.projection import EventType
 from tether.host.workspaces import resolve_workspace
 from tether.protocol import schemas
+from tether.protocol.events import EventType
 from tether.protocol.messages import Notification, Request, decode_params
 from tether.protocol.rpc import RpcPeer
 from tether.protocol.scopes import METHOD_SCOPES, Scope, parse_scopes, scope_list
@@ -511,7 +511,7 @@ class ApiConnection:
                 raise ValueError
         except ValueError:
             raise TetherError("static_public must be a 32-byte key in base64url", code="invalid_params") from None
-        event = await self.host.log.append(None, projection.EventType.HOST_LINKED, msgspec.to_builtins(params))
+        event = await self.host.log.append(None, EventType.HOST_LINKED, msgspec.to_builtins(params))
         return {"seq": event.seq}
 
     async def _hosts_unlink(self, params: schemas.HostRef) -> dict[str, Any]:
@@ -519,7 +519,7 @@ class ApiConnection:
         linked = await self.host.db.run(projection.linked_hosts, write=False)
         if not any(h["host_id"] == params.host_id for h in linked):
             raise TetherError(f"no linked host {params.host_id!r}", code="not_found")
-        event = await self.host.log.append(None, projection.EventType.HOST_UNLINKED, {"host_id": params.host_id})
+        event = await self.host.log.append(None, EventType.HOST_UNLINKED, {"host_id": params.host_id})
         return {"seq": event.seq}
 
     async def _hosts_linked(self, _: schemas.Empty) -> list[dict[str, Any]]:

@@ -47,8 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tether.agents.policy import AgentConfig, Policy, PolicyError, parse_approval, parse_sandbox
 from tether.errors import ConfigError
-from tether.host.policy import Policy, PolicyError, parse_approval, parse_sandbox
 
 FILE_NAME = "config.toml"
 AGENTS = ("pty", "builtin", "codex", "claude")
@@ -71,18 +71,6 @@ _AGENT_KEYS: dict[str, dict[str, type]] = {
     "codex": {**_POLICY_KEYS, "binary": str, "codex_home": str, "model": str, "enabled": bool},
     "claude": {**_POLICY_KEYS, "binary": str, "config_dir": str, "model": str, "enabled": bool},
 }
-
-
-@dataclass(frozen=True)
-class AgentConfig:
-    name: str
-    policy: Policy = field(default_factory=Policy)
-    options: dict[str, Any] = field(default_factory=dict)
-    enabled: bool = True
-
-    def secret(self, key: str) -> str | None:
-        value = self.options.get(key)
-        return value if isinstance(value, str) else None
 
 
 @dataclass(frozen=True)

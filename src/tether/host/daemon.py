@@ -37,6 +37,7 @@ from tether.host.remotes import RemoteHosts
 from tether.host.sessions import SessionError, SessionManager, check_apart
 from tether.host.store import Device, Store, Token
 from tether.protocol.e2e import E2ETransport
+from tether.protocol.events import EventType
 from tether.protocol.frames import CloseCode
 from tether.protocol.local import StreamTransport
 from tether.protocol.pairing_link import PairingLink
@@ -140,7 +141,7 @@ class HostDaemon:
             return
         for linked in await self.db.run(projection.linked_hosts, write=False):
             if linked["host_id"] not in kept:
-                await self.log.append(None, projection.EventType.HOST_UNLINKED, {"host_id": linked["host_id"]})
+                await self.log.append(None, EventType.HOST_UNLINKED, {"host_id": linked["host_id"]})
                 log.info("linked host %s (%s) was forgotten; clients are told", linked.get("name"), linked["host_id"])
 
     @property

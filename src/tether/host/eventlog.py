@@ -27,7 +27,7 @@ from typing import Any
 from tether.host import projection
 from tether.host.db import Database
 from tether.host.event import Event as Event  # re-exported: the log's readers take it from here
-from tether.host.projection import EventType
+from tether.protocol.events import EventType
 
 # A coalesced output event never grows past this many characters of text.
 # Small enough that one event, JSON-escaped, stays well under the relay's per-channel queue.

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import msgspec
 
+from tether.agents.policy import Approval, Policy, Sandbox
 from tether.crypto.encoding import b64u_encode
 from tether.crypto.keys import KEY_LEN, Identity, derive_id, verify_signature
 from tether.errors import TetherError
 from tether.home import write_private
-from tether.host.policy import Approval, Policy, Sandbox
 from tether.host.store import Device
 from tether.protocol.scopes import parse_scopes
 

@@ -4,7 +4,7 @@ The ``sessions`` table is never written except by :func:`apply`, which the event
 the same transaction as the append. So the table always equals "the log folded up to its last
 seq", and a snapshot read in one transaction is consistent with a seq.
 
-Event types and their ``data`` are all listed in :class:`EventType`; session status and its
+Event types and their ``data`` are all listed in :class:`~tether.protocol.events.EventType`; session status and its
 allowed transitions in :class:`Status` and :data:`TRANSITIONS`.
 """
 
@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from tether.errors import TetherError
+from tether.protocol.events import EventType
 
 if TYPE_CHECKING:
     from tether.host.event import Event
@@ -26,78 +27,6 @@ log = logging.getLogger(__name__)
 # Enough for a late joiner to see a screenful or two of history; bounded so a chatty session
 # does not grow the row without limit. Counted in characters.
 SCROLLBACK_CHARS = 64 * 1024
-
-
-class EventType(StrEnum):
-    """Every event type of the log, with the exact shape of its ``data``."""
-
-    SESSION_STARTED = "session.started"
-    """{agent: str, workspace: str, command: list[str], title: str, cols: int, rows: int,
-    policy: {approval, sandbox} (agent sessions only)} — a new session, status ``running``."""
-
-    SESSION_INPUT = "session.input"
-    """{text: str} — input sent to the session (``cid`` is the client's command id)."""
-
-    SESSION_OUTPUT = "session.output"
-    """{stream: "stdout" | "pty", data: str} — output text, decoded UTF-8.
-    In a coalesced event (eventlog.Subscription) also ``first_seq: int``: the seq of the first
-    merged event; the event's own ``seq`` is the last one."""
-
-    SESSION_RESIZED = "session.resized"
-    """{cols: int, rows: int} — the terminal size changed."""
-
-    SESSION_INTERRUPTED = "session.interrupted"
-    """{} — an interrupt (Ctrl-C) was sent (``cid`` set when a client asked)."""
-
-    SESSION_STATUS = "session.status"
-    """{status: Status} — a non-terminal status change (e.g. waiting-for-approval, idle)."""
-
-    TURN_STARTED = "turn.started"
-    """{turn: str, input: str} — an agent session starts working on a prompt: status ``running``."""
-
-    TURN_COMPLETED = "turn.completed"
-    """{turn: str, status: "completed" | "interrupted" | "failed", error: str | None} — the agent
-    finished the turn: status ``idle``; pending approvals of the turn are cleared."""
-
-    ITEM_STARTED = "item.started"
-    """{turn: str, item: str, kind: ItemKind, ...} — a new item of a turn. By kind:
-    user_message {text}; agent_message {}; reasoning {}; command {command: str, cwd: str};
-    file_change {path: str, diff: str}; error {message: str}."""
-
-    ITEM_DELTA = "item.delta"
-    """{item: str, stream: "text" | "output", data: str} — streamed agent text or command
-    output. Coalesced like ``session.output`` (``first_seq`` on a merged event)."""
-
-    ITEM_COMPLETED = "item.completed"
-    """{item: str, kind: ItemKind, status: "completed" | "failed" | "declined", ...} — the item's
-    final form: agent_message/reasoning {text}; command {exit_code, output}; file_change
-    {path, diff}; error {message}."""
-
-    APPROVAL_REQUESTED = "approval.requested"
-    """{approval: str, item: str | None, kind: "command" | "file_change", details: {...},
-    options: list[Decision]} — the agent waits for a person: status ``waiting-for-approval``.
-    ``details`` is exactly what will run or change (command and cwd, or path and diff)."""
-
-    APPROVAL_RESOLVED = "approval.resolved"
-    """{approval: str, decision: Decision, by: {id, name}} — first answer wins: a second
-    resolution of the same approval is refused before it reaches the log."""
-
-    APPROVAL_CLEARED = "approval.cleared"
-    """{approval: str, reason: str} — the approval went away unanswered (turn interrupted, the
-    agent resolved it itself, the session ended)."""
-
-    HOST_LINKED = "host.linked"
-    """{host_id, name, static_public, relay_url} (no session) — a host this one started over SSH
-    and whose devices it shares: clients add it to their hosts without pairing again."""
-
-    HOST_UNLINKED = "host.unlinked"
-    """{host_id} (no session) — that linked host was forgotten (`tether ssh forget`): clients
-    drop the entry they learned for it."""
-
-    SESSION_EXITED = "session.exited"
-    """{exit_code: int | None, signal: int | None, reason: str | None} — the session ended:
-    status ``finished`` when exit_code == 0, else ``failed``. ``reason`` says why when it is
-    not a plain exit (e.g. "host restarted", "host shutdown")."""
 
 
 class Status(StrEnum):

@@ -25,18 +25,19 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tether.agents.base import Decision
+from tether.agents.policy import AgentConfig, Policy
 from tether.agents.pty import PtyError, PtyProcess
 from tether.agents.registry import load_agent
 from tether.crypto.encoding import b32_encode
 from tether.errors import TetherError
 from tether.host import projection
 from tether.host.agent_session import AgentSession
-from tether.host.config import AgentConfig, Limits
+from tether.host.config import Limits
 from tether.host.db import Database
 from tether.host.eventlog import Event, EventLog
-from tether.host.policy import Policy
 from tether.host.principal import Principal
-from tether.host.projection import EventType, IllegalTransition, Status, check_transition
+from tether.host.projection import IllegalTransition, Status, check_transition
+from tether.protocol.events import EventType
 
 log = logging.getLogger(__name__)
 

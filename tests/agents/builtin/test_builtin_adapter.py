@@ -16,14 +16,13 @@ import pytest
 from tests.support.fake_openai import FakeOpenAI
 from tether.agents.base import Decision
 from tether.agents.builtin.adapter import BuiltinAgent
+from tether.agents.policy import AgentConfig, Approval, Policy, Sandbox
 from tether.agents.sandbox import available
 from tether.agents.secrets import env_secrets
 from tether.errors import TetherError
 from tether.host import projection
 from tether.host.agent_session import AgentSession
-from tether.host.config import AgentConfig
 from tether.host.eventlog import Event, EventLog
-from tether.host.policy import Approval, Policy, Sandbox
 
 KEY = "sk-adapter-SECRET-0123456789abcdef"
 ENV_SECRET = "envsecret-9f8e7d6c5b4a"

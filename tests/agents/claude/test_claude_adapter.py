@@ -17,11 +17,10 @@ from tests.support.fake_anthropic import FakeAnthropic
 from tether.agents.base import Decision
 from tether.agents.claude import ClaudeBinary, ClaudeError
 from tether.agents.claude.adapter import ClaudeAgent
+from tether.agents.policy import AgentConfig, Approval, Policy, Sandbox
 from tether.host.agent_session import AgentSession
-from tether.host.config import AgentConfig
 from tether.host.eventlog import EventLog
-from tether.host.policy import Approval, Policy, Sandbox
-from tether.host.projection import EventType
+from tether.protocol.events import EventType
 
 pytestmark = pytest.mark.slow
 

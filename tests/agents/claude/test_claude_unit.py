@@ -29,8 +29,8 @@ from tether.agents.claude import (
 )
 from tether.agents.claude.adapter import claude_args, claude_env, claude_settings, file_diff, inside
 from tether.agents.claude.shell import write_shell
-from tether.host.config import AgentConfig, parse_config
-from tether.host.policy import Approval, Policy, Sandbox
+from tether.agents.policy import AgentConfig, Approval, Policy, Sandbox
+from tether.host.config import parse_config
 
 # -- the binary --------------------------------------------------------------------------------
 
@@ -251,7 +251,7 @@ async def test_a_turn_given_up_on_does_not_leak_into_the_next(
     from tether.host.agent_session import AgentSession
     from tether.host.db import Database
     from tether.host.eventlog import EventLog
-    from tether.host.projection import EventType
+    from tether.protocol.events import EventType
 
     monkeypatch.setattr(claude_adapter.ClaudeAgent, "interrupt_grace", 0.3)
     db = await Database.open(tmp_path / "host.db")

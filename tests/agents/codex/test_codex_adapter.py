@@ -18,11 +18,10 @@ from tests.support.fake_responses import FakeResponses
 from tether.agents.base import Decision
 from tether.agents.codex import CodexBinary, CodexError
 from tether.agents.codex.adapter import THREAD_OPTION, CodexAgent, list_threads
+from tether.agents.policy import AgentConfig, Approval, Policy, Sandbox
 from tether.host.agent_session import AgentSession
-from tether.host.config import AgentConfig
 from tether.host.eventlog import EventLog
-from tether.host.policy import Approval, Policy, Sandbox
-from tether.host.projection import EventType
+from tether.protocol.events import EventType
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,7 @@ from typing import Any
 from tether.agents.base import Decision
 from tether.agents.codex.adapter import CodexAgent, _Turn, _unified, codex_policy
 from tether.agents.codex.appserver import COMMAND_APPROVAL, Notification, RequestState, ServerRequest
-from tether.host.config import AgentConfig
-from tether.host.policy import Approval, Policy, Sandbox
+from tether.agents.policy import AgentConfig, Approval, Policy, Sandbox
 
 
 class FakeContext:

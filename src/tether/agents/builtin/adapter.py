@@ -1,6 +1,6 @@
 """The built-in agent as a tether adapter: the loop of :mod:`.loop`, reported as session events.
 
-How the loop's hooks become items (shapes: :class:`tether.host.projection.EventType`):
+How the loop's hooks become items (shapes: :class:`tether.protocol.events.EventType`):
 
 - streamed text → one ``agent_message`` item per stretch of text (``item.started``, an
   ``item.delta`` per chunk with ``stream: "text"``, ``item.completed`` with the whole text);
@@ -42,7 +42,7 @@ from tether.agents.builtin.tools import HIDDEN_ENV, ToolRunner, truncate_middle
 from tether.agents.sandbox import Sandbox
 from tether.agents.secrets import env_secrets, without_secrets
 from tether.errors import TetherError
-from tether.host.projection import EventType
+from tether.protocol.events import EventType
 
 log = logging.getLogger(__name__)
 

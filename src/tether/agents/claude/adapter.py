@@ -59,11 +59,10 @@ from tether.agents.claude import stream
 from tether.agents.claude.binary import QUIET_ENV, ClaudeBinary, ClaudeError, find_claude
 from tether.agents.claude.process import ClaudeExited, ClaudeProcess, Event, Exited
 from tether.agents.claude.shell import write_shell
+from tether.agents.policy import AgentConfig, Approval, Policy, Sandbox
 from tether.agents.secrets import Redactor, StreamRedactor, env_secrets, is_secret_name, without_secrets
 from tether.agents.turn import FollowingAgent, emit_delta, fail_items, flush_delta, stream_delta
-from tether.host.config import AgentConfig
-from tether.host.policy import Approval, Policy, Sandbox
-from tether.host.projection import EventType
+from tether.protocol.events import EventType
 
 log = logging.getLogger(__name__)
 

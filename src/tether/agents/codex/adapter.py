@@ -56,12 +56,11 @@ from tether.agents.codex.appserver import (
     ServerRequest,
 )
 from tether.agents.codex.binary import CodexBinary, CodexError, find_codex
+from tether.agents.policy import AgentConfig, Approval, Policy, Sandbox
 from tether.agents.sandbox import hiding
 from tether.agents.secrets import SECRET_NAME_PARTS, Redactor, StreamRedactor, env_secrets
 from tether.agents.turn import FollowingAgent, emit_delta, fail_items, flush_delta, stream_delta
-from tether.host.config import AgentConfig
-from tether.host.policy import Approval, Policy, Sandbox
-from tether.host.projection import EventType
+from tether.protocol.events import EventType
 
 log = logging.getLogger(__name__)
 

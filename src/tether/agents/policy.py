@@ -4,9 +4,9 @@ but never loosen it beyond the host's."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tether.errors import TetherError
 
@@ -74,3 +74,17 @@ def parse_approval(value: str) -> Approval:
 
 def parse_sandbox(value: str) -> Sandbox:
     return _parse(Sandbox, value, "sandbox")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """One agent as the host's config sets it up: its policy ceiling and its options."""
+
+    name: str
+    policy: Policy = field(default_factory=Policy)
+    options: dict[str, Any] = field(default_factory=dict)
+    enabled: bool = True
+
+    def secret(self, key: str) -> str | None:
+        value = self.options.get(key)
+        return value if isinstance(value, str) else None
