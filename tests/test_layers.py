@@ -48,10 +48,7 @@ KNOWN_VIOLATIONS: set[tuple[str, str]] = {
     # host/api.py imports the Codex adapter inside a function (one agent interface, [7] item 3).
     ("tether.host.api", "tether.agents.codex.adapter"),
 }
-KNOWN_CYCLES: list[set[str]] = [
-    # api and pairing take the whole HostDaemon: still to give them a narrow interface ([7] item 1).
-    {"tether.host.api", "tether.host.daemon", "tether.host.pairing"},
-]
+KNOWN_CYCLES: list[set[str]] = []
 
 
 def module_names(root: Path = SRC) -> dict[str, Path]:

@@ -15,7 +15,8 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -36,9 +37,14 @@ from tether.protocol.rpc import RpcPeer
 from tether.protocol.scopes import METHOD_SCOPES, Scope, parse_scopes, scope_list
 
 if TYPE_CHECKING:
-    from tether.host.daemon import HostDaemon
-    from tether.host.eventlog import Event, Subscription
-    from tether.host.store import Device, Token
+    from tether.host.audit import AuditLog
+    from tether.host.config import HostConfig
+    from tether.host.db import Database
+    from tether.host.eventlog import Event, EventLog, Subscription
+    from tether.host.inheritance import Inheritance
+    from tether.host.remotes import RemoteHosts
+    from tether.host.sessions import SessionManager
+    from tether.host.store import Device, Store, Token
 
 log = logging.getLogger("tether.host")
 
@@ -56,6 +62,34 @@ class UnknownMethod(TetherError):
 
 class NotFound(TetherError):
     code = "not_found"
+
+
+class ApiHost(Protocol):
+    """What the methods need of the host daemon (its state and the actions that reach beyond
+    one connection: revoking closes channels, key rotation, offers and tokens)."""
+
+    config: HostConfig
+    workspaces: list[Path]
+    db: Database
+    log: EventLog
+    store: Store
+    audit: AuditLog
+    sessions: SessionManager
+    inherited: Inheritance | None
+    tunnels: RemoteHosts
+
+    def status(self) -> dict[str, Any]: ...
+    def subscriptions_of(self, caller: str) -> int: ...
+    async def rotate_keys(self, grace: float) -> dict[str, Any]: ...
+    async def revoke_device(self, device_id: str) -> bool: ...
+    async def revoke_token(self, token_id: str, *, by: ApiConnection | None = None) -> bool: ...
+    async def create_token(
+        self, scopes: frozenset[Scope], *, workspace: str | None, expires_at: float, name: str | None,
+        created_by: str,
+    ) -> dict[str, Any]: ...
+    async def create_pairing_offer(
+        self, scopes: frozenset[Scope], ttl: float, workspace: str | None = None
+    ) -> dict[str, Any]: ...
 
 
 _MANAGE_HINT = "devices.list and tokens.list show those within this caller's scopes and workspace"
@@ -119,7 +153,7 @@ Handler = Callable[[Any], Awaitable[Any]]
 class ApiConnection:
     """The methods as seen by one connected caller (it owns that caller's subscriptions)."""
 
-    def __init__(self, host: HostDaemon, principal: Principal) -> None:
+    def __init__(self, host: ApiHost, principal: Principal) -> None:
         self.host = host
         self.principal = principal
         self.peer: RpcPeer  # set by the daemon once the peer exists (the peer needs our handler)

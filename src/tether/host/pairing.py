@@ -13,11 +13,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from tether.crypto.encoding import b64u_decode
-from tether.crypto.keys import derive_id
+from tether.crypto.keys import Identity, derive_id
 from tether.errors import TetherError
+from tether.host.store import Store
 from tether.protocol import schemas
 from tether.protocol.e2e import HANDSHAKE_TIMEOUT, E2ETransport
 from tether.protocol.frames import CloseCode
@@ -25,8 +26,19 @@ from tether.protocol.messages import ErrorBody, ProtocolError, Request, Response
 from tether.protocol.scopes import scope_list
 from tether.relay.link import Channel
 
-if TYPE_CHECKING:
-    from tether.host.daemon import HostDaemon
+
+class PairingHost(Protocol):
+    """What pairing needs of the host daemon."""
+
+    name: str
+    store: Store
+
+    @property
+    def identity(self) -> Identity: ...
+
+    async def publish(self) -> None:
+        """Tell the relay the new allowlist (the device just paired may connect)."""
+        ...
 
 log = logging.getLogger("tether.host.pairing")
 
@@ -38,7 +50,7 @@ class PairingError(TetherError):
     code = "pairing"
 
 
-async def claim_offer(host: HostDaemon, channel: Channel, *, timeout: float = HANDSHAKE_TIMEOUT) -> None:
+async def claim_offer(host: PairingHost, channel: Channel, *, timeout: float = HANDSHAKE_TIMEOUT) -> None:
     """Serve one pairing attempt on ``channel``; always closes it, at the latest ``timeout``
     seconds after the handshake began if the device has not finished both steps by then."""
     assert channel.offer_id is not None
@@ -68,7 +80,7 @@ async def claim_offer(host: HostDaemon, channel: Channel, *, timeout: float = HA
 
 
 async def _complete(
-    host: HostDaemon, transport: E2ETransport, request: Request, offer_id: str
+    host: PairingHost, transport: E2ETransport, request: Request, offer_id: str
 ) -> dict[str, object]:
     params = decode_params(request.params, schemas.PairComplete)
     try:
