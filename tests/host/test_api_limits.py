@@ -17,7 +17,7 @@ import pytest
 from tests.support.inprocess import running_host
 from tether.client.connection import Connection, Subscription, connect_local
 from tether.crypto.encoding import b64u_encode
-from tether.host.api import MAX_SUBSCRIPTIONS, ApiConnection
+from tether.host.api import HANDLERS, MAX_SUBSCRIPTIONS, ApiConnection
 from tether.host.daemon import HostDaemon
 from tether.protocol.messages import Request, encode
 from tether.protocol.rpc import RemoteError
@@ -103,7 +103,7 @@ async def test_requests_in_flight_per_peer_are_capped(host: HostDaemon, monkeypa
         await gate.wait()
         return []
 
-    monkeypatch.setattr(ApiConnection, "_sessions_list", held)
+    monkeypatch.setitem(HANDLERS, "sessions.list", held)
     conn, other = await connect_local(host.home), await connect_local(host.home)
     try:
         calls = [asyncio.create_task(conn.call("sessions.list", timeout=30)) for _ in range(IN_FLIGHT + 8)]

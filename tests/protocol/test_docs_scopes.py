@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tether.protocol.scopes import METHOD_SCOPES
+from tether.protocol.methods import METHOD_SCOPES
 
 SECURITY_MD = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 _HEADER = re.compile(r"^\|\s*method\s*\|\s*scope\s*\|\s*$")

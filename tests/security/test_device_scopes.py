@@ -21,7 +21,8 @@ from tether.client.connection import connect_local
 from tether.client.sdk import Client
 from tether.crypto.encoding import b64u_encode
 from tether.errors import TetherError
-from tether.protocol.scopes import METHOD_SCOPES, Scope, parse_scopes, scope_list
+from tether.protocol.methods import METHOD_SCOPES
+from tether.protocol.scopes import Scope, parse_scopes, scope_list
 
 pytestmark = pytest.mark.slow
 

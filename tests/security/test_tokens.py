@@ -23,7 +23,8 @@ from tether.client.connection import connect_local, connect_token
 from tether.client.sdk import Client
 from tether.crypto.tokens import parse_token
 from tether.errors import TetherError
-from tether.protocol.scopes import METHOD_SCOPES, Scope
+from tether.protocol.methods import METHOD_SCOPES
+from tether.protocol.scopes import Scope
 
 pytestmark = pytest.mark.slow
 

@@ -33,8 +33,9 @@ from tether.host.workspaces import resolve_workspace
 from tether.protocol import schemas
 from tether.protocol.events import EventType
 from tether.protocol.messages import Notification, Request, decode_params
+from tether.protocol.methods import METHODS
 from tether.protocol.rpc import RpcPeer
-from tether.protocol.scopes import METHOD_SCOPES, Scope, parse_scopes, scope_list
+from tether.protocol.scopes import Scope, parse_scopes, scope_list
 
 if TYPE_CHECKING:
     from tether.host.audit import AuditLog
@@ -147,7 +148,22 @@ def chunk_events(events: list[dict[str, Any]], limit: int = NOTIFICATION_BYTES) 
         size += n
     return chunks
 
-Handler = Callable[[Any], Awaitable[Any]]
+Handler = Callable[["ApiConnection", Any], Awaitable[Any]]
+# Method name -> the ApiConnection method that answers it (bound with @handles below).
+HANDLERS: dict[str, Handler] = {}
+
+
+def handles(name: str) -> Callable[[Handler], Handler]:
+    """Bind the decorated method of :class:`ApiConnection` to the method ``name`` of
+    :data:`~tether.protocol.methods.METHODS` (its scope and params are declared there)."""
+
+    def bind(handler: Handler) -> Handler:
+        if name not in METHODS or name in HANDLERS:
+            raise TypeError(f"{name!r} is not a declared method, or has a handler already")
+        HANDLERS[name] = handler
+        return handler
+
+    return bind
 
 
 class ApiConnection:
@@ -161,36 +177,6 @@ class ApiConnection:
         self._windows: dict[int, _Window] = {}
         # session id -> whether this caller sees it (a session's workspace never changes).
         self._sees: dict[str, bool] = {}
-        self._handlers: dict[str, tuple[type[msgspec.Struct], Handler]] = {
-            "host.info": (schemas.Empty, self._host_info),
-            "sessions.list": (schemas.Empty, self._sessions_list),
-            "sessions.get": (schemas.SessionGet, self._sessions_get),
-            "sessions.start": (schemas.SessionStart, self._sessions_start),
-            "sessions.send": (schemas.SessionSend, self._sessions_send),
-            "sessions.interrupt": (schemas.SessionRef, self._sessions_interrupt),
-            "sessions.resize": (schemas.SessionResize, self._sessions_resize),
-            "sessions.approve": (schemas.SessionApprove, self._sessions_approve),
-            "sessions.diff": (schemas.SessionGet, self._sessions_diff),
-            "sessions.threads": (schemas.ListThreads, self._sessions_threads),
-            "events.read": (schemas.ReadEvents, self._read_events),
-            "events.subscribe": (schemas.Subscribe, self._subscribe),
-            "events.unsubscribe": (schemas.Unsubscribe, self._unsubscribe),
-            "devices.list": (schemas.Empty, self._devices_list),
-            "devices.rename": (schemas.DeviceRename, self._devices_rename),
-            "devices.revoke": (schemas.DeviceRef, self._devices_revoke),
-            "pairing.create": (schemas.PairingCreate, self._pairing_create),
-            "host.rotate_keys": (schemas.RotateKeys, self._rotate_keys),
-            "hosts.link": (schemas.HostLink, self._hosts_link),
-            "hosts.linked": (schemas.Empty, self._hosts_linked),
-            "hosts.unlink": (schemas.HostRef, self._hosts_unlink),
-            "remotes.tunnel": (schemas.RemoteRef, self._remotes_tunnel),
-            "remotes.tunnels": (schemas.Empty, self._remotes_tunnels),
-            "tokens.create": (schemas.TokenCreate, self._tokens_create),
-            "tokens.list": (schemas.Empty, self._tokens_list),
-            "tokens.revoke": (schemas.TokenRef, self._tokens_revoke),
-            "audit.list": (schemas.AuditList, self._audit_list),
-        }
-        assert set(self._handlers) == set(METHOD_SCOPES), "every method needs a scope and a handler"
 
     async def handle(self, request: Request) -> Any:
         """Answer one request, and record it in the audit log whatever the outcome."""
@@ -219,8 +205,8 @@ class ApiConnection:
         self.host.audit.record(self.principal.actor, request.method, outcome, session=session, target=target)
 
     async def _handle(self, request: Request) -> Any:
-        entry = self._handlers.get(request.method)
-        if entry is None:
+        method = METHODS.get(request.method)
+        if method is None:
             raise UnknownMethod(f"unknown method {request.method!r}", hint="upgrade tether on this client")
         expires_at = self.principal.expires_at
         if expires_at is not None and time.time() >= expires_at:
@@ -229,18 +215,18 @@ class ApiConnection:
                 hint="create a new one with `tether tokens create`",
                 code="expired",
             )
-        needed = METHOD_SCOPES[request.method]
+        needed = method.scope
         if needed not in self.principal.scopes:
             raise Forbidden(
                 f"{self.principal.describe()} lacks the {needed.value!r} scope needed for {request.method}",
                 hint=self.principal.scope_hint(),
             )
-        struct, handler = entry
-        params = decode_params(request.params, struct)
+        handler = HANDLERS[request.method]
+        params = decode_params(request.params, method.params)
         cid = getattr(params, "cid", None)
         if cid is None:
-            return await handler(params)
-        return await self.host.store.apply_once(cid, self.principal.id, request.method, lambda: handler(params))
+            return await handler(self, params)
+        return await self.host.store.apply_once(cid, self.principal.id, request.method, lambda: handler(self, params))
 
     async def on_notification(self, note: Notification) -> None:
         if note.method == "events.ack":
@@ -262,6 +248,7 @@ class ApiConnection:
 
     # -- host and sessions -------------------------------------------------------------
 
+    @handles("host.info")
     async def _host_info(self, _: schemas.Empty) -> dict[str, Any]:
         return {
             **self.host.status(),
@@ -271,6 +258,7 @@ class ApiConnection:
             "workspace": self.principal.workspace,  # the caller's restriction, if any
         }
 
+    @handles("sessions.list")
     async def _sessions_list(self, _: schemas.Empty) -> list[dict[str, Any]]:
         return [s for s in await self.host.sessions.list() if self._sees_session(s)]
 
@@ -304,6 +292,7 @@ class ApiConnection:
             for session in await self.host.sessions.list():
                 self._sees_session(session)
 
+    @handles("sessions.get")
     async def _sessions_get(self, params: schemas.SessionGet) -> dict[str, Any]:
         session = await self._session(params.id, scrollback=params.scrollback)
         # Pending approvals come with the session, so a client that reconnects shows them again.
@@ -312,6 +301,7 @@ class ApiConnection:
         )
         return session
 
+    @handles("sessions.start")
     async def _sessions_start(self, params: schemas.SessionStart) -> dict[str, Any]:
         if params.agent != "pty":
             return await self._agent_session_start(params)
@@ -379,6 +369,7 @@ class ApiConnection:
         log.info("%s started %s session %s", self.principal.describe(), params.agent, session_id)
         return {"id": session_id}
 
+    @handles("sessions.approve")
     async def _sessions_approve(self, params: schemas.SessionApprove) -> dict[str, Any]:
         await self._session(params.id)
         by = {"id": self.principal.id, "name": self.principal.name}
@@ -396,6 +387,7 @@ class ApiConnection:
             raise NotFound(f"no Codex thread {thread!r} this caller may adopt",
                            hint="tether sessions threads lists them")
 
+    @handles("sessions.threads")
     async def _sessions_threads(self, params: schemas.ListThreads) -> dict[str, Any]:
         """Codex threads stored on the host (started on the desktop too), for adoption; only
         those whose directory this caller may use."""
@@ -413,21 +405,25 @@ class ApiConnection:
             visible.append(thread)
         return {"threads": visible}
 
+    @handles("sessions.diff")
     async def _sessions_diff(self, params: schemas.SessionGet) -> dict[str, Any]:
         await self._session(params.id)
         changes = await self.host.db.run(lambda c: projection.file_changes(c, params.id), write=False)
         return {"changes": changes}
 
+    @handles("sessions.send")
     async def _sessions_send(self, params: schemas.SessionSend) -> dict[str, Any]:
         await self._session(params.id)
         event = await self.host.sessions.send_input(params.id, params.text, cid=params.cid)
         return {"seq": event.seq}
 
+    @handles("sessions.interrupt")
     async def _sessions_interrupt(self, params: schemas.SessionRef) -> dict[str, Any]:
         await self._session(params.id)
         event = await self.host.sessions.interrupt(params.id, cid=params.cid)
         return {"seq": event.seq}
 
+    @handles("sessions.resize")
     async def _sessions_resize(self, params: schemas.SessionResize) -> dict[str, Any]:
         await self._session(params.id)
         event = await self.host.sessions.resize(params.id, params.cols, params.rows)
@@ -435,6 +431,7 @@ class ApiConnection:
 
     # -- events ------------------------------------------------------------------------
 
+    @handles("events.read")
     async def _read_events(self, params: schemas.ReadEvents) -> dict[str, Any]:
         """A page of the log (for scripts that want what exists now, without following)."""
         head = self.host.log.head
@@ -455,6 +452,7 @@ class ApiConnection:
         # Retention may have dropped what came before the floor: a caller behind it missed events.
         return {"events": page, "cursor": cursor, "head": head, "floor": self.host.log.floor}
 
+    @handles("events.subscribe")
     async def _subscribe(self, params: schemas.Subscribe) -> dict[str, Any]:
         sub_id = params.sub
         if sub_id in self._subs:
@@ -507,6 +505,7 @@ class ApiConnection:
         finally:
             self._windows.pop(sub_id, None)
 
+    @handles("events.unsubscribe")
     async def _unsubscribe(self, params: schemas.Unsubscribe) -> dict[str, Any]:
         task = self._subs.pop(params.sub, None)
         if task is not None:
@@ -515,6 +514,7 @@ class ApiConnection:
 
     # -- devices and pairing -----------------------------------------------------------
 
+    @handles("devices.list")
     async def _devices_list(self, _: schemas.Empty) -> list[dict[str, Any]]:
         devices = await self.host.store.list_devices(include_revoked=True)
         return [d.to_public() for d in devices if self._manages(d)]
@@ -528,16 +528,19 @@ class ApiConnection:
         device = await self.host.store.get_device(device_id)
         return device is not None and self._manages(device)
 
+    @handles("devices.rename")
     async def _devices_rename(self, params: schemas.DeviceRename) -> dict[str, Any]:
         if not await self._manages_device(params.id) or not await self.host.store.rename_device(params.id, params.name):
             raise NotFound(f"no device {params.id!r} this caller may manage", hint=_MANAGE_HINT)
         return {"ok": True}
 
+    @handles("devices.revoke")
     async def _devices_revoke(self, params: schemas.DeviceRef) -> dict[str, Any]:
         if not await self._manages_device(params.id) or not await self.host.revoke_device(params.id):
             raise NotFound(f"no device {params.id!r} this caller may manage", hint=_MANAGE_HINT)
         return {"ok": True}
 
+    @handles("hosts.link")
     async def _hosts_link(self, params: schemas.HostLink) -> dict[str, Any]:
         self._owner_only("link a host")
         try:
@@ -548,6 +551,7 @@ class ApiConnection:
         event = await self.host.log.append(None, EventType.HOST_LINKED, msgspec.to_builtins(params))
         return {"seq": event.seq}
 
+    @handles("hosts.unlink")
     async def _hosts_unlink(self, params: schemas.HostRef) -> dict[str, Any]:
         self._owner_only("unlink a host")
         linked = await self.host.db.run(projection.linked_hosts, write=False)
@@ -556,23 +560,28 @@ class ApiConnection:
         event = await self.host.log.append(None, EventType.HOST_UNLINKED, {"host_id": params.host_id})
         return {"seq": event.seq}
 
+    @handles("hosts.linked")
     async def _hosts_linked(self, _: schemas.Empty) -> list[dict[str, Any]]:
         return await self.host.db.run(projection.linked_hosts, write=False)
 
+    @handles("remotes.tunnel")
     async def _remotes_tunnel(self, params: schemas.RemoteRef) -> dict[str, Any]:
         # SSH connections are made with the owner's keys: only the owner asks for them.
         self._owner_only("open a tunnel")
         return {"port": await self.host.tunnels.hold(params.name)}
 
+    @handles("remotes.tunnels")
     async def _remotes_tunnels(self, _: schemas.Empty) -> list[dict[str, object]]:
         self._owner_only("see its tunnels")
         return self.host.tunnels.tunnels()
 
+    @handles("host.rotate_keys")
     async def _rotate_keys(self, params: schemas.RotateKeys) -> dict[str, Any]:
         # Every paired device must learn the new key: a device could lock out all that are away.
         self._owner_only("rotate the host's key")
         return await self.host.rotate_keys(params.grace)
 
+    @handles("pairing.create")
     async def _pairing_create(self, params: schemas.PairingCreate) -> dict[str, Any]:
         scopes = parse_scopes(params.scopes)
         self._within_grant(
@@ -604,6 +613,7 @@ class ApiConnection:
 
     # -- access tokens and the audit log -------------------------------------------------
 
+    @handles("tokens.create")
     async def _tokens_create(self, params: schemas.TokenCreate) -> dict[str, Any]:
         scopes = parse_scopes(params.scopes)
         self._within_grant(
@@ -622,9 +632,11 @@ class ApiConnection:
             scopes, workspace=workspace, expires_at=expires_at, name=params.name, created_by=self.principal.id
         )
 
+    @handles("tokens.list")
     async def _tokens_list(self, _: schemas.Empty) -> list[dict[str, Any]]:
         return [t.to_public() for t in await self.host.store.list_tokens() if self._manages(t)]
 
+    @handles("tokens.revoke")
     async def _tokens_revoke(self, params: schemas.TokenRef) -> dict[str, Any]:
         token = await self.host.store.get_token(params.id)
         if token is None or not self._manages(token) or not await self.host.revoke_token(params.id, by=self):
@@ -632,6 +644,7 @@ class ApiConnection:
                            hint=_MANAGE_HINT)
         return {"ok": True}
 
+    @handles("audit.list")
     async def _audit_list(self, params: schemas.AuditList) -> dict[str, Any]:
         entries = await self.host.audit.list(since=params.since, after=params.after, limit=params.limit)
         cursor = entries[-1]["id"] if entries else params.after

@@ -1,7 +1,8 @@
-"""Scopes, and the one table that says which scope each application method needs.
+"""Scopes: what a device or token may do.
 
 A device or token may call a method only if its grant holds the method's scope
-(ARCHITECTURE §5). ``docs/security.md`` shows this same table; a test checks they agree.
+(ARCHITECTURE §5); which scope each method needs is declared with the method
+(:mod:`tether.protocol.methods`).
 """
 
 from __future__ import annotations
@@ -21,36 +22,6 @@ class Scope(StrEnum):
 
 ALL_SCOPES: frozenset[Scope] = frozenset(Scope)
 DEFAULT_PAIRING_SCOPES: frozenset[Scope] = frozenset({Scope.READ, Scope.PROMPT, Scope.APPROVE})
-
-METHOD_SCOPES: dict[str, Scope] = {
-    "host.info": Scope.READ,
-    "sessions.list": Scope.READ,
-    "sessions.get": Scope.READ,
-    "events.read": Scope.READ,
-    "events.subscribe": Scope.READ,
-    "events.unsubscribe": Scope.READ,
-    "sessions.start": Scope.PROMPT,
-    "sessions.send": Scope.PROMPT,
-    "sessions.interrupt": Scope.PROMPT,
-    "sessions.resize": Scope.PROMPT,
-    "sessions.diff": Scope.READ,
-    "sessions.threads": Scope.READ,
-    "sessions.approve": Scope.APPROVE,
-    "devices.list": Scope.ADMIN,
-    "devices.rename": Scope.ADMIN,
-    "devices.revoke": Scope.ADMIN,
-    "pairing.create": Scope.ADMIN,
-    "host.rotate_keys": Scope.ADMIN,
-    "hosts.link": Scope.ADMIN,
-    "hosts.linked": Scope.READ,
-    "hosts.unlink": Scope.ADMIN,
-    "remotes.tunnel": Scope.ADMIN,
-    "remotes.tunnels": Scope.ADMIN,
-    "tokens.create": Scope.ADMIN,
-    "tokens.list": Scope.ADMIN,
-    "tokens.revoke": Scope.ADMIN,
-    "audit.list": Scope.ADMIN,
-}
 
 
 def parse_scopes(value: str | Iterable[str]) -> frozenset[Scope]:
