@@ -98,3 +98,17 @@ class Agent(ABC):
 
     async def close(self) -> None:  # noqa: B027 (optional hook)
         """Stop everything the adapter started."""
+
+    # Conversations the agent stores itself ("threads", desktop ones included), which a session
+    # can adopt by id (the ``thread`` option). Only agents with ``keeps_threads`` have them.
+    keeps_threads: ClassVar[bool] = False
+
+    @classmethod
+    async def list_threads(cls, config: AgentConfig, *, limit: int) -> list[dict[str, Any]]:
+        """The stored threads, newest first: ``{id, name, preview, cwd, ...}`` each."""
+        raise TetherError(f"the {cls.name} agent keeps no threads", code="bad_params")
+
+    @classmethod
+    async def thread_cwd(cls, config: AgentConfig, thread: str) -> str | None:
+        """The directory a stored thread ran in; None when unknown."""
+        raise TetherError(f"the {cls.name} agent keeps no threads", code="bad_params")

@@ -23,7 +23,7 @@ import msgspec
 from tether import __version__
 from tether.agents.base import Decision
 from tether.agents.policy import AgentConfig
-from tether.agents.registry import AGENT_NAMES
+from tether.agents.registry import ADAPTERS, AGENT_NAMES, load_agent
 from tether.crypto.encoding import b64u_decode
 from tether.crypto.tokens import format_expiry
 from tether.errors import TetherError
@@ -356,9 +356,10 @@ class ApiConnection:
             # A host started by `tether ssh` never runs agents looser than its desktop allows.
             policy = self.host.inherited.cap(params.agent, policy)
         if params.thread is not None:
-            if params.agent != "codex":
-                raise TetherError("only codex sessions can adopt a thread", code="bad_params")
-            await self._may_adopt(config, params.thread)
+            if not load_agent(params.agent).keeps_threads:
+                keepers = " or ".join(a for a in ADAPTERS if load_agent(a).keeps_threads)
+                raise TetherError(f"only {keepers} sessions can adopt a thread", code="bad_params")
+            await self._may_adopt(params.agent, config, params.thread)
             # A per-session copy: the host's shared config must not remember one session's thread.
             config = dataclasses.replace(config, options={**config.options, "thread": params.thread})
         workspace = resolve_workspace(params.workspace, self.host.workspaces, self.principal.workspace)
@@ -376,14 +377,12 @@ class ApiConnection:
         event = await self.host.sessions.approve(params.id, params.approval, Decision(params.decision), by, params.cid)
         return {"seq": event.seq}
 
-    async def _may_adopt(self, config: AgentConfig, thread: str) -> None:
+    async def _may_adopt(self, agent: str, config: AgentConfig, thread: str) -> None:
         """A thread is adopted only from a directory this caller sees (its history is the
         other workspace's): one outside is refused exactly like one that does not exist."""
         if self.principal.workspace is None:
             return  # sees every directory: no need to ask Codex first
-        from tether.agents.codex.adapter import thread_cwd
-
-        if not self.principal.sees(await thread_cwd(config, thread)):
+        if not self.principal.sees(await load_agent(agent).thread_cwd(config, thread)):
             raise NotFound(f"no Codex thread {thread!r} this caller may adopt",
                            hint="tether sessions threads lists them")
 
@@ -391,9 +390,8 @@ class ApiConnection:
     async def _sessions_threads(self, params: schemas.ListThreads) -> dict[str, Any]:
         """Codex threads stored on the host (started on the desktop too), for adoption; only
         those whose directory this caller may use."""
-        from tether.agents.codex.adapter import list_threads
-
-        threads = await list_threads(self.host.config.agent(params.agent), limit=params.limit)
+        threads = await load_agent(params.agent).list_threads(self.host.config.agent(params.agent),
+                                                               limit=params.limit)
         visible = []
         for thread in threads:
             if not self.principal.sees(thread.get("cwd")):

@@ -112,6 +112,15 @@ class _Turn:
 
 class CodexAgent(FollowingAgent[_Turn]):
     name = "codex"
+    keeps_threads = True
+
+    @classmethod
+    async def list_threads(cls, config: AgentConfig, *, limit: int) -> list[dict[str, Any]]:
+        return await list_threads(config, limit=limit)
+
+    @classmethod
+    async def thread_cwd(cls, config: AgentConfig, thread: str) -> str | None:
+        return await thread_cwd(config, thread)
 
     def __init__(self, ctx: AgentContext) -> None:
         super().__init__(ctx)
