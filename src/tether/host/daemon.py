@@ -24,7 +24,7 @@ from tether.crypto.tokens import AccessToken, format_expiry
 from tether.errors import ConfigError, TetherError
 from tether.home import HostPaths, ensure_home, resolve_home
 from tether.host import projection
-from tether.host.api import ApiConnection
+from tether.host.api import ApiConnection, Caller
 from tether.host.audit import Actor, AuditLog
 from tether.host.config import load_config
 from tether.host.db import Database
@@ -497,7 +497,7 @@ class HostDaemon:
             await self._close_connection(conn, CloseCode.REVOKED, "this device has been revoked")
         return True
 
-    async def revoke_token(self, token_id: str, *, by: ApiConnection | None = None) -> bool:
+    async def revoke_token(self, token_id: str, *, by: Caller | None = None) -> bool:
         """Revoke a token: its live channels close at once (with the host's reason, before the
         relay's), then the relay's allowlist drops it. A token revoking itself gets its answer
         first."""

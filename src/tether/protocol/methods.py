@@ -1,7 +1,7 @@
 """Every application method of a host, declared once: its name, the scope a caller needs, and
 the type its params must validate against (ARCHITECTURE §5).
 
-The host binds a handler to each (``host/api.py`` ``@handles``) and a test checks that every
+The host binds a handler to each (``host/api/`` ``@handles``) and a test checks that every
 method has exactly one; docs/security.md's scope table and docs/protocol.md are checked against
 this table too. A new method is a line here, its handler and its test.
 """

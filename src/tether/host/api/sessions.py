@@ -1,0 +1,170 @@
+"""host.info and sessions.*: starting, driving and reading sessions."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from tether import __version__
+from tether.agents.base import Decision
+from tether.agents.policy import AgentConfig
+from tether.agents.registry import ADAPTERS, AGENT_NAMES, load_agent
+from tether.errors import TetherError
+from tether.host import projection
+from tether.host.api.core import Caller, Forbidden, NotFound, handles, log
+from tether.host.workspaces import resolve_workspace
+from tether.protocol import schemas
+from tether.protocol.scopes import scope_list
+
+
+class SessionMethods(Caller):
+    """host.info and sessions.*: starting, driving and reading sessions."""
+
+    @handles("host.info")
+    async def _host_info(self, _: schemas.Empty) -> dict[str, Any]:
+        return {
+            **self.host.status(),
+            "version": __version__,
+            "head": self.host.log.head,
+            "scopes": scope_list(self.principal.scopes),
+            "workspace": self.principal.workspace,  # the caller's restriction, if any
+        }
+
+    @handles("sessions.list")
+    async def _sessions_list(self, _: schemas.Empty) -> list[dict[str, Any]]:
+        return [s for s in await self.host.sessions.list() if self._sees_session(s)]
+
+    @handles("sessions.get")
+    async def _sessions_get(self, params: schemas.SessionGet) -> dict[str, Any]:
+        session = await self._session(params.id, scrollback=params.scrollback)
+        # Pending approvals come with the session, so a client that reconnects shows them again.
+        session["approvals"] = await self.host.db.run(
+            lambda c: projection.pending_approvals(c, params.id), write=False
+        )
+        return session
+
+    @handles("sessions.start")
+    async def _sessions_start(self, params: schemas.SessionStart) -> dict[str, Any]:
+        if params.agent != "pty":
+            return await self._agent_session_start(params)
+        if not params.command:
+            raise TetherError("no command given", hint="e.g. tether sessions start -- bash", code="bad_command")
+        self._may_start_pty()
+        workspace = resolve_workspace(params.workspace, self.host.workspaces, self.principal.workspace)
+        session_id = await self.host.sessions.start_session(
+            agent=params.agent,
+            workspace=workspace,
+            command=params.command,
+            cid=params.cid,
+            cols=params.cols,
+            rows=params.rows,
+            caller=self.principal,
+        )
+        log.info("%s started session %s", self.principal.describe(), session_id)
+        return {"id": session_id}
+
+    def _may_start_pty(self) -> None:
+        """A pty runs any command as the host's user, outside any workspace restriction: the
+        host's config says which callers besides the owner may have one."""
+        access = self.host.config.pty
+        if self.principal.kind == "local":
+            return
+        key = None
+        if not access.remote:
+            key = "allow_remote"
+        elif self.principal.workspace is not None and not access.restricted:
+            key = "allow_restricted"
+        if key is not None:
+            held = " held to a workspace" if key == "allow_restricted" else ""
+            raise Forbidden(
+                f"this host starts no pty session (a shell as its user) for {self.principal.kind}s{held}: "
+                f"agents.pty.{key} is false in its config.toml",
+                hint=f"the owner can set `{key} = true` under [agents.pty], or start an agent session instead",
+            )
+
+    async def _agent_session_start(self, params: schemas.SessionStart) -> dict[str, Any]:
+        if params.agent not in AGENT_NAMES:
+            raise TetherError(
+                f"unknown agent {params.agent!r}", hint=f"use one of: {', '.join(AGENT_NAMES)}", code="bad_agent"
+            )
+        if not params.prompt or not params.prompt.strip():
+            raise TetherError("an agent session needs a prompt", hint="e.g. tether sessions start --agent "
+                              f"{params.agent} 'fix the failing test'", code="bad_prompt")
+        config = self.host.config.agent(params.agent)
+        if not config.enabled:
+            raise TetherError(f"the {params.agent} agent is disabled on this host", code="bad_agent")
+        policy = config.policy.narrowed(params.approval, params.sandbox)
+        if self.host.inherited is not None:
+            # A host started by `tether ssh` never runs agents looser than its desktop allows.
+            policy = self.host.inherited.cap(params.agent, policy)
+        if params.thread is not None:
+            if not load_agent(params.agent).keeps_threads:
+                keepers = " or ".join(a for a in ADAPTERS if load_agent(a).keeps_threads)
+                raise TetherError(f"only {keepers} sessions can adopt a thread", code="bad_params")
+            await self._may_adopt(params.agent, config, params.thread)
+            # A per-session copy: the host's shared config must not remember one session's thread.
+            config = dataclasses.replace(config, options={**config.options, "thread": params.thread})
+        workspace = resolve_workspace(params.workspace, self.host.workspaces, self.principal.workspace)
+        session_id = await self.host.sessions.start_agent_session(
+            agent=params.agent, workspace=workspace, prompt=params.prompt, policy=policy, config=config,
+            cid=params.cid, caller=self.principal,
+        )
+        log.info("%s started %s session %s", self.principal.describe(), params.agent, session_id)
+        return {"id": session_id}
+
+    @handles("sessions.approve")
+    async def _sessions_approve(self, params: schemas.SessionApprove) -> dict[str, Any]:
+        await self._session(params.id)
+        by = {"id": self.principal.id, "name": self.principal.name}
+        event = await self.host.sessions.approve(params.id, params.approval, Decision(params.decision), by, params.cid)
+        return {"seq": event.seq}
+
+    async def _may_adopt(self, agent: str, config: AgentConfig, thread: str) -> None:
+        """A thread is adopted only from a directory this caller sees (its history is the
+        other workspace's): one outside is refused exactly like one that does not exist."""
+        if self.principal.workspace is None:
+            return  # sees every directory: no need to ask Codex first
+        if not self.principal.sees(await load_agent(agent).thread_cwd(config, thread)):
+            raise NotFound(f"no Codex thread {thread!r} this caller may adopt",
+                           hint="tether sessions threads lists them")
+
+    @handles("sessions.threads")
+    async def _sessions_threads(self, params: schemas.ListThreads) -> dict[str, Any]:
+        """Codex threads stored on the host (started on the desktop too), for adoption; only
+        those whose directory this caller may use."""
+        threads = await load_agent(params.agent).list_threads(self.host.config.agent(params.agent),
+                                                               limit=params.limit)
+        visible = []
+        for thread in threads:
+            if not self.principal.sees(thread.get("cwd")):
+                continue
+            try:
+                resolve_workspace(thread.get("cwd"), self.host.workspaces, self.principal.workspace)
+            except TetherError:
+                continue
+            visible.append(thread)
+        return {"threads": visible}
+
+    @handles("sessions.diff")
+    async def _sessions_diff(self, params: schemas.SessionGet) -> dict[str, Any]:
+        await self._session(params.id)
+        changes = await self.host.db.run(lambda c: projection.file_changes(c, params.id), write=False)
+        return {"changes": changes}
+
+    @handles("sessions.send")
+    async def _sessions_send(self, params: schemas.SessionSend) -> dict[str, Any]:
+        await self._session(params.id)
+        event = await self.host.sessions.send_input(params.id, params.text, cid=params.cid)
+        return {"seq": event.seq}
+
+    @handles("sessions.interrupt")
+    async def _sessions_interrupt(self, params: schemas.SessionRef) -> dict[str, Any]:
+        await self._session(params.id)
+        event = await self.host.sessions.interrupt(params.id, cid=params.cid)
+        return {"seq": event.seq}
+
+    @handles("sessions.resize")
+    async def _sessions_resize(self, params: schemas.SessionResize) -> dict[str, Any]:
+        await self._session(params.id)
+        event = await self.host.sessions.resize(params.id, params.cols, params.rows)
+        return {"seq": event.seq}
