@@ -96,7 +96,6 @@ def websocket_url(relay_url: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
-
 def http_url(relay_url: str) -> str:
     """The relay's web address (for pairing links) from its ws/wss/http/https URL."""
     parts = urlsplit(relay_url)
@@ -104,6 +103,7 @@ def http_url(relay_url: str) -> str:
     path = parts.path.rstrip("/")
     path = path.removesuffix("/ws")
     return urlunsplit((scheme, parts.netloc, path, "", ""))
+
 
 class Channel:
     """One end-to-end channel through the relay. Payloads are bytes, delivered in order."""
