@@ -83,12 +83,16 @@ def page(browser: Any) -> Iterator[Any]:
     context = browser.new_context(**PHONE)
     page = context.new_page()
     errors: list[str] = []
+    console: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
     page.errors = errors  # type: ignore[attr-defined]
     try:
         yield page
     finally:
         context.close()
+        # Captured output is shown only when the test fails: there, the page's own words help.
+        print("page console:", *console, *(f"page error: {e}" for e in errors), sep="\n  ")
 
 
 @pytest.fixture(scope="module")

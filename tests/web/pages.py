@@ -57,12 +57,13 @@ def type_line(page: Any, line: str) -> None:
     page.keyboard.press("Enter")
 
 
-def until(check: Any, timeout: float = TIMEOUT / 1000, what: str = "condition") -> Any:
+def until(check: Any, timeout: float = TIMEOUT / 1000, what: str = "condition", seen: Any = None) -> Any:
+    """Poll ``check`` until it is truthy; on timeout the error says what ``seen()`` shows then."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}" + (f" (seen: {seen()!r})" if seen else ""))
         time.sleep(0.2)
