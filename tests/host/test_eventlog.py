@@ -35,6 +35,26 @@ async def test_seq_gap_free_under_concurrent_appends(log: EventLog) -> None:
     assert stored == list(range(1, 4001))
 
 
+async def test_an_append_whose_caller_is_cancelled_still_reaches_subscribers(log: EventLog) -> None:
+    """An interrupted turn cancels its adapter mid-append: the write, once queued, is still
+    published, so the head does not stop before its seq and later events keep flowing."""
+    sub = log.subscribe(0, session=None)
+    for _ in range(20):  # cancelled at different points of the write
+        appending = asyncio.create_task(log.append(None, "test.cancelled", {}))
+        await asyncio.sleep(0)
+        appending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await appending
+    after = await asyncio.wait_for(log.append(None, "test.after", {}), 5)
+    assert after.seq == 21 and log.head == 21
+    got: list[str] = []
+    while len(got) < 21:
+        item = await next_item(sub)
+        assert isinstance(item, Batch)
+        got.extend(e.type for e in item.events)
+    assert got == ["test.cancelled"] * 20 + ["test.after"]
+
+
 async def test_append_many_is_one_transaction(log: EventLog) -> None:
     events = await log.append_many([(None, "a", {"x": 1}, None), ("s1", "b", {}, "c-1")])
     assert [e.seq for e in events] == [1, 2]

@@ -132,9 +132,15 @@ class EventLog:
             projection.apply_many(conn, events)
             return events
 
-        events = await self.db.run(write)
-        self._publish(events)
-        return events
+        async def commit() -> list[Event]:
+            events = await self.db.run(write)
+            self._publish(events)
+            return events
+
+        # Once queued the write happens: it is published even if the caller is cancelled meanwhile
+        # (an interrupted turn), or the head would stop before its seq and nothing after it would
+        # ever reach a subscriber.
+        return await asyncio.shield(commit())
 
     def _publish(self, events: list[Event]) -> None:
         for ev in events:
