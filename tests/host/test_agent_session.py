@@ -56,12 +56,12 @@ async def wait_for(log: EventLog, type_: str, count: int = 1) -> list[dict[str, 
 
 async def test_first_answer_wins_and_late_answers_are_refused(log: EventLog, tmp_path: Path) -> None:
     session = await session_for(log, tmp_path)
-    await session.start_turn("ls")
+    await session.send_input("ls")
     [requested] = await wait_for(log, EventType.APPROVAL_REQUESTED)
     approval = requested["data"]["approval"]
     results = await asyncio.gather(
-        session.resolve(approval, Decision.APPROVE, {"id": "a", "name": "phone"}),
-        session.resolve(approval, Decision.DENY, {"id": "b", "name": "laptop"}),
+        session.approve(approval, Decision.APPROVE, {"id": "a", "name": "phone"}),
+        session.approve(approval, Decision.DENY, {"id": "b", "name": "laptop"}),
         return_exceptions=True,
     )
     assert sum(isinstance(r, ApprovalConflict) for r in results) == 1
@@ -71,22 +71,22 @@ async def test_first_answer_wins_and_late_answers_are_refused(log: EventLog, tmp
     messages = [e for e in await wait_for(log, EventType.ITEM_COMPLETED, 2) if e["data"]["kind"] == "agent_message"]
     assert messages[0]["data"]["text"] == f"got {resolved['data']['decision']}"
     with pytest.raises(ApprovalConflict):
-        await session.resolve(approval, Decision.APPROVE, {"id": "c", "name": "late"})
+        await session.approve(approval, Decision.APPROVE, {"id": "c", "name": "late"})
     with pytest.raises(ApprovalConflict):
-        await session.resolve("ap_unknown", Decision.APPROVE, {"id": "c", "name": "x"})
+        await session.approve("ap_unknown", Decision.APPROVE, {"id": "c", "name": "x"})
 
 
 async def test_a_busy_agent_refuses_a_second_prompt(log: EventLog, tmp_path: Path) -> None:
     session = await session_for(log, tmp_path)
-    await session.start_turn("first")
+    await session.send_input("first")
     with pytest.raises(AgentSessionError, match="still working"):
-        await session.start_turn("second")
+        await session.send_input("second")
     await session.close()
 
 
 async def test_interrupt_clears_the_pending_approval(log: EventLog, tmp_path: Path) -> None:
     session = await session_for(log, tmp_path)
-    await session.start_turn("sleep 100")
+    await session.send_input("sleep 100")
     [requested] = await wait_for(log, EventType.APPROVAL_REQUESTED)
     await session.interrupt()
     [cleared] = await wait_for(log, EventType.APPROVAL_CLEARED)
@@ -94,7 +94,7 @@ async def test_interrupt_clears_the_pending_approval(log: EventLog, tmp_path: Pa
     assert cleared["data"] == {"approval": requested["data"]["approval"], "reason": "the turn was interrupted"}
     assert done["data"]["status"] == "interrupted" and cleared["seq"] < done["seq"]
     with pytest.raises(ApprovalConflict):
-        await session.resolve(requested["data"]["approval"], Decision.APPROVE, {"id": "a", "name": "late"})
+        await session.approve(requested["data"]["approval"], Decision.APPROVE, {"id": "a", "name": "late"})
 
 
 async def test_a_withdrawn_question_is_cleared(log: EventLog, tmp_path: Path) -> None:
@@ -102,7 +102,7 @@ async def test_a_withdrawn_question_is_cleared(log: EventLog, tmp_path: Path) ->
         withdraw = True
 
     session = await session_for(log, tmp_path, Withdrawing)
-    await session.start_turn("x")
+    await session.send_input("x")
     [cleared] = await wait_for(log, EventType.APPROVAL_CLEARED)
     assert cleared["data"]["reason"] == "withdrawn by the agent"
     [done] = await wait_for(log, EventType.TURN_COMPLETED)

@@ -40,7 +40,7 @@ class SessionHarness:
             "agent": config.name, "workspace": str(self.workspace), "command": [], "title": prompt, "cols": 80,
             "rows": 24, "policy": session.policy.to_json(),
         })
-        await session.start_turn(prompt)
+        await session.send_input(prompt)
         return session
 
     async def close(self) -> None:

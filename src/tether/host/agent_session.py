@@ -105,7 +105,8 @@ class AgentSession(AgentContext):
     def busy(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    async def start_turn(self, text: str, cid: str | None = None) -> Event:
+    async def send_input(self, text: str, cid: str | None = None) -> Event:
+        """A prompt: starts the next turn."""
         if self.ended.is_set():
             raise AgentSessionError("the session has ended", hint="start a new session", code="session_finished")
         if self.busy:
@@ -126,7 +127,7 @@ class AgentSession(AgentContext):
         self._task = asyncio.create_task(self._run(turn, text), name=f"tether-turn-{turn}")
         return event
 
-    async def resolve(self, approval: str, decision: Decision, by: dict[str, str], cid: str | None = None) -> Event:
+    async def approve(self, approval: str, decision: Decision, by: dict[str, str], cid: str | None = None) -> Event:
         """Answer an approval; :class:`ApprovalConflict` if someone answered first."""
         options = self._options.get(approval)
         if options is None:
@@ -161,6 +162,14 @@ class AgentSession(AgentContext):
                 self._interrupting = True
                 task.cancel()
         return event
+
+    async def resize(self, cols: int, rows: int, cid: str | None = None) -> Event:
+        raise AgentSessionError(f"the {self.agent.name} agent's session has no terminal to resize", code="bad_params")
+
+    async def abandon(self) -> None:
+        """The session could not be recorded as started: stop the adapter, log nothing."""
+        self.ended.set()
+        await self.agent.close()
 
     async def close(self, reason: str = "host shutdown") -> None:
         if self._task is not None and not self._task.done():

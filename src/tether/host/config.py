@@ -48,10 +48,10 @@ from pathlib import Path
 from typing import Any
 
 from tether.agents.policy import AgentConfig, Policy, PolicyError, parse_approval, parse_sandbox
+from tether.agents.registry import AGENTS
 from tether.errors import ConfigError
 
 FILE_NAME = "config.toml"
-AGENTS = ("pty", "builtin", "codex", "claude")
 # Keys whose values are secrets: never printed, logged or sent to a client.
 SECRET_KEYS = frozenset({"api_key"})
 
@@ -61,18 +61,6 @@ _LIMIT_KEYS: dict[str, type] = {
     "max_subscriptions_per_caller": int, "handshake_timeout": float, "event_retention_days": float,
     "max_database_mb": int,
 }
-_POLICY_KEYS: dict[str, type] = {"approval": str, "sandbox": str}
-_AGENT_KEYS: dict[str, dict[str, type]] = {
-    "pty": {"allow_remote": bool, "allow_restricted": bool},
-    "builtin": {
-        **_POLICY_KEYS, "base_url": str, "model": str, "api_key": str, "api_key_env": str,
-        "max_steps": int, "timeout": float, "enabled": bool,
-    },
-    "codex": {**_POLICY_KEYS, "binary": str, "codex_home": str, "model": str, "enabled": bool},
-    "claude": {**_POLICY_KEYS, "binary": str, "config_dir": str, "model": str, "enabled": bool},
-}
-
-
 @dataclass(frozen=True)
 class PtyAccess:
     """Who besides the owner may start a pty session: it runs any command as the host's user, so
@@ -161,12 +149,12 @@ def parse_config(text: str, path: Path) -> HostConfig:
     agents_raw = _table(raw.get("agents", {}), "agents", where)
     agents = {a: AgentConfig(a) for a in AGENTS}
     for agent_name, settings in agents_raw.items():
-        if agent_name not in _AGENT_KEYS:
+        if agent_name not in AGENTS:
             raise where.error(agent_name, "agents", f"unknown agent [agents.{agent_name}]",
                               f"known agents: {', '.join(AGENTS)}")
         table = _table(settings, f"agents.{agent_name}", where)
         section = f"agents.{agent_name}"
-        _check_keys(table, _AGENT_KEYS[agent_name], section, where)
+        _check_keys(table, dict(AGENTS[agent_name].keys), section, where)
         try:
             policy = Policy(
                 parse_approval(table.get("approval", Policy().approval.value)),

@@ -1,33 +1,30 @@
-"""Sessions: programs the host runs for its devices, recorded as events (ARCHITECTURE §7).
+"""Sessions: agents the host runs for its devices, recorded as events (ARCHITECTURE §7).
 
 The manager owns the live sessions; everything a client can see about a session is in the event
-log and its projection. Two kinds run: a terminal program in a pty (:class:`SessionProcess`,
-started by the ``spawn`` function given to the manager: its output, input and size are logged
-here), and an AI agent (:class:`~tether.host.agent_session.AgentSession` with its adapter, which
-logs turns and items itself). The manager admits both under the same caps and keeps agents away
-from the host's home (:func:`check_apart`).
+log and its projection. What runs is an agent of the registry (:mod:`tether.agents.registry`):
+a *turns* agent as an :class:`~tether.host.agent_session.AgentSession` with its adapter, which logs
+turns and items, or a *terminal* agent (pty) as a
+:class:`~tether.host.terminal_session.TerminalSession`, which logs output, input and size. Both
+offer the manager the same :class:`LiveSession`; it admits them under the same caps and keeps
+agents away from the host's home (:func:`check_apart`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-import codecs
-import contextlib
-import logging
+import functools
 import os
 import secrets
 import shlex
-import signal
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from tether.agents.base import Decision
 from tether.agents.policy import AgentConfig, Policy
-from tether.agents.pty import PtyError, PtyProcess
-from tether.agents.registry import load_agent
+from tether.agents.pty import PtyError
+from tether.agents.registry import AgentSpec, Kind, agent_spec
 from tether.crypto.encoding import b32_encode
 from tether.errors import TetherError
 from tether.host import projection
@@ -37,15 +34,9 @@ from tether.host.db import Database
 from tether.host.eventlog import Event, EventLog
 from tether.host.principal import Principal
 from tether.host.projection import IllegalTransition, Status, check_transition
+from tether.host.terminal_session import TerminalSession
 from tether.protocol.events import EventType
 
-log = logging.getLogger(__name__)
-
-# Output arriving within this window is appended as one event: a burst of small writes becomes
-# one row and one wake-up for subscribers, at the cost of a few ms of latency.
-OUTPUT_BATCH_SECONDS = 0.005
-OUTPUT_BATCH_BYTES = 256 * 1024
-OUTPUT_EVENT_CHARS = 64 * 1024
 MAX_TERMINAL_SIZE = 1000
 TITLE_CHARS = 80
 
@@ -54,34 +45,27 @@ class SessionError(TetherError):
     code = "session"
 
 
-class SessionProcess(Protocol):
-    """What a live session offers the manager (PtyProcess is one)."""
+class LiveSession(Protocol):
+    """What the manager asks of a running session, whatever its agent."""
 
-    async def read(self) -> bytes: ...
-    def read_nowait(self) -> bytes | None: ...
-    def write(self, data: bytes) -> None: ...
-    def resize(self, cols: int, rows: int) -> None: ...
-    def interrupt(self) -> None: ...
-    def terminate(self) -> None: ...
-    async def wait(self) -> int: ...
-    def close(self) -> None: ...
+    ended: asyncio.Event
 
+    async def send_input(self, text: str, cid: str | None = None) -> Event: ...
+    async def interrupt(self, cid: str | None = None) -> Event: ...
+    async def resize(self, cols: int, rows: int, cid: str | None = None) -> Event: ...
+    async def approve(self, approval: str, decision: Decision, by: dict[str, str], cid: str | None = None) -> Event:
+        ...
+    async def close(self) -> None:
+        """Stop it and wait until its end is recorded."""
+        ...
 
-Spawn = Callable[..., Awaitable[SessionProcess]]
-
-
-async def spawn_pty(
-    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str] | None, cols: int, rows: int
-) -> SessionProcess:
-    return await PtyProcess.spawn(argv, cwd=cwd, env=env, cols=cols, rows=rows)
+    async def abandon(self) -> None:
+        """It could not be recorded as started: stop it, log nothing."""
+        ...
 
 
-@dataclass
-class _Live:
-    id: str
-    proc: SessionProcess
-    pump: asyncio.Task[None] | None = None
-    stop_reason: str | None = None
+# A session made ready to start: it, what session.started says of it, and what starts it.
+Opened = tuple[LiveSession, dict[str, Any], Callable[[], Awaitable[None]]]
 
 
 def new_session_id() -> str:
@@ -94,7 +78,6 @@ class SessionManager:
         log: EventLog,
         db: Database,
         *,
-        spawn: Spawn = spawn_pty,
         limits: Limits | None = None,
         limit_key: Callable[[str], str] = lambda key: f"limits.{key}",
         hidden: Sequence[Path] = (),
@@ -103,11 +86,9 @@ class SessionManager:
         self.db = db
         # What no agent may see (the host's home): resolved once, checked against each workspace.
         self.hidden = [Path(os.path.realpath(p)) for p in hidden]
-        self._spawn = spawn
         self.limits = limits or Limits()
         self._limit_key = limit_key  # where a refusal tells the owner to raise a limit
-        self._live: dict[str, _Live] = {}
-        self._agents: dict[str, AgentSession] = {}
+        self._live: dict[str, LiveSession] = {}
         # Sessions starting or live -> who started them (None: the local owner), for the caps.
         self._started_by: dict[str, str | None] = {}
         # Serialises status changes so "check the transition, then append it" is atomic.
@@ -128,103 +109,86 @@ class SessionManager:
         *,
         agent: str,
         workspace: Path,
-        command: builtins.list[str],
+        command: builtins.list[str] | None = None,
+        prompt: str | None = None,
+        policy: Policy | None = None,
+        config: AgentConfig | None = None,
         cid: str | None = None,
         cols: int = 80,
         rows: int = 24,
         env: dict[str, str] | None = None,
         caller: Principal | None = None,
     ) -> str:
-        """Start ``command`` in ``workspace``; returns the new session's id once
-        ``session.started`` is in the log. Raises SessionError when it cannot start."""
+        """Start a session of ``agent`` in ``workspace``: a terminal agent runs ``command`` at
+        ``cols``×``rows``, a turns agent works on ``prompt`` under ``policy``. Returns the new
+        session's id once ``session.started`` is in the log (and a first turn started). Raises
+        SessionError when it cannot start."""
         if self._closing:
             raise SessionError("the host is shutting down", code="shutting_down")
-        if not command or not all(isinstance(a, str) and a for a in command):
-            raise SessionError("no command to run", code="bad_command")
-        _check_size(cols, rows)
+        spec = agent_spec(agent)
+        opener: Callable[[str, Path], Awaitable[Opened]]
+        if spec.kind is Kind.TERMINAL:
+            if not command or not all(isinstance(a, str) and a for a in command):
+                raise SessionError("no command to run", code="bad_command")
+            _check_size(cols, rows)
+            opener = functools.partial(self._open_terminal, spec, command, env, cols, rows)
+        else:
+            if not prompt:
+                raise SessionError(f"a {agent} session needs a prompt", code="bad_prompt")
+            opener = functools.partial(self._open_agent, spec, prompt, policy, config)
         sid = self._admit(caller)
         try:
             ws = await asyncio.to_thread(_resolve_dir, Path(workspace))
-            proc = await self._spawn(command, cwd=ws, env=env, cols=cols, rows=rows)
+            session, data, begin = await opener(sid, ws)
         except PtyError as exc:
             self._started_by.pop(sid, None)
             raise SessionError(exc.message, hint=exc.hint, code=exc.code) from None
         except BaseException:
             self._started_by.pop(sid, None)
             raise
-        live = _Live(sid, proc)
-        self._live[sid] = live
-        data = {
-            "agent": agent,
-            "workspace": str(ws),
-            "command": list(command),
-            "title": _title(command),
-            "cols": cols,
-            "rows": rows,
-        }
+        self._live[sid] = session
         try:
+            data = {"agent": agent, "workspace": str(ws), **data}
             await self.log.append(sid, EventType.SESSION_STARTED, data, cid)
+            await begin()
         except BaseException:
-            del self._live[sid]
+            self._live.pop(sid, None)
             self._started_by.pop(sid, None)
-            proc.terminate()
-            proc.close()
+            await session.abandon()
             raise
-        live.pump = asyncio.create_task(self._pump(live), name=f"tether-session-{sid}")
         return sid
 
-    async def start_agent_session(
-        self,
-        *,
-        agent: str,
-        workspace: Path,
-        prompt: str,
-        policy: Policy,
-        config: AgentConfig,
-        cid: str | None = None,
-        caller: Principal | None = None,
-    ) -> str:
-        """Start an AI agent session and its first turn; returns the session id."""
-        if self._closing:
-            raise SessionError("the host is shutting down", code="shutting_down")
-        agent_cls = load_agent(agent)
-        sid = self._admit(caller)
-        try:
-            ws = await asyncio.to_thread(_resolve_dir, Path(workspace))
-            check_apart(ws, self.hidden)
-            session = AgentSession(
-                session_id=sid, workspace=ws, policy=policy, config=config, log=self.log, agent_cls=agent_cls,
-                hidden=self.hidden,
-            )
-            await session.agent.open()  # a clear error (no API key, no codex binary) before anything is logged
-        except BaseException:
-            self._started_by.pop(sid, None)
-            raise
-        self._agents[sid] = session
-        data = {
-            "agent": agent,
-            "workspace": str(ws),
-            "command": [],
-            "title": _prompt_title(prompt),
-            "cols": 80,
-            "rows": 24,
-            "policy": policy.to_json(),
-        }
-        try:
-            await self.log.append(sid, EventType.SESSION_STARTED, data, cid)
-            await session.start_turn(prompt)
-        except BaseException:
-            self._agents.pop(sid, None)
-            self._started_by.pop(sid, None)
-            await session.agent.close()
-            raise
-        return sid
+    async def _open_terminal(
+        self, spec: AgentSpec, command: builtins.list[str], env: dict[str, str] | None, cols: int, rows: int,
+        sid: str, ws: Path,
+    ) -> Opened:
+        proc = await spec.load()(command, cwd=ws, env=env, cols=cols, rows=rows)
+        session = TerminalSession(session_id=sid, proc=proc, log=self.log, status_lock=self._status_lock)
+        return session, {"command": list(command), "title": _title(command), "cols": cols, "rows": rows}, session.begin
+
+    async def _open_agent(
+        self, spec: AgentSpec, prompt: str, policy: Policy | None, config: AgentConfig | None, sid: str, ws: Path,
+    ) -> Opened:
+        check_apart(ws, self.hidden)
+        policy = policy or Policy()
+        session = AgentSession(
+            session_id=sid, workspace=ws, policy=policy, config=config or AgentConfig(spec.name), log=self.log,
+            agent_cls=spec.load(), hidden=self.hidden,
+        )
+        await session.agent.open()  # a clear error (no API key, no codex binary) before anything is logged
+        data = {"command": [], "title": _prompt_title(prompt), "cols": 80, "rows": 24, "policy": policy.to_json()}
+
+        async def first_turn() -> None:
+            await session.send_input(prompt)
+
+        return session, data, first_turn
 
     def _admit(self, caller: Principal | None) -> str:
         """A new session id, counted against the host's and the caller's caps from now on (before
         anything is awaited, so concurrent starts cannot both take the last place)."""
-        for sid, agent in self._agents.items():
-            if agent.ended.is_set():
+        for sid, session in builtins.list(self._live.items()):
+            if session.ended.is_set():
+                del self._live[sid]
                 self._started_by.pop(sid, None)
         limits = self.limits
         if len(self._started_by) >= limits.max_sessions:
@@ -250,43 +214,17 @@ class SessionManager:
     async def approve(
         self, session_id: str, approval: str, decision: Decision, by: dict[str, str], cid: str | None = None
     ) -> Event:
-        session = await self._require_agent(session_id)
-        return await session.resolve(approval, decision, by, cid)
-
-    async def _require_agent(self, session_id: str) -> AgentSession:
-        session = self._agents.get(session_id)
-        if session is not None and not session.ended.is_set():
-            return session
-        if await self.get(session_id) is None:
-            raise SessionError("no such session", code="no_such_session")
-        raise SessionError(
-            "this session has no live agent (it ended, or is a terminal session)",
-            hint="start a new session",
-            code="session_finished",
-        )
+        return await (await self._require_live(session_id)).approve(approval, decision, by, cid)
 
     async def send_input(self, session_id: str, text: str, cid: str | None = None) -> Event:
-        if session_id in self._agents:
-            return await (await self._require_agent(session_id)).start_turn(text, cid)
-        live = await self._require_live(session_id)
-        # Delivered first, then logged: input the program cannot take (input_full) or that comes
-        # after it ended leaves no trace in the log. The append is queued to the database before
-        # the output pump can run again, so the input still comes before the output it causes.
-        self._deliver(live, lambda: live.proc.write(text.encode("utf-8")))
-        return await self.log.append(session_id, EventType.SESSION_INPUT, {"text": text}, cid)
+        return await (await self._require_live(session_id)).send_input(text, cid)
 
     async def interrupt(self, session_id: str, cid: str | None = None) -> Event:
-        if session_id in self._agents:
-            return await (await self._require_agent(session_id)).interrupt(cid)
-        live = await self._require_live(session_id)
-        self._deliver(live, live.proc.interrupt)
-        return await self.log.append(session_id, EventType.SESSION_INTERRUPTED, {}, cid)
+        return await (await self._require_live(session_id)).interrupt(cid)
 
     async def resize(self, session_id: str, cols: int, rows: int, cid: str | None = None) -> Event:
         _check_size(cols, rows)
-        live = await self._require_live(session_id)
-        self._deliver(live, lambda: live.proc.resize(cols, rows))
-        return await self.log.append(session_id, EventType.SESSION_RESIZED, {"cols": cols, "rows": rows}, cid)
+        return await (await self._require_live(session_id)).resize(cols, rows, cid)
 
     async def set_status(self, session_id: str, status: Status | str, cid: str | None = None) -> Event:
         """Move a live session to a non-terminal status (for adapters: waiting-for-approval,
@@ -312,97 +250,18 @@ class SessionManager:
             lambda c: projection.get_session(c, session_id, with_scrollback=with_scrollback), write=False
         )
 
-    def is_live(self, session_id: str) -> bool:
-        return session_id in self._live
-
     async def close(self) -> None:
-        """Terminate every session and wait until their ends are recorded."""
+        """Stop every session and wait until their ends are recorded."""
         self._closing = True
-        await asyncio.gather(*(s.close() for s in self._agents.values()), return_exceptions=True)
-        for live in self._live.values():
-            live.stop_reason = "host shutdown"
-            live.proc.terminate()
-        pumps = [live.pump for live in self._live.values() if live.pump is not None]
-        await asyncio.gather(*pumps, return_exceptions=True)
+        await asyncio.gather(*(s.close() for s in self._live.values()), return_exceptions=True)
 
-    # -- internals -----------------------------------------------------------------------
-
-    async def _require_live(self, session_id: str) -> _Live:
-        live = self._live.get(session_id)
-        if live is not None:
-            return live
+    async def _require_live(self, session_id: str) -> LiveSession:
+        session = self._live.get(session_id)
+        if session is not None and not session.ended.is_set():
+            return session
         if await self.get(session_id) is None:
             raise SessionError("no such session", code="no_such_session")
         raise SessionError("the session has finished", hint="start a new session", code="session_finished")
-
-    def _deliver(self, live: _Live, action: Callable[[], None]) -> None:
-        try:
-            action()
-        except PtyError as exc:
-            if exc.code == "exited":
-                raise SessionError(
-                    "the session has finished", hint="start a new session", code="session_finished"
-                ) from None
-            raise SessionError(exc.message, hint=exc.hint, code=exc.code) from None
-
-    async def _pump(self, live: _Live) -> None:
-        """Move the program's output into the log, then record how it ended."""
-        proc = live.proc
-        # Incremental: a multibyte character split across two reads is decoded whole.
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        try:
-            eof = False
-            while not eof:
-                chunk = await proc.read()
-                if not chunk:
-                    break
-                parts, size = [chunk], len(chunk)
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + OUTPUT_BATCH_SECONDS
-                while size < OUTPUT_BATCH_BYTES:
-                    more = proc.read_nowait()
-                    if more is None:
-                        left = deadline - loop.time()
-                        if left <= 0:
-                            break
-                        await asyncio.sleep(left)
-                        continue
-                    if not more:
-                        eof = True
-                        break
-                    parts.append(more)
-                    size += len(more)
-                await self._append_output(live, decoder.decode(b"".join(parts)))
-            await self._append_output(live, decoder.decode(b"", final=True))
-            code = await proc.wait()
-            async with self._status_lock:
-                await self.log.append(live.id, EventType.SESSION_EXITED, _exit_data(code, live.stop_reason))
-        except Exception:
-            if not self.log.closed:
-                log.exception("session %s: output pump failed", live.id)
-            proc.terminate()
-        finally:
-            proc.close()
-            self._live.pop(live.id, None)
-            self._started_by.pop(live.id, None)
-
-    async def _append_output(self, live: _Live, text: str) -> None:
-        # One transaction for the whole batch; events stay small enough for a client to
-        # render each one at once.
-        pieces = [text[i : i + OUTPUT_EVENT_CHARS] for i in range(0, len(text), OUTPUT_EVENT_CHARS)]
-        await self.log.append_many(
-            [(live.id, EventType.SESSION_OUTPUT, {"stream": "pty", "data": p}, None) for p in pieces]
-        )
-
-
-def _exit_data(code: int, reason: str | None) -> dict[str, Any]:
-    if code >= 0:
-        return {"exit_code": code, "signal": None, "reason": reason}
-    sig = -code
-    if reason is None:
-        with contextlib.suppress(ValueError):
-            reason = f"killed by {signal.Signals(sig).name}"
-    return {"exit_code": None, "signal": sig, "reason": reason or f"killed by signal {sig}"}
 
 
 def _check_size(cols: int, rows: int) -> None:

@@ -86,7 +86,7 @@ class Harness:
     async def turn(self, session: AgentSession, text: str,
                    answers: list[Decision] | None = None, timeout: float = 20) -> list[Event]:
         """Run one turn to its end, answering approvals from ``answers``; the turn's events."""
-        started = await session.start_turn(text)
+        started = await session.send_input(text)
         answers = list(answers or [])
         done_turns = len([e for e in await self.events(session) if e.type == "turn.completed"])
         async with asyncio.timeout(timeout):
@@ -97,7 +97,7 @@ class Harness:
                     if e.type == "approval.requested" and e.seq > started.seq and e.data["approval"] not in answered:
                         answered.add(e.data["approval"])
                         decision = answers.pop(0) if answers else Decision.DENY
-                        await session.resolve(e.data["approval"], decision, {"id": "d_test", "name": "tester"})
+                        await session.approve(e.data["approval"], decision, {"id": "d_test", "name": "tester"})
                 if len([e for e in evs if e.type == "turn.completed"]) > done_turns:
                     break
                 await asyncio.sleep(0.02)
@@ -314,7 +314,7 @@ async def test_a_huge_prompt_is_refused_without_being_sent(h: Harness) -> None:
 async def test_an_interrupted_turn_closes_its_items_and_the_next_works(h: Harness) -> None:
     h.server.add({"tool_calls": [call("run_command", {"command": "sleep 30"})]}, {"text": "next"})
     session = await h.open(approval="never", sandbox="full-access")
-    await session.start_turn("sleep")
+    await session.send_input("sleep")
     await h.wait(session, lambda e: e.type == "item.started" and e.data.get("kind") == "command")
     await session.interrupt()
     done = await h.wait(session, lambda e: e.type == "turn.completed")
@@ -329,14 +329,14 @@ async def test_an_interrupted_turn_closes_its_items_and_the_next_works(h: Harnes
 async def test_an_approval_pending_at_interrupt_is_cleared(h: Harness) -> None:
     h.server.add({"tool_calls": [call("write_file", {"path": "w.txt", "content": "w"})]})
     session = await h.open()
-    await session.start_turn("write")
+    await session.send_input("write")
     asked = await h.wait(session, lambda e: e.type == "approval.requested")
     await session.interrupt()
     await h.wait(session, lambda e: e.type == "turn.completed")
     pending = await h.log.db.run(lambda c: projection.pending_approvals(c, session.session_id), write=False)
     assert pending == []
     with pytest.raises(TetherError) as exc:
-        await session.resolve(asked.data["approval"], Decision.APPROVE, {"id": "d", "name": "late"})
+        await session.approve(asked.data["approval"], Decision.APPROVE, {"id": "d", "name": "late"})
     assert exc.value.code == "approval_conflict"
     assert not (h.workspace / "w.txt").exists()
 

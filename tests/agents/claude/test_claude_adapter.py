@@ -68,7 +68,7 @@ async def test_approved_command_runs_and_the_answer_streams(harness: Harness, fa
     [started] = await harness.items(session, EventType.ITEM_STARTED, "command")
     assert started["command"] == GREETING and requested.data["item"] == started["item"]
 
-    await session.resolve(requested.data["approval"], Decision.APPROVE, BY)
+    await session.approve(requested.data["approval"], Decision.APPROVE, BY)
     done = await harness.wait(session, EventType.TURN_COMPLETED)
     assert done.data["status"] == "completed", done.data
 
@@ -90,7 +90,7 @@ async def test_denied_command_never_runs_and_the_model_is_told(harness: Harness,
     fake_model.add({"bash": {"command": f"{GREETING} > ran.txt"}}, {"text": "Fine, I will not."})
     session = await harness.start("run it")
     requested = await harness.wait(session, EventType.APPROVAL_REQUESTED)
-    await session.resolve(requested.data["approval"], Decision.DENY, BY)
+    await session.approve(requested.data["approval"], Decision.DENY, BY)
     done = await harness.wait(session, EventType.TURN_COMPLETED)
     assert done.data["status"] == "completed"
     [command] = await harness.items(session, EventType.ITEM_COMPLETED, "command")
@@ -108,7 +108,7 @@ async def test_interrupt_while_an_approval_is_pending(harness: Harness, fake_mod
     assert command["status"] in ("declined", "failed")
 
     fake_model.add({"text": "still here"})
-    await session.start_turn("are you there?")
+    await session.send_input("are you there?")
     second = await harness.wait(session, EventType.TURN_COMPLETED, lambda d: d["turn"] != done.data["turn"])
     assert second.data["status"] == "completed"
     assert not (harness.workspace / "ran.txt").exists()
@@ -125,11 +125,11 @@ async def test_write_and_edit_are_file_changes_with_a_diff(harness: Harness, fak
     assert write.data["details"]["path"] == str(notes)
     assert "+one\n+two\n" in write.data["details"]["diff"]
     assert not notes.exists()  # nothing is written before the approval
-    await session.resolve(write.data["approval"], Decision.APPROVE, BY)
+    await session.approve(write.data["approval"], Decision.APPROVE, BY)
     edit = await harness.wait(session, EventType.APPROVAL_REQUESTED,
                               lambda d: d["approval"] != write.data["approval"])
     assert "-two\n+three\n" in edit.data["details"]["diff"]
-    await session.resolve(edit.data["approval"], Decision.APPROVE, BY)
+    await session.approve(edit.data["approval"], Decision.APPROVE, BY)
     done = await harness.wait(session, EventType.TURN_COMPLETED)
     assert done.data["status"] == "completed"
     assert notes.read_text() == "one\nthree\n"
@@ -144,7 +144,7 @@ async def test_on_request_approval_for_the_session_covers_later_commands(
     fake_model.add({"bash": {"command": "echo one"}}, {"bash": {"command": "echo two"}}, {"text": "both ran"})
     session = await harness.start("run two", policy=Policy(Approval.ON_REQUEST, Sandbox.WORKSPACE_WRITE))
     requested = await harness.wait(session, EventType.APPROVAL_REQUESTED)
-    await session.resolve(requested.data["approval"], Decision.APPROVE_FOR_SESSION, BY)
+    await session.approve(requested.data["approval"], Decision.APPROVE_FOR_SESSION, BY)
     done = await harness.wait(session, EventType.TURN_COMPLETED)
     assert done.data["status"] == "completed"
     outputs = [c["output"] for c in await harness.items(session, EventType.ITEM_COMPLETED, "command")]

@@ -276,11 +276,11 @@ async def test_a_turn_given_up_on_does_not_leak_into_the_next(
                 await asyncio.sleep(0.02)
 
     try:
-        first = await session.start_turn("one")
+        first = await session.send_input("one")
         await asyncio.sleep(0.1)
         await session.interrupt()
         assert (await turn_status(first.data["turn"]))["status"] == "interrupted"
-        second = await session.start_turn("two")
+        second = await session.send_input("two")
         assert (await turn_status(second.data["turn"]))["status"] == "completed"
         texts = [(e.data["turn"], e.data["text"]) for e in await log.read(0, 1000)
                  if e.type == EventType.ITEM_COMPLETED and e.data["kind"] == "agent_message"]

@@ -85,7 +85,7 @@ async def test_prompt_streams_the_answer_and_completes(harness: Harness, fake_mo
 
     # A second turn on the same thread: Codex remembers the first.
     fake_model.add({"text": "again"})
-    await session.start_turn("once more")
+    await session.send_input("once more")
     await harness.wait(session, EventType.TURN_COMPLETED, lambda d: d["turn"] != done.data["turn"])
     assert "say hi" in str(fake_model.requests[-1]["input"])
 
@@ -108,7 +108,7 @@ async def test_approved_command_runs_and_its_output_arrives(
     assert command["command"] == details["command"] and command["cwd"] == str(workspace)
     assert [a["approval"] for a in await harness.pending(session)] == [requested.data["approval"]]
 
-    await session.resolve(requested.data["approval"], Decision.APPROVE, BY)
+    await session.approve(requested.data["approval"], Decision.APPROVE, BY)
     done = await harness.wait(session, EventType.TURN_COMPLETED)
     assert done.data["status"] == "completed"
     [ran] = await harness.items(session, EventType.ITEM_COMPLETED, "command")
@@ -126,7 +126,7 @@ async def test_declined_command_does_not_run(harness: Harness, fake_model: FakeR
     fake_model.add({"exec": {"cmd": f"{APPROVED_CMD} > ran.txt"}}, {"text": "Fine, I will not."})
     session = await harness.start("run it")
     requested = await harness.wait(session, EventType.APPROVAL_REQUESTED)
-    await session.resolve(requested.data["approval"], Decision.DENY, BY)
+    await session.approve(requested.data["approval"], Decision.DENY, BY)
     done = await harness.wait(session, EventType.TURN_COMPLETED)
     assert done.data["status"] == "completed"
     [command] = await harness.items(session, EventType.ITEM_COMPLETED, "command")
@@ -144,13 +144,13 @@ async def test_interrupt_while_approval_pending(harness: Harness, fake_model: Fa
     assert command["status"] == "failed" and command["exit_code"] is None
     # A late answer is refused; nothing runs.
     with pytest.raises(Exception, match="not pending"):
-        await session.resolve(requested.data["approval"], Decision.APPROVE, BY)
+        await session.approve(requested.data["approval"], Decision.APPROVE, BY)
     await asyncio.sleep(0.3)
     assert not (workspace / "ran.txt").exists()
     assert len(fake_model.requests) == 1
     # The session goes on.
     fake_model.add({"text": "still here"})
-    await session.start_turn("are you there?")
+    await session.send_input("are you there?")
     second = await harness.wait(session, EventType.TURN_COMPLETED, lambda d: d["turn"] != done.data["turn"])
     assert second.data["status"] == "completed"
 
@@ -203,7 +203,7 @@ async def test_file_change_approval_carries_the_diff(
     [started] = await harness.items(session, EventType.ITEM_STARTED, "file_change")
     assert started["path"] == path and started["diff"] == details["diff"]
     assert requested.data["item"] == started["item"]
-    await session.resolve(requested.data["approval"], Decision.APPROVE, BY)
+    await session.approve(requested.data["approval"], Decision.APPROVE, BY)
     done = await harness.wait(session, EventType.TURN_COMPLETED)
     assert done.data["status"] == "completed"
     [completed] = await harness.items(session, EventType.ITEM_COMPLETED, "file_change")

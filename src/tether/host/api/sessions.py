@@ -8,7 +8,7 @@ from typing import Any
 from tether import __version__
 from tether.agents.base import Decision
 from tether.agents.policy import AgentConfig
-from tether.agents.registry import ADAPTERS, AGENT_NAMES, load_agent
+from tether.agents.registry import AGENT_NAMES, Kind, agent_spec, keeps_threads, load_agent
 from tether.errors import TetherError
 from tether.host import projection
 from tether.host.api.core import Caller, Forbidden, NotFound, handles, log
@@ -45,25 +45,21 @@ class SessionMethods(Caller):
 
     @handles("sessions.start")
     async def _sessions_start(self, params: schemas.SessionStart) -> dict[str, Any]:
-        if params.agent != "pty":
-            return await self._agent_session_start(params)
-        if not params.command:
-            raise TetherError("no command given", hint="e.g. tether sessions start -- bash", code="bad_command")
-        self._may_start_pty()
+        if agent_spec(params.agent).kind is Kind.TERMINAL:
+            if not params.command:
+                raise TetherError("no command given", hint="e.g. tether sessions start -- bash", code="bad_command")
+            self._may_start_terminal()
+            options: dict[str, Any] = {"command": params.command, "cols": params.cols, "rows": params.rows}
+        else:
+            options = await self._agent_options(params)
         workspace = resolve_workspace(params.workspace, self.host.workspaces, self.principal.workspace)
         session_id = await self.host.sessions.start_session(
-            agent=params.agent,
-            workspace=workspace,
-            command=params.command,
-            cid=params.cid,
-            cols=params.cols,
-            rows=params.rows,
-            caller=self.principal,
+            agent=params.agent, workspace=workspace, cid=params.cid, caller=self.principal, **options
         )
-        log.info("%s started session %s", self.principal.describe(), session_id)
+        log.info("%s started %s session %s", self.principal.describe(), params.agent, session_id)
         return {"id": session_id}
 
-    def _may_start_pty(self) -> None:
+    def _may_start_terminal(self) -> None:
         """A pty runs any command as the host's user, outside any workspace restriction: the
         host's config says which callers besides the owner may have one."""
         access = self.host.config.pty
@@ -82,11 +78,8 @@ class SessionMethods(Caller):
                 hint=f"the owner can set `{key} = true` under [agents.pty], or start an agent session instead",
             )
 
-    async def _agent_session_start(self, params: schemas.SessionStart) -> dict[str, Any]:
-        if params.agent not in AGENT_NAMES:
-            raise TetherError(
-                f"unknown agent {params.agent!r}", hint=f"use one of: {', '.join(AGENT_NAMES)}", code="bad_agent"
-            )
+    async def _agent_options(self, params: schemas.SessionStart) -> dict[str, Any]:
+        """What a turns agent starts with: the prompt, the policy as this host narrows it, its config."""
         if not params.prompt or not params.prompt.strip():
             raise TetherError("an agent session needs a prompt", hint="e.g. tether sessions start --agent "
                               f"{params.agent} 'fix the failing test'", code="bad_prompt")
@@ -98,19 +91,13 @@ class SessionMethods(Caller):
             # A host started by `tether ssh` never runs agents looser than its desktop allows.
             policy = self.host.inherited.cap(params.agent, policy)
         if params.thread is not None:
-            if not load_agent(params.agent).keeps_threads:
-                keepers = " or ".join(a for a in ADAPTERS if load_agent(a).keeps_threads)
+            if not keeps_threads(params.agent):
+                keepers = " or ".join(name for name in AGENT_NAMES if keeps_threads(name))
                 raise TetherError(f"only {keepers} sessions can adopt a thread", code="bad_params")
             await self._may_adopt(params.agent, config, params.thread)
             # A per-session copy: the host's shared config must not remember one session's thread.
             config = dataclasses.replace(config, options={**config.options, "thread": params.thread})
-        workspace = resolve_workspace(params.workspace, self.host.workspaces, self.principal.workspace)
-        session_id = await self.host.sessions.start_agent_session(
-            agent=params.agent, workspace=workspace, prompt=params.prompt, policy=policy, config=config,
-            cid=params.cid, caller=self.principal,
-        )
-        log.info("%s started %s session %s", self.principal.describe(), params.agent, session_id)
-        return {"id": session_id}
+        return {"prompt": params.prompt, "policy": policy, "config": config}
 
     @handles("sessions.approve")
     async def _sessions_approve(self, params: schemas.SessionApprove) -> dict[str, Any]:
