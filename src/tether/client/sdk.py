@@ -238,14 +238,15 @@ class Client:
         cols: int = 80,
         rows: int = 24,
     ) -> str:
-        """Start a session; returns its id. A ``pty`` session runs ``command``; an agent session
-        (``codex``, ``builtin``) starts working on ``prompt``, under the host's policy or a
-        stricter ``approval``/``sandbox``."""
+        """Start a session; returns its id. A terminal agent (``pty``) runs ``command`` at
+        ``cols``×``rows``; an agent that works in turns (``codex``, ``claude``, ``builtin``) starts
+        on ``prompt``, under the host's policy or a stricter ``approval``/``sandbox``. Only what is
+        given is sent: the host says which of them the agent needs."""
         params: dict[str, Any] = {"agent": agent, "workspace": workspace}
-        if agent == "pty":
-            params.update(command=command or [], cols=cols, rows=rows)
-        else:
-            params.update(prompt=prompt, approval=approval, sandbox=sandbox, thread=thread)
+        if command is not None:
+            params.update(command=command, cols=cols, rows=rows)
+        given = {"prompt": prompt, "approval": approval, "sandbox": sandbox, "thread": thread}
+        params.update({k: v for k, v in given.items() if v is not None})
         result = await self._command("sessions.start", params)
         return str(result["id"])
 
