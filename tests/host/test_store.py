@@ -6,7 +6,7 @@ import pytest
 
 from tether.crypto.encoding import b64u_decode
 from tether.host.db import Database
-from tether.host.store import Store, StoreError
+from tether.host.store import Grantee, Store, StoreError
 
 
 @pytest.fixture
@@ -20,8 +20,8 @@ def key() -> bytes:
 
 async def test_devices_revoke_and_allowlist(store: Store) -> None:
     ida, sta, idb, stb = key(), key(), key(), key()
-    a = await store.add_device("dev-a", "phone", ida, sta, ["read", "prompt"], None)
-    await store.add_device("dev-b", "laptop", idb, stb, ["read"], "/w")
+    a = await store.add_device(Grantee("dev-a", "phone", ida, sta, ["read", "prompt"], None))
+    await store.add_device(Grantee("dev-b", "laptop", idb, stb, ["read"], "/w"))
     assert a.scopes == ["read", "prompt"] and not a.revoked
     assert ida.hex() not in repr(a)
     assert await store.allowlist() == [ida, idb]
@@ -29,7 +29,7 @@ async def test_devices_revoke_and_allowlist(store: Store) -> None:
     assert got is not None and got.id == "dev-a" and got.identity_public == ida
     assert await store.get_device_by_static(key()) is None
     with pytest.raises(StoreError, match="already paired"):
-        await store.add_device("dev-a", "again", ida, sta, ["read"], None)
+        await store.add_device(Grantee("dev-a", "again", ida, sta, ["read"], None))
 
     assert await store.rename_device("dev-a", "my phone")
     assert not await store.rename_device("nope", "x")
@@ -49,7 +49,7 @@ async def test_devices_revoke_and_allowlist(store: Store) -> None:
     public = everyone[0].to_public()
     assert public["revoked"] and b64u_decode(public["identity_public"]) == ida
     # Pairing again (a new offer) grants the revoked device afresh.
-    again = await store.add_device("dev-a", "phone", ida, sta, ["read"], None)
+    again = await store.add_device(Grantee("dev-a", "phone", ida, sta, ["read"], None))
     assert not again.revoked and set(await store.allowlist()) == {ida, idb}
 
 

@@ -35,7 +35,7 @@ from tether.host.pairing import claim_offer
 from tether.host.principal import Principal
 from tether.host.remotes import RemoteHosts
 from tether.host.sessions import SessionError, SessionManager, check_apart
-from tether.host.store import Device, Store, Token
+from tether.host.store import Device, Grantee, Store, Token
 from tether.protocol.e2e import E2ETransport
 from tether.protocol.events import EventType
 from tether.protocol.frames import CloseCode
@@ -543,16 +543,9 @@ class HostDaemon:
             expires_at=expires_at,
         )
         identity = token.identity()
-        record = await self.store.add_token(
-            id=identity.id,
-            name=name or f"token-{identity.id[:6]}",
-            identity_public=identity.identity_public,
-            static_public=identity.static_public,
-            scopes=scope_list(scopes),
-            workspace=workspace,
-            expires_at=float(token.expires_at),
-            created_by=created_by,
-        )
+        who = Grantee(identity.id, name or f"token-{identity.id[:6]}", identity.identity_public,
+                      identity.static_public, scope_list(scopes), workspace)
+        record = await self.store.add_token(who, expires_at=float(token.expires_at), created_by=created_by)
         log.info("token %r (%s) created with scopes %s", record.name, record.id, ",".join(record.scopes))
         await self.publish()
         return {

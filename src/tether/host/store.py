@@ -8,6 +8,7 @@ sequences (consume an offer, apply a command once) are atomic without further lo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import secrets
 import sqlite3
@@ -29,8 +30,9 @@ class StoreError(TetherError):
 
 
 @dataclass(frozen=True)
-class _Grant:
-    """What a device and an access token share: who they are and what they may do."""
+class Grantee:
+    """Who a new device or access token is and what it may do: what pairing and `tokens create`
+    record."""
 
     id: str
     name: str
@@ -38,6 +40,12 @@ class _Grant:
     static_public: bytes = field(repr=False)
     scopes: list[str]
     workspace: str | None
+
+
+@dataclass(frozen=True)
+class _Grant(Grantee):
+    """What a device and an access token share: the grantee, and since when."""
+
     created: float
 
     def _public(self) -> dict[str, Any]:
@@ -152,22 +160,10 @@ class Store:
 
     # -- devices ---------------------------------------------------------------------------
 
-    async def add_device(
-        self,
-        id: str,
-        name: str,
-        identity_public: bytes,
-        static_public: bytes,
-        scopes: list[str],
-        workspace: str | None,
-    ) -> Device:
+    async def add_device(self, who: Grantee) -> Device:
         """Record a paired device. Pairing again a device that was revoked grants it afresh;
         a device that is already paired and not revoked is refused."""
-
-        def add(conn: sqlite3.Connection) -> Device:
-            return _add_device(conn, id, name, identity_public, static_public, scopes, workspace)
-
-        return await self.db.run(add)
+        return await self.db.run(lambda conn: _add_device(conn, who))
 
     async def get_device(self, id: str) -> Device | None:
         return await self._one("devices", _device, "id = ?", (id,))
@@ -245,27 +241,15 @@ class Store:
 
     # -- access tokens ---------------------------------------------------------------------
 
-    async def add_token(
-        self,
-        *,
-        id: str,
-        name: str,
-        identity_public: bytes,
-        static_public: bytes,
-        scopes: list[str],
-        workspace: str | None,
-        expires_at: float,
-        created_by: str,
-    ) -> Token:
+    async def add_token(self, who: Grantee, *, expires_at: float, created_by: str) -> Token:
         def add(conn: sqlite3.Connection) -> Token:
             now = time.time()
             conn.execute(
                 f"INSERT INTO tokens ({_TOKEN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
-                (id, name, identity_public, static_public, json.dumps(list(scopes)), workspace, now, expires_at,
-                 created_by),
+                (*_grantee_row(who), now, expires_at, created_by),
             )
-            return Token(id, name, identity_public, static_public, list(scopes), workspace, now, expires_at,
-                         created_by, None, None)
+            return Token(**_fields(who), created=now, expires_at=expires_at, created_by=created_by, last_used=None,
+                         revoked_at=None)
 
         return await self.db.run(add)
 
@@ -360,7 +344,8 @@ class Store:
             if r is None or not _consume(conn, offer_id, device_id):
                 return None
             offer = _offer(r)
-            return _add_device(conn, device_id, name, identity_public, static_public, offer.scopes, offer.workspace)
+            return _add_device(conn, Grantee(device_id, name, identity_public, static_public, offer.scopes,
+                                             offer.workspace))
 
         return await self.db.run(claim)
 
@@ -455,27 +440,28 @@ class Store:
         return await self.db.run(prune)
 
 
-def _add_device(
-    conn: sqlite3.Connection,
-    id: str,
-    name: str,
-    identity_public: bytes,
-    static_public: bytes,
-    scopes: list[str],
-    workspace: str | None,
-) -> Device:
-    r = conn.execute("SELECT revoked_at FROM devices WHERE id = ?", (id,)).fetchone()
+def _add_device(conn: sqlite3.Connection, who: Grantee) -> Device:
+    r = conn.execute("SELECT revoked_at FROM devices WHERE id = ?", (who.id,)).fetchone()
     if r is not None and r[0] is None:
         raise StoreError(
-            f"device {id} is already paired", hint="revoke it first to pair it again", code="device_exists"
+            f"device {who.id} is already paired", hint="revoke it first to pair it again", code="device_exists"
         )
     now = time.time()
     conn.execute(
         "INSERT OR REPLACE INTO devices (id, name, identity_public, static_public, scopes, workspace,"
         " created, last_seen, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
-        (id, name, identity_public, static_public, json.dumps(list(scopes)), workspace, now),
+        (*_grantee_row(who), now),
     )
-    return Device(id, name, identity_public, static_public, list(scopes), workspace, now, None, None)
+    return Device(**_fields(who), created=now, last_seen=None, revoked_at=None)
+
+
+def _fields(who: Grantee) -> dict[str, Any]:
+    return {f.name: getattr(who, f.name) for f in dataclasses.fields(Grantee)} | {"scopes": list(who.scopes)}
+
+
+def _grantee_row(who: Grantee) -> tuple[Any, ...]:
+    """Its columns, in the order both tables declare them."""
+    return who.id, who.name, who.identity_public, who.static_public, json.dumps(list(who.scopes)), who.workspace
 
 
 def _consume(conn: sqlite3.Connection, offer_id: str, device_id: str) -> bool:
