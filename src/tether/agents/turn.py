@@ -17,8 +17,9 @@ from collections.abc import Iterable
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from tether.agents.base import Agent, AgentContext, AgentDied, ItemKind, TurnInterrupted
-from tether.agents.jsonl_process import Exited
+from tether.agents.jsonl_process import Exited, JsonlProcess
 from tether.agents.secrets import Redactor, StreamRedactor
+from tether.errors import TetherError
 from tether.protocol.events import EventType
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class TurnState(Protocol):
 
 
 S = TypeVar("S", bound=TurnState)
+P = TypeVar("P", bound=JsonlProcess)
 
 
 class OpenItem(Protocol):
@@ -90,7 +92,7 @@ async def emit_delta(ctx: AgentContext, item: OpenItem, stream: str, data: str) 
         await ctx.emit(EventType.ITEM_DELTA, {"item": item.id, "stream": stream, "data": data})
 
 
-class FollowingAgent(Agent, Generic[S]):
+class FollowingAgent(Agent, Generic[S, P]):
     """An agent run as a child process whose events are followed through each turn (codex, claude).
 
     The process's events (and its :class:`Exited`) arrive on ``_events``; :meth:`_follow` hands
@@ -99,6 +101,28 @@ class FollowingAgent(Agent, Generic[S]):
 
     interrupt_grace: ClassVar[float] = INTERRUPT_GRACE_SECONDS
     _events: asyncio.Queue[Any]
+
+    def __init__(self, ctx: AgentContext) -> None:
+        super().__init__(ctx)
+        self._turn: S | None = None  # the running turn
+        self._exited: Exited | None = None
+        self._exit_report: asyncio.Task[None] | None = None
+
+    def _process_exited(self, exited: Exited, message: str) -> None:
+        """The process ended (said on its reading task): remembered for :meth:`_died`. Between
+        turns nothing else would notice, so the host is told, which ends the session unless a
+        turn is running (that turn fails with AgentDied instead)."""
+        self._exited = exited
+        self._exit_report = asyncio.get_running_loop().create_task(self.ctx.agent_exited(message))
+
+    def _live_child(self) -> P:
+        """The process, running; a clear error when it was never opened or has died."""
+        child = self.child
+        if child is None:
+            raise TetherError(f"the {self.name} agent was not opened", code=f"{self.name}_not_open")
+        if self._exited is not None or not child.running:
+            raise self._died()
+        return child
 
     async def _follow(self, state: S) -> None:
         while True:
@@ -130,6 +154,13 @@ class FollowingAgent(Agent, Generic[S]):
     def _died(self) -> AgentDied:
         """Why the process ended, for the people watching."""
 
+    @property
     @abstractmethod
+    def child(self) -> P | None:
+        """The agent's process, once started."""
+
     async def _stop_process(self) -> None:
         """Stop the process and everything it started."""
+        child = self.child
+        if child is not None:
+            await child.close()

@@ -107,7 +107,7 @@ class _Turn:
         return items
 
 
-class ClaudeAgent(FollowingAgent[_Turn]):
+class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
     name = "claude"
 
     def __init__(self, ctx: AgentContext) -> None:
@@ -116,9 +116,6 @@ class ClaudeAgent(FollowingAgent[_Turn]):
         self.process: ClaudeProcess | None = None
         self.memory = ApprovalMemory()
         self._events: asyncio.Queue[Event] = asyncio.Queue()
-        self._turn: _Turn | None = None
-        self._exited: Exited | None = None
-        self._exit_report: asyncio.Task[None] | None = None
         self._approvals: dict[str, asyncio.Task[None]] = {}  # by control request id
         self._redact = Redactor(())
         self._shell: Path | None = None  # the wrapper commands run through (claude/shell.py)
@@ -147,11 +144,14 @@ class ClaudeAgent(FollowingAgent[_Turn]):
         log.info("session %s: claude %s (%s, %s)", self.ctx.session_id, self.binary.version,
                  self.ctx.policy.approval.value, self.ctx.policy.sandbox.value)
 
+    @property
+    def child(self) -> ClaudeProcess | None:
+        return self.process
+
     async def close(self) -> None:
         for task in list(self._approvals.values()):
             task.cancel()
-        if self.process is not None:
-            await self.process.close()
+        await self._stop_process()
         await self._remove_shell()
 
     async def _remove_shell(self) -> None:
@@ -162,7 +162,7 @@ class ClaudeAgent(FollowingAgent[_Turn]):
     # -- turns -----------------------------------------------------------------------------
 
     async def run_turn(self, turn: str, text: str) -> None:
-        process = self._live_process()
+        process = self._live_child()
         state = self._turn = _Turn(turn)
         sent = False
         try:
@@ -210,10 +210,6 @@ class ClaudeAgent(FollowingAgent[_Turn]):
             return True
         await self._on_message(state, event)
         return False
-
-    async def _stop_process(self) -> None:
-        if self.process is not None:
-            await self.process.close()
 
     async def _drop_stale(self, event: Event) -> None:
         """A message of a turn tether already ended: not shown; its questions are refused."""
@@ -431,10 +427,7 @@ class ClaudeAgent(FollowingAgent[_Turn]):
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, Exited):
-            self._exited = event
-            # Between turns nothing else would notice: tell the host, which ends the session
-            # unless a turn is running (that turn fails with AgentDied instead).
-            self._exit_report = asyncio.get_running_loop().create_task(self.ctx.agent_exited(self._exit_text(event)))
+            self._process_exited(event, self._exit_text(event))
         elif isinstance(event, stream.ControlCancel):
             task = self._approvals.get(event.request_id)
             state = self._turn
@@ -456,13 +449,6 @@ class ClaudeAgent(FollowingAgent[_Turn]):
         if not isinstance(data, str) or not data:
             return
         await stream_delta(self.ctx, item, stream_name, data, self._redact)
-
-    def _live_process(self) -> ClaudeProcess:
-        if self.process is None:
-            raise ClaudeError("the claude agent was not opened", code="claude_not_open")
-        if self._exited is not None or not self.process.running:
-            raise self._died()
-        return self.process
 
     def _exit_text(self, exited: Exited) -> str:
         message = exited.message

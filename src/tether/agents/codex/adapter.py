@@ -110,7 +110,7 @@ class _Turn:
     error: str | None = None  # the last error notification Codex gave up on
 
 
-class CodexAgent(FollowingAgent[_Turn]):
+class CodexAgent(FollowingAgent[_Turn, AppServer]):
     name = "codex"
     keeps_threads = True
 
@@ -128,9 +128,6 @@ class CodexAgent(FollowingAgent[_Turn]):
         self.server: AppServer | None = None
         self.thread_id: str | None = None
         self._events: asyncio.Queue[Event] = asyncio.Queue()
-        self._turn: _Turn | None = None
-        self._exited: Exited | None = None
-        self._exit_report: asyncio.Task[None] | None = None
         # Open approval requests of Codex and the tasks asking people about them.
         self._approvals: dict[int | str, tuple[ServerRequest, asyncio.Task[None]]] = {}
         self._ended_turns: collections.deque[str] = collections.deque(maxlen=16)  # Codex turn ids
@@ -176,16 +173,19 @@ class CodexAgent(FollowingAgent[_Turn]):
         log.info("session %s: codex %s thread %s (%s, %s)", self.ctx.session_id, self.binary.version,
                  self.thread_id, approval, sandbox)
 
+    @property
+    def child(self) -> AppServer | None:
+        return self.server
+
     async def close(self) -> None:
         for _request, task in list(self._approvals.values()):
             task.cancel()
-        if self.server is not None:
-            await self.server.close()
+        await self._stop_process()
 
     # -- turns -----------------------------------------------------------------------------
 
     async def run_turn(self, turn: str, text: str) -> None:
-        server = self._live_server()
+        server = self._live_child()
         state = self._turn = _Turn(turn)
         try:
             try:
@@ -237,10 +237,6 @@ class CodexAgent(FollowingAgent[_Turn]):
             return True
         await self._on_notification(state, event)
         return False
-
-    async def _stop_process(self) -> None:
-        if self.server is not None:
-            await self.server.close()
 
     def _end_turn(self, state: _Turn, turn_info: dict[str, Any]) -> None:
         status = turn_info.get("status")
@@ -400,10 +396,7 @@ class CodexAgent(FollowingAgent[_Turn]):
     def _on_event(self, event: Event) -> None:
         if isinstance(event, Exited):
             # Waiting approvals stay: the host clears them (approval.cleared) when the turn fails.
-            self._exited = event
-            # Between turns nothing else would notice: tell the host, which ends the session
-            # unless a turn is running (that turn fails with AgentDied instead).
-            self._exit_report = asyncio.get_running_loop().create_task(self.ctx.agent_exited(event.message))
+            self._process_exited(event, event.message)
         elif isinstance(event, Notification) and event.method == "turn/completed":
             turn = event.params.get("turn") or {}
             self._ended_turns.append(str(turn.get("id")))
@@ -419,13 +412,6 @@ class CodexAgent(FollowingAgent[_Turn]):
         self._events.put_nowait(event)
 
     # -- helpers ---------------------------------------------------------------------------
-
-    def _live_server(self) -> AppServer:
-        if self.server is None:
-            raise CodexError("the codex agent was not opened", code="codex_not_open")
-        if self._exited is not None or not self.server.running:
-            raise self._died()
-        return self.server
 
     def _thread(self) -> str:
         assert self.thread_id is not None
