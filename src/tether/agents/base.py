@@ -1,4 +1,6 @@
-"""The one interface every AI agent adapter implements (ARCHITECTURE §7).
+"""The one interface every AI agent adapter implements (ARCHITECTURE §7): the agents that work in
+turns (builtin, claude, codex). The registry (:mod:`tether.agents.registry`) also holds the
+terminal agent, pty, whose adapter is a spawn function.
 
 A session runs one agent in one workspace, as turns of items. The host's
 :class:`~tether.host.agent_session.AgentSession` owns the turn lifecycle (turn.started,

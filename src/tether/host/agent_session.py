@@ -1,7 +1,7 @@
 """One AI agent session on the host: turns, items and approvals, recorded as events.
 
 The adapter (:mod:`tether.agents.base`) does the agent's work; this class gives it its context
-and owns what must be the same for every agent: one turn at a time, the turn's start and end in
+and owns what must be the same for every agent that works in turns: one turn at a time, the turn's start and end in
 the log, interrupts, and approvals — asked once, answered by the first person to answer, and
 cleared when the turn ends without an answer.
 """
