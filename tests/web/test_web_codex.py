@@ -189,8 +189,10 @@ def test_a_codex_session_approved_then_declined_from_the_phone(page: Any, codex_
     assert ran.locator(".badge.exit").text_content() == "exit 0"
     page.locator(".card.agent", has_text="It printed from-codex-42.").wait_for(timeout=CODEX_TIMEOUT)
     until(lambda: status(page) == "idle", timeout=CODEX_TIMEOUT / 1000, what="the first turn to end")
-    # In the order it happened: the prompt, the question and its answer, the output, the reply.
-    assert card_kinds(page) == ["user", "approval", "command", "agent"]
+    # In the order it happened: the prompt, Codex's warning about the scripted model's name (it
+    # has no metadata for it), the question and its answer, the output, the reply.
+    assert card_kinds(page) == ["user", "notice", "approval", "command", "agent"]
+    assert "Model metadata for `mock-model` not found" in page.text_content('.card.notice[data-level="warning"]')
     assert not page.locator("#working.on").count()
     events = cli_events(cli_home, session)
     (resolved,) = [e for e in events if e["type"] == "approval.resolved"]
@@ -212,7 +214,9 @@ def test_a_codex_session_approved_then_declined_from_the_phone(page: Any, codex_
     declined.wait_for(timeout=CODEX_TIMEOUT)
     assert declined.locator(".badge").text_content() == "not run"
     assert not (d.workspace / MARKER).exists()
-    assert card_kinds(page) == ["user", "approval", "command", "agent"] * 2
+    # (Codex repeats its warning each turn: shown once.)
+    turn = ["user", "approval", "command", "agent"]
+    assert card_kinds(page) == [turn[0], "notice", *turn[1:], *turn]
     assert "rejected by user" in json.dumps(d.model_requests()[3]["input"])
     events = cli_events(cli_home, session)
     assert [e["data"]["decision"] for e in events if e["type"] == "approval.resolved"] == ["approve", "deny"]

@@ -41,6 +41,7 @@ class ItemKind(StrEnum):
     COMMAND = "command"
     FILE_CHANGE = "file_change"
     ERROR = "error"
+    OTHER = "other"  # a type tether has no view of yet: shown as its name and a summary
 
 
 class TurnInterrupted(TetherError):

@@ -85,6 +85,11 @@ async def flush_delta(ctx: AgentContext, item: StreamedItem) -> None:
         await emit_delta(ctx, item, "output" if item.kind is ItemKind.COMMAND else "text", item.redactor.flush())
 
 
+async def emit_notice(ctx: AgentContext, turn: str | None, level: str, source: str, message: str) -> None:
+    """An ``agent.notice``: what the agent said outside any item (``message`` already redacted)."""
+    await ctx.emit(EventType.AGENT_NOTICE, {"turn": turn, "level": level, "source": source, "message": message})
+
+
 async def emit_delta(ctx: AgentContext, item: OpenItem, stream: str, data: str) -> None:
     """Log ``data`` (already redacted) as a delta of ``item``."""
     if data:

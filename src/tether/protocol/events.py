@@ -42,7 +42,9 @@ class EventType(StrEnum):
     ITEM_STARTED = "item.started"
     """{turn: str, item: str, kind: ItemKind, ...} — a new item of a turn. By kind:
     user_message {text}; agent_message {}; reasoning {}; command {command: str, cwd: str};
-    file_change {path: str, diff: str}; error {message: str}."""
+    file_change {path: str, diff: str}; error {message: str}; other {type: str, title: str,
+    summary: str} (an item tether has no view of yet: the agent's type name and a readable
+    summary)."""
 
     ITEM_DELTA = "item.delta"
     """{item: str, stream: "text" | "output", data: str} — streamed agent text or command
@@ -51,7 +53,19 @@ class EventType(StrEnum):
     ITEM_COMPLETED = "item.completed"
     """{item: str, kind: ItemKind, status: "completed" | "failed" | "declined", ...} — the item's
     final form: agent_message/reasoning {text}; command {exit_code, output}; file_change
-    {path, diff}; error {message}."""
+    {path, diff}; error {message}; other {type, title, summary}."""
+
+    TURN_RETRYING = "turn.retrying"
+    """{turn: str, attempt: int, message: str, details: str | None} — the agent lost its model
+    server and is retrying (Codex: "Reconnecting..."): the session shows "reconnecting (attempt n)"
+    until the turn goes on or ends. ``attempt`` counts from 1 within the turn."""
+
+    AGENT_NOTICE = "agent.notice"
+    """{turn: str | None, level: "warning" | "info", source: str, message: str} — something the
+    agent said that is not part of an item: a warning (an unknown model, a config problem, a
+    deprecation), a question tether refused to answer ("refused: ..."), or a message of a type
+    tether does not know yet (a newer agent), summarised. ``source`` is the agent's own name for
+    it (e.g. Codex's notification method)."""
 
     APPROVAL_REQUESTED = "approval.requested"
     """{approval: str, item: str | None, kind: "command" | "file_change", details: {...},

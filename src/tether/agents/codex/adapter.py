@@ -18,6 +18,13 @@ Codex                                               tether
 ``item/commandExecution/requestApproval``,          ``ctx.request_approval`` (command /
 ``item/fileChange/requestApproval``                 file_change), answered accept /
                                                     acceptForSession / decline
+``item/started`` / ``item/completed`` of any other  ``item.started`` / ``item.completed`` other
+type (:data:`OTHER_ITEMS`, or unknown)              {type, title, summary}
+``error`` with ``willRetry``                         ``turn.retrying`` {attempt, message, details}
+``warning``, ``configWarning``,                     ``agent.notice`` warning
+``deprecationNotice``
+any other server request                            refused, and an ``agent.notice`` "refused: …"
+any notification not in :data:`QUIET_NOTIFICATIONS`  ``agent.notice`` info, summarised
 ``turn/completed`` completed / interrupted / failed  return / :class:`TurnInterrupted` / TetherError
 the process exits                                   :class:`AgentDied`
 ==================================================  ===========================================
@@ -59,7 +66,8 @@ from tether.agents.codex.binary import CodexBinary, CodexError, find_codex
 from tether.agents.policy import AgentConfig, Approval, Policy, Sandbox
 from tether.agents.sandbox import hiding
 from tether.agents.secrets import SECRET_NAME_PARTS, Redactor, StreamRedactor, env_secrets
-from tether.agents.turn import FollowingAgent, emit_delta, fail_items, flush_delta, stream_delta
+from tether.agents.turn import FollowingAgent, emit_delta, emit_notice, fail_items, flush_delta, stream_delta
+from tether.agents.unknown import log_unknown, summarize
 from tether.protocol.events import EventType
 
 log = logging.getLogger(__name__)
@@ -83,6 +91,44 @@ CODEX_DECISION: dict[Decision, str] = {
 }
 # Codex item status → tether item status.
 ITEM_STATUS = {"completed": "completed", "failed": "failed", "declined": "declined"}
+
+# Item types of Codex 0.169.0 that tether shows generically for now (type, title and summary), by
+# their title; any other type is also shown so, and logged once as unknown.
+OTHER_ITEMS = {
+    "plan": "plan", "mcpToolCall": "MCP tool call", "dynamicToolCall": "tool call",
+    "collabAgentToolCall": "agent tool call", "subAgentActivity": "subagent", "webSearch": "web search",
+    "imageView": "image", "imageGeneration": "image generation", "sleep": "waiting",
+    "enteredReviewMode": "review started", "exitedReviewMode": "review ended",
+    "contextCompaction": "context compacted", "hookPrompt": "hook", "functionCallOutput": "tool output",
+}
+# Notifications shown as warnings.
+WARNINGS = frozenset({"warning", "configWarning", "deprecationNotice"})
+# Notifications tether does not show, and why; any other is shown as a notice (a newer Codex may
+# say something this list does not know) and logged once.
+QUIET_NOTIFICATIONS: dict[str, str] = {
+    "thread/started": "the session's start is tether's own event",
+    "thread/status/changed": "the session's status follows its turns and approvals",
+    "thread/readState/changed": "read state belongs to the desktop app",
+    "thread/closed": "the session's end is tether's own event",
+    "turn/started": "tether logs its own turn.started",
+    "serverRequest/resolved": "handled with the approval it resolves",
+    "remoteControl/status/changed": "tether is the remote control here",
+    "item/reasoning/summaryPartAdded": "the summary's text arrives as deltas",
+    "item/reasoning/textDelta": "raw reasoning is not shown; its summary is",
+    "item/fileChange/outputDelta": "the file change's diff is shown with the item",
+    "item/fileChange/patchUpdated": "the file change's diff is shown with the item",
+    "item/commandExecution/terminalInteraction": "the command's output is shown",
+    "item/plan/delta": "the plan item is shown when it completes",
+    "item/mcpToolCall/progress": "the tool call is shown when it completes",
+    "mcpServer/startupStatus/updated": "MCP servers are the desktop's configuration",
+    "account/updated": "the account stays on the host",
+    "account/rateLimits/updated": "not shown yet (issue [8]: rate limits in the session header)",
+    "thread/tokenUsage/updated": "not shown yet (issue [8]: usage in the session header)",
+    "turn/diff/updated": "not shown yet (issue [8]: the turn's changes view); each file change is shown",
+    "turn/plan/updated": "not shown yet (issue [8]: plan updates)",
+    "thread/name/updated": "not shown yet (issue [8]: thread names)",
+    "model/rerouted": "not shown yet (issue [8]: the model in the session header)",
+}
 
 # The session option (``AgentConfig.options``) naming a Codex thread to adopt instead of starting one.
 THREAD_OPTION = "thread"
@@ -108,6 +154,7 @@ class _Turn:
     open: set[str] = field(default_factory=set)  # Codex item ids started, not completed
     interrupt_at: float | None = None  # loop time of our turn/interrupt
     error: str | None = None  # the last error notification Codex gave up on
+    retries: int = 0  # "Reconnecting..." notices so far
 
 
 class CodexAgent(FollowingAgent[_Turn, AppServer]):
@@ -132,6 +179,7 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
         self._approvals: dict[int | str, tuple[ServerRequest, asyncio.Task[None]]] = {}
         self._ended_turns: collections.deque[str] = collections.deque(maxlen=16)  # Codex turn ids
         self._redact = Redactor(env_secrets(os.environ))
+        self._warned: set[str] = set()  # warnings shown in this session
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -245,7 +293,7 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
         if status == "interrupted":
             raise TurnInterrupted("the turn was interrupted")
         error = turn_info.get("error") or {}
-        message = error.get("message") or state.error or f"Codex ended the turn as {status}"
+        message = _readable(error.get("message") or state.error or f"Codex ended the turn as {status}")
         details = error.get("additionalDetails")
         if details:
             message = f"{message} ({details})"
@@ -266,8 +314,28 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
             await self._delta(state, params, "output")
         elif method == "error":
             error = params.get("error") or {}
-            if not params.get("willRetry") and error.get("message"):
-                state.error = str(error["message"])
+            message = str(error.get("message") or "Codex reported an error")
+            if params.get("willRetry"):
+                # Codex lost its model server and tries again: say so now, not after minutes.
+                state.retries += 1
+                details = error.get("additionalDetails")
+                await self.ctx.emit(EventType.TURN_RETRYING, {
+                    "turn": state.id, "attempt": state.retries, "message": self._redact(message),
+                    "details": self._redact(str(details)) if details else None,
+                })
+            else:
+                state.error = message
+        elif method in WARNINGS:
+            text = params.get("message") or params.get("summary") or summarize(params)
+            details = params.get("details")
+            message = f"{text} ({details})" if details and details != text else str(text)
+            if message not in self._warned:  # Codex repeats some every turn (an unknown model's)
+                self._warned.add(message)
+                await emit_notice(self.ctx, state.id, "warning", method, self._redact(message))
+        elif method not in QUIET_NOTIFICATIONS:
+            log_unknown("codex", "notification", method)
+            await emit_notice(self.ctx, state.id, "info", method,
+                              self._redact(f"Codex said {method}: {summarize(params)}"))
 
     async def _item_started(self, state: _Turn, item: dict[str, Any]) -> _Item | None:
         codex_id = item.get("id")
@@ -313,7 +381,7 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
             output = str(aggregated) if aggregated is not None else "".join(tracked.text)
             exit_code = item.get("exitCode")
             data = {**tracked.data, "exit_code": exit_code if isinstance(exit_code, int) else None, "output": output}
-        else:  # file change
+        else:  # file change, or a type tether shows generically
             kind_data = _started_data(item)
             data = kind_data[1] if kind_data is not None else tracked.data
         await self.ctx.emit(
@@ -348,6 +416,10 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
                 await request.respond({"decision": "decline"})
             else:
                 await request.reject(f"tether does not answer {request.method}")
+            if request.method not in APPROVAL_METHODS:
+                log_unknown("codex", "request", request.method)
+                await emit_notice(self.ctx, state.id, "warning", request.method, self._redact(
+                    f"refused: Codex asked {request.method} ({summarize(params)}), which tether does not answer"))
             return
         codex_item = request.item_id
         tracked = state.items.get(codex_item) if codex_item else None
@@ -500,6 +572,17 @@ async def _app_server(config: AgentConfig) -> AppServer:
     return await AppServer.start(binary, codex_home=codex_home(config), client_version=__version__)
 
 
+def _readable(message: str) -> str:
+    """Codex passes a model server's error body on as the message: its own message, when it has one."""
+    try:
+        body = json.loads(message)
+    except ValueError:
+        return message
+    error = body.get("error") if isinstance(body, dict) else None
+    inner = error.get("message") if isinstance(error, dict) else None
+    return inner if isinstance(inner, str) and inner else message
+
+
 def _options(params: dict[str, Any]) -> list[Decision]:
     """What a person may answer: approve for the session only where Codex offers it."""
     available = params.get("availableDecisions")
@@ -522,7 +605,12 @@ def _started_data(item: dict[str, Any]) -> tuple[ItemKind, dict[str, Any]] | Non
         paths = [str(c.get("path")) for c in changes]
         diff = "".join(_unified(c) for c in changes)
         return ItemKind.FILE_CHANGE, {"path": paths[0] if paths else "", "paths": paths, "diff": diff}
-    return None
+    if kind == "userMessage" or not isinstance(kind, str):
+        return None  # the host logs the prompt itself
+    if kind not in OTHER_ITEMS:
+        log_unknown("codex", "item", kind)
+    shown = {k: v for k, v in item.items() if k not in ("status", "aggregatedOutput")}
+    return ItemKind.OTHER, {"type": kind, "title": OTHER_ITEMS.get(kind, kind), "summary": summarize(shown)}
 
 
 def _unified(change: dict[str, Any]) -> str:

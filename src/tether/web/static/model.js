@@ -238,10 +238,35 @@ export class SessionFeed extends EventTarget {
         Object.assign(p, { state: "applied", error: null, seq: ev.seq });
         changed.add(`prompt:${ev.cid}`);
       }
+      // Any sign of the turn going on (or ending) ends its "reconnecting" state.
+      if (s.retrying && ev.type !== "turn.retrying" && ev.type !== "agent.notice" &&
+          (ev.type.startsWith("item.") || ev.type.startsWith("approval.") || ev.type === "turn.completed")) {
+        const key = `retry:${s.retrying.turn}`;
+        // A failed turn logs its error item first, then turn.completed.
+        const failed = (ev.type === "turn.completed" && d.status === "failed") ||
+          (ev.type === "item.completed" && d.kind === "error");
+        if (this.items.has(key)) this.items.get(key).status = failed ? "failed" : "completed";
+        s.retrying = null;
+        changed.add(key);
+      }
       switch (ev.type) {
         case "session.started":
           Object.assign(s, d);
           break;
+        case "turn.retrying": {
+          const key = `retry:${d.turn}`;
+          const it = this._item(key, { kind: "retrying" });
+          Object.assign(it, { attempt: d.attempt, text: d.message || "", details: d.details || "", status: "running" });
+          s.retrying = { turn: d.turn, attempt: d.attempt, message: d.message || "" };
+          changed.add(key);
+          break;
+        }
+        case "agent.notice": {
+          const key = `notice:${ev.seq}`;
+          this._item(key, { kind: "notice", level: d.level, source: d.source, text: d.message || "", status: "completed" });
+          changed.add(key);
+          break;
+        }
         case "session.output":
           this._appendOutput(d.data || "");
           output += d.data || "";

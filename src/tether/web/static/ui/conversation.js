@@ -108,6 +108,31 @@ function itemCard(item, feed) {
       );
     case "error":
       return h("div.card.error", { dataset: { item: item.id }, role: "alert" }, h("p", item.message || item.text || "error"));
+    case "other":
+      // Something the agent did that this page has no view of yet: its name and a summary.
+      return h(
+        "div.card.other",
+        { dataset: { item: item.id, status: item.status || "", type: item.type || "" } },
+        h("div.card-head", h("strong", item.title || item.type || "item"),
+          item.status === "failed" ? h("span.badge", { dataset: { status: "failed" } }, "failed") : null),
+        item.summary ? h("p.summary", item.summary) : null,
+      );
+    case "retrying": {
+      const n = item.attempt || 1;
+      const said = item.status === "running"
+        ? `Reconnecting (attempt ${n}): ${item.text}${item.details ? ` — ${item.details}` : ""}`
+        : item.status === "failed"
+          ? `Gave up reconnecting after ${n} attempt${n > 1 ? "s" : ""}.`
+          : `Reconnected after ${n} attempt${n > 1 ? "s" : ""}.`;
+      return h("p.card.retrying", { dataset: { item: item.id, status: item.status }, role: "status" }, said);
+    }
+    case "notice":
+      return h(
+        "p.card.notice",
+        { dataset: { item: item.id, level: item.level || "info" }, role: item.level === "warning" ? "alert" : null },
+        item.level === "warning" ? "⚠ " : "ℹ ",
+        item.text,
+      );
     case "turn_end":
       return h("p.turn-end", { dataset: { item: item.id } }, item.status === "interrupted" ? "Interrupted." : `Turn ${item.status}${item.text ? `: ${item.text}` : ""}`);
     default:

@@ -96,6 +96,7 @@ export function renderSession(root, { tether, hostId, sessionId }) {
       h("span", ` ${s.agent || ""}`),
       s.workspace ? h("span.ws", { title: s.workspace }, ` · ${s.workspace}`) : null,
       s.exit_reason ? h("span", ` · ${s.exit_reason}`) : null,
+      s.retrying ? h("span.retrying", { id: "session-retrying" }, ` · reconnecting (attempt ${s.retrying.attempt})`) : null,
       s.exit_code !== null && s.exit_code !== undefined && s.agent === "pty" ? h("span", ` · exit ${s.exit_code}`) : null,
     );
     meta.dataset.status = s.status || "";
