@@ -29,9 +29,10 @@ SAMPLES: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "approve": ((SESSION, "ap_abcdefgh", "approve_for_session"), {}),
     "threads": ((), {}),
     "diff": ((SESSION,), {}),
-    "send": ((SESSION, "ls\n"), {}),
+    "send": ((SESSION, "ls\n"), {"model": "gpt-6-astra", "effort": "high"}),
     "interrupt": ((SESSION,), {}),
     "resize": ((SESSION, 120, 40), {}),
+    "models": ((SESSION,), {}),
 }
 AGENT_START: dict[str, Any] = {"agent": "codex", "prompt": "fix it", "approval": "untrusted", "sandbox": "read-only",
                "thread": "thread-1", "workspace": "/w"}
@@ -47,7 +48,7 @@ class Recorder:
 
     async def call(self, method: str, params: dict[str, Any] | None = None, timeout: float | None = 30) -> Any:
         self.calls.append((method, params or {}))
-        return {"id": SESSION, "seq": 1, "threads": [], "changes": []}
+        return {"id": SESSION, "seq": 1, "threads": [], "changes": [], "models": []}
 
 
 def declared_and_accepted(method: str, params: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tether.agents.base import Agent, Decision, ItemKind
+from tether.agents.base import Agent, Decision, ItemKind, TurnSettings
 from tether.agents.registry import AGENT_NAMES, AGENTS, AgentSpec, Kind, agent_spec, keeps_threads, load_agent
 from tether.errors import ConfigError, TetherError
 from tether.host.config import HostConfig, parse_config
@@ -116,6 +116,14 @@ async def test_terminal_and_agent_sessions_are_driven_alike(
     with pytest.raises(TetherError, match="asks for no approvals") as no_approvals:
         await manager.approve(terminal, "ap_x", Decision.APPROVE, BY)
     assert no_approvals.value.code == "bad_params"
+
+    # A model for the next turn: only where the agent offers a choice (not pty, not this agent).
+    for sid, why in ((terminal, "no model to choose"), (agent, "offers no choice of model")):
+        with pytest.raises(TetherError, match=why) as no_models:
+            await manager.models(sid)
+        assert no_models.value.code == "bad_params"
+    with pytest.raises(TetherError, match="no model to choose"):
+        await manager.send_input(terminal, "three", settings=TurnSettings(model="m"))
 
     # A prompt for a terminal, a command for an agent: refused before anything runs.
     with pytest.raises(TetherError, match="no command") as no_command:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -42,6 +43,14 @@ class ItemKind(StrEnum):
     FILE_CHANGE = "file_change"
     ERROR = "error"
     OTHER = "other"  # a type tether has no view of yet: shown as its name and a summary
+
+
+@dataclass(frozen=True)
+class TurnSettings:
+    """What a person chose for the next turns: the model and its reasoning effort (None: keep)."""
+
+    model: str | None = None
+    effort: str | None = None
 
 
 class TurnInterrupted(TetherError):
@@ -101,6 +110,15 @@ class Agent(ABC):
 
     async def close(self) -> None:  # noqa: B027 (optional hook)
         """Stop everything the adapter started."""
+
+    async def models(self) -> list[dict[str, Any]]:
+        """The models a person may choose for the next turns: ``{id, name, description, efforts,
+        default_effort, default}`` each. Agents without a choice refuse."""
+        raise TetherError(f"the {self.name} agent offers no choice of model", code="bad_params")
+
+    def choose(self, settings: TurnSettings) -> None:
+        """Use ``settings`` from the next turn on (the host checked them against :meth:`models`)."""
+        raise TetherError(f"the {self.name} agent offers no choice of model", code="bad_params")
 
     # Conversations the agent stores itself ("threads", desktop ones included), which a session
     # can adopt by id (the ``thread`` option). Only agents with ``keeps_threads`` have them.

@@ -105,6 +105,8 @@ def sessions_start(
 def sessions_send(
     session_id: Annotated[str, typer.Argument(metavar="ID")],
     text: Annotated[str, typer.Argument(help="Text to send; a newline is added.")],
+    model: Annotated[str | None, typer.Option(help="Agent sessions: the model from now on.")] = None,
+    effort: Annotated[str | None, typer.Option(help="Agent sessions: the reasoning effort, from now on.")] = None,
     as_json: JsonOpt = False,
     host: HostOpt = None,
     home: HomeOpt = None,
@@ -114,7 +116,7 @@ def sessions_send(
     async def main() -> int:
         client = _client(home, host)
         try:
-            result: int = await client.send(session_id, text + "\n")
+            result: int = await client.send(session_id, text + "\n", model=model, effort=effort)
             return result
         finally:
             await client.close()
@@ -173,6 +175,34 @@ def sessions_threads(as_json: JsonOpt = False, host: HostOpt = None, home: HomeO
         preview = " ".join(str(t.get("preview") or t.get("name") or "").split())[:60]
         out.print(f"{t['id']}  {t.get('cwd')}  {preview}")
     out.print('adopt one: tether sessions start --agent codex --thread ID "next prompt"')
+
+
+@sessions_app.command("models")
+def sessions_models(
+    session_id: Annotated[str, typer.Argument(metavar="ID")],
+    as_json: JsonOpt = False,
+    host: HostOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """The models an agent session can use next, with their reasoning efforts."""
+
+    async def main() -> list[dict[str, Any]]:
+        client = _client(home, host)
+        try:
+            result: list[dict[str, Any]] = await client.models(session_id)
+            return result
+        finally:
+            await client.close()
+
+    models = run(main())
+    if as_json:
+        print_json(models)
+        return
+    for m in models:
+        efforts = ", ".join(m.get("efforts") or []) or "-"
+        default = "  (default)" if m.get("default") else ""
+        out.print(f"{m['id']}{default}  efforts: {efforts}  {m.get('description', '')}")
+    out.print("use one: tether sessions send ID --model MODEL [--effort EFFORT] \"next prompt\"")
 
 
 @sessions_app.command("diff")

@@ -271,10 +271,21 @@ class Client:
         changes: list[dict[str, Any]] = result["changes"]
         return changes
 
-    async def send(self, session_id: str, text: str) -> int:
-        """Send input to a session exactly as given; returns the seq of its event."""
-        result = await self._command("sessions.send", {"id": session_id, "text": text})
+    async def send(self, session_id: str, text: str, *, model: str | None = None, effort: str | None = None) -> int:
+        """Send input to a session exactly as given; returns the seq of its event. To an agent
+        session: a prompt, on ``model`` with reasoning ``effort`` when given (they stay for the
+        next prompts; :meth:`models` lists them)."""
+        params: dict[str, Any] = {"id": session_id, "text": text}
+        params.update({k: v for k, v in {"model": model, "effort": effort}.items() if v is not None})
+        result = await self._command("sessions.send", params)
         return int(result["seq"])
+
+    async def models(self, session_id: str) -> list[dict[str, Any]]:
+        """The models an agent session may use next: ``[{id, name, description, efforts,
+        default_effort, default}]``."""
+        result = await self.call("sessions.models", {"id": session_id})
+        models: list[dict[str, Any]] = result["models"]
+        return models
 
     async def interrupt(self, session_id: str) -> None:
         await self._command("sessions.interrupt", {"id": session_id})

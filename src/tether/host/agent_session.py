@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tether.agents.base import Agent, AgentContext, AgentDied, Decision, ItemKind, TurnInterrupted
+from tether.agents.base import Agent, AgentContext, AgentDied, Decision, ItemKind, TurnInterrupted, TurnSettings
 from tether.agents.policy import AgentConfig, Policy
 from tether.crypto.encoding import b32_encode
 from tether.errors import TetherError
@@ -105,8 +105,12 @@ class AgentSession(AgentContext):
     def busy(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    async def send_input(self, text: str, cid: str | None = None) -> Event:
-        """A prompt: starts the next turn."""
+    async def models(self) -> list[dict[str, Any]]:
+        return await self.agent.models()
+
+    async def send_input(self, text: str, cid: str | None = None, settings: TurnSettings | None = None) -> Event:
+        """A prompt: starts the next turn, with the model and effort of ``settings`` when given
+        (they stay for the turns after)."""
         if self.ended.is_set():
             raise AgentSessionError("the session has ended", hint="start a new session", code="session_finished")
         if self.busy:
@@ -115,10 +119,16 @@ class AgentSession(AgentContext):
                 hint="wait for the turn to complete, or interrupt it first",
                 code="busy",
             )
+        chosen: dict[str, str] = {}
+        if settings is not None:
+            chosen = _checked(settings, await self.agent.models())
+            self.agent.choose(settings)
         turn = self.new_id("t")
         self._turn = turn
         self._interrupting = False
-        event = await self.log.append(self.session_id, EventType.TURN_STARTED, {"turn": turn, "input": text}, cid)
+        event = await self.log.append(
+            self.session_id, EventType.TURN_STARTED, {"turn": turn, "input": text, **chosen}, cid
+        )
         item = self.new_id("i")
         await self.emit(
             EventType.ITEM_COMPLETED,
@@ -234,3 +244,25 @@ class AgentSession(AgentContext):
             await self.log.append(
                 self.session_id, EventType.SESSION_EXITED, {"exit_code": exit_code, "signal": None, "reason": reason}
             )
+
+
+def _checked(settings: TurnSettings, models: list[dict[str, Any]]) -> dict[str, str]:
+    """The settings as turn.started records them, once the agent's list allows them."""
+    chosen: dict[str, str] = {}
+    model = next((m for m in models if m["id"] == settings.model), None)
+    if settings.model is not None:
+        if model is None:
+            raise AgentSessionError(
+                f"the agent offers no model {settings.model!r}",
+                hint="tether sessions models ID lists those it offers", code="bad_params",
+            )
+        chosen["model"] = settings.model
+    if settings.effort is not None:
+        allowed = model["efforts"] if model is not None else sorted({e for m in models for e in m["efforts"]})
+        if settings.effort not in allowed:
+            raise AgentSessionError(
+                f"reasoning effort {settings.effort!r} is not one of {', '.join(allowed) or 'none'}",
+                code="bad_params",
+            )
+        chosen["effort"] = settings.effort
+    return chosen

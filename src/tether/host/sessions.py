@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from tether.agents.base import Decision
+from tether.agents.base import Decision, TurnSettings
 from tether.agents.policy import AgentConfig, Policy
 from tether.agents.pty import PtyError
 from tether.agents.registry import AgentSpec, Kind, agent_spec
@@ -50,7 +50,9 @@ class LiveSession(Protocol):
 
     ended: asyncio.Event
 
-    async def send_input(self, text: str, cid: str | None = None) -> Event: ...
+    async def send_input(self, text: str, cid: str | None = None, settings: TurnSettings | None = None) -> Event:
+        ...
+    async def models(self) -> builtins.list[dict[str, Any]]: ...
     async def interrupt(self, cid: str | None = None) -> Event: ...
     async def resize(self, cols: int, rows: int, cid: str | None = None) -> Event: ...
     async def approve(self, approval: str, decision: Decision, by: dict[str, str], cid: str | None = None) -> Event:
@@ -216,8 +218,13 @@ class SessionManager:
     ) -> Event:
         return await (await self._require_live(session_id)).approve(approval, decision, by, cid)
 
-    async def send_input(self, session_id: str, text: str, cid: str | None = None) -> Event:
-        return await (await self._require_live(session_id)).send_input(text, cid)
+    async def send_input(
+        self, session_id: str, text: str, cid: str | None = None, settings: TurnSettings | None = None
+    ) -> Event:
+        return await (await self._require_live(session_id)).send_input(text, cid, settings)
+
+    async def models(self, session_id: str) -> builtins.list[dict[str, Any]]:
+        return await (await self._require_live(session_id)).models()
 
     async def interrupt(self, session_id: str, cid: str | None = None) -> Event:
         return await (await self._require_live(session_id)).interrupt(cid)

@@ -16,7 +16,7 @@ import signal
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from tether.agents.base import Decision
+from tether.agents.base import Decision, TurnSettings
 from tether.agents.pty import PtyError
 from tether.errors import TetherError
 from tether.host.eventlog import Event, EventLog
@@ -69,7 +69,12 @@ class TerminalSession:
         self.proc.close()
         self.ended.set()
 
-    async def send_input(self, text: str, cid: str | None = None) -> Event:
+    async def models(self) -> list[dict[str, Any]]:
+        raise TerminalError("a terminal session has no model to choose", code="bad_params")
+
+    async def send_input(self, text: str, cid: str | None = None, settings: TurnSettings | None = None) -> Event:
+        if settings is not None:
+            raise TerminalError("a terminal session has no model to choose", code="bad_params")
         # Delivered first, then logged: input the program cannot take (input_full) or that comes
         # after it ended leaves no trace in the log. The append is queued to the database before
         # the output pump can run again, so the input still comes before the output it causes.

@@ -33,7 +33,8 @@ class EventType(StrEnum):
     """{status: Status} — a non-terminal status change (e.g. waiting-for-approval, idle)."""
 
     TURN_STARTED = "turn.started"
-    """{turn: str, input: str} — an agent session starts working on a prompt: status ``running``."""
+    """{turn: str, input: str, model?: str, effort?: str} — an agent session starts working on a
+    prompt: status ``running``. ``model``/``effort``: what the person chose with this prompt."""
 
     TURN_COMPLETED = "turn.completed"
     """{turn: str, status: "completed" | "interrupted" | "failed", error: str | None} — the agent

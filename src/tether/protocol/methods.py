@@ -36,6 +36,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("sessions.resize", Scope.PROMPT, schemas.SessionResize),
     Method("sessions.diff", Scope.READ, schemas.SessionGet),
     Method("sessions.threads", Scope.READ, schemas.ListThreads),
+    Method("sessions.models", Scope.READ, schemas.SessionModels),
     Method("sessions.approve", Scope.APPROVE, schemas.SessionApprove),
     Method("devices.list", Scope.ADMIN, schemas.Empty),
     Method("devices.rename", Scope.ADMIN, schemas.DeviceRename),

@@ -44,10 +44,21 @@ class SessionGet(_Params):
     scrollback: bool = False
 
 
+# A model name as the agent lists it (sessions.models), and a reasoning effort ("low", "high"…).
+ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:/-]+$")]
+Effort = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[a-z]+$")]
+
+
 class SessionSend(_Params):
     id: SessionId
     text: Text
     cid: CommandId | None = None
+    model: ModelName | None = None  # agent sessions: this turn and the next ones
+    effort: Effort | None = None
+
+
+class SessionModels(_Params):
+    id: SessionId
 
 
 class ListThreads(_Params):

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from tether import __version__
-from tether.agents.base import AgentContext, AgentDied, Decision, ItemKind, TurnInterrupted
+from tether.agents.base import AgentContext, AgentDied, Decision, ItemKind, TurnInterrupted, TurnSettings
 from tether.agents.codex.appserver import (
     APPROVAL_METHODS,
     COMMAND_APPROVAL,
@@ -180,6 +180,8 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
         self._ended_turns: collections.deque[str] = collections.deque(maxlen=16)  # Codex turn ids
         self._redact = Redactor(env_secrets(os.environ))
         self._warned: set[str] = set()  # warnings shown in this session
+        self._chosen = TurnSettings()  # for the next turn/start (Codex keeps them after)
+        self._models: list[dict[str, Any]] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -232,12 +234,25 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
 
     # -- turns -----------------------------------------------------------------------------
 
+    async def models(self) -> list[dict[str, Any]]:
+        if self._models is None:
+            try:
+                listed = await self._live_child().model_list()
+            except RpcError as exc:
+                raise CodexError(f"Codex could not list its models: {exc.rpc_message}", code="codex_rpc") from None
+            self._models = [_model(m) for m in listed.get("data") or [] if isinstance(m, dict) and not m.get("hidden")]
+        return self._models
+
+    def choose(self, settings: TurnSettings) -> None:
+        self._chosen = settings
+
     async def run_turn(self, turn: str, text: str) -> None:
         server = self._live_child()
         state = self._turn = _Turn(turn)
         try:
             try:
-                codex_turn = await server.turn_start(self._thread(), text)
+                chosen, self._chosen = self._chosen, TurnSettings()
+                codex_turn = await server.turn_start(self._thread(), text, model=chosen.model, effort=chosen.effort)
             except AppServerExited:
                 raise self._died() from None
             except RpcError as exc:
@@ -570,6 +585,19 @@ async def _app_server(config: AgentConfig) -> AppServer:
     """A short-lived app-server on the configured binary and CODEX_HOME, for a query."""
     binary = await asyncio.to_thread(find_codex, config.options.get("binary"))
     return await AppServer.start(binary, codex_home=codex_home(config), client_version=__version__)
+
+
+def _model(listed: dict[str, Any]) -> dict[str, Any]:
+    """One entry of Codex's model/list as tether offers it."""
+    efforts = [e.get("reasoningEffort") for e in listed.get("supportedReasoningEfforts") or [] if isinstance(e, dict)]
+    return {
+        "id": str(listed.get("id") or listed.get("model")),
+        "name": str(listed.get("displayName") or listed.get("id")),
+        "description": str(listed.get("description") or ""),
+        "efforts": [e for e in efforts if isinstance(e, str)],
+        "default_effort": listed.get("defaultReasoningEffort"),
+        "default": bool(listed.get("isDefault")),
+    }
 
 
 def _readable(message: str) -> str:

@@ -366,11 +366,17 @@ class AppServer(JsonlProcess):
         result: dict[str, Any] = await self.request("thread/read", {"threadId": thread_id})
         return result
 
-    async def turn_start(self, thread_id: str, text: str) -> dict[str, Any]:
-        """Send a user message; returns the new turn (``status: "inProgress"``) at once."""
-        result: dict[str, Any] = await self.request(
-            "turn/start", {"threadId": thread_id, "input": [{"type": "text", "text": text}]},
-        )
+    async def turn_start(
+        self, thread_id: str, text: str, *, model: str | None = None, effort: str | None = None,
+    ) -> dict[str, Any]:
+        """Send a user message; returns the new turn (``status: "inProgress"``) at once. ``model``
+        and ``effort`` apply to this turn and, in Codex, stay for the next ones."""
+        params: dict[str, Any] = {"threadId": thread_id, "input": [{"type": "text", "text": text}]}
+        if model is not None:
+            params["model"] = model
+        if effort is not None:
+            params["effort"] = effort
+        result: dict[str, Any] = await self.request("turn/start", params)
         turn: dict[str, Any] = result["turn"]
         return turn
 

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from tether import __version__
-from tether.agents.base import Decision
+from tether.agents.base import Decision, TurnSettings
 from tether.agents.policy import AgentConfig
 from tether.agents.registry import AGENT_NAMES, Kind, agent_spec, keeps_threads, load_agent
 from tether.errors import TetherError
@@ -141,8 +141,16 @@ class SessionMethods(Caller):
     @handles("sessions.send")
     async def _sessions_send(self, params: schemas.SessionSend) -> dict[str, Any]:
         await self._session(params.id)
-        event = await self.host.sessions.send_input(params.id, params.text, cid=params.cid)
+        chosen = params.model is not None or params.effort is not None
+        settings = TurnSettings(params.model, params.effort) if chosen else None
+        event = await self.host.sessions.send_input(params.id, params.text, cid=params.cid, settings=settings)
         return {"seq": event.seq}
+
+    @handles("sessions.models")
+    async def _sessions_models(self, params: schemas.SessionModels) -> dict[str, Any]:
+        """The models the session's agent offers for its next turns."""
+        await self._session(params.id)
+        return {"models": await self.host.sessions.models(params.id)}
 
     @handles("sessions.interrupt")
     async def _sessions_interrupt(self, params: schemas.SessionRef) -> dict[str, Any]:

@@ -280,7 +280,10 @@ export class SessionFeed extends EventTarget {
           break;
         case "turn.started": {
           const key = `turn:${d.turn}`;
-          this._item(key, { kind: "user_message", text: d.input || "", status: "completed", cid: ev.cid || null });
+          this._item(key, {
+            kind: "user_message", text: d.input || "", status: "completed", cid: ev.cid || null,
+            model: d.model || null, effort: d.effort || null,
+          });
           if (ev.cid) this.turnByCid.set(ev.cid, key);
           changed.add(key);
           break;
@@ -385,7 +388,9 @@ export class SessionFeed extends EventTarget {
     Object.assign(prompt, { state: "sending", error: null });
     this.prompts.set(cid, prompt);
     emit(this, { kind: "prompt", cid });
-    return this.conn.command("sessions.send", { id: this.sessionId, text }, { cid }).then(
+    // The model and effort chosen in the composer go with each prompt (the agent keeps them).
+    const chosen = Object.fromEntries(Object.entries(this.turnSettings || {}).filter(([, v]) => v));
+    return this.conn.command("sessions.send", { id: this.sessionId, text, ...chosen }, { cid }).then(
       (result) => {
         if (prompt.state !== "applied") prompt.state = "delivered";
         prompt.seq = result?.seq;
@@ -403,6 +408,17 @@ export class SessionFeed extends EventTarget {
   retry(cid) {
     const prompt = this.prompts.get(cid);
     return prompt ? this.send(prompt.text, { cid }) : Promise.resolve(null);
+  }
+
+  // The models the agent offers for the next turns ([{id, name, efforts, default_effort, default}]).
+  async models() {
+    if (!this._models) this._models = this.conn.call("sessions.models", { id: this.sessionId }, { retryFor: 15000 });
+    try {
+      return (await this._models).models;
+    } catch (err) {
+      this._models = null;
+      throw err;
+    }
   }
 
   interrupt() {

@@ -81,7 +81,14 @@ function itemCard(item, feed) {
   switch (item.kind) {
     case "user_message": {
       const prompt = item.cid ? feed.prompts.get(item.cid) : null;
-      return h("div.card.user", { dataset: { item: item.id } }, h("p", item.text), promptState(prompt, feed));
+      const chosen = [item.model, item.effort].filter(Boolean).join(" · ");
+      return h(
+        "div.card.user",
+        { dataset: { item: item.id } },
+        h("p", item.text),
+        chosen ? h("small.turn-model", `on ${chosen}`) : null,
+        promptState(prompt, feed),
+      );
     }
     case "agent_message":
       return h(

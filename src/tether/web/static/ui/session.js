@@ -32,6 +32,47 @@ export function renderSession(root, { tether, hostId, sessionId }) {
     enterkeyhint: "send",
   });
   const send = h("button.primary", { id: "send", type: "submit", "aria-label": "Send" }, "Send");
+  // The model and reasoning effort of the next prompts, from the agent's own list.
+  const modelSelect = h("select", { id: "model-select", "aria-label": "Model" });
+  const effortSelect = h("select", { id: "effort-select", "aria-label": "Reasoning effort" });
+  const settingsNote = h("small.hint", { id: "turn-settings-note" });
+  const settingsRow = h("div.turn-settings", { id: "turn-settings", hidden: true }, modelSelect, effortSelect, settingsNote);
+  let models = [];
+  const fillEfforts = () => {
+    const m = models.find((x) => x.id === modelSelect.value);
+    const efforts = m ? m.efforts : [...new Set(models.flatMap((x) => x.efforts))];
+    const keep = effortSelect.value;
+    effortSelect.replaceChildren(h("option", { value: "" }, "Effort: as before"), ...efforts.map((e) => h("option", { value: e }, e)));
+    effortSelect.value = efforts.includes(keep) ? keep : "";
+  };
+  const choose = () => {
+    fillEfforts();
+    feed.turnSettings = { model: modelSelect.value || null, effort: effortSelect.value || null };
+  };
+  modelSelect.addEventListener("change", choose);
+  effortSelect.addEventListener("change", choose);
+  const settingsToggle = h("button.link", {
+    id: "turn-settings-toggle",
+    type: "button",
+    "aria-expanded": "false",
+    onclick: async () => {
+      settingsRow.hidden = !settingsRow.hidden;
+      settingsToggle.setAttribute("aria-expanded", String(!settingsRow.hidden));
+      if (settingsRow.hidden || models.length) return;
+      settingsNote.textContent = "Loading the agent's models…";
+      try {
+        models = await feed.models();
+        modelSelect.replaceChildren(
+          h("option", { value: "" }, "Model: as before"),
+          ...models.map((m) => h("option", { value: m.id, title: m.description }, m.default ? `${m.name} (default)` : m.name)),
+        );
+        fillEfforts();
+        settingsNote.textContent = "";
+      } catch (err) {
+        settingsNote.textContent = errorText(err);
+      }
+    },
+  }, "Model");
   const stop = h("button.danger", { id: "interrupt", type: "button", onclick: () => feed.interrupt().catch(showError) }, "Stop");
   const composer = h(
     "form.composer",
@@ -46,6 +87,8 @@ export function renderSession(root, { tether, hostId, sessionId }) {
         feed.send(text);
       },
     },
+    settingsRow,
+    settingsToggle,
     input,
     send,
     stop,
