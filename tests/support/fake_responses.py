@@ -12,6 +12,7 @@ A script is a list of turns; each turn is one model reply, a dict with any of::
      "exec": {"cmd": "echo hi", "escalated": true, "justification": "why"},
                                                  # an exec_command tool call (Codex 0.169.0's shell)
      "call": {"name": "tool", "arguments": {...}},   # any other function call
+     "web_search": "a query",                    # a web_search_call item (Codex: webSearch)
      "delay": 0.5,                               # seconds to wait before answering
      "hang": true}                               # never complete: stream forever (until closed)
 
@@ -95,6 +96,13 @@ def _turn_events(turn: Turn, n: int, response_id: str) -> list[dict[str, Any]]:
                        "output_index": index, "summary_index": 0, "delta": summary})
         done = {**item, "summary": [{"type": "summary_text", "text": summary}]}
         events.append({"type": "response.output_item.done", "output_index": index, "item": done})
+        index += 1
+    if turn.get("web_search"):
+        item = {"type": "web_search_call", "id": f"ws_{n}", "status": "completed",
+                "action": {"type": "search", "query": str(turn["web_search"])}}
+        events.append({"type": "response.output_item.added", "output_index": index,
+                       "item": {**item, "status": "in_progress"}})
+        events.append({"type": "response.output_item.done", "output_index": index, "item": item})
         index += 1
     if turn.get("text") is not None:
         text = turn["text"]

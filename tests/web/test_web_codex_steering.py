@@ -1,4 +1,5 @@
-"""Choosing the model and reasoning effort of the next turn from the phone ([8] item 2): real relay
+"""Choosing the model and reasoning effort of the next turn from the phone ([8] item 2), and an item
+with no view of its own yet (Codex's web search) shown generically: real relay
 and host processes, the real Codex CLI, the scripted Responses-API model recording each request.
 
 The composer's Model button lists what Codex itself offers (its ``model/list``); a model and an
@@ -22,7 +23,7 @@ from .test_web_codex import CODEX_TIMEOUT, CodexWebDeployment, cli_events, deplo
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-SCRIPT = [{"text": "first answer"}, {"text": "second answer"}]
+SCRIPT = [{"web_search": "tether relay protocol", "text": "first answer"}, {"text": "second answer"}]
 
 
 @pytest.fixture
@@ -44,6 +45,10 @@ def test_the_next_turn_runs_on_the_model_and_effort_chosen_on_the_phone(
     page.click("#start-session")
     page.locator(".card.agent", has_text="first answer").wait_for(timeout=CODEX_TIMEOUT)
     session = page.url.rsplit("/", 1)[1]
+    # Codex's web search (no view of its own yet): shown as what it is, with its query.
+    searched = page.locator('.card.other[data-type="webSearch"]')
+    assert searched.locator("strong").text_content() == "web search"
+    assert searched.locator(".summary").text_content() == "tether relay protocol"
 
     # What Codex offers, on the phone and in the CLI alike.
     listed = tether_json(cli_home, "sessions", "models", session, "--json")

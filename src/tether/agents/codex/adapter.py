@@ -637,8 +637,21 @@ def _started_data(item: dict[str, Any]) -> tuple[ItemKind, dict[str, Any]] | Non
         return None  # the host logs the prompt itself
     if kind not in OTHER_ITEMS:
         log_unknown("codex", "item", kind)
-    shown = {k: v for k, v in item.items() if k not in ("status", "aggregatedOutput")}
-    return ItemKind.OTHER, {"type": kind, "title": OTHER_ITEMS.get(kind, kind), "summary": summarize(shown)}
+    return ItemKind.OTHER, {"type": kind, "title": OTHER_ITEMS.get(kind, kind), "summary": _other_summary(kind, item)}
+
+
+def _other_summary(kind: str, item: dict[str, Any]) -> str:
+    """What a person reads on an item shown generically: the gist of the known types, else every
+    field."""
+    if kind == "webSearch" and item.get("query"):
+        return str(item["query"])
+    if kind == "mcpToolCall":
+        call = f"{item.get('server')}/{item.get('tool')}"
+        return summarize({"call": call, "arguments": item.get("arguments"), "result": item.get("result"),
+                          "error": item.get("error")})
+    if kind == "plan" and item.get("text"):
+        return summarize(item["text"])
+    return summarize({k: v for k, v in item.items() if k not in ("status", "aggregatedOutput")})
 
 
 def _unified(change: dict[str, Any]) -> str:
