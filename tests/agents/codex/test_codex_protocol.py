@@ -21,6 +21,7 @@ from tether.agents.codex import (
     Exited,
     MethodNotAllowed,
     Notification,
+    RefusedRequest,
     RequestState,
     RpcError,
     ServerRequest,
@@ -146,11 +147,12 @@ async def test_server_requests_answered_later_and_unknown_ones_refused(start_fak
     server = await start_fake()
     turn = await server.turn_start("thread-1", "hi")
     assert turn["id"] == "turn-1"
-    events = [await next_event(server) for _ in range(3)]
+    events = [await next_event(server) for _ in range(4)]
     requests = [e for e in events if isinstance(e, ServerRequest)]
-    assert len(requests) == 1  # currentTime/read is not handed on …
+    assert len(requests) == 1  # currentTime/read is not handed on to be answered …
     clock = next(e for e in events if isinstance(e, Notification) and e.method == "test/clock")
-    assert clock.params["answer"]["error"]["code"] == -32601  # … it is refused at once
+    assert clock.params["answer"]["error"]["code"] == -32601  # … it is refused at once,
+    assert [e.method for e in events if isinstance(e, RefusedRequest)] == ["currentTime/read"]  # … and said
     approval = requests[0]
     assert approval.method == COMMAND_APPROVAL and approval.is_approval
     assert approval.thread_id == "thread-1" and approval.item_id == "call-1"

@@ -16,7 +16,7 @@ import pytest
 
 from tests.agents.codex.test_codex_adapter_unit import FakeClient
 from tether.agents.codex.adapter import CodexAgent, _Turn
-from tether.agents.codex.appserver import Notification, ServerRequest
+from tether.agents.codex.appserver import Notification, RefusedRequest, ServerRequest
 from tether.agents.policy import AgentConfig, Policy
 from tether.host.agent_session import AgentSession
 from tether.host.eventlog import EventLog
@@ -33,7 +33,10 @@ def item(kind: str, item_id: str, **fields: Any) -> dict[str, Any]:
     return {"type": kind, "id": item_id, **fields}
 
 
-async def replay(tmp_path: Path, event_log: EventLog, transcript: list[Notification | ServerRequest]) -> list[Any]:
+Replayed = Notification | ServerRequest | RefusedRequest
+
+
+async def replay(tmp_path: Path, event_log: EventLog, transcript: list[Replayed]) -> list[Any]:
     session = AgentSession(session_id="s_replay", workspace=tmp_path, policy=Policy(), config=AgentConfig("codex"),
                            log=event_log, agent_cls=CodexAgent)
     agent = session.agent
@@ -50,12 +53,15 @@ async def test_unknown_types_are_shown_generically_refused_cleanly_and_the_turn_
     tmp_path: Path, event_log: EventLog, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = FakeClient()
-    invented_request = ServerRequest("rq-1", "hologram/project", {"threadId": "th-1", "turnId": TURN,
-                                                                 "scene": "a red cube", "seconds": 3},
-                                     client)  # type: ignore[arg-type]
-    client._server_requests[invented_request.id] = invented_request
+    # A question Codex hands on (it is in DELIVERED_SERVER_REQUESTS) that tether cannot put yet.
+    question = ServerRequest("rq-1", "item/tool/requestUserInput", {
+        "threadId": "th-1", "turnId": TURN, "itemId": "call-9",
+        "questions": [{"id": "q1", "header": "Color", "question": "Which color?"}]}, client)  # type: ignore[arg-type]
+    client._server_requests[question.id] = question
+    # An invented request: the app-server client refuses it at once and hands this on.
+    invented_request = RefusedRequest("hologram/project", {"threadId": "th-1", "scene": "a red cube", "seconds": 3})
     hologram = item("hologram", "h-1", scene="a red cube", layers=["front", "back"], nested={"depth": 3})
-    transcript: list[Notification | ServerRequest] = [
+    transcript: list[Replayed] = [
         note("warning", message="Model metadata for `mock-model` not found."),
         note("warning", message="Model metadata for `mock-model` not found."),  # shown once
         note("error", error={"message": "Reconnecting... waiting for network",
@@ -63,6 +69,7 @@ async def test_unknown_types_are_shown_generically_refused_cleanly_and_the_turn_
         note("error", error={"message": "Reconnecting... waiting for network"}, willRetry=True),
         note("item/started", item={**hologram, "status": "inProgress"}),
         note("thread/hologram/updated", brightness=0.5, label="dim"),
+        question,
         invented_request,
         note("item/completed", item={**hologram, "status": "completed", "result": "projected"}),
         note("item/started", item=item("agentMessage", "m-1", text="")),
@@ -97,6 +104,10 @@ async def test_unknown_types_are_shown_generically_refused_cleanly_and_the_turn_
     assert "brightness: 0.5" in notices[("info", "thread/hologram/updated")]
     refused = notices[("warning", "hologram/project")]
     assert refused.startswith("refused: Codex asked hologram/project") and "scene: a red cube" in refused
+    assert refused.endswith("tether does not know this request")
+    asked = notices[("warning", "item/tool/requestUserInput")]
+    assert asked.startswith("refused: Codex asked item/tool/requestUserInput") and "Which color?" in asked
+    assert asked.endswith("not yet: a question card (issue [8])")
     # Codex got an answer at once (an error), so it does not wait; and the turn went on.
     assert [m["id"] for m in client.sent] == ["rq-1"] and "error" in client.sent[0]
     assert by_type[EventType.ITEM_COMPLETED][-1]["text"] == "Still here."
@@ -109,7 +120,7 @@ async def test_unknown_types_are_shown_generically_refused_cleanly_and_the_turn_
 async def test_a_type_seen_again_is_logged_only_once(
     tmp_path: Path, event_log: EventLog, caplog: pytest.LogCaptureFixture
 ) -> None:
-    transcript: list[Notification | ServerRequest] = [
+    transcript: list[Replayed] = [
         note("thread/sparkle/updated", n=i) for i in range(3)
     ] + [Notification("turn/completed", {"threadId": "th-1", "turn": {"id": TURN, "status": "completed"}})]
     with caplog.at_level(logging.WARNING, logger="tether.agents.unknown"):

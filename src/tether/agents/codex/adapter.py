@@ -58,6 +58,7 @@ from tether.agents.codex.appserver import (
     Event,
     Exited,
     Notification,
+    RefusedRequest,
     RequestState,
     RpcError,
     ServerRequest,
@@ -101,33 +102,69 @@ OTHER_ITEMS = {
     "enteredReviewMode": "review started", "exitedReviewMode": "review ended",
     "contextCompaction": "context compacted", "hookPrompt": "hook", "functionCallOutput": "tool output",
 }
+# Notifications the adapter maps (see the table above).
+HANDLED_NOTIFICATIONS = frozenset({
+    "item/started", "item/completed", "item/agentMessage/delta", "item/reasoning/summaryTextDelta",
+    "item/commandExecution/outputDelta", "error", "turn/completed",
+})
 # Notifications shown as warnings.
-WARNINGS = frozenset({"warning", "configWarning", "deprecationNotice"})
+WARNINGS = frozenset({
+    "warning", "configWarning", "deprecationNotice", "guardianWarning", "windows/worldWritableWarning",
+})
+
+
+def _quiet(groups: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    return {method: reason for reason, methods in groups.items() for method in methods}
+
+
 # Notifications tether does not show, and why; any other is shown as a notice (a newer Codex may
-# say something this list does not know) and logged once.
-QUIET_NOTIFICATIONS: dict[str, str] = {
-    "thread/started": "the session's start is tether's own event",
-    "thread/status/changed": "the session's status follows its turns and approvals",
-    "thread/readState/changed": "read state belongs to the desktop app",
-    "thread/closed": "the session's end is tether's own event",
-    "turn/started": "tether logs its own turn.started",
-    "serverRequest/resolved": "handled with the approval it resolves",
-    "remoteControl/status/changed": "tether is the remote control here",
-    "item/reasoning/summaryPartAdded": "the summary's text arrives as deltas",
-    "item/reasoning/textDelta": "raw reasoning is not shown; its summary is",
-    "item/fileChange/outputDelta": "the file change's diff is shown with the item",
-    "item/fileChange/patchUpdated": "the file change's diff is shown with the item",
-    "item/commandExecution/terminalInteraction": "the command's output is shown",
-    "item/plan/delta": "the plan item is shown when it completes",
-    "item/mcpToolCall/progress": "the tool call is shown when it completes",
-    "mcpServer/startupStatus/updated": "MCP servers are the desktop's configuration",
-    "account/updated": "the account stays on the host",
-    "account/rateLimits/updated": "not shown yet (issue [8]: rate limits in the session header)",
-    "thread/tokenUsage/updated": "not shown yet (issue [8]: usage in the session header)",
-    "turn/diff/updated": "not shown yet (issue [8]: the turn's changes view); each file change is shown",
-    "turn/plan/updated": "not shown yet (issue [8]: plan updates)",
-    "thread/name/updated": "not shown yet (issue [8]: thread names)",
-    "model/rerouted": "not shown yet (issue [8]: the model in the session header)",
+# say something this list does not know) and logged once. tests/agents/codex/test_codex_schema.py
+# checks that every notification of the pinned version is handled, a warning, or listed here.
+QUIET_NOTIFICATIONS: dict[str, str] = _quiet({
+    "the session's own events say it": (
+        "thread/started", "thread/status/changed", "thread/closed", "turn/started", "thread/settings/updated"),
+    "handled with the approval it resolves": ("serverRequest/resolved",),
+    "the item's final form is shown when it completes": (
+        "item/reasoning/summaryPartAdded", "item/fileChange/outputDelta", "item/fileChange/patchUpdated",
+        "item/commandExecution/terminalInteraction", "item/plan/delta", "item/mcpToolCall/progress"),
+    "raw reasoning is not shown; its summary is": ("item/reasoning/textDelta",),
+    "the desktop app's thread list and projects, not this session": (
+        "thread/readState/changed", "thread/archived", "thread/deleted", "thread/unarchived", "thread/reverted",
+        "thread/section/changed", "thread/attachment/updated", "thread/goal/updated", "thread/goal/cleared",
+        "thread/prediction/updated", "thread/queue/changed", "project/changed", "thread/project/updated",
+        "app/list/updated", "skills/changed"),
+    "tether does not use these app-server methods": (
+        "command/exec/outputDelta", "process/outputDelta", "process/exited", "fs/changed",
+        "fuzzyFileSearch/sessionUpdated", "fuzzyFileSearch/sessionCompleted", "externalAgentConfig/import/progress",
+        "externalAgentConfig/import/completed", "windowsSandbox/setupCompleted", "thread/realtime/started",
+        "thread/realtime/itemAdded", "thread/realtime/item/started", "thread/realtime/item/transcript/delta",
+        "thread/realtime/item/completed", "thread/realtime/transcript/delta", "thread/realtime/transcript/done",
+        "thread/realtime/outputAudio/delta", "thread/realtime/sdp", "thread/realtime/error", "thread/realtime/closed"),
+    "the host's account, login, MCP servers and environments stay on the host": (
+        "remoteControl/status/changed", "account/updated", "account/login/completed", "account/gatewayOAuth/changed",
+        "mcpServer/startupStatus/updated", "mcpServer/oauthLogin/completed", "mcpServer/event/stream/notification",
+        "thread/environment/connected", "thread/environment/disconnected"),
+    "not shown yet (issue [8]: usage, rate limits and the model in the session header)": (
+        "account/rateLimits/updated", "thread/tokenUsage/updated", "model/rerouted", "model/verification",
+        "model/safetyBuffering/updated", "turn/moderationMetadata", "modelProvider/authRecoveryStarted",
+        "modelProvider/authRecoveryCompleted"),
+    "not shown yet (issue [8]: the turn's changes view, plan, thread name, hooks, reviews)": (
+        "turn/diff/updated", "turn/plan/updated", "thread/name/updated", "thread/compacted", "hook/started",
+        "hook/completed", "item/autoApprovalReview/started", "item/autoApprovalReview/completed",
+        "autoApprovalReview/strictReviewRequired"),
+})
+# Server requests a person cannot answer from the phone yet: refused at once (Codex does not wait)
+# and shown as "refused: …". (Approvals of commands and file changes are answered.)
+REFUSED_REQUESTS: dict[str, str] = {
+    "item/tool/requestUserInput": "not yet: a question card (issue [8])",
+    "mcpServer/elicitation/request": "not yet: a form card (issue [8])",
+    "item/permissions/requestApproval": "not yet: a permissions card (issue [8])",
+    "item/tool/call": "tether registers no dynamic tools",
+    "account/chatgptAuthTokens/refresh": "the host's credentials never leave it",
+    "attestation/generate": "tether does not attest",
+    "currentTime/read": "not needed: Codex uses its own clock",
+    "applyPatchApproval": "the legacy v1 approval; v2's is answered",
+    "execCommandApproval": "the legacy v1 approval; v2's is answered",
 }
 
 # The session option (``AgentConfig.options``) naming a Codex thread to adopt instead of starting one.
@@ -282,10 +319,13 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
             return False
         return True
 
-    async def _on_turn_event(self, state: _Turn, event: Notification | ServerRequest) -> bool:
+    async def _on_turn_event(self, state: _Turn, event: Notification | ServerRequest | RefusedRequest) -> bool:
         """Map one of Codex's events into the log; the turn ends with its ``turn/completed``."""
         if isinstance(event, ServerRequest):
             await self._on_server_request(state, event)
+            return False
+        if isinstance(event, RefusedRequest):
+            await self._refused(state, event.method, event.params)
             return False
         params = event.params
         turn_id = params.get("turnId")
@@ -432,9 +472,7 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
             else:
                 await request.reject(f"tether does not answer {request.method}")
             if request.method not in APPROVAL_METHODS:
-                log_unknown("codex", "request", request.method)
-                await emit_notice(self.ctx, state.id, "warning", request.method, self._redact(
-                    f"refused: Codex asked {request.method} ({summarize(params)}), which tether does not answer"))
+                await self._refused(state, request.method, params)
             return
         codex_item = request.item_id
         tracked = state.items.get(codex_item) if codex_item else None
@@ -463,6 +501,15 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
             self._approvals.pop(request_id, None)
 
         task.add_done_callback(forget)
+
+    async def _refused(self, state: _Turn, method: str, params: dict[str, Any]) -> None:
+        """Say on the session what Codex asked and was told no (it was answered at once)."""
+        why = REFUSED_REQUESTS.get(method)
+        if why is None:
+            log_unknown("codex", "request", method)
+            why = "tether does not know this request"
+        await emit_notice(self.ctx, state.id, "warning", method, self._redact(
+            f"refused: Codex asked {method} ({summarize(params)}); {why}"))
 
     async def _ask(
         self, request: ServerRequest, kind: str, details: dict[str, Any], item: str | None,

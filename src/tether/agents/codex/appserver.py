@@ -139,6 +139,15 @@ class Notification:
     emitted_at_ms: int | None = None
 
 
+@dataclass(frozen=True)
+class RefusedRequest:
+    """A server request refused at once (not in :data:`DELIVERED_SERVER_REQUESTS`), handed on
+    after the refusal so the session can say what Codex was told no to."""
+
+    method: str
+    params: dict[str, Any]
+
+
 class RequestState(enum.Enum):
     PENDING = "pending"
     ANSWERED = "answered"  # we sent a result or an error
@@ -206,7 +215,7 @@ class ServerRequest:
             self._client._server_requests.pop(self.id, None)
 
 
-Event = Notification | ServerRequest | Exited
+Event = Notification | ServerRequest | RefusedRequest | Exited
 Handler = Callable[[Event], Awaitable[None] | None]
 
 
@@ -462,6 +471,7 @@ class AppServer(JsonlProcess):
         if method not in DELIVERED_SERVER_REQUESTS:
             log.info("refusing codex server request %s", method)
             await request.reject(f"tether does not handle {method}", METHOD_NOT_FOUND)
+            await self._deliver(RefusedRequest(method, params))
             return
         self._server_requests[request_id] = request
         await self._deliver(request)
