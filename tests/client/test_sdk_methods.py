@@ -29,10 +29,11 @@ SAMPLES: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "approve": ((SESSION, "ap_abcdefgh", "approve_for_session"), {}),
     "threads": ((), {}),
     "diff": ((SESSION,), {}),
-    "send": ((SESSION, "ls\n"), {"model": "gpt-6-astra", "effort": "high"}),
+    "send": ((SESSION, "ls\n"), {"model": "gpt-6-astra", "effort": "high", "mode": "plan"}),
     "interrupt": ((SESSION,), {}),
     "resize": ((SESSION, 120, 40), {}),
     "models": ((SESSION,), {}),
+    "answer": ((SESSION, "ap_abcdefgh", {"q1": ["blue"], "q2": ["free text"]}), {}),
 }
 AGENT_START: dict[str, Any] = {"agent": "codex", "prompt": "fix it", "approval": "untrusted", "sandbox": "read-only",
                "thread": "thread-1", "workspace": "/w"}

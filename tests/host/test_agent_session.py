@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,51 @@ async def test_first_answer_wins_and_late_answers_are_refused(log: EventLog, tmp
         await session.approve(approval, Decision.APPROVE, {"id": "c", "name": "late"})
     with pytest.raises(ApprovalConflict):
         await session.approve("ap_unknown", Decision.APPROVE, {"id": "c", "name": "x"})
+
+
+class QuestioningAgent(Agent):
+    """Asks the people a question (one part with options, one secret); says what it got."""
+
+    name = "questioning"
+
+    async def run_turn(self, turn: str, text: str) -> None:
+        answers = await self.ctx.ask([
+            {"id": "color", "header": "Color", "question": "Which?", "options": [{"label": "red", "description": ""}],
+             "is_other": True, "is_secret": False},
+            {"id": "pin", "header": "PIN", "question": "Your PIN?", "options": [], "is_other": True, "is_secret": True},
+        ], item=None)
+        await self.ctx.emit(EventType.ITEM_COMPLETED, {"turn": turn, "item": "i1", "kind": ItemKind.AGENT_MESSAGE,
+                                                       "status": "completed", "text": json.dumps(answers)})
+
+
+async def test_a_question_is_answered_once_and_a_secret_answer_is_never_logged(log: EventLog, tmp_path: Path) -> None:
+    session = await session_for(log, tmp_path, QuestioningAgent)
+    await session.send_input("ask me")
+    [requested] = await wait_for(log, EventType.APPROVAL_REQUESTED)
+    approval = requested["data"]["approval"]
+    assert requested["data"]["kind"] == "question" and requested["data"]["options"] == []
+    # Not an approval: approving it, or answering a part it does not have, is refused.
+    with pytest.raises(AgentSessionError, match="this is a question"):
+        await session.approve(approval, Decision.APPROVE, {"id": "a", "name": "phone"})
+    with pytest.raises(AgentSessionError, match="no part 'size'"):
+        await session.answer(approval, {"size": ["big"]}, {"id": "a", "name": "phone"})
+    results = await asyncio.gather(
+        session.answer(approval, {"color": ["red"], "pin": ["4711"]}, {"id": "a", "name": "phone"}),
+        session.answer(approval, {"color": ["green"], "pin": ["0000"]}, {"id": "b", "name": "laptop"}),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(r, ApprovalConflict) for r in results) == 1
+    [resolved] = await wait_for(log, EventType.APPROVAL_RESOLVED)
+    said = [e for e in await wait_for(log, EventType.ITEM_COMPLETED, 2) if e["data"]["kind"] == "agent_message"]
+    got = json.loads(said[0]["data"]["text"])
+    winner = resolved["data"]["by"]["name"]
+    assert got == ({"color": ["red"], "pin": ["4711"]} if winner == "phone" else {"color": ["green"], "pin": ["0000"]})
+    # The agent got the PIN; the log shows only that one was given.
+    assert resolved["data"]["answers"] == {"color": got["color"], "pin": ["[secret]"]}
+    logged = json.dumps([e.to_wire() for e in await log.read(0, 1000) if e.type != EventType.ITEM_COMPLETED])
+    assert "4711" not in logged and "0000" not in logged
+    with pytest.raises(ApprovalConflict):
+        await session.answer(approval, {"color": ["red"]}, {"id": "c", "name": "late"})
 
 
 async def test_a_busy_agent_refuses_a_second_prompt(log: EventLog, tmp_path: Path) -> None:

@@ -47,10 +47,20 @@ class ItemKind(StrEnum):
 
 @dataclass(frozen=True)
 class TurnSettings:
-    """What a person chose for the next turns: the model and its reasoning effort (None: keep)."""
+    """What a person chose for the next turns: the model, its reasoning effort, and the agent's
+    mode (Codex: "plan" or "default"); None keeps what was."""
 
     model: str | None = None
     effort: str | None = None
+    mode: str | None = None
+
+
+# A question the agent puts to the people watching (an approval of kind QUESTION), answered with
+# a list of strings per question id: {id, header, question, options: [{label, description}],
+# is_other (free text allowed), is_secret (a password: never logged)}.
+Question = dict[str, Any]
+QUESTION = "question"
+ANSWERED = "answered"  # the decision an answered question is resolved with
 
 
 class TurnInterrupted(TetherError):
@@ -85,6 +95,11 @@ class AgentContext(Protocol):
     ) -> Decision:
         """Ask the people watching; returns the first answer. Cancelled if the turn is interrupted;
         an adapter that cancels it itself (the agent withdrew the question) gets it cleared."""
+        ...
+
+    async def ask(self, questions: Sequence[Question], *, item: str | None) -> dict[str, list[str]]:
+        """Put questions to the people watching; the first answer, by question id. Cancelled
+        like :meth:`request_approval`."""
         ...
 
     async def agent_exited(self, reason: str) -> None:

@@ -107,6 +107,7 @@ def sessions_send(
     text: Annotated[str, typer.Argument(help="Text to send; a newline is added.")],
     model: Annotated[str | None, typer.Option(help="Agent sessions: the model from now on.")] = None,
     effort: Annotated[str | None, typer.Option(help="Agent sessions: the reasoning effort, from now on.")] = None,
+    mode: Annotated[str | None, typer.Option(help="Agent sessions: the mode (Codex: plan, default).")] = None,
     as_json: JsonOpt = False,
     host: HostOpt = None,
     home: HomeOpt = None,
@@ -116,7 +117,7 @@ def sessions_send(
     async def main() -> int:
         client = _client(home, host)
         try:
-            result: int = await client.send(session_id, text + "\n", model=model, effort=effort)
+            result: int = await client.send(session_id, text + "\n", model=model, effort=effort, mode=mode)
             return result
         finally:
             await client.close()
@@ -151,6 +152,33 @@ def sessions_approve(
 
     run(main())
     out.print(f"{approval_id}: {decision.replace('_', ' ')}")
+
+
+@sessions_app.command("answer")
+def sessions_answer(
+    session_id: Annotated[str, typer.Argument(metavar="ID")],
+    approval_id: Annotated[str, typer.Argument(metavar="QUESTION_ID")],
+    answers: Annotated[list[str], typer.Argument(metavar="PART=ANSWER...", help="One per answer, e.g. q1=blue.")],
+    host: HostOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Answer a question the agent asked (the first answer from any device wins)."""
+    given: dict[str, list[str]] = {}
+    for pair in answers:
+        part, sep, text = pair.partition("=")
+        if not sep or not part:
+            raise UsageError(f"{pair!r} is not PART=ANSWER", hint="e.g. tether sessions answer ID QUESTION q1=blue")
+        given.setdefault(part, []).append(text)
+
+    async def main() -> None:
+        client = _client(home, host)
+        try:
+            await client.answer(session_id, approval_id, given)
+        finally:
+            await client.close()
+
+    run(main())
+    out.print(f"{approval_id}: answered")
 
 
 @sessions_app.command("threads")

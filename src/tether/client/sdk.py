@@ -271,13 +271,24 @@ class Client:
         changes: list[dict[str, Any]] = result["changes"]
         return changes
 
-    async def send(self, session_id: str, text: str, *, model: str | None = None, effort: str | None = None) -> int:
+    async def send(
+        self, session_id: str, text: str, *, model: str | None = None, effort: str | None = None,
+        mode: str | None = None,
+    ) -> int:
         """Send input to a session exactly as given; returns the seq of its event. To an agent
-        session: a prompt, on ``model`` with reasoning ``effort`` when given (they stay for the
-        next prompts; :meth:`models` lists them)."""
+        session: a prompt, on ``model`` with reasoning ``effort`` and in ``mode`` (Codex: "plan"
+        or "default") when given — they stay for the next prompts; :meth:`models` lists models."""
         params: dict[str, Any] = {"id": session_id, "text": text}
-        params.update({k: v for k, v in {"model": model, "effort": effort}.items() if v is not None})
+        chosen = {"model": model, "effort": effort, "mode": mode}
+        params.update({k: v for k, v in chosen.items() if v is not None})
         result = await self._command("sessions.send", params)
+        return int(result["seq"])
+
+    async def answer(self, session_id: str, approval: str, answers: dict[str, list[str]]) -> int:
+        """Answer a question the agent asked (an ``approval.requested`` of kind ``question``): each
+        question's id → the chosen options' labels or free text. Raises RemoteError with code
+        ``approval_conflict`` if someone answered first."""
+        result = await self._command("sessions.answer", {"id": session_id, "approval": approval, "answers": answers})
         return int(result["seq"])
 
     async def models(self, session_id: str) -> list[dict[str, Any]]:

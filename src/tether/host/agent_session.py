@@ -16,7 +16,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tether.agents.base import Agent, AgentContext, AgentDied, Decision, ItemKind, TurnInterrupted, TurnSettings
+from tether.agents.base import (
+    ANSWERED,
+    QUESTION,
+    Agent,
+    AgentContext,
+    AgentDied,
+    Decision,
+    ItemKind,
+    Question,
+    TurnInterrupted,
+    TurnSettings,
+)
 from tether.agents.policy import AgentConfig, Policy
 from tether.crypto.encoding import b32_encode
 from tether.errors import TetherError
@@ -53,8 +64,10 @@ class AgentSession(AgentContext):
         self.ended = asyncio.Event()
         self._turn: str | None = None
         self._task: asyncio.Task[None] | None = None
-        self._waiters: dict[str, asyncio.Future[Decision]] = {}
+        self._waiters: dict[str, asyncio.Future[Any]] = {}  # a Decision, or a question's answers
         self._options: dict[str, list[str]] = {}
+        self._kinds: dict[str, str] = {}  # pending approval -> its kind (command, file_change, question)
+        self._details: dict[str, dict[str, Any]] = {}  # pending approval -> what it asks
         self._interrupting = False
 
     # -- AgentContext ---------------------------------------------------------------------
@@ -68,15 +81,25 @@ class AgentSession(AgentContext):
     async def request_approval(
         self, kind: str, details: dict[str, Any], *, item: str | None, options: Sequence[Decision]
     ) -> Decision:
+        decision: Decision = await self._put(kind, details, item, [Decision(o).value for o in options])
+        return decision
+
+    async def ask(self, questions: Sequence[Question], *, item: str | None) -> dict[str, list[str]]:
+        answers: dict[str, list[str]] = await self._put(QUESTION, {"questions": list(questions)}, item, [])
+        return answers
+
+    async def _put(self, kind: str, details: dict[str, Any], item: str | None, options: list[str]) -> Any:
+        """Put an approval or a question to the people watching; the first answer."""
         approval = self.new_id("ap")
-        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiters[approval] = future
-        self._options[approval] = [Decision(o).value for o in options]
+        self._options[approval] = options
+        self._kinds[approval] = kind
+        self._details[approval] = details
         try:
             await self.emit(
                 EventType.APPROVAL_REQUESTED,
-                {"approval": approval, "item": item, "kind": kind, "details": details,
-                 "options": self._options[approval]},
+                {"approval": approval, "item": item, "kind": kind, "details": details, "options": options},
             )
             return await future
         except asyncio.CancelledError:
@@ -90,6 +113,8 @@ class AgentSession(AgentContext):
         finally:
             self._waiters.pop(approval, None)
             self._options.pop(approval, None)
+            self._kinds.pop(approval, None)
+            self._details.pop(approval, None)
 
     async def agent_exited(self, reason: str) -> None:
         """The adapter's process ended on its own: end the session now if no turn is running
@@ -139,12 +164,7 @@ class AgentSession(AgentContext):
 
     async def approve(self, approval: str, decision: Decision, by: dict[str, str], cid: str | None = None) -> Event:
         """Answer an approval; :class:`ApprovalConflict` if someone answered first."""
-        options = self._options.get(approval)
-        if options is None:
-            raise ApprovalConflict(
-                f"approval {approval!r} is not pending in this session (already answered, withdrawn, or unknown)",
-                hint="see the session's events for who resolved it",
-            )
+        options = self._pending(approval, question=False)
         if decision.value not in options:
             raise AgentSessionError(
                 f"{decision.value!r} is not one of this approval's options ({', '.join(options)})",
@@ -158,6 +178,41 @@ class AgentSession(AgentContext):
         if future is not None and not future.done():
             future.set_result(decision)
         return event
+
+    async def answer(
+        self, approval: str, answers: dict[str, list[str]], by: dict[str, str], cid: str | None = None
+    ) -> Event:
+        """Answer a question of the agent (each question's id → its answers); the first answer wins."""
+        self._pending(approval, question=True)
+        asked = {str(q["id"]): q for q in self._details.get(approval, {}).get("questions", [])}
+        unknown = sorted(set(answers) - set(asked))
+        if unknown:
+            raise AgentSessionError(f"the question has no part {unknown[0]!r}", code="bad_params")
+        # A secret answer (a password the agent asked for) goes to the agent, never into the log.
+        shown = {q: ["[secret]"] if asked[q].get("is_secret") else a for q, a in answers.items()}
+        event = await self.log.append(
+            self.session_id, EventType.APPROVAL_RESOLVED,
+            {"approval": approval, "decision": ANSWERED, "answers": shown, "by": by}, cid,
+        )
+        future = self._waiters.get(approval)
+        if future is not None and not future.done():
+            future.set_result(answers)
+        return event
+
+    def _pending(self, approval: str, *, question: bool) -> list[str]:
+        options = self._options.get(approval)
+        if options is None:
+            raise ApprovalConflict(
+                f"approval {approval!r} is not pending in this session (already answered, withdrawn, or unknown)",
+                hint="see the session's events for who resolved it",
+            )
+        if (self._kinds.get(approval) == QUESTION) != question:
+            raise AgentSessionError(
+                "this is a question: answer it (sessions.answer)" if not question
+                else "this is an approval, not a question: approve or deny it (sessions.approve)",
+                code="bad_params",
+            )
+        return options
 
     async def interrupt(self, cid: str | None = None) -> Event:
         event = await self.log.append(self.session_id, EventType.SESSION_INTERRUPTED, {}, cid)
@@ -265,4 +320,6 @@ def _checked(settings: TurnSettings, models: list[dict[str, Any]]) -> dict[str, 
                 code="bad_params",
             )
         chosen["effort"] = settings.effort
+    if settings.mode is not None:
+        chosen["mode"] = settings.mode  # the agent checks it (choose)
     return chosen

@@ -53,6 +53,9 @@ class LiveSession(Protocol):
     async def send_input(self, text: str, cid: str | None = None, settings: TurnSettings | None = None) -> Event:
         ...
     async def models(self) -> builtins.list[dict[str, Any]]: ...
+    async def answer(
+        self, approval: str, answers: dict[str, builtins.list[str]], by: dict[str, str], cid: str | None = None
+    ) -> Event: ...
     async def interrupt(self, cid: str | None = None) -> Event: ...
     async def resize(self, cols: int, rows: int, cid: str | None = None) -> Event: ...
     async def approve(self, approval: str, decision: Decision, by: dict[str, str], cid: str | None = None) -> Event:
@@ -222,6 +225,12 @@ class SessionManager:
         self, session_id: str, text: str, cid: str | None = None, settings: TurnSettings | None = None
     ) -> Event:
         return await (await self._require_live(session_id)).send_input(text, cid, settings)
+
+    async def answer(
+        self, session_id: str, approval: str, answers: dict[str, builtins.list[str]], by: dict[str, str],
+        cid: str | None = None,
+    ) -> Event:
+        return await (await self._require_live(session_id)).answer(approval, answers, by, cid)
 
     async def models(self, session_id: str) -> builtins.list[dict[str, Any]]:
         return await (await self._require_live(session_id)).models()

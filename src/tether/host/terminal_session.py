@@ -92,6 +92,11 @@ class TerminalSession:
     async def approve(self, approval: str, decision: Decision, by: dict[str, str], cid: str | None = None) -> Event:
         raise TerminalError("a terminal session asks for no approvals", code="bad_params")
 
+    async def answer(
+        self, approval: str, answers: dict[str, list[str]], by: dict[str, str], cid: str | None = None
+    ) -> Event:
+        raise TerminalError("a terminal session asks no questions", code="bad_params")
+
     async def close(self) -> None:
         """Stop the program and wait until its end is recorded."""
         self._stop_reason = "host shutdown"

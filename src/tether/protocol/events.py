@@ -69,12 +69,14 @@ class EventType(StrEnum):
     it (e.g. Codex's notification method)."""
 
     APPROVAL_REQUESTED = "approval.requested"
-    """{approval: str, item: str | None, kind: "command" | "file_change", details: {...},
+    """{approval: str, item: str | None, kind: "command" | "file_change" | "question", details: {...},
     options: list[Decision]} — the agent waits for a person: status ``waiting-for-approval``.
-    ``details`` is exactly what will run or change (command and cwd, or path and diff)."""
+    ``details`` is exactly what will run or change (command and cwd, or path and diff); a question's
+    is {questions: [Question]} (agents/base.py), with no options: answered by sessions.answer."""
 
     APPROVAL_RESOLVED = "approval.resolved"
-    """{approval: str, decision: Decision, by: {id, name}} — first answer wins: a second
+    """{approval: str, decision: Decision | "answered", by: {id, name}, answers?: {question id:
+    [str]}} (a question's answers; a secret part as "[secret]") — first answer wins: a second
     resolution of the same approval is refused before it reaches the log."""
 
     APPROVAL_CLEARED = "approval.cleared"

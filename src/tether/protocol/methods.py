@@ -38,6 +38,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("sessions.threads", Scope.READ, schemas.ListThreads),
     Method("sessions.models", Scope.READ, schemas.SessionModels),
     Method("sessions.approve", Scope.APPROVE, schemas.SessionApprove),
+    Method("sessions.answer", Scope.PROMPT, schemas.SessionAnswer),
     Method("devices.list", Scope.ADMIN, schemas.Empty),
     Method("devices.rename", Scope.ADMIN, schemas.DeviceRename),
     Method("devices.revoke", Scope.ADMIN, schemas.DeviceRef),

@@ -55,10 +55,23 @@ class SessionSend(_Params):
     cid: CommandId | None = None
     model: ModelName | None = None  # agent sessions: this turn and the next ones
     effort: Effort | None = None
+    mode: Effort | None = None  # the agent's collaboration mode (Codex: "plan" or "default")
 
 
 class SessionModels(_Params):
     id: SessionId
+
+
+Answer = Annotated[str, msgspec.Meta(max_length=4096)]
+
+
+class SessionAnswer(_Params):
+    id: SessionId
+    approval: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    # question id -> the chosen options' labels and/or free text
+    answers: Annotated[dict[Annotated[str, msgspec.Meta(max_length=128)],
+                            Annotated[list[Answer], msgspec.Meta(max_length=16)]], msgspec.Meta(max_length=32)]
+    cid: CommandId | None = None
 
 
 class ListThreads(_Params):

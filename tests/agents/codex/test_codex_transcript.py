@@ -53,10 +53,10 @@ async def test_unknown_types_are_shown_generically_refused_cleanly_and_the_turn_
     tmp_path: Path, event_log: EventLog, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = FakeClient()
-    # A question Codex hands on (it is in DELIVERED_SERVER_REQUESTS) that tether cannot put yet.
-    question = ServerRequest("rq-1", "item/tool/requestUserInput", {
-        "threadId": "th-1", "turnId": TURN, "itemId": "call-9",
-        "questions": [{"id": "q1", "header": "Color", "question": "Which color?"}]}, client)  # type: ignore[arg-type]
+    # A request Codex hands on (it is in DELIVERED_SERVER_REQUESTS) that tether cannot put yet.
+    question = ServerRequest("rq-1", "mcpServer/elicitation/request", {
+        "threadId": "th-1", "turnId": TURN, "serverName": "notes",
+        "message": "Which color?"}, client)  # type: ignore[arg-type]
     client._server_requests[question.id] = question
     # An invented request: the app-server client refuses it at once and hands this on.
     invented_request = RefusedRequest("hologram/project", {"threadId": "th-1", "scene": "a red cube", "seconds": 3})
@@ -105,9 +105,9 @@ async def test_unknown_types_are_shown_generically_refused_cleanly_and_the_turn_
     refused = notices[("warning", "hologram/project")]
     assert refused.startswith("refused: Codex asked hologram/project") and "scene: a red cube" in refused
     assert refused.endswith("tether does not know this request")
-    asked = notices[("warning", "item/tool/requestUserInput")]
-    assert asked.startswith("refused: Codex asked item/tool/requestUserInput") and "Which color?" in asked
-    assert asked.endswith("not yet: a question card (issue [8])")
+    asked = notices[("warning", "mcpServer/elicitation/request")]
+    assert asked.startswith("refused: Codex asked mcpServer/elicitation/request") and "Which color?" in asked
+    assert asked.endswith("not yet: a form card (issue [8])")
     # Codex got an answer at once (an error), so it does not wait; and the turn went on.
     assert [m["id"] for m in client.sent] == ["rq-1"] and "error" in client.sent[0]
     assert by_type[EventType.ITEM_COMPLETED][-1]["text"] == "Still here."

@@ -42,13 +42,13 @@ import collections
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tether import __version__
-from tether.agents.base import AgentContext, AgentDied, Decision, ItemKind, TurnInterrupted, TurnSettings
+from tether.agents.base import AgentContext, AgentDied, Decision, ItemKind, Question, TurnInterrupted, TurnSettings
 from tether.agents.codex.appserver import (
     APPROVAL_METHODS,
     COMMAND_APPROVAL,
@@ -155,8 +155,10 @@ QUIET_NOTIFICATIONS: dict[str, str] = _quiet({
 })
 # Server requests a person cannot answer from the phone yet: refused at once (Codex does not wait)
 # and shown as "refused: …". (Approvals of commands and file changes are answered.)
+USER_INPUT = "item/tool/requestUserInput"  # a question the agent asks (in plan mode): a question card
+# Collaboration modes a person may switch Codex to for the next turns.
+MODES = ("plan", "default")
 REFUSED_REQUESTS: dict[str, str] = {
-    "item/tool/requestUserInput": "not yet: a question card (issue [8])",
     "mcpServer/elicitation/request": "not yet: a form card (issue [8])",
     "item/permissions/requestApproval": "not yet: a permissions card (issue [8])",
     "item/tool/call": "tether registers no dynamic tools",
@@ -219,6 +221,7 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
         self._warned: set[str] = set()  # warnings shown in this session
         self._chosen = TurnSettings()  # for the next turn/start (Codex keeps them after)
         self._models: list[dict[str, Any]] | None = None
+        self._model = ""  # the thread's model, as Codex said when it started or resumed it
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -238,6 +241,7 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
         self.server = await AppServer.start(
             self.binary, codex_home=state, cwd=self.ctx.workspace,
             handler=self._on_event, client_version=__version__, extra_args=shell_env_args(), wrapper=wrapper,
+            experimental_api=True,  # collaboration modes (plan) and the questions they ask
         )
         try:
             if thread:
@@ -254,6 +258,7 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
             else:
                 started = await self.server.thread_start(self.ctx.workspace, approval, sandbox, model)
             self.thread_id = str(started["thread"]["id"])
+            self._model = str(started.get("model") or model or "")
         except BaseException:
             await self.server.close()
             raise
@@ -281,6 +286,9 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
         return self._models
 
     def choose(self, settings: TurnSettings) -> None:
+        if settings.mode is not None and settings.mode not in MODES:
+            raise CodexError(f"Codex has no mode {settings.mode!r}", hint=f"use one of: {', '.join(MODES)}",
+                             code="bad_params")
         self._chosen = settings
 
     async def run_turn(self, turn: str, text: str) -> None:
@@ -289,7 +297,13 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
         try:
             try:
                 chosen, self._chosen = self._chosen, TurnSettings()
-                codex_turn = await server.turn_start(self._thread(), text, model=chosen.model, effort=chosen.effort)
+                mode = None
+                if chosen.mode is not None:
+                    # Codex's collaboration mode names the model it runs (the thread's, unless chosen).
+                    settings = {"model": chosen.model or self._model, "reasoning_effort": chosen.effort}
+                    mode = {"mode": chosen.mode, "settings": settings}
+                codex_turn = await server.turn_start(self._thread(), text, model=chosen.model, effort=chosen.effort,
+                                                     collaboration_mode=mode)
             except AppServerExited:
                 raise self._died() from None
             except RpcError as exc:
@@ -465,6 +479,10 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
         if not request.pending:
             return  # Codex withdrew it before we got to it
         params = request.params
+        if request.method == USER_INPUT and params.get("turnId") == state.codex_id:
+            questions = [_question(q) for q in params.get("questions") or [] if isinstance(q, dict)]
+            self._track(request, self._put_questions(request, self._redact.value(questions)))
+            return
         if request.method not in APPROVAL_METHODS or params.get("turnId") != state.codex_id:
             # Not a question tether can put to a person (or not of this turn): do not let Codex wait.
             if request.is_approval:
@@ -490,10 +508,12 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
             if params.get("grantRoot"):
                 details["grant_root"] = params["grantRoot"]
         options = _options(params)
-        task = asyncio.create_task(
-            self._ask(request, kind, self._redact.value(details), tracked.id if tracked else None, options),
-            name=f"tether-codex-approval-{request.id}",
-        )
+        self._track(request, self._ask(request, kind, self._redact.value(details), tracked.id if tracked else None,
+                                       options))
+
+    def _track(self, request: ServerRequest, asking: Coroutine[Any, Any, None]) -> None:
+        """Ask the people watching in a task of its own, withdrawn if Codex stops waiting."""
+        task = asyncio.create_task(asking, name=f"tether-codex-request-{request.id}")
         self._approvals[request.id] = (request, task)
         request_id = request.id
 
@@ -501,6 +521,19 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
             self._approvals.pop(request_id, None)
 
         task.add_done_callback(forget)
+
+    async def _put_questions(self, request: ServerRequest, questions: list[Question]) -> None:
+        try:
+            answers = await self.ctx.ask(questions, item=None)
+        except asyncio.CancelledError:
+            return  # the turn ended, or Codex stopped waiting
+        except Exception:
+            log.exception("session %s: asking the agent's question failed", self.ctx.session_id)
+            await request.reject("tether could not put the question")
+            return
+        reply = {"answers": {qid: {"answers": given} for qid, given in answers.items()}}
+        if not await request.respond(reply):
+            log.info("session %s: codex request %s closed before the answer", self.ctx.session_id, request.id)
 
     async def _refused(self, state: _Turn, method: str, params: dict[str, Any]) -> None:
         """Say on the session what Codex asked and was told no (it was answered at once)."""
@@ -632,6 +665,20 @@ async def _app_server(config: AgentConfig) -> AppServer:
     """A short-lived app-server on the configured binary and CODEX_HOME, for a query."""
     binary = await asyncio.to_thread(find_codex, config.options.get("binary"))
     return await AppServer.start(binary, codex_home=codex_home(config), client_version=__version__)
+
+
+def _question(asked: dict[str, Any]) -> Question:
+    """One of Codex's requestUserInput questions as tether puts it."""
+    options = [o for o in asked.get("options") or [] if isinstance(o, dict)]
+    return {
+        "id": str(asked.get("id")),
+        "header": str(asked.get("header") or ""),
+        "question": str(asked.get("question") or ""),
+        "options": [{"label": str(o.get("label") or ""), "description": str(o.get("description") or "")}
+                    for o in options],
+        "is_other": bool(asked.get("isOther")) or not options,
+        "is_secret": bool(asked.get("isSecret")),
+    }
 
 
 def _model(listed: dict[str, Any]) -> dict[str, Any]:

@@ -377,6 +377,7 @@ class AppServer(JsonlProcess):
 
     async def turn_start(
         self, thread_id: str, text: str, *, model: str | None = None, effort: str | None = None,
+        collaboration_mode: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Send a user message; returns the new turn (``status: "inProgress"``) at once. ``model``
         and ``effort`` apply to this turn and, in Codex, stay for the next ones."""
@@ -385,6 +386,8 @@ class AppServer(JsonlProcess):
             params["model"] = model
         if effort is not None:
             params["effort"] = effort
+        if collaboration_mode is not None:
+            params["collaborationMode"] = collaboration_mode
         result: dict[str, Any] = await self.request("turn/start", params)
         turn: dict[str, Any] = result["turn"]
         return turn

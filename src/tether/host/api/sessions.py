@@ -106,6 +106,14 @@ class SessionMethods(Caller):
         event = await self.host.sessions.approve(params.id, params.approval, Decision(params.decision), by, params.cid)
         return {"seq": event.seq}
 
+    @handles("sessions.answer")
+    async def _sessions_answer(self, params: schemas.SessionAnswer) -> dict[str, Any]:
+        """A question of the agent answered: words to the agent, like a prompt (scope ``prompt``)."""
+        await self._session(params.id)
+        by = {"id": self.principal.id, "name": self.principal.name}
+        event = await self.host.sessions.answer(params.id, params.approval, params.answers, by, params.cid)
+        return {"seq": event.seq}
+
     async def _may_adopt(self, agent: str, config: AgentConfig, thread: str) -> None:
         """A thread is adopted only from a directory this caller sees (its history is the
         other workspace's): one outside is refused exactly like one that does not exist."""
@@ -141,8 +149,8 @@ class SessionMethods(Caller):
     @handles("sessions.send")
     async def _sessions_send(self, params: schemas.SessionSend) -> dict[str, Any]:
         await self._session(params.id)
-        chosen = params.model is not None or params.effort is not None
-        settings = TurnSettings(params.model, params.effort) if chosen else None
+        chosen = params.model is not None or params.effort is not None or params.mode is not None
+        settings = TurnSettings(params.model, params.effort, params.mode) if chosen else None
         event = await self.host.sessions.send_input(params.id, params.text, cid=params.cid, settings=settings)
         return {"seq": event.seq}
 

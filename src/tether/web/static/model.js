@@ -328,7 +328,7 @@ export class SessionFeed extends EventTarget {
           break;
         case "approval.resolved": {
           const ap = this.approvals.get(d.approval);
-          if (ap) Object.assign(ap, { resolved: d.decision, by: d.by });
+          if (ap) Object.assign(ap, { resolved: d.decision, by: d.by, answers: d.answers || null });
           changed.add(`approval:${d.approval}`);
           if (ap?.item) changed.add(ap.item); // its item's card shows again, with the outcome
           break;
@@ -431,6 +431,11 @@ export class SessionFeed extends EventTarget {
 
   approve(approval, decision) {
     return this.conn.command("sessions.approve", { id: this.sessionId, approval, decision });
+  }
+
+  // A question of the agent answered: question id → [answers].
+  answer(approval, answers) {
+    return this.conn.command("sessions.answer", { id: this.sessionId, approval, answers });
   }
 }
 

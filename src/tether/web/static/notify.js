@@ -85,7 +85,8 @@ export function noticeFor(ev, { hostId, hostName, session = null }) {
   let body;
   switch (ev.type) {
     case "approval.requested":
-      body = d.kind === "command" ? `wants to run: ${d.details?.command || "a command"}` : changed(d.details || {});
+      if (d.kind === "question") body = `asks: ${d.details?.questions?.[0]?.question || "a question"}`;
+      else body = d.kind === "command" ? `wants to run: ${d.details?.command || "a command"}` : changed(d.details || {});
       return { title, body: short(body, MAX_BODY), tag: approvalTag(hostId, d.approval), data: { ...data, approval: d.approval } };
     case "turn.completed":
       if (d.status === "completed") body = "finished its turn";

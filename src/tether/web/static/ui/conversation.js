@@ -149,7 +149,69 @@ function itemCard(item, feed) {
 
 const DECISION_WORDS = { approve: "Approved", approve_for_session: "Approved for this session", deny: "Denied" };
 
+// A question the agent asks (Codex in plan mode): each part's options, or free text where the
+// agent allows it (a secret one typed like a password), answered once for all parts.
+function questionCard(ap, feed, onError) {
+  const questions = ap.details?.questions || [];
+  if (ap.resolved) {
+    const outcome = ap.resolved === "cleared"
+      ? `No longer needed${ap.reason ? `: ${ap.reason}` : ""}`
+      : `Answered by ${ap.by?.name || ap.by?.id || "someone"}`;
+    return h(
+      "section.card.approval.question",
+      { dataset: { approval: ap.approval, resolved: ap.resolved }, "aria-label": "The agent's question" },
+      ...questions.map((q) => h("p.ask", q.question, ap.answers?.[q.id] ? h("strong.given", ` — ${ap.answers[q.id].join(", ")}`) : null)),
+      h("p.resolved", { dataset: { decision: ap.resolved } }, outcome),
+    );
+  }
+  const parts = questions.map((q, i) => {
+    const name = `answer-${ap.approval}-${i}`;
+    const options = (q.options || []).map((o) =>
+      h("label.option", h("input", { type: "radio", name, value: o.label }), h("span", ` ${o.label}`),
+        o.description ? h("small.hint", ` — ${o.description}`) : null));
+    const own = q.is_other
+      ? h("input.own", { type: q.is_secret ? "password" : "text", name: `${name}-own`, "aria-label": q.question,
+        placeholder: options.length ? "Or your own answer" : "Your answer", autocomplete: "off" })
+      : null;
+    return { q, el: h("fieldset.part", { dataset: { part: q.id } }, h("legend", q.header || "Question"), h("p", q.question), ...options, own) };
+  });
+  const submit = h("button.primary.answer", { type: "submit" }, "Answer");
+  const form = h(
+    "form.card.approval.question",
+    {
+      dataset: { approval: ap.approval, resolved: "" },
+      "aria-label": "The agent's question",
+      onsubmit: async (ev) => {
+        ev.preventDefault();
+        const answers = {};
+        for (const { q, el } of parts) {
+          const own = el.querySelector("input.own")?.value.trim();
+          const picked = el.querySelector("input[type=radio]:checked")?.value;
+          const given = own || picked;
+          if (!given) {
+            onError(new Error(`Answer "${q.question}" first`));
+            return;
+          }
+          answers[q.id] = [given];
+        }
+        submit.disabled = true;
+        try {
+          await feed.answer(ap.approval, answers);
+        } catch (err) {
+          onError(err);
+          submit.disabled = false;
+        }
+      },
+    },
+    h("p.ask", "The agent asks:"),
+    ...parts.map((p) => p.el),
+    h("div.actions", submit),
+  );
+  return form;
+}
+
 function approvalCard(ap, feed, onError) {
+  if (ap.kind === "question") return questionCard(ap, feed, onError);
   const details = ap.details || {};
   const options = ap.options && ap.options.length ? ap.options : ["approve", "deny"];
   const buttons = [];

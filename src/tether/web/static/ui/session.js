@@ -36,7 +36,14 @@ export function renderSession(root, { tether, hostId, sessionId }) {
   const modelSelect = h("select", { id: "model-select", "aria-label": "Model" });
   const effortSelect = h("select", { id: "effort-select", "aria-label": "Reasoning effort" });
   const settingsNote = h("small.hint", { id: "turn-settings-note" });
-  const settingsRow = h("div.turn-settings", { id: "turn-settings", hidden: true }, modelSelect, effortSelect, settingsNote);
+  const modeSelect = h(
+    "select",
+    { id: "mode-select", "aria-label": "Mode" },
+    h("option", { value: "" }, "Mode: as before"),
+    h("option", { value: "plan" }, "Plan (asks before it acts)"),
+    h("option", { value: "default" }, "Default"),
+  );
+  const settingsRow = h("div.turn-settings", { id: "turn-settings", hidden: true }, modelSelect, effortSelect, modeSelect, settingsNote);
   let models = [];
   const fillEfforts = () => {
     const m = models.find((x) => x.id === modelSelect.value);
@@ -47,10 +54,11 @@ export function renderSession(root, { tether, hostId, sessionId }) {
   };
   const choose = () => {
     fillEfforts();
-    feed.turnSettings = { model: modelSelect.value || null, effort: effortSelect.value || null };
+    feed.turnSettings = { model: modelSelect.value || null, effort: effortSelect.value || null, mode: modeSelect.value || null };
   };
   modelSelect.addEventListener("change", choose);
   effortSelect.addEventListener("change", choose);
+  modeSelect.addEventListener("change", choose);
   const settingsToggle = h("button.link", {
     id: "turn-settings-toggle",
     type: "button",
