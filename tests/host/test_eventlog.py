@@ -1,6 +1,7 @@
 import asyncio
 import itertools
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,15 @@ from tether.host.eventlog import STEP_BYTES, Batch, Event, EventLog, Snapshot, S
 from tether.protocol.events import EventType
 
 OUT = EventType.SESSION_OUTPUT
+
+
+@pytest.fixture
+async def log(db: Database) -> AsyncIterator[EventLog]:
+    """These tests use made-up event types ("a", "test.tick"): the shape check is the subject of
+    tests/protocol/test_event_shapes.py, not of these."""
+    event_log = await EventLog.open(db, checked=False)
+    yield event_log
+    await event_log.close()
 
 
 def started(cols: int = 80) -> dict[str, object]:
@@ -68,7 +78,7 @@ async def test_append_many_is_one_transaction(log: EventLog) -> None:
 
 
 async def test_ring_and_sqlite_agree(db: Database) -> None:
-    log = await EventLog.open(db, ring_size=50)
+    log = await EventLog.open(db, ring_size=50, checked=False)
     await log.append_many([(None, "t", {"i": i}, None) for i in range(300)])
     from_ring = await log.read(250, 100)
     assert [e.seq for e in from_ring] == list(range(251, 301))
@@ -77,20 +87,20 @@ async def test_ring_and_sqlite_agree(db: Database) -> None:
     assert from_db[250:] == from_ring
     assert await log.read(10, 5) == from_db[10:15]
     assert await log.read(300, 10) == []
-    fresh = await EventLog.open(db, ring_size=50)
+    fresh = await EventLog.open(db, ring_size=50, checked=False)
     assert await fresh.read(0, 1000) == from_db
 
 
 async def test_reopen_continues_seq(tmp_path: Path) -> None:
     path = tmp_path / "host.db"
     db = await Database.open(path)
-    log = await EventLog.open(db)
+    log = await EventLog.open(db, checked=False)
     await log.append_many([(None, "t", {"i": i}, None) for i in range(5)])
     await log.close()
     await db.close()
     db = await Database.open(path)
     try:
-        log = await EventLog.open(db)
+        log = await EventLog.open(db, checked=False)
         assert log.head == 5
         assert (await log.append(None, "t", {})).seq == 6
         assert [e.data.get("i") for e in await log.read(0, 10)] == [0, 1, 2, 3, 4, None]
@@ -199,7 +209,7 @@ async def test_snapshot_when_far_behind(log: EventLog) -> None:
 
 async def test_session_filter(db: Database) -> None:
     for ring in (4, 8192):  # filtered reads from SQLite and from the ring
-        log = await EventLog.open(db, ring_size=ring)
+        log = await EventLog.open(db, ring_size=ring, checked=False)
         base = log.head
         await log.append_many([(f"s{i % 3}", EventType.SESSION_INPUT, {"text": str(i)}, None) for i in range(30)])
         sub = log.subscribe(base, session="s1", batch=4)
@@ -262,7 +272,7 @@ async def test_a_snapshot_is_read_page_by_page_and_stays_exact(log: EventLog) ->
 
 async def test_a_step_reads_a_bounded_amount(db: Database) -> None:
     for ring in (4, 8192):  # from SQLite and from the ring
-        log = await EventLog.open(db, ring_size=ring)
+        log = await EventLog.open(db, ring_size=ring, checked=False)
         base = log.head
         await log.append_many([("s9", OUT, {"stream": "pty", "data": "y" * 60_000}, None) for _ in range(40)])
         sub = log.subscribe(base)
@@ -275,7 +285,7 @@ async def test_a_step_reads_a_bounded_amount(db: Database) -> None:
 
 
 async def test_retention_drops_old_sessions_and_readers_behind_get_a_snapshot(db: Database) -> None:
-    log = await EventLog.open(db)
+    log = await EventLog.open(db, checked=False)
     await log.append("old", EventType.SESSION_STARTED, started())
     await log.append("old", OUT, {"stream": "pty", "data": "old output"})
     await log.append("old", EventType.SESSION_EXITED, {"exit_code": 0, "signal": None, "reason": None})
@@ -301,6 +311,6 @@ async def test_retention_drops_old_sessions_and_readers_behind_get_a_snapshot(db
     assert live["scrollback"] == "live output"
     # Seqs go on from the head even when every event before it is gone.
     await log.close()
-    fresh = await EventLog.open(db)
+    fresh = await EventLog.open(db, checked=False)
     assert (fresh.head, fresh.floor) == (7, 7)
     assert (await fresh.append(None, "test.tick", {})).seq == 8

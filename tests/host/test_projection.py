@@ -95,7 +95,7 @@ async def test_scrollback_keeps_the_tail(log: EventLog) -> None:
 async def test_events_of_unknown_sessions_are_ignored(log: EventLog) -> None:
     await log.append("nope", EventType.SESSION_OUTPUT, {"stream": "pty", "data": "x"})
     await log.append("nope", EventType.SESSION_EXITED, {"exit_code": 0, "signal": None, "reason": None})
-    await log.append(None, "host.started", {})
+    await log.append(None, EventType.HOST_UNLINKED, {"host_id": "h_gone"})
     assert await log.db.run(projection.list_sessions) == []
 
 

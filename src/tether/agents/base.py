@@ -27,22 +27,13 @@ from typing import Any, ClassVar, Protocol
 
 from tether.agents.policy import AgentConfig, Policy
 from tether.errors import TetherError
+from tether.protocol.events import ItemKind as ItemKind  # the adapters' vocabulary, declared with the events
 
 
 class Decision(StrEnum):
     APPROVE = "approve"
     APPROVE_FOR_SESSION = "approve_for_session"
     DENY = "deny"
-
-
-class ItemKind(StrEnum):
-    USER_MESSAGE = "user_message"
-    AGENT_MESSAGE = "agent_message"
-    REASONING = "reasoning"
-    COMMAND = "command"
-    FILE_CHANGE = "file_change"
-    ERROR = "error"
-    OTHER = "other"  # a type tether has no view of yet: shown as its name and a summary
 
 
 @dataclass(frozen=True)

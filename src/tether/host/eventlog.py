@@ -27,7 +27,7 @@ from typing import Any
 from tether.host import projection
 from tether.host.db import Database
 from tether.host.event import Event as Event  # re-exported: the log's readers take it from here
-from tether.protocol.events import EventType
+from tether.protocol.events import EventType, check_data
 
 # A coalesced output event never grows past this many characters of text.
 # Small enough that one event, JSON-escaped, stays well under the relay's per-channel queue.
@@ -79,8 +79,13 @@ AppendItem = tuple[str | None, str, dict[str, Any], str | None]
 class EventLog:
     """Append and read events; create with :meth:`open`. Use from the loop that opened it."""
 
-    def __init__(self, db: Database, ring_size: int, head: int, recent: list[Event], floor: int = 0) -> None:
+    def __init__(
+        self, db: Database, ring_size: int, head: int, recent: list[Event], floor: int = 0, *, checked: bool = True
+    ) -> None:
         self.db = db
+        # Every event's data is checked against its declared shape (protocol/events.py) before it
+        # is written; only the log's own unit tests, which use made-up types, turn that off.
+        self.checked = checked
         self.ring_size = max(1, ring_size)
         self.head = head
         # Every event after the floor is in the log; some at or before it were dropped (retention).
@@ -95,14 +100,14 @@ class EventLog:
         self._closed = False
 
     @classmethod
-    async def open(cls, db: Database, *, ring_size: int = 8192) -> EventLog:
+    async def open(cls, db: Database, *, ring_size: int = 8192, checked: bool = True) -> EventLog:
         def load(conn: sqlite3.Connection) -> tuple[int, int, list[Event]]:
             head, floor = _head(conn), _floor(conn)
             recent, _ = _select(conn, max(head - ring_size, floor), head, ring_size)
             return head, floor, recent
 
         head, floor, recent = await db.run(load, write=False)
-        return cls(db, ring_size, head, recent, floor)
+        return cls(db, ring_size, head, recent, floor, checked=checked)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -115,6 +120,9 @@ class EventLog:
             return []
         if self._closed:
             raise RuntimeError("the event log is closed")
+        if self.checked:
+            for _, type_, data, _ in items:
+                check_data(type_, data)
 
         def write(conn: sqlite3.Connection) -> list[Event]:
             seq = _head(conn)

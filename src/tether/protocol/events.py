@@ -6,6 +6,21 @@ Wire vocabulary: the host writes these events, agents report through them, clien
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any, Literal
+
+import msgspec
+
+
+class ItemKind(StrEnum):
+    """What an item of a turn is (``item.started`` / ``item.completed`` ``kind``)."""
+
+    USER_MESSAGE = "user_message"
+    AGENT_MESSAGE = "agent_message"
+    REASONING = "reasoning"
+    COMMAND = "command"
+    FILE_CHANGE = "file_change"
+    ERROR = "error"
+    OTHER = "other"  # a type tether has no view of yet: shown as its name and a summary
 
 
 class EventType(StrEnum):
@@ -95,3 +110,232 @@ class EventType(StrEnum):
     """{exit_code: int | None, signal: int | None, reason: str | None} — the session ended:
     status ``finished`` when exit_code == 0, else ``failed``. ``reason`` says why when it is
     not a plain exit (e.g. "host restarted", "host shutdown")."""
+
+
+# -- the shape of each event's data ---------------------------------------------------------------
+# Declared once, checked on every append (EventLog), so no adapter or host path can log an event
+# the clients do not expect. Fields beyond these are allowed (an adapter may add detail); the ones
+# declared must be there, with these types.
+
+
+class _Data(msgspec.Struct):
+    pass
+
+
+class SessionStarted(_Data):
+    agent: str
+    workspace: str
+    command: list[str]
+    title: str
+    cols: int
+    rows: int
+    policy: dict[str, str] | None = None
+
+
+class SessionInput(_Data):
+    text: str
+
+
+class SessionOutput(_Data):
+    stream: str
+    data: str
+
+
+class SessionResized(_Data):
+    cols: int
+    rows: int
+
+
+class SessionStatus(_Data):
+    status: str
+
+
+class TurnStarted(_Data):
+    turn: str
+    input: str
+    model: str | None = None
+    effort: str | None = None
+    mode: str | None = None
+
+
+class TurnCompleted(_Data):
+    turn: str
+    status: Literal["completed", "interrupted", "failed"]
+    error: str | None
+
+
+class TurnRetrying(_Data):
+    turn: str
+    attempt: int
+    message: str
+    details: str | None
+
+
+class AgentNotice(_Data):
+    turn: str | None
+    level: Literal["warning", "info"]
+    source: str
+    message: str
+
+
+class _Item(_Data, tag_field="kind"):
+    turn: str
+    item: str
+
+
+class _Done(_Item):
+    status: Literal["completed", "failed", "declined"]
+
+
+class UserMessageStarted(_Item, tag=ItemKind.USER_MESSAGE.value):
+    text: str = ""
+
+
+class AgentMessageStarted(_Item, tag=ItemKind.AGENT_MESSAGE.value):
+    pass
+
+
+class ReasoningStarted(_Item, tag=ItemKind.REASONING.value):
+    pass
+
+
+class CommandStarted(_Item, tag=ItemKind.COMMAND.value):
+    command: str
+    cwd: str
+
+
+class FileChangeStarted(_Item, tag=ItemKind.FILE_CHANGE.value):
+    path: str
+    diff: str
+    paths: list[str] | None = None
+
+
+class ErrorStarted(_Item, tag=ItemKind.ERROR.value):
+    message: str
+
+
+class OtherStarted(_Item, tag=ItemKind.OTHER.value):
+    type: str
+    title: str
+    summary: str
+
+
+class UserMessageDone(_Done, tag=ItemKind.USER_MESSAGE.value):
+    text: str
+
+
+class AgentMessageDone(_Done, tag=ItemKind.AGENT_MESSAGE.value):
+    text: str
+
+
+class ReasoningDone(_Done, tag=ItemKind.REASONING.value):
+    text: str
+
+
+class CommandDone(_Done, tag=ItemKind.COMMAND.value):
+    exit_code: int | None
+    output: str
+
+
+class FileChangeDone(_Done, tag=ItemKind.FILE_CHANGE.value):
+    path: str
+    diff: str
+    paths: list[str] | None = None
+
+
+class ErrorDone(_Done, tag=ItemKind.ERROR.value):
+    message: str
+
+
+class OtherDone(_Done, tag=ItemKind.OTHER.value):
+    type: str
+    title: str
+    summary: str
+
+
+class ItemDelta(_Data):
+    item: str
+    stream: Literal["text", "output"]
+    data: str
+
+
+class ApprovalRequested(_Data):
+    approval: str
+    item: str | None
+    kind: Literal["command", "file_change", "question"]
+    details: dict[str, Any]
+    options: list[str]
+
+
+class ApprovalResolved(_Data):
+    approval: str
+    decision: Literal["approve", "approve_for_session", "deny", "answered"]
+    by: dict[str, str]
+    answers: dict[str, list[str]] | None = None
+
+
+class ApprovalCleared(_Data):
+    approval: str
+    reason: str
+
+
+class HostLinked(_Data):
+    host_id: str
+    name: str
+    static_public: str
+    relay_url: str
+
+
+class HostUnlinked(_Data):
+    host_id: str
+
+
+class SessionExited(_Data):
+    exit_code: int | None
+    signal: int | None
+    reason: str | None
+
+
+ItemStarted = (UserMessageStarted | AgentMessageStarted | ReasoningStarted | CommandStarted | FileChangeStarted
+               | ErrorStarted | OtherStarted)
+ItemCompleted = (UserMessageDone | AgentMessageDone | ReasoningDone | CommandDone | FileChangeDone | ErrorDone
+                 | OtherDone)
+
+EVENT_DATA: dict[EventType, Any] = {
+    EventType.SESSION_STARTED: SessionStarted,
+    EventType.SESSION_INPUT: SessionInput,
+    EventType.SESSION_OUTPUT: SessionOutput,
+    EventType.SESSION_RESIZED: SessionResized,
+    EventType.SESSION_INTERRUPTED: _Data,
+    EventType.SESSION_STATUS: SessionStatus,
+    EventType.TURN_STARTED: TurnStarted,
+    EventType.TURN_COMPLETED: TurnCompleted,
+    EventType.ITEM_STARTED: ItemStarted,
+    EventType.ITEM_DELTA: ItemDelta,
+    EventType.ITEM_COMPLETED: ItemCompleted,
+    EventType.TURN_RETRYING: TurnRetrying,
+    EventType.AGENT_NOTICE: AgentNotice,
+    EventType.APPROVAL_REQUESTED: ApprovalRequested,
+    EventType.APPROVAL_RESOLVED: ApprovalResolved,
+    EventType.APPROVAL_CLEARED: ApprovalCleared,
+    EventType.HOST_LINKED: HostLinked,
+    EventType.HOST_UNLINKED: HostUnlinked,
+    EventType.SESSION_EXITED: SessionExited,
+}
+
+
+class BadEvent(ValueError):
+    """An event whose data does not have its declared shape (a bug of whoever logged it)."""
+
+
+def check_data(type: str, data: dict[str, Any]) -> None:
+    """Raise :class:`BadEvent` unless ``data`` has the shape declared for ``type``."""
+    shape = EVENT_DATA.get(type)  # type: ignore[call-overload]  # a str: StrEnum keys hash alike
+    if shape is None:
+        raise BadEvent(f"no event type {type!r} is declared (protocol/events.py EventType)")
+    try:
+        # As the log stores it (enums as their values): what a client will read.
+        msgspec.convert(msgspec.to_builtins(data), shape)
+    except msgspec.ValidationError as exc:
+        raise BadEvent(f"a {type} event with the wrong data: {exc}") from None
+

@@ -67,8 +67,8 @@ class Harness:
         )
         await session.agent.open()
         await self.log.append(session.session_id, "session.started",
-                              {"agent": "builtin", "workspace": str(self.workspace), "command": [],
-                               "policy": policy.to_json()})
+                              {"agent": "builtin", "workspace": str(self.workspace), "command": [], "title": "test",
+                               "cols": 80, "rows": 24, "policy": policy.to_json()})
         self.sessions.append(session)
         return session
 
