@@ -45,6 +45,8 @@ def test_the_next_turn_runs_on_the_model_and_effort_chosen_on_the_phone(
     page.click("#start-session")
     page.locator(".card.agent", has_text="first answer").wait_for(timeout=CODEX_TIMEOUT)
     session = page.url.rsplit("/", 1)[1]
+    # What the model server said it used (15 tokens a response), in the session header.
+    until(lambda: "15 tokens" in (page.text_content("#session-usage") or ""), what="the usage in the header")
     # Codex's web search (no view of its own yet): shown as what it is, with its query.
     searched = page.locator('.card.other[data-type="webSearch"]')
     assert searched.locator("strong").text_content() == "web search"

@@ -83,6 +83,13 @@ class EventType(StrEnum):
     tether does not know yet (a newer agent), summarised. ``source`` is the agent's own name for
     it (e.g. Codex's notification method)."""
 
+    AGENT_USAGE = "agent.usage"
+    """{turn: str | None, total_tokens: int | None, last_tokens: int | None, context_window: int |
+    None, rate_limit: {used_percent: int, window_minutes: int | None, resets_at: int | None} | None}
+    — what the session has used so far (tokens of the whole thread, of the last model call, the
+    model's context window) and the account's rate limit, as the agent reports them; a field the
+    agent did not report this time is null (keep the last one). Shown in the session header."""
+
     APPROVAL_REQUESTED = "approval.requested"
     """{approval: str, item: str | None, kind: "command" | "file_change" | "question", details: {...},
     options: list[Decision]} — the agent waits for a person: status ``waiting-for-approval``.
@@ -176,6 +183,20 @@ class AgentNotice(_Data):
     level: Literal["warning", "info"]
     source: str
     message: str
+
+
+class RateLimit(_Data):
+    used_percent: int
+    window_minutes: int | None = None
+    resets_at: int | None = None
+
+
+class AgentUsage(_Data):
+    turn: str | None
+    total_tokens: int | None = None
+    last_tokens: int | None = None
+    context_window: int | None = None
+    rate_limit: RateLimit | None = None
 
 
 class _Item(_Data, tag_field="kind"):
@@ -315,6 +336,7 @@ EVENT_DATA: dict[EventType, Any] = {
     EventType.ITEM_COMPLETED: ItemCompleted,
     EventType.TURN_RETRYING: TurnRetrying,
     EventType.AGENT_NOTICE: AgentNotice,
+    EventType.AGENT_USAGE: AgentUsage,
     EventType.APPROVAL_REQUESTED: ApprovalRequested,
     EventType.APPROVAL_RESOLVED: ApprovalResolved,
     EventType.APPROVAL_CLEARED: ApprovalCleared,

@@ -104,6 +104,11 @@ async def test_a_web_search_is_shown_generically_with_its_query(harness: Harness
         "webSearch", "web search", "tether relay protocol")
     [answer] = await harness.items(session, EventType.ITEM_COMPLETED, "agent_message")
     assert answer["text"] == "Found it."
+    # What the model server said it used (15 tokens a response) reached the session's usage.
+    usage = [e.data for e in await harness.events(session) if e.type == EventType.AGENT_USAGE]
+    tokens = [u for u in usage if u["total_tokens"] is not None]
+    assert tokens and tokens[-1]["total_tokens"] == 15 * len(fake_model.requests)
+    assert tokens[-1]["last_tokens"] == 15 and tokens[-1]["turn"] == done.data["turn"]
 
 
 async def test_approved_command_runs_and_its_output_arrives(

@@ -18,6 +18,7 @@ from tether.agents.codex.adapter import (
     OTHER_ITEMS,
     QUIET_NOTIFICATIONS,
     REFUSED_REQUESTS,
+    USAGE,
     USER_INPUT,
     WARNINGS,
 )
@@ -48,7 +49,7 @@ def test_every_item_type_of_the_pinned_codex_is_mapped_or_shown_generically() ->
 def test_every_notification_of_the_pinned_codex_is_classified_once() -> None:
     notes = variants(schema()["ServerNotification"], "method")
     assert len(notes) > 80
-    classes = [HANDLED_NOTIFICATIONS, WARNINGS, set(QUIET_NOTIFICATIONS)]
+    classes = [HANDLED_NOTIFICATIONS, USAGE, WARNINGS, set(QUIET_NOTIFICATIONS)]
     unclassified = notes - set().union(*classes)
     assert not unclassified, f"handle, warn about, or list with a reason in QUIET_NOTIFICATIONS: {sorted(unclassified)}"
     assert set().union(*classes) - notes == set(), "not notifications of the pinned Codex"

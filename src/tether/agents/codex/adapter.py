@@ -107,6 +107,8 @@ HANDLED_NOTIFICATIONS = frozenset({
     "item/started", "item/completed", "item/agentMessage/delta", "item/reasoning/summaryTextDelta",
     "item/commandExecution/outputDelta", "error", "turn/completed",
 })
+# Notifications of what the session uses: agent.usage, in the session header.
+USAGE = frozenset({"thread/tokenUsage/updated", "account/rateLimits/updated"})
 # Notifications shown as warnings.
 WARNINGS = frozenset({
     "warning", "configWarning", "deprecationNotice", "guardianWarning", "windows/worldWritableWarning",
@@ -145,7 +147,7 @@ QUIET_NOTIFICATIONS: dict[str, str] = _quiet({
         "mcpServer/startupStatus/updated", "mcpServer/oauthLogin/completed", "mcpServer/event/stream/notification",
         "thread/environment/connected", "thread/environment/disconnected"),
     "not shown yet (issue [8]: usage, rate limits and the model in the session header)": (
-        "account/rateLimits/updated", "thread/tokenUsage/updated", "model/rerouted", "model/verification",
+        "model/rerouted", "model/verification",
         "model/safetyBuffering/updated", "turn/moderationMetadata", "modelProvider/authRecoveryStarted",
         "modelProvider/authRecoveryCompleted"),
     "not shown yet (issue [8]: the turn's changes view, plan, thread name, hooks, reviews)": (
@@ -222,6 +224,7 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
         self._chosen = TurnSettings()  # for the next turn/start (Codex keeps them after)
         self._models: list[dict[str, Any]] | None = None
         self._model = ""  # the thread's model, as Codex said when it started or resumed it
+        self._last_usage: dict[str, dict[str, Any]] = {}  # per notification: what was last said
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -394,6 +397,8 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
                 })
             else:
                 state.error = message
+        elif method in USAGE:
+            await self._usage(state, method, params)
         elif method in WARNINGS:
             text = params.get("message") or params.get("summary") or summarize(params)
             details = params.get("details")
@@ -535,6 +540,27 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
         if not await request.respond(reply):
             log.info("session %s: codex request %s closed before the answer", self.ctx.session_id, request.id)
 
+    async def _usage(self, state: _Turn, method: str, params: dict[str, Any]) -> None:
+        """Tokens used and the account's rate limit, when they change."""
+        usage: dict[str, Any] = {"turn": state.id, "total_tokens": None, "last_tokens": None,
+                                 "context_window": None, "rate_limit": None}
+        if method == "thread/tokenUsage/updated":
+            tokens = params.get("tokenUsage") or {}
+            usage.update(total_tokens=_int((tokens.get("total") or {}).get("totalTokens")),
+                         last_tokens=_int((tokens.get("last") or {}).get("totalTokens")),
+                         context_window=_int(tokens.get("modelContextWindow")))
+        else:
+            window = (params.get("rateLimits") or {}).get("primary") or {}
+            percent = _int(window.get("usedPercent"))
+            if percent is None:
+                return
+            usage["rate_limit"] = {"used_percent": percent, "window_minutes": _int(window.get("windowDurationMins")),
+                                   "resets_at": _int(window.get("resetsAt"))}
+        said = {k: v for k, v in usage.items() if k != "turn"}
+        if said != self._last_usage.get(method):
+            self._last_usage[method] = said
+            await self.ctx.emit(EventType.AGENT_USAGE, usage)
+
     async def _refused(self, state: _Turn, method: str, params: dict[str, Any]) -> None:
         """Say on the session what Codex asked and was told no (it was answered at once)."""
         why = REFUSED_REQUESTS.get(method)
@@ -665,6 +691,10 @@ async def _app_server(config: AgentConfig) -> AppServer:
     """A short-lived app-server on the configured binary and CODEX_HOME, for a query."""
     binary = await asyncio.to_thread(find_codex, config.options.get("binary"))
     return await AppServer.start(binary, codex_home=codex_home(config), client_version=__version__)
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _question(asked: dict[str, Any]) -> Question:

@@ -261,6 +261,12 @@ export class SessionFeed extends EventTarget {
           changed.add(key);
           break;
         }
+        case "agent.usage": {
+          // Merged: each report names only what it knows.
+          const known = Object.fromEntries(Object.entries(d).filter(([k, v]) => k !== "turn" && v !== null));
+          s.usage = { ...(s.usage || {}), ...known };
+          break;
+        }
         case "agent.notice": {
           const key = `notice:${ev.seq}`;
           this._item(key, { kind: "notice", level: d.level, source: d.source, text: d.message || "", status: "completed" });

@@ -148,6 +148,7 @@ export function renderSession(root, { tether, hostId, sessionId }) {
       s.workspace ? h("span.ws", { title: s.workspace }, ` · ${s.workspace}`) : null,
       s.exit_reason ? h("span", ` · ${s.exit_reason}`) : null,
       s.retrying ? h("span.retrying", { id: "session-retrying" }, ` · reconnecting (attempt ${s.retrying.attempt})`) : null,
+      s.usage ? h("span.usage", { id: "session-usage" }, ` · ${usageText(s.usage)}`) : null,
       s.exit_code !== null && s.exit_code !== undefined && s.agent === "pty" ? h("span", ` · exit ${s.exit_code}`) : null,
     );
     meta.dataset.status = s.status || "";
@@ -178,3 +179,16 @@ export function renderSession(root, { tether, hostId, sessionId }) {
     conn.removeEventListener("state", onConn);
   };
 }
+
+// "12.3k tokens (8% of context) · limit 42% used": what the agent said it used.
+function usageText(u) {
+  const parts = [];
+  if (u.total_tokens != null) {
+    const n = u.total_tokens >= 1000 ? `${(u.total_tokens / 1000).toFixed(1)}k` : String(u.total_tokens);
+    const share = u.context_window && u.last_tokens != null ? ` (${Math.round((100 * u.last_tokens) / u.context_window)}% of context)` : "";
+    parts.push(`${n} tokens${share}`);
+  }
+  if (u.rate_limit) parts.push(`limit ${u.rate_limit.used_percent}% used`);
+  return parts.join(" · ");
+}
+
