@@ -5,7 +5,6 @@ through the same calls, each refusing clearly what it cannot do."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -32,14 +31,6 @@ class EchoAgent(Agent):
             "turn": turn, "item": item, "kind": ItemKind.AGENT_MESSAGE, "status": "completed",
             "text": f"{self.ctx.config.options.get('prefix', '')}{text}",
         })
-
-
-@pytest.fixture
-async def manager(log: EventLog) -> AsyncIterator[SessionManager]:
-    mgr = SessionManager(log, log.db)
-    await mgr.start()
-    yield mgr
-    await asyncio.wait_for(mgr.close(), 10)
 
 
 async def wait_for(log: EventLog, sid: str, type: str) -> dict[str, object]:

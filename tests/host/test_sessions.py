@@ -1,6 +1,5 @@
 import asyncio
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -10,14 +9,6 @@ from tether.host.eventlog import Batch, Event, EventLog
 from tether.host.principal import Principal
 from tether.host.sessions import SessionError, SessionManager
 from tether.protocol.events import EventType
-
-
-@pytest.fixture
-async def manager(log: EventLog) -> AsyncIterator[SessionManager]:
-    mgr = SessionManager(log, log.db)
-    await mgr.start()
-    yield mgr
-    await asyncio.wait_for(mgr.close(), 10)
 
 
 async def events_until_exit(log: EventLog, sid: str, timeout: float = 20.0) -> list[Event]:

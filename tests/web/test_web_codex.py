@@ -135,6 +135,20 @@ def cli_events(home: Path, session: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
+def start_on_page(page: Any, d: Deployment, cli_home: Path, prompt: str) -> str:
+    """Pair the page (and a CLI device to watch with), start a Codex session there with
+    ``prompt``, and return its id once its view is up."""
+    pair_page(page, d)
+    login(cli_home, d.pairing_link(), "--name", "cli-watcher", "--json")
+    page.click('a.host[data-online="1"]')
+    page.click("#new-session")
+    page.check('input[name="agent"][value="codex"]')
+    page.fill("#new-prompt", prompt)
+    page.click("#start-session")
+    page.wait_for_selector("#cards", timeout=CODEX_TIMEOUT)
+    return str(page.url.rsplit("/", 1)[1])
+
+
 def card_kinds(page: Any) -> list[str]:
     """The conversation's visible cards, by kind, top to bottom."""
     return list(page.eval_on_selector_all(

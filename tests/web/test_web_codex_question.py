@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from tests.procs import login, tether
+from tests.procs import tether
 
-from .pages import pair_page, until
-from .test_web_codex import CODEX_TIMEOUT, CodexWebDeployment, cli_events, deploy_codex
+from .pages import until
+from .test_web_codex import CODEX_TIMEOUT, CodexWebDeployment, cli_events, deploy_codex, start_on_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -43,15 +43,8 @@ def test_a_question_from_codex_is_answered_on_the_phone_once(
 ) -> None:
     d = question_deployment
     page.context.grant_permissions(["notifications"], origin=d.origin)
-    pair_page(page, d)
-    login(cli_home, d.pairing_link(), "--name", "cli-watcher", "--json")
-    page.click('a.host[data-online="1"]')
-    page.click("#new-session")
-    page.check('input[name="agent"][value="codex"]')
-    page.fill("#new-prompt", "hello")
-    page.click("#start-session")
+    session = start_on_page(page, d, cli_home, "hello")
     page.locator(".card.agent", has_text="Hello.").wait_for(timeout=CODEX_TIMEOUT)
-    session = page.url.rsplit("/", 1)[1]
 
     # Plan mode, from the composer: Codex may now ask before it acts.
     page.click("#turn-settings-toggle")

@@ -22,12 +22,12 @@ from typing import Any
 import pytest
 
 from tests.agents.codex.conftest import FAKE_KEY_ENV, write_codex_config
-from tests.procs import login, remove, short_home, tether
+from tests.procs import remove, short_home, tether
 from tests.support.deployment import Deployment
 
 from .conftest import relay_and_host
-from .pages import pair_page, until
-from .test_web_codex import CODEX_TIMEOUT, cli_events, codex_wrapper
+from .pages import until
+from .test_web_codex import CODEX_TIMEOUT, cli_events, codex_wrapper, start_on_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -77,15 +77,7 @@ def test_reconnecting_is_shown_at_once_and_the_reason_when_codex_gives_up(
     page: Any, unreachable_codex: tuple[Deployment, int], cli_home: Path
 ) -> None:
     d, model_port = unreachable_codex
-    pair_page(page, d)
-    login(cli_home, d.pairing_link(), "--name", "cli-watcher", "--json")
-    page.click('a.host[data-online="1"]')
-    page.click("#new-session")
-    page.check('input[name="agent"][value="codex"]')
-    page.fill("#new-prompt", "are you there?")
-    page.click("#start-session")
-    page.wait_for_selector("#cards", timeout=CODEX_TIMEOUT)
-    session = page.url.rsplit("/", 1)[1]
+    session = start_on_page(page, d, cli_home, "are you there?")
 
     # The first "Reconnecting..." notice: on the page within 2 s of the host logging it.
     header = page.locator("#session-retrying")

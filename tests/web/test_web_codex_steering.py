@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from tests.procs import login, tether, tether_json
+from tests.procs import tether, tether_json
 
-from .pages import pair_page, until
-from .test_web_codex import CODEX_TIMEOUT, CodexWebDeployment, cli_events, deploy_codex
+from .pages import until
+from .test_web_codex import CODEX_TIMEOUT, CodexWebDeployment, cli_events, deploy_codex, start_on_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -36,15 +36,8 @@ def test_the_next_turn_runs_on_the_model_and_effort_chosen_on_the_phone(
     page: Any, steering_deployment: CodexWebDeployment, cli_home: Path
 ) -> None:
     d = steering_deployment
-    pair_page(page, d)
-    login(cli_home, d.pairing_link(), "--name", "cli-watcher", "--json")
-    page.click('a.host[data-online="1"]')
-    page.click("#new-session")
-    page.check('input[name="agent"][value="codex"]')
-    page.fill("#new-prompt", "one")
-    page.click("#start-session")
+    session = start_on_page(page, d, cli_home, "one")
     page.locator(".card.agent", has_text="first answer").wait_for(timeout=CODEX_TIMEOUT)
-    session = page.url.rsplit("/", 1)[1]
     # What the model server said it used (15 tokens a response), in the session header.
     until(lambda: "15 tokens" in (page.text_content("#session-usage") or ""), what="the usage in the header")
     # Codex's web search (no view of its own yet): shown as what it is, with its query.

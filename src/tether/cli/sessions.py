@@ -9,8 +9,9 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -19,6 +20,7 @@ from tether.cli.output import escape_controls, out, print_json, run
 from tether.errors import UsageError
 
 DETACH = b"\x1d"  # Ctrl-]
+T = TypeVar("T")
 
 
 def _client(home: Path | None, host: str | None) -> Any:
@@ -27,19 +29,24 @@ def _client(home: Path | None, host: str | None) -> Any:
     return Client(home_dir(home), host)
 
 
+def with_client(home: Path | None, host: str | None, call: Callable[[Any], Awaitable[T]]) -> T:
+    """Run one SDK call with a client of this home and host, closed afterwards."""
+
+    async def main() -> T:
+        client = _client(home, host)
+        try:
+            return await call(client)
+        finally:
+            await client.close()
+
+    return run(main())
+
+
 @sessions_app.command("list")
 def sessions_list(as_json: JsonOpt = False, host: HostOpt = None, home: HomeOpt = None) -> None:
     """Sessions on the host, newest last."""
 
-    async def main() -> list[dict[str, Any]]:
-        client = _client(home, host)
-        try:
-            result: list[dict[str, Any]] = await client.sessions()
-            return result
-        finally:
-            await client.close()
-
-    sessions = run(main())
+    sessions: list[dict[str, Any]] = with_client(home, host, lambda client: client.sessions())
     if as_json:
         print_json(sessions)
         return
@@ -114,15 +121,9 @@ def sessions_send(
 ) -> None:
     """Send a line of input to a session."""
 
-    async def main() -> int:
-        client = _client(home, host)
-        try:
-            result: int = await client.send(session_id, text + "\n", model=model, effort=effort, mode=mode)
-            return result
-        finally:
-            await client.close()
-
-    seq = run(main())
+    seq: int = with_client(
+        home, host, lambda client: client.send(session_id, text + "\n", model=model, effort=effort, mode=mode)
+    )
     if as_json:
         print_json({"seq": seq})
 
@@ -143,14 +144,7 @@ def sessions_approve(
         raise UsageError("--deny and --for-session cannot go together")
     decision = "deny" if deny else "approve_for_session" if for_session else "approve"
 
-    async def main() -> None:
-        client = _client(home, host)
-        try:
-            await client.approve(session_id, approval_id, decision)
-        finally:
-            await client.close()
-
-    run(main())
+    with_client(home, host, lambda client: client.approve(session_id, approval_id, decision))
     out.print(f"{approval_id}: {decision.replace('_', ' ')}")
 
 
@@ -170,14 +164,7 @@ def sessions_answer(
             raise UsageError(f"{pair!r} is not PART=ANSWER", hint="e.g. tether sessions answer ID QUESTION q1=blue")
         given.setdefault(part, []).append(text)
 
-    async def main() -> None:
-        client = _client(home, host)
-        try:
-            await client.answer(session_id, approval_id, given)
-        finally:
-            await client.close()
-
-    run(main())
+    with_client(home, host, lambda client: client.answer(session_id, approval_id, given))
     out.print(f"{approval_id}: answered")
 
 
@@ -185,15 +172,7 @@ def sessions_answer(
 def sessions_threads(as_json: JsonOpt = False, host: HostOpt = None, home: HomeOpt = None) -> None:
     """Codex threads on the host (desktop ones too) that a session can adopt."""
 
-    async def main() -> list[dict[str, Any]]:
-        client = _client(home, host)
-        try:
-            result: list[dict[str, Any]] = await client.threads()
-            return result
-        finally:
-            await client.close()
-
-    threads = run(main())
+    threads: list[dict[str, Any]] = with_client(home, host, lambda client: client.threads())
     if as_json:
         print_json(threads)
         return
@@ -214,15 +193,7 @@ def sessions_models(
 ) -> None:
     """The models an agent session can use next, with their reasoning efforts."""
 
-    async def main() -> list[dict[str, Any]]:
-        client = _client(home, host)
-        try:
-            result: list[dict[str, Any]] = await client.models(session_id)
-            return result
-        finally:
-            await client.close()
-
-    models = run(main())
+    models: list[dict[str, Any]] = with_client(home, host, lambda client: client.models(session_id))
     if as_json:
         print_json(models)
         return
@@ -242,15 +213,7 @@ def sessions_diff(
 ) -> None:
     """Print a session's file changes as unified diffs."""
 
-    async def main() -> list[dict[str, Any]]:
-        client = _client(home, host)
-        try:
-            result: list[dict[str, Any]] = await client.diff(session_id)
-            return result
-        finally:
-            await client.close()
-
-    changes = run(main())
+    changes: list[dict[str, Any]] = with_client(home, host, lambda client: client.diff(session_id))
     if as_json:
         print_json(changes)
         return
@@ -270,14 +233,7 @@ def sessions_interrupt(
 ) -> None:
     """Interrupt what a session is doing (Ctrl-C for a terminal)."""
 
-    async def main() -> None:
-        client = _client(home, host)
-        try:
-            await client.interrupt(session_id)
-        finally:
-            await client.close()
-
-    run(main())
+    with_client(home, host, lambda client: client.interrupt(session_id))
 
 
 def _summary(event: dict[str, Any]) -> str:
