@@ -85,9 +85,10 @@ class EventType(StrEnum):
 
     AGENT_USAGE = "agent.usage"
     """{turn: str | None, total_tokens: int | None, last_tokens: int | None, context_window: int |
-    None, rate_limit: {used_percent: int, window_minutes: int | None, resets_at: int | None} | None}
-    — what the session has used so far (tokens of the whole thread, of the last model call, the
-    model's context window) and the account's rate limit, as the agent reports them; a field the
+    None, rate_limit: {used_percent: int, window_minutes: int | None, resets_at: int | None} | None,
+    cost_usd?: float | None} — what the session has used so far (tokens of the whole thread, of the
+    last model call or turn, the model's context window, the cost as the agent prices it) and the
+    account's rate limit, as the agent reports them; a field the
     agent did not report this time is null (keep the last one). Shown in the session header."""
 
     APPROVAL_REQUESTED = "approval.requested"
@@ -197,6 +198,7 @@ class AgentUsage(_Data):
     last_tokens: int | None = None
     context_window: int | None = None
     rate_limit: RateLimit | None = None
+    cost_usd: float | None = None
 
 
 class _Item(_Data, tag_field="kind"):

@@ -84,6 +84,10 @@ async def test_approved_command_runs_and_the_answer_streams(harness: Harness, fa
               if e.type == EventType.ITEM_DELTA and e.data["item"] == answer["item"]]
     assert deltas == ["It printed ", "from-claude-42", "."]  # streamed as the model produced it
     assert "from-claude-42" in str(fake_model.requests[1]["messages"][-1])
+    # What the turn used, from Claude Code's result: tokens and its price of them.
+    [usage] = [e.data for e in await harness.events(session) if e.type == EventType.AGENT_USAGE]
+    assert usage["turn"] == done.data["turn"] and usage["last_tokens"] and usage["total_tokens"] == usage["last_tokens"]
+    assert isinstance(usage["cost_usd"], float) and usage["cost_usd"] >= 0
 
 
 async def test_denied_command_never_runs_and_the_model_is_told(harness: Harness, fake_model: FakeAnthropic) -> None:

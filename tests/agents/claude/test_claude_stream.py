@@ -82,6 +82,12 @@ def test_other_messages() -> None:
     result = parse_line(json.dumps({"type": "result", "subtype": "error_during_execution", "is_error": True,
                                     "errors": ["Sandbox required but unavailable"]}))
     assert isinstance(result, stream.Result) and result.message == "Sandbox required but unavailable"
+    assert (result.tokens, result.cost_usd) == (None, None)
+    priced = parse_line(json.dumps({"type": "result", "subtype": "success", "is_error": False, "result": "ok",
+                                    "total_cost_usd": 0.0125, "usage": {
+                                        "input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 3,
+                                        "service_tier": "standard", "server_tool_use": {"web_search_requests": 0}}}))
+    assert isinstance(priced, stream.Result) and (priced.tokens, priced.cost_usd) == (18, 0.0125)
     cancel = parse_line(json.dumps({"type": "control_cancel_request", "request_id": "r1"}))
     assert cancel == stream.ControlCancel("r1")
     answer = parse_line(json.dumps({"type": "control_response", "response": {

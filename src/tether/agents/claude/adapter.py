@@ -120,6 +120,7 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
         self._redact = Redactor(())
         self._shell: Path | None = None  # the wrapper commands run through (claude/shell.py)
         self._stale_results = 0  # results still to come for turns tether gave up on
+        self._tokens = 0  # the session's tokens so far, summed from each turn's result
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -203,6 +204,7 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
         if isinstance(event, stream.Result):
             state.result_seen = True
             await self._close_open_items(state)
+            await self._usage(state, event)
             if state.interrupt_at is not None:
                 raise TurnInterrupted("the turn was interrupted")
             if event.is_error or event.subtype != "success":
@@ -210,6 +212,17 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
             return True
         await self._on_message(state, event)
         return False
+
+    async def _usage(self, state: _Turn, result: stream.Result) -> None:
+        """What the turn used, from Claude Code's result: tokens (the turn's, and the session's so
+        far) and the session's cost."""
+        if result.tokens is None and result.cost_usd is None:
+            return
+        self._tokens += result.tokens or 0
+        await self.ctx.emit(EventType.AGENT_USAGE, {
+            "turn": state.id, "total_tokens": self._tokens, "last_tokens": result.tokens, "context_window": None,
+            "rate_limit": None, "cost_usd": result.cost_usd,
+        })
 
     async def _drop_stale(self, event: Event) -> None:
         """A message of a turn tether already ended: not shown; its questions are refused."""

@@ -100,6 +100,8 @@ class Result:
     is_error: bool
     result: str | None
     errors: tuple[str, ...] = ()
+    tokens: int | None = None  # this turn's, every kind counted (input, output, cache)
+    cost_usd: float | None = None  # the session's so far, as Claude Code prices it
 
     @property
     def message(self) -> str:
@@ -173,10 +175,16 @@ def parse_message(obj: Any) -> Message:
     if kind == "result":
         errors = obj.get("errors")
         result = obj.get("result")
+        usage = obj.get("usage")
+        counts = [v for v in usage.values() if isinstance(v, int) and not isinstance(v, bool)] \
+            if isinstance(usage, dict) else []
+        cost = obj.get("total_cost_usd")
         return Result(
             _str(obj, "subtype", kind), bool(obj.get("is_error")),
             result if isinstance(result, str) else None,
             tuple(str(e) for e in errors) if isinstance(errors, list) else (),
+            tokens=sum(counts) if counts else None,
+            cost_usd=float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None,
         )
     if kind == "control_request":
         request = _dict(obj, "request", kind)

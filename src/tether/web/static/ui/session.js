@@ -188,6 +188,7 @@ function usageText(u) {
     const share = u.context_window && u.last_tokens != null ? ` (${Math.round((100 * u.last_tokens) / u.context_window)}% of context)` : "";
     parts.push(`${n} tokens${share}`);
   }
+  if (u.cost_usd != null) parts.push(`$${u.cost_usd.toFixed(u.cost_usd < 1 ? 4 : 2)}`);
   if (u.rate_limit) parts.push(`limit ${u.rate_limit.used_percent}% used`);
   return parts.join(" · ");
 }
