@@ -66,8 +66,7 @@ class AgentSession(AgentContext):
         self._task: asyncio.Task[None] | None = None
         self._waiters: dict[str, asyncio.Future[Any]] = {}  # a Decision, or a question's answers
         self._options: dict[str, list[str]] = {}
-        self._kinds: dict[str, str] = {}  # pending approval -> its kind (command, file_change, question)
-        self._details: dict[str, dict[str, Any]] = {}  # pending approval -> what it asks
+        self._asked: dict[str, tuple[str, dict[str, Any]]] = {}  # pending approval -> (kind, details)
         self._interrupting = False
 
     # -- AgentContext ---------------------------------------------------------------------
@@ -94,8 +93,7 @@ class AgentSession(AgentContext):
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiters[approval] = future
         self._options[approval] = options
-        self._kinds[approval] = kind
-        self._details[approval] = details
+        self._asked[approval] = (kind, details)
         try:
             await self.emit(
                 EventType.APPROVAL_REQUESTED,
@@ -113,8 +111,7 @@ class AgentSession(AgentContext):
         finally:
             self._waiters.pop(approval, None)
             self._options.pop(approval, None)
-            self._kinds.pop(approval, None)
-            self._details.pop(approval, None)
+            self._asked.pop(approval, None)
 
     async def agent_exited(self, reason: str) -> None:
         """The adapter's process ended on its own: end the session now if no turn is running
@@ -146,7 +143,9 @@ class AgentSession(AgentContext):
             )
         chosen: dict[str, str] = {}
         if settings is not None:
-            chosen = _checked(settings, await self.agent.models())
+            # The agent's model list is asked for only when a model or an effort is to be checked.
+            listed = await self.agent.models() if settings.model or settings.effort else []
+            chosen = _checked(settings, listed)
             self.agent.choose(settings)
         turn = self.new_id("t")
         self._turn = turn
@@ -184,7 +183,8 @@ class AgentSession(AgentContext):
     ) -> Event:
         """Answer a question of the agent (each question's id → its answers); the first answer wins."""
         self._pending(approval, question=True)
-        asked = {str(q["id"]): q for q in self._details.get(approval, {}).get("questions", [])}
+        _, details = self._asked[approval]
+        asked = {str(q["id"]): q for q in details.get("questions", [])}
         unknown = sorted(set(answers) - set(asked))
         if unknown:
             raise AgentSessionError(f"the question has no part {unknown[0]!r}", code="bad_params")
@@ -206,7 +206,7 @@ class AgentSession(AgentContext):
                 f"approval {approval!r} is not pending in this session (already answered, withdrawn, or unknown)",
                 hint="see the session's events for who resolved it",
             )
-        if (self._kinds.get(approval) == QUESTION) != question:
+        if (self._asked[approval][0] == QUESTION) != question:
             raise AgentSessionError(
                 "this is a question: answer it (sessions.answer)" if not question
                 else "this is an approval, not a question: approve or deny it (sessions.approve)",

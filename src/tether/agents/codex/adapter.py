@@ -146,7 +146,7 @@ QUIET_NOTIFICATIONS: dict[str, str] = _quiet({
         "remoteControl/status/changed", "account/updated", "account/login/completed", "account/gatewayOAuth/changed",
         "mcpServer/startupStatus/updated", "mcpServer/oauthLogin/completed", "mcpServer/event/stream/notification",
         "thread/environment/connected", "thread/environment/disconnected"),
-    "not shown yet (issue [8]: usage, rate limits and the model in the session header)": (
+    "not shown yet (issue [8]: the model and its checks in the session header)": (
         "model/rerouted", "model/verification",
         "model/safetyBuffering/updated", "turn/moderationMetadata", "modelProvider/authRecoveryStarted",
         "modelProvider/authRecoveryCompleted"),
@@ -155,11 +155,11 @@ QUIET_NOTIFICATIONS: dict[str, str] = _quiet({
         "hook/completed", "item/autoApprovalReview/started", "item/autoApprovalReview/completed",
         "autoApprovalReview/strictReviewRequired"),
 })
-# Server requests a person cannot answer from the phone yet: refused at once (Codex does not wait)
-# and shown as "refused: …". (Approvals of commands and file changes are answered.)
 USER_INPUT = "item/tool/requestUserInput"  # a question the agent asks (in plan mode): a question card
 # Collaboration modes a person may switch Codex to for the next turns.
 MODES = ("plan", "default")
+# Server requests a person cannot answer from the phone yet: refused at once (Codex does not wait)
+# and shown as "refused: …". (Approvals of commands and file changes, and questions, are answered.)
 REFUSED_REQUESTS: dict[str, str] = {
     "mcpServer/elicitation/request": "not yet: a form card (issue [8])",
     "item/permissions/requestApproval": "not yet: a permissions card (issue [8])",

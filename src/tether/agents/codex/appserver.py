@@ -328,9 +328,7 @@ class AppServer(JsonlProcess):
     ) -> dict[str, Any]:
         """Start a thread; the result is ``{"thread": {...}, "model", "cwd", "approvalPolicy", …}``."""
         _check_policy(approval_policy, sandbox)
-        params: dict[str, Any] = {"cwd": os.fspath(cwd), "approvalPolicy": approval_policy, "sandbox": sandbox}
-        if model is not None:
-            params["model"] = model
+        params = {"cwd": os.fspath(cwd), "approvalPolicy": approval_policy, "sandbox": sandbox, **_given(model=model)}
         result: dict[str, Any] = await self.request("thread/start", params)
         return result
 
@@ -343,17 +341,11 @@ class AppServer(JsonlProcess):
         ``cwd`` moves the thread's work to that directory from now on (tether resumes a desktop
         thread in a workspace the host allows, whatever directory it was started in).
         """
-        params: dict[str, Any] = {"threadId": thread_id, "excludeTurns": True}
-        if cwd is not None:
-            params["cwd"] = os.fspath(cwd)
-        if model is not None:
-            params["model"] = model
         if approval_policy is not None or sandbox is not None:
             _check_policy(approval_policy, sandbox)
-        if approval_policy is not None:
-            params["approvalPolicy"] = approval_policy
-        if sandbox is not None:
-            params["sandbox"] = sandbox
+        params = {"threadId": thread_id, "excludeTurns": True, **_given(
+            cwd=os.fspath(cwd) if cwd is not None else None, model=model, approvalPolicy=approval_policy,
+            sandbox=sandbox)}
         result: dict[str, Any] = await self.request("thread/resume", params)
         return result
 
@@ -361,14 +353,7 @@ class AppServer(JsonlProcess):
         self, *, limit: int | None = None, cursor: str | None = None, cwd: str | None = None,
     ) -> dict[str, Any]:
         """Stored threads, newest first: ``{"data": [thread…], "nextCursor": …}``."""
-        params: dict[str, Any] = {}
-        if limit is not None:
-            params["limit"] = limit
-        if cursor is not None:
-            params["cursor"] = cursor
-        if cwd is not None:
-            params["cwd"] = cwd
-        result: dict[str, Any] = await self.request("thread/list", params)
+        result: dict[str, Any] = await self.request("thread/list", _given(limit=limit, cursor=cursor, cwd=cwd))
         return result
 
     async def thread_read(self, thread_id: str) -> dict[str, Any]:
@@ -381,13 +366,8 @@ class AppServer(JsonlProcess):
     ) -> dict[str, Any]:
         """Send a user message; returns the new turn (``status: "inProgress"``) at once. ``model``
         and ``effort`` apply to this turn and, in Codex, stay for the next ones."""
-        params: dict[str, Any] = {"threadId": thread_id, "input": [{"type": "text", "text": text}]}
-        if model is not None:
-            params["model"] = model
-        if effort is not None:
-            params["effort"] = effort
-        if collaboration_mode is not None:
-            params["collaborationMode"] = collaboration_mode
+        params = {"threadId": thread_id, "input": [{"type": "text", "text": text}],
+                  **_given(model=model, effort=effort, collaborationMode=collaboration_mode)}
         result: dict[str, Any] = await self.request("turn/start", params)
         turn: dict[str, Any] = result["turn"]
         return turn
@@ -520,6 +500,11 @@ def check_allowed(method: str, params: Mapping[str, Any] | None = None) -> None:
     bad = sorted(FORBIDDEN_PARAMS.intersection(params or {}))
     if bad:
         raise MethodNotAllowed(f"parameter {bad[0]!r} of {method} is not available through tether")
+
+
+def _given(**params: Any) -> dict[str, Any]:
+    """The optional params of a request that were given (Codex takes an absent one as "keep")."""
+    return {k: v for k, v in params.items() if v is not None}
 
 
 def _check_policy(approval_policy: str | None, sandbox: str | None) -> None:

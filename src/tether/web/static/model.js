@@ -239,8 +239,7 @@ export class SessionFeed extends EventTarget {
         changed.add(`prompt:${ev.cid}`);
       }
       // Any sign of the turn going on (or ending) ends its "reconnecting" state.
-      if (s.retrying && ev.type !== "turn.retrying" && ev.type !== "agent.notice" &&
-          (ev.type.startsWith("item.") || ev.type.startsWith("approval.") || ev.type === "turn.completed")) {
+      if (s.retrying && (ev.type.startsWith("item.") || ev.type.startsWith("approval.") || ev.type === "turn.completed")) {
         const key = `retry:${s.retrying.turn}`;
         // A failed turn logs its error item first, then turn.completed.
         const failed = (ev.type === "turn.completed" && d.status === "failed") ||
@@ -394,7 +393,7 @@ export class SessionFeed extends EventTarget {
     Object.assign(prompt, { state: "sending", error: null });
     this.prompts.set(cid, prompt);
     emit(this, { kind: "prompt", cid });
-    // The model and effort chosen in the composer go with each prompt (the agent keeps them).
+    // The model, effort and mode chosen in the composer go with each prompt (the agent keeps them).
     const chosen = Object.fromEntries(Object.entries(this.turnSettings || {}).filter(([, v]) => v));
     return this.conn.command("sessions.send", { id: this.sessionId, text, ...chosen }, { cid }).then(
       (result) => {
