@@ -21,6 +21,7 @@ from tests.support.deployment import Deployment
 from tether.client.connection import Connection, connect, connect_local, connect_token
 from tether.crypto.tokens import parse_token
 from tether.errors import TetherError
+from tether.protocol.methods import METHODS
 
 pytestmark = pytest.mark.slow
 
@@ -81,12 +82,19 @@ async def _stream(
 async def _sees_only_a(client: Connection, owner: Connection, workspace: Path, sa: str, sb: str) -> None:
     assert [s["id"] for s in await client.call("sessions.list")] == [sa]
     # Every method naming a session: B's is refused word for word like one that does not exist.
-    for method, params in [
+    naming = [
         ("sessions.get", {"id": sb}), ("sessions.get", {"id": sb, "scrollback": True}),
         ("sessions.diff", {"id": sb}), ("sessions.send", {"id": sb, "text": "echo pwned\n"}),
+        ("sessions.send", {"id": sb, "text": "hi", "model": "m", "effort": "high", "mode": "plan"}),
         ("sessions.interrupt", {"id": sb}), ("sessions.resize", {"id": sb, "cols": 10, "rows": 5}),
         ("sessions.approve", {"id": sb, "approval": "a_1", "decision": "approve"}),
-    ]:
+        ("sessions.answer", {"id": sb, "approval": "a_1", "answers": {"q": ["x"]}}),
+        ("sessions.models", {"id": sb}),
+    ]
+    declared = {name for name, m in METHODS.items()
+                if name.startswith("sessions.") and "id" in m.params.__struct_fields__}
+    assert {method for method, _ in naming} == declared, "a method naming a session is missing here"
+    for method, params in naming:
         refused = await _refusal(client, method, params)
         absent = await _refusal(client, method, {**params, "id": ABSENT})
         assert refused[0] == "not_found", (method, refused)
