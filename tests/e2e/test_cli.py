@@ -126,6 +126,8 @@ def test_attach_and_interrupt(deployment: Deployment, client_home: Path) -> None
         (["host", "--relay", "ftp://x"], "is not a relay URL"),
         (["sessions", "start"], "no command given"),
         (["sessions", "events", "--since", "-1"], "--since must be 0 or more"),
+        (["sessions", "answer", "s_x", "ap_x", "blue"], "'blue' is not PART=ANSWER"),
+        (["sessions", "answer", "s_x", "ap_x", "=blue"], "'=blue' is not PART=ANSWER"),
     ],
 )
 def test_bad_arguments_are_usage_errors(args: list[str], message: str) -> None:
