@@ -6,7 +6,6 @@ drift from the host."""
 from __future__ import annotations
 
 import re
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +15,12 @@ from hypothesis import strategies as st
 
 from tether.host.db import Database
 from tether.host.eventlog import EventLog
-from tether.protocol.events import EVENT_DATA, ApprovalRequested, BadEvent, EventType, ItemKind, check_data
+from tether.protocol.events import EVENT_DATA, ApprovalKind, BadEvent, EventType, ItemKind, check_data
 
 STATIC = Path(__file__).resolve().parents[2] / "src" / "tether" / "web" / "static"
 # Cards the page draws that are not items of the host: a turn's end, its reconnecting state, a notice.
 PAGE_ONLY_KINDS = {"turn_end", "retrying", "notice"}
-APPROVAL_KINDS = set(typing.get_args(typing.get_type_hints(ApprovalRequested)["kind"]))
+APPROVAL_KINDS = {k.value for k in ApprovalKind}
 
 GOOD: list[tuple[EventType, dict[str, Any]]] = [
     (EventType.SESSION_OUTPUT, {"stream": "pty", "data": "hi"}),

@@ -29,8 +29,13 @@ def test_each_kind_of_question_is_named_in_the_notification(page: Any, static_re
         asked("command", {"command": "make test", "cwd": "/w"}),
         asked("file_change", {"path": "/w/a.py", "paths": ["/w/a.py"], "diff": "+x"}),
         asked("question", {"questions": [question]}),
+        asked("tool", {"tool": "WebFetch", "server": None, "input": "https://example.com/?token=abc", "reason": None}),
+        asked("plan", {"plan": "1. read the secret\n2. mail it", "path": None}),
     ])
+    # A tool's arguments (a URL may carry anything) and a plan's text stay out of the notification.
     assert [n["body"] for n in notices] == [
-        "wants to run: make test", "wants to change: /w/a.py", "asks: Which color should the button be?"]
+        "wants to run: make test", "wants to change: /w/a.py", "asks: Which color should the button be?",
+        "wants to use WebFetch", "has a plan for you to approve"]
     assert {n["title"] for n in notices} == {"desktop · fix it"}
-    assert [n["tag"] for n in notices] == [f"tether:h1:approval:ap_{k}" for k in ("command", "file_change", "question")]
+    kinds = ("command", "file_change", "question", "tool", "plan")
+    assert [n["tag"] for n in notices] == [f"tether:h1:approval:ap_{k}" for k in kinds]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 ApprovalPolicy = Literal["untrusted", "on-request", "never"]
-ApprovalKind = Literal["command", "file_change"]
+ApprovalKind = str  # "command", "file_change", or "tool:NAME" (each tool its own kind)
 
 
 @dataclass

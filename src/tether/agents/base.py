@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Protocol
 
 from tether.agents.policy import AgentConfig, Policy
 from tether.errors import TetherError
+from tether.protocol.events import ApprovalKind
 from tether.protocol.events import ItemKind as ItemKind  # the adapters' vocabulary, declared with the events
 
 
@@ -50,7 +51,7 @@ class TurnSettings:
 # a list of strings per question id: {id, header, question, options: [{label, description}],
 # is_other (free text allowed), is_secret (a password: never logged)}.
 Question = dict[str, Any]
-QUESTION = "question"
+QUESTION = ApprovalKind.QUESTION
 ANSWERED = "answered"  # the decision an answered question is resolved with
 
 

@@ -20,6 +20,8 @@ class ItemKind(StrEnum):
     COMMAND = "command"
     FILE_CHANGE = "file_change"
     ERROR = "error"
+    PLAN = "plan"  # the agent's to-do list as it stands now (Codex's plan, Claude Code's tasks)
+    TOOL_CALL = "tool_call"  # a tool with no view of its own (MCP, web fetch/search): input and output
     OTHER = "other"  # a type tether has no view of yet: shown as its name and a summary
 
 
@@ -58,9 +60,12 @@ class EventType(StrEnum):
     ITEM_STARTED = "item.started"
     """{turn: str, item: str, kind: ItemKind, ...} — a new item of a turn. By kind:
     user_message {text}; agent_message {}; reasoning {}; command {command: str, cwd: str};
-    file_change {path: str, diff: str}; error {message: str}; other {type: str, title: str,
-    summary: str} (an item tether has no view of yet: the agent's type name and a readable
-    summary)."""
+    file_change {path: str, diff: str}; error {message: str}; plan {steps: [{text, status:
+    "pending" | "in_progress" | "completed"}], explanation: str | None} (the whole list as it now
+    stands: a later plan item replaces an earlier one); tool_call {tool: str, server: str | None,
+    input: str} (an MCP tool, a web fetch or search: its arguments, readable); other {type: str,
+    title: str, summary: str} (an item tether has no view of yet: the agent's type name and a
+    readable summary)."""
 
     ITEM_DELTA = "item.delta"
     """{item: str, stream: "text" | "output", data: str} — streamed agent text or command
@@ -69,7 +74,8 @@ class EventType(StrEnum):
     ITEM_COMPLETED = "item.completed"
     """{item: str, kind: ItemKind, status: "completed" | "failed" | "declined", ...} — the item's
     final form: agent_message/reasoning {text}; command {exit_code, output}; file_change
-    {path, diff}; error {message}; other {type, title, summary}."""
+    {path, diff}; error {message}; plan {steps, explanation}; tool_call {tool, server, input,
+    output}; other {type, title, summary}."""
 
     TURN_RETRYING = "turn.retrying"
     """{turn: str, attempt: int, message: str, details: str | None} — the agent lost its model
@@ -92,10 +98,13 @@ class EventType(StrEnum):
     agent did not report this time is null (keep the last one). Shown in the session header."""
 
     APPROVAL_REQUESTED = "approval.requested"
-    """{approval: str, item: str | None, kind: "command" | "file_change" | "question", details: {...},
-    options: list[Decision]} — the agent waits for a person: status ``waiting-for-approval``.
-    ``details`` is exactly what will run or change (command and cwd, or path and diff); a question's
-    is {questions: [Question]} (agents/base.py), with no options: answered by sessions.answer."""
+    """{approval: str, item: str | None, kind: ApprovalKind, details: {...}, options: list[Decision]}
+    — the agent waits for a person: status ``waiting-for-approval``. ``details`` is exactly what
+    will run or change: command {command, cwd, reason}; file_change {path, paths, diff, reason};
+    tool {tool, server, input, reason} (a tool with no view of its own, e.g. a web fetch: its
+    arguments); plan {plan, path} (the agent's plan, to approve before it acts on it); a
+    question's is {questions: [Question]} (agents/base.py), with no options: answered by
+    sessions.answer."""
 
     APPROVAL_RESOLVED = "approval.resolved"
     """{approval: str, decision: Decision | "answered", by: {id, name}, answers?: {question id:
@@ -156,6 +165,16 @@ class SessionResized(_Data):
 
 class SessionStatus(_Data):
     status: str
+
+
+class ApprovalKind(StrEnum):
+    """What an ``approval.requested`` asks a person about."""
+
+    COMMAND = "command"
+    FILE_CHANGE = "file_change"
+    TOOL = "tool"
+    PLAN = "plan"
+    QUESTION = "question"
 
 
 class TurnStarted(_Data):
@@ -237,6 +256,22 @@ class ErrorStarted(_Item, tag=ItemKind.ERROR.value):
     message: str
 
 
+class PlanStep(msgspec.Struct):
+    text: str
+    status: Literal["pending", "in_progress", "completed"]
+
+
+class PlanStarted(_Item, tag=ItemKind.PLAN.value):
+    steps: list[PlanStep]
+    explanation: str | None = None
+
+
+class ToolCallStarted(_Item, tag=ItemKind.TOOL_CALL.value):
+    tool: str
+    input: str
+    server: str | None = None
+
+
 class OtherStarted(_Item, tag=ItemKind.OTHER.value):
     type: str
     title: str
@@ -270,6 +305,18 @@ class ErrorDone(_Done, tag=ItemKind.ERROR.value):
     message: str
 
 
+class PlanDone(_Done, tag=ItemKind.PLAN.value):
+    steps: list[PlanStep]
+    explanation: str | None = None
+
+
+class ToolCallDone(_Done, tag=ItemKind.TOOL_CALL.value):
+    tool: str
+    input: str
+    output: str
+    server: str | None = None
+
+
 class OtherDone(_Done, tag=ItemKind.OTHER.value):
     type: str
     title: str
@@ -285,7 +332,7 @@ class ItemDelta(_Data):
 class ApprovalRequested(_Data):
     approval: str
     item: str | None
-    kind: Literal["command", "file_change", "question"]
+    kind: ApprovalKind
     details: dict[str, Any]
     options: list[str]
 
@@ -320,9 +367,9 @@ class SessionExited(_Data):
 
 
 ItemStarted = (UserMessageStarted | AgentMessageStarted | ReasoningStarted | CommandStarted | FileChangeStarted
-               | ErrorStarted | OtherStarted)
+               | ErrorStarted | PlanStarted | ToolCallStarted | OtherStarted)
 ItemCompleted = (UserMessageDone | AgentMessageDone | ReasoningDone | CommandDone | FileChangeDone | ErrorDone
-                 | OtherDone)
+                 | PlanDone | ToolCallDone | OtherDone)
 
 EVENT_DATA: dict[EventType, Any] = {
     EventType.SESSION_STARTED: SessionStarted,

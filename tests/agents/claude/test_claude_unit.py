@@ -101,14 +101,32 @@ def test_every_command_and_file_change_asks_unless_never(approval: Approval, tmp
     assert args[args.index("--permission-prompt-tool") + 1] == "stdio"
     assert args[args.index("--permission-mode") + 1] == "default"
     asks = settings_of(args)["permissions"].get("ask")
-    assert asks == (None if approval is Approval.NEVER else ["Bash", "Edit", "Write"])
+    assert asks == (None if approval is Approval.NEVER else ["Bash", "Edit", "Write", "WebFetch", "WebSearch"])
+
+
+@pytest.mark.parametrize(("approval", "sandbox", "web"), [
+    (Approval.ON_REQUEST, Sandbox.WORKSPACE_WRITE, True),
+    (Approval.UNTRUSTED, Sandbox.READ_ONLY, True),
+    (Approval.NEVER, Sandbox.WORKSPACE_WRITE, False),  # nobody asked, and commands have no network
+    (Approval.NEVER, Sandbox.READ_ONLY, False),
+    (Approval.NEVER, Sandbox.FULL_ACCESS, True),
+])
+def test_the_web_tools_are_offered_only_when_asked_about_or_the_session_has_network(
+    approval: Approval, sandbox: Sandbox, web: bool, tmp_path: Path,
+) -> None:
+    args = claude_args(Policy(approval, sandbox), tmp_path)
+    tools = args[args.index("--tools") + 1].split(",")
+    assert ({"WebFetch", "WebSearch"} <= set(tools)) is web
+    assert not ({"WebFetch", "WebSearch"} & set(tools)) or web
 
 
 def test_the_workspace_settings_and_mcp_servers_are_not_loaded(tmp_path: Path) -> None:
     args = claude_args(Policy(), tmp_path)
     assert args[args.index("--setting-sources") + 1] == "user"
     assert "--strict-mcp-config" in args and "--disable-slash-commands" in args
-    assert args[args.index("--tools") + 1] == "Bash,Edit,Write,Read,Glob,Grep"
+    # No sub-agents, skills, MCP or scheduling: they would act without an item tether can show.
+    assert args[args.index("--tools") + 1] == ("Bash,Edit,Write,Read,Glob,Grep,TaskCreate,TaskUpdate,TaskList,"
+                                               "TaskGet,AskUserQuestion,ExitPlanMode,WebFetch,WebSearch")
 
 
 def test_sandbox_modes(tmp_path: Path) -> None:
@@ -123,7 +141,8 @@ def test_sandbox_modes(tmp_path: Path) -> None:
     assert f"Read(/{home}/**)" in write["permissions"]["deny"]
     read_only = claude_args(Policy(sandbox=Sandbox.READ_ONLY), tmp_path, hide=[home])
     assert settings_of(read_only)["sandbox"]["filesystem"]["denyWrite"] == [str(tmp_path)]
-    assert read_only[read_only.index("--tools") + 1] == "Bash,Read,Glob,Grep"
+    assert read_only[read_only.index("--tools") + 1] == ("Bash,Read,Glob,Grep,TaskCreate,TaskUpdate,TaskList,"
+                                                         "TaskGet,AskUserQuestion,ExitPlanMode,WebFetch,WebSearch")
     assert read_only[read_only.index("--disallowedTools") + 1] == "Edit,Write"
 
 

@@ -48,13 +48,13 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tether.agents.approvals import ApprovalMemory
-from tether.agents.base import AgentContext, AgentDied, Decision, ItemKind, TurnInterrupted
+from tether.agents.base import AgentContext, AgentDied, Decision, ItemKind, Question, TurnInterrupted, TurnSettings
 from tether.agents.claude import stream
 from tether.agents.claude.binary import QUIET_ENV, ClaudeBinary, ClaudeError, find_claude
 from tether.agents.claude.process import ClaudeExited, ClaudeProcess, Event, Exited
@@ -62,24 +62,45 @@ from tether.agents.claude.shell import write_shell
 from tether.agents.policy import AgentConfig, Approval, Policy, Sandbox
 from tether.agents.secrets import Redactor, StreamRedactor, env_secrets, is_secret_name, without_secrets
 from tether.agents.turn import FollowingAgent, emit_delta, fail_items, flush_delta, stream_delta
-from tether.protocol.events import EventType
+from tether.protocol.events import ApprovalKind, EventType
 
 log = logging.getLogger(__name__)
 
 # The built-in tools Claude Code is offered: the ones tether can show and ask about, and read-only
-# ones. (Web, sub-agents, skills, scheduling… would act without an item tether can show.)
-TOOLS = ("Bash", "Edit", "Write", "Read", "Glob", "Grep")
+# ones. (Sub-agents, skills, scheduling… would act without an item tether can show.)
 FILE_TOOLS = frozenset({"Edit", "Write"})
 COMMAND_TOOLS = frozenset({"Bash"})
+READ_TOOLS = frozenset({"Read", "Glob", "Grep", "TaskList", "TaskGet"})  # change nothing: not items
+TASK_TOOLS = frozenset({"TaskCreate", "TaskUpdate"})  # the to-do list (2.1.332's TodoWrite): a plan item
+# Reach the network from Claude Code's own process, outside the sandbox: offered only when someone
+# is asked first, or when the session has network anyway (full-access).
+WEB_TOOLS = frozenset({"WebFetch", "WebSearch"})
+QUESTION_TOOL = "AskUserQuestion"  # a question card
+PLAN_TOOL = "ExitPlanMode"  # in plan mode: the plan, for a person to approve
+TOOLS = ("Bash", "Edit", "Write", "Read", "Glob", "Grep", "TaskCreate", "TaskUpdate", "TaskList", "TaskGet",
+         QUESTION_TOOL, PLAN_TOOL, "WebFetch", "WebSearch")
 # Every use of these asks tether first, whatever Claude Code thinks of the command.
-ASK_RULES = ("Bash", "Edit", "Write")
+ASK_RULES = ("Bash", "Edit", "Write", "WebFetch", "WebSearch")
 OPTIONS = [Decision.APPROVE, Decision.APPROVE_FOR_SESSION, Decision.DENY]
+DENIED_WHAT = {ApprovalKind.COMMAND: "command", ApprovalKind.FILE_CHANGE: "file change"}
+PLAN_OPTIONS = [Decision.APPROVE, Decision.DENY]
+# The permission modes a person may switch a session to ("acceptEdits", "bypassPermissions" and
+# "auto" would take tether's approvals away).
+MODES = ("plan", "default")
+# The effort levels Claude Code 2.1.332 takes in its flag settings (its model list also names "max",
+# which those settings ignore).
+EFFORTS = ("low", "medium", "high", "xhigh")
+# A tool's result as shown on the phone: the start of it.
+MAX_TOOL_OUTPUT = 16 * 1024
+TASK_STATUSES = ("pending", "in_progress", "completed")
 
 # The current content of a file is read to show a change as a diff only below this size.
 MAX_DIFF_SOURCE_BYTES = 1024 * 1024
 _EXIT_CODE = re.compile(r"\AExit code (-?\d+)\n?")
 
 DENIED_MESSAGE = "The person supervising this session through tether denied this {what}. Do not retry it; ask them."
+PLAN_DENIED = ("The person supervising this session through tether did not approve this plan. Stay in plan mode "
+               "and ask them what to change.")
 
 
 @dataclass
@@ -96,6 +117,7 @@ class _Item:
 class _Turn:
     id: str
     tools: dict[str, _Item] = field(default_factory=dict)  # by Claude's tool_use_id
+    task_calls: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # tool_use_id → (tool, input)
     text: _Item | None = None  # the agent message being streamed
     thinking: _Item | None = None  # the reasoning being streamed
     interrupt_at: float | None = None
@@ -121,6 +143,9 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
         self._shell: Path | None = None  # the wrapper commands run through (claude/shell.py)
         self._stale_results = 0  # results still to come for turns tether gave up on
         self._tokens = 0  # the session's tokens so far, summed from each turn's result
+        self._tasks: dict[str, dict[str, str]] = {}  # Claude Code's task list: id → {text, status}
+        self._chosen = TurnSettings()  # what a person chose for the next turn
+        self._retries = 0  # Claude Code's API retries in the running turn
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -165,8 +190,11 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
     async def run_turn(self, turn: str, text: str) -> None:
         process = self._live_child()
         state = self._turn = _Turn(turn)
+        self._retries = 0
         sent = False
         try:
+            chosen, self._chosen = self._chosen, TurnSettings()
+            await self._apply(process, chosen)
             try:
                 await process.send(stream.user_message(text))
             except ClaudeExited:
@@ -179,6 +207,32 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
                 # Given up on before Claude Code's result (cancelled, or it ignored an interrupt):
                 # its messages until that result belong to this turn, not to the next one.
                 self._stale_results += 1
+
+    async def _apply(self, process: ClaudeProcess, chosen: TurnSettings) -> None:
+        """What a person chose for this turn, told to Claude Code before the prompt; it keeps it."""
+        changes: list[tuple[str, dict[str, Any]]] = []
+        if chosen.model is not None:
+            changes.append(("set_model", {"model": chosen.model}))
+        if chosen.effort is not None:
+            changes.append(("apply_flag_settings", {"settings": {"effortLevel": chosen.effort}}))
+        if chosen.mode is not None:
+            changes.append(("set_permission_mode", {"mode": chosen.mode}))
+        for subtype, fields in changes:
+            try:
+                await process.request(subtype, **fields)
+            except ClaudeExited:
+                raise self._died() from None
+
+    async def models(self) -> list[dict[str, Any]]:
+        listed = self._live_child().info.get("models")
+        return [_model(m) for m in listed if isinstance(m, dict) and isinstance(m.get("value"), str)] \
+            if isinstance(listed, list) else []
+
+    def choose(self, settings: TurnSettings) -> None:
+        if settings.mode is not None and settings.mode not in MODES:
+            raise ClaudeError(f"Claude Code has no mode {settings.mode!r} here", hint=f"use one of: {', '.join(MODES)}",
+                              code="bad_params")
+        self._chosen = settings
 
     async def interrupt(self, turn: str) -> bool:
         state = self._turn
@@ -244,6 +298,26 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
                 await self._tool_completed(state, result)
         elif isinstance(message, stream.ControlRequest):
             await self._on_control_request(state, message)
+        elif isinstance(message, stream.System) and message.subtype == "api_retry":
+            await self._retrying(state, message.data)
+
+    async def _retrying(self, state: _Turn, data: dict[str, Any]) -> None:
+        """Claude Code could not reach its model server and tries again: shown live."""
+        self._retries += 1
+        status, error = data.get("error_status"), data.get("error")
+        said = (f"the model server answered HTTP {status}" if isinstance(status, int)
+                else "the model server did not answer")
+        if isinstance(error, str) and error and error != "unknown":
+            said += f" ({error})"
+        details = []
+        if isinstance(data.get("max_retries"), int):
+            details.append(f"Claude Code tries {data['max_retries']} times")
+        if isinstance(data.get("retry_delay_ms"), (int, float)):
+            details.append(f"next in {data['retry_delay_ms'] / 1000:.0f} s")
+        await self.ctx.emit(EventType.TURN_RETRYING, {
+            "turn": state.id, "attempt": self._retries, "message": self._redact(said),
+            "details": "; ".join(details) or None,
+        })
 
     # -- text and reasoning ----------------------------------------------------------------
 
@@ -307,6 +381,9 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
             return None
         if tool_use_id in state.tools:
             return state.tools[tool_use_id]
+        if name in TASK_TOOLS:
+            state.task_calls[tool_use_id] = (name, tool_input)
+            return None  # shown as the whole list once Claude Code took it (its result)
         described = self._describe_tool(name, tool_input)
         if described is None:
             return None  # read-only tools are not items
@@ -323,9 +400,18 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
             path = str(tool_input.get("file_path") or "")
             diff = self._redact(file_diff(name, tool_input, self.ctx.workspace, hidden=self.ctx.hidden))
             return ItemKind.FILE_CHANGE, {"path": path, "paths": [path] if path else [], "diff": diff}
-        return None
+        if name in READ_TOOLS or name in (QUESTION_TOOL, PLAN_TOOL):
+            return None  # reads change nothing; a question or a plan is shown by its card
+        server, tool = mcp_name(name)
+        summary = self._redact(tool_summary(name, tool_input))
+        return ItemKind.TOOL_CALL, {"tool": tool, "server": server, "input": summary}
 
     async def _tool_completed(self, state: _Turn, result: stream.ToolResult) -> None:
+        task_call = state.task_calls.pop(result.tool_use_id, None)
+        if task_call is not None:
+            if not result.is_error and not result.rejected and self._update_tasks(*task_call, result.detail):
+                await self._plan(state)
+            return
         item = state.tools.get(result.tool_use_id)
         if item is None or not item.open:
             return
@@ -338,10 +424,44 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
             if output and status != "declined":
                 await emit_delta(self.ctx, item, "output", output)
             data = {**item.data, "exit_code": exit_code, "output": output if status != "declined" else ""}
+        elif item.kind is ItemKind.TOOL_CALL:
+            output = "" if status == "declined" else self._redact(result.content[:MAX_TOOL_OUTPUT])
+            data = {**item.data, "output": output}
         else:
             data = dict(item.data)
         await self.ctx.emit(EventType.ITEM_COMPLETED,
                             {"turn": state.id, "item": item.id, "kind": item.kind, "status": status, **data})
+
+    def _update_tasks(self, tool: str, tool_input: Mapping[str, Any], detail: Any) -> bool:
+        """Apply a TaskCreate or TaskUpdate Claude Code carried out; whether the list changed."""
+        if tool == "TaskCreate":
+            task = detail.get("task") if isinstance(detail, dict) else None
+            if not isinstance(task, dict) or task.get("id") is None:
+                return False
+            self._tasks[str(task["id"])] = {"text": str(task.get("subject") or tool_input.get("subject") or ""),
+                                            "status": "pending"}
+            return True
+        task_id = str(tool_input.get("taskId") or "")
+        current = self._tasks.get(task_id)
+        if current is None:
+            return False
+        status = tool_input.get("status")
+        if status == "deleted":
+            del self._tasks[task_id]
+            return True
+        if status in TASK_STATUSES:
+            current["status"] = str(status)
+        if isinstance(tool_input.get("subject"), str):
+            current["text"] = tool_input["subject"]
+        return True
+
+    async def _plan(self, state: _Turn) -> None:
+        """The task list as it now stands, as one plan item (it replaces the last one on the page)."""
+        steps = [{"text": self._redact(t["text"]), "status": t["status"]} for t in self._tasks.values()]
+        data = {"turn": state.id, "item": self.ctx.new_id("i"), "kind": ItemKind.PLAN, "steps": steps,
+                "explanation": None}
+        await self.ctx.emit(EventType.ITEM_STARTED, data)
+        await self.ctx.emit(EventType.ITEM_COMPLETED, {**data, "status": "completed"})
 
     async def _close_open_items(self, state: _Turn) -> None:
         """Items still open when a turn ends (interrupt, death) end as failed."""
@@ -368,6 +488,17 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
         if item is None and isinstance(tool_use_id, str):
             item = await self._tool_started(state, {"type": "tool_use", "id": tool_use_id, "name": name,
                                                     "input": tool_input})
+        # Questions and plans are for the person whatever the approval policy: they asked for them.
+        if name == QUESTION_TOOL:
+            self._answer_later(request.request_id, self._question(request.request_id, tool_input))
+            return
+        if name == PLAN_TOOL:
+            path = tool_input.get("planFilePath")
+            plan = {"plan": self._redact(str(tool_input.get("plan") or "")),
+                    "path": path if isinstance(path, str) else None}
+            self._answer_later(request.request_id, self._ask(request.request_id, ApprovalKind.PLAN, None, plan,
+                                                             None, tool_input))
+            return
         refusal = self._refusal(name, tool_input)
         if refusal is not None:
             await process.reply(stream.control_success(request.request_id, stream.deny(refusal)))
@@ -376,37 +507,46 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
         if policy is Approval.NEVER:
             await process.reply(stream.control_success(request.request_id, stream.allow(tool_input)))
             return
+        assert item is not None  # _refusal refuses every tool that is not an item
+        kind: ApprovalKind
         if name in COMMAND_TOOLS:
-            kind, key = "command", str(tool_input.get("command") or "")
+            kind, key = ApprovalKind.COMMAND, str(tool_input.get("command") or "")
             details: dict[str, Any] = {
                 "command": self._redact(key), "cwd": str(self.ctx.workspace),
                 "reason": self._redact(str(tool_input.get("description") or "")) or None,
             }
-        else:
-            assert item is not None  # _refusal refuses every other tool
-            kind, key = "file_change", str(tool_input.get("file_path") or "")
+        elif name in FILE_TOOLS:
+            kind, key = ApprovalKind.FILE_CHANGE, str(tool_input.get("file_path") or "")
             details = {"path": item.data["path"], "paths": item.data["paths"], "diff": item.data["diff"],
                        "reason": None}
-        if not self.memory.needs_approval(policy.value, kind, key):  # type: ignore[arg-type]
+        else:
+            kind, key = ApprovalKind.TOOL, tool_summary(name, tool_input)
+            details = {"tool": item.data["tool"], "server": item.data["server"], "input": item.data["input"],
+                       "reason": None}
+        # Approving one tool for the session does not approve another.
+        memory_kind = f"tool:{name}" if kind is ApprovalKind.TOOL else kind.value
+        if not self.memory.needs_approval(policy.value, memory_kind, key):  # type: ignore[arg-type]
             await process.reply(stream.control_success(request.request_id, stream.allow(tool_input)))
             return
-        task = asyncio.create_task(
-            self._ask(request.request_id, kind, key, details, item.id if item else None, tool_input),
-            name=f"tether-claude-approval-{request.request_id}",
-        )
-        self._approvals[request.request_id] = task
-        request_id = request.request_id
+        self._answer_later(request.request_id,
+                           self._ask(request.request_id, kind, (memory_kind, key), details, item.id, tool_input))
+
+    def _answer_later(self, request_id: str, asking: Coroutine[Any, Any, None]) -> None:
+        """Ask people without holding up Claude Code's other messages; the task answers it."""
+        task = asyncio.create_task(asking, name=f"tether-claude-approval-{request_id}")
+        self._approvals[request_id] = task
         task.add_done_callback(lambda _t: self._approvals.pop(request_id, None))
 
     def _refusal(self, name: str, tool_input: Mapping[str, Any]) -> str | None:
         """Why tether refuses a tool use without asking anyone, or None."""
-        if name in COMMAND_TOOLS:
+        if name in COMMAND_TOOLS or name in WEB_TOOLS:
             return None
         if name not in FILE_TOOLS:
             if self.ctx.policy.approval is Approval.NEVER:
                 return None
             return (f"tether cannot show a person what {name} would do, so it is not allowed here "
-                    "(Read, Glob and Grep work inside the workspace; Bash, Edit and Write are asked about).")
+                    "(Read, Glob and Grep work inside the workspace; Bash, Edit, Write and the web tools are "
+                    "asked about).")
         sandbox = self.ctx.policy.sandbox
         if sandbox is Sandbox.READ_ONLY:
             return "This session's sandbox is read-only: files cannot be changed."
@@ -416,23 +556,47 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
         return None
 
     async def _ask(
-        self, request_id: str, kind: str, key: str, details: dict[str, Any], item: str | None,
-        tool_input: dict[str, Any],
+        self, request_id: str, kind: ApprovalKind, remember: tuple[str, str] | None, details: dict[str, Any],
+        item: str | None, tool_input: dict[str, Any],
     ) -> None:
+        """Put an approval to the people watching and answer Claude Code with their decision;
+        ``remember`` is the (kind, key) "approve for the session" covers."""
+        options = PLAN_OPTIONS if kind is ApprovalKind.PLAN else OPTIONS
         try:
-            decision = await self.ctx.request_approval(kind, details, item=item, options=OPTIONS)
+            decision = await self.ctx.request_approval(kind, details, item=item, options=options)
         except asyncio.CancelledError:
             return  # the turn ended, or Claude Code withdrew the question: nothing to answer
         except Exception:
             log.exception("session %s: asking for approval failed; denying", self.ctx.session_id)
             decision = Decision.DENY
-        if decision is Decision.APPROVE_FOR_SESSION:
-            self.memory.remember(self.ctx.policy.approval.value, kind, key)  # type: ignore[arg-type]
-        if decision is Decision.DENY:
-            what = "command" if kind == "command" else "file change"
-            answer = stream.deny(DENIED_MESSAGE.format(what=what))
-        else:
+        if decision is Decision.APPROVE_FOR_SESSION and remember is not None:
+            self.memory.remember(self.ctx.policy.approval.value, *remember)
+        if decision is not Decision.DENY:
             answer = stream.allow(tool_input)
+        elif kind is ApprovalKind.PLAN:
+            answer = stream.deny(PLAN_DENIED)
+        else:
+            answer = stream.deny(DENIED_MESSAGE.format(what=DENIED_WHAT.get(kind, "use of a tool")))
+        await self._reply(request_id, answer)
+
+    async def _question(self, request_id: str, tool_input: dict[str, Any]) -> None:
+        """AskUserQuestion: a question card; the first answer goes back as Claude Code's ``answers``."""
+        questions = claude_questions(tool_input)
+        if not questions:
+            await self._reply(request_id, stream.deny("tether could not read these questions: ask in plain text."))
+            return
+        try:
+            answers = await self.ctx.ask([{**q, "question": self._redact(q["question"])} for q in questions], item=None)
+        except asyncio.CancelledError:
+            return
+        except Exception:
+            log.exception("session %s: asking a question failed", self.ctx.session_id)
+            await self._reply(request_id, stream.deny("The question could not be put to the person."))
+            return
+        given = {q["question"]: ", ".join(answers.get(q["id"], [])) for q in questions}
+        await self._reply(request_id, stream.allow({**tool_input, "answers": given}))
+
+    async def _reply(self, request_id: str, answer: dict[str, Any]) -> None:
         if self.process is None or not await self.process.reply(stream.control_success(request_id, answer)):
             log.info("session %s: claude went away before the answer to %s", self.ctx.session_id, request_id)
 
@@ -505,7 +669,8 @@ def claude_settings(policy: Policy, workspace: Path, hide: Sequence[Path] = ()) 
 
 def claude_args(policy: Policy, workspace: Path, *, model: str | None = None, hide: Sequence[Path] = ()) -> list[str]:
     """The command line of a session's Claude Code process (after the binary)."""
-    tools = [t for t in TOOLS if not (policy.sandbox is Sandbox.READ_ONLY and t in FILE_TOOLS)]
+    tools = [t for t in TOOLS if not (policy.sandbox is Sandbox.READ_ONLY and t in FILE_TOOLS)
+             and not (t in WEB_TOOLS and not web_allowed(policy))]
     args = [
         "--print", "--input-format", "stream-json", "--output-format", "stream-json", "--verbose",
         "--include-partial-messages",
@@ -524,6 +689,61 @@ def claude_args(policy: Policy, workspace: Path, *, model: str | None = None, hi
     if model:
         args += ["--model", str(model)]
     return args
+
+
+def web_allowed(policy: Policy) -> bool:
+    """Whether the web tools are offered: they reach the network from Claude Code's own process,
+    so only when someone approves each use, or the session has the network anyway."""
+    return policy.approval is not Approval.NEVER or policy.sandbox is Sandbox.FULL_ACCESS
+
+
+def mcp_name(name: str) -> tuple[str | None, str]:
+    """(server, tool) of an MCP tool's name ``mcp__SERVER__TOOL``; (None, name) for the others."""
+    parts = name.split("__", 2)
+    if len(parts) == 3 and parts[0] == "mcp" and parts[1] and parts[2]:
+        return parts[1], parts[2]
+    return None, name
+
+
+def tool_summary(name: str, tool_input: Mapping[str, Any]) -> str:
+    """A tool call's arguments as a person reads them: a fetch's URL and question, a search's
+    query, else the arguments as JSON."""
+    if name == "WebFetch":
+        return "\n".join(str(tool_input[k]) for k in ("url", "prompt") if tool_input.get(k))
+    if name == "WebSearch":
+        return str(tool_input.get("query") or "")
+    return json.dumps(tool_input, indent=1, ensure_ascii=False)[:MAX_TOOL_OUTPUT] if tool_input else ""
+
+
+def claude_questions(tool_input: Mapping[str, Any]) -> list[Question]:
+    """AskUserQuestion's questions as tether's (agents/base.py); Claude Code always lets the person
+    answer in their own words. Empty when the input is not what the tool takes."""
+    raw = tool_input.get("questions")
+    if not isinstance(raw, list):
+        return []
+    questions: list[Question] = []
+    for n, q in enumerate(raw, 1):
+        if not isinstance(q, dict) or not isinstance(q.get("question"), str):
+            return []
+        options = [{"label": str(o["label"]), "description": str(o.get("description") or "")}
+                   for o in q.get("options") or [] if isinstance(o, dict) and isinstance(o.get("label"), str)]
+        questions.append({"id": f"q{n}", "header": str(q.get("header") or ""), "question": q["question"],
+                          "options": options, "is_other": True, "is_secret": False,
+                          "multi_select": bool(q.get("multiSelect"))})
+    return questions
+
+
+def _model(listed: dict[str, Any]) -> dict[str, Any]:
+    """One entry of Claude Code's model list (its initialize answer) as tether offers it."""
+    efforts = listed.get("supportedEffortLevels") if listed.get("supportsEffort") else []
+    return {
+        "id": listed["value"],
+        "name": str(listed.get("displayName") or listed["value"]),
+        "description": str(listed.get("description") or ""),
+        "efforts": [e for e in efforts or [] if e in EFFORTS],
+        "default_effort": None,
+        "default": listed["value"] == "default",
+    }
 
 
 def claude_own_secrets(env: Mapping[str, str]) -> list[str]:

@@ -164,6 +164,7 @@ export class SessionFeed extends EventTarget {
     this.approvalByItem = new Map(); // item id → approval id (the approval card shows its diff)
     this.prompts = new Map(); // cid → {cid, text, state, error}
     this.turnByCid = new Map(); // cid → turn item key
+    this.planItem = null; // the latest plan item: each one is the whole list, so it replaces the last
     this.sub = null;
   }
 
@@ -206,6 +207,15 @@ export class SessionFeed extends EventTarget {
       this.order.push(id);
     }
     return item;
+  }
+
+  _latestPlan(id, changed) {
+    const last = this.planItem && this.items.get(this.planItem);
+    if (last && last.id !== id) {
+      last.hidden = true;
+      changed.add(last.id);
+    }
+    this.planItem = id;
   }
 
   // An approval's card goes right before its item's card when that is already shown (Codex and
@@ -307,6 +317,7 @@ export class SessionFeed extends EventTarget {
           Object.assign(it, rest, { kind });
           // The turn's prompt is already shown from turn.started.
           if (kind === "user_message" && this.items.has(`turn:${turn}`)) it.hidden = true;
+          if (kind === "plan") this._latestPlan(item, changed);
           changed.add(item);
           break;
         }
@@ -323,6 +334,7 @@ export class SessionFeed extends EventTarget {
           // The final text replaces the streamed one (they are equal when nothing was lost).
           Object.assign(it, rest);
           if (d.kind === "user_message" && this.items.has(`turn:${turn}`)) it.hidden = true;
+          if (d.kind === "plan") this._latestPlan(item, changed);
           changed.add(item);
           break;
         }

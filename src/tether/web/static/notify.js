@@ -86,6 +86,8 @@ export function noticeFor(ev, { hostId, hostName, session = null }) {
   switch (ev.type) {
     case "approval.requested":
       if (d.kind === "question") body = `asks: ${d.details?.questions?.[0]?.question || "a question"}`;
+      else if (d.kind === "tool") body = `wants to use ${d.details?.tool || "a tool"}`;
+      else if (d.kind === "plan") body = "has a plan for you to approve";
       else body = d.kind === "command" ? `wants to run: ${d.details?.command || "a command"}` : changed(d.details || {});
       return { title, body: short(body, MAX_BODY), tag: approvalTag(hostId, d.approval), data: { ...data, approval: d.approval } };
     case "turn.completed":

@@ -77,6 +77,22 @@ function pathsText(path, paths) {
   return all.length > 1 ? `${all[0]} and ${all.length - 1} more file${all.length > 2 ? "s" : ""}` : all[0];
 }
 
+const STEP_MARKS = { pending: "○", in_progress: "◐", completed: "✓" };
+
+// "WebFetch", or "docs · search" for an MCP server's tool.
+function toolName(item) {
+  return item.server ? `${item.server} · ${item.tool}` : item.tool || "tool";
+}
+
+function toolBadge(item, feed) {
+  if (item.status === "declined" || (item.status === "failed" && refused(item, feed))) {
+    return h("span.badge", { dataset: { status: "failed" } }, "not run");
+  }
+  if (item.status === "failed") return h("span.badge", { dataset: { status: "failed" } }, "failed");
+  if (item.status === "running") return h("span.badge", { dataset: { status: "running" } }, "running");
+  return null;
+}
+
 function itemCard(item, feed) {
   switch (item.kind) {
     case "user_message": {
@@ -115,6 +131,24 @@ function itemCard(item, feed) {
       );
     case "error":
       return h("div.card.error", { dataset: { item: item.id }, role: "alert" }, h("p", item.message || item.text || "error"));
+    case "plan":
+      // The agent's to-do list as it now stands (an earlier plan card is hidden by the feed).
+      return h(
+        "div.card.plan",
+        { dataset: { item: item.id }, "aria-label": "The agent's plan" },
+        h("div.card-head", h("strong", "Plan")),
+        item.explanation ? h("p.hint", item.explanation) : null,
+        h("ol.steps", (item.steps || []).map((step) =>
+          h("li.step", { dataset: { status: step.status } }, `${STEP_MARKS[step.status] || "○"} ${step.text}`))),
+      );
+    case "tool_call":
+      return h(
+        "div.card.tool",
+        { dataset: { item: item.id, status: item.status || "", tool: item.tool || "" } },
+        h("div.card-head", h("strong", toolName(item)), toolBadge(item, feed)),
+        item.input ? h("pre.tool-input", item.input) : null,
+        item.output ? h("details.tool-output", h("summary", "Result"), h("pre.output", item.output)) : null,
+      );
     case "other":
       // Something the agent did that this page has no view of yet: its name and a summary.
       return h(
@@ -146,6 +180,13 @@ function itemCard(item, feed) {
       return h("div.card", { dataset: { item: item.id } }, h("p", item.text || item.kind));
   }
 }
+
+const APPROVAL_LABELS = {
+  command: "Approval: run a command",
+  file_change: "Approval: change a file",
+  tool: "Approval: use a tool",
+  plan: "Approval: the agent's plan",
+};
 
 const DECISION_WORDS = { approve: "Approved", approve_for_session: "Approved for this session", deny: "Denied" };
 
@@ -230,6 +271,8 @@ function approvalCard(ap, feed, onError) {
   }
   if (options.includes("deny")) buttons.push(h("button.danger.deny", { type: "button", onclick: answer("deny") }, "Deny"));
   const isCommand = ap.kind === "command";
+  const isTool = ap.kind === "tool";
+  const isPlan = ap.kind === "plan";
   let outcome = null;
   if (ap.resolved === "cleared") outcome = `No longer needed${ap.reason ? `: ${ap.reason}` : ""}`;
   else if (ap.resolved) outcome = `${DECISION_WORDS[ap.resolved] || ap.resolved} by ${ap.by?.name || ap.by?.id || "someone"}`;
@@ -237,10 +280,15 @@ function approvalCard(ap, feed, onError) {
     "section.card.approval",
     {
       dataset: { approval: ap.approval, resolved: ap.resolved || "" },
-      "aria-label": isCommand ? "Approval: run a command" : "Approval: change a file",
+      "aria-label": APPROVAL_LABELS[ap.kind] || "Approval",
     },
-    h("p.ask", isCommand ? "The agent wants to run:" : h("span", "The agent wants to change ", h("strong.path", pathsText(details.path, details.paths)), ":")),
+    h("p.ask", isCommand ? "The agent wants to run:"
+      : isTool ? h("span", "The agent wants to use ", h("strong.tool", toolName(details)), ":")
+        : isPlan ? "The agent's plan — approve it to let the agent start:"
+          : h("span", "The agent wants to change ", h("strong.path", pathsText(details.path, details.paths)), ":")),
     isCommand ? h("pre.cmd", details.command || "") : null,
+    isTool && details.input ? h("pre.tool-input", details.input) : null,
+    isPlan ? h("pre.plan-text", details.plan || "(the agent wrote no plan)") : null,
     isCommand && details.cwd ? h("small.hint.cwd", `in ${details.cwd}`) : null,
     // Once answered, a change's diff shows once more only if its own card does not show it.
     details.diff && !(ap.resolved && feed.items.get(ap.item)?.diff) ? diffView(details.diff) : null,
