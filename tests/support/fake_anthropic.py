@@ -14,6 +14,8 @@ A script is a list of turns; each turn is one model reply, a dict with any of::
      "write": {"file_path": "/abs/path", "content": "..."},    # a Write tool call
      "edit": {"file_path": "/abs/path", "old_string": "a", "new_string": "b"},  # an Edit call
      "tool": {"name": "Read", "input": {...}},   # any other tool call
+     "plan_file": "# Plan ...",                  # plan mode: a Write of this plan to the plan file
+                                                 # Claude Code named in the request
      "delay": 0.5,                               # seconds to wait before answering
      "hang": true}                               # stream a ping now and then, never finish
 
@@ -42,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +57,8 @@ log = logging.getLogger("tether.tests.fake_anthropic")
 SIDE_REPLY = "ok"
 MODEL = "claude-fake-model"
 HANG_PING_SECONDS = 0.5
+# Plan mode's system prompt names the one file the model may write: its plan.
+PLAN_FILE = re.compile(r'/[^"\s\\]*/plans/[A-Za-z0-9_-]+\.md')
 
 
 class FakeAnthropic(ScriptedModel):
@@ -105,7 +110,7 @@ class FakeAnthropic(ScriptedModel):
                 return True
             self.headers.append(headers)
             if payload.get("tools"):
-                turn = self._next_turn(payload)
+                turn = _with_plan_file(self._next_turn(payload), payload)
             else:
                 self.side_requests.append(payload)
                 turn = {"text": SIDE_REPLY}
@@ -131,6 +136,16 @@ class FakeAnthropic(ScriptedModel):
             await asyncio.sleep(HANG_PING_SECONDS)
             writer.write(sse({"type": "ping"}))
             await writer.drain()
+
+
+def _with_plan_file(turn: Turn, payload: dict[str, Any]) -> Turn:
+    """A ``plan_file`` turn as the Write of the plan file the request names."""
+    if "plan_file" not in turn:
+        return turn
+    found = PLAN_FILE.search(json.dumps(payload))
+    if found is None:
+        return {"text": "(no plan file was named: is the session in plan mode?)"}
+    return {**turn, "write": {"file_path": found.group(0), "content": turn["plan_file"]}}
 
 
 def _blocks(turn: Turn, n: int) -> list[dict[str, Any]]:

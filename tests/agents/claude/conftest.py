@@ -11,12 +11,21 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.support.agent_session import SessionHarness
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.installed_cli import installed_cli
 from tether.agents.claude import PINNED_VERSION, ClaudeBinary, ClaudeError, find_claude
+from tether.agents.claude.adapter import ClaudeAgent
+from tether.agents.policy import AgentConfig, Approval, Policy, Sandbox
+from tether.host.agent_session import AgentSession
+from tether.host.eventlog import EventLog
+
+TIMEOUT = 40.0
+UNTRUSTED = Policy(Approval.UNTRUSTED, Sandbox.WORKSPACE_WRITE)
 
 # Read once, before any test gives Claude Code a HOME of its own (see ``claude_env``).
 _DEFAULT_CACHE = Path.home() / ".cache" / "tether" / f"claude-{PINNED_VERSION}"
@@ -76,3 +85,30 @@ def workspace(tmp_path: Path) -> Path:
     path = tmp_path / "workspace"
     path.mkdir()
     return path.resolve()
+
+
+@pytest.fixture
+def tether_home(tmp_path: Path) -> Path:
+    home = tmp_path / "tether-home"
+    home.mkdir()
+    (home / "host.key").write_text("the host's private key\n")
+    return home
+
+
+class Harness(SessionHarness):
+    def __init__(self, log: EventLog, binary: ClaudeBinary, workspace: Path, hidden: Path) -> None:
+        super().__init__(log, ClaudeAgent, workspace, timeout=TIMEOUT, hidden=[hidden])
+        self.binary = binary
+
+    async def start(self, prompt: str, *, policy: Policy = UNTRUSTED, **options: Any) -> AgentSession:
+        return await self.open(prompt, policy, AgentConfig("claude", options={"binary": str(self.binary.path),
+                                                                              **options}))
+
+
+@pytest.fixture
+async def harness(
+    event_log: EventLog, claude_binary: ClaudeBinary, workspace: Path, claude_env: dict[str, str], tether_home: Path,
+) -> AsyncIterator[Harness]:
+    h = Harness(event_log, claude_binary, workspace, tether_home)
+    yield h
+    await h.close()

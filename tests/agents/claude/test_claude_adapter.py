@@ -6,16 +6,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.support.agent_session import SessionHarness
+from tests.agents.claude.conftest import Harness
 from tests.support.fake_anthropic import FakeAnthropic
 from tether.agents.base import Decision
-from tether.agents.claude import ClaudeBinary, ClaudeError
+from tether.agents.claude import ClaudeError
 from tether.agents.claude.adapter import ClaudeAgent
 from tether.agents.policy import AgentConfig, Approval, Policy, Sandbox
 from tether.host.agent_session import AgentSession
@@ -25,36 +23,7 @@ from tether.protocol.events import EventType
 pytestmark = pytest.mark.slow
 
 GREETING = "echo from-claude-$((40+2))"
-TIMEOUT = 40.0
 BY = {"id": "d_test", "name": "test"}
-UNTRUSTED = Policy(Approval.UNTRUSTED, Sandbox.WORKSPACE_WRITE)
-
-
-@pytest.fixture
-def tether_home(tmp_path: Path) -> Path:
-    home = tmp_path / "tether-home"
-    home.mkdir()
-    (home / "host.key").write_text("the host's private key\n")
-    return home
-
-
-class Harness(SessionHarness):
-    def __init__(self, log: EventLog, binary: ClaudeBinary, workspace: Path, hidden: Path) -> None:
-        super().__init__(log, ClaudeAgent, workspace, timeout=TIMEOUT, hidden=[hidden])
-        self.binary = binary
-
-    async def start(self, prompt: str, *, policy: Policy = UNTRUSTED, **options: Any) -> AgentSession:
-        return await self.open(prompt, policy, AgentConfig("claude", options={"binary": str(self.binary.path),
-                                                                              **options}))
-
-
-@pytest.fixture
-async def harness(
-    event_log: EventLog, claude_binary: ClaudeBinary, workspace: Path, claude_env: dict[str, str], tether_home: Path,
-) -> AsyncIterator[Harness]:
-    h = Harness(event_log, claude_binary, workspace, tether_home)
-    yield h
-    await h.close()
 
 
 async def test_approved_command_runs_and_the_answer_streams(harness: Harness, fake_model: FakeAnthropic) -> None:

@@ -146,6 +146,8 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
         self._tasks: dict[str, dict[str, str]] = {}  # Claude Code's task list: id → {text, status}
         self._chosen = TurnSettings()  # what a person chose for the next turn
         self._retries = 0  # Claude Code's API retries in the running turn
+        self._mode = "default"  # Claude Code's permission mode, as it last reported it
+        self._plans: Path | None = None  # where Claude Code writes its plans (its config dir's plans/)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -158,6 +160,7 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
         self._redact = Redactor(env_secrets({**os.environ, **env}))
         self._shell = await asyncio.to_thread(write_shell, [k for k in env if is_secret_name(k)])
         env["CLAUDE_CODE_SHELL_PREFIX"] = os.fspath(self._shell)
+        self._plans = await asyncio.to_thread(plans_dir, env)
         hide = [path for path in self.ctx.hidden if path.is_dir()]
         args = claude_args(self.ctx.policy, self.ctx.workspace, model=options.get("model"), hide=hide)
         try:
@@ -300,6 +303,8 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
             await self._on_control_request(state, message)
         elif isinstance(message, stream.System) and message.subtype == "api_retry":
             await self._retrying(state, message.data)
+        elif isinstance(message, stream.System) and isinstance(message.data.get("permissionMode"), str):
+            self._mode = message.data["permissionMode"]
 
     async def _retrying(self, state: _Turn, data: dict[str, Any]) -> None:
         """Claude Code could not reach its model server and tries again: shown live."""
@@ -499,6 +504,10 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
             self._answer_later(request.request_id, self._ask(request.request_id, ApprovalKind.PLAN, None, plan,
                                                              None, tool_input))
             return
+        if name in FILE_TOOLS and self._is_plan_file(tool_input):
+            # Plan mode's one write: the plan itself, which is then put to the person to approve.
+            await process.reply(stream.control_success(request.request_id, stream.allow(tool_input)))
+            return
         refusal = self._refusal(name, tool_input)
         if refusal is not None:
             await process.reply(stream.control_success(request.request_id, stream.deny(refusal)))
@@ -536,6 +545,14 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
         task = asyncio.create_task(asking, name=f"tether-claude-approval-{request_id}")
         self._approvals[request_id] = task
         task.add_done_callback(lambda _t: self._approvals.pop(request_id, None))
+
+    def _is_plan_file(self, tool_input: Mapping[str, Any]) -> bool:
+        """Whether, in plan mode, a write is of a plan in Claude Code's own plans directory."""
+        path = str(tool_input.get("file_path") or "")
+        if self._mode != "plan" or self._plans is None or not os.path.isabs(path):
+            return False
+        target = Path(path).resolve()
+        return target.parent == self._plans and target.suffix == ".md"
 
     def _refusal(self, name: str, tool_input: Mapping[str, Any]) -> str | None:
         """Why tether refuses a tool use without asking anyone, or None."""
@@ -689,6 +706,12 @@ def claude_args(policy: Policy, workspace: Path, *, model: str | None = None, hi
     if model:
         args += ["--model", str(model)]
     return args
+
+
+def plans_dir(env: Mapping[str, str]) -> Path:
+    """Where Claude Code, started with ``env``, writes the plans of plan mode."""
+    config_dir = env.get("CLAUDE_CONFIG_DIR") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".claude")
+    return Path(config_dir, "plans").resolve()
 
 
 def web_allowed(policy: Policy) -> bool:

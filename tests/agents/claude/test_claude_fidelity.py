@@ -1,0 +1,197 @@
+"""What Claude Code does beyond commands and file changes, through the real CLI (issue [8] item 3):
+its task list as the session's plan, a question to the person, a plan to approve in plan mode, web
+tools asked about, retries while its model server is away, and the model, effort and mode a person
+chooses. Each against the scripted Messages-API server, which records what the model was told."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.agents.claude.conftest import Harness
+from tests.support.fake_anthropic import FakeAnthropic
+from tether.agents.base import Decision, TurnSettings
+from tether.agents.policy import Approval, Policy, Sandbox
+from tether.errors import TetherError
+from tether.protocol.events import EventType
+
+pytestmark = pytest.mark.slow
+
+BY = {"id": "d_test", "name": "test"}
+ON_REQUEST = Policy(Approval.ON_REQUEST, Sandbox.WORKSPACE_WRITE)
+COLOUR = {"question": "Which colour?", "header": "Colour", "multiSelect": False,
+          "options": [{"label": "Red", "description": "warm"}, {"label": "Blue", "description": "cool"}]}
+
+
+def tool(name: str, **tool_input: object) -> dict[str, object]:
+    return {"tool": {"name": name, "input": tool_input}}
+
+
+def told(model: FakeAnthropic, n: int) -> str:
+    """What the model was shown last in its ``n``-th request: the result of its last tool call
+    (and a note Claude Code may add after it)."""
+    return json.dumps(model.requests[n]["messages"][-2:])
+
+
+async def test_the_task_list_is_the_sessions_plan(harness: Harness, fake_model: FakeAnthropic) -> None:
+    fake_model.add(tool("TaskCreate", subject="Mix the paint", description="blue"),
+                   tool("TaskCreate", subject="Paint the wall", description="two coats"),
+                   tool("TaskUpdate", taskId="1", status="completed"),
+                   tool("TaskUpdate", taskId="2", status="in_progress", subject="Paint the north wall"),
+                   tool("TaskList"),
+                   {"text": "Painting."})
+    session = await harness.start("paint the wall")
+    done = await harness.wait(session, EventType.TURN_COMPLETED)
+    assert done.data["status"] == "completed", done.data
+    plans = [p["steps"] for p in await harness.items(session, EventType.ITEM_COMPLETED, "plan")]
+    # One plan per change, each the whole list as it then stood; the read (TaskList) is no item.
+    assert plans == [
+        [{"text": "Mix the paint", "status": "pending"}],
+        [{"text": "Mix the paint", "status": "pending"}, {"text": "Paint the wall", "status": "pending"}],
+        [{"text": "Mix the paint", "status": "completed"}, {"text": "Paint the wall", "status": "pending"}],
+        [{"text": "Mix the paint", "status": "completed"}, {"text": "Paint the north wall", "status": "in_progress"}],
+    ]
+    kinds = {e.data["kind"] for e in await harness.events(session) if e.type == EventType.ITEM_STARTED}
+    assert kinds == {"plan", "agent_message"}
+    assert not await harness.pending(session)
+
+
+async def test_a_question_is_answered_and_claude_code_goes_on_with_the_answer(
+    harness: Harness, fake_model: FakeAnthropic,
+) -> None:
+    fake_model.add(tool("AskUserQuestion", questions=[COLOUR]), {"text": "Blue it is."})
+    # Asked whatever the approval policy: a question is for the person, not a permission.
+    session = await harness.start("paint it", policy=Policy(Approval.NEVER, Sandbox.WORKSPACE_WRITE))
+    asked = await harness.wait(session, EventType.APPROVAL_REQUESTED)
+    assert asked.data["kind"] == "question" and asked.data["options"] == []
+    [question] = asked.data["details"]["questions"]
+    assert question["header"] == "Colour" and question["question"] == "Which colour?"
+    assert question["options"] == [{"label": "Red", "description": "warm"}, {"label": "Blue", "description": "cool"}]
+    assert question["is_other"] is True and question["is_secret"] is False
+
+    await session.answer(asked.data["approval"], {question["id"]: ["Blue"]}, BY)
+    done = await harness.wait(session, EventType.TURN_COMPLETED)
+    assert done.data["status"] == "completed", done.data
+    assert '\\"Which colour?\\"=\\"Blue\\"' in told(fake_model, 1)
+    [answer] = await harness.items(session, EventType.ITEM_COMPLETED, "agent_message")
+    assert answer["text"] == "Blue it is."
+
+
+async def test_in_plan_mode_the_plan_is_approved_or_sent_back(harness: Harness, fake_model: FakeAnthropic) -> None:
+    fake_model.add({"text": "Ready."})
+    session = await harness.start("hello")
+    first = await harness.wait(session, EventType.TURN_COMPLETED)
+
+    fake_model.add({"plan_file": "# Plan\n1. mix\n"}, tool("ExitPlanMode"), {"text": "Let me change it."})
+    await session.send_input("plan the paint job", settings=TurnSettings(mode="plan"))
+    plan = await harness.wait(session, EventType.APPROVAL_REQUESTED)
+    # The plan file was written without a question (it is what is approved now), and nothing else.
+    assert plan.data["kind"] == "plan" and plan.data["options"] == ["approve", "deny"]
+    assert plan.data["details"]["plan"] == "# Plan\n1. mix\n"
+    assert plan.data["details"]["path"].endswith(".md") and "/plans/" in plan.data["details"]["path"]
+    await session.approve(plan.data["approval"], Decision.DENY, BY)
+    second = await harness.wait(session, EventType.TURN_COMPLETED, lambda d: d["turn"] != first.data["turn"])
+    assert second.data["status"] == "completed"
+    assert "did not approve this plan" in told(fake_model, 3)
+
+    # Still in plan mode (a denied plan does not end it): the next plan is approved.
+    fake_model.add({"plan_file": "# Plan\n1. mix\n2. paint\n"}, tool("ExitPlanMode"),
+                   {"bash": {"command": "echo painting"}}, {"text": "Done."})
+    await session.send_input("mix, then paint")
+    again = await harness.wait(session, EventType.APPROVAL_REQUESTED, lambda d: d["kind"] == "plan"
+                                and d["approval"] != plan.data["approval"])
+    await session.approve(again.data["approval"], Decision.APPROVE, BY)
+    # Out of plan mode, the command is asked about as ever (the session's policy).
+    command = await harness.wait(session, EventType.APPROVAL_REQUESTED, lambda d: d["kind"] == "command")
+    assert "User has approved your plan" in told(fake_model, 6)
+    await session.approve(command.data["approval"], Decision.APPROVE, BY)
+    third = await harness.wait(session, EventType.TURN_COMPLETED,
+                               lambda d: d["turn"] not in (first.data["turn"], second.data["turn"]))
+    assert third.data["status"] == "completed", third.data
+    started = [e.data for e in await harness.events(session) if e.type == EventType.TURN_STARTED]
+    assert [s.get("mode") for s in started] == [None, "plan", None]
+
+
+async def test_a_plan_file_is_written_unasked_only_in_plan_mode(harness: Harness, fake_model: FakeAnthropic,
+                                                                 tmp_path: Path) -> None:
+    # Outside plan mode a write to Claude Code's plans directory is outside the workspace: refused.
+    plans = tmp_path / "claude-config" / "plans"
+    fake_model.add({"write": {"file_path": str(plans / "sneaky.md"), "content": "x"}}, {"text": "Refused."})
+    session = await harness.start("write a plan")
+    done = await harness.wait(session, EventType.TURN_COMPLETED)
+    assert done.data["status"] == "completed"
+    assert not (plans / "sneaky.md").exists()
+    assert "may only change files inside the workspace" in told(fake_model, 1)
+    assert not [e for e in await harness.events(session) if e.type == EventType.APPROVAL_REQUESTED]
+
+
+async def test_web_tools_are_asked_about_and_shown_with_their_arguments(
+    harness: Harness, fake_model: FakeAnthropic,
+) -> None:
+    fake_model.add(tool("WebSearch", query="blue paint"),
+                   {"text": "Result: sky blue paint, https://paint.example/blue"},  # the search's own model call
+                   tool("WebFetch", url="https://paint.example/blue?key=1", prompt="which blue?"),
+                   {"text": "I will do without it."})
+    session = await harness.start("find a blue", policy=ON_REQUEST)
+    search = await harness.wait(session, EventType.APPROVAL_REQUESTED)
+    assert search.data["kind"] == "tool"
+    assert search.data["details"] == {"tool": "WebSearch", "server": None, "input": "blue paint", "reason": None}
+    await session.approve(search.data["approval"], Decision.APPROVE_FOR_SESSION, BY)
+    # Approving searches for the session does not approve a fetch.
+    fetch = await harness.wait(session, EventType.APPROVAL_REQUESTED,
+                               lambda d: d["approval"] != search.data["approval"])
+    assert fetch.data["details"]["tool"] == "WebFetch"
+    assert fetch.data["details"]["input"] == "https://paint.example/blue?key=1\nwhich blue?"
+    await session.approve(fetch.data["approval"], Decision.DENY, BY)
+    done = await harness.wait(session, EventType.TURN_COMPLETED)
+    assert done.data["status"] == "completed", done.data
+    assert "denied this use of a tool" in told(fake_model, 3)
+
+    searched, fetched = await harness.items(session, EventType.ITEM_COMPLETED, "tool_call")
+    assert searched["tool"] == "WebSearch" and searched["status"] == "completed"
+    assert "sky blue paint" in searched["output"]
+    assert fetched["tool"] == "WebFetch" and fetched["status"] == "declined" and fetched["output"] == ""
+    assert search.data["item"] == searched["item"] and fetch.data["item"] == fetched["item"]
+
+
+async def test_retries_while_the_model_server_is_away_are_shown_then_the_failure(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("CLAUDE_CODE_MAX_RETRIES", "2")
+    session = await harness.start("hello")
+    first = await harness.wait(session, EventType.TURN_RETRYING)
+    assert first.data["attempt"] == 1 and first.data["message"] == "the model server did not answer"
+    assert "tries 2 times" in first.data["details"]
+    done = await harness.wait(session, EventType.TURN_COMPLETED)
+    assert done.data["status"] == "failed" and done.data["error"]
+    attempts = [e.data["attempt"] for e in await harness.events(session) if e.type == EventType.TURN_RETRYING]
+    assert attempts == [1, 2]
+
+
+async def test_the_model_effort_and_mode_a_person_chooses_reach_the_model(
+    harness: Harness, fake_model: FakeAnthropic,
+) -> None:
+    fake_model.add({"text": "one"}, {"text": "two"})
+    session = await harness.start("hello")
+    first = await harness.wait(session, EventType.TURN_COMPLETED)
+    models = {m["id"]: m for m in await session.models()}
+    assert {"default", "sonnet", "haiku"} <= set(models) and models["default"]["default"] is True
+    assert models["sonnet"]["efforts"] == ["low", "medium", "high", "xhigh"]
+    with pytest.raises(TetherError, match="no model"):
+        await session.send_input("again", settings=TurnSettings(model="gpt-9"))
+    with pytest.raises(TetherError, match="no mode"):
+        await session.send_input("again", settings=TurnSettings(mode="bypassPermissions"))
+
+    await session.send_input("again", settings=TurnSettings(model="sonnet", effort="low"))
+    second = await harness.wait(session, EventType.TURN_COMPLETED, lambda d: d["turn"] != first.data["turn"])
+    assert second.data["status"] == "completed"
+    before, after = fake_model.requests
+    assert before["model"] != after["model"] and "sonnet" in after["model"]
+    assert after["output_config"]["effort"] == "low" and before["output_config"]["effort"] != "low"
