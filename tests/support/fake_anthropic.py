@@ -77,13 +77,7 @@ class FakeAnthropic(ScriptedModel):
 
     def env(self) -> dict[str, str]:
         """The environment that points Claude Code here and keeps everything else on loopback."""
-        proxy = f"http://127.0.0.1:{self.port}"
-        return {
-            "ANTHROPIC_BASE_URL": self.base_url,
-            "ANTHROPIC_API_KEY": "sk-ant-fake-key-for-tests",
-            "HTTPS_PROXY": proxy, "HTTP_PROXY": proxy, "https_proxy": proxy, "http_proxy": proxy,
-            "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
-        }
+        return claude_env_for(self.port)
 
     # -- HTTP --------------------------------------------------------------------------------
 
@@ -136,6 +130,18 @@ class FakeAnthropic(ScriptedModel):
             await asyncio.sleep(HANG_PING_SECONDS)
             writer.write(sse({"type": "ping"}))
             await writer.drain()
+
+
+def claude_env_for(port: int) -> dict[str, str]:
+    """The environment that points Claude Code at this server on ``port`` (in-process or not) and
+    keeps everything else on loopback."""
+    url = f"http://127.0.0.1:{port}"
+    return {
+        "ANTHROPIC_BASE_URL": url,
+        "ANTHROPIC_API_KEY": "sk-ant-fake-key-for-tests",
+        "HTTPS_PROXY": url, "HTTP_PROXY": url, "https_proxy": url, "http_proxy": url,
+        "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+    }
 
 
 def _with_plan_file(turn: Turn, payload: dict[str, Any]) -> Turn:

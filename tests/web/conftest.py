@@ -172,6 +172,37 @@ def builtin_host(script: list[dict[str, Any]], name: str) -> Iterator[BuiltinDep
         remove(host_home, workspace)
 
 
+def start_scripted_model(module: str, script: list[dict[str, Any]], home: Path) -> tuple[Proc, int, Path]:
+    """A scripted model server of tests/support (``fake_responses``, ``fake_anthropic``) as a
+    process; returns it, its port and its request log."""
+    script_path, log_path = home / f"{module}-script.json", home / f"{module}-requests.jsonl"
+    script_path.write_text(json.dumps(script))
+    proc = Proc([TETHER[0], "-m", f"tests.support.{module}", "--script", str(script_path), "--log", str(log_path)],
+                name=module, env={"PYTHONPATH": str(REPO)})
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        match = re.search(r"PORT (\d+)", proc.out)
+        if match:
+            return proc, int(match.group(1)), log_path
+        if not proc.alive:
+            break
+        time.sleep(0.05)
+    raise AssertionError(f"the scripted model server {module} did not start:\n{proc.log}")
+
+
+@dataclass
+class ScriptedDeployment(Deployment):
+    """A relay and a host whose agent talks to a scripted model process."""
+
+    model: Proc
+    requests_log: Path
+
+    def model_requests(self) -> list[dict[str, Any]]:
+        if not self.requests_log.exists():
+            return []
+        return [json.loads(line) for line in self.requests_log.read_text().splitlines() if line.strip()]
+
+
 @contextlib.contextmanager
 def relay_and_host(
     host_home: Path, workspace: Path, name: str, env: dict[str, str]

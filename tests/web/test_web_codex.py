@@ -21,11 +21,8 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +34,7 @@ from tests.support.deployment import Deployment
 from tether.agents.codex import PINNED_VERSION, CodexError, find_codex
 from tether.agents.codex.appserver import AppServer
 
-from .conftest import REPO, relay_and_host, start_web_relay
+from .conftest import ScriptedDeployment, relay_and_host, start_scripted_model, start_web_relay
 from .pages import pair_page, until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -73,32 +70,7 @@ def codex_wrapper() -> Path:
     return wrapper
 
 
-def start_fake_responses(script: list[dict[str, Any]], home: Path) -> tuple[Proc, int, Path]:
-    """tests/support/fake_responses.py as a process; returns it, its port and its request log."""
-    script_path, log_path = home / "responses-script.json", home / "responses-requests.jsonl"
-    script_path.write_text(json.dumps(script))
-    proc = Proc([TETHER[0], "-m", "tests.support.fake_responses", "--script", str(script_path),
-                 "--log", str(log_path)], name="responses", env={"PYTHONPATH": str(REPO)})
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        match = re.search(r"PORT (\d+)", proc.out)
-        if match:
-            return proc, int(match.group(1)), log_path
-        if not proc.alive:
-            break
-        time.sleep(0.05)
-    raise AssertionError(f"the fake Responses server did not start:\n{proc.log}")
-
-
-@dataclass
-class CodexWebDeployment(Deployment):
-    model: Proc
-    requests_log: Path
-
-    def model_requests(self) -> list[dict[str, Any]]:
-        if not self.requests_log.exists():
-            return []
-        return [json.loads(line) for line in self.requests_log.read_text().splitlines() if line.strip()]
+CodexWebDeployment = ScriptedDeployment
 
 
 @pytest.fixture
@@ -112,7 +84,7 @@ def deploy_codex(script: list[dict[str, Any]]) -> Iterator[CodexWebDeployment]:
     wrapper = codex_wrapper()
     host_home = short_home("th")
     workspace = short_home("tw")  # beside the home: a workspace inside it is refused
-    model, model_port, requests_log = start_fake_responses(script, host_home)
+    model, model_port, requests_log = start_scripted_model("fake_responses", script, host_home)
     codex_home = host_home / "codex-home"
     write_codex_config(codex_home, f"http://127.0.0.1:{model_port}/v1")
     (host_home / "config.toml").write_text(
@@ -135,14 +107,14 @@ def cli_events(home: Path, session: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
-def start_on_page(page: Any, d: Deployment, cli_home: Path, prompt: str) -> str:
-    """Pair the page (and a CLI device to watch with), start a Codex session there with
+def start_on_page(page: Any, d: Deployment, cli_home: Path, prompt: str, agent: str = "codex") -> str:
+    """Pair the page (and a CLI device to watch with), start a session of ``agent`` there with
     ``prompt``, and return its id once its view is up."""
     pair_page(page, d)
     login(cli_home, d.pairing_link(), "--name", "cli-watcher", "--json")
     page.click('a.host[data-online="1"]')
     page.click("#new-session")
-    page.check('input[name="agent"][value="codex"]')
+    page.check(f'input[name="agent"][value="{agent}"]')
     page.fill("#new-prompt", prompt)
     page.click("#start-session")
     page.wait_for_selector("#cards", timeout=CODEX_TIMEOUT)

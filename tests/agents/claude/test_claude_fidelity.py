@@ -86,7 +86,7 @@ async def test_in_plan_mode_the_plan_is_approved_or_sent_back(harness: Harness, 
     first = await harness.wait(session, EventType.TURN_COMPLETED)
 
     fake_model.add({"plan_file": "# Plan\n1. mix\n"}, tool("ExitPlanMode"), {"text": "Let me change it."})
-    await session.send_input("plan the paint job", settings=TurnSettings(mode="plan"))
+    await session.send_input("plan the paint job", settings=TurnSettings(mode="plan", model="sonnet", effort="low"))
     plan = await harness.wait(session, EventType.APPROVAL_REQUESTED)
     # The plan file was written without a question (it is what is approved now), and nothing else.
     assert plan.data["kind"] == "plan" and plan.data["options"] == ["approve", "deny"]

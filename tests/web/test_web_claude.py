@@ -1,0 +1,158 @@
+"""A Claude Code session on the phone beyond commands ([8] item 3): real relay and host processes,
+the real Claude Code CLI on the host, the scripted Messages-API model as a process.
+
+Turn 1: Claude Code asks a question (AskUserQuestion), answered on the page; keeps a task list
+(TaskCreate / TaskUpdate), shown as one plan card that follows the list; wants to fetch a web page
+(WebFetch), shown as a tool approval card with the URL, denied on the page. Turn 2: from the
+composer the person picks another model, a lower effort and plan mode; Claude Code writes its plan
+and asks to leave plan mode (ExitPlanMode): a plan card, approved on the page. The model's requests
+carry the answer, the denial, the model and the effort; ``tether sessions events --json`` shows the
+same events the page drew.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.agents.claude.conftest import claude_command, shell_home
+from tests.procs import remove, short_home
+from tests.support.fake_anthropic import claude_env_for
+
+from .conftest import ScriptedDeployment, relay_and_host, start_scripted_model
+from .pages import until
+from .test_web_codex import CODEX_TIMEOUT, cli_events, start_on_page
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+TIMEOUT = CODEX_TIMEOUT
+COLOUR = {"question": "Which colour?", "header": "Colour", "multiSelect": False,
+          "options": [{"label": "Red", "description": "warm"}, {"label": "Blue", "description": "cool"}]}
+URL = "https://paint.example/blue"
+PLAN = "# Plan\n1. Mix the paint\n2. Paint the wall\n"
+
+
+def tool(name: str, **tool_input: object) -> dict[str, object]:
+    return {"tool": {"name": name, "input": tool_input}}
+
+
+SCRIPT = [
+    tool("AskUserQuestion", questions=[COLOUR]),
+    tool("TaskCreate", subject="Mix the paint", description="blue"),
+    tool("TaskCreate", subject="Paint the wall", description="two coats"),
+    tool("TaskUpdate", taskId="1", status="completed"),
+    tool("WebFetch", url=URL, prompt="which blue?"),
+    {"text": "Blue it is."},
+    # Turn 2, in plan mode.
+    {"plan_file": PLAN},
+    tool("ExitPlanMode"),
+    {"text": "Planned; starting."},
+]
+
+
+@contextlib.contextmanager
+def deploy_claude(script: list[dict[str, Any]]) -> Iterator[ScriptedDeployment]:
+    command = claude_command()
+    # Claude Code's config dir (its plans among it) is outside tether's home, as ~/.claude is: no
+    # agent may write into tether's home.
+    host_home, workspace, config_dir = short_home("th"), short_home("tw"), short_home("tcc")
+    model, port, requests_log = start_scripted_model("fake_anthropic", script, host_home)
+    (host_home / "config.toml").write_text(
+        "[agents.claude]\n"
+        f'binary = "{command}"\n'
+        f'config_dir = "{config_dir}"\n'
+        'approval = "on-request"\n'
+        'sandbox = "workspace-write"\n'
+    )
+    try:
+        env = {**claude_env_for(port), **shell_home(host_home)}
+        with relay_and_host(host_home, workspace, "claude-host", env) as (relay, relay_port, host):
+            yield ScriptedDeployment(relay, relay_port, host, host_home, workspace, model, requests_log)
+        # Nothing left loopback: anything Claude Code tried to reach elsewhere came as a proxy request.
+        assert "refused traffic leaving loopback" not in model.log
+    finally:
+        model.stop()
+        remove(host_home, workspace, config_dir)
+
+
+@pytest.fixture
+def claude_deployment() -> Iterator[ScriptedDeployment]:
+    with deploy_claude(SCRIPT) as d:
+        yield d
+
+
+def test_claude_codes_question_tasks_web_fetch_and_plan_on_the_phone(
+    page: Any, claude_deployment: ScriptedDeployment, cli_home: Path,
+) -> None:
+    d = claude_deployment
+    session = start_on_page(page, d, cli_home, "paint the wall", agent="claude")
+
+    # The question: its options, answered on the page.
+    card = page.locator('form.card.question[data-resolved=""]')
+    card.wait_for(timeout=TIMEOUT)
+    assert card.locator("legend").text_content() == "Colour" and "Which colour?" in card.text_content()
+    card.locator('input[type=radio][value="Blue"]').check()
+    card.locator("button.answer").click()
+
+    # The web fetch waits for a person: its card names the tool and shows the URL. Denied.
+    fetch = page.locator('section.card.approval[data-resolved=""]')
+    fetch.wait_for(timeout=TIMEOUT)
+    assert fetch.get_attribute("aria-label") == "Approval: use a tool"
+    assert "WebFetch" in fetch.locator(".ask").text_content()
+    assert fetch.locator("pre.tool-input").text_content() == f"{URL}\nwhich blue?"
+    fetch.locator("button.deny").click()
+    page.locator(".card.agent", has_text="Blue it is.").wait_for(timeout=TIMEOUT)
+
+    # The task list: one plan card, as the list last stood.
+    plans = page.locator(".card.plan")
+    assert plans.count() == 1
+    assert plans.locator("li.step").all_text_contents() == ["✓ Mix the paint", "○ Paint the wall"]
+    assert plans.locator('li.step[data-status="completed"]').count() == 1
+    denied = page.locator('.card.tool[data-tool="WebFetch"]')
+    assert denied.locator(".badge").text_content() == "not run"
+
+    requests = d.model_requests()
+    assert '\\"Which colour?\\"=\\"Blue\\"' in json.dumps(requests[1]["messages"][-2:])
+    assert "denied this use of a tool" in json.dumps(requests[5]["messages"][-2:])
+
+    # The same, as the CLI reads the log.
+    events = cli_events(cli_home, session)
+    kinds = [e["data"]["kind"] for e in events if e["type"] == "approval.requested"]
+    assert kinds == ["question", "tool"]
+    plan_items = [e["data"]["steps"] for e in events if e["type"] == "item.completed" and e["data"]["kind"] == "plan"]
+    assert len(plan_items) == 3 and plan_items[-1] == [{"text": "Mix the paint", "status": "completed"},
+                                                         {"text": "Paint the wall", "status": "pending"}]
+    (fetched,) = [e["data"] for e in events if e["type"] == "item.completed" and e["data"]["kind"] == "tool_call"]
+    assert fetched["tool"] == "WebFetch" and fetched["status"] == "declined"
+
+    # Turn 2: another model, a lower effort, plan mode, from the composer.
+    page.click("#turn-settings-toggle")
+    page.locator('#model-select option[value="sonnet"]').wait_for(state="attached", timeout=TIMEOUT)
+    page.select_option("#model-select", "sonnet")
+    page.select_option("#effort-select", "low")
+    page.select_option("#mode-select", "plan")
+    page.fill("#composer", "plan the rest")
+    page.click("#send")
+
+    plan = page.locator('section.card.approval[data-resolved=""]')
+    plan.wait_for(timeout=TIMEOUT)
+    assert plan.get_attribute("aria-label") == "Approval: the agent's plan"
+    assert plan.locator("pre.plan-text").text_content() == PLAN
+    assert plan.locator("button.approve-session").count() == 0  # a plan is approved once
+    plan.locator("button.approve").click()
+    page.locator(".card.agent", has_text="Planned; starting.").wait_for(timeout=TIMEOUT)
+    resolved = page.locator('section.card.approval[data-resolved="approve"]', has_text="Approved by")
+    until(lambda: resolved.count() == 1, what="the plan approved")
+
+    requests = d.model_requests()
+    assert "sonnet" in requests[-1]["model"] and "sonnet" not in requests[0]["model"]
+    assert requests[-1]["output_config"]["effort"] == "low"
+    assert "User has approved your plan" in json.dumps(requests[-1]["messages"][-3:])
+    started = [e["data"] for e in cli_events(cli_home, session) if e["type"] == "turn.started"]
+    assert started[-1]["mode"] == "plan" and started[-1]["model"] == "sonnet" and started[-1]["effort"] == "low"
+    assert not page.errors  # type: ignore[attr-defined]
