@@ -13,6 +13,7 @@ A script is a list of turns; each turn is one model reply, a dict with any of::
                                                  # an exec_command tool call (Codex 0.169.0's shell)
      "call": {"name": "tool", "arguments": {...}},   # any other function call
      "web_search": "a query",                    # a web_search_call item (Codex: webSearch)
+     "patch": "*** Begin Patch...",              # a call of the apply_patch tool (freeform)
      "delay": 0.5,                               # seconds to wait before answering
      "hang": true}                               # never complete: stream forever (until closed)
 
@@ -129,6 +130,14 @@ def _turn_events(turn: Turn, n: int, response_id: str) -> list[dict[str, Any]]:
         calls.append(("exec_command", args))
     if turn.get("call"):
         calls.append((str(turn["call"]["name"]), dict(turn["call"].get("arguments", {}))))
+    if turn.get("patch"):
+        # A freeform (custom) tool call, as a model calls Codex's apply_patch tool.
+        item = {"type": "custom_tool_call", "id": f"ctc_{n}", "call_id": f"call_{n}_p", "name": "apply_patch",
+                "input": str(turn["patch"]), "status": "completed"}
+        events.append({"type": "response.output_item.added", "output_index": index,
+                       "item": {**item, "input": "", "status": "in_progress"}})
+        events.append({"type": "response.output_item.done", "output_index": index, "item": item})
+        index += 1
     for k, (name, arguments) in enumerate(calls):
         item = {"type": "function_call", "id": f"fc_{n}_{k}", "call_id": f"call_{n}_{k}", "name": name,
                 "arguments": json.dumps(arguments), "status": "completed"}

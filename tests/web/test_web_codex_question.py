@@ -3,8 +3,8 @@ real Codex CLI, the scripted Responses-API model recording each request.
 
 The person switches Codex to plan mode from the composer; the model then asks a question with its
 request_user_input tool; Codex puts it to tether (``item/tool/requestUserInput``) and the page
-shows a question card with the options. Answered there, Codex continues and the model's next request
-carries the answer. A second answer, from the CLI, comes too late: the first answer won.
+shows a question card with the options. Answered there, Codex continues (its proposed plan shown as
+a plan card) and the model's next request carries the answer. A second answer, from the CLI, comes too late: the first answer won.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ QUESTION = {"id": "color", "header": "Color", "question": "Which color should th
 SCRIPT = [
     {"text": "Hello."},
     {"call": {"name": "request_user_input", "arguments": {"questions": [QUESTION]}}},
-    {"text": "Blue it is."},
+    # The plan mode's answer: a proposed plan, which Codex sends as a plan item.
+    {"text": "Blue it is.\n<proposed_plan>\n1. Make the button blue\n</proposed_plan>"},
 ]
 
 
@@ -67,12 +68,16 @@ def test_a_question_from_codex_is_answered_on_the_phone_once(
     card.locator('input[type=radio][value="blue"]').check()
     card.locator("button.answer").click()
     page.locator(".card.agent", has_text="Blue it is.").wait_for(timeout=CODEX_TIMEOUT)
+    assert page.locator(".card.plan .plan-text").text_content() == "1. Make the button blue\n"
     answered = page.locator('.card.question[data-resolved="answered"]')
     assert "Answered by phone-under-test" in answered.text_content() and "blue" in answered.text_content()
 
     # The model was told the answer; Codex went on with it.
     told = json.dumps(d.model_requests()[2]["input"])
     assert "blue" in told and "color" in told
+    (plan,) = [e["data"] for e in cli_events(cli_home, session)
+               if e["type"] == "item.completed" and e["data"]["kind"] == "plan"]
+    assert plan["text"] == "1. Make the button blue\n" and plan["steps"] == []
     (resolved,) = [e["data"] for e in cli_events(cli_home, session) if e["type"] == "approval.resolved"]
     assert resolved["decision"] == "answered" and resolved["answers"] == {"color": ["blue"]}
     assert resolved["by"]["name"] == "phone-under-test"

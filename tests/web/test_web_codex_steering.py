@@ -1,5 +1,5 @@
 """Choosing the model and reasoning effort of the next turn from the phone ([8] item 2), and an item
-with no view of its own yet (Codex's web search) shown generically: real relay
+(Codex's web search) shown as a tool call with its query: real relay
 and host processes, the real Codex CLI, the scripted Responses-API model recording each request.
 
 The composer's Model button lists what Codex itself offers (its ``model/list``); a model and an
@@ -40,10 +40,10 @@ def test_the_next_turn_runs_on_the_model_and_effort_chosen_on_the_phone(
     page.locator(".card.agent", has_text="first answer").wait_for(timeout=CODEX_TIMEOUT)
     # What the model server said it used (15 tokens a response), in the session header.
     until(lambda: "15 tokens" in (page.text_content("#session-usage") or ""), what="the usage in the header")
-    # Codex's web search (no view of its own yet): shown as what it is, with its query.
-    searched = page.locator('.card.other[data-type="webSearch"]')
+    # Codex's web search: a tool call, with its query.
+    searched = page.locator('.card.tool[data-tool="web search"]')
     assert searched.locator("strong").text_content() == "web search"
-    assert searched.locator(".summary").text_content() == "tether relay protocol"
+    assert searched.locator(".tool-input").text_content() == "tether relay protocol"
 
     # What Codex offers, on the phone and in the CLI alike.
     listed = tether_json(cli_home, "sessions", "models", session, "--json")

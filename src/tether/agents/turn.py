@@ -90,6 +90,14 @@ async def emit_notice(ctx: AgentContext, turn: str | None, level: str, source: s
     await ctx.emit(EventType.AGENT_NOTICE, {"turn": turn, "level": level, "source": source, "message": message})
 
 
+async def emit_plan(ctx: AgentContext, turn: str, steps: list[dict[str, str]], explanation: str | None) -> None:
+    """The agent's to-do list as it now stands (redacted), as one finished plan item: each is the
+    whole list, and replaces the last on the page."""
+    data = {"turn": turn, "item": ctx.new_id("i"), "kind": ItemKind.PLAN, "steps": steps, "explanation": explanation}
+    await ctx.emit(EventType.ITEM_STARTED, data)
+    await ctx.emit(EventType.ITEM_COMPLETED, {**data, "status": "completed"})
+
+
 async def emit_delta(ctx: AgentContext, item: OpenItem, stream: str, data: str) -> None:
     """Log ``data`` (already redacted) as a delta of ``item``."""
     if data:

@@ -61,8 +61,9 @@ class EventType(StrEnum):
     """{turn: str, item: str, kind: ItemKind, ...} — a new item of a turn. By kind:
     user_message {text}; agent_message {}; reasoning {}; command {command: str, cwd: str};
     file_change {path: str, diff: str}; error {message: str}; plan {steps: [{text, status:
-    "pending" | "in_progress" | "completed"}], explanation: str | None} (the whole list as it now
-    stands: a later plan item replaces an earlier one); tool_call {tool: str, server: str | None,
+    "pending" | "in_progress" | "completed"}], explanation: str | None, text?: str} (the whole
+    list as it now stands: a later plan item replaces an earlier one; ``text``: a plan written as
+    prose, streamed as ``item.delta`` — Codex's plan mode); tool_call {tool: str, server: str | None,
     input: str} (an MCP tool, a web fetch or search: its arguments, readable); other {type: str,
     title: str, summary: str} (an item tether has no view of yet: the agent's type name and a
     readable summary)."""
@@ -74,7 +75,7 @@ class EventType(StrEnum):
     ITEM_COMPLETED = "item.completed"
     """{item: str, kind: ItemKind, status: "completed" | "failed" | "declined", ...} — the item's
     final form: agent_message/reasoning {text}; command {exit_code, output}; file_change
-    {path, diff}; error {message}; plan {steps, explanation}; tool_call {tool, server, input,
+    {path, diff}; error {message}; plan {steps, explanation, text}; tool_call {tool, server, input,
     output}; other {type, title, summary}."""
 
     TURN_RETRYING = "turn.retrying"
@@ -264,6 +265,7 @@ class PlanStep(msgspec.Struct):
 class PlanStarted(_Item, tag=ItemKind.PLAN.value):
     steps: list[PlanStep]
     explanation: str | None = None
+    text: str = ""
 
 
 class ToolCallStarted(_Item, tag=ItemKind.TOOL_CALL.value):
@@ -308,6 +310,7 @@ class ErrorDone(_Done, tag=ItemKind.ERROR.value):
 class PlanDone(_Done, tag=ItemKind.PLAN.value):
     steps: list[PlanStep]
     explanation: str | None = None
+    text: str = ""
 
 
 class ToolCallDone(_Done, tag=ItemKind.TOOL_CALL.value):

@@ -90,18 +90,17 @@ async def test_prompt_streams_the_answer_and_completes(harness: Harness, fake_mo
     assert "say hi" in str(fake_model.requests[-1]["input"])
 
 
-async def test_a_web_search_is_shown_generically_with_its_query(harness: Harness, fake_model: FakeResponses) -> None:
-    """The real Codex turns a model's web_search_call into a webSearch item: shown as an ``other``
-    item (issue [8]: no view of its own yet) with its query, and the turn goes on."""
+async def test_a_web_search_is_shown_as_a_tool_call_with_its_query(harness: Harness, fake_model: FakeResponses) -> None:
+    """The real Codex turns a model's web_search_call into a webSearch item: shown as a tool call
+    with its query, and the turn goes on."""
     fake_model.add({"web_search": "tether relay protocol", "text": "Found it."})
     session = await harness.start("look it up")
     done = await harness.wait(session, EventType.TURN_COMPLETED)
     assert done.data["status"] == "completed"
-    [started] = await harness.items(session, EventType.ITEM_STARTED, "other")
-    [completed] = await harness.items(session, EventType.ITEM_COMPLETED, "other")
+    [started] = await harness.items(session, EventType.ITEM_STARTED, "tool_call")
+    [completed] = await harness.items(session, EventType.ITEM_COMPLETED, "tool_call")
     assert completed["item"] == started["item"] and completed["status"] == "completed"
-    assert (completed["type"], completed["title"], completed["summary"]) == (
-        "webSearch", "web search", "tether relay protocol")
+    assert (completed["tool"], completed["server"], completed["input"]) == ("web search", None, "tether relay protocol")
     [answer] = await harness.items(session, EventType.ITEM_COMPLETED, "agent_message")
     assert answer["text"] == "Found it."
     # What the model server said it used (15 tokens a response) reached the session's usage.

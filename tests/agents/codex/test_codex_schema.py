@@ -18,6 +18,7 @@ from tether.agents.codex.adapter import (
     OTHER_ITEMS,
     QUIET_NOTIFICATIONS,
     REFUSED_REQUESTS,
+    TOOL_ITEMS,
     USAGE,
     USER_INPUT,
     WARNINGS,
@@ -26,7 +27,7 @@ from tether.agents.codex.appserver import APPROVAL_METHODS
 
 SCHEMA = Path(__file__).with_name("schema") / f"codex-app-server-{PINNED_VERSION}.schemas.json.gz"
 # The item types the adapter maps onto items of their own (agents/codex/adapter.py _started_data).
-MAPPED_ITEMS = {"userMessage", "agentMessage", "reasoning", "commandExecution", "fileChange"}
+MAPPED_ITEMS = {"userMessage", "agentMessage", "reasoning", "commandExecution", "fileChange", "plan"} | TOOL_ITEMS
 
 
 def schema() -> dict[str, Any]:

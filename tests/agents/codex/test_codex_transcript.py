@@ -127,3 +127,37 @@ async def test_a_type_seen_again_is_logged_only_once(
         events = await replay(tmp_path, event_log, transcript)
     assert sum(1 for e in events if e.type == EventType.AGENT_NOTICE) == 3  # each shown
     assert sum("thread/sparkle/updated" in r.getMessage() for r in caplog.records) == 1  # logged once
+
+
+async def test_mcp_tool_calls_and_plan_updates_have_views_of_their_own(tmp_path: Path, event_log: EventLog) -> None:
+    """Shapes of Codex 0.169.0's schema (tests/agents/codex/schema/): an MCP tool call with its
+    server, arguments and result (or error), and turn/plan/updated, which the pinned Codex did not
+    send in these tests' runs (docs/agents.md), as a plan item."""
+    call = item("mcpToolCall", "mcp-1", server="notes", tool="search", arguments={"query": "blue", "limit": 3},
+                result=None, error=None, durationMs=None)
+    failed = item("mcpToolCall", "mcp-2", server="notes", tool="delete", arguments={}, result=None, error=None)
+    transcript: list[Replayed] = [
+        note("turn/plan/updated", explanation="two steps", plan=[{"step": "mix", "status": "completed"},
+                                                                {"step": "paint", "status": "inProgress"}]),
+        note("item/started", item={**call, "status": "inProgress"}),
+        note("item/completed", item={**call, "status": "completed", "result": {
+            "content": [{"type": "text", "text": "3 notes about blue"}, {"type": "image", "data": "…"}],
+            "structuredContent": None}}),
+        note("item/started", item={**failed, "status": "inProgress"}),
+        note("item/completed", item={**failed, "status": "failed", "error": {"message": "not allowed"}}),
+        note("turn/plan/updated", explanation=None, plan=[{"step": "mix", "status": "completed"},
+                                                         {"step": "paint", "status": "completed"}]),
+        Notification("turn/completed", {"threadId": "th-1", "turn": {"id": TURN, "status": "completed"}}),
+    ]
+    events = await replay(tmp_path, event_log, transcript)
+    done = [e.data for e in events if e.type == EventType.ITEM_COMPLETED]
+    searched, deleted = (d for d in done if d["kind"] == "tool_call")
+    assert (searched["server"], searched["tool"], searched["status"]) == ("notes", "search", "completed")
+    assert '"query": "blue"' in searched["input"] and searched["output"] == "3 notes about blue"
+    assert (deleted["tool"], deleted["status"], deleted["output"]) == ("delete", "failed", "not allowed")
+    assert deleted["input"] == ""
+    plans = [(d["explanation"], d["steps"]) for d in done if d["kind"] == "plan"]
+    assert plans == [
+        ("two steps", [{"text": "mix", "status": "completed"}, {"text": "paint", "status": "in_progress"}]),
+        (None, [{"text": "mix", "status": "completed"}, {"text": "paint", "status": "completed"}]),
+    ]

@@ -61,7 +61,7 @@ from tether.agents.claude.process import ClaudeExited, ClaudeProcess, Event, Exi
 from tether.agents.claude.shell import write_shell
 from tether.agents.policy import AgentConfig, Approval, Policy, Sandbox
 from tether.agents.secrets import Redactor, StreamRedactor, env_secrets, is_secret_name, without_secrets
-from tether.agents.turn import FollowingAgent, emit_delta, fail_items, flush_delta, stream_delta
+from tether.agents.turn import FollowingAgent, emit_delta, emit_plan, fail_items, flush_delta, stream_delta
 from tether.protocol.events import ApprovalKind, EventType
 
 log = logging.getLogger(__name__)
@@ -415,7 +415,8 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
         task_call = state.task_calls.pop(result.tool_use_id, None)
         if task_call is not None:
             if not result.is_error and not result.rejected and self._update_tasks(*task_call, result.detail):
-                await self._plan(state)
+                steps = [{"text": self._redact(t["text"]), "status": t["status"]} for t in self._tasks.values()]
+                await emit_plan(self.ctx, state.id, steps, None)
             return
         item = state.tools.get(result.tool_use_id)
         if item is None or not item.open:
@@ -459,14 +460,6 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
         if isinstance(tool_input.get("subject"), str):
             current["text"] = tool_input["subject"]
         return True
-
-    async def _plan(self, state: _Turn) -> None:
-        """The task list as it now stands, as one plan item (it replaces the last one on the page)."""
-        steps = [{"text": self._redact(t["text"]), "status": t["status"]} for t in self._tasks.values()]
-        data = {"turn": state.id, "item": self.ctx.new_id("i"), "kind": ItemKind.PLAN, "steps": steps,
-                "explanation": None}
-        await self.ctx.emit(EventType.ITEM_STARTED, data)
-        await self.ctx.emit(EventType.ITEM_COMPLETED, {**data, "status": "completed"})
 
     async def _close_open_items(self, state: _Turn) -> None:
         """Items still open when a turn ends (interrupt, death) end as failed."""

@@ -67,7 +67,15 @@ from tether.agents.codex.binary import CodexBinary, CodexError, find_codex
 from tether.agents.policy import AgentConfig, Approval, Policy, Sandbox
 from tether.agents.sandbox import hiding
 from tether.agents.secrets import SECRET_NAME_PARTS, Redactor, StreamRedactor, env_secrets
-from tether.agents.turn import FollowingAgent, emit_delta, emit_notice, fail_items, flush_delta, stream_delta
+from tether.agents.turn import (
+    FollowingAgent,
+    emit_delta,
+    emit_notice,
+    emit_plan,
+    fail_items,
+    flush_delta,
+    stream_delta,
+)
 from tether.agents.unknown import log_unknown, summarize
 from tether.protocol.events import EventType
 
@@ -96,17 +104,20 @@ ITEM_STATUS = {"completed": "completed", "failed": "failed", "declined": "declin
 # Item types of Codex 0.169.0 that tether shows generically for now (type, title and summary), by
 # their title; any other type is also shown so, and logged once as unknown.
 OTHER_ITEMS = {
-    "plan": "plan", "mcpToolCall": "MCP tool call", "dynamicToolCall": "tool call",
-    "collabAgentToolCall": "agent tool call", "subAgentActivity": "subagent", "webSearch": "web search",
+    "collabAgentToolCall": "agent tool call", "subAgentActivity": "subagent",
     "imageView": "image", "imageGeneration": "image generation", "sleep": "waiting",
     "enteredReviewMode": "review started", "exitedReviewMode": "review ended",
     "contextCompaction": "context compacted", "hookPrompt": "hook", "functionCallOutput": "tool output",
 }
+# Item types shown as a tool call: the tool's name (and MCP server), its arguments, its result.
+TOOL_ITEMS = frozenset({"mcpToolCall", "dynamicToolCall", "webSearch"})
 # Notifications the adapter maps (see the table above).
 HANDLED_NOTIFICATIONS = frozenset({
     "item/started", "item/completed", "item/agentMessage/delta", "item/reasoning/summaryTextDelta",
-    "item/commandExecution/outputDelta", "error", "turn/completed",
+    "item/plan/delta", "item/commandExecution/outputDelta", "error", "turn/completed", "turn/plan/updated",
 })
+# Codex's plan step status → tether's.
+STEP_STATUS = {"pending": "pending", "inProgress": "in_progress", "completed": "completed"}
 # Notifications of what the session uses: agent.usage, in the session header.
 USAGE = frozenset({"thread/tokenUsage/updated", "account/rateLimits/updated"})
 # Notifications shown as warnings.
@@ -128,7 +139,7 @@ QUIET_NOTIFICATIONS: dict[str, str] = _quiet({
     "handled with the approval it resolves": ("serverRequest/resolved",),
     "the item's final form is shown when it completes": (
         "item/reasoning/summaryPartAdded", "item/fileChange/outputDelta", "item/fileChange/patchUpdated",
-        "item/commandExecution/terminalInteraction", "item/plan/delta", "item/mcpToolCall/progress"),
+        "item/commandExecution/terminalInteraction", "item/mcpToolCall/progress"),
     "raw reasoning is not shown; its summary is": ("item/reasoning/textDelta",),
     "the desktop app's thread list and projects, not this session": (
         "thread/readState/changed", "thread/archived", "thread/deleted", "thread/unarchived", "thread/reverted",
@@ -150,11 +161,16 @@ QUIET_NOTIFICATIONS: dict[str, str] = _quiet({
         "model/rerouted", "model/verification",
         "model/safetyBuffering/updated", "turn/moderationMetadata", "modelProvider/authRecoveryStarted",
         "modelProvider/authRecoveryCompleted"),
-    "not shown yet (issue [8]: the turn's changes view, plan, thread name, hooks, reviews)": (
-        "turn/diff/updated", "turn/plan/updated", "thread/name/updated", "thread/compacted", "hook/started",
+    # Observed with 0.169.0: not sent after an approved apply_patch, native or through exec_command,
+    # in a git repository or not; the page gathers a turn's file_change items instead.
+    "not sent by Codex 0.169 (the file_change items carry each diff)": ("turn/diff/updated",),
+    "not shown yet (issue [8]: thread name, hooks, reviews)": (
+        "thread/name/updated", "thread/compacted", "hook/started",
         "hook/completed", "item/autoApprovalReview/started", "item/autoApprovalReview/completed",
         "autoApprovalReview/strictReviewRequired"),
 })
+# A tool's arguments or result as shown on the phone: the start of it.
+MAX_TOOL_TEXT = 16 * 1024
 USER_INPUT = "item/tool/requestUserInput"  # a question the agent asks (in plan mode): a question card
 # Collaboration modes a person may switch Codex to for the next turns.
 MODES = ("plan", "default")
@@ -380,8 +396,10 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
             await self._item_started(state, params.get("item") or {})
         elif method == "item/completed":
             await self._item_completed(state, params.get("item") or {})
-        elif method in ("item/agentMessage/delta", "item/reasoning/summaryTextDelta"):
+        elif method in ("item/agentMessage/delta", "item/reasoning/summaryTextDelta", "item/plan/delta"):
             await self._delta(state, params, "text")
+        elif method == "turn/plan/updated":
+            await self._plan_updated(state, params)
         elif method == "item/commandExecution/outputDelta":
             await self._delta(state, params, "output")
         elif method == "error":
@@ -410,6 +428,13 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
             log_unknown("codex", "notification", method)
             await emit_notice(self.ctx, state.id, "info", method,
                               self._redact(f"Codex said {method}: {summarize(params)}"))
+
+    async def _plan_updated(self, state: _Turn, params: dict[str, Any]) -> None:
+        steps = [{"text": self._redact(str(s.get("step") or "")),
+                  "status": STEP_STATUS.get(str(s.get("status")), "pending")}
+                 for s in params.get("plan") or [] if isinstance(s, dict)]
+        explanation = params.get("explanation")
+        await emit_plan(self.ctx, state.id, steps, self._redact(explanation) if isinstance(explanation, str) else None)
 
     async def _item_started(self, state: _Turn, item: dict[str, Any]) -> _Item | None:
         codex_id = item.get("id")
@@ -443,6 +468,8 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
         data: dict[str, Any]
         if tracked.kind is ItemKind.AGENT_MESSAGE:
             data = {"text": str(item.get("text") or "".join(tracked.text))}
+        elif tracked.kind is ItemKind.PLAN:
+            data = {**tracked.data, "text": str(item.get("text") or "".join(tracked.text))}
         elif tracked.kind is ItemKind.REASONING:
             summary = item.get("summary")
             text = "\n\n".join(str(s) for s in summary) if isinstance(summary, list) and summary else None
@@ -455,9 +482,13 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
             output = str(aggregated) if aggregated is not None else "".join(tracked.text)
             exit_code = item.get("exitCode")
             data = {**tracked.data, "exit_code": exit_code if isinstance(exit_code, int) else None, "output": output}
-        else:  # file change, or a type tether shows generically
+        else:  # file change, tool call, or a type tether shows generically
             kind_data = _started_data(item)
             data = kind_data[1] if kind_data is not None else tracked.data
+            if tracked.kind is ItemKind.TOOL_CALL:
+                output, failed = _tool_output(item)
+                data = {**data, "output": output}
+                status = "failed" if failed else status
         await self.ctx.emit(
             EventType.ITEM_COMPLETED,
             {"turn": state.id, "item": tracked.id, "kind": tracked.kind, "status": status, **self._redact.value(data)},
@@ -757,6 +788,10 @@ def _started_data(item: dict[str, Any]) -> tuple[ItemKind, dict[str, Any]] | Non
         paths = [str(c.get("path")) for c in changes]
         diff = "".join(_unified(c) for c in changes)
         return ItemKind.FILE_CHANGE, {"path": paths[0] if paths else "", "paths": paths, "diff": diff}
+    if kind == "plan":
+        return ItemKind.PLAN, {"steps": [], "explanation": None, "text": ""}
+    if kind in TOOL_ITEMS:
+        return ItemKind.TOOL_CALL, _tool_data(item)
     if kind == "userMessage" or not isinstance(kind, str):
         return None  # the host logs the prompt itself
     if kind not in OTHER_ITEMS:
@@ -765,17 +800,35 @@ def _started_data(item: dict[str, Any]) -> tuple[ItemKind, dict[str, Any]] | Non
 
 
 def _other_summary(kind: str, item: dict[str, Any]) -> str:
-    """What a person reads on an item shown generically: the gist of the known types, else every
-    field."""
-    if kind == "webSearch" and item.get("query"):
-        return str(item["query"])
-    if kind == "mcpToolCall":
-        call = f"{item.get('server')}/{item.get('tool')}"
-        return summarize({"call": call, "arguments": item.get("arguments"), "result": item.get("result"),
-                          "error": item.get("error")})
-    if kind == "plan" and item.get("text"):
-        return summarize(item["text"])
+    """What a person reads on an item shown generically: every field."""
     return summarize({k: v for k, v in item.items() if k not in ("status", "aggregatedOutput")})
+
+
+def _tool_data(item: dict[str, Any]) -> dict[str, Any]:
+    """A tool call's name, server and arguments: an MCP server's tool, a dynamic tool, a web search."""
+    if item.get("type") == "webSearch":
+        return {"tool": "web search", "server": None, "input": str(item.get("query") or "")}
+    arguments = item.get("arguments")
+    shown = json.dumps(arguments, indent=1, ensure_ascii=False) if arguments not in (None, {}, []) else ""
+    server = item.get("server")
+    return {"tool": str(item.get("tool") or "tool"), "server": server if isinstance(server, str) else None,
+            "input": shown[:MAX_TOOL_TEXT]}
+
+
+def _tool_output(item: dict[str, Any]) -> tuple[str, bool]:
+    """(what a tool call returned, as text; whether it failed)."""
+    error = item.get("error")
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])[:MAX_TOOL_TEXT], True
+    result = item.get("result")
+    if isinstance(result, dict) and isinstance(result.get("content"), list):
+        texts = [str(c.get("text")) for c in result["content"] if isinstance(c, dict) and c.get("type") == "text"]
+        return "\n".join(texts)[:MAX_TOOL_TEXT], False
+    items = item.get("contentItems")  # a dynamic tool's
+    if isinstance(items, list):
+        texts = [str(c.get("text")) for c in items if isinstance(c, dict) and c.get("text")]
+        return "\n".join(texts)[:MAX_TOOL_TEXT], item.get("success") is False
+    return "", False
 
 
 def _unified(change: dict[str, Any]) -> str:

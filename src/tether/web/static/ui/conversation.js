@@ -138,8 +138,9 @@ function itemCard(item, feed) {
         { dataset: { item: item.id }, "aria-label": "The agent's plan" },
         h("div.card-head", h("strong", "Plan")),
         item.explanation ? h("p.hint", item.explanation) : null,
-        h("ol.steps", (item.steps || []).map((step) =>
-          h("li.step", { dataset: { status: step.status } }, `${STEP_MARKS[step.status] || "○"} ${step.text}`))),
+        item.text ? h("p.plan-text", item.text) : null,
+        item.steps?.length ? h("ol.steps", item.steps.map((step) =>
+          h("li.step", { dataset: { status: step.status } }, `${STEP_MARKS[step.status] || "○"} ${step.text}`))) : null,
       );
     case "tool_call":
       return h(
