@@ -12,6 +12,7 @@ A script is a list of turns; each turn is one model reply, a dict with any of::
      "exec": {"cmd": "echo hi", "escalated": true, "justification": "why"},
                                                  # an exec_command tool call (Codex 0.169.0's shell)
      "call": {"name": "tool", "arguments": {...}},   # any other function call
+                                                 # (+ "namespace": "mcp__SERVER" for an MCP tool)
      "web_search": "a query",                    # a web_search_call item (Codex: webSearch)
      "patch": "*** Begin Patch...",              # a call of the apply_patch tool (freeform)
      "delay": 0.5,                               # seconds to wait before answering
@@ -118,7 +119,7 @@ def _turn_events(turn: Turn, n: int, response_id: str) -> list[dict[str, Any]]:
                 "content": [{"type": "output_text", "text": "".join(deltas), "annotations": []}]}
         events.append({"type": "response.output_item.done", "output_index": index, "item": done})
         index += 1
-    calls: list[tuple[str, dict[str, Any]]] = []
+    calls: list[tuple[str, dict[str, Any], str | None]] = []
     if turn.get("exec"):
         spec = dict(turn["exec"])
         args: dict[str, Any] = {"cmd": spec["cmd"]}
@@ -127,9 +128,10 @@ def _turn_events(turn: Turn, n: int, response_id: str) -> list[dict[str, Any]]:
             args["justification"] = spec.get("justification", "the test model wants to run this")
         if spec.get("workdir"):
             args["workdir"] = spec["workdir"]
-        calls.append(("exec_command", args))
+        calls.append(("exec_command", args, None))
     if turn.get("call"):
-        calls.append((str(turn["call"]["name"]), dict(turn["call"].get("arguments", {}))))
+        call = turn["call"]
+        calls.append((str(call["name"]), dict(call.get("arguments", {})), call.get("namespace")))
     if turn.get("patch"):
         # A freeform (custom) tool call, as a model calls Codex's apply_patch tool.
         item = {"type": "custom_tool_call", "id": f"ctc_{n}", "call_id": f"call_{n}_p", "name": "apply_patch",
@@ -138,9 +140,11 @@ def _turn_events(turn: Turn, n: int, response_id: str) -> list[dict[str, Any]]:
                        "item": {**item, "input": "", "status": "in_progress"}})
         events.append({"type": "response.output_item.done", "output_index": index, "item": item})
         index += 1
-    for k, (name, arguments) in enumerate(calls):
+    for k, (name, arguments, namespace) in enumerate(calls):
         item = {"type": "function_call", "id": f"fc_{n}_{k}", "call_id": f"call_{n}_{k}", "name": name,
                 "arguments": json.dumps(arguments), "status": "completed"}
+        if namespace:  # a tool of a namespace (Codex offers an MCP server's tools as one)
+            item["namespace"] = namespace
         events.append({"type": "response.output_item.added", "output_index": index,
                        "item": {**item, "arguments": "", "status": "in_progress"}})
         events.append({"type": "response.output_item.done", "output_index": index, "item": item})

@@ -4,7 +4,8 @@ real Codex CLI, the scripted Responses-API model recording each request.
 The person switches Codex to plan mode from the composer; the model then asks a question with its
 request_user_input tool; Codex puts it to tether (``item/tool/requestUserInput``) and the page
 shows a question card with the options. Answered there, Codex continues (its proposed plan shown as
-a plan card) and the model's next request carries the answer. A second answer, from the CLI, comes too late: the first answer won.
+a plan card) and the model's next request carries the answer. A second answer, from the CLI, comes
+too late: the first answer won.
 """
 
 from __future__ import annotations

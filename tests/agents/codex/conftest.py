@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.agent_session import SessionHarness
 from tests.support.fake_responses import FakeResponses
 from tether.agents.codex import (
     PINNED_VERSION,
@@ -27,8 +28,13 @@ from tether.agents.codex import (
     ServerRequest,
     find_codex,
 )
+from tether.agents.codex.adapter import CodexAgent
+from tether.agents.policy import AgentConfig, Policy
+from tether.host.agent_session import AgentSession
+from tether.host.eventlog import EventLog
 
 EVENT_TIMEOUT = 30.0
+TIMEOUT = 30.0
 FAKE_KEY_ENV = "TETHER_FAKE_MODEL_KEY"
 
 
@@ -166,3 +172,34 @@ async def start_appserver(
     yield start
     for server in started:
         await server.close()
+
+
+@pytest.fixture(autouse=True)
+def fake_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(FAKE_KEY_ENV, "dummy-key")
+
+
+class Harness(SessionHarness):
+    def __init__(self, log: EventLog, binary: CodexBinary, codex_home: Path, workspace: Path) -> None:
+        super().__init__(log, CodexAgent, workspace, timeout=TIMEOUT)
+        self.binary = binary
+        self.codex_home = codex_home
+
+    def config(self, **options: Any) -> AgentConfig:
+        return AgentConfig(
+            "codex", options={"binary": str(self.binary.path), "codex_home": str(self.codex_home), **options}
+        )
+
+    async def start(
+        self, prompt: str, *, policy: Policy | None = None, options: dict[str, Any] | None = None,
+    ) -> AgentSession:
+        return await self.open(prompt, policy or Policy(), self.config(**(options or {})))
+
+
+@pytest.fixture
+async def harness(
+    event_log: EventLog, codex_binary: CodexBinary, codex_home: Path, workspace: Path,
+) -> AsyncIterator[Harness]:
+    h = Harness(event_log, codex_binary, codex_home, workspace)
+    yield h
+    await h.close()

@@ -6,59 +6,22 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.agents.codex.conftest import FAKE_KEY_ENV, StartAppServer
-from tests.support.agent_session import SessionHarness
+from tests.agents.codex.conftest import Harness, StartAppServer
 from tests.support.fake_responses import FakeResponses
 from tether.agents.base import Decision
-from tether.agents.codex import CodexBinary, CodexError
+from tether.agents.codex import CodexError
 from tether.agents.codex.adapter import THREAD_OPTION, CodexAgent, list_threads
-from tether.agents.policy import AgentConfig, Approval, Policy, Sandbox
-from tether.host.agent_session import AgentSession
-from tether.host.eventlog import EventLog
+from tether.agents.policy import Approval, Policy, Sandbox
 from tether.protocol.events import EventType
 
 pytestmark = pytest.mark.slow
 
 APPROVED_CMD = "echo approved-$((1+1))"
-TIMEOUT = 30.0
 BY = {"id": "d_test", "name": "test"}
-
-
-@pytest.fixture(autouse=True)
-def fake_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(FAKE_KEY_ENV, "dummy-key")
-
-
-class Harness(SessionHarness):
-    def __init__(self, log: EventLog, binary: CodexBinary, codex_home: Path, workspace: Path) -> None:
-        super().__init__(log, CodexAgent, workspace, timeout=TIMEOUT)
-        self.binary = binary
-        self.codex_home = codex_home
-
-    def config(self, **options: Any) -> AgentConfig:
-        return AgentConfig(
-            "codex", options={"binary": str(self.binary.path), "codex_home": str(self.codex_home), **options}
-        )
-
-    async def start(
-        self, prompt: str, *, policy: Policy | None = None, options: dict[str, Any] | None = None,
-    ) -> AgentSession:
-        return await self.open(prompt, policy or Policy(), self.config(**(options or {})))
-
-
-@pytest.fixture
-async def harness(
-    event_log: EventLog, codex_binary: CodexBinary, codex_home: Path, workspace: Path,
-) -> AsyncIterator[Harness]:
-    h = Harness(event_log, codex_binary, codex_home, workspace)
-    yield h
-    await h.close()
 
 
 async def test_prompt_streams_the_answer_and_completes(harness: Harness, fake_model: FakeResponses) -> None:

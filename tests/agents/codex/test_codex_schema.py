@@ -14,6 +14,7 @@ from typing import Any
 
 from tether.agents.codex import PINNED_VERSION
 from tether.agents.codex.adapter import (
+    ELICITATION,
     HANDLED_NOTIFICATIONS,
     OTHER_ITEMS,
     QUIET_NOTIFICATIONS,
@@ -60,6 +61,6 @@ def test_every_notification_of_the_pinned_codex_is_classified_once() -> None:
 
 def test_every_server_request_of_the_pinned_codex_is_answered_or_refused_with_a_reason() -> None:
     requests = variants(schema()["ServerRequest"], "method")
-    answered = set(APPROVAL_METHODS) | {USER_INPUT}
+    answered = set(APPROVAL_METHODS) | {USER_INPUT, ELICITATION}
     assert requests == answered | set(REFUSED_REQUESTS)
     assert not answered & set(REFUSED_REQUESTS)

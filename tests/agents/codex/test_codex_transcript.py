@@ -53,9 +53,10 @@ async def test_unknown_types_are_shown_generically_refused_cleanly_and_the_turn_
     tmp_path: Path, event_log: EventLog, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = FakeClient()
-    # A request Codex hands on (it is in DELIVERED_SERVER_REQUESTS) that tether cannot put yet.
+    # A request Codex hands on (it is in DELIVERED_SERVER_REQUESTS) that tether cannot put: an
+    # MCP server's link to open.
     question = ServerRequest("rq-1", "mcpServer/elicitation/request", {
-        "threadId": "th-1", "turnId": TURN, "serverName": "notes",
+        "threadId": "th-1", "turnId": TURN, "serverName": "notes", "mode": "url", "url": "https://notes.example/",
         "message": "Which color?"}, client)  # type: ignore[arg-type]
     client._server_requests[question.id] = question
     # An invented request: the app-server client refuses it at once and hands this on.
@@ -107,9 +108,9 @@ async def test_unknown_types_are_shown_generically_refused_cleanly_and_the_turn_
     assert refused.endswith("tether does not know this request")
     asked = notices[("warning", "mcpServer/elicitation/request")]
     assert asked.startswith("refused: Codex asked mcpServer/elicitation/request") and "Which color?" in asked
-    assert asked.endswith("not yet: a form card (issue [8])")
-    # Codex got an answer at once (an error), so it does not wait; and the turn went on.
-    assert [m["id"] for m in client.sent] == ["rq-1"] and "error" in client.sent[0]
+    assert asked.endswith("(not a link to open, or nested fields)")
+    # Codex got an answer at once (declined), so it does not wait; and the turn went on.
+    assert [m["id"] for m in client.sent] == ["rq-1"] and client.sent[0]["result"] == {"action": "decline"}
     assert by_type[EventType.ITEM_COMPLETED][-1]["text"] == "Still here."
     # Each unknown type is logged once, by name.
     logged = " ".join(r.getMessage() for r in caplog.records)

@@ -42,7 +42,7 @@ import collections
 import json
 import logging
 import os
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,8 +176,8 @@ USER_INPUT = "item/tool/requestUserInput"  # a question the agent asks (in plan 
 MODES = ("plan", "default")
 # Server requests a person cannot answer from the phone yet: refused at once (Codex does not wait)
 # and shown as "refused: …". (Approvals of commands and file changes, and questions, are answered.)
+ELICITATION = "mcpServer/elicitation/request"  # an MCP tool call to approve, or a form to fill in
 REFUSED_REQUESTS: dict[str, str] = {
-    "mcpServer/elicitation/request": "not yet: a form card (issue [8])",
     "item/permissions/requestApproval": "not yet: a permissions card (issue [8])",
     "item/tool/call": "tether registers no dynamic tools",
     "account/chatgptAuthTokens/refresh": "the host's credentials never leave it",
@@ -519,6 +519,9 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
             questions = [_question(q) for q in params.get("questions") or [] if isinstance(q, dict)]
             self._track(request, self._put_questions(request, self._redact.value(questions)))
             return
+        if request.method == ELICITATION and params.get("turnId") == state.codex_id:
+            await self._on_elicitation(state, request)
+            return
         if request.method not in APPROVAL_METHODS or params.get("turnId") != state.codex_id:
             # Not a question tether can put to a person (or not of this turn): do not let Codex wait.
             if request.is_approval:
@@ -546,6 +549,54 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
         options = _options(params)
         self._track(request, self._ask(request, kind, self._redact.value(details), tracked.id if tracked else None,
                                        options))
+
+    async def _on_elicitation(self, state: _Turn, request: ServerRequest) -> None:
+        """An MCP server's question through Codex: Codex's own approval of an MCP tool call (an
+        approval card), or a form the server wants filled in (a question card)."""
+        params = request.params
+        raw_meta = params.get("_meta")
+        meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
+        server = str(params.get("serverName") or "")
+        if meta.get("codex_approval_kind") == "mcp_tool_call":
+            tool = str(meta.get("tool_name") or "tool")
+            tracked = next((i for codex_id, i in reversed(state.items.items()) if codex_id in state.open
+                            and i.kind is ItemKind.TOOL_CALL and i.data.get("tool") == tool
+                            and i.data.get("server") == server), None)
+            arguments = meta.get("tool_params")
+            details = {"tool": tool, "server": server, "reason": params.get("message"),
+                       "input": tracked.data["input"] if tracked is not None else _tool_data(
+                           {"tool": tool, "server": server, "arguments": arguments})["input"]}
+            persist = meta.get("persist")
+            options = [Decision.APPROVE, Decision.APPROVE_FOR_SESSION, Decision.DENY] \
+                if isinstance(persist, list) and "session" in persist else [Decision.APPROVE, Decision.DENY]
+            self._track(request, self._ask(request, "tool", self._redact.value(details),
+                                           tracked.id if tracked else None, options, answer=_elicitation_answer))
+            return
+        form = _form(params.get("requestedSchema")) if params.get("mode") == "form" else None
+        if form is None:
+            await request.respond({"action": "decline"})
+            await self._refused(state, request.method, params, "tether puts only forms of text, number, yes/no and "
+                                "choice fields to a person (not a link to open, or nested fields)")
+            return
+        message = str(params.get("message") or "")
+        questions = [{**q, "header": q["header"] or server, "question": q["question"] or message} for q in form]
+        if message and len(questions) > 1:
+            questions[0] = {**questions[0], "question": f"{message}\n{questions[0]['question']}"}
+        self._track(request, self._fill_form(request, self._redact.value(questions), params["requestedSchema"]))
+
+    async def _fill_form(self, request: ServerRequest, questions: list[Question], schema: dict[str, Any]) -> None:
+        try:
+            answers = await self.ctx.ask(questions, item=None)
+        except asyncio.CancelledError:
+            return
+        except Exception:
+            log.exception("session %s: putting an MCP server's form failed", self.ctx.session_id)
+            await request.respond({"action": "cancel"})
+            return
+        content = _form_content(schema, answers)
+        reply = {"action": "accept", "content": content} if content is not None else {"action": "decline"}
+        if not await request.respond(reply):
+            log.info("session %s: codex request %s closed before the answer", self.ctx.session_id, request.id)
 
     def _track(self, request: ServerRequest, asking: Coroutine[Any, Any, None]) -> None:
         """Ask the people watching in a task of its own, withdrawn if Codex stops waiting."""
@@ -592,9 +643,9 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
             self._last_usage[method] = said
             await self.ctx.emit(EventType.AGENT_USAGE, usage)
 
-    async def _refused(self, state: _Turn, method: str, params: dict[str, Any]) -> None:
+    async def _refused(self, state: _Turn, method: str, params: dict[str, Any], why: str | None = None) -> None:
         """Say on the session what Codex asked and was told no (it was answered at once)."""
-        why = REFUSED_REQUESTS.get(method)
+        why = why or REFUSED_REQUESTS.get(method)
         if why is None:
             log_unknown("codex", "request", method)
             why = "tether does not know this request"
@@ -603,7 +654,7 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
 
     async def _ask(
         self, request: ServerRequest, kind: str, details: dict[str, Any], item: str | None,
-        options: Sequence[Decision],
+        options: Sequence[Decision], answer: Callable[[Decision], dict[str, Any]] | None = None,
     ) -> None:
         try:
             decision = await self.ctx.request_approval(kind, details, item=item, options=options)
@@ -612,7 +663,8 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
         except Exception:
             log.exception("session %s: asking for approval failed; declining", self.ctx.session_id)
             decision = Decision.DENY
-        if not await request.respond({"decision": CODEX_DECISION[decision]}):
+        reply = answer(decision) if answer is not None else {"decision": CODEX_DECISION[decision]}
+        if not await request.respond(reply):
             log.info("session %s: codex request %s closed before the answer", self.ctx.session_id, request.id)
 
     # -- events from the app-server (on its reading task: quick) ---------------------------
@@ -740,6 +792,71 @@ def _question(asked: dict[str, Any]) -> Question:
         "is_other": bool(asked.get("isOther")) or not options,
         "is_secret": bool(asked.get("isSecret")),
     }
+
+
+def _elicitation_answer(decision: Decision) -> dict[str, Any]:
+    """An MCP tool-call approval's answer, as Codex takes it (``persist`` observed with 0.169.0:
+    "session" approves that tool for the rest of the thread)."""
+    if decision is Decision.DENY:
+        return {"action": "decline"}
+    reply: dict[str, Any] = {"action": "accept", "content": {}}
+    if decision is Decision.APPROVE_FOR_SESSION:
+        reply["_meta"] = {"persist": "session"}
+    return reply
+
+
+# An MCP form's field types tether can put as a question, and how an answer becomes a value.
+_FORM_TYPES = {"string": str, "number": float, "integer": int, "boolean": None}
+
+
+def _form(schema: Any) -> list[Question] | None:
+    """An MCP elicitation form (a flat object of string, number, integer, boolean and enum fields)
+    as questions, one per field; None when it has another shape."""
+    if not isinstance(schema, dict) or not isinstance(schema.get("properties"), dict):
+        return None
+    questions: list[Question] = []
+    for name, field_schema in schema["properties"].items():
+        if not isinstance(field_schema, dict) or field_schema.get("type") not in _FORM_TYPES:
+            return None
+        choices = _choices(field_schema)
+        questions.append({
+            "id": str(name), "header": str(field_schema.get("title") or name),
+            "question": str(field_schema.get("description") or ""),
+            "options": [{"label": label, "description": ""} for label in choices],
+            "is_other": not choices, "is_secret": False,
+        })
+    return questions
+
+
+def _choices(field_schema: dict[str, Any]) -> list[str]:
+    if field_schema.get("type") == "boolean":
+        return ["yes", "no"]
+    if isinstance(field_schema.get("enum"), list):
+        return [str(v) for v in field_schema["enum"]]
+    if isinstance(field_schema.get("oneOf"), list):
+        return [str(o.get("const")) for o in field_schema["oneOf"] if isinstance(o, dict) and "const" in o]
+    return []
+
+
+def _form_content(schema: dict[str, Any], answers: dict[str, list[str]]) -> dict[str, Any] | None:
+    """The answers as the form's values (typed); None when one does not fit (a number that is not)."""
+    content: dict[str, Any] = {}
+    for name, field_schema in schema["properties"].items():
+        given = answers.get(str(name))
+        if not given:
+            continue
+        text = given[0]
+        kind = field_schema.get("type")
+        try:
+            if kind == "boolean":
+                content[name] = text.strip().lower() in ("yes", "true", "y", "1")
+            elif kind in ("number", "integer"):
+                content[name] = _FORM_TYPES[kind](text.strip())  # type: ignore[misc]
+            else:
+                content[name] = text
+        except ValueError:
+            return None
+    return content
 
 
 def _model(listed: dict[str, Any]) -> dict[str, Any]:
