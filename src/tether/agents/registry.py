@@ -52,7 +52,7 @@ AGENTS: dict[str, AgentSpec] = {s.name: s for s in (
     AgentSpec("codex", Kind.TURNS, "tether.agents.codex.adapter:CodexAgent",
               {**_POLICY_KEYS, "binary": str, "codex_home": str, "model": str}),
     AgentSpec("claude", Kind.TURNS, "tether.agents.claude.adapter:ClaudeAgent",
-              {**_POLICY_KEYS, "binary": str, "config_dir": str, "model": str}),
+              {**_POLICY_KEYS, "binary": str, "config_dir": str, "model": str, "mcp_config": str}),
 )}
 AGENT_NAMES = tuple(AGENTS)
 

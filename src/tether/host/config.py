@@ -26,6 +26,7 @@ key and its line. Example::
     [agents.claude]
     binary = "claude"                         # Claude Code; credentials from its own login or env
     config_dir = "~/.claude"                  # else $CLAUDE_CONFIG_DIR or ~/.claude
+    mcp_config = "~/.claude/tether-mcp.json"  # MCP servers its sessions may use (none unless set)
 
     [limits]                                  # what one device or token may hold (defaults shown)
     max_sessions = 100                        # live sessions on the host, whoever started them

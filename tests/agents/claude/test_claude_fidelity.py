@@ -1,12 +1,14 @@
 """What Claude Code does beyond commands and file changes, through the real CLI (issue [8] item 3):
 its task list as the session's plan, a question to the person, a plan to approve in plan mode, web
 tools asked about, retries while its model server is away, and the model, effort and mode a person
-chooses. Each against the scripted Messages-API server, which records what the model was told."""
+chooses, and an MCP server's tool. Each against the scripted Messages-API server, which records
+what the model was told."""
 
 from __future__ import annotations
 
 import json
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from tether.protocol.events import EventType
 pytestmark = pytest.mark.slow
 
 BY = {"id": "d_test", "name": "test"}
+REPO = Path(__file__).resolve().parents[3]
 ON_REQUEST = Policy(Approval.ON_REQUEST, Sandbox.WORKSPACE_WRITE)
 COLOUR = {"question": "Which colour?", "header": "Colour", "multiSelect": False,
           "options": [{"label": "Red", "description": "warm"}, {"label": "Blue", "description": "cool"}]}
@@ -195,3 +198,32 @@ async def test_the_model_effort_and_mode_a_person_chooses_reach_the_model(
     before, after = fake_model.requests
     assert before["model"] != after["model"] and "sonnet" in after["model"]
     assert after["output_config"]["effort"] == "low" and before["output_config"]["effort"] != "low"
+
+
+async def test_an_mcp_servers_tool_is_asked_about_and_shown_with_its_result(
+    harness: Harness, fake_model: FakeAnthropic, tmp_path: Path,
+) -> None:
+    calls = tmp_path / "mcp-calls.jsonl"
+    config = tmp_path / "mcp.json"
+    config.write_text(json.dumps({"mcpServers": {"notes": {
+        "command": sys.executable, "args": ["-m", "tests.support.fake_mcp"],
+        "env": {"PYTHONPATH": str(REPO), "FAKE_MCP_LOG": str(calls)}}}}))
+    fake_model.add(tool("mcp__notes__lookup", query="blue"), tool("mcp__notes__lookup", query="red"),
+                   {"text": "Blue only."})
+    session = await harness.start("look up colours", mcp_config=str(config))
+    asked = await harness.wait(session, EventType.APPROVAL_REQUESTED)
+    assert asked.data["kind"] == "tool" and asked.data["options"] == ["approve", "approve_for_session", "deny"]
+    details = asked.data["details"]
+    assert (details["tool"], details["server"], json.loads(details["input"])) == ("lookup", "notes", {"query": "blue"})
+    await session.approve(asked.data["approval"], Decision.APPROVE, BY)
+    second = await harness.wait(session, EventType.APPROVAL_REQUESTED,
+                                lambda d: d["approval"] != asked.data["approval"])
+    await session.approve(second.data["approval"], Decision.DENY, BY)
+    done = await harness.wait(session, EventType.TURN_COMPLETED)
+    assert done.data["status"] == "completed", done.data
+
+    blue, red = await harness.items(session, EventType.ITEM_COMPLETED, "tool_call")
+    assert (blue["server"], blue["tool"], blue["status"], blue["output"]) == ("notes", "lookup", "completed",
+                                                                              "3 notes about blue")
+    assert red["status"] == "declined" and red["output"] == ""
+    assert [json.loads(line)["arguments"]["query"] for line in calls.read_text().splitlines()] == ["blue"]

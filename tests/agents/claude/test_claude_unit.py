@@ -129,6 +129,13 @@ def test_the_workspace_settings_and_mcp_servers_are_not_loaded(tmp_path: Path) -
                                                "TaskGet,AskUserQuestion,ExitPlanMode,WebFetch,WebSearch")
 
 
+def test_mcp_servers_only_from_the_hosts_own_config(tmp_path: Path) -> None:
+    args = claude_args(Policy(), tmp_path, mcp_config="~/tether-mcp.json")
+    assert "--strict-mcp-config" in args  # a workspace's .mcp.json still adds nothing
+    assert args[args.index("--mcp-config") + 1] == str(Path.home() / "tether-mcp.json")
+    assert "--mcp-config" not in claude_args(Policy(), tmp_path)
+
+
 def test_sandbox_modes(tmp_path: Path) -> None:
     home = tmp_path / "tether-home"
     full = claude_settings(Policy(sandbox=Sandbox.FULL_ACCESS), tmp_path, [home])

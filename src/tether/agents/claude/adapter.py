@@ -162,7 +162,9 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
         env["CLAUDE_CODE_SHELL_PREFIX"] = os.fspath(self._shell)
         self._plans = await asyncio.to_thread(plans_dir, env)
         hide = [path for path in self.ctx.hidden if path.is_dir()]
-        args = claude_args(self.ctx.policy, self.ctx.workspace, model=options.get("model"), hide=hide)
+        mcp_config = options.get("mcp_config")
+        args = claude_args(self.ctx.policy, self.ctx.workspace, model=options.get("model"), hide=hide,
+                           mcp_config=str(mcp_config) if mcp_config else None)
         try:
             self.process = await ClaudeProcess.start(
                 self.binary, args, cwd=self.ctx.workspace, env=env, handler=self._on_event,
@@ -549,14 +551,14 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
 
     def _refusal(self, name: str, tool_input: Mapping[str, Any]) -> str | None:
         """Why tether refuses a tool use without asking anyone, or None."""
-        if name in COMMAND_TOOLS or name in WEB_TOOLS:
+        if name in COMMAND_TOOLS or name in WEB_TOOLS or mcp_name(name)[0] is not None:
             return None
         if name not in FILE_TOOLS:
             if self.ctx.policy.approval is Approval.NEVER:
                 return None
             return (f"tether cannot show a person what {name} would do, so it is not allowed here "
-                    "(Read, Glob and Grep work inside the workspace; Bash, Edit, Write and the web tools are "
-                    "asked about).")
+                    "(Read, Glob and Grep work inside the workspace; Bash, Edit, Write, the web tools and MCP "
+                    "tools are asked about).")
         sandbox = self.ctx.policy.sandbox
         if sandbox is Sandbox.READ_ONLY:
             return "This session's sandbox is read-only: files cannot be changed."
@@ -677,8 +679,12 @@ def claude_settings(policy: Policy, workspace: Path, hide: Sequence[Path] = ()) 
     return settings
 
 
-def claude_args(policy: Policy, workspace: Path, *, model: str | None = None, hide: Sequence[Path] = ()) -> list[str]:
-    """The command line of a session's Claude Code process (after the binary)."""
+def claude_args(
+    policy: Policy, workspace: Path, *, model: str | None = None, hide: Sequence[Path] = (),
+    mcp_config: str | None = None,
+) -> list[str]:
+    """The command line of a session's Claude Code process (after the binary). MCP servers only
+    from ``mcp_config`` (``[agents.claude] mcp_config``): each of their tools is asked about."""
     tools = [t for t in TOOLS if not (policy.sandbox is Sandbox.READ_ONLY and t in FILE_TOOLS)
              and not (t in WEB_TOOLS and not web_allowed(policy))]
     args = [
@@ -690,7 +696,7 @@ def claude_args(policy: Policy, workspace: Path, *, model: str | None = None, hi
         # Only the host user's own settings: project settings live in the workspace, and a
         # repository's .claude/settings.json could add hooks that run commands nobody approved.
         "--setting-sources", "user",
-        "--strict-mcp-config",  # no MCP servers: their tools act without an item tether can show
+        "--strict-mcp-config",  # no MCP servers but those of [agents.claude] mcp_config
         "--disable-slash-commands",
         "--settings", json.dumps(claude_settings(policy, workspace, hide), separators=(",", ":")),
     ]
@@ -698,6 +704,8 @@ def claude_args(policy: Policy, workspace: Path, *, model: str | None = None, hi
         args += ["--disallowedTools", ",".join(sorted(FILE_TOOLS))]
     if model:
         args += ["--model", str(model)]
+    if mcp_config:
+        args += ["--mcp-config", os.path.expanduser(mcp_config)]
     return args
 
 
