@@ -227,3 +227,30 @@ async def test_an_mcp_servers_tool_is_asked_about_and_shown_with_its_result(
                                                                               "3 notes about blue")
     assert red["status"] == "declined" and red["output"] == ""
     assert [json.loads(line)["arguments"]["query"] for line in calls.read_text().splitlines()] == ["blue"]
+
+
+async def test_a_sub_agent_runs_in_the_foreground_and_its_commands_are_asked_about(
+    harness: Harness, fake_model: FakeAnthropic,
+) -> None:
+    # The model asks for a background sub-agent; tether runs it in the foreground, within the turn.
+    fake_model.add(tool("Agent", description="look around", prompt="list the files", subagent_type="general-purpose",
+                        run_in_background=True),
+                   {"bash": {"command": "echo sub-agent-was-here"}},  # the sub-agent's own first request
+                   {"text": "found the files"},  # the sub-agent's report
+                   {"text": "The sub-agent is done."})
+    session = await harness.start("delegate", policy=ON_REQUEST)
+    command = await harness.wait(session, EventType.APPROVAL_REQUESTED)
+    assert command.data["kind"] == "command" and command.data["details"]["command"] == "echo sub-agent-was-here"
+    await session.approve(command.data["approval"], Decision.APPROVE, BY)
+    done = await harness.wait(session, EventType.TURN_COMPLETED)
+    assert done.data["status"] == "completed", done.data
+
+    [agent] = await harness.items(session, EventType.ITEM_COMPLETED, "tool_call")
+    assert agent["tool"] == "Agent" and agent["input"] == "look around\nlist the files"
+    assert agent["status"] == "completed" and "found the files" in agent["output"]
+    [ran] = await harness.items(session, EventType.ITEM_COMPLETED, "command")
+    assert ran["output"] == "sub-agent-was-here" and ran["status"] == "completed"
+    # The sub-agent's own words are in its report, not a message of the session.
+    messages = [m["text"] for m in await harness.items(session, EventType.ITEM_COMPLETED, "agent_message")]
+    assert messages == ["The sub-agent is done."]
+    assert "found the files" in json.dumps(fake_model.requests[-1]["messages"][-2:])

@@ -101,7 +101,9 @@ def test_every_command_and_file_change_asks_unless_never(approval: Approval, tmp
     assert args[args.index("--permission-prompt-tool") + 1] == "stdio"
     assert args[args.index("--permission-mode") + 1] == "default"
     asks = settings_of(args)["permissions"].get("ask")
-    assert asks == (None if approval is Approval.NEVER else ["Bash", "Edit", "Write", "WebFetch", "WebSearch"])
+    # Agent always comes to tether (which runs sub-agents in the foreground).
+    assert asks == (["Agent"] if approval is Approval.NEVER else ["Bash", "Edit", "Write", "WebFetch", "WebSearch",
+                                                                  "Agent"])
 
 
 @pytest.mark.parametrize(("approval", "sandbox", "web"), [
@@ -124,9 +126,9 @@ def test_the_workspace_settings_and_mcp_servers_are_not_loaded(tmp_path: Path) -
     args = claude_args(Policy(), tmp_path)
     assert args[args.index("--setting-sources") + 1] == "user"
     assert "--strict-mcp-config" in args and "--disable-slash-commands" in args
-    # No sub-agents, skills, MCP or scheduling: they would act without an item tether can show.
+    # No skills or scheduling: they would act without an item tether can show.
     assert args[args.index("--tools") + 1] == ("Bash,Edit,Write,Read,Glob,Grep,TaskCreate,TaskUpdate,TaskList,"
-                                               "TaskGet,AskUserQuestion,ExitPlanMode,WebFetch,WebSearch")
+                                               "TaskGet,AskUserQuestion,ExitPlanMode,WebFetch,WebSearch,Agent")
 
 
 def test_mcp_servers_only_from_the_hosts_own_config(tmp_path: Path) -> None:
@@ -149,7 +151,8 @@ def test_sandbox_modes(tmp_path: Path) -> None:
     read_only = claude_args(Policy(sandbox=Sandbox.READ_ONLY), tmp_path, hide=[home])
     assert settings_of(read_only)["sandbox"]["filesystem"]["denyWrite"] == [str(tmp_path)]
     assert read_only[read_only.index("--tools") + 1] == ("Bash,Read,Glob,Grep,TaskCreate,TaskUpdate,TaskList,"
-                                                         "TaskGet,AskUserQuestion,ExitPlanMode,WebFetch,WebSearch")
+                                                         "TaskGet,AskUserQuestion,ExitPlanMode,WebFetch,WebSearch,"
+                                                         "Agent")
     assert read_only[read_only.index("--disallowedTools") + 1] == "Edit,Write"
 
 

@@ -76,9 +76,12 @@ TASK_TOOLS = frozenset({"TaskCreate", "TaskUpdate"})  # the to-do list (2.1.332'
 # is asked first, or when the session has network anyway (full-access).
 WEB_TOOLS = frozenset({"WebFetch", "WebSearch"})
 QUESTION_TOOL = "AskUserQuestion"  # a question card
+# A sub-agent: shown as a tool call with its task and report; each of its own tool uses is an item
+# and asked about like the session's. Always run in the foreground, so none outlives its turn.
+AGENT_TOOL = "Agent"
 PLAN_TOOL = "ExitPlanMode"  # in plan mode: the plan, for a person to approve
 TOOLS = ("Bash", "Edit", "Write", "Read", "Glob", "Grep", "TaskCreate", "TaskUpdate", "TaskList", "TaskGet",
-         QUESTION_TOOL, PLAN_TOOL, "WebFetch", "WebSearch")
+         QUESTION_TOOL, PLAN_TOOL, "WebFetch", "WebSearch", AGENT_TOOL)
 # Every use of these asks tether first, whatever Claude Code thinks of the command.
 ASK_RULES = ("Bash", "Edit", "Write", "WebFetch", "WebSearch")
 OPTIONS = [Decision.APPROVE, Decision.APPROVE_FOR_SESSION, Decision.DENY]
@@ -294,10 +297,12 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
 
     async def _on_message(self, state: _Turn, message: stream.Message) -> None:
         if isinstance(message, stream.StreamEvent):
-            await self._on_stream_event(state, message.event)
+            if message.parent is None:  # a sub-agent's text is in its report (the Agent call's result)
+                await self._on_stream_event(state, message.event)
         elif isinstance(message, stream.Assistant):
             for block in message.content:
-                await self._on_block(state, block)
+                if message.parent is None or block.get("type") == "tool_use":
+                    await self._on_block(state, block)
         elif isinstance(message, stream.User):
             for result in message.results:
                 await self._tool_completed(state, result)
@@ -492,6 +497,10 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
         if name == QUESTION_TOOL:
             self._answer_later(request.request_id, self._question(request.request_id, tool_input))
             return
+        if name == AGENT_TOOL:
+            foreground = {**tool_input, "run_in_background": False}
+            await process.reply(stream.control_success(request.request_id, stream.allow(foreground)))
+            return
         if name == PLAN_TOOL:
             path = tool_input.get("planFilePath")
             plan = {"plan": self._redact(str(tool_input.get("plan") or "")),
@@ -662,8 +671,8 @@ def claude_settings(policy: Policy, workspace: Path, hide: Sequence[Path] = ()) 
     """The ``--settings`` that carry tether's policy into Claude Code."""
     deny = [f"{tool}(/{path}/**)" for path in hide for tool in ("Read", "Edit", "Write")]
     permissions: dict[str, Any] = {"deny": deny, "defaultMode": "default"}
-    if policy.approval is not Approval.NEVER:
-        permissions["ask"] = list(ASK_RULES)
+    # Agent always comes to tether, which runs it in the foreground whatever the model asked.
+    permissions["ask"] = [*ASK_RULES, AGENT_TOOL] if policy.approval is not Approval.NEVER else [AGENT_TOOL]
     settings: dict[str, Any] = {"permissions": permissions}
     if policy.sandbox is not Sandbox.FULL_ACCESS:
         filesystem: dict[str, Any] = {"denyRead": [str(p) for p in hide]}
@@ -736,6 +745,8 @@ def tool_summary(name: str, tool_input: Mapping[str, Any]) -> str:
         return "\n".join(str(tool_input[k]) for k in ("url", "prompt") if tool_input.get(k))
     if name == "WebSearch":
         return str(tool_input.get("query") or "")
+    if name == AGENT_TOOL:
+        return "\n".join(str(tool_input[k]) for k in ("description", "prompt") if tool_input.get(k))
     return json.dumps(tool_input, indent=1, ensure_ascii=False)[:MAX_TOOL_OUTPUT] if tool_input else ""
 
 

@@ -65,6 +65,7 @@ class StreamEvent:
     """A raw Messages-API streaming event (``content_block_delta`` …)."""
 
     event: dict[str, Any]
+    parent: str | None = None  # a sub-agent's: the tool_use_id of the Agent call it works for
 
     @property
     def kind(self) -> str:
@@ -75,6 +76,7 @@ class StreamEvent:
 class Assistant:
     message_id: str | None
     content: tuple[dict[str, Any], ...]
+    parent: str | None = None  # a sub-agent's: the tool_use_id of the Agent call it works for
 
 
 @dataclass(frozen=True)
@@ -163,13 +165,15 @@ def parse_message(obj: Any) -> Message:
         raise StreamError("a stream-json message has no \"type\"")
     if kind == "system":
         return System(_str(obj, "subtype", kind, default=""), obj)
+    parent = obj.get("parent_tool_use_id")
+    parent = parent if isinstance(parent, str) else None
     if kind == "stream_event":
-        return StreamEvent(_dict(obj, "event", kind))
+        return StreamEvent(_dict(obj, "event", kind), parent)
     if kind == "assistant":
         message = _dict(obj, "message", kind)
         content = _blocks(message.get("content"), kind)
         message_id = message.get("id")
-        return Assistant(message_id if isinstance(message_id, str) else None, content)
+        return Assistant(message_id if isinstance(message_id, str) else None, content, parent)
     if kind == "user":
         return _user(obj)
     if kind == "result":
