@@ -5,13 +5,15 @@ Turn 1: Claude Code asks a question (AskUserQuestion), answered on the page; kee
 (TaskCreate / TaskUpdate), shown as one plan card that follows the list; wants to fetch a web page
 (WebFetch), shown as a tool approval card with the URL, denied on the page. Turn 2: from the
 composer the person picks another model, a lower effort and plan mode; Claude Code writes its plan
-and asks to leave plan mode (ExitPlanMode): a plan card, approved on the page. The model's requests
+and asks to leave plan mode (ExitPlanMode): a plan card, approved on the page. Turns 3 and 4 carry an
+image attached on the page, then from the CLI. The model's requests
 carry the answer, the denial, the model and the effort; ``tether sessions events --json`` shows the
 same events the page drew.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 from collections.abc import Iterator
@@ -21,8 +23,9 @@ from typing import Any
 import pytest
 
 from tests.agents.claude.conftest import claude_command, shell_home
-from tests.procs import remove, short_home
+from tests.procs import remove, short_home, tether
 from tests.support.fake_anthropic import claude_env_for
+from tests.support.images import png
 
 from .conftest import ScriptedDeployment, relay_and_host, start_scripted_model
 from .pages import until
@@ -52,6 +55,9 @@ SCRIPT = [
     {"plan_file": PLAN},
     tool("ExitPlanMode"),
     {"text": "Planned; starting."},
+    # Turn 3, with an image from the page; turn 4, with one from the CLI.
+    {"text": "A blue square."},
+    {"text": "Another one."},
 ]
 
 
@@ -87,7 +93,7 @@ def claude_deployment() -> Iterator[ScriptedDeployment]:
 
 
 def test_claude_codes_question_tasks_web_fetch_and_plan_on_the_phone(
-    page: Any, claude_deployment: ScriptedDeployment, cli_home: Path,
+    page: Any, claude_deployment: ScriptedDeployment, cli_home: Path, tmp_path: Path,
 ) -> None:
     d = claude_deployment
     session = start_on_page(page, d, cli_home, "paint the wall", agent="claude")
@@ -155,4 +161,34 @@ def test_claude_codes_question_tasks_web_fetch_and_plan_on_the_phone(
     assert "User has approved your plan" in json.dumps(requests[-1]["messages"][-3:])
     started = [e["data"] for e in cli_events(cli_home, session) if e["type"] == "turn.started"]
     assert started[-1]["mode"] == "plan" and started[-1]["model"] == "sonnet" and started[-1]["effort"] == "low"
+
+    # Turn 3: images attached on the phone go to the model with the prompt; a photo too big to send
+    # as it is (1.5 MB of pixels) is shrunk to a JPEG first.
+    shot, photo = tmp_path / "shot.png", tmp_path / "photo.png"
+    shot.write_bytes(png())
+    photo.write_bytes(png(720, 720, noise=True))
+    assert photo.stat().st_size > 1024 * 1024
+    page.set_input_files("#attach-input", [str(shot), str(photo)])
+    page.locator('#attachments .chip[data-name="photo.jpg"]').wait_for()
+    page.fill("#composer", "what is this?")
+    page.click("#send")
+    page.locator(".card.agent", has_text="A blue square.").wait_for(timeout=TIMEOUT)
+    chips = page.locator(".card.user", has_text="what is this?").locator(".chip").all_text_contents()
+    assert chips == ["📎 shot.png", "📎 photo.jpg"]
+    assert page.locator("#attachments .chip").count() == 0  # sent, so no longer attached
+    [prompt] = [m for m in d.model_requests()[-1]["messages"] if "what is this?" in json.dumps(m)]
+    sources = [b["source"] for b in prompt["content"] if b["type"] == "image"]
+    assert sources[0] == {"type": "base64", "media_type": "image/png", "data": base64.b64encode(png()).decode()}
+    assert sources[1]["media_type"] == "image/jpeg" and len(base64.b64decode(sources[1]["data"])) < 1024 * 1024
+
+    # Turn 4: the same from the CLI; a file that is no image is refused before anything is sent.
+    not_image = tmp_path / "notes.txt"
+    not_image.write_text("hello")
+    refused = tether(cli_home, "sessions", "send", session, "and this?", "--image", str(not_image), check=False)
+    assert refused.returncode != 0 and "not a PNG, JPEG, GIF or WebP image" in refused.stderr
+    tether(cli_home, "sessions", "send", session, "and this?", "--image", str(shot))
+    page.locator(".card.agent", has_text="Another one.").wait_for(timeout=TIMEOUT)
+    started = [e["data"] for e in cli_events(cli_home, session) if e["type"] == "turn.started"]
+    assert [[i["name"] for i in s["images"]] for s in started[-2:]] == [["shot.png", "photo.jpg"], ["shot.png"]]
+    assert started[-1]["images"] == [{"name": "shot.png", "mime": "image/png", "bytes": len(png())}]
     assert not page.errors  # type: ignore[attr-defined]

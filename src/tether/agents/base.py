@@ -18,6 +18,7 @@ turn.completed, interrupts, approvals, the event log); an adapter only has to:
 
 from __future__ import annotations
 
+import base64
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,13 +39,27 @@ class Decision(StrEnum):
 
 
 @dataclass(frozen=True)
+class Image:
+    """An image a person attached to a prompt (checked by the host: its type is what its bytes say)."""
+
+    name: str
+    mime: str  # image/png, image/jpeg, image/gif or image/webp
+    data: bytes
+
+    def data_url(self) -> str:
+        return f"data:{self.mime};base64,{base64.b64encode(self.data).decode()}"
+
+
+@dataclass(frozen=True)
 class TurnSettings:
     """What a person chose for the next turns: the model, its reasoning effort, and the agent's
-    mode (Codex: "plan" or "default"); None keeps what was."""
+    mode (Codex: "plan" or "default"); None keeps what was. ``images`` go with the next prompt
+    only (agents with ``takes_images``)."""
 
     model: str | None = None
     effort: str | None = None
     mode: str | None = None
+    images: tuple[Image, ...] = ()
 
 
 # A question the agent puts to the people watching (an approval of kind QUESTION), answered with
@@ -122,6 +137,9 @@ class Agent(ABC):
         """The models a person may choose for the next turns: ``{id, name, description, efforts,
         default_effort, default}`` each. Agents without a choice refuse."""
         raise TetherError(f"the {self.name} agent offers no choice of model", code="bad_params")
+
+    # Whether a prompt may carry images (TurnSettings.images).
+    takes_images: ClassVar[bool] = False
 
     def choose(self, settings: TurnSettings) -> None:
         """Use ``settings`` from the next turn on (the host checked them against :meth:`models`)."""

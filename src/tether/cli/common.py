@@ -83,3 +83,15 @@ async def call_host(home: Path | None, host: str | None, method: str, params: di
         return await conn.call(method, params)
     finally:
         await conn.close()
+
+
+def read_file(path: Path, what: str) -> bytes:
+    """A file named on the command line, or a UsageError that says what is wrong with the name."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"no {what} file {path}") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a directory, not an {what} file") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read the {what} file {path}: {exc.strerror}") from None

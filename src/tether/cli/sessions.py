@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from tether.cli.common import HomeOpt, HostOpt, JsonOpt, home_dir, sessions_app
+from tether.cli.common import HomeOpt, HostOpt, JsonOpt, home_dir, read_file, sessions_app
 from tether.cli.output import escape_controls, out, print_json, run
 from tether.errors import UsageError
 
@@ -115,14 +115,21 @@ def sessions_send(
     model: Annotated[str | None, typer.Option(help="Agent sessions: the model from now on.")] = None,
     effort: Annotated[str | None, typer.Option(help="Agent sessions: the reasoning effort, from now on.")] = None,
     mode: Annotated[str | None, typer.Option(help="Agent sessions: the mode (Codex: plan, default).")] = None,
+    image: Annotated[
+        list[Path] | None,
+        typer.Option("--image", help="Agent sessions: attach this image (PNG, JPEG, GIF, WebP) to the prompt; "
+                     "repeat for more."),
+    ] = None,
     as_json: JsonOpt = False,
     host: HostOpt = None,
     home: HomeOpt = None,
 ) -> None:
     """Send a line of input to a session."""
 
+    images = [(path.name, read_file(path, "image")) for path in image or []]
     seq: int = with_client(
-        home, host, lambda client: client.send(session_id, text + "\n", model=model, effort=effort, mode=mode)
+        home, host,
+        lambda client: client.send(session_id, text + "\n", model=model, effort=effort, mode=mode, images=images),
     )
     if as_json:
         print_json({"seq": seq})

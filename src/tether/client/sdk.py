@@ -19,10 +19,11 @@ once; :meth:`Client.events` resumes from its cursor, so a consumer sees every ev
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -44,6 +45,7 @@ from tether.crypto.tokens import AccessToken, parse_token
 from tether.errors import UsageError
 from tether.home import resolve_home
 from tether.protocol.frames import CloseCode
+from tether.protocol.images import image_type
 from tether.relay.link import ChannelClosed, RelayError, RelayLink
 
 T = TypeVar("T")
@@ -273,14 +275,17 @@ class Client:
 
     async def send(
         self, session_id: str, text: str, *, model: str | None = None, effort: str | None = None,
-        mode: str | None = None,
+        mode: str | None = None, images: Sequence[tuple[str, bytes]] = (),
     ) -> int:
         """Send input to a session exactly as given; returns the seq of its event. To an agent
         session: a prompt, on ``model`` with reasoning ``effort`` and in ``mode`` (Codex: "plan"
-        or "default") when given — they stay for the next prompts; :meth:`models` lists models."""
+        or "default") when given — they stay for the next prompts; :meth:`models` lists models.
+        ``images``: (name, bytes) of PNG, JPEG, GIF or WebP images that go with this prompt."""
         params: dict[str, Any] = {"id": session_id, "text": text}
         chosen = {"model": model, "effort": effort, "mode": mode}
         params.update({k: v for k, v in chosen.items() if v is not None})
+        if images:
+            params["images"] = [_image(name, data) for name, data in images]
         result = await self._command("sessions.send", params)
         return int(result["seq"])
 
@@ -347,3 +352,11 @@ async def _presence_as(identity: Identity, relay_url: str, host_ids: list[str]) 
         return dict(link.presence)
     finally:
         await link.close()
+
+
+def _image(name: str, data: bytes) -> dict[str, str]:
+    """An image for ``sessions.send``; UsageError when its bytes are not of a type a prompt takes."""
+    mime = image_type(data)
+    if mime is None:
+        raise UsageError(f"{name} is not a PNG, JPEG, GIF or WebP image")
+    return {"name": name, "mime": mime, "data": base64.b64encode(data).decode()}

@@ -141,12 +141,16 @@ class AgentSession(AgentContext):
                 hint="wait for the turn to complete, or interrupt it first",
                 code="busy",
             )
-        chosen: dict[str, str] = {}
+        chosen: dict[str, Any] = {}
         if settings is not None:
+            if settings.images and not self.agent.takes_images:
+                raise AgentSessionError(f"the {self.agent.name} agent takes no images", code="bad_params")
             # The agent's model list is asked for only when a model or an effort is to be checked.
             listed = await self.agent.models() if settings.model or settings.effort else []
-            chosen = _checked(settings, listed)
+            chosen = {**_checked(settings, listed)}
             self.agent.choose(settings)
+            if settings.images:  # what the log keeps of them: not the bytes
+                chosen["images"] = [{"name": i.name, "mime": i.mime, "bytes": len(i.data)} for i in settings.images]
         turn = self.new_id("t")
         self._turn = turn
         self._interrupting = False

@@ -50,8 +50,9 @@ class EventType(StrEnum):
     """{status: Status} — a non-terminal status change (e.g. waiting-for-approval, idle)."""
 
     TURN_STARTED = "turn.started"
-    """{turn: str, input: str, model?: str, effort?: str} — an agent session starts working on a
-    prompt: status ``running``. ``model``/``effort``: what the person chose with this prompt."""
+    """{turn: str, input: str, model?: str, effort?: str, mode?: str, images?: [{name, mime, bytes}]}
+    — an agent session starts working on a prompt: status ``running``. ``model``/``effort``/``mode``:
+    what the person chose with this prompt; ``images``: what was attached to it (not the bytes)."""
 
     TURN_COMPLETED = "turn.completed"
     """{turn: str, status: "completed" | "interrupted" | "failed", error: str | None} — the agent
@@ -178,12 +179,19 @@ class ApprovalKind(StrEnum):
     QUESTION = "question"
 
 
+class AttachedImage(msgspec.Struct):
+    name: str
+    mime: str
+    bytes: int
+
+
 class TurnStarted(_Data):
     turn: str
     input: str
     model: str | None = None
     effort: str | None = None
     mode: str | None = None
+    images: list[AttachedImage] | None = None
 
 
 class TurnCompleted(_Data):

@@ -49,6 +49,17 @@ ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"
 Effort = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[a-z]+$")]
 
 
+# An attached image, base64: the host checks its size and that its bytes are of its type.
+MAX_IMAGE_BYTES = 2 * 1024 * 1024
+MAX_IMAGES = 4
+
+
+class ImageParam(_Params):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    mime: Literal["image/png", "image/jpeg", "image/gif", "image/webp"]
+    data: Annotated[str, msgspec.Meta(min_length=1, max_length=(MAX_IMAGE_BYTES + 2) // 3 * 4)]
+
+
 class SessionSend(_Params):
     id: SessionId
     text: Text
@@ -56,6 +67,7 @@ class SessionSend(_Params):
     model: ModelName | None = None  # agent sessions: this turn and the next ones
     effort: Effort | None = None
     mode: Effort | None = None  # the agent's collaboration mode (Codex: "plan" or "default")
+    images: Annotated[list[ImageParam], msgspec.Meta(max_length=MAX_IMAGES)] | None = None  # this prompt only
 
 
 class SessionModels(_Params):

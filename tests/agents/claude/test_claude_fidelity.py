@@ -6,6 +6,7 @@ what the model was told."""
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import sys
@@ -15,7 +16,8 @@ import pytest
 
 from tests.agents.claude.conftest import Harness
 from tests.support.fake_anthropic import FakeAnthropic
-from tether.agents.base import Decision, TurnSettings
+from tests.support.images import png
+from tether.agents.base import Decision, Image, TurnSettings
 from tether.agents.policy import Approval, Policy, Sandbox
 from tether.errors import TetherError
 from tether.protocol.events import EventType
@@ -254,3 +256,17 @@ async def test_a_sub_agent_runs_in_the_foreground_and_its_commands_are_asked_abo
     messages = [m["text"] for m in await harness.items(session, EventType.ITEM_COMPLETED, "agent_message")]
     assert messages == ["The sub-agent is done."]
     assert "found the files" in json.dumps(fake_model.requests[-1]["messages"][-2:])
+
+
+async def test_an_image_attached_to_a_prompt_reaches_the_model(harness: Harness, fake_model: FakeAnthropic) -> None:
+    fake_model.add({"text": "one"}, {"text": "A blue square."})
+    session = await harness.start("hello")
+    first = await harness.wait(session, EventType.TURN_COMPLETED)
+    shot = Image("shot.png", "image/png", png())
+    await session.send_input("what is this?", settings=TurnSettings(images=(shot,)))
+    done = await harness.wait(session, EventType.TURN_COMPLETED, lambda d: d["turn"] != first.data["turn"])
+    assert done.data["status"] == "completed", done.data
+    [prompt] = [m for m in fake_model.requests[-1]["messages"] if "what is this?" in json.dumps(m)]
+    [image] = [b for b in prompt["content"] if b.get("type") == "image"]
+    assert image["source"] == {"type": "base64", "media_type": "image/png",
+                               "data": base64.b64encode(shot.data).decode()}

@@ -4,6 +4,8 @@ scripted model server. What a client would see is read back from the log."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
 import signal
 from pathlib import Path
@@ -12,7 +14,8 @@ import pytest
 
 from tests.agents.codex.conftest import Harness, StartAppServer
 from tests.support.fake_responses import FakeResponses
-from tether.agents.base import Decision
+from tests.support.images import png
+from tether.agents.base import Decision, Image, TurnSettings
 from tether.agents.codex import CodexError
 from tether.agents.codex.adapter import THREAD_OPTION, CodexAgent, list_threads
 from tether.agents.policy import Approval, Policy, Sandbox
@@ -227,3 +230,17 @@ async def test_missing_binary_is_a_clear_error(harness: Harness, tmp_path: Path)
     with pytest.raises(CodexError, match="no Codex binary at") as raised:
         await harness.start("hi", options={"binary": str(tmp_path / "nope" / "codex")})
     assert raised.value.hint and "npm install" in raised.value.hint
+
+
+async def test_an_image_attached_to_a_prompt_reaches_the_model(harness: Harness, fake_model: FakeResponses) -> None:
+    fake_model.add({"text": "A blue square."})
+    session = await harness.start("hello")
+    first = await harness.wait(session, EventType.TURN_COMPLETED)
+    fake_model.add({"text": "Still blue."})
+    shot = Image("shot.png", "image/png", png())
+    await session.send_input("what is this?", settings=TurnSettings(images=(shot,)))
+    done = await harness.wait(session, EventType.TURN_COMPLETED, lambda d: d["turn"] != first.data["turn"])
+    assert done.data["status"] == "completed", done.data
+    sent = json.dumps(fake_model.requests[-1]["input"])
+    assert base64.b64encode(shot.data).decode() in sent and "what is this?" in sent
+    assert base64.b64encode(shot.data).decode() not in json.dumps(fake_model.requests[0]["input"])

@@ -134,6 +134,7 @@ class _Turn:
 
 class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
     name = "claude"
+    takes_images = True
 
     def __init__(self, ctx: AgentContext) -> None:
         super().__init__(ctx)
@@ -204,7 +205,7 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
             chosen, self._chosen = self._chosen, TurnSettings()
             await self._apply(process, chosen)
             try:
-                await process.send(stream.user_message(text))
+                await process.send(stream.user_message(text, chosen.images))
             except ClaudeExited:
                 raise self._died() from None
             sent = True

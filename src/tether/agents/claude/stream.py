@@ -35,10 +35,13 @@ us → Claude Code (stdin)
 
 from __future__ import annotations
 
+import base64
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tether.agents.base import Image
 from tether.errors import TetherError
 
 # One line is one message; a tool_result with a big file or command output can be large.
@@ -345,8 +348,14 @@ def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
-def user_message(text: str) -> dict[str, Any]:
-    return {"type": "user", "message": {"role": "user", "content": text}, "parent_tool_use_id": None,
+def user_message(text: str, images: Sequence[Image] = ()) -> dict[str, Any]:
+    """A prompt; images go before the text, as Messages-API image blocks."""
+    content: str | list[dict[str, Any]] = text
+    if images:
+        content = [*({"type": "image", "source": {"type": "base64", "media_type": i.mime,
+                                                  "data": base64.b64encode(i.data).decode()}} for i in images),
+                   {"type": "text", "text": text}]
+    return {"type": "user", "message": {"role": "user", "content": content}, "parent_tool_use_id": None,
             "session_id": ""}
 
 

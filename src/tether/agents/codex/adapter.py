@@ -217,6 +217,7 @@ class _Turn:
 class CodexAgent(FollowingAgent[_Turn, AppServer]):
     name = "codex"
     keeps_threads = True
+    takes_images = True
 
     @classmethod
     async def list_threads(cls, config: AgentConfig, *, limit: int) -> list[dict[str, Any]]:
@@ -321,8 +322,10 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
                     # Codex's collaboration mode names the model it runs (the thread's, unless chosen).
                     settings = {"model": chosen.model or self._model, "reasoning_effort": chosen.effort}
                     mode = {"mode": chosen.mode, "settings": settings}
-                codex_turn = await server.turn_start(self._thread(), text, model=chosen.model, effort=chosen.effort,
-                                                     collaboration_mode=mode)
+                codex_turn = await server.turn_start(
+                    self._thread(), text, model=chosen.model, effort=chosen.effort, collaboration_mode=mode,
+                    image_urls=[image.data_url() for image in chosen.images],
+                )
             except AppServerExited:
                 raise self._died() from None
             except RpcError as exc:

@@ -362,11 +362,13 @@ class AppServer(JsonlProcess):
 
     async def turn_start(
         self, thread_id: str, text: str, *, model: str | None = None, effort: str | None = None,
-        collaboration_mode: dict[str, Any] | None = None,
+        collaboration_mode: dict[str, Any] | None = None, image_urls: Sequence[str] = (),
     ) -> dict[str, Any]:
-        """Send a user message; returns the new turn (``status: "inProgress"``) at once. ``model``
-        and ``effort`` apply to this turn and, in Codex, stay for the next ones."""
-        params = {"threadId": thread_id, "input": [{"type": "text", "text": text}],
+        """Send a user message (with images, as URLs: ``data:`` ones included); returns the new turn
+        (``status: "inProgress"``) at once. ``model`` and ``effort`` apply to this turn and, in
+        Codex, stay for the next ones."""
+        given = [{"type": "text", "text": text}, *({"type": "image", "url": url} for url in image_urls)]
+        params = {"threadId": thread_id, "input": given,
                   **_given(model=model, effort=effort, collaborationMode=collaboration_mode)}
         result: dict[str, Any] = await self.request("turn/start", params)
         turn: dict[str, Any] = result["turn"]

@@ -12,6 +12,7 @@ from tether.agents.registry import AGENT_NAMES, Kind, agent_spec, keeps_threads,
 from tether.errors import TetherError
 from tether.host import projection
 from tether.host.api.core import Caller, Forbidden, NotFound, handles, log
+from tether.host.attachments import decode_images
 from tether.host.workspaces import resolve_workspace
 from tether.protocol import schemas
 from tether.protocol.scopes import scope_list
@@ -149,8 +150,9 @@ class SessionMethods(Caller):
     @handles("sessions.send")
     async def _sessions_send(self, params: schemas.SessionSend) -> dict[str, Any]:
         await self._session(params.id)
-        chosen = params.model is not None or params.effort is not None or params.mode is not None
-        settings = TurnSettings(params.model, params.effort, params.mode) if chosen else None
+        images = decode_images(params.images or [])
+        chosen = params.model is not None or params.effort is not None or params.mode is not None or images
+        settings = TurnSettings(params.model, params.effort, params.mode, images) if chosen else None
         event = await self.host.sessions.send_input(params.id, params.text, cid=params.cid, settings=settings)
         return {"seq": event.seq}
 

@@ -297,7 +297,7 @@ export class SessionFeed extends EventTarget {
           const key = `turn:${d.turn}`;
           this._item(key, {
             kind: "user_message", text: d.input || "", status: "completed", cid: ev.cid || null,
-            model: d.model || null, effort: d.effort || null,
+            model: d.model || null, effort: d.effort || null, images: d.images || [],
           });
           if (ev.cid) this.turnByCid.set(ev.cid, key);
           changed.add(key);
@@ -399,15 +399,17 @@ export class SessionFeed extends EventTarget {
   }
 
   // A prompt (agent) or a line (pty), tracked through PROMPT_STATES.
-  send(text, { cid = newCid() } = {}) {
-    const prompt = this.prompts.get(cid) || { cid, text, state: "sending", error: null, at: Date.now() };
+  // images: [{name, mime, data (base64)}] for this prompt only (ui/attach.js makes them).
+  send(text, { cid = newCid(), images = [] } = {}) {
+    const prompt = this.prompts.get(cid) || { cid, text, images, state: "sending", error: null, at: Date.now() };
     if (prompt.state === "applied") return Promise.resolve(prompt);
     Object.assign(prompt, { state: "sending", error: null });
     this.prompts.set(cid, prompt);
     emit(this, { kind: "prompt", cid });
     // The model, effort and mode chosen in the composer go with each prompt (the agent keeps them).
     const chosen = Object.fromEntries(Object.entries(this.turnSettings || {}).filter(([, v]) => v));
-    return this.conn.command("sessions.send", { id: this.sessionId, text, ...chosen }, { cid }).then(
+    const attached = prompt.images.length ? { images: prompt.images } : {};
+    return this.conn.command("sessions.send", { id: this.sessionId, text, ...chosen, ...attached }, { cid }).then(
       (result) => {
         if (prompt.state !== "applied") prompt.state = "delivered";
         prompt.seq = result?.seq;

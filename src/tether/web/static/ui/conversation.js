@@ -102,6 +102,7 @@ function itemCard(item, feed) {
         "div.card.user",
         { dataset: { item: item.id } },
         h("p", item.text),
+        item.images?.length ? h("p.attached", item.images.map((i) => h("span.chip", `📎 ${i.name}`))) : null,
         chosen ? h("small.turn-model", `on ${chosen}`) : null,
         promptState(prompt, feed),
       );

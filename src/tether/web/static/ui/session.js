@@ -3,6 +3,7 @@
 import { errorText, h, replace, throttled } from "./dom.js";
 import { header, revokedPanel, stateNote } from "./header.js";
 import { sessionTitle, statusBadge } from "./host.js";
+import { imagePicker } from "./attach.js";
 import { conversationView } from "./conversation.js";
 import { terminalView } from "./terminal.js";
 import { SessionFeed } from "../model.js";
@@ -82,6 +83,7 @@ export function renderSession(root, { tether, hostId, sessionId }) {
     },
   }, "Model");
   const stop = h("button.danger", { id: "interrupt", type: "button", onclick: () => feed.interrupt().catch(showError) }, "Stop");
+  const attach = imagePicker({ onError: showError });
   const composer = h(
     "form.composer",
     {
@@ -92,11 +94,14 @@ export function renderSession(root, { tether, hostId, sessionId }) {
         error.textContent = "";
         input.value = "";
         grow();
-        feed.send(text);
+        feed.send(text, { images: attach.take() });
       },
     },
     settingsRow,
+    attach.chips,
     settingsToggle,
+    attach.button,
+    attach.picker,
     input,
     send,
     stop,
