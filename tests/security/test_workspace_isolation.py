@@ -90,6 +90,9 @@ async def _sees_only_a(client: Connection, owner: Connection, workspace: Path, s
         ("sessions.approve", {"id": sb, "approval": "a_1", "decision": "approve"}),
         ("sessions.answer", {"id": sb, "approval": "a_1", "answers": {"q": ["x"]}}),
         ("sessions.models", {"id": sb}),
+        ("sessions.review", {"id": sb, "base": "main"}), ("sessions.compact", {"id": sb}),
+        ("sessions.send", {"id": sb, "text": "look",
+                           "images": [{"name": "a.png", "mime": "image/png", "data": "iVBORw0KGgo="}]}),
     ]
     declared = {name for name, m in METHODS.items()
                 if name.startswith("sessions.") and "id" in m.params.__struct_fields__}

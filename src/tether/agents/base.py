@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from tether.agents.policy import AgentConfig, Policy
 from tether.errors import TetherError
@@ -51,6 +51,23 @@ class Image:
 
 
 @dataclass(frozen=True)
+class Review:
+    """A turn that reviews changes instead of answering a prompt: the working tree's uncommitted
+    changes, or those against a ``base`` branch, or one ``commit``; ``instructions`` say what to
+    look at instead."""
+
+    base: str | None = None
+    commit: str | None = None
+    instructions: str | None = None
+
+
+# A turn that is not a prompt: a review, or compacting the conversation (the agent summarizes what
+# came so far to free its context).
+COMPACT: Literal["compact"] = "compact"
+Action = Review | Literal["compact"]
+
+
+@dataclass(frozen=True)
 class TurnSettings:
     """What a person chose for the next turns: the model, its reasoning effort, and the agent's
     mode (Codex: "plan" or "default"); None keeps what was. ``images`` go with the next prompt
@@ -60,6 +77,7 @@ class TurnSettings:
     effort: str | None = None
     mode: str | None = None
     images: tuple[Image, ...] = ()
+    action: Action | None = None  # this turn only, instead of the prompt (agents with ``actions``)
 
 
 # A question the agent puts to the people watching (an approval of kind QUESTION), answered with
@@ -140,6 +158,8 @@ class Agent(ABC):
 
     # Whether a prompt may carry images (TurnSettings.images).
     takes_images: ClassVar[bool] = False
+    # The turns other than prompts the agent can run (TurnSettings.action): "review", "compact".
+    actions: ClassVar[frozenset[str]] = frozenset()
 
     def choose(self, settings: TurnSettings) -> None:
         """Use ``settings`` from the next turn on (the host checked them against :meth:`models`)."""

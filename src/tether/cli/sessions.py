@@ -135,6 +135,38 @@ def sessions_send(
         print_json({"seq": seq})
 
 
+@sessions_app.command("review")
+def sessions_review(
+    session_id: Annotated[str, typer.Argument(metavar="ID")],
+    base: Annotated[str | None, typer.Option(help="Review the changes against this branch.")] = None,
+    commit: Annotated[str | None, typer.Option(help="Review this one commit.")] = None,
+    instructions: Annotated[str | None, typer.Option(help="Review what these words say instead.")] = None,
+    as_json: JsonOpt = False,
+    host: HostOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Have the agent review changes (Codex): the uncommitted ones unless told otherwise."""
+
+    seq: int = with_client(home, host, lambda client: client.review(session_id, base=base, commit=commit,
+                                                                     instructions=instructions))
+    if as_json:
+        print_json({"seq": seq})
+
+
+@sessions_app.command("compact")
+def sessions_compact(
+    session_id: Annotated[str, typer.Argument(metavar="ID")],
+    as_json: JsonOpt = False,
+    host: HostOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Have the agent summarize the conversation so far, to free its context (Codex)."""
+
+    seq: int = with_client(home, host, lambda client: client.compact(session_id))
+    if as_json:
+        print_json({"seq": seq})
+
+
 @sessions_app.command("approve")
 def sessions_approve(
     session_id: Annotated[str, typer.Argument(metavar="ID")],

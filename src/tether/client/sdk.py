@@ -289,6 +289,22 @@ class Client:
         result = await self._command("sessions.send", params)
         return int(result["seq"])
 
+    async def review(
+        self, session_id: str, *, base: str | None = None, commit: str | None = None, instructions: str | None = None,
+    ) -> int:
+        """A turn in which the agent reviews changes (Codex): the uncommitted ones, those against a
+        ``base`` branch, one ``commit``, or what ``instructions`` say — one of them. Returns the seq
+        of its ``turn.started``."""
+        given = {"base": base, "commit": commit, "instructions": instructions}
+        params = {"id": session_id, **{k: v for k, v in given.items() if v is not None}}
+        result = await self._command("sessions.review", params)
+        return int(result["seq"])
+
+    async def compact(self, session_id: str) -> int:
+        """A turn in which the agent summarizes the conversation so far to free its context (Codex)."""
+        result = await self._command("sessions.compact", {"id": session_id})
+        return int(result["seq"])
+
     async def answer(self, session_id: str, approval: str, answers: dict[str, list[str]]) -> int:
         """Answer a question the agent asked (an ``approval.requested`` of kind ``question``): each
         question's id → the chosen options' labels or free text. Raises RemoteError with code

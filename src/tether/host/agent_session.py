@@ -25,6 +25,7 @@ from tether.agents.base import (
     Decision,
     ItemKind,
     Question,
+    Review,
     TurnInterrupted,
     TurnSettings,
 )
@@ -145,12 +146,17 @@ class AgentSession(AgentContext):
         if settings is not None:
             if settings.images and not self.agent.takes_images:
                 raise AgentSessionError(f"the {self.agent.name} agent takes no images", code="bad_params")
+            action = "review" if isinstance(settings.action, Review) else settings.action
+            if action is not None and action not in self.agent.actions:
+                raise AgentSessionError(f"the {self.agent.name} agent cannot {action} here", code="bad_params")
             # The agent's model list is asked for only when a model or an effort is to be checked.
             listed = await self.agent.models() if settings.model or settings.effort else []
             chosen = {**_checked(settings, listed)}
             self.agent.choose(settings)
             if settings.images:  # what the log keeps of them: not the bytes
                 chosen["images"] = [{"name": i.name, "mime": i.mime, "bytes": len(i.data)} for i in settings.images]
+            if action is not None:
+                chosen["action"] = action
         turn = self.new_id("t")
         self._turn = turn
         self._interrupting = False

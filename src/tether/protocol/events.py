@@ -52,7 +52,9 @@ class EventType(StrEnum):
     TURN_STARTED = "turn.started"
     """{turn: str, input: str, model?: str, effort?: str, mode?: str, images?: [{name, mime, bytes}]}
     — an agent session starts working on a prompt: status ``running``. ``model``/``effort``/``mode``:
-    what the person chose with this prompt; ``images``: what was attached to it (not the bytes)."""
+    what the person chose with this prompt; ``images``: what was attached to it (not the bytes);
+    ``action``: a turn that is not a prompt (``sessions.review``, ``sessions.compact``), whose
+    ``input`` says what it does."""
 
     TURN_COMPLETED = "turn.completed"
     """{turn: str, status: "completed" | "interrupted" | "failed", error: str | None} — the agent
@@ -192,6 +194,7 @@ class TurnStarted(_Data):
     effort: str | None = None
     mode: str | None = None
     images: list[AttachedImage] | None = None
+    action: Literal["review", "compact"] | None = None
 
 
 class TurnCompleted(_Data):

@@ -39,6 +39,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("sessions.models", Scope.READ, schemas.SessionModels),
     Method("sessions.approve", Scope.APPROVE, schemas.SessionApprove),
     Method("sessions.answer", Scope.PROMPT, schemas.SessionAnswer),
+    Method("sessions.review", Scope.PROMPT, schemas.SessionReview),
+    Method("sessions.compact", Scope.PROMPT, schemas.SessionRef),
     Method("devices.list", Scope.ADMIN, schemas.Empty),
     Method("devices.rename", Scope.ADMIN, schemas.DeviceRename),
     Method("devices.revoke", Scope.ADMIN, schemas.DeviceRef),

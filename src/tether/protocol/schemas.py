@@ -70,6 +70,17 @@ class SessionSend(_Params):
     images: Annotated[list[ImageParam], msgspec.Meta(max_length=MAX_IMAGES)] | None = None  # this prompt only
 
 
+BranchOrCommit = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/@~^-]*$")]
+
+
+class SessionReview(_Params):
+    id: SessionId
+    base: BranchOrCommit | None = None  # review against this branch (else the uncommitted changes)
+    commit: BranchOrCommit | None = None  # review this one commit
+    instructions: Annotated[str, msgspec.Meta(min_length=1, max_length=16 * 1024)] | None = None
+    cid: CommandId | None = None
+
+
 class SessionModels(_Params):
     id: SessionId
 

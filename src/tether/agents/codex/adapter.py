@@ -48,7 +48,17 @@ from pathlib import Path
 from typing import Any
 
 from tether import __version__
-from tether.agents.base import AgentContext, AgentDied, Decision, ItemKind, Question, TurnInterrupted, TurnSettings
+from tether.agents.base import (
+    COMPACT,
+    AgentContext,
+    AgentDied,
+    Decision,
+    ItemKind,
+    Question,
+    Review,
+    TurnInterrupted,
+    TurnSettings,
+)
 from tether.agents.codex.appserver import (
     APPROVAL_METHODS,
     COMMAND_APPROVAL,
@@ -218,6 +228,7 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
     name = "codex"
     keeps_threads = True
     takes_images = True
+    actions = frozenset({"review", COMPACT})
 
     @classmethod
     async def list_threads(cls, config: AgentConfig, *, limit: int) -> list[dict[str, Any]]:
@@ -322,20 +333,31 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
                     # Codex's collaboration mode names the model it runs (the thread's, unless chosen).
                     settings = {"model": chosen.model or self._model, "reasoning_effort": chosen.effort}
                     mode = {"mode": chosen.mode, "settings": settings}
-                codex_turn = await server.turn_start(
-                    self._thread(), text, model=chosen.model, effort=chosen.effort, collaboration_mode=mode,
-                    image_urls=[image.data_url() for image in chosen.images],
-                )
+                codex_turn: dict[str, Any] | None
+                if isinstance(chosen.action, Review):
+                    codex_turn = await server.review_start(self._thread(), _review_target(chosen.action))
+                elif chosen.action == COMPACT:
+                    await server.compact_start(self._thread())
+                    codex_turn = None  # its id comes with turn/started
+                else:
+                    codex_turn = await server.turn_start(
+                        self._thread(), text, model=chosen.model, effort=chosen.effort, collaboration_mode=mode,
+                        image_urls=[image.data_url() for image in chosen.images],
+                    )
             except AppServerExited:
                 raise self._died() from None
             except RpcError as exc:
                 raise CodexError(f"Codex refused the prompt: {exc.rpc_message}", code="codex_turn") from None
-            state.codex_id = str(codex_turn["id"])
-            if state.interrupt_at is not None:  # interrupted before Codex said which turn it is
-                await self._send_interrupt(state)
+            if codex_turn is not None:
+                await self._started(state, str(codex_turn["id"]))
             await self._follow(state)
         finally:
             self._turn = None
+
+    async def _started(self, state: _Turn, codex_id: str) -> None:
+        state.codex_id = codex_id
+        if state.interrupt_at is not None:  # interrupted before Codex said which turn it is
+            await self._send_interrupt(state)
 
     async def interrupt(self, turn: str) -> bool:
         state = self._turn
@@ -364,6 +386,10 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
             await self._refused(state, event.method, event.params)
             return False
         params = event.params
+        if state.codex_id is None and event.method == "turn/started":
+            # A compaction's turn: Codex names it only now.
+            await self._started(state, str((params.get("turn") or {}).get("id")))
+            return False
         turn_id = params.get("turnId")
         if turn_id is not None and turn_id != state.codex_id:
             return False  # a late event of an earlier turn
@@ -797,6 +823,17 @@ def _question(asked: dict[str, Any]) -> Question:
     }
 
 
+def _review_target(review: Review) -> dict[str, Any]:
+    """What Codex's review/start reviews."""
+    if review.base is not None:
+        return {"type": "baseBranch", "branch": review.base}
+    if review.commit is not None:
+        return {"type": "commit", "sha": review.commit}
+    if review.instructions is not None:
+        return {"type": "custom", "instructions": review.instructions}
+    return {"type": "uncommittedChanges"}
+
+
 def _elicitation_answer(decision: Decision) -> dict[str, Any]:
     """An MCP tool-call approval's answer, as Codex takes it (``persist`` observed with 0.169.0:
     "session" approves that tool for the rest of the thread)."""
@@ -920,7 +957,14 @@ def _started_data(item: dict[str, Any]) -> tuple[ItemKind, dict[str, Any]] | Non
 
 
 def _other_summary(kind: str, item: dict[str, Any]) -> str:
-    """What a person reads on an item shown generically: every field."""
+    """What a person reads on an item shown generically: the gist of a review's start and end and
+    of a compaction, else every field."""
+    if kind == "enteredReviewMode":
+        return str(item.get("review") or "")
+    if kind == "exitedReviewMode":
+        return ""  # the review itself is the agent's next message
+    if kind == "contextCompaction":
+        return "the conversation so far was summarized to free the model's context"
     return summarize({k: v for k, v in item.items() if k not in ("status", "aggregatedOutput")})
 
 

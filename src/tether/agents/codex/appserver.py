@@ -63,6 +63,8 @@ METHOD_SCOPES: dict[str, Literal["read", "prompt"]] = {
     "turn/start": "prompt",
     "turn/steer": "prompt",
     "turn/interrupt": "prompt",
+    "review/start": "prompt",
+    "thread/compact/start": "prompt",
 }
 ALLOWED_METHODS: frozenset[str] = frozenset(METHOD_SCOPES)
 
@@ -373,6 +375,16 @@ class AppServer(JsonlProcess):
         result: dict[str, Any] = await self.request("turn/start", params)
         turn: dict[str, Any] = result["turn"]
         return turn
+
+    async def review_start(self, thread_id: str, target: dict[str, Any]) -> dict[str, Any]:
+        """Start a review turn on the thread (inline); returns the turn at once."""
+        result: dict[str, Any] = await self.request("review/start", {"threadId": thread_id, "target": target})
+        turn: dict[str, Any] = result["turn"]
+        return turn
+
+    async def compact_start(self, thread_id: str) -> None:
+        """Compact the thread's context; the turn that does it is announced by ``turn/started``."""
+        await self.request("thread/compact/start", {"threadId": thread_id})
 
     async def turn_interrupt(self, thread_id: str, turn_id: str) -> None:
         """Interrupt a turn; it then ends with ``turn/completed`` status ``interrupted``."""

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from tether import __version__
-from tether.agents.base import Decision, TurnSettings
+from tether.agents.base import COMPACT, Decision, Review, TurnSettings
 from tether.agents.policy import AgentConfig
 from tether.agents.registry import AGENT_NAMES, Kind, agent_spec, keeps_threads, load_agent
 from tether.errors import TetherError
@@ -154,6 +154,30 @@ class SessionMethods(Caller):
         chosen = params.model is not None or params.effort is not None or params.mode is not None or images
         settings = TurnSettings(params.model, params.effort, params.mode, images) if chosen else None
         event = await self.host.sessions.send_input(params.id, params.text, cid=params.cid, settings=settings)
+        return {"seq": event.seq}
+
+    @handles("sessions.review")
+    async def _sessions_review(self, params: schemas.SessionReview) -> dict[str, Any]:
+        """A turn in which the agent reviews changes (Codex's review mode) instead of a prompt."""
+        await self._session(params.id)
+        if sum(x is not None for x in (params.base, params.commit, params.instructions)) > 1:
+            raise TetherError("review one thing: the changes against a base branch, one commit, or what "
+                              "the instructions say", code="bad_params")
+        review = Review(params.base, params.commit, params.instructions)
+        said = (f"Review the changes against {params.base}" if params.base else
+                f"Review commit {params.commit}" if params.commit else
+                "Review the uncommitted changes")
+        text = f"Review: {params.instructions}" if params.instructions else said
+        event = await self.host.sessions.send_input(params.id, text, cid=params.cid,
+                                                    settings=TurnSettings(action=review))
+        return {"seq": event.seq}
+
+    @handles("sessions.compact")
+    async def _sessions_compact(self, params: schemas.SessionRef) -> dict[str, Any]:
+        """A turn in which the agent summarizes the conversation so far to free its context."""
+        await self._session(params.id)
+        event = await self.host.sessions.send_input(params.id, "Compact the conversation", cid=params.cid,
+                                                    settings=TurnSettings(action=COMPACT))
         return {"seq": event.seq}
 
     @handles("sessions.models")

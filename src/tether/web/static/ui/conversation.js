@@ -108,6 +108,8 @@ function itemCard(item, feed) {
       );
     }
     case "agent_message":
+      // Codex may open a message and never fill it (a review's raw findings): nothing to show.
+      if (!item.text && item.status !== "running") return null;
       return h(
         "div.card.agent",
         { dataset: { item: item.id, status: item.status || "" } },
