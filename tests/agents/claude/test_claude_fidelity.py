@@ -17,7 +17,7 @@ import pytest
 from tests.agents.claude.conftest import Harness
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.images import png
-from tether.agents.base import Decision, Image, TurnSettings
+from tether.agents.base import COMPACT, Decision, Image, Review, TurnSettings
 from tether.agents.policy import Approval, Policy, Sandbox
 from tether.errors import TetherError
 from tether.protocol.events import EventType
@@ -193,6 +193,9 @@ async def test_the_model_effort_and_mode_a_person_chooses_reach_the_model(
         await session.send_input("again", settings=TurnSettings(model="gpt-9"))
     with pytest.raises(TetherError, match="no mode"):
         await session.send_input("again", settings=TurnSettings(mode="bypassPermissions"))
+    for action, said in ((Review(), "cannot review"), (COMPACT, "cannot compact")):
+        with pytest.raises(TetherError, match=said):  # slash commands are off
+            await session.send_input("again", settings=TurnSettings(action=action))
 
     await session.send_input("again", settings=TurnSettings(model="sonnet", effort="low"))
     second = await harness.wait(session, EventType.TURN_COMPLETED, lambda d: d["turn"] != first.data["turn"])

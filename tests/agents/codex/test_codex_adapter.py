@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from tests.agents.codex.conftest import Harness, StartAppServer
 from tests.support.fake_responses import FakeResponses
 from tests.support.images import png
-from tether.agents.base import Decision, Image, TurnSettings
+from tether.agents.base import COMPACT, Decision, Image, Review, TurnSettings
 from tether.agents.codex import CodexError
 from tether.agents.codex.adapter import THREAD_OPTION, CodexAgent, list_threads
 from tether.agents.policy import Approval, Policy, Sandbox
@@ -244,3 +245,51 @@ async def test_an_image_attached_to_a_prompt_reaches_the_model(harness: Harness,
     sent = json.dumps(fake_model.requests[-1]["input"])
     assert base64.b64encode(shot.data).decode() in sent and "what is this?" in sent
     assert base64.b64encode(shot.data).decode() not in json.dumps(fake_model.requests[0]["input"])
+
+
+REVIEW = {"findings": [{"title": "Typo in notes.txt", "body": "'teh' should be 'the'", "confidence_score": 0.8,
+                        "priority": 1, "code_location": {"absolute_file_path": "notes.txt",
+                                                         "line_range": {"start": 1, "end": 1}}}],
+          "overall_correctness": "patch is incorrect", "overall_explanation": "one typo",
+          "overall_confidence_score": 0.7}
+
+
+@pytest.fixture
+def git_workspace(workspace: Path) -> Path:
+    """The workspace as a git repository with one commit and an uncommitted file."""
+    subprocess.run(["git", "-C", str(workspace), "init", "-q"], check=True)
+    subprocess.run(["git", "-C", str(workspace), "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q",
+                    "--allow-empty", "-m", "start"], check=True)
+    (workspace / "notes.txt").write_text("teh end\n")
+    return workspace
+
+
+async def test_a_review_turn_reviews_the_uncommitted_changes(
+    harness: Harness, fake_model: FakeResponses, git_workspace: Path,
+) -> None:
+    fake_model.add({"text": "Hello."}, {"text": json.dumps(REVIEW)})
+    session = await harness.start("hello")
+    first = await harness.wait(session, EventType.TURN_COMPLETED)
+    started = await session.send_input("Review the uncommitted changes", settings=TurnSettings(action=Review()))
+    assert started.data["action"] == "review"
+    done = await harness.wait(session, EventType.TURN_COMPLETED, lambda d: d["turn"] != first.data["turn"])
+    assert done.data["status"] == "completed", done.data
+    others = {o["type"]: o for o in await harness.items(session, EventType.ITEM_COMPLETED, "other")}
+    assert others["enteredReviewMode"]["title"] == "review started"
+    assert others["enteredReviewMode"]["summary"] == "current changes"
+    messages = [m["text"] for m in await harness.items(session, EventType.ITEM_COMPLETED, "agent_message")
+                if m["status"] == "completed" and m["text"]]
+    assert "Typo in notes.txt" in messages[-1] and "one typo" in messages[-1]
+    assert "Review the current code changes" in json.dumps(fake_model.requests[-1]["input"])
+
+
+async def test_compacting_runs_a_turn_of_its_own(harness: Harness, fake_model: FakeResponses) -> None:
+    fake_model.add({"text": "Hello."}, {"text": "SUMMARY: we said hello"})
+    session = await harness.start("hello")
+    first = await harness.wait(session, EventType.TURN_COMPLETED)
+    await session.send_input("Compact the conversation", settings=TurnSettings(action=COMPACT))
+    done = await harness.wait(session, EventType.TURN_COMPLETED, lambda d: d["turn"] != first.data["turn"])
+    assert done.data["status"] == "completed", done.data
+    [compacted] = await harness.items(session, EventType.ITEM_COMPLETED, "other")
+    assert compacted["type"] == "contextCompaction" and compacted["title"] == "context compacted"
+    assert "CONTEXT CHECKPOINT COMPACTION" in json.dumps(fake_model.requests[-1]["input"])

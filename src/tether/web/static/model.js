@@ -429,6 +429,15 @@ export class SessionFeed extends EventTarget {
     return prompt ? this.send(prompt.text, { cid }) : Promise.resolve(null);
   }
 
+  // Turns that are not prompts: a review of the uncommitted changes, or compacting the context.
+  review() {
+    return this.conn.command("sessions.review", { id: this.sessionId });
+  }
+
+  compact() {
+    return this.conn.command("sessions.compact", { id: this.sessionId });
+  }
+
   // The models the agent offers for the next turns ([{id, name, efforts, default_effort, default}]).
   async models() {
     if (!this._models) this._models = this.conn.call("sessions.models", { id: this.sessionId }, { retryFor: 15000 });

@@ -44,7 +44,13 @@ export function renderSession(root, { tether, hostId, sessionId }) {
     h("option", { value: "plan" }, "Plan (asks before it acts)"),
     h("option", { value: "default" }, "Default"),
   );
-  const settingsRow = h("div.turn-settings", { id: "turn-settings", hidden: true }, modelSelect, effortSelect, modeSelect, settingsNote);
+  // Turns that are not prompts (Codex): the agent reviews the uncommitted changes, or compacts its context.
+  const actions = h(
+    "div.turn-actions",
+    h("button", { id: "review", type: "button", onclick: () => feed.review().catch(showError) }, "Review changes"),
+    h("button", { id: "compact", type: "button", onclick: () => feed.compact().catch(showError) }, "Compact context"),
+  );
+  const settingsRow = h("div.turn-settings", { id: "turn-settings", hidden: true }, modelSelect, effortSelect, modeSelect, actions, settingsNote);
   let models = [];
   const fillEfforts = () => {
     const m = models.find((x) => x.id === modelSelect.value);
