@@ -113,6 +113,9 @@ def test_claude_codes_question_tasks_web_fetch_and_plan_on_the_phone(
     assert fetch.locator("pre.tool-input").text_content() == f"{URL}\nwhich blue?"
     fetch.locator("button.deny").click()
     page.locator(".card.agent", has_text="Blue it is.").wait_for(timeout=TIMEOUT)
+    # What the turn used and cost, from Claude Code's result, in the session header.
+    until(lambda: "$0.00" in (page.text_content("#session-usage") or ""), what="the cost in the header")
+    assert "tokens" in page.text_content("#session-usage")
 
     # The task list: one plan card, as the list last stood.
     plans = page.locator(".card.plan")

@@ -61,7 +61,16 @@ from tether.agents.claude.process import ClaudeExited, ClaudeProcess, Event, Exi
 from tether.agents.claude.shell import write_shell
 from tether.agents.policy import AgentConfig, Approval, Policy, Sandbox
 from tether.agents.secrets import Redactor, StreamRedactor, env_secrets, is_secret_name, without_secrets
-from tether.agents.turn import FollowingAgent, emit_delta, emit_plan, fail_items, flush_delta, stream_delta
+from tether.agents.turn import (
+    FollowingAgent,
+    emit_delta,
+    emit_notice,
+    emit_plan,
+    fail_items,
+    flush_delta,
+    stream_delta,
+)
+from tether.agents.unknown import log_unknown, summarize
 from tether.protocol.events import ApprovalKind, EventType
 
 log = logging.getLogger(__name__)
@@ -93,6 +102,20 @@ MODES = ("plan", "default")
 # The effort levels Claude Code 2.1.332 takes in its flag settings (its model list also names "max",
 # which those settings ignore).
 EFFORTS = ("low", "medium", "high", "xhigh")
+# What Claude Code says that tether does not show, and why; anything else is shown as a notice (a
+# newer Claude Code may say something these lists do not know) and logged once.
+QUIET_SYSTEM = frozenset({
+    "init", "status",  # session facts; the permission mode is kept from them
+    "task_started", "task_progress", "task_updated", "task_notification",  # a sub-agent's: its Agent call shows it
+    "hook_started", "hook_progress", "hook_response",  # the host user's own hooks
+    "compact_boundary", "turn_duration", "thinking_tokens", "session_state_changed",
+    "permission_denied",  # the tool's item shows it was not run
+})
+QUIET_MESSAGES = frozenset({
+    "rate_limit_event",  # the account's limits, which the result's usage already says
+    "keep_alive", "tool_use_summary", "prompt_suggestion",
+})
+QUIET_BLOCKS = frozenset({"redacted_thinking"})  # reasoning the model keeps to itself
 # A tool's result as shown on the phone: the start of it.
 MAX_TOOL_OUTPUT = 16 * 1024
 TASK_STATUSES = ("pending", "in_progress", "completed")
@@ -309,10 +332,26 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
                 await self._tool_completed(state, result)
         elif isinstance(message, stream.ControlRequest):
             await self._on_control_request(state, message)
-        elif isinstance(message, stream.System) and message.subtype == "api_retry":
-            await self._retrying(state, message.data)
-        elif isinstance(message, stream.System) and isinstance(message.data.get("permissionMode"), str):
+        elif isinstance(message, stream.System):
+            await self._on_system(state, message)
+        elif isinstance(message, stream.Other) and message.type not in QUIET_MESSAGES:
+            await self._unknown(state, "message", message.type, message.data)
+
+    async def _on_system(self, state: _Turn, message: stream.System) -> None:
+        if isinstance(message.data.get("permissionMode"), str):
             self._mode = message.data["permissionMode"]
+        if message.subtype == "api_retry":
+            await self._retrying(state, message.data)
+        elif message.subtype not in QUIET_SYSTEM:
+            await self._unknown(state, "system message", message.subtype, message.data)
+
+    async def _unknown(self, state: _Turn, what: str, name: str, data: dict[str, Any]) -> None:
+        """What a newer Claude Code may send that this tether does not know: shown as a notice,
+        summarised, and logged once per type."""
+        log_unknown("claude", what, name)
+        shown = {k: v for k, v in data.items() if k not in ("type", "subtype", "uuid", "session_id")}
+        said = self._redact(f"Claude Code said {name}: {summarize(shown)}")
+        await emit_notice(self.ctx, state.id, "info", name, said)
 
     async def _retrying(self, state: _Turn, data: dict[str, Any]) -> None:
         """Claude Code could not reach its model server and tries again: shown live."""
@@ -364,6 +403,13 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
             await self._whole_text(state, "thinking", ItemKind.REASONING, block["thinking"])
         elif kind == "tool_use":
             await self._tool_started(state, block)
+        elif kind not in QUIET_BLOCKS and isinstance(kind, str):
+            log_unknown("claude", "content block", kind)
+            shown = self._redact(summarize({k: v for k, v in block.items() if k not in ("type", "id")}))
+            item = await self._start(state, ItemKind.OTHER, {"type": kind, "title": kind, "summary": shown})
+            item.open = False
+            await self.ctx.emit(EventType.ITEM_COMPLETED, {"turn": state.id, "item": item.id, "kind": item.kind,
+                                                          "status": "completed", **item.data})
 
     async def _whole_text(self, state: _Turn, which: str, kind: ItemKind, text: str) -> None:
         current: _Item | None = getattr(state, which)

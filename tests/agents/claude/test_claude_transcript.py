@@ -1,0 +1,74 @@
+"""What a newer Claude Code might send, replayed through the claude adapter into a real session and
+event log ([8] item 4): a message type, a system message and a content block this tether does not
+know are shown generically (their name and a readable summary), logged once per type, and the turn
+goes on to its result.
+
+No process: stream-json lines are parsed and fed to the adapter the way its reading task hands
+them over."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tether.agents.claude import stream
+from tether.agents.claude.adapter import ClaudeAgent, _Turn
+from tether.agents.policy import AgentConfig, Policy
+from tether.host.agent_session import AgentSession
+from tether.host.eventlog import EventLog
+from tether.protocol.events import EventType
+
+
+def line(**message: Any) -> stream.Message:
+    return stream.parse_line(json.dumps(message))
+
+
+RESULT = line(type="result", subtype="success", is_error=False, result="ok", usage={"input_tokens": 1})
+
+
+async def replay(tmp_path: Path, event_log: EventLog, transcript: list[stream.Message]) -> list[Any]:
+    session = AgentSession(session_id="s_replay", workspace=tmp_path, policy=Policy(), config=AgentConfig("claude"),
+                           log=event_log, agent_cls=ClaudeAgent)
+    agent = session.agent
+    assert isinstance(agent, ClaudeAgent)
+    state = _Turn("t_replay")
+    ended = False
+    for message in transcript:
+        ended = await agent._on_turn_event(state, message)
+    assert ended, "the transcript's result ends the turn"
+    return [e for e in await event_log.read(0, 1000) if e.session == "s_replay"]
+
+
+async def test_unknown_messages_blocks_and_system_messages_are_shown_and_the_turn_goes_on(
+    tmp_path: Path, event_log: EventLog, caplog: pytest.LogCaptureFixture,
+) -> None:
+    transcript = [
+        line(type="system", subtype="init", permissionMode="default", tools=["Bash"]),
+        line(type="hologram", scene="a red cube", layers=["front", "back"], uuid="u-1"),
+        line(type="hologram", scene="a blue cube", uuid="u-2"),
+        line(type="system", subtype="weather_report", sky="clear", session_id="x"),
+        line(type="assistant", message={"id": "m1", "content": [
+            {"type": "diagram", "id": "d-1", "nodes": 3, "caption": "the relay and two hosts"},
+            {"type": "redacted_thinking", "data": "…"},
+            {"type": "text", "text": "Still here."},
+        ]}),
+        RESULT,
+    ]
+    with caplog.at_level(logging.WARNING, logger="tether.agents.unknown"):
+        events = await replay(tmp_path, event_log, transcript)
+    notices = [e.data for e in events if e.type == EventType.AGENT_NOTICE]
+    assert [(n["source"], n["level"]) for n in notices] == [("hologram", "info")] * 2 + [("weather_report", "info")]
+    assert "scene: a red cube" in notices[0]["message"] and "layers: front, back" in notices[0]["message"]
+    assert "u-1" not in notices[0]["message"] and "sky: clear" in notices[2]["message"]
+    [diagram] = [e.data for e in events if e.type == EventType.ITEM_COMPLETED and e.data["kind"] == "other"]
+    assert diagram["type"] == "diagram" and "caption: the relay and two hosts" in diagram["summary"]
+    assert "d-1" not in diagram["summary"]
+    texts = [e.data["text"] for e in events if e.type == EventType.ITEM_COMPLETED and e.data["kind"] == "agent_message"]
+    assert texts == ["Still here."]
+    logged = [r.getMessage() for r in caplog.records]
+    for name in ("hologram", "weather_report", "diagram"):
+        assert sum(repr(name) in m for m in logged) == 1, name  # once per type
