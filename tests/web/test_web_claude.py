@@ -62,7 +62,11 @@ SCRIPT = [
 
 
 @contextlib.contextmanager
-def deploy_claude(script: list[dict[str, Any]]) -> Iterator[ScriptedDeployment]:
+def deploy_claude(
+    script: list[dict[str, Any]], claude_config: str = "", env: dict[str, str] | None = None,
+) -> Iterator[ScriptedDeployment]:
+    """The host's Claude Code on the scripted model; ``claude_config`` is added to its
+    ``[agents.claude]`` table, ``env`` to the host's environment."""
     command = claude_command()
     # Claude Code's config dir (its plans among it) is outside tether's home, as ~/.claude is: no
     # agent may write into tether's home.
@@ -74,10 +78,11 @@ def deploy_claude(script: list[dict[str, Any]]) -> Iterator[ScriptedDeployment]:
         f'config_dir = "{config_dir}"\n'
         'approval = "on-request"\n'
         'sandbox = "workspace-write"\n'
+        + claude_config
     )
     try:
-        env = {**claude_env_for(port), **shell_home(host_home)}
-        with relay_and_host(host_home, workspace, "claude-host", env) as (relay, relay_port, host):
+        host_env = {**claude_env_for(port), **shell_home(host_home), **(env or {})}
+        with relay_and_host(host_home, workspace, "claude-host", host_env) as (relay, relay_port, host):
             yield ScriptedDeployment(relay, relay_port, host, host_home, workspace, model, requests_log)
         # Nothing left loopback: anything Claude Code tried to reach elsewhere came as a proxy request.
         assert "refused traffic leaving loopback" not in model.log
