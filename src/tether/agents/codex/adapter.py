@@ -133,6 +133,7 @@ USAGE = frozenset({"thread/tokenUsage/updated", "account/rateLimits/updated"})
 # Notifications shown as warnings.
 WARNINGS = frozenset({
     "warning", "configWarning", "deprecationNotice", "guardianWarning", "windows/worldWritableWarning",
+    "model/rerouted",  # another model answers than the one chosen
 })
 
 
@@ -167,16 +168,18 @@ QUIET_NOTIFICATIONS: dict[str, str] = _quiet({
         "remoteControl/status/changed", "account/updated", "account/login/completed", "account/gatewayOAuth/changed",
         "mcpServer/startupStatus/updated", "mcpServer/oauthLogin/completed", "mcpServer/event/stream/notification",
         "thread/environment/connected", "thread/environment/disconnected"),
-    "not shown yet (issue [8]: the model and its checks in the session header)": (
-        "model/rerouted", "model/verification",
-        "model/safetyBuffering/updated", "turn/moderationMetadata", "modelProvider/authRecoveryStarted",
-        "modelProvider/authRecoveryCompleted"),
+    "the model provider's own checks and logins; the turn's outcome says what matters": (
+        "model/verification", "model/safetyBuffering/updated", "turn/moderationMetadata",
+        "modelProvider/authRecoveryStarted", "modelProvider/authRecoveryCompleted"),
     # Observed with 0.169.0: not sent after an approved apply_patch, native or through exec_command,
     # in a git repository or not; the page gathers a turn's file_change items instead.
     "not sent by Codex 0.169 (the file_change items carry each diff)": ("turn/diff/updated",),
-    "not shown yet (issue [8]: thread name, hooks, reviews)": (
-        "thread/name/updated", "thread/compacted", "hook/started",
-        "hook/completed", "item/autoApprovalReview/started", "item/autoApprovalReview/completed",
+    "tether keeps its own session title (Codex says this only when a client names the thread)": (
+        "thread/name/updated",),
+    "the compaction's own item (contextCompaction) says it": ("thread/compacted",),
+    "the host user's own hooks": ("hook/started", "hook/completed"),
+    "Codex's automatic approval review, which tether leaves off: approvals go to people": (
+        "item/autoApprovalReview/started", "item/autoApprovalReview/completed",
         "autoApprovalReview/strictReviewRequired"),
 })
 # A tool's arguments or result as shown on the phone: the start of it.
@@ -184,11 +187,13 @@ MAX_TOOL_TEXT = 16 * 1024
 USER_INPUT = "item/tool/requestUserInput"  # a question the agent asks (in plan mode): a question card
 # Collaboration modes a person may switch Codex to for the next turns.
 MODES = ("plan", "default")
-# Server requests a person cannot answer from the phone yet: refused at once (Codex does not wait)
-# and shown as "refused: …". (Approvals of commands and file changes, and questions, are answered.)
+# Server requests tether does not put to a person: refused at once (Codex does not wait) and shown
+# as "refused: …", with why. (Approvals of commands, file changes and MCP tools, questions and forms
+# are answered.)
 ELICITATION = "mcpServer/elicitation/request"  # an MCP tool call to approve, or a form to fill in
 REFUSED_REQUESTS: dict[str, str] = {
-    "item/permissions/requestApproval": "not yet: a permissions card (issue [8])",
+    # The session's sandbox is the host's policy (or stricter): a person on a phone does not widen it.
+    "item/permissions/requestApproval": "a session's sandbox is the host owner's policy, not widened from a device",
     "item/tool/call": "tether registers no dynamic tools",
     "account/chatgptAuthTokens/refresh": "the host's credentials never leave it",
     "attestation/generate": "tether does not attest",
