@@ -273,3 +273,25 @@ async def test_an_image_attached_to_a_prompt_reaches_the_model(harness: Harness,
     [image] = [b for b in prompt["content"] if b.get("type") == "image"]
     assert image["source"] == {"type": "base64", "media_type": "image/png",
                                "data": base64.b64encode(shot.data).decode()}
+
+
+async def test_an_mcp_servers_form_is_a_question_card_whose_answers_reach_it_typed(
+    harness: Harness, fake_model: FakeAnthropic, tmp_path: Path,
+) -> None:
+    config = tmp_path / "mcp.json"
+    config.write_text(json.dumps({"mcpServers": {"notes": {
+        "command": sys.executable, "args": ["-m", "tests.support.fake_mcp"], "env": {"PYTHONPATH": str(REPO)}}}}))
+    fake_model.add(tool("mcp__notes__lookup", query="ask"), {"text": "Painting."})
+    session = await harness.start("paint", mcp_config=str(config))
+    allow = await harness.wait(session, EventType.APPROVAL_REQUESTED)
+    await session.approve(allow.data["approval"], Decision.APPROVE, BY)
+    form = await harness.wait(session, EventType.APPROVAL_REQUESTED, lambda d: d["kind"] == "question")
+    questions = {q["id"]: q for q in form.data["details"]["questions"]}
+    assert set(questions) == {"shade", "coats"}
+    assert [o["label"] for o in questions["shade"]["options"]] == ["sky", "navy"]
+    await session.answer(form.data["approval"], {"shade": ["sky"], "coats": ["3"]}, BY)
+    done = await harness.wait(session, EventType.TURN_COMPLETED)
+    assert done.data["status"] == "completed", done.data
+    [item] = await harness.items(session, EventType.ITEM_COMPLETED, "tool_call")
+    came_back = json.loads(item["output"].removeprefix("the form came back: "))
+    assert came_back == {"action": "accept", "content": {"shade": "sky", "coats": 3}}

@@ -1,7 +1,7 @@
 """What a newer Claude Code might send, replayed through the claude adapter into a real session and
 event log ([8] item 4): a message type, a system message and a content block this tether does not
-know are shown generically (their name and a readable summary), logged once per type, and the turn
-goes on to its result.
+know are shown generically (their name and a readable summary), logged once per type; a request it
+does not know is refused at once; and the turn goes on to its result.
 
 No process: stream-json lines are parsed and fed to the adapter the way its reading task hands
 them over."""
@@ -30,11 +30,25 @@ def line(**message: Any) -> stream.Message:
 RESULT = line(type="result", subtype="success", is_error=False, result="ok", usage={"input_tokens": 1})
 
 
-async def replay(tmp_path: Path, event_log: EventLog, transcript: list[stream.Message]) -> list[Any]:
+class Replies:
+    """Stands in for the Claude Code process: keeps what the adapter answers."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def reply(self, message: dict[str, Any]) -> bool:
+        self.sent.append(message)
+        return True
+
+
+async def replay(
+    tmp_path: Path, event_log: EventLog, transcript: list[stream.Message], replies: Replies | None = None,
+) -> list[Any]:
     session = AgentSession(session_id="s_replay", workspace=tmp_path, policy=Policy(), config=AgentConfig("claude"),
                            log=event_log, agent_cls=ClaudeAgent)
     agent = session.agent
     assert isinstance(agent, ClaudeAgent)
+    agent.process = replies  # type: ignore[assignment]
     state = _Turn("t_replay")
     ended = False
     for message in transcript:
@@ -51,6 +65,8 @@ async def test_unknown_messages_blocks_and_system_messages_are_shown_and_the_tur
         line(type="hologram", scene="a red cube", layers=["front", "back"], uuid="u-1"),
         line(type="hologram", scene="a blue cube", uuid="u-2"),
         line(type="system", subtype="weather_report", sky="clear", session_id="x"),
+        # An invented request: answered at once with an error, so Claude Code does not wait.
+        line(type="control_request", request_id="rq-1", request={"subtype": "hologram_consent", "scene": "cube"}),
         line(type="assistant", message={"id": "m1", "content": [
             {"type": "diagram", "id": "d-1", "nodes": 3, "caption": "the relay and two hosts"},
             {"type": "redacted_thinking", "data": "…"},
@@ -58,10 +74,16 @@ async def test_unknown_messages_blocks_and_system_messages_are_shown_and_the_tur
         ]}),
         RESULT,
     ]
+    replies = Replies()
     with caplog.at_level(logging.WARNING, logger="tether.agents.unknown"):
-        events = await replay(tmp_path, event_log, transcript)
+        events = await replay(tmp_path, event_log, transcript, replies)
+    assert replies.sent == [{"type": "control_response", "response": {
+        "subtype": "error", "request_id": "rq-1", "error": "tether does not handle hologram_consent"}}]
     notices = [e.data for e in events if e.type == EventType.AGENT_NOTICE]
-    assert [(n["source"], n["level"]) for n in notices] == [("hologram", "info")] * 2 + [("weather_report", "info")]
+    assert [(n["source"], n["level"]) for n in notices] == [("hologram", "info")] * 2 + [
+        ("weather_report", "info"), ("hologram_consent", "warning")]
+    assert notices[3]["message"] == ("refused: Claude Code asked hologram_consent (scene: cube); "
+                                     "tether does not know this request")
     assert "scene: a red cube" in notices[0]["message"] and "layers: front, back" in notices[0]["message"]
     assert "u-1" not in notices[0]["message"] and "sky: clear" in notices[2]["message"]
     [diagram] = [e.data for e in events if e.type == EventType.ITEM_COMPLETED and e.data["kind"] == "other"]
@@ -70,5 +92,5 @@ async def test_unknown_messages_blocks_and_system_messages_are_shown_and_the_tur
     texts = [e.data["text"] for e in events if e.type == EventType.ITEM_COMPLETED and e.data["kind"] == "agent_message"]
     assert texts == ["Still here."]
     logged = [r.getMessage() for r in caplog.records]
-    for name in ("hologram", "weather_report", "diagram"):
+    for name in ("hologram", "weather_report", "diagram", "hologram_consent"):
         assert sum(repr(name) in m for m in logged) == 1, name  # once per type

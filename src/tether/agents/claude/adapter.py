@@ -59,6 +59,7 @@ from tether.agents.claude import stream
 from tether.agents.claude.binary import QUIET_ENV, ClaudeBinary, ClaudeError, find_claude
 from tether.agents.claude.process import ClaudeExited, ClaudeProcess, Event, Exited
 from tether.agents.claude.shell import write_shell
+from tether.agents.forms import form_content, form_questions
 from tether.agents.policy import AgentConfig, Approval, Policy, Sandbox
 from tether.agents.secrets import Redactor, StreamRedactor, env_secrets, is_secret_name, without_secrets
 from tether.agents.turn import (
@@ -528,9 +529,14 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
     async def _on_control_request(self, state: _Turn, request: stream.ControlRequest) -> None:
         process = self.process
         assert process is not None
+        if request.subtype == "elicitation":
+            await self._on_elicitation(state, request)
+            return
         if request.subtype != "can_use_tool":
             # Hooks and SDK MCP servers are not registered by tether: nothing else should come.
             await process.reply(stream.control_error(request.request_id, f"tether does not handle {request.subtype}"))
+            log_unknown("claude", "request", request.subtype)
+            await self._refused(state, request.subtype, request.request, "tether does not know this request")
             return
         name = str(request.request.get("tool_name") or "")
         raw_input = request.request.get("input")
@@ -590,6 +596,37 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
             return
         self._answer_later(request.request_id,
                            self._ask(request.request_id, kind, (memory_kind, key), details, item.id, tool_input))
+
+    async def _on_elicitation(self, state: _Turn, request: stream.ControlRequest) -> None:
+        """A form an MCP server asks the person to fill in: a question card; the answers go back typed."""
+        asked = request.request
+        schema = asked.get("requested_schema")
+        form = form_questions(schema, str(asked.get("message") or "")) if asked.get("mode") != "url" else None
+        if form is None or not isinstance(schema, dict):
+            await self._reply(request.request_id, {"action": "decline"})
+            await self._refused(state, "elicitation", asked, "tether puts only forms of text, number, yes/no and "
+                                "choice fields to a person (not a link to open, or nested fields)")
+            return
+        self._answer_later(request.request_id, self._fill_form(request.request_id, self._redact.value(form), schema))
+
+    async def _fill_form(self, request_id: str, questions: list[Question], schema: dict[str, Any]) -> None:
+        try:
+            answers = await self.ctx.ask(questions, item=None)
+        except asyncio.CancelledError:
+            return
+        except Exception:
+            log.exception("session %s: putting an MCP server's form failed", self.ctx.session_id)
+            await self._reply(request_id, {"action": "cancel"})
+            return
+        content = form_content(schema, answers)
+        await self._reply(request_id, {"action": "accept", "content": content} if content is not None
+                          else {"action": "decline"})
+
+    async def _refused(self, state: _Turn, name: str, asked: dict[str, Any], why: str) -> None:
+        """Say on the session what Claude Code asked and was told no."""
+        shown = summarize({k: v for k, v in asked.items() if k != "subtype"})
+        await emit_notice(self.ctx, state.id, "warning", name,
+                          self._redact(f"refused: Claude Code asked {name} ({shown}); {why}"))
 
     def _answer_later(self, request_id: str, asking: Coroutine[Any, Any, None]) -> None:
         """Ask people without holding up Claude Code's other messages; the task answers it."""

@@ -74,6 +74,7 @@ from tether.agents.codex.appserver import (
     ServerRequest,
 )
 from tether.agents.codex.binary import CodexBinary, CodexError, find_codex
+from tether.agents.forms import form_content, form_questions
 from tether.agents.policy import AgentConfig, Approval, Policy, Sandbox
 from tether.agents.sandbox import hiding
 from tether.agents.secrets import SECRET_NAME_PARTS, Redactor, StreamRedactor, env_secrets
@@ -606,17 +607,15 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
             self._track(request, self._ask(request, "tool", self._redact.value(details),
                                            tracked.id if tracked else None, options, answer=_elicitation_answer))
             return
-        form = _form(params.get("requestedSchema")) if params.get("mode") == "form" else None
+        schema = params.get("requestedSchema")
+        form = form_questions(schema, str(params.get("message") or "")) if params.get("mode") == "form" else None
         if form is None:
             await request.respond({"action": "decline"})
             await self._refused(state, request.method, params, "tether puts only forms of text, number, yes/no and "
                                 "choice fields to a person (not a link to open, or nested fields)")
             return
-        message = str(params.get("message") or "")
-        questions = [{**q, "header": q["header"] or server, "question": q["question"] or message} for q in form]
-        if message and len(questions) > 1:
-            questions[0] = {**questions[0], "question": f"{message}\n{questions[0]['question']}"}
-        self._track(request, self._fill_form(request, self._redact.value(questions), params["requestedSchema"]))
+        assert isinstance(schema, dict)  # form_questions read it
+        self._track(request, self._fill_form(request, self._redact.value(form), schema))
 
     async def _fill_form(self, request: ServerRequest, questions: list[Question], schema: dict[str, Any]) -> None:
         try:
@@ -627,7 +626,7 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
             log.exception("session %s: putting an MCP server's form failed", self.ctx.session_id)
             await request.respond({"action": "cancel"})
             return
-        content = _form_content(schema, answers)
+        content = form_content(schema, answers)
         reply = {"action": "accept", "content": content} if content is not None else {"action": "decline"}
         if not await request.respond(reply):
             log.info("session %s: codex request %s closed before the answer", self.ctx.session_id, request.id)
@@ -848,60 +847,6 @@ def _elicitation_answer(decision: Decision) -> dict[str, Any]:
     if decision is Decision.APPROVE_FOR_SESSION:
         reply["_meta"] = {"persist": "session"}
     return reply
-
-
-# An MCP form's field types tether can put as a question, and how an answer becomes a value.
-_FORM_TYPES = {"string": str, "number": float, "integer": int, "boolean": None}
-
-
-def _form(schema: Any) -> list[Question] | None:
-    """An MCP elicitation form (a flat object of string, number, integer, boolean and enum fields)
-    as questions, one per field; None when it has another shape."""
-    if not isinstance(schema, dict) or not isinstance(schema.get("properties"), dict):
-        return None
-    questions: list[Question] = []
-    for name, field_schema in schema["properties"].items():
-        if not isinstance(field_schema, dict) or field_schema.get("type") not in _FORM_TYPES:
-            return None
-        choices = _choices(field_schema)
-        questions.append({
-            "id": str(name), "header": str(field_schema.get("title") or name),
-            "question": str(field_schema.get("description") or ""),
-            "options": [{"label": label, "description": ""} for label in choices],
-            "is_other": not choices, "is_secret": False,
-        })
-    return questions
-
-
-def _choices(field_schema: dict[str, Any]) -> list[str]:
-    if field_schema.get("type") == "boolean":
-        return ["yes", "no"]
-    if isinstance(field_schema.get("enum"), list):
-        return [str(v) for v in field_schema["enum"]]
-    if isinstance(field_schema.get("oneOf"), list):
-        return [str(o.get("const")) for o in field_schema["oneOf"] if isinstance(o, dict) and "const" in o]
-    return []
-
-
-def _form_content(schema: dict[str, Any], answers: dict[str, list[str]]) -> dict[str, Any] | None:
-    """The answers as the form's values (typed); None when one does not fit (a number that is not)."""
-    content: dict[str, Any] = {}
-    for name, field_schema in schema["properties"].items():
-        given = answers.get(str(name))
-        if not given:
-            continue
-        text = given[0]
-        kind = field_schema.get("type")
-        try:
-            if kind == "boolean":
-                content[name] = text.strip().lower() in ("yes", "true", "y", "1")
-            elif kind in ("number", "integer"):
-                content[name] = _FORM_TYPES[kind](text.strip())  # type: ignore[misc]
-            else:
-                content[name] = text
-        except ValueError:
-            return None
-    return content
 
 
 def _model(listed: dict[str, Any]) -> dict[str, Any]:
