@@ -116,7 +116,7 @@ ITEM_STATUS = {"completed": "completed", "failed": "failed", "declined": "declin
 # their title; any other type is also shown so, and logged once as unknown.
 OTHER_ITEMS = {
     "collabAgentToolCall": "agent tool call", "subAgentActivity": "subagent",
-    "imageView": "image", "imageGeneration": "image generation", "sleep": "waiting",
+    "imageView": "image viewed", "imageGeneration": "image generation", "sleep": "waiting",
     "enteredReviewMode": "review started", "exitedReviewMode": "review ended",
     "contextCompaction": "context compacted", "hookPrompt": "hook", "functionCallOutput": "tool output",
 }
@@ -915,6 +915,8 @@ def _other_summary(kind: str, item: dict[str, Any]) -> str:
         return ""  # the review itself is the agent's next message
     if kind == "contextCompaction":
         return "the conversation so far was summarized to free the model's context"
+    if kind == "imageView":
+        return str(item.get("path") or "")
     return summarize({k: v for k, v in item.items() if k not in ("status", "aggregatedOutput")})
 
 
