@@ -9,7 +9,8 @@ session title, a quota probe) gets a short text and is recorded in :attr:`FakeAn
 
 A script is a list of turns; each turn is one model reply, a dict with any of::
 
-    {"text": "Hello there" | ["Hel", "lo"],      # assistant text, streamed as these deltas
+    {"thinking": "Let me see",                   # a thinking block first (streamed, signed)
+     "text": "Hello there" | ["Hel", "lo"],      # assistant text, streamed as these deltas
      "bash": {"command": "echo hi", "description": "why"},     # a Bash tool call
      "write": {"file_path": "/abs/path", "content": "..."},    # a Write tool call
      "edit": {"file_path": "/abs/path", "old_string": "a", "new_string": "b"},  # an Edit call
@@ -157,6 +158,8 @@ def _with_plan_file(turn: Turn, payload: dict[str, Any]) -> Turn:
 def _blocks(turn: Turn, n: int) -> list[dict[str, Any]]:
     """The content blocks of a turn's reply: text first, then tool calls."""
     blocks: list[dict[str, Any]] = []
+    if turn.get("thinking"):
+        blocks.append({"type": "thinking", "thinking": str(turn["thinking"]), "signature": f"sig-{n}"})
     if turn.get("text") is not None:
         text = turn["text"]
         blocks.append({"type": "text", "deltas": [text] if isinstance(text, str) else [str(d) for d in text]})
@@ -192,7 +195,14 @@ def _turn_events(turn: Turn, n: int) -> list[dict[str, Any]]:
                     "content": [], "stop_reason": None, "stop_sequence": None, "usage": _usage()},
     }]
     for index, block in enumerate(blocks):
-        if block["type"] == "text":
+        if block["type"] == "thinking":
+            events.append({"type": "content_block_start", "index": index,
+                           "content_block": {"type": "thinking", "thinking": "", "signature": ""}})
+            events.append({"type": "content_block_delta", "index": index,
+                           "delta": {"type": "thinking_delta", "thinking": block["thinking"]}})
+            events.append({"type": "content_block_delta", "index": index,
+                           "delta": {"type": "signature_delta", "signature": block["signature"]}})
+        elif block["type"] == "text":
             events.append({"type": "content_block_start", "index": index,
                            "content_block": {"type": "text", "text": ""}})
             for delta in block["deltas"]:
@@ -218,6 +228,8 @@ def _message(turn: Turn, n: int) -> dict[str, Any]:
     for block in blocks:
         if block["type"] == "text":
             content.append({"type": "text", "text": "".join(block["deltas"])})
+        elif block["type"] == "thinking":
+            content.append(block)
         else:
             content.append(block)
     return {"id": f"msg_fake_{n:04d}", "type": "message", "role": "assistant", "model": MODEL,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,13 +64,17 @@ SCRIPT = [
 @contextlib.contextmanager
 def deploy_claude(
     script: list[dict[str, Any]], claude_config: str = "", env: dict[str, str] | None = None,
+    script_for: Callable[[list[dict[str, Any]], Path], list[dict[str, Any]]] | None = None,
 ) -> Iterator[ScriptedDeployment]:
     """The host's Claude Code on the scripted model; ``claude_config`` is added to its
-    ``[agents.claude]`` table, ``env`` to the host's environment."""
+    ``[agents.claude]`` table, ``env`` to the host's environment; ``script_for`` fits the script to
+    the workspace."""
     command = claude_command()
     # Claude Code's config dir (its plans among it) is outside tether's home, as ~/.claude is: no
     # agent may write into tether's home.
     host_home, workspace, config_dir = short_home("th"), short_home("tw"), short_home("tcc")
+    if script_for is not None:
+        script = script_for(script, workspace)
     model, port, requests_log = start_scripted_model("fake_anthropic", script, host_home)
     (host_home / "config.toml").write_text(
         "[agents.claude]\n"

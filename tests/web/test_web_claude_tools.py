@@ -2,8 +2,9 @@
 Code CLI, the scripted Messages-API model as a process.
 
 An MCP server's tool (tests/support/fake_mcp.py, named in ``[agents.claude] mcp_config``) is asked
-about on its tool card and approved; a sub-agent's command is asked about and approved; both
-results are on their cards and in ``tether sessions events --json``. And with the model server
+about on its tool card and approved, after the model's thinking; a sub-agent's command is asked about
+and approved; both results are on their cards and in ``tether sessions events --json``. Then a web
+search, a file written and the MCP server's form, each answered on the phone. And with the model server
 unreachable, the page shows Claude Code's retries as "reconnecting (attempt n)", live, then the
 turn's failure.
 """
@@ -29,11 +30,17 @@ from .test_web_codex import cli_events, start_on_page
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SCRIPT: list[Turn] = [
-    tool("mcp__notes__lookup", query="blue"),
+    {"thinking": "the notes first", **tool("mcp__notes__lookup", query="blue")},
     tool("Agent", description="look around", prompt="list the files", subagent_type="general-purpose"),
     {"bash": {"command": "echo sub-agent-was-here"}},  # the sub-agent's first request
     {"text": "found the files"},  # the sub-agent's report
     {"text": "Notes and files found."},
+    # Turn 2: a web search, a file written, and an MCP server's form.
+    tool("WebSearch", query="blue paint"),
+    {"text": "sky blue paint, https://paint.example/blue"},  # the search's own model call
+    {"write": {"file_path": "PAINT", "content": "sky blue\n"}},
+    tool("mcp__notes__lookup", query="ask"),
+    {"text": "Painting."},
 ]
 
 
@@ -42,8 +49,14 @@ def tools_deployment(tmp_path: Path) -> Iterator[ScriptedDeployment]:
     mcp = tmp_path / "mcp.json"
     mcp.write_text(json.dumps({"mcpServers": {"notes": {
         "command": sys.executable, "args": ["-m", "tests.support.fake_mcp"], "env": {"PYTHONPATH": str(REPO)}}}}))
-    with deploy_claude(SCRIPT, f'mcp_config = "{mcp}"\n') as d:
+    with deploy_claude(SCRIPT, f'mcp_config = "{mcp}"\n', script_for=written_in) as d:
         yield d
+
+
+def written_in(script: list[Turn], workspace: Path) -> list[Turn]:
+    """The script with its file write aimed at the deployment's workspace."""
+    return [{**t, "write": {**t["write"], "file_path": str(workspace / "paint.txt")}} if "write" in t else t
+            for t in script]
 
 
 def approve_next(page: Any, label: str) -> Any:
@@ -80,6 +93,34 @@ def test_an_mcp_tool_and_a_sub_agents_command_on_the_phone(
     calls = {d["tool"]: d for d in done if d["kind"] == "tool_call"}
     assert calls["lookup"]["server"] == "notes" and calls["lookup"]["output"] == "3 notes about blue"
     assert "found the files" in calls["Agent"]["output"]
+    assert page.locator(".card.reasoning p").text_content() == "the notes first"
+    assert [d["text"] for d in done if d["kind"] == "reasoning"] == ["the notes first"]
+
+    # Turn 2: each asked about on the phone.
+    page.fill("#composer", "find a blue, write it down, ask the painter")
+    page.click("#send")
+    shown = approve_next(page, "Approval: use a tool")
+    assert "WebSearch" in shown and "blue paint" in shown
+    paint = tools_deployment.workspace / "paint.txt"
+    shown = approve_next(page, "Approval: change a file")
+    assert str(paint) in shown and "+sky blue" in shown
+    approve_next(page, "Approval: use a tool")  # the MCP lookup
+    form = page.locator('form.card.question[data-resolved=""]')
+    form.wait_for(timeout=TIMEOUT)
+    form.locator('input[type=radio][value="sky"]').check()
+    form.locator('fieldset[data-part="coats"] input.own').fill("2")
+    form.locator("button.answer").click()
+    page.locator(".card.agent", has_text="Painting.").wait_for(timeout=TIMEOUT)
+
+    assert paint.read_text() == "sky blue\n"
+    assert page.locator(".card.file .badge").text_content() == "applied"
+    search = page.locator('.card.tool[data-tool="WebSearch"]')
+    assert search.locator(".tool-input").text_content() == "blue paint"
+    done = [e["data"] for e in cli_events(cli_home, session) if e["type"] == "item.completed"]
+    outputs = [d["output"] for d in done if d["kind"] == "tool_call" and d["tool"] == "lookup"]
+    assert json.loads(outputs[-1].removeprefix("the form came back: ")) == {
+        "action": "accept", "content": {"shade": "sky", "coats": 2}}
+    assert [d["status"] for d in done if d["kind"] == "file_change"] == ["completed"]
     assert not page.errors  # type: ignore[attr-defined]
 
 
