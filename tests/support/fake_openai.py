@@ -235,7 +235,8 @@ async def _main(script: list[Reply], record: Path | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--script", type=Path, required=True, help="a JSON file: a list of replies")
-    parser.add_argument("--record", type=Path, help="append each request as a JSON line here")
+    parser.add_argument("--log", "--record", dest="record", type=Path,
+                        help="append each request as a JSON line here")
     args = parser.parse_args(argv)
     script = json.loads(args.script.read_text())
     if not isinstance(script, list):

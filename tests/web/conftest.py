@@ -126,21 +126,6 @@ BUILTIN_SCRIPT = [
 ]
 
 
-def start_fake_model(script: list[dict[str, Any]], home: Path) -> tuple[Proc, int]:
-    """tests/support/fake_openai.py as a process (the browser tests are synchronous)."""
-    script_path = home / "model-script.json"
-    script_path.write_text(json.dumps(script))
-    proc = Proc([TETHER[0], "-m", "tests.support.fake_openai", "--script", str(script_path)], name="model",
-                env={"PYTHONPATH": str(REPO)})
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        match = re.search(r"PORT (\d+)", proc.out)
-        if match:
-            return proc, int(match.group(1))
-        time.sleep(0.05)
-    raise AssertionError(f"the fake model server did not start:\n{proc.log}")
-
-
 @dataclass
 class BuiltinDeployment(Deployment):
     model: Proc | None = None
@@ -153,7 +138,7 @@ def builtin_host(script: list[dict[str, Any]], name: str) -> Iterator[BuiltinDep
     tests/e2e/test_builtin_agent.py)."""
     host_home = short_home("th")
     workspace = short_home("tw")  # beside the home: a workspace inside it is refused
-    model, model_port = start_fake_model(script, host_home)
+    model, model_port, _ = start_scripted_model("fake_openai", script, host_home)
     (host_home / "config.toml").write_text(
         "[agents.builtin]\n"
         f'base_url = "http://127.0.0.1:{model_port}/v1"\n'

@@ -13,7 +13,7 @@ from typing import Any
 
 from tests.procs import TETHER, Proc, remove, short_home, start_host, tether, tether_json
 
-from .conftest import CHROMIUM, CHROMIUM_ARGS, PHONE, REPO, start_fake_model, start_web_relay, write_file_call
+from .conftest import CHROMIUM, CHROMIUM_ARGS, PHONE, REPO, start_scripted_model, start_web_relay, write_file_call
 from .pages import TIMEOUT, device_id, type_line, wait_terminal
 
 SCRIPT = [
@@ -55,7 +55,7 @@ def main(argv: list[str]) -> int:
     (ws / "README.md").write_text("# project\n")
     box_home = short_home("th")
     box_ws = short_home("tw")
-    model, model_port = start_fake_model(SCRIPT, laptop_home)
+    model, model_port, _ = start_scripted_model("fake_openai", SCRIPT, laptop_home)
     (laptop_home / "config.toml").write_text(
         "[agents.builtin]\n"
         f'base_url = "http://127.0.0.1:{model_port}/v1"\n'
