@@ -13,7 +13,7 @@ export function renderDevices(root, { tether, hostId }) {
   }
   const conn = tether.connection(hostId);
   tether.model(hostId);
-  const bar = h("div");
+  const bar = h("div.topbar");
   const body = h("div.screen-body");
   const error = h("p.error", { role: "alert", id: "devices-error" });
   let devices = null;

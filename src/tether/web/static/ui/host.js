@@ -37,7 +37,7 @@ export function renderHost(root, { tether, hostId }) {
   }
   const conn = tether.connection(hostId);
   const model = tether.model(hostId);
-  const bar = h("div");
+  const bar = h("div.topbar");
   const body = h("div.screen-body");
 
   function draw() {

@@ -22,7 +22,7 @@ export function renderNewSession(root, { tether, hostId }) {
   }
   const conn = tether.connection(hostId);
   const model = tether.model(hostId);
-  const bar = h("div");
+  const bar = h("div.topbar");
   const body = h("div.screen-body");
   let agent = "pty";
   // The host's Codex threads: fetched when Codex is first chosen, and on Refresh.

@@ -17,7 +17,7 @@ export function renderSession(root, { tether, hostId, sessionId }) {
   }
   const model = tether.model(hostId);
   const feed = new SessionFeed(conn, sessionId, { known: model?.sessions.get(sessionId) || null });
-  const bar = h("div");
+  const bar = h("div.topbar");
   const meta = h("p.meta", { id: "session-status" });
   const error = h("p.error", { role: "alert", id: "session-error" });
   const body = h("section.screen.session-screen", { id: "session" }, meta, error);

@@ -1,0 +1,51 @@
+"""The phone app a person keeps using ([11]): each point a browser test at a phone viewport, with
+real relay, host and agent processes (the builtin agent on a scripted model, or a pty)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from .conftest import BuiltinDeployment, builtin_host
+from .pages import TIMEOUT, pair_page
+
+pytestmark = [pytest.mark.browser]
+
+LONG = "\n".join(f"Line {n} of a long answer, so the conversation is taller than the phone." for n in range(120))
+
+
+@pytest.fixture
+def long_answer() -> Iterator[BuiltinDeployment]:
+    with builtin_host([{"text": LONG}], "phone-host") as d:
+        yield d
+
+
+def start_builtin(page: Any, d: BuiltinDeployment, prompt: str) -> str:
+    pair_page(page, d)
+    page.click('a.host[data-online="1"]')
+    page.click("#new-session")
+    page.check('input[name="agent"][value="builtin"]')
+    page.fill("#new-prompt", prompt)
+    page.click("#start-session")
+    page.wait_for_selector("#cards", timeout=TIMEOUT)
+    return str(page.url.rsplit("/", 1)[1])
+
+
+def on_screen(page: Any, selector: str) -> bool:
+    box = page.locator(selector).bounding_box()
+    return bool(box) and box["y"] >= 0 and box["y"] + box["height"] <= page.viewport_size["height"]
+
+
+def test_the_top_bar_stays_on_screen_at_any_scroll_position(page: Any, long_answer: BuiltinDeployment) -> None:
+    start_builtin(page, long_answer, "tell me a long story")
+    page.locator(".card.agent", has_text="Line 119").wait_for(timeout=TIMEOUT)
+    height = page.evaluate("document.documentElement.scrollHeight")
+    assert height > 3 * page.viewport_size["height"]
+    for y in (0, height // 2, height):
+        page.evaluate(f"window.scrollTo(0, {y})")
+        page.wait_for_function(f"Math.abs(window.scrollY - Math.min({y}, "
+                               "document.documentElement.scrollHeight - window.innerHeight)) < 2")
+        assert on_screen(page, "header.bar .back"), f"the back link scrolled away at {y}"
+        assert on_screen(page, "#conn-state"), f"the connection state scrolled away at {y}"
