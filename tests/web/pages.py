@@ -34,7 +34,8 @@ def device_id(host_home: Any, name: str) -> str:
 
 def terminal_text(page: Any) -> str:
     """What the page's terminal (xterm.js) shows, scrollback included, one line per line."""
-    return "\n".join(page.evaluate("document.getElementById('terminal').tetherLines()"))
+    # Empty until the terminal view is up (xterm.js loads after the session's screen).
+    return "\n".join(page.evaluate("document.getElementById('terminal')?.tetherLines?.() ?? []"))
 
 
 def wait_terminal(page: Any, text: str, timeout: float = TIMEOUT / 1000) -> str:

@@ -3,13 +3,17 @@ real relay, host and agent processes (the builtin agent on a scripted model, or 
 
 from __future__ import annotations
 
+import random
+import shlex
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from tests.support.deployment import Deployment
+
 from .conftest import BuiltinDeployment, builtin_host
-from .pages import TIMEOUT, pair_page
+from .pages import TIMEOUT, pair_page, wait_terminal
 
 pytestmark = [pytest.mark.browser]
 
@@ -49,3 +53,35 @@ def test_the_top_bar_stays_on_screen_at_any_scroll_position(page: Any, long_answ
                                "document.documentElement.scrollHeight - window.innerHeight)) < 2")
         assert on_screen(page, "header.bar .back"), f"the back link scrolled away at {y}"
         assert on_screen(page, "#conn-state"), f"the connection state scrolled away at {y}"
+
+
+def test_the_command_field_splits_words_as_a_shell_does(page: Any, web_deployment: Deployment) -> None:
+    pair_page(page, web_deployment)
+    # The splitter against Python's shlex (POSIX mode) on lines of quotes, escapes and blanks.
+    rng = random.Random(11)
+    lines = ["".join(rng.choice("ab '\"\\;|\t") for _ in range(rng.randrange(0, 14))) for _ in range(400)]
+    got = page.evaluate("""async (lines) => {
+      const { shellWords } = await import("/words.js");
+      return lines.map((l) => { try { return shellWords(l); } catch (e) { return null; } });
+    }""", lines)
+    for line, words in zip(lines, got, strict=True):
+        try:
+            expected: list[str] | None = shlex.split(line)
+        except ValueError:
+            expected = None
+        assert words == expected, line
+    # What shlex does not do and a shell does: \\$ and \\` in double quotes are the characters.
+    assert page.evaluate("""async () => (await import("/words.js")).shellWords('echo "a\\\\$b" $HOME')""") == [
+        "echo", "a$b", "$HOME"]
+
+    page.click('a.host[data-online="1"]')
+    page.click("#new-session")
+    page.fill("#new-command", "bash -c 'echo unclosed")
+    assert page.get_attribute("#new-argv", "data-state") == "error"
+    page.click("#start-session")
+    assert "no closing '" in page.text_content("#new-error")
+    page.fill("#new-command", "bash -c 'echo hi-$((6*7)); sleep 2'")
+    assert page.locator("#new-argv code.word").all_text_contents() == ["bash", "-c", "echo hi-$((6*7)); sleep 2"]
+    page.click("#start-session")
+    wait_terminal(page, "hi-42")
+    assert not page.errors  # type: ignore[attr-defined]

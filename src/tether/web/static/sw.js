@@ -2,13 +2,13 @@
 // (network first), so an updated relay serves its new client at once. Only same-origin GETs of
 // the shell are cached; the WebSocket and anything else pass through untouched.
 // It also opens the session a notification (notify.js) is about when the notification is clicked.
-const CACHE = "tether-shell-v10";
+const CACHE = "tether-shell-v11";
 const SHELL = [
   "./", "index.html", "app.js", "style.css", "manifest.webmanifest", "icon.svg",
   "bytes.js", "noise.js", "frames.js", "relay.js", "e2e.js", "rpc.js", "store.js", "keys.js",
-  "connection.js", "pairing.js", "model.js", "linked.js", "notify.js",
+  "connection.js", "pairing.js", "model.js", "linked.js", "notify.js", "words.js",
   "ui/dom.js", "ui/header.js", "ui/insecure.js", "ui/pair.js", "ui/hosts.js", "ui/host.js", "ui/session.js", "ui/terminal.js",
-  "ui/conversation.js", "ui/newsession.js", "ui/devices.js", "ui/settings.js", "ui/scan.js",
+  "ui/conversation.js", "ui/newsession.js", "ui/devices.js", "ui/settings.js", "ui/scan.js", "ui/attach.js",
   "vendor/xterm.js", "vendor/xterm.css", "vendor/addon-fit.js", "vendor/jsQR.js",
 ];
 

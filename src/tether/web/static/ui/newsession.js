@@ -4,6 +4,7 @@
 // runs in that thread's directory.
 import { errorText, h, replace, timeAgo } from "./dom.js";
 import { header, revokedPanel, stateNote } from "./header.js";
+import { shellWords } from "../words.js";
 
 const AGENTS = [
   { value: "pty", label: "Terminal", hint: "A shell or any command, in a real terminal." },
@@ -41,7 +42,21 @@ export function renderNewSession(root, { tether, hostId }) {
   const workspace = h("select", { id: "new-workspace", "aria-describedby": "workspace-hint" });
   const command = h("input", { id: "new-command", value: "bash", autocomplete: "off", autocapitalize: "off", spellcheck: false });
   const prompt = h("textarea", { id: "new-prompt", rows: "4", placeholder: "What should the agent do?" });
-  const commandField = h("div.field", h("label", { for: "new-command" }, "Command"), command);
+  // What will run, word by word, as a shell would split the line (quotes kept together).
+  const argv = h("p.argv", { id: "new-argv", "aria-live": "polite" });
+  const showArgv = () => {
+    try {
+      const words = shellWords(command.value);
+      argv.dataset.state = "ok";
+      argv.replaceChildren("Runs: ", ...words.map((w) => h("code.word", w)));
+    } catch (err) {
+      argv.dataset.state = "error";
+      argv.replaceChildren(err.message);
+    }
+  };
+  command.addEventListener("input", showArgv);
+  showArgv();
+  const commandField = h("div.field", h("label", { for: "new-command" }, "Command"), command, argv);
   const promptField = h("div.field", h("label", { for: "new-prompt" }, "Prompt"), prompt);
   const threadList = h("div.threads", { id: "thread-list", "aria-live": "polite" });
   const refresh = h("button.link", { type: "button", id: "refresh-threads", onclick: () => loadThreads() }, "Refresh");
@@ -152,7 +167,11 @@ export function renderNewSession(root, { tether, hostId }) {
           if (adopt.cwd) params.workspace = adopt.cwd; // the host checks it is one this browser may use
         } else if (workspace.value) params.workspace = workspace.value;
         if (agent === "pty") {
-          params.command = command.value.trim().split(/\s+/).filter(Boolean);
+          try {
+            params.command = shellWords(command.value);
+          } catch (err) {
+            return void (error.textContent = err.message);
+          }
           if (!params.command.length) return void (error.textContent = "Type a command, e.g. bash.");
         } else {
           params.prompt = prompt.value.trim();
