@@ -6,10 +6,12 @@ from __future__ import annotations
 import random
 import shlex
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.procs import login, tether
 from tests.support.deployment import Deployment
 
 from .conftest import BuiltinDeployment, builtin_host
@@ -84,4 +86,30 @@ def test_the_command_field_splits_words_as_a_shell_does(page: Any, web_deploymen
     assert page.locator("#new-argv code.word").all_text_contents() == ["bash", "-c", "echo hi-$((6*7)); sleep 2"]
     page.click("#start-session")
     wait_terminal(page, "hi-42")
+    assert not page.errors  # type: ignore[attr-defined]
+
+
+def test_a_used_link_says_so_and_offers_a_way_back(
+    page: Any, web_deployment: Deployment, cli_home: Path,
+) -> None:
+    link = web_deployment.pairing_link()
+    login(cli_home, link, "--name", "first-comer")  # the link works once: someone used it
+    page.goto(link)
+    page.wait_for_selector("#pair-host-id", timeout=TIMEOUT)
+    # The id the page asks to check is printed by `tether pair` (and `tether up`) under the link.
+    printed = tether(web_deployment.host_home, "pair").stdout
+    assert f"this host's id: {page.text_content('#pair-host-id')}" in printed
+    hint = page.locator(".screen p.hint").first
+    assert "`" not in hint.text_content() and hint.locator("code").all_text_contents() == ["tether up", "tether pair"]
+    page.click("#pair-button")
+    page.wait_for_selector("#pair-status.error", timeout=TIMEOUT)
+    said = page.locator("#pair-status")
+    assert "no longer valid" in said.text_content() and "`" not in said.text_content()
+    assert "tether pair" in said.locator("code").all_text_contents()
+    # The relay does not tell a used link from an offline host: trying again is offered, and so is
+    # a way back, even before this browser's first host.
+    assert page.text_content("#pair-button") == "Try again"
+    page.click("#pair-cancel")
+    page.wait_for_selector("#hosts, .hosts, section.screen", timeout=TIMEOUT)
+    assert "#pair" not in page.url
     assert not page.errors  # type: ignore[attr-defined]

@@ -143,6 +143,11 @@ def test_the_page_survives_a_relay_restart(page: Any, web_deployment: Deployment
     # The relay restarts on the same port: the page reconnects by itself and keeps working.
     d.relay.stop()
     page.wait_for_selector('#conn-state:not([data-state="connected"])', timeout=TIMEOUT)
+    # What the page says of it, once, and without literal backticks ([11] 11).
+    note = page.locator("#conn-detail")
+    note.wait_for(timeout=TIMEOUT)
+    said = note.text_content()
+    assert said.count("was lost") <= 1 and "`" not in said, said
     relay, _ = start_web_relay(d.relay_port)
     d.relay = relay
     page.wait_for_selector('#conn-state[data-state="connected"]', timeout=30_000)

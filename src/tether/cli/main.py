@@ -28,6 +28,7 @@ from tether.cli.common import (
 from tether.cli.output import err, out, print_json, run
 from tether.cli.secret_input import PAIR_LINK_ENV, read_secret, refuse_pairing_link_argument, refuse_token_option
 from tether.errors import TetherError, UsageError
+from tether.protocol.pairing_link import parse_link
 
 
 @app.callback()
@@ -77,7 +78,9 @@ def _print_pairing(offer: dict[str, Any], *, as_json: bool) -> None:
     qr = segno.make(offer["link"], error="L")
     qr.terminal(compact=True)
     remaining = max(0, int(offer["expires_at"] - time.time()))
-    for line in ("", "Pair a phone or browser: scan the code, or open", "", f"  {offer['link']}", ""):
+    host_id = parse_link(offer["link"]).host_id
+    for line in ("", "Pair a phone or browser: scan the code, or open", "", f"  {offer['link']}", "",
+                 f"The page shows this host's id: {host_id} (check that it is the same)."):
         out.print(line)
     out.print(
         f"The link works once and expires in {remaining // 60} min {remaining % 60} s; "

@@ -309,9 +309,11 @@ export class RelayLink extends EventTarget {
     if (this.isClosed) return;
     this.isClosed = true;
     this.closeReason = reason;
-    for (const channel of this._channels.values()) channel._finish(CloseCode.PEER_GONE, `the relay connection was lost: ${reason}`);
+    // "the connection to the relay was lost" says it already: no "…was lost: …was lost".
+    const said = /\brelay\b/.test(reason) ? reason : `the relay connection was lost: ${reason}`;
+    for (const channel of this._channels.values()) channel._finish(CloseCode.PEER_GONE, said);
     this._channels.clear();
-    for (const pending of this._opening.values()) pending.reject(new RelayError(`the relay connection was lost: ${reason}`));
+    for (const pending of this._opening.values()) pending.reject(new RelayError(said));
     this._opening.clear();
     this.dispatchEvent(new CustomEvent("close", { detail: { reason } }));
     this._resolveClosed(reason);

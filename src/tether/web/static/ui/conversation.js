@@ -8,7 +8,7 @@
 // An item that waits for a person (a command to run, a file to change) is shown once, by its
 // approval card, which comes right before the item's own card; the item's card appears once the
 // question is answered, with what came of it (output and exit code, the applied diff, "not run").
-import { atBottom, errorText, h } from "./dom.js";
+import { atBottom, errorText, h, withCode } from "./dom.js";
 
 // A unified diff, one span per line, coloured by its first character (and still readable
 // without colour: the +/- stay).
@@ -38,7 +38,7 @@ function promptState(prompt, feed) {
     { dataset: { state: prompt.state }, role: prompt.state === "failed" ? "alert" : null },
     prompt.state === "applied" ? "✓ " : prompt.state === "failed" ? "⚠ " : "",
     PROMPT_LABELS[prompt.state],
-    prompt.state === "failed" && prompt.error ? h("small", ` — ${errorText(prompt.error)}`) : null,
+    prompt.state === "failed" && prompt.error ? h("small", " — ", ...withCode(errorText(prompt.error))) : null,
     prompt.state === "failed"
       ? h("button.link.retry", { type: "button", onclick: () => feed.retry(prompt.cid) }, "Retry")
       : null,

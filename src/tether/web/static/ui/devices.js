@@ -1,7 +1,7 @@
 // The host's devices (admin scope only): devices.list, devices.rename, devices.revoke. Revoking
 // asks twice, in the page (no blocking dialog), and this browser is marked so nobody locks
 // themselves out by accident.
-import { errorText, h, lastSeen, replace } from "./dom.js";
+import { errorText, h, lastSeen, replace, withCode } from "./dom.js";
 import { header, revokedPanel, stateNote } from "./header.js";
 import { hasScope } from "./host.js";
 
@@ -25,7 +25,7 @@ export function renderDevices(root, { tether, hostId }) {
       devices = await conn.call("devices.list", {}, { retryFor: 15000 });
       error.textContent = "";
     } catch (err) {
-      error.textContent = errorText(err);
+      error.replaceChildren(...withCode(errorText(err)));
     }
     draw();
   }
@@ -35,7 +35,7 @@ export function renderDevices(root, { tether, hostId }) {
     try {
       await fn();
     } catch (err) {
-      error.textContent = errorText(err);
+      error.replaceChildren(...withCode(errorText(err)));
     }
     editing = confirming = null;
     await load();

@@ -26,6 +26,11 @@ function append(el, children) {
   }
 }
 
+// Text whose `quoted` parts are commands: shown as code, never as literal backticks.
+export function withCode(text) {
+  return text.split("`").map((part, i) => (i % 2 ? h("code", part) : part));
+}
+
 export function clear(el) {
   while (el.firstChild) el.removeChild(el.firstChild);
   return el;

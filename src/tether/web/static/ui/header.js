@@ -1,5 +1,5 @@
 // The top bar: title, back link, and the connection state — always visible.
-import { h } from "./dom.js";
+import { h, withCode } from "./dom.js";
 
 const LABELS = {
   connected: "connected",
@@ -28,7 +28,7 @@ export function header({ title, back = null, state = null, detail = "", actions 
 
 export function stateNote(state, detail) {
   if (!detail || state === "connected" || state === "revoked") return null;
-  return h("p.note", { id: "conn-detail", dataset: { state } }, detail);
+  return h("p.note", { id: "conn-detail", dataset: { state } }, ...withCode(detail));
 }
 
 // What a revoked device sees instead of a screen it can no longer use: no retry button (nothing
@@ -68,7 +68,7 @@ export function revokedPanel(host, { tether }) {
         host.name,
         " has not received it yet.",
       ),
-      h("p.hint", `If this browser still works with ${via}, run \`tether ssh refresh ${host.name}\` on ${via}, then try again.`),
+      h("p.hint", ...withCode(`If this browser still works with ${via}, run \`tether ssh refresh ${host.name}\` on ${via}, then try again.`)),
       detail,
       h(
         "div.actions",

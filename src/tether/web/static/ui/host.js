@@ -1,6 +1,6 @@
 // One host: its sessions (sessions.list, kept live by the host-wide subscription), waiting for a
 // person first; links to start a session, to the devices (admin) and to this host's settings.
-import { h, replace, throttled, timeAgo } from "./dom.js";
+import { h, replace, throttled, timeAgo, withCode } from "./dom.js";
 import { header, revokedPanel, stateNote } from "./header.js";
 
 const STATUS_LABELS = {
@@ -79,7 +79,7 @@ export function renderHost(root, { tether, hostId }) {
           h("a.button", { id: "settings-link", href: `#/host/${hostId}/settings`, "aria-label": "Settings" }, "Settings"),
         ),
         host.linked
-          ? h("p.hint.via", { id: "linked-via" }, `Linked via ${tether.viaName(host)}: started there with \`tether ssh\`, it accepts this browser as ${tether.viaName(host)} does.`)
+          ? h("p.hint.via", { id: "linked-via" }, ...withCode(`Linked via ${tether.viaName(host)}: started there with \`tether ssh\`, it accepts this browser as ${tether.viaName(host)} does.`))
           : null,
         waiting ? h("p.banner", { role: "status" }, `${waiting} session${waiting > 1 ? "s" : ""} waiting for your approval`) : null,
         h("h2", "Sessions"),

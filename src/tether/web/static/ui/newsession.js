@@ -2,7 +2,7 @@
 // in one of the host's allowed workspaces (host.info → workspaces). A Codex session starts a new
 // thread or adopts one of the host's Codex threads (sessions.threads, desktop ones too): it then
 // runs in that thread's directory.
-import { errorText, h, replace, timeAgo } from "./dom.js";
+import { errorText, h, replace, timeAgo, withCode } from "./dom.js";
 import { header, revokedPanel, stateNote } from "./header.js";
 import { shellWords } from "../words.js";
 
@@ -146,7 +146,7 @@ export function renderNewSession(root, { tether, hostId }) {
     }
     let status = null;
     if (state === "loading") status = h("p.hint.threads-state", { "data-state": "loading" }, h("span.spinner"), " Looking for Codex threads on the host…");
-    else if (state === "error") status = h("p.error.threads-state", { "data-state": "error" }, `Could not list Codex threads: ${errorText(err)}`);
+    else if (state === "error") status = h("p.error.threads-state", { "data-state": "error" }, ...withCode(`Could not list Codex threads: ${errorText(err)}`));
     else if (state === "loaded" && !list.length) {
       status = h("p.hint.threads-state", { "data-state": "empty" }, "No Codex threads on this host yet in the workspaces you may use. Threads started here or in the Codex app show up to continue.");
     }
@@ -185,7 +185,7 @@ export function renderNewSession(root, { tether, hostId }) {
           const result = await conn.command("sessions.start", { ...params, cols: 80, rows: 24 }, { cid });
           window.location.hash = `#/host/${hostId}/session/${result.id}`;
         } catch (err) {
-          error.textContent = errorText(err);
+          error.replaceChildren(...withCode(errorText(err)));
           start.disabled = false;
           label(); // the same cid is kept: trying again cannot start it twice
         }

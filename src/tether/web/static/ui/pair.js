@@ -1,6 +1,5 @@
 // The pairing screen: confirm the host, name this browser, pair.
-import { h } from "./dom.js";
-import { errorText } from "./dom.js";
+import { errorText, h, withCode } from "./dom.js";
 import { header } from "./header.js";
 import { defaultDeviceName, pair } from "../pairing.js";
 
@@ -8,13 +7,16 @@ export function renderPair(root, { tether, link, error, done }) {
   if (error) {
     root.replaceChildren(
       header({ title: "Pair" }),
-      h("section.screen", h("p.error", { id: "pair-error" }, errorText(error)), h("a.button", { href: "#/" }, "Back to hosts")),
+      h("section.screen", h("p.error", { id: "pair-error" }, ...withCode(errorText(error))), h("a.button", { href: "#/" }, "Back to hosts")),
     );
     return;
   }
   const name = h("input", { id: "device-name", value: defaultDeviceName(), maxlength: "100", autocomplete: "off" });
   const status = h("p.note", { id: "pair-status", role: "status" });
   const button = h("button.primary", { id: "pair-button", type: "submit" }, "Pair this browser");
+  // Cancel goes back to the hosts (there is always such a screen, empty or not); before the first
+  // pairing it shows only once something went wrong.
+  const back = h("a.link", { id: "pair-cancel", href: "#/", hidden: !tether.hosts.length }, "Cancel");
   const form = h(
     "form.screen",
     {
@@ -33,9 +35,13 @@ export function renderPair(root, { tether, link, error, done }) {
           await done(host);
         } catch (err) {
           status.className = "error";
-          status.textContent = errorText(err);
+          status.replaceChildren(...withCode(errorText(err)));
+          // The relay does not say whether the link was used or the host is only offline (so a
+          // stranger cannot tell either): trying again is offered, and a way back always is.
+          button.textContent = "Try again";
           button.disabled = false;
           name.disabled = false;
+          back.hidden = false;
         }
       },
     },
@@ -43,13 +49,13 @@ export function renderPair(root, { tether, link, error, done }) {
     h("p.hostid", h("code", { id: "pair-host-id" }, link.hostId)),
     h(
       "p.hint",
-      "Check that this id is the one `tether pair` printed on your machine. Pairing lets this browser see and drive that host's sessions within the scopes of the link.",
+      ...withCode("Check that this id is the one `tether up` or `tether pair` printed on your machine, under the link. Pairing lets this browser see and drive that host's sessions within the scopes of the link."),
     ),
     h("label", { for: "device-name" }, "Name for this browser"),
     name,
     button,
     status,
-    tether.hosts.length ? h("a.link", { href: "#/" }, "Cancel") : null,
+    back,
   );
   root.replaceChildren(header({ title: "Pair" }), form);
 }

@@ -4,7 +4,7 @@
 // (…/#pair=…) stops the camera and is then opened exactly as if it had been followed: for this
 // origin the fragment is set (app.js's hashchange reads it and shows the pairing screen); for
 // another relay the page goes there.
-import { h, replace } from "./dom.js";
+import { h, replace, withCode } from "./dom.js";
 import { header } from "./header.js";
 
 const SCAN_EVERY_MS = 150;
@@ -171,7 +171,7 @@ export function renderScan(root, { open = (hash) => (window.location.hash = hash
           if (found.error) {
             if (text !== lastBad) {
               lastBad = text;
-              problem.textContent = `${found.error} Scan the code \`tether pair\` shows on your machine.`;
+              problem.replaceChildren(...withCode(`${found.error} Scan the code \`tether up\` or \`tether pair\` shows on your machine.`));
             }
           } else {
             stop();

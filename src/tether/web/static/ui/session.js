@@ -1,6 +1,6 @@
 // One session. A pty session is a real terminal (ui/terminal.js); an agent session is a
 // conversation (ui/conversation.js) with a composer for follow-up prompts and an interrupt.
-import { errorText, h, replace, throttled } from "./dom.js";
+import { errorText, h, replace, throttled, withCode } from "./dom.js";
 import { header, revokedPanel, stateNote } from "./header.js";
 import { sessionTitle, statusBadge } from "./host.js";
 import { imagePicker } from "./attach.js";
@@ -21,7 +21,7 @@ export function renderSession(root, { tether, hostId, sessionId }) {
   const meta = h("p.meta", { id: "session-status" });
   const error = h("p.error", { role: "alert", id: "session-error" });
   const body = h("section.screen.session-screen", { id: "session" }, meta, error);
-  const showError = (err) => (error.textContent = errorText(err));
+  const showError = (err) => error.replaceChildren(...withCode(errorText(err)));
   let view = null; // {kind: "pty"|"agent", ...}
 
   // Agent composer: follow-up prompts, each tracked sending → delivered → applied (or failed).
@@ -84,7 +84,7 @@ export function renderSession(root, { tether, hostId, sessionId }) {
         fillEfforts();
         settingsNote.textContent = "";
       } catch (err) {
-        settingsNote.textContent = errorText(err);
+        settingsNote.replaceChildren(...withCode(errorText(err)));
       }
     },
   }, "Model");

@@ -1,7 +1,7 @@
 // Settings of one paired host, as this browser knows it: what it may do there, and "forget this
 // host" (deletes the host and its cursor from IndexedDB; the host still lists this device until
 // someone revokes it there). Also this browser's notifications (for every host: notify.js).
-import { h, lastSeen, replace } from "./dom.js";
+import { h, lastSeen, replace, withCode } from "./dom.js";
 import { header } from "./header.js";
 import { sameRelay } from "../linked.js";
 import { notifySupport, notifyWanted, setNotify } from "../notify.js";
@@ -77,7 +77,7 @@ export function renderSettings(root, { tether, hostId }) {
         notifySection(draw),
         h("h2", "Forget this host"),
         host.linked
-          ? h("p.hint", `Removes the host from this browser, until ${tether.viaName(host)} announces it again (another \`tether ssh\`). To stop this browser there for good, revoke it on ${tether.viaName(host)}: ${host.name} follows its devices.`)
+          ? h("p.hint", ...withCode(`Removes the host from this browser, until ${tether.viaName(host)} announces it again (another \`tether ssh\`). To stop this browser there for good, revoke it on ${tether.viaName(host)}: ${host.name} follows its devices.`))
           : h("p.hint", "Removes the host from this browser. To stop this browser for good, also revoke it on the host (Devices, or `tether devices revoke`)."),
         confirming
           ? h(
