@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import shlex
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -112,4 +113,35 @@ def test_a_used_link_says_so_and_offers_a_way_back(
     page.click("#pair-cancel")
     page.wait_for_selector("#hosts, .hosts, section.screen", timeout=TIMEOUT)
     assert "#pair" not in page.url
+    assert not page.errors  # type: ignore[attr-defined]
+
+
+def test_home_screen_icons_scrollback_setting_and_no_literal_backticks(
+    page: Any, web_deployment: Deployment,
+) -> None:
+    pair_page(page, web_deployment)
+    # iPhone's home screen takes a PNG apple-touch-icon (not the SVG); Android's install, PNGs too.
+    href = page.get_attribute('link[rel="apple-touch-icon"]', "href")
+    icon = page.request.get(f"{web_deployment.origin}/{href}")
+    assert icon.headers["content-type"] == "image/png"
+    assert struct.unpack(">II", icon.body()[16:24]) == (180, 180)
+    manifest = page.request.get(f"{web_deployment.origin}/manifest.webmanifest").json()
+    assert {"192x192", "512x512"} <= {i["sizes"] for i in manifest["icons"] if i["type"] == "image/png"}
+
+    host_id = page.get_attribute('a.host[data-online="1"]', "data-host")
+    page.goto(f"{web_deployment.origin}/#/host/{host_id}/settings")
+    page.wait_for_selector("#scrollback")
+    assert page.input_value("#scrollback") == "5000"
+    assert "`" not in page.inner_text("body")
+    page.select_option("#scrollback", "20000")
+
+    page.goto(f"{web_deployment.origin}/#/host/{host_id}")
+    page.click("#new-session")
+    assert "`" not in page.inner_text("body")
+    page.click("#start-session")  # bash
+    page.wait_for_selector('#terminal[data-ready="1"]', timeout=TIMEOUT)
+    assert page.get_attribute("#terminal", "data-scrollback") == "20000"
+    page.reload()  # the choice stays with this browser
+    page.wait_for_selector('#terminal[data-ready="1"]', timeout=TIMEOUT)
+    assert page.get_attribute("#terminal", "data-scrollback") == "20000"
     assert not page.errors  # type: ignore[attr-defined]

@@ -14,4 +14,5 @@ def test_the_service_worker_caches_every_script_and_style() -> None:
     listed = set(re.findall(r'"([\w./-]+)"', source[source.index("const SHELL = ["):].split("];", 1)[0]))
     shell = {str(p.relative_to(STATIC)) for p in STATIC.rglob("*") if p.suffix in (".js", ".css", ".html")}
     assert shell - {"sw.js"} - listed == set(), "add these to SHELL in sw.js (and bump CACHE)"
-    assert listed - {"./", "manifest.webmanifest", "icon.svg"} <= shell, "sw.js lists files that do not exist"
+    assert listed - {"./", "manifest.webmanifest", "icon.svg", "apple-touch-icon.png"} <= shell, \
+        "sw.js lists files that do not exist"

@@ -5,6 +5,7 @@ import { h, lastSeen, replace, withCode } from "./dom.js";
 import { header } from "./header.js";
 import { sameRelay } from "../linked.js";
 import { notifySupport, notifyWanted, setNotify } from "../notify.js";
+import { SCROLLBACK_CHOICES, scrollbackLines, setScrollbackLines } from "../prefs.js";
 
 const NOTIFY_STATES = {
   granted: "Allowed in this browser.",
@@ -75,10 +76,21 @@ export function renderSettings(root, { tether, hostId }) {
           h("dt", "Status"), h("dd", host.revoked ? (host.linked ? "refused" : "revoked") : tether.online(host) ? "online" : lastSeen(host.last_seen)),
         ),
         notifySection(draw),
+        h("h2", "Terminal"),
+        h(
+          "div.field",
+          h("label", { for: "scrollback" }, "Lines a terminal keeps"),
+          h(
+            "select",
+            { id: "scrollback", onchange: (ev) => setScrollbackLines(Number(ev.target.value)) },
+            SCROLLBACK_CHOICES.map((n) => h("option", { value: String(n), selected: n === scrollbackLines() }, n.toLocaleString("en"))),
+          ),
+          h("small.hint", "For terminals opened from now on, in this browser. More lines use more memory."),
+        ),
         h("h2", "Forget this host"),
         host.linked
           ? h("p.hint", ...withCode(`Removes the host from this browser, until ${tether.viaName(host)} announces it again (another \`tether ssh\`). To stop this browser there for good, revoke it on ${tether.viaName(host)}: ${host.name} follows its devices.`))
-          : h("p.hint", "Removes the host from this browser. To stop this browser for good, also revoke it on the host (Devices, or `tether devices revoke`)."),
+          : h("p.hint", ...withCode("Removes the host from this browser. To stop this browser for good, also revoke it on the host (Devices, or `tether devices revoke`).")),
         confirming
           ? h(
               "div.actions",

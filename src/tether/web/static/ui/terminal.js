@@ -7,6 +7,7 @@
 // takes the keyboard: composed text is sent when the composition ends, typed text as it is
 // inserted, and keys a phone lacks (Esc, Tab, Ctrl, arrows) are buttons that keep the focus.
 import { h } from "./dom.js";
+import { scrollbackLines } from "../prefs.js";
 
 const VENDOR = ["vendor/xterm.js", "vendor/addon-fit.js"];
 let loading = null;
@@ -232,7 +233,7 @@ export function terminalView(feed, { onError }) {
       term = new window.Terminal({
         fontFamily: 'ui-monospace, "SF Mono", Menlo, Consolas, "DejaVu Sans Mono", "Liberation Mono", monospace',
         fontSize: window.innerWidth < 500 ? 12 : 14,
-        scrollback: 5000,
+        scrollback: scrollbackLines(), // Settings: "Lines a terminal keeps"
         disableStdin: true, // our textarea is the keyboard
         convertEol: false,
         cursorBlink: false,
@@ -257,6 +258,7 @@ export function terminalView(feed, { onError }) {
         return lines;
       };
       screen.tetherSize = () => ({ cols: term.cols, rows: term.rows });
+      screen.dataset.scrollback = String(term.options.scrollback);
       observer.observe(screen);
       darkQuery.addEventListener("change", onTheme);
       refit();
