@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from tests.procs import login, tether
-from tests.support.deployment import Deployment
+from tests.support.deployment import Deployment, deployed
 
-from .conftest import BuiltinDeployment, builtin_host
-from .pages import TIMEOUT, pair_page, wait_terminal
+from .conftest import BuiltinDeployment, builtin_host, start_web_relay
+from .pages import TIMEOUT, pair_page, until, wait_terminal
 
 pytestmark = [pytest.mark.browser]
 
@@ -144,4 +144,29 @@ def test_home_screen_icons_scrollback_setting_and_no_literal_backticks(
     page.reload()  # the choice stays with this browser
     page.wait_for_selector('#terminal[data-ready="1"]', timeout=TIMEOUT)
     assert page.get_attribute("#terminal", "data-scrollback") == "20000"
+    assert not page.errors  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def no_claude() -> Iterator[Deployment]:
+    """A host whose config names a Claude Code that is not there."""
+    with deployed('[agents.claude]\nbinary = "/nonexistent/claude"\n', relay=start_web_relay) as d:
+        yield d
+
+
+def test_an_agent_the_host_cannot_start_is_offered_disabled_with_the_install_hint(
+    page: Any, no_claude: Deployment,
+) -> None:
+    pair_page(page, no_claude)
+    page.click('a.host[data-online="1"]')
+    page.click("#new-session")
+    claude = page.locator('label.choice[data-agent="claude"]')
+    until(lambda: claude.get_attribute("data-available") == "0", what="Claude Code marked unavailable")
+    assert page.locator('input[name="agent"][value="claude"]').is_disabled()
+    said = claude.locator("small")
+    assert "/nonexistent/claude" in said.text_content()
+    assert "npm install -g @anthropic-ai/claude-code" in "".join(said.locator("code").all_text_contents())
+    # What the host can start stays offered.
+    assert page.locator('input[name="agent"][value="pty"]').is_enabled()
+    assert page.locator('label.choice[data-agent="pty"]').get_attribute("data-available") == "1"
     assert not page.errors  # type: ignore[attr-defined]

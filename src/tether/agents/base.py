@@ -165,6 +165,12 @@ class Agent(ABC):
         """Use ``settings`` from the next turn on (the host checked them against :meth:`models`)."""
         raise TetherError(f"the {self.name} agent offers no choice of model", code="bad_params")
 
+    @classmethod
+    def missing(cls, config: AgentConfig) -> TetherError | None:
+        """Why the agent cannot start on this host (its program is not installed), or None.
+        Blocking (it may run the program): call it off the event loop."""
+        return None
+
     # Conversations the agent stores itself ("threads", desktop ones included), which a session
     # can adopt by id (the ``thread`` option). Only agents with ``keeps_threads`` have them.
     keeps_threads: ClassVar[bool] = False

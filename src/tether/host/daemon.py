@@ -24,6 +24,7 @@ from tether.crypto.tokens import AccessToken, format_expiry
 from tether.errors import ConfigError, TetherError
 from tether.home import HostPaths, ensure_home, resolve_home
 from tether.host import projection
+from tether.host.agent_status import AgentStatus
 from tether.host.api import ApiConnection, Caller
 from tether.host.audit import Actor, AuditLog
 from tether.host.config import load_config
@@ -118,6 +119,7 @@ class HostDaemon:
             self.log, self.db, limits=self.config.limits, limit_key=self.config.limit_key, hidden=hidden
         )
         await self.sessions.start()
+        self.agent_status = AgentStatus(self.config)
         # A host started by `tether ssh` accepts its desktop's devices, from a signed bundle.
         self.inherited = Inheritance(self.home, self.identity.id)
         self.inherited.load()

@@ -88,6 +88,7 @@ from tether.agents.turn import (
     stream_delta,
 )
 from tether.agents.unknown import log_unknown, summarize
+from tether.errors import TetherError
 from tether.protocol.events import EventType
 
 log = logging.getLogger(__name__)
@@ -243,6 +244,14 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
     @classmethod
     async def thread_cwd(cls, config: AgentConfig, thread: str) -> str | None:
         return await thread_cwd(config, thread)
+
+    @classmethod
+    def missing(cls, config: AgentConfig) -> TetherError | None:
+        try:
+            find_codex(config.options.get("binary"))
+        except CodexError as exc:
+            return exc
+        return None
 
     def __init__(self, ctx: AgentContext) -> None:
         super().__init__(ctx)

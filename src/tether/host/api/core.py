@@ -24,6 +24,7 @@ from tether.protocol.rpc import RpcPeer
 from tether.protocol.scopes import Scope, parse_scopes, scope_list
 
 if TYPE_CHECKING:
+    from tether.host.agent_status import AgentStatus
     from tether.host.audit import AuditLog
     from tether.host.config import HostConfig
     from tether.host.db import Database
@@ -59,6 +60,7 @@ class ApiHost(Protocol):
     store: Store
     audit: AuditLog
     sessions: SessionManager
+    agent_status: AgentStatus
     inherited: Inheritance | None
     tunnels: RemoteHosts
 

@@ -29,6 +29,7 @@ class SessionMethods(Caller):
             "head": self.host.log.head,
             "scopes": scope_list(self.principal.scopes),
             "workspace": self.principal.workspace,  # the caller's restriction, if any
+            "agents": await self.host.agent_status.agents(),  # which this host can start now
         }
 
     @handles("sessions.list")

@@ -32,13 +32,28 @@ export function renderNewSession(root, { tether, hostId }) {
   let fetches = 0; // only the latest fetch may fill the list
   let disposed = false;
 
-  const radios = AGENTS.map((a) =>
-    h(
-      "label.choice",
-      h("input", { type: "radio", name: "agent", value: a.value, checked: a.value === agent, onchange: () => ((agent = a.value), update()) }),
-      h("span", h("strong", a.label), h("small", a.hint)),
-    ),
-  );
+  const radios = AGENTS.map((a) => {
+    const input = h("input", { type: "radio", name: "agent", value: a.value, checked: a.value === agent, onchange: () => ((agent = a.value), update()) });
+    const hint = h("small", a.hint);
+    return { value: a.value, input, hint, el: h("label.choice", { dataset: { agent: a.value } }, input, h("span", h("strong", a.label), hint)) };
+  });
+  // An agent the host cannot start (its program is not installed, or it is turned off) is offered
+  // disabled, with what the host says to do about it (host.info's agents).
+  function markAvailable() {
+    const known = new Map((model.info?.agents || []).map((a) => [a.name, a]));
+    for (const r of radios) {
+      const said = known.get(r.value);
+      const off = said ? !said.available : false;
+      r.input.disabled = off;
+      r.el.dataset.available = off ? "0" : "1";
+      r.hint.replaceChildren(...(off && said.hint ? withCode(said.hint) : [AGENTS.find((a) => a.value === r.value).hint]));
+      if (off && agent === r.value) {
+        agent = "pty";
+        radios[0].input.checked = true;
+        update();
+      }
+    }
+  }
   const workspace = h("select", { id: "new-workspace", "aria-describedby": "workspace-hint" });
   const command = h("input", { id: "new-command", value: "bash", autocomplete: "off", autocapitalize: "off", spellcheck: false });
   const prompt = h("textarea", { id: "new-prompt", rows: "4", placeholder: "What should the agent do?" });
@@ -191,7 +206,7 @@ export function renderNewSession(root, { tether, hostId }) {
         }
       },
     },
-    h("fieldset.choices", h("legend", "Agent"), radios),
+    h("fieldset.choices", h("legend", "Agent"), radios.map((r) => r.el)),
     threadField,
     workspaceField,
     commandField,
@@ -205,6 +220,7 @@ export function renderNewSession(root, { tether, hostId }) {
     if (conn.state === "revoked") replace(body, revokedPanel(host, { tether }));
     else if (!body.contains(form)) replace(body, form);
     fillWorkspaces();
+    markAvailable();
   }
   drawThreads();
   show();
