@@ -129,6 +129,12 @@ def test_home_screen_icons_scrollback_setting_and_no_literal_backticks(
     assert {"192x192", "512x512"} <= {i["sizes"] for i in manifest["icons"] if i["type"] == "image/png"}
 
     host_id = page.get_attribute('a.host[data-online="1"]', "data-host")
+    # Commands in page text are code, never literal backticks: the hosts, host and devices screens.
+    screens = (("", "#hosts"), (f"host/{host_id}", "#new-session"), (f"host/{host_id}/devices", "section.screen"))
+    for screen, ready in screens:
+        page.goto(f"{web_deployment.origin}/#/{screen}")
+        page.wait_for_selector(ready, timeout=TIMEOUT)
+        assert "`" not in page.inner_text("body"), screen
     page.goto(f"{web_deployment.origin}/#/host/{host_id}/settings")
     page.wait_for_selector("#scrollback")
     assert page.input_value("#scrollback") == "5000"

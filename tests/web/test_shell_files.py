@@ -16,3 +16,4 @@ def test_the_service_worker_caches_every_script_and_style() -> None:
     assert shell - {"sw.js"} - listed == set(), "add these to SHELL in sw.js (and bump CACHE)"
     assert listed - {"./", "manifest.webmanifest", "icon.svg", "apple-touch-icon.png"} <= shell, \
         "sw.js lists files that do not exist"
+

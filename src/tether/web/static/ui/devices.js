@@ -76,7 +76,7 @@ export function renderDevices(root, { tether, hostId }) {
     replace(bar, header({ title: "Devices", back: `#/host/${hostId}`, state: conn.state, detail: conn.detail }), stateNote(conn.state, conn.detail));
     if (conn.state === "revoked") return void replace(body, revokedPanel(host, { tether }));
     if (!hasScope(tether, hostId, "admin")) {
-      return void replace(body, h("section.screen", h("p", "Managing devices needs the admin scope."), h("p.hint", "Pair with `tether pair --scopes read,prompt,approve,admin` to get it.")));
+      return void replace(body, h("section.screen", h("p", "Managing devices needs the admin scope."), h("p.hint", ...withCode("Pair with `tether pair --scopes read,prompt,approve,admin` to get it."))));
     }
     const live = (devices || []).filter((d) => !d.revoked);
     const gone = (devices || []).filter((d) => d.revoked);

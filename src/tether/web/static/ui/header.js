@@ -98,7 +98,7 @@ export function revokedPanel(host, { tether }) {
       h("strong", host.name),
       " no longer accepts this browser: it was revoked (or removed) on the host. Nothing here can reconnect it.",
     ),
-    h("p.hint", "To use this host again, run `tether pair` on it and open the new link here."),
+    h("p.hint", ...withCode("To use this host again, run `tether pair` on it and open the new link here.")),
     detail,
     forget,
   );

@@ -1,7 +1,7 @@
 // Paired hosts: online/offline (WATCH/PRESENCE), when each was last seen, and revoked ones; hosts
 // linked to a paired host (started there with `tether ssh`) are listed alike, "via" that host. A
 // linked host its parent unlinked (`tether ssh forget`) leaves the list with a notice saying so.
-import { h, lastSeen, replace, timeAgo } from "./dom.js";
+import { h, lastSeen, replace, timeAgo, withCode } from "./dom.js";
 import { header, stateNote } from "./header.js";
 import { sameRelay } from "../linked.js";
 
@@ -64,9 +64,9 @@ export function renderHosts(root, { tether }) {
         : h(
             "div.empty",
             h("p", "No host paired yet."),
-            h("p.hint", "On your machine run `tether pair` (or `tether up`) and open the link it prints on this device."),
+            h("p.hint", ...withCode("On your machine run `tether up` (or `tether pair`) and open the link it prints on this device.")),
           ),
-      list.length ? h("p.hint", "To add a host, run `tether pair` on it and open the link here.") : null,
+      list.length ? h("p.hint", ...withCode("To add a host, run `tether pair` on it and open the link here.")) : null,
       h("a.button", { id: "scan-link", href: "#/scan" }, "Scan a QR code to pair"),
       tether.identity ? h("p.hint.device", `This browser: ${tether.identity.id}`) : null,
     ),

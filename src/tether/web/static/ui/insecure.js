@@ -1,7 +1,7 @@
 // Shown instead of the app when the browser withholds WebCrypto: pages served over plain HTTP from
 // anything but localhost are not a "secure context", so crypto.subtle (and service workers) are
 // missing and nothing could be encrypted. Say exactly what to do instead of failing silently.
-import { h } from "./dom.js";
+import { h, withCode } from "./dom.js";
 
 export function renderInsecure(root, { missing = [] } = {}) {
   const loc = window.location;
@@ -30,7 +30,7 @@ export function renderInsecure(root, { missing = [] } = {}) {
                 h("a", { href: https, id: "https-link" }, https.replace(/#.*$/, "")),
                 h(
                   "p.hint",
-                  "Run the relay behind TLS (its own certificate or a TLS reverse proxy), or expose `tether up` through an HTTPS tunnel, and start it with --public-url https://… so pairing links use HTTPS.",
+                  ...withCode("Run the relay behind TLS (its own certificate or a TLS reverse proxy), or expose `tether up` through an HTTPS tunnel, and start it with `--public-url https://…` so pairing links use HTTPS."),
                 ),
               ),
               h(
