@@ -15,7 +15,7 @@ import pytest
 from tests.procs import login, tether
 from tests.support.deployment import Deployment, deployed
 
-from .conftest import BuiltinDeployment, builtin_host, start_web_relay
+from .conftest import BUILTIN_SCRIPT, BuiltinDeployment, builtin_host, start_web_relay
 from .pages import TIMEOUT, pair_page, until, wait_terminal
 
 pytestmark = [pytest.mark.browser]
@@ -175,4 +175,34 @@ def test_an_agent_the_host_cannot_start_is_offered_disabled_with_the_install_hin
     # What the host can start stays offered.
     assert page.locator('input[name="agent"][value="pty"]').is_enabled()
     assert page.locator('label.choice[data-agent="pty"]').get_attribute("data-available") == "1"
+    assert not page.errors  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def asking() -> Iterator[BuiltinDeployment]:
+    with builtin_host(BUILTIN_SCRIPT, "phone-host") as d:
+        yield d
+
+
+def test_the_hosts_screen_and_the_title_count_what_waits_one_tap_from_it(
+    page: Any, asking: BuiltinDeployment,
+) -> None:
+    session = start_builtin(page, asking, "write hello.py")
+    page.locator('.card.approval[data-resolved=""]').wait_for(timeout=TIMEOUT)
+    page.goto(f"{asking.origin}/#/")
+    row = page.locator("a.host")
+    row.locator(".waiting").wait_for(timeout=TIMEOUT)
+    assert row.locator(".waiting").text_content() == "1 waiting"
+    assert row.get_attribute("aria-label").endswith("1 waiting for approval")
+    until(lambda: page.title() == "(1) tether", what="the count in the title")
+
+    row.click()
+    page.click("#waiting-banner")  # one tap to the session that waits
+    assert page.url.endswith(f"/session/{session}")
+    card = page.locator('.card.approval[data-resolved=""]')
+    card.locator("button.approve").click()
+    until(lambda: page.title() == "tether", what="the count gone from the title")
+    page.goto(f"{asking.origin}/#/")
+    page.wait_for_selector("a.host", timeout=TIMEOUT)
+    assert page.locator("a.host .waiting").count() == 0
     assert not page.errors  # type: ignore[attr-defined]

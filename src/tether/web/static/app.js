@@ -53,6 +53,13 @@ async function main() {
   window.tether = tether; // for debugging and tests
   // Before load: it follows every host model from the first.
   if ("serviceWorker" in navigator) new Notifier(tether);
+  // The page's title counts the sessions that wait for approval, on every host: "(2) tether".
+  const title = () => {
+    const n = tether.hosts.reduce((sum, h) => sum + tether.waiting(h.host_id).length, 0);
+    document.title = n ? `(${n}) tether` : "tether";
+  };
+  tether.addEventListener("model", (ev) => ev.detail.model.addEventListener("change", title));
+  tether.addEventListener("change", title);
   await tether.load();
 
   let cleanup = () => {};
@@ -93,10 +100,17 @@ async function main() {
       cleanup = renderHost(root, { tether, hostId: parts[1] });
     } else {
       const draw = () => renderHosts(root, { tether });
+      // Each host's model, so its row can say how many sessions wait for approval.
+      const models = tether.hosts.filter((h) => !h.revoked).map((h) => tether.model(h.host_id)).filter(Boolean);
       draw();
       tether.addEventListener("change", draw);
+      for (const m of models) m.addEventListener("change", draw);
       const tick = setInterval(draw, 30000); // "last seen 2 min ago" stays true
-      cleanup = () => (tether.removeEventListener("change", draw), clearInterval(tick));
+      cleanup = () => {
+        tether.removeEventListener("change", draw);
+        for (const m of models) m.removeEventListener("change", draw);
+        clearInterval(tick);
+      };
     }
   }
 

@@ -705,6 +705,13 @@ export class Tether extends EventTarget {
     emit(this, { kind: "unlinked", hostId, via: parentId });
   }
 
+  // Sessions waiting for a person's approval on a host, as far as this browser knows (its model,
+  // kept live while connected, from its cache while not).
+  waiting(hostId) {
+    const model = this.models.get(hostId);
+    return model ? [...model.sessions.values()].filter((s) => s.status === "waiting-for-approval") : [];
+  }
+
   model(hostId) {
     let model = this.models.get(hostId);
     if (!model) {

@@ -47,7 +47,8 @@ export function renderHost(root, { tether, hostId }) {
       return;
     }
     const sessions = model.sortedSessions();
-    const waiting = sessions.filter((s) => s.status === "waiting-for-approval").length;
+    const waitingOnes = sessions.filter((s) => s.status === "waiting-for-approval");
+    const waiting = waitingOnes.length;
     const list = sessions.length
       ? h(
           "div.list",
@@ -81,7 +82,11 @@ export function renderHost(root, { tether, hostId }) {
         host.linked
           ? h("p.hint.via", { id: "linked-via" }, ...withCode(`Linked via ${tether.viaName(host)}: started there with \`tether ssh\`, it accepts this browser as ${tether.viaName(host)} does.`))
           : null,
-        waiting ? h("p.banner", { role: "status" }, `${waiting} session${waiting > 1 ? "s" : ""} waiting for your approval`) : null,
+        // One tap to the one that waits (the first of them, when several do).
+        waiting
+          ? h("a.banner", { id: "waiting-banner", role: "status", href: `#/host/${hostId}/session/${waitingOnes[0].id}` },
+            `${waiting} session${waiting > 1 ? "s" : ""} waiting for your approval ›`)
+          : null,
         h("h2", "Sessions"),
         list,
       ),

@@ -33,12 +33,14 @@ export function renderHosts(root, { tether }) {
     const state = hostState(tether, host);
     const via = tether.viaName(host);
     const label = state === "revoked" && host.linked ? "refused" : state;
+    const waiting = state === "revoked" ? 0 : tether.waiting(host.host_id).length;
+    const said = waiting ? `, ${waiting} waiting for approval` : "";
     return h(
       "a.row.host",
       {
         href: `#/host/${host.host_id}`,
         dataset: { host: host.host_id, online: state === "online" ? "1" : "0", state, ...(host.linked ? { via: host.linked.via } : {}) },
-        "aria-label": via ? `${host.name}, via ${via}, ${label}` : `${host.name}, ${label}`,
+        "aria-label": (via ? `${host.name}, via ${via}, ${label}` : `${host.name}, ${label}`) + said,
       },
       h("span.dot", { dataset: { on: state === "online" ? "1" : "0", state }, "aria-hidden": "true" }),
       h(
@@ -47,6 +49,7 @@ export function renderHosts(root, { tether }) {
         via ? h("small.via", `via ${via}`) : null,
         h("small.state", stateLine(host, state)),
       ),
+      waiting ? h("span.waiting", { title: `${waiting} waiting for your approval` }, `${waiting} waiting`) : null,
       h("span.presence", { dataset: { state } }, label),
       h("span.chev", { "aria-hidden": "true" }, "›"),
     );
