@@ -234,11 +234,13 @@ async def test_input_the_program_does_not_take_is_not_logged() -> None:
             size = sum(f.stat().st_size for f in db.parent.glob("state.db*")) >> 20
             print(f"12 sends of 1 MiB to a program that does not read: {delivered} delivered, {len(refused)}"
                   f" refused with input_full; {logged} input events logged; database {size} MiB")
-            assert 1 <= delivered <= 2 and len(refused) == 12 - delivered
+            # The kernel's terminal takes a little of it too (how much depends on when the echo of the
+            # first bytes is read), so one to a few sends get through before the host's megabyte is full.
+            assert 1 <= delivered <= 6 and len(refused) == 12 - delivered
             assert {e.code for e in refused} == {"input_full"}
             assert "the program is not reading its input" in refused[0].message
             assert logged == delivered
-            assert size < 8
+            assert size < 2 * delivered + 4  # what was delivered (logged, and in the WAL), not what was refused
             await client.interrupt(session)  # the host still answers this device
         finally:
             await client.close()

@@ -62,7 +62,9 @@ def test_a_review_from_the_phone_and_a_compaction_from_the_cli(
     assert page.locator('.card.agent[data-status="failed"]').count() == 0
 
     tether(cli_home, "sessions", "compact", session)
+    # Its card shows when the compaction starts, before Codex asks the model for the summary.
     page.locator('.card.other[data-type="contextCompaction"]').wait_for(timeout=CODEX_TIMEOUT)
+    until(lambda: len(d.model_requests()) > 2, timeout=CODEX_TIMEOUT / 1000, what="the compaction's request")
     assert "CONTEXT CHECKPOINT COMPACTION" in json.dumps(d.model_requests()[2]["input"])
 
     actions = [e["data"].get("action") for e in cli_events(cli_home, session) if e["type"] == "turn.started"]
