@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from tests.procs import login, tether
+from tests.procs import login, tether, tether_json
 from tests.support.deployment import Deployment, deployed
 
 from .conftest import BUILTIN_SCRIPT, BuiltinDeployment, builtin_host, start_web_relay
-from .pages import TIMEOUT, pair_page, until, wait_terminal
+from .pages import TIMEOUT, pair_page, terminal_text, type_line, until, wait_terminal
 
 pytestmark = [pytest.mark.browser]
 
@@ -205,4 +205,62 @@ def test_the_hosts_screen_and_the_title_count_what_waits_one_tap_from_it(
     page.goto(f"{asking.origin}/#/")
     page.wait_for_selector("a.host", timeout=TIMEOUT)
     assert page.locator("a.host .waiting").count() == 0
+    assert not page.errors  # type: ignore[attr-defined]
+
+
+def test_keys_typed_while_the_host_is_unreachable_are_refused_visibly(
+    page: Any, web_deployment: Deployment,
+) -> None:
+    d = web_deployment
+    pair_page(page, d)
+    started = tether_json(d.host_home, "sessions", "start", "--json", "--", "bash", "--norc", "-i")
+    host_id = page.evaluate("window.tether.hosts[0].host_id")
+    page.goto(f"{d.origin}/#/host/{host_id}/session/{started['id']}")
+    page.wait_for_selector('#conn-state[data-state="connected"]', timeout=TIMEOUT)
+    type_line(page, "echo before-$((2*2))")
+    wait_terminal(page, "before-4")
+
+    d.relay.stop()
+    page.wait_for_selector('#conn-state:not([data-state="connected"])', timeout=TIMEOUT)
+    notice = page.locator("#term-offline")
+    notice.wait_for(timeout=TIMEOUT)
+    assert "not sent" in notice.text_content()
+    type_line(page, "echo typed-$((3*3))-offline")
+    assert "what you type is not sent" in notice.text_content()  # said as it happens
+
+    relay, _ = start_web_relay(d.relay_port)
+    d.relay = relay
+    page.wait_for_selector('#conn-state[data-state="connected"]', timeout=30_000)
+    until(lambda: notice.is_hidden(), what="the notice gone once connected")
+    type_line(page, "echo after-$((5*5))")
+    wait_terminal(page, "after-25")
+    # Refused, not queued: what was typed offline never reached the shell.
+    assert "typed-9-offline" not in terminal_text(page)
+    assert not page.errors  # type: ignore[attr-defined]
+
+
+def test_an_approval_tapped_while_offline_says_it_waits_then_goes_through(
+    page: Any, asking: BuiltinDeployment,
+) -> None:
+    d = asking
+    start_builtin(page, d, "write hello.py")
+    card = page.locator('.card.approval[data-resolved=""]')
+    card.wait_for(timeout=TIMEOUT)
+    approval = card.get_attribute("data-approval")
+
+    d.relay.stop()
+    page.wait_for_selector('#conn-state:not([data-state="connected"])', timeout=TIMEOUT)
+    card.locator("button.approve").click()
+    note = page.locator(f'.card.approval[data-approval="{approval}"] .answering')
+    until(lambda: note.count() and "will be sent when connected" in note.text_content(), what="the waiting note")
+    assert page.locator(f'.card.approval[data-approval="{approval}"] button.approve').is_disabled()
+    assert not (d.workspace / "hello.py").exists()
+
+    relay, _ = start_web_relay(d.relay_port)
+    d.relay = relay
+    done = page.locator(f'.card.approval[data-approval="{approval}"][data-resolved="approve"]')
+    done.wait_for(timeout=60_000)
+    assert "Approved by phone-under-test" in done.text_content()
+    assert done.locator(".answering").count() == 0
+    until(lambda: (d.workspace / "hello.py").exists(), what="the approved write")
     assert not page.errors  # type: ignore[attr-defined]

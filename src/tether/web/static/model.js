@@ -165,6 +165,7 @@ export class SessionFeed extends EventTarget {
     this.prompts = new Map(); // cid → {cid, text, state, error}
     this.turnByCid = new Map(); // cid → turn item key
     this.planItem = null; // the latest plan item: each one is the whole list, so it replaces the last
+    this.answering = new Map(); // approval id → the decision on its way to the host
     this.sub = null;
   }
 
@@ -457,13 +458,27 @@ export class SessionFeed extends EventTarget {
     return this.conn.call("sessions.resize", { id: this.sessionId, cols, rows }, { retryFor: 5000 });
   }
 
+  // An answer on its way: the card says what was chosen, and, while the host cannot be reached,
+  // that it will be sent when connected (the command retries through reconnects). Settled by the
+  // host's approval.resolved, or by an error the card shows.
   approve(approval, decision) {
-    return this.conn.command("sessions.approve", { id: this.sessionId, approval, decision });
+    return this._answering(approval, decision, () => this.conn.command("sessions.approve", { id: this.sessionId, approval, decision }));
   }
 
   // A question of the agent answered: question id → [answers].
   answer(approval, answers) {
-    return this.conn.command("sessions.answer", { id: this.sessionId, approval, answers });
+    return this._answering(approval, "answered", () => this.conn.command("sessions.answer", { id: this.sessionId, approval, answers }));
+  }
+
+  async _answering(approval, decision, send) {
+    this.answering.set(approval, decision);
+    emit(this, { kind: "events", events: [], changed: new Set([`approval:${approval}`]) });
+    try {
+      return await send();
+    } finally {
+      this.answering.delete(approval);
+      emit(this, { kind: "events", events: [], changed: new Set([`approval:${approval}`]) });
+    }
   }
 }
 

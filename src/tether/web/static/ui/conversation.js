@@ -194,6 +194,17 @@ const APPROVAL_LABELS = {
 
 const DECISION_WORDS = { approve: "Approved", approve_for_session: "Approved for this session", deny: "Denied" };
 
+// An answer tapped and not yet taken by the host: what it is, and whether it waits for the
+// connection (it is sent when the host is back; the card then shows the host's word on it).
+function answeringNote(ap, feed) {
+  const decision = feed.answering.get(ap.approval);
+  if (!decision || ap.resolved) return null;
+  const what = decision === "answered" ? "Your answer" : DECISION_WORDS[decision];
+  const connected = feed.conn.state === "connected";
+  return h("p.hint.answering", { dataset: { connected: connected ? "1" : "0" }, role: "status" },
+    connected ? `${what}: sending…` : `${what}: will be sent when connected.`);
+}
+
 // A question the agent asks (Codex in plan mode): each part's options, or free text where the
 // agent allows it (a secret one typed like a password), answered once for all parts.
 function questionCard(ap, feed, onError) {
@@ -250,8 +261,10 @@ function questionCard(ap, feed, onError) {
     },
     h("p.ask", "The agent asks:"),
     ...parts.map((p) => p.el),
+    answeringNote(ap, feed),
     h("div.actions", submit),
   );
+  if (feed.answering.has(ap.approval)) submit.disabled = true;
   return form;
 }
 
@@ -274,6 +287,7 @@ function approvalCard(ap, feed, onError) {
     buttons.push(h("button.approve-session", { type: "button", onclick: answer("approve_for_session") }, "Approve for this session"));
   }
   if (options.includes("deny")) buttons.push(h("button.danger.deny", { type: "button", onclick: answer("deny") }, "Deny"));
+  if (feed.answering.has(ap.approval)) for (const b of buttons) b.disabled = true;
   const isCommand = ap.kind === "command";
   const isTool = ap.kind === "tool";
   const isPlan = ap.kind === "plan";
@@ -299,6 +313,7 @@ function approvalCard(ap, feed, onError) {
     // Codex may ask for write access to a directory along with a change: part of what is approved.
     details.grant_root ? h("p.grant", "and write access to ", h("code", details.grant_root)) : null,
     details.reason ? h("p.hint.reason", `Why: ${details.reason}`) : null,
+    answeringNote(ap, feed),
     outcome ? h("p.resolved", { dataset: { decision: ap.resolved } }, outcome) : h("div.actions", buttons),
   );
 }
@@ -354,8 +369,15 @@ export function conversationView(feed, { onError }) {
     return key ? new Set([key]) : new Set();
   }
 
+  // An answer waiting for the connection says so, and says when it goes.
+  const onConn = () => {
+    if (feed.answering.size) update(new Set([...feed.answering.keys()].map((id) => `approval:${id}`)));
+  };
+  feed.conn.addEventListener("state", onConn);
+
   return {
     el,
+    dispose: () => feed.conn.removeEventListener("state", onConn),
     update(ev) {
       const kind = ev?.detail?.kind;
       if (kind === "events") {

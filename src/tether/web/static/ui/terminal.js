@@ -97,8 +97,19 @@ export function terminalView(feed, { onError }) {
   let disposed = false;
   let sentSize = null;
   let resizeTimer = null;
+  // Keys typed while the host cannot be reached are not queued for later (a command typed into a
+  // terminal must run now or not at all): they are refused, and the terminal says so.
+  const offline = h("p.term-offline", { id: "term-offline", role: "alert", hidden: true });
+  el.insertBefore(offline, keybar);
   const send = (data) => {
-    if (data) feed.type(data);
+    if (!data) return;
+    if (feed.conn.state !== "connected") {
+      offline.hidden = false;
+      offline.textContent = "Not connected: what you type is not sent. Type again once the host is back.";
+      el.dataset.offline = "1";
+      return;
+    }
+    feed.type(data);
   };
 
   function setCtrl(on) {
@@ -221,9 +232,15 @@ export function terminalView(feed, { onError }) {
     } else if (kind === "session") refit();
   };
   const onConn = (ev) => {
-    if (ev.detail.state === "connected") {
+    const connected = ev.detail.state === "connected";
+    el.dataset.offline = connected ? "0" : "1";
+    if (connected) {
+      offline.hidden = true;
       sentSize = null; // another client may have resized it meanwhile
       refit();
+    } else {
+      offline.hidden = false;
+      offline.textContent = "Not connected: keys are not sent until the host is back.";
     }
   };
 
