@@ -33,6 +33,7 @@ SAMPLES: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
                                   "images": [("shot.png", b"\x89PNG\r\n\x1a\n...")]}),
     "review": ((SESSION,), {"base": "main"}),
     "compact": ((SESSION,), {}),
+    "unqueue": ((SESSION, "q_abcdefgh"), {}),
     "interrupt": ((SESSION,), {}),
     "resize": ((SESSION, 120, 40), {}),
     "models": ((SESSION,), {}),

@@ -11,7 +11,7 @@ import pytest
 
 from tether.agents.base import Agent, Decision, ItemKind
 from tether.agents.policy import AgentConfig, Policy
-from tether.host.agent_session import AgentSession, AgentSessionError
+from tether.host.agent_session import MAX_QUEUED, AgentSession, AgentSessionError
 from tether.host.eventlog import EventLog
 from tether.host.projection import ApprovalConflict
 from tether.protocol.events import EventType
@@ -122,12 +122,40 @@ async def test_a_question_is_answered_once_and_a_secret_answer_is_never_logged(l
         await session.answer(approval, {"color": ["red"]}, {"id": "c", "name": "late"})
 
 
-async def test_a_busy_agent_refuses_a_second_prompt(log: EventLog, tmp_path: Path) -> None:
+async def test_prompts_sent_while_the_agent_works_wait_in_order_and_can_be_cancelled(
+    log: EventLog, tmp_path: Path,
+) -> None:
     session = await session_for(log, tmp_path)
     await session.send_input("first")
-    with pytest.raises(AgentSessionError, match="still working"):
-        await session.send_input("second")
+    second = await session.send_input("second", cid="c2")
+    third = await session.send_input("third")
+    assert (second.type, third.type) == (EventType.TURN_QUEUED, EventType.TURN_QUEUED)
+    assert second.data["input"] == "second" and second.cid == "c2"
+    cancelled = await session.unqueue(third.data["queued"], {"id": "d_1", "name": "phone"})
+    assert cancelled.data == {"queued": third.data["queued"], "reason": "cancelled by phone"}
+    with pytest.raises(AgentSessionError, match="has started, or was cancelled"):
+        await session.unqueue(third.data["queued"], {"id": "d_1", "name": "phone"})
+
+    # The first turn ends (its approval answered): the second starts by itself, with its cid.
+    [asked] = await wait_for(log, EventType.APPROVAL_REQUESTED)
+    await session.approve(asked["data"]["approval"], Decision.APPROVE, {"id": "d_1", "name": "phone"})
+    started = await wait_for(log, EventType.TURN_STARTED, 2)
+    assert [(e["data"]["input"], e["data"].get("queued"), e.get("cid")) for e in started] == [
+        ("first", None, None), ("second", second.data["queued"], "c2")]
+    assert not any(e.data.get("input") == "third" for e in await log.read(0, 1000) if e.type == EventType.TURN_STARTED)
     await session.close()
+
+
+async def test_queued_prompts_are_said_dropped_when_the_session_ends(log: EventLog, tmp_path: Path) -> None:
+    session = await session_for(log, tmp_path)
+    await session.send_input("first")
+    queued = [await session.send_input(f"later {n}") for n in range(MAX_QUEUED)]
+    with pytest.raises(AgentSessionError, match=f"{MAX_QUEUED} prompts already wait") as full:
+        await session.send_input("one too many")
+    assert full.value.code == "busy"
+    await session.close()
+    dropped = await wait_for(log, EventType.TURN_UNQUEUED, MAX_QUEUED)
+    assert [e["data"] for e in dropped] == [{"queued": q.data["queued"], "reason": "the session ended"} for q in queued]
 
 
 async def test_interrupt_clears_the_pending_approval(log: EventLog, tmp_path: Path) -> None:

@@ -91,6 +91,7 @@ async def _sees_only_a(client: Connection, owner: Connection, workspace: Path, s
         ("sessions.answer", {"id": sb, "approval": "a_1", "answers": {"q": ["x"]}}),
         ("sessions.models", {"id": sb}),
         ("sessions.review", {"id": sb, "base": "main"}), ("sessions.compact", {"id": sb}),
+        ("sessions.unqueue", {"id": sb, "queued": "q_1"}),
         ("sessions.send", {"id": sb, "text": "look",
                            "images": [{"name": "a.png", "mime": "image/png", "data": "iVBORw0KGgo="}]}),
     ]

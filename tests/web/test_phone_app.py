@@ -3,6 +3,7 @@ real relay, host and agent processes (the builtin agent on a scripted model, or 
 
 from __future__ import annotations
 
+import json
 import random
 import shlex
 import struct
@@ -263,4 +264,30 @@ def test_an_approval_tapped_while_offline_says_it_waits_then_goes_through(
     assert "Approved by phone-under-test" in done.text_content()
     assert done.locator(".answering").count() == 0
     until(lambda: (d.workspace / "hello.py").exists(), what="the approved write")
+    assert not page.errors  # type: ignore[attr-defined]
+
+
+def test_a_prompt_queued_while_the_agent_works_can_be_cancelled(
+    page: Any, asking: BuiltinDeployment, cli_home: Path,
+) -> None:
+    d = asking
+    session = start_builtin(page, d, "write hello.py")
+    card = page.locator('.card.approval[data-resolved=""]')
+    card.wait_for(timeout=TIMEOUT)
+    page.fill("#composer", "then write denied.py")
+    page.click("#send")
+    queued = page.locator("#pending .card.queued")
+    queued.wait_for(timeout=TIMEOUT)
+    queued.locator("button.unqueue").click()
+    until(lambda: queued.count() == 0, what="the queued prompt gone")
+
+    card.locator("button.approve").click()
+    page.locator(".card.agent", has_text="Wrote hello.py.").wait_for(timeout=TIMEOUT)
+    until(lambda: page.get_attribute("#session-status", "data-status") == "idle", what="the turn's end")
+    login(cli_home, d.pairing_link(), "--name", "cli-watcher", "--json")
+    listed = tether(cli_home, "sessions", "events", session, "--json").stdout
+    events = [json.loads(line) for line in listed.splitlines()]
+    (dropped,) = [e["data"] for e in events if e["type"] == "turn.unqueued"]
+    assert dropped["reason"] == "cancelled by phone-under-test"
+    assert [e["data"]["input"] for e in events if e["type"] == "turn.started"] == ["write hello.py"]
     assert not page.errors  # type: ignore[attr-defined]

@@ -2,8 +2,8 @@
 
 The agent asks to write a file; the phone sees the exact diff and approves; a CLI device on the same
 session sees `approval.resolved` and the file exists. A follow-up prompt sent while the agent is
-still busy fails on the page and is retried with the same cid (applied once); the second write is
-denied and no file appears.
+still busy is queued by the host, shown as queued, and starts by itself when the turn ends (once,
+with its cid); the second write is denied and no file appears.
 """
 
 from __future__ import annotations
@@ -67,13 +67,14 @@ def test_approve_and_deny_a_write_from_the_phone(page: Any, builtin_deployment: 
     assert card.locator("button.approve-session").is_visible()  # offered in `options`
     assert not (d.workspace / "hello.py").exists()
 
-    # A follow-up while the agent waits: the host refuses it (busy) and the page says so.
+    # A follow-up while the agent waits: the host queues it, and the page says it is queued.
     page.fill("#composer", "then write denied.py")
     page.click("#send")
-    failed = page.locator('#pending .card.user[data-state="failed"]')
-    failed.wait_for(timeout=TIMEOUT)
-    assert "previous prompt" in failed.text_content()
-    cid = failed.get_attribute("data-cid")
+    queued = page.locator("#pending .card.queued")
+    queued.wait_for(timeout=TIMEOUT)
+    assert "then write denied.py" in queued.text_content() and "sent when the agent is done" in queued.text_content()
+    assert queued.locator("button.unqueue").is_visible()
+    queued_id = queued.get_attribute("data-queued")
 
     card.locator("button.approve").click()
     page.wait_for_selector('.card.approval[data-resolved="approve"]', timeout=TIMEOUT)
@@ -85,9 +86,7 @@ def test_approve_and_deny_a_write_from_the_phone(page: Any, builtin_deployment: 
     page.locator(".card.agent", has_text="Wrote hello.py.").wait_for(timeout=TIMEOUT)
     page.wait_for_selector(".card.file .dl.add", timeout=TIMEOUT)  # the applied change, as a diff
 
-    # Retry reuses the cid: applied once, shown in the log with its state.
-    until(lambda: page.get_attribute("#session-status", "data-status") == "idle", what="the turn to end")
-    page.click("#pending button.retry")
+    # The queued prompt started by itself once the turn ended: in the log with its state.
     applied = page.locator('.card.user .prompt-state[data-state="applied"]')
     applied.wait_for(timeout=TIMEOUT)
     assert page.locator("#pending .card").count() == 0
@@ -103,7 +102,7 @@ def test_approve_and_deny_a_write_from_the_phone(page: Any, builtin_deployment: 
     assert not (d.workspace / "denied.py").exists()
 
     events = cli_events(cli_home, session)
-    turns = [e for e in events if e["type"] == "turn.started" and e.get("cid") == cid]
-    assert len(turns) == 1 and turns[0]["data"]["input"] == "then write denied.py"
+    turns = [e for e in events if e["type"] == "turn.started" and e["data"].get("queued") == queued_id]
+    assert len(turns) == 1 and turns[0]["data"]["input"] == "then write denied.py" and turns[0].get("cid")
     page.screenshot(path="/tmp/tether-web-agent.png", full_page=True)
     assert not page.errors  # type: ignore[attr-defined]

@@ -167,6 +167,18 @@ def sessions_compact(
         print_json({"seq": seq})
 
 
+@sessions_app.command("unqueue")
+def sessions_unqueue(
+    session_id: Annotated[str, typer.Argument(metavar="ID")],
+    queued: Annotated[str, typer.Argument(metavar="QUEUED", help="The queued prompt's id (its turn.queued event).")],
+    host: HostOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Cancel a prompt that waits for the agent to finish its turn."""
+
+    with_client(home, host, lambda client: client.unqueue(session_id, queued))
+
+
 @sessions_app.command("approve")
 def sessions_approve(
     session_id: Annotated[str, typer.Argument(metavar="ID")],

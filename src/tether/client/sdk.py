@@ -300,6 +300,11 @@ class Client:
         result = await self._command("sessions.review", params)
         return int(result["seq"])
 
+    async def unqueue(self, session_id: str, queued: str) -> int:
+        """Cancel a prompt that waits for the agent (a ``turn.queued`` event's ``queued``) before it starts."""
+        result = await self._command("sessions.unqueue", {"id": session_id, "queued": queued})
+        return int(result["seq"])
+
     async def compact(self, session_id: str) -> int:
         """A turn in which the agent summarizes the conversation so far to free its context (Codex)."""
         result = await self._command("sessions.compact", {"id": session_id})

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,19 @@ class AgentSessionError(TetherError):
     code = "session"
 
 
+# Prompts one session holds while its agent works: beyond, a prompt is refused (busy).
+MAX_QUEUED = 8
+
+
+@dataclass(frozen=True)
+class _Queued:
+    id: str
+    text: str
+    cid: str | None
+    settings: TurnSettings | None
+    chosen: dict[str, Any]
+
+
 class AgentSession(AgentContext):
     def __init__(
         self,
@@ -69,6 +83,8 @@ class AgentSession(AgentContext):
         self._options: dict[str, list[str]] = {}
         self._asked: dict[str, tuple[str, dict[str, Any]]] = {}  # pending approval -> (kind, details)
         self._interrupting = False
+        self._queue: list[_Queued] = []  # prompts sent while the agent worked, in order
+        self._closing = False
 
     # -- AgentContext ---------------------------------------------------------------------
 
@@ -133,36 +149,64 @@ class AgentSession(AgentContext):
 
     async def send_input(self, text: str, cid: str | None = None, settings: TurnSettings | None = None) -> Event:
         """A prompt: starts the next turn, with the model and effort of ``settings`` when given
-        (they stay for the turns after)."""
+        (they stay for the turns after). While the agent works on a turn, the prompt is queued
+        (``turn.queued``) and starts when that turn ends, unless cancelled (:meth:`unqueue`)."""
         if self.ended.is_set():
             raise AgentSessionError("the session has ended", hint="start a new session", code="session_finished")
-        if self.busy:
-            raise AgentSessionError(
-                "the agent is still working on the previous prompt",
-                hint="wait for the turn to complete, or interrupt it first",
-                code="busy",
+        chosen = await self._chosen(settings)
+        if self.busy or self._queue:
+            if len(self._queue) >= MAX_QUEUED:
+                raise AgentSessionError(
+                    f"{MAX_QUEUED} prompts already wait for the agent", hint="wait, or cancel one of them",
+                    code="busy",
+                )
+            queued = _Queued(self.new_id("q"), text, cid, settings, chosen)
+            self._queue.append(queued)
+            return await self.log.append(
+                self.session_id, EventType.TURN_QUEUED, {"queued": queued.id, "input": text, **chosen}, cid
             )
-        chosen: dict[str, Any] = {}
+        return await self._start_turn(text, cid, settings, chosen)
+
+    async def unqueue(self, queued: str, by: dict[str, str], cid: str | None = None) -> Event:
+        """Cancel a queued prompt before it starts."""
+        entry = next((q for q in self._queue if q.id == queued), None)
+        if entry is None:
+            raise AgentSessionError(f"no queued prompt {queued!r}: it has started, or was cancelled",
+                                    code="not_found")
+        self._queue.remove(entry)
+        reason = f"cancelled by {by.get('name') or by.get('id')}"
+        return await self.log.append(self.session_id, EventType.TURN_UNQUEUED, {"queued": queued, "reason": reason},
+                                     cid)
+
+    async def _chosen(self, settings: TurnSettings | None) -> dict[str, Any]:
+        """What ``settings`` ask, checked against what the agent offers: as turn.started records it."""
+        if settings is None:
+            return {}
+        if settings.images and not self.agent.takes_images:
+            raise AgentSessionError(f"the {self.agent.name} agent takes no images", code="bad_params")
+        action = "review" if isinstance(settings.action, Review) else settings.action
+        if action is not None and action not in self.agent.actions:
+            raise AgentSessionError(f"the {self.agent.name} agent cannot {action} here", code="bad_params")
+        # The agent's model list is asked for only when a model or an effort is to be checked.
+        listed = await self.agent.models() if settings.model or settings.effort else []
+        chosen: dict[str, Any] = {**_checked(settings, listed)}
+        if settings.images:  # what the log keeps of them: not the bytes
+            chosen["images"] = [{"name": i.name, "mime": i.mime, "bytes": len(i.data)} for i in settings.images]
+        if action is not None:
+            chosen["action"] = action
+        return chosen
+
+    async def _start_turn(
+        self, text: str, cid: str | None, settings: TurnSettings | None, chosen: dict[str, Any],
+        queued: str | None = None,
+    ) -> Event:
         if settings is not None:
-            if settings.images and not self.agent.takes_images:
-                raise AgentSessionError(f"the {self.agent.name} agent takes no images", code="bad_params")
-            action = "review" if isinstance(settings.action, Review) else settings.action
-            if action is not None and action not in self.agent.actions:
-                raise AgentSessionError(f"the {self.agent.name} agent cannot {action} here", code="bad_params")
-            # The agent's model list is asked for only when a model or an effort is to be checked.
-            listed = await self.agent.models() if settings.model or settings.effort else []
-            chosen = {**_checked(settings, listed)}
             self.agent.choose(settings)
-            if settings.images:  # what the log keeps of them: not the bytes
-                chosen["images"] = [{"name": i.name, "mime": i.mime, "bytes": len(i.data)} for i in settings.images]
-            if action is not None:
-                chosen["action"] = action
         turn = self.new_id("t")
         self._turn = turn
         self._interrupting = False
-        event = await self.log.append(
-            self.session_id, EventType.TURN_STARTED, {"turn": turn, "input": text, **chosen}, cid
-        )
+        started = {"turn": turn, "input": text, **chosen, **({"queued": queued} if queued else {})}
+        event = await self.log.append(self.session_id, EventType.TURN_STARTED, started, cid)
         item = self.new_id("i")
         await self.emit(
             EventType.ITEM_COMPLETED,
@@ -247,6 +291,7 @@ class AgentSession(AgentContext):
         await self.agent.close()
 
     async def close(self, reason: str = "host shutdown") -> None:
+        self._closing = True  # no queued prompt starts after the turn it cancels
         if self._task is not None and not self._task.done():
             self._interrupting = True
             self._task.cancel()
@@ -287,8 +332,14 @@ class AgentSession(AgentContext):
                 with contextlib.suppress(Exception):
                     await self.agent.close()
                 await self._end(None, died.message)
+            elif self._queue and not self.ended.is_set() and not self._closing:
+                # The next queued prompt starts now, as if sent now (its cid kept).
+                nxt = self._queue.pop(0)
+                await self._start_turn(nxt.text, nxt.cid, nxt.settings, nxt.chosen, queued=nxt.id)
         except RuntimeError:
             pass  # the log closed under us (host shutting down)
+        except TetherError as exc:
+            log.warning("session %s: a queued prompt could not start: %s", self.session_id, exc.message)
 
     async def _clear_waiters(self, reason: str) -> None:
         # A cancelled turn has already unwound its request_approval calls, so the pending set
@@ -306,6 +357,10 @@ class AgentSession(AgentContext):
             return
         self.ended.set()
         with contextlib.suppress(RuntimeError):
+            for queued in self._queue:  # prompts that will not run: said so, not dropped quietly
+                await self.log.append(self.session_id, EventType.TURN_UNQUEUED,
+                                      {"queued": queued.id, "reason": "the session ended"})
+            self._queue.clear()
             await self.log.append(
                 self.session_id, EventType.SESSION_EXITED, {"exit_code": exit_code, "signal": None, "reason": reason}
             )

@@ -56,6 +56,7 @@ class LiveSession(Protocol):
     async def answer(
         self, approval: str, answers: dict[str, builtins.list[str]], by: dict[str, str], cid: str | None = None
     ) -> Event: ...
+    async def unqueue(self, queued: str, by: dict[str, str], cid: str | None = None) -> Event: ...
     async def interrupt(self, cid: str | None = None) -> Event: ...
     async def resize(self, cols: int, rows: int, cid: str | None = None) -> Event: ...
     async def approve(self, approval: str, decision: Decision, by: dict[str, str], cid: str | None = None) -> Event:
@@ -231,6 +232,9 @@ class SessionManager:
         cid: str | None = None,
     ) -> Event:
         return await (await self._require_live(session_id)).answer(approval, answers, by, cid)
+
+    async def unqueue(self, session_id: str, queued: str, by: dict[str, str], cid: str | None = None) -> Event:
+        return await (await self._require_live(session_id)).unqueue(queued, by, cid)
 
     async def models(self, session_id: str) -> builtins.list[dict[str, Any]]:
         return await (await self._require_live(session_id)).models()

@@ -97,6 +97,9 @@ class TerminalSession:
     ) -> Event:
         raise TerminalError("a terminal session asks no questions", code="bad_params")
 
+    async def unqueue(self, queued: str, by: dict[str, str], cid: str | None = None) -> Event:
+        raise TerminalError("a terminal session queues no prompts", code="bad_params")
+
     async def close(self) -> None:
         """Stop the program and wait until its end is recorded."""
         self._stop_reason = "host shutdown"

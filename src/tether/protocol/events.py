@@ -56,6 +56,15 @@ class EventType(StrEnum):
     ``action``: a turn that is not a prompt (``sessions.review``, ``sessions.compact``), whose
     ``input`` says what it does."""
 
+    TURN_QUEUED = "turn.queued"
+    """{queued: str, input: str, model?, effort?, mode?, images?, action?} — a prompt sent while the
+    agent works: held by the host, it starts (``turn.started`` with ``queued``) when the running
+    turn ends, in order; ``cid`` is the sending client's, and stays with its ``turn.started``."""
+
+    TURN_UNQUEUED = "turn.unqueued"
+    """{queued: str, reason: str} — a queued prompt that will not start: cancelled
+    (``sessions.unqueue``), or the session ended."""
+
     TURN_COMPLETED = "turn.completed"
     """{turn: str, status: "completed" | "interrupted" | "failed", error: str | None} — the agent
     finished the turn: status ``idle``; pending approvals of the turn are cleared."""
@@ -187,9 +196,20 @@ class AttachedImage(msgspec.Struct):
     bytes: int
 
 
+class TurnQueued(_Data):
+    queued: str
+    input: str
+
+
+class TurnUnqueued(_Data):
+    queued: str
+    reason: str
+
+
 class TurnStarted(_Data):
     turn: str
     input: str
+    queued: str | None = None
     model: str | None = None
     effort: str | None = None
     mode: str | None = None
@@ -394,6 +414,8 @@ EVENT_DATA: dict[EventType, Any] = {
     EventType.SESSION_STATUS: SessionStatus,
     EventType.TURN_STARTED: TurnStarted,
     EventType.TURN_COMPLETED: TurnCompleted,
+    EventType.TURN_QUEUED: TurnQueued,
+    EventType.TURN_UNQUEUED: TurnUnqueued,
     EventType.ITEM_STARTED: ItemStarted,
     EventType.ITEM_DELTA: ItemDelta,
     EventType.ITEM_COMPLETED: ItemCompleted,

@@ -41,6 +41,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("sessions.answer", Scope.PROMPT, schemas.SessionAnswer),
     Method("sessions.review", Scope.PROMPT, schemas.SessionReview),
     Method("sessions.compact", Scope.PROMPT, schemas.SessionRef),
+    Method("sessions.unqueue", Scope.PROMPT, schemas.SessionUnqueue),
     Method("devices.list", Scope.ADMIN, schemas.Empty),
     Method("devices.rename", Scope.ADMIN, schemas.DeviceRename),
     Method("devices.revoke", Scope.ADMIN, schemas.DeviceRef),

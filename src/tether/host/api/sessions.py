@@ -116,6 +116,14 @@ class SessionMethods(Caller):
         event = await self.host.sessions.answer(params.id, params.approval, params.answers, by, params.cid)
         return {"seq": event.seq}
 
+    @handles("sessions.unqueue")
+    async def _sessions_unqueue(self, params: schemas.SessionUnqueue) -> dict[str, Any]:
+        """A queued prompt cancelled before it starts."""
+        await self._session(params.id)
+        by = {"id": self.principal.id, "name": self.principal.name}
+        event = await self.host.sessions.unqueue(params.id, params.queued, by, params.cid)
+        return {"seq": event.seq}
+
     async def _may_adopt(self, agent: str, config: AgentConfig, thread: str) -> None:
         """A thread is adopted only from a directory this caller sees (its history is the
         other workspace's): one outside is refused exactly like one that does not exist."""

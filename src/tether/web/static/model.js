@@ -166,6 +166,7 @@ export class SessionFeed extends EventTarget {
     this.turnByCid = new Map(); // cid → turn item key
     this.planItem = null; // the latest plan item: each one is the whole list, so it replaces the last
     this.answering = new Map(); // approval id → the decision on its way to the host
+    this.queued = new Map(); // queued prompt id → {id, text, cid}: sent while the agent worked
     this.sub = null;
   }
 
@@ -246,7 +247,8 @@ export class SessionFeed extends EventTarget {
       s.last_activity = ev.ts;
       if (ev.cid && this.prompts.has(ev.cid)) {
         const p = this.prompts.get(ev.cid);
-        Object.assign(p, { state: "applied", error: null, seq: ev.seq });
+        // Queued by the host (it starts when the agent is done), or started.
+        Object.assign(p, { state: ev.type === "turn.queued" ? "queued" : "applied", error: null, seq: ev.seq });
         changed.add(`prompt:${ev.cid}`);
       }
       // Any sign of the turn going on (or ending) ends its "reconnecting" state.
@@ -294,7 +296,16 @@ export class SessionFeed extends EventTarget {
         case "session.exited":
           Object.assign(s, { exit_code: d.exit_code, exit_reason: d.reason });
           break;
+        case "turn.queued":
+          this.queued.set(d.queued, { id: d.queued, text: d.input || "", cid: ev.cid || null });
+          changed.add(`queued:${d.queued}`);
+          break;
+        case "turn.unqueued":
+          this.queued.delete(d.queued);
+          changed.add(`queued:${d.queued}`);
+          break;
         case "turn.started": {
+          if (d.queued) this.queued.delete(d.queued);
           const key = `turn:${d.turn}`;
           this._item(key, {
             kind: "user_message", text: d.input || "", status: "completed", cid: ev.cid || null,
@@ -428,6 +439,11 @@ export class SessionFeed extends EventTarget {
   retry(cid) {
     const prompt = this.prompts.get(cid);
     return prompt ? this.send(prompt.text, { cid }) : Promise.resolve(null);
+  }
+
+  // A queued prompt cancelled before it starts.
+  unqueue(queued) {
+    return this.conn.command("sessions.unqueue", { id: this.sessionId, queued });
   }
 
   // Turns that are not prompts: a review of the uncommitted changes, or compacting the context.

@@ -354,9 +354,19 @@ export function conversationView(feed, { onError }) {
       previous = fresh;
     }
     // Prompts not yet in the log (sending, delivered, failed) wait below the conversation.
-    const waiting = [...feed.prompts.values()].filter((p) => !feed.turnByCid.has(p.cid) && p.state !== "applied");
+    const waiting = [...feed.prompts.values()].filter((p) => !feed.turnByCid.has(p.cid) && !["applied", "queued"].includes(p.state));
+    // Prompts the host holds until the agent is done (from any device), each with its Cancel.
+    const queued = [...feed.queued.values()].map((q) =>
+      h(
+        "div.card.user.pending.queued",
+        { dataset: { queued: q.id } },
+        h("p", q.text),
+        h("span.prompt-state", { dataset: { state: "queued" } }, "queued: sent when the agent is done ",
+          h("button.link.unqueue", { type: "button", onclick: () => feed.unqueue(q.id).catch(onError) }, "Cancel")),
+      ));
     pending.replaceChildren(
       ...waiting.map((p) => h("div.card.user.pending", { dataset: { cid: p.cid, state: p.state } }, h("p", p.text), promptState(p, feed))),
+      ...queued,
     );
     const s = feed.session || {};
     working.classList.toggle("on", s.status === "running");
