@@ -291,3 +291,52 @@ def test_a_prompt_queued_while_the_agent_works_can_be_cancelled(
     assert dropped["reason"] == "cancelled by phone-under-test"
     assert [e["data"]["input"] for e in events if e["type"] == "turn.started"] == ["write hello.py"]
     assert not page.errors  # type: ignore[attr-defined]
+
+
+MARKDOWN = """# Result
+
+Some **bold**, some `code`, a [link](https://example.com/docs) and a list:
+
+1. one
+2. two
+
+```python
+print("a line long enough to scroll inside its block, not to push the page wider than the phone: " * 3)
+```
+
+<img src=x onerror="window.__xss = 1"> <script>window.__xss = 2</script>
+[a trap](javascript:window.__xss=3) <a href="javascript:window.__xss=4">another</a>
+<iframe src="https://example.com"></iframe> <svg onload="window.__xss=5"></svg>
+![tracker](https://tracker.example/pixel.png)
+"""
+
+
+@pytest.fixture
+def formatted() -> Iterator[BuiltinDeployment]:
+    with builtin_host([{"text": MARKDOWN}], "phone-host") as d:
+        yield d
+
+
+def test_agent_replies_are_formatted_and_nothing_in_them_runs(page: Any, formatted: BuiltinDeployment) -> None:
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    start_builtin(page, formatted, "format something")
+    card = page.locator(".card.agent .md")
+    card.locator("h1").wait_for(timeout=TIMEOUT)
+    assert card.locator("h1").text_content() == "Result"
+    assert card.locator("strong").first.text_content() == "bold"
+    assert card.locator("li").all_text_contents() == ["one", "two"]
+    link = card.locator('a[href="https://example.com/docs"]')
+    assert link.get_attribute("target") == "_blank" and link.get_attribute("rel") == "noopener noreferrer"
+    # Code: its own scrolling, and a Copy button.
+    block = card.locator(".codeblock pre")
+    assert block.evaluate("el => el.scrollWidth > el.clientWidth")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    assert card.locator(".codeblock button.copy").text_content() == "Copy"
+    # Nothing of the payloads survives or runs.
+    for tag in ("script", "img", "iframe", "svg"):
+        assert card.locator(tag).count() == 0, tag
+    assert card.evaluate("el => [...el.querySelectorAll('*')].some(e => [...e.attributes].some(a => "
+                         "a.name.startsWith('on') || /javascript:/i.test(a.value)))") is False
+    assert page.evaluate("window.__xss") is None and dialogs == []
+    assert not page.errors  # type: ignore[attr-defined]

@@ -160,7 +160,9 @@ def test_claude_codes_question_tasks_web_fetch_and_plan_on_the_phone(
     plan = page.locator('section.card.approval[data-resolved=""]')
     plan.wait_for(timeout=TIMEOUT)
     assert plan.get_attribute("aria-label") == "Approval: the agent's plan"
-    assert plan.locator("pre.plan-text").text_content() == PLAN
+    # The plan, as formatted text.
+    assert plan.locator(".plan-text h1").text_content() == "Plan"
+    assert plan.locator(".plan-text li").all_text_contents() == ["Mix the paint", "Paint the wall"]
     assert plan.locator("button.approve-session").count() == 0  # a plan is approved once
     plan.locator("button.approve").click()
     page.locator(".card.agent", has_text="Planned; starting.").wait_for(timeout=TIMEOUT)

@@ -312,10 +312,15 @@ def test_a_desktop_codex_thread_is_picked_and_continued_from_the_phone(page: Any
 
 
 def test_the_thread_list_says_when_the_host_cannot_list_codex_threads(page: Any) -> None:
-    """A host whose Codex binary is missing: the list says why, and New thread stays usable."""
+    """A host whose Codex cannot start its app-server (its CODEX_HOME is a file, not a directory):
+    the list says why, and New thread stays usable. (A Codex that is not installed at all is not
+    offered: tests/web/test_phone_app.py.)"""
     host_home = short_home("th")
     workspace = short_home("tw")  # beside the home: a workspace inside it is refused
-    (host_home / "config.toml").write_text(f'[agents.codex]\nbinary = "{host_home / "no-codex"}"\n')
+    not_a_dir = host_home / "codex-home-is-a-file"
+    not_a_dir.write_text("")
+    (host_home / "config.toml").write_text(
+        f'[agents.codex]\nbinary = "{codex_wrapper()}"\ncodex_home = "{not_a_dir}"\n')
     relay, port = start_web_relay()
     host = Proc([*TETHER, "--home", str(host_home), "host", "--relay", f"ws://127.0.0.1:{port}", "--workspace",
                  str(workspace), "--name", "codex-host"], name="host")

@@ -2,14 +2,15 @@
 // (network first), so an updated relay serves its new client at once. Only same-origin GETs of
 // the shell are cached; the WebSocket and anything else pass through untouched.
 // It also opens the session a notification (notify.js) is about when the notification is clicked.
-const CACHE = "tether-shell-v12";
+const CACHE = "tether-shell-v13";
 const SHELL = [
   "./", "index.html", "app.js", "style.css", "manifest.webmanifest", "icon.svg", "apple-touch-icon.png",
   "bytes.js", "noise.js", "frames.js", "relay.js", "e2e.js", "rpc.js", "store.js", "keys.js",
   "connection.js", "pairing.js", "model.js", "linked.js", "notify.js", "words.js", "prefs.js",
   "ui/dom.js", "ui/header.js", "ui/insecure.js", "ui/pair.js", "ui/hosts.js", "ui/host.js", "ui/session.js", "ui/terminal.js",
   "ui/conversation.js", "ui/newsession.js", "ui/devices.js", "ui/settings.js", "ui/scan.js", "ui/attach.js",
-  "vendor/xterm.js", "vendor/xterm.css", "vendor/addon-fit.js", "vendor/jsQR.js",
+  "vendor/xterm.js", "vendor/xterm.css", "vendor/addon-fit.js", "vendor/jsQR.js", "vendor/marked.esm.js",
+  "vendor/purify.es.js", "ui/markdown.js",
 ];
 
 self.addEventListener("install", (event) => {

@@ -9,6 +9,7 @@
 // approval card, which comes right before the item's own card; the item's card appears once the
 // question is answered, with what came of it (output and exit code, the applied diff, "not run").
 import { atBottom, errorText, h, withCode } from "./dom.js";
+import { markdown } from "./markdown.js";
 
 // A unified diff, one span per line, coloured by its first character (and still readable
 // without colour: the +/- stay).
@@ -113,7 +114,7 @@ function itemCard(item, feed) {
       return h(
         "div.card.agent",
         { dataset: { item: item.id, status: item.status || "" } },
-        h("p", item.text || (item.status === "running" ? "…" : "")),
+        item.text ? h("div.md", markdown(item.text)) : h("p", "…"),
       );
     case "reasoning":
       return h("details.card.reasoning", { dataset: { item: item.id } }, h("summary", "Thinking"), h("p", item.text || "…"));
@@ -141,7 +142,7 @@ function itemCard(item, feed) {
         { dataset: { item: item.id }, "aria-label": "The agent's plan" },
         h("div.card-head", h("strong", "Plan")),
         item.explanation ? h("p.hint", item.explanation) : null,
-        item.text ? h("p.plan-text", item.text) : null,
+        item.text ? h("div.md.plan-text", markdown(item.text)) : null,
         item.steps?.length ? h("ol.steps", item.steps.map((step) =>
           h("li.step", { dataset: { status: step.status } }, `${STEP_MARKS[step.status] || "○"} ${step.text}`))) : null,
       );
@@ -306,7 +307,7 @@ function approvalCard(ap, feed, onError) {
           : h("span", "The agent wants to change ", h("strong.path", pathsText(details.path, details.paths)), ":")),
     isCommand ? h("pre.cmd", details.command || "") : null,
     isTool && details.input ? h("pre.tool-input", details.input) : null,
-    isPlan ? h("pre.plan-text", details.plan || "(the agent wrote no plan)") : null,
+    isPlan ? h("div.md.plan-text", details.plan ? markdown(details.plan) : "(the agent wrote no plan)") : null,
     isCommand && details.cwd ? h("small.hint.cwd", `in ${details.cwd}`) : null,
     // Once answered, a change's diff shows once more only if its own card does not show it.
     details.diff && !(ap.resolved && feed.items.get(ap.item)?.diff) ? diffView(details.diff) : null,
