@@ -7,6 +7,7 @@ import json
 import random
 import shlex
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 
 from tests.procs import login, tether, tether_json
 from tests.support.deployment import Deployment, deployed
+from tests.support.stall_proxy import StallProxy
 
 from .conftest import BUILTIN_SCRIPT, BuiltinDeployment, builtin_host, start_web_relay
 from .pages import TIMEOUT, pair_page, terminal_text, type_line, until, wait_terminal
@@ -340,3 +342,27 @@ def test_agent_replies_are_formatted_and_nothing_in_them_runs(page: Any, formatt
                          "a.name.startsWith('on') || /javascript:/i.test(a.value)))") is False
     assert page.evaluate("window.__xss") is None and dialogs == []
     assert not page.errors  # type: ignore[attr-defined]
+
+
+def test_a_connection_that_stalls_without_closing_shows_reconnecting_then_recovers(
+    page: Any, web_deployment: Deployment,
+) -> None:
+    d = web_deployment
+    with StallProxy(d.relay_port) as proxy:
+        # The page reaches the relay only through the proxy: its origin is the proxy's.
+        link = d.pairing_link().replace(d.origin, f"http://127.0.0.1:{proxy.port}")
+        page.goto(link)
+        page.wait_for_selector("#pair-button", timeout=TIMEOUT)
+        page.click("#pair-button")
+        page.click('a.host[data-online="1"]', timeout=TIMEOUT)
+        page.wait_for_selector('#conn-state[data-state="connected"]', timeout=TIMEOUT)
+
+        proxy.pause()
+        stalled = time.monotonic()
+        page.wait_for_selector('#conn-state:not([data-state="connected"])', timeout=TIMEOUT)
+        seen = time.monotonic() - stalled
+        assert seen < 10, f"'connected' shown {seen:.1f} s over a dead path"
+        print(f"stall noticed after {seen:.1f} s")
+        proxy.resume()
+        page.wait_for_selector('#conn-state[data-state="connected"]', timeout=30_000)
+        assert not page.errors  # type: ignore[attr-defined]

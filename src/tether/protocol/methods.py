@@ -25,6 +25,7 @@ class Method:
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("host.info", Scope.READ, schemas.Empty),
+    Method("host.ping", Scope.READ, schemas.Empty),
     Method("sessions.list", Scope.READ, schemas.Empty),
     Method("sessions.get", Scope.READ, schemas.SessionGet),
     Method("events.read", Scope.READ, schemas.ReadEvents),

@@ -32,6 +32,11 @@ class SessionMethods(Caller):
             "agents": await self.host.agent_status.agents(),  # which this host can start now
         }
 
+    @handles("host.ping")
+    async def _host_ping(self, _: schemas.Empty) -> dict[str, Any]:
+        """The clients' heartbeat: an answer proves the whole path (relay, channel, host) carries."""
+        return {}
+
     @handles("sessions.list")
     async def _sessions_list(self, _: schemas.Empty) -> list[dict[str, Any]]:
         return [s for s in await self.host.sessions.list() if self._sees_session(s)]

@@ -37,6 +37,13 @@ export function isRetryable(err) {
   return err instanceof TransportClosed || err instanceof RelayError;
 }
 
+// The heartbeat through relay, channel and host: a stall that closes nothing (a mobile network
+// that stops carrying packets) shows as no answer, and the page reconnects instead of showing
+// "connected" over a dead path.
+const HEARTBEAT_MS = 3000;
+const HEARTBEAT_TIMEOUT_MS = 4000;
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
 export function newCid() {
   return crypto.randomUUID().replace(/-/g, "");
 }
@@ -136,6 +143,11 @@ export class RelayConnection extends Reconnecting {
       }
       await this._pause();
     }
+  }
+
+  // A host's heartbeat went unanswered over this link: drop it, so everything reconnects.
+  stalled(reason) {
+    if (this.link && !this.link.isClosed) this.link.close(reason);
   }
 
   watch(hostIds) {
@@ -249,6 +261,7 @@ export class HostConnection extends Reconnecting {
         this._setState("connected");
         this._backoff.reset();
         for (const sub of this._subs) this._resubscribe(peer, sub);
+        this._heartbeat(peer);
         await peer.closed;
         this.peer = null;
         if (this._stopped) break;
@@ -280,6 +293,21 @@ export class HostConnection extends Reconnecting {
       }
       // A host known offline is retried when its presence comes back (or after 30 s anyway).
       await this._pause(offline ? 30000 : undefined);
+    }
+  }
+
+  async _heartbeat(peer) {
+    while (!peer.isClosed && !this._stopped) {
+      await sleep(HEARTBEAT_MS);
+      if (peer.isClosed || this._stopped) return;
+      const answered = await Promise.race([
+        peer.call("host.ping").then(() => true, () => true), // an error is an answer too
+        sleep(HEARTBEAT_TIMEOUT_MS).then(() => false),
+      ]);
+      if (!answered && !peer.isClosed) {
+        this.relay.stalled(`no answer from ${this.host.name} for ${HEARTBEAT_TIMEOUT_MS / 1000} s; reconnecting`);
+        return;
+      }
     }
   }
 
