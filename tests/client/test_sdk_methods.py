@@ -34,6 +34,8 @@ SAMPLES: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "review": ((SESSION,), {"base": "main"}),
     "compact": ((SESSION,), {}),
     "unqueue": ((SESSION, "q_abcdefgh"), {}),
+    "archive": ((SESSION,), {"archived": False}),
+    "delete": ((SESSION,), {}),
     "interrupt": ((SESSION,), {}),
     "resize": ((SESSION, 120, 40), {}),
     "models": ((SESSION,), {}),

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from tether.errors import TetherError
 from tether.host.config import Limits
 from tether.host.eventlog import Batch, Event, EventLog
 from tether.host.principal import Principal
@@ -204,3 +205,33 @@ async def test_concurrent_starts_never_pass_the_caps(log: EventLog, tmp_path: Pa
         assert refused[-1].message == "this host already runs 5 live sessions, the most it allows (limits.max_sessions)"
     finally:
         await asyncio.wait_for(mgr.close(), 10)
+
+
+async def test_an_ended_session_is_archived_then_deleted_with_its_whole_history(
+    manager: SessionManager, tmp_path: Path,
+) -> None:
+    session_id = await manager.start_session(agent="pty", workspace=tmp_path,
+                                             command=["sh", "-c", "echo remember-$((6*7))-me"])
+    for _ in range(100):
+        if (await manager.get(session_id) or {}).get("status") in ("finished", "failed"):
+            break
+        await asyncio.sleep(0.05)
+    archived = await manager.archive(session_id, True)
+    assert (await manager.get(session_id) or {})["archived"] is True and archived.data == {"archived": True}
+    head = manager.log.head  # the session's own events are the newest: their seqs are not reused
+    tombstone = await manager.delete(session_id, cid="c-del")
+    assert tombstone.type == EventType.SESSION_DELETED and tombstone.cid == "c-del"
+    assert tombstone.seq == head + 1 and manager.log.head == head + 1
+    assert await manager.get(session_id) is None
+    left = [e for e in await manager.log.read(0, 10_000) if e.session == session_id]
+    assert [e.type for e in left] == [EventType.SESSION_DELETED]
+    path = manager.db.path
+    assert b"remember-42-me" not in b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+
+
+async def test_a_running_session_is_not_deleted(manager: SessionManager, tmp_path: Path) -> None:
+    session_id = await manager.start_session(agent="pty", workspace=tmp_path, command=["sleep", "30"])
+    with pytest.raises(TetherError, match="still running") as refused:
+        await manager.delete(session_id)
+    assert refused.value.code == "session_live"
+    assert await manager.get(session_id) is not None

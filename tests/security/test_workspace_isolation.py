@@ -92,6 +92,7 @@ async def _sees_only_a(client: Connection, owner: Connection, workspace: Path, s
         ("sessions.models", {"id": sb}),
         ("sessions.review", {"id": sb, "base": "main"}), ("sessions.compact", {"id": sb}),
         ("sessions.unqueue", {"id": sb, "queued": "q_1"}),
+        ("sessions.archive", {"id": sb}), ("sessions.delete", {"id": sb}),
         ("sessions.send", {"id": sb, "text": "look",
                            "images": [{"name": "a.png", "mime": "image/png", "data": "iVBORw0KGgo="}]}),
     ]

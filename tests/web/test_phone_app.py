@@ -366,3 +366,43 @@ def test_a_connection_that_stalls_without_closing_shows_reconnecting_then_recove
         proxy.resume()
         page.wait_for_selector('#conn-state[data-state="connected"]', timeout=30_000)
         assert not page.errors  # type: ignore[attr-defined]
+
+
+def test_sessions_are_filtered_archived_and_deleted_from_the_phone(page: Any, web_deployment: Deployment) -> None:
+    d = web_deployment
+    pair_page(page, d)
+    done = tether_json(d.host_home, "sessions", "start", "--json", "--", "sh", "-c", "echo bye-$((2+2))")["id"]
+    live = tether_json(d.host_home, "sessions", "start", "--json", "--", "sleep", "60")["id"]
+    host_id = page.evaluate("window.tether.hosts[0].host_id")
+    page.goto(f"{d.origin}/#/host/{host_id}")
+    row = page.locator(f'a.session[data-session="{done}"]')
+    row.wait_for(timeout=TIMEOUT)
+    page.select_option("#session-filter", "live")
+    until(lambda: row.count() == 0, what="the ended session filtered out")
+    assert page.locator(f'a.session[data-session="{live}"]').count() == 1
+    page.select_option("#session-filter", "all")
+
+    # Archived from its screen: out of the list, until the Archived filter is chosen.
+    row.click()
+    page.click("#archive-session")
+    until(lambda: page.text_content("#archive-session") == "Unarchive", what="archived")
+    page.goto(f"{d.origin}/#/host/{host_id}")
+    page.wait_for_selector(f'a.session[data-session="{live}"]', timeout=TIMEOUT)
+    assert row.count() == 0
+    page.select_option("#session-filter", "archived")
+    row.wait_for(timeout=TIMEOUT)
+
+    # Deleted, after a confirmation: gone from the host, its history with it.
+    row.click()
+    page.click("#delete-session")
+    page.click("#confirm-delete")
+    page.wait_for_selector("#session-filter", timeout=TIMEOUT)
+    page.select_option("#session-filter", "archived")
+    until(lambda: row.count() == 0, what="the deleted session gone")
+    listed = tether_json(d.host_home, "sessions", "list", "--json")
+    assert done not in [s["id"] for s in (listed if isinstance(listed, list) else listed["sessions"])]
+    # A running session is not deleted: its screen offers no Delete.
+    page.goto(f"{d.origin}/#/host/{host_id}/session/{live}")
+    page.wait_for_selector("#archive-session", timeout=TIMEOUT)
+    assert page.locator("#delete-session").count() == 0
+    assert not page.errors  # type: ignore[attr-defined]

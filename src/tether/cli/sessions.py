@@ -167,6 +167,32 @@ def sessions_compact(
         print_json({"seq": seq})
 
 
+@sessions_app.command("archive")
+def sessions_archive(
+    session_id: Annotated[str, typer.Argument(metavar="ID")],
+    back: Annotated[bool, typer.Option("--unarchive", help="Put it back among the sessions.")] = False,
+    host: HostOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Put a session away (it keeps its history); lists show it only when asked."""
+
+    with_client(home, host, lambda client: client.archive(session_id, archived=not back))
+
+
+@sessions_app.command("delete")
+def sessions_delete(
+    session_id: Annotated[str, typer.Argument(metavar="ID")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask to confirm.")] = False,
+    host: HostOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Forget an ended session and its whole history on the host. It cannot be undone."""
+
+    if not yes and not typer.confirm(f"Delete session {session_id} and its whole history?"):
+        raise typer.Exit(1)
+    with_client(home, host, lambda client: client.delete(session_id))
+
+
 @sessions_app.command("unqueue")
 def sessions_unqueue(
     session_id: Annotated[str, typer.Argument(metavar="ID")],

@@ -300,6 +300,16 @@ class Client:
         result = await self._command("sessions.review", params)
         return int(result["seq"])
 
+    async def archive(self, session_id: str, *, archived: bool = True) -> int:
+        """Put a session away (``archived=False``: back); it keeps its history."""
+        result = await self._command("sessions.archive", {"id": session_id, "archived": archived})
+        return int(result["seq"])
+
+    async def delete(self, session_id: str) -> int:
+        """Forget an ended session and its whole history on the host (it cannot be undone)."""
+        result = await self._command("sessions.delete", {"id": session_id})
+        return int(result["seq"])
+
     async def unqueue(self, session_id: str, queued: str) -> int:
         """Cancel a prompt that waits for the agent (a ``turn.queued`` event's ``queued``) before it starts."""
         result = await self._command("sessions.unqueue", {"id": session_id, "queued": queued})

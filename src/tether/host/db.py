@@ -152,6 +152,10 @@ MIGRATIONS: list[str] = [
         value INTEGER NOT NULL
     );
     """,
+    # 5 -> 6: sessions a person put away (session.archived): still there, out of the way.
+    """
+    ALTER TABLE sessions ADD COLUMN archived INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -190,6 +194,14 @@ class Database:
             raise DatabaseError("the database is closed")
         return await self._call(lambda: self._transaction(fn, write))
 
+    async def checkpoint(self) -> None:
+        """Write the WAL back into the database and empty it: pages it held (the content of rows
+        deleted since) are gone from the disk too."""
+        def truncate() -> None:
+            assert self._conn is not None
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        await self._call(truncate)
+
     async def close(self) -> None:
         if self._closed:
             return
@@ -215,6 +227,8 @@ class Database:
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            # What is deleted (a forgotten session, retention) is overwritten, not only unlinked.
+            conn.execute("PRAGMA secure_delete = ON")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise DatabaseError(f"{self.path}: cannot use WAL journal mode (got {mode})")

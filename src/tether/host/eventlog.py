@@ -219,6 +219,20 @@ class EventLog:
                 return dropped
             dropped += n
 
+    async def delete_session(self, session: str) -> int:
+        """Forget one session: its events, approvals and projection row leave the database, and
+        the disk (secure_delete, then a WAL checkpoint). Returns how many events went."""
+        def forget(conn: sqlite3.Connection) -> int:
+            # Seqs are never handed out twice, even when the newest events were this session's.
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('events.head', ?)", (_head(conn),))
+            return projection.delete_session(conn, session)
+
+        removed = await self.db.run(forget)
+        # The ring of recent events assumes no holes: it starts again from the next append.
+        self._ring.clear()
+        await self.db.checkpoint()
+        return removed
+
     # -- reading -------------------------------------------------------------------------
 
     async def read(self, since: int, limit: int, max_bytes: int | None = None) -> list[Event]:
@@ -426,8 +440,11 @@ def coalesce(events: list[Event], max_chars: int = COALESCE_MAX_CHARS) -> list[E
 
 
 def _head(conn: sqlite3.Connection) -> int:
-    """The last seq assigned: never below the floor, even when retention dropped every event."""
-    return max(int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]), _floor(conn))
+    """The last seq assigned: never below the floor, even when retention dropped every event, nor
+    below the head a deleted session left (its events may have been the newest)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'events.head'").fetchone()
+    kept = int(row[0]) if row else 0
+    return max(int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]), _floor(conn), kept)
 
 
 def _floor(conn: sqlite3.Connection) -> int:

@@ -137,6 +137,8 @@ def _apply_one(conn: sqlite3.Connection, ev: Event) -> None:
             ),
         )
         return
+    if ev.type == EventType.SESSION_DELETED:
+        return  # the tombstone of a session whose rows are gone (delete_session)
     row = conn.execute("SELECT status FROM sessions WHERE id = ?", (ev.session,)).fetchone()
     if row is None:
         if ev.type.startswith("session."):
@@ -148,6 +150,9 @@ def _apply_one(conn: sqlite3.Connection, ev: Event) -> None:
             "UPDATE sessions SET last_activity = ?, last_seq = ? WHERE id = ?",
             (ev.ts, ev.seq, ev.session),
         )
+    elif ev.type == EventType.SESSION_ARCHIVED:
+        conn.execute("UPDATE sessions SET archived = ?, last_seq = ? WHERE id = ?",
+                     (1 if d.get("archived") else 0, ev.seq, ev.session))
     elif ev.type == EventType.SESSION_RESIZED:
         conn.execute(
             "UPDATE sessions SET cols = ?, rows = ?, last_seq = ? WHERE id = ?",
@@ -314,7 +319,7 @@ def _touch_seq(conn: sqlite3.Connection, ev: Event) -> None:
 
 _COLUMNS = (
     "id, agent, workspace, command, title, status, created, last_activity, exit_code,"
-    " exit_signal, exit_reason, last_seq, cols, rows, policy, turn"
+    " exit_signal, exit_reason, last_seq, cols, rows, policy, turn, archived"
 )
 # About what a session's row costs besides its scrollback (title, command, workspace...).
 _ROW_CHARS = 512
@@ -338,10 +343,20 @@ def _row(row: tuple[Any, ...], scrollback: str | None = None) -> dict[str, Any]:
         "rows": row[13],
         "policy": json.loads(row[14]) if row[14] else None,
         "turn": row[15],
+        "archived": bool(row[16]),
     }
     if scrollback is not None:
         out["scrollback"] = scrollback
     return out
+
+
+def delete_session(conn: sqlite3.Connection, session: str) -> int:
+    """Forget a session: its events, approvals and row (inside the caller's transaction).
+    Returns the events removed."""
+    removed = conn.execute("DELETE FROM events WHERE session = ?", (session,)).rowcount
+    conn.execute("DELETE FROM approvals WHERE session = ?", (session,))
+    conn.execute("DELETE FROM sessions WHERE id = ?", (session,))
+    return int(removed)
 
 
 def list_sessions(conn: sqlite3.Connection, *, with_scrollback: bool = False) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import functools
+import logging
 import os
 import secrets
 import shlex
@@ -40,6 +41,8 @@ from tether.protocol.events import EventType
 MAX_TERMINAL_SIZE = 1000
 TITLE_CHARS = 80
 
+
+log = logging.getLogger(__name__)
 
 class SessionError(TetherError):
     code = "session"
@@ -261,6 +264,19 @@ class SessionManager:
                 raise SessionError(exc.message, hint=exc.hint, code=exc.code) from None
             data = {"status": Status(status).value}
             return await self.log.append(session_id, EventType.SESSION_STATUS, data, cid)
+
+    async def archive(self, session_id: str, archived: bool, cid: str | None = None) -> Event:
+        return await self.log.append(session_id, EventType.SESSION_ARCHIVED, {"archived": archived}, cid)
+
+    async def delete(self, session_id: str, cid: str | None = None) -> Event:
+        """Forget an ended session: its events leave the log; a ``session.deleted`` tombstone stays."""
+        live = self._live.get(session_id)
+        if live is not None and not live.ended.is_set():
+            raise SessionError("the session is still running", hint="stop it first (interrupt, or end its program)",
+                               code="session_live")
+        removed = await self.log.delete_session(session_id)
+        log.info("session %s deleted (%d events)", session_id, removed)
+        return await self.log.append(session_id, EventType.SESSION_DELETED, {}, cid)
 
     async def list(self) -> builtins.list[dict[str, Any]]:
         return await self.db.run(projection.list_sessions, write=False)

@@ -46,6 +46,13 @@ class EventType(StrEnum):
     SESSION_INTERRUPTED = "session.interrupted"
     """{} — an interrupt (Ctrl-C) was sent (``cid`` set when a client asked)."""
 
+    SESSION_ARCHIVED = "session.archived"
+    """{archived: bool} — a person put the session away (or back): lists show it only when asked."""
+
+    SESSION_DELETED = "session.deleted"
+    """{} — the session was deleted: every other event of it is gone from the log, this one
+    remains so that clients drop it too."""
+
     SESSION_STATUS = "session.status"
     """{status: Status} — a non-terminal status change (e.g. waiting-for-approval, idle)."""
 
@@ -174,6 +181,10 @@ class SessionOutput(_Data):
 class SessionResized(_Data):
     cols: int
     rows: int
+
+
+class SessionArchived(_Data):
+    archived: bool
 
 
 class SessionStatus(_Data):
@@ -412,6 +423,8 @@ EVENT_DATA: dict[EventType, Any] = {
     EventType.SESSION_RESIZED: SessionResized,
     EventType.SESSION_INTERRUPTED: _Data,
     EventType.SESSION_STATUS: SessionStatus,
+    EventType.SESSION_ARCHIVED: SessionArchived,
+    EventType.SESSION_DELETED: _Data,
     EventType.TURN_STARTED: TurnStarted,
     EventType.TURN_COMPLETED: TurnCompleted,
     EventType.TURN_QUEUED: TurnQueued,

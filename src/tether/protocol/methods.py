@@ -43,6 +43,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("sessions.review", Scope.PROMPT, schemas.SessionReview),
     Method("sessions.compact", Scope.PROMPT, schemas.SessionRef),
     Method("sessions.unqueue", Scope.PROMPT, schemas.SessionUnqueue),
+    Method("sessions.archive", Scope.PROMPT, schemas.SessionArchive),
+    Method("sessions.delete", Scope.PROMPT, schemas.SessionRef),
     Method("devices.list", Scope.ADMIN, schemas.Empty),
     Method("devices.rename", Scope.ADMIN, schemas.DeviceRename),
     Method("devices.revoke", Scope.ADMIN, schemas.DeviceRef),

@@ -81,6 +81,12 @@ class SessionReview(_Params):
     cid: CommandId | None = None
 
 
+class SessionArchive(_Params):
+    id: SessionId
+    archived: bool = True
+    cid: CommandId | None = None
+
+
 class SessionUnqueue(_Params):
     id: SessionId
     queued: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]

@@ -121,6 +121,20 @@ class SessionMethods(Caller):
         event = await self.host.sessions.answer(params.id, params.approval, params.answers, by, params.cid)
         return {"seq": event.seq}
 
+    @handles("sessions.archive")
+    async def _sessions_archive(self, params: schemas.SessionArchive) -> dict[str, Any]:
+        """Put a session away (or back): lists show it only when asked."""
+        await self._session(params.id)
+        event = await self.host.sessions.archive(params.id, params.archived, params.cid)
+        return {"seq": event.seq}
+
+    @handles("sessions.delete")
+    async def _sessions_delete(self, params: schemas.SessionRef) -> dict[str, Any]:
+        """Forget an ended session and its whole history."""
+        await self._session(params.id)
+        event = await self.host.sessions.delete(params.id, params.cid)
+        return {"seq": event.seq}
+
     @handles("sessions.unqueue")
     async def _sessions_unqueue(self, params: schemas.SessionUnqueue) -> dict[str, Any]:
         """A queued prompt cancelled before it starts."""

@@ -107,6 +107,8 @@ export class HostModel extends EventTarget {
       s.last_activity = ev.ts;
       s.last_seq = ev.seq;
       if (ev.type === "session.exited") Object.assign(s, { exit_code: ev.data.exit_code, exit_reason: ev.data.reason });
+      if (ev.type === "session.archived") s.archived = Boolean(ev.data.archived);
+      if (ev.type === "session.deleted") this.sessions.delete(ev.session);
     }
     emit(this, { events });
     return this._save();
@@ -132,6 +134,15 @@ export class HostModel extends EventTarget {
   }
 
   // Waiting for a person first, then live ones, then ended; most recent activity first in each.
+  // A session put away (or back), or forgotten with its history (ended sessions only).
+  archive(sessionId, archived = true) {
+    return this.conn.command("sessions.archive", { id: sessionId, archived });
+  }
+
+  delete(sessionId) {
+    return this.conn.command("sessions.delete", { id: sessionId });
+  }
+
   sortedSessions() {
     const rank = (s) => ({ "waiting-for-approval": 0, running: 1, idle: 2 })[s.status] ?? 3;
     const recent = (s) => s.last_activity || s.created || 0;
@@ -295,6 +306,9 @@ export class SessionFeed extends EventTarget {
           break;
         case "session.exited":
           Object.assign(s, { exit_code: d.exit_code, exit_reason: d.reason });
+          break;
+        case "session.archived":
+          s.archived = Boolean(d.archived);
           break;
         case "turn.queued":
           this.queued.set(d.queued, { id: d.queued, text: d.input || "", cid: ev.cid || null });

@@ -29,6 +29,15 @@ export function hasScope(tether, hostId, scope) {
   return scopes.includes(scope);
 }
 
+// Which sessions the list shows: the ones not put away (or only those at work, or waiting), or
+// the ones put away.
+const FILTERS = {
+  all: { label: "All", none: "sessions", keep: (s) => !s.archived },
+  live: { label: "Live", none: "live sessions", keep: (s) => !s.archived && ["running", "idle", "waiting-for-approval"].includes(s.status) },
+  waiting: { label: "Waiting for me", none: "sessions waiting for approval", keep: (s) => !s.archived && s.status === "waiting-for-approval" },
+  archived: { label: "Archived", none: "archived sessions", keep: (s) => Boolean(s.archived) },
+};
+
 export function renderHost(root, { tether, hostId }) {
   const host = tether.host(hostId);
   if (!host) {
@@ -40,14 +49,16 @@ export function renderHost(root, { tether, hostId }) {
   const bar = h("div.topbar");
   const body = h("div.screen-body");
 
+  let filter = "all";
   function draw() {
     replace(bar, header({ title: host.name, back: "#/", state: conn.state, detail: conn.detail }), stateNote(conn.state, conn.detail));
     if (conn.state === "revoked") {
       replace(body, revokedPanel(host, { tether }));
       return;
     }
-    const sessions = model.sortedSessions();
-    const waitingOnes = sessions.filter((s) => s.status === "waiting-for-approval");
+    const all = model.sortedSessions();
+    const sessions = all.filter(FILTERS[filter].keep);
+    const waitingOnes = all.filter((s) => s.status === "waiting-for-approval" && !s.archived);
     const waiting = waitingOnes.length;
     const list = sessions.length
       ? h(
@@ -66,7 +77,13 @@ export function renderHost(root, { tether, hostId }) {
             ),
           ),
         )
-      : h("div.list", { id: "sessions" }, h("p.empty", conn.state === "connected" ? "No sessions yet." : "Loading…"));
+      : h("div.list", { id: "sessions" }, h("p.empty", conn.state !== "connected" && !all.length ? "Loading…"
+        : all.length ? `No ${FILTERS[filter].none}.` : "No sessions yet."));
+    const chooser = h(
+      "select",
+      { id: "session-filter", "aria-label": "Which sessions", onchange: (ev) => ((filter = ev.target.value), draw()) },
+      Object.entries(FILTERS).map(([value, f]) => h("option", { value, selected: value === filter }, f.label)),
+    );
     replace(
       body,
       h(
@@ -87,7 +104,7 @@ export function renderHost(root, { tether, hostId }) {
           ? h("a.banner", { id: "waiting-banner", role: "status", href: `#/host/${hostId}/session/${waitingOnes[0].id}` },
             `${waiting} session${waiting > 1 ? "s" : ""} waiting for your approval ›`)
           : null,
-        h("h2", "Sessions"),
+        h("div.sessions-head", h("h2", "Sessions"), chooser),
         list,
       ),
     );

@@ -20,7 +20,36 @@ export function renderSession(root, { tether, hostId, sessionId }) {
   const bar = h("div.topbar");
   const meta = h("p.meta", { id: "session-status" });
   const error = h("p.error", { role: "alert", id: "session-error" });
-  const body = h("section.screen.session-screen", { id: "session" }, meta, error);
+  // Put it away, or forget it with its history (once it ended; asked twice).
+  const sessionActions = h("div.session-actions", { id: "session-actions" });
+  let confirmingDelete = false;
+  const drawActions = () => {
+    const s = feed.session || model?.sessions.get(sessionId) || {};
+    const ended = s.status === "finished" || s.status === "failed";
+    const act = (fn) => () => fn().catch(showError);
+    replace(
+      sessionActions,
+      h("button", { id: "archive-session", type: "button", onclick: act(() => model.archive(sessionId, !s.archived)) },
+        s.archived ? "Unarchive" : "Archive"),
+      ended && !confirmingDelete
+        ? h("button.danger", { id: "delete-session", type: "button", onclick: () => ((confirmingDelete = true), drawActions()) }, "Delete…")
+        : null,
+      ended && confirmingDelete
+        ? [
+            h("span.hint", "Delete it and its whole history from the host?"),
+            h("button.danger", {
+              id: "confirm-delete", type: "button",
+              onclick: act(async () => {
+                await model.delete(sessionId);
+                window.location.hash = `#/host/${hostId}`;
+              }),
+            }, "Delete"),
+            h("button", { type: "button", onclick: () => ((confirmingDelete = false), drawActions()) }, "Cancel"),
+          ]
+        : null,
+    );
+  };
+  const body = h("section.screen.session-screen", { id: "session" }, meta, sessionActions, error);
   const showError = (err) => error.replaceChildren(...withCode(errorText(err)));
   let view = null; // {kind: "pty"|"agent", ...}
 
@@ -163,6 +192,7 @@ export function renderSession(root, { tether, hostId, sessionId }) {
       s.exit_code !== null && s.exit_code !== undefined && s.agent === "pty" ? h("span", ` · exit ${s.exit_code}`) : null,
     );
     meta.dataset.status = s.status || "";
+    drawActions();
     const ended = s.status === "finished" || s.status === "failed";
     if (view?.kind === "pty") view.setEnded(ended);
     input.disabled = send.disabled = ended;
