@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from tether.host.store import Device, Store, Token
 
 log = logging.getLogger("tether.host")
-# A heartbeat says nothing of what anyone did, and comes every few seconds from every open page.
+# A heartbeat answered says nothing of what anyone did, and comes every few seconds from every
+# open page.
 UNAUDITED = frozenset({"host.ping"})
 
 
@@ -134,8 +135,8 @@ class Caller:
         return result
 
     def _audit(self, request: Request, outcome: str, result: Any) -> None:
-        if request.method in UNAUDITED:
-            return
+        if request.method in UNAUDITED and outcome == "ok":
+            return  # (a refused one is audited like any refusal)
         # Ids only: a session, device or token id from the params or the result, never other params.
         params = request.params if isinstance(request.params, dict) else {}
         ref = params.get("id") if isinstance(params.get("id"), str) else None
