@@ -3,9 +3,13 @@ phone, and their answers as the form's values: Codex and Claude Code pass such f
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
-from tether.agents.base import Question
+from tether.agents.base import AgentContext, Question
+
+log = logging.getLogger(__name__)
 
 # An MCP form's field types tether can put as a question, and how an answer becomes a value.
 FORM_TYPES = {"string": str, "number": float, "integer": int, "boolean": None}
@@ -63,3 +67,18 @@ def form_content(schema: dict[str, Any], answers: dict[str, list[str]]) -> dict[
         except ValueError:
             return None
     return content
+
+
+async def fill_form(ctx: AgentContext, questions: list[Question], schema: dict[str, Any]) -> dict[str, Any] | None:
+    """Put a form's questions to the person; the elicitation's answer: accept with the typed
+    values, decline when one does not fit, cancel when it could not be put. None when the turn
+    ended (or the agent withdrew it) meanwhile: nothing to answer."""
+    try:
+        answers = await ctx.ask(questions, item=None)
+    except asyncio.CancelledError:
+        return None
+    except Exception:
+        log.exception("session %s: putting an MCP server's form failed", ctx.session_id)
+        return {"action": "cancel"}
+    content = form_content(schema, answers)
+    return {"action": "accept", "content": content} if content is not None else {"action": "decline"}

@@ -59,7 +59,7 @@ from tether.agents.claude import stream
 from tether.agents.claude.binary import QUIET_ENV, ClaudeBinary, ClaudeError, find_claude
 from tether.agents.claude.process import ClaudeExited, ClaudeProcess, Event, Exited
 from tether.agents.claude.shell import write_shell
-from tether.agents.forms import form_content, form_questions
+from tether.agents.forms import fill_form, form_questions
 from tether.agents.policy import AgentConfig, Approval, Policy, Sandbox
 from tether.agents.secrets import Redactor, StreamRedactor, env_secrets, is_secret_name, without_secrets
 from tether.agents.turn import (
@@ -619,17 +619,9 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
         self._answer_later(request.request_id, self._fill_form(request.request_id, self._redact.value(form), schema))
 
     async def _fill_form(self, request_id: str, questions: list[Question], schema: dict[str, Any]) -> None:
-        try:
-            answers = await self.ctx.ask(questions, item=None)
-        except asyncio.CancelledError:
-            return
-        except Exception:
-            log.exception("session %s: putting an MCP server's form failed", self.ctx.session_id)
-            await self._reply(request_id, {"action": "cancel"})
-            return
-        content = form_content(schema, answers)
-        await self._reply(request_id, {"action": "accept", "content": content} if content is not None
-                          else {"action": "decline"})
+        reply = await fill_form(self.ctx, questions, schema)
+        if reply is not None:
+            await self._reply(request_id, reply)
 
     async def _refused(self, state: _Turn, name: str, asked: dict[str, Any], why: str) -> None:
         """Say on the session what Claude Code asked and was told no."""

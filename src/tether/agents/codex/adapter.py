@@ -74,7 +74,7 @@ from tether.agents.codex.appserver import (
     ServerRequest,
 )
 from tether.agents.codex.binary import CodexBinary, CodexError, find_codex
-from tether.agents.forms import form_content, form_questions
+from tether.agents.forms import fill_form, form_questions
 from tether.agents.policy import AgentConfig, Approval, Policy, Sandbox
 from tether.agents.sandbox import hiding
 from tether.agents.secrets import SECRET_NAME_PARTS, Redactor, StreamRedactor, env_secrets
@@ -627,17 +627,8 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
         self._track(request, self._fill_form(request, self._redact.value(form), schema))
 
     async def _fill_form(self, request: ServerRequest, questions: list[Question], schema: dict[str, Any]) -> None:
-        try:
-            answers = await self.ctx.ask(questions, item=None)
-        except asyncio.CancelledError:
-            return
-        except Exception:
-            log.exception("session %s: putting an MCP server's form failed", self.ctx.session_id)
-            await request.respond({"action": "cancel"})
-            return
-        content = form_content(schema, answers)
-        reply = {"action": "accept", "content": content} if content is not None else {"action": "decline"}
-        if not await request.respond(reply):
+        reply = await fill_form(self.ctx, questions, schema)
+        if reply is not None and not await request.respond(reply):
             log.info("session %s: codex request %s closed before the answer", self.ctx.session_id, request.id)
 
     def _track(self, request: ServerRequest, asking: Coroutine[Any, Any, None]) -> None:
