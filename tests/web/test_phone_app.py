@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import shlex
+import signal
 import struct
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.procs import login, tether, tether_json
+from tests.procs import login, start_host, tether, tether_json
 from tests.support.deployment import Deployment, deployed
 from tests.support.stall_proxy import StallProxy
 
@@ -405,4 +406,30 @@ def test_sessions_are_filtered_archived_and_deleted_from_the_phone(page: Any, we
     page.goto(f"{d.origin}/#/host/{host_id}/session/{live}")
     page.wait_for_selector("#archive-session", timeout=TIMEOUT)
     assert page.locator("#delete-session").count() == 0
+    assert not page.errors  # type: ignore[attr-defined]
+
+
+def test_a_terminal_whose_program_the_host_restart_ended_says_so_and_starts_again(
+    page: Any, web_deployment: Deployment,
+) -> None:
+    d = web_deployment
+    pair_page(page, d)
+    started = tether_json(d.host_home, "sessions", "start", "--json", "--", "bash", "--norc", "-i")
+    host_id = page.evaluate("window.tether.hosts[0].host_id")
+    page.goto(f"{d.origin}/#/host/{host_id}/session/{started['id']}")
+    page.wait_for_selector('#conn-state[data-state="connected"]', timeout=TIMEOUT)
+
+    d.host.stop(signal.SIGKILL)  # a crash: the host learns on restart that the program is gone
+    d.host = start_host(d.host_home, f"ws://127.0.0.1:{d.relay_port}", d.workspace)
+    page.locator("#program-gone").wait_for(timeout=30_000)
+    assert "the host restarted" in page.text_content("#program-gone")
+    page.click("#run-again")
+    until(lambda: started["id"] not in page.evaluate("location.hash"), what="the new session's screen",
+          seen=lambda: page.evaluate("location.hash"))
+    again = page.evaluate("location.hash").rsplit("/", 1)[1]
+    listed = tether_json(d.host_home, "sessions", "list", "--json")
+    (new,) = [s for s in (listed if isinstance(listed, list) else listed["sessions"]) if s["id"] == again]
+    assert new["command"] == ["bash", "--norc", "-i"] and new["status"] == "running"
+    type_line(page, "echo again-$((7*6))")
+    wait_terminal(page, "again-42")
     assert not page.errors  # type: ignore[attr-defined]

@@ -8,6 +8,9 @@ import { conversationView } from "./conversation.js";
 import { terminalView } from "./terminal.js";
 import { SessionFeed } from "../model.js";
 
+// Why a terminal's program is gone when it did not exit by itself.
+const HOST_ENDED = { "host restarted": "the host restarted", "host shutdown": "the host was stopped" };
+
 export function renderSession(root, { tether, hostId, sessionId }) {
   const host = tether.host(hostId);
   const conn = tether.connection(hostId);
@@ -27,8 +30,26 @@ export function renderSession(root, { tether, hostId, sessionId }) {
     const s = feed.session || model?.sessions.get(sessionId) || {};
     const ended = s.status === "finished" || s.status === "failed";
     const act = (fn) => () => fn().catch(showError);
+    // A terminal whose program is gone (it ended, or the host stopped): the same command again, in
+    // the same workspace, as a new session.
+    const again = feed.isPty && ended
+      ? h("button.primary", {
+          id: "run-again", type: "button",
+          onclick: act(async () => {
+            const started = await conn.command("sessions.start", {
+              agent: "pty", command: s.command, workspace: s.workspace, cols: s.cols || 80, rows: s.rows || 24,
+            });
+            window.location.hash = `#/host/${hostId}/session/${started.id}`;
+          }),
+        }, "Start it again")
+      : null;
+    const gone = feed.isPty && ended && HOST_ENDED[s.exit_reason]
+      ? h("p.hint", { id: "program-gone" }, `Its program is gone: ${HOST_ENDED[s.exit_reason]}.`)
+      : null;
     replace(
       sessionActions,
+      gone,
+      again,
       h("button", { id: "archive-session", type: "button", onclick: act(() => model.archive(sessionId, !s.archived)) },
         s.archived ? "Unarchive" : "Archive"),
       ended && !confirmingDelete
