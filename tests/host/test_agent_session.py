@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tether.agents.base import Agent, Decision, ItemKind
+from tether.agents.base import Agent, Decision, ItemKind, TurnSettings
 from tether.agents.policy import AgentConfig, Policy
 from tether.host.agent_session import MAX_QUEUED, AgentSession, AgentSessionError
 from tether.host.eventlog import EventLog
@@ -182,3 +182,30 @@ async def test_a_withdrawn_question_is_cleared(log: EventLog, tmp_path: Path) ->
     [done] = await wait_for(log, EventType.TURN_COMPLETED)
     assert done["data"]["status"] == "completed"
     assert len(await wait_for(log, EventType.APPROVAL_CLEARED)) == 1
+
+
+class ModalAgent(AskingAgent):
+    """Takes only the mode "plan" (checked when a turn starts, as the real adapters do)."""
+
+    name = "modal"
+
+    def choose(self, settings: TurnSettings) -> None:
+        if settings.mode not in (None, "plan"):
+            raise AgentSessionError(f"no mode {settings.mode!r}", code="bad_params")
+
+
+async def test_a_queued_prompt_the_agent_refuses_at_its_start_is_said_dropped_and_the_next_goes(
+    log: EventLog, tmp_path: Path,
+) -> None:
+    session = await session_for(log, tmp_path, ModalAgent)
+    await session.send_input("first")
+    bad = await session.send_input("in a mode it has not", settings=TurnSettings(mode="hologram"))
+    good = await session.send_input("second")
+    [asked] = await wait_for(log, EventType.APPROVAL_REQUESTED)
+    await session.approve(asked["data"]["approval"], Decision.APPROVE, {"id": "d_1", "name": "phone"})
+    [dropped] = await wait_for(log, EventType.TURN_UNQUEUED)
+    assert dropped["data"]["queued"] == bad.data["queued"]
+    assert dropped["data"]["reason"] == "it could not start: no mode 'hologram'"
+    started = await wait_for(log, EventType.TURN_STARTED, 2)
+    assert started[1]["data"]["queued"] == good.data["queued"]
+    await session.close()

@@ -189,7 +189,7 @@ class AgentSession(AgentContext):
             raise AgentSessionError(f"the {self.agent.name} agent cannot {action} here", code="bad_params")
         # The agent's model list is asked for only when a model or an effort is to be checked.
         listed = await self.agent.models() if settings.model or settings.effort else []
-        chosen: dict[str, Any] = {**_checked(settings, listed)}
+        chosen = _checked(settings, listed)
         if settings.images:  # what the log keeps of them: not the bytes
             chosen["images"] = [{"name": i.name, "mime": i.mime, "bytes": len(i.data)} for i in settings.images]
         if action is not None:
@@ -332,14 +332,22 @@ class AgentSession(AgentContext):
                 with contextlib.suppress(Exception):
                     await self.agent.close()
                 await self._end(None, died.message)
-            elif self._queue and not self.ended.is_set() and not self._closing:
-                # The next queued prompt starts now, as if sent now (its cid kept).
-                nxt = self._queue.pop(0)
-                await self._start_turn(nxt.text, nxt.cid, nxt.settings, nxt.chosen, queued=nxt.id)
+            elif not self.ended.is_set() and not self._closing:
+                await self._start_queued()
         except RuntimeError:
             pass  # the log closed under us (host shutting down)
-        except TetherError as exc:
-            log.warning("session %s: a queued prompt could not start: %s", self.session_id, exc.message)
+
+    async def _start_queued(self) -> None:
+        """The next queued prompt starts now, as if sent now (its cid kept). One the agent refuses
+        at its start (a mode it has not, say) is said dropped, with why, and the next one goes."""
+        while self._queue:
+            nxt = self._queue.pop(0)
+            try:
+                await self._start_turn(nxt.text, nxt.cid, nxt.settings, nxt.chosen, queued=nxt.id)
+                return
+            except TetherError as exc:
+                await self.log.append(self.session_id, EventType.TURN_UNQUEUED,
+                                      {"queued": nxt.id, "reason": f"it could not start: {exc.message}"})
 
     async def _clear_waiters(self, reason: str) -> None:
         # A cancelled turn has already unwound its request_approval calls, so the pending set
@@ -366,9 +374,9 @@ class AgentSession(AgentContext):
             )
 
 
-def _checked(settings: TurnSettings, models: list[dict[str, Any]]) -> dict[str, str]:
+def _checked(settings: TurnSettings, models: list[dict[str, Any]]) -> dict[str, Any]:
     """The settings as turn.started records them, once the agent's list allows them."""
-    chosen: dict[str, str] = {}
+    chosen: dict[str, Any] = {}
     model = next((m for m in models if m["id"] == settings.model), None)
     if settings.model is not None:
         if model is None:
