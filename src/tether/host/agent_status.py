@@ -36,7 +36,7 @@ class AgentStatus:
             problem = load_agent(name).missing(config) if spec.kind is Kind.TURNS and config.enabled else None
             hint = None if config.enabled else f"the {name} agent is disabled on this host"
             if problem is not None:
-                hint = f"{problem.message}" + (f" — {problem.hint}" if problem.hint else "")
+                hint = problem.message + (f" — {problem.hint}" if problem.hint else "")
             found.append({"name": name, "kind": spec.kind.value, "available": config.enabled and problem is None,
                           "hint": hint})
         return found

@@ -41,8 +41,8 @@ from tether.protocol.events import EventType
 MAX_TERMINAL_SIZE = 1000
 TITLE_CHARS = 80
 
-
 log = logging.getLogger(__name__)
+
 
 class SessionError(TetherError):
     code = "session"

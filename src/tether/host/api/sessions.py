@@ -109,16 +109,19 @@ class SessionMethods(Caller):
     @handles("sessions.approve")
     async def _sessions_approve(self, params: schemas.SessionApprove) -> dict[str, Any]:
         await self._session(params.id)
-        by = {"id": self.principal.id, "name": self.principal.name}
-        event = await self.host.sessions.approve(params.id, params.approval, Decision(params.decision), by, params.cid)
+        event = await self.host.sessions.approve(params.id, params.approval, Decision(params.decision), self._by(),
+                                                 params.cid)
         return {"seq": event.seq}
+
+    def _by(self) -> dict[str, str]:
+        """Who answered or cancelled, as the log records it."""
+        return {"id": self.principal.id, "name": self.principal.name}
 
     @handles("sessions.answer")
     async def _sessions_answer(self, params: schemas.SessionAnswer) -> dict[str, Any]:
         """A question of the agent answered: words to the agent, like a prompt (scope ``prompt``)."""
         await self._session(params.id)
-        by = {"id": self.principal.id, "name": self.principal.name}
-        event = await self.host.sessions.answer(params.id, params.approval, params.answers, by, params.cid)
+        event = await self.host.sessions.answer(params.id, params.approval, params.answers, self._by(), params.cid)
         return {"seq": event.seq}
 
     @handles("sessions.archive")
@@ -139,8 +142,7 @@ class SessionMethods(Caller):
     async def _sessions_unqueue(self, params: schemas.SessionUnqueue) -> dict[str, Any]:
         """A queued prompt cancelled before it starts."""
         await self._session(params.id)
-        by = {"id": self.principal.id, "name": self.principal.name}
-        event = await self.host.sessions.unqueue(params.id, params.queued, by, params.cid)
+        event = await self.host.sessions.unqueue(params.id, params.queued, self._by(), params.cid)
         return {"seq": event.seq}
 
     async def _may_adopt(self, agent: str, config: AgentConfig, thread: str) -> None:

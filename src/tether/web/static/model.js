@@ -159,6 +159,12 @@ const MAX_OUTPUT_CHARS = 256 * 1024;
 //   delivered  the host answered: it is in the log
 //   applied    its event (carrying our cid) came back in the stream
 //   failed     the host refused it or the retries ran out; retry() resends the same cid
+// A session that waits for a person's approval: counted on the Hosts screen, in the title and by
+// the host screen's banner and filter alike — archived or not, it holds its agent up.
+export function waitsForMe(session) {
+  return session.status === "waiting-for-approval";
+}
+
 export const PROMPT_STATES = ["sending", "delivered", "applied", "failed"];
 
 export class SessionFeed extends EventTarget {
@@ -754,7 +760,7 @@ export class Tether extends EventTarget {
   // kept live while connected, from its cache while not).
   waiting(hostId) {
     const model = this.models.get(hostId);
-    return model ? [...model.sessions.values()].filter((s) => s.status === "waiting-for-approval") : [];
+    return model ? [...model.sessions.values()].filter(waitsForMe) : [];
   }
 
   model(hostId) {

@@ -2,6 +2,7 @@
 // person first; links to start a session, to the devices (admin) and to this host's settings.
 import { h, replace, throttled, timeAgo, withCode } from "./dom.js";
 import { header, revokedPanel, stateNote } from "./header.js";
+import { waitsForMe } from "../model.js";
 
 const STATUS_LABELS = {
   "waiting-for-approval": "needs approval",
@@ -34,7 +35,7 @@ export function hasScope(tether, hostId, scope) {
 const FILTERS = {
   all: { label: "All", none: "sessions", keep: (s) => !s.archived },
   live: { label: "Live", none: "live sessions", keep: (s) => !s.archived && ["running", "idle", "waiting-for-approval"].includes(s.status) },
-  waiting: { label: "Waiting for me", none: "sessions waiting for approval", keep: (s) => !s.archived && s.status === "waiting-for-approval" },
+  waiting: { label: "Waiting for me", none: "sessions waiting for approval", keep: waitsForMe },
   archived: { label: "Archived", none: "archived sessions", keep: (s) => Boolean(s.archived) },
 };
 
@@ -58,7 +59,7 @@ export function renderHost(root, { tether, hostId }) {
     }
     const all = model.sortedSessions();
     const sessions = all.filter(FILTERS[filter].keep);
-    const waitingOnes = all.filter((s) => s.status === "waiting-for-approval" && !s.archived);
+    const waitingOnes = all.filter(waitsForMe);
     const waiting = waitingOnes.length;
     const list = sessions.length
       ? h(
