@@ -68,3 +68,13 @@ def until(check: Any, timeout: float = TIMEOUT / 1000, what: str = "condition", 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}" + (f" (seen: {seen()!r})" if seen else ""))
         time.sleep(0.2)
+
+
+def open_new_terminal(page: Any, deployment: Any) -> str:
+    """A bash session started from the host's CLI, opened on the (paired) page once connected;
+    returns its id."""
+    started = tether_json(deployment.host_home, "sessions", "start", "--json", "--", "bash", "--norc", "-i")
+    host_id = page.evaluate("window.tether.hosts[0].host_id")
+    page.goto(f"{deployment.origin}/#/host/{host_id}/session/{started['id']}")
+    page.wait_for_selector('#conn-state[data-state="connected"]', timeout=TIMEOUT)
+    return str(started["id"])

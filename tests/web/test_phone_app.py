@@ -20,7 +20,7 @@ from tests.support.deployment import Deployment, deployed
 from tests.support.stall_proxy import StallProxy
 
 from .conftest import BUILTIN_SCRIPT, BuiltinDeployment, builtin_host, start_web_relay
-from .pages import TIMEOUT, pair_page, terminal_text, type_line, until, wait_terminal
+from .pages import TIMEOUT, open_new_terminal, pair_page, terminal_text, type_line, until, wait_terminal
 
 pytestmark = [pytest.mark.browser]
 
@@ -217,10 +217,7 @@ def test_keys_typed_while_the_host_is_unreachable_are_refused_visibly(
 ) -> None:
     d = web_deployment
     pair_page(page, d)
-    started = tether_json(d.host_home, "sessions", "start", "--json", "--", "bash", "--norc", "-i")
-    host_id = page.evaluate("window.tether.hosts[0].host_id")
-    page.goto(f"{d.origin}/#/host/{host_id}/session/{started['id']}")
-    page.wait_for_selector('#conn-state[data-state="connected"]', timeout=TIMEOUT)
+    open_new_terminal(page, d)
     type_line(page, "echo before-$((2*2))")
     wait_terminal(page, "before-4")
 
@@ -414,17 +411,14 @@ def test_a_terminal_whose_program_the_host_restart_ended_says_so_and_starts_agai
 ) -> None:
     d = web_deployment
     pair_page(page, d)
-    started = tether_json(d.host_home, "sessions", "start", "--json", "--", "bash", "--norc", "-i")
-    host_id = page.evaluate("window.tether.hosts[0].host_id")
-    page.goto(f"{d.origin}/#/host/{host_id}/session/{started['id']}")
-    page.wait_for_selector('#conn-state[data-state="connected"]', timeout=TIMEOUT)
+    session = open_new_terminal(page, d)
 
     d.host.stop(signal.SIGKILL)  # a crash: the host learns on restart that the program is gone
     d.host = start_host(d.host_home, f"ws://127.0.0.1:{d.relay_port}", d.workspace)
     page.locator("#program-gone").wait_for(timeout=30_000)
     assert "the host restarted" in page.text_content("#program-gone")
     page.click("#run-again")
-    until(lambda: started["id"] not in page.evaluate("location.hash"), what="the new session's screen",
+    until(lambda: session not in page.evaluate("location.hash"), what="the new session's screen",
           seen=lambda: page.evaluate("location.hash"))
     again = page.evaluate("location.hash").rsplit("/", 1)[1]
     listed = tether_json(d.host_home, "sessions", "list", "--json")

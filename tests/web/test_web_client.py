@@ -18,7 +18,7 @@ from tests.procs import tether, tether_json
 from tests.support.deployment import Deployment
 
 from .conftest import start_web_relay
-from .pages import TIMEOUT, device_id, pair_page, terminal_text, type_line, until, wait_terminal
+from .pages import TIMEOUT, device_id, open_new_terminal, pair_page, terminal_text, type_line, until, wait_terminal
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -108,18 +108,11 @@ def test_insecure_context_says_what_to_do(page: Any, web_deployment: Deployment)
     assert page.get_attribute("#https-link", "href").startswith("https://insecure.tether.test:")
 
 
-def _open_new_terminal(page: Any, d: Deployment) -> None:
-    started = tether_json(d.host_home, "sessions", "start", "--json", "--", "bash", "--norc", "-i")
-    host_id = page.evaluate("window.tether.hosts[0].host_id")
-    page.goto(f"{d.origin}/#/host/{host_id}/session/{started['id']}")
-    page.wait_for_selector('#conn-state[data-state="connected"]', timeout=TIMEOUT)
-
-
 def test_the_page_survives_a_relay_restart(page: Any, web_deployment: Deployment) -> None:
     d = web_deployment
     _pair(page, d)
     page.wait_for_selector('a.host[data-online="1"]', timeout=TIMEOUT)
-    _open_new_terminal(page, d)
+    open_new_terminal(page, d)
     type_line(page, "echo before-$((2*2))")
     wait_terminal(page, "before-4")
 
@@ -160,7 +153,7 @@ def test_the_page_survives_a_relay_restart(page: Any, web_deployment: Deployment
 def test_big_output_flows_because_the_page_acks(page: Any, web_deployment: Deployment) -> None:
     d = web_deployment
     _pair(page, d)
-    _open_new_terminal(page, d)
+    open_new_terminal(page, d)
     # ~1.3 MB of output: far past the host's 512 KiB window, so it only all arrives if the page
     # acknowledges each notification (events.ack).
     type_line(page, "seq 1 200000; echo big-$((1+1))-done")
@@ -174,7 +167,7 @@ def test_relay_killed_and_restarted_the_page_shows_every_line_once(page: Any, we
     d = web_deployment
     _pair(page, d)
     page.wait_for_selector('a.host[data-online="1"]', timeout=TIMEOUT)
-    _open_new_terminal(page, d)
+    open_new_terminal(page, d)
     count = 120
     type_line(page, f"for i in $(seq 1 {count}); do echo line-$i; sleep 0.08; done; echo all-$((60*2))-printed")
     wait_terminal(page, "line-5")
