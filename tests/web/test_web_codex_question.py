@@ -69,6 +69,8 @@ def test_a_question_from_codex_is_answered_on_the_phone_once(
     card.locator('input[type=radio][value="blue"]').check()
     card.locator("button.answer").click()
     page.locator(".card.agent", has_text="Blue it is.").wait_for(timeout=CODEX_TIMEOUT)
+    # Codex may finish its plan item after the reply: wait for the card, not for the order.
+    page.locator(".card.plan .plan-text li").first.wait_for(timeout=CODEX_TIMEOUT)
     assert page.locator(".card.plan .plan-text li").all_text_contents() == ["Make the button blue"]
     answered = page.locator('.card.question[data-resolved="answered"]')
     assert "Answered by phone-under-test" in answered.text_content() and "blue" in answered.text_content()
