@@ -124,11 +124,15 @@ async def test_terminal_and_agent_sessions_are_driven_alike(
         await manager.start_session(agent="echo", workspace=tmp_path, command=["bash"])
     assert no_prompt.value.code == "bad_prompt"
 
-    # Ended, both say so the same way.
+    # The host stops: the terminal's program ends; the agent's conversation is kept for the next
+    # host run, which this one, shutting down, is not.
     await asyncio.wait_for(manager.close(), 10)
     assert (await wait_for(log, terminal, EventType.SESSION_EXITED))["reason"] == "host shutdown"
-    assert (await wait_for(log, agent, EventType.SESSION_EXITED))["reason"] == "host shutdown"
-    for sid in (terminal, agent):
-        with pytest.raises(TetherError, match="has finished") as finished:
-            await manager.send_input(sid, "more")
-        assert finished.value.code == "session_finished"
+    assert (await wait_for(log, agent, EventType.AGENT_NOTICE))["source"] == "host"
+    assert not [e for e in await log.read(0, 1000) if e.session == agent and e.type == EventType.SESSION_EXITED]
+    with pytest.raises(TetherError, match="has finished") as finished:
+        await manager.send_input(terminal, "more")
+    assert finished.value.code == "session_finished"
+    with pytest.raises(TetherError, match="shutting down") as closing:
+        await manager.send_input(agent, "more")
+    assert closing.value.code == "shutting_down"

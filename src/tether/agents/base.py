@@ -14,6 +14,9 @@ turn.completed, interrupts, approvals, the event log); an adapter only has to:
   TetherError if the turn failed;
 - ``interrupt(turn)``: stop the running turn; return False to let the host cancel ``run_turn``;
 - ``close()``: stop everything.
+
+A session outlives its host process: after a restart, the adapter is opened with
+:attr:`AgentContext.resumed` and goes on with the same conversation.
 """
 
 from __future__ import annotations
@@ -88,6 +91,25 @@ QUESTION = ApprovalKind.QUESTION
 ANSWERED = "answered"  # the decision an answered question is resolved with
 
 
+@dataclass(frozen=True)
+class Exchange:
+    """One earlier turn of a conversation, as the host's log kept it: the prompt, and what the
+    agent answered and did (its messages, commands and file changes, in words)."""
+
+    prompt: str
+    reply: str
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """A conversation the host had before it restarted, for the adapter to pick up: the agent's own
+    id of it (:meth:`Agent.conversation`, as ``session.started`` recorded it), and the earlier turns
+    from the log (for agents whose conversation is the log)."""
+
+    conversation: str | None
+    transcript: tuple[Exchange, ...] = ()
+
+
 class TurnInterrupted(TetherError):
     code = "interrupted"
 
@@ -108,6 +130,8 @@ class AgentContext(Protocol):
     # What no agent may read or reach, whatever its sandbox mode: the host's home (its keys and
     # the owner's socket). Every sandbox and file tool hides these (resolved paths).
     hidden: Sequence[Path]
+    # Set when the session goes on after a host restart: open() picks the conversation up.
+    resumed: Resumed | None
 
     def new_id(self, prefix: str) -> str: ...
 
@@ -143,6 +167,12 @@ class Agent(ABC):
 
     @abstractmethod
     async def run_turn(self, turn: str, text: str) -> None: ...
+
+    def conversation(self) -> str | None:
+        """The agent's own id of this conversation once open (a Codex thread, a Claude Code
+        session), recorded so that a restarted host resumes it; None when the host's log is the
+        conversation (the builtin agent: :attr:`AgentContext.resumed` has its transcript)."""
+        return None
 
     async def interrupt(self, turn: str) -> bool:
         """Stop the running turn; False lets the host cancel ``run_turn`` (the default)."""

@@ -40,6 +40,17 @@ class Policy:
     def to_json(self) -> dict[str, str]:
         return {"approval": self.approval.value, "sandbox": self.sandbox.value}
 
+    @classmethod
+    def from_json(cls, data: dict[str, str]) -> Policy:
+        """A policy as :meth:`to_json` wrote it; :class:`PolicyError` if it is not one."""
+        return cls(parse_approval(data.get("approval", Approval.ON_REQUEST)),
+                   parse_sandbox(data.get("sandbox", Sandbox.WORKSPACE_WRITE)))
+
+    def within(self, other: Policy) -> Policy:
+        """Each part the stricter of this policy's and ``other``'s."""
+        return Policy(min(self.approval, other.approval, key=_APPROVAL_ORDER.index),
+                      min(self.sandbox, other.sandbox, key=_SANDBOX_ORDER.index))
+
     def narrowed(self, approval: str | None = None, sandbox: str | None = None) -> Policy:
         """This policy made stricter as a client asks; :class:`PolicyError` if it asks for looser."""
         new_approval = self.approval if approval is None else _parse(Approval, approval, "approval")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +25,15 @@ from tether.agents.base import (
     Decision,
     ItemKind,
     Question,
+    Resumed,
     Review,
     TurnInterrupted,
     TurnSettings,
 )
 from tether.agents.policy import AgentConfig, Policy
-from tether.crypto.encoding import b32_encode
 from tether.errors import TetherError
+from tether.host import resume
+from tether.host.event import new_id
 from tether.host.eventlog import Event, EventLog
 from tether.host.projection import ApprovalConflict
 from tether.protocol.events import EventType
@@ -68,8 +69,10 @@ class AgentSession(AgentContext):
         log: EventLog,
         agent_cls: type[Agent],
         hidden: Sequence[Path] = (),
+        resumed: Resumed | None = None,
     ) -> None:
         self.session_id = session_id
+        self.resumed = resumed
         self.workspace = workspace
         self.hidden = list(hidden)
         self.policy = policy
@@ -89,7 +92,7 @@ class AgentSession(AgentContext):
     # -- AgentContext ---------------------------------------------------------------------
 
     def new_id(self, prefix: str) -> str:
-        return f"{prefix}_{b32_encode(secrets.token_bytes(6))[:8]}"
+        return new_id(prefix)
 
     async def emit(self, type: str, data: dict[str, Any]) -> None:
         await self.log.append(self.session_id, type, data)
@@ -291,6 +294,23 @@ class AgentSession(AgentContext):
         await self.agent.close()
 
     async def close(self, reason: str = "host shutdown") -> None:
+        await self._stop()
+        await self._end(None, reason)
+
+    async def suspend(self) -> None:
+        """The host stops, the session does not: the agent stops (its running turn ends as
+        interrupted, prompts still queued are said dropped) and the log says the conversation goes
+        on; the next host opens the agent again with it (:attr:`resumed`)."""
+        await self._stop()
+        self.ended.set()  # this object is done; the session is not
+        with contextlib.suppress(RuntimeError):
+            for queued in self._queue:
+                await self.log.append(self.session_id, EventType.TURN_UNQUEUED,
+                                      {"queued": queued.id, "reason": resume.QUEUED_LOST})
+            self._queue.clear()
+            await self.emit(EventType.AGENT_NOTICE, resume.notice())
+
+    async def _stop(self) -> None:
         self._closing = True  # no queued prompt starts after the turn it cancels
         if self._task is not None and not self._task.done():
             self._interrupting = True
@@ -299,7 +319,6 @@ class AgentSession(AgentContext):
                 await self._task
         with contextlib.suppress(Exception):
             await self.agent.close()
-        await self._end(None, reason)
 
     # -- internals -------------------------------------------------------------------------
 

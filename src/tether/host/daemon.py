@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tether.agents.policy import AgentConfig, Policy
 from tether.backoff import Backoff
 from tether.crypto.encoding import b64u_encode
 from tether.crypto.keys import Identity, derive_id
@@ -116,7 +117,8 @@ class HostDaemon:
         self.store = Store(self.db)
         self.audit = AuditLog(self.db)
         self.sessions = SessionManager(
-            self.log, self.db, limits=self.config.limits, limit_key=self.config.limit_key, hidden=hidden
+            self.log, self.db, limits=self.config.limits, limit_key=self.config.limit_key, hidden=hidden,
+            resume_as=self._resume_as,
         )
         await self.sessions.start()
         self.agent_status = AgentStatus(self.config)
@@ -132,6 +134,15 @@ class HostDaemon:
             self._spawn(self._relay_loop())
         log.info("host %s (%s) started; workspaces: %s", self.name, self.identity.id,
                  ", ".join(map(str, self.workspaces)))
+
+    def _resume_as(self, agent: str, recorded: Policy) -> tuple[AgentConfig, Policy]:
+        """What a session resumed after a restart runs under: the host's config of its agent now,
+        and its recorded policy made no looser than the host allows now."""
+        config = self.config.agent(agent)
+        policy = recorded.within(config.policy)
+        if self.inherited is not None:
+            policy = self.inherited.cap(agent, policy)
+        return config, policy
 
     async def _unlink_forgotten(self) -> None:
         """Linked hosts that are no longer among this home's remotes were forgotten (`tether ssh

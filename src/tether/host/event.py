@@ -3,8 +3,16 @@ projection applies them), in its own module so that the projection does not impo
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
+
+from tether.crypto.encoding import b32_encode
+
+
+def new_id(prefix: str) -> str:
+    """A fresh id for what events name (a turn, an item, an approval): ``prefix_`` and 8 characters."""
+    return f"{prefix}_{b32_encode(secrets.token_bytes(6))[:8]}"
 
 
 @dataclass(frozen=True)

@@ -98,14 +98,6 @@ _APPROVALS = list(Approval)  # declared strictest first
 _SANDBOXES = list(Sandbox)
 
 
-def _stricter_approval(a: Approval, b: Approval) -> Approval:
-    return a if _APPROVALS.index(a) <= _APPROVALS.index(b) else b
-
-
-def _stricter_sandbox(a: Sandbox, b: Sandbox) -> Sandbox:
-    return a if _SANDBOXES.index(a) <= _SANDBOXES.index(b) else b
-
-
 @dataclass(frozen=True)
 class Bundle:
     """A verified bundle."""
@@ -151,10 +143,7 @@ class Bundle:
         ceiling = self.body.policy.get(agent)
         if ceiling is None:
             return Policy(_APPROVALS[0], _SANDBOXES[0])
-        return Policy(
-            _stricter_approval(policy.approval, Approval(ceiling.approval)),
-            _stricter_sandbox(policy.sandbox, Sandbox(ceiling.sandbox)),
-        )
+        return policy.within(Policy(Approval(ceiling.approval), Sandbox(ceiling.sandbox)))
 
     def expired(self, now: float | None = None) -> bool:
         expires_at = self.body.expires_at

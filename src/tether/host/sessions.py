@@ -22,19 +22,19 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from tether.agents.base import Decision, TurnSettings
+from tether.agents.base import Decision, Resumed, TurnSettings
 from tether.agents.policy import AgentConfig, Policy
 from tether.agents.pty import PtyError
 from tether.agents.registry import AgentSpec, Kind, agent_spec
 from tether.crypto.encoding import b32_encode
 from tether.errors import TetherError
-from tether.host import projection
+from tether.host import projection, resume
 from tether.host.agent_session import AgentSession
 from tether.host.config import Limits
 from tether.host.db import Database
-from tether.host.eventlog import Event, EventLog
+from tether.host.eventlog import AppendItem, Event, EventLog
 from tether.host.principal import Principal
-from tether.host.projection import IllegalTransition, Status, check_transition
+from tether.host.projection import ApprovalConflict, IllegalTransition, Status, check_transition
 from tether.host.terminal_session import TerminalSession
 from tether.protocol.events import EventType
 
@@ -68,6 +68,11 @@ class LiveSession(Protocol):
         """Stop it and wait until its end is recorded."""
         ...
 
+    async def suspend(self) -> None:
+        """The host stops: stop it, keeping what may go on after a restart (an agent's
+        conversation), and wait until that is recorded."""
+        ...
+
     async def abandon(self) -> None:
         """It could not be recorded as started: stop it, log nothing."""
         ...
@@ -90,6 +95,8 @@ class SessionManager:
         limits: Limits | None = None,
         limit_key: Callable[[str], str] = lambda key: f"limits.{key}",
         hidden: Sequence[Path] = (),
+        resume_as: Callable[[str, Policy], tuple[AgentConfig, Policy]] = lambda agent, policy: (
+            AgentConfig(agent), policy),
     ) -> None:
         self.log = log
         self.db = db
@@ -103,15 +110,26 @@ class SessionManager:
         # Serialises status changes so "check the transition, then append it" is atomic.
         self._status_lock = asyncio.Lock()
         self._closing = False
+        # The host's config of an agent now, and a session's recorded policy as the host allows it
+        # now: what a session resumed after a restart runs under.
+        self._resume_as = resume_as
+        self._resuming: dict[str, asyncio.Lock] = {}  # one resume at a time per session
 
     async def start(self) -> None:
-        """Close, in the log, sessions it says are live but that have no process here (the
-        host stopped without recording their end)."""
+        """Put in order, in the log, sessions it says are live but that have no process here (the
+        host stopped, perhaps without a word): a terminal's program is gone, so it ended; an
+        agent's conversation goes on with the next prompt (:mod:`tether.host.resume`), what its
+        turn was doing is said lost."""
         sessions = await self.db.run(projection.list_sessions, write=False)
         stale = [s for s in sessions if not Status(s["status"]).terminal and s["id"] not in self._live]
-        if stale:
-            data = {"exit_code": None, "signal": None, "reason": "host restarted"}
-            await self.log.append_many([(s["id"], EventType.SESSION_EXITED, data, None) for s in stale])
+        ended = {"exit_code": None, "signal": None, "reason": "host restarted"}
+        items: builtins.list[AppendItem] = [
+            (s["id"], EventType.SESSION_EXITED, ended, None) for s in stale if not _resumable(s)]
+        for s in stale:
+            if _resumable(s):
+                items += await self.db.run(functools.partial(resume.suspension, session=s), write=False)
+        if items:
+            await self.log.append_many(items)
 
     async def start_session(
         self,
@@ -178,21 +196,61 @@ class SessionManager:
     async def _open_agent(
         self, spec: AgentSpec, prompt: str, policy: Policy | None, config: AgentConfig | None, sid: str, ws: Path,
     ) -> Opened:
-        check_apart(ws, self.hidden)
         policy = policy or Policy()
-        session = AgentSession(
-            session_id=sid, workspace=ws, policy=policy, config=config or AgentConfig(spec.name), log=self.log,
-            agent_cls=spec.load(), hidden=self.hidden,
-        )
-        await session.agent.open()  # a clear error (no API key, no codex binary) before anything is logged
-        data = {"command": [], "title": _prompt_title(prompt), "cols": 80, "rows": 24, "policy": policy.to_json()}
+        session = await self._agent_session(spec, sid, ws, policy, config or AgentConfig(spec.name), None)
+        data = {"command": [], "title": _prompt_title(prompt), "cols": 80, "rows": 24, "policy": policy.to_json(),
+                "conversation": session.agent.conversation()}
 
         async def first_turn() -> None:
             await session.send_input(prompt)
 
         return session, data, first_turn
 
-    def _admit(self, caller: Principal | None) -> str:
+    async def _agent_session(
+        self, spec: AgentSpec, sid: str, ws: Path, policy: Policy, config: AgentConfig, resumed: Resumed | None,
+    ) -> AgentSession:
+        """An agent session, its adapter open: a clear error (no API key, no codex binary)
+        before anything is logged."""
+        check_apart(ws, self.hidden)
+        session = AgentSession(
+            session_id=sid, workspace=ws, policy=policy, config=config, log=self.log, agent_cls=spec.load(),
+            hidden=self.hidden, resumed=resumed,
+        )
+        await session.agent.open()
+        return session
+
+    async def _resume(self, session_id: str, row: dict[str, Any], caller: Principal | None) -> LiveSession:
+        """Open again the agent of a session the host had before it restarted, on the same
+        conversation; it counts against the caps of ``caller``, who drives it now."""
+        lock = self._resuming.setdefault(session_id, asyncio.Lock())
+        async with lock:
+            live = self._live.get(session_id)
+            if live is not None and not live.ended.is_set():
+                return live  # resumed by a call that held the lock before this one
+            if self._closing:
+                raise SessionError("the host is shutting down", code="shutting_down")
+            spec = agent_spec(row["agent"])
+            config, policy = self._resume_as(spec.name, Policy.from_json(row["policy"] or {}))
+            if not config.enabled:
+                raise SessionError(f"the {spec.name} agent is disabled on this host, so this session cannot go on",
+                                   hint="start a session with another agent", code="bad_agent")
+            self._admit(caller, session_id)
+            try:
+                facts = await self.db.run(lambda c: resume.resumed(c, session_id), write=False)
+                ws = await asyncio.to_thread(_resolve_dir, Path(row["workspace"]))
+                session = await self._agent_session(spec, session_id, ws, policy, config, facts)
+            except TetherError as exc:
+                self._started_by.pop(session_id, None)
+                raise SessionError(f"the {spec.name} agent cannot pick this conversation up: {exc.message}",
+                                   hint=exc.hint or "start a new session", code=exc.code) from None
+            except BaseException:
+                self._started_by.pop(session_id, None)
+                raise
+            self._live[session_id] = session
+            log.info("session %s: %s resumed after a host restart", session_id, spec.name)
+            return session
+
+    def _admit(self, caller: Principal | None, resumed: str | None = None) -> str:
         """A new session id, counted against the host's and the caller's caps from now on (before
         anything is awaited, so concurrent starts cannot both take the last place)."""
         for sid, session in builtins.list(self._live.items()):
@@ -216,31 +274,34 @@ class SessionManager:
                     hint="end one of its sessions first, or ask the host's owner to raise the limit",
                     code="limit",
                 )
-        sid = new_session_id()
+        sid = resumed or new_session_id()
         self._started_by[sid] = None if caller is None or caller.kind == "local" else caller.id
         return sid
 
     async def approve(
         self, session_id: str, approval: str, decision: Decision, by: dict[str, str], cid: str | None = None
     ) -> Event:
-        return await (await self._require_live(session_id)).approve(approval, decision, by, cid)
+        return await (await self._require_live(session_id, asked=approval)).approve(approval, decision, by, cid)
 
     async def send_input(
-        self, session_id: str, text: str, cid: str | None = None, settings: TurnSettings | None = None
+        self, session_id: str, text: str, cid: str | None = None, settings: TurnSettings | None = None,
+        caller: Principal | None = None,
     ) -> Event:
-        return await (await self._require_live(session_id)).send_input(text, cid, settings)
+        """A prompt (or a line for a terminal); an agent session the host had before it restarted
+        picks its conversation up first."""
+        return await (await self._require_live(session_id, resume=True, caller=caller)).send_input(text, cid, settings)
 
     async def answer(
         self, session_id: str, approval: str, answers: dict[str, builtins.list[str]], by: dict[str, str],
         cid: str | None = None,
     ) -> Event:
-        return await (await self._require_live(session_id)).answer(approval, answers, by, cid)
+        return await (await self._require_live(session_id, asked=approval)).answer(approval, answers, by, cid)
 
     async def unqueue(self, session_id: str, queued: str, by: dict[str, str], cid: str | None = None) -> Event:
         return await (await self._require_live(session_id)).unqueue(queued, by, cid)
 
-    async def models(self, session_id: str) -> builtins.list[dict[str, Any]]:
-        return await (await self._require_live(session_id)).models()
+    async def models(self, session_id: str, caller: Principal | None = None) -> builtins.list[dict[str, Any]]:
+        return await (await self._require_live(session_id, resume=True, caller=caller)).models()
 
     async def interrupt(self, session_id: str, cid: str | None = None) -> Event:
         return await (await self._require_live(session_id)).interrupt(cid)
@@ -269,11 +330,17 @@ class SessionManager:
         return await self.log.append(session_id, EventType.SESSION_ARCHIVED, {"archived": archived}, cid)
 
     async def delete(self, session_id: str, cid: str | None = None) -> Event:
-        """Forget an ended session: its events leave the log; a ``session.deleted`` tombstone stays."""
+        """Forget a session that is not working (ended, or an agent waiting for a prompt, which
+        stops): its events leave the log; a ``session.deleted`` tombstone stays."""
+        row = await self.get(session_id)
         live = self._live.get(session_id)
-        if live is not None and not live.ended.is_set():
+        if row is not None and row["status"] in (Status.RUNNING, Status.WAITING_FOR_APPROVAL) and (
+            live is not None and not live.ended.is_set()
+        ):
             raise SessionError("the session is still running", hint="stop it first (interrupt, or end its program)",
                                code="session_live")
+        if live is not None and not live.ended.is_set():
+            await live.close()  # an agent between turns: it stops now
         removed = await self.log.delete_session(session_id)
         log.info("session %s deleted (%d events)", session_id, removed)
         return await self.log.append(session_id, EventType.SESSION_DELETED, {}, cid)
@@ -287,17 +354,41 @@ class SessionManager:
         )
 
     async def close(self) -> None:
-        """Stop every session and wait until their ends are recorded."""
+        """The host stops: terminals end, agents stop with their conversations kept for the next
+        start; returns once that is recorded."""
         self._closing = True
-        await asyncio.gather(*(s.close() for s in self._live.values()), return_exceptions=True)
+        await asyncio.gather(*(s.suspend() for s in self._live.values()), return_exceptions=True)
 
-    async def _require_live(self, session_id: str) -> LiveSession:
+    async def _require_live(
+        self, session_id: str, *, resume: bool = False, caller: Principal | None = None, asked: str | None = None,
+    ) -> LiveSession:
+        """The session's live object; with ``resume``, an agent session of an earlier host run is
+        resumed first (for ``caller``, None for the owner), else it is refused as not running (and
+        the approval ``asked`` about, as not pending: the restart cleared it)."""
         session = self._live.get(session_id)
         if session is not None and not session.ended.is_set():
             return session
-        if await self.get(session_id) is None:
+        row = await self.get(session_id)
+        if row is None:
             raise SessionError("no such session", code="no_such_session")
-        raise SessionError("the session has finished", hint="start a new session", code="session_finished")
+        if Status(row["status"]).terminal:
+            raise SessionError("the session has finished", hint="start a new session", code="session_finished")
+        if asked is not None:
+            raise ApprovalConflict(f"approval {asked!r} is not pending: the host restarted since it was asked",
+                                   hint="see the session's events")
+        if not resume:
+            raise SessionError("the agent is not running: the host restarted since its last turn",
+                               hint="send a prompt: the agent picks the conversation up", code="session_idle")
+        return await self._resume(session_id, row, caller)
+
+
+def _resumable(session: dict[str, Any]) -> bool:
+    """Whether a session goes on after a host restart: an agent's conversation does, a terminal's
+    program does not."""
+    try:
+        return agent_spec(session["agent"]).kind is Kind.TURNS
+    except TetherError:
+        return False  # an agent this host no longer has
 
 
 def _check_size(cols: int, rows: int) -> None:

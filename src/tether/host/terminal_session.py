@@ -108,6 +108,10 @@ class TerminalSession:
             with contextlib.suppress(Exception):
                 await self._pump
 
+    async def suspend(self) -> None:
+        """The host stops: a terminal's program cannot outlive it, so it ends (recorded)."""
+        await self.close()
+
     def _deliver(self, action: Callable[[], None]) -> None:
         try:
             action()

@@ -310,6 +310,10 @@ class BuiltinAgent(Agent):
             max_steps=int(options.get("max_steps") or DEFAULT_MAX_STEPS),
         )
         self.messages = [{"role": "system", "content": system_prompt(str(self.workspace), sandbox.mode)}]
+        if self.ctx.resumed is not None:  # after a host restart: the conversation, from the log
+            for exchange in self.ctx.resumed.transcript:
+                self.messages += [{"role": "user", "content": exchange.prompt},
+                                  {"role": "assistant", "content": exchange.reply or "(no answer)"}]
         log.info("session %s: builtin agent with model %r at %r", self.ctx.session_id, model, self.client)
 
     async def run_turn(self, turn: str, text: str) -> None:

@@ -48,6 +48,7 @@ import os
 import re
 import shutil
 import sys
+import uuid
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,6 +186,9 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
         self._retries = 0  # Claude Code's API retries in the running turn
         self._mode = "default"  # Claude Code's permission mode, as it last reported it
         self._plans: Path | None = None  # where Claude Code writes its plans (its config dir's plans/)
+        # Claude Code's id of the conversation: chosen here, so that a restarted host resumes it.
+        resumed = ctx.resumed
+        self._conversation = resumed.conversation if resumed and resumed.conversation else str(uuid.uuid4())
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -202,6 +206,7 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
         mcp_config = options.get("mcp_config")
         args = claude_args(self.ctx.policy, self.ctx.workspace, model=options.get("model"), hide=hide,
                            mcp_config=str(mcp_config) if mcp_config else None)
+        args += ["--resume" if self.ctx.resumed else "--session-id", self._conversation]
         try:
             self.process = await ClaudeProcess.start(
                 self.binary, args, cwd=self.ctx.workspace, env=env, handler=self._on_event,
@@ -211,6 +216,9 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
             raise
         log.info("session %s: claude %s (%s, %s)", self.ctx.session_id, self.binary.version,
                  self.ctx.policy.approval.value, self.ctx.policy.sandbox.value)
+
+    def conversation(self) -> str | None:
+        return self._conversation
 
     @property
     def child(self) -> ClaudeProcess | None:

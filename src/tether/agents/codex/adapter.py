@@ -274,7 +274,9 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
     async def open(self) -> None:
         options = self.ctx.config.options
         self.binary = await asyncio.to_thread(find_codex, options.get("binary"))
-        thread = options.get(THREAD_OPTION)
+        resumed = self.ctx.resumed
+        # A session going on after a host restart resumes its own thread; a new one may adopt one.
+        thread = resumed.conversation if resumed is not None else options.get(THREAD_OPTION)
         approval, sandbox = codex_policy(self.ctx.policy)
         model = options.get("model")
         state = codex_home(self.ctx.config)
@@ -298,7 +300,7 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
                     )
                 except RpcError as exc:
                     raise CodexError(
-                        f"cannot adopt Codex thread {thread}: {exc.rpc_message}",
+                        f"cannot {'resume' if resumed else 'adopt'} Codex thread {thread}: {exc.rpc_message}",
                         hint="list the host's Codex threads to pick one that exists", code="codex_no_thread",
                     ) from None
             else:
@@ -310,6 +312,9 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
             raise
         log.info("session %s: codex %s thread %s (%s, %s)", self.ctx.session_id, self.binary.version,
                  self.thread_id, approval, sandbox)
+
+    def conversation(self) -> str | None:
+        return self.thread_id
 
     @property
     def child(self) -> AppServer | None:

@@ -183,7 +183,8 @@ class SessionMethods(Caller):
         images = decode_images(params.images or [])
         chosen = params.model is not None or params.effort is not None or params.mode is not None or images
         settings = TurnSettings(params.model, params.effort, params.mode, images) if chosen else None
-        event = await self.host.sessions.send_input(params.id, params.text, cid=params.cid, settings=settings)
+        event = await self.host.sessions.send_input(params.id, params.text, cid=params.cid, settings=settings,
+                                                    caller=self.principal)
         return {"seq": event.seq}
 
     @handles("sessions.review")
@@ -199,7 +200,7 @@ class SessionMethods(Caller):
                 "Review the uncommitted changes")
         text = f"Review: {params.instructions}" if params.instructions else said
         event = await self.host.sessions.send_input(params.id, text, cid=params.cid,
-                                                    settings=TurnSettings(action=review))
+                                                    settings=TurnSettings(action=review), caller=self.principal)
         return {"seq": event.seq}
 
     @handles("sessions.compact")
@@ -207,14 +208,14 @@ class SessionMethods(Caller):
         """A turn in which the agent summarizes the conversation so far to free its context."""
         await self._session(params.id)
         event = await self.host.sessions.send_input(params.id, "Compact the conversation", cid=params.cid,
-                                                    settings=TurnSettings(action=COMPACT))
+                                                    settings=TurnSettings(action=COMPACT), caller=self.principal)
         return {"seq": event.seq}
 
     @handles("sessions.models")
     async def _sessions_models(self, params: schemas.SessionModels) -> dict[str, Any]:
         """The models the session's agent offers for its next turns."""
         await self._session(params.id)
-        return {"models": await self.host.sessions.models(params.id)}
+        return {"models": await self.host.sessions.models(params.id, caller=self.principal)}
 
     @handles("sessions.interrupt")
     async def _sessions_interrupt(self, params: schemas.SessionRef) -> dict[str, Any]:
