@@ -42,6 +42,7 @@ class Proc:
         self, args: list[str], *, env: dict[str, str] | None = None, name: str = "proc", pipe_stdout: bool = False
     ) -> None:
         self.name = name
+        self.args, self.env, self.pipe_stdout = args, env, pipe_stdout
         self.log_path = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log")[1])
         self.out_path = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".out")[1])
         self._log = self.log_path.open("wb")
@@ -70,6 +71,11 @@ class Proc:
                 raise AssertionError(f"{self.name} exited ({self.popen.returncode}) before {pattern!r}:\n{self.log}")
             time.sleep(0.05)
         raise AssertionError(f"{self.name}: no {pattern!r} within {timeout}s:\n{self.log}")
+
+    def again(self) -> Proc:
+        """The same command started anew (as its user would restart it), once this one is stopped."""
+        self.stop()
+        return Proc(self.args, env=self.env, name=self.name, pipe_stdout=self.pipe_stdout)
 
     @property
     def alive(self) -> bool:
