@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.procs import tether_json
 from tests.support.deployment import Deployment
 from tether.host import resume
 
@@ -57,6 +58,13 @@ def follow_up_after_a_crash(
         # The same conversation: the model was shown the first turn with the follow-up.
         (asked,) = [r for r in requests() if FOLLOW_UP in r]
         assert FIRST in asked and FIRST_REPLY in asked
+        if agent == "builtin":
+            # Between turns the session may be deleted from the page: its agent stops, it is gone.
+            page.click("#delete-session")
+            page.click("#confirm-delete")
+            page.wait_for_selector("#session-filter", timeout=CODEX_TIMEOUT)
+            listed = tether_json(d.host_home, "sessions", "list", "--json")
+            assert session not in [s["id"] for s in (listed if isinstance(listed, list) else listed["sessions"])]
         assert not page.errors  # type: ignore[attr-defined]
     finally:
         host.stop()

@@ -30,7 +30,8 @@ class EventType(StrEnum):
 
     SESSION_STARTED = "session.started"
     """{agent: str, workspace: str, command: list[str], title: str, cols: int, rows: int,
-    policy: {approval, sandbox} (agent sessions only)} — a new session, status ``running``."""
+    policy: {approval, sandbox} (agent sessions only), conversation: str | None (the agent's own id
+    of the conversation, which a restarted host resumes)} — a new session, status ``running``."""
 
     SESSION_INPUT = "session.input"
     """{text: str} — input sent to the session (``cid`` is the client's command id)."""
@@ -167,6 +168,7 @@ class SessionStarted(_Data):
     cols: int
     rows: int
     policy: dict[str, str] | None = None
+    conversation: str | None = None
 
 
 class SessionInput(_Data):

@@ -23,12 +23,14 @@ export function renderSession(root, { tether, hostId, sessionId }) {
   const bar = h("div.topbar");
   const meta = h("p.meta", { id: "session-status" });
   const error = h("p.error", { role: "alert", id: "session-error" });
-  // Put it away, or forget it with its history (once it ended; asked twice).
+  // Put it away, or forget it with its history (once it ended or waits for a prompt; asked twice).
   const sessionActions = h("div.session-actions", { id: "session-actions" });
   let confirmingDelete = false;
   const drawActions = () => {
     const s = feed.session || model?.sessions.get(sessionId) || {};
     const ended = s.status === "finished" || s.status === "failed";
+    // An agent between turns may go too (its agent stops); one at work is stopped first.
+    const deletable = ended || s.status === "idle";
     const act = (fn) => () => fn().catch(showError);
     // A terminal whose program is gone (it ended, or the host stopped): the same command again, in
     // the same workspace, as a new session.
@@ -52,10 +54,10 @@ export function renderSession(root, { tether, hostId, sessionId }) {
       again,
       h("button", { id: "archive-session", type: "button", onclick: act(() => model.archive(sessionId, !s.archived)) },
         s.archived ? "Unarchive" : "Archive"),
-      ended && !confirmingDelete
+      deletable && !confirmingDelete
         ? h("button.danger", { id: "delete-session", type: "button", onclick: () => ((confirmingDelete = true), drawActions()) }, "Delete…")
         : null,
-      ended && confirmingDelete
+      deletable && confirmingDelete
         ? [
             h("span.hint", "Delete it and its whole history from the host?"),
             h("button.danger", {
