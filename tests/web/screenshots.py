@@ -19,7 +19,8 @@ from .pages import TIMEOUT, device_id, type_line, wait_terminal
 SCRIPT = [
     {"chunks": ["I'll add a greeting module ", "and a test for it."], **write_file_call(
         "greet.py", 'def greet(name: str) -> str:\n    return f"Hello, {name}!"\n', "c1")},
-    {"text": "Done."},
+    {"text": "## Done\n\nAdded **`greet()`** in `greet.py`. Try it:\n\n```python\nfrom greet import greet\n"
+              "print(greet(\"bus\"))  # Hello, bus!\n```\n\n- no dependencies\n- typed\n"},
 ]
 
 
@@ -150,8 +151,15 @@ def main(argv: list[str]) -> int:
                 shots.take(page, "settings")
                 dark_page_state = (context, page, host_id)
 
-            # Last: the light page's browser is revoked on the laptop.
+            # The approval answered: the agent's reply, in markdown.
             context, page, host_id = dark_page_state
+            page.goto(f"{origin}/#/host/{host_id}")
+            page.click('a.session[data-status="waiting-for-approval"]')
+            page.click('.card.approval[data-resolved=""] button.approve')
+            page.locator(".card.agent pre code").wait_for(timeout=TIMEOUT)
+            shots.take(page, "session-reply")
+
+            # Last: the light page's browser is revoked on the laptop.
             page.goto(f"{origin}/#/host/{host_id}")
             page.wait_for_selector('#conn-state[data-state="connected"]', timeout=TIMEOUT)
             tether(laptop_home, "devices", "revoke", device_id(laptop_home, "Pixel 8"))

@@ -80,8 +80,11 @@ def codex_deployment() -> Iterator[CodexWebDeployment]:
 
 
 @contextlib.contextmanager
-def deploy_codex(script: list[dict[str, Any]], codex_config: str = "") -> Iterator[CodexWebDeployment]:
-    """The host's Codex on the scripted model; ``codex_config`` is added to its CODEX_HOME's config."""
+def deploy_codex(
+    script: list[dict[str, Any]], codex_config: str = "", env: dict[str, str] | None = None,
+) -> Iterator[CodexWebDeployment]:
+    """The host's Codex on the scripted model; ``codex_config`` is added to its CODEX_HOME's config,
+    ``env`` to the host's environment."""
     wrapper = codex_wrapper()
     host_home = short_home("th")
     workspace = short_home("tw")  # beside the home: a workspace inside it is refused
@@ -99,7 +102,9 @@ def deploy_codex(script: list[dict[str, Any]], codex_config: str = "") -> Iterat
         'sandbox = "workspace-write"\n'
     )
     try:
-        with relay_and_host(host_home, workspace, "codex-host", {FAKE_KEY_ENV: "dummy-key"}) as (relay, port, host):
+        with relay_and_host(host_home, workspace, "codex-host", {FAKE_KEY_ENV: "dummy-key", **(env or {})}) as (
+            relay, port, host
+        ):
             yield CodexWebDeployment(relay, port, host, host_home, workspace, model, requests_log)
     finally:
         model.stop()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from abc import abstractmethod
 from collections.abc import Iterable
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -93,7 +94,23 @@ async def emit_notice(ctx: AgentContext, turn: str | None, level: str, source: s
 async def emit_plan(ctx: AgentContext, turn: str, steps: list[dict[str, str]], explanation: str | None) -> None:
     """The agent's to-do list as it now stands (redacted), as one finished plan item: each is the
     whole list, and replaces the last on the page."""
-    data = {"turn": turn, "item": ctx.new_id("i"), "kind": ItemKind.PLAN, "steps": steps, "explanation": explanation}
+    await _emit_whole(ctx, turn, ItemKind.PLAN, {"steps": steps, "explanation": explanation})
+
+
+async def emit_changes(ctx: AgentContext, turn: str, diff: str) -> None:
+    """The turn's changes so far as one unified diff (redacted), as one finished changes item:
+    each is the whole diff, and replaces the turn's last on the page."""
+    paths = list(dict.fromkeys(m.group(1) for m in _DIFF_FILE.finditer(diff)))
+    await _emit_whole(ctx, turn, ItemKind.CHANGES, {"diff": diff, "paths": paths})
+
+
+# A unified diff's file header (`diff --git a/PATH b/PATH`): the path it changes.
+_DIFF_FILE = re.compile(r"^diff --git a/.* b/(.*)$", re.MULTILINE)
+
+
+async def _emit_whole(ctx: AgentContext, turn: str, kind: ItemKind, fields: dict[str, Any]) -> None:
+    # An item the agent states whole each time (not streamed): started and completed at once.
+    data = {"turn": turn, "item": ctx.new_id("i"), "kind": kind, **fields}
     await ctx.emit(EventType.ITEM_STARTED, data)
     await ctx.emit(EventType.ITEM_COMPLETED, {**data, "status": "completed"})
 

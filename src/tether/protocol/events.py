@@ -22,6 +22,7 @@ class ItemKind(StrEnum):
     ERROR = "error"
     PLAN = "plan"  # the agent's to-do list as it stands now (Codex's plan, Claude Code's tasks)
     TOOL_CALL = "tool_call"  # a tool with no view of its own (MCP, web fetch/search): input and output
+    CHANGES = "changes"  # the turn's changes as a whole so far (Codex's turn diff): the latest one counts
     OTHER = "other"  # a type tether has no view of yet: shown as its name and a summary
 
 
@@ -84,7 +85,9 @@ class EventType(StrEnum):
     "pending" | "in_progress" | "completed"}], explanation: str | None, text?: str} (the whole
     list as it now stands: a later plan item replaces an earlier one; ``text``: a plan written as
     prose, streamed as ``item.delta`` — Codex's plan mode); tool_call {tool: str, server: str | None,
-    input: str} (an MCP tool, a web fetch or search: its arguments, readable); other {type: str,
+    input: str} (an MCP tool, a web fetch or search: its arguments, readable); changes {diff: str,
+    paths: [str]} (every change of the turn so far as one unified diff, as the agent computes it: a
+    later changes item of the same turn replaces the earlier); other {type: str,
     title: str, summary: str} (an item tether has no view of yet: the agent's type name and a
     readable summary)."""
 
@@ -96,7 +99,7 @@ class EventType(StrEnum):
     """{item: str, kind: ItemKind, status: "completed" | "failed" | "declined", ...} — the item's
     final form: agent_message/reasoning {text}; command {exit_code, output}; file_change
     {path, diff}; error {message}; plan {steps, explanation, text}; tool_call {tool, server, input,
-    output}; other {type, title, summary}."""
+    output}; changes {diff, paths}; other {type, title, summary}."""
 
     TURN_RETRYING = "turn.retrying"
     """{turn: str, attempt: int, message: str, details: str | None} — the agent lost its model
@@ -318,6 +321,11 @@ class ToolCallStarted(_Item, tag=ItemKind.TOOL_CALL.value):
     server: str | None = None
 
 
+class ChangesStarted(_Item, tag=ItemKind.CHANGES.value):
+    diff: str
+    paths: list[str]
+
+
 class OtherStarted(_Item, tag=ItemKind.OTHER.value):
     type: str
     title: str
@@ -355,6 +363,11 @@ class PlanDone(_Done, tag=ItemKind.PLAN.value):
     steps: list[PlanStep]
     explanation: str | None = None
     text: str = ""
+
+
+class ChangesDone(_Done, tag=ItemKind.CHANGES.value):
+    diff: str
+    paths: list[str]
 
 
 class ToolCallDone(_Done, tag=ItemKind.TOOL_CALL.value):
@@ -414,9 +427,9 @@ class SessionExited(_Data):
 
 
 ItemStarted = (UserMessageStarted | AgentMessageStarted | ReasoningStarted | CommandStarted | FileChangeStarted
-               | ErrorStarted | PlanStarted | ToolCallStarted | OtherStarted)
+               | ErrorStarted | PlanStarted | ToolCallStarted | ChangesStarted | OtherStarted)
 ItemCompleted = (UserMessageDone | AgentMessageDone | ReasoningDone | CommandDone | FileChangeDone | ErrorDone
-                 | PlanDone | ToolCallDone | OtherDone)
+                 | PlanDone | ToolCallDone | ChangesDone | OtherDone)
 
 EVENT_DATA: dict[EventType, Any] = {
     EventType.SESSION_STARTED: SessionStarted,

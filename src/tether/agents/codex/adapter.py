@@ -80,6 +80,7 @@ from tether.agents.sandbox import hiding
 from tether.agents.secrets import SECRET_NAME_PARTS, Redactor, StreamRedactor, env_secrets
 from tether.agents.turn import (
     FollowingAgent,
+    emit_changes,
     emit_delta,
     emit_notice,
     emit_plan,
@@ -127,6 +128,7 @@ TOOL_ITEMS = frozenset({"mcpToolCall", "dynamicToolCall", "webSearch"})
 HANDLED_NOTIFICATIONS = frozenset({
     "item/started", "item/completed", "item/agentMessage/delta", "item/reasoning/summaryTextDelta",
     "item/plan/delta", "item/commandExecution/outputDelta", "error", "turn/completed", "turn/plan/updated",
+    "turn/diff/updated",
 })
 # Codex's plan step status → tether's.
 STEP_STATUS = {"pending": "pending", "inProgress": "in_progress", "completed": "completed"}
@@ -173,9 +175,6 @@ QUIET_NOTIFICATIONS: dict[str, str] = _quiet({
     "the model provider's own checks and logins; the turn's outcome says what matters": (
         "model/verification", "model/safetyBuffering/updated", "turn/moderationMetadata",
         "modelProvider/authRecoveryStarted", "modelProvider/authRecoveryCompleted"),
-    # Observed with 0.169.0: not sent after an approved apply_patch, native or through exec_command,
-    # in a git repository or not; the page gathers a turn's file_change items instead.
-    "not sent by Codex 0.169 (the file_change items carry each diff)": ("turn/diff/updated",),
     "tether keeps its own session title (Codex says this only when a client names the thread)": (
         "thread/name/updated",),
     "the compaction's own item (contextCompaction) says it": ("thread/compacted",),
@@ -229,6 +228,7 @@ class _Turn:
     interrupt_at: float | None = None  # loop time of our turn/interrupt
     error: str | None = None  # the last error notification Codex gave up on
     retries: int = 0  # "Reconnecting..." notices so far
+    diff: str = ""  # the turn's diff as last shown (Codex repeats it unchanged)
 
 
 class CodexAgent(FollowingAgent[_Turn, AppServer]):
@@ -449,6 +449,11 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
             await self._delta(state, params, "text")
         elif method == "turn/plan/updated":
             await self._plan_updated(state, params)
+        elif method == "turn/diff/updated":
+            diff = self._redact(str(params.get("diff") or ""))
+            if diff and diff != state.diff:  # sent again unchanged at each model response's end
+                state.diff = diff
+                await emit_changes(self.ctx, state.id, diff)
         elif method == "item/commandExecution/outputDelta":
             await self._delta(state, params, "output")
         elif method == "error":

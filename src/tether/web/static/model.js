@@ -181,7 +181,9 @@ export class SessionFeed extends EventTarget {
     this.approvalByItem = new Map(); // item id → approval id (the approval card shows its diff)
     this.prompts = new Map(); // cid → {cid, text, state, error}
     this.turnByCid = new Map(); // cid → turn item key
-    this.planItem = null; // the latest plan item: each one is the whole list, so it replaces the last
+    // Items the agent states whole each time, so the latest replaces the last: the plan (one per
+    // session), and the changes of each turn. Slot ("plan", "changes:<turn>") → item id.
+    this.latest = new Map();
     this.answering = new Map(); // approval id → the decision on its way to the host
     this.queued = new Map(); // queued prompt id → {id, text, cid}: sent while the agent worked
     this.sub = null;
@@ -228,13 +230,15 @@ export class SessionFeed extends EventTarget {
     return item;
   }
 
-  _latestPlan(id, changed) {
-    const last = this.planItem && this.items.get(this.planItem);
+  _latestOf(kind, turn, id, changed) {
+    const slot = kind === "plan" ? "plan" : kind === "changes" ? `changes:${turn}` : null;
+    if (!slot) return;
+    const last = this.items.get(this.latest.get(slot));
     if (last && last.id !== id) {
       last.hidden = true;
       changed.add(last.id);
     }
-    this.planItem = id;
+    this.latest.set(slot, id);
   }
 
   // An approval's card goes right before its item's card when that is already shown (Codex and
@@ -349,7 +353,7 @@ export class SessionFeed extends EventTarget {
           Object.assign(it, rest, { kind });
           // The turn's prompt is already shown from turn.started.
           if (kind === "user_message" && this.items.has(`turn:${turn}`)) it.hidden = true;
-          if (kind === "plan") this._latestPlan(item, changed);
+          this._latestOf(kind, turn, item, changed);
           changed.add(item);
           break;
         }
@@ -366,7 +370,7 @@ export class SessionFeed extends EventTarget {
           // The final text replaces the streamed one (they are equal when nothing was lost).
           Object.assign(it, rest);
           if (d.kind === "user_message" && this.items.has(`turn:${turn}`)) it.hidden = true;
-          if (d.kind === "plan") this._latestPlan(item, changed);
+          this._latestOf(d.kind, turn, item, changed);
           changed.add(item);
           break;
         }

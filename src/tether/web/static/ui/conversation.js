@@ -146,6 +146,15 @@ function itemCard(item, feed) {
         item.steps?.length ? h("ol.steps", item.steps.map((step) =>
           h("li.step", { dataset: { status: step.status } }, `${STEP_MARKS[step.status] || "○"} ${step.text}`))) : null,
       );
+    case "changes":
+      // Everything the turn changed so far, as one diff (a later one of the turn replaces it).
+      return h(
+        "details.card.changes",
+        { dataset: { item: item.id } },
+        h("summary", h("strong", "Changes"), ` · ${item.paths?.length || 0} file${item.paths?.length === 1 ? "" : "s"}`,
+          item.paths?.length ? h("small.hint", ` ${pathsText(null, item.paths)}`) : null),
+        diffView(item.diff),
+      );
     case "tool_call":
       return h(
         "div.card.tool",
