@@ -51,8 +51,7 @@ def main(argv: list[str]) -> int:
     from playwright.sync_api import sync_playwright
 
     laptop_home = short_home("th")
-    ws = laptop_home / "project"
-    ws.mkdir()
+    ws = short_home("tw")  # beside the home: an agent's workspace may not hold the host's keys
     (ws / "README.md").write_text("# project\n")
     box_home = short_home("th")
     box_ws = short_home("tw")
@@ -170,7 +169,7 @@ def main(argv: list[str]) -> int:
     finally:
         for proc in reversed(procs):
             proc.stop()
-        remove(laptop_home, box_home, box_ws)
+        remove(laptop_home, ws, box_home, box_ws)
     return 0
 
 
