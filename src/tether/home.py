@@ -28,6 +28,7 @@ class HostPaths:
         self.keys = self.dir / "keys.json"
         self.db = self.dir / "state.db"
         self.socket = self.dir / "daemon.sock"
+        self.vapid = self.dir / "push-vapid.pem"  # the host's Web Push signing key
 
 
 def resolve_home(explicit: str | os.PathLike[str] | None = None) -> Path:

@@ -36,6 +36,11 @@ key and its line. Example::
     handshake_timeout = 10.0                  # seconds a new channel has to finish its handshake
     event_retention_days = 30.0               # sessions ended longer ago are forgotten, events too
     max_database_mb = 1024                    # beyond it, the oldest output events are dropped
+
+    [push]                                    # Web Push to paired browsers (defaults shown)
+    enabled = true
+    subject = "mailto:tether@localhost"       # who push services may contact about this host (VAPID)
+    allow_endpoints = []                      # URL prefixes allowed besides public https push services
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ FILE_NAME = "config.toml"
 SECRET_KEYS = frozenset({"api_key"})
 
 _HOST_KEYS: dict[str, type] = {"name": str, "workspaces": list}
+_PUSH_KEYS: dict[str, type] = {"enabled": bool, "subject": str, "allow_endpoints": list}
 _LIMIT_KEYS: dict[str, type] = {
     "max_sessions": int, "max_sessions_per_caller": int, "max_channels_per_caller": int,
     "max_subscriptions_per_caller": int, "handshake_timeout": float, "event_retention_days": float,
@@ -87,6 +93,17 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class PushConfig:
+    """``[push]``: Web Push from this host to the browsers of its devices."""
+
+    enabled: bool = True
+    subject: str = "mailto:tether@localhost"
+    # Endpoints a subscription may name besides public https ones (a push service of the owner's
+    # own, on a private address; a test's on loopback).
+    allow_endpoints: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class HostConfig:
     name: str | None = None
     workspaces: list[Path] = field(default_factory=list)
@@ -94,6 +111,7 @@ class HostConfig:
     path: Path | None = None
     pty: PtyAccess = field(default_factory=PtyAccess)
     limits: Limits = field(default_factory=Limits)
+    push: PushConfig = field(default_factory=PushConfig)
 
     def limit_key(self, key: str) -> str:
         """Where to change a limit, for refusals: ``limits.KEY in FILE``."""
@@ -108,6 +126,7 @@ class HostConfig:
             "file": str(self.path) if self.path else None,
             "host": {"name": self.name, "workspaces": [str(w) for w in self.workspaces]},
             "limits": dataclasses.asdict(self.limits),
+            "push": {**dataclasses.asdict(self.push), "allow_endpoints": list(self.push.allow_endpoints)},
             "agents": {
                 name: {
                     "enabled": agent.enabled,
@@ -138,9 +157,9 @@ def parse_config(text: str, path: Path) -> HostConfig:
         raise ConfigError(f"{path}: {exc}", hint="fix the TOML syntax at that line") from None
     where = _Locator(text, path)
     for key in raw:
-        if key not in ("host", "agents", "limits"):
+        if key not in ("host", "agents", "limits", "push"):
             raise where.error(
-                key, None, f"unknown section [{key}]", "known sections: [host], [agents.NAME], [limits]"
+                key, None, f"unknown section [{key}]", "known sections: [host], [agents.NAME], [limits], [push]"
             )
     host = _table(raw.get("host", {}), "host", where)
     _check_keys(host, _HOST_KEYS, "host", where)
@@ -169,8 +188,23 @@ def parse_config(text: str, path: Path) -> HostConfig:
     pty = agents["pty"].options
     access = PtyAccess(pty.get("allow_remote", PtyAccess.remote), pty.get("allow_restricted", PtyAccess.restricted))
     return HostConfig(
-        name=name, workspaces=workspaces, agents=agents, path=path, pty=access, limits=_limits(raw, where)
+        name=name, workspaces=workspaces, agents=agents, path=path, pty=access, limits=_limits(raw, where),
+        push=_push(raw, where),
     )
+
+
+def _push(raw: dict[str, Any], where: _Locator) -> PushConfig:
+    table = _table(raw.get("push", {}), "push", where)
+    _check_keys(table, _PUSH_KEYS, "push", where)
+    subject = table.get("subject", PushConfig.subject)
+    if not re.match(r"^(mailto:[^@\s]+@[^@\s]+|https://\S+)$", subject):
+        raise where.error("subject", "push", f"must be a mailto: address or an https:// URL, not {subject!r}",
+                          'e.g. subject = "mailto:you@example.com"')
+    allowed = table.get("allow_endpoints", [])
+    if not all(isinstance(a, str) and re.match(r"^https?://[^/\s]+/", a) for a in allowed):
+        raise where.error("allow_endpoints", "push", "must be a list of URL prefixes, each up to a path",
+                          'e.g. allow_endpoints = ["https://push.internal.example/"]')
+    return PushConfig(bool(table.get("enabled", True)), subject, tuple(allowed))
 
 
 def _limits(raw: dict[str, Any], where: _Locator) -> Limits:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -35,6 +36,9 @@ from tether.host.inheritance import Inheritance
 from tether.host.keyring import HostKeyring
 from tether.host.pairing import claim_offer
 from tether.host.principal import Principal
+from tether.host.push import keys as push_keys
+from tether.host.push import subscriptions
+from tether.host.push.sender import PushSender
 from tether.host.remotes import RemoteHosts
 from tether.host.sessions import SessionError, SessionManager, check_apart
 from tether.host.store import Device, Grantee, Store, Token
@@ -104,6 +108,8 @@ class HostDaemon:
         self._local_server: asyncio.AbstractServer | None = None
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._stopping = False
+        self.push_key: str | None = None
+        self._push: PushSender | None = None
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -122,6 +128,12 @@ class HostDaemon:
         )
         await self.sessions.start()
         self.agent_status = AgentStatus(self.config)
+        if self.config.push.enabled:
+            key = await asyncio.to_thread(push_keys.load_or_create, self.paths.vapid)
+            self.push_key = push_keys.public_key(key)
+            self._push = PushSender(self.db, self.log, key, host_id=self.identity.id, host_name=self.name,
+                                    subject=self.config.push.subject)
+            self._spawn(self._push.run())
         # A host started by `tether ssh` accepts its desktop's devices, from a signed bundle.
         self.inherited = Inheritance(self.home, self.identity.id)
         self.inherited.load()
@@ -193,6 +205,8 @@ class HostDaemon:
                 await task
         if self._link is not None:
             await self._link.close()
+        if self._push is not None:
+            await self._push.close()
         await self.sessions.close()
         with contextlib.suppress(Exception):
             await self.audit.close()
@@ -503,6 +517,7 @@ class HostDaemon:
     async def revoke_device(self, device_id: str) -> bool:
         if not await self.store.revoke_device(device_id):
             return False
+        await self.db.run(functools.partial(subscriptions.remove, device_id=device_id))
         log.info("device %s revoked", device_id)
         await self.publish()
         self._refresh_remotes()

@@ -156,6 +156,20 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE sessions ADD COLUMN archived INTEGER NOT NULL DEFAULT 0;
     """,
+    # 6 -> 7: Web Push: a device's browser subscription, and how its last delivery went.
+    """
+    CREATE TABLE push_subscriptions (
+        device_id   TEXT PRIMARY KEY,             -- one browser per device
+        endpoint    TEXT,                         -- NULL once the push service said it is gone
+        p256dh      TEXT,                         -- the browser's keys (base64url): payloads are sealed to them
+        auth        TEXT,
+        created     REAL NOT NULL,
+        state       TEXT NOT NULL,                -- "active" | "gone"
+        last_result TEXT,                         -- "accepted" | "rejected (HTTP n)" | "unreachable" | "gone"
+        last_at     REAL,
+        sent        INTEGER NOT NULL DEFAULT 0    -- pushes the push service accepted
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

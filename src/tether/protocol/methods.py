@@ -45,6 +45,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("sessions.unqueue", Scope.PROMPT, schemas.SessionUnqueue),
     Method("sessions.archive", Scope.PROMPT, schemas.SessionArchive),
     Method("sessions.delete", Scope.PROMPT, schemas.SessionRef),
+    Method("push.subscribe", Scope.READ, schemas.PushSubscribe),
+    Method("push.unsubscribe", Scope.READ, schemas.Empty),
     Method("devices.list", Scope.ADMIN, schemas.Empty),
     Method("devices.rename", Scope.ADMIN, schemas.DeviceRename),
     Method("devices.revoke", Scope.ADMIN, schemas.DeviceRef),

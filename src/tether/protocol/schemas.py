@@ -173,6 +173,19 @@ class PairComplete(_Params):
     identity_public: Annotated[str, msgspec.Meta(max_length=64)]
 
 
+class PushKeys(_Params):
+    p256dh: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    auth: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+
+
+class PushSubscribe(_Params):
+    """A browser's PushSubscription (its toJSON()), for the device that sends it."""
+
+    endpoint: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+    keys: PushKeys
+    expirationTime: float | None = None
+
+
 class DeviceRef(_Params):
     id: Annotated[str, msgspec.Meta(max_length=64)]
 

@@ -5,7 +5,8 @@ the method must be known, the caller's grant must hold the method's scope (decla
 method in :mod:`tether.protocol.methods`), the params must validate, and commands with a client id are
 applied once.
 
-One module per method family (:mod:`.sessions`, :mod:`.events`, :mod:`.grants`, :mod:`.links`) on
+One module per method family (:mod:`.sessions`, :mod:`.events`, :mod:`.grants`, :mod:`.links`,
+:mod:`.push`) on
 the shared :mod:`.core`; each handler is bound to its declared method with ``@handles``.
 """
 
@@ -16,6 +17,7 @@ from tether.host.api.events import READ_PAGE_BYTES, EventMethods
 from tether.host.api.flow import MAX_SUBSCRIPTIONS, chunk_events
 from tether.host.api.grants import GrantMethods
 from tether.host.api.links import LinkMethods
+from tether.host.api.push import PushMethods
 from tether.host.api.sessions import SessionMethods
 
 __all__ = [
@@ -33,5 +35,5 @@ __all__ = [
 ]
 
 
-class ApiConnection(SessionMethods, EventMethods, GrantMethods, LinkMethods):
+class ApiConnection(SessionMethods, EventMethods, GrantMethods, LinkMethods, PushMethods):
     """The methods as seen by one connected caller (it owns that caller's subscriptions)."""

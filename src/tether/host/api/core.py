@@ -66,6 +66,7 @@ class ApiHost(Protocol):
     agent_status: AgentStatus
     inherited: Inheritance | None
     tunnels: RemoteHosts
+    push_key: str | None  # the host's VAPID public key; None when it sends no pushes
 
     def status(self) -> dict[str, Any]: ...
     def subscriptions_of(self, caller: str) -> int: ...

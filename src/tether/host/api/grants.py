@@ -7,6 +7,7 @@ from typing import Any
 
 from tether.crypto.tokens import format_expiry
 from tether.host.api.core import Caller, Forbidden, NotFound, handles
+from tether.host.push import subscriptions
 from tether.protocol import schemas
 from tether.protocol.scopes import parse_scopes
 
@@ -19,7 +20,8 @@ class GrantMethods(Caller):
     @handles("devices.list")
     async def _devices_list(self, _: schemas.Empty) -> list[dict[str, Any]]:
         devices = await self.host.store.list_devices(include_revoked=True)
-        return [d.to_public() for d in devices if self._manages(d)]
+        push = await self.host.db.run(subscriptions.states, write=False)
+        return [{**d.to_public(), "push": push.get(d.id)} for d in devices if self._manages(d)]
 
     async def _manages_device(self, device_id: str) -> bool:
         """A device beyond this caller's grant is refused exactly like an unknown one (the listing

@@ -30,6 +30,7 @@ class SessionMethods(Caller):
             "scopes": scope_list(self.principal.scopes),
             "workspace": self.principal.workspace,  # the caller's restriction, if any
             "agents": await self.host.agent_status.agents(),  # which this host can start now
+            "push_key": self.host.push_key,  # a browser subscribes to this host's pushes with it
         }
 
     @handles("host.ping")

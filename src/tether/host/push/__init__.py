@@ -1,0 +1,2 @@
+"""Web Push from the host: its VAPID key, the browsers' subscriptions, which events become pushes,
+and the sender (ARCHITECTURE §8b)."""
