@@ -189,7 +189,9 @@ def test_an_agent_waiting_is_notified_while_the_page_is_hidden(page: Any, notify
         assert secret not in shown_text
 
     # Clicked: closed, and the page shows that session.
-    assert page.context.service_workers[0].evaluate(CLICK_JS, session_tag)
+    # The app's own worker (scope /), not a host's push registration (scope /push/<host id>/).
+    (app_worker,) = [w for w in page.context.service_workers if w.evaluate("self.registration.scope") == f"{d.origin}/"]
+    assert app_worker.evaluate(CLICK_JS, session_tag)
     until(lambda: page.evaluate("location.hash") == f"#/host/{host_id}/session/{session}", what="the session opened")
     page.locator(".card.agent", has_text="OK, I did not touch it.").wait_for(timeout=TIMEOUT)
     until(lambda: tags(page) == [], what="the clicked notification closed",

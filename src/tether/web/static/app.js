@@ -52,7 +52,7 @@ async function main() {
   const tether = new Tether();
   window.tether = tether; // for debugging and tests
   // Before load: it follows every host model from the first.
-  if ("serviceWorker" in navigator) new Notifier(tether);
+  if ("serviceWorker" in navigator) tether.notifier = new Notifier(tether);
   // The page's title counts the sessions that wait for approval, on every host: "(2) tether".
   const title = () => {
     const n = tether.hosts.reduce((sum, h) => sum + tether.waiting(h.host_id).length, 0);

@@ -1,7 +1,10 @@
 // System notifications for a person who started a task and put the phone down: an agent waits for
-// an approval, finished its turn, or a session failed or ended. Shown through the service worker
-// (registration.showNotification) and only while the page is hidden; there is no push service, so
-// this works while the page is open in the background, and a closed page gets nothing.
+// an approval, finished its turn, or a session failed or ended. Two ways, both on the same toggle:
+//   - Web Push: each host pushes them itself (host/push/), sealed to this browser's keys, so they
+//     arrive with the page closed. One service worker registration per host (scope push/<host id>/):
+//     a push subscription is bound to one server key, and each host signs with its own.
+//   - In the page: shown through the service worker while the page is hidden, for hosts that send
+//     no pushes (or when this browser has no push service).
 //
 //   notifySupport()   "unsupported" | "default" | "granted" | "denied"
 //   notifyWanted()    the person's choice (Settings: "Notify me when an agent needs me"), kept in
@@ -105,6 +108,57 @@ export function noticeFor(ev, { hostId, hostName, session = null }) {
   return { title, body: short(body, MAX_BODY), tag: sessionTag(hostId, ev.session), data };
 }
 
+// -- Web Push -------------------------------------------------------------------------------------
+
+const pushScope = (hostId) => `push/${hostId}/`;
+
+function serverKey(b64u) {
+  const bin = atob(b64u.replace(/-/g, "+").replace(/_/g, "/"));
+  return Uint8Array.from(bin, (c) => c.charCodeAt(0));
+}
+
+function sameKey(a, b) {
+  const x = a ? new Uint8Array(a) : null;
+  return !!x && x.length === b.length && x.every((v, i) => v === b[i]);
+}
+
+async function activeRegistration(hostId) {
+  const reg = await navigator.serviceWorker.register("sw.js", { scope: pushScope(hostId) });
+  if (reg.active) return reg;
+  const worker = reg.installing || reg.waiting;
+  await new Promise((resolve) => {
+    if (!worker) return resolve();
+    worker.addEventListener("statechange", () => worker.state === "activated" && resolve());
+  });
+  return reg;
+}
+
+// This browser subscribes to a host's pushes ("subscribed"), or says why not ("unsupported": no
+// push service here; "off": the host sends none).
+export async function subscribePush(model) {
+  if (!("PushManager" in window) || notifySupport() !== "granted") return "unsupported";
+  const info = model.info || (await model.conn.call("host.info"));
+  if (!info?.push_key) return "off";
+  const key = serverKey(info.push_key);
+  const reg = await activeRegistration(model.hostId);
+  let sub = await reg.pushManager.getSubscription();
+  if (sub && !sameKey(sub.options?.applicationServerKey, key)) {
+    await sub.unsubscribe(); // the host's key changed (a new home): subscribe anew
+    sub = null;
+  }
+  sub = sub || (await reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key }));
+  await model.conn.call("push.subscribe", sub.toJSON(), { retryFor: 15000 });
+  return "subscribed";
+}
+
+export async function unsubscribePush(model) {
+  const reg = await navigator.serviceWorker.getRegistration(pushScope(model.hostId));
+  const sub = await reg?.pushManager?.getSubscription();
+  if (sub) await sub.unsubscribe();
+  await model.conn.call("push.unsubscribe", {}, { retryFor: 15000 }).catch(() => null);
+  await reg?.unregister();
+}
+
 async function registration() {
   const reg = await navigator.serviceWorker.getRegistration();
   if (reg?.active) return reg;
@@ -123,6 +177,7 @@ const hidden = () => document.visibilityState === "hidden";
 export class Notifier {
   constructor(tether) {
     this.tether = tether;
+    this.pushed = new Map(); // host id → what subscribing to its pushes gave ("subscribed", …)
     this.pending = new Map(); // approval tag → {notice, shown}: approvals nobody answered yet
     this.watched = new WeakSet();
     this._queue = Promise.resolve(); // shows and closes run in order
@@ -140,7 +195,29 @@ export class Notifier {
     this.watched.add(model);
     model.addEventListener("change", (ev) => {
       if (ev.detail?.events) this.take(model, ev.detail.events);
+      if (model.info && !this.pushed.has(model.hostId) && notifyOn()) this.push(model);
     });
+  }
+
+  // Pushes from every host, or from one (the toggle was turned on; a host's info arrived).
+  async push(model = null) {
+    const models = model ? [model] : [...this.tether.models.values()];
+    await Promise.all(models.map(async (m) => {
+      this.pushed.set(m.hostId, "subscribing");
+      const state = await subscribePush(m).catch((err) => (console.warn("push subscription failed", err), "failed"));
+      this.pushed.set(m.hostId, state);
+      this.dispatchState();
+    }));
+  }
+
+  async unpush() {
+    await Promise.all([...this.tether.models.values()].map((m) => unsubscribePush(m).catch(() => null)));
+    this.pushed.clear();
+    this.dispatchState();
+  }
+
+  dispatchState() {
+    window.dispatchEvent(new CustomEvent("tether-push", { detail: Object.fromEntries(this.pushed) }));
   }
 
   // One batch of a host's events. Within it only the last word per tag counts, so an approval
@@ -168,9 +245,11 @@ export class Notifier {
         ops.set(notice.tag, notice);
       }
     }
+    const pushes = this.pushed.get(hostId) === "subscribed"; // the host shows them itself, page or not
     for (const [tag, notice] of ops) {
       if (!notice) this._run(() => this._close(tag));
-      else if (hidden() && notifyOn()) this._show(notice);
+      else if (hidden() && notifyOn() && !pushes) this._show(notice);
+      else if (pushes && hidden() && this.pending.has(tag)) this.pending.get(tag).shown = true; // pushed
     }
   }
 

@@ -1,8 +1,9 @@
 // Service worker: the app shell loads offline, but the network always wins when it answers
 // (network first), so an updated relay serves its new client at once. Only same-origin GETs of
 // the shell are cached; the WebSocket and anything else pass through untouched.
-// It also opens the session a notification (notify.js) is about when the notification is clicked.
-const CACHE = "tether-shell-v13";
+// It also shows what a host pushes (Web Push; one registration per host, scope push/<host id>/:
+// notify.js), and opens the session a notification is about when the notification is clicked.
+const CACHE = "tether-shell-v14";
 const SHELL = [
   "./", "index.html", "app.js", "style.css", "manifest.webmanifest", "icon.svg", "apple-touch-icon.png",
   "bytes.js", "noise.js", "frames.js", "relay.js", "e2e.js", "rpc.js", "store.js", "keys.js",
@@ -41,6 +42,47 @@ self.addEventListener("fetch", (event) => {
   );
 });
 
+// What a host pushed (host/push/notices.py): a notification, or the close of one answered elsewhere.
+// The words are made here; the push carries only the host, the session's title and the kind.
+const PUSH_BODIES = {
+  approval: "waits for your approval",
+  question: "asks you a question",
+  turn_finished: "finished its turn",
+  turn_failed: "turn failed",
+  session_finished: "finished",
+  session_failed: "failed",
+};
+
+self.addEventListener("push", (event) => {
+  let msg = null;
+  try {
+    msg = event.data?.json();
+  } catch {
+    return; // not from a tether host
+  }
+  if (msg && typeof msg.tag === "string" && msg.tag.startsWith("tether:")) event.waitUntil(showPush(msg));
+});
+
+async function showPush(msg) {
+  if (msg.kind === "close") {
+    for (const n of await self.registration.getNotifications({ tag: msg.tag })) n.close();
+    return;
+  }
+  const body = PUSH_BODIES[msg.kind];
+  if (!body) return;
+  // Someone is looking at the page: it shows the session itself.
+  const windows = await self.clients.matchAll({ type: "window", includeUncontrolled: true });
+  if (windows.some((w) => w.visibilityState === "visible" && w.focused)) return;
+  const short = (t, n) => (String(t ?? "").length > n ? `${String(t).slice(0, n - 1)}…` : String(t ?? ""));
+  const hash = `#/host/${msg.host}/session/${msg.session}`;
+  await self.registration.showNotification(`${short(msg.host_name || msg.host, 40)} · ${short(msg.title, 40)}`, {
+    body,
+    tag: msg.tag,
+    data: { hostId: msg.host, session: msg.session, hash, approval: msg.approval },
+    icon: "icon-192.png",
+  });
+}
+
 // A notification clicked: the page at that session. An open page is told where to go (it may not
 // be controlled by this worker, so it navigates itself) and focused; else a new window opens there.
 self.addEventListener("notificationclick", (event) => {
@@ -52,10 +94,11 @@ self.addEventListener("notificationclick", (event) => {
 
 async function openAt(data) {
   const hash = typeof data?.hash === "string" && data.hash.startsWith("#/") ? data.hash : "#/";
-  const scope = self.registration.scope;
+  // The app's root (beside this script), also for a per-host push registration (scope push/<id>/).
+  const root = new URL("./", self.location.href).href;
   const windows = await self.clients.matchAll({ type: "window", includeUncontrolled: true });
-  const page = windows.find((c) => c.focused) || windows.find((c) => c.url.startsWith(scope));
-  if (!page) return self.clients.openWindow(new URL(hash, scope).href);
+  const page = windows.find((c) => c.focused) || windows.find((c) => c.url.startsWith(root));
+  if (!page) return self.clients.openWindow(new URL(hash, root).href);
   page.postMessage({ type: "tether.open", hash });
   // Focusing needs the click's user activation: a page that cannot be focused still navigated.
   return page.focus().catch(() => page);

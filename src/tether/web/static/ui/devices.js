@@ -1,9 +1,16 @@
 // The host's devices (admin scope only): devices.list, devices.rename, devices.revoke. Revoking
 // asks twice, in the page (no blocking dialog), and this browser is marked so nobody locks
 // themselves out by accident.
-import { errorText, h, lastSeen, replace, withCode } from "./dom.js";
+import { errorText, h, lastSeen, replace, timeAgo, withCode } from "./dom.js";
 import { header, revokedPanel, stateNote } from "./header.js";
 import { hasScope } from "./host.js";
+
+// A device's Web Push, as the host last saw it deliver.
+function pushText(push) {
+  if (push.state === "gone") return `push: the browser's subscription is gone (said ${timeAgo(push.last_at)})`;
+  if (!push.last_result) return "push: on, nothing sent yet";
+  return `push: ${push.last_result} ${timeAgo(push.last_at)} · ${push.sent} delivered`;
+}
 
 export function renderDevices(root, { tether, hostId }) {
   const host = tether.host(hostId);
@@ -58,6 +65,7 @@ export function renderDevices(root, { tether, hostId }) {
             )
           : h("strong", dev.name, mine ? h("span.tag", "this browser") : null),
         h("small", `${(dev.scopes || []).join(", ")} · ${dev.revoked ? "revoked" : lastSeen(dev.last_seen)}`),
+        dev.push ? h("small.push", { dataset: { push: dev.push.state } }, pushText(dev.push)) : null,
         h("small.mono", dev.id),
       ),
       dev.revoked

@@ -14,9 +14,23 @@ const NOTIFY_STATES = {
   unsupported: "This browser cannot show notifications here. On iPhone and iPad, add tether to the Home Screen first (iOS 16.4 or later).",
 };
 
+const PUSH_STATES = {
+  subscribing: "Asking this host to push to this browser…",
+  subscribed: "This host pushes to this browser, also with the page closed.",
+  unsupported: "This browser has no push service here: notifications come only while the page is open.",
+  off: "This host sends no pushes ([push] in its config.toml): notifications come only while the page is open.",
+  failed: "Could not subscribe to this host's pushes: notifications come only while the page is open.",
+};
+
+// Safari on iPhone or iPad, in a tab rather than from the Home Screen: no Web Push there.
+function iosOutsideHomeScreen() {
+  const ios = /iPhone|iPad|iPod/.test(navigator.userAgent) || (navigator.platform === "MacIntel" && navigator.maxTouchPoints > 1);
+  return ios && !window.navigator.standalone && !window.matchMedia?.("(display-mode: standalone)").matches;
+}
+
 // The toggle and what the browser allows. Asking for the permission happens only in the toggle's
 // change handler, a user gesture.
-function notifySection(redraw) {
+function notifySection(redraw, { notifier, hostId }) {
   const state = notifySupport();
   const toggle = h("input", {
     id: "notify-toggle",
@@ -26,7 +40,10 @@ function notifySection(redraw) {
     "aria-describedby": "notify-state",
     onchange: async (ev) => {
       ev.target.disabled = true;
-      await setNotify(ev.target.checked).catch(() => null);
+      const on = ev.target.checked;
+      const now = await setNotify(on).catch(() => null);
+      if (on && now === "granted") await notifier?.push();
+      else if (!on) await notifier?.unpush();
       redraw();
     },
   });
@@ -42,6 +59,12 @@ function notifySection(redraw) {
       ),
     ),
     h("p.hint.notify-state", { id: "notify-state", dataset: { state }, role: "status" }, NOTIFY_STATES[state]),
+    notifyWanted() && state === "granted"
+      ? h("p.hint", { id: "push-state", dataset: { state: notifier?.pushed.get(hostId) || "" } }, PUSH_STATES[notifier?.pushed.get(hostId)] || "")
+      : null,
+    iosOutsideHomeScreen()
+      ? h("p.hint", { id: "ios-hint" }, "On iPhone and iPad, notifications with the page closed need tether on the Home Screen: Share, then Add to Home Screen, and open it from there (iOS 16.4 or later).")
+      : null,
   ];
 }
 
@@ -75,7 +98,7 @@ export function renderSettings(root, { tether, hostId }) {
           restriction ? [h("dt", "Workspace"), h("dd.mono", { id: "settings-workspace" }, restriction)] : null,
           h("dt", "Status"), h("dd", host.revoked ? (host.linked ? "refused" : "revoked") : tether.online(host) ? "online" : lastSeen(host.last_seen)),
         ),
-        notifySection(draw),
+        notifySection(draw, { notifier: tether.notifier, hostId }),
         h("h2", "Terminal"),
         h(
           "div.field",
@@ -114,8 +137,12 @@ export function renderSettings(root, { tether, hostId }) {
     },
     () => {},
   );
+  // The push subscription's state changed (subscribed, failed): show it.
+  const onPush = () => draw();
+  window.addEventListener("tether-push", onPush);
   return () => {
     gone = true;
     if (permission) permission.onchange = null;
+    window.removeEventListener("tether-push", onPush);
   };
 }
