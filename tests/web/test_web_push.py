@@ -147,6 +147,8 @@ def test_pushes_reach_a_closed_page_and_open_the_session(
     listed = devices if isinstance(devices, list) else devices["devices"]
     mine = next(x for x in listed if x["name"] == "phone-under-test")
     assert mine["push"]["state"] == "active" and next(x for x in listed if x["name"] == "cli")["push"] is None
+    said = tether(d.host_home, "devices", "list").stdout
+    assert "push: on, nothing sent yet" in said and "push: off" in said
 
     # The page is closed; an agent asks. The host pushes; the service worker shows it.
     worker = push_worker(context, host_id)
@@ -198,6 +200,7 @@ def test_pushes_reach_a_closed_page_and_open_the_session(
         return str(next(x for x in (listed if isinstance(listed, list) else listed["devices"])
                         if x["name"] == "phone-under-test")["push"]["state"])
     until(lambda: state() == "gone", what="the subscription dropped", timeout=30)
+    assert "push: gone" in tether(d.host_home, "devices", "list").stdout
     app = context.new_page()
     app.goto(f"{d.origin}/#/host/{host_id}/devices")
     app.locator('small.push[data-push="gone"]').wait_for(timeout=TIMEOUT)

@@ -584,7 +584,19 @@ def devices_list(as_json: JsonOpt = False, host: HostOpt = None, home: HomeOpt =
         out.print("no paired devices; make a link with `tether pair`")
     for d in devices:
         state = "revoked" if d.get("revoked") else "active"
-        out.print(f"{d['id']}  {d['name']:<24} {state:<8} {','.join(d['scopes'])}")
+        out.print(f"{d['id']}  {d['name']:<24} {state:<8} {','.join(d['scopes']):<24} {_push_state(d.get('push'))}")
+
+
+def _push_state(push: dict[str, Any] | None) -> str:
+    """A device's Web Push as `devices list` says it."""
+    if not push:
+        return "push: off"
+    if push["state"] == "gone":
+        return "push: gone (the push service dropped the subscription)"
+    if not push.get("last_result"):
+        return "push: on, nothing sent yet"
+    ago = int(time.time() - push["last_at"])
+    return f"push: {push['last_result']} {ago} s ago, {push['sent']} delivered"
 
 
 @devices_app.command("rename")
