@@ -15,6 +15,7 @@ A script is a list of turns; each turn is one model reply, a dict with any of::
                                                  # (+ "namespace": "mcp__SERVER" for an MCP tool)
      "web_search": "a query",                    # a web_search_call item (Codex: webSearch)
      "patch": "*** Begin Patch...",              # a call of the apply_patch tool (freeform)
+     "headers": {"openai-model": "gpt-x"},       # response headers (Codex: the model that answered)
      "delay": 0.5,                               # seconds to wait before answering
      "hang": true}                               # never complete: stream forever (until closed)
 

@@ -119,9 +119,10 @@ class ScriptedModel(ABC):
     @staticmethod
     async def _start_stream(turn: Turn, writer: asyncio.StreamWriter) -> None:
         """The head of an event stream that ends with the connection, then the turn's delay."""
+        extra = "".join(f"{name}: {value}\r\n" for name, value in (turn.get("headers") or {}).items())
         writer.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
-            b"connection: close\r\n\r\n"
+            b"connection: close\r\n" + extra.encode() + b"\r\n"
         )
         await writer.drain()
         if turn.get("delay"):

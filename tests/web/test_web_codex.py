@@ -81,16 +81,16 @@ def codex_deployment() -> Iterator[CodexWebDeployment]:
 
 @contextlib.contextmanager
 def deploy_codex(
-    script: list[dict[str, Any]], codex_config: str = "", env: dict[str, str] | None = None,
+    script: list[dict[str, Any]], codex_config: str = "", env: dict[str, str] | None = None, features: str = "",
 ) -> Iterator[CodexWebDeployment]:
-    """The host's Codex on the scripted model; ``codex_config`` is added to its CODEX_HOME's config,
-    ``env`` to the host's environment."""
+    """The host's Codex on the scripted model; ``codex_config`` is added to its CODEX_HOME's config
+    (``features`` to its [features] table), ``env`` to the host's environment."""
     wrapper = codex_wrapper()
     host_home = short_home("th")
     workspace = short_home("tw")  # beside the home: a workspace inside it is refused
     model, model_port, requests_log = start_scripted_model("fake_responses", script, host_home)
     codex_home = host_home / "codex-home"
-    write_codex_config(codex_home, f"http://127.0.0.1:{model_port}/v1")
+    write_codex_config(codex_home, f"http://127.0.0.1:{model_port}/v1", features=features)
     if codex_config:
         with (codex_home / "config.toml").open("a") as f:
             f.write(codex_config)

@@ -58,8 +58,9 @@ def codex_binary() -> CodexBinary:
         pytest.fail(f"Codex is installed but unusable: {exc}")
 
 
-def write_codex_config(home: Path, base_url: str, *, approval_policy: str = "on-request") -> None:
-    """A CODEX_HOME whose only model provider is the fake Responses server."""
+def write_codex_config(home: Path, base_url: str, *, approval_policy: str = "on-request", features: str = "") -> None:
+    """A CODEX_HOME whose only model provider is the fake Responses server; ``features``: more
+    lines of its ``[features]`` table."""
     home.mkdir(parents=True, exist_ok=True)
     (home / "config.toml").write_text(f'''
 model = "mock-model"
@@ -71,6 +72,7 @@ check_for_update_on_startup = false
 [features]
 # zstd-compressed request bodies would be unreadable to the fake server
 enable_request_compression = false
+{features}
 
 [analytics]
 enabled = false

@@ -927,6 +927,12 @@ def _other_summary(kind: str, item: dict[str, Any]) -> str:
         return "the conversation so far was summarized to free the model's context"
     if kind == "imageView":
         return str(item.get("path") or "")
+    if kind == "sleep" and isinstance(item.get("durationMs"), int):
+        return f"for {item['durationMs'] / 1000:g} s"
+    if kind == "hookPrompt":  # what the host user's hook told the agent to do before it stops
+        return " ".join(str(f.get("text") or "") for f in item.get("fragments") or [] if isinstance(f, dict))
+    if kind == "subAgentActivity":
+        return f"{item.get('agentPath') or item.get('agentThreadId') or 'a subagent'}: {item.get('kind') or ''}"
     return summarize({k: v for k, v in item.items() if k not in ("status", "aggregatedOutput")})
 
 

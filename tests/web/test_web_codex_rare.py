@@ -1,0 +1,157 @@
+"""[8]: items and notices the real Codex 0.169 sends only with features its user turns on, each
+made by a scripted model and checked in `sessions events --json` and on the page: `sleep` (the
+model's clock.sleep tool, `[features.sleep_tool] mode = "always_on"`), `collabAgentToolCall` (the
+multi_agent_v1 tools offered by default), `model/rerouted` (the model server answers with another
+model than asked, as its `openai-model` header says), `hookPrompt` (a Stop hook of the host user's,
+trusted, that blocks once with a reason) and `subAgentActivity` (`[features] multi_agent_v2`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.agents.codex.conftest import FAKE_KEY_ENV
+from tether.agents.codex import AppServer, find_codex
+
+from .pages import until
+from .test_web_codex import (
+    CODEX_TIMEOUT,
+    CodexWebDeployment,
+    cli_events,
+    codex_wrapper,
+    deploy_codex,
+    start_on_page,
+    status,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+SLEEP_AND_HELP = [
+    {"call": {"name": "sleep", "namespace": "clock", "arguments": {"duration_ms": 300}}},
+    {"text": "Rested.", "headers": {"openai-model": "gpt-5.4-mini"}},
+    {"call": {"name": "spawn_agent", "namespace": "multi_agent_v1", "arguments": {"message": "say hi"}}},
+    {"text": "ok"}, {"text": "ok"}, {"text": "ok"},
+]
+
+
+def other_items(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {e["data"]["type"]: e["data"] for e in events
+            if e["type"] == "item.completed" and e["data"]["kind"] == "other"}
+
+
+def card(page: Any, type_: str) -> Any:
+    return page.locator(f'.card.other[data-type="{type_}"]')
+
+
+@pytest.fixture
+def sleepy() -> Iterator[CodexWebDeployment]:
+    with deploy_codex(SLEEP_AND_HELP, '\n[features.sleep_tool]\nenabled = true\nmode = "always_on"\n') as d:
+        yield d
+
+
+def test_sleep_a_helper_agent_and_a_rerouted_model_are_shown(
+    page: Any, sleepy: CodexWebDeployment, cli_home: Path,
+) -> None:
+    session = start_on_page(page, sleepy, cli_home, "wait a moment")
+    page.locator(".card.agent", has_text="Rested.").wait_for(timeout=CODEX_TIMEOUT)
+    until(lambda: status(page) == "idle", timeout=CODEX_TIMEOUT / 1000, what="the first turn to end")
+    page.fill("#composer", "ask a helper")
+    page.click("#send")
+    card(page, "collabAgentToolCall").wait_for(timeout=CODEX_TIMEOUT)
+    until(lambda: status(page) == "idle", timeout=CODEX_TIMEOUT / 1000, what="the second turn to end")
+
+    events = cli_events(cli_home, session)
+    items = other_items(events)
+    assert (items["sleep"]["title"], items["sleep"]["summary"]) == ("waiting", "for 0.3 s")
+    assert items["collabAgentToolCall"]["title"] == "agent tool call"
+    assert "spawnAgent" in items["collabAgentToolCall"]["summary"]
+    (rerouted,) = [e["data"] for e in events if e["type"] == "agent.notice" and e["data"]["source"] == "model/rerouted"]
+    assert rerouted["level"] == "warning" and "gpt-5.4-mini" in rerouted["message"]
+
+    assert "for 0.3 s" in card(page, "sleep").text_content()
+    assert "waiting" in card(page, "sleep").locator("strong").text_content()
+    notice = page.locator('.card.notice[data-level="warning"]', has_text="gpt-5.4-mini")
+    assert notice.count() == 1
+    assert not page.errors  # type: ignore[attr-defined]
+
+
+HOOK = """import json, sys
+event = json.load(sys.stdin)
+if not event.get("stop_hook_active"):
+    print(json.dumps({"decision": "block", "reason": "Run the tests before stopping."}))
+"""
+HOOKED = [
+    {"text": "First answer."},
+    {"text": "Tests pass."},
+    {"call": {"name": "spawn_agent", "namespace": "collaboration",
+              "arguments": {"task_name": "helper", "message": "say hi", "fork_turns": "none"}}},
+    {"text": "ok"}, {"text": "ok"}, {"text": "ok"},
+]
+
+
+def trust_hooks(d: CodexWebDeployment) -> None:
+    """What the Codex app does when its user trusts a hook: hooks/list, then the hash written to
+    hooks.state (the host user's own CODEX_HOME, before the host runs a session in it)."""
+
+    async def run() -> None:
+        server = await AppServer.start(find_codex(codex_wrapper()), codex_home=d.host_home / "codex-home",
+                                       cwd=d.workspace, env={FAKE_KEY_ENV: "dummy-key"})
+        try:
+            # The desktop app's own calls, which tether's client does not pass on (its allow-list).
+            listed = await server._call("hooks/list", {"cwds": [str(d.workspace)]})
+            state = {h["key"]: {"trusted_hash": h["currentHash"]}
+                     for entry in listed["data"] for h in entry["hooks"]}
+            assert state, listed
+            await server._call("config/batchWrite", {"edits": [{"keyPath": "hooks.state", "mergeStrategy": "upsert",
+                                                                "value": state}], "reloadUserConfig": True})
+        finally:
+            await server.close()
+
+    error: list[BaseException] = []
+    worker = threading.Thread(target=lambda: _run(run, error))
+    worker.start()
+    worker.join()
+    if error:
+        raise error[0]
+
+
+def _run(coro: Any, error: list[BaseException]) -> None:
+    try:
+        asyncio.run(coro())
+    except BaseException as exc:  # re-raised in the test's thread
+        error.append(exc)
+
+
+@pytest.fixture
+def hooked(tmp_path: Path) -> Iterator[CodexWebDeployment]:
+    script = tmp_path / "stop_hook.py"
+    script.write_text(HOOK)
+    config = ("\n[[hooks.Stop]]\n[[hooks.Stop.hooks]]\ntype = \"command\"\n"
+              f"command = \"python3 {script}\"\ntimeout = 10\n")
+    with deploy_codex(HOOKED, config, features="multi_agent_v2 = true") as d:
+        trust_hooks(d)
+        yield d
+
+
+def test_a_hook_prompt_and_a_subagent_are_shown(page: Any, hooked: CodexWebDeployment, cli_home: Path) -> None:
+    session = start_on_page(page, hooked, cli_home, "answer me")
+    page.locator(".card.agent", has_text="Tests pass.").wait_for(timeout=CODEX_TIMEOUT)
+    until(lambda: status(page) == "idle", timeout=CODEX_TIMEOUT / 1000, what="the hooked turn to end")
+    page.fill("#composer", "ask a helper")
+    page.click("#send")
+    card(page, "subAgentActivity").first.wait_for(timeout=CODEX_TIMEOUT)
+
+    events = cli_events(cli_home, session)
+    items = other_items(events)
+    assert (items["hookPrompt"]["title"], items["hookPrompt"]["summary"]) == ("hook", "Run the tests before stopping.")
+    helpers = [e["data"]["summary"] for e in events if e["type"] == "item.completed"
+               and e["data"].get("type") == "subAgentActivity"]
+    assert items["subAgentActivity"]["title"] == "subagent" and "/root/helper: started" in helpers, helpers
+    assert "Run the tests before stopping." in card(page, "hookPrompt").first.text_content()  # once a turn
+    assert not page.errors  # type: ignore[attr-defined]
