@@ -75,16 +75,22 @@ async def events_of(log: EventLog, sid: str, type: str, count: int = 1) -> list[
             await asyncio.sleep(0.02)
 
 
+async def one_turn_then_stop(log: EventLog, tmp_path: Path, policy: Policy | None = None) -> str:
+    """A recall session that answered "one", of a host run that then stopped cleanly."""
+    first = SessionManager(log, log.db)
+    await first.start()
+    sid = await first.start_session(agent="recall", workspace=tmp_path, prompt="one", policy=policy)
+    await events_of(log, sid, EventType.TURN_COMPLETED)
+    await first.close()
+    return sid
+
+
 def replies(events: list[Event]) -> list[str]:
     return [e.data["text"] for e in events if e.data.get("kind") == ItemKind.AGENT_MESSAGE]
 
 
 async def test_an_agent_session_goes_on_after_a_clean_stop(log: EventLog, tmp_path: Path) -> None:
-    first = SessionManager(log, log.db)
-    await first.start()
-    sid = await first.start_session(agent="recall", workspace=tmp_path, prompt="one")
-    await events_of(log, sid, EventType.TURN_COMPLETED)
-    await first.close()
+    sid = await one_turn_then_stop(log, tmp_path)
     started = (await events_of(log, sid, EventType.SESSION_STARTED))[0]
     assert started.data["conversation"] == f"conv-{sid}"
     assert [e.data["message"] for e in await events_of(log, sid, EventType.AGENT_NOTICE)] == [resume.NOTICE]
@@ -133,12 +139,8 @@ async def test_a_crash_mid_turn_is_said_and_the_session_goes_on(log: EventLog, t
 
 
 async def test_a_resumed_agent_runs_under_the_host_policy_of_now(log: EventLog, tmp_path: Path) -> None:
-    first = SessionManager(log, log.db)
-    await first.start()
     loose = Policy(Approval.NEVER, Sandbox.FULL_ACCESS)
-    sid = await first.start_session(agent="recall", workspace=tmp_path, prompt="one", policy=loose)
-    await events_of(log, sid, EventType.TURN_COMPLETED)
-    await first.close()
+    sid = await one_turn_then_stop(log, tmp_path, loose)
 
     def stricter_now(agent: str, recorded: Policy) -> tuple[AgentConfig, Policy]:
         assert recorded == loose
@@ -161,11 +163,7 @@ async def test_a_resumed_agent_runs_under_the_host_policy_of_now(log: EventLog, 
 
 
 async def test_resuming_counts_against_the_caps_of_whoever_drives_it(log: EventLog, tmp_path: Path) -> None:
-    first = SessionManager(log, log.db)
-    await first.start()
-    sid = await first.start_session(agent="recall", workspace=tmp_path, prompt="one")
-    await events_of(log, sid, EventType.TURN_COMPLETED)
-    await first.close()
+    sid = await one_turn_then_stop(log, tmp_path)
     phone = Principal(kind="device", id="d_phone", name="phone", scopes=frozenset())
     second = SessionManager(log, log.db, limits=Limits(max_sessions_per_caller=1))
     await second.start()
@@ -178,11 +176,7 @@ async def test_resuming_counts_against_the_caps_of_whoever_drives_it(log: EventL
 
 
 async def test_prompts_sent_at_once_resume_the_agent_once(log: EventLog, tmp_path: Path) -> None:
-    first = SessionManager(log, log.db)
-    await first.start()
-    sid = await first.start_session(agent="recall", workspace=tmp_path, prompt="one")
-    await events_of(log, sid, EventType.TURN_COMPLETED)
-    await first.close()
+    sid = await one_turn_then_stop(log, tmp_path)
     second = SessionManager(log, log.db)
     await second.start()
     opened = len(RecallAgent.opened)
@@ -196,11 +190,7 @@ async def test_prompts_sent_at_once_resume_the_agent_once(log: EventLog, tmp_pat
 
 
 async def test_an_agent_that_cannot_resume_says_why_and_the_session_waits(log: EventLog, tmp_path: Path) -> None:
-    first = SessionManager(log, log.db)
-    await first.start()
-    sid = await first.start_session(agent="recall", workspace=tmp_path, prompt="one")
-    await events_of(log, sid, EventType.TURN_COMPLETED)
-    await first.close()
+    sid = await one_turn_then_stop(log, tmp_path)
     second = SessionManager(log, log.db)
     await second.start()
     with pytest.raises(SessionError, match="the recall agent cannot pick this conversation up: no binary"):

@@ -132,10 +132,10 @@ class BuiltinDeployment(Deployment):
 
 
 @contextlib.contextmanager
-def builtin_host(script: list[dict[str, Any]], name: str) -> Iterator[BuiltinDeployment]:
+def builtin_host(script: list[dict[str, Any]], name: str, config: str = "") -> Iterator[BuiltinDeployment]:
     """Relay (serving the web client), a scripted model running ``script``, and a host named
     ``name`` whose builtin agent uses it with approval "on-request" (like
-    tests/e2e/test_builtin_agent.py)."""
+    tests/e2e/test_builtin_agent.py); ``config`` is added to the host's config.toml."""
     host_home = short_home("th")
     workspace = short_home("tw")  # beside the home: a workspace inside it is refused
     model, model_port, _ = start_scripted_model("fake_openai", script, host_home)
@@ -146,6 +146,7 @@ def builtin_host(script: list[dict[str, Any]], name: str) -> Iterator[BuiltinDep
         'api_key = "sk-web-test-key"\n'
         'approval = "on-request"\n'
         'sandbox = "workspace-write"\n'
+        + config
     )
     try:
         with relay_and_host(host_home, workspace, name, {"OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""}) as (

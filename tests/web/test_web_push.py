@@ -15,7 +15,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,9 @@ from tests.procs import TETHER, Proc, login, remove, short_home, tether, tether_
 from tests.support.fake_push import Browser, Push
 from tether.agents.sandbox import available
 
-from .conftest import ScriptedDeployment, relay_and_host, start_scripted_model, write_file_call
+from .conftest import BuiltinDeployment, builtin_host, write_file_call
 from .pages import TIMEOUT, pair_page, until
+from .test_notifications import CLICK_JS
 
 pytestmark = [pytest.mark.browser]
 
@@ -52,18 +53,12 @@ SUBSCRIBE_JS = """([endpoint, keys]) => {
 
 WORKER_NOTIFICATIONS_JS = """async () => (await self.registration.getNotifications())
   .map((n) => ({title: n.title, body: n.body, tag: n.tag, data: n.data}))"""
-CLICK_JS = """async (tag) => {
-  const [n] = await self.registration.getNotifications({tag});
-  if (!n) return false;
-  self.dispatchEvent(new NotificationEvent("notificationclick", {notification: n}));
-  return true;
-}"""
 
 
 @dataclass
-class PushDeployment(ScriptedDeployment):
-    push: Proc
-    pushes_log: Path
+class PushDeployment(BuiltinDeployment):
+    push: Proc | None = None
+    pushes_log: Path = Path()
 
     def pushes(self) -> list[Push]:
         if not self.pushes_log.exists():
@@ -78,31 +73,16 @@ class PushDeployment(ScriptedDeployment):
 def push_deployment() -> Iterator[PushDeployment]:
     if not available():
         pytest.skip("bubblewrap unusable here")
-    host_home, workspace = short_home("th"), short_home("tw")
-    pushes_log = host_home / "pushes.jsonl"
-    push = Proc([TETHER[0], "-m", "tests.support.fake_push", "--log", str(pushes_log)], name="fake_push")
+    logs = short_home("tp")
+    push = Proc([TETHER[0], "-m", "tests.support.fake_push", "--log", str(logs / "pushes.jsonl")], name="fake_push")
+    config = f'[push]\nallow_endpoints = ["http://127.0.0.1:{_port(push)}/"]\nsubject = "mailto:owner@example.com"\n'
     try:
-        port = _port(push)
-        model, model_port, requests_log = start_scripted_model("fake_openai", SCRIPT, host_home)
-        (host_home / "config.toml").write_text(
-            "[agents.builtin]\n"
-            f'base_url = "http://127.0.0.1:{model_port}/v1"\nmodel = "fake-model"\napi_key = "sk-push-test"\n'
-            'approval = "on-request"\nsandbox = "workspace-write"\n'
-            "[push]\n"
-            f'allow_endpoints = ["http://127.0.0.1:{port}/"]\n'
-            'subject = "mailto:owner@example.com"\n'
-        )
-        try:
-            with relay_and_host(host_home, workspace, "laptop", {"OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""}) as (
-                relay, relay_port, host
-            ):
-                yield PushDeployment(relay, relay_port, host, host_home, workspace, model, requests_log, push,
-                                     pushes_log)
-        finally:
-            model.stop()
+        with builtin_host(SCRIPT, "laptop", config) as d:
+            yield PushDeployment(**{f.name: getattr(d, f.name) for f in fields(d)}, push=push,
+                                 pushes_log=logs / "pushes.jsonl")
     finally:
         push.stop()
-        remove(host_home, workspace)
+        remove(logs)
 
 
 def _port(proc: Proc) -> int:
@@ -130,6 +110,7 @@ def test_pushes_reach_a_closed_page_and_open_the_session(
 ) -> None:
     d = push_deployment
     browser = Browser()
+    assert d.push is not None
     endpoint = f"http://127.0.0.1:{_port(d.push)}/push/page"
     context = page.context
     context.grant_permissions(["notifications"], origin=d.origin)
