@@ -72,6 +72,8 @@ check_for_update_on_startup = false
 [features]
 # zstd-compressed request bodies would be unreadable to the fake server
 enable_request_compression = false
+# Codex's startup plugin sync reaches github.com, api.github.com and chatgpt.com: tests stay on loopback
+plugins = false
 {features}
 
 [analytics]
