@@ -13,6 +13,7 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -147,6 +148,27 @@ async def test_a_hanging_endpoint_delays_only_its_own_device(
         await log.append("s_1", EventType.TURN_COMPLETED, {"turn": f"t_{n}", "status": "completed", "error": None})
     got = await push.wait(3, timeout=5)
     assert [p.path for p in got] == [f"/push/{fine}"] * 3
+
+
+async def test_what_waits_for_a_device_revoked_meanwhile_is_not_sent(
+    world: tuple[Database, EventLog, Store, PushSender, FakePush], tmp_path: Path,
+) -> None:
+    db, log, store, sender, push = world
+    sender._http = httpx.AsyncClient(timeout=0.5)  # the first push hangs only this long
+    slow = await device(store, "slow", ["read"])
+    await subscribe(db, push, slow, Browser())
+    push.hang.add(f"/push/{slow}")
+    await session(log, "s_1", str(tmp_path))
+    for n in range(3):
+        await log.append("s_1", EventType.TURN_STARTED, {"turn": f"t_{n}", "input": "x"})
+        await log.append("s_1", EventType.TURN_COMPLETED, {"turn": f"t_{n}", "status": "completed", "error": None})
+    async with asyncio.timeout(5):
+        while not push.started:
+            await asyncio.sleep(0.02)
+    assert await store.revoke_device(slow)
+    push.hang.clear()
+    await asyncio.sleep(1.5)
+    assert push.started == [f"/push/{slow}"]  # the two queued behind it were dropped, not sent
 
 
 def test_notices_leave_out_what_needs_no_attention() -> None:

@@ -73,6 +73,7 @@ class FakePush:
         self.pushes: list[Push] = []
         self.status: dict[str, int] = {}  # path → the answer for it (default 201)
         self.hang: set[str] = set()  # paths that never answer
+        self.started: list[str] = []  # paths of every request as it came in (hanging ones too)
         self.log_path = log_path
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -97,6 +98,7 @@ class FakePush:
 
     async def _take(self, request: web.Request) -> web.Response:
         push = Push(request.path, dict(request.headers), await request.read())
+        self.started.append(request.path)
         if request.path in self.hang:
             await asyncio.sleep(3600)
         self.pushes.append(push)

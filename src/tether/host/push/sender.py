@@ -97,6 +97,10 @@ class PushSender:
         outbox = self._outboxes[device_id]
         while outbox:
             sub, notice, title = outbox.popleft()
+            # Revoked or unsubscribed since it was queued: what waits is not sent.
+            if not await self.db.run(functools.partial(subscriptions.is_active, device_id=device_id), write=False):
+                outbox.clear()
+                return
             result, gone = await self.send(sub, notice, title)
             await self.db.run(functools.partial(subscriptions.record, device_id=device_id, result=result, gone=gone))
             if gone:

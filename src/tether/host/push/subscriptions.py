@@ -113,6 +113,14 @@ def active(conn: sqlite3.Connection) -> list[tuple[Subscription, frozenset[str],
     return [(Subscription(r[0], r[1], r[2], r[3]), frozenset(json.loads(r[4])), r[5]) for r in rows]
 
 
+def is_active(conn: sqlite3.Connection, device_id: str) -> bool:
+    """Whether the device still takes pushes (not revoked, not unsubscribed, not gone)."""
+    return conn.execute(
+        "SELECT 1 FROM push_subscriptions p JOIN devices d ON d.id = p.device_id"
+        " WHERE p.device_id = ? AND p.state = 'active' AND d.revoked_at IS NULL", (device_id,),
+    ).fetchone() is not None
+
+
 def record(conn: sqlite3.Connection, device_id: str, result: str, *, gone: bool = False) -> None:
     """How a delivery went; a subscription the push service says is gone is dropped (its state stays)."""
     if gone:
