@@ -22,6 +22,7 @@ from tether.host.config import Limits
 from tether.host.eventlog import Event, EventLog
 from tether.host.principal import Principal
 from tether.host.sessions import SessionError, SessionManager
+from tether.host.workspaces import resolve_workspace
 from tether.protocol.events import EventType
 
 BY = {"id": "d_1", "name": "phone"}
@@ -142,24 +143,33 @@ async def test_a_resumed_agent_runs_under_the_host_policy_of_now(log: EventLog, 
     loose = Policy(Approval.NEVER, Sandbox.FULL_ACCESS)
     sid = await one_turn_then_stop(log, tmp_path, loose)
 
-    def stricter_now(agent: str, recorded: Policy) -> tuple[AgentConfig, Policy]:
-        assert recorded == loose
-        return AgentConfig(agent), recorded.within(Policy(Approval.ON_REQUEST, Sandbox.READ_ONLY))
+    def stricter_now(agent: str, recorded: Policy, workspace: str) -> tuple[AgentConfig, Policy, Path]:
+        assert recorded == loose and workspace == str(tmp_path)
+        return AgentConfig(agent), recorded.within(Policy(Approval.ON_REQUEST, Sandbox.READ_ONLY)), tmp_path
 
     second = SessionManager(log, log.db, resume_as=stricter_now)
     await second.start()
     await second.send_input(sid, "two")
     assert RecallAgent.opened[-1].policy == Policy(Approval.ON_REQUEST, Sandbox.READ_ONLY)
-
-    def disabled(agent: str, recorded: Policy) -> tuple[AgentConfig, Policy]:
-        return AgentConfig(agent, enabled=False), recorded
-
     await second.close()
+
+    def disabled(agent: str, recorded: Policy, workspace: str) -> tuple[AgentConfig, Policy, Path]:
+        return AgentConfig(agent, enabled=False), recorded, tmp_path
+
     third = SessionManager(log, log.db, resume_as=disabled)
     await third.start()
     with pytest.raises(SessionError, match="disabled on this host") as off:
         await third.send_input(sid, "three")
     assert off.value.code == "bad_agent"
+
+    def elsewhere(agent: str, recorded: Policy, workspace: str) -> tuple[AgentConfig, Policy, Path]:
+        return AgentConfig(agent), recorded, resolve_workspace(workspace, [tmp_path / "only-here"])
+
+    fourth = SessionManager(log, log.db, resume_as=elsewhere)
+    await fourth.start()
+    with pytest.raises(SessionError, match="outside the allowed workspaces") as outside:
+        await fourth.send_input(sid, "four")
+    assert outside.value.code == "workspace"
 
 
 async def test_resuming_counts_against_the_caps_of_whoever_drives_it(log: EventLog, tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ from tether.host.push.sender import PushSender
 from tether.host.remotes import RemoteHosts
 from tether.host.sessions import SessionError, SessionManager, check_apart
 from tether.host.store import Device, Grantee, Store, Token
+from tether.host.workspaces import resolve_workspace
 from tether.protocol.e2e import E2ETransport
 from tether.protocol.events import EventType
 from tether.protocol.frames import CloseCode
@@ -147,14 +148,15 @@ class HostDaemon:
         log.info("host %s (%s) started; workspaces: %s", self.name, self.identity.id,
                  ", ".join(map(str, self.workspaces)))
 
-    def _resume_as(self, agent: str, recorded: Policy) -> tuple[AgentConfig, Policy]:
+    def _resume_as(self, agent: str, recorded: Policy, workspace: str) -> tuple[AgentConfig, Policy, Path]:
         """What a session resumed after a restart runs under: the host's config of its agent now,
-        and its recorded policy made no looser than the host allows now."""
+        its recorded policy made no looser than the host allows now, and its workspace if the host
+        still allows it (WorkspaceError if not). Blocking (it resolves the path)."""
         config = self.config.agent(agent)
         policy = recorded.within(config.policy)
         if self.inherited is not None:
             policy = self.inherited.cap(agent, policy)
-        return config, policy
+        return config, policy, resolve_workspace(workspace, self.workspaces)
 
     async def _unlink_forgotten(self) -> None:
         """Linked hosts that are no longer among this home's remotes were forgotten (`tether ssh

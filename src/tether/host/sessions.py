@@ -95,8 +95,7 @@ class SessionManager:
         limits: Limits | None = None,
         limit_key: Callable[[str], str] = lambda key: f"limits.{key}",
         hidden: Sequence[Path] = (),
-        resume_as: Callable[[str, Policy], tuple[AgentConfig, Policy]] = lambda agent, policy: (
-            AgentConfig(agent), policy),
+        resume_as: Callable[[str, Policy, str], tuple[AgentConfig, Policy, Path]] | None = None,
     ) -> None:
         self.log = log
         self.db = db
@@ -110,9 +109,9 @@ class SessionManager:
         # Serialises status changes so "check the transition, then append it" is atomic.
         self._status_lock = asyncio.Lock()
         self._closing = False
-        # The host's config of an agent now, and a session's recorded policy as the host allows it
-        # now: what a session resumed after a restart runs under.
-        self._resume_as = resume_as
+        # What a session resumed after a restart runs under: the host's config of its agent now, its
+        # recorded policy and workspace as the host allows them now (blocking: run in a thread).
+        self._resume_as = resume_as or (lambda agent, policy, ws: (AgentConfig(agent), policy, _resolve_dir(Path(ws))))
         self._resuming: dict[str, asyncio.Lock] = {}  # one resume at a time per session
 
     async def start(self) -> None:
@@ -230,14 +229,18 @@ class SessionManager:
             if self._closing:
                 raise SessionError("the host is shutting down", code="shutting_down")
             spec = agent_spec(row["agent"])
-            config, policy = self._resume_as(spec.name, Policy.from_json(row["policy"] or {}))
+            try:
+                config, policy, ws = await asyncio.to_thread(
+                    self._resume_as, spec.name, Policy.from_json(row["policy"] or {}), row["workspace"])
+            except TetherError as exc:
+                raise SessionError(f"this session cannot go on: {exc.message}", hint=exc.hint or "start a new session",
+                                   code=exc.code) from None
             if not config.enabled:
                 raise SessionError(f"the {spec.name} agent is disabled on this host, so this session cannot go on",
                                    hint="start a session with another agent", code="bad_agent")
             self._admit(caller, session_id)
             try:
                 facts = await self.db.run(lambda c: resume.resumed(c, session_id), write=False)
-                ws = await asyncio.to_thread(_resolve_dir, Path(row["workspace"]))
                 session = await self._agent_session(spec, session_id, ws, policy, config, facts)
             except TetherError as exc:
                 self._started_by.pop(session_id, None)
