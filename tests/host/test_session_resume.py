@@ -232,6 +232,8 @@ async def test_an_idle_agent_session_is_deleted_and_its_agent_stops(log: EventLo
     with pytest.raises(SessionError, match="no such session"):
         await manager.send_input(sid, "more")
     await manager.close()
+    # The host's stop says nothing more of it: the tombstone is its last event.
+    assert [e.type for e in await log.read(0, 10_000) if e.session == sid] == [EventType.SESSION_DELETED]
 
 
 def test_the_transcript_is_the_turns_in_words_the_latest_within_the_bound(

@@ -301,6 +301,8 @@ class AgentSession(AgentContext):
         """The host stops, the session does not: the agent stops (its running turn ends as
         interrupted, prompts still queued are said dropped) and the log says the conversation goes
         on; the next host opens the agent again with it (:attr:`resumed`)."""
+        if self.ended.is_set():
+            return  # ended (or deleted) already: nothing goes on
         await self._stop()
         self.ended.set()  # this object is done; the session is not
         with contextlib.suppress(RuntimeError):
