@@ -22,10 +22,11 @@ from typing import Any
 import pytest
 
 from tests.procs import TETHER, Proc, login, remove, short_home, tether, tether_json
+from tests.support.deployment import Deployment
 from tests.support.fake_push import Browser, Push
 from tether.agents.sandbox import available
 
-from .conftest import BuiltinDeployment, builtin_host, write_file_call
+from .conftest import PHONE, BuiltinDeployment, builtin_host, write_file_call
 from .pages import TIMEOUT, pair_page, until
 from .test_notifications import CLICK_JS
 
@@ -205,3 +206,28 @@ def _registration_id(cdp: Any, host_id: str) -> str | None:
     cdp.send("ServiceWorker.enable")
     time.sleep(0.3)
     return next((rid for rid, scope in found.items() if scope.endswith(f"/push/{host_id}/")), None)
+
+
+IPHONE_SAFARI = ("Mozilla/5.0 (iPhone; CPU iPhone OS 18_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko)"
+                 " Version/18.2 Mobile/15E148 Safari/604.1")
+
+
+def test_an_iphone_tab_is_told_to_add_tether_to_the_home_screen(
+    browser: Any, page: Any, web_deployment: Deployment,
+) -> None:
+    d = web_deployment
+    pair_page(page, d)
+    host_id = str(page.get_attribute("a.host", "data-host"))
+    page.evaluate("(h) => { location.hash = `#/host/${h}/settings`; }", host_id)
+    page.wait_for_selector("#notify-toggle", timeout=TIMEOUT)
+    assert page.locator("#ios-hint").count() == 0  # not an iPhone
+
+    iphone = browser.new_context(**PHONE, user_agent=IPHONE_SAFARI)
+    try:
+        tab = iphone.new_page()
+        pair_page(tab, d)
+        tab.evaluate("(h) => { location.hash = `#/host/${h}/settings`; }", host_id)
+        tab.wait_for_selector("#ios-hint", timeout=TIMEOUT)
+        assert "Add to Home Screen" in (tab.text_content("#ios-hint") or "")
+    finally:
+        iphone.close()
