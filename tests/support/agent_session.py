@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tether.agents.base import Agent
+from tether.agents.base import Agent, Resumed
 from tether.agents.policy import AgentConfig, Policy
 from tether.host.agent_session import AgentSession
 from tether.host.eventlog import Event, EventLog
@@ -28,11 +28,14 @@ class SessionHarness:
         self.timeout = timeout
         self.sessions: list[AgentSession] = []
 
-    async def open(self, prompt: str, policy: Policy, config: AgentConfig) -> AgentSession:
-        """A session of the agent, opened and logged as the host does, with ``prompt`` its first turn."""
+    async def open(
+        self, prompt: str, policy: Policy, config: AgentConfig, resumed: Resumed | None = None,
+    ) -> AgentSession:
+        """A session of the agent, opened and logged as the host does, with ``prompt`` its first turn
+        (``resumed``: as a restarted host opens it again)."""
         session = AgentSession(
             session_id=f"s_test{len(self.sessions)}", workspace=self.workspace, policy=policy, config=config,
-            log=self.log, agent_cls=self.agent_cls, hidden=self.hidden,
+            log=self.log, agent_cls=self.agent_cls, hidden=self.hidden, resumed=resumed,
         )
         await session.agent.open()
         self.sessions.append(session)

@@ -17,7 +17,7 @@ from abc import abstractmethod
 from collections.abc import Iterable
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-from tether.agents.base import Agent, AgentContext, AgentDied, ItemKind, TurnInterrupted
+from tether.agents.base import Agent, AgentContext, AgentDied, Exchange, ItemKind, TurnInterrupted
 from tether.agents.jsonl_process import Exited, JsonlProcess
 from tether.agents.secrets import Redactor, StreamRedactor
 from tether.errors import TetherError
@@ -84,6 +84,16 @@ async def flush_delta(ctx: AgentContext, item: StreamedItem) -> None:
     """The item's stream has ended: log what its redactor held back."""
     if item.redactor is not None:
         await emit_delta(ctx, item, "output" if item.kind is ItemKind.COMMAND else "text", item.redactor.flush())
+
+
+def recap(transcript: Iterable[Exchange]) -> str:
+    """Earlier turns as the head of the next prompt, for an agent that lost its own record of
+    them (empty when there were none)."""
+    turns = "\n\n".join(f"Prompt: {e.prompt}\nYou answered: {e.reply or '(nothing)'}" for e in transcript)
+    if not turns:
+        return ""
+    return ("[tether: the host restarted and your earlier conversation was lost; here it is from tether's"
+            f" record]\n\n{turns}\n\n[the new prompt follows]\n\n")
 
 
 async def emit_notice(ctx: AgentContext, turn: str | None, level: str, source: str, message: str) -> None:

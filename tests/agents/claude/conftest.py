@@ -20,6 +20,7 @@ from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.installed_cli import installed_cli
 from tether.agents.claude import PINNED_VERSION, ClaudeBinary, ClaudeError, find_claude
 from tether.agents.claude.adapter import ClaudeAgent
+from tether.agents.base import Resumed
 from tether.agents.policy import AgentConfig, Approval, Policy, Sandbox
 from tether.host.agent_session import AgentSession
 from tether.host.eventlog import EventLog
@@ -100,9 +101,11 @@ class Harness(SessionHarness):
         super().__init__(log, ClaudeAgent, workspace, timeout=TIMEOUT, hidden=[hidden])
         self.binary = binary
 
-    async def start(self, prompt: str, *, policy: Policy = UNTRUSTED, **options: Any) -> AgentSession:
+    async def start(
+        self, prompt: str, *, policy: Policy = UNTRUSTED, resumed: Resumed | None = None, **options: Any,
+    ) -> AgentSession:
         return await self.open(prompt, policy, AgentConfig("claude", options={"binary": str(self.binary.path),
-                                                                              **options}))
+                                                                              **options}), resumed)
 
 
 @pytest.fixture

@@ -70,6 +70,7 @@ from tether.agents.turn import (
     emit_plan,
     fail_items,
     flush_delta,
+    recap,
     stream_delta,
 )
 from tether.agents.unknown import log_unknown, summarize
@@ -158,6 +159,10 @@ class _Turn:
         return items
 
 
+# Said on a session whose conversation Claude Code did not keep across the host's restart.
+RESTARTED_FRESH = ("Claude Code had not kept this conversation when the host restarted: it goes on in a new one,"
+                   " given the earlier turns from tether's record")
+
 class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
     name = "claude"
     takes_images = True
@@ -186,6 +191,7 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
         self._retries = 0  # Claude Code's API retries in the running turn
         self._mode = "default"  # Claude Code's permission mode, as it last reported it
         self._plans: Path | None = None  # where Claude Code writes its plans (its config dir's plans/)
+        self._recap = ""  # the earlier turns, for the next prompt of a conversation Claude Code lost
         # Claude Code's id of the conversation: chosen here, so that a restarted host resumes it.
         resumed = ctx.resumed
         self._conversation = resumed.conversation if resumed and resumed.conversation else str(uuid.uuid4())
@@ -206,11 +212,31 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
         mcp_config = options.get("mcp_config")
         args = claude_args(self.ctx.policy, self.ctx.workspace, model=options.get("model"), hide=hide,
                            mcp_config=str(mcp_config) if mcp_config else None)
-        args += ["--resume" if self.ctx.resumed else "--session-id", self._conversation]
+        resumed = self.ctx.resumed
         try:
-            self.process = await ClaudeProcess.start(
-                self.binary, args, cwd=self.ctx.workspace, env=env, handler=self._on_event,
-            )
+            # What the process says while it starts is held back: a resume Claude Code refuses
+            # ends that process, which must not end the session.
+            held: list[Event] = []
+            try:
+                self.process = await ClaudeProcess.start(
+                    self.binary, [*args, "--resume" if resumed else "--session-id", self._conversation],
+                    cwd=self.ctx.workspace, env=env, handler=held.append,
+                )
+                self.process.handler = self._on_event
+                for event in held:
+                    self._on_event(event)
+            except ClaudeExited:
+                if resumed is None:
+                    raise
+                # Claude Code keeps no conversation it never stored (the host died before its first
+                # message was saved, or its projects/ were cleared): a new one under the same id,
+                # told what came before from tether's log.
+                self.process = await ClaudeProcess.start(
+                    self.binary, [*args, "--session-id", self._conversation], cwd=self.ctx.workspace, env=env,
+                    handler=self._on_event,
+                )
+                self._recap = recap(resumed.transcript)
+                await emit_notice(self.ctx, None, "info", "claude", RESTARTED_FRESH)
         except BaseException:
             await self._remove_shell()  # the host closes only sessions that opened
             raise
@@ -245,6 +271,7 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
         try:
             chosen, self._chosen = self._chosen, TurnSettings()
             await self._apply(process, chosen)
+            text, self._recap = f"{self._recap}{text}", ""
             try:
                 await process.send(stream.user_message(text, chosen.images))
             except ClaudeExited:
