@@ -18,9 +18,9 @@ import pytest
 from tests.support.agent_session import SessionHarness
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.installed_cli import installed_cli
+from tether.agents.base import Resumed
 from tether.agents.claude import PINNED_VERSION, ClaudeBinary, ClaudeError, find_claude
 from tether.agents.claude.adapter import ClaudeAgent
-from tether.agents.base import Resumed
 from tether.agents.policy import AgentConfig, Approval, Policy, Sandbox
 from tether.host.agent_session import AgentSession
 from tether.host.eventlog import EventLog
