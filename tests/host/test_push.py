@@ -63,6 +63,14 @@ async def session(log: EventLog, sid: str, workspace: str) -> None:
                                                       "title": PROMPT, "cols": 80, "rows": 24})
 
 
+
+async def three_turns(log: EventLog, tmp_path: Path) -> None:
+    """A session whose three turns each end: three pushes for every device that sees it."""
+    await session(log, "s_1", str(tmp_path))
+    for n in range(3):
+        await log.append("s_1", EventType.TURN_STARTED, {"turn": f"t_{n}", "input": "x"})
+        await log.append("s_1", EventType.TURN_COMPLETED, {"turn": f"t_{n}", "status": "completed", "error": None})
+
 async def test_each_kind_is_sealed_signed_minimal_and_goes_where_it_may(
     world: tuple[Database, EventLog, Store, PushSender, FakePush], tmp_path: Path,
 ) -> None:
@@ -142,10 +150,7 @@ async def test_a_hanging_endpoint_delays_only_its_own_device(
     await subscribe(db, push, stuck, Browser())
     await subscribe(db, push, fine, Browser())
     push.hang.add(f"/push/{stuck}")
-    await session(log, "s_1", str(tmp_path))
-    for n in range(3):
-        await log.append("s_1", EventType.TURN_STARTED, {"turn": f"t_{n}", "input": "x"})
-        await log.append("s_1", EventType.TURN_COMPLETED, {"turn": f"t_{n}", "status": "completed", "error": None})
+    await three_turns(log, tmp_path)
     got = await push.wait(3, timeout=5)
     assert [p.path for p in got] == [f"/push/{fine}"] * 3
 
@@ -158,10 +163,7 @@ async def test_what_waits_for_a_device_revoked_meanwhile_is_not_sent(
     slow = await device(store, "slow", ["read"])
     await subscribe(db, push, slow, Browser())
     push.hang.add(f"/push/{slow}")
-    await session(log, "s_1", str(tmp_path))
-    for n in range(3):
-        await log.append("s_1", EventType.TURN_STARTED, {"turn": f"t_{n}", "input": "x"})
-        await log.append("s_1", EventType.TURN_COMPLETED, {"turn": f"t_{n}", "status": "completed", "error": None})
+    await three_turns(log, tmp_path)
     async with asyncio.timeout(5):
         while not push.started:
             await asyncio.sleep(0.02)
