@@ -4,7 +4,8 @@ Agents start it as configured (Codex's ``[mcp_servers.NAME]``, Claude Code's ``-
 ``python -m tests.support.fake_mcp``. It speaks JSON-RPC 2.0, one message per line, and answers
 ``initialize``, ``tools/list`` and ``tools/call``; ``lookup`` with ``{"query": "fail"}`` returns an
 error result (``isError``), and with ``{"query": "ask"}`` first asks its client to fill in a form
-(``elicitation/create``: a shade to choose and a number of coats) and answers with what came back.
+(``elicitation/create``: a shade to choose and a number of coats) and answers with what came back;
+with ``{"query": "link"}`` it asks its client to open a link instead (URL mode).
 Every call is appended to ``$FAKE_MCP_LOG`` when set, so a test can see that the call really reached
 the server.
 """
@@ -33,11 +34,16 @@ FORM = {
 }
 
 
-def ask_client() -> dict[str, Any]:
+# A link to open instead of a form (MCP's URL-mode elicitation): a sign-in page, say.
+LINK = {"mode": "url", "message": "Sign in to the paint shop", "url": "https://paint.example/login",
+        "elicitationId": "link-1"}
+
+
+def ask_client(params: dict[str, Any]) -> dict[str, Any]:
     """Send an elicitation to the client and wait for its answer (nothing else comes meanwhile:
     the client waits for this tool call)."""
     sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": "form-1", "method": "elicitation/create",
-                                 "params": {"message": "The painter needs to know", "requestedSchema": FORM}}) + "\n")
+                                 "params": params}) + "\n")
     sys.stdout.flush()
     for line in sys.stdin:
         message = json.loads(line)
@@ -61,8 +67,9 @@ def answer(message: dict[str, Any]) -> dict[str, Any] | None:
         if os.environ.get("FAKE_MCP_LOG"):
             with open(os.environ["FAKE_MCP_LOG"], "a") as f:
                 f.write(json.dumps(params) + "\n")
-        if query == "ask":
-            filled = ask_client()
+        if query in ("ask", "link"):
+            filled = ask_client({"message": "The painter needs to know", "requestedSchema": FORM}
+                                if query == "ask" else LINK)
             result = {"content": [{"type": "text", "text": f"the form came back: {json.dumps(filled)}"}],
                       "isError": False}
         elif query == "fail":

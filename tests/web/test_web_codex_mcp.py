@@ -27,6 +27,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 SCRIPT = [
     {"call": {"name": "lookup", "namespace": "mcp__notes", "arguments": {"query": "ask"}}},
     {"text": "Painting."},
+    # Turn 2: the server asks for a link to be opened instead of a form: refused, said, the turn goes on.
+    {"call": {"name": "lookup", "namespace": "mcp__notes", "arguments": {"query": "link"}}},
+    {"text": "No sign-in, then."},
 ]
 MCP_CONFIG = f"""
 [mcp_servers.notes]
@@ -75,4 +78,15 @@ def test_an_mcp_tool_and_its_form_are_answered_on_the_phone(
     assert asked == ["tool", "question"]
     (called,) = [e["data"] for e in events if e["type"] == "item.completed" and e["data"]["kind"] == "tool_call"]
     assert (called["server"], called["tool"], called["status"]) == ("notes", "lookup", "completed")
+
+    page.fill("#composer", "sign in first")
+    page.click("#send")
+    allow.wait_for(timeout=CODEX_TIMEOUT)
+    allow.locator("button.approve").click()
+    page.locator(".card.agent", has_text="No sign-in, then.").wait_for(timeout=CODEX_TIMEOUT)
+    refused = page.locator(".card.notice", has_text="https://paint.example/login")
+    assert refused.count() == 1 and "refused:" in (refused.text_content() or "")
+    (said,) = [e["data"] for e in cli_events(cli_home, session) if e["type"] == "agent.notice"
+               and e["data"]["source"] == "mcpServer/elicitation/request"]
+    assert said["message"].startswith("refused: ") and "not a link to open" in said["message"]
     assert not page.errors  # type: ignore[attr-defined]

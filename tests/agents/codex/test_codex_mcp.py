@@ -108,3 +108,23 @@ async def test_an_mcp_servers_form_is_a_question_card_whose_answers_reach_it_typ
     [item] = await harness.items(session, EventType.ITEM_COMPLETED, "tool_call")
     came_back = json.loads(item["output"].removeprefix("the form came back: "))
     assert came_back == {"action": "accept", "content": {"shade": "navy", "coats": 2}}
+
+
+async def test_a_link_an_mcp_server_asks_to_open_is_declined_and_said(
+    harness: Harness, fake_model: FakeResponses, calls: Path,
+) -> None:
+    fake_model.add(lookup("link"), {"text": "No sign-in, then."})
+    session = await harness.start("paint")
+    allow = await harness.wait(session, EventType.APPROVAL_REQUESTED)
+    await session.approve(allow.data["approval"], Decision.APPROVE, BY)
+    done = await harness.wait(session, EventType.TURN_COMPLETED)
+    assert done.data["status"] == "completed", done.data
+    refused = [e.data for e in await harness.events(session)
+               if e.type == EventType.AGENT_NOTICE and e.data["source"] == "mcpServer/elicitation/request"]
+    assert len(refused) == 1 and refused[0]["message"].startswith("refused: ")
+    assert "https://paint.example/login" in refused[0]["message"] and "not a link to open" in refused[0]["message"]
+    # Nobody was asked; the server heard "decline" and the turn went on.
+    assert [a for a in await harness.events(session) if a.type == EventType.APPROVAL_REQUESTED
+            and a.data["kind"] == "question"] == []
+    [item] = await harness.items(session, EventType.ITEM_COMPLETED, "tool_call")
+    assert item["output"] == 'the form came back: {"action": "decline"}'
