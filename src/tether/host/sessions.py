@@ -250,6 +250,7 @@ class SessionManager:
                 self._started_by.pop(session_id, None)
                 raise
             self._live[session_id] = session
+            self._resuming.pop(session_id, None)  # later callers find it live
             log.info("session %s: %s resumed after a host restart", session_id, spec.name)
             return session
 

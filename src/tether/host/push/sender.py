@@ -45,6 +45,7 @@ JWT_LIFETIME = 12 * 3600  # a VAPID token's validity (RFC 8292 allows at most 24
 class PushSender:
     def __init__(
         self, db: Database, log: EventLog, key: Vapid02, *, host_id: str, host_name: str, subject: str,
+        timeout: float = TIMEOUT,
     ) -> None:
         self.db = db
         self.log = log
@@ -55,7 +56,7 @@ class PushSender:
         self._outboxes: dict[str, collections.deque[tuple[Subscription, Notice, str]]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._unreachable: set[str] = set()  # push services already said unreachable in the log
-        self._http = httpx.AsyncClient(follow_redirects=False, timeout=TIMEOUT)
+        self._http = httpx.AsyncClient(follow_redirects=False, timeout=timeout)
 
     async def run(self) -> None:
         """Follow the log from now on (a host that was down sends nothing old)."""

@@ -126,9 +126,13 @@ async function activeRegistration(hostId) {
   const reg = await navigator.serviceWorker.register("sw.js", { scope: pushScope(hostId) });
   if (reg.active) return reg;
   const worker = reg.installing || reg.waiting;
-  await new Promise((resolve) => {
+  await new Promise((resolve, reject) => {
     if (!worker) return resolve();
-    worker.addEventListener("statechange", () => worker.state === "activated" && resolve());
+    worker.addEventListener("statechange", () => {
+      if (worker.state === "activated") resolve();
+      else if (worker.state === "redundant") reject(new Error("the push service worker did not install"));
+    });
+    setTimeout(() => reject(new Error("the push service worker did not start in time")), 20000);
   });
   return reg;
 }
