@@ -9,6 +9,7 @@ trusted, that blocks once with a reason) and `subAgentActivity` (`[features] mul
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,4 +155,39 @@ def test_a_hook_prompt_and_a_subagent_are_shown(page: Any, hooked: CodexWebDeplo
                and e["data"].get("type") == "subAgentActivity"]
     assert items["subAgentActivity"]["title"] == "subagent" and "/root/helper: started" in helpers, helpers
     assert "Run the tests before stopping." in card(page, "hookPrompt").first.text_content()  # once a turn
+    assert not page.errors  # type: ignore[attr-defined]
+
+
+WIDEN = [
+    {"call": {"name": "request_permissions", "arguments": {
+        "permissions": {"network": {"enabled": True}}, "reason": "to fetch the paint catalogue"}}},
+    {"text": "Without the network, then."},
+]
+
+
+@pytest.fixture
+def widening() -> Iterator[CodexWebDeployment]:
+    with deploy_codex(WIDEN, features="request_permissions_tool = true") as d:
+        yield d
+
+
+def test_a_request_to_widen_the_sandbox_is_refused_and_said(
+    page: Any, widening: CodexWebDeployment, cli_home: Path,
+) -> None:
+    """`item/permissions/requestApproval` (the model's request_permissions tool): refused, on
+    purpose — the sandbox is the host owner's policy, not widened from a phone — shown as
+    "refused: …", and the turn goes on with nothing granted."""
+    session = start_on_page(page, widening, cli_home, "get the catalogue")
+    page.locator(".card.agent", has_text="Without the network, then.").wait_for(timeout=CODEX_TIMEOUT)
+    refused = page.locator(".card.notice", has_text="item/permissions/requestApproval")
+    assert refused.count() == 1 and "not widened from a device" in (refused.text_content() or "")
+    events = cli_events(cli_home, session)
+    (said,) = [e["data"] for e in events if e["type"] == "agent.notice"
+               and e["data"]["source"] == "item/permissions/requestApproval"]
+    assert said["message"].startswith("refused: ") and "to fetch the paint catalogue" in said["message"]
+    assert not [e for e in events if e["type"] == "approval.requested"]  # nobody was asked
+    (done,) = [e["data"] for e in events if e["type"] == "turn.completed"]
+    assert done["status"] == "completed"
+    told = json.dumps(widening.model_requests()[-1]["input"])
+    assert '\\"network\\":null' in told  # Codex told the model nothing was granted
     assert not page.errors  # type: ignore[attr-defined]
