@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from tether.protocol.frames import CLOSE_MESSAGES, RETRYABLE_CLOSES, CloseCode
-from tether.relay.server import CSP, default_static_dir
+from tether.relay.static import CSP, default_static_dir
 
 STATIC = default_static_dir()
 assert STATIC is not None

@@ -39,7 +39,6 @@ import asyncio
 import contextlib
 import errno
 import logging
-import mimetypes
 import secrets
 import ssl
 import struct
@@ -50,7 +49,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -98,8 +97,9 @@ from tether.relay.limits import (
     raise_open_files_limit,
 )
 from tether.relay.origin import OriginPolicy
+from tether.relay.static import default_static_dir, static_response
 
-__all__ = ["RelayLimits", "RelayServer", "parse_listen", "run_relay"]
+__all__ = ["RelayLimits", "RelayServer", "default_static_dir", "parse_listen", "run_relay"]
 
 _T = TypeVar("_T")
 _K = TypeVar("_K")
@@ -108,7 +108,6 @@ _LoopHandler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
 log = logging.getLogger("tether.relay")
 
 WS_PATH = "/ws"
-_MAX_STATIC_BYTES = 16 << 20
 # Host-side channel ids freed recently are not handed out again, so a frame the host sent on a
 # channel the relay just closed can never land on a newer channel.
 _RECENTLY_CLOSED = 4096
@@ -126,19 +125,6 @@ _UNREACHABLE_OFFER = (
 _HEAD_7 = struct.Struct("!BB")
 _HEAD_16 = struct.Struct("!BBH")
 _HEAD_64 = struct.Struct("!BBQ")
-_CONTENT_TYPES = {
-    ".html": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".mjs": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".json": "application/json",
-    ".webmanifest": "application/manifest+json",
-    ".svg": "image/svg+xml",
-    ".png": "image/png",
-    ".ico": "image/x-icon",
-    ".wasm": "application/wasm",
-    ".txt": "text/plain; charset=utf-8",
-}
 
 
 def _plain_response(status: int, reason: str, body: str, *extra: tuple[str, str]) -> bytes:
@@ -550,16 +536,6 @@ def _write_batch(ws: ServerConnection, batch: list[tuple[bytes, int]]) -> bool:
     return True
 
 
-# The web client's one Content-Security-Policy (index.html carries none: a meta tag cannot say
-# frame-ancestors, and two copies drift). No code but the client's own files, no eval, no
-# connection but to this relay, no framing by another site.
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-    "connect-src 'self'; manifest-src 'self'; worker-src 'self'; object-src 'none'; base-uri 'none'; "
-    "form-action 'none'; frame-ancestors 'none'"
-)
-
-
 def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
     """A server TLS context from PEM files, or a ConfigError saying which file is wrong."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -753,7 +729,7 @@ class RelayServer:
         if path == "/healthz":
             return connection.respond(200, "ok\n")
         if self.static_dir is not None:
-            response = await self._static(path)
+            response = await static_response(self.static_dir, path)
             if response is not None:
                 return response
         return connection.respond(404, "not found\n")
@@ -768,48 +744,6 @@ class RelayServer:
                 return key
         addr = connection.remote_address
         return address_key(_peer_host(addr), self.limits)
-
-    async def _static(self, path: str) -> Response | None:
-        assert self.static_dir is not None
-        rel = unquote(path)
-        if "\x00" in rel or "\\" in rel:
-            return None
-        parts = [p for p in rel.split("/") if p]
-        if any(p in (".", "..") for p in parts):
-            return None
-        if not parts or rel.endswith("/"):
-            parts.append("index.html")
-        target = self.static_dir.joinpath(*parts)
-        try:
-            resolved = target.resolve()
-        except (OSError, RuntimeError):
-            return None
-        # Symlinks inside the static dir must not lead out of it either.
-        if not resolved.is_relative_to(self.static_dir) or not resolved.is_file():
-            return None
-        try:
-            if resolved.stat().st_size > _MAX_STATIC_BYTES:
-                return None
-            body = await asyncio.to_thread(resolved.read_bytes)
-        except OSError:
-            return None
-        ctype = _CONTENT_TYPES.get(resolved.suffix.lower()) or (
-            mimetypes.guess_type(resolved.name)[0] or "application/octet-stream"
-        )
-        headers = Headers(
-            [
-                ("Content-Type", ctype),
-                ("Content-Length", str(len(body))),
-                ("Cache-Control", "no-cache"),
-                ("X-Content-Type-Options", "nosniff"),
-                ("Referrer-Policy", "no-referrer"),
-                # No other site may frame the client (clickjacking an Approve button) or make it
-                # load code or talk anywhere but this relay.
-                ("Content-Security-Policy", CSP),
-                ("X-Frame-Options", "DENY"),
-            ]
-        )
-        return Response(200, "OK", headers, body)
 
     # --- one connection ---
 
@@ -1252,12 +1186,6 @@ def parse_listen(listen: str) -> tuple[str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host or "127.0.0.1", int(port_text)
-
-
-def default_static_dir() -> Path | None:
-    """The web client shipped inside the package, when it is there."""
-    path = Path(__file__).resolve().parent.parent / "web" / "static"
-    return path if (path / "index.html").is_file() else None
 
 
 async def run_relay(
