@@ -26,9 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid02
 
-
-def b64u(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+from tether.crypto.encoding import b64u_encode
 
 
 @dataclass
@@ -41,7 +39,7 @@ class Browser:
     def keys(self) -> dict[str, str]:
         point = self.key.public_key().public_bytes(serialization.Encoding.X962,
                                                    serialization.PublicFormat.UncompressedPoint)
-        return {"p256dh": b64u(point), "auth": b64u(self.auth)}
+        return {"p256dh": b64u_encode(point), "auth": b64u_encode(self.auth)}
 
     def decrypt(self, body: bytes) -> dict[str, Any]:
         plain = http_ece.decrypt(body, private_key=self.key, auth_secret=self.auth, version="aes128gcm")

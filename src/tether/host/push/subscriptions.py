@@ -10,8 +10,6 @@ Revoking the device, or the push service saying the subscription is gone, remove
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import json
 import sqlite3
@@ -23,6 +21,7 @@ from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tether.crypto.encoding import b64u_decode
 from tether.errors import TetherError
 
 MAX_ENDPOINT = 2048  # characters: push services' URLs are a few hundred
@@ -81,8 +80,8 @@ def _check_public_https(endpoint: str) -> None:
 
 def _b64u(value: str, what: str) -> bytes:
     try:
-        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    except (binascii.Error, ValueError):
+        return b64u_decode(value)
+    except ValueError:
         raise SubscriptionError(f"the subscription's {what} is not base64url") from None
 
 
