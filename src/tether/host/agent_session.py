@@ -306,10 +306,7 @@ class AgentSession(AgentContext):
         await self._stop()
         self.ended.set()  # this object is done; the session is not
         with contextlib.suppress(RuntimeError):
-            for queued in self._queue:
-                await self.log.append(self.session_id, EventType.TURN_UNQUEUED,
-                                      {"queued": queued.id, "reason": resume.QUEUED_LOST})
-            self._queue.clear()
+            await self._drop_queued(resume.QUEUED_LOST)
             await self.emit(EventType.AGENT_NOTICE, resume.notice())
 
     async def _stop(self) -> None:
@@ -381,15 +378,18 @@ class AgentSession(AgentContext):
             if future is not None:
                 future.cancel()
 
+    async def _drop_queued(self, reason: str) -> None:
+        """Prompts that will not run: said so, not dropped quietly."""
+        for queued in self._queue:
+            await self.log.append(self.session_id, EventType.TURN_UNQUEUED, {"queued": queued.id, "reason": reason})
+        self._queue.clear()
+
     async def _end(self, exit_code: int | None, reason: str) -> None:
         if self.ended.is_set():
             return
         self.ended.set()
         with contextlib.suppress(RuntimeError):
-            for queued in self._queue:  # prompts that will not run: said so, not dropped quietly
-                await self.log.append(self.session_id, EventType.TURN_UNQUEUED,
-                                      {"queued": queued.id, "reason": "the session ended"})
-            self._queue.clear()
+            await self._drop_queued("the session ended")
             await self.log.append(
                 self.session_id, EventType.SESSION_EXITED, {"exit_code": exit_code, "signal": None, "reason": reason}
             )

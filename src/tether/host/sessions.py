@@ -122,11 +122,12 @@ class SessionManager:
         sessions = await self.db.run(projection.list_sessions, write=False)
         stale = [s for s in sessions if not Status(s["status"]).terminal and s["id"] not in self._live]
         ended = {"exit_code": None, "signal": None, "reason": "host restarted"}
-        items: builtins.list[AppendItem] = [
-            (s["id"], EventType.SESSION_EXITED, ended, None) for s in stale if not _resumable(s)]
+        items: builtins.list[AppendItem] = []
         for s in stale:
             if _resumable(s):
                 items += await self.db.run(functools.partial(resume.suspension, session=s), write=False)
+            else:
+                items.append((s["id"], EventType.SESSION_EXITED, ended, None))
         if items:
             await self.log.append_many(items)
 
