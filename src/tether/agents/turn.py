@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from tether.agents.base import Agent, AgentContext, AgentDied, Exchange, ItemKind, TurnInterrupted
 from tether.agents.jsonl_process import Exited, JsonlProcess
+from tether.agents.policy import AgentConfig
 from tether.agents.secrets import Redactor, StreamRedactor
 from tether.errors import TetherError
 from tether.protocol.events import EventType
@@ -141,6 +142,20 @@ class FollowingAgent(Agent, Generic[S, P]):
 
     interrupt_grace: ClassVar[float] = INTERRUPT_GRACE_SECONDS
     _events: asyncio.Queue[Any]
+
+    @staticmethod
+    @abstractmethod
+    def find_binary(explicit: str | None) -> object:
+        """The agent's program (the config's ``binary``, else on PATH); a TetherError saying
+        how to install it when it is not there."""
+
+    @classmethod
+    def missing(cls, config: AgentConfig) -> TetherError | None:
+        try:
+            cls.find_binary(config.options.get("binary"))
+        except TetherError as exc:
+            return exc
+        return None
 
     def __init__(self, ctx: AgentContext) -> None:
         super().__init__(ctx)

@@ -74,7 +74,6 @@ from tether.agents.turn import (
     stream_delta,
 )
 from tether.agents.unknown import log_unknown, summarize
-from tether.errors import TetherError
 from tether.protocol.events import ApprovalKind, EventType
 
 log = logging.getLogger(__name__)
@@ -167,13 +166,7 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
     name = "claude"
     takes_images = True
 
-    @classmethod
-    def missing(cls, config: AgentConfig) -> TetherError | None:
-        try:
-            find_claude(config.options.get("binary"))
-        except ClaudeError as exc:
-            return exc
-        return None
+    find_binary = staticmethod(find_claude)
 
     def __init__(self, ctx: AgentContext) -> None:
         super().__init__(ctx)

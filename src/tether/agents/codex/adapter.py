@@ -89,7 +89,6 @@ from tether.agents.turn import (
     stream_delta,
 )
 from tether.agents.unknown import log_unknown, summarize
-from tether.errors import TetherError
 from tether.protocol.events import EventType
 
 log = logging.getLogger(__name__)
@@ -245,13 +244,7 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
     async def thread_cwd(cls, config: AgentConfig, thread: str) -> str | None:
         return await thread_cwd(config, thread)
 
-    @classmethod
-    def missing(cls, config: AgentConfig) -> TetherError | None:
-        try:
-            find_codex(config.options.get("binary"))
-        except CodexError as exc:
-            return exc
-        return None
+    find_binary = staticmethod(find_codex)
 
     def __init__(self, ctx: AgentContext) -> None:
         super().__init__(ctx)
