@@ -26,10 +26,15 @@ def pair_page(page: Any, deployment: Any, *extra: str, name: str = "phone-under-
     return secret
 
 
+def listed(home: Any, what: str) -> list[dict[str, Any]]:
+    """What `tether WHAT list --json` prints (sessions, devices): a list."""
+    result = tether_json(home, what, "list", "--json")
+    assert isinstance(result, list), result
+    return result
+
+
 def device_id(host_home: Any, name: str) -> str:
-    listed = tether_json(host_home, "devices", "list", "--json")
-    devices = listed if isinstance(listed, list) else listed.get("devices", [])
-    return str(next(d["id"] for d in devices if d["name"] == name and not d.get("revoked")))
+    return str(next(d["id"] for d in listed(host_home, "devices") if d["name"] == name and not d.get("revoked")))
 
 
 def terminal_text(page: Any) -> str:

@@ -32,7 +32,7 @@ from tether.home import HostPaths
 from tether.sshremote.deploy import desktop_host, make_desktop_bundle
 
 from .conftest import PHONE, REPO, start_web_relay
-from .pages import TIMEOUT, device_id, pair_page, type_line, until, wait_terminal
+from .pages import TIMEOUT, device_id, listed, pair_page, type_line, until, wait_terminal
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -217,8 +217,7 @@ def test_a_linked_host_is_learned_live_and_used_like_a_paired_one(browser: Any, 
     session = page.url.rsplit("/", 1)[1]
 
     def ids(home: Path) -> set[str]:
-        listed = tether_json(home, "sessions", "list", "--json")
-        return {s["id"] for s in (listed if isinstance(listed, list) else listed["sessions"])}
+        return {s["id"] for s in listed(home, "sessions")}
 
     assert session in ids(d.box_home) and session not in ids(d.host_home)
 

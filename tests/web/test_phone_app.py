@@ -20,7 +20,7 @@ from tests.support.deployment import Deployment, deployed
 from tests.support.stall_proxy import StallProxy
 
 from .conftest import BUILTIN_SCRIPT, BuiltinDeployment, builtin_host, start_web_relay
-from .pages import TIMEOUT, open_new_terminal, pair_page, terminal_text, type_line, until, wait_terminal
+from .pages import TIMEOUT, listed, open_new_terminal, pair_page, terminal_text, type_line, until, wait_terminal
 
 pytestmark = [pytest.mark.browser]
 
@@ -398,8 +398,7 @@ def test_sessions_are_filtered_archived_and_deleted_from_the_phone(page: Any, we
     page.wait_for_selector("#session-filter", timeout=TIMEOUT)
     page.select_option("#session-filter", "archived")
     until(lambda: row.count() == 0, what="the deleted session gone")
-    listed = tether_json(d.host_home, "sessions", "list", "--json")
-    assert done not in [s["id"] for s in (listed if isinstance(listed, list) else listed["sessions"])]
+    assert done not in [s["id"] for s in listed(d.host_home, "sessions")]
     # A running session is not deleted: its screen offers no Delete.
     page.goto(f"{d.origin}/#/host/{host_id}/session/{live}")
     page.wait_for_selector("#archive-session", timeout=TIMEOUT)
@@ -422,8 +421,7 @@ def test_a_terminal_whose_program_the_host_restart_ended_says_so_and_starts_agai
     until(lambda: session not in page.evaluate("location.hash"), what="the new session's screen",
           seen=lambda: page.evaluate("location.hash"))
     again = page.evaluate("location.hash").rsplit("/", 1)[1]
-    listed = tether_json(d.host_home, "sessions", "list", "--json")
-    (new,) = [s for s in (listed if isinstance(listed, list) else listed["sessions"]) if s["id"] == again]
+    (new,) = [s for s in listed(d.host_home, "sessions") if s["id"] == again]
     assert new["command"] == ["bash", "--norc", "-i"] and new["status"] == "running"
     type_line(page, "echo again-$((7*6))")
     wait_terminal(page, "again-42")

@@ -18,7 +18,17 @@ from tests.procs import tether, tether_json
 from tests.support.deployment import Deployment
 
 from .conftest import start_web_relay
-from .pages import TIMEOUT, device_id, open_new_terminal, pair_page, terminal_text, type_line, until, wait_terminal
+from .pages import (
+    TIMEOUT,
+    device_id,
+    listed,
+    open_new_terminal,
+    pair_page,
+    terminal_text,
+    type_line,
+    until,
+    wait_terminal,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -78,8 +88,7 @@ def test_pair_see_online_reload_and_drive_a_terminal(page: Any, web_deployment: 
     assert 30 <= size["cols"] < 80, size
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        listed = tether_json(d.host_home, "sessions", "list", "--json")
-        got = next(s for s in (listed if isinstance(listed, list) else listed["sessions"]) if s["id"] == session_id)
+        got = next(s for s in listed(d.host_home, "sessions") if s["id"] == session_id)
         if (got["cols"], got["rows"]) == (size["cols"], size["rows"]):
             break
         time.sleep(0.2)

@@ -27,7 +27,7 @@ from tests.support.fake_push import Browser, Push
 from tether.agents.sandbox import available
 
 from .conftest import PHONE, BuiltinDeployment, builtin_host, write_file_call
-from .pages import TIMEOUT, pair_page, until
+from .pages import TIMEOUT, listed, pair_page, until
 from .test_notifications import CLICK_JS
 
 pytestmark = [pytest.mark.browser]
@@ -125,10 +125,9 @@ def test_pushes_reach_a_closed_page_and_open_the_session(
     page.check("#notify-toggle")
     until(lambda: page.get_attribute("#push-state", "data-state") == "subscribed", what="subscribed",
           seen=lambda: page.text_content("#settings"))
-    devices = tether_json(d.host_home, "devices", "list", "--json")
-    listed = devices if isinstance(devices, list) else devices["devices"]
-    mine = next(x for x in listed if x["name"] == "phone-under-test")
-    assert mine["push"]["state"] == "active" and next(x for x in listed if x["name"] == "cli")["push"] is None
+    devices = listed(d.host_home, "devices")
+    mine = next(x for x in devices if x["name"] == "phone-under-test")
+    assert mine["push"]["state"] == "active" and next(x for x in devices if x["name"] == "cli")["push"] is None
     said = tether(d.host_home, "devices", "list").stdout
     assert "push: on, nothing sent yet" in said and "push: off" in said
 
@@ -178,9 +177,7 @@ def test_pushes_reach_a_closed_page_and_open_the_session(
     d.answer("/push/page", 410)
     tether(cli_home, "sessions", "send", session, "one more")
     def state() -> str:
-        listed = tether_json(d.host_home, "devices", "list", "--json")
-        return str(next(x for x in (listed if isinstance(listed, list) else listed["devices"])
-                        if x["name"] == "phone-under-test")["push"]["state"])
+        return str(next(x for x in listed(d.host_home, "devices") if x["name"] == "phone-under-test")["push"]["state"])
     until(lambda: state() == "gone", what="the subscription dropped", timeout=30)
     assert "push: gone" in tether(d.host_home, "devices", "list").stdout
     app = context.new_page()
@@ -190,9 +187,7 @@ def test_pushes_reach_a_closed_page_and_open_the_session(
 
     # Revoked: its subscription goes with it.
     tether(d.host_home, "devices", "revoke", mine["id"])
-    listed = tether_json(d.host_home, "devices", "list", "--json")
-    assert next(x for x in (listed if isinstance(listed, list) else listed["devices"]) if x["id"] == mine["id"])[
-        "push"] is None
+    assert next(x for x in listed(d.host_home, "devices") if x["id"] == mine["id"])["push"] is None
 
     # Only ciphertext went through the relay and the push service.
     assert PROMPT not in d.relay.log and PROMPT.encode() not in b"".join(p.body for p in d.pushes())

@@ -13,12 +13,11 @@ from typing import Any
 
 import pytest
 
-from tests.procs import tether_json
 from tests.support.deployment import Deployment
 from tether.host import resume
 
 from .conftest import builtin_host
-from .pages import until
+from .pages import listed, until
 from .test_web_claude import deploy_claude
 from .test_web_codex import CODEX_TIMEOUT, cli_events, deploy_codex, start_on_page, status
 
@@ -63,8 +62,7 @@ def follow_up_after_a_crash(
             page.click("#delete-session")
             page.click("#confirm-delete")
             page.wait_for_selector("#session-filter", timeout=CODEX_TIMEOUT)
-            listed = tether_json(d.host_home, "sessions", "list", "--json")
-            assert session not in [s["id"] for s in (listed if isinstance(listed, list) else listed["sessions"])]
+            assert session not in [s["id"] for s in listed(d.host_home, "sessions")]
         assert not page.errors  # type: ignore[attr-defined]
     finally:
         host.stop()
