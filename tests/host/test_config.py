@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from tether.agents.policy import Approval, Policy, PolicyError, Sandbox
 from tether.errors import ConfigError
-from tether.host.config import Limits, PtyAccess, load_config, parse_config
+from tether.host.config import Limits, PtyAccess, PushConfig, load_config, parse_config
 
 GOOD = """
 [host]
@@ -38,6 +38,15 @@ def test_good_config(tmp_path: Path) -> None:
     assert config.agent("codex").policy == Policy()  # defaults: on-request, workspace-write
     shown = str(config.redacted())
     assert "sk-very-secret" not in shown and "<redacted>" in shown
+
+
+def test_push_config(tmp_path: Path) -> None:
+    assert parse_config("", tmp_path / "config.toml").push == PushConfig()  # on, to public push services only
+    config = parse_config(
+        "[push]\nenabled = false\nsubject = 'mailto:me@example.com'\nallow_endpoints = ['http://127.0.0.1:8080/']\n",
+        tmp_path / "config.toml")
+    assert config.push == PushConfig(False, "mailto:me@example.com", ("http://127.0.0.1:8080/",))
+    assert config.redacted()["push"]["allow_endpoints"] == ["http://127.0.0.1:8080/"]
 
 
 def test_missing_file_is_defaults(tmp_path: Path) -> None:
@@ -70,6 +79,11 @@ def test_limits(tmp_path: Path) -> None:
         ("[limits]\nmax_channels = 3\n", "limits.max_channels: unknown key", 2),
         ("[limits]\nmax_sessions_per_caller = 'x'\n", "max_sessions_per_caller: must be a int", 2),
         ("[host\nname=1", "Expected ']'", None),
+        ("[push]\nsubject = 'owner@example.com'\n", "push.subject: must be a mailto: address or an https:// URL", 2),
+        ("[push]\n\nallow_endpoints = ['127.0.0.1:8080']\n", "push.allow_endpoints: must be a list of URL prefixes", 3),
+        ("[push]\nallow_endpoints = 'http://127.0.0.1:8080/'\n", "push.allow_endpoints: must be a list", 2),
+        ("[push]\nenabled = 'yes'\n", "push.enabled: must be a bool", 2),
+        ("[push]\nendpoint = 'x'\n", "push.endpoint: unknown key", 2),
     ],
 )
 def test_bad_config_names_key_and_line(tmp_path: Path, text: str, message: str, line: int | None) -> None:
