@@ -211,6 +211,11 @@ async def test_an_agent_that_cannot_resume_says_why_and_the_session_waits(log: E
     with pytest.raises(SessionError, match="host restarted since its last turn") as idle:
         await second.interrupt(sid)
     assert idle.value.code == "session_idle"
+    # Asking for its models opens no agent for a caller who may not prompt it (a reader).
+    opened = len(RecallAgent.opened)
+    with pytest.raises(SessionError, match="host restarted since its last turn") as reader:
+        await second.models(sid, resume=False)
+    assert reader.value.code == "session_idle" and len(RecallAgent.opened) == opened
     RecallAgent.fail_open = None
     await second.send_input(sid, "two")
     await events_of(log, sid, EventType.TURN_COMPLETED, 2)

@@ -305,8 +305,12 @@ class SessionManager:
     async def unqueue(self, session_id: str, queued: str, by: dict[str, str], cid: str | None = None) -> Event:
         return await (await self._require_live(session_id)).unqueue(queued, by, cid)
 
-    async def models(self, session_id: str, caller: Principal | None = None) -> builtins.list[dict[str, Any]]:
-        return await (await self._require_live(session_id, resume=True, caller=caller)).models()
+    async def models(
+        self, session_id: str, caller: Principal | None = None, *, resume: bool = True,
+    ) -> builtins.list[dict[str, Any]]:
+        """The agent's models; ``resume``: an agent of an earlier host run is opened again to ask
+        (only for a caller who may prompt it: reading must not start agents)."""
+        return await (await self._require_live(session_id, resume=resume, caller=caller)).models()
 
     async def interrupt(self, session_id: str, cid: str | None = None) -> Event:
         return await (await self._require_live(session_id)).interrupt(cid)

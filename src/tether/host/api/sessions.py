@@ -15,7 +15,7 @@ from tether.host.api.core import Caller, Forbidden, NotFound, handles, log
 from tether.host.attachments import decode_images
 from tether.host.workspaces import resolve_workspace
 from tether.protocol import schemas
-from tether.protocol.scopes import scope_list
+from tether.protocol.scopes import Scope, scope_list
 
 
 class SessionMethods(Caller):
@@ -216,7 +216,8 @@ class SessionMethods(Caller):
     async def _sessions_models(self, params: schemas.SessionModels) -> dict[str, Any]:
         """The models the session's agent offers for its next turns."""
         await self._session(params.id)
-        return {"models": await self.host.sessions.models(params.id, caller=self.principal)}
+        may_prompt = Scope.PROMPT in self.principal.scopes
+        return {"models": await self.host.sessions.models(params.id, caller=self.principal, resume=may_prompt)}
 
     @handles("sessions.interrupt")
     async def _sessions_interrupt(self, params: schemas.SessionRef) -> dict[str, Any]:
