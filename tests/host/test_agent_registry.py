@@ -15,7 +15,7 @@ from tether.errors import ConfigError, TetherError
 from tether.host.config import HostConfig, parse_config
 from tether.host.eventlog import EventLog
 from tether.host.sessions import SessionManager
-from tether.protocol.events import EventType
+from tether.protocol.events import AgentMessageDone, EventType
 
 BY = {"id": "d_test", "name": "tester"}
 
@@ -27,10 +27,9 @@ class EchoAgent(Agent):
 
     async def run_turn(self, turn: str, text: str) -> None:
         item = self.ctx.new_id("i")
-        await self.ctx.emit(EventType.ITEM_COMPLETED, {
-            "turn": turn, "item": item, "kind": ItemKind.AGENT_MESSAGE, "status": "completed",
-            "text": f"{self.ctx.config.options.get('prefix', '')}{text}",
-        })
+        await self.ctx.emit(AgentMessageDone(
+            turn=turn, item=item, status="completed", text=f"{self.ctx.config.options.get('prefix', '')}{text}",
+        ))
 
 
 async def wait_for(log: EventLog, sid: str, type: str) -> dict[str, object]:

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from tether.agents.base import Agent, Decision, ItemKind, TurnSettings
+from tether.agents.base import Agent, Decision, TurnSettings
 from tether.agents.policy import AgentConfig, Policy
 from tether.host.agent_session import MAX_QUEUED, AgentSession, AgentSessionError
 from tether.host.eventlog import EventLog
 from tether.host.projection import ApprovalConflict
-from tether.protocol.events import EventType
+from tether.protocol.events import AgentMessageDone, EventType
 
 
 class AskingAgent(Agent):
@@ -35,8 +35,7 @@ class AskingAgent(Agent):
                 await ask
             return
         decision = await ask
-        await self.ctx.emit(EventType.ITEM_COMPLETED, {"turn": turn, "item": "i1", "kind": ItemKind.AGENT_MESSAGE,
-                                                       "status": "completed", "text": f"got {decision.value}"})
+        await self.ctx.emit(AgentMessageDone(turn=turn, item="i1", status="completed", text=f"got {decision.value}"))
 
 
 async def session_for(log: EventLog, tmp_path: Path, agent: type[Agent] = AskingAgent) -> AgentSession:
@@ -88,8 +87,7 @@ class QuestioningAgent(Agent):
              "is_other": True, "is_secret": False},
             {"id": "pin", "header": "PIN", "question": "Your PIN?", "options": [], "is_other": True, "is_secret": True},
         ], item=None)
-        await self.ctx.emit(EventType.ITEM_COMPLETED, {"turn": turn, "item": "i1", "kind": ItemKind.AGENT_MESSAGE,
-                                                       "status": "completed", "text": json.dumps(answers)})
+        await self.ctx.emit(AgentMessageDone(turn=turn, item="i1", status="completed", text=json.dumps(answers)))
 
 
 async def test_a_question_is_answered_once_and_a_secret_answer_is_never_logged(log: EventLog, tmp_path: Path) -> None:

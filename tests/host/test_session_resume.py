@@ -23,7 +23,7 @@ from tether.host.eventlog import Event, EventLog
 from tether.host.principal import Principal
 from tether.host.sessions import SessionError, SessionManager
 from tether.host.workspaces import resolve_workspace
-from tether.protocol.events import EventType
+from tether.protocol.events import AgentMessageDone, EventType
 
 BY = {"id": "d_1", "name": "phone"}
 
@@ -53,10 +53,7 @@ class RecallAgent(Agent):
             await self.ctx.request_approval("command", {"command": "true"}, item=None, options=list(Decision))
         earlier = self.ctx.resumed.transcript if self.ctx.resumed else ()
         said = f"{text} | {self.conv} | " + " / ".join(f"{e.prompt}={e.reply}" for e in earlier)
-        await self.ctx.emit(EventType.ITEM_COMPLETED, {
-            "turn": turn, "item": self.ctx.new_id("i"), "kind": ItemKind.AGENT_MESSAGE, "status": "completed",
-            "text": said,
-        })
+        await self.ctx.emit(AgentMessageDone(turn=turn, item=self.ctx.new_id("i"), status="completed", text=said))
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from hypothesis import given
@@ -15,7 +15,22 @@ from hypothesis import strategies as st
 
 from tether.host.db import Database
 from tether.host.eventlog import EventLog
-from tether.protocol.events import EVENT_DATA, ApprovalKind, BadEvent, EventType, ItemKind, check_data
+from tether.protocol.events import (
+    EVENT_DATA,
+    ApprovalCleared,
+    ApprovalKind,
+    BadEvent,
+    CommandDone,
+    CommandStarted,
+    EventType,
+    ItemCompleted,
+    ItemKind,
+    ItemStarted,
+    SessionDeleted,
+    check_data,
+    completed,
+    encoded,
+)
 
 STATIC = Path(__file__).resolve().parents[2] / "src" / "tether" / "web" / "static"
 # Cards the page draws that are not items of the host: a turn's end, its reconnecting state, a notice.
@@ -45,6 +60,40 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
 
 def test_every_event_type_has_a_declared_shape() -> None:
     assert set(EVENT_DATA) == set(EventType)
+
+
+def test_a_struct_says_its_event_type_and_encodes_as_the_log_stores_it() -> None:
+    started = CommandStarted(turn="t_1", item="i_1", command="ls", cwd="/w")
+    assert encoded(started) == (EventType.ITEM_STARTED,
+                                {"kind": "command", "turn": "t_1", "item": "i_1", "command": "ls", "cwd": "/w"})
+    done = completed(started, "failed", exit_code=None, output="")
+    assert isinstance(done, CommandDone)
+    type_, data = encoded(done)
+    assert type_ is EventType.ITEM_COMPLETED and data["command"] == "ls" and data["status"] == "failed"
+    assert encoded(SessionDeleted()) == (EventType.SESSION_DELETED, {})
+    assert encoded(ApprovalCleared(approval="ap_1", reason="r"))[0] is EventType.APPROVAL_CLEARED
+
+
+@pytest.mark.parametrize("started_as", get_args(ItemStarted))
+def test_every_kind_of_item_completes_as_its_own_kind(started_as: Any) -> None:
+    """Each started struct has a completed one of its kind: what an adapter closes on a failed
+    turn (turn.fail_items) is still the item it opened, with every field the page draws."""
+    fields = {"turn": "t", "item": "i", "command": "c", "cwd": "/", "path": "p", "diff": "", "message": "m",
+              "steps": [], "tool": "x", "input": "", "paths": [], "type": "y", "title": "z", "summary": ""}
+    wanted = {f: fields[f] for f in started_as.__struct_fields__ if f in fields}
+    started = started_as(**wanted)
+    results = {"text": "", "exit_code": None, "output": ""}
+    done_as = next(d for d in get_args(ItemCompleted) if d.__struct_config__.tag == started_as.__struct_config__.tag)
+    extra = {f: v for f, v in results.items() if f in done_as.__struct_fields__ and f not in wanted}
+    type_, data = encoded(completed(started, "completed", **extra))
+    assert type_ is EventType.ITEM_COMPLETED and data["kind"] == started_as.__struct_config__.tag
+    check_data(type_, data)
+
+
+def test_every_struct_of_the_log_has_one_event_type() -> None:
+    """No two event types share a struct: the struct alone says what an adapter logs."""
+    structs = [cls for shape in EVENT_DATA.values() for cls in (get_args(shape) or (shape,))]
+    assert len(structs) == len(set(structs))
 
 
 @pytest.mark.parametrize(("type_", "data"), GOOD)

@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Literal, Protocol
 
 from tether.agents.policy import AgentConfig, Policy
 from tether.errors import TetherError
-from tether.protocol.events import ApprovalKind
+from tether.protocol.events import ApprovalKind, EventData
 from tether.protocol.events import ItemKind as ItemKind  # the adapters' vocabulary, declared with the events
 
 
@@ -135,8 +135,9 @@ class AgentContext(Protocol):
 
     def new_id(self, prefix: str) -> str: ...
 
-    async def emit(self, type: str, data: dict[str, Any]) -> None:
-        """Append an event of this session (item.started / item.delta / item.completed)."""
+    async def emit(self, event: EventData) -> None:
+        """Append an event of this session (item.started / item.delta / item.completed…): its
+        struct says which."""
         ...
 
     async def request_approval(

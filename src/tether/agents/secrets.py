@@ -22,6 +22,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import msgspec
+
 REDACTED = "[redacted]"
 # The parts of a variable name that say it holds a secret.
 SECRET_NAME_PARTS = (
@@ -68,6 +70,8 @@ class Redactor:
             return {k: self.value(v) for k, v in obj.items()}
         if isinstance(obj, list | tuple):
             return [self.value(v) for v in obj]
+        if isinstance(obj, msgspec.Struct):  # an event's data, as the adapters build it
+            return msgspec.structs.replace(obj, **{f: self.value(getattr(obj, f)) for f in obj.__struct_fields__})
         return obj
 
     def stream(self) -> StreamRedactor:

@@ -15,6 +15,7 @@ import logging
 import re
 from abc import abstractmethod
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from tether.agents.base import Agent, AgentContext, AgentDied, Exchange, ItemKind, TurnInterrupted
@@ -22,7 +23,17 @@ from tether.agents.jsonl_process import Exited, JsonlProcess
 from tether.agents.policy import AgentConfig
 from tether.agents.secrets import Redactor, StreamRedactor
 from tether.errors import TetherError
-from tether.protocol.events import EventType
+from tether.protocol.events import (
+    AgentNotice,
+    ChangesStarted,
+    DeltaStream,
+    ItemDelta,
+    ItemStarted,
+    NoticeLevel,
+    PlanStarted,
+    PlanStep,
+    completed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +52,22 @@ S = TypeVar("S", bound=TurnState)
 P = TypeVar("P", bound=JsonlProcess)
 
 
-class OpenItem(Protocol):
-    id: str  # tether's item id
-    kind: ItemKind
-    text: list[str]  # streamed text / output so far
-    data: dict[str, Any]  # what item.started said (command, path…)
+@dataclass
+class OpenItem:
+    """An item of the running turn an adapter follows: what its item.started said, and what it
+    streamed so far."""
 
+    started: ItemStarted
+    text: list[str] = field(default_factory=list)  # streamed text / output so far
+    redactor: StreamRedactor | None = None  # of the streamed text / output, once it streamed
 
-class StreamedItem(OpenItem, Protocol):
-    redactor: StreamRedactor | None  # of its streamed text / output, once it streamed
+    @property
+    def id(self) -> str:  # tether's item id
+        return self.started.item
+
+    @property
+    def kind(self) -> ItemKind:
+        return ItemKind(str(self.started.__struct_config__.tag))
 
 
 async def next_event(events: asyncio.Queue[T], interrupt_at: float | None, grace: float) -> T:
@@ -60,28 +78,28 @@ async def next_event(events: asyncio.Queue[T], interrupt_at: float | None, grace
     return await asyncio.wait_for(events.get(), timeout)
 
 
-async def fail_items(ctx: AgentContext, turn: str, items: Iterable[OpenItem]) -> None:
+async def fail_items(ctx: AgentContext, items: Iterable[OpenItem]) -> None:
     """Complete ``items``, left open by an ended turn, as failed."""
     for item in items:
-        data: dict[str, Any]
+        streamed = "".join(item.text)
+        fields: dict[str, Any] = {}
         if item.kind is ItemKind.COMMAND:
-            data = {**item.data, "exit_code": None, "output": "".join(item.text)}
-        elif item.kind is ItemKind.FILE_CHANGE:
-            data = dict(item.data)
-        else:
-            data = {"text": "".join(item.text)}
-        await ctx.emit(EventType.ITEM_COMPLETED,
-                       {"turn": turn, "item": item.id, "kind": item.kind, "status": "failed", **data})
+            fields = {"exit_code": None, "output": streamed}
+        elif item.kind is ItemKind.TOOL_CALL:
+            fields = {"output": streamed}
+        elif item.kind in (ItemKind.AGENT_MESSAGE, ItemKind.REASONING, ItemKind.PLAN):
+            fields = {"text": streamed}
+        await ctx.emit(completed(item.started, "failed", **fields))
 
 
-async def stream_delta(ctx: AgentContext, item: StreamedItem, stream: str, data: str, redact: Redactor) -> None:
+async def stream_delta(ctx: AgentContext, item: OpenItem, stream: DeltaStream, data: str, redact: Redactor) -> None:
     """Log a streamed chunk of ``item``, redacted; the end of a possible secret waits for the next."""
     if item.redactor is None:
         item.redactor = redact.stream()
     await emit_delta(ctx, item, stream, item.redactor.feed(data))
 
 
-async def flush_delta(ctx: AgentContext, item: StreamedItem) -> None:
+async def flush_delta(ctx: AgentContext, item: OpenItem) -> None:
     """The item's stream has ended: log what its redactor held back."""
     if item.redactor is not None:
         await emit_delta(ctx, item, "output" if item.kind is ItemKind.COMMAND else "text", item.redactor.flush())
@@ -97,40 +115,39 @@ def recap(transcript: Iterable[Exchange]) -> str:
             f" record]\n\n{turns}\n\n[the new prompt follows]\n\n")
 
 
-async def emit_notice(ctx: AgentContext, turn: str | None, level: str, source: str, message: str) -> None:
+async def emit_notice(ctx: AgentContext, turn: str | None, level: NoticeLevel, source: str, message: str) -> None:
     """An ``agent.notice``: what the agent said outside any item (``message`` already redacted)."""
-    await ctx.emit(EventType.AGENT_NOTICE, {"turn": turn, "level": level, "source": source, "message": message})
+    await ctx.emit(AgentNotice(turn=turn, level=level, source=source, message=message))
 
 
-async def emit_plan(ctx: AgentContext, turn: str, steps: list[dict[str, str]], explanation: str | None) -> None:
+async def emit_plan(ctx: AgentContext, turn: str, steps: list[PlanStep], explanation: str | None) -> None:
     """The agent's to-do list as it now stands (redacted), as one finished plan item: each is the
     whole list, and replaces the last on the page."""
-    await _emit_whole(ctx, turn, ItemKind.PLAN, {"steps": steps, "explanation": explanation})
+    await _emit_whole(ctx, PlanStarted(turn=turn, item=ctx.new_id("i"), steps=steps, explanation=explanation))
 
 
 async def emit_changes(ctx: AgentContext, turn: str, diff: str) -> None:
     """The turn's changes so far as one unified diff (redacted), as one finished changes item:
     each is the whole diff, and replaces the turn's last on the page."""
     paths = list(dict.fromkeys(m.group(1) for m in _DIFF_FILE.finditer(diff)))
-    await _emit_whole(ctx, turn, ItemKind.CHANGES, {"diff": diff, "paths": paths})
+    await _emit_whole(ctx, ChangesStarted(turn=turn, item=ctx.new_id("i"), diff=diff, paths=paths))
 
 
 # A unified diff's file header (`diff --git a/PATH b/PATH`): the path it changes.
 _DIFF_FILE = re.compile(r"^diff --git a/.* b/(.*)$", re.MULTILINE)
 
 
-async def _emit_whole(ctx: AgentContext, turn: str, kind: ItemKind, fields: dict[str, Any]) -> None:
+async def _emit_whole(ctx: AgentContext, started: ItemStarted) -> None:
     # An item the agent states whole each time (not streamed): started and completed at once.
-    data = {"turn": turn, "item": ctx.new_id("i"), "kind": kind, **fields}
-    await ctx.emit(EventType.ITEM_STARTED, data)
-    await ctx.emit(EventType.ITEM_COMPLETED, {**data, "status": "completed"})
+    await ctx.emit(started)
+    await ctx.emit(completed(started, "completed"))
 
 
-async def emit_delta(ctx: AgentContext, item: OpenItem, stream: str, data: str) -> None:
+async def emit_delta(ctx: AgentContext, item: OpenItem, stream: DeltaStream, data: str) -> None:
     """Log ``data`` (already redacted) as a delta of ``item``."""
     if data:
         item.text.append(data)
-        await ctx.emit(EventType.ITEM_DELTA, {"item": item.id, "stream": stream, "data": data})
+        await ctx.emit(ItemDelta(item=item.id, stream=stream, data=data))
 
 
 class FollowingAgent(Agent, Generic[S, P]):

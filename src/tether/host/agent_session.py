@@ -23,7 +23,6 @@ from tether.agents.base import (
     AgentContext,
     AgentDied,
     Decision,
-    ItemKind,
     Question,
     Resumed,
     Review,
@@ -36,7 +35,16 @@ from tether.host import resume
 from tether.host.event import new_id
 from tether.host.eventlog import Event, EventLog
 from tether.host.projection import ApprovalConflict
-from tether.protocol.events import EventType
+from tether.protocol.events import (
+    ApprovalCleared,
+    ApprovalKind,
+    ApprovalRequested,
+    ErrorDone,
+    EventData,
+    EventType,
+    UserMessageDone,
+    encoded,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +102,8 @@ class AgentSession(AgentContext):
     def new_id(self, prefix: str) -> str:
         return new_id(prefix)
 
-    async def emit(self, type: str, data: dict[str, Any]) -> None:
-        await self.log.append(self.session_id, type, data)
+    async def emit(self, event: EventData) -> None:
+        await self.log.append(self.session_id, *encoded(event))
 
     async def request_approval(
         self, kind: str, details: dict[str, Any], *, item: str | None, options: Sequence[Decision]
@@ -115,10 +123,8 @@ class AgentSession(AgentContext):
         self._options[approval] = options
         self._asked[approval] = (kind, details)
         try:
-            await self.emit(
-                EventType.APPROVAL_REQUESTED,
-                {"approval": approval, "item": item, "kind": kind, "details": details, "options": options},
-            )
+            await self.emit(ApprovalRequested(approval=approval, item=item, kind=ApprovalKind(kind), details=details,
+                                              options=options))
             return await future
         except asyncio.CancelledError:
             # Still registered: cancelled by an interrupt of the turn, or by the adapter because
@@ -126,7 +132,7 @@ class AgentSession(AgentContext):
             if self._waiters.pop(approval, None) is not None:
                 reason = "the turn was interrupted" if self._interrupting else "withdrawn by the agent"
                 with contextlib.suppress(ApprovalConflict, RuntimeError):
-                    await self.emit(EventType.APPROVAL_CLEARED, {"approval": approval, "reason": reason})
+                    await self.emit(ApprovalCleared(approval=approval, reason=reason))
             raise
         finally:
             self._waiters.pop(approval, None)
@@ -211,10 +217,7 @@ class AgentSession(AgentContext):
         started = {"turn": turn, "input": text, **chosen, **({"queued": queued} if queued else {})}
         event = await self.log.append(self.session_id, EventType.TURN_STARTED, started, cid)
         item = self.new_id("i")
-        await self.emit(
-            EventType.ITEM_COMPLETED,
-            {"turn": turn, "item": item, "kind": ItemKind.USER_MESSAGE, "status": "completed", "text": text},
-        )
+        await self.emit(UserMessageDone(turn=turn, item=item, status="completed", text=text))
         self._task = asyncio.create_task(self._run(turn, text), name=f"tether-turn-{turn}")
         return event
 
@@ -307,7 +310,7 @@ class AgentSession(AgentContext):
         self.ended.set()  # this object is done; the session is not
         with contextlib.suppress(RuntimeError):
             await self._drop_queued(resume.QUEUED_LOST)
-            await self.emit(EventType.AGENT_NOTICE, resume.notice())
+            await self.emit(resume.notice())
 
     async def _stop(self) -> None:
         self._closing = True  # no queued prompt starts after the turn it cancels
@@ -337,11 +340,7 @@ class AgentSession(AgentContext):
             status, error = "failed", f"internal error in the {self.agent.name} agent; see the host's log"
         try:
             if error is not None:
-                await self.emit(
-                    EventType.ITEM_COMPLETED,
-                    {"turn": turn, "item": self.new_id("i"), "kind": ItemKind.ERROR, "status": "failed",
-                     "message": error},
-                )
+                await self.emit(ErrorDone(turn=turn, item=self.new_id("i"), status="failed", message=error))
             await self._clear_waiters("the turn was interrupted" if status == "interrupted" else "the turn ended")
             await self.log.append(
                 self.session_id, EventType.TURN_COMPLETED, {"turn": turn, "status": status, "error": error}
@@ -374,7 +373,7 @@ class AgentSession(AgentContext):
             future = self._waiters.pop(approval, None)
             self._options.pop(approval, None)
             with contextlib.suppress(ApprovalConflict):
-                await self.emit(EventType.APPROVAL_CLEARED, {"approval": approval, "reason": reason})
+                await self.emit(ApprovalCleared(approval=approval, reason=reason))
             if future is not None:
                 future.cancel()
 

@@ -17,7 +17,7 @@ from tether.agents.base import Exchange, ItemKind, Resumed
 from tether.host.event import new_id
 from tether.host.eventlog import AppendItem
 from tether.host.projection import Status, pending_approvals
-from tether.protocol.events import EventType
+from tether.protocol.events import AgentNotice, EventType, encoded
 
 # What a person reads on the session, once per stop, and why a turn or a queued prompt ended.
 NOTICE = "The host stopped; the agent's conversation goes on with your next prompt."
@@ -30,8 +30,8 @@ TRANSCRIPT_CHARS = 200_000
 ITEM_CHARS = 4_000
 
 
-def notice() -> dict[str, Any]:
-    return {"turn": None, "level": "info", "source": "host", "message": NOTICE}
+def notice() -> AgentNotice:
+    return AgentNotice(turn=None, level="info", source="host", message=NOTICE)
 
 
 def suspension(conn: sqlite3.Connection, session: dict[str, Any]) -> list[AppendItem]:
@@ -52,7 +52,7 @@ def suspension(conn: sqlite3.Connection, session: dict[str, Any]) -> list[Append
         items.append((sid, EventType.TURN_UNQUEUED, {"queued": queued, "reason": QUEUED_LOST}, None))
     if not items and _said(conn, sid):
         return []
-    items.append((sid, EventType.AGENT_NOTICE, notice(), None))
+    items.append((sid, *encoded(notice()), None))
     return items
 
 

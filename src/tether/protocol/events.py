@@ -6,7 +6,7 @@ Wire vocabulary: the host writes these events, agents report through them, clien
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 
@@ -154,12 +154,21 @@ class EventType(StrEnum):
 
 
 # -- the shape of each event's data ---------------------------------------------------------------
-# Declared once, checked on every append (EventLog), so no adapter or host path can log an event
-# the clients do not expect. Fields beyond these are allowed (an adapter may add detail); the ones
-# declared must be there, with these types.
+# Declared once. The adapters build these structs (AgentContext.emit takes one; its class says the
+# event type), and every append is checked against them (EventLog), so no adapter or host path can
+# log an event the clients do not expect. The host's own dict-built events may carry fields beyond
+# these; the ones declared must be there, with these types.
 
 
 class _Data(msgspec.Struct):
+    pass
+
+
+class SessionInterrupted(_Data):
+    pass
+
+
+class SessionDeleted(_Data):
     pass
 
 
@@ -246,9 +255,13 @@ class TurnRetrying(_Data):
     details: str | None
 
 
+NoticeLevel = Literal["warning", "info"]
+DeltaStream = Literal["text", "output"]
+
+
 class AgentNotice(_Data):
     turn: str | None
-    level: Literal["warning", "info"]
+    level: NoticeLevel
     source: str
     message: str
 
@@ -273,8 +286,12 @@ class _Item(_Data, tag_field="kind"):
     item: str
 
 
+ItemStatus = Literal["completed", "failed", "declined"]
+StepStatus = Literal["pending", "in_progress", "completed"]
+
+
 class _Done(_Item):
-    status: Literal["completed", "failed", "declined"]
+    status: ItemStatus
 
 
 class UserMessageStarted(_Item, tag=ItemKind.USER_MESSAGE.value):
@@ -306,7 +323,7 @@ class ErrorStarted(_Item, tag=ItemKind.ERROR.value):
 
 class PlanStep(msgspec.Struct):
     text: str
-    status: Literal["pending", "in_progress", "completed"]
+    status: StepStatus
 
 
 class PlanStarted(_Item, tag=ItemKind.PLAN.value):
@@ -345,14 +362,18 @@ class ReasoningDone(_Done, tag=ItemKind.REASONING.value):
 
 
 class CommandDone(_Done, tag=ItemKind.COMMAND.value):
+    command: str
+    cwd: str
     exit_code: int | None
     output: str
+    error: str | None = None  # why the command failed to run, when the agent says (builtin)
 
 
 class FileChangeDone(_Done, tag=ItemKind.FILE_CHANGE.value):
     path: str
     diff: str
     paths: list[str] | None = None
+    error: str | None = None  # why the change failed, when the agent says (builtin)
 
 
 class ErrorDone(_Done, tag=ItemKind.ERROR.value):
@@ -385,7 +406,7 @@ class OtherDone(_Done, tag=ItemKind.OTHER.value):
 
 class ItemDelta(_Data):
     item: str
-    stream: Literal["text", "output"]
+    stream: DeltaStream
     data: str
 
 
@@ -436,10 +457,10 @@ EVENT_DATA: dict[EventType, Any] = {
     EventType.SESSION_INPUT: SessionInput,
     EventType.SESSION_OUTPUT: SessionOutput,
     EventType.SESSION_RESIZED: SessionResized,
-    EventType.SESSION_INTERRUPTED: _Data,
+    EventType.SESSION_INTERRUPTED: SessionInterrupted,
     EventType.SESSION_STATUS: SessionStatus,
     EventType.SESSION_ARCHIVED: SessionArchived,
-    EventType.SESSION_DELETED: _Data,
+    EventType.SESSION_DELETED: SessionDeleted,
     EventType.TURN_STARTED: TurnStarted,
     EventType.TURN_COMPLETED: TurnCompleted,
     EventType.TURN_QUEUED: TurnQueued,
@@ -457,6 +478,32 @@ EVENT_DATA: dict[EventType, Any] = {
     EventType.HOST_UNLINKED: HostUnlinked,
     EventType.SESSION_EXITED: SessionExited,
 }
+
+
+EventData = _Data
+"""What a writer of the log builds: one of the structs above, whose class says its event type."""
+
+# Each struct's event type (an item's started and completed structs are told apart by class).
+_TYPE_OF: dict[type, EventType] = {
+    cls: type_ for type_, shape in EVENT_DATA.items() for cls in (get_args(shape) or (shape,))
+}
+# The completed struct of each kind of item, by its started struct.
+_DONE_OF: dict[type, type] = {
+    started: done for started in get_args(ItemStarted) for done in get_args(ItemCompleted)
+    if done.__struct_config__.tag == started.__struct_config__.tag
+}
+
+
+def encoded(data: EventData) -> tuple[EventType, dict[str, Any]]:
+    """The event type of ``data`` and its data as the log stores it (enums as their values)."""
+    return _TYPE_OF[type(data)], msgspec.to_builtins(data)
+
+
+def completed(started: ItemStarted, status: ItemStatus, **fields: Any) -> ItemCompleted:
+    """The ``item.completed`` of the item ``started`` began: what it said, with ``status`` and
+    ``fields`` (the kind's results, or fields that changed)."""
+    done: ItemCompleted = _DONE_OF[type(started)](**{**msgspec.structs.asdict(started), "status": status, **fields})
+    return done
 
 
 class BadEvent(ValueError):

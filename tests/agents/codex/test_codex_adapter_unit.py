@@ -12,6 +12,7 @@ from tether.agents.base import Decision
 from tether.agents.codex.adapter import CodexAgent, _Turn, _unified, codex_policy
 from tether.agents.codex.appserver import COMMAND_APPROVAL, Notification, RequestState, ServerRequest
 from tether.agents.policy import AgentConfig, Approval, Policy, Sandbox
+from tether.protocol.events import EventData
 
 
 class FakeContext:
@@ -27,7 +28,7 @@ class FakeContext:
     def new_id(self, prefix: str) -> str:
         return f"{prefix}_1"
 
-    async def emit(self, type: str, data: dict[str, Any]) -> None:
+    async def emit(self, event: EventData) -> None:
         pass
 
     async def request_approval(

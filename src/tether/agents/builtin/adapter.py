@@ -42,7 +42,17 @@ from tether.agents.builtin.tools import HIDDEN_ENV, ToolRunner, truncate_middle
 from tether.agents.sandbox import Sandbox
 from tether.agents.secrets import env_secrets, without_secrets
 from tether.errors import TetherError
-from tether.protocol.events import EventType
+from tether.protocol.events import (
+    AgentMessageStarted,
+    CommandStarted,
+    ErrorDone,
+    EventData,
+    FileChangeStarted,
+    ItemDelta,
+    ItemStatus,
+    ReasoningStarted,
+    completed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,19 +104,18 @@ class _Emitter:
 
     def __init__(self, ctx: AgentContext) -> None:
         self.ctx = ctx
-        self._pending: list[tuple[str, dict[str, Any]]] = []
+        self._pending: list[EventData] = []
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._failed: BaseException | None = None
 
-    def put(self, type: str, data: dict[str, Any]) -> None:
-        if type == EventType.ITEM_DELTA and self._pending:
-            last_type, last = self._pending[-1]
-            if (last_type == EventType.ITEM_DELTA and last["item"] == data["item"]
-                    and last["stream"] == data["stream"] and len(last["data"]) < MAX_MERGED_DELTA):
-                last["data"] += data["data"]
-                return
-        self._pending.append((type, data))
+    def put(self, event: EventData) -> None:
+        last = self._pending[-1] if self._pending else None
+        if (isinstance(event, ItemDelta) and isinstance(last, ItemDelta) and last.item == event.item
+                and last.stream == event.stream and len(last.data) < MAX_MERGED_DELTA):
+            last.data += event.data
+            return
+        self._pending.append(event)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._drain_quietly())
 
@@ -122,8 +131,7 @@ class _Emitter:
                 failed, self._failed = self._failed, None
                 raise failed
             while self._pending:
-                type, data = self._pending.pop(0)
-                await self.ctx.emit(type, data)
+                await self.ctx.emit(self._pending.pop(0))
 
 
 class _TurnHooks:
@@ -135,37 +143,35 @@ class _TurnHooks:
         self.turn = turn
         self.out = _Emitter(agent.ctx)
         self.cwd = str(agent.workspace)
-        # The open stretch of text or reasoning: (kind, item, parts).
-        self._stream: tuple[ItemKind, str, list[str]] | None = None
-        # call id -> (kind, item id or None until started, what the item started with)
+        # The open stretch of text or reasoning: how it started, and its parts.
+        self._stream: tuple[AgentMessageStarted | ReasoningStarted, list[str]] | None = None
+        # call id -> {kind, started: its item.started (None until started), path, name}
         self._calls: dict[str, dict[str, Any]] = {}
         self.error: str | None = None
 
     # -- text and reasoning ---------------------------------------------------------------
 
-    def _streamed(self, kind: ItemKind, text: str) -> None:
-        if self._stream is None or self._stream[0] != kind:
+    def _streamed(self, kind: type[AgentMessageStarted | ReasoningStarted], text: str) -> None:
+        if self._stream is None or type(self._stream[0]) is not kind:
             self.close_stream()
-            item = self.ctx.new_id("i")
-            self._stream = (kind, item, [])
-            self.out.put(EventType.ITEM_STARTED, {"turn": self.turn, "item": item, "kind": kind})
-        _, item, parts = self._stream
+            self._stream = (kind(turn=self.turn, item=self.ctx.new_id("i")), [])
+            self.out.put(self._stream[0])
+        started, parts = self._stream
         parts.append(text)
-        self.out.put(EventType.ITEM_DELTA, {"item": item, "stream": "text", "data": text})
+        self.out.put(ItemDelta(item=started.item, stream="text", data=text))
 
-    def close_stream(self, status: str = "completed") -> None:
+    def close_stream(self, status: ItemStatus = "completed") -> None:
         if self._stream is None:
             return
-        kind, item, parts = self._stream
+        started, parts = self._stream
         self._stream = None
-        self.out.put(EventType.ITEM_COMPLETED,
-                     {"turn": self.turn, "item": item, "kind": kind, "status": status, "text": "".join(parts)})
+        self.out.put(completed(started, status, text="".join(parts)))
 
     def on_text_delta(self, text: str) -> None:
-        self._streamed(ItemKind.AGENT_MESSAGE, text)
+        self._streamed(AgentMessageStarted, text)
 
     def on_reasoning_delta(self, text: str) -> None:
-        self._streamed(ItemKind.REASONING, text)
+        self._streamed(ReasoningStarted, text)
 
     # -- tools ----------------------------------------------------------------------------
 
@@ -174,53 +180,50 @@ class _TurnHooks:
         if set(args) == {"raw"} or name not in ("run_command", "write_file", "edit_file"):
             # The loop reports arguments it could not parse as {"raw": ...}; reads are not items.
             kind = "invalid" if set(args) == {"raw"} else "read"
-            self._calls[call_id] = {"kind": kind, "name": name, "item": None}
+            self._calls[call_id] = {"kind": kind, "name": name, "started": None}
             return
         if name == "run_command":
-            item = self.ctx.new_id("i")
-            self._calls[call_id] = {"kind": ItemKind.COMMAND, "item": item}
-            self.out.put(EventType.ITEM_STARTED, {"turn": self.turn, "item": item, "kind": ItemKind.COMMAND,
-                                                  "command": args.get("command", ""), "cwd": self.cwd})
+            started = CommandStarted(turn=self.turn, item=self.ctx.new_id("i"), command=str(args.get("command", "")),
+                                     cwd=self.cwd)
+            self._calls[call_id] = {"kind": ItemKind.COMMAND, "started": started}
+            self.out.put(started)
         else:
             # Started once the diff is known: at the approval, or when the change is done.
-            self._calls[call_id] = {"kind": ItemKind.FILE_CHANGE, "item": None, "path": args.get("path", "")}
+            self._calls[call_id] = {"kind": ItemKind.FILE_CHANGE, "started": None, "path": args.get("path", "")}
 
-    def _start_file_change(self, call: dict[str, Any], path: str, diff: str) -> str:
-        item: str | None = call["item"]
-        if item is None:
-            item = call["item"] = self.ctx.new_id("i")
-            self.out.put(EventType.ITEM_STARTED, {"turn": self.turn, "item": item, "kind": ItemKind.FILE_CHANGE,
-                                                  "path": path, "diff": diff})
-        return item
+    def _start_file_change(self, call: dict[str, Any], path: str, diff: str) -> FileChangeStarted:
+        started: FileChangeStarted | None = call["started"]
+        if started is None:
+            started = call["started"] = FileChangeStarted(turn=self.turn, item=self.ctx.new_id("i"), path=path,
+                                                          diff=diff)
+            self.out.put(started)
+        return started
 
     def on_command_output(self, call_id: str, chunk: str) -> None:
         call = self._calls.get(call_id)
-        if call is not None and call["item"] is not None:
-            self.out.put(EventType.ITEM_DELTA, {"item": call["item"], "stream": "output", "data": chunk})
+        if call is not None and call["started"] is not None:
+            self.out.put(ItemDelta(item=call["started"].item, stream="output", data=chunk))
 
     def on_tool_finished(self, call_id: str, result: dict[str, Any]) -> None:
         call = self._calls.pop(call_id, None)
         if call is None or call["kind"] == "read":
             return
-        status = "completed" if result.get("ok") else "declined" if result.get("denied") else "failed"
+        status: ItemStatus = "completed" if result.get("ok") else "declined" if result.get("denied") else "failed"
         error = result.get("error")
         if call["kind"] == "invalid":
-            self.out.put(EventType.ITEM_COMPLETED, {
-                "turn": self.turn, "item": self.ctx.new_id("i"), "kind": ItemKind.ERROR, "status": "failed",
-                "message": f"the model's {call['name']} call was refused: {error}; the model was told",
-            })
+            self.out.put(ErrorDone(
+                turn=self.turn, item=self.ctx.new_id("i"), status="failed",
+                message=f"the model's {call['name']} call was refused: {error}; the model was told",
+            ))
             return
-        data: dict[str, Any] = {"turn": self.turn, "kind": call["kind"], "status": status}
         if call["kind"] == ItemKind.COMMAND:
-            data.update(item=call["item"], exit_code=result.get("exit_code"),
-                        output=truncate_middle(result.get("output") or "", MAX_COMPLETED_OUTPUT))
+            self.out.put(completed(call["started"], status, exit_code=result.get("exit_code"), error=error or None,
+                                   output=truncate_middle(result.get("output") or "", MAX_COMPLETED_OUTPUT)))
         else:
             path = result.get("path") or call["path"]
             diff = result.get("diff") or ""
-            data.update(item=self._start_file_change(call, path, diff), path=path, diff=diff)
-        if error:
-            data["error"] = error
-        self.out.put(EventType.ITEM_COMPLETED, data)
+            self.out.put(completed(self._start_file_change(call, path, diff), status, path=path, diff=diff,
+                                   error=error or None))
 
     async def request_approval(self, kind: ApprovalKind, details: dict[str, Any]) -> LoopDecision:
         self.close_stream()
@@ -228,10 +231,10 @@ class _TurnHooks:
         shown: dict[str, Any]
         if kind == "command":
             shown = {"command": details["command"], "cwd": details["cwd"], "sandbox": details.get("sandbox")}
-            item = call["item"] if call is not None else None
+            item = call["started"].item if call is not None else None
         else:
             shown = {"path": details["path"], "diff": details["diff"], "change": details.get("kind")}
-            item = self._start_file_change(call, details["path"], details["diff"]) if call is not None else None
+            item = self._start_file_change(call, details["path"], details["diff"]).item if call is not None else None
         # The item must be in the log before the approval that points at it.
         await self.out.flush()
         decision = await self.ctx.request_approval(kind, shown, item=item, options=OPTIONS)

@@ -62,9 +62,10 @@ from tether.agents.claude.process import ClaudeExited, ClaudeProcess, Event, Exi
 from tether.agents.claude.shell import write_shell
 from tether.agents.forms import fill_form, form_questions
 from tether.agents.policy import AgentConfig, Approval, Policy, Sandbox
-from tether.agents.secrets import Redactor, StreamRedactor, env_secrets, is_secret_name, without_secrets
+from tether.agents.secrets import Redactor, env_secrets, is_secret_name, without_secrets
 from tether.agents.turn import (
     FollowingAgent,
+    OpenItem,
     emit_delta,
     emit_notice,
     emit_plan,
@@ -74,7 +75,24 @@ from tether.agents.turn import (
     stream_delta,
 )
 from tether.agents.unknown import log_unknown, summarize
-from tether.protocol.events import ApprovalKind, EventType
+from tether.protocol.events import (
+    AgentMessageStarted,
+    AgentUsage,
+    ApprovalKind,
+    CommandStarted,
+    DeltaStream,
+    FileChangeStarted,
+    ItemCompleted,
+    ItemStarted,
+    ItemStatus,
+    OtherStarted,
+    PlanStep,
+    ReasoningStarted,
+    StepStatus,
+    ToolCallStarted,
+    TurnRetrying,
+    completed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +139,7 @@ QUIET_MESSAGES = frozenset({
 QUIET_BLOCKS = frozenset({"redacted_thinking"})  # reasoning the model keeps to itself
 # A tool's result as shown on the phone: the start of it.
 MAX_TOOL_OUTPUT = 16 * 1024
-TASK_STATUSES = ("pending", "in_progress", "completed")
+TASK_STATUSES: dict[object, StepStatus] = {s: s for s in ("pending", "in_progress", "completed")}
 
 # The current content of a file is read to show a change as a diff only below this size.
 MAX_DIFF_SOURCE_BYTES = 1024 * 1024
@@ -133,13 +151,8 @@ PLAN_DENIED = ("The person supervising this session through tether did not appro
 
 
 @dataclass
-class _Item:
-    id: str  # tether's item id
-    kind: ItemKind
-    text: list[str] = field(default_factory=list)
-    data: dict[str, Any] = field(default_factory=dict)
+class _Item(OpenItem):
     open: bool = True
-    redactor: StreamRedactor | None = None  # of the streamed text: holds back what may start a secret
 
 
 @dataclass
@@ -179,7 +192,7 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
         self._shell: Path | None = None  # the wrapper commands run through (claude/shell.py)
         self._stale_results = 0  # results still to come for turns tether gave up on
         self._tokens = 0  # the session's tokens so far, summed from each turn's result
-        self._tasks: dict[str, dict[str, str]] = {}  # Claude Code's task list: id → {text, status}
+        self._tasks: dict[str, PlanStep] = {}  # Claude Code's task list by id (not redacted)
         self._chosen = TurnSettings()  # what a person chose for the next turn
         self._retries = 0  # Claude Code's API retries in the running turn
         self._mode = "default"  # Claude Code's permission mode, as it last reported it
@@ -343,10 +356,8 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
         if result.tokens is None and result.cost_usd is None:
             return
         self._tokens += result.tokens or 0
-        await self.ctx.emit(EventType.AGENT_USAGE, {
-            "turn": state.id, "total_tokens": self._tokens, "last_tokens": result.tokens, "context_window": None,
-            "rate_limit": None, "cost_usd": result.cost_usd,
-        })
+        await self.ctx.emit(AgentUsage(turn=state.id, total_tokens=self._tokens, last_tokens=result.tokens,
+                                       cost_usd=result.cost_usd))
 
     async def _drop_stale(self, event: Event) -> None:
         """A message of a turn tether already ended: not shown; its questions are refused."""
@@ -404,10 +415,8 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
             details.append(f"Claude Code tries {data['max_retries']} times")
         if isinstance(data.get("retry_delay_ms"), (int, float)):
             details.append(f"next in {data['retry_delay_ms'] / 1000:.0f} s")
-        await self.ctx.emit(EventType.TURN_RETRYING, {
-            "turn": state.id, "attempt": self._retries, "message": self._redact(said),
-            "details": "; ".join(details) or None,
-        })
+        await self.ctx.emit(TurnRetrying(turn=state.id, attempt=self._retries, message=self._redact(said),
+                                         details="; ".join(details) or None))
 
     # -- text and reasoning ----------------------------------------------------------------
 
@@ -417,10 +426,10 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
             block = event.get("content_block") or {}
             if block.get("type") == "text":
                 await self._complete_text(state, "text", None)
-                state.text = await self._start(state, ItemKind.AGENT_MESSAGE, {})
+                state.text = await self._start(AgentMessageStarted(turn=state.id, item=self.ctx.new_id("i")))
             elif block.get("type") == "thinking":
                 await self._complete_text(state, "thinking", None)
-                state.thinking = await self._start(state, ItemKind.REASONING, {})
+                state.thinking = await self._start(ReasoningStarted(turn=state.id, item=self.ctx.new_id("i")))
         elif kind == "content_block_delta":
             delta = event.get("delta") or {}
             if delta.get("type") == "text_delta" and state.text is not None and state.text.open:
@@ -444,16 +453,17 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
         elif kind not in QUIET_BLOCKS and isinstance(kind, str):
             log_unknown("claude", "content block", kind)
             shown = self._redact(summarize({k: v for k, v in block.items() if k not in ("type", "id")}))
-            item = await self._start(state, ItemKind.OTHER, {"type": kind, "title": kind, "summary": shown})
+            item = await self._start(OtherStarted(turn=state.id, item=self.ctx.new_id("i"), type=kind, title=kind,
+                                                  summary=shown))
             item.open = False
-            await self.ctx.emit(EventType.ITEM_COMPLETED, {"turn": state.id, "item": item.id, "kind": item.kind,
-                                                          "status": "completed", **item.data})
+            await self.ctx.emit(completed(item.started, "completed"))
 
     async def _whole_text(self, state: _Turn, which: str, kind: ItemKind, text: str) -> None:
         current: _Item | None = getattr(state, which)
         if current is None or not current.open:
             # Not streamed (no partial messages for this block): show it as one delta.
-            current = await self._start(state, kind, {})
+            started_as = AgentMessageStarted if kind is ItemKind.AGENT_MESSAGE else ReasoningStarted
+            current = await self._start(started_as(turn=state.id, item=self.ctx.new_id("i")))
             setattr(state, which, current)
             await self._delta(current, "text", text)
         await self._complete_text(state, which, text)
@@ -465,8 +475,7 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
         await flush_delta(self.ctx, item)
         item.open = False
         final = self._redact(text) if text is not None else "".join(item.text)
-        await self.ctx.emit(EventType.ITEM_COMPLETED, {"turn": state.id, "item": item.id, "kind": item.kind,
-                                                      "status": "completed", "text": final})
+        await self.ctx.emit(completed(item.started, "completed", text=final))
 
     # -- tools -----------------------------------------------------------------------------
 
@@ -481,54 +490,54 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
         if name in TASK_TOOLS:
             state.task_calls[tool_use_id] = (name, tool_input)
             return None  # shown as the whole list once Claude Code took it (its result)
-        described = self._describe_tool(name, tool_input)
+        described = self._describe_tool(state.id, name, tool_input)
         if described is None:
             return None  # read-only tools are not items
-        kind, data = described
-        item = await self._start(state, kind, data)
+        item = await self._start(described)
         state.tools[tool_use_id] = item
         return item
 
-    def _describe_tool(self, name: str, tool_input: Mapping[str, Any]) -> tuple[ItemKind, dict[str, Any]] | None:
+    def _describe_tool(self, turn: str, name: str, tool_input: Mapping[str, Any]) -> ItemStarted | None:
+        """The item a tool call of ``turn`` starts; None for one shown otherwise, or not at all."""
+        item = self.ctx.new_id("i")
         if name in COMMAND_TOOLS:
-            return ItemKind.COMMAND, {"command": self._redact(str(tool_input.get("command") or "")),
-                                      "cwd": str(self.ctx.workspace)}
+            return CommandStarted(turn=turn, item=item, command=self._redact(str(tool_input.get("command") or "")),
+                                  cwd=str(self.ctx.workspace))
         if name in FILE_TOOLS:
             path = str(tool_input.get("file_path") or "")
             diff = self._redact(file_diff(name, tool_input, self.ctx.workspace, hidden=self.ctx.hidden))
-            return ItemKind.FILE_CHANGE, {"path": path, "paths": [path] if path else [], "diff": diff}
+            return FileChangeStarted(turn=turn, item=item, path=path, paths=[path] if path else [], diff=diff)
         if name in READ_TOOLS or name in (QUESTION_TOOL, PLAN_TOOL):
             return None  # reads change nothing; a question or a plan is shown by its card
         server, tool = mcp_name(name)
-        summary = self._redact(tool_summary(name, tool_input))
-        return ItemKind.TOOL_CALL, {"tool": tool, "server": server, "input": summary}
+        return ToolCallStarted(turn=turn, item=item, tool=tool, server=server,
+                               input=self._redact(tool_summary(name, tool_input)))
 
     async def _tool_completed(self, state: _Turn, result: stream.ToolResult) -> None:
         task_call = state.task_calls.pop(result.tool_use_id, None)
         if task_call is not None:
             if not result.is_error and not result.rejected and self._update_tasks(*task_call, result.detail):
-                steps = [{"text": self._redact(t["text"]), "status": t["status"]} for t in self._tasks.values()]
+                steps = [PlanStep(text=self._redact(t.text), status=t.status) for t in self._tasks.values()]
                 await emit_plan(self.ctx, state.id, steps, None)
             return
         item = state.tools.get(result.tool_use_id)
         if item is None or not item.open:
             return
         item.open = False
-        status = "declined" if result.rejected else "failed" if result.is_error else "completed"
-        data: dict[str, Any]
+        status: ItemStatus = "declined" if result.rejected else "failed" if result.is_error else "completed"
+        done: ItemCompleted
         if item.kind is ItemKind.COMMAND:
             exit_code, output = command_outcome(result)
             output = self._redact(output)
             if output and status != "declined":
                 await emit_delta(self.ctx, item, "output", output)
-            data = {**item.data, "exit_code": exit_code, "output": output if status != "declined" else ""}
+            done = completed(item.started, status, exit_code=exit_code, output=output if status != "declined" else "")
         elif item.kind is ItemKind.TOOL_CALL:
             output = "" if status == "declined" else self._redact(result.content[:MAX_TOOL_OUTPUT])
-            data = {**item.data, "output": output}
+            done = completed(item.started, status, output=output)
         else:
-            data = dict(item.data)
-        await self.ctx.emit(EventType.ITEM_COMPLETED,
-                            {"turn": state.id, "item": item.id, "kind": item.kind, "status": status, **data})
+            done = completed(item.started, status)
+        await self.ctx.emit(done)
 
     def _update_tasks(self, tool: str, tool_input: Mapping[str, Any], detail: Any) -> bool:
         """Apply a TaskCreate or TaskUpdate Claude Code carried out; whether the list changed."""
@@ -536,8 +545,8 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
             task = detail.get("task") if isinstance(detail, dict) else None
             if not isinstance(task, dict) or task.get("id") is None:
                 return False
-            self._tasks[str(task["id"])] = {"text": str(task.get("subject") or tool_input.get("subject") or ""),
-                                            "status": "pending"}
+            self._tasks[str(task["id"])] = PlanStep(text=str(task.get("subject") or tool_input.get("subject") or ""),
+                                                    status="pending")
             return True
         task_id = str(tool_input.get("taskId") or "")
         current = self._tasks.get(task_id)
@@ -548,9 +557,9 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
             del self._tasks[task_id]
             return True
         if status in TASK_STATUSES:
-            current["status"] = str(status)
+            current.status = TASK_STATUSES[status]
         if isinstance(tool_input.get("subject"), str):
-            current["text"] = tool_input["subject"]
+            current.text = tool_input["subject"]
         return True
 
     async def _close_open_items(self, state: _Turn) -> None:
@@ -559,7 +568,7 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
         for item in items:
             await flush_delta(self.ctx, item)
             item.open = False
-        await fail_items(self.ctx, state.id, items)
+        await fail_items(self.ctx, items)
 
     # -- approvals -------------------------------------------------------------------------
 
@@ -620,11 +629,13 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
             }
         elif name in FILE_TOOLS:
             kind, key = ApprovalKind.FILE_CHANGE, str(tool_input.get("file_path") or "")
-            details = {"path": item.data["path"], "paths": item.data["paths"], "diff": item.data["diff"],
+            assert isinstance(item.started, FileChangeStarted)  # _describe_tool made it
+            details = {"path": item.started.path, "paths": item.started.paths, "diff": item.started.diff,
                        "reason": None}
         else:
             kind, key = ApprovalKind.TOOL, tool_summary(name, tool_input)
-            details = {"tool": item.data["tool"], "server": item.data["server"], "input": item.data["input"],
+            assert isinstance(item.started, ToolCallStarted)  # _describe_tool made it
+            details = {"tool": item.started.tool, "server": item.started.server, "input": item.started.input,
                        "reason": None}
         # Approving one tool for the session does not approve another.
         memory_kind = f"tool:{name}" if kind is ApprovalKind.TOOL else kind.value
@@ -751,12 +762,12 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
 
     # -- helpers ---------------------------------------------------------------------------
 
-    async def _start(self, state: _Turn, kind: ItemKind, data: dict[str, Any]) -> _Item:
-        item = _Item(self.ctx.new_id("i"), kind, data=data)
-        await self.ctx.emit(EventType.ITEM_STARTED, {"turn": state.id, "item": item.id, "kind": kind, **data})
+    async def _start(self, started: ItemStarted) -> _Item:
+        item = _Item(started)
+        await self.ctx.emit(started)
         return item
 
-    async def _delta(self, item: _Item, stream_name: str, data: Any) -> None:
+    async def _delta(self, item: _Item, stream_name: DeltaStream, data: Any) -> None:
         if not isinstance(data, str) or not data:
             return
         await stream_delta(self.ctx, item, stream_name, data, self._redact)

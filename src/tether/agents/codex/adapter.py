@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from tether import __version__
 from tether.agents.base import (
     COMPACT,
@@ -77,9 +79,10 @@ from tether.agents.codex.binary import CodexBinary, CodexError, find_codex
 from tether.agents.forms import fill_form, form_questions
 from tether.agents.policy import AgentConfig, Approval, Policy, Sandbox
 from tether.agents.sandbox import hiding
-from tether.agents.secrets import SECRET_NAME_PARTS, Redactor, StreamRedactor, env_secrets
+from tether.agents.secrets import SECRET_NAME_PARTS, Redactor, env_secrets
 from tether.agents.turn import (
     FollowingAgent,
+    OpenItem,
     emit_changes,
     emit_delta,
     emit_notice,
@@ -89,7 +92,25 @@ from tether.agents.turn import (
     stream_delta,
 )
 from tether.agents.unknown import log_unknown, summarize
-from tether.protocol.events import EventType
+from tether.protocol.events import (
+    AgentMessageStarted,
+    AgentUsage,
+    CommandStarted,
+    DeltaStream,
+    FileChangeStarted,
+    ItemCompleted,
+    ItemStarted,
+    ItemStatus,
+    OtherStarted,
+    PlanStarted,
+    PlanStep,
+    RateLimit,
+    ReasoningStarted,
+    StepStatus,
+    ToolCallStarted,
+    TurnRetrying,
+    completed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +132,7 @@ CODEX_DECISION: dict[Decision, str] = {
     Decision.DENY: "decline",
 }
 # Codex item status → tether item status.
-ITEM_STATUS = {"completed": "completed", "failed": "failed", "declined": "declined"}
+ITEM_STATUS: dict[str, ItemStatus] = {"completed": "completed", "failed": "failed", "declined": "declined"}
 
 # Item types of Codex 0.169.0 that tether shows generically for now (type, title and summary), by
 # their title; any other type is also shown so, and logged once as unknown.
@@ -130,7 +151,7 @@ HANDLED_NOTIFICATIONS = frozenset({
     "turn/diff/updated",
 })
 # Codex's plan step status → tether's.
-STEP_STATUS = {"pending": "pending", "inProgress": "in_progress", "completed": "completed"}
+STEP_STATUS: dict[str, StepStatus] = {"pending": "pending", "inProgress": "in_progress", "completed": "completed"}
 # Notifications of what the session uses: agent.usage, in the session header.
 USAGE = frozenset({"thread/tokenUsage/updated", "account/rateLimits/updated"})
 # Notifications shown as warnings.
@@ -208,26 +229,16 @@ LIST_LIMIT = 50
 
 
 @dataclass
-class _Item:
-    """A Codex item of the running turn, as tether knows it."""
-
-    id: str  # tether's item id
-    kind: ItemKind
-    text: list[str] = field(default_factory=list)  # streamed text / output so far
-    data: dict[str, Any] = field(default_factory=dict)  # what item.started said (command, path…)
-    redactor: StreamRedactor | None = None  # of the streamed text / output
-
-
-@dataclass
 class _Turn:
     id: str  # tether's turn id
     codex_id: str | None = None
-    items: dict[str, _Item] = field(default_factory=dict)  # by Codex item id, open or done
+    items: dict[str, OpenItem] = field(default_factory=dict)  # by Codex item id, open or done
     open: set[str] = field(default_factory=set)  # Codex item ids started, not completed
     interrupt_at: float | None = None  # loop time of our turn/interrupt
     error: str | None = None  # the last error notification Codex gave up on
     retries: int = 0  # "Reconnecting..." notices so far
     diff: str = ""  # the turn's diff as last shown (Codex repeats it unchanged)
+
 
 
 class CodexAgent(FollowingAgent[_Turn, AppServer]):
@@ -260,7 +271,7 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
         self._chosen = TurnSettings()  # for the next turn/start (Codex keeps them after)
         self._models: list[dict[str, Any]] | None = None
         self._model = ""  # the thread's model, as Codex said when it started or resumed it
-        self._last_usage: dict[str, dict[str, Any]] = {}  # per notification: what was last said
+        self._last_usage: dict[str, AgentUsage] = {}  # per notification: what was last said
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -456,10 +467,10 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
                 # Codex lost its model server and tries again: say so now, not after minutes.
                 state.retries += 1
                 details = error.get("additionalDetails")
-                await self.ctx.emit(EventType.TURN_RETRYING, {
-                    "turn": state.id, "attempt": state.retries, "message": self._redact(message),
-                    "details": self._redact(str(details)) if details else None,
-                })
+                await self.ctx.emit(TurnRetrying(
+                    turn=state.id, attempt=state.retries, message=self._redact(message),
+                    details=self._redact(str(details)) if details else None,
+                ))
             else:
                 state.error = message
         elif method in USAGE:
@@ -477,25 +488,25 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
                               self._redact(f"Codex said {method}: {summarize(params)}"))
 
     async def _plan_updated(self, state: _Turn, params: dict[str, Any]) -> None:
-        steps = [{"text": self._redact(str(s.get("step") or "")),
-                  "status": STEP_STATUS.get(str(s.get("status")), "pending")}
+        steps = [PlanStep(text=self._redact(str(s.get("step") or "")),
+                          status=STEP_STATUS.get(str(s.get("status")), "pending"))
                  for s in params.get("plan") or [] if isinstance(s, dict)]
         explanation = params.get("explanation")
         await emit_plan(self.ctx, state.id, steps, self._redact(explanation) if isinstance(explanation, str) else None)
 
-    async def _item_started(self, state: _Turn, item: dict[str, Any]) -> _Item | None:
+    async def _item_started(self, state: _Turn, item: dict[str, Any]) -> OpenItem | None:
         codex_id = item.get("id")
-        kind_data = _started_data(item)
-        if not isinstance(codex_id, str) or kind_data is None:
-            return None  # user messages (the host logs its own) and items tether does not show
+        if not isinstance(codex_id, str):
+            return None
         if codex_id in state.items:
             return state.items[codex_id]
-        kind, data = kind_data
-        tracked = _Item(self.ctx.new_id("i"), kind, data=self._redact.value(data))
+        started = _started(item, state.id, self.ctx.new_id("i"))
+        if started is None:
+            return None  # user messages (the host logs its own)
+        tracked = OpenItem(self._redact.value(started))
         state.items[codex_id] = tracked
         state.open.add(codex_id)
-        await self.ctx.emit(EventType.ITEM_STARTED,
-                            {"turn": state.id, "item": tracked.id, "kind": kind, **tracked.data})
+        await self.ctx.emit(tracked.started)
         return tracked
 
     async def _item_completed(self, state: _Turn, item: dict[str, Any]) -> None:
@@ -512,15 +523,14 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
         state.open.discard(codex_id)
         await flush_delta(self.ctx, tracked)
         status = ITEM_STATUS.get(str(item.get("status")), "completed")
-        data: dict[str, Any]
-        if tracked.kind is ItemKind.AGENT_MESSAGE:
-            data = {"text": str(item.get("text") or "".join(tracked.text))}
-        elif tracked.kind is ItemKind.PLAN:
-            data = {**tracked.data, "text": str(item.get("text") or "".join(tracked.text))}
+        started = tracked.started
+        done: ItemCompleted
+        if tracked.kind in (ItemKind.AGENT_MESSAGE, ItemKind.PLAN):
+            done = completed(started, status, text=str(item.get("text") or "".join(tracked.text)))
         elif tracked.kind is ItemKind.REASONING:
             summary = item.get("summary")
             text = "\n\n".join(str(s) for s in summary) if isinstance(summary, list) and summary else None
-            data = {"text": text if text is not None else "".join(tracked.text)}
+            done = completed(started, status, text=text if text is not None else "".join(tracked.text))
         elif tracked.kind is ItemKind.COMMAND:
             aggregated = item.get("aggregatedOutput")
             if not tracked.text and aggregated:
@@ -528,20 +538,20 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
                 await emit_delta(self.ctx, tracked, "output", self._redact(str(aggregated)))
             output = str(aggregated) if aggregated is not None else "".join(tracked.text)
             exit_code = item.get("exitCode")
-            data = {**tracked.data, "exit_code": exit_code if isinstance(exit_code, int) else None, "output": output}
-        else:  # file change, tool call, or a type tether shows generically
-            kind_data = _started_data(item)
-            data = kind_data[1] if kind_data is not None else tracked.data
+            done = completed(started, status, exit_code=exit_code if isinstance(exit_code, int) else None,
+                             output=output)
+        else:  # file change, tool call, or a type tether shows generically: as it is now
+            now = _started(item, started.turn, started.item)
+            if now is None or type(now) is not type(started):
+                now = started
             if tracked.kind is ItemKind.TOOL_CALL:
                 output, failed = _tool_output(item)
-                data = {**data, "output": output}
-                status = "failed" if failed else status
-        await self.ctx.emit(
-            EventType.ITEM_COMPLETED,
-            {"turn": state.id, "item": tracked.id, "kind": tracked.kind, "status": status, **self._redact.value(data)},
-        )
+                done = completed(now, "failed" if failed else status, output=output)
+            else:
+                done = completed(now, status)
+        await self.ctx.emit(self._redact.value(done))
 
-    async def _delta(self, state: _Turn, params: dict[str, Any], stream: str) -> None:
+    async def _delta(self, state: _Turn, params: dict[str, Any], stream: DeltaStream) -> None:
         tracked = state.items.get(str(params.get("itemId")))
         delta = params.get("delta")
         if tracked is None or not isinstance(delta, str) or not delta:
@@ -554,7 +564,7 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
         state.open.clear()
         for item in items:
             await flush_delta(self.ctx, item)
-        await fail_items(self.ctx, state.id, items)
+        await fail_items(self.ctx, items)
 
     # -- approvals -------------------------------------------------------------------------
 
@@ -584,13 +594,14 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
             kind = "command"
             details: dict[str, Any] = {"command": params.get("command"), "cwd": params.get("cwd"),
                                        "reason": params.get("reason")}
-            if details["command"] is None and tracked is not None:
-                details.update(command=tracked.data.get("command"), cwd=tracked.data.get("cwd"))
+            if details["command"] is None and tracked is not None and isinstance(tracked.started, CommandStarted):
+                details.update(command=tracked.started.command, cwd=tracked.started.cwd)
         else:
             kind = "file_change"
-            change = tracked.data if tracked is not None else {"path": None, "paths": [], "diff": ""}
-            details = {"path": change.get("path"), "paths": change.get("paths"), "diff": change.get("diff"),
-                       "reason": params.get("reason")}
+            change = tracked.started if tracked is not None and isinstance(tracked.started, FileChangeStarted) \
+                else None
+            details = {"path": change.path if change else None, "paths": change.paths if change else [],
+                       "diff": change.diff if change else "", "reason": params.get("reason")}
             if params.get("grantRoot"):
                 details["grant_root"] = params["grantRoot"]
         options = _options(params)
@@ -606,18 +617,16 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
         server = str(params.get("serverName") or "")
         if meta.get("codex_approval_kind") == "mcp_tool_call":
             tool = str(meta.get("tool_name") or "tool")
-            tracked = next((i for codex_id, i in reversed(state.items.items()) if codex_id in state.open
-                            and i.kind is ItemKind.TOOL_CALL and i.data.get("tool") == tool
-                            and i.data.get("server") == server), None)
-            arguments = meta.get("tool_params")
+            call = next((i.started for codex_id, i in reversed(state.items.items()) if codex_id in state.open
+                         and isinstance(i.started, ToolCallStarted) and i.started.tool == tool
+                         and i.started.server == server), None)
             details = {"tool": tool, "server": server, "reason": params.get("message"),
-                       "input": tracked.data["input"] if tracked is not None else _tool_data(
-                           {"tool": tool, "server": server, "arguments": arguments})["input"]}
+                       "input": call.input if call is not None else _tool_input(meta.get("tool_params"))}
             persist = meta.get("persist")
             options = [Decision.APPROVE, Decision.APPROVE_FOR_SESSION, Decision.DENY] \
                 if isinstance(persist, list) and "session" in persist else [Decision.APPROVE, Decision.DENY]
             self._track(request, self._ask(request, "tool", self._redact.value(details),
-                                           tracked.id if tracked else None, options, answer=_elicitation_answer))
+                                           call.item if call else None, options, answer=_elicitation_answer))
             return
         schema = params.get("requestedSchema")
         form = form_questions(schema, str(params.get("message") or "")) if params.get("mode") == "form" else None
@@ -660,24 +669,23 @@ class CodexAgent(FollowingAgent[_Turn, AppServer]):
 
     async def _usage(self, state: _Turn, method: str, params: dict[str, Any]) -> None:
         """Tokens used and the account's rate limit, when they change."""
-        usage: dict[str, Any] = {"turn": state.id, "total_tokens": None, "last_tokens": None,
-                                 "context_window": None, "rate_limit": None}
         if method == "thread/tokenUsage/updated":
             tokens = params.get("tokenUsage") or {}
-            usage.update(total_tokens=_int((tokens.get("total") or {}).get("totalTokens")),
-                         last_tokens=_int((tokens.get("last") or {}).get("totalTokens")),
-                         context_window=_int(tokens.get("modelContextWindow")))
+            usage = AgentUsage(turn=state.id, total_tokens=_int((tokens.get("total") or {}).get("totalTokens")),
+                               last_tokens=_int((tokens.get("last") or {}).get("totalTokens")),
+                               context_window=_int(tokens.get("modelContextWindow")))
         else:
             window = (params.get("rateLimits") or {}).get("primary") or {}
             percent = _int(window.get("usedPercent"))
             if percent is None:
                 return
-            usage["rate_limit"] = {"used_percent": percent, "window_minutes": _int(window.get("windowDurationMins")),
-                                   "resets_at": _int(window.get("resetsAt"))}
-        said = {k: v for k, v in usage.items() if k != "turn"}
+            usage = AgentUsage(turn=state.id, rate_limit=RateLimit(
+                used_percent=percent, window_minutes=_int(window.get("windowDurationMins")),
+                resets_at=_int(window.get("resetsAt"))))
+        said = msgspec.structs.replace(usage, turn=None)
         if said != self._last_usage.get(method):
             self._last_usage[method] = said
-            await self.ctx.emit(EventType.AGENT_USAGE, usage)
+            await self.ctx.emit(usage)
 
     async def _refused(self, state: _Turn, method: str, params: dict[str, Any], why: str | None = None) -> None:
         """Say on the session what Codex asked and was told no (it was answered at once)."""
@@ -885,28 +893,37 @@ def _options(params: dict[str, Any]) -> list[Decision]:
     return [Decision.APPROVE, Decision.DENY]
 
 
-def _started_data(item: dict[str, Any]) -> tuple[ItemKind, dict[str, Any]] | None:
+def _started(item: dict[str, Any], turn: str, item_id: str) -> ItemStarted | None:
+    """The ``item.started`` of a Codex item, as item ``item_id`` of ``turn``; None for the prompt
+    (the host logs its own)."""
     kind = item.get("type")
     if kind == "agentMessage":
-        return ItemKind.AGENT_MESSAGE, {}
+        return AgentMessageStarted(turn=turn, item=item_id)
     if kind == "reasoning":
-        return ItemKind.REASONING, {}
+        return ReasoningStarted(turn=turn, item=item_id)
     if kind == "commandExecution":
-        return ItemKind.COMMAND, {"command": str(item.get("command") or ""), "cwd": str(item.get("cwd") or "")}
+        return CommandStarted(turn=turn, item=item_id, command=str(item.get("command") or ""),
+                              cwd=str(item.get("cwd") or ""))
     if kind == "fileChange":
         changes = [c for c in item.get("changes") or [] if isinstance(c, dict)]
         paths = [str(c.get("path")) for c in changes]
-        diff = "".join(_unified(c) for c in changes)
-        return ItemKind.FILE_CHANGE, {"path": paths[0] if paths else "", "paths": paths, "diff": diff}
+        return FileChangeStarted(turn=turn, item=item_id, path=paths[0] if paths else "", paths=paths,
+                                 diff="".join(_unified(c) for c in changes))
     if kind == "plan":
-        return ItemKind.PLAN, {"steps": [], "explanation": None, "text": ""}
+        return PlanStarted(turn=turn, item=item_id, steps=[])
     if kind in TOOL_ITEMS:
-        return ItemKind.TOOL_CALL, _tool_data(item)
+        if kind == "webSearch":
+            return ToolCallStarted(turn=turn, item=item_id, tool="web search", input=str(item.get("query") or ""))
+        server = item.get("server")
+        return ToolCallStarted(turn=turn, item=item_id, tool=str(item.get("tool") or "tool"),
+                               server=server if isinstance(server, str) else None,
+                               input=_tool_input(item.get("arguments")))
     if kind == "userMessage" or not isinstance(kind, str):
-        return None  # the host logs the prompt itself
+        return None
     if kind not in OTHER_ITEMS:
         log_unknown("codex", "item", kind)
-    return ItemKind.OTHER, {"type": kind, "title": OTHER_ITEMS.get(kind, kind), "summary": _other_summary(kind, item)}
+    return OtherStarted(turn=turn, item=item_id, type=kind, title=OTHER_ITEMS.get(kind, kind),
+                        summary=_other_summary(kind, item))
 
 
 def _other_summary(kind: str, item: dict[str, Any]) -> str:
@@ -929,15 +946,10 @@ def _other_summary(kind: str, item: dict[str, Any]) -> str:
     return summarize({k: v for k, v in item.items() if k not in ("status", "aggregatedOutput")})
 
 
-def _tool_data(item: dict[str, Any]) -> dict[str, Any]:
-    """A tool call's name, server and arguments: an MCP server's tool, a dynamic tool, a web search."""
-    if item.get("type") == "webSearch":
-        return {"tool": "web search", "server": None, "input": str(item.get("query") or "")}
-    arguments = item.get("arguments")
+def _tool_input(arguments: Any) -> str:
+    """A tool call's arguments (an MCP server's tool, a dynamic tool), as a person reads them."""
     shown = json.dumps(arguments, indent=1, ensure_ascii=False) if arguments not in (None, {}, []) else ""
-    server = item.get("server")
-    return {"tool": str(item.get("tool") or "tool"), "server": server if isinstance(server, str) else None,
-            "input": shown[:MAX_TOOL_TEXT]}
+    return shown[:MAX_TOOL_TEXT]
 
 
 def _tool_output(item: dict[str, Any]) -> tuple[str, bool]:
