@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "tether.backoff": 1,
     "tether.lograte": 1,
     "tether.home": 1,
+    "tether.sqlite": 1,
     "tether.crypto": 2,
     "tether.protocol": 3,
     "tether.relay": 4,  # the relay server, and relay.link: how a host or a client dials it
