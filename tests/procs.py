@@ -104,8 +104,11 @@ def _suppress() -> Iterator[None]:
         pass
 
 
-def start_relay(port: int = 0, *extra: str) -> tuple[Proc, int]:
-    proc = Proc([*TETHER, "relay", "--listen", f"127.0.0.1:{port}", *extra], name="relay")
+def start_relay(port: int = 0, *extra: str, home: Path | None = None) -> tuple[Proc, int]:
+    """A relay process; its mailbox in ``home`` (a new temporary one unless given: a test relay
+    never writes into the real home)."""
+    home = home or Path(tempfile.mkdtemp(prefix="tether-relay-"))
+    proc = Proc([*TETHER, "--home", str(home), "relay", "--listen", f"127.0.0.1:{port}", *extra], name="relay")
     match = proc.wait_for(r"relay listening on 127\.0\.0\.1:(\d+)")
     return proc, int(match.group(1))
 

@@ -31,6 +31,14 @@ class HostPaths:
         self.vapid = self.dir / "push-vapid.pem"  # the host's Web Push signing key
 
 
+class RelayPaths:
+    """Where a relay keeps its mailbox in a home."""
+
+    def __init__(self, home: Path) -> None:
+        self.dir = home / "relay"
+        self.mailbox = self.dir / "mailbox.db"
+
+
 def resolve_home(explicit: str | os.PathLike[str] | None = None) -> Path:
     """The home to use: the explicit one, else ``$TETHER_HOME``, else ``~/.tether``."""
     raw = explicit or os.environ.get(ENV_VAR) or Path.home() / ".tether"
@@ -45,7 +53,7 @@ class UnsafeHome(ConfigError):
 
 # The directories that hold keys and state: nobody else may even list them. The home itself may
 # be 0755, as sshd allows for ~ (config.toml holds no keys unless the owner puts them there).
-_PRIVATE_DIRS = ("host", "client")
+_PRIVATE_DIRS = ("host", "client", "relay")
 # Deeper than host/* and client/* is tether's own download cache (ssh/wheel/...), not state.
 _DEPTH = 2
 

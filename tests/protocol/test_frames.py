@@ -9,9 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tether.protocol.frames import (
+    MAX_ACK,
     MAX_ALLOWLIST_CHUNK,
     MAX_ID_LEN,
     MAX_OFFERS,
+    MAX_SEALED,
     MAX_TEXT_BYTES,
     Allowlist,
     Auth,
@@ -25,6 +27,15 @@ from tether.protocol.frames import (
     FrameType,
     Hello,
     Incoming,
+    MailboxAck,
+    MailboxDeposit,
+    MailboxError,
+    MailboxGet,
+    MailboxItem,
+    MailboxOk,
+    MailboxQueue,
+    MailboxSnapshot,
+    MailboxTake,
     Offers,
     Open,
     Opened,
@@ -66,6 +77,16 @@ EXAMPLES: list[Frame] = [
     Watch(host_ids=()),
     Presence(host_id="HOSTID", online=True),
     Presence(host_id="HOSTID", online=False),
+    MailboxDeposit(req=1, device_identity=KEY, sealed=os.urandom(MAX_SEALED)),
+    MailboxDeposit(req=2, device_identity=KEY, sealed=b""),
+    MailboxTake(req=3),
+    MailboxAck(req=4, items=(1, 2**64 - 1)),
+    MailboxGet(req=5, host_id="HOSTID"),
+    MailboxQueue(req=6, host_id="HOSTID", sealed=b"x" * 100),
+    MailboxSnapshot(req=7, deposited_at_ms=1_765_000_000_000, sealed=b""),
+    MailboxItem(req=0, item=9, device_identity=KEY, queued_at_ms=1, sealed=b"y" * 96),
+    MailboxOk(req=8, value=12),
+    MailboxError(req=9, code=CloseCode.MAILBOX_FULL, message="full"),
 ]
 
 
@@ -135,6 +156,10 @@ def test_encoders_refuse_what_decoders_would_refuse() -> None:
         lambda: Opened(channel=-1).encode(),
         lambda: Close(channel=1, code=70_000).encode(),
         lambda: encode_data(2**32, b""),
+        lambda: MailboxDeposit(req=1, device_identity=KEY, sealed=bytes(MAX_SEALED + 1)).encode(),
+        lambda: MailboxQueue(req=1, host_id="H", sealed=b"").encode(),
+        lambda: MailboxAck(req=1, items=(0,) * (MAX_ACK + 1)).encode(),
+        lambda: MailboxOk(req=1, value=2**64).encode(),
     ]:
         with pytest.raises(FrameError):
             bad()
@@ -179,6 +204,7 @@ ids = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), mi
 opt_ids = st.one_of(st.just(""), ids)
 u32 = st.integers(0, 2**32 - 1)
 u16 = st.integers(0, 2**16 - 1)
+u64 = st.integers(0, 2**64 - 1)
 keys = st.binary(min_size=32, max_size=32)
 text = st.text(max_size=200)
 
@@ -202,6 +228,15 @@ frames: st.SearchStrategy[Frame] = st.one_of(
     st.builds(Close, channel=u32, code=u16, reason=text),
     st.builds(Watch, host_ids=st.lists(ids, max_size=20).map(tuple)),
     st.builds(Presence, host_id=ids, online=st.booleans()),
+    st.builds(MailboxDeposit, req=u32, device_identity=keys, sealed=st.binary(max_size=300)),
+    st.builds(MailboxTake, req=u32),
+    st.builds(MailboxAck, req=u32, items=st.lists(u64, max_size=20).map(tuple)),
+    st.builds(MailboxGet, req=u32, host_id=ids),
+    st.builds(MailboxQueue, req=u32, host_id=ids, sealed=st.binary(min_size=1, max_size=300)),
+    st.builds(MailboxSnapshot, req=u32, deposited_at_ms=u64, sealed=st.binary(max_size=300)),
+    st.builds(MailboxItem, req=u32, item=u64, device_identity=keys, queued_at_ms=u64, sealed=st.binary(max_size=300)),
+    st.builds(MailboxOk, req=u32, value=u64),
+    st.builds(MailboxError, req=u32, code=u16, message=text),
 )
 
 

@@ -11,6 +11,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from tether.crypto.keys import Identity
 from tether.protocol.frames import Auth, Challenge, Hello, Role, Welcome, auth_message, decode_frame
 from tether.relay.link import RelayLink
+from tether.relay.mailbox import Mailbox
 from tether.relay.server import RelayLimits, RelayServer
 
 RelayFactory = Callable[..., Awaitable[tuple[RelayServer, str]]]
@@ -26,6 +27,7 @@ async def relay_factory() -> AsyncIterator[RelayFactory]:
         enroll_key: bytes | None = None,
         public_url: str | None = None,
         allowed_origins: tuple[str, ...] = (),
+        mailbox: Mailbox | None = None,
         **limits: Any,
     ) -> tuple[RelayServer, str]:
         server = RelayServer(
@@ -34,6 +36,7 @@ async def relay_factory() -> AsyncIterator[RelayFactory]:
             enroll_key=enroll_key,
             public_url=public_url,
             allowed_origins=allowed_origins,
+            mailbox=mailbox,
         )
         port = await server.start("127.0.0.1", 0)
         servers.append(server)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import tether.relay.server as relay_server
 from tether.cli.main import app
 from tether.errors import TetherError, UsageError
 from tether.relay.limits import RelayLimits
+from tether.relay.mailbox import Mailbox, MailboxLimits
 
 
 class _Stop(UsageError):
@@ -19,19 +22,29 @@ class _Stop(UsageError):
 
 
 def run_relay_cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[Any, list[RelayLimits]]:
-    """Invoke ``tether relay ARGS`` with a stand-in server that records its limits and stops."""
+    """Invoke ``tether relay ARGS`` with a stand-in server that records its limits (and its
+    mailbox, in ``mailboxes``) and stops; the home is a new temporary directory."""
     seen: list[RelayLimits] = []
 
     class FakeServer:
-        def __init__(self, *, limits: RelayLimits | None = None, **_: object) -> None:
+        def __init__(self, *, limits: RelayLimits | None = None, mailbox: Mailbox | None = None, **_: object) -> None:
             seen.append(limits or RelayLimits())
+            mailboxes.append(mailbox)
 
         async def start(self, host: str, port: int) -> int:
             raise _Stop("stopped by the test")
 
+        async def close(self) -> None:
+            pass
+
+    mailboxes.clear()
+    monkeypatch.setenv("TETHER_HOME", tempfile.mkdtemp(prefix="tether-cli-relay-"))
     monkeypatch.setattr(relay_server, "RelayServer", FakeServer)
     result = CliRunner().invoke(app, ["relay", "--listen", "127.0.0.1:0", *args])
     return result, seen
+
+
+mailboxes: list[Mailbox | None] = []
 
 
 def said(result: Any) -> str:
@@ -47,6 +60,18 @@ def test_defaults_are_relay_limits_defaults(monkeypatch: pytest.MonkeyPatch) -> 
     result, seen = run_relay_cli(monkeypatch)
     assert "stopped by the test" in result.output
     assert seen == [RelayLimits()]
+
+
+def test_the_mailbox_is_kept_in_the_home_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    run_relay_cli(monkeypatch, "--mailbox-host-bytes", "100000")
+    [box] = mailboxes
+    assert box is not None and box.limits == MailboxLimits(host_bytes=100_000)
+    assert box.db.path == Path(os.environ["TETHER_HOME"]) / "relay" / "mailbox.db"
+    assert box.db.path.parent.stat().st_mode & 0o777 == 0o700
+    run_relay_cli(monkeypatch, "--no-mailbox")
+    assert mailboxes == [None]
+    result, _ = run_relay_cli(monkeypatch, "--mailbox-host-bytes", "10")
+    assert result.exit_code != 0 and "--mailbox-host-bytes" in result.output
 
 
 def test_limit_flags(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -38,8 +38,8 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 
 def test_relay_serves_https_with_the_web_client_and_strict_headers(tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
-    relay = Proc([*TETHER, "relay", "--listen", "127.0.0.1:0", "--tls-cert", str(cert), "--tls-key", str(key)],
-                 name="relay-tls")
+    relay = Proc([*TETHER, "--home", str(tmp_path / "home"), "relay", "--listen", "127.0.0.1:0", "--tls-cert",
+                  str(cert), "--tls-key", str(key)], name="relay-tls")
     try:
         port = int(relay.wait_for(r"relay listening on 127\.0\.0\.1:(\d+) \(health: https://").group(1))
         context = ssl.create_default_context(cafile=str(cert))

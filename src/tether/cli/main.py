@@ -28,6 +28,7 @@ from tether.cli.common import (
 from tether.cli.output import err, out, print_json, run
 from tether.cli.secret_input import PAIR_LINK_ENV, read_secret, refuse_pairing_link_argument, refuse_token_option
 from tether.errors import TetherError, UsageError
+from tether.home import RelayPaths
 from tether.protocol.pairing_link import parse_link
 
 
@@ -227,11 +228,22 @@ def relay(
             "nothing is closed. 0: never. Default 300.",
         ),
     ] = None,
+    mailbox: Annotated[
+        bool,
+        typer.Option(help="Hold sealed snapshots and queued prompts for hosts that are away (in HOME/relay/"
+                     "mailbox.db; the relay cannot read them)."),
+    ] = True,
+    mailbox_host_bytes: Annotated[
+        int | None,
+        typer.Option(min=65_536, help="Bytes the mailbox holds for one host; its oldest snapshots make room. "
+                     "Default 4 MiB."),
+    ] = None,
 ) -> None:
     """Run a relay: hosts and devices dial out to it; it routes their encrypted channels, and
     serves the web client at / ."""
     from tether.relay.enrollment import create_enroll_key as make_key
     from tether.relay.enrollment import load_enroll_key
+    from tether.relay.mailbox import Mailbox, MailboxLimits
     from tether.relay.origin import normalize_origin
     from tether.relay.server import RelayLimits, RelayServer, default_static_dir, parse_listen, tls_context
 
@@ -284,21 +296,28 @@ def relay(
     if trust_forwarded_for:
         knobs["trust_forwarded_for"] = True
     limits = RelayLimits(**knobs)
+    held = MailboxLimits(**({"host_bytes": mailbox_host_bytes} if mailbox_host_bytes else {}))
+    mailbox_path = RelayPaths(home_dir(home)).mailbox if mailbox else None
 
     async def main() -> None:
+        box = await Mailbox.open(mailbox_path, held) if mailbox_path is not None else None
         server = RelayServer(
             limits=limits, public_url=public_url, static_dir=default_static_dir(), tls=tls,
-            enroll_key=key, allowed_origins=origins,
+            enroll_key=key, allowed_origins=origins, mailbox=box,
         )
-        bound = await server.start(host, port)
-        scheme = "https" if tls else "http"
-        err.print(f"relay listening on {host}:{bound} (health: {scheme}://{host}:{bound}/healthz)")
-        if key is not None:
-            err.print("admitting enrolled hosts only (--enroll-key)")
         try:
+            bound = await server.start(host, port)
+            scheme = "https" if tls else "http"
+            err.print(f"relay listening on {host}:{bound} (health: {scheme}://{host}:{bound}/healthz)")
+            if key is not None:
+                err.print("admitting enrolled hosts only (--enroll-key)")
+            if mailbox_path is not None:
+                err.print(f"mailbox in {mailbox_path}")
             await _wait_for_signal()
         finally:
             await server.close()
+            if box is not None:
+                await box.close()
 
     run(main())
 
@@ -402,6 +421,7 @@ def up(
     """Relay and host in one process, with a pairing QR code. Ctrl-C stops."""
     from tether.host.daemon import HostDaemon
     from tether.protocol.scopes import parse_scopes
+    from tether.relay.mailbox import Mailbox
     from tether.relay.server import RelayServer, default_static_dir, parse_listen, tls_context
     from tether.sshremote.hooks import DesktopRemotes
 
@@ -413,7 +433,8 @@ def up(
     tls = tls_context(tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
 
     async def main() -> None:
-        server = RelayServer(public_url=public_url, static_dir=default_static_dir(), tls=tls)
+        box = await Mailbox.open(RelayPaths(home_dir(home)).mailbox)
+        server = RelayServer(public_url=public_url, static_dir=default_static_dir(), tls=tls, mailbox=box)
         bound = await server.start(host, port)
         shown_host = f"[{host}]" if ":" in host else host
         scheme = "https" if tls else "http"
@@ -435,6 +456,7 @@ def up(
             with contextlib.suppress(AttributeError):
                 await daemon.stop()
             await server.close()
+            await box.close()
             err.print("stopped.")
 
     run(main())

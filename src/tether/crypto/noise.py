@@ -1,10 +1,12 @@
 """A small sans-I/O Noise Protocol Framework (revision 34), only as much as tether needs.
 
-Two protocols (ARCHITECTURE §4.3):
+Three protocols (ARCHITECTURE §4.3):
 
 * ``Noise_IK_25519_AESGCM_SHA256`` — known devices and tokens; the client already holds the
   host's static key from pairing.
 * ``Noise_IKpsk2_25519_AESGCM_SHA256`` — pairing; the psk is the one-time pairing secret.
+* ``Noise_X_25519_AESGCM_SHA256`` — one-way: the relay mailbox's sealed messages
+  (:mod:`tether.crypto.seal`), written while the receiver is offline.
 
 The layering follows the spec one object per section: :class:`CipherState` (§5.1),
 :class:`SymmetricState` (§5.2) and :class:`HandshakeState` (§5.3). Nothing here does I/O: the
@@ -48,7 +50,7 @@ MAX_MESSAGE = 65535  # spec §3: every Noise message, handshake or transport, fi
 MAX_NONCE = 2**64 - 1  # spec §5.1: reserved, so encrypting with it is an error
 PSKLEN = 32
 
-# Message patterns as token lists (spec §7.5 and §9). Both start from the pre-message "<- s":
+# Message patterns as token lists (spec §7.4, §7.5 and §9). All start from the pre-message "<- s":
 # the initiator knows the responder's static key before the handshake.
 PATTERNS: dict[str, tuple[tuple[str, ...], ...]] = {
     "IK": (
@@ -59,6 +61,9 @@ PATTERNS: dict[str, tuple[tuple[str, ...], ...]] = {
         ("e", "es", "s", "ss"),
         ("e", "ee", "se", "psk"),  # psk2: the psk token ends the second message
     ),
+    # One-way (spec §7.4): IK's first message alone. Only the initiator ever sends, so the
+    # responder→initiator cipher that split() also returns must stay unused.
+    "X": (("e", "es", "s", "ss"),),
 }
 
 
@@ -71,7 +76,7 @@ class NoiseError(TetherError):
 def protocol_name(pattern: str) -> str:
     """The full Noise protocol name for one of :data:`PATTERNS`."""
     if pattern not in PATTERNS:
-        raise NoiseError(f"unsupported Noise pattern {pattern!r} (tether uses IK and IKpsk2)")
+        raise NoiseError(f"unsupported Noise pattern {pattern!r} (tether uses {', '.join(PATTERNS)})")
     return f"Noise_{pattern}_25519_AESGCM_SHA256"
 
 
@@ -221,7 +226,7 @@ class SymmetricState:
 
 
 class HandshakeState:
-    """One IK or IKpsk2 handshake, from either side. Build it with :meth:`initiator` or
+    """One IK, IKpsk2 or X handshake, from either side. Build it with :meth:`initiator` or
     :meth:`responder`, then alternate :meth:`write_message` / :meth:`read_message` until
     :attr:`complete`, then :meth:`split` into transport ciphers."""
 

@@ -23,6 +23,12 @@ A session (§4.2)::
 
 Then a host publishes ALLOWLIST and OFFERS; a device sends OPEN and gets OPENED or CLOSE; the
 host gets INCOMING; both sides exchange DATA and CLOSE on the channel.
+
+The mailbox (protocol version 2, ARCHITECTURE §8b) holds sealed blobs for a host that is away:
+a host deposits a snapshot per device (MAILBOX_DEPOSIT) and takes what devices queued
+(MAILBOX_TAKE → MAILBOX_ITEM…, MAILBOX_ACK); a device reads its snapshot (MAILBOX_GET →
+MAILBOX_SNAPSHOT) and queues items (MAILBOX_QUEUE). Each request carries an id the sender chose
+(``req``); the relay answers it with MAILBOX_OK or MAILBOX_ERROR, which leaves the connection open.
 """
 
 from __future__ import annotations
@@ -31,10 +37,13 @@ import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from tether.crypto.seal import MAX_SEALED  # a sealed mailbox blob is one Noise message
 from tether.errors import TetherError
 
-#: Bumped on any incompatible change to a layout below.
-PROTOCOL_VERSION = 1
+#: Bumped on any incompatible change to a layout below. 2 added the mailbox frames; a relay still
+#: admits clients of version 1 (they never send them).
+PROTOCOL_VERSION = 2
+OLDEST_PROTOCOL_VERSION = 1
 
 #: Signed by a client to prove it holds the identity key it announced in HELLO.
 AUTH_CONTEXT = b"tether-relay-auth-v1\x00"
@@ -60,6 +69,8 @@ MAX_OFFERS = 64
 #: Hosts a device may watch at once (1024 × 65 B stays under a 70 kB frame).
 MAX_WATCH = 1024
 MAX_CHANNEL = 0xFFFF_FFFF
+#: Items a host acknowledges in one MAILBOX_ACK.
+MAX_ACK = 1024
 
 
 class FrameError(TetherError):
@@ -105,6 +116,27 @@ class FrameType(IntEnum):
     # relay→device: type | online u8 (0 or 1) | host_id rest(ASCII)
     PRESENCE = 0x41
 
+    # host→relay: type | req u32 | device identity_public [32] | sealed rest (empty = clear the slot)
+    MAILBOX_DEPOSIT = 0x50
+    # host→relay: type | req u32 — send what devices queued (a MAILBOX_ITEM each, then MAILBOX_OK
+    # with their count), and each item queued later while this connection lasts (req 0)
+    MAILBOX_TAKE = 0x51
+    # host→relay: type | req u32 | count u16 | count × item u64 — done with: the relay forgets them
+    MAILBOX_ACK = 0x52
+    # device→relay: type | req u32 | host_id rest(ASCII) — answered MAILBOX_SNAPSHOT
+    MAILBOX_GET = 0x58
+    # device→relay: type | req u32 | host_id str8 | sealed rest — answered MAILBOX_OK(item id)
+    MAILBOX_QUEUE = 0x59
+    # relay→device: type | req u32 | deposited_at u64 (ms) | sealed rest (empty: nothing held)
+    MAILBOX_SNAPSHOT = 0x5C
+    # relay→host: type | req u32 | item u64 | device identity_public [32] | queued_at u64 (ms) | sealed rest
+    MAILBOX_ITEM = 0x5D
+    # relay→any: type | req u32 | value u64 (QUEUE: the item's id; TAKE: items sent; else 0)
+    MAILBOX_OK = 0x5E
+    # relay→any: type | req u32 | code u16 | message rest(UTF-8) — the request failed, the
+    # connection stays open
+    MAILBOX_ERROR = 0x5F
+
 
 class Role(IntEnum):
     HOST = 1
@@ -132,6 +164,9 @@ class CloseCode(IntEnum):
     TOO_MANY_CONNECTIONS = 15
     ENROLLMENT_REQUIRED = 16
     IDLE_TIMEOUT = 17
+    MAILBOX_OFF = 18
+    MAILBOX_FULL = 19
+    TOO_LARGE = 20
 
 
 CLOSE_MESSAGES: dict[int, str] = {
@@ -167,6 +202,11 @@ CLOSE_MESSAGES: dict[int, str] = {
     CloseCode.IDLE_TIMEOUT: (
         "the connection sat idle with no channel open, so the relay closed it; reconnect when needed"
     ),
+    CloseCode.MAILBOX_OFF: "this relay keeps no mailbox (its operator turned it off)",
+    CloseCode.MAILBOX_FULL: (
+        "the relay's mailbox for this host is full; wait until the host is back, then queue again"
+    ),
+    CloseCode.TOO_LARGE: "too large for the relay's mailbox; shorten it",
 }
 
 
@@ -188,6 +228,7 @@ def close_message(code: int) -> str:
 _U8 = struct.Struct(">B")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
 _TYPE_U16 = struct.Struct(">BH")
 _TYPE_U32 = struct.Struct(">BI")
 _TYPE_U32_U16 = struct.Struct(">BIH")
@@ -357,6 +398,107 @@ class Presence:
         return bytes([FrameType.PRESENCE, 1 if self.online else 0]) + _ascii_id(self.host_id)
 
 
+@dataclass(frozen=True, slots=True)
+class MailboxDeposit:
+    req: int
+    device_identity: bytes
+    sealed: bytes = field(repr=False)
+
+    def encode(self) -> bytes:
+        _check_len("identity key", self.device_identity, KEY_LEN)
+        return _TYPE_U32.pack(FrameType.MAILBOX_DEPOSIT, _check_channel(self.req)) + self.device_identity \
+            + _check_sealed(self.sealed)
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxTake:
+    req: int
+
+    def encode(self) -> bytes:
+        return _TYPE_U32.pack(FrameType.MAILBOX_TAKE, _check_channel(self.req))
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxAck:
+    req: int
+    items: tuple[int, ...]
+
+    def encode(self) -> bytes:
+        if len(self.items) > MAX_ACK:
+            raise FrameError(f"a MAILBOX_ACK carries at most {MAX_ACK} items")
+        return _TYPE_U32_U16.pack(FrameType.MAILBOX_ACK, _check_channel(self.req), len(self.items)) \
+            + b"".join(_U64.pack(_check_u64(i)) for i in self.items)
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxGet:
+    req: int
+    host_id: str
+
+    def encode(self) -> bytes:
+        return _TYPE_U32.pack(FrameType.MAILBOX_GET, _check_channel(self.req)) + _ascii_id(self.host_id)
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxQueue:
+    req: int
+    host_id: str
+    sealed: bytes = field(repr=False)
+
+    def encode(self) -> bytes:
+        if not self.sealed:
+            raise FrameError("a queued item cannot be empty")
+        return _TYPE_U32.pack(FrameType.MAILBOX_QUEUE, _check_channel(self.req)) + _str8(self.host_id) \
+            + _check_sealed(self.sealed)
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxSnapshot:
+    req: int
+    deposited_at_ms: int
+    sealed: bytes = field(repr=False)
+
+    def encode(self) -> bytes:
+        return _TYPE_U32.pack(FrameType.MAILBOX_SNAPSHOT, _check_channel(self.req)) \
+            + _U64.pack(_check_u64(self.deposited_at_ms)) + _check_sealed(self.sealed)
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxItem:
+    req: int
+    item: int
+    device_identity: bytes
+    queued_at_ms: int
+    sealed: bytes = field(repr=False)
+
+    def encode(self) -> bytes:
+        _check_len("identity key", self.device_identity, KEY_LEN)
+        return (
+            _TYPE_U32.pack(FrameType.MAILBOX_ITEM, _check_channel(self.req)) + _U64.pack(_check_u64(self.item))
+            + self.device_identity + _U64.pack(_check_u64(self.queued_at_ms)) + _check_sealed(self.sealed)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxOk:
+    req: int
+    value: int = 0
+
+    def encode(self) -> bytes:
+        return _TYPE_U32.pack(FrameType.MAILBOX_OK, _check_channel(self.req)) + _U64.pack(_check_u64(self.value))
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxError:
+    req: int
+    code: int
+    message: str
+
+    def encode(self) -> bytes:
+        return _TYPE_U32_U16.pack(FrameType.MAILBOX_ERROR, _check_channel(self.req), _check_u16(self.code)) \
+            + _clip_text(self.message)
+
+
 Frame = (
     Challenge
     | Hello
@@ -372,6 +514,15 @@ Frame = (
     | Close
     | Watch
     | Presence
+    | MailboxDeposit
+    | MailboxTake
+    | MailboxAck
+    | MailboxGet
+    | MailboxQueue
+    | MailboxSnapshot
+    | MailboxItem
+    | MailboxOk
+    | MailboxError
 )
 
 
@@ -476,6 +627,44 @@ def decode_frame(data: bytes) -> Frame:
             if online > 1:
                 raise FrameError("PRESENCE online flag must be 0 or 1")
             frame = Presence(online=bool(online), host_id=r.rest_id())
+        case FrameType.MAILBOX_DEPOSIT:
+            req = r.u32()
+            frame = MailboxDeposit(req, r.take(KEY_LEN), r.sealed())
+        case FrameType.MAILBOX_TAKE:
+            frame = MailboxTake(r.u32())
+        case FrameType.MAILBOX_ACK:
+            req = r.u32()
+            count = r.u16()
+            if count > MAX_ACK:
+                raise FrameError(f"a MAILBOX_ACK carries at most {MAX_ACK} items")
+            frame = MailboxAck(req, tuple(r.u64() for _ in range(count)))
+        case FrameType.MAILBOX_GET:
+            req = r.u32()
+            frame = MailboxGet(req, r.rest_id())
+        case FrameType.MAILBOX_QUEUE:
+            req = r.u32()
+            host_id = r.str8()
+            sealed = r.sealed()
+            if not sealed:
+                raise FrameError("a queued item cannot be empty")
+            frame = MailboxQueue(req, host_id, sealed)
+        case FrameType.MAILBOX_SNAPSHOT:
+            req = r.u32()
+            at = r.u64()
+            frame = MailboxSnapshot(req, at, r.sealed())
+        case FrameType.MAILBOX_ITEM:
+            req = r.u32()
+            item = r.u64()
+            key = r.take(KEY_LEN)
+            at = r.u64()
+            frame = MailboxItem(req, item, key, at, r.sealed())
+        case FrameType.MAILBOX_OK:
+            req = r.u32()
+            frame = MailboxOk(req, r.u64())
+        case FrameType.MAILBOX_ERROR:
+            req = r.u32()
+            code = r.u16()
+            frame = MailboxError(req, code, r.rest_text())
     r.end()
     return frame
 
@@ -507,6 +696,16 @@ class _Reader:
     def u32(self) -> int:
         value: int = _U32.unpack(self.take(4))[0]
         return value
+
+    def u64(self) -> int:
+        value: int = _U64.unpack(self.take(8))[0]
+        return value
+
+    def sealed(self) -> bytes:
+        raw = self.rest()
+        if len(raw) > MAX_SEALED:
+            raise FrameError(f"a sealed blob is at most {MAX_SEALED} bytes")
+        return raw
 
     def rest(self) -> bytes:
         chunk = bytes(self.data[self.pos :])
@@ -585,6 +784,18 @@ def _check_channel(channel: int) -> int:
     if not 0 <= channel <= MAX_CHANNEL:
         raise FrameError(f"channel id {channel} does not fit in 32 bits")
     return channel
+
+
+def _check_u64(value: int) -> int:
+    if not 0 <= value <= 0xFFFF_FFFF_FFFF_FFFF:
+        raise FrameError(f"{value} does not fit in 64 bits")
+    return value
+
+
+def _check_sealed(sealed: bytes) -> bytes:
+    if len(sealed) > MAX_SEALED:
+        raise FrameError(f"a sealed blob is at most {MAX_SEALED} bytes, not {len(sealed)}")
+    return sealed
 
 
 def _check_u16(value: int) -> int:

@@ -17,7 +17,7 @@ import logging
 import random
 import ssl
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -28,6 +28,7 @@ from tether.crypto.keys import Identity
 from tether.errors import UsageError
 from tether.protocol.frames import (
     DATA_HEADER_LEN,
+    MAX_ACK,
     MAX_ALLOWLIST_CHUNK,
     MAX_CHANNEL,
     MAX_OFFERS,
@@ -43,6 +44,15 @@ from tether.protocol.frames import (
     FrameType,
     Hello,
     Incoming,
+    MailboxAck,
+    MailboxDeposit,
+    MailboxError,
+    MailboxGet,
+    MailboxItem,
+    MailboxOk,
+    MailboxQueue,
+    MailboxSnapshot,
+    MailboxTake,
     Offers,
     Open,
     Opened,
@@ -59,7 +69,7 @@ from tether.protocol.frames import (
 )
 from tether.protocol.transport import ChannelClosed
 from tether.relay.enrollment import enroll_proof
-from tether.relay.errors import RelayError
+from tether.relay.errors import MailboxRefusal, RelayError
 
 __all__ = ["Channel", "ChannelClosed", "RelayError", "RelayLink", "http_url", "websocket_url"]
 
@@ -231,6 +241,12 @@ class RelayLink:
         self._waiters: set[asyncio.Future[None]] = set()
         self._presence_waiters: set[asyncio.Future[None]] = set()
         self._publish_lock = asyncio.Lock()
+        # Mailbox requests waiting for their answer, by id: the items a TAKE got so far, and the
+        # answer once it comes.
+        self._requests: dict[int, tuple[list[MailboxItem], asyncio.Future[MailboxOk | MailboxSnapshot]]] = {}
+        self._next_request = 1
+        #: Items devices queued while this host is connected and has taken its mailbox once.
+        self.mailbox_items: asyncio.Queue[MailboxItem] = asyncio.Queue()
         self._closed = False
         self._background: set[asyncio.Task[None]] = set()  # strong refs to fire-and-forget sends
         self._reader = asyncio.get_running_loop().create_task(self._read_loop())
@@ -400,6 +416,70 @@ class RelayLink:
         self._check_open()
         await self._wait(self._presence_waiters)
 
+    # --- the mailbox (hosts that are away) ---
+
+    async def deposit(self, device_identity: bytes, sealed: bytes) -> None:
+        """Leave ``sealed`` (a snapshot sealed for that device) in the relay's mailbox; b"" clears it."""
+        self._require(Role.HOST, "deposit")
+        await self._mailbox(lambda req: MailboxDeposit(req, device_identity, sealed))
+
+    async def take(self) -> list[MailboxItem]:
+        """What devices queued for this host while it was away, oldest first; items queued later
+        arrive on :attr:`mailbox_items` while this link lasts."""
+        self._require(Role.HOST, "take")
+        items, _ = await self._mailbox(MailboxTake)
+        return items
+
+    async def ack(self, items: Iterable[int]) -> None:
+        """Done with these items: the relay forgets them."""
+        self._require(Role.HOST, "ack")
+        ids = tuple(items)
+        for start in range(0, len(ids), MAX_ACK):
+            part = ids[start : start + MAX_ACK]
+            await self._mailbox(lambda req: MailboxAck(req, part))  # noqa: B023 - awaited at once
+
+    async def snapshot(self, host_id: str) -> tuple[float, bytes] | None:
+        """(when it was deposited, unix seconds; the sealed snapshot) the host left for this
+        device, or None."""
+        self._require(Role.DEVICE, "snapshot")
+        _, answer = await self._mailbox(lambda req: MailboxGet(req, host_id))
+        assert isinstance(answer, MailboxSnapshot)
+        return (answer.deposited_at_ms / 1000, answer.sealed) if answer.sealed else None
+
+    async def queue(self, host_id: str, sealed: bytes) -> int:
+        """Hold ``sealed`` (an item sealed for the host) until the host takes it; its id."""
+        self._require(Role.DEVICE, "queue")
+        _, answer = await self._mailbox(lambda req: MailboxQueue(req, host_id, sealed))
+        assert isinstance(answer, MailboxOk)
+        return answer.value
+
+    async def _mailbox(self, make: Callable[[int], Frame], timeout: float = 30) -> tuple[
+            list[MailboxItem], MailboxOk | MailboxSnapshot]:
+        self._check_open()
+        req = self._next_request
+        self._next_request = req % MAX_CHANNEL + 1
+        answer: asyncio.Future[MailboxOk | MailboxSnapshot] = asyncio.get_running_loop().create_future()
+        items: list[MailboxItem] = []
+        self._requests[req] = (items, answer)
+        try:
+            await self._send(make(req).encode())
+            async with asyncio.timeout(timeout):
+                return items, await answer
+        except TimeoutError:
+            raise RelayError(f"the relay did not answer a mailbox request within {timeout:g} s",
+                             hint=_REACH_HINT) from None
+        finally:
+            self._requests.pop(req, None)
+
+    def _answered(self, req: int, answer: MailboxOk | MailboxSnapshot | BaseException) -> None:
+        pending = self._requests.get(req)
+        if pending is None or pending[1].done():
+            return
+        if isinstance(answer, BaseException):
+            pending[1].set_exception(answer)
+        else:
+            pending[1].set_result(answer)
+
     # --- closing ---
 
     async def close(self) -> None:
@@ -526,6 +606,16 @@ class RelayLink:
             case Presence(host_id=host_id, online=online) if self.role is Role.DEVICE:
                 self.presence[host_id] = online
                 self._wake_all(self._presence_waiters)
+            case MailboxItem(req=0) if self.role is Role.HOST:
+                self.mailbox_items.put_nowait(frame)
+            case MailboxItem(req=req) if self.role is Role.HOST:
+                taking = self._requests.get(req)
+                if taking is not None:
+                    taking[0].append(frame)
+            case MailboxOk(req=req) | MailboxSnapshot(req=req):
+                self._answered(req, frame)
+            case MailboxError(req=req, code=code, message=message):
+                self._answered(req, MailboxRefusal(code, message))
             case Error(code=code, message=message):
                 self.close_code = code
                 self.close_reason = message
@@ -564,6 +654,9 @@ class RelayLink:
         for incoming in self._incoming:
             incoming._finish(CloseCode.PEER_GONE, f"the relay connection was lost: {reason}")
         error = RelayError(f"the relay connection is closed: {reason}", hint=_REACH_HINT)
+        for _items, answer in self._requests.values():
+            if not answer.done():
+                answer.set_exception(error)
         self._wake_all(self._waiters, error)
         self._wake_all(self._presence_waiters, error)
 

@@ -44,7 +44,7 @@ import ssl
 import struct
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -61,6 +61,7 @@ from tether.crypto.keys import derive_id, verify_signature
 from tether.errors import ConfigError, UsageError
 from tether.lograte import LogLimiter
 from tether.protocol.frames import (
+    OLDEST_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
     Allowlist,
     Auth,
@@ -72,6 +73,12 @@ from tether.protocol.frames import (
     FrameType,
     Hello,
     Incoming,
+    MailboxAck,
+    MailboxDeposit,
+    MailboxError,
+    MailboxGet,
+    MailboxQueue,
+    MailboxTake,
     Offers,
     Open,
     Opened,
@@ -95,6 +102,16 @@ from tether.relay.limits import (
     connection_cap,
     is_loopback,
     raise_open_files_limit,
+)
+from tether.relay.mailbox import (
+    DeviceRequest,
+    HostRequest,
+    Lane,
+    Mailbox,
+    MailboxRefused,
+    answer_device,
+    answer_host,
+    as_frame,
 )
 from tether.relay.origin import OriginPolicy
 from tether.relay.static import default_static_dir, static_response
@@ -286,6 +303,7 @@ class _Connection:
         "frames",
         "id",
         "key",
+        "lane",
         "limits",
         "opens",
         "progress",
@@ -323,6 +341,7 @@ class _Connection:
         self.unregistered = False
         self.frames = TokenBucket(limits.frames_per_second, limits.frames_burst)
         self.opens: TokenBucket | None = None  # device only, made at its first OPEN
+        self.lane: Lane | None = None  # its mailbox requests, made at its first
         self.watching: AbstractSet[str] = _NO_WATCH  # device only
 
     @property
@@ -565,8 +584,12 @@ class RelayServer:
         tls: ssl.SSLContext | None = None,
         enroll_key: bytes | None = None,
         allowed_origins: tuple[str, ...] = (),
+        mailbox: Mailbox | None = None,
     ) -> None:
         self.limits = limits or RelayLimits()
+        #: Sealed snapshots and queued items for hosts that are away; None: this relay keeps none.
+        self.mailbox = mailbox
+        self._mailbox_tasks: set[asyncio.Task[None]] = set()
         self.tls = tls
         self.public_url = public_url
         self.static_dir = static_dir.resolve() if static_dir is not None else None
@@ -588,6 +611,7 @@ class RelayServer:
         # asyncio's exception handler before start() put _loop_exception in its place
         self._previous_handler: _LoopHandler | None = None
         self._idle_sweeper: asyncio.Task[None] | None = None
+        self._mailbox_sweeper: asyncio.Task[None] | None = None
         self.port = 0
 
     # --- lifecycle ---
@@ -643,13 +667,16 @@ class RelayServer:
         self.port = int(self._server.sockets[0].getsockname()[1])
         if lim.idle_timeout:
             self._idle_sweeper = asyncio.get_running_loop().create_task(self._sweep_idle(lim.idle_timeout))
+        if self.mailbox is not None:
+            self._mailbox_sweeper = asyncio.get_running_loop().create_task(self._sweep_mailbox(self.mailbox))
         return self.port
 
     async def close(self) -> None:
         """Stop listening and close every connection (clients see the relay going away)."""
-        if self._idle_sweeper is not None:
-            self._idle_sweeper.cancel()
-            self._idle_sweeper = None
+        for task in (self._idle_sweeper, self._mailbox_sweeper, *self._mailbox_tasks):
+            if task is not None:
+                task.cancel()
+        self._idle_sweeper = self._mailbox_sweeper = None
         loop = asyncio.get_running_loop()
         if loop.get_exception_handler() == self._loop_exception:
             loop.set_exception_handler(self._previous_handler)
@@ -783,7 +810,7 @@ class RelayServer:
 
     async def _admit(self, ws: ServerConnection) -> _Connection:
         hello = _expect(await ws.recv(), Hello, "the relay expects HELLO as the first frame")
-        if hello.version != PROTOCOL_VERSION:
+        if not OLDEST_PROTOCOL_VERSION <= hello.version <= PROTOCOL_VERSION:
             raise _Refused(
                 CloseCode.UNSUPPORTED_VERSION,
                 f"this relay speaks protocol version {PROTOCOL_VERSION}, the client {hello.version}; "
@@ -893,6 +920,15 @@ class RelayServer:
                     and now - conn.frames.last >= idle
                 ):
                     conn.fail(CloseCode.IDLE_TIMEOUT, message)
+
+    async def _sweep_mailbox(self, mailbox: Mailbox) -> None:
+        """Drop what is past its age in the mailbox, hourly."""
+        while True:
+            await asyncio.sleep(3600)
+            try:
+                await mailbox.sweep()
+            except Exception:
+                log.exception("sweeping the mailbox failed")
 
     # --- reading ---
 
@@ -1004,6 +1040,10 @@ class RelayServer:
                 self._on_open(conn, frame)
             case Watch(host_ids=host_ids) if host is None:
                 self._on_watch(conn, host_ids)
+            case MailboxDeposit() | MailboxTake() | MailboxAck() if host is not None:
+                self._on_mailbox(conn, frame)
+            case MailboxGet() | MailboxQueue() if host is None:
+                self._on_mailbox(conn, frame)
             case _:
                 name = type(frame).__name__.upper()
                 conn.fail(
@@ -1030,6 +1070,8 @@ class RelayServer:
         host.pending_allowlist = None
         old = host.allowlist
         host.allowlist = pending
+        if self.mailbox is not None:
+            self._store_allowlist(host, frozenset(pending))
         revoked = old - pending
         if revoked:
             for route in list(host.channels.values()):
@@ -1105,6 +1147,67 @@ class RelayServer:
             host = self._hosts.get(host_id)
             online = host is not None and device.key in host.allowlist
             device.enqueue(Presence(host_id, online=online).encode())
+
+    # --- the mailbox ---
+
+    def _on_mailbox(self, conn: _Connection, frame: HostRequest | DeviceRequest) -> None:
+        if self.mailbox is None:
+            conn.enqueue(MailboxError(frame.req, CloseCode.MAILBOX_OFF, close_message(CloseCode.MAILBOX_OFF)).encode())
+            return
+        lane = conn.lane = conn.lane or Lane()
+        refused = lane.admit(frame)
+        if refused is not None:
+            conn.enqueue(refused.encode())
+            return
+        self._in_lane(conn, lane, self._answer_mailbox(conn, lane, self.mailbox, frame))
+
+    async def _answer_mailbox(self, conn: _Connection, lane: Lane, mailbox: Mailbox,
+                              frame: HostRequest | DeviceRequest) -> None:
+        try:
+            if isinstance(frame, MailboxDeposit | MailboxTake | MailboxAck):
+                replies = await answer_host(mailbox, lane, conn.id, frame)
+            else:
+                replies, item = await answer_device(mailbox, conn.key, frame)
+                host = self._hosts.get(frame.host_id) if item is not None else None
+                if item is not None and host is not None and host.lane is not None and host.lane.taking:
+                    host.enqueue(as_frame(0, item).encode())  # the host is back: it need not ask
+        except MailboxRefused as refused:
+            replies = [MailboxError(frame.req, refused.code, refused.message)]
+        except Exception:
+            log.exception("mailbox request of %s failed", conn.label)
+            replies = [MailboxError(frame.req, CloseCode.MAILBOX_OFF,
+                                    "the relay's mailbox failed on this request; try again later")]
+        finally:
+            lane.pending -= 1
+        for reply in replies:
+            conn.enqueue(reply.encode())
+
+    def _store_allowlist(self, host: _HostConnection, keys: frozenset[bytes]) -> None:
+        """Keep the host's allowlist for while it is away (in its lane: before its next request).
+        Lists published in a burst are stored once: the latest."""
+        assert self.mailbox is not None
+        lane = host.lane = host.lane or Lane()
+        storing = lane.allowlist is not None
+        lane.allowlist = keys
+        if not storing:
+            self._in_lane(host, lane, self._publish(host.id, lane, self.mailbox))
+
+    async def _publish(self, host_id: str, lane: Lane, mailbox: Mailbox) -> None:
+        keys, lane.allowlist = lane.allowlist, None
+        if keys is not None:
+            await mailbox.publish(host_id, keys)
+
+    def _in_lane(self, conn: _Connection, lane: Lane, work: Coroutine[Any, Any, None]) -> None:
+        async def run() -> None:
+            async with lane.lock:
+                try:
+                    await work
+                except Exception:
+                    log.exception("mailbox request of %s failed", conn.label)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._mailbox_tasks.add(task)
+        task.add_done_callback(self._mailbox_tasks.discard)
 
     # --- channels and presence ---
 

@@ -52,6 +52,9 @@ export const CloseCode = Object.freeze({
   TOO_MANY_CONNECTIONS: 15,
   ENROLLMENT_REQUIRED: 16,
   IDLE_TIMEOUT: 17,
+  MAILBOX_OFF: 18,
+  MAILBOX_FULL: 19,
+  TOO_LARGE: 20,
 });
 
 // Sentences for people, with the next step; the browser wording of frames.py's CLOSE_MESSAGES.
@@ -74,6 +77,9 @@ export const CLOSE_MESSAGES = {
   15: "this browser already has as many connections to the relay as it may; close other tabs",
   16: "this relay only admits enrolled hosts",
   17: "the connection sat idle, so the relay closed it; reconnecting",
+  18: "this relay keeps no mailbox, so nothing can wait for the host there",
+  19: "the relay's mailbox for this host is full; wait until the host is back",
+  20: "too large for the relay's mailbox; shorten it",
 };
 
 // Channel endings after which a new channel may well work (frames.py RETRYABLE_CLOSES).

@@ -3,6 +3,7 @@
 //
 //   Noise_IK_25519_AESGCM_SHA256      paired devices (the device knows the host's static key)
 //   Noise_IKpsk2_25519_AESGCM_SHA256  pairing (psk = the one-time secret of the pairing link)
+//   Noise_X_25519_AESGCM_SHA256       one-way: the relay mailbox's sealed messages (crypto/seal.py)
 //
 // WebCrypto is asynchronous, so every step returns a promise; nothing here does I/O — the caller
 // moves the frames. SecureChannel serialises its own calls, so frames are always sealed and opened
@@ -40,6 +41,9 @@ export const PATTERNS = {
     ["e", "es", "s", "ss"],
     ["e", "ee", "se", "psk"],
   ],
+  // One-way (spec §7.4): IK's first message alone. Only the initiator ever sends, so the
+  // responder→initiator cipher that split() also returns must stay unused.
+  X: [["e", "es", "s", "ss"]],
 };
 
 export class NoiseError extends Error {
@@ -60,7 +64,7 @@ export class ChannelError extends Error {
 }
 
 export function protocolName(pattern) {
-  if (!(pattern in PATTERNS)) throw new NoiseError(`unsupported Noise pattern ${pattern} (tether uses IK and IKpsk2)`);
+  if (!(pattern in PATTERNS)) throw new NoiseError(`unsupported Noise pattern ${pattern} (tether uses ${Object.keys(PATTERNS).join(", ")})`);
   return `Noise_${pattern}_25519_AESGCM_SHA256`;
 }
 

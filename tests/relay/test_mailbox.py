@@ -1,0 +1,270 @@
+"""The relay's mailbox ([9] part 2): what it holds for a host that is away, for whom, within which
+bounds, and across a restart of the relay. Real relays and links on 127.0.0.1; the blobs are
+opaque to the relay, so random bytes stand in for sealed ones here (tests/crypto/test_seal.py
+seals real ones)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import ClientConnection
+
+from tests.relay.conftest import RelayFactory, raw_connect
+from tether.crypto.keys import Identity
+from tether.protocol.frames import (
+    OLDEST_PROTOCOL_VERSION,
+    Auth,
+    Challenge,
+    CloseCode,
+    Hello,
+    MailboxError,
+    MailboxGet,
+    MailboxSnapshot,
+    Role,
+    Welcome,
+    auth_message,
+    decode_frame,
+)
+from tether.relay.errors import MailboxRefusal
+from tether.relay.link import RelayLink
+from tether.relay.mailbox import WRITES_PER_MINUTE, Mailbox, MailboxLimits
+
+Links = Callable[..., Awaitable[RelayLink]]
+
+
+@pytest.fixture
+async def box(tmp_path: Path) -> AsyncIterator[Mailbox]:
+    mailbox = await Mailbox.open(tmp_path / "relay" / "mailbox.db")
+    yield mailbox
+    await mailbox.close()
+
+
+async def host_with(links: Links, url: str, host: Identity, *devices: Identity) -> RelayLink:
+    link = await links(url, host, "host")
+    await link.publish_allowlist(d.identity_public for d in devices)
+    return link
+
+
+async def test_a_snapshot_left_for_a_device_is_read_by_it_alone_once_the_host_is_away(
+    relay_factory: RelayFactory, links: Links, box: Mailbox
+) -> None:
+    _, url = await relay_factory(mailbox=box)
+    host, phone, other = Identity.generate(), Identity.generate(), Identity.generate()
+    link = await host_with(links, url, host, phone)
+    sealed = os.urandom(2000)
+    await link.deposit(phone.identity_public, sealed)
+    with pytest.raises(MailboxRefusal) as refused:
+        await link.deposit(other.identity_public, b"x" * 100)  # not on its allowlist
+    assert refused.value.close_code == CloseCode.NOT_ALLOWED
+    await link.close()
+
+    device = await links(url, phone)
+    held = await device.snapshot(link.id)
+    assert held is not None and held[1] == sealed
+    assert 1_700_000_000 < held[0] < 4_000_000_000  # when it was deposited, in unix seconds
+    stranger = await links(url, other)
+    assert await stranger.snapshot(link.id) is None  # learns nothing, as for a host that left nothing
+    assert await stranger.snapshot("NOSUCHHOST") is None
+
+    # An empty deposit clears the slot.
+    back = await host_with(links, url, host, phone)
+    await back.deposit(phone.identity_public, b"")
+    assert await device.snapshot(back.id) is None
+
+
+async def test_items_queued_while_the_host_is_away_are_taken_in_order_and_forgotten_once_acked(
+    relay_factory: RelayFactory, links: Links, box: Mailbox
+) -> None:
+    _, url = await relay_factory(mailbox=box)
+    host, phone, tablet = Identity.generate(), Identity.generate(), Identity.generate()
+    link = await host_with(links, url, host, phone, tablet)
+    host_id = link.id
+    await link.close()
+
+    phone_link, tablet_link = await links(url, phone), await links(url, tablet)
+    queued = [await phone_link.queue(host_id, b"p1" * 60), await tablet_link.queue(host_id, b"t1" * 60),
+              await phone_link.queue(host_id, b"p2" * 60)]
+    assert queued == sorted(queued) and len(set(queued)) == 3
+
+    back = await host_with(links, url, host, phone, tablet)
+    items = await back.take()
+    assert [i.item for i in items] == queued
+    assert [i.sealed[:2] for i in items] == [b"p1", b"t1", b"p2"]
+    assert [i.device_identity for i in items] == [phone.identity_public, tablet.identity_public,
+                                                  phone.identity_public]
+    assert all(i.queued_at_ms > 1_700_000_000_000 for i in items)
+    await back.ack([queued[0], queued[1]])
+    assert [i.item for i in await back.take()] == [queued[2]]  # not acked: offered again
+    await back.ack([queued[2]])
+    assert await back.take() == []
+
+    # Queued while the host is connected and has taken: it is sent to the host at once.
+    late = await phone_link.queue(host_id, b"late" * 30)
+    async with asyncio.timeout(5):
+        pushed = await back.mailbox_items.get()
+    assert pushed.item == late and pushed.sealed == b"late" * 30 and pushed.req == 0
+
+
+async def test_a_device_dropped_from_the_allowlist_loses_its_queued_items_and_its_snapshot(
+    relay_factory: RelayFactory, links: Links, box: Mailbox
+) -> None:
+    _, url = await relay_factory(mailbox=box)
+    host, revoked, kept = Identity.generate(), Identity.generate(), Identity.generate()
+    link = await host_with(links, url, host, revoked, kept)
+    host_id = link.id
+    await link.deposit(revoked.identity_public, b"s" * 200)
+    await link.close()
+    revoked_link, kept_link = await links(url, revoked), await links(url, kept)
+    await revoked_link.queue(host_id, b"from-revoked" * 10)
+    kept_item = await kept_link.queue(host_id, b"from-kept" * 10)
+
+    back = await host_with(links, url, host, kept)  # revoked while it was away
+    assert [i.item for i in await back.take()] == [kept_item]
+    assert await revoked_link.snapshot(host_id) is None
+    with pytest.raises(MailboxRefusal) as refused:
+        await revoked_link.queue(host_id, b"again" * 30)
+    assert refused.value.close_code == CloseCode.HOST_OFFLINE
+
+
+async def test_the_mailbox_and_the_allowlist_it_checks_survive_a_relay_restart(
+    relay_factory: RelayFactory, links: Links, tmp_path: Path
+) -> None:
+    path = tmp_path / "relay" / "mailbox.db"
+    first = await Mailbox.open(path)
+    server, url = await relay_factory(mailbox=first)
+    host, phone = Identity.generate(), Identity.generate()
+    link = await host_with(links, url, host, phone)
+    host_id = link.id
+    await link.deposit(phone.identity_public, b"snap" * 100)
+    await link.close()
+    item = await (await links(url, phone)).queue(host_id, b"prompt" * 20)
+    await server.close()
+    await first.close()
+    assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
+
+    second = await Mailbox.open(path)
+    try:
+        _, url2 = await relay_factory(mailbox=second)
+        phone_link = await links(url2, phone)
+        held = await phone_link.snapshot(host_id)  # the host has not come back: the stored allowlist says yes
+        assert held is not None and held[1] == b"snap" * 100
+        back = await host_with(links, url2, host, phone)
+        assert [(i.item, i.sealed) for i in await back.take()] == [(item, b"prompt" * 20)]
+    finally:
+        await second.close()
+
+
+async def test_quotas_refuse_what_does_not_fit_with_a_reason_and_drop_nothing_queued(
+    relay_factory: RelayFactory, links: Links, tmp_path: Path
+) -> None:
+    limits = MailboxLimits(host_bytes=20_000, device_items=3, device_bytes=8_000)
+    box = await Mailbox.open(tmp_path / "mailbox.db", limits)
+    try:
+        _, url = await relay_factory(mailbox=box)
+        host, a, b = Identity.generate(), Identity.generate(), Identity.generate()
+        link = await host_with(links, url, host, a, b)
+        host_id = link.id
+        # Snapshots: the host's oldest makes room for a new one.
+        await link.deposit(a.identity_public, b"A" * 9_000)
+        await link.deposit(b.identity_public, b"B" * 9_000)
+        await link.deposit(b.identity_public, b"C" * 12_000)  # replaces B; A (oldest) goes to fit
+        await link.close()
+        device_a, device_b = await links(url, a), await links(url, b)
+        assert await device_a.snapshot(host_id) is None
+        held = await device_b.snapshot(host_id)
+        assert held is not None and held[1] == b"C" * 12_000
+
+        # Items: per device, by count and by bytes; refused, never pushing out what is queued.
+        with pytest.raises(MailboxRefusal) as too_large:
+            await device_a.queue(host_id, b"x" * 8_001)
+        assert too_large.value.close_code == CloseCode.TOO_LARGE and "shorten" in too_large.value.message
+        kept = [await device_a.queue(host_id, bytes([i]) * 100) for i in range(3)]
+        with pytest.raises(MailboxRefusal) as full:
+            await device_a.queue(host_id, b"y" * 100)
+        assert full.value.close_code == CloseCode.MAILBOX_FULL and "wait until the host is back" in full.value.message
+        assert await device_b.queue(host_id, b"z" * 100)  # another device's share is its own
+        back = await host_with(links, url, host, a, b)
+        taken = [i.item for i in await back.take()]
+        assert taken[:3] == kept and len(taken) == 4
+    finally:
+        await box.close()
+
+
+async def test_a_relay_without_a_mailbox_says_so_and_keeps_the_connection(
+    relay_factory: RelayFactory, links: Links
+) -> None:
+    _, url = await relay_factory()
+    device = await links(url)
+    with pytest.raises(MailboxRefusal) as refused:
+        await device.queue("SOMEHOST", b"q" * 100)
+    assert refused.value.close_code == CloseCode.MAILBOX_OFF
+    with pytest.raises(MailboxRefusal):  # answered, not left hanging
+        await device.snapshot("SOMEHOST")
+    assert not device.closed
+
+
+async def test_a_connection_past_its_share_of_writes_is_refused_not_served(
+    relay_factory: RelayFactory, links: Links, box: Mailbox
+) -> None:
+    _, url = await relay_factory(mailbox=box)
+    host, phone = Identity.generate(), Identity.generate()
+    link = await host_with(links, url, host, phone)
+    outcomes: list[int] = []
+    for _ in range(WRITES_PER_MINUTE + 20):
+        try:
+            await link.deposit(phone.identity_public, b"s" * 100)
+            outcomes.append(0)
+        except MailboxRefusal as refused:
+            outcomes.append(refused.close_code)
+    assert outcomes.count(0) <= WRITES_PER_MINUTE + 5  # the bucket refills a little meanwhile
+    assert CloseCode.RATE_LIMITED in outcomes
+    assert not link.closed
+    # Another device's requests are its own share.
+    assert await (await links(url, phone)).snapshot(link.id) is not None
+
+
+async def test_a_client_of_the_first_protocol_version_is_still_admitted(
+    relay_factory: RelayFactory, box: Mailbox
+) -> None:
+    _, url = await relay_factory(mailbox=box)
+    ws: ClientConnection = await raw_connect(url)
+    try:
+        identity = Identity.generate()
+        await ws.send(Hello(Role.DEVICE, identity.identity_public, version=OLDEST_PROTOCOL_VERSION).encode())
+        challenge = decode_frame(await ws.recv())  # type: ignore[arg-type]
+        assert isinstance(challenge, Challenge)
+        await ws.send(Auth(identity.sign(auth_message(Role.DEVICE, challenge.nonce))).encode())
+        assert isinstance(decode_frame(await ws.recv()), Welcome)  # type: ignore[arg-type]
+        # A mailbox request answers by its id, raw.
+        await ws.send(MailboxGet(77, "SOMEHOST").encode())
+        answer = decode_frame(await ws.recv())  # type: ignore[arg-type]
+        assert answer == MailboxSnapshot(77, 0, b"")
+    finally:
+        await ws.close()
+
+
+async def test_a_host_cannot_send_device_requests_nor_a_device_host_ones(
+    relay_factory: RelayFactory, links: Links, box: Mailbox
+) -> None:
+    _, url = await relay_factory(mailbox=box)
+    device = await links(url)
+    with pytest.raises(Exception):  # noqa: B017 - UsageError before anything is sent
+        await device.take()
+    ws = await raw_connect(url)
+    try:
+        identity = Identity.generate()
+        await ws.send(Hello(Role.HOST, identity.identity_public).encode())
+        challenge = decode_frame(await ws.recv())  # type: ignore[arg-type]
+        assert isinstance(challenge, Challenge)
+        await ws.send(Auth(identity.sign(auth_message(Role.HOST, challenge.nonce))).encode())
+        assert isinstance(decode_frame(await ws.recv()), Welcome)  # type: ignore[arg-type]
+        await ws.send(MailboxGet(1, "SOMEHOST").encode())
+        error = decode_frame(await ws.recv())  # type: ignore[arg-type]
+        assert not isinstance(error, MailboxError)
+        assert getattr(error, "code", None) == CloseCode.PROTOCOL_ERROR  # a frame a host may not send
+    finally:
+        await ws.close()
