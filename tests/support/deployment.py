@@ -20,6 +20,7 @@ class Deployment:
     host: Proc
     host_home: Path
     workspace: Path
+    relay_home: Path  # where the relay keeps its mailbox: a relay restarted on it finds it again
 
     @property
     def relay_url(self) -> str:
@@ -45,20 +46,22 @@ class Deployment:
 
 @contextmanager
 def deployed(
-    config: str | None = None, *, relay: Callable[[], tuple[Proc, int]] = start_relay
+    config: str | None = None, *, relay: Callable[..., tuple[Proc, int]] = start_relay
 ) -> Iterator[Deployment]:
-    """A relay (started by ``relay``) and a host on it; ``config`` is the host's ``config.toml``."""
+    """A relay (started by ``relay(port, home=...)``) and a host on it; ``config`` is the host's
+    ``config.toml``."""
     host_home = short_home("th")
     workspace = short_home("tw")
+    relay_home = short_home("tr")
     if config is not None:
         (host_home / "config.toml").write_text(config)
-    relay_proc, port = relay()
+    relay_proc, port = relay(0, home=relay_home)
     deployment = Deployment(relay_proc, port, start_host(host_home, f"ws://127.0.0.1:{port}", workspace),
-                            host_home, workspace)
+                            host_home, workspace, relay_home)
     try:
         yield deployment
     finally:
         # A test may have replaced the relay or the host (killed and restarted it): stop the current one.
         deployment.host.stop()
         deployment.relay.stop()
-        remove(host_home, workspace)
+        remove(host_home, workspace, relay_home)

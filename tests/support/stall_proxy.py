@@ -1,6 +1,7 @@
 """A TCP proxy on loopback that can stall: while paused it forwards nothing, in either direction,
 and closes nothing — as a mobile network that stops carrying packets without a reset. (Playwright's
-offline mode does not cut an open WebSocket; this does, silently.)
+offline mode does not cut an open WebSocket; this does, silently.) It can also be cut: every
+connection closed and new ones refused, as a laptop that lost its network, until mended.
 
 Runs its own event loop in a thread, so synchronous browser tests can drive it."""
 
@@ -15,6 +16,8 @@ class StallProxy:
         self.target_port = target_port
         self.port = 0
         self._flowing: asyncio.Event | None = None
+        self._cut = False
+        self._writers: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
@@ -49,6 +52,18 @@ class StallProxy:
         assert self._flowing is not None
         self._loop.call_soon_threadsafe(self._flowing.set)
 
+    def cut(self) -> None:
+        """Close every connection, and refuse new ones until :meth:`mend`."""
+        asyncio.run_coroutine_threadsafe(self._cut_all(), self._loop).result(10)
+
+    def mend(self) -> None:
+        self._cut = False
+
+    async def _cut_all(self) -> None:
+        self._cut = True
+        for writer in list(self._writers):
+            writer.close()
+
     def _main(self) -> None:
         asyncio.set_event_loop(self._loop)
         self._flowing = asyncio.Event()
@@ -62,13 +77,20 @@ class StallProxy:
             self._loop.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._cut:
+            writer.close()
+            return
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
             writer.close()
             return
-        await asyncio.gather(self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer),
-                             return_exceptions=True)
+        self._writers.update((writer, upstream_writer))
+        try:
+            await asyncio.gather(self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer),
+                                 return_exceptions=True)
+        finally:
+            self._writers.difference_update((writer, upstream_writer))
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         assert self._flowing is not None

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import re
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,14 +45,17 @@ STATIC_DIR = REPO / "src" / "tether" / "web" / "static"
 # tests run the relay through ``run_relay``, which serves the packaged client by default.
 _RELAY_CODE = (
     "import asyncio, sys\n"
+    "from pathlib import Path\n"
     "from tether.relay.server import run_relay\n"
-    "asyncio.run(run_relay(sys.argv[1]))\n"
+    "asyncio.run(run_relay(sys.argv[1], mailbox_path=Path(sys.argv[2]) / 'relay' / 'mailbox.db'))\n"
 )
 
 
-def start_web_relay(port: int = 0) -> tuple[Proc, int]:
-    """A relay process that serves the packaged web client at ``/``; returns it and its port."""
-    proc = Proc([TETHER[0], "-c", _RELAY_CODE, f"127.0.0.1:{port}"], name="relay")
+def start_web_relay(port: int = 0, home: Path | None = None) -> tuple[Proc, int]:
+    """A relay process that serves the packaged web client at ``/``, with its mailbox in ``home``
+    (a new temporary one unless given); returns it and its port."""
+    home = home or Path(tempfile.mkdtemp(prefix="tether-relay-"))
+    proc = Proc([TETHER[0], "-c", _RELAY_CODE, f"127.0.0.1:{port}", str(home)], name="relay")
     match = proc.wait_for(r"relay listening on ws://127\.0\.0\.1:(\d+)/ws")
     return proc, int(match.group(1))
 

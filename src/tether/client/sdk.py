@@ -39,6 +39,8 @@ from tether.client.connection import (
     learn_from,
     token_refusal,
 )
+from tether.client.mailbox import queue as queue_for_host
+from tether.client.mailbox import read_snapshot
 from tether.client.state import ClientState
 from tether.crypto.keys import Identity
 from tether.crypto.tokens import AccessToken, parse_token
@@ -46,6 +48,7 @@ from tether.errors import UsageError
 from tether.home import resolve_home
 from tether.protocol.frames import CloseCode
 from tether.protocol.images import image_type
+from tether.protocol.mailbox import QueueableMethod, Snapshot
 from tether.relay.link import ChannelClosed, RelayError, RelayLink
 
 T = TypeVar("T")
@@ -259,6 +262,25 @@ class Client:
             "sessions.approve", {"id": session_id, "approval": approval, "decision": decision}
         )
         return int(result["seq"])
+
+    # -- while the host is away (the relay's mailbox) --------------------------------------
+
+    async def offline_snapshot(self) -> tuple[float, Snapshot] | None:
+        """What the host last left this device at the relay, for while it is away: (when the relay
+        got it, the snapshot: its sessions and their latest events); None if it left nothing."""
+        self._device_only("offline_snapshot")
+        return await read_snapshot(self.home, self.host)
+
+    async def queue(self, method: QueueableMethod, params: dict[str, Any]) -> str:
+        """Leave a request for the host at the relay (``sessions.send``, ``sessions.approve`` or
+        ``sessions.answer``), applied once when the host is back; its ``cid``. One the host then
+        refuses (an approval answered meanwhile…) shows on the session as ``mailbox.refused``."""
+        self._device_only("queue")
+        return await queue_for_host(self.home, self.host, method, params)
+
+    def _device_only(self, what: str) -> None:
+        if self._token is not None:
+            raise UsageError(f"{what}() is for paired devices: a token's requests are not held for an offline host")
 
     async def threads(self, agent: str = "codex") -> list[dict[str, Any]]:
         """Agent threads stored on the host (e.g. Codex threads started on the desktop) that a

@@ -34,6 +34,8 @@ from tether.host.db import Database
 from tether.host.eventlog import EventLog
 from tether.host.inheritance import Inheritance
 from tether.host.keyring import HostKeyring
+from tether.host.mailbox.applier import Applier
+from tether.host.mailbox.deposits import Depositor
 from tether.host.pairing import claim_offer
 from tether.host.principal import Principal
 from tether.host.push import keys as push_keys
@@ -47,6 +49,7 @@ from tether.protocol.e2e import E2ETransport
 from tether.protocol.events import EventType
 from tether.protocol.frames import CloseCode
 from tether.protocol.local import StreamTransport
+from tether.protocol.messages import Request
 from tether.protocol.pairing_link import PairingLink
 from tether.protocol.rpc import MessageTransport, RpcPeer
 from tether.protocol.scopes import Scope, parse_scopes, scope_list
@@ -111,6 +114,8 @@ class HostDaemon:
         self._stopping = False
         self.push_key: str | None = None
         self._push: PushSender | None = None
+        self._depositor: Depositor
+        self._applier: Applier
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -129,6 +134,10 @@ class HostDaemon:
         )
         await self.sessions.start()
         self.agent_status = AgentStatus(self.config)
+        self._depositor = Depositor(self.db, self.log, self.store, self.keyring, host_id=self.identity.id,
+                                    host_name=lambda: self.name)
+        self._applier = Applier(self.db, self.log, self.store, self.audit, self.keyring, host_id=self.identity.id,
+                                apply=self._apply_queued)
         if self.config.push.enabled:
             key = await asyncio.to_thread(push_keys.load_or_create, self.paths.vapid)
             self.push_key = push_keys.public_key(key)
@@ -200,6 +209,12 @@ class HostDaemon:
         for conns in list(self._connections.values()):
             for conn in list(conns):
                 await conn.close()
+        link = self._link
+        if link is not None:
+            # What the devices will show while the host is away: the state it stopped in.
+            with contextlib.suppress(TetherError, TimeoutError):
+                async with asyncio.timeout(2):
+                    await self._depositor.deposit_all(link)
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -257,17 +272,21 @@ class HostDaemon:
                 await asyncio.sleep(delay)
                 continue
             self._link = link
+            mailbox: list[asyncio.Task[Any]] = []
             try:
-                await self.publish()
+                await self.publish()  # before taking the mailbox: a revoked device's items are gone
                 self.relay_connected.set()
                 backoff.reset()
                 log.info("connected to relay %s", self.relay_url)
+                mailbox = [self._spawn(self._applier.run(link)), self._spawn(self._depositor.run(link))]
                 while True:
                     channel = await link.accept()
                     self._spawn(self._serve_channel(channel))
             except TetherError as exc:
                 log.warning("relay connection lost (%s)", exc.message)
             finally:
+                for task in mailbox:
+                    task.cancel()
                 self.relay_connected.clear()
                 self._link = None
                 await link.close()
@@ -461,6 +480,10 @@ class HostDaemon:
             self.audit.record(caller, "pair.complete", "pairing", detail="the offer was unknown, used or expired")
 
     # -- serving a caller ----------------------------------------------------------------
+
+    async def _apply_queued(self, principal: Principal, method: str, params: dict[str, Any]) -> Any:
+        """A request a device queued at the relay while the host was away, as its own request."""
+        return await ApiConnection(self, principal).handle(Request(0, method, params))
 
     def subscriptions_of(self, caller: str) -> int:
         """Event subscriptions a caller has, over all its connections."""

@@ -150,6 +150,15 @@ MIGRATIONS: list[str] = [
         sent        INTEGER NOT NULL DEFAULT 0    -- pushes the push service accepted
     );
     """,
+    """
+    CREATE TABLE mailbox_applied (                -- items devices queued at the relay, as applied
+        device_id TEXT NOT NULL,
+        n         INTEGER NOT NULL,               -- the device's count of its queued items
+        outcome   TEXT NOT NULL,                  -- "ok" or the refusal's code
+        at        REAL NOT NULL,
+        PRIMARY KEY (device_id, n)
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -275,6 +275,19 @@ class EventLog:
         events, full = await self.db.run(select, write=False)
         return events, events[-1].seq if full else head
 
+    async def tail(self, session: str, limit: int, skip: tuple[str, ...] = ()) -> list[Event]:
+        """The latest ``limit`` events of ``session`` (not of the types in ``skip``), oldest first."""
+        marks = ", ".join("?" * len(skip))
+
+        def select(conn: sqlite3.Connection) -> list[Event]:
+            rows = conn.execute(
+                "SELECT seq, session, type, ts, data, cid FROM events WHERE session = ?"
+                f" AND type NOT IN ({marks}) ORDER BY seq DESC LIMIT ?", (session, *skip, limit),
+            ).fetchall()
+            return [Event(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], len(r[4])) for r in reversed(rows)]
+
+        return await self.db.run(select, write=False)
+
     async def snapshot_page(
         self, session: str | None, after: tuple[float, str] | None, max_chars: int = SNAPSHOT_PAGE_CHARS
     ) -> tuple[int, list[dict[str, Any]], bool]:

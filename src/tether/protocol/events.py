@@ -147,6 +147,12 @@ class EventType(StrEnum):
     """{host_id} (no session) — that linked host was forgotten (`tether ssh forget`): clients
     drop the entry they learned for it."""
 
+    MAILBOX_REFUSED = "mailbox.refused"
+    """{cid: str | None, method: str, code: str, message: str, queued_at: float, by: {id, name}} — a
+    request a device queued while the host was away (the relay's mailbox) that the host would not
+    apply when it came back: an approval answered or withdrawn meanwhile, a session that ended…
+    ``message`` says why; ``cid`` is the request's, so the device shows it beside what it queued."""
+
     SESSION_EXITED = "session.exited"
     """{exit_code: int | None, signal: int | None, reason: str | None} — the session ended:
     status ``finished`` when exit_code == 0, else ``failed``. ``reason`` says why when it is
@@ -441,6 +447,15 @@ class HostUnlinked(_Data):
     host_id: str
 
 
+class MailboxRefused(_Data):
+    cid: str | None
+    method: str
+    code: str
+    message: str
+    queued_at: float
+    by: dict[str, str]
+
+
 class SessionExited(_Data):
     exit_code: int | None
     signal: int | None
@@ -476,6 +491,7 @@ EVENT_DATA: dict[EventType, Any] = {
     EventType.APPROVAL_CLEARED: ApprovalCleared,
     EventType.HOST_LINKED: HostLinked,
     EventType.HOST_UNLINKED: HostUnlinked,
+    EventType.MAILBOX_REFUSED: MailboxRefused,
     EventType.SESSION_EXITED: SessionExited,
 }
 

@@ -1298,14 +1298,17 @@ async def run_relay(
     limits: RelayLimits | None = None,
     static_dir: Path | None = None,
     ready: asyncio.Future[int] | None = None,
+    mailbox_path: Path | None = None,
 ) -> None:
-    """Run a relay until cancelled (``tether relay --listen HOST:PORT``)."""
+    """Run a relay until cancelled (``tether relay --listen HOST:PORT``); with a mailbox in
+    ``mailbox_path`` when given."""
     host, port = parse_listen(listen)
     if not logging.getLogger().handlers and not log.handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     if static_dir is None:
         static_dir = default_static_dir()
-    server = RelayServer(limits=limits, public_url=public_url, static_dir=static_dir)
+    mailbox = await Mailbox.open(mailbox_path) if mailbox_path is not None else None
+    server = RelayServer(limits=limits, public_url=public_url, static_dir=static_dir, mailbox=mailbox)
     try:
         bound = await server.start(host, port)
     except OSError as err:
@@ -1323,3 +1326,5 @@ async def run_relay(
         await server.serve_forever()
     finally:
         await server.close()
+        if mailbox is not None:
+            await mailbox.close()
