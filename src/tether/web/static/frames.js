@@ -4,7 +4,7 @@
 
 import { concat, fromUtf8, utf8 } from "./bytes.js";
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 export const AUTH_CONTEXT = utf8("tether-relay-auth-v1\0");
 export const NONCE_LEN = 32;
 export const KEY_LEN = 32;
