@@ -43,8 +43,9 @@ SAMPLES: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
 }
 AGENT_START: dict[str, Any] = {"agent": "codex", "prompt": "fix it", "approval": "untrusted", "sandbox": "read-only",
                "thread": "thread-1", "workspace": "/w"}
-# Not wrappers of one method: connecting, closing, listing paired hosts, following events.
-NOT_CALLS = {"open", "from_token", "close", "call", "hosts", "events"}
+# Not wrappers of one method: connecting, closing, listing paired hosts, following events, and
+# the relay's mailbox (tests/client/test_mailbox.py, tests/e2e/test_mailbox.py).
+NOT_CALLS = {"open", "from_token", "close", "call", "hosts", "events", "offline_snapshot", "queue"}
 
 
 class Recorder:

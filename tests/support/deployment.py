@@ -20,7 +20,6 @@ class Deployment:
     host: Proc
     host_home: Path
     workspace: Path
-    relay_home: Path  # where the relay keeps its mailbox: a relay restarted on it finds it again
 
     @property
     def relay_url(self) -> str:
@@ -57,7 +56,7 @@ def deployed(
         (host_home / "config.toml").write_text(config)
     relay_proc, port = relay(0, home=relay_home)
     deployment = Deployment(relay_proc, port, start_host(host_home, f"ws://127.0.0.1:{port}", workspace),
-                            host_home, workspace, relay_home)
+                            host_home, workspace)
     try:
         yield deployment
     finally:

@@ -11,13 +11,14 @@ milliseconds (so a lost file does not make the host refuse new items as older th
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import msgspec
 
@@ -70,7 +71,7 @@ async def queue(home: Path, host: str | None, method: QueueableMethod, params: d
     params = {**params, "cid": params.get("cid") or uuid.uuid4().hex}
     link = await RelayLink.connect(paired.relay_url, identity, "device")
     try:
-        with _numbered(state.dir / "mailbox.json", paired) as n:
+        async with _numbered(state.dir / "mailbox.json", paired) as n:
             item = Queued(paired.host_id, n, time.time(), method, params)
             sealed = seal(identity.static, paired.host_static, context(ITEM, paired.host_id), encode_mailbox(item))
             await link.queue(paired.host_id, sealed)
@@ -79,18 +80,29 @@ async def queue(home: Path, host: str | None, method: QueueableMethod, params: d
     return str(params["cid"])
 
 
-@contextmanager
-def _numbered(path: Path, paired: PairedHost) -> Iterator[int]:
+@asynccontextmanager
+async def _numbered(path: Path, paired: PairedHost) -> AsyncIterator[int]:
     """The next item number for this host, taken for good only when the body succeeds (the item
-    reached the relay); the file is locked meanwhile."""
-    path.parent.mkdir(mode=0o700, exist_ok=True)
-    with open(path.with_suffix(".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        counts = _counts(path)
+    reached the relay); the file is locked meanwhile (and waited for off the event loop)."""
+    lock, counts = await asyncio.to_thread(_locked_counts, path)
+    try:
         n = max(int(counts.get(paired.host_id, 0)) + 1, int(time.time() * 1000))
         yield n
         counts[paired.host_id] = n
-        write_private_json(path, {"version": 1, "next": counts})
+        await asyncio.to_thread(write_private_json, path, {"version": 1, "next": counts})
+    finally:
+        lock.close()  # and with it the lock
+
+
+def _locked_counts(path: Path) -> tuple[IO[str], dict[str, int]]:
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    lock = open(path.with_suffix(".lock"), "a")  # closed by _numbered: that releases the lock
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return lock, _counts(path)
+    except BaseException:
+        lock.close()
+        raise
 
 
 def _counts(path: Path) -> dict[str, int]:
