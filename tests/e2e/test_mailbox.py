@@ -134,6 +134,10 @@ async def test_a_stopped_host_leaves_a_snapshot_and_a_prompt_queued_meanwhile_ru
     assert "The first answer." in texts and "first question" in texts
     relay_log = away.relay.log
     assert "The first answer." not in relay_log and "first question" not in relay_log
+    said = (await asyncio.to_thread(tether, phone, "sessions", "list", "--offline")).stdout
+    assert said.startswith("mailbox-host, as it reported ") and f"{sid}  idle" in said
+    listed = json.loads((await asyncio.to_thread(tether, phone, "sessions", "list", "--offline", "--json")).stdout)
+    assert [s["id"] for s in listed["sessions"]] == [sid] and listed["host_name"] == "mailbox-host"
 
     cid = await device.queue("sessions.send", {"id": sid, "text": "second question"})
 
@@ -200,7 +204,8 @@ async def test_a_device_revoked_while_its_prompt_waits_at_the_relay_is_never_app
     await online(kept, False)
     await Client(revoked).queue("sessions.send", {"id": sid, "text": "from the revoked device"})
     await asyncio.to_thread(tether, away.host_home, "devices", "revoke", await away.device_id("revoked"))
-    later = await Client(kept).queue("sessions.send", {"id": sid, "text": "from the kept device"})
+    queued = await asyncio.to_thread(tether, kept, "sessions", "send", sid, "from the kept device", "--queue", "--json")
+    later = json.loads(queued.stdout)["queued"]
     away.server.add({"text": "Kept."})
     away.proxy.mend()
     await online(kept)
@@ -210,4 +215,5 @@ async def test_a_device_revoked_while_its_prompt_waits_at_the_relay_is_never_app
         events = await until(client, sid, lambda e: e["type"] == "turn.started" and e.get("cid") == later)
         events = await until(client, sid, lambda e: e["seq"] >= events[-1]["seq"])
     assert turns_with(events, "from the revoked device") == []
+    assert turns_with(events, "from the kept device\n")  # the CLI sends a line, as `sessions send` does
     assert all("from the revoked device" != r.json["messages"][-1]["content"] for r in away.server.requests)

@@ -268,3 +268,28 @@ async def test_a_host_cannot_send_device_requests_nor_a_device_host_ones(
         assert getattr(error, "code", None) == CloseCode.PROTOCOL_ERROR  # a frame a host may not send
     finally:
         await ws.close()
+
+
+async def test_an_oversized_deposit_closes_only_its_connection_with_the_reason(
+    relay_factory: RelayFactory, links: Links, box: Mailbox
+) -> None:
+    _, url = await relay_factory(mailbox=box)
+    host, phone = Identity.generate(), Identity.generate()
+    good = await host_with(links, url, host, phone)
+    ws = await raw_connect(url)
+    try:
+        rogue = Identity.generate()
+        await ws.send(Hello(Role.HOST, rogue.identity_public).encode())
+        challenge = decode_frame(await ws.recv())  # type: ignore[arg-type]
+        assert isinstance(challenge, Challenge)
+        await ws.send(Auth(rogue.sign(auth_message(Role.HOST, challenge.nonce))).encode())
+        assert isinstance(decode_frame(await ws.recv()), Welcome)  # type: ignore[arg-type]
+        # Hand-made: the encoder itself refuses a blob over one Noise message.
+        frame = bytes([0x50]) + (1).to_bytes(4, "big") + phone.identity_public + b"x" * 66_000
+        await ws.send(frame)
+        error = decode_frame(await ws.recv())  # type: ignore[arg-type]
+        assert getattr(error, "code", None) == CloseCode.PROTOCOL_ERROR
+        assert "a sealed blob is at most 65535 bytes" in getattr(error, "message", "")
+    finally:
+        await ws.close()
+    await good.deposit(phone.identity_public, b"fine" * 25)  # the others go on

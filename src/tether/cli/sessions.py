@@ -42,10 +42,26 @@ def with_client(home: Path | None, host: str | None, call: Callable[[Any], Await
     return run(main())
 
 
-@sessions_app.command("list")
-def sessions_list(as_json: JsonOpt = False, host: HostOpt = None, home: HomeOpt = None) -> None:
-    """Sessions on the host, newest last."""
+QueueOpt = Annotated[
+    bool,
+    typer.Option("--queue", help="The host is away: leave it at the relay, sealed for the host, which applies it "
+                 "once when it is back (its outcome then shows in `tether sessions events ID`)."),
+]
 
+
+@sessions_app.command("list")
+def sessions_list(
+    as_json: JsonOpt = False,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="What the host last left at the relay for this device (when it is away).")
+    ] = False,
+    host: HostOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Sessions on the host, newest last."""
+    if offline:
+        _list_offline(as_json, host, home)
+        return
     sessions: list[dict[str, Any]] = with_client(home, host, lambda client: client.sessions())
     if as_json:
         print_json(sessions)
@@ -55,6 +71,43 @@ def sessions_list(as_json: JsonOpt = False, host: HostOpt = None, home: HomeOpt 
     for s in sessions:
         command = " ".join(s.get("command") or [])
         out.print(f"{s['id']}  {s['status']:<10} {s['agent']:<6} {s['workspace']}  {command}")
+
+
+def _list_offline(as_json: bool, host: str | None, home: Path | None) -> None:
+    held = with_client(home, host, lambda client: client.offline_snapshot())
+    if held is None:
+        if as_json:
+            print_json(None)
+            return
+        raise UsageError("the host left nothing at the relay for this device",
+                         hint="it does once it has run with a relay that keeps a mailbox and this device paired")
+    _, snapshot = held
+    if as_json:
+        print_json({"host_id": snapshot.host_id, "host_name": snapshot.host_name, "taken_at": snapshot.taken_at,
+                    "sessions": snapshot.sessions, "events": snapshot.events, "truncated": snapshot.truncated})
+        return
+    out.print(f"{snapshot.host_name}, as it reported {_age(time.time() - snapshot.taken_at)} ago:")
+    for s in snapshot.sessions:
+        waiting = len(s.get("approvals") or [])
+        note = f"  ({waiting} waiting for an answer)" if waiting else ""
+        out.print(f"{s['id']}  {s['status']:<10} {s['agent']:<6} {s['title']}{note}")
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def _queued(home: Path | None, host: str | None, method: str, params: dict[str, Any], as_json: bool) -> None:
+    cid: str = with_client(home, host, lambda client: client.queue(method, params))
+    if as_json:
+        print_json({"queued": cid})
+    else:
+        out.print(f"queued at the relay ({cid}): the host applies it when it is back; "
+                  f"see `tether sessions events {params['id']}`")
 
 
 @sessions_app.command("start")
@@ -120,12 +173,20 @@ def sessions_send(
         typer.Option("--image", help="Agent sessions: attach this image (PNG, JPEG, GIF, WebP) to the prompt; "
                      "repeat for more."),
     ] = None,
+    queue: QueueOpt = False,
     as_json: JsonOpt = False,
     host: HostOpt = None,
     home: HomeOpt = None,
 ) -> None:
     """Send a line of input to a session."""
-
+    if queue:
+        if image:
+            raise UsageError("images cannot wait at the relay", hint="send them when the host is back")
+        chosen = {"model": model, "effort": effort, "mode": mode}
+        _queued(home, host, "sessions.send",
+                {"id": session_id, "text": text + "\n", **{k: v for k, v in chosen.items() if v is not None}},
+                as_json)
+        return
     images = [(path.name, read_file(path, "image")) for path in image or []]
     seq: int = with_client(
         home, host,
@@ -213,6 +274,7 @@ def sessions_approve(
     for_session: Annotated[
         bool, typer.Option("--for-session", help="Approve this kind of action for the rest of the session.")
     ] = False,
+    queue: QueueOpt = False,
     host: HostOpt = None,
     home: HomeOpt = None,
 ) -> None:
@@ -220,6 +282,10 @@ def sessions_approve(
     if deny and for_session:
         raise UsageError("--deny and --for-session cannot go together")
     decision = "deny" if deny else "approve_for_session" if for_session else "approve"
+    if queue:
+        _queued(home, host, "sessions.approve", {"id": session_id, "approval": approval_id, "decision": decision},
+                False)
+        return
 
     with_client(home, host, lambda client: client.approve(session_id, approval_id, decision))
     out.print(f"{approval_id}: {decision.replace('_', ' ')}")
