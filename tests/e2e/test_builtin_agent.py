@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import pytest
 from tests.procs import TETHER, Proc, remove, short_home, start_relay, tether
 from tests.support.deployment import Deployment
 from tests.support.fake_openai import FakeOpenAI
+from tests.support.follow import until
 from tether import Client
 from tether.agents.sandbox import available
 
@@ -101,19 +102,6 @@ def client_home2() -> Iterator[Path]:
     home = short_home("tc")
     yield home
     remove(home)
-
-
-async def until(client: Client, session: str, pred: Callable[[Event], bool], seen: list[Event] | None = None,
-                timeout: float = 30) -> list[Event]:
-    """The session's events (from the start) up to the first one matching ``pred``."""
-    events: list[Event] = [] if seen is None else seen
-    events.clear()
-    async with asyncio.timeout(timeout):
-        async for event in client.events(0, session=session):
-            events.append(event)
-            if pred(event):
-                return events
-    raise AssertionError("the event stream ended")
 
 
 def turn_done(event: Event) -> bool:

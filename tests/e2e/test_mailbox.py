@@ -11,7 +11,7 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import pytest
 
 from tests.procs import TETHER, Proc, login, remove, short_home, start_relay, tether, tether_json
 from tests.support.fake_openai import FakeOpenAI
+from tests.support.follow import until
 from tests.support.stall_proxy import StallProxy
 from tether import Client
 from tether.agents.sandbox import available
@@ -89,16 +90,6 @@ async def away() -> AsyncIterator[Away]:
                 remove(base)
 
 
-async def until(client: Client, session: str, pred: Callable[[Event], bool], timeout: float = 60) -> list[Event]:
-    events: list[Event] = []
-    async with asyncio.timeout(timeout):
-        async for event in client.events(0, session=session):
-            events.append(event)
-            if pred(event):
-                return events
-    raise AssertionError("the event stream ended")
-
-
 async def online(home: Path, now: bool = True) -> None:
     """Until the relay says the host is back (or, ``now=False``, away)."""
     async with asyncio.timeout(30):
@@ -151,7 +142,7 @@ async def test_a_stopped_host_leaves_a_snapshot_and_a_prompt_queued_meanwhile_ru
     await away.start_host()
     async with await Client.open(phone) as client:
         events = await until(client, sid, lambda e: e["type"] == "item.completed"
-                             and e["data"].get("text") == "The second answer.")
+                             and e["data"].get("text") == "The second answer.", timeout=60)
         [started] = turns_with(events, "second question")
         assert started["cid"] == cid
         # Applied once: restarting the host again does not apply it again.

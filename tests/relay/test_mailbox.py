@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from tests.relay.conftest import RelayFactory, raw_connect
+from tests.relay.conftest import RelayFactory, raw_auth, raw_connect
 from tether.crypto.keys import Identity
 from tether.protocol.frames import (
     OLDEST_PROTOCOL_VERSION,
@@ -256,12 +256,7 @@ async def test_a_host_cannot_send_device_requests_nor_a_device_host_ones(
         await device.take()
     ws = await raw_connect(url)
     try:
-        identity = Identity.generate()
-        await ws.send(Hello(Role.HOST, identity.identity_public).encode())
-        challenge = decode_frame(await ws.recv())  # type: ignore[arg-type]
-        assert isinstance(challenge, Challenge)
-        await ws.send(Auth(identity.sign(auth_message(Role.HOST, challenge.nonce))).encode())
-        assert isinstance(decode_frame(await ws.recv()), Welcome)  # type: ignore[arg-type]
+        await raw_auth(ws, Identity.generate(), Role.HOST)
         await ws.send(MailboxGet(1, "SOMEHOST").encode())
         error = decode_frame(await ws.recv())  # type: ignore[arg-type]
         assert not isinstance(error, MailboxError)
@@ -278,12 +273,7 @@ async def test_an_oversized_deposit_closes_only_its_connection_with_the_reason(
     good = await host_with(links, url, host, phone)
     ws = await raw_connect(url)
     try:
-        rogue = Identity.generate()
-        await ws.send(Hello(Role.HOST, rogue.identity_public).encode())
-        challenge = decode_frame(await ws.recv())  # type: ignore[arg-type]
-        assert isinstance(challenge, Challenge)
-        await ws.send(Auth(rogue.sign(auth_message(Role.HOST, challenge.nonce))).encode())
-        assert isinstance(decode_frame(await ws.recv()), Welcome)  # type: ignore[arg-type]
+        await raw_auth(ws, Identity.generate(), Role.HOST)
         # Hand-made: the encoder itself refuses a blob over one Noise message.
         frame = bytes([0x50]) + (1).to_bytes(4, "big") + phone.identity_public + b"x" * 66_000
         await ws.send(frame)
