@@ -77,6 +77,10 @@ async def test_interrupt_while_an_approval_is_pending(harness: Harness, fake_mod
     fake_model.add({"bash": {"command": f"{GREETING} > ran.txt"}})
     session = await harness.start("run it")
     _requested, done = await harness.interrupt_when_asked(session)
+    # Claude Code withdraws the question as it stops (control_cancel_request, before it answers the
+    # interrupt); the card goes as the interrupted turn's, not as one Claude Code took back.
+    [cleared] = [e.data for e in await harness.events(session) if e.type == EventType.APPROVAL_CLEARED]
+    assert cleared["reason"] == "the turn was interrupted"
     [command] = await harness.items(session, EventType.ITEM_COMPLETED, "command")
     assert command["status"] in ("declined", "failed")
 

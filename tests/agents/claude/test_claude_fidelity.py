@@ -1,8 +1,8 @@
 """What Claude Code does beyond commands and file changes, through the real CLI (issue [8] item 3):
 its task list as the session's plan, a question to the person, a plan to approve in plan mode, web
 tools asked about, retries while its model server is away, and the model, effort and mode a person
-chooses, and an MCP server's tool. Each against the scripted Messages-API server, which records
-what the model was told."""
+chooses, an MCP server's tool and form, a form Claude Code withdraws, and a request tether does not
+handle. Each against the scripted Messages-API server, which records what the model was told."""
 
 from __future__ import annotations
 
@@ -295,3 +295,59 @@ async def test_an_mcp_servers_form_is_a_question_card_whose_answers_reach_it_typ
     [item] = await harness.items(session, EventType.ITEM_COMPLETED, "tool_call")
     came_back = json.loads(item["output"].removeprefix("the form came back: "))
     assert came_back == {"action": "accept", "content": {"shade": "sky", "coats": 3}}
+
+
+async def test_a_form_claude_code_withdraws_is_cleared_and_the_turn_goes_on(
+    harness: Harness, fake_model: FakeAnthropic, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Claude Code gives an MCP tool call MCP_TOOL_TIMEOUT ms; when that runs out while the server's
+    # form waits on a person, it withdraws the form (control_cancel_request) and fails the call.
+    monkeypatch.setenv("MCP_TOOL_TIMEOUT", "5000")
+    config = tmp_path / "mcp.json"
+    config.write_text(json.dumps({"mcpServers": {"notes": {
+        "command": sys.executable, "args": ["-m", "tests.support.fake_mcp"], "env": {"PYTHONPATH": str(REPO)}}}}))
+    fake_model.add(tool("mcp__notes__lookup", query="ask"), {"text": "Nobody answered."})
+    session = await harness.start("paint", mcp_config=str(config))
+    allow = await harness.wait(session, EventType.APPROVAL_REQUESTED)
+    await session.approve(allow.data["approval"], Decision.APPROVE, BY)
+    form = await harness.wait(session, EventType.APPROVAL_REQUESTED, lambda d: d["kind"] == "question")
+
+    # Withdrawn in the middle of the turn, not at its end: the card goes, the turn goes on.
+    cleared = await harness.wait(session, EventType.APPROVAL_CLEARED)
+    assert cleared.data == {"approval": form.data["approval"], "reason": "withdrawn by the agent"}
+    assert await harness.pending(session) == []
+    with pytest.raises(TetherError, match="not pending"):
+        await session.answer(form.data["approval"], {"shade": ["sky"], "coats": ["3"]}, BY)
+    done = await harness.wait(session, EventType.TURN_COMPLETED)
+    assert done.data["status"] == "completed", done.data
+    assert cleared.seq < done.seq
+    [item] = await harness.items(session, EventType.ITEM_COMPLETED, "tool_call")
+    assert item["status"] == "failed" and "timed out" in item["output"]
+    assert "no answer came before the time limit" in told(fake_model, 1)
+    [answer] = await harness.items(session, EventType.ITEM_COMPLETED, "agent_message")
+    assert answer["text"] == "Nobody answered."
+
+
+async def test_a_request_tether_does_not_handle_is_refused_at_once_and_the_turn_goes_on(
+    harness: Harness, fake_model: FakeAnthropic, tmp_path: Path,
+) -> None:
+    # A server of type "sdk" would live inside the SDK program that started Claude Code, which then
+    # carries its messages (mcp_message requests). tether hosts none: each is refused at once, so
+    # Claude Code gives the server up instead of waiting (30 s) for answers that never come.
+    config = tmp_path / "mcp.json"
+    config.write_text(json.dumps({"mcpServers": {"notes": {"type": "sdk", "name": "notes"}}}))
+    fake_model.add(tool("mcp__notes__lookup", query="blue"), {"text": "No notes then."})
+    session = await harness.start("look up blue", mcp_config=str(config))
+    done = await harness.wait(session, EventType.TURN_COMPLETED)
+    assert done.data["status"] == "completed", done.data
+    events = await harness.events(session)
+    notices = [e.data for e in events if e.type == EventType.AGENT_NOTICE]
+    assert notices and {(n["source"], n["level"]) for n in notices} == {("mcp_message", "warning")}
+    assert all(n["message"].startswith("refused: Claude Code asked mcp_message (server_name: notes")
+               and n["message"].endswith("tether does not know this request") for n in notices)
+    started = next(e for e in events if e.type == EventType.TURN_STARTED)
+    assert done.ts - started.ts < 20  # not held up by a request left unanswered
+    assert "No such tool available: mcp__notes__lookup" in told(fake_model, 1)
+    [answer] = await harness.items(session, EventType.ITEM_COMPLETED, "agent_message")
+    assert answer["text"] == "No notes then."
+    assert not [e for e in events if e.type == EventType.APPROVAL_REQUESTED]

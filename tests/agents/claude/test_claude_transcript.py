@@ -1,13 +1,17 @@
 """What a newer Claude Code might send, replayed through the claude adapter into a real session and
 event log ([8] item 4): a message type, a system message and a content block this tether does not
 know are shown generically (their name and a readable summary), logged once per type; a request it
-does not know is refused at once; and the turn goes on to its result.
+does not know is refused at once; and the turn goes on to its result. Also a question Claude Code
+withdraws (``control_cancel_request``) right after asking it: the withdrawal is handled after the
+question, in the order Claude Code wrote them, so nobody is left with a card Claude Code no longer
+waits for.
 
 No process: stream-json lines are parsed and fed to the adapter the way its reading task hands
 them over."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
@@ -20,6 +24,7 @@ from tether.agents.claude.adapter import ClaudeAgent, _Turn
 from tether.agents.policy import AgentConfig, Policy
 from tether.host.agent_session import AgentSession
 from tether.host.eventlog import EventLog
+from tether.host.projection import pending_approvals
 from tether.protocol.events import EventType
 
 
@@ -94,3 +99,27 @@ async def test_unknown_messages_blocks_and_system_messages_are_shown_and_the_tur
     logged = [r.getMessage() for r in caplog.records]
     for name in ("hologram", "weather_report", "diagram", "hologram_consent"):
         assert sum(repr(name) in m for m in logged) == 1, name  # once per type
+
+
+async def test_a_form_withdrawn_as_soon_as_it_is_asked_is_never_left_waiting(
+    tmp_path: Path, event_log: EventLog,
+) -> None:
+    session = AgentSession(session_id="s_withdrawn", workspace=tmp_path, policy=Policy(),
+                           config=AgentConfig("claude"), log=event_log, agent_cls=ClaudeAgent)
+    agent = session.agent
+    assert isinstance(agent, ClaudeAgent)
+    replies = Replies()
+    agent.process = replies  # type: ignore[assignment]
+    form = {"subtype": "elicitation", "mcp_server_name": "notes", "message": "Which?", "mode": "form",
+            "requested_schema": {"type": "object", "properties": {"shade": {"type": "string", "enum": ["sky"]}}}}
+    # Both lines in one read of Claude Code's output: its reading task hands them over back to back,
+    # before the turn has seen the form.
+    for message in (line(type="control_request", request_id="rq-form", request=form),
+                    line(type="control_cancel_request", request_id="rq-form"), RESULT):
+        agent._on_event(message)
+    await agent._follow(_Turn("t_withdrawn"))
+    for _ in range(10):  # the question's task, cancelled, ends
+        await asyncio.sleep(0)
+    assert agent._approvals == {}
+    assert await event_log.db.run(lambda c: pending_approvals(c, "s_withdrawn"), write=False) == []
+    assert replies.sent == []  # nothing is answered to a request Claude Code withdrew

@@ -381,6 +381,8 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
                 await self._tool_completed(state, result)
         elif isinstance(message, stream.ControlRequest):
             await self._on_control_request(state, message)
+        elif isinstance(message, stream.ControlCancel):
+            self._withdrawn(state, message.request_id)
         elif isinstance(message, stream.System):
             await self._on_system(state, message)
         elif isinstance(message, stream.Other) and message.type not in QUIET_MESSAGES:
@@ -668,6 +670,15 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
         await emit_notice(self.ctx, state.id, "warning", name,
                           self._redact(f"refused: Claude Code asked {name} ({shown}); {why}"))
 
+    def _withdrawn(self, state: _Turn, request_id: str) -> None:
+        """Claude Code stopped waiting for an answer in the middle of a turn (an MCP server withdrew
+        its form, or the tool call's time ran out): stop asking people, and answer nothing. It
+        comes in order, after its request, which Claude Code may withdraw at once. (After our
+        interrupt it withdraws every question too; the host clears those itself as the turn ends.)"""
+        task = self._approvals.get(request_id)
+        if task is not None and state.interrupt_at is None:
+            task.cancel()
+
     def _answer_later(self, request_id: str, asking: Coroutine[Any, Any, None]) -> None:
         """Ask people without holding up Claude Code's other messages; the task answers it."""
         task = asyncio.create_task(asking, name=f"tether-claude-approval-{request_id}")
@@ -750,14 +761,6 @@ class ClaudeAgent(FollowingAgent[_Turn, ClaudeProcess]):
     def _on_event(self, event: Event) -> None:
         if isinstance(event, Exited):
             self._process_exited(event, self._exit_text(event))
-        elif isinstance(event, stream.ControlCancel):
-            task = self._approvals.get(event.request_id)
-            state = self._turn
-            if task is not None and (state is None or state.interrupt_at is None):
-                # Claude Code stopped waiting in the middle of a turn: stop asking people. (After
-                # our interrupt the host clears the question itself when the turn ends.)
-                task.cancel()
-            return
         self._events.put_nowait(event)
 
     # -- helpers ---------------------------------------------------------------------------

@@ -18,7 +18,9 @@ Claude Code → us (stdout)
 - ``{"type": "control_request", "request_id", "request": {"subtype": "can_use_tool",
   "tool_name", "input", "tool_use_id", …}}`` — a permission question (we started Claude Code
   with ``--permission-prompt-tool stdio``); it waits for our ``control_response``.
-- ``{"type": "control_cancel_request", "request_id"}`` — it stopped waiting for that answer.
+- ``{"type": "control_cancel_request", "request_id"}`` — it stopped waiting for that answer: an
+  MCP tool call whose form was waiting ran out of time or its server withdrew the form; and, as it
+  stops for an ``interrupt``, every question still waiting (written before the interrupt's answer).
 - ``{"type": "control_response", "response": {"subtype": "success" | "error", "request_id",
   "response" | "error"}}`` — the answer to one of *our* control requests.
 
