@@ -136,7 +136,7 @@ def test_the_page_names_only_declared_event_types() -> None:
     named = set()
     for text in sources.values():
         # Event families only: the service worker's own messages ("tether.open") are not events.
-        family = r"((?:session|turn|item|approval|agent|host)\.[a-z_.]+)"
+        family = r"((?:session|turn|item|approval|agent|host|mailbox)\.[a-z_.]+)"
         named |= set(re.findall(rf'case "{family}":', text))
         named |= set(re.findall(rf'type === "{family}"', text))
     assert len(named) > 15

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -10,8 +11,17 @@ from tether.crypto.keys import derive_id, verify_signature
 from tether.protocol.frames import (
     AUTH_CONTEXT,
     Close,
+    CloseCode,
     Data,
+    FrameError,
+    FrameType,
     Hello,
+    MailboxDeposit,
+    MailboxError,
+    MailboxGet,
+    MailboxOk,
+    MailboxQueue,
+    MailboxSnapshot,
     Open,
     Opened,
     Presence,
@@ -36,7 +46,25 @@ async () => {
     data: toHex(f.encodeData(1, new Uint8Array([1, 2, 3]))),
     close: toHex(f.encodeClose(9, 6, "too slow ✓")),
     watch: toHex(f.encodeWatch(["abcdefghijklmnopqrst", "bbcdefghijklmnopqrst"])),
+    mailbox_get: toHex(f.encodeMailboxGet(0xfffffffe, "abcdefghijklmnopqrst")),
+    mailbox_queue: toHex(f.encodeMailboxQueue(3, "abcdefghijklmnopqrst", new Uint8Array(200).map((_, i) => i))),
   };
+}
+"""
+
+REFUSED = """
+async () => {
+  const f = await import("/frames.js");
+  const refused = [];
+  for (const [what, make] of [
+    ["empty item", () => f.encodeMailboxQueue(1, "abcdefghijklmnopqrst", new Uint8Array(0))],
+    ["oversized item", () => f.encodeMailboxQueue(1, "abcdefghijklmnopqrst", new Uint8Array(65536))],
+    ["bad host id", () => f.encodeMailboxGet(1, "no spaces")],
+    ["req too large", () => f.encodeMailboxGet(2 ** 32, "abcdefghijklmnopqrst")],
+  ]) {
+    try { make(); } catch (err) { if (err.name === "FrameError") refused.push(what); }
+  }
+  return refused;
 }
 """
 
@@ -63,6 +91,8 @@ def test_frames_match_python(page: Any, static_relay: int) -> None:
     assert js["data"] == Data(1, b"\x01\x02\x03").encode()
     assert js["close"] == Close(9, 6, "too slow ✓").encode()
     assert js["watch"] == Watch(("abcdefghijklmnopqrst", "bbcdefghijklmnopqrst")).encode()
+    assert js["mailbox_get"] == MailboxGet(0xFFFF_FFFE, "abcdefghijklmnopqrst").encode()
+    assert js["mailbox_queue"] == MailboxQueue(3, "abcdefghijklmnopqrst", bytes(range(200))).encode()
     for frame in js.values():
         decode_frame(frame)  # the relay's parser accepts every one
 
@@ -108,3 +138,40 @@ def test_admission_signature_and_device_id_match_python(page: Any, static_relay:
     assert bytes.fromhex(result["message"]).startswith(AUTH_CONTEXT)
     assert verify_signature(key, bytes.fromhex(result["signature"]), auth_message(Role.DEVICE, nonce))
     assert result["id"] == derive_id(key)
+
+
+def test_mailbox_frames_match_python(page: Any, static_relay: int) -> None:
+    """What a device sends to the relay's mailbox and what it is answered, both ways against
+    frames.py; a malformed one is a FrameError on either side."""
+    page.goto(f"http://127.0.0.1:{static_relay}/healthz")
+    assert page.evaluate(REFUSED) == ["empty item", "oversized item", "bad host id", "req too large"]
+    sealed = bytes(range(256)) * 3
+    frames = [
+        MailboxSnapshot(7, 1_700_000_000_123, sealed).encode(),
+        MailboxSnapshot(8, 0, b"").encode(),
+        MailboxOk(9, 2**40 + 5).encode(),
+        MailboxError(10, CloseCode.MAILBOX_FULL, "the items queued for this host fill its mailbox ✓").encode(),
+        MailboxGet(11, "abcdefghijklmnopqrst").encode(),
+        MailboxQueue(12, "abcdefghijklmnopqrst", b"\x01\x02").encode(),
+        MailboxDeposit(13, bytes(32), b"x").encode(),  # a host's: opaque to a browser
+        MailboxOk(9, 1).encode()[:-1],  # truncated
+        MailboxSnapshot(7, 1, b"").encode() + b"\x00" * 65536,  # a blob over one Noise message
+        bytes([FrameType.MAILBOX_QUEUE]) + MailboxGet(1, "abcdefghijklmnopqrst").encode()[1:5] + b"\x01a",  # empty item
+        MailboxError(10, 19, "x").encode()[:7] + b"\xff",  # not UTF-8
+    ]
+    for bad in frames[-4:]:
+        with pytest.raises(FrameError):
+            decode_frame(bad)
+    out = page.evaluate(DECODE, [f.hex() for f in frames])
+    assert [o["ok"] for o in out] == [True] * 7 + [False] * 4, out
+    assert all(o["error"] == "FrameError" for o in out[7:])
+    fields = [json.loads(o["fields"]) for o in out[:7]]
+    assert fields[0]["req"] == 7 and fields[0]["depositedAtMs"] == 1_700_000_000_123
+    assert bytes(fields[0]["sealed"][str(i)] for i in range(len(sealed))) == sealed
+    assert fields[1]["sealed"] == {} and fields[1]["depositedAtMs"] == 0
+    assert fields[2] == {"type": FrameType.MAILBOX_OK, "req": 9, "value": 2**40 + 5}
+    assert fields[3] == {"type": FrameType.MAILBOX_ERROR, "req": 10, "code": 19,
+                         "message": "the items queued for this host fill its mailbox ✓"}
+    assert fields[4] == {"type": FrameType.MAILBOX_GET, "req": 11, "hostId": "abcdefghijklmnopqrst"}
+    assert fields[5]["req"] == 12 and fields[5]["hostId"] == "abcdefghijklmnopqrst"
+    assert fields[6]["type"] == FrameType.MAILBOX_DEPOSIT

@@ -223,6 +223,9 @@ export class HostConnection extends Reconnecting {
     this._bySubId = new Map();
     this._nextSubId = 1;
     this._refusedBefore = ""; // the refusal a "Try again" (reopen) started from
+    // The relay says the host is away (its presence, or HOST_OFFLINE), not merely that this page
+    // lost its way to the relay: then the relay's mailbox stands in for it (mailbox.js).
+    this.away = false;
     this._onPresence = (ev) => {
       if (ev.detail.hostId === this.host.host_id && ev.detail.online) this._sleeper.wake();
     };
@@ -246,6 +249,7 @@ export class HostConnection extends Reconnecting {
         // to devices on its allowlist, and answers their OPEN as for an offline host so that
         // strangers learn nothing), so an OPEN is still tried, once per wait.
         offline = link.presence.get(hostId) === false;
+        this.away = offline;
         this._setState(offline ? "offline" : "connecting", offline ? "the host is offline; waiting for it to come back" : this.detail);
         this.attempts += 1;
         const channel = await link.open(hostId);
@@ -257,6 +261,7 @@ export class HostConnection extends Reconnecting {
         this.peer = peer;
         this._bySubId.clear();
         offline = false;
+        this.away = false;
         this._refusedBefore = "";
         this._setState("connected");
         this._backoff.reset();
@@ -286,8 +291,10 @@ export class HostConnection extends Reconnecting {
         }
         if (err instanceof ChannelClosed && err.closeCode === CloseCode.HOST_OFFLINE) {
           offline = true;
+          this.away = true;
           this._setState("offline", "the host is offline; waiting for it to come back");
         } else {
+          this.away = false;
           this._setState("offline", describeError(err));
         }
       }

@@ -13,6 +13,8 @@ export const MAX_ID_LEN = 64;
 export const MAX_WATCH = 1024;
 export const MAX_CHANNEL = 0xffffffff;
 export const DATA_HEADER_LEN = 5;
+// A sealed mailbox blob is one Noise message (crypto/seal.py MAX_SEALED).
+export const MAX_SEALED = 65535;
 
 export const FrameType = Object.freeze({
   CHALLENGE: 0x01, // relay→any: version u16 | nonce [32]
@@ -29,6 +31,16 @@ export const FrameType = Object.freeze({
   CLOSE: 0x31, // both: channel u32 | code u16 | reason rest
   WATCH: 0x40, // device→relay: count u16 | count × host_id str8
   PRESENCE: 0x41, // relay→device: online u8 | host_id rest
+  // The mailbox (protocol 2): each request carries an id (req) its answer repeats.
+  MAILBOX_DEPOSIT: 0x50, // host→relay
+  MAILBOX_TAKE: 0x51, // host→relay
+  MAILBOX_ACK: 0x52, // host→relay
+  MAILBOX_GET: 0x58, // device→relay: req u32 | host_id rest
+  MAILBOX_QUEUE: 0x59, // device→relay: req u32 | host_id str8 | sealed rest
+  MAILBOX_SNAPSHOT: 0x5c, // relay→device: req u32 | deposited_at u64 (ms) | sealed rest (empty: none held)
+  MAILBOX_ITEM: 0x5d, // relay→host
+  MAILBOX_OK: 0x5e, // relay→any: req u32 | value u64 (QUEUE: the item's id)
+  MAILBOX_ERROR: 0x5f, // relay→any: req u32 | code u16 | message rest — the connection stays open
 });
 
 export const Role = Object.freeze({ HOST: 1, DEVICE: 2 });
@@ -166,6 +178,24 @@ export function encodeWatch(hostIds) {
   return concat(head, ...hostIds.map(str8));
 }
 
+function checkSealed(sealed) {
+  if (sealed.length > MAX_SEALED) throw new FrameError(`a sealed blob is at most ${MAX_SEALED} bytes, not ${sealed.length}`);
+  return sealed;
+}
+
+export function encodeMailboxGet(req, hostId) {
+  const [head, view] = header(FrameType.MAILBOX_GET, 5);
+  view.setUint32(1, checkChannel(req));
+  return concat(head, asciiId(hostId));
+}
+
+export function encodeMailboxQueue(req, hostId, sealed) {
+  if (!sealed.length) throw new FrameError("a queued item cannot be empty");
+  const [head, view] = header(FrameType.MAILBOX_QUEUE, 5);
+  view.setUint32(1, checkChannel(req));
+  return concat(head, str8(hostId), checkSealed(sealed));
+}
+
 function clipText(text) {
   let bytes = utf8(text);
   if (bytes.length > 1024) bytes = utf8(fromUtf8(bytes.subarray(0, 1024)).replace(/\uFFFD+$/, ""));
@@ -198,6 +228,18 @@ class Reader {
     const v = this.view.getUint32(this.pos);
     this.pos += 4;
     return v;
+  }
+  // Times in ms and item ids: exact as numbers up to 2^53, far beyond either.
+  u64() {
+    this.need(8);
+    const v = this.view.getBigUint64(this.pos);
+    this.pos += 8;
+    return Number(v);
+  }
+  sealed() {
+    const bytes = this.rest();
+    if (bytes.length > MAX_SEALED) throw new FrameError(`a sealed blob is at most ${MAX_SEALED} bytes`);
+    return bytes;
   }
   take(n) {
     this.need(n);
@@ -293,9 +335,33 @@ export function decodeFrame(data) {
       frame = { type, hostIds };
       break;
     }
+    case FrameType.MAILBOX_GET:
+      frame = { type, req: r.u32(), hostId: r.restId() };
+      break;
+    case FrameType.MAILBOX_QUEUE: {
+      const req = r.u32();
+      const hostId = r.str8();
+      const sealed = r.sealed();
+      if (!sealed.length) throw new FrameError("a queued item cannot be empty");
+      frame = { type, req, hostId, sealed };
+      break;
+    }
+    case FrameType.MAILBOX_SNAPSHOT:
+      frame = { type, req: r.u32(), depositedAtMs: r.u64(), sealed: r.sealed() };
+      break;
+    case FrameType.MAILBOX_OK:
+      frame = { type, req: r.u32(), value: r.u64() };
+      break;
+    case FrameType.MAILBOX_ERROR:
+      frame = { type, req: r.u32(), code: r.u16(), message: r.restText() };
+      break;
     case FrameType.INCOMING:
     case FrameType.ALLOWLIST:
     case FrameType.OFFERS:
+    case FrameType.MAILBOX_DEPOSIT:
+    case FrameType.MAILBOX_TAKE:
+    case FrameType.MAILBOX_ACK:
+    case FrameType.MAILBOX_ITEM:
       // Host-side frames: a browser never receives them; treat them as opaque.
       frame = { type, body: r.rest() };
       break;

@@ -8,12 +8,19 @@
 //                is persisted in IndexedDB (a phone that slept resumes exactly where it was)
 //   SessionFeed  one session's history (pty output, or agent items and approvals) for its view
 //
+// While the relay says a host is away, its HostModel reads what the host left this browser in the
+// relay's mailbox (mailbox.js) and the screens show that — apart from the live state: nothing of
+// it moves the persisted event cursor, and the live state replaces it once the host is back. What
+// is typed meanwhile (a prompt, an approval, an answer) is queued there for the host.
+//
 // All are EventTargets firing "change"; Tether also fires "model" with each new HostModel
 // (notify.js follows their events).
 
 import { HostConnection, RelayConnection, newCid } from "./connection.js";
 import { loadIdentity } from "./keys.js";
 import { parseAnnouncement, planLinked } from "./linked.js";
+import { Mailbox } from "./mailbox.js";
+import { CloseCode } from "./frames.js";
 import { store } from "./store.js";
 
 const emit = (target, detail = {}) => target.dispatchEvent(new CustomEvent("change", { detail }));
@@ -51,9 +58,51 @@ export class HostModel extends EventTarget {
     this.sub = null;
     this.started = false;
     this._saving = Promise.resolve();
+    this.mailbox = new Mailbox(conn);
+    // What the host left at the relay, while it is away (null while it is not):
+    //   {state: "reading"} → {state: "shown", snapshot, depositedAt} | {state: "none"}
+    //                      | {state: "failed", error, at}
+    // Kept apart from this.sessions, which (with the cursor) is only ever what the host said live.
+    this.away = null;
+    this._reading = false;
     conn.addEventListener("state", (ev) => {
       if (ev.detail.state === "connected") this.refresh();
+      else this.readAway();
     });
+    this.readAway();
+  }
+
+  // Read what the host left at the relay, once per absence (a failed read again after 30 s,
+  // unless the relay keeps no mailbox).
+  async readAway() {
+    if (!this.conn.away || this._reading) return;
+    const last = this.away;
+    if (last && (last.state !== "failed" || Date.now() - last.at < 30000 || last.error?.closeCode === CloseCode.MAILBOX_OFF)) return;
+    this._reading = true;
+    if (!last) {
+      this.away = { state: "reading" };
+      emit(this, { kind: "away" });
+    }
+    let away;
+    try {
+      const held = await this.mailbox.read();
+      away = held ? { state: "shown", ...held } : { state: "none" };
+    } catch (err) {
+      away = { state: "failed", error: err, at: Date.now() };
+    } finally {
+      this._reading = false;
+    }
+    // Back meanwhile: the live state wins.
+    if (this.conn.state === "connected") return;
+    this.away = away;
+    emit(this, { kind: "away" });
+  }
+
+  // The sessions the screens show: what the host left at the relay while it is away, else what it
+  // said live (or, until it does, what this browser remembers of it).
+  shownSessions() {
+    if (this.away?.state !== "shown") return this.sessions;
+    return new Map(this.away.snapshot.sessions.map((s) => [s.id, s]));
   }
 
   // The last known sessions, from IndexedDB (shown at once, and all a revoked host still has).
@@ -87,6 +136,7 @@ export class HostModel extends EventTarget {
       const [info, list] = await Promise.all([this.conn.call("host.info"), this.conn.call("sessions.list")]);
       this.info = info;
       this.sessions = new Map(list.map((s) => [s.id, s]));
+      this.away = null; // back: the live state replaces what it left at the relay
       emit(this);
       this._save();
     } catch (err) {
@@ -110,6 +160,8 @@ export class HostModel extends EventTarget {
       if (ev.type === "session.archived") s.archived = Boolean(ev.data.archived);
       if (ev.type === "session.deleted") this.sessions.delete(ev.session);
     }
+    // Items this browser queued at the relay leave its outbox once their events show.
+    this.mailbox.settle(events).catch((err) => console.warn("settling the outbox failed", err));
     emit(this, { events });
     return this._save();
   }
@@ -146,7 +198,7 @@ export class HostModel extends EventTarget {
   sortedSessions() {
     const rank = (s) => ({ "waiting-for-approval": 0, running: 1, idle: 2 })[s.status] ?? 3;
     const recent = (s) => s.last_activity || s.created || 0;
-    return [...this.sessions.values()].sort((a, b) => rank(a) - rank(b) || recent(b) - recent(a));
+    return [...this.shownSessions().values()].sort((a, b) => rank(a) - rank(b) || recent(b) - recent(a));
   }
 }
 
@@ -154,24 +206,36 @@ export class HostModel extends EventTarget {
 // scrollback once mounted).
 const MAX_OUTPUT_CHARS = 256 * 1024;
 
-// What a prompt sent from this page went through (protocol §5.6):
-//   sending    the request is on its way (or being retried through a reconnect, same cid)
-//   delivered  the host answered: it is in the log
-//   applied    its event (carrying our cid) came back in the stream
-//   failed     the host refused it or the retries ran out; retry() resends the same cid
 // A session that waits for a person's approval: counted on the Hosts screen, in the title and by
 // the host screen's banner and filter alike — archived or not, it holds its agent up.
 export function waitsForMe(session) {
   return session.status === "waiting-for-approval";
 }
 
-export const PROMPT_STATES = ["sending", "delivered", "applied", "failed"];
+// What a prompt sent from this page went through (protocol §5.6):
+//   sending    the request is on its way (or being retried through a reconnect, same cid)
+//   delivered  the host answered: it is in the log
+//   applied    its event (carrying our cid) came back in the stream
+//   failed     the host or the relay refused it, or the retries ran out; retry() resends the same cid
+// and, typed while the host was away (the relay's mailbox):
+//   queueing   being sealed and left at the relay
+//   held       the relay holds it; the host takes it when it is back (then: applied, or refused)
+//   refused    the host would not apply it when it came back (mailbox.refused says why)
+// (A prompt the *host* holds until the agent is done is "queued": turn.queued.)
+export const PROMPT_STATES = ["sending", "delivered", "applied", "failed", "queueing", "held", "refused"];
+
+// What a device's queued request was, in a sentence ("prompt", "approval", "answer").
+const QUEUED_WHAT = { "sessions.send": "prompt", "sessions.approve": "approval", "sessions.answer": "answer" };
 
 export class SessionFeed extends EventTarget {
-  constructor(conn, sessionId, { known = null } = {}) {
+  // mailbox: the host's Mailbox (what is typed while the host is away is queued there);
+  // hostName: what the page calls the host ("sent when <host> is back").
+  constructor(conn, sessionId, { known = null, mailbox = null, hostName = null } = {}) {
     super();
     this.conn = conn;
     this.sessionId = sessionId;
+    this.mailbox = mailbox;
+    this.hostName = hostName || conn.host?.name || "the host";
     this.session = known ? { ...known } : null;
     this.output = ""; // pty: terminal text as received (escape sequences included)
     this.outputSeq = 0; // seq of the last output taken (a view mounted later starts from here)
@@ -186,29 +250,116 @@ export class SessionFeed extends EventTarget {
     this.latest = new Map();
     this.answering = new Map(); // approval id → the decision on its way to the host
     this.queued = new Map(); // queued prompt id → {id, text, cid}: sent while the agent worked
+    // Answers to approvals queued at the relay: approval id → {cid, decision, state, error}
+    // (state: queueing, held, refused or failed, as a prompt's).
+    this.queuedAnswers = new Map();
     this.sub = null;
+    this.live = false; // the host has said something about this session since the view opened
+    this.fromSnapshot = false; // what is shown came from what the host left at the relay
+    this.stopped = false;
+    this._seenCids = new Set();
   }
 
   start() {
-    this.conn
-      .call("sessions.get", { id: this.sessionId })
-      .then((s) => {
+    this._load();
+    this.sub = this.conn.subscribe({
+      since: 0,
+      session: this.sessionId,
+      onEvents: (events) => (this._goLive(), this._apply(events)),
+      onSnapshot: (snap) => (this._goLive(), this._snapshot(snap)),
+    });
+    // What this browser queued at the relay for this session and the host did not take yet.
+    if (this.mailbox) {
+      this.mailbox.outbox(this.sessionId).then((entries) => {
+        for (const entry of entries) this._fromOutbox(entry);
+        const answers = entries.filter((e) => e.approval).map((e) => `approval:${e.approval}`);
+        if (entries.length) emit(this, { kind: "events", events: [], changed: new Set(answers) });
+      }).catch((err) => console.warn("reading the outbox failed", err));
+    }
+  }
+
+  // The session's state; while the host is away this waits for it (the view shows meanwhile what
+  // the host left at the relay).
+  async _load() {
+    while (!this.stopped) {
+      try {
+        const s = await this.conn.call("sessions.get", { id: this.sessionId });
+        if (this.stopped) return;
+        this._goLive();
         const { approvals, ...rest } = s;
         this.session = { ...(this.session || {}), ...rest };
         for (const ap of approvals || []) this._addApproval(ap);
         emit(this, { kind: "session" });
-      })
-      .catch((err) => emit(this, { kind: "error", error: err }));
-    this.sub = this.conn.subscribe({
-      since: 0,
-      session: this.sessionId,
-      onEvents: (events) => this._apply(events),
-      onSnapshot: (snap) => this._snapshot(snap),
-    });
+        return;
+      } catch (err) {
+        if (this.stopped) return;
+        if (err.code === "timeout" && this.conn.away) continue;
+        emit(this, { kind: "error", error: err });
+        return;
+      }
+    }
   }
 
   stop() {
+    this.stopped = true;
     if (this.sub) this.sub.close();
+  }
+
+  // Whatever is typed now waits at the relay: the relay says the host is away.
+  get queueing() {
+    return Boolean(this.mailbox) && this.conn.away && this.conn.state !== "connected";
+  }
+
+  // What the host left at the relay for this session ({session row with its pending approvals},
+  // its latest events): shown like live events until the host says anything itself. Nothing of
+  // it reaches a cursor (this feed's subscription counts only what the host sends).
+  showSnapshot(row, events) {
+    if (this.live || !row) return;
+    this._clear();
+    this.fromSnapshot = true;
+    const { approvals, ...rest } = row;
+    this.session = { ...rest };
+    this._apply(events || [], { quiet: true });
+    // The row is the truth about the status: a few latest events may not tell it.
+    this.session.status = rest.status;
+    for (const ap of approvals || []) this._addApproval(ap);
+    emit(this, { kind: "reset" });
+  }
+
+  // The host speaks: what came from the snapshot goes, the live history replaces it.
+  _goLive() {
+    if (this.live) return;
+    this.live = true;
+    if (!this.fromSnapshot) return;
+    this.fromSnapshot = false;
+    this._clear();
+    emit(this, { kind: "reset" });
+  }
+
+  // Everything but what this page sent (its prompts and queued answers keep their states).
+  _clear() {
+    this.output = "";
+    this.outputSeq = 0;
+    this.items = new Map();
+    this.order = [];
+    this.approvals = new Map();
+    this.approvalByItem = new Map();
+    this.turnByCid = new Map();
+    this.latest = new Map();
+    this.queued = new Map();
+  }
+
+  _fromOutbox(entry) {
+    if (this._seenCids.has(entry.cid)) return;
+    if (entry.method === "sessions.send") {
+      if (!this.prompts.has(entry.cid)) {
+        this.prompts.set(entry.cid, {
+          cid: entry.cid, text: entry.text || "", images: [], state: "held", error: null, at: entry.queued_at * 1000,
+        });
+      }
+    } else if (entry.approval && !this.queuedAnswers.has(entry.approval)) {
+      this.queuedAnswers.set(entry.approval, { cid: entry.cid, decision: entry.decision, state: "held", error: null });
+    }
   }
 
   get isPty() {
@@ -258,7 +409,7 @@ export class SessionFeed extends EventTarget {
     return ap && !ap.resolved ? ap : null;
   }
 
-  _apply(events) {
+  _apply(events, { quiet = false } = {}) {
     const s = this.session || (this.session = { id: this.sessionId, status: "running" });
     const changed = new Set();
     let output = "";
@@ -266,11 +417,23 @@ export class SessionFeed extends EventTarget {
       const d = ev.data || {};
       s.status = statusAfter(s, ev);
       s.last_activity = ev.ts;
+      const refusal = ev.type === "mailbox.refused";
+      if (ev.cid) this._seenCids.add(ev.cid);
       if (ev.cid && this.prompts.has(ev.cid)) {
         const p = this.prompts.get(ev.cid);
+        if (refusal) Object.assign(p, { state: "refused", error: new Error(d.message || "refused by the host"), seq: ev.seq });
         // Queued by the host (it starts when the agent is done), or started.
-        Object.assign(p, { state: ev.type === "turn.queued" ? "queued" : "applied", error: null, seq: ev.seq });
+        else Object.assign(p, { state: ev.type === "turn.queued" ? "queued" : "applied", error: null, seq: ev.seq });
         changed.add(`prompt:${ev.cid}`);
+      }
+      if (ev.cid) {
+        for (const [approval, q] of this.queuedAnswers) {
+          if (q.cid !== ev.cid) continue;
+          // Applied (its approval.resolved carries the cid): the card shows the host's word.
+          if (refusal) Object.assign(q, { state: "refused", error: new Error(d.message || "refused by the host") });
+          else this.queuedAnswers.delete(approval);
+          changed.add(`approval:${approval}`);
+        }
       }
       // Any sign of the turn going on (or ending) ends its "reconnecting" state.
       if (s.retrying && (ev.type.startsWith("item.") || ev.type.startsWith("approval.") || ev.type === "turn.completed")) {
@@ -393,8 +556,21 @@ export class SessionFeed extends EventTarget {
           if (ap?.item) changed.add(ap.item);
           break;
         }
+        case "mailbox.refused": {
+          // Said to everyone who sees the session: someone's queued request did not go through.
+          const key = `refused:${ev.seq}`;
+          const who = d.by?.name || d.by?.id || "a device";
+          const what = QUEUED_WHAT[d.method] || d.method;
+          this._item(key, {
+            kind: "notice", level: "warning", source: "mailbox", status: "completed", cid: ev.cid || null,
+            text: `${who}'s ${what}, queued at the relay while the host was away, was not applied: ${d.message}`,
+          });
+          changed.add(key);
+          break;
+        }
       }
     }
+    if (quiet) return;
     if (output) emit(this, { kind: "output", data: output });
     emit(this, { kind: "events", events, changed });
   }
@@ -436,16 +612,20 @@ export class SessionFeed extends EventTarget {
 
   // A prompt (agent) or a line (pty), tracked through PROMPT_STATES.
   // images: [{name, mime, data (base64)}] for this prompt only (ui/attach.js makes them).
+  // While the host is away it is queued at the relay instead (and so is one whose retries ran out
+  // because the host went away meanwhile): the same cid either way, so the host applies it once.
   send(text, { cid = newCid(), images = [] } = {}) {
     const prompt = this.prompts.get(cid) || { cid, text, images, state: "sending", error: null, at: Date.now() };
     if (prompt.state === "applied") return Promise.resolve(prompt);
-    Object.assign(prompt, { state: "sending", error: null });
     this.prompts.set(cid, prompt);
-    emit(this, { kind: "prompt", cid });
     // The model, effort and mode chosen in the composer go with each prompt (the agent keeps them).
     const chosen = Object.fromEntries(Object.entries(this.turnSettings || {}).filter(([, v]) => v));
     const attached = prompt.images.length ? { images: prompt.images } : {};
-    return this.conn.command("sessions.send", { id: this.sessionId, text, ...chosen, ...attached }, { cid }).then(
+    const params = { id: this.sessionId, text, ...chosen, ...attached };
+    if (this.queueing) return this._queuePrompt(prompt, params);
+    Object.assign(prompt, { state: "sending", error: null });
+    emit(this, { kind: "prompt", cid });
+    return this.conn.command("sessions.send", params, { cid }).then(
       (result) => {
         if (prompt.state !== "applied") prompt.state = "delivered";
         prompt.seq = result?.seq;
@@ -453,11 +633,26 @@ export class SessionFeed extends EventTarget {
         return prompt;
       },
       (err) => {
+        if (err.code === "timeout" && this.queueing && prompt.state === "sending") return this._queuePrompt(prompt, params);
         if (prompt.state !== "applied") Object.assign(prompt, { state: "failed", error: err });
         emit(this, { kind: "prompt", cid });
         return prompt;
       },
     );
+  }
+
+  async _queuePrompt(prompt, params) {
+    const { cid } = prompt;
+    Object.assign(prompt, { state: "queueing", error: null });
+    emit(this, { kind: "prompt", cid });
+    try {
+      await this.mailbox.queue("sessions.send", { ...params, cid }, { text: prompt.text });
+      if (prompt.state === "queueing") prompt.state = "held";
+    } catch (err) {
+      if (prompt.state === "queueing") Object.assign(prompt, { state: "failed", error: err });
+    }
+    emit(this, { kind: "prompt", cid });
+    return prompt;
   }
 
   retry(cid) {
@@ -501,16 +696,40 @@ export class SessionFeed extends EventTarget {
   // An answer on its way: the card says what was chosen, and, while the host cannot be reached,
   // that it will be sent when connected (the command retries through reconnects). Settled by the
   // host's approval.resolved, or by an error the card shows.
+  // While the host is away the answer is queued at the relay (queuedAnswers says how far it got).
   approve(approval, decision) {
-    return this._answering(approval, decision, () => this.conn.command("sessions.approve", { id: this.sessionId, approval, decision }));
+    const params = { id: this.sessionId, approval, decision };
+    if (this.queueing) return this._queueAnswer("sessions.approve", params, decision);
+    return this._answering(approval, decision, () => this.conn.command("sessions.approve", params));
   }
 
   // A question of the agent answered: question id → [answers].
   answer(approval, answers) {
-    return this._answering(approval, "answered", () => this.conn.command("sessions.answer", { id: this.sessionId, approval, answers }));
+    const params = { id: this.sessionId, approval, answers };
+    if (this.queueing) return this._queueAnswer("sessions.answer", params, "answered");
+    return this._answering(approval, "answered", () => this.conn.command("sessions.answer", params));
+  }
+
+  async _queueAnswer(method, params, decision) {
+    const { approval } = params;
+    const queued = { cid: newCid(), decision, state: "queueing", error: null };
+    this.queuedAnswers.set(approval, queued);
+    const changed = () => emit(this, { kind: "events", events: [], changed: new Set([`approval:${approval}`]) });
+    changed();
+    try {
+      await this.mailbox.queue(method, { ...params, cid: queued.cid }, { approval, decision });
+      if (queued.state === "queueing") queued.state = "held";
+    } catch (err) {
+      Object.assign(queued, { state: "failed", error: err });
+      throw err;
+    } finally {
+      changed();
+    }
+    return queued;
   }
 
   async _answering(approval, decision, send) {
+    this.queuedAnswers.delete(approval); // answered again, live: what the relay said of it is past
     this.answering.set(approval, decision);
     emit(this, { kind: "events", events: [], changed: new Set([`approval:${approval}`]) });
     try {
@@ -764,7 +983,7 @@ export class Tether extends EventTarget {
   // kept live while connected, from its cache while not).
   waiting(hostId) {
     const model = this.models.get(hostId);
-    return model ? [...model.sessions.values()].filter(waitsForMe) : [];
+    return model ? [...model.shownSessions().values()].filter(waitsForMe) : [];
   }
 
   model(hostId) {

@@ -1,6 +1,7 @@
 // The dialing side of the relay protocol for a device (the browser twin of relay/link.py):
-// one WebSocket, admission (HELLO → CHALLENGE → AUTH → WELCOME), channels (OPEN/OPENED/DATA/CLOSE)
-// and presence (WATCH/PRESENCE). Reconnecting is the caller's job (see connection.js).
+// one WebSocket, admission (HELLO → CHALLENGE → AUTH → WELCOME), channels (OPEN/OPENED/DATA/CLOSE),
+// presence (WATCH/PRESENCE) and the mailbox of a host that is away (MAILBOX_GET/QUEUE, answered
+// MAILBOX_SNAPSHOT/OK/ERROR). Reconnecting is the caller's job (see connection.js).
 
 import {
   CloseCode,
@@ -15,6 +16,8 @@ import {
   encodeClose,
   encodeData,
   encodeHello,
+  encodeMailboxGet,
+  encodeMailboxQueue,
   encodeOpen,
   encodeWatch,
 } from "./frames.js";
@@ -22,6 +25,8 @@ import {
 const REACH_HINT = "check the network; the page keeps retrying";
 // A channel whose reader leaves this many frames unread is closed rather than buffered forever.
 const MAX_INBOX_FRAMES = 4096;
+// relay/link.py waits as long for a mailbox answer.
+const MAILBOX_TIMEOUT_MS = 30000;
 
 export class RelayError extends Error {
   constructor(message, { hint = REACH_HINT, code = "relay" } = {}) {
@@ -29,6 +34,17 @@ export class RelayError extends Error {
     this.name = "RelayError";
     this.hint = hint;
     this.code = code;
+  }
+}
+
+// The relay said no to a mailbox request (MAILBOX_ERROR: MAILBOX_FULL, TOO_LARGE, MAILBOX_OFF,
+// RATE_LIMITED…); the connection stays open. The message is the relay's own sentence.
+export class MailboxRefused extends Error {
+  constructor(closeCode, message) {
+    super(message || closeMessage(closeCode));
+    this.name = "MailboxRefused";
+    this.closeCode = closeCode;
+    this.code = "mailbox_refused";
   }
 }
 
@@ -179,6 +195,8 @@ export class RelayLink extends EventTarget {
     this.closeReason = "";
     this._channels = new Map();
     this._opening = new Map();
+    this._requests = new Map(); // mailbox req → {resolve, reject}
+    this._nextRequest = 1;
     this.closedPromise = new Promise((resolve) => (this._resolveClosed = resolve));
     ws.onmessage = (event) => this._onMessage(event);
     ws.onclose = (event) => this._die(this.closeReason || describeClose(event));
@@ -227,6 +245,43 @@ export class RelayLink extends EventTarget {
     const ids = [...new Set(hostIds)];
     for (const known of [...this.presence.keys()]) if (!ids.includes(known)) this.presence.delete(known);
     this._send(encodeWatch(ids));
+  }
+
+  // {depositedAt (ms), sealed} the host left this browser in the relay's mailbox, or null.
+  async snapshot(hostId) {
+    const answer = await this._mailbox((req) => encodeMailboxGet(req, hostId));
+    if (answer.type !== FrameType.MAILBOX_SNAPSHOT) throw new RelayError("the relay answered a snapshot request with something else");
+    return answer.sealed.length ? { depositedAt: answer.depositedAtMs, sealed: answer.sealed } : null;
+  }
+
+  // Leave an item sealed for the host; resolves with its id at the relay.
+  async queue(hostId, sealed) {
+    const answer = await this._mailbox((req) => encodeMailboxQueue(req, hostId, sealed));
+    if (answer.type !== FrameType.MAILBOX_OK) throw new RelayError("the relay answered a queued item with something else");
+    return answer.value;
+  }
+
+  _mailbox(encode) {
+    this._checkOpen();
+    const req = this._nextRequest;
+    this._nextRequest = (req % MAX_CHANNEL) + 1;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._requests.delete(req);
+        reject(new RelayError(`the relay did not answer a mailbox request within ${MAILBOX_TIMEOUT_MS / 1000} s`));
+      }, MAILBOX_TIMEOUT_MS);
+      const settle = (fn) => (value) => {
+        clearTimeout(timer);
+        this._requests.delete(req);
+        fn(value);
+      };
+      this._requests.set(req, { resolve: settle(resolve), reject: settle(reject) });
+      try {
+        this._send(encode(req));
+      } catch (err) {
+        this._requests.get(req)?.reject(err);
+      }
+    });
   }
 
   close(reason = "closed by this page") {
@@ -292,6 +347,13 @@ export class RelayLink extends EventTarget {
         this.presence.set(frame.hostId, frame.online);
         this.dispatchEvent(new CustomEvent("presence", { detail: { hostId: frame.hostId, online: frame.online } }));
         break;
+      case FrameType.MAILBOX_SNAPSHOT:
+      case FrameType.MAILBOX_OK:
+        this._requests.get(frame.req)?.resolve(frame);
+        break;
+      case FrameType.MAILBOX_ERROR:
+        this._requests.get(frame.req)?.reject(new MailboxRefused(frame.code, frame.message));
+        break;
       case FrameType.ERROR:
         this._fatal(frame.message || closeMessage(frame.code));
         break;
@@ -315,6 +377,7 @@ export class RelayLink extends EventTarget {
     this._channels.clear();
     for (const pending of this._opening.values()) pending.reject(new RelayError(said));
     this._opening.clear();
+    for (const pending of [...this._requests.values()]) pending.reject(new RelayError(said));
     this.dispatchEvent(new CustomEvent("close", { detail: { reason } }));
     this._resolveClosed(reason);
   }

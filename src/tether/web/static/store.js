@@ -4,12 +4,16 @@
 //                        static: CryptoKey (X25519, non-extractable), staticPublic: bytes}
 //   hosts    host_id  → {host_id, name, relay_url, host_static: bytes, device_id, scopes, paired_at}
 //   cursors  host_id  → {host_id, cursor, sessions: [session]}   (event cursor + last known sessions)
+//   mailbox  host_id  → {host_id, n}   (the number of the last item queued for the host at the relay)
+//   outbox   cid      → {cid, host_id, session, method, text, decision, approval, n, item, queued_at}
+//                       (what this browser queued at the relay and has not seen applied or refused)
 //
 // CryptoKey objects are structured-cloneable, so private keys are stored as keys, never as bytes:
 // script on this origin can use them but nobody can read them out.
 
 const DB_NAME = "tether";
-const DB_VERSION = 1;
+// 2 added mailbox and outbox; an upgrade only adds the stores it lacks, so nothing is lost.
+const DB_VERSION = 2;
 
 let dbPromise = null;
 
@@ -29,8 +33,18 @@ export function openDb() {
         if (!db.objectStoreNames.contains("keys")) db.createObjectStore("keys");
         if (!db.objectStoreNames.contains("hosts")) db.createObjectStore("hosts", { keyPath: "host_id" });
         if (!db.objectStoreNames.contains("cursors")) db.createObjectStore("cursors", { keyPath: "host_id" });
+        if (!db.objectStoreNames.contains("mailbox")) db.createObjectStore("mailbox", { keyPath: "host_id" });
+        if (!db.objectStoreNames.contains("outbox")) db.createObjectStore("outbox", { keyPath: "cid" });
       };
-      req.onsuccess = () => resolve(req.result);
+      req.onsuccess = () => {
+        const db = req.result;
+        // A newer page (another tab, after an update) upgrades the database: let it.
+        db.onversionchange = () => {
+          db.close();
+          dbPromise = null;
+        };
+        resolve(db);
+      };
       req.onerror = () => reject(req.error);
       req.onblocked = () => reject(new Error("another tab holds an old version of tether's storage; close it"));
     });
@@ -61,10 +75,30 @@ export const store = {
   deleteHost: async (hostId) => {
     await run("hosts", "readwrite", (s) => s.delete(hostId));
     await run("cursors", "readwrite", (s) => s.delete(hostId));
+    await run("mailbox", "readwrite", (s) => s.delete(hostId));
+    for (const entry of await store.listOutbox(hostId)) await store.deleteOutbox(entry.cid);
   },
 
   getCursor: (hostId) => run("cursors", "readonly", (s) => s.get(hostId)),
   putCursor: (record) => run("cursors", "readwrite", (s) => s.put(record)),
+
+  // The next item number for a host: above the last one taken and at least the time in ms (as
+  // client/mailbox.py: a number taken is never taken again, even after this store was cleared).
+  // Read and written in one transaction, so two tabs never take the same one.
+  takeMailboxNumber: (hostId) =>
+    run("mailbox", "readwrite", (s) => {
+      const taken = { n: 0 };
+      const req = s.get(hostId);
+      req.onsuccess = () => {
+        taken.n = Math.max((req.result?.n || 0) + 1, Date.now());
+        s.put({ host_id: hostId, n: taken.n });
+      };
+      return taken;
+    }).then((taken) => taken.n),
+
+  listOutbox: async (hostId) => (await run("outbox", "readonly", (s) => s.getAll())).filter((e) => e.host_id === hostId),
+  putOutbox: (entry) => run("outbox", "readwrite", (s) => s.put(entry)),
+  deleteOutbox: (cid) => run("outbox", "readwrite", (s) => s.delete(cid)),
 };
 
 export { request as idbRequest };

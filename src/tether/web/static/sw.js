@@ -3,10 +3,10 @@
 // the shell are cached; the WebSocket and anything else pass through untouched.
 // It also shows what a host pushes (Web Push; one registration per host, scope push/<host id>/:
 // notify.js), and opens the session a notification is about when the notification is clicked.
-const CACHE = "tether-shell-v15";
+const CACHE = "tether-shell-v16";
 const SHELL = [
   "./", "index.html", "app.js", "style.css", "manifest.webmanifest", "icon.svg", "apple-touch-icon.png",
-  "bytes.js", "noise.js", "frames.js", "relay.js", "e2e.js", "rpc.js", "store.js", "keys.js",
+  "bytes.js", "noise.js", "seal.js", "frames.js", "relay.js", "e2e.js", "rpc.js", "store.js", "keys.js", "mailbox.js",
   "connection.js", "pairing.js", "model.js", "linked.js", "notify.js", "words.js", "prefs.js",
   "ui/dom.js", "ui/header.js", "ui/insecure.js", "ui/pair.js", "ui/hosts.js", "ui/host.js", "ui/session.js", "ui/terminal.js",
   "ui/conversation.js", "ui/newsession.js", "ui/devices.js", "ui/settings.js", "ui/scan.js", "ui/attach.js",

@@ -30,16 +30,30 @@ export function diffView(diff, { id = null } = {}) {
   );
 }
 
-const PROMPT_LABELS = { sending: "sending…", delivered: "delivered", applied: "applied", failed: "failed" };
+const PROMPT_LABELS = {
+  sending: "sending…",
+  delivered: "delivered",
+  applied: "applied",
+  failed: "failed",
+  queueing: "queueing at the relay…",
+  held: (feed) => `queued at the relay · will be sent when ${feed.hostName} is back`,
+  refused: (feed) => `not applied by ${feed.hostName}`,
+};
+
+function stateLabel(state, feed) {
+  const label = PROMPT_LABELS[state] ?? state;
+  return typeof label === "function" ? label(feed) : label;
+}
 
 function promptState(prompt, feed) {
   if (!prompt) return null;
+  const bad = prompt.state === "failed" || prompt.state === "refused";
   return h(
     "span.prompt-state",
-    { dataset: { state: prompt.state }, role: prompt.state === "failed" ? "alert" : null },
-    prompt.state === "applied" ? "✓ " : prompt.state === "failed" ? "⚠ " : "",
-    PROMPT_LABELS[prompt.state],
-    prompt.state === "failed" && prompt.error ? h("small", " — ", ...withCode(errorText(prompt.error))) : null,
+    { dataset: { state: prompt.state }, role: bad ? "alert" : null },
+    prompt.state === "applied" ? "✓ " : bad ? "⚠ " : "",
+    stateLabel(prompt.state, feed),
+    bad && prompt.error ? h("small", " — ", ...withCode(errorText(prompt.error))) : null,
     prompt.state === "failed"
       ? h("button.link.retry", { type: "button", onclick: () => feed.retry(prompt.cid) }, "Retry")
       : null,
@@ -207,12 +221,34 @@ const DECISION_WORDS = { approve: "Approved", approve_for_session: "Approved for
 // An answer tapped and not yet taken by the host: what it is, and whether it waits for the
 // connection (it is sent when the host is back; the card then shows the host's word on it).
 function answeringNote(ap, feed) {
+  const queued = feed.queuedAnswers.get(ap.approval);
+  if (queued) return queuedNote(ap, queued, feed);
   const decision = feed.answering.get(ap.approval);
   if (!decision || ap.resolved) return null;
   const what = decision === "answered" ? "Your answer" : DECISION_WORDS[decision];
   const connected = feed.conn.state === "connected";
   return h("p.hint.answering", { dataset: { connected: connected ? "1" : "0" }, role: "status" },
     connected ? `${what}: sending…` : `${what}: will be sent when connected.`);
+}
+
+// An answer left at the relay while the host was away: waiting there, or why it did not go through
+// (the relay refused it, or the host did when it came back). Shown until the card is settled.
+function queuedNote(ap, queued, feed) {
+  const what = queued.decision === "answered" ? "Your answer" : DECISION_WORDS[queued.decision] || queued.decision;
+  const bad = queued.state === "failed" || queued.state === "refused";
+  if (ap.resolved && !bad) return null;
+  return h(
+    "p.hint.answering.queued-answer",
+    { dataset: { state: queued.state }, role: bad ? "alert" : "status" },
+    `${what}: ${bad ? "⚠ " : ""}${stateLabel(queued.state, feed)}`,
+    bad && queued.error ? h("span", " — ", ...withCode(errorText(queued.error))) : null,
+  );
+}
+
+// Whether the card's buttons wait: an answer on its way, or waiting at the relay.
+function answerPending(ap, feed) {
+  const queued = feed.queuedAnswers.get(ap.approval);
+  return feed.answering.has(ap.approval) || (queued && (queued.state === "queueing" || queued.state === "held"));
 }
 
 // A question the agent asks (Codex in plan mode): each part's options, or free text where the
@@ -227,6 +263,7 @@ function questionCard(ap, feed, onError) {
       "section.card.approval.question",
       { dataset: { approval: ap.approval, resolved: ap.resolved }, "aria-label": "The agent's question" },
       ...questions.map((q) => h("p.ask", q.question, ap.answers?.[q.id] ? h("strong.given", ` — ${ap.answers[q.id].join(", ")}`) : null)),
+      answeringNote(ap, feed),
       h("p.resolved", { dataset: { decision: ap.resolved } }, outcome),
     );
   }
@@ -274,7 +311,7 @@ function questionCard(ap, feed, onError) {
     answeringNote(ap, feed),
     h("div.actions", submit),
   );
-  if (feed.answering.has(ap.approval)) submit.disabled = true;
+  if (answerPending(ap, feed)) submit.disabled = true;
   return form;
 }
 
@@ -297,7 +334,7 @@ function approvalCard(ap, feed, onError) {
     buttons.push(h("button.approve-session", { type: "button", onclick: answer("approve_for_session") }, "Approve for this session"));
   }
   if (options.includes("deny")) buttons.push(h("button.danger.deny", { type: "button", onclick: answer("deny") }, "Deny"));
-  if (feed.answering.has(ap.approval)) for (const b of buttons) b.disabled = true;
+  if (answerPending(ap, feed)) for (const b of buttons) b.disabled = true;
   const isCommand = ap.kind === "command";
   const isTool = ap.kind === "tool";
   const isPlan = ap.kind === "plan";
@@ -379,7 +416,8 @@ export function conversationView(feed, { onError }) {
       ...queued,
     );
     const s = feed.session || {};
-    working.classList.toggle("on", s.status === "running");
+    // (What the host left at the relay says it was at work: it is not, while it is away.)
+    working.classList.toggle("on", s.status === "running" && !feed.fromSnapshot);
     if (stick) window.scrollTo({ top: document.documentElement.scrollHeight });
   }
 
@@ -406,7 +444,13 @@ export function conversationView(feed, { onError }) {
         update(changed);
       } else if (kind === "prompt") update(promptChanged(ev.detail.cid));
       else if (kind === "output") return;
-      else update(kind === "snapshot" || kind === "reset" ? null : new Set());
+      else if (kind === "reset") {
+        // Another history replaces this one (what the host left at the relay, or the live one
+        // after it): every card is drawn afresh.
+        cards.replaceChildren();
+        rendered.clear();
+        update(null);
+      } else update(kind === "snapshot" ? null : new Set());
     },
   };
 }

@@ -1,5 +1,5 @@
 // The top bar: title, back link, and the connection state — always visible.
-import { h, withCode } from "./dom.js";
+import { errorText, h, timeAgo, withCode } from "./dom.js";
 
 const LABELS = {
   connected: "connected",
@@ -29,6 +29,28 @@ export function header({ title, back = null, state = null, detail = "", actions 
 export function stateNote(state, detail) {
   if (!detail || state === "connected" || state === "revoked") return null;
   return h("p.note", { id: "conn-detail", dataset: { state } }, ...withCode(detail));
+}
+
+// "2 min ago", and "less than a minute ago" rather than "just now": it was said, not seen.
+function reportedAgo(ts) {
+  return Date.now() / 1000 - ts < 60 ? "less than a minute ago" : timeAgo(ts);
+}
+
+// While the relay says the host is away, what the screens show is what it left at the relay for
+// this browser (HostModel.away), and this says so, with its age.
+export function awayBanner(host, model, conn) {
+  const away = model?.away;
+  if (!host || conn.state === "connected" || !(conn.away || away?.state === "shown")) return null;
+  let said;
+  if (away?.state === "shown") said = `${host.name} is offline · showing what it reported ${reportedAgo(away.snapshot.taken_at)}`;
+  else if (away?.state === "none") said = `${host.name} is offline · it left nothing at the relay for this browser`;
+  else if (away?.state === "failed") said = `${host.name} is offline · what it left at the relay cannot be shown: ${errorText(away.error)}`;
+  else said = `${host.name} is offline · reading what it left at the relay…`;
+  return h(
+    "p.banner.away",
+    { id: "away-banner", role: "status", dataset: { state: away?.state || "reading", takenAt: away?.snapshot?.taken_at ?? "" } },
+    ...withCode(said),
+  );
 }
 
 // What a revoked device sees instead of a screen it can no longer use: no retry button (nothing

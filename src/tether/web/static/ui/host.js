@@ -1,7 +1,8 @@
 // One host: its sessions (sessions.list, kept live by the host-wide subscription), waiting for a
 // person first; links to start a session, to the devices (admin) and to this host's settings.
+// While the host is away: the sessions it left at the relay for this browser, said to be that.
 import { h, replace, throttled, timeAgo, withCode } from "./dom.js";
-import { header, revokedPanel, stateNote } from "./header.js";
+import { awayBanner, header, revokedPanel, stateNote } from "./header.js";
 import { waitsForMe } from "../model.js";
 
 const STATUS_LABELS = {
@@ -78,7 +79,7 @@ export function renderHost(root, { tether, hostId }) {
             ),
           ),
         )
-      : h("div.list", { id: "sessions" }, h("p.empty", conn.state !== "connected" && !all.length ? "Loading…"
+      : h("div.list", { id: "sessions" }, h("p.empty", conn.state !== "connected" && !all.length && !model.away ? "Loading…"
         : all.length ? `No ${FILTERS[filter].none}.` : "No sessions yet."));
     const chooser = h(
       "select",
@@ -97,6 +98,7 @@ export function renderHost(root, { tether, hostId }) {
           hasScope(tether, hostId, "admin") ? h("a.button", { id: "devices-link", href: `#/host/${hostId}/devices` }, "Devices") : null,
           h("a.button", { id: "settings-link", href: `#/host/${hostId}/settings`, "aria-label": "Settings" }, "Settings"),
         ),
+        awayBanner(host, model, conn),
         host.linked
           ? h("p.hint.via", { id: "linked-via" }, ...withCode(`Linked via ${tether.viaName(host)}: started there with \`tether ssh\`, it accepts this browser as ${tether.viaName(host)} does.`))
           : null,

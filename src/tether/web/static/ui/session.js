@@ -1,7 +1,9 @@
 // One session. A pty session is a real terminal (ui/terminal.js); an agent session is a
 // conversation (ui/conversation.js) with a composer for follow-up prompts and an interrupt.
+// While the host is away it shows what the host left at the relay (its latest events, drawn as
+// live ones), and the composer and the approval cards queue there for the host.
 import { errorText, h, replace, throttled, withCode } from "./dom.js";
-import { header, revokedPanel, stateNote } from "./header.js";
+import { awayBanner, header, revokedPanel, stateNote } from "./header.js";
 import { sessionTitle, statusBadge } from "./host.js";
 import { imagePicker } from "./attach.js";
 import { conversationView } from "./conversation.js";
@@ -19,8 +21,11 @@ export function renderSession(root, { tether, hostId, sessionId }) {
     return () => {};
   }
   const model = tether.model(hostId);
-  const feed = new SessionFeed(conn, sessionId, { known: model?.sessions.get(sessionId) || null });
+  const feed = new SessionFeed(conn, sessionId, {
+    known: model?.shownSessions().get(sessionId) || null, mailbox: model?.mailbox || null, hostName: host.name,
+  });
   const bar = h("div.topbar");
+  const banner = h("div.away-slot");
   const meta = h("p.meta", { id: "session-status" });
   const error = h("p.error", { role: "alert", id: "session-error" });
   // Put it away, or forget it with its history (once it ended or waits for a prompt; asked twice).
@@ -32,6 +37,11 @@ export function renderSession(root, { tether, hostId, sessionId }) {
     // An agent between turns may go too (its agent stops); one at work is stopped first.
     const deletable = ended || s.status === "idle";
     const act = (fn) => () => fn().catch(showError);
+    // While the host is away only prompts and answers can wait for it (at the relay).
+    if (feed.queueing) {
+      replace(sessionActions);
+      return;
+    }
     // A terminal whose program is gone (it ended, or the host stopped): the same command again, in
     // the same workspace, as a new session.
     const again = feed.isPty && ended
@@ -72,7 +82,7 @@ export function renderSession(root, { tether, hostId, sessionId }) {
         : null,
     );
   };
-  const body = h("section.screen.session-screen", { id: "session" }, meta, sessionActions, error);
+  const body = h("section.screen.session-screen", { id: "session" }, banner, meta, sessionActions, error);
   const showError = (err) => error.replaceChildren(...withCode(errorText(err)));
   let view = null; // {kind: "pty"|"agent", ...}
 
@@ -85,6 +95,8 @@ export function renderSession(root, { tether, hostId, sessionId }) {
     enterkeyhint: "send",
   });
   const send = h("button.primary", { id: "send", type: "submit", "aria-label": "Send" }, "Send");
+  // While the host is away: what the button does instead.
+  const queueNote = h("small.hint.composer-note", { id: "composer-note", hidden: true });
   // The model and reasoning effort of the next prompts, from the agent's own list.
   const modelSelect = h("select", { id: "model-select", "aria-label": "Model" });
   const effortSelect = h("select", { id: "effort-select", "aria-label": "Reasoning effort" });
@@ -155,6 +167,7 @@ export function renderSession(root, { tether, hostId, sessionId }) {
         feed.send(text, { images: attach.take() });
       },
     },
+    queueNote,
     settingsRow,
     attach.chips,
     settingsToggle,
@@ -215,11 +228,19 @@ export function renderSession(root, { tether, hostId, sessionId }) {
       s.exit_code !== null && s.exit_code !== undefined && s.agent === "pty" ? h("span", ` · exit ${s.exit_code}`) : null,
     );
     meta.dataset.status = s.status || "";
+    replace(banner, awayBanner(host, model, conn));
+    const queueing = feed.queueing;
+    const queueWords = `Queue — sent when ${host.name} is back`;
+    send.textContent = queueing ? "Queue" : "Send";
+    send.setAttribute("aria-label", queueing ? queueWords : "Send");
+    input.placeholder = queueing ? `A message for when ${host.name} is back` : "Message the agent";
+    queueNote.textContent = queueing ? queueWords : "";
+    queueNote.hidden = !queueing;
     drawActions();
     const ended = s.status === "finished" || s.status === "failed";
     if (view?.kind === "pty") view.setEnded(ended);
     input.disabled = send.disabled = ended;
-    stop.hidden = !(s.status === "running" || s.status === "waiting-for-approval");
+    stop.hidden = queueing || !(s.status === "running" || s.status === "waiting-for-approval");
   }
   const drawLater = throttled(drawChrome);
 
@@ -231,16 +252,32 @@ export function renderSession(root, { tether, hostId, sessionId }) {
     if (ev.detail?.kind !== "output") drawLater();
   };
   const onConn = () => drawChrome();
+  // What the host left at the relay, shown until the host itself says anything.
+  let shownFrom = null;
+  const showAway = () => {
+    const away = model?.away;
+    if (away?.state === "shown" && away.snapshot !== shownFrom && conn.state !== "connected" && !feed.live) {
+      shownFrom = away.snapshot;
+      const row = away.snapshot.sessions.find((x) => x.id === sessionId);
+      feed.showSnapshot(row, away.snapshot.events[sessionId] || []);
+    }
+    drawLater();
+  };
   feed.addEventListener("change", onFeed);
   conn.addEventListener("state", onConn);
+  model?.addEventListener("change", showAway);
   if (conn.state !== "revoked") feed.start();
+  showAway();
   mountView();
   drawChrome();
+  const tick = setInterval(drawChrome, 30000); // "reported 2 min ago" stays true
   return () => {
+    clearInterval(tick);
     feed.stop();
     if (view?.dispose) view.dispose();
     feed.removeEventListener("change", onFeed);
     conn.removeEventListener("state", onConn);
+    model?.removeEventListener("change", showAway);
   };
 }
 
