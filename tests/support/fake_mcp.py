@@ -5,7 +5,10 @@ Agents start it as configured (Codex's ``[mcp_servers.NAME]``, Claude Code's ``-
 ``initialize``, ``tools/list`` and ``tools/call``; ``lookup`` with ``{"query": "fail"}`` returns an
 error result (``isError``), and with ``{"query": "ask"}`` first asks its client to fill in a form
 (``elicitation/create``: a shade to choose and a number of coats) and answers with what came back;
-with ``{"query": "link"}`` it asks its client to open a link instead (URL mode).
+with ``{"query": "link"}`` it asks its client to open a link instead (URL mode). Two forms tether
+cannot put as questions: ``{"query": "nested"}`` asks one with a field that is itself an object
+(outside MCP's flat forms), ``{"query": "walls"}`` one with a field of several choices (an array,
+which MCP allows since 2025-11-25).
 Every call is appended to ``$FAKE_MCP_LOG`` when set, so a test can see that the call really reached
 the server.
 """
@@ -32,6 +35,28 @@ FORM = {
     },
     "required": ["shade", "coats"],
 }
+
+
+# Forms tether's question cards do not put (agents/forms.py): a field that is an object (MCP's
+# forms are flat, so a client may refuse it itself), and a field of several choices (an array).
+NESTED = {
+    "type": "object",
+    "properties": {
+        "shade": {"type": "string", "title": "Shade", "enum": ["sky", "navy"]},
+        "wall": {"type": "object", "title": "Wall",
+                 "properties": {"width": {"type": "number"}, "height": {"type": "number"}}},
+    },
+    "required": ["shade", "wall"],
+}
+WALLS = {
+    "type": "object",
+    "properties": {
+        "shade": {"type": "string", "title": "Shade", "enum": ["sky", "navy"]},
+        "walls": {"type": "array", "title": "Walls", "items": {"type": "string", "enum": ["north", "south"]}},
+    },
+    "required": ["shade", "walls"],
+}
+FORMS = {"ask": FORM, "nested": NESTED, "walls": WALLS}
 
 
 # A link to open instead of a form (MCP's URL-mode elicitation): a sign-in page, say.
@@ -67,9 +92,9 @@ def answer(message: dict[str, Any]) -> dict[str, Any] | None:
         if os.environ.get("FAKE_MCP_LOG"):
             with open(os.environ["FAKE_MCP_LOG"], "a") as f:
                 f.write(json.dumps(params) + "\n")
-        if query in ("ask", "link"):
-            filled = ask_client({"message": "The painter needs to know", "requestedSchema": FORM}
-                                if query == "ask" else LINK)
+        if query in FORMS or query == "link":
+            filled = ask_client(LINK if query == "link" else {
+                "message": "The painter needs to know", "requestedSchema": FORMS[query]})
             result = {"content": [{"type": "text", "text": f"the form came back: {json.dumps(filled)}"}],
                       "isError": False}
         elif query == "fail":

@@ -1,8 +1,9 @@
 """What Claude Code does beyond commands and file changes, through the real CLI (issue [8] item 3):
 its task list as the session's plan, a question to the person, a plan to approve in plan mode, web
 tools asked about, retries while its model server is away, and the model, effort and mode a person
-chooses, an MCP server's tool and form, a form Claude Code withdraws, and a request tether does not
-handle. Each against the scripted Messages-API server, which records what the model was told."""
+chooses, an MCP server's tool and form, a form Claude Code withdraws, forms tether declines or Claude
+Code refuses itself, and a request tether does not handle. Each against the scripted Messages-API
+server, which records what the model was told."""
 
 from __future__ import annotations
 
@@ -33,6 +34,14 @@ COLOUR = {"question": "Which colour?", "header": "Colour", "multiSelect": False,
 
 def tool(name: str, **tool_input: object) -> dict[str, object]:
     return {"tool": {"name": name, "input": tool_input}}
+
+
+def notes_server(tmp_path: Path) -> str:
+    """A Claude Code --mcp-config naming tests/support/fake_mcp.py as the server "notes"."""
+    config = tmp_path / "mcp.json"
+    config.write_text(json.dumps({"mcpServers": {"notes": {
+        "command": sys.executable, "args": ["-m", "tests.support.fake_mcp"], "env": {"PYTHONPATH": str(REPO)}}}}))
+    return str(config)
 
 
 def told(model: FakeAnthropic, n: int) -> str:
@@ -278,11 +287,8 @@ async def test_an_image_attached_to_a_prompt_reaches_the_model(harness: Harness,
 async def test_an_mcp_servers_form_is_a_question_card_whose_answers_reach_it_typed(
     harness: Harness, fake_model: FakeAnthropic, tmp_path: Path,
 ) -> None:
-    config = tmp_path / "mcp.json"
-    config.write_text(json.dumps({"mcpServers": {"notes": {
-        "command": sys.executable, "args": ["-m", "tests.support.fake_mcp"], "env": {"PYTHONPATH": str(REPO)}}}}))
     fake_model.add(tool("mcp__notes__lookup", query="ask"), {"text": "Painting."})
-    session = await harness.start("paint", mcp_config=str(config))
+    session = await harness.start("paint", mcp_config=notes_server(tmp_path))
     allow = await harness.wait(session, EventType.APPROVAL_REQUESTED)
     await session.approve(allow.data["approval"], Decision.APPROVE, BY)
     form = await harness.wait(session, EventType.APPROVAL_REQUESTED, lambda d: d["kind"] == "question")
@@ -303,11 +309,8 @@ async def test_a_form_claude_code_withdraws_is_cleared_and_the_turn_goes_on(
     # Claude Code gives an MCP tool call MCP_TOOL_TIMEOUT ms; when that runs out while the server's
     # form waits on a person, it withdraws the form (control_cancel_request) and fails the call.
     monkeypatch.setenv("MCP_TOOL_TIMEOUT", "5000")
-    config = tmp_path / "mcp.json"
-    config.write_text(json.dumps({"mcpServers": {"notes": {
-        "command": sys.executable, "args": ["-m", "tests.support.fake_mcp"], "env": {"PYTHONPATH": str(REPO)}}}}))
     fake_model.add(tool("mcp__notes__lookup", query="ask"), {"text": "Nobody answered."})
-    session = await harness.start("paint", mcp_config=str(config))
+    session = await harness.start("paint", mcp_config=notes_server(tmp_path))
     allow = await harness.wait(session, EventType.APPROVAL_REQUESTED)
     await session.approve(allow.data["approval"], Decision.APPROVE, BY)
     form = await harness.wait(session, EventType.APPROVAL_REQUESTED, lambda d: d["kind"] == "question")
@@ -351,3 +354,51 @@ async def test_a_request_tether_does_not_handle_is_refused_at_once_and_the_turn_
     [answer] = await harness.items(session, EventType.ITEM_COMPLETED, "agent_message")
     assert answer["text"] == "No notes then."
     assert not [e for e in events if e.type == EventType.APPROVAL_REQUESTED]
+
+
+
+async def test_a_form_of_several_choices_is_declined_and_said(
+    harness: Harness, fake_model: FakeAnthropic, tmp_path: Path,
+) -> None:
+    # A field of several choices (an array, MCP 2025-11-25) is not one tether's cards put.
+    fake_model.add(tool("mcp__notes__lookup", query="walls"), {"text": "No walls, then."})
+    session = await harness.start("paint", mcp_config=notes_server(tmp_path))
+    allow = await harness.wait(session, EventType.APPROVAL_REQUESTED)
+    await session.approve(allow.data["approval"], Decision.APPROVE, BY)
+    done = await harness.wait(session, EventType.TURN_COMPLETED)
+    assert done.data["status"] == "completed", done.data
+    events = await harness.events(session)
+    [refused] = [e.data for e in events if e.type == EventType.AGENT_NOTICE]
+    assert refused["source"] == "elicitation" and refused["message"].startswith(
+        "refused: Claude Code asked elicitation (mcp_server_name: notes")
+    assert "requested_schema.properties.walls.title: Walls" in refused["message"]
+    assert "nested fields" in refused["message"]
+    assert [e.data["approval"] for e in events if e.type == EventType.APPROVAL_REQUESTED] == [
+        allow.data["approval"]]
+    [item] = await harness.items(session, EventType.ITEM_COMPLETED, "tool_call")
+    assert item["output"] == 'the form came back: {"action": "decline"}'
+    assert "the form came back" in told(fake_model, 1) and "decline" in told(fake_model, 1)
+
+
+async def test_a_nested_form_is_refused_by_claude_code_itself_and_the_turn_goes_on(
+    harness: Harness, fake_model: FakeAnthropic, tmp_path: Path,
+) -> None:
+    # MCP's forms are flat: Claude Code checks the form and answers the server with an error of its
+    # own for a field that is an object; it never sends tether an elicitation request.
+    fake_model.add(tool("mcp__notes__lookup", query="nested"), {"text": "No form, then."})
+    session = await harness.start("paint", mcp_config=notes_server(tmp_path))
+    allow = await harness.wait(session, EventType.APPROVAL_REQUESTED)
+    await session.approve(allow.data["approval"], Decision.APPROVE, BY)
+    done = await harness.wait(session, EventType.TURN_COMPLETED)
+    assert done.data["status"] == "completed", done.data
+    events = await harness.events(session)
+    assert [e for e in events if e.type == EventType.AGENT_NOTICE] == []
+    assert [e.data["approval"] for e in events if e.type == EventType.APPROVAL_REQUESTED] == [
+        allow.data["approval"]]
+    [item] = await harness.items(session, EventType.ITEM_COMPLETED, "tool_call")
+    came_back = json.loads(item["output"].removeprefix("the form came back: "))
+    assert came_back["action"] == "error" and came_back["error"]["code"] == -32602  # invalid params
+    assert came_back["error"]["message"].startswith("Invalid elicitation request")
+    assert '"requestedSchema",' in came_back["error"]["message"]  # where it found fault: the form
+    [answer] = await harness.items(session, EventType.ITEM_COMPLETED, "agent_message")
+    assert answer["text"] == "No form, then."

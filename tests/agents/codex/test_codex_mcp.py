@@ -1,7 +1,8 @@
 """An MCP server's tools through the real Codex ([8] item 1): a tool call shown with its server,
 arguments and result; Codex's question whether to allow it (an MCP elicitation) as an approval
 card, "for the session" remembered by Codex; and a form the MCP server asks Codex's user to fill
-in (elicitation/create) as a question card whose answers reach the server typed.
+in (elicitation/create) as a question card whose answers reach the server typed; a link to open
+or a form of several choices declined and said, and a nested form, which Codex refuses itself.
 
 The server is tests/support/fake_mcp.py, named in the CODEX_HOME's config.toml; it logs each call
 it really got."""
@@ -11,12 +12,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.agents.codex.conftest import Harness
 from tests.support.fake_responses import FakeResponses
 from tether.agents.base import Decision
+from tether.host.eventlog import Event
 from tether.protocol.events import EventType
 
 pytestmark = pytest.mark.slow
@@ -128,3 +131,51 @@ async def test_a_link_an_mcp_server_asks_to_open_is_declined_and_said(
             and a.data["kind"] == "question"] == []
     [item] = await harness.items(session, EventType.ITEM_COMPLETED, "tool_call")
     assert item["output"] == 'the form came back: {"action": "decline"}'
+
+
+def refusals(events: list[Event]) -> list[dict[str, Any]]:
+    return [e.data for e in events
+            if e.type == EventType.AGENT_NOTICE and e.data["source"] == "mcpServer/elicitation/request"]
+
+
+async def test_a_form_of_several_choices_is_declined_and_said(
+    harness: Harness, fake_model: FakeResponses, calls: Path,
+) -> None:
+    # A field of several choices (an array, MCP 2025-11-25) is not one tether's cards put.
+    fake_model.add(lookup("walls"), {"text": "No walls, then."})
+    session = await harness.start("paint")
+    allow = await harness.wait(session, EventType.APPROVAL_REQUESTED)
+    await session.approve(allow.data["approval"], Decision.APPROVE, BY)
+    done = await harness.wait(session, EventType.TURN_COMPLETED)
+    assert done.data["status"] == "completed", done.data
+    events = await harness.events(session)
+    [refused] = refusals(events)
+    assert refused["message"].startswith("refused: ") and "requestedSchema.properties.walls.title: Walls" in (
+        refused["message"]) and "nested fields" in refused["message"]
+    assert [e.data["approval"] for e in events if e.type == EventType.APPROVAL_REQUESTED] == [
+        allow.data["approval"]]
+    [item] = await harness.items(session, EventType.ITEM_COMPLETED, "tool_call")
+    assert item["output"] == 'the form came back: {"action": "decline"}' and called(calls) == ["walls"]
+
+
+async def test_a_nested_form_is_refused_by_codex_itself_and_the_turn_goes_on(
+    harness: Harness, fake_model: FakeResponses, calls: Path,
+) -> None:
+    # MCP's forms are flat: Codex does not read a form with an object field as an elicitation at
+    # all. It answers the server with an error of its own and tether is never asked.
+    fake_model.add(lookup("nested"), {"text": "No form, then."})
+    session = await harness.start("paint")
+    allow = await harness.wait(session, EventType.APPROVAL_REQUESTED)
+    await session.approve(allow.data["approval"], Decision.APPROVE, BY)
+    done = await harness.wait(session, EventType.TURN_COMPLETED)
+    assert done.data["status"] == "completed", done.data
+    events = await harness.events(session)
+    assert refusals(events) == []
+    assert [e.data["approval"] for e in events if e.type == EventType.APPROVAL_REQUESTED] == [
+        allow.data["approval"]]
+    [item] = await harness.items(session, EventType.ITEM_COMPLETED, "tool_call")
+    came_back = json.loads(item["output"].removeprefix("the form came back: "))
+    assert came_back["action"] == "error" and came_back["error"]["code"] == -32602  # invalid params
+    assert "ElicitRequestParamsWire" in came_back["error"]["message"] and called(calls) == ["nested"]
+    [answer] = await harness.items(session, EventType.ITEM_COMPLETED, "agent_message")
+    assert answer["text"] == "No form, then."
