@@ -21,6 +21,8 @@ from tests.support.images import png
 from tether.agents.base import COMPACT, Decision, Image, Review, TurnSettings
 from tether.agents.policy import Approval, Policy, Sandbox
 from tether.errors import TetherError
+from tether.host.agent_session import AgentSession
+from tether.host.eventlog import Event
 from tether.protocol.events import EventType
 
 pytestmark = pytest.mark.slow
@@ -42,6 +44,18 @@ def notes_server(tmp_path: Path) -> str:
     config.write_text(json.dumps({"mcpServers": {"notes": {
         "command": sys.executable, "args": ["-m", "tests.support.fake_mcp"], "env": {"PYTHONPATH": str(REPO)}}}}))
     return str(config)
+
+
+async def allowed_lookup(
+    harness: Harness, fake_model: FakeAnthropic, tmp_path: Path, query: str, reply: str,
+) -> tuple[AgentSession, Event]:
+    """A turn in which the model calls the notes server's tool with ``query`` (then says
+    ``reply``), the call allowed: the session and the allowing approval."""
+    fake_model.add(tool("mcp__notes__lookup", query=query), {"text": reply})
+    session = await harness.start("paint", mcp_config=notes_server(tmp_path))
+    allow = await harness.wait(session, EventType.APPROVAL_REQUESTED)
+    await session.approve(allow.data["approval"], Decision.APPROVE, BY)
+    return session, allow
 
 
 def told(model: FakeAnthropic, n: int) -> str:
@@ -287,10 +301,7 @@ async def test_an_image_attached_to_a_prompt_reaches_the_model(harness: Harness,
 async def test_an_mcp_servers_form_is_a_question_card_whose_answers_reach_it_typed(
     harness: Harness, fake_model: FakeAnthropic, tmp_path: Path,
 ) -> None:
-    fake_model.add(tool("mcp__notes__lookup", query="ask"), {"text": "Painting."})
-    session = await harness.start("paint", mcp_config=notes_server(tmp_path))
-    allow = await harness.wait(session, EventType.APPROVAL_REQUESTED)
-    await session.approve(allow.data["approval"], Decision.APPROVE, BY)
+    session, _ = await allowed_lookup(harness, fake_model, tmp_path, "ask", "Painting.")
     form = await harness.wait(session, EventType.APPROVAL_REQUESTED, lambda d: d["kind"] == "question")
     questions = {q["id"]: q for q in form.data["details"]["questions"]}
     assert set(questions) == {"shade", "coats"}
@@ -309,10 +320,7 @@ async def test_a_form_claude_code_withdraws_is_cleared_and_the_turn_goes_on(
     # Claude Code gives an MCP tool call MCP_TOOL_TIMEOUT ms; when that runs out while the server's
     # form waits on a person, it withdraws the form (control_cancel_request) and fails the call.
     monkeypatch.setenv("MCP_TOOL_TIMEOUT", "5000")
-    fake_model.add(tool("mcp__notes__lookup", query="ask"), {"text": "Nobody answered."})
-    session = await harness.start("paint", mcp_config=notes_server(tmp_path))
-    allow = await harness.wait(session, EventType.APPROVAL_REQUESTED)
-    await session.approve(allow.data["approval"], Decision.APPROVE, BY)
+    session, _ = await allowed_lookup(harness, fake_model, tmp_path, "ask", "Nobody answered.")
     form = await harness.wait(session, EventType.APPROVAL_REQUESTED, lambda d: d["kind"] == "question")
 
     # Withdrawn in the middle of the turn, not at its end: the card goes, the turn goes on.
@@ -361,10 +369,7 @@ async def test_a_form_of_several_choices_is_declined_and_said(
     harness: Harness, fake_model: FakeAnthropic, tmp_path: Path,
 ) -> None:
     # A field of several choices (an array, MCP 2025-11-25) is not one tether's cards put.
-    fake_model.add(tool("mcp__notes__lookup", query="walls"), {"text": "No walls, then."})
-    session = await harness.start("paint", mcp_config=notes_server(tmp_path))
-    allow = await harness.wait(session, EventType.APPROVAL_REQUESTED)
-    await session.approve(allow.data["approval"], Decision.APPROVE, BY)
+    session, allow = await allowed_lookup(harness, fake_model, tmp_path, "walls", "No walls, then.")
     done = await harness.wait(session, EventType.TURN_COMPLETED)
     assert done.data["status"] == "completed", done.data
     events = await harness.events(session)
@@ -385,10 +390,7 @@ async def test_a_nested_form_is_refused_by_claude_code_itself_and_the_turn_goes_
 ) -> None:
     # MCP's forms are flat: Claude Code checks the form and answers the server with an error of its
     # own for a field that is an object; it never sends tether an elicitation request.
-    fake_model.add(tool("mcp__notes__lookup", query="nested"), {"text": "No form, then."})
-    session = await harness.start("paint", mcp_config=notes_server(tmp_path))
-    allow = await harness.wait(session, EventType.APPROVAL_REQUESTED)
-    await session.approve(allow.data["approval"], Decision.APPROVE, BY)
+    session, allow = await allowed_lookup(harness, fake_model, tmp_path, "nested", "No form, then.")
     done = await harness.wait(session, EventType.TURN_COMPLETED)
     assert done.data["status"] == "completed", done.data
     events = await harness.events(session)

@@ -19,6 +19,7 @@ import pytest
 from tests.agents.codex.conftest import Harness
 from tests.support.fake_responses import FakeResponses
 from tether.agents.base import Decision
+from tether.host.agent_session import AgentSession
 from tether.host.eventlog import Event
 from tether.protocol.events import EventType
 
@@ -49,6 +50,25 @@ env = {{ PYTHONPATH = {json.dumps(str(REPO))}, FAKE_MCP_LOG = {json.dumps(str(lo
 
 def called(log: Path) -> list[str]:
     return [json.loads(line)["arguments"]["query"] for line in log.read_text().splitlines()] if log.exists() else []
+
+
+async def run_allowed(
+    harness: Harness, fake_model: FakeResponses, query: str, reply: str,
+) -> tuple[AgentSession, Event, list[Event]]:
+    """A turn whose model calls the tool with ``query``, the call allowed: the session, the
+    allowing approval and the session's events once the turn completed."""
+    fake_model.add(lookup(query), {"text": reply})
+    session = await harness.start("paint")
+    allow = await harness.wait(session, EventType.APPROVAL_REQUESTED)
+    await session.approve(allow.data["approval"], Decision.APPROVE, BY)
+    done = await harness.wait(session, EventType.TURN_COMPLETED)
+    assert done.data["status"] == "completed", done.data
+    return session, allow, await harness.events(session)
+
+
+def refusals(events: list[Event]) -> list[dict[str, Any]]:
+    return [e.data for e in events
+            if e.type == EventType.AGENT_NOTICE and e.data["source"] == "mcpServer/elicitation/request"]
 
 
 async def test_an_mcp_tool_call_is_approved_for_the_session_then_denied_elsewhere(
@@ -116,39 +136,21 @@ async def test_an_mcp_servers_form_is_a_question_card_whose_answers_reach_it_typ
 async def test_a_link_an_mcp_server_asks_to_open_is_declined_and_said(
     harness: Harness, fake_model: FakeResponses, calls: Path,
 ) -> None:
-    fake_model.add(lookup("link"), {"text": "No sign-in, then."})
-    session = await harness.start("paint")
-    allow = await harness.wait(session, EventType.APPROVAL_REQUESTED)
-    await session.approve(allow.data["approval"], Decision.APPROVE, BY)
-    done = await harness.wait(session, EventType.TURN_COMPLETED)
-    assert done.data["status"] == "completed", done.data
-    refused = [e.data for e in await harness.events(session)
-               if e.type == EventType.AGENT_NOTICE and e.data["source"] == "mcpServer/elicitation/request"]
+    session, _, events = await run_allowed(harness, fake_model, "link", "No sign-in, then.")
+    refused = refusals(events)
     assert len(refused) == 1 and refused[0]["message"].startswith("refused: ")
     assert "https://paint.example/login" in refused[0]["message"] and "not a link to open" in refused[0]["message"]
     # Nobody was asked; the server heard "decline" and the turn went on.
-    assert [a for a in await harness.events(session) if a.type == EventType.APPROVAL_REQUESTED
-            and a.data["kind"] == "question"] == []
+    assert [a for a in events if a.type == EventType.APPROVAL_REQUESTED and a.data["kind"] == "question"] == []
     [item] = await harness.items(session, EventType.ITEM_COMPLETED, "tool_call")
     assert item["output"] == 'the form came back: {"action": "decline"}'
-
-
-def refusals(events: list[Event]) -> list[dict[str, Any]]:
-    return [e.data for e in events
-            if e.type == EventType.AGENT_NOTICE and e.data["source"] == "mcpServer/elicitation/request"]
 
 
 async def test_a_form_of_several_choices_is_declined_and_said(
     harness: Harness, fake_model: FakeResponses, calls: Path,
 ) -> None:
     # A field of several choices (an array, MCP 2025-11-25) is not one tether's cards put.
-    fake_model.add(lookup("walls"), {"text": "No walls, then."})
-    session = await harness.start("paint")
-    allow = await harness.wait(session, EventType.APPROVAL_REQUESTED)
-    await session.approve(allow.data["approval"], Decision.APPROVE, BY)
-    done = await harness.wait(session, EventType.TURN_COMPLETED)
-    assert done.data["status"] == "completed", done.data
-    events = await harness.events(session)
+    session, allow, events = await run_allowed(harness, fake_model, "walls", "No walls, then.")
     [refused] = refusals(events)
     assert refused["message"].startswith("refused: ") and "requestedSchema.properties.walls.title: Walls" in (
         refused["message"]) and "nested fields" in refused["message"]
@@ -163,13 +165,7 @@ async def test_a_nested_form_is_refused_by_codex_itself_and_the_turn_goes_on(
 ) -> None:
     # MCP's forms are flat: Codex does not read a form with an object field as an elicitation at
     # all. It answers the server with an error of its own and tether is never asked.
-    fake_model.add(lookup("nested"), {"text": "No form, then."})
-    session = await harness.start("paint")
-    allow = await harness.wait(session, EventType.APPROVAL_REQUESTED)
-    await session.approve(allow.data["approval"], Decision.APPROVE, BY)
-    done = await harness.wait(session, EventType.TURN_COMPLETED)
-    assert done.data["status"] == "completed", done.data
-    events = await harness.events(session)
+    session, allow, events = await run_allowed(harness, fake_model, "nested", "No form, then.")
     assert refusals(events) == []
     assert [e.data["approval"] for e in events if e.type == EventType.APPROVAL_REQUESTED] == [
         allow.data["approval"]]
