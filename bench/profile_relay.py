@@ -153,15 +153,7 @@ class _Server:
             os.kill(self.pid, signal.SIGUSR1)  # start profiling now
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(30)  # cProfile's dump of a long run takes a moment
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(5)
+        bench.stop_group(self.popen, signal.SIGTERM, 30)  # cProfile's dump of a long run takes a moment
         self._log.close()
         with contextlib.suppress(OSError):
             self.log_path.unlink()
@@ -179,17 +171,6 @@ def _perf_start(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
     )
     time.sleep(0.5)  # let it attach
     return proc
-
-
-def _perf_stop(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
 
 
 # ---------------------------------------------------------------------------------------
@@ -454,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
                         t = bench.measure_throughput(kind, server, size_kib * KIB, n)  # type: ignore[arg-type]  # duck-typed: url, pid
                     finally:
                         if perf is not None:
-                            _perf_stop(perf)
+                            bench.stop_group(perf, signal.SIGINT, 30)  # perf writes its data on SIGINT
                         server.stop()
                     case: dict[str, Any] = {
                         "server": kind,

@@ -185,15 +185,7 @@ class Server:
         self.url = f"ws://127.0.0.1:{self.port}" + ("/ws" if kind == "tether" else "")
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(5)
+        stop_group(self.popen, signal.SIGTERM, 15)
         self._log.close()
         with contextlib.suppress(OSError):
             self.log_path.unlink()
@@ -858,16 +850,24 @@ def _log_head(db: Path) -> int:
         return int(conn.execute("SELECT MAX(seq) FROM events").fetchone()[0])
 
 
-def _cleanup_host(host: subprocess.Popen[bytes] | None, log_path: Path, dirs: list[Path]) -> None:
-    if host is not None and host.poll() is None:
+def stop_group(proc: subprocess.Popen[bytes], sig: int, grace: float) -> None:
+    """Send ``sig`` to the process group of ``proc`` (started with a session of its own) and wait
+    ``grace`` seconds for it to end; then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(host.pid, signal.SIGTERM)
-        try:
-            host.wait(15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(host.pid, signal.SIGKILL)
-            host.wait(5)
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+def _cleanup_host(host: subprocess.Popen[bytes] | None, log_path: Path, dirs: list[Path]) -> None:
+    if host is not None:
+        stop_group(host, signal.SIGTERM, 15)
     with contextlib.suppress(OSError):
         log_path.unlink()
     for path in dirs:
