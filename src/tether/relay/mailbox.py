@@ -158,13 +158,8 @@ class Mailbox:
                 raise MailboxRefused(CloseCode.TOO_LARGE, f"a snapshot of {len(sealed)} bytes is over this relay's "
                                      f"{lim.host_bytes} bytes per host")
             self._check_total(conn, len(sealed))
-            # The host's oldest snapshots make room (each is replaced by the next anyway).
-            while _host_bytes(conn, host_id) + len(sealed) > lim.host_bytes:
-                oldest = conn.execute("SELECT device_key FROM snapshots WHERE host_id = ? ORDER BY deposited_at"
-                                      " LIMIT 1", (host_id,)).fetchone()
-                if oldest is None:
-                    raise MailboxRefused(CloseCode.MAILBOX_FULL, "the items queued for this host fill its mailbox")
-                conn.execute("DELETE FROM snapshots WHERE host_id = ? AND device_key = ?", (host_id, oldest[0]))
+            if not _make_room(conn, host_id, len(sealed), lim.host_bytes):
+                raise MailboxRefused(CloseCode.MAILBOX_FULL, "the items queued for this host fill its mailbox")
             conn.execute("INSERT INTO snapshots VALUES (?, ?, ?, ?)", (host_id, device_key, sealed, time.time()))
 
         await self.db.run(write)
@@ -198,14 +193,10 @@ class Mailbox:
             if count >= lim.device_items or size + len(sealed) > lim.device_bytes:
                 raise MailboxRefused(CloseCode.MAILBOX_FULL, f"this device has {count} items waiting for the host, "
                                      "its limit here; wait until the host is back")
-            if _host_items_bytes(conn, host_id) + len(sealed) > lim.host_bytes:
+            if not _make_room(conn, host_id, len(sealed), lim.host_bytes):  # (what it freed is rolled back)
                 raise MailboxRefused(CloseCode.MAILBOX_FULL, "the items queued for this host fill its mailbox here;"
                                      " wait until the host is back")
             self._check_total(conn, len(sealed))
-            # Room for it: the host's oldest snapshots go first, as for a deposit.
-            while _host_bytes(conn, host_id) + len(sealed) > lim.host_bytes:
-                conn.execute("DELETE FROM snapshots WHERE rowid = (SELECT rowid FROM snapshots WHERE host_id = ?"
-                             " ORDER BY deposited_at LIMIT 1)", (host_id,))
             now = time.time()
             cursor = conn.execute("INSERT INTO items (host_id, device_key, sealed, queued_at) VALUES (?, ?, ?, ?)",
                                   (host_id, device_key, sealed, now))
@@ -250,15 +241,22 @@ class Mailbox:
             raise MailboxRefused(CloseCode.MAILBOX_FULL, "this relay's mailbox is full; try again later")
 
 
+def _make_room(conn: sqlite3.Connection, host_id: str, size: int, limit: int) -> bool:
+    """Drop the host's oldest snapshots (each is replaced by the next anyway) until ``size`` more
+    bytes fit in its ``limit``; False when they do not even with none left (its queued items, which
+    are never dropped, fill it)."""
+    while _host_bytes(conn, host_id) + size > limit:
+        oldest = conn.execute("SELECT rowid FROM snapshots WHERE host_id = ? ORDER BY deposited_at LIMIT 1",
+                              (host_id,)).fetchone()
+        if oldest is None:
+            return False
+        conn.execute("DELETE FROM snapshots WHERE rowid = ?", oldest)
+    return True
+
+
 def _host_bytes(conn: sqlite3.Connection, host_id: str) -> int:
-    snapshots = conn.execute("SELECT COALESCE(SUM(LENGTH(sealed)), 0) FROM snapshots WHERE host_id = ?",
-                             (host_id,)).fetchone()[0]
-    return int(snapshots) + _host_items_bytes(conn, host_id)
-
-
-def _host_items_bytes(conn: sqlite3.Connection, host_id: str) -> int:
-    return int(conn.execute("SELECT COALESCE(SUM(LENGTH(sealed)), 0) FROM items WHERE host_id = ?",
-                            (host_id,)).fetchone()[0])
+    return int(sum(conn.execute(f"SELECT COALESCE(SUM(LENGTH(sealed)), 0) FROM {table} WHERE host_id = ?",
+                                (host_id,)).fetchone()[0] for table in ("snapshots", "items")))
 
 
 def _keys(blob: bytes) -> frozenset[bytes]:

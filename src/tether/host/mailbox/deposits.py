@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from tether.crypto.seal import MAX_SEALED_PLAINTEXT, seal
 from tether.errors import TetherError
 from tether.host.db import Database
@@ -135,9 +137,7 @@ class Depositor:
             snapshot = Snapshot(self.host_id, self.host_name(), 0.0, head, seen, mine, truncated=True)
             body = encode(snapshot)
         digest = hashlib.sha256(body).digest()
-        stamped = Snapshot(snapshot.host_id, snapshot.host_name, time.time(), snapshot.head, snapshot.sessions,
-                           snapshot.events, snapshot.truncated)
-        return encode(stamped), digest
+        return encode(msgspec.structs.replace(snapshot, taken_at=time.time())), digest
 
 
 def _live(session: dict[str, Any]) -> bool:
