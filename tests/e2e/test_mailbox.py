@@ -52,10 +52,10 @@ class Away:
             return proc
         self.host = await asyncio.to_thread(start)
 
-    async def pair(self, name: str) -> Path:
+    async def pair(self, name: str, scopes: str = "read,prompt,approve") -> Path:
         """A new device home paired with the host, reaching the relay directly."""
         home = short_home("tc")
-        offer = await asyncio.to_thread(tether_json, self.host_home, "pair", "--json")
+        offer = await asyncio.to_thread(tether_json, self.host_home, "pair", "--json", "--scopes", scopes)
         link = str(offer["link"]).replace(f":{self.proxy.port}/", f":{self.relay_port}/")
         await asyncio.to_thread(login, home, link, "--name", name, "--json")
         return home
@@ -208,3 +208,26 @@ async def test_a_device_revoked_while_its_prompt_waits_at_the_relay_is_never_app
     assert turns_with(events, "from the revoked device") == []
     assert turns_with(events, "from the kept device\n")  # the CLI sends a line, as `sessions send` does
     assert all("from the revoked device" != r.json["messages"][-1]["content"] for r in away.server.requests)
+
+
+async def test_a_queued_request_beyond_the_devices_scopes_is_refused_and_said(away: Away) -> None:
+    """What waits at the relay is applied as the device's own request: a read-only device's
+    queued prompt is refused as it would be live (forbidden), and the session says so."""
+    owner, reader = await away.pair("owner"), await away.pair("reader", "read")
+    away.server.add({"text": "Hello."})
+    async with await Client.open(owner) as client:
+        sid = await client.start_session(agent="builtin", prompt="hello")
+        await until(client, sid, lambda e: e["type"] == "turn.completed")
+
+    away.proxy.cut()
+    await online(owner, False)
+    refused_cid = await Client(reader).queue("sessions.send", {"id": sid, "text": "from the reader"})
+    away.proxy.mend()
+    await online(owner)
+
+    async with await Client.open(owner) as client:
+        events = await until(client, sid, lambda e: e["type"] == "mailbox.refused")
+    [refused] = [e for e in events if e["type"] == "mailbox.refused"]
+    assert refused["cid"] == refused_cid and refused["data"]["code"] == "forbidden"
+    assert refused["data"]["by"]["name"] == "reader" and "'prompt' scope" in refused["data"]["message"]
+    assert turns_with(events, "from the reader") == []
