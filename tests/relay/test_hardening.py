@@ -232,7 +232,7 @@ async def test_connections_per_device_key_are_capped(relay_factory: RelayFactory
     await links(url)  # another device is not affected
     await first.close()
     async with asyncio.timeout(5):
-        while server._device_connections.get(identity.identity_public, 0) > 1:
+        while server.router.device_connections.get(identity.identity_public, 0) > 1:
             await asyncio.sleep(0.01)
     await links(url, identity)
 
@@ -400,12 +400,12 @@ async def test_channels_per_device_count_over_its_connections(relay_factory: Rel
     await other.open(host.id)  # another device is not counted against it
     await opened[0].close()
     async with asyncio.timeout(5):
-        while server._device_channels.get(identity.identity_public) != 2:
+        while server.router.device_channels.get(identity.identity_public) != 2:
             await asyncio.sleep(0.01)
     await second.open(host.id)  # first holds one, second two
     await first.close()  # its channel goes back with the connection
     async with asyncio.timeout(5):
-        while server._device_channels.get(identity.identity_public) != 2:
+        while server.router.device_channels.get(identity.identity_public) != 2:
             await asyncio.sleep(0.01)
 
 

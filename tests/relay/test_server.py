@@ -33,7 +33,8 @@ from tether.protocol.frames import (
     encode_data,
 )
 from tether.relay.link import Channel, ChannelClosed, RelayError, RelayLink
-from tether.relay.server import RelayServer, parse_listen
+from tether.relay.listen import parse_listen
+from tether.relay.server import RelayServer
 
 from .conftest import RelayFactory, raw_auth, raw_connect
 

@@ -23,8 +23,10 @@ from tether.protocol.frames import (
     decode_frame,
     encode_data,
 )
+from tether.relay.connection import Connection, binary_frame_header
 from tether.relay.link import ChannelClosed, RelayLink
-from tether.relay.server import RelayServer, _Connection, _HostConnection, binary_frame_header
+from tether.relay.router import HostPeer
+from tether.relay.server import RelayServer
 
 from .conftest import RelayFactory, raw_auth, raw_connect
 
@@ -33,8 +35,8 @@ pytestmark = pytest.mark.timeout(60)
 Links = Callable[..., Awaitable[RelayLink]]
 
 
-def server_side(server: RelayServer, id: str) -> _Connection:
-    [conn] = [c for c in server._connections if c.id == id]
+def server_side(server: RelayServer, id: str) -> Connection:
+    [conn] = [c for c in server.connections if c.id == id]
     return conn
 
 
@@ -106,11 +108,11 @@ async def test_idle_connections_hold_no_writer_and_no_host_state(relay: tuple[Re
         await until(lambda: device.writer is None, "the device's writer to stop")
         hosted = server_side(server, host.id)
         await until(lambda: hosted.writer is None, "the host's writer to stop")
-        assert isinstance(hosted, _HostConnection)
-        assert not isinstance(device, _HostConnection)
-        assert device.opens is None and device.progress is None
-        for conn in (device, hosted):
-            assert not hasattr(conn, "__dict__")  # __slots__ all the way down
+        assert isinstance(hosted.peer, HostPeer)
+        assert not isinstance(device.peer, HostPeer)
+        assert device.peer.opens is None and device.progress is None
+        for part in (device, hosted, device.peer, hosted.peer):
+            assert not hasattr(part, "__dict__")  # __slots__ all the way down
     finally:
         await ws.close()
 
@@ -172,7 +174,7 @@ async def test_connection_queue_bound_closes_the_receiver_not_the_sender(
                     await channel.send(chunk)
                     await asyncio.sleep(0)
         assert info.value.close_code == CloseCode.PEER_GONE
-        assert device.closing and device not in server._connections
+        assert device.closing and device not in server.connections
         assert device.queued_bytes == 0 and not device.queue
         await until(lambda: device.writer is None, "the writer to be cancelled")
         assert not host.closed

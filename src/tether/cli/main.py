@@ -243,9 +243,10 @@ def relay(
     serves the web client at / ."""
     from tether.relay.enrollment import create_enroll_key as make_key
     from tether.relay.enrollment import load_enroll_key
+    from tether.relay.listen import parse_listen, tls_context
     from tether.relay.mailbox import Mailbox, MailboxLimits
     from tether.relay.origin import normalize_origin
-    from tether.relay.server import RelayLimits, RelayServer, default_static_dir, parse_listen, tls_context
+    from tether.relay.server import RelayLimits, RelayServer, default_static_dir
 
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
@@ -421,8 +422,9 @@ def up(
     """Relay and host in one process, with a pairing QR code. Ctrl-C stops."""
     from tether.host.daemon import HostDaemon
     from tether.protocol.scopes import parse_scopes
+    from tether.relay.listen import parse_listen, tls_context
     from tether.relay.mailbox import Mailbox
-    from tether.relay.server import RelayServer, default_static_dir, parse_listen, tls_context
+    from tether.relay.server import RelayServer, default_static_dir
     from tether.sshremote.hooks import DesktopRemotes
 
     output.setup_logging(verbose)

@@ -60,6 +60,8 @@ log = logging.getLogger("tether.host")
 # Unix socket paths are limited to 107 bytes on Linux (104 on macOS).
 MAX_SOCKET_PATH = 100
 MAINTENANCE_SECONDS = 3600.0
+# Leaving devices the state the host stopped in may wait on a busy relay; a stop waits no longer.
+STOP_DEPOSIT_SECONDS = 5.0
 
 
 def _expired_reason(expires_at: float) -> str:
@@ -213,7 +215,7 @@ class HostDaemon:
         if link is not None:
             # What the devices will show while the host is away: the state it stopped in.
             with contextlib.suppress(TetherError, TimeoutError):
-                async with asyncio.timeout(2):
+                async with asyncio.timeout(STOP_DEPOSIT_SECONDS):
                     await self._depositor.deposit_all(link)
         for task in list(self._tasks):
             task.cancel()

@@ -1,36 +1,22 @@
 """The relay: a WebSocket server that hosts and devices dial out to (ARCHITECTURE §1, §4.2).
 
-It authenticates every connection (HELLO → CHALLENGE → AUTH), routes channels between a device
-and a host, enforces each host's allowlist and pairing offers, bounds every queue, and keeps
-presence. Channel payloads are end-to-end Noise ciphertext: the relay forwards them, never
-parses or logs them.
+This module is the asyncio shell around the parts that decide: ``http.py`` answers everything
+before a WebSocket exists (admission per address, pages), ``router.py`` says who may reach whom
+and what each side is sent, ``connection.py`` queues and writes a connection's outgoing frames,
+``mailbox.py`` keeps what hosts that are away left for devices. Channel payloads are end-to-end
+Noise ciphertext: the relay forwards them, never parses or logs them.
 
 Shape of one connection::
 
-    handler task:  admit (awaiting HELLO → challenged → authenticated) → read loop → unregister
-    writer task:   only while frames are queued: writes everything queued in one transport
-                   write per wake-up, awaits the drain, exits when the queue is empty
+    handler task:  admit (awaiting HELLO → challenged → authenticated) → read loop → gone
+    writer task:   only while frames are queued (connection.py)
 
-Senders never write to another connection's socket: they append to the receiver's queue, so a
-slow receiver cannot block a sender's read loop or its other channels. Bytes queued per
-(receiver, channel) are counted until the socket has taken them; past ``channel_queue_bytes``
-that channel is closed on both sides with TOO_SLOW, past ``connection_queue_bytes`` the
-receiver's whole connection is closed.
-
-Before any of that, every TCP connection counts against its source address from accept to close
-(``limits.AddressTable``: connections at once and new connections per second, refused with HTTP
-429 before the upgrade), must finish its upgrade within ``handshake_timeout``, and a browser's
-upgrade must come from the relay's own origin (``origin.py``, HTTP 403). After admission a
-device identity key may hold ``max_connections_per_device`` connections, and a device connection
-that holds no channel, watches no host and sends nothing is closed after ``idle_timeout``. With
-an enrollment key (``enrollment.py``) only hosts that prove they hold it are admitted.
-
-No party may use up what the others share: the relay holds at most ``max_connections`` sockets
-(derived from the open-files limit; over it HTTP 503 at accept), a device key at most
-``max_channels_per_device`` channels over all its connections, a pairing offer at most
-``max_channels_per_offer``; an OPEN the relay will not route gets the answer an offline host gets,
-whatever the reason, so strangers learn nothing of a host's presence; a request with a body is
-answered 400 and not read.
+Every connection must finish its upgrade within ``handshake_timeout`` and authenticate within
+``auth_timeout``; with an enrollment key (``enrollment.py``) only hosts that prove they hold it
+are admitted. A device connection that holds no channel, watches no host and sends nothing is
+closed after ``idle_timeout``. Each connection reads at most ``frames_per_second`` (its socket is
+not read while it is over), and a DATA frame whose receiver's channel queue is full waits up to
+``slow_receiver_grace`` for it to drain before the channel is closed with TOO_SLOW.
 """
 
 from __future__ import annotations
@@ -41,68 +27,49 @@ import errno
 import logging
 import secrets
 import ssl
-import struct
 import time
-from collections import deque
 from collections.abc import Callable, Coroutine
-from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
-from urllib.parse import urlsplit
+from typing import Any, TypeVar
 
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
-from websockets.http11 import Request, Response
-from websockets.protocol import State
 
 from tether.crypto.keys import derive_id, verify_signature
-from tether.errors import ConfigError, UsageError
+from tether.errors import UsageError
 from tether.lograte import LogLimiter
 from tether.protocol.frames import (
     OLDEST_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
-    Allowlist,
     Auth,
     Challenge,
-    Close,
     CloseCode,
     Error,
     FrameError,
     FrameType,
     Hello,
-    Incoming,
     MailboxAck,
     MailboxDeposit,
     MailboxError,
-    MailboxGet,
-    MailboxQueue,
     MailboxTake,
-    Offers,
-    Open,
-    Opened,
-    Presence,
     Role,
-    Watch,
     Welcome,
     auth_message,
     close_message,
     data_channel,
     decode_frame,
-    rechannel_data,
 )
+from tether.relay.connection import Connection
 from tether.relay.enrollment import verify_enroll_proof
+from tether.relay.http import WS_PATH, Front, peer_name
 from tether.relay.limits import (
     AddressTable,
     RelayLimits,
     SocketCount,
-    TokenBucket,
-    address_key,
     connection_cap,
-    is_loopback,
     raise_open_files_limit,
 )
+from tether.relay.listen import parse_listen
 from tether.relay.mailbox import (
     DeviceRequest,
     HostRequest,
@@ -114,146 +81,17 @@ from tether.relay.mailbox import (
     as_frame,
 )
 from tether.relay.origin import OriginPolicy
-from tether.relay.static import default_static_dir, static_response
+from tether.relay.router import AllowlistPublished, Fail, Peer, Route, Router, Send, ToMailbox
+from tether.relay.static import default_static_dir
 
-__all__ = ["RelayLimits", "RelayServer", "default_static_dir", "parse_listen", "run_relay"]
+__all__ = ["RelayLimits", "RelayServer", "default_static_dir", "run_relay"]
 
 _T = TypeVar("_T")
-_K = TypeVar("_K")
 _LoopHandler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
 
 log = logging.getLogger("tether.relay")
 
-WS_PATH = "/ws"
-# Host-side channel ids freed recently are not handed out again, so a frame the host sent on a
-# channel the relay just closed can never land on a newer channel.
-_RECENTLY_CLOSED = 4096
 _DATA = int(FrameType.DATA)
-# The one answer to an OPEN the relay will not route, whatever the reason, so that a device the
-# host does not know cannot tell whether it is online (issue [6] item 12).
-_UNREACHABLE = (
-    "this device is not authorised on that host (unknown or revoked), or the host is offline: pair "
-    "again with `tether pair` on the host, or start it with `tether host` (or `tether up`)"
-)
-_UNREACHABLE_OFFER = (
-    "this pairing link is no longer valid (already used or expired), or the host is offline: run "
-    "`tether pair` on the host for a new link, or start the host"
-)
-_HEAD_7 = struct.Struct("!BB")
-_HEAD_16 = struct.Struct("!BBH")
-_HEAD_64 = struct.Struct("!BBQ")
-
-
-def _plain_response(status: int, reason: str, body: str, *extra: tuple[str, str]) -> bytes:
-    """A whole HTTP response that ends the connection, for answers written to the transport."""
-    data = body.encode()
-    headers = Headers(
-        [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(data))),
-            ("Connection", "close"),
-            ("Server", "tether-relay"),
-            *extra,
-        ]
-    )
-    return Response(status, reason, headers, data).serialize()
-
-
-_BAD_REQUEST = _plain_response(
-    400,
-    "Bad Request",
-    "bad request: the relay answers GET requests without a body only (a page, or a WebSocket upgrade at /ws)\n",
-)
-
-
-class _Socket(ServerConnection):
-    """websockets' server connection, counted against its source address and against the
-    relay's socket cap from TCP accept to close, so that connections which never finish their
-    HTTP request count too.
-
-    Each RelayServer makes a subclass that sets the class variables. Only the attributes that
-    differ from the class defaults are stored on an instance.
-    """
-
-    addresses: ClassVar[AddressTable]
-    sockets: ClassVar[SocketCount]
-    limits: ClassVar[RelayLimits]
-    quiet_log: ClassVar[LogLimiter]
-    address: str | None = None
-    refusal: str | None = None
-    # Behind a trusted reverse proxy: counted once X-Forwarded-For shows who the client is.
-    deferred: bool = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        host = _peer_host(transport.get_extra_info("peername"))
-        if not self.sockets.add():
-            # Over the relay's cap: answer at once rather than when (if ever) the request comes,
-            # so this descriptor is free again within a few loop passes, before the process runs
-            # out of them.
-            cap = self.sockets.cap
-            self.quiet_log.log(logging.WARNING, "503", "refused %s: %d connections at once, the relay's cap", host, cap)
-            assert isinstance(transport, asyncio.WriteTransport)
-            transport.write(
-                _plain_response(
-                    503,
-                    "Service Unavailable",
-                    f"the relay is at its limit of {cap} connections at once; retry in a few seconds\n",
-                    ("Retry-After", "5"),
-                )
-            )
-            transport.close()
-            return
-        if self.limits.trust_forwarded_for and is_loopback(host):
-            self.deferred = True
-            return
-        self.count(address_key(host, self.limits))
-
-    def count(self, key: str | None) -> None:
-        if key is not None:
-            self.address = key
-            refusal = self.addresses.open(key)
-            if refusal is not None:
-                self.refusal = refusal
-
-    def send_data(self) -> None:
-        if self.request is None and self.protocol.handshake_exc is not None:
-            self._answer_bad_request()
-            return
-        super().send_data()
-
-    def _answer_bad_request(self) -> None:
-        """websockets read no valid request: it carried a body (Content-Length, Transfer-Encoding),
-        or bad syntax, or an over-long line. websockets would half-close, then read and discard
-        whatever the client sends until it hangs up or handshake_timeout passes (29 GB in 10 s);
-        answer and close at once instead, reading nothing more."""
-        # websockets' own 414/431 answer when it made one; never its bare EOF
-        pending = [data for data in self.protocol.data_to_send() if data]
-        if self.transport.is_closing():
-            return
-        self.transport.writelines(pending or [_BAD_REQUEST])
-        self.transport.close()
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self.protocol.parser_exc is not None and self.protocol.state is not State.CONNECTING:
-            # The peer broke the framing (a message over max_frame_bytes, say). websockets would
-            # keep reading and discarding its bytes for close_timeout, so a 100 MiB frame would be
-            # read to the end; stop reading now. The close frame already queued still goes out.
-            self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.sockets.remove()
-        if self.address is not None:
-            self.addresses.close(self.address)
-            self.address = None
-        super().connection_lost(exc)
-
-
-def _peer_host(peer: object) -> str:
-    if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
-        return peer[0]
-    return ""
 
 
 class _Refused(Exception):
@@ -263,313 +101,6 @@ class _Refused(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-@dataclass(eq=False)
-class _Route:
-    """One channel: a device's channel id and the host-side channel id it maps to."""
-
-    device: _Connection
-    device_channel: int
-    host: _HostConnection
-    host_channel: int
-    device_key: bytes
-    offer_id: str
-    # admitted through a pairing offer, not the allowlist (counted per offer)
-    via_offer: bool = False
-    closed: bool = False
-
-    def other(self, conn: _Connection) -> tuple[_Connection, int]:
-        if conn is self.device:
-            return self.host, self.host_channel
-        return self.device, self.device_channel
-
-
-_NO_WATCH: frozenset[str] = frozenset()
-
-
-class _Connection:
-    """One authenticated connection (a device; hosts are :class:`_HostConnection`).
-
-    Idle connections are the common case (ARCHITECTURE §9), so a connection holds only what every
-    connection needs: no writer task while nothing is queued, no Event, ``__slots__``.
-    """
-
-    __slots__ = (
-        "channel_bytes",
-        "channels",
-        "closer",
-        "closing",
-        "frames",
-        "id",
-        "key",
-        "lane",
-        "limits",
-        "opens",
-        "progress",
-        "queue",
-        "queued_bytes",
-        "role",
-        "server",
-        "unregistered",
-        "watching",
-        "writer",
-        "ws",
-    )
-
-    def __init__(self, ws: ServerConnection, server: RelayServer, role: Role, key: bytes, id: str) -> None:
-        self.ws = ws
-        self.server = server
-        self.limits = limits = server.limits
-        self.role = role
-        self.key = key
-        self.id = id
-        self.channels: dict[int, _Route] = {}
-        # outgoing queue: (frame, receiver channel or -1 for control frames); the writer task
-        # takes the whole list at once
-        self.queue: list[tuple[bytes, int]] = []
-        # bytes queued and not yet written and drained, in all and per receiver channel
-        self.queued_bytes = 0
-        self.channel_bytes: dict[int, int] = {}
-        # resolved whenever the writer has drained a batch (senders waiting out
-        # slow_receiver_grace); created only while someone waits
-        self.progress: asyncio.Future[None] | None = None
-        # runs only while there is something to write
-        self.writer: asyncio.Task[None] | None = None
-        self.closer: asyncio.Task[None] | None = None
-        self.closing = False
-        self.unregistered = False
-        self.frames = TokenBucket(limits.frames_per_second, limits.frames_burst)
-        self.opens: TokenBucket | None = None  # device only, made at its first OPEN
-        self.lane: Lane | None = None  # its mailbox requests, made at its first
-        self.watching: AbstractSet[str] = _NO_WATCH  # device only
-
-    @property
-    def label(self) -> str:
-        return f"{self.role.name.lower()} {self.id}"
-
-    def take_open(self) -> bool:
-        """One token of the OPEN rate limit."""
-        if self.opens is None:
-            per_minute = self.limits.opens_per_minute
-            self.opens = TokenBucket(per_minute / 60.0, per_minute)
-        return self.opens.try_take()
-
-    # --- outgoing queue ---
-
-    def enqueue(self, frame: bytes, channel: int = -1) -> bool:
-        """Queue ``frame`` for this connection's writer; False if the connection is going away."""
-        if self.closing:
-            return False
-        size = len(frame)
-        queued = self.queued_bytes
-        if queued and queued + size > self.limits.connection_queue_bytes:
-            self.fail(CloseCode.TOO_SLOW, "this connection fell too far behind and was closed")
-            return False
-        self.queue.append((frame, channel))
-        self.queued_bytes = queued + size
-        if channel >= 0:
-            counts = self.channel_bytes
-            counts[channel] = counts.get(channel, 0) + size
-        if self.writer is None:
-            self.writer = self.ws.loop.create_task(self._write())
-        return True
-
-    async def _write(self) -> None:
-        """Write everything queued, a batch per wake-up, until the queue is empty.
-
-        A batch is serialized by websockets' own protocol object and handed to the transport
-        with one ``writelines`` (one syscall), then the writer awaits the transport's drain: the
-        bytes of a batch stay counted in ``queued_bytes``/``channel_bytes`` until the socket has
-        taken them, so those bounds cover the transport's buffer too. This is what
-        ``Connection.send`` does per message (state check, serialize, write, drain) without its
-        per-message context manager and syscall. A connection that is no longer OPEN, or that
-        is in the middle of a fragmented send (the relay never sends one), goes through
-        ``ws.send``, which raises ConnectionClosed as it should.
-        """
-        ws = self.ws
-        protocol = ws.protocol
-        try:
-            while self.queue and not self.closing:
-                batch = self.queue
-                self.queue = []
-                try:
-                    if (
-                        protocol.state is State.OPEN
-                        and ws.send_in_progress is None
-                        and not protocol.expect_continuation_frame
-                    ):
-                        if not _write_batch(ws, batch):
-                            return
-                        await ws.drain()
-                    else:
-                        for frame, _ in batch:
-                            await ws.send(frame)
-                finally:
-                    if not self.closing:
-                        self._written(batch)
-        except ConnectionClosed:
-            pass
-        except Exception as exc:  # the socket failed under us: the read loop ends the connection
-            log.debug("write to %s failed: %r", self.label, exc)
-        finally:
-            self.writer = None
-
-    def _written(self, batch: list[tuple[bytes, int]]) -> None:
-        total = 0
-        counts = self.channel_bytes
-        for frame, channel in batch:
-            size = len(frame)
-            total += size
-            if channel >= 0:
-                left = counts.get(channel, 0) - size
-                if left > 0:
-                    counts[channel] = left
-                else:
-                    counts.pop(channel, None)
-        self.queued_bytes -= total
-        self._progressed()
-
-    def _progressed(self) -> None:
-        waiter = self.progress
-        if waiter is not None:
-            self.progress = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    async def wait_progress(self, timeout: float) -> None:
-        """Wait (at most ``timeout`` s) until the writer drains a batch or the connection fails."""
-        waiter = self.progress
-        if waiter is None:
-            waiter = self.progress = self.ws.loop.create_future()
-        await asyncio.wait((waiter,), timeout=timeout)
-
-    def fail(self, code: CloseCode, message: str) -> None:
-        """Close this connection with ERROR(code, message); queued frames are abandoned."""
-        if self.closing:
-            return
-        self.closing = True
-        log.info("closing %s: %s", self.label, message)
-        self.queue = []
-        self.queued_bytes = 0
-        self.channel_bytes.clear()
-        if self.writer is not None:
-            self.writer.cancel()
-        self._progressed()
-        self.closer = self.ws.loop.create_task(self._send_error_and_close(code, message))
-        self.server._unregister(self)
-
-    async def _send_error_and_close(self, code: CloseCode, message: str) -> None:
-        with contextlib.suppress(ConnectionClosed, TimeoutError):
-            async with asyncio.timeout(1.0):
-                await self.ws.send(Error(code, message).encode())
-        await self.ws.close(1008 if code == CloseCode.PROTOCOL_ERROR else 1000, code.name.lower())
-
-
-class _HostConnection(_Connection):
-    """A host's connection: also its allowlist, pairing offers and channel id allocation."""
-
-    __slots__ = (
-        "allowlist",
-        "next_channel",
-        "offer_channels",
-        "offers",
-        "pending_allowlist",
-        "recently_closed",
-        "recently_closed_set",
-    )
-
-    def __init__(self, ws: ServerConnection, server: RelayServer, role: Role, key: bytes, id: str) -> None:
-        super().__init__(ws, server, role, key, id)
-        self.allowlist: set[bytes] = set()
-        self.pending_allowlist: set[bytes] | None = None
-        self.offers: set[str] = set()
-        # channels open per offer id, by devices not on the allowlist (max_channels_per_offer)
-        self.offer_channels: dict[str, int] = {}
-        self.next_channel = 1
-        self.recently_closed: deque[int] = deque()
-        self.recently_closed_set: set[int] = set()
-
-    # --- channel ids (host side) ---
-
-    def allocate_channel(self, preferred: int) -> int:
-        # Reusing the device's own id lets the relay forward DATA frames without rewriting them.
-        if self._free(preferred):
-            return preferred
-        while not self._free(self.next_channel):
-            self.next_channel = (self.next_channel + 1) & 0xFFFF_FFFF
-        chosen = self.next_channel
-        self.next_channel = (self.next_channel + 1) & 0xFFFF_FFFF
-        return chosen
-
-    def _free(self, channel: int) -> bool:
-        return channel not in self.channels and channel not in self.recently_closed_set
-
-    def forget_channel(self, channel: int) -> None:
-        self.recently_closed.append(channel)
-        self.recently_closed_set.add(channel)
-        if len(self.recently_closed) > _RECENTLY_CLOSED:
-            self.recently_closed_set.discard(self.recently_closed.popleft())
-
-
-def binary_frame_header(size: int) -> bytes:
-    """The RFC 6455 header of an unmasked, unfragmented binary frame of ``size`` bytes (what
-    websockets' ``Frame(BINARY, data).serialize(mask=False)`` puts before the data)."""
-    if size < 126:
-        return _HEAD_7.pack(0x82, size)
-    if size < 0x10000:
-        return _HEAD_16.pack(0x82, 126, size)
-    return _HEAD_64.pack(0x82, 127, size)
-
-
-def _write_batch(ws: ServerConnection, batch: list[tuple[bytes, int]]) -> bool:
-    """Write ``batch`` as binary messages with one transport write; False if that failed (then
-    the connection is aborted, as websockets' own send path does). The connection is OPEN and
-    not in a fragmented send.
-
-    Without extensions (the relay never negotiates compression) and debug logging, a binary
-    message is the fixed header plus the data as is, so the frames are framed here and joined
-    with one copy; otherwise websockets' protocol object serializes them. Either way whatever
-    the protocol object had pending goes first (websockets flushes it at once, so normally
-    nothing).
-    """
-    protocol = ws.protocol
-    try:
-        if protocol.extensions or protocol.debug:
-            send_binary = protocol.send_binary
-            for frame, _ in batch:
-                send_binary(frame)
-            parts = protocol.data_to_send()
-        else:
-            parts = protocol.data_to_send()
-            append = parts.append
-            header = binary_frame_header
-            for frame, _ in batch:
-                append(header(len(frame)))
-                append(frame)
-        ws.transport.writelines(parts)
-    except Exception as exc:
-        ws.set_connection_exc(exc)
-        ws.transport.abort()
-        return False
-    return True
-
-
-def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
-    """A server TLS context from PEM files, or a ConfigError saying which file is wrong."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    for what, path in (("certificate", cert), ("key", key)):
-        if not path.is_file():
-            raise ConfigError(f"TLS {what} file {path} does not exist", hint="pass --tls-cert and --tls-key PEM files")
-    try:
-        context.load_cert_chain(cert, key)
-    except (ssl.SSLError, ValueError) as exc:
-        raise ConfigError(
-            f"cannot use {cert} and {key} for TLS ({exc.__class__.__name__}: {getattr(exc, 'reason', None) or exc})",
-            hint="both must be PEM files, and the key must match the certificate",
-        ) from None
-    return context
 
 
 class RelayServer:
@@ -600,14 +131,10 @@ class RelayServer:
         self.sockets = SocketCount(0)
         # lines a flood can repeat at will (refusals, accept errors): once per 10 s per kind
         self.quiet_log = LogLimiter(log)
+        self.front = Front(self.limits, self.addresses, self.sockets, self.quiet_log, self.origins, self.static_dir)
+        self.router: Router[Connection] = Router(self.limits)
+        self._acting = False
         self._server: Server | None = None
-        self._hosts: dict[str, _HostConnection] = {}
-        self._watchers: dict[str, set[_Connection]] = {}
-        self._connections: set[_Connection] = set()
-        # authenticated connections per device identity key (max_connections_per_device)
-        self._device_connections: dict[bytes, int] = {}
-        # channels open per device identity key, over all its connections (max_channels_per_device)
-        self._device_channels: dict[bytes, int] = {}
         # asyncio's exception handler before start() put _loop_exception in its place
         self._previous_handler: _LoopHandler | None = None
         self._idle_sweeper: asyncio.Task[None] | None = None
@@ -638,19 +165,12 @@ class RelayServer:
         # a TLS handshake is part of the upgrade: the same deadline (asyncio's default is 60 s)
         tls_options: dict[str, Any] = {"ssl_handshake_timeout": lim.handshake_timeout} if self.tls else {}
 
-        class Socket(_Socket):
-            pass
-
-        Socket.addresses = self.addresses
-        Socket.sockets = self.sockets
-        Socket.limits = lim
-        Socket.quiet_log = self.quiet_log
         self._server = await serve(
             self._handle,
             host,
             port,
-            create_connection=Socket,
-            process_request=self._process_request,
+            create_connection=self.front.socket_class(),
+            process_request=self.front.process_request,
             open_timeout=lim.handshake_timeout,
             compression=None,
             max_size=lim.max_frame_bytes,
@@ -711,66 +231,12 @@ class RelayServer:
 
     @property
     def hosts_online(self) -> list[str]:
-        return sorted(self._hosts)
+        return sorted(self.router.hosts)
 
-    # --- HTTP on the same port ---
-
-    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        if isinstance(connection, _Socket):
-            if connection.deferred:
-                connection.deferred = False
-                connection.count(self._forwarded_key(connection, request))
-            if connection.refusal is not None:
-                self.quiet_log.log(logging.INFO, "429", "refused %s: %s", _peer(connection), connection.refusal)
-                refused = connection.respond(429, connection.refusal + "\n")
-                refused.headers["Retry-After"] = "5"
-                return refused
-        path = urlsplit(request.path).path
-        # A request with a body never gets here (_Socket answers it 400); methods other than GET
-        # have nothing to do on a relay, but HEAD gets what GET would get (never an upgrade).
-        allowed = ("GET",) if path == WS_PATH else ("GET", "HEAD")
-        if request.method != "GET":
-            if request.method in allowed:
-                response = await self._page(connection, path)
-            else:
-                response = connection.respond(
-                    405, f"method not allowed: the relay answers {' and '.join(allowed)} here\n"
-                )
-                response.headers["Allow"] = ", ".join(allowed)
-            return replace(response, body=b"") if request.method == "HEAD" else response
-        if path == WS_PATH:
-            origins = request.headers.get_all("Origin")
-            hosts = request.headers.get_all("Host")
-            if not self.origins.admits(origins, hosts[0] if len(hosts) == 1 else None):
-                shown = origins[0][:100] if origins else ""
-                log.info("refused %s: cross-origin upgrade from %r", _peer(connection), shown)
-                return connection.respond(
-                    403,
-                    f"cross-origin WebSocket refused: a page at {shown!r} is not this relay's; "
-                    "open the web client from the relay's own address (its --public-url)\n",
-                )
-            return None
-        return await self._page(connection, path)
-
-    async def _page(self, connection: ServerConnection, path: str) -> Response:
-        if path == "/healthz":
-            return connection.respond(200, "ok\n")
-        if self.static_dir is not None:
-            response = await static_response(self.static_dir, path)
-            if response is not None:
-                return response
-        return connection.respond(404, "not found\n")
-
-    def _forwarded_key(self, connection: ServerConnection, request: Request) -> str | None:
-        """The address to count a connection from a trusted reverse proxy against: the last
-        X-Forwarded-For entry (the client the proxy itself saw), else the proxy."""
-        forwarded = request.headers.get_all("X-Forwarded-For")
-        if forwarded:
-            key = address_key(forwarded[-1].rsplit(",", 1)[-1].strip(), self.limits)
-            if key is not None:
-                return key
-        addr = connection.remote_address
-        return address_key(_peer_host(addr), self.limits)
+    @property
+    def connections(self) -> list[Connection]:
+        """The authenticated connections, in no order."""
+        return [peer.link for peer in self.router.peers]
 
     # --- one connection ---
 
@@ -779,19 +245,21 @@ class RelayServer:
             async with asyncio.timeout(self.limits.auth_timeout):
                 conn = await self._admit(ws)
         except _Refused as refused:
-            log.info("refused %s: %s", _peer(ws), refused.message)
+            log.info("refused %s: %s", peer_name(ws), refused.message)
             await _refuse(ws, refused.code, refused.message)
             return
         except TimeoutError:
             self.quiet_log.log(
-                logging.INFO, "auth timeout", "refused %s: no AUTH within %.1f s", _peer(ws), self.limits.auth_timeout
+                logging.INFO, "auth timeout", "refused %s: no AUTH within %.1f s",
+                peer_name(ws), self.limits.auth_timeout,
             )
             await _refuse(ws, CloseCode.AUTH_TIMEOUT, close_message(CloseCode.AUTH_TIMEOUT))
             return
         except ConnectionClosed:
             return
 
-        self._register(conn)
+        log.info("%s connected from %s", conn.label, peer_name(ws))
+        self._act()
         try:
             await self._read_loop(conn)
         except ConnectionClosed:
@@ -800,7 +268,7 @@ class RelayServer:
             log.exception("internal error on %s", conn.label)
             conn.fail(CloseCode.PROTOCOL_ERROR, "internal relay error")
         finally:
-            self._unregister(conn)
+            self.gone(conn)
             if conn.writer is not None:
                 conn.writer.cancel()
             if conn.closer is not None:
@@ -808,7 +276,8 @@ class RelayServer:
                     await asyncio.wait_for(asyncio.shield(conn.closer), self.limits.close_timeout + 1)
             log.info("%s disconnected", conn.label)
 
-    async def _admit(self, ws: ServerConnection) -> _Connection:
+    async def _admit(self, ws: ServerConnection) -> Connection:
+        """HELLO → CHALLENGE → AUTH → WELCOME; the connection, registered with the router."""
         hello = _expect(await ws.recv(), Hello, "the relay expects HELLO as the first frame")
         if not OLDEST_PROTOCOL_VERSION <= hello.version <= PROTOCOL_VERSION:
             raise _Refused(
@@ -822,28 +291,22 @@ class RelayServer:
         key = hello.identity_public
         if not verify_signature(key, auth.signature, auth_message(hello.role, nonce)):
             raise _Refused(CloseCode.AUTH_FAILED, close_message(CloseCode.AUTH_FAILED))
+        id = derive_id(key)
+        welcome = Welcome(id=id, max_frame_bytes=self.limits.max_frame_bytes).encode()
         if hello.role is Role.HOST:
             self._check_enrollment(auth, nonce, key)
-            conn: _Connection = _HostConnection(ws, self, hello.role, key, derive_id(key))
-            await ws.send(Welcome(id=conn.id, max_frame_bytes=self.limits.max_frame_bytes).encode())
-            return conn
-        # Counted only once the key is proven: nobody can lock a device out by claiming its key.
-        counts = self._device_connections
-        held = counts.get(key, 0)
-        cap = self.limits.max_connections_per_device
-        if cap and held >= cap:
-            raise _Refused(
-                CloseCode.TOO_MANY_CONNECTIONS,
-                f"this device already has {held} connections to the relay, its limit; "
-                "close some (is a program reconnecting in a loop?)",
-            )
-        counts[key] = held + 1
-        try:
-            conn = _Connection(ws, self, hello.role, key, derive_id(key))
-            await ws.send(Welcome(id=conn.id, max_frame_bytes=self.limits.max_frame_bytes).encode())
-        except BaseException:
-            self._release_device(key)
-            raise
+            await ws.send(welcome)
+        else:
+            refusal = self.router.admit_device(key)
+            if refusal is not None:
+                raise _Refused(CloseCode.TOO_MANY_CONNECTIONS, refusal)
+            try:
+                await ws.send(welcome)
+            except BaseException:
+                self.router.release_device(key)
+                raise
+        conn = Connection(ws, self)
+        conn.peer = self.router.connect(conn, hello.role, key, id)
         return conn
 
     def _check_enrollment(self, auth: Auth, nonce: bytes, key: bytes) -> None:
@@ -858,49 +321,31 @@ class RelayServer:
                 "(--enroll-key) is not this relay's; copy the relay's key file again",
             )
 
-    def _release_device(self, key: bytes) -> None:
-        _uncount(self._device_connections, key)
+    def gone(self, conn: Connection) -> None:
+        """``conn`` is closing or closed: the router lets it go (once)."""
+        self.router.disconnect(conn.peer)
+        self._act()
 
-    def _register(self, conn: _Connection) -> None:
-        self._connections.add(conn)
-        log.info("%s connected from %s", conn.label, _peer(conn.ws))
-        if not isinstance(conn, _HostConnection):
+    def _act(self) -> None:
+        """Carry out what the router decided, in order. Not re-entered: what an action makes the
+        router decide (a receiver that overflows and fails, say) joins the same loop."""
+        if self._acting:
             return
-        old = self._hosts.get(conn.id)
-        self._hosts[conn.id] = conn
-        if old is not None:
-            # Same identity key, proven again: the new connection inherits the published state so
-            # devices see no gap in admission.
-            conn.allowlist = old.allowlist
-            conn.offers = old.offers
-            old.fail(
-                CloseCode.REPLACED,
-                "another connection for this host id took over; is the host running twice?",
-            )
-        else:
-            self._announce(conn, online=True)
-
-    def _unregister(self, conn: _Connection) -> None:
-        if conn.unregistered:
-            return
-        conn.unregistered = True
-        self._connections.discard(conn)
-        gone = "the host disconnected" if conn.role is Role.HOST else "the device disconnected"
-        for route in list(conn.channels.values()):
-            self._close_route(route, CloseCode.PEER_GONE, gone, initiator=conn)
-        if isinstance(conn, _HostConnection):
-            if self._hosts.get(conn.id) is conn:
-                del self._hosts[conn.id]
-                self._announce(conn, online=False)
-        else:
-            self._release_device(conn.key)
-            for host_id in conn.watching:
-                watchers = self._watchers.get(host_id)
-                if watchers is not None:
-                    watchers.discard(conn)
-                    if not watchers:
-                        del self._watchers[host_id]
-            conn.watching = _NO_WATCH
+        self._acting = True
+        router = self.router
+        try:
+            while router.outbox:
+                for action in router.take():
+                    if isinstance(action, Send):
+                        action.peer.link.enqueue(action.frame, action.channel)
+                    elif isinstance(action, Fail):
+                        action.peer.link.fail(action.code, action.message)
+                    elif isinstance(action, ToMailbox):
+                        self._on_mailbox(action.peer.link, action.frame)
+                    elif isinstance(action, AllowlistPublished) and self.mailbox is not None:
+                        self._store_allowlist(action.host.link, action.keys)
+        finally:
+            self._acting = False
 
     async def _sweep_idle(self, idle: float) -> None:
         """Close device connections that hold no channel, watch no host and have sent nothing
@@ -911,11 +356,12 @@ class RelayServer:
         while True:
             await asyncio.sleep(every)
             now = time.monotonic()
-            for conn in list(self._connections):
+            for peer in list(self.router.peers):
+                conn = peer.link
                 if (
-                    conn.role is Role.DEVICE
-                    and not conn.channels
-                    and not conn.watching
+                    peer.role is Role.DEVICE
+                    and not peer.channels
+                    and not peer.watching
                     and not conn.closing
                     and now - conn.frames.last >= idle
                 ):
@@ -932,10 +378,13 @@ class RelayServer:
 
     # --- reading ---
 
-    async def _read_loop(self, conn: _Connection) -> None:
+    async def _read_loop(self, conn: Connection) -> None:
         recv = conn.ws.recv
         debit = conn.frames.debit
-        forward = self._forward
+        peer = conn.peer
+        router = self.router
+        forward = router.forward
+        limit = self.limits.channel_queue_bytes
         while True:
             try:
                 message = await recv()
@@ -954,203 +403,57 @@ class RelayServer:
                 await asyncio.sleep(delay)
             try:
                 if message and message[0] == _DATA:
-                    if not forward(conn, message):
-                        await self._forward_when_drained(conn, message)
+                    # the hot path: no await unless the receiver's channel queue is full
+                    target = forward(peer, message)
+                    if target is not None:
+                        receiver, frame, channel = target
+                        queued = receiver.link.channel_bytes.get(channel, 0)
+                        if queued and queued + len(frame) > limit:
+                            await self._forward_when_drained(peer, message)
+                        else:
+                            receiver.link.enqueue(frame, channel)
                 else:
-                    self._on_frame(conn, decode_frame(message))
+                    router.receive(peer, decode_frame(message))
+                    self._act()
             except FrameError as err:
                 conn.fail(CloseCode.PROTOCOL_ERROR, f"malformed frame: {err.message}")
 
-    def _forward(self, conn: _Connection, message: bytes) -> bool:
-        """Queue a DATA frame for the other side of its channel (the hot path, no await).
-
-        False when the receiver's queue for the channel is full: then the caller goes through
-        :meth:`_forward_when_drained`.
-        """
-        channel = data_channel(message)
-        route = conn.channels.get(channel)
-        if route is None:
-            return True  # the channel was closed while this frame was in flight
-        if conn is route.device:
-            peer: _Connection = route.host
-            peer_channel = route.host_channel
-        else:
-            peer, peer_channel = route.device, route.device_channel
-        frame = message if peer_channel == channel else rechannel_data(message, peer_channel)
-        queued = peer.channel_bytes.get(peer_channel, 0)
-        if queued and queued + len(frame) > self.limits.channel_queue_bytes:
-            return False
-        peer.enqueue(frame, peer_channel)
-        return True
-
-    async def _forward_when_drained(self, conn: _Connection, message: bytes) -> None:
+    async def _forward_when_drained(self, peer: Peer[Connection], message: bytes) -> None:
         """A DATA frame whose channel queue is full: wait up to ``slow_receiver_grace`` for it to
         drain, else close the channel with TOO_SLOW."""
-        channel = data_channel(message)
-        route = conn.channels.get(channel)
-        if route is None:
+        route = peer.channels.get(data_channel(message))
+        target = self.router.forward(peer, message)
+        if route is None or target is None:
             return
-        peer, peer_channel = route.other(conn)
-        frame = message if peer_channel == channel else rechannel_data(message, peer_channel)
-        limit = self.limits.channel_queue_bytes
-        queued = peer.channel_bytes.get(peer_channel, 0)
-        if queued and queued + len(frame) > limit:
-            if not await self._wait_for_drain(peer, peer_channel, len(frame), route):
-                if not route.closed:
-                    log.info("channel %s → %s closed: receiver too slow", conn.label, peer.label)
-                    self._close_route(route, CloseCode.TOO_SLOW, close_message(CloseCode.TOO_SLOW))
-                return
-        peer.enqueue(frame, peer_channel)
+        receiver, frame, channel = target
+        if not await self._wait_for_drain(receiver.link, channel, len(frame), route):
+            if not route.closed:
+                log.info("channel %s → %s closed: receiver too slow", peer.label, receiver.label)
+                self.router.close_route(route, CloseCode.TOO_SLOW, close_message(CloseCode.TOO_SLOW))
+                self._act()
+            return
+        receiver.link.enqueue(frame, channel)
 
-    async def _wait_for_drain(self, peer: _Connection, channel: int, size: int, route: _Route) -> bool:
+    async def _wait_for_drain(self, receiver: Connection, channel: int, size: int, route: Route[Connection]) -> bool:
         grace = self.limits.slow_receiver_grace
         if grace <= 0:
             return False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         limit = self.limits.channel_queue_bytes
-        while not route.closed and not peer.closing:
-            queued = peer.channel_bytes.get(channel, 0)
+        while not route.closed and not receiver.closing:
+            queued = receiver.channel_bytes.get(channel, 0)
             if not queued or queued + size <= limit:
                 return True
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
-            await peer.wait_progress(remaining)
+            await receiver.wait_progress(remaining)
         return False
-
-    def _on_frame(self, conn: _Connection, frame: object) -> None:
-        host = conn if isinstance(conn, _HostConnection) else None
-        match frame:
-            case Close(channel=channel, code=code, reason=reason):
-                route = conn.channels.get(channel)
-                if route is not None:
-                    self._close_route(route, code, reason, initiator=conn)
-            case Allowlist() if host is not None:
-                self._on_allowlist(host, frame)
-            case Offers(offer_ids=offer_ids) if host is not None:
-                if len(offer_ids) > self.limits.max_offers:
-                    conn.fail(
-                        CloseCode.PROTOCOL_ERROR,
-                        f"at most {self.limits.max_offers} pairing offers can be open at once",
-                    )
-                    return
-                host.offers = set(offer_ids)
-            case Open() if host is None:
-                self._on_open(conn, frame)
-            case Watch(host_ids=host_ids) if host is None:
-                self._on_watch(conn, host_ids)
-            case MailboxDeposit() | MailboxTake() | MailboxAck() if host is not None:
-                self._on_mailbox(conn, frame)
-            case MailboxGet() | MailboxQueue() if host is None:
-                self._on_mailbox(conn, frame)
-            case _:
-                name = type(frame).__name__.upper()
-                conn.fail(
-                    CloseCode.PROTOCOL_ERROR,
-                    f"a {conn.role.name.lower()} may not send {name} frames after authentication",
-                )
-
-    def _on_allowlist(self, host: _HostConnection, frame: Allowlist) -> None:
-        if frame.first:
-            host.pending_allowlist = set()
-        pending = host.pending_allowlist
-        if pending is None:
-            host.fail(CloseCode.PROTOCOL_ERROR, "ALLOWLIST continuation without a first chunk")
-            return
-        pending.update(frame.keys)
-        if len(pending) > self.limits.max_allowlist:
-            host.fail(
-                CloseCode.PROTOCOL_ERROR,
-                f"the allowlist has more than {self.limits.max_allowlist} keys, this relay's limit",
-            )
-            return
-        if not frame.last:
-            return
-        host.pending_allowlist = None
-        old = host.allowlist
-        host.allowlist = pending
-        if self.mailbox is not None:
-            self._store_allowlist(host, frozenset(pending))
-        revoked = old - pending
-        if revoked:
-            for route in list(host.channels.values()):
-                if route.device_key in revoked:
-                    self._close_route(route, CloseCode.REVOKED, close_message(CloseCode.REVOKED))
-        # Presence is visible only to allowlisted devices, so it changes with the allowlist.
-        for watcher in list(self._watchers.get(host.id, ())):
-            was, now = watcher.key in old, watcher.key in pending
-            if was != now:
-                watcher.enqueue(Presence(host.id, online=now).encode())
-
-    def _on_open(self, device: _Connection, frame: Open) -> None:
-        channel = frame.channel
-        if channel in device.channels:
-            device.fail(CloseCode.PROTOCOL_ERROR, f"channel {channel} is already open on this connection")
-            return
-
-        def refuse(code: CloseCode, reason: str | None = None) -> None:
-            device.enqueue(Close(channel, code, reason or close_message(code)).encode())
-
-        lim = self.limits
-        if not device.take_open():
-            refuse(CloseCode.RATE_LIMITED)
-            return
-        if len(device.channels) >= lim.max_channels_per_connection:
-            refuse(CloseCode.TOO_MANY_CHANNELS)
-            return
-        held = self._device_channels.get(device.key, 0)
-        if lim.max_channels_per_device and held >= lim.max_channels_per_device:
-            refuse(
-                CloseCode.TOO_MANY_CHANNELS,
-                f"this device has {held} channels open through the relay, its limit; close some and retry",
-            )
-            return
-        host = self._hosts.get(frame.host_id)
-        via_offer = host is not None and device.key not in host.allowlist
-        # A device the host does not know learns nothing about it: whether it is connected, not
-        # allowed, or the offer is gone, the answer is the one an offline host gets.
-        if host is None or host.closing or (via_offer and (not frame.offer_id or frame.offer_id not in host.offers)):
-            refuse(CloseCode.HOST_OFFLINE, _UNREACHABLE_OFFER if frame.offer_id else _UNREACHABLE)
-            return
-        if via_offer and host.offer_channels.get(frame.offer_id, 0) >= lim.max_channels_per_offer:
-            refuse(CloseCode.TOO_MANY_CHANNELS, "this pairing link already has channels open; close them and retry")
-            return
-        if len(host.channels) >= lim.max_channels_per_connection:
-            refuse(CloseCode.TOO_MANY_CHANNELS, "the host has too many open channels; retry later")
-            return
-        host_channel = host.allocate_channel(channel)
-        route = _Route(device, channel, host, host_channel, device.key, frame.offer_id, via_offer)
-        device.channels[channel] = route
-        host.channels[host_channel] = route
-        self._device_channels[device.key] = held + 1
-        if via_offer:
-            host.offer_channels[frame.offer_id] = host.offer_channels.get(frame.offer_id, 0) + 1
-        log.debug("channel %s ↔ %s opened", device.label, host.label)
-        device.enqueue(Opened(channel).encode())
-        host.enqueue(Incoming(host_channel, device.key, frame.offer_id).encode())
-
-    def _on_watch(self, device: _Connection, host_ids: tuple[str, ...]) -> None:
-        if len(host_ids) > self.limits.max_watch:
-            device.fail(CloseCode.PROTOCOL_ERROR, f"a device can watch at most {self.limits.max_watch} hosts")
-            return
-        wanted = set(host_ids)
-        for host_id in device.watching - wanted:
-            watchers = self._watchers.get(host_id)
-            if watchers is not None:
-                watchers.discard(device)
-                if not watchers:
-                    del self._watchers[host_id]
-        device.watching = wanted
-        for host_id in host_ids:
-            self._watchers.setdefault(host_id, set()).add(device)
-            host = self._hosts.get(host_id)
-            online = host is not None and device.key in host.allowlist
-            device.enqueue(Presence(host_id, online=online).encode())
 
     # --- the mailbox ---
 
-    def _on_mailbox(self, conn: _Connection, frame: HostRequest | DeviceRequest) -> None:
+    def _on_mailbox(self, conn: Connection, frame: HostRequest | DeviceRequest) -> None:
         if self.mailbox is None:
             conn.enqueue(MailboxError(frame.req, CloseCode.MAILBOX_OFF, close_message(CloseCode.MAILBOX_OFF)).encode())
             return
@@ -1161,14 +464,15 @@ class RelayServer:
             return
         self._in_lane(conn, lane, self._answer_mailbox(conn, lane, self.mailbox, frame))
 
-    async def _answer_mailbox(self, conn: _Connection, lane: Lane, mailbox: Mailbox,
+    async def _answer_mailbox(self, conn: Connection, lane: Lane, mailbox: Mailbox,
                               frame: HostRequest | DeviceRequest) -> None:
         try:
             if isinstance(frame, MailboxDeposit | MailboxTake | MailboxAck):
                 replies = await answer_host(mailbox, lane, conn.id, frame)
             else:
-                replies, item = await answer_device(mailbox, conn.key, frame)
-                host = self._hosts.get(frame.host_id) if item is not None else None
+                replies, item = await answer_device(mailbox, conn.peer.key, frame)
+                peer = self.router.hosts.get(frame.host_id) if item is not None else None
+                host = peer.link if peer is not None else None
                 if item is not None and host is not None and host.lane is not None and host.lane.taking:
                     host.enqueue(as_frame(0, item).encode())  # the host is back: it need not ask
         except MailboxRefused as refused:
@@ -1182,7 +486,7 @@ class RelayServer:
         for reply in replies:
             conn.enqueue(reply.encode())
 
-    def _store_allowlist(self, host: _HostConnection, keys: frozenset[bytes]) -> None:
+    def _store_allowlist(self, host: Connection, keys: frozenset[bytes]) -> None:
         """Keep the host's allowlist for while it is away (in its lane: before its next request).
         Lists published in a burst are stored once: the latest."""
         assert self.mailbox is not None
@@ -1190,14 +494,14 @@ class RelayServer:
         storing = lane.allowlist is not None
         lane.allowlist = keys
         if not storing:
-            self._in_lane(host, lane, self._publish(host.id, lane, self.mailbox))
+            self._in_lane(host, lane, self._publish(host.peer.id, lane, self.mailbox))
 
     async def _publish(self, host_id: str, lane: Lane, mailbox: Mailbox) -> None:
         keys, lane.allowlist = lane.allowlist, None
         if keys is not None:
             await mailbox.publish(host_id, keys)
 
-    def _in_lane(self, conn: _Connection, lane: Lane, work: Coroutine[Any, Any, None]) -> None:
+    def _in_lane(self, conn: Connection, lane: Lane, work: Coroutine[Any, Any, None]) -> None:
         async def run() -> None:
             async with lane.lock:
                 try:
@@ -1208,39 +512,6 @@ class RelayServer:
         task = asyncio.get_running_loop().create_task(run())
         self._mailbox_tasks.add(task)
         task.add_done_callback(self._mailbox_tasks.discard)
-
-    # --- channels and presence ---
-
-    def _close_route(self, route: _Route, code: int, reason: str, *, initiator: _Connection | None = None) -> None:
-        """End a channel; every side but ``initiator`` gets CLOSE(code, reason) at once."""
-        if route.closed:
-            return
-        route.closed = True
-        if route.device.channels.get(route.device_channel) is route:
-            del route.device.channels[route.device_channel]
-        if route.host.channels.get(route.host_channel) is route:
-            del route.host.channels[route.host_channel]
-            route.host.forget_channel(route.host_channel)
-        _uncount(self._device_channels, route.device_key)
-        if route.via_offer:
-            _uncount(route.host.offer_channels, route.offer_id)
-        for side, channel in ((route.device, route.device_channel), (route.host, route.host_channel)):
-            if side is not initiator:
-                side.enqueue(Close(channel, code, reason).encode())
-
-    def _announce(self, host: _HostConnection, *, online: bool) -> None:
-        for watcher in list(self._watchers.get(host.id, ())):
-            if watcher.key in host.allowlist:
-                watcher.enqueue(Presence(host.id, online=online).encode())
-
-
-def _uncount(counts: dict[_K, int], key: _K) -> None:
-    left = counts.get(key, 0) - 1
-    if left > 0:
-        counts[key] = left
-    else:
-        counts.pop(key, None)
-
 
 def _expect(message: str | bytes, kind: type[_T], refusal: str) -> _T:
     if isinstance(message, str):
@@ -1270,25 +541,6 @@ async def _drain(ws: ServerConnection) -> None:
     with contextlib.suppress(ConnectionClosed):
         async for _ in ws:
             pass
-
-
-def _peer(ws: ServerConnection) -> str:
-    addr = ws.remote_address
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        return f"{addr[0]}:{addr[1]}"
-    return str(addr)
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[IPV6]:PORT`` → (host, port); UsageError otherwise. No host (``:8765``)
-    means loopback: listening on every interface is said out loud (``0.0.0.0:8765``)."""
-    host, sep, port_text = listen.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise UsageError(f"bad listen address {listen!r}",
-                         hint="use HOST:PORT, e.g. 127.0.0.1:8765 (0.0.0.0:8765 for every interface)")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host or "127.0.0.1", int(port_text)
 
 
 async def run_relay(

@@ -1,0 +1,234 @@
+"""The relay's HTTP side, before any WebSocket: every TCP connection counted against its source
+address and the relay's socket cap from accept to close, requests it will not read answered at
+once, and the answers to plain GETs (``/healthz``, the web client's files, refusals).
+
+Every TCP connection counts against its source address from accept to close
+(``limits.AddressTable``: connections at once and new connections per second, refused with HTTP
+429 before the upgrade); over the relay's socket cap it is answered 503 at accept. A browser's
+upgrade must come from the relay's own origin (``origin.py``, HTTP 403). A request with a body is
+answered 400 and not read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import ClassVar
+from urllib.parse import urlsplit
+
+from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+
+from tether.lograte import LogLimiter
+from tether.relay.limits import AddressTable, RelayLimits, SocketCount, address_key, is_loopback
+from tether.relay.origin import OriginPolicy
+from tether.relay.static import static_response
+
+log = logging.getLogger("tether.relay")
+
+WS_PATH = "/ws"
+
+
+def plain_response(status: int, reason: str, body: str, *extra: tuple[str, str]) -> bytes:
+    """A whole HTTP response that ends the connection, for answers written to the transport."""
+    data = body.encode()
+    headers = Headers(
+        [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(data))),
+            ("Connection", "close"),
+            ("Server", "tether-relay"),
+            *extra,
+        ]
+    )
+    return Response(status, reason, headers, data).serialize()
+
+
+_BAD_REQUEST = plain_response(
+    400,
+    "Bad Request",
+    "bad request: the relay answers GET requests without a body only (a page, or a WebSocket upgrade at /ws)\n",
+)
+
+
+class CountedSocket(ServerConnection):
+    """websockets' server connection, counted against its source address and against the
+    relay's socket cap from TCP accept to close, so that connections which never finish their
+    HTTP request count too.
+
+    :meth:`Front.socket_class` makes a subclass that sets the class variables. Only the
+    attributes that differ from the class defaults are stored on an instance.
+    """
+
+    addresses: ClassVar[AddressTable]
+    sockets: ClassVar[SocketCount]
+    limits: ClassVar[RelayLimits]
+    quiet_log: ClassVar[LogLimiter]
+    address: str | None = None
+    refusal: str | None = None
+    # Behind a trusted reverse proxy: counted once X-Forwarded-For shows who the client is.
+    deferred: bool = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        host = peer_host(transport.get_extra_info("peername"))
+        if not self.sockets.add():
+            # Over the relay's cap: answer at once rather than when (if ever) the request comes,
+            # so this descriptor is free again within a few loop passes, before the process runs
+            # out of them.
+            cap = self.sockets.cap
+            self.quiet_log.log(logging.WARNING, "503", "refused %s: %d connections at once, the relay's cap", host, cap)
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(
+                plain_response(
+                    503,
+                    "Service Unavailable",
+                    f"the relay is at its limit of {cap} connections at once; retry in a few seconds\n",
+                    ("Retry-After", "5"),
+                )
+            )
+            transport.close()
+            return
+        if self.limits.trust_forwarded_for and is_loopback(host):
+            self.deferred = True
+            return
+        self.count(address_key(host, self.limits))
+
+    def count(self, key: str | None) -> None:
+        if key is not None:
+            self.address = key
+            refusal = self.addresses.open(key)
+            if refusal is not None:
+                self.refusal = refusal
+
+    def send_data(self) -> None:
+        if self.request is None and self.protocol.handshake_exc is not None:
+            self._answer_bad_request()
+            return
+        super().send_data()
+
+    def _answer_bad_request(self) -> None:
+        """websockets read no valid request: it carried a body (Content-Length, Transfer-Encoding),
+        or bad syntax, or an over-long line. websockets would half-close, then read and discard
+        whatever the client sends until it hangs up or handshake_timeout passes (29 GB in 10 s);
+        answer and close at once instead, reading nothing more."""
+        # websockets' own 414/431 answer when it made one; never its bare EOF
+        pending = [data for data in self.protocol.data_to_send() if data]
+        if self.transport.is_closing():
+            return
+        self.transport.writelines(pending or [_BAD_REQUEST])
+        self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.protocol.parser_exc is not None and self.protocol.state is not State.CONNECTING:
+            # The peer broke the framing (a message over max_frame_bytes, say). websockets would
+            # keep reading and discarding its bytes for close_timeout, so a 100 MiB frame would be
+            # read to the end; stop reading now. The close frame already queued still goes out.
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.sockets.remove()
+        if self.address is not None:
+            self.addresses.close(self.address)
+            self.address = None
+        super().connection_lost(exc)
+
+
+@dataclass
+class Front:
+    """What the relay answers before a WebSocket exists: admission per address, pages."""
+
+    limits: RelayLimits
+    addresses: AddressTable
+    sockets: SocketCount
+    quiet_log: LogLimiter
+    origins: OriginPolicy
+    static_dir: Path | None
+
+    def socket_class(self) -> type[CountedSocket]:
+        """A :class:`CountedSocket` subclass counting against this front's tables."""
+
+        class Socket(CountedSocket):
+            pass
+
+        Socket.addresses = self.addresses
+        Socket.sockets = self.sockets
+        Socket.limits = self.limits
+        Socket.quiet_log = self.quiet_log
+        return Socket
+
+    async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """websockets' ``process_request``: a response, or None to go on with the upgrade."""
+        if isinstance(connection, CountedSocket):
+            if connection.deferred:
+                connection.deferred = False
+                connection.count(self._forwarded_key(connection, request))
+            if connection.refusal is not None:
+                self.quiet_log.log(logging.INFO, "429", "refused %s: %s", peer_name(connection), connection.refusal)
+                refused = connection.respond(429, connection.refusal + "\n")
+                refused.headers["Retry-After"] = "5"
+                return refused
+        path = urlsplit(request.path).path
+        # A request with a body never gets here (CountedSocket answers it 400); methods other
+        # than GET have nothing to do on a relay, but HEAD gets what GET would get (never an
+        # upgrade).
+        allowed = ("GET",) if path == WS_PATH else ("GET", "HEAD")
+        if request.method != "GET":
+            if request.method in allowed:
+                response = await self._page(connection, path)
+            else:
+                response = connection.respond(
+                    405, f"method not allowed: the relay answers {' and '.join(allowed)} here\n"
+                )
+                response.headers["Allow"] = ", ".join(allowed)
+            return replace(response, body=b"") if request.method == "HEAD" else response
+        if path == WS_PATH:
+            origins = request.headers.get_all("Origin")
+            hosts = request.headers.get_all("Host")
+            if not self.origins.admits(origins, hosts[0] if len(hosts) == 1 else None):
+                shown = origins[0][:100] if origins else ""
+                log.info("refused %s: cross-origin upgrade from %r", peer_name(connection), shown)
+                return connection.respond(
+                    403,
+                    f"cross-origin WebSocket refused: a page at {shown!r} is not this relay's; "
+                    "open the web client from the relay's own address (its --public-url)\n",
+                )
+            return None
+        return await self._page(connection, path)
+
+    async def _page(self, connection: ServerConnection, path: str) -> Response:
+        if path == "/healthz":
+            return connection.respond(200, "ok\n")
+        if self.static_dir is not None:
+            response = await static_response(self.static_dir, path)
+            if response is not None:
+                return response
+        return connection.respond(404, "not found\n")
+
+    def _forwarded_key(self, connection: ServerConnection, request: Request) -> str | None:
+        """The address to count a connection from a trusted reverse proxy against: the last
+        X-Forwarded-For entry (the client the proxy itself saw), else the proxy."""
+        forwarded = request.headers.get_all("X-Forwarded-For")
+        if forwarded:
+            key = address_key(forwarded[-1].rsplit(",", 1)[-1].strip(), self.limits)
+            if key is not None:
+                return key
+        return address_key(peer_host(connection.remote_address), self.limits)
+
+
+def peer_host(peer: object) -> str:
+    if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
+        return peer[0]
+    return ""
+
+
+def peer_name(ws: ServerConnection) -> str:
+    addr = ws.remote_address
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return f"{addr[0]}:{addr[1]}"
+    return str(addr)
