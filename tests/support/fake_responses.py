@@ -25,6 +25,11 @@ Codex only asks for approval when a command needs to leave the sandbox: under
 
 When the script has run out, every further request gets a short text reply ("(end of script)").
 
+It also answers ``POST /v1/images/generations``, which Codex's own ``image_gen`` tool sends to the
+model provider (offered only with a ChatGPT login: tests/agents/codex/test_codex_rare_items.py),
+with the PNG in ``image`` (base64, as the Images API does), and records each such request in
+``image_requests`` (``{"path", "headers", "body"}``).
+
 The SSE events and their order are what Codex's parser reads (codex-rs ``codex-api/src/sse``):
 ``response.created``, then per output item ``response.output_item.added`` → deltas
 (``response.output_text.delta`` / ``response.reasoning_summary_text.delta``) →
@@ -41,15 +46,25 @@ which prints ``PORT <n>`` on stdout once it listens on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from tests.support import scripted_model
+from tests.support.images import png
 from tests.support.scripted_model import ScriptedModel, Turn, send_json, sse
 
 
 class FakeResponses(ScriptedModel):
     """The server. ``requests`` holds every JSON body received, in order."""
+
+    def __init__(self, script: Sequence[Turn] = (), *, log_path: Path | None = None) -> None:
+        super().__init__(script, log_path=log_path)
+        self.image = png(4, 4, (0, 128, 128))  # what an image generation returns
+        self.image_requests: list[dict[str, Any]] = []
 
     @property
     def base_url(self) -> str:
@@ -68,6 +83,16 @@ class FakeResponses(ScriptedModel):
             turn = self._next_turn(payload)
             await self._stream_turn(turn, writer)
             return False  # the SSE body ends with the connection
+        if method == "POST" and path.split("?")[0].endswith("/images/generations"):
+            try:
+                payload = json.loads(body)
+            except ValueError:
+                await send_json(writer, 400, {"error": {"message": "body is not JSON"}})
+                return True
+            self.image_requests.append({"path": path, "headers": headers, "body": payload})
+            await send_json(writer, 200, {"created": int(time.time()),
+                                          "data": [{"b64_json": base64.b64encode(self.image).decode()}]})
+            return True
         await send_json(writer, 404, {"error": {"message": f"no route for {method} {path}"}})
         return True
 

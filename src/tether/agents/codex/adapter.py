@@ -937,6 +937,9 @@ def _other_summary(kind: str, item: dict[str, Any]) -> str:
         return "the conversation so far was summarized to free the model's context"
     if kind == "imageView":
         return str(item.get("path") or "")
+    if kind == "imageGeneration":  # its prompt and file: the picture itself (base64 `result`) is no text
+        prompt, saved = str(item.get("revisedPrompt") or ""), item.get("savedPath")
+        return f"{prompt}; saved as {saved}" if saved else prompt
     if kind == "sleep" and isinstance(item.get("durationMs"), int):
         return f"for {item['durationMs'] / 1000:g} s"
     if kind == "hookPrompt":  # what the host user's hook told the agent to do before it stops

@@ -1,0 +1,212 @@
+"""[8]: Codex items that tether sessions do not ask for, made by the real Codex 0.169 with a scripted
+model and checked in the session's event log (what `sessions events --json` prints):
+
+- ``dynamicToolCall`` and its server request ``item/tool/call``: dynamic tools are declared by a
+  client in ``thread/start`` (experimental ``dynamicTools``), which tether never does. Here a
+  client that does — a stdio proxy (appserver_proxy.py) between the adapter and the real
+  app-server that adds them — makes Codex run one: tether refuses the call, shows the item, and the
+  turn goes on.
+- ``functionCallOutput``: made by Codex from a client's ``turn/start`` ``toolOutput`` (with an
+  empty ``input``), which tether never sends; the same proxy hands one over.
+- ``imageGeneration``: Codex offers its ``image_gen`` tool only to a ChatGPT-account login on a
+  model provider with ``requires_openai_auth``; here a fake login (unsigned tokens in
+  ``auth.json``) on a provider that is the scripted model, which also answers the Images API
+  request Codex then makes itself. Everything stays on loopback (``chatgpt_base_url`` too).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.agents.codex.appserver_proxy import write_proxy
+from tests.agents.codex.conftest import Harness
+from tests.support.fake_responses import FakeResponses
+from tests.support.images import png
+from tether.agents.codex import CodexBinary
+from tether.protocol.events import EventType
+
+pytestmark = pytest.mark.slow
+
+PAINT_TOOL = {
+    "type": "function", "name": "paint_lookup", "description": "Looks a paint colour up in the catalogue.",
+    "inputSchema": {"type": "object", "properties": {"colour": {"type": "string"}}, "required": ["colour"]},
+}
+
+
+def tool_outputs(request: dict[str, Any]) -> dict[str, Any]:
+    """The function call outputs a model request carries, by call id."""
+    return {i["call_id"]: i["output"] for i in request["input"] if i.get("type") == "function_call_output"}
+
+
+async def test_a_dynamic_tool_call_is_refused_shown_and_the_turn_goes_on(
+    harness: Harness, fake_model: FakeResponses, codex_binary: CodexBinary, tmp_path: Path,
+) -> None:
+    """A client declared a dynamic tool (the proxy, in thread/start); the model calls it; Codex
+    shows a dynamicToolCall item and asks the client with item/tool/call, which tether refuses at
+    once ("tether registers no dynamic tools"); Codex fails the item and the model goes on."""
+    proxy, changed = write_proxy(tmp_path / "proxy", codex_binary.path,
+                                 [{"method": "thread/start", "set": {"dynamicTools": [PAINT_TOOL]}}])
+    fake_model.add({"call": {"name": "paint_lookup", "arguments": {"colour": "teal"}}},
+                   {"text": "No catalogue, then."})
+    session = await harness.start("look teal up", options={"binary": str(proxy)})
+    done = await harness.wait(session, EventType.TURN_COMPLETED)
+    assert done.data["status"] == "completed", done.data
+    [sent] = [json.loads(line) for line in changed.read_text().splitlines()]
+    assert sent["method"] == "thread/start" and sent["params"]["dynamicTools"] == [PAINT_TOOL]
+    offered = [t.get("name") for t in fake_model.requests[0]["tools"]]
+    assert "paint_lookup" in offered, offered
+
+    [started] = await harness.items(session, EventType.ITEM_STARTED, "tool_call")
+    [call] = await harness.items(session, EventType.ITEM_COMPLETED, "tool_call")
+    assert call["item"] == started["item"] and call["turn"] == done.data["turn"]
+    assert (call["tool"], call["server"]) == ("paint_lookup", None)
+    assert json.loads(call["input"]) == {"colour": "teal"}
+    assert (call["status"], call["output"]) == ("failed", "dynamic tool request failed")
+    [refused] = [e.data for e in await harness.events(session) if e.type == EventType.AGENT_NOTICE
+                 and e.data["source"] == "item/tool/call"]
+    assert refused["level"] == "warning" and refused["turn"] == done.data["turn"]
+    assert refused["message"].startswith("refused: Codex asked item/tool/call (")
+    assert "tool: paint_lookup" in refused["message"] and "colour: teal" in refused["message"]
+    assert refused["message"].endswith("; tether registers no dynamic tools")
+    assert not [e for e in await harness.events(session) if e.type == EventType.APPROVAL_REQUESTED]  # nobody asked
+    # Codex told the model the call failed, and the model's answer ended the turn.
+    assert list(tool_outputs(fake_model.requests[1]).values()) == ["dynamic tool request failed"]
+    [answer] = await harness.items(session, EventType.ITEM_COMPLETED, "agent_message")
+    assert answer["text"] == "No catalogue, then."
+
+
+async def test_a_tool_output_handed_over_is_shown_and_the_session_goes_on(
+    harness: Harness, fake_model: FakeResponses, codex_binary: CodexBinary, tmp_path: Path,
+) -> None:
+    """A client handed a tool's output over in turn/start (the proxy: ``toolOutput`` and an empty
+    ``input``); Codex makes it a functionCallOutput item, which tether shows generically ("tool
+    output", with the tool and its output), and the next prompt is an ordinary turn."""
+    handed = {"name": "paint_lookup", "output": "teal is #008080"}
+    proxy, changed = write_proxy(tmp_path / "proxy", codex_binary.path, [
+        {"method": "turn/start", "when_text": "hand the lookup over", "set": {"input": [], "toolOutput": handed}},
+    ])
+    fake_model.add({"text": "Teal it is."}, {"text": "Still here."})
+    session = await harness.start("hand the lookup over", options={"binary": str(proxy)})
+    done = await harness.wait(session, EventType.TURN_COMPLETED)
+    assert done.data["status"] == "completed", done.data
+    [sent] = [json.loads(line) for line in changed.read_text().splitlines()]
+    assert sent["method"] == "turn/start" and sent["params"]["toolOutput"] == handed
+
+    [started] = await harness.items(session, EventType.ITEM_STARTED, "other")
+    [output] = await harness.items(session, EventType.ITEM_COMPLETED, "other")
+    assert output["item"] == started["item"] and output["turn"] == done.data["turn"]
+    assert (output["type"], output["title"], output["status"]) == ("functionCallOutput", "tool output", "completed")
+    assert "name: paint_lookup" in output["summary"] and "output: teal is #008080" in output["summary"]
+    [answer] = await harness.items(session, EventType.ITEM_COMPLETED, "agent_message")
+    assert answer["text"] == "Teal it is."
+
+    # The session goes on: the next prompt is a turn of its own, with the output in its history.
+    await session.send_input("and now?")
+    second = await harness.wait(session, EventType.TURN_COMPLETED, lambda d: d["turn"] != done.data["turn"])
+    assert second.data["status"] == "completed", second.data
+    texts = [e.data["text"] for e in await harness.events(session)
+             if e.type == EventType.ITEM_COMPLETED and e.data["kind"] == "agent_message"]
+    assert texts == ["Teal it is.", "Still here."]
+    assert len(await harness.items(session, EventType.ITEM_COMPLETED, "other")) == 1
+    later = json.dumps(fake_model.requests[-1]["input"])
+    assert "and now?" in later and "teal is #008080" in later
+
+
+def _jwt(claims: dict[str, Any]) -> str:
+    """An unsigned JWT: Codex reads a login's token claims but does not check their signature."""
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}.unsigned"
+
+
+ACCOUNT = "acct-tether-test"
+
+
+def chatgpt_login(home: Path, fake_model: FakeResponses) -> str:
+    """A CODEX_HOME logged in to a (fake) ChatGPT account, whose model provider — the scripted
+    model — takes that login (``requires_openai_auth``), and whose ChatGPT backend is the scripted
+    model's server too (nothing leaves loopback); the access token."""
+    root = fake_model.base_url.removesuffix("/v1")
+    now = int(time.time())
+    auth_claims = {"chatgpt_plan_type": "pro", "chatgpt_account_id": ACCOUNT, "chatgpt_user_id": "user-test"}
+    access = _jwt({"exp": now + 86400, "iat": now, "https://api.openai.com/auth": auth_claims})
+    home.mkdir(parents=True)
+    (home / "auth.json").write_text(json.dumps({
+        "auth_mode": "chatgpt", "OPENAI_API_KEY": None, "last_refresh": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "tokens": {"id_token": _jwt({"email": "test@example.com", "exp": now + 86400, "iat": now,
+                                     "https://api.openai.com/auth": auth_claims}),
+                   "access_token": access, "refresh_token": "unused", "account_id": ACCOUNT},
+    }))
+    (home / "config.toml").write_text(f'''
+model = "mock-model"
+model_provider = "scripted"
+approval_policy = "on-request"
+sandbox_mode = "workspace-write"
+check_for_update_on_startup = false
+chatgpt_base_url = "{root}/backend-api/"
+
+[features]
+enable_request_compression = false
+# the ChatGPT login's plugin sync and apps (an MCP server on the ChatGPT backend): not needed here
+plugins = false
+apps = false
+
+[analytics]
+enabled = false
+
+[model_providers.scripted]
+name = "tether fake model, ChatGPT login"
+base_url = "{fake_model.base_url}"
+wire_api = "responses"
+requires_openai_auth = true
+request_max_retries = 0
+stream_max_retries = 0
+supports_websockets = false
+''')
+    return access
+
+
+async def test_an_image_generation_is_shown_with_its_prompt_and_file(
+    harness: Harness, fake_model: FakeResponses, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a ChatGPT login Codex offers its image_gen tool; the model calls it, Codex asks the
+    provider's Images API (the scripted server) itself, saves the PNG and reports an
+    imageGeneration item: tether shows it generically ("image generation", the prompt and where
+    the image was saved — not the image's base64) and the turn goes on."""
+    home = tmp_path / "chatgpt-home"
+    access = chatgpt_login(home, fake_model)
+    fake_model.image = png(48, 48, noise=True)  # as a picture's, its base64 is longer than a summary
+    # Were Codex to refresh the login, it would ask the scripted server (and fail), not OpenAI.
+    monkeypatch.setenv("CODEX_REFRESH_TOKEN_URL_OVERRIDE", f"{fake_model.base_url}/oauth/token")
+    fake_model.add({"call": {"name": "imagegen", "namespace": "image_gen", "arguments": {"prompt": "a teal square"}}},
+                   {"text": "Here is your square."})
+    session = await harness.start("draw a teal square", options={"codex_home": str(home)})
+    done = await harness.wait(session, EventType.TURN_COMPLETED)
+    assert done.data["status"] == "completed", done.data
+    offered = [t.get("name") for t in fake_model.requests[0]["tools"]]
+    assert "image_gen" in offered, offered
+
+    [asked] = fake_model.image_requests
+    assert asked["body"]["prompt"] == "a teal square"
+    assert asked["headers"]["authorization"] == f"Bearer {access}"
+    assert asked["headers"]["chatgpt-account-id"] == ACCOUNT
+    [started] = await harness.items(session, EventType.ITEM_STARTED, "other")
+    [image] = await harness.items(session, EventType.ITEM_COMPLETED, "other")
+    assert image["item"] == started["item"] and image["turn"] == done.data["turn"]
+    assert (image["type"], image["title"], image["status"]) == ("imageGeneration", "image generation", "completed")
+    saved = next((home / "generated_images").rglob("*.png"))
+    assert saved.read_bytes() == fake_model.image
+    assert image["summary"] == f"a teal square; saved as {saved}"
+    assert base64.b64encode(fake_model.image).decode()[:12] not in json.dumps(
+        [e.data for e in await harness.events(session)])  # the picture is not text for the log
+    # The model got the image back as the tool's output, and its answer ended the turn.
+    [returned] = tool_outputs(fake_model.requests[1]).values()
+    assert returned[0]["image_url"] == "data:image/png;base64," + base64.b64encode(fake_model.image).decode()
+    [answer] = await harness.items(session, EventType.ITEM_COMPLETED, "agent_message")
+    assert answer["text"] == "Here is your square."
