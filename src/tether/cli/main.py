@@ -9,7 +9,7 @@ import signal
 import ssl
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -30,6 +30,9 @@ from tether.cli.secret_input import PAIR_LINK_ENV, read_secret, refuse_pairing_l
 from tether.errors import TetherError, UsageError
 from tether.home import RelayPaths
 from tether.protocol.pairing_link import parse_link
+
+if TYPE_CHECKING:
+    from tether.relay.cluster.node import ClusterSettings
 
 
 @app.callback()
@@ -238,6 +241,21 @@ def relay(
         typer.Option(min=65_536, help="Bytes the mailbox holds for one host; its oldest snapshots make room. "
                      "Default 4 MiB."),
     ] = None,
+    cluster: Annotated[
+        list[str] | None,
+        typer.Option(help="Be one node of a cluster that shares Redis at this URL: redis://[user:pass@]HOST:PORT"
+                     "[/db] or rediss://; for Redis Cluster, one seed or several (repeat, or comma-separated). "
+                     "See docs/cluster.md."),
+    ] = None,
+    node_id: Annotated[
+        str | None,
+        typer.Option(help="This node's name in the cluster (default: the machine's name and the port)."),
+    ] = None,
+    advertise_url: Annotated[
+        str | None,
+        typer.Option(help="The URL clients reach this very node at, behind any load balancer "
+                     "(e.g. wss://node-1.example.com; default: --public-url, else the listen address)."),
+    ] = None,
 ) -> None:
     """Run a relay: hosts and devices dial out to it; it routes their encrypted channels, and
     serves the web client at / ."""
@@ -248,6 +266,8 @@ def relay(
     from tether.relay.origin import normalize_origin
     from tether.relay.server import RelayLimits, RelayServer, default_static_dir
 
+    if (node_id or advertise_url) and not cluster:
+        raise UsageError("--node-id and --advertise-url are for a cluster node", hint="add --cluster redis://HOST:PORT")
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
     tls = tls_context(tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
@@ -298,13 +318,20 @@ def relay(
         knobs["trust_forwarded_for"] = True
     limits = RelayLimits(**knobs)
     held = MailboxLimits(**({"host_bytes": mailbox_host_bytes} if mailbox_host_bytes else {}))
+    settings = _cluster_settings(cluster, node_id, advertise_url, public_url, host, port, tls is not None)
+    if settings is not None and mailbox:
+        # one node's SQLite file is not the cluster's: a host away from every node is not one
+        # node's to answer for (docs/decisions.md)
+        err.print("note: a cluster node keeps no mailbox yet (docs/cluster.md); devices see no snapshot of "
+                  "hosts that are away")
+        mailbox = False
     mailbox_path = RelayPaths(home_dir(home)).mailbox if mailbox else None
 
     async def main() -> None:
         box = await Mailbox.open(mailbox_path, held) if mailbox_path is not None else None
         server = RelayServer(
             limits=limits, public_url=public_url, static_dir=default_static_dir(), tls=tls,
-            enroll_key=key, allowed_origins=origins, mailbox=box,
+            enroll_key=key, allowed_origins=origins, mailbox=box, cluster=settings,
         )
         try:
             bound = await server.start(host, port)
@@ -314,6 +341,8 @@ def relay(
                 err.print("admitting enrolled hosts only (--enroll-key)")
             if mailbox_path is not None:
                 err.print(f"mailbox in {mailbox_path}")
+            if settings is not None:
+                err.print(f"cluster node {settings.node_id}, reached at {settings.advertise_url}")
             await _wait_for_signal()
         finally:
             await server.close()
@@ -321,6 +350,31 @@ def relay(
                 await box.close()
 
     run(main())
+
+
+def _cluster_settings(urls: list[str] | None, node_id: str | None, advertise_url: str | None,
+                      public_url: str | None, host: str, port: int, tls: bool) -> ClusterSettings | None:
+    """``--cluster``, ``--node-id`` and ``--advertise-url``, checked; None without ``--cluster``."""
+    import socket
+
+    from tether.relay.cluster.node import ClusterSettings
+    from tether.relay.cluster.records import BusError, check_node_id
+    from tether.relay.cluster.redis_client import parse_seeds
+
+    if not urls:
+        return None
+    seeds = parse_seeds(urls)
+    if advertise_url is None:
+        if public_url is None and (port == 0 or host in ("0.0.0.0", "::")):
+            raise UsageError("a cluster node needs an address its clients reach it at",
+                             hint="pass --advertise-url wss://node-1.example.com (or --public-url)")
+        shown = f"[{host}]" if ":" in host else host
+        advertise_url = public_url or f"{'wss' if tls else 'ws'}://{shown}:{port}"
+    try:
+        node = check_node_id(node_id or f"{socket.gethostname()}-{port}")
+    except BusError as exc:
+        raise UsageError(f"bad --node-id: {exc.message}") from None
+    return ClusterSettings(seeds, node, advertise_url)
 
 
 host_app = typer.Typer(

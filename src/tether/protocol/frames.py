@@ -167,6 +167,7 @@ class CloseCode(IntEnum):
     MAILBOX_OFF = 18
     MAILBOX_FULL = 19
     TOO_LARGE = 20
+    NODE_UNREACHABLE = 21
 
 
 CLOSE_MESSAGES: dict[int, str] = {
@@ -207,6 +208,10 @@ CLOSE_MESSAGES: dict[int, str] = {
         "the relay's mailbox for this host is full; wait until the host is back, then queue again"
     ),
     CloseCode.TOO_LARGE: "too large for the relay's mailbox; shorten it",
+    CloseCode.NODE_UNREACHABLE: (
+        "the relay node that holds the host could not be reached (the cluster's Redis, or the node, is in "
+        "trouble); retry in a moment"
+    ),
 }
 
 
@@ -214,7 +219,7 @@ CLOSE_MESSAGES: dict[int, str] = {
 # a bad handshake) are answers, and retrying them would only hide the message.
 RETRYABLE_CLOSES = frozenset(
     {CloseCode.NORMAL, CloseCode.PEER_GONE, CloseCode.HOST_OFFLINE, CloseCode.TOO_SLOW,
-     CloseCode.RATE_LIMITED, CloseCode.SHUTDOWN, CloseCode.REPLACED}
+     CloseCode.RATE_LIMITED, CloseCode.SHUTDOWN, CloseCode.REPLACED, CloseCode.NODE_UNREACHABLE}
 )
 
 

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -35,6 +35,24 @@ _HEAD_16 = struct.Struct("!BBH")
 _HEAD_64 = struct.Struct("!BBQ")
 
 
+class Link(Protocol):
+    """What the shell sends a peer's frames through: a connection here (:class:`Connection`), or
+    a device connected to another node of a cluster (``cluster/node.py``)."""
+
+    closing: bool
+    # bytes queued per receiver channel and not yet written (empty when nothing is counted)
+    channel_bytes: dict[int, int]
+
+    @property
+    def label(self) -> str: ...
+
+    def enqueue(self, frame: bytes, channel: int = -1) -> bool: ...
+
+    def fail(self, code: CloseCode, message: str) -> None: ...
+
+    async def wait_progress(self, timeout: float) -> None: ...
+
+
 class Connection:
     """The shell's side of one authenticated connection; the router's side is ``peer``."""
 
@@ -43,6 +61,7 @@ class Connection:
         "closer",
         "closing",
         "frames",
+        "handle",
         "lane",
         "limits",
         "peer",
@@ -54,7 +73,7 @@ class Connection:
         "ws",
     )
 
-    peer: Peer[Connection]
+    peer: Peer[Link]
 
     def __init__(self, ws: ServerConnection, server: RelayServer) -> None:
         self.ws = ws
@@ -75,6 +94,7 @@ class Connection:
         self.closing = False
         self.frames = TokenBucket(limits.frames_per_second, limits.frames_burst)
         self.lane: Lane | None = None  # its mailbox requests, made at its first
+        self.handle = 0  # a device's name on the cluster's bus, from its first channel to another node
 
     @property
     def id(self) -> str:

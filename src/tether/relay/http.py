@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
@@ -149,6 +150,8 @@ class Front:
     quiet_log: LogLimiter
     origins: OriginPolicy
     static_dir: Path | None
+    # what is wrong, for /healthz (None: nothing)
+    trouble: Callable[[], str | None] = lambda: None
 
     def socket_class(self) -> type[CountedSocket]:
         """A :class:`CountedSocket` subclass counting against this front's tables."""
@@ -203,7 +206,8 @@ class Front:
 
     async def _page(self, connection: ServerConnection, path: str) -> Response:
         if path == "/healthz":
-            return connection.respond(200, "ok\n")
+            trouble = self.trouble()
+            return connection.respond(503, f"{trouble}\n") if trouble else connection.respond(200, "ok\n")
         if self.static_dir is not None:
             response = await static_response(self.static_dir, path)
             if response is not None:

@@ -82,7 +82,7 @@ class Peer(Generic[L]):
     made at the first OPEN.
     """
 
-    __slots__ = ("channels", "gone", "id", "key", "link", "opens", "role", "watching")
+    __slots__ = ("channels", "gone", "id", "key", "link", "opens", "remote", "role", "watching")
 
     def __init__(self, link: L, role: Role, key: bytes, id: str) -> None:
         self.link = link
@@ -93,10 +93,19 @@ class Peer(Generic[L]):
         self.opens: TokenBucket | None = None
         self.watching: AbstractSet[str] = _NO_WATCH
         self.gone = False
+        # a device's channels to hosts on other relay nodes: channel → node ("" until placed)
+        self.remote: dict[int, str] | None = None
 
     @property
     def label(self) -> str:
         return f"{self.role.name.lower()} {self.id}"
+
+
+class ProxyPeer(Peer[L]):
+    """A device connected to another relay node, as this node sees it: its connection was
+    admitted and counted there, its frames come through the cluster's bus."""
+
+    __slots__ = ()
 
 
 class HostPeer(Peer[L]):
@@ -197,15 +206,46 @@ class AllowlistPublished(Generic[L]):
     keys: frozenset[bytes]
 
 
-Action = Send[L] | Fail[L] | ToMailbox[L] | AllowlistPublished[L]
+@dataclass(frozen=True, slots=True)
+class OpenElsewhere(Generic[L]):
+    """A device opens a channel to a host that is not connected here: find its node and place the
+    channel there (:meth:`Router.placed`), or refuse it (:meth:`Router.unplaced`)."""
+
+    device: Peer[L]
+    frame: Open
+
+
+@dataclass(frozen=True, slots=True)
+class ToNode(Generic[L]):
+    """A frame a device sent on its channel to a host on ``node`` (a CLOSE), for that node."""
+
+    device: Peer[L]
+    node: str
+    frame: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LeftNodes(Generic[L]):
+    """A device whose connection ended held channels to hosts on these nodes."""
+
+    device: Peer[L]
+    nodes: frozenset[str]
+
+
+Action = (
+    Send[L] | Fail[L] | ToMailbox[L] | AllowlistPublished[L] | OpenElsewhere[L] | ToNode[L] | LeftNodes[L]
+)
 
 
 class Router(Generic[L]):
     """The relay's routing state and rules; see the module's docstring."""
 
-    def __init__(self, limits: RelayLimits, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, limits: RelayLimits, clock: Callable[[], float] = time.monotonic, *,
+                 elsewhere: bool = False) -> None:
         self.limits = limits
         self.clock = clock
+        #: One node of a cluster: a host not connected here may be connected to another node.
+        self.elsewhere = elsewhere
         self.hosts: dict[str, HostPeer[L]] = {}
         self.peers: set[Peer[L]] = set()
         self.watchers: dict[str, set[Peer[L]]] = {}
@@ -239,10 +279,11 @@ class Router(Generic[L]):
     def release_device(self, key: bytes) -> None:
         _uncount(self.device_connections, key)
 
-    def connect(self, link: L, role: Role, key: bytes, id: str) -> Peer[L]:
-        """An authenticated connection (a device's already counted by :meth:`admit_device`)."""
+    def connect(self, link: L, role: Role, key: bytes, id: str, *, proxy: bool = False) -> Peer[L]:
+        """An authenticated connection (a device's already counted by :meth:`admit_device`), or
+        with ``proxy`` a device connected to another node (counted there)."""
         if role is not Role.HOST:
-            peer = Peer(link, role, key, id)
+            peer = ProxyPeer(link, role, key, id) if proxy else Peer(link, role, key, id)
             self.peers.add(peer)
             return peer
         host = HostPeer(link, role, key, id)
@@ -275,9 +316,17 @@ class Router(Generic[L]):
                 del self.hosts[peer.id]
                 self._announce(peer, online=False)
             return
-        self.release_device(peer.key)
+        if not isinstance(peer, ProxyPeer):
+            self.release_device(peer.key)
         self._unwatch(peer, peer.watching)
         peer.watching = _NO_WATCH
+        remote, peer.remote = peer.remote, None
+        if remote:
+            for _ in remote:
+                _uncount(self.device_channels, peer.key)
+            nodes = frozenset(node for node in remote.values() if node)
+            if nodes:
+                self.outbox.append(LeftNodes(peer, nodes))
 
     def fail(self, peer: Peer[L], code: CloseCode, message: str) -> None:
         """Let ``peer`` go now and have the shell close its connection with ERROR(code, message)."""
@@ -313,6 +362,11 @@ class Router(Generic[L]):
                 route = peer.channels.get(channel)
                 if route is not None:
                     self.close_route(route, code, reason, initiator=peer)
+                elif peer.remote and channel in peer.remote:
+                    node = peer.remote.pop(channel)
+                    _uncount(self.device_channels, peer.key)
+                    if node:
+                        self.outbox.append(ToNode(peer, node, frame.encode()))
             case Allowlist() if host is not None:
                 self._on_allowlist(host, frame)
             case Offers(offer_ids=offer_ids) if host is not None:
@@ -377,7 +431,8 @@ class Router(Generic[L]):
 
     def _on_open(self, device: Peer[L], frame: Open) -> None:
         channel = frame.channel
-        if channel in device.channels:
+        remote = device.remote
+        if channel in device.channels or (remote is not None and channel in remote):
             self.fail(device, CloseCode.PROTOCOL_ERROR, f"channel {channel} is already open on this connection")
             return
 
@@ -391,7 +446,7 @@ class Router(Generic[L]):
         if not device.opens.try_take():
             refuse(CloseCode.RATE_LIMITED)
             return
-        if len(device.channels) >= lim.max_channels_per_connection:
+        if len(device.channels) + len(remote or ()) >= lim.max_channels_per_connection:
             refuse(CloseCode.TOO_MANY_CHANNELS)
             return
         held = self.device_channels.get(device.key, 0)
@@ -402,6 +457,15 @@ class Router(Generic[L]):
             )
             return
         host = self.hosts.get(frame.host_id)
+        if host is None and self.elsewhere and not isinstance(device, ProxyPeer):
+            # Perhaps on another node; that node's router applies the host's rules. A proxy's
+            # OPEN is never sent on: the host left the node its device was told of.
+            if remote is None:
+                remote = device.remote = {}
+            remote[channel] = ""
+            self.device_channels[device.key] = held + 1
+            self.outbox.append(OpenElsewhere(device, frame))
+            return
         via_offer = host is not None and device.key not in host.allowlist
         # A device the host does not know learns nothing about it: whether it is connected, not
         # allowed, or the offer is gone, the answer is the one an offline host gets.
@@ -445,6 +509,42 @@ class Router(Generic[L]):
                 watchers.discard(device)
                 if not watchers:
                     del self.watchers[host_id]
+
+    # --- channels to hosts on other nodes (the device's side) ---
+
+    def placed(self, device: Peer[L], channel: int, node: str) -> bool:
+        """The host of an :class:`OpenElsewhere` is on ``node``: False when the channel is no
+        longer waiting for that (the device closed it, or is gone), so nothing is to be sent."""
+        remote = device.remote
+        if device.gone or remote is None or remote.get(channel) != "":
+            return False
+        remote[channel] = node
+        return True
+
+    def unplaced(self, device: Peer[L], channel: int, code: CloseCode, reason: str) -> None:
+        """The channel of an :class:`OpenElsewhere` could not be placed, or its node is gone:
+        the device hears CLOSE(code, reason)."""
+        if self.closed_elsewhere(device, channel):
+            self._send(device, Close(channel, code, reason).encode())
+
+    def closed_elsewhere(self, device: Peer[L], channel: int) -> bool:
+        """The node holding the device's channel closed it (its CLOSE goes to the device as the
+        node sent it); False if the channel was not open."""
+        remote = device.remote
+        if device.gone or remote is None or channel not in remote:
+            return False
+        del remote[channel]
+        _uncount(self.device_channels, device.key)
+        return True
+
+    def node_lost(self, node: str, code: CloseCode, reason: str) -> None:
+        """``node`` is gone or cannot be reached: every device's channel to a host there closes.
+        (Devices connected there are proxies here, which the cluster disconnects.)"""
+        for peer in list(self.peers):
+            if peer.remote:
+                for channel, where in list(peer.remote.items()):
+                    if where == node:
+                        self.unplaced(peer, channel, code, reason)
 
     # --- channels and presence ---
 

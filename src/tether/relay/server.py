@@ -59,7 +59,8 @@ from tether.protocol.frames import (
     data_channel,
     decode_frame,
 )
-from tether.relay.connection import Connection
+from tether.relay.cluster.node import ClusterNode, ClusterSettings
+from tether.relay.connection import Connection, Link
 from tether.relay.enrollment import verify_enroll_proof
 from tether.relay.http import WS_PATH, Front, peer_name
 from tether.relay.limits import (
@@ -81,7 +82,18 @@ from tether.relay.mailbox import (
     as_frame,
 )
 from tether.relay.origin import OriginPolicy
-from tether.relay.router import AllowlistPublished, Fail, Peer, Route, Router, Send, ToMailbox
+from tether.relay.router import (
+    AllowlistPublished,
+    Fail,
+    LeftNodes,
+    OpenElsewhere,
+    Peer,
+    Route,
+    Router,
+    Send,
+    ToMailbox,
+    ToNode,
+)
 from tether.relay.static import default_static_dir
 
 __all__ = ["RelayLimits", "RelayServer", "default_static_dir", "run_relay"]
@@ -116,6 +128,7 @@ class RelayServer:
         enroll_key: bytes | None = None,
         allowed_origins: tuple[str, ...] = (),
         mailbox: Mailbox | None = None,
+        cluster: ClusterSettings | None = None,
     ) -> None:
         self.limits = limits or RelayLimits()
         #: Sealed snapshots and queued items for hosts that are away; None: this relay keeps none.
@@ -131,8 +144,12 @@ class RelayServer:
         self.sockets = SocketCount(0)
         # lines a flood can repeat at will (refusals, accept errors): once per 10 s per kind
         self.quiet_log = LogLimiter(log)
-        self.front = Front(self.limits, self.addresses, self.sockets, self.quiet_log, self.origins, self.static_dir)
-        self.router: Router[Connection] = Router(self.limits)
+        self.front = Front(self.limits, self.addresses, self.sockets, self.quiet_log, self.origins, self.static_dir,
+                           self._trouble)
+        self.router: Router[Link] = Router(self.limits, elsewhere=cluster is not None)
+        self.cluster_settings = cluster
+        #: this node's part in a cluster (``--cluster``), from start()
+        self.cluster: ClusterNode | None = None
         self._acting = False
         self._server: Server | None = None
         # asyncio's exception handler before start() put _loop_exception in its place
@@ -185,6 +202,12 @@ class RelayServer:
             **tls_options,
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
+        if self.cluster_settings is not None:
+            try:
+                self.cluster = await ClusterNode.join(self, self.cluster_settings)
+            except BaseException:
+                await self.close()
+                raise
         if lim.idle_timeout:
             self._idle_sweeper = asyncio.get_running_loop().create_task(self._sweep_idle(lim.idle_timeout))
         if self.mailbox is not None:
@@ -197,6 +220,9 @@ class RelayServer:
             if task is not None:
                 task.cancel()
         self._idle_sweeper = self._mailbox_sweeper = None
+        if self.cluster is not None:
+            await self.cluster.close()
+            self.cluster = None
         loop = asyncio.get_running_loop()
         if loop.get_exception_handler() == self._loop_exception:
             loop.set_exception_handler(self._previous_handler)
@@ -233,10 +259,16 @@ class RelayServer:
     def hosts_online(self) -> list[str]:
         return sorted(self.router.hosts)
 
+    def _trouble(self) -> str | None:
+        """What /healthz reports as wrong (None: nothing)."""
+        if self.cluster is not None and self.cluster.trouble is not None:
+            return f"cluster: {self.cluster.trouble}"
+        return None
+
     @property
     def connections(self) -> list[Connection]:
         """The authenticated connections, in no order."""
-        return [peer.link for peer in self.router.peers]
+        return [peer.link for peer in self.router.peers if isinstance(peer.link, Connection)]
 
     # --- one connection ---
 
@@ -259,7 +291,7 @@ class RelayServer:
             return
 
         log.info("%s connected from %s", conn.label, peer_name(ws))
-        self._act()
+        self.act()
         try:
             await self._read_loop(conn)
         except ConnectionClosed:
@@ -307,6 +339,8 @@ class RelayServer:
                 raise
         conn = Connection(ws, self)
         conn.peer = self.router.connect(conn, hello.role, key, id)
+        if self.cluster is not None and hello.role is Role.HOST:
+            self.cluster.host_connected(id)
         return conn
 
     def _check_enrollment(self, auth: Auth, nonce: bytes, key: bytes) -> None:
@@ -323,10 +357,17 @@ class RelayServer:
 
     def gone(self, conn: Connection) -> None:
         """``conn`` is closing or closed: the router lets it go (once)."""
-        self.router.disconnect(conn.peer)
-        self._act()
+        peer = conn.peer
+        self.router.disconnect(peer)
+        cluster = self.cluster
+        if cluster is not None:
+            if peer.role is Role.DEVICE:
+                cluster.forget(conn)
+            elif peer.id not in self.router.hosts:
+                cluster.host_gone(peer.id)
+        self.act()
 
-    def _act(self) -> None:
+    def act(self) -> None:
         """Carry out what the router decided, in order. Not re-entered: what an action makes the
         router decide (a receiver that overflows and fails, say) joins the same loop."""
         if self._acting:
@@ -341,9 +382,21 @@ class RelayServer:
                     elif isinstance(action, Fail):
                         action.peer.link.fail(action.code, action.message)
                     elif isinstance(action, ToMailbox):
-                        self._on_mailbox(action.peer.link, action.frame)
-                    elif isinstance(action, AllowlistPublished) and self.mailbox is not None:
-                        self._store_allowlist(action.host.link, action.keys)
+                        conn = action.peer.link
+                        if isinstance(conn, Connection):
+                            self._on_mailbox(conn, action.frame)
+                    elif isinstance(action, AllowlistPublished):
+                        host = action.host.link
+                        if self.mailbox is not None and isinstance(host, Connection):
+                            self._store_allowlist(host, action.keys)
+                    elif self.cluster is None:
+                        continue
+                    elif isinstance(action, OpenElsewhere):
+                        self.cluster.open_elsewhere(action.device, action.frame)
+                    elif isinstance(action, ToNode):
+                        self.cluster.to_node(action.device, action.node, action.frame)
+                    elif isinstance(action, LeftNodes):
+                        self.cluster.left_nodes(action.device, action.nodes)
         finally:
             self._acting = False
 
@@ -359,7 +412,8 @@ class RelayServer:
             for peer in list(self.router.peers):
                 conn = peer.link
                 if (
-                    peer.role is Role.DEVICE
+                    isinstance(conn, Connection)
+                    and peer.role is Role.DEVICE
                     and not peer.channels
                     and not peer.watching
                     and not conn.closing
@@ -405,7 +459,10 @@ class RelayServer:
                 if message and message[0] == _DATA:
                     # the hot path: no await unless the receiver's channel queue is full
                     target = forward(peer, message)
-                    if target is not None:
+                    if target is None:
+                        if peer.remote and self.cluster is not None:
+                            self.cluster.from_device(conn, message)
+                    else:
                         receiver, frame, channel = target
                         queued = receiver.link.channel_bytes.get(channel, 0)
                         if queued and queued + len(frame) > limit:
@@ -414,11 +471,11 @@ class RelayServer:
                             receiver.link.enqueue(frame, channel)
                 else:
                     router.receive(peer, decode_frame(message))
-                    self._act()
+                    self.act()
             except FrameError as err:
                 conn.fail(CloseCode.PROTOCOL_ERROR, f"malformed frame: {err.message}")
 
-    async def _forward_when_drained(self, peer: Peer[Connection], message: bytes) -> None:
+    async def _forward_when_drained(self, peer: Peer[Link], message: bytes) -> None:
         """A DATA frame whose channel queue is full: wait up to ``slow_receiver_grace`` for it to
         drain, else close the channel with TOO_SLOW."""
         route = peer.channels.get(data_channel(message))
@@ -430,11 +487,11 @@ class RelayServer:
             if not route.closed:
                 log.info("channel %s → %s closed: receiver too slow", peer.label, receiver.label)
                 self.router.close_route(route, CloseCode.TOO_SLOW, close_message(CloseCode.TOO_SLOW))
-                self._act()
+                self.act()
             return
         receiver.link.enqueue(frame, channel)
 
-    async def _wait_for_drain(self, receiver: Connection, channel: int, size: int, route: Route[Connection]) -> bool:
+    async def _wait_for_drain(self, receiver: Link, channel: int, size: int, route: Route[Link]) -> bool:
         grace = self.limits.slow_receiver_grace
         if grace <= 0:
             return False
@@ -473,7 +530,7 @@ class RelayServer:
                 replies, item = await answer_device(mailbox, conn.peer.key, frame)
                 peer = self.router.hosts.get(frame.host_id) if item is not None else None
                 host = peer.link if peer is not None else None
-                if item is not None and host is not None and host.lane is not None and host.lane.taking:
+                if item is not None and isinstance(host, Connection) and host.lane is not None and host.lane.taking:
                     host.enqueue(as_frame(0, item).encode())  # the host is back: it need not ask
         except MailboxRefused as refused:
             replies = [MailboxError(frame.req, refused.code, refused.message)]

@@ -1,0 +1,1 @@
+"""Several relay nodes as one relay, through Redis (ARCHITECTURE §9, docs/cluster.md)."""

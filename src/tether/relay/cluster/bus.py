@@ -1,0 +1,190 @@
+"""Batches of records between relay nodes, over Redis sharded pub/sub (SPUBLISH/SSUBSCRIBE: on
+Redis Cluster a node's channel lives on one shard, on a single server it is plain pub/sub).
+
+Each node listens on its own channel. What is sent to a node within one event-loop pass goes out
+as one message (ARCHITECTURE §9: forwarded in batches), in order; at most ``MAX_PENDING`` bytes
+may wait for a node, past that ``send`` says no and the caller closes the channel. Redis drops a
+subscriber that falls behind (``client-output-buffer-limit pubsub``), and anything published to
+it meanwhile is lost: the node is told (``trouble``), closes its cross-node channels with a
+retryable code — the clients resume from their cursors — and subscribes again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterPubSub
+from redis.exceptions import RedisError
+
+from tether.lograte import LogLimiter
+from tether.relay.cluster.records import BusError, Record, batch_head, decode_batch
+from tether.relay.cluster.redis_client import Client
+
+log = logging.getLogger("tether.relay.cluster")
+
+# bytes waiting for one node before send() refuses more; one Redis message holds at most
+# MAX_MESSAGE of them
+MAX_PENDING = 16 << 20
+MAX_MESSAGE = 1 << 20
+_RETRY = (0.1, 0.2, 0.5, 1.0, 2.0)
+
+
+def channel_of(node: str) -> str:
+    return f"tether:bus:{node}"
+
+
+class Bus:
+    """This node's end of the bus; see the module's docstring."""
+
+    def __init__(
+        self,
+        redis: Client,
+        node_id: str,
+        deliver: Callable[[str, list[Record]], None],
+        trouble: Callable[[str], None],
+        healed: Callable[[], None],
+        lost: Callable[[str], None],
+    ) -> None:
+        self.redis = redis
+        self.node_id = node_id
+        self._deliver = deliver
+        self._trouble = trouble
+        self._healed = healed
+        self._lost = lost
+        self._head = batch_head(node_id)
+        self._out: dict[str, list[bytes]] = {}
+        self._pending: dict[str, int] = {}
+        self._flusher: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        #: the subscription is live: records sent to this node arrive
+        self.subscribed = False
+        self._quiet = LogLimiter(log)
+
+    async def start(self) -> None:
+        """Subscribe (raises RedisError if Redis cannot be reached) and listen from now on."""
+        pubsub = await self._subscribe()
+        self.subscribed = True
+        self._listener = asyncio.get_running_loop().create_task(self._listen(pubsub))
+
+    async def close(self) -> None:
+        for task in (self._listener, self._flusher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._listener = self._flusher = None
+
+    # --- sending ---
+
+    def send(self, node: str, record: Record) -> bool:
+        """Queue ``record`` for ``node``; False when too much already waits for it."""
+        pending = self._pending.get(node, 0)
+        data = record.encode()
+        if pending + len(data) > MAX_PENDING:
+            return False
+        out = self._out.get(node)
+        if out is None:
+            out = self._out[node] = []
+        out.append(data)
+        self._pending[node] = pending + len(data)
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        return True
+
+    async def _flush(self) -> None:
+        try:
+            while self._out:
+                out, self._out = self._out, {}
+                for node, records in out.items():
+                    try:
+                        await self._publish(node, records)
+                    finally:
+                        left = self._pending.get(node, 0) - sum(map(len, records))
+                        if left > 0:
+                            self._pending[node] = left
+                        else:
+                            self._pending.pop(node, None)
+        finally:
+            self._flusher = None
+
+    async def _publish(self, node: str, records: list[bytes]) -> None:
+        channel = channel_of(node)
+        messages: list[bytes] = []
+        batch: list[bytes] = [self._head]
+        size = len(self._head)
+        for record in records:
+            if size + len(record) > MAX_MESSAGE and len(batch) > 1:
+                messages.append(b"".join(batch))
+                batch, size = [self._head], len(self._head)
+            batch.append(record)
+            size += len(record)
+        messages.append(b"".join(batch))
+        for message in messages:
+            try:
+                receivers = await self.redis.spublish(channel, message)
+            except (RedisError, OSError) as exc:
+                self._trouble(f"cannot publish to Redis: {exc}")
+                return
+            if not receivers:  # nobody listens there: the node is gone
+                self._lost(node)
+                return
+
+    # --- receiving ---
+
+    async def _subscribe(self) -> PubSub | ClusterPubSub:
+        pubsub = self.redis.pubsub()
+        try:
+            await pubsub.ssubscribe(channel_of(self.node_id))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+            raise
+        return pubsub
+
+    async def _next(self, pubsub: PubSub | ClusterPubSub) -> dict[str, object] | None:
+        if isinstance(pubsub, ClusterPubSub):
+            message = await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=1.0)
+        else:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+        return message if isinstance(message, dict) else None
+
+    async def _listen(self, pubsub: PubSub | ClusterPubSub) -> None:
+        while True:
+            try:
+                while True:
+                    message = await self._next(pubsub)
+                    if message is not None:
+                        self._on_message(message)
+            except (RedisError, OSError) as exc:
+                self.subscribed = False
+                self._trouble(f"lost the subscription to Redis: {exc}")
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+            pubsub = await self._resubscribe()
+            self.subscribed = True
+            self._healed()
+
+    async def _resubscribe(self) -> PubSub | ClusterPubSub:
+        attempt = 0
+        while True:
+            await asyncio.sleep(_RETRY[min(attempt, len(_RETRY) - 1)])
+            attempt += 1
+            try:
+                return await self._subscribe()
+            except (RedisError, OSError) as exc:
+                self._quiet.log(logging.WARNING, "resubscribe", "cannot subscribe to Redis yet: %s", exc)
+
+    def _on_message(self, message: dict[str, object]) -> None:
+        data = message.get("data")
+        if not isinstance(data, bytes):
+            return
+        try:
+            sender, records = decode_batch(data)
+        except BusError as exc:
+            self._quiet.log(logging.WARNING, "batch", "dropped a malformed batch from the bus: %s", exc)
+            return
+        self._deliver(sender, records)

@@ -1,0 +1,407 @@
+"""One relay node of a cluster: its presence in Redis, its end of the bus, and the channels that
+cross nodes, joined to the node's router (ARCHITECTURE §9, docs/cluster.md).
+
+A device connected here that opens a channel to a host connected to node A: this node's router
+keeps the channel as the device's *remote* channel (counted against the device as any other),
+looks up the host's node, and sends the OPEN there with the device's key; on node A the device is
+a :class:`~tether.relay.router.ProxyPeer` whose frames go out over the bus, and node A's router
+applies the host's allowlist and offers as for a device connected there. DATA then flows through
+the bus both ways, unparsed. Nothing of a channel is kept in Redis: a node that dies takes its
+channels with it, and the clients resume from their cursors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import RedisError
+
+from tether.crypto.keys import derive_id
+from tether.errors import ConfigError
+from tether.lograte import LogLimiter
+from tether.protocol.frames import (
+    Close,
+    CloseCode,
+    FrameError,
+    FrameType,
+    Open,
+    Role,
+    close_message,
+    data_channel,
+    decode_frame,
+)
+from tether.relay.cluster.bus import Bus
+from tether.relay.cluster.presence import REFRESH_SECONDS, Holder, Presence
+from tether.relay.cluster.records import KEY_LEN, Kind, Record
+from tether.relay.cluster.redis_client import Client, connect
+from tether.relay.connection import Connection, Link
+from tether.relay.router import UNREACHABLE, UNREACHABLE_OFFER, Peer
+
+if TYPE_CHECKING:
+    from tether.relay.server import RelayServer
+
+log = logging.getLogger("tether.relay.cluster")
+
+_DATA = int(FrameType.DATA)
+_NONE: dict[int, int] = {}
+_REDIS_DOWN = (
+    "the relay cannot reach its cluster's Redis, so hosts on other nodes cannot be reached from this "
+    "one; retry in a moment"
+)
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """``tether relay --cluster URL --node-id ID --advertise-url URL``."""
+
+    seeds: list[str]
+    node_id: str
+    advertise_url: str
+
+
+class RemoteDevice:
+    """A device connected to another node: what node A's router sends it goes over the bus."""
+
+    __slots__ = ("closing", "handle", "node", "owner", "peer")
+
+    channel_bytes = _NONE  # nothing is counted here: Redis holds what the other node has not read
+
+    def __init__(self, owner: ClusterNode, node: str, handle: int) -> None:
+        self.owner = owner
+        self.node = node
+        self.handle = handle
+        self.closing = False
+        self.peer: Peer[Link] | None = None
+
+    @property
+    def label(self) -> str:
+        who = self.peer.id if self.peer is not None else "?"
+        return f"device {who} on node {self.node}"
+
+    def enqueue(self, frame: bytes, channel: int = -1) -> bool:
+        if self.closing:
+            return False
+        return self.owner.to_device(self, frame)
+
+    def fail(self, code: CloseCode, message: str) -> None:
+        if not self.closing:
+            self.closing = True
+            body = code.to_bytes(2, "big") + message.encode()[:1024]
+            self.owner.send(self.node, Record(Kind.FAIL_DEVICE, self.handle, body))
+            self.owner.forget_proxy(self)
+
+    async def wait_progress(self, timeout: float) -> None:
+        await asyncio.sleep(0)
+
+
+class ClusterNode:
+    """This node's part in the cluster; see the module's docstring."""
+
+    def __init__(self, server: RelayServer, redis: Client, node_id: str, advertise_url: str) -> None:
+        self.server = server
+        self.router = server.router
+        self.redis = redis
+        self.node_id = node_id
+        self.advertise_url = advertise_url
+        self.presence = Presence(redis, node_id, advertise_url)
+        self.bus = Bus(redis, node_id, self._deliver, self._on_trouble, self._on_healed, self.node_lost)
+        #: why the cluster is in trouble now (None: it is not), for /healthz
+        self.trouble: str | None = None
+        self._devices: dict[int, Connection] = {}  # handle → a device here with remote channels
+        self._next_handle = 1
+        self._proxies: dict[tuple[str, int], RemoteDevice] = {}  # (node, handle) → its proxy here
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._refresher: asyncio.Task[None] | None = None
+        self._quiet = LogLimiter(log)
+
+    @classmethod
+    async def join(cls, server: RelayServer, settings: ClusterSettings) -> ClusterNode:
+        """Connect to the cluster's Redis and take part (ConfigError if it cannot be reached)."""
+        redis = await connect(settings.seeds)
+        node = cls(server, redis, settings.node_id, settings.advertise_url)
+        try:
+            await node.start()
+        except (RedisError, OSError) as exc:
+            await redis.aclose()
+            raise ConfigError(f"cannot join the cluster through Redis: {exc}",
+                              hint="check the --cluster URL and that Redis is running") from None
+        return node
+
+    async def start(self) -> None:
+        await self.presence.refresh()
+        await self.bus.start()
+        self._refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
+        log.info("cluster node %s (%s) joined", self.node_id, self.advertise_url)
+
+    async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await self.bus.close()
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(2):
+                await self.presence.leave()
+        await self.redis.aclose()
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def send(self, node: str, record: Record) -> bool:
+        return self.bus.send(node, record)
+
+    # --- hosts connected here ---
+
+    def host_connected(self, host_id: str) -> None:
+        self._spawn(self._register(host_id))
+
+    async def _register(self, host_id: str) -> None:
+        try:
+            old = await self.presence.host_connected(host_id)
+        except (RedisError, OSError) as exc:
+            self._on_trouble(f"cannot write presence to Redis: {exc}")
+            return  # the refresher writes it once Redis is back
+        if old is not None:
+            mine = self.presence.held.get(host_id)
+            if mine is not None:
+                self.send(old.node, Record(Kind.TAKEOVER, 0, f"{host_id} {mine.encode()}".encode()))
+
+    def host_gone(self, host_id: str) -> None:
+        self._spawn(self._unregister(host_id))
+
+    async def _unregister(self, host_id: str) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self.presence.host_gone(host_id)
+
+    async def _takeover(self, host_id: str, newer: Holder) -> None:
+        """Another node says a newer connection of ``host_id`` is there: close ours if Redis agrees."""
+        host = self.router.hosts.get(host_id)
+        if host is None:
+            return
+        try:
+            if not await self.presence.still_holds(host_id, newer):
+                return
+        except (RedisError, OSError):
+            return
+        if self.router.hosts.get(host_id) is host:
+            self.presence.held.pop(host_id, None)  # the entry is the newer connection's now
+            self.router.fail(host, CloseCode.REPLACED, close_message(CloseCode.REPLACED))
+            self.server.act()
+
+    # --- devices connected here, with channels to hosts elsewhere ---
+
+    def open_elsewhere(self, device: Peer[Link], frame: Open) -> None:
+        self._spawn(self._place(device, frame))
+
+    async def _place(self, device: Peer[Link], frame: Open) -> None:
+        router = self.router
+        channel = frame.channel
+        if not self.bus.subscribed:
+            router.unplaced(device, channel, CloseCode.NODE_UNREACHABLE, _REDIS_DOWN)
+            self.server.act()
+            return
+        try:
+            holder = await self.presence.where(frame.host_id)
+        except (RedisError, OSError) as exc:
+            self._on_trouble(f"cannot read presence from Redis: {exc}")
+            router.unplaced(device, channel, CloseCode.NODE_UNREACHABLE, _REDIS_DOWN)
+            self.server.act()
+            return
+        if holder is None or holder.node == self.node_id:
+            reason = UNREACHABLE_OFFER if frame.offer_id else UNREACHABLE
+            router.unplaced(device, channel, CloseCode.HOST_OFFLINE, reason)
+        elif router.placed(device, channel, holder.node):
+            conn = device.link
+            assert isinstance(conn, Connection)
+            if not conn.handle:
+                conn.handle = self._next_handle
+                self._next_handle += 1
+                self._devices[conn.handle] = conn
+            if not self.send(holder.node, Record(Kind.OPEN, conn.handle, device.key + frame.encode())):
+                router.unplaced(device, channel, CloseCode.NODE_UNREACHABLE, close_message(CloseCode.NODE_UNREACHABLE))
+        self.server.act()
+
+    def from_device(self, conn: Connection, message: bytes) -> None:
+        """A DATA frame a device here sent on a channel to a host elsewhere."""
+        remote = conn.peer.remote
+        channel = data_channel(message)
+        node = remote.get(channel) if remote else None
+        if node and not self.send(node, Record(Kind.FROM_DEVICE, conn.handle, message)):
+            self.router.unplaced(conn.peer, channel, CloseCode.TOO_SLOW, close_message(CloseCode.TOO_SLOW))
+            self.server.act()
+
+    def to_node(self, device: Peer[Link], node: str, frame: bytes) -> None:
+        conn = device.link
+        if isinstance(conn, Connection) and conn.handle:
+            self.send(node, Record(Kind.FROM_DEVICE, conn.handle, frame))
+
+    def left_nodes(self, device: Peer[Link], nodes: frozenset[str]) -> None:
+        conn = device.link
+        if isinstance(conn, Connection) and conn.handle:
+            for node in nodes:
+                self.send(node, Record(Kind.DEVICE_GONE, conn.handle, b""))
+
+    def forget(self, conn: Connection) -> None:
+        """A device connection here is gone (its nodes were told, by :meth:`left_nodes`)."""
+        if conn.handle:
+            self._devices.pop(conn.handle, None)
+
+    # --- devices connected elsewhere, with channels to hosts here ---
+
+    def to_device(self, proxy: RemoteDevice, frame: bytes) -> bool:
+        return self.send(proxy.node, Record(Kind.TO_DEVICE, proxy.handle, frame))
+
+    def forget_proxy(self, proxy: RemoteDevice) -> None:
+        if self._proxies.get((proxy.node, proxy.handle)) is proxy:
+            del self._proxies[(proxy.node, proxy.handle)]
+
+    def _drop_proxy_if_idle(self, proxy: RemoteDevice) -> None:
+        peer = proxy.peer
+        if peer is not None and not peer.channels and not peer.gone:
+            self.forget_proxy(proxy)
+            self.router.disconnect(peer)
+
+    # --- the bus ---
+
+    def _deliver(self, sender: str, records: list[Record]) -> None:
+        for record in records:
+            try:
+                self._on_record(sender, record)
+            except FrameError as exc:
+                self._quiet.log(logging.WARNING, "record", "dropped a bad record from node %s: %s", sender, exc)
+        self.server.act()
+
+    def _on_record(self, sender: str, record: Record) -> None:
+        kind, handle, body = record.kind, record.handle, record.body
+        if kind is Kind.OPEN:
+            key, frame = body[:KEY_LEN], decode_frame(body[KEY_LEN:])
+            if len(key) != KEY_LEN or not isinstance(frame, Open):
+                raise FrameError("an OPEN record carries a key and an OPEN frame")
+            proxy = self._proxies.get((sender, handle))
+            if proxy is None or proxy.peer is None or proxy.peer.key != key:
+                proxy = RemoteDevice(self, sender, handle)
+                proxy.peer = self.router.connect(proxy, Role.DEVICE, key, derive_id(key), proxy=True)
+                self._proxies[(sender, handle)] = proxy
+            self.router.receive(proxy.peer, frame)
+            self.server.act()
+            self._drop_proxy_if_idle(proxy)
+        elif kind is Kind.FROM_DEVICE:
+            self._from_remote_device(sender, handle, body)
+        elif kind is Kind.TO_DEVICE:
+            self._to_device_here(handle, body)
+        elif kind is Kind.DEVICE_GONE:
+            proxy = self._proxies.pop((sender, handle), None)
+            if proxy is not None and proxy.peer is not None:
+                self.router.disconnect(proxy.peer)
+        elif kind is Kind.FAIL_DEVICE:
+            conn = self._devices.get(handle)
+            if conn is not None and len(body) >= 2:
+                code = int.from_bytes(body[:2], "big")
+                conn.fail(CloseCode(code) if code in CloseCode._value2member_map_ else CloseCode.PROTOCOL_ERROR,
+                          body[2:].decode("utf-8", "replace"))
+        elif kind is Kind.TAKEOVER:
+            host_id, _, holder = body.decode("ascii", "replace").partition(" ")
+            newer = Holder.decode(holder)
+            if newer is not None:
+                self._spawn(self._takeover(host_id, newer))
+
+    def _from_remote_device(self, sender: str, handle: int, body: bytes) -> None:
+        proxy = self._proxies.get((sender, handle))
+        peer = proxy.peer if proxy is not None else None
+        if not body:
+            raise FrameError("an empty frame")
+        if body[0] == _DATA:
+            target = self.router.forward(peer, body) if peer is not None else None
+            if target is None:
+                # a channel this node no longer has: say so, or the device waits on it forever
+                channel = data_channel(body)
+                reason = close_message(CloseCode.PEER_GONE)
+                self.send(sender, Record(Kind.TO_DEVICE, handle, Close(channel, CloseCode.PEER_GONE, reason).encode()))
+                return
+            receiver, frame, channel = target
+            queued = receiver.link.channel_bytes.get(channel, 0)
+            if queued and queued + len(frame) > self.server.limits.channel_queue_bytes:
+                # no waiting on the bus (it would hold up every other channel): the channel
+                # closes, and the clients resume
+                route = peer.channels.get(data_channel(body)) if peer is not None else None
+                if route is not None:
+                    self.router.close_route(route, CloseCode.TOO_SLOW, close_message(CloseCode.TOO_SLOW))
+                return
+            receiver.link.enqueue(frame, channel)
+            return
+        if peer is not None and proxy is not None:
+            self.router.receive(peer, decode_frame(body))
+            self.server.act()
+            self._drop_proxy_if_idle(proxy)
+
+    def _to_device_here(self, handle: int, body: bytes) -> None:
+        conn = self._devices.get(handle)
+        if conn is None or conn.closing or not body:
+            return
+        peer = conn.peer
+        if body[0] == _DATA:
+            channel = data_channel(body)
+            if peer.remote and peer.remote.get(channel):
+                conn.enqueue(body, channel)
+            return
+        frame = decode_frame(body)
+        if isinstance(frame, Close):
+            if self.router.closed_elsewhere(peer, frame.channel):
+                conn.enqueue(body)
+        elif peer.remote and getattr(frame, "channel", -1) in peer.remote:
+            conn.enqueue(body)  # OPENED
+
+    # --- trouble ---
+
+    def node_lost(self, node: str) -> None:
+        """``node`` is gone: the channels through it close, retryably."""
+        log.info("cluster node %s is gone: closing the channels through it", node)
+        self.router.node_lost(node, CloseCode.NODE_UNREACHABLE, close_message(CloseCode.NODE_UNREACHABLE))
+        for (where, _), proxy in list(self._proxies.items()):
+            if where == node and proxy.peer is not None:
+                self.forget_proxy(proxy)
+                self.router.disconnect(proxy.peer)
+        self.server.act()
+
+    def _on_trouble(self, why: str) -> None:
+        if self.trouble is None:
+            log.warning("cluster trouble: %s; channels to other nodes are closed until it heals", why)
+        self.trouble = why
+        if not self.bus.subscribed:
+            # records sent here meanwhile are lost: no channel through the bus can go on
+            nodes = {node for peer in self.router.peers if peer.remote for node in peer.remote.values() if node}
+            nodes.update(node for node, _ in self._proxies)
+            for node in nodes:
+                self.router.node_lost(node, CloseCode.NODE_UNREACHABLE, _REDIS_DOWN)
+            for proxy in list(self._proxies.values()):
+                if proxy.peer is not None:
+                    self.router.disconnect(proxy.peer)
+            self._proxies.clear()
+            self.server.act()
+
+    def _on_healed(self) -> None:
+        log.info("cluster healed: Redis is reachable again")
+        self.trouble = None
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_SECONDS)
+            try:
+                await self.presence.refresh()
+                nodes = {node for peer in self.router.peers if peer.remote for node in peer.remote.values() if node}
+                nodes.update(node for node, _ in self._proxies)
+                for node in nodes:
+                    if not await self.presence.node_alive(node):
+                        self.node_lost(node)
+            except (RedisError, OSError) as exc:
+                self._on_trouble(f"cannot refresh presence in Redis: {exc}")
+                continue
+            if self.trouble is not None and self.bus.subscribed:
+                self._on_healed()

@@ -1,0 +1,41 @@
+"""Fixtures for cluster-mode tests: real ``redis-server`` processes on 127.0.0.1 (see
+tests/support/redis_server.py), always stopped and their directories removed afterwards."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.redis_server import RedisCluster, RedisServer
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """One Redis on a free port, persistence off."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_servers() -> Iterator[Callable[..., RedisServer]]:
+    """Start more servers (``redis_servers(args=[...])``); all are closed at the end."""
+    started: list[RedisServer] = []
+
+    def make(**kwargs: Any) -> RedisServer:
+        server = RedisServer(**kwargs)
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.close()
+
+
+@pytest.fixture
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A Redis Cluster of 3 masters, no replicas, ``cluster_state:ok`` (takes about 2 s: a fresh
+    master waits 2 s before it declares the cluster writable)."""
+    with RedisCluster() as cluster:
+        yield cluster

@@ -1,0 +1,104 @@
+"""Cluster mode with real processes: relay nodes sharing a real redis-server, a host on one node
+and its device on another."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.procs import Proc, free_port, login, remove, short_home, start_host, start_relay, tether, tether_json
+from tests.support.redis_server import RedisServer
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(120)]
+
+
+@dataclass
+class Node:
+    proc: Proc
+    port: int
+    home: Path
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+def nodes(redis_server: RedisServer) -> Iterator[list[Node]]:
+    started: list[Node] = []
+    try:
+        for n in (1, 2):
+            home = short_home("tn")
+            port = free_port()
+            proc, bound = start_relay(port, "--cluster", redis_server.url, "--node-id", f"node-{n}", home=home)
+            started.append(Node(proc, bound, home))
+        yield started
+    finally:
+        for node in started:
+            node.proc.stop()
+            remove(node.home)
+
+
+@pytest.fixture
+def homes() -> Iterator[tuple[Path, Path, Path]]:
+    made = (short_home("th"), short_home("tw"), short_home("tc"))
+    yield made
+    remove(*made)
+
+
+def events_until(home: Path, session_id: str, marker: str, timeout: float = 20) -> list[dict[str, object]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = tether(home, "sessions", "events", session_id, "--json").stdout
+        events = [json.loads(line) for line in out.splitlines() if line.strip()]
+        text = "".join(str(e["data"].get("data", "")) for e in events if e["type"] == "session.output")  # type: ignore[attr-defined]
+        if marker in text:
+            return events
+        time.sleep(0.3)
+    raise AssertionError(f"{marker!r} never showed up in the events of {session_id}")
+
+
+def test_a_device_on_another_node_pairs_and_drives_a_pty_session(
+    nodes: list[Node], homes: tuple[Path, Path, Path]
+) -> None:
+    one, two = nodes
+    host_home, workspace, client_home = homes
+    host = start_host(host_home, one.url, workspace)
+    try:
+        link = str(tether_json(host_home, "pair", "--json")["link"])
+        assert link.startswith(one.origin)
+        # The device reaches the relay through another node (as a load balancer may send it).
+        result = login(client_home, two.origin + link[len(one.origin):], "--name", "phone", "--json")
+        host_id = str(json.loads(result.stdout)["host_id"])
+        [entry] = tether_json(client_home, "hosts", "--json")
+        assert entry["id"] == host_id and entry["relay"].endswith(f":{two.port}")
+        session_id = tether_json(client_home, "sessions", "start", "--agent", "pty", "--json", "--", "bash")["id"]
+        n = random.randrange(10**9)
+        tether(client_home, "sessions", "send", session_id, f"echo cross-$(({n}+1))")
+        events = events_until(client_home, session_id, f"cross-{n + 1}")
+        seqs = [e["seq"] for e in events]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    finally:
+        host.stop()
+
+
+def test_a_host_on_no_node_is_offline_from_every_node(nodes: list[Node], homes: tuple[Path, Path, Path]) -> None:
+    one, two = nodes
+    host_home, workspace, client_home = homes
+    host = start_host(host_home, one.url, workspace)
+    link = str(tether_json(host_home, "pair", "--json")["link"])
+    login(client_home, two.origin + link[len(one.origin):], "--name", "phone", "--json")
+    host.stop()
+    result = tether(client_home, "sessions", "list", "--json", check=False, timeout=60)
+    assert result.returncode != 0
+    assert "offline" in result.stderr, result.stderr
