@@ -67,6 +67,7 @@ export const CloseCode = Object.freeze({
   MAILBOX_OFF: 18,
   MAILBOX_FULL: 19,
   TOO_LARGE: 20,
+  NODE_UNREACHABLE: 21,
 });
 
 // Sentences for people, with the next step; the browser wording of frames.py's CLOSE_MESSAGES.
@@ -92,10 +93,11 @@ export const CLOSE_MESSAGES = {
   18: "this relay keeps no mailbox, so nothing can wait for the host there",
   19: "the relay's mailbox for this host is full; wait until the host is back",
   20: "too large for the relay's mailbox; shorten it",
+  21: "the relay node that holds the host could not be reached; reconnecting",
 };
 
 // Channel endings after which a new channel may well work (frames.py RETRYABLE_CLOSES).
-export const RETRY_CODES = new Set([0, 1, 3, 6, 7, 9, 12]);
+export const RETRY_CODES = new Set([0, 1, 3, 6, 7, 9, 12, 21]);
 
 export function closeMessage(code) {
   return CLOSE_MESSAGES[code] ?? `closed with code ${code}`;
