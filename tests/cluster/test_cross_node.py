@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 
 from tests.procs import Proc, free_port, login, remove, short_home, start_host, start_relay, tether, tether_json
 from tests.support.redis_server import RedisServer
+from tether import Client
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -68,7 +71,17 @@ def events_until(home: Path, session_id: str, marker: str, timeout: float = 20) 
     raise AssertionError(f"{marker!r} never showed up in the events of {session_id}")
 
 
-def test_a_device_on_another_node_pairs_and_drives_a_pty_session(
+def metrics(node: Node) -> dict[str, float]:
+    with urllib.request.urlopen(f"{node.origin}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {name: float(value) for name, value in re.findall(r"^(tether_\S+) (\S+)$", text, re.M)}
+
+
+def hosts_file(home: Path) -> list[dict[str, object]]:
+    return json.loads((home / "client" / "hosts.json").read_text())["hosts"]  # type: ignore[no-any-return]
+
+
+async def test_a_device_on_another_node_pairs_works_across_nodes_then_is_steered_to_the_host_s_node(
     nodes: list[Node], homes: tuple[Path, Path, Path]
 ) -> None:
     one, two = nodes
@@ -77,17 +90,36 @@ def test_a_device_on_another_node_pairs_and_drives_a_pty_session(
     try:
         link = str(tether_json(host_home, "pair", "--json")["link"])
         assert link.startswith(one.origin)
-        # The device reaches the relay through another node (as a load balancer may send it).
+        # The device reaches the relay through another node (as a load balancer may send it):
+        # pairing crosses nodes.
         result = login(client_home, two.origin + link[len(one.origin):], "--name", "phone", "--json")
         host_id = str(json.loads(result.stdout)["host_id"])
-        [entry] = tether_json(client_home, "hosts", "--json")
-        assert entry["id"] == host_id and entry["relay"].endswith(f":{two.port}")
+        [entry] = hosts_file(client_home)
+        assert entry["host_id"] == host_id and entry["relay_url"] == two.origin and not entry.get("node_url")
+        sent_before = metrics(two)['tether_relay_cluster_records_total{direction="sent"}']
+        assert sent_before > 0  # the pairing went through the bus
+
+        # The first command's channel opens across nodes; node 2 says which node holds the host,
+        # and the client goes there.
         session_id = tether_json(client_home, "sessions", "start", "--agent", "pty", "--json", "--", "bash")["id"]
+        [entry] = hosts_file(client_home)
+        assert entry["node_url"] == one.origin
         n = random.randrange(10**9)
         tether(client_home, "sessions", "send", session_id, f"echo cross-$(({n}+1))")
         events = events_until(client_home, session_id, f"cross-{n + 1}")
         seqs = [e["seq"] for e in events]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+        # From now on the client's channel is within node 1: nothing crosses nodes.
+        sent = metrics(two)['tether_relay_cluster_records_total{direction="sent"}']
+        async with await Client.open(client_home) as client:
+            assert [s["id"] for s in await client.sessions()] == [session_id]
+            first, second = metrics(one), metrics(two)
+        assert first['tether_relay_channels{path="local"}'] == 1
+        assert first['tether_relay_channels{path="from_other_node"}'] == 0
+        assert second['tether_relay_channels{path="to_other_node"}'] == 0
+        assert second['tether_relay_connections{role="device"}'] == 0
+        assert metrics(two)['tether_relay_cluster_records_total{direction="sent"}'] == sent
     finally:
         host.stop()
 

@@ -369,7 +369,7 @@ def _cluster_settings(urls: list[str] | None, node_id: str | None, advertise_url
             raise UsageError("a cluster node needs an address its clients reach it at",
                              hint="pass --advertise-url wss://node-1.example.com (or --public-url)")
         shown = f"[{host}]" if ":" in host else host
-        advertise_url = public_url or f"{'wss' if tls else 'ws'}://{shown}:{port}"
+        advertise_url = public_url or f"{'https' if tls else 'http'}://{shown}:{port}"
     try:
         node = check_node_id(node_id or f"{socket.gethostname()}-{port}")
     except BusError as exc:

@@ -15,6 +15,7 @@ from typing import Any
 
 from tether.client.state import ClientState, PairedHost
 from tether.crypto.encoding import b64u_decode
+from tether.crypto.keys import Identity
 from tether.crypto.tokens import AccessToken
 from tether.errors import TetherError, UsageError
 from tether.home import HostPaths
@@ -24,7 +25,7 @@ from tether.protocol.local import StreamTransport
 from tether.protocol.messages import Notification
 from tether.protocol.rpc import MessageTransport, RpcPeer
 from tether.protocol.transport import TransportClosed
-from tether.relay.link import ChannelClosed, RelayError, RelayLink
+from tether.relay.link import Channel, ChannelClosed, RelayError, RelayLink
 
 # Batches a subscription may hold before the reader waits for the consumer.
 SUBSCRIPTION_QUEUE = 64
@@ -153,22 +154,64 @@ async def connect_local(home: Path) -> Connection:
 
 
 async def connect_remote(state: ClientState, host: PairedHost) -> Connection:
-    """Open an IK channel to ``host`` through its relay."""
+    """Open an IK channel to ``host`` through its relay: at the cluster node that held it last
+    time, if a node said so and it still does, else at the host's relay URL (and if the node
+    reached there says another holds the host, there instead)."""
     identity = state.identity()
-    link = await RelayLink.connect(host.relay_url, identity, "device")
+    link, channel = await _open_steered(state, host)
     try:
-        channel = await link.open(host.host_id)
         transport = await E2ETransport.initiate(channel, static=identity.static, remote_static=host.host_static)
     except BaseException:
         await link.close()
         raise
 
     def pin(key: bytes) -> None:
-        state.save_host(dataclasses.replace(host, host_static=key))
+        current = next((h for h in state.hosts() if h.host_id == host.host_id), host)
+        state.save_host(dataclasses.replace(current, host_static=key))
 
     conn = Connection(transport, host_id=host.host_id, link=link, on_host_key=pin)
     conn.background(learn_linked_hosts(conn, state, host))
     return conn
+
+
+STEER_TIMEOUT = 5.0
+
+
+async def _open_steered(state: ClientState, host: PairedHost) -> tuple[RelayLink, Channel]:
+    identity = state.identity()
+    if host.node_url and host.node_url != host.relay_url:
+        with contextlib.suppress(TetherError, OSError, TimeoutError):
+            async with asyncio.timeout(STEER_TIMEOUT):
+                return await _open_at(host.node_url, identity, host)
+        _remember_node(state, host, "")  # that node is gone, or no longer holds the host
+    link, channel = await _open_at(host.relay_url, identity, host)
+    node_url = link.redirects.get(host.host_id)
+    if not node_url or node_url == host.relay_url:
+        return link, channel
+    # The channel works across nodes; one to the host's own node does not cross them at all.
+    try:
+        async with asyncio.timeout(STEER_TIMEOUT):
+            steered = await _open_at(node_url, identity, host)
+    except (TetherError, OSError, TimeoutError):
+        return link, channel
+    await link.close()
+    _remember_node(state, host, node_url)
+    return steered
+
+
+async def _open_at(url: str, identity: Identity, host: PairedHost) -> tuple[RelayLink, Channel]:
+    link = await RelayLink.connect(url, identity, "device")
+    try:
+        return link, await link.open(host.host_id)
+    except BaseException:
+        await link.close()
+        raise
+
+
+def _remember_node(state: ClientState, host: PairedHost, node_url: str) -> None:
+    current = next((h for h in state.hosts() if h.host_id == host.host_id), None)
+    if current is not None and current.node_url != node_url:
+        state.save_host(dataclasses.replace(current, node_url=node_url))
 
 
 async def learn_linked_hosts(conn: Connection, state: ClientState, parent: PairedHost) -> None:

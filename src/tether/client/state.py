@@ -25,6 +25,9 @@ class PairedHost:
     paired_at: float = field(default_factory=time.time)
     # The host that announced this one (a host it started with `tether ssh`); None: paired here.
     linked_from: str | None = None
+    # The node of a relay cluster that held this host when it was last reached (the node said so:
+    # REDIRECT); tried before relay_url. Empty: none known.
+    node_url: str = ""
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -44,7 +47,7 @@ class PairedHost:
             raise ValueError("not a host entry")
         if isinstance(paired_at, bool) or not isinstance(paired_at, int | float) or not math.isfinite(paired_at):
             raise ValueError("not a host entry")
-        if not isinstance(data.get("linked_from"), str | None):
+        if not isinstance(data.get("linked_from"), str | None) or not isinstance(data.get("node_url", ""), str):
             raise ValueError("not a host entry")
         host_static = b64u_decode(data["host_static"])
         if len(host_static) != 32:
@@ -56,8 +59,9 @@ def _not_paired() -> UsageError:
     return UsageError("this home is not paired with any host", hint="run `tether login` first (it asks for the link)")
 
 
-_FIELDS = {"host_id", "name", "relay_url", "host_static", "device_id", "scopes", "paired_at", "linked_from"}
-_REQUIRED = _FIELDS - {"paired_at", "linked_from"}
+_FIELDS = {"host_id", "name", "relay_url", "host_static", "device_id", "scopes", "paired_at", "linked_from",
+           "node_url"}
+_REQUIRED = _FIELDS - {"paired_at", "linked_from", "node_url"}
 
 
 class ClientState:

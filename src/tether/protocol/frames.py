@@ -40,9 +40,11 @@ from enum import IntEnum
 from tether.crypto.seal import MAX_SEALED  # a sealed mailbox blob is one Noise message
 from tether.errors import TetherError
 
-#: Bumped on any incompatible change to a layout below. 2 added the mailbox frames; a relay still
-#: admits clients of version 1 (they never send them).
-PROTOCOL_VERSION = 2
+#: Bumped on any incompatible change to a layout below. 2 added the mailbox frames, 3 REDIRECT; a
+#: relay still admits clients of version 1 (they never send the newer frames, and are sent none).
+PROTOCOL_VERSION = 3
+#: The oldest version a relay may send REDIRECT to.
+REDIRECT_VERSION = 3
 OLDEST_PROTOCOL_VERSION = 1
 
 #: Signed by a client to prove it holds the identity key it announced in HELLO.
@@ -115,6 +117,9 @@ class FrameType(IntEnum):
     WATCH = 0x40
     # relay→device: type | online u8 (0 or 1) | host_id rest(ASCII)
     PRESENCE = 0x41
+    # relay→device (version 3 on): type | host_id str8 | url rest(UTF-8) — a relay node of a
+    # cluster says which node holds this host: reconnect there for it (a hint; the channel works)
+    REDIRECT = 0x42
 
     # host→relay: type | req u32 | device identity_public [32] | sealed rest (empty = clear the slot)
     MAILBOX_DEPOSIT = 0x50
@@ -404,6 +409,15 @@ class Presence:
 
 
 @dataclass(frozen=True, slots=True)
+class Redirect:
+    host_id: str
+    url: str
+
+    def encode(self) -> bytes:
+        return bytes([FrameType.REDIRECT]) + _str8(self.host_id) + _clip_text(self.url)
+
+
+@dataclass(frozen=True, slots=True)
 class MailboxDeposit:
     req: int
     device_identity: bytes
@@ -519,6 +533,7 @@ Frame = (
     | Close
     | Watch
     | Presence
+    | Redirect
     | MailboxDeposit
     | MailboxTake
     | MailboxAck
@@ -632,6 +647,8 @@ def decode_frame(data: bytes) -> Frame:
             if online > 1:
                 raise FrameError("PRESENCE online flag must be 0 or 1")
             frame = Presence(online=bool(online), host_id=r.rest_id())
+        case FrameType.REDIRECT:
+            frame = Redirect(r.str8(), r.rest_text())
         case FrameType.MAILBOX_DEPOSIT:
             req = r.u32()
             frame = MailboxDeposit(req, r.take(KEY_LEN), r.sealed())

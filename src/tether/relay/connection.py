@@ -69,14 +69,16 @@ class Connection:
         "queue",
         "queued_bytes",
         "server",
+        "version",
         "writer",
         "ws",
     )
 
     peer: Peer[Link]
 
-    def __init__(self, ws: ServerConnection, server: RelayServer) -> None:
+    def __init__(self, ws: ServerConnection, server: RelayServer, version: int) -> None:
         self.ws = ws
+        self.version = version  # of the protocol, from its HELLO
         self.server = server
         self.limits = limits = server.limits
         # outgoing queue: (frame, receiver channel or -1 for control frames); the writer task

@@ -152,6 +152,8 @@ class Front:
     static_dir: Path | None
     # what is wrong, for /healthz (None: nothing)
     trouble: Callable[[], str | None] = lambda: None
+    # the figures /metrics shows (Prometheus text format), to loopback only
+    metrics: Callable[[], str] = lambda: ""
 
     def socket_class(self) -> type[CountedSocket]:
         """A :class:`CountedSocket` subclass counting against this front's tables."""
@@ -206,8 +208,19 @@ class Front:
 
     async def _page(self, connection: ServerConnection, path: str) -> Response:
         if path == "/healthz":
+            # 200 even in trouble: a node whose Redis is away still serves the channels within it,
+            # so a load balancer must keep sending it clients; the body says what is wrong
             trouble = self.trouble()
-            return connection.respond(503, f"{trouble}\n") if trouble else connection.respond(200, "ok\n")
+            return connection.respond(200, f"degraded: {trouble}\n" if trouble else "ok\n")
+        if path == "/metrics":
+            # what the relay holds is the operator's to see, not the internet's: scrape it on the
+            # machine (behind a proxy, only the proxy's own requests are answered)
+            if not is_loopback(peer_host(connection.remote_address)) or connection.request is None or \
+                    connection.request.headers.get("X-Forwarded-For"):
+                return connection.respond(404, "not found\n")
+            figures = connection.respond(200, self.metrics())
+            figures.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+            return figures
         if self.static_dir is not None:
             response = await static_response(self.static_dir, path)
             if response is not None:

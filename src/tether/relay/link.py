@@ -57,6 +57,7 @@ from tether.protocol.frames import (
     Open,
     Opened,
     Presence,
+    Redirect,
     Role,
     Watch,
     Welcome,
@@ -232,6 +233,8 @@ class RelayLink:
         self.inbox_frames = inbox_frames
         self.inbox_bytes = inbox_bytes
         self.presence: dict[str, bool] = {}
+        #: host id → the relay node that holds it, where a cluster's node said to reconnect
+        self.redirects: dict[str, str] = {}
         self.close_reason = ""
         self.close_code: int | None = None
         self._ws = ws
@@ -606,6 +609,8 @@ class RelayLink:
             case Presence(host_id=host_id, online=online) if self.role is Role.DEVICE:
                 self.presence[host_id] = online
                 self._wake_all(self._presence_waiters)
+            case Redirect(host_id=host_id, url=url) if self.role is Role.DEVICE:
+                self.redirects[host_id] = url
             case MailboxItem(req=0) if self.role is Role.HOST:
                 self.mailbox_items.put_nowait(frame)
             case MailboxItem(req=req) if self.role is Role.HOST:

@@ -510,6 +510,22 @@ class Router(Generic[L]):
                 if not watchers:
                     del self.watchers[host_id]
 
+    def census(self) -> dict[str, int]:
+        """What an operator watches (``/metrics``): connections by role, and channels by where
+        their ends are (both here; device here and host on another node; the reverse)."""
+        hosts = len(self.hosts)
+        devices = proxies = local = to_node = from_node = 0
+        for peer in self.peers:
+            if isinstance(peer, ProxyPeer):
+                proxies += 1
+                from_node += len(peer.channels)
+            elif not isinstance(peer, HostPeer):
+                devices += 1
+                local += len(peer.channels)
+                to_node += len(peer.remote or ())
+        return {"hosts": hosts, "devices": devices, "remote_devices": proxies, "channels_local": local,
+                "channels_to_other_nodes": to_node, "channels_from_other_nodes": from_node}
+
     # --- channels to hosts on other nodes (the device's side) ---
 
     def placed(self, device: Peer[L], channel: int, node: str) -> bool:

@@ -145,7 +145,7 @@ class RelayServer:
         # lines a flood can repeat at will (refusals, accept errors): once per 10 s per kind
         self.quiet_log = LogLimiter(log)
         self.front = Front(self.limits, self.addresses, self.sockets, self.quiet_log, self.origins, self.static_dir,
-                           self._trouble)
+                           self._trouble, self._metrics)
         self.router: Router[Link] = Router(self.limits, elsewhere=cluster is not None)
         self.cluster_settings = cluster
         #: this node's part in a cluster (``--cluster``), from start()
@@ -265,6 +265,27 @@ class RelayServer:
             return f"cluster: {self.cluster.trouble}"
         return None
 
+    def _metrics(self) -> str:
+        """``/metrics`` in Prometheus' text format."""
+        census = self.router.census()
+        lines = [
+            "# HELP tether_relay_connections Authenticated connections to this relay node.",
+            "# TYPE tether_relay_connections gauge",
+            f'tether_relay_connections{{role="host"}} {census["hosts"]}',
+            f'tether_relay_connections{{role="device"}} {census["devices"]}',
+            "# HELP tether_relay_channels Open channels, by where their ends are connected.",
+            "# TYPE tether_relay_channels gauge",
+            f'tether_relay_channels{{path="local"}} {census["channels_local"]}',
+            f'tether_relay_channels{{path="to_other_node"}} {census["channels_to_other_nodes"]}',
+            f'tether_relay_channels{{path="from_other_node"}} {census["channels_from_other_nodes"]}',
+            "# HELP tether_relay_sockets TCP connections held, authenticated or not.",
+            "# TYPE tether_relay_sockets gauge",
+            f"tether_relay_sockets {self.sockets.open}",
+        ]
+        if self.cluster is not None:
+            lines += self.cluster.metrics()
+        return "\n".join(lines) + "\n"
+
     @property
     def connections(self) -> list[Connection]:
         """The authenticated connections, in no order."""
@@ -337,7 +358,7 @@ class RelayServer:
             except BaseException:
                 self.router.release_device(key)
                 raise
-        conn = Connection(ws, self)
+        conn = Connection(ws, self, hello.version)
         conn.peer = self.router.connect(conn, hello.role, key, id)
         if self.cluster is not None and hello.role is Role.HOST:
             self.cluster.host_connected(id)

@@ -62,6 +62,9 @@ class Bus:
         self._listener: asyncio.Task[None] | None = None
         #: the subscription is live: records sent to this node arrive
         self.subscribed = False
+        # for /metrics
+        self.records_sent = self.records_received = self.messages_sent = self.messages_received = 0
+        self.dropped_subscriptions = 0
         self._quiet = LogLimiter(log)
 
     async def start(self) -> None:
@@ -91,6 +94,7 @@ class Bus:
             out = self._out[node] = []
         out.append(data)
         self._pending[node] = pending + len(data)
+        self.records_sent += 1
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
         return True
@@ -124,6 +128,7 @@ class Bus:
             size += len(record)
         messages.append(b"".join(batch))
         for message in messages:
+            self.messages_sent += 1
             try:
                 receivers = await self.redis.spublish(channel, message)
             except (RedisError, OSError) as exc:
@@ -161,6 +166,7 @@ class Bus:
                         self._on_message(message)
             except (RedisError, OSError) as exc:
                 self.subscribed = False
+                self.dropped_subscriptions += 1
                 self._trouble(f"lost the subscription to Redis: {exc}")
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
@@ -187,4 +193,6 @@ class Bus:
         except BusError as exc:
             self._quiet.log(logging.WARNING, "batch", "dropped a malformed batch from the bus: %s", exc)
             return
+        self.messages_received += 1
+        self.records_received += len(records)
         self._deliver(sender, records)

@@ -25,11 +25,13 @@ from tether.crypto.keys import derive_id
 from tether.errors import ConfigError
 from tether.lograte import LogLimiter
 from tether.protocol.frames import (
+    REDIRECT_VERSION,
     Close,
     CloseCode,
     FrameError,
     FrameType,
     Open,
+    Redirect,
     Role,
     close_message,
     data_channel,
@@ -115,6 +117,7 @@ class ClusterNode:
         self._devices: dict[int, Connection] = {}  # handle → a device here with remote channels
         self._next_handle = 1
         self._proxies: dict[tuple[str, int], RemoteDevice] = {}  # (node, handle) → its proxy here
+        self._urls: dict[str, str] = {}  # node → its advertise URL
         self._tasks: set[asyncio.Task[None]] = set()
         self._refresher: asyncio.Task[None] | None = None
         self._quiet = LogLimiter(log)
@@ -220,6 +223,11 @@ class ClusterNode:
         elif router.placed(device, channel, holder.node):
             conn = device.link
             assert isinstance(conn, Connection)
+            if conn.version >= REDIRECT_VERSION:
+                # before the OPEN goes on, so that the device has it by the time its channel opens
+                url = await self._url_of(holder.node)
+                if url and not conn.closing:
+                    conn.enqueue(Redirect(frame.host_id, url).encode())
             if not conn.handle:
                 conn.handle = self._next_handle
                 self._next_handle += 1
@@ -227,6 +235,16 @@ class ClusterNode:
             if not self.send(holder.node, Record(Kind.OPEN, conn.handle, device.key + frame.encode())):
                 router.unplaced(device, channel, CloseCode.NODE_UNREACHABLE, close_message(CloseCode.NODE_UNREACHABLE))
         self.server.act()
+
+    async def _url_of(self, node: str) -> str | None:
+        """Where clients reach ``node`` (its advertise URL), cached while it lives."""
+        url = self._urls.get(node)
+        if url is None:
+            with contextlib.suppress(RedisError, OSError):
+                url = await self.presence.url_of(node)
+            if url:
+                self._urls[node] = url
+        return url
 
     def from_device(self, conn: Connection, message: bytes) -> None:
         """A DATA frame a device here sent on a channel to a host elsewhere."""
@@ -358,11 +376,35 @@ class ClusterNode:
         elif peer.remote and getattr(frame, "channel", -1) in peer.remote:
             conn.enqueue(body)  # OPENED
 
+    def metrics(self) -> list[str]:
+        """This node's cluster figures, for /metrics."""
+        bus = self.bus
+        return [
+            "# HELP tether_relay_cluster_trouble 1 while the node cannot use the cluster's Redis as it should.",
+            "# TYPE tether_relay_cluster_trouble gauge",
+            f"tether_relay_cluster_trouble {int(self.trouble is not None)}",
+            "# HELP tether_relay_cluster_records_total Records between nodes (frames and channel events).",
+            "# TYPE tether_relay_cluster_records_total counter",
+            f'tether_relay_cluster_records_total{{direction="sent"}} {bus.records_sent}',
+            f'tether_relay_cluster_records_total{{direction="received"}} {bus.records_received}',
+            "# HELP tether_relay_cluster_messages_total Redis messages (batches of records) between nodes.",
+            "# TYPE tether_relay_cluster_messages_total counter",
+            f'tether_relay_cluster_messages_total{{direction="sent"}} {bus.messages_sent}',
+            f'tether_relay_cluster_messages_total{{direction="received"}} {bus.messages_received}',
+            "# HELP tether_relay_cluster_subscription_drops_total Times Redis dropped this node's subscription.",
+            "# TYPE tether_relay_cluster_subscription_drops_total counter",
+            f"tether_relay_cluster_subscription_drops_total {bus.dropped_subscriptions}",
+            "# HELP tether_relay_cluster_hosts_held Hosts this node holds in the cluster's presence keys.",
+            "# TYPE tether_relay_cluster_hosts_held gauge",
+            f"tether_relay_cluster_hosts_held {len(self.presence.held)}",
+        ]
+
     # --- trouble ---
 
     def node_lost(self, node: str) -> None:
         """``node`` is gone: the channels through it close, retryably."""
         log.info("cluster node %s is gone: closing the channels through it", node)
+        self._urls.pop(node, None)
         self.router.node_lost(node, CloseCode.NODE_UNREACHABLE, close_message(CloseCode.NODE_UNREACHABLE))
         for (where, _), proxy in list(self._proxies.items()):
             if where == node and proxy.peer is not None:
