@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Protocol
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import ServerConnection
@@ -154,6 +154,8 @@ class Front:
     trouble: Callable[[], str | None] = lambda: None
     # the figures /metrics shows (Prometheus text format), to loopback only
     metrics: Callable[[], str] = lambda: ""
+    #: new connections per address counted over a cluster's nodes (None: this relay alone)
+    shared: SharedLimit | None = None
 
     def socket_class(self) -> type[CountedSocket]:
         """A :class:`CountedSocket` subclass counting against this front's tables."""
@@ -173,6 +175,8 @@ class Front:
             if connection.deferred:
                 connection.deferred = False
                 connection.count(self._forwarded_key(connection, request))
+            if connection.refusal is None and connection.address is not None and self.shared is not None:
+                connection.refusal = await self.shared.take(connection.address)
             if connection.refusal is not None:
                 self.quiet_log.log(logging.INFO, "429", "refused %s: %s", peer_name(connection), connection.refusal)
                 refused = connection.respond(429, connection.refusal + "\n")
@@ -236,6 +240,12 @@ class Front:
             if key is not None:
                 return key
         return address_key(peer_host(connection.remote_address), self.limits)
+
+
+class SharedLimit(Protocol):
+    """New connections per address counted beyond this process (a cluster's nodes)."""
+
+    async def take(self, key: str) -> str | None: ...
 
 
 def peer_host(peer: object) -> str:

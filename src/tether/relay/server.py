@@ -59,6 +59,7 @@ from tether.protocol.frames import (
     data_channel,
     decode_frame,
 )
+from tether.relay.cluster.addresses import SharedAddresses
 from tether.relay.cluster.node import ClusterNode, ClusterSettings
 from tether.relay.connection import Connection, Link
 from tether.relay.enrollment import verify_enroll_proof
@@ -208,6 +209,7 @@ class RelayServer:
             except BaseException:
                 await self.close()
                 raise
+            self.front.shared = SharedAddresses(self.cluster.redis, lim)
         if lim.idle_timeout:
             self._idle_sweeper = asyncio.get_running_loop().create_task(self._sweep_idle(lim.idle_timeout))
         if self.mailbox is not None:
@@ -220,6 +222,7 @@ class RelayServer:
             if task is not None:
                 task.cancel()
         self._idle_sweeper = self._mailbox_sweeper = None
+        self.front.shared = None
         if self.cluster is not None:
             await self.cluster.close()
             self.cluster = None
