@@ -30,13 +30,17 @@ from tether.relay.router import (
     AllowlistPublished,
     Fail,
     HostPeer,
+    LeftNodes,
+    OpenElsewhere,
     Peer,
+    ProxyPeer,
     Router,
     Send,
     ToMailbox,
 )
 
 HOSTS = ["host-a", "host-b"]
+NODES = ["node-2", "node-3"]
 KEYS = [bytes([n]) * 32 for n in range(1, 4)]
 OFFERS = ["offer-1", "offer-2"]
 
@@ -195,27 +199,55 @@ def _frames() -> st.SearchStrategy[object]:
     )
 
 
+_HOST_IDS = st.sampled_from([*HOSTS, "nobody"])
+# device frames go to a live device (most sequences should be about opening and closing channels)
+_OPEN = st.tuples(st.just("device_frame"), st.integers(0, 20),
+                  st.builds(Open, st.integers(0, 4), _HOST_IDS, st.sampled_from(["", *OFFERS])))
+_CLOSE = st.tuples(st.just("device_frame"), st.integers(0, 20),
+                   st.builds(Close, st.integers(0, 4), st.just(CloseCode.NORMAL), st.just("bye")))
 OPS = st.lists(
     st.one_of(
+        # opening and closing channels is what most sequences should be about
+        _OPEN, _OPEN, _OPEN, _CLOSE,
         st.tuples(st.just("host"), st.sampled_from(HOSTS)),
         st.tuples(st.just("device"), st.sampled_from(KEYS)),
         st.tuples(st.just("frame"), st.integers(0, 20), _frames()),
         st.tuples(st.just("data"), st.integers(0, 20), st.integers(0, 4)),
         st.tuples(st.just("drop"), st.integers(0, 20)),
         st.tuples(st.just("tick"), st.floats(0, 120)),
+        # one node of a cluster: devices of other nodes, and where their channels went
+        st.tuples(st.just("proxy"), st.sampled_from(KEYS)),
+        # the cluster's answers, for a channel some device holds elsewhere
+        st.tuples(st.just("place"), st.integers(0, 20), st.sampled_from(["", *NODES])),
+        st.tuples(st.just("place"), st.integers(0, 20), st.sampled_from(NODES)),
+        st.tuples(st.just("closed_elsewhere"), st.integers(0, 20)),
+        st.tuples(st.just("node_lost"), st.sampled_from(NODES)),
     ),
+    min_size=4,
     max_size=60,
 )
 
 
-@settings(max_examples=300, deadline=None)
-@given(OPS)
-def test_random_sequences_keep_the_routing_invariants(ops: list[tuple[object, ...]]) -> None:
-    router = make(max_channels_per_device=4, max_channels_per_offer=1, max_connections_per_device=2, opens_per_minute=6)
+@settings(max_examples=500, deadline=None)
+@given(OPS, st.booleans())
+def test_random_sequences_keep_the_routing_invariants(ops: list[tuple[object, ...]], elsewhere: bool) -> None:
+    router: Router[str] = Router(
+        RelayLimits(max_channels_per_device=4, max_channels_per_offer=1, max_connections_per_device=2,
+                    opens_per_minute=6),
+        Clock(), elsewhere=elsewhere,
+    )
     clock = router.clock
     assert isinstance(clock, Clock)
-    peers: list[Peer[str]] = []
     model = Model()
+    # every sequence starts from a host with an allowlist, devices and (a cluster node's) a
+    # device of another node, so that each step has someone to act on
+    peers: list[Peer[str]] = [router.connect("h", Role.HOST, b"A" * 32, "host-a")]
+    router.receive(peers[0], Allowlist((KEYS[0], KEYS[2])))
+    for key in KEYS[:2]:
+        assert router.admit_device(key) is None
+        peers.append(router.connect(f"d-{key[0]}", Role.DEVICE, key, f"d-{key[0]}"))
+    peers.append(router.connect("p", Role.DEVICE, KEYS[2], "p", proxy=True))
+    router.take()
     for op in ops:
         gone_before = {id(p) for p in peers if p.gone}
         match op:
@@ -226,6 +258,10 @@ def test_random_sequences_keep_the_routing_invariants(ops: list[tuple[object, ..
                     peers.append(router.connect(f"d{len(peers)}", Role.DEVICE, key, key.hex()[:8]))
             case ("frame", int(n), frame) if peers:
                 router.receive(peers[n % len(peers)], frame)
+            case ("device_frame", int(n), frame):
+                devices = [p for p in peers if not p.gone and p.role is Role.DEVICE]
+                if devices:
+                    router.receive(devices[n % len(devices)], frame)
             case ("data", int(n), int(channel)) if peers:
                 peer = peers[n % len(peers)]
                 target = router.forward(peer, encode_data(channel, b"x"))
@@ -239,6 +275,22 @@ def test_random_sequences_keep_the_routing_invariants(ops: list[tuple[object, ..
                 router.disconnect(peers[n % len(peers)])
             case ("tick", float(seconds)):
                 clock.now += seconds
+            case ("proxy", bytes(key)):
+                peers.append(router.connect(f"p{len(peers)}", Role.DEVICE, key, key.hex()[:8], proxy=True))
+            case ("place", int(n), str(node)):
+                remote = [(p, ch) for p in peers if p.remote for ch in p.remote]
+                if remote:
+                    peer, channel = remote[n % len(remote)]
+                    if node:
+                        router.placed(peer, channel, node)
+                    else:
+                        router.unplaced(peer, channel, CloseCode.HOST_OFFLINE, UNREACHABLE)
+            case ("closed_elsewhere", int(n)):
+                remote = [(p, ch) for p in peers if p.remote for ch in p.remote]
+                if remote:
+                    router.closed_elsewhere(*remote[n % len(remote)])
+            case ("node_lost", str(node)):
+                router.node_lost(node, CloseCode.NODE_UNREACHABLE, "gone")
             case _:
                 pass
         _check(router, peers, model, router.take(), gone_before)
@@ -259,6 +311,13 @@ def _check(router: Router[str], peers: list[Peer[str]], model: Model, actions: l
         elif isinstance(action, Fail):
             assert action.peer.gone
             failed.add(id(action.peer))
+        elif isinstance(action, OpenElsewhere):
+            # only for a device connected here, only in a cluster, and held until placed
+            device = action.device
+            assert router.elsewhere and not isinstance(device, ProxyPeer) and action.frame.host_id not in router.hosts
+            assert device.gone or (device.remote is not None and action.frame.channel in device.remote)
+        elif isinstance(action, LeftNodes):
+            assert action.device.gone and action.nodes and "" not in action.nodes
     live = [p for p in peers if not p.gone]
     assert router.peers == set(live)
     routes = {id(r): r for p in live for r in p.channels.values()}
@@ -274,6 +333,11 @@ def _check(router: Router[str], peers: list[Peer[str]], model: Model, actions: l
         # a device reaches a host only through its allowlist or a pairing offer
         assert route.via_offer or device.key in host.allowlist
         per_key[device.key] = per_key.get(device.key, 0) + 1
+    for peer in live:
+        if peer.remote:
+            assert router.elsewhere and not isinstance(peer, ProxyPeer) and peer.role is Role.DEVICE
+            assert not set(peer.remote) & set(peer.channels)
+            per_key[peer.key] = per_key.get(peer.key, 0) + len(peer.remote)
     assert router.device_channels == per_key
     for key, count in per_key.items():
         assert count <= router.limits.max_channels_per_device, key
@@ -285,5 +349,5 @@ def _check(router: Router[str], peers: list[Peer[str]], model: Model, actions: l
         assert by_offer == host.offer_channels
     for watched, watchers in router.watchers.items():
         assert watchers and all(not w.gone and watched in w.watching for w in watchers)
-    devices = [p for p in live if p.role is Role.DEVICE]
+    devices = [p for p in live if p.role is Role.DEVICE and not isinstance(p, ProxyPeer)]
     assert router.device_connections == {k: sum(1 for d in devices if d.key == k) for k in {d.key for d in devices}}
