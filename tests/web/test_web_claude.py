@@ -205,4 +205,17 @@ def test_claude_codes_question_tasks_web_fetch_and_plan_on_the_phone(
     started = [e["data"] for e in cli_events(cli_home, session) if e["type"] == "turn.started"]
     assert [[i["name"] for i in s["images"]] for s in started[-2:]] == [["shot.png", "photo.jpg"], ["shot.png"]]
     assert started[-1]["images"] == [{"name": "shot.png", "mime": "image/png", "bytes": len(png())}]
+
+    # The rest of what the page drew, as the CLI reads it: the answers (streamed), the plan asked
+    # about, and what the turns used and cost (the header's figure).
+    events = cli_events(cli_home, session)
+    answers = [e["data"] for e in events if e["type"] == "item.completed" and e["data"]["kind"] == "agent_message"]
+    assert [a["text"] for a in answers] == ["Blue it is.", "Planned; starting.", "A blue square.", "Another one."]
+    assert "".join(e["data"]["data"] for e in events if e["type"] == "item.delta"
+                   and e["data"]["item"] == answers[0]["item"]) == "Blue it is."
+    asked = [e["data"] for e in events if e["type"] == "approval.requested"]
+    assert [a["kind"] for a in asked] == ["question", "tool", "plan"] and asked[-1]["details"]["plan"] == PLAN
+    *_, usage = [e["data"] for e in events if e["type"] == "agent.usage"]
+    assert usage["cost_usd"] > 0 and usage["total_tokens"] > 0
+    until(lambda: f"${usage['cost_usd']:.4f}" in (page.text_content("#session-usage") or ""), what="the cost")
     assert not page.errors  # type: ignore[attr-defined]

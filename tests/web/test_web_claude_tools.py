@@ -85,8 +85,9 @@ def test_an_mcp_tool_and_a_sub_agents_command_on_the_phone(
     assert lookup.locator("pre.output").text_content() == "3 notes about blue"
     agent = page.locator('.card.tool[data-tool="Agent"]')
     assert agent.locator(".tool-input").text_content() == "look around\nlist the files"
-    assert page.locator(".card.command", has_text="echo sub-agent-was-here").locator(".output").text_content() \
-        == "sub-agent-was-here"
+    ran = page.locator(".card.command", has_text="echo sub-agent-was-here")
+    assert ran.locator(".output").text_content() == "sub-agent-was-here"
+    assert ran.locator(".badge.exit").text_content() == "exit 0"
     assert page.locator(".card.agent", has_text="found the files").count() == 0  # only in the report
 
     done = [e["data"] for e in cli_events(cli_home, session) if e["type"] == "item.completed"]
@@ -95,6 +96,9 @@ def test_an_mcp_tool_and_a_sub_agents_command_on_the_phone(
     assert "found the files" in calls["Agent"]["output"]
     assert page.locator(".card.reasoning p").text_content() == "the notes first"
     assert [d["text"] for d in done if d["kind"] == "reasoning"] == ["the notes first"]
+    (command,) = [d for d in done if d["kind"] == "command"]
+    assert (command["command"], command["output"], command["exit_code"]) == (
+        "echo sub-agent-was-here", "sub-agent-was-here", 0)
 
     # Turn 2: each asked about on the phone.
     page.fill("#composer", "find a blue, write it down, ask the painter")
@@ -121,6 +125,9 @@ def test_an_mcp_tool_and_a_sub_agents_command_on_the_phone(
     assert json.loads(outputs[-1].removeprefix("the form came back: ")) == {
         "action": "accept", "content": {"shade": "sky", "coats": 2}}
     assert [d["status"] for d in done if d["kind"] == "file_change"] == ["completed"]
+    (searched,) = [d for d in done if d["kind"] == "tool_call" and d["tool"] == "WebSearch"]
+    assert (searched["input"], searched["status"]) == ("blue paint", "completed")
+    assert "sky blue paint" in searched["output"]
     assert not page.errors  # type: ignore[attr-defined]
 
 

@@ -22,7 +22,7 @@ import contextlib
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,24 +82,33 @@ def codex_deployment() -> Iterator[CodexWebDeployment]:
 @contextlib.contextmanager
 def deploy_codex(
     script: list[dict[str, Any]], codex_config: str = "", env: dict[str, str] | None = None, features: str = "",
+    *, binary: Path | None = None, write_home: Callable[[Path, str], dict[str, str]] | None = None,
+    sandbox: str = "workspace-write",
 ) -> Iterator[CodexWebDeployment]:
     """The host's Codex on the scripted model; ``codex_config`` is added to its CODEX_HOME's config
-    (``features`` to its [features] table), ``env`` to the host's environment."""
+    (``features`` to its [features] table), ``env`` to the host's environment. ``binary``: what the
+    host runs as codex instead of the pinned CLI (a stand-in in front of it); ``write_home(home,
+    model_url)`` writes the CODEX_HOME instead of the plain config on the scripted model, and returns
+    more environment for the host. ``sandbox``: the host's policy for its Codex sessions."""
     wrapper = codex_wrapper()
     host_home = short_home("th")
     workspace = short_home("tw")  # beside the home: a workspace inside it is refused
     model, model_port, requests_log = start_scripted_model("fake_responses", script, host_home)
     codex_home = host_home / "codex-home"
-    write_codex_config(codex_home, f"http://127.0.0.1:{model_port}/v1", features=features)
+    model_url = f"http://127.0.0.1:{model_port}/v1"
+    if write_home is None:
+        write_codex_config(codex_home, model_url, features=features)
+    else:
+        env = {**(env or {}), **write_home(codex_home, model_url)}
     if codex_config:
         with (codex_home / "config.toml").open("a") as f:
             f.write(codex_config)
     (host_home / "config.toml").write_text(
         "[agents.codex]\n"
-        f'binary = "{wrapper}"\n'
+        f'binary = "{binary or wrapper}"\n'
         f'codex_home = "{codex_home}"\n'
         'approval = "on-request"\n'
-        'sandbox = "workspace-write"\n'
+        f'sandbox = "{sandbox}"\n'
     )
     try:
         with relay_and_host(host_home, workspace, "codex-host", {FAKE_KEY_ENV: "dummy-key", **(env or {})}) as (
@@ -216,6 +225,21 @@ def test_a_codex_session_approved_then_declined_from_the_phone(page: Any, codex_
     events = cli_events(cli_home, session)
     assert [e["data"]["decision"] for e in events if e["type"] == "approval.resolved"] == ["approve", "deny"]
     assert [e["data"]["status"] for e in events if e["type"] == "turn.completed"] == ["completed", "completed"]
+    # What the page drew, as the CLI reads it: the prompts, Codex's warning once, both commands, the
+    # answers (the first streamed in the model's pieces).
+    done = [e["data"] for e in events if e["type"] == "item.completed"]
+    assert [i["text"] for i in done if i["kind"] == "user_message"] == ["greet me", "now leave a marker"]
+    ran, not_run = [i for i in done if i["kind"] == "command"]
+    assert COMMAND in ran["command"] and ran["cwd"] == workspace
+    assert (ran["output"], ran["exit_code"], ran["status"]) == ("from-codex-42\n", 0, "completed")
+    assert DECLINED in not_run["command"] and (not_run["exit_code"], not_run["status"]) == (None, "declined")
+    assert [i["text"] for i in done if i["kind"] == "agent_message"] == [
+        "It printed from-codex-42.", "Fine, I did not write the marker."]
+    first_answer = next(i["item"] for i in done if i["kind"] == "agent_message")
+    assert [e["data"]["data"] for e in events if e["type"] == "item.delta"
+            and e["data"]["item"] == first_answer] == ["It printed ", "from-codex-42", "."]
+    (warned,) = [e["data"] for e in events if e["type"] == "agent.notice"]
+    assert warned["level"] == "warning" and "Model metadata for `mock-model` not found" in warned["message"]
 
     page.screenshot(path="/tmp/tether-web-codex.png", full_page=True)
     assert not page.errors  # type: ignore[attr-defined]

@@ -1,6 +1,7 @@
 """More of what the real Codex does, on the phone and in the CLI ([8] acceptance): the model's
 reasoning summary, an image it looks at in the workspace (view_image), a file it changes
-(apply_patch through exec_command, approved from its card where Codex asks) and its answer — each as
+(apply_patch through exec_command, approved from its card: the session's sandbox is read-only, so
+Codex always asks) and its answer — each as
 its own card on a phone viewport, and the same items in ``tether sessions events --json``. Real relay
 and host processes, the real Codex CLI, the scripted Responses-API model.
 """
@@ -15,7 +16,6 @@ import pytest
 
 from tests.support.images import png
 
-from .pages import until
 from .test_web_codex import CODEX_TIMEOUT, CodexWebDeployment, card_kinds, cli_events, deploy_codex, start_on_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -30,7 +30,7 @@ SCRIPT = [
 
 @pytest.fixture
 def items_deployment() -> Iterator[CodexWebDeployment]:
-    with deploy_codex(SCRIPT) as d:
+    with deploy_codex(SCRIPT, sandbox="read-only") as d:
         (d.workspace / "shot.png").write_bytes(png())
         yield d
 
@@ -40,16 +40,16 @@ def test_reasoning_an_image_looked_at_and_a_file_change_on_the_phone(
 ) -> None:
     d = items_deployment
     session = start_on_page(page, d, cli_home, "look at shot.png and note its colour")
-    # Where Codex's own sandbox (codex-linux-sandbox) cannot start, as on these test machines, the
-    # write is asked about: approved from its card.
+    # The write is asked about (item/fileChange/requestApproval): the path and the diff, approved
+    # from its card.
     ask = page.locator('section.card.approval[data-resolved=""]')
-    answer = page.locator(".card.agent", has_text="A blue square; noted.")
-    until(lambda: ask.count() or answer.count(), timeout=CODEX_TIMEOUT / 1000, what="the write, or the answer")
-    if ask.count():
-        assert ask.get_attribute("aria-label") == "Approval: change a file"
-        assert "+blue it is" in ask.locator(".diff").text_content()
-        ask.locator("button.approve").click()
-    answer.wait_for(timeout=CODEX_TIMEOUT)
+    ask.wait_for(timeout=CODEX_TIMEOUT)
+    assert ask.get_attribute("aria-label") == "Approval: change a file"
+    assert ask.locator("strong.path").text_content() == str(d.workspace / "notes.txt")
+    assert "+blue it is" in ask.locator(".diff").text_content()
+    ask.locator("button.approve").click()
+    page.locator(".card.agent", has_text="A blue square; noted.").wait_for(timeout=CODEX_TIMEOUT)
+    assert "Approved by phone-under-test" in page.text_content('section.card.approval[data-resolved="approve"]')
 
     assert page.locator(".card.reasoning p").text_content() == "the image will tell"
     image = page.locator('.card.other[data-type="imageView"]')
@@ -62,8 +62,14 @@ def test_reasoning_an_image_looked_at_and_a_file_change_on_the_phone(
     kinds = card_kinds(page)
     assert kinds.index("reasoning") < kinds.index("other") < kinds.index("file") < len(kinds) - 1
 
-    done = {e["data"]["kind"]: e["data"] for e in cli_events(cli_home, session)
+    events = cli_events(cli_home, session)
+    done = {e["data"]["kind"]: e["data"] for e in events
             if e["type"] == "item.completed" and e["data"]["kind"] != "user_message"}
     assert done["reasoning"]["text"] == "the image will tell"
-    assert done["other"]["type"] == "imageView" and done["file_change"]["status"] == "completed"
+    assert done["other"]["type"] == "imageView" and done["other"]["summary"] == str(d.workspace / "shot.png")
+    assert done["file_change"]["status"] == "completed" and "+blue it is" in done["file_change"]["diff"]
+    (asked,) = [e["data"] for e in events if e["type"] == "approval.requested"]
+    assert asked["kind"] == "file_change" and asked["item"] == done["file_change"]["item"]
+    assert asked["details"]["diff"] == done["file_change"]["diff"]
+    assert [e["data"]["decision"] for e in events if e["type"] == "approval.resolved"] == ["approve"]
     assert not page.errors  # type: ignore[attr-defined]

@@ -5,8 +5,10 @@ Responses-API model.
 The model calls the server's tool; Codex asks whether to allow it, and the page shows an approval
 card naming the server and tool with the arguments; approved there, the server asks for a form
 (a shade to choose, a number of coats), which the page shows as a question card; answered there,
-the server gets the values typed, and the tool's result is on its card. ``tether sessions events
---json`` shows the same.
+the server gets the values typed, and the tool's result is on its card. Forms tether cannot put (a
+link to open, a field of several choices) are declined and said ("refused: …"); a nested form Codex
+refuses itself, and a tool allowed for the session is not asked about again. ``tether sessions
+events --json`` shows the same.
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ SCRIPT = [
     # Turn 2: the server asks for a link to be opened instead of a form: refused, said, the turn goes on.
     {"call": {"name": "lookup", "namespace": "mcp__notes", "arguments": {"query": "link"}}},
     {"text": "No sign-in, then."},
+    # Turn 3: a form with a field of several choices: declined and said; the tool is allowed for the
+    # session. Turn 4: a nested form, which Codex refuses itself; the tool is not asked about again.
+    {"call": {"name": "lookup", "namespace": "mcp__notes", "arguments": {"query": "walls"}}},
+    {"text": "No walls, then."},
+    {"call": {"name": "lookup", "namespace": "mcp__notes", "arguments": {"query": "nested"}}},
+    {"text": "No form, then."},
 ]
 MCP_CONFIG = f"""
 [mcp_servers.notes]
@@ -89,4 +97,34 @@ def test_an_mcp_tool_and_its_form_are_answered_on_the_phone(
     (said,) = [e["data"] for e in cli_events(cli_home, session) if e["type"] == "agent.notice"
                and e["data"]["source"] == "mcpServer/elicitation/request"]
     assert said["message"].startswith("refused: ") and "not a link to open" in said["message"]
+
+    page.fill("#composer", "choose the walls")
+    page.click("#send")
+    allow.wait_for(timeout=CODEX_TIMEOUT)
+    allow.locator("button.approve-session").click()
+    page.locator(".card.agent", has_text="No walls, then.").wait_for(timeout=CODEX_TIMEOUT)
+    several = page.locator(".card.notice", has_text="walls.title: Walls")
+    assert several.count() == 1 and (several.text_content() or "").startswith("⚠ refused: ")
+    assert page.locator(".card.question").count() == 1  # only turn 1's: nobody was asked
+
+    page.fill("#composer", "measure the wall")
+    page.click("#send")
+    page.locator(".card.agent", has_text="No form, then.").wait_for(timeout=CODEX_TIMEOUT)
+    assert page.locator('section.card.approval[data-resolved=""]').count() == 0  # allowed for the session
+    nested = page.locator('.card.tool[data-tool="lookup"]').last
+    nested.locator("details.tool-output summary").click()
+    came_back = json.loads((nested.locator("pre.output").text_content() or "").removeprefix("the form came back: "))
+    assert came_back["action"] == "error" and came_back["error"]["code"] == -32602
+
+    events = cli_events(cli_home, session)
+    asked = [e["data"] for e in events if e["type"] == "approval.requested"]
+    assert [a["kind"] for a in asked] == ["tool", "question", "tool", "tool"]
+    decided = [e["data"]["decision"] for e in events if e["type"] == "approval.resolved"]
+    assert decided == ["approve", "answered", "approve", "approve_for_session"]
+    refused = [e["data"]["message"] for e in events if e["type"] == "agent.notice"
+               and e["data"]["source"] == "mcpServer/elicitation/request"]
+    assert len(refused) == 2 and "walls.title: Walls" in refused[1]  # the link's and this one; none for nested
+    outputs = [e["data"]["output"] for e in events
+               if e["type"] == "item.completed" and e["data"]["kind"] == "tool_call"]
+    assert outputs[1:3] == ['the form came back: {"action": "decline"}'] * 2
     assert not page.errors  # type: ignore[attr-defined]

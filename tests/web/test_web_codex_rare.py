@@ -3,7 +3,10 @@ made by a scripted model and checked in `sessions events --json` and on the page
 model's clock.sleep tool, `[features.sleep_tool] mode = "always_on"`), `collabAgentToolCall` (the
 multi_agent_v1 tools offered by default), `model/rerouted` (the model server answers with another
 model than asked, as its `openai-model` header says), `hookPrompt` (a Stop hook of the host user's,
-trusted, that blocks once with a reason) and `subAgentActivity` (`[features] multi_agent_v2`).
+trusted, that blocks once with a reason) and `subAgentActivity` (`[features] multi_agent_v2`); and
+the notices a user's own config makes Codex send: `configWarning` (`[features] multi_agent`) and
+`deprecationNotice` (`[features] web_search_request`); and the server request `currentTime/read`
+(`[features.current_time_reminder]` with `clock_source = "external"`), which tether refuses.
 """
 
 from __future__ import annotations
@@ -190,4 +193,65 @@ def test_a_request_to_widen_the_sandbox_is_refused_and_said(
     assert done["status"] == "completed"
     told = json.dumps(widening.model_requests()[-1]["input"])
     assert '\\"network\\":null' in told  # Codex told the model nothing was granted
+    assert not page.errors  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def deprecated() -> Iterator[CodexWebDeployment]:
+    with deploy_codex([{"text": "Configured."}, {"text": "Again."}],
+                      features="multi_agent = true\nweb_search_request = true") as d:
+        yield d
+
+
+def test_config_warnings_and_deprecation_notices_are_shown_once(
+    page: Any, deprecated: CodexWebDeployment, cli_home: Path,
+) -> None:
+    """`configWarning` and `deprecationNotice` (what the host user's CODEX_HOME config makes Codex
+    say at its start; it repeats the first as a `warning`): a warning each, once per session."""
+    session = start_on_page(page, deprecated, cli_home, "hello")
+    page.locator(".card.agent", has_text="Configured.").wait_for(timeout=CODEX_TIMEOUT)
+    until(lambda: status(page) == "idle", timeout=CODEX_TIMEOUT / 1000, what="the first turn to end")
+    page.fill("#composer", "again")
+    page.click("#send")
+    page.locator(".card.agent", has_text="Again.").wait_for(timeout=CODEX_TIMEOUT)
+    until(lambda: status(page) == "idle", timeout=CODEX_TIMEOUT / 1000, what="the second turn to end")
+
+    events = cli_events(cli_home, session)
+    said = {e["data"]["source"]: e["data"] for e in events if e["type"] == "agent.notice"}
+    assert len(said) == len([e for e in events if e["type"] == "agent.notice"])  # each once
+    config, deprecation = said["configWarning"], said["deprecationNotice"]
+    assert config["level"] == deprecation["level"] == "warning"
+    assert config["message"].startswith("`[features].multi_agent` is deprecated.")
+    assert deprecation["message"].startswith("`[features].web_search_request` is deprecated")
+    assert "Set `web_search` to" in deprecation["message"]  # its details
+    for notice in (config, deprecation):
+        shown = page.locator('.card.notice[data-level="warning"]', has_text=notice["message"][:40])
+        assert shown.count() == 1 and shown.text_content() == f"⚠ {notice['message']}"
+    assert not page.errors  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def external_clock() -> Iterator[CodexWebDeployment]:
+    config = '\n[features.current_time_reminder]\nenabled = true\nclock_source = "external"\n'
+    with deploy_codex([{"text": "What time is it?"}], config) as d:
+        yield d
+
+
+def test_a_request_for_the_clients_clock_is_answered_with_the_host_s(
+    page: Any, external_clock: CodexWebDeployment, cli_home: Path,
+) -> None:
+    """`currentTime/read` (Codex asks its client for the time when its user's config says the clock
+    is external): the app-server client answers at once with the host's clock, nobody is asked and
+    nothing is refused, and the turn goes on to the model. (Refused, Codex 0.169 fails the turn,
+    "Fatal error: failed to read current time", before asking the model.)"""
+    session = start_on_page(page, external_clock, cli_home, "what time is it?")
+    page.locator(".card.agent", has_text="What time is it?").wait_for(timeout=CODEX_TIMEOUT)
+    assert page.locator(".card.notice", has_text="currentTime/read").count() == 0
+
+    events = cli_events(cli_home, session)
+    assert not [e for e in events if e["type"] == "agent.notice" and e["data"].get("source") == "currentTime/read"]
+    (done,) = [e["data"] for e in events if e["type"] == "turn.completed"]
+    assert done["status"] == "completed"
+    assert not [e for e in events if e["type"] == "approval.requested"]  # nobody was asked
+    assert len(external_clock.model_requests()) == 1  # the model was asked
     assert not page.errors  # type: ignore[attr-defined]

@@ -55,18 +55,31 @@ def test_a_review_from_the_phone_and_a_compaction_from_the_cli(
     started = page.locator('.card.other[data-type="enteredReviewMode"]')
     started.wait_for(timeout=CODEX_TIMEOUT)
     assert started.locator("strong").text_content() == "review started"
+    assert started.locator(".summary").text_content() == "current changes"
     page.locator(".card.agent", has_text="Typo in notes.txt").wait_for(timeout=CODEX_TIMEOUT)
     until(lambda: page.get_attribute("#session-status", "data-status") == "idle", what="the review's end")
+    assert page.locator('.card.other[data-type="exitedReviewMode"] strong').text_content() == "review ended"
     assert "Review the current code changes" in json.dumps(d.model_requests()[1]["input"])
     # Codex's message it opened and never filled shows nothing.
     assert page.locator('.card.agent[data-status="failed"]').count() == 0
 
     tether(cli_home, "sessions", "compact", session)
     # Its card shows when the compaction starts, before Codex asks the model for the summary.
-    page.locator('.card.other[data-type="contextCompaction"]').wait_for(timeout=CODEX_TIMEOUT)
+    compacted = page.locator('.card.other[data-type="contextCompaction"]')
+    compacted.wait_for(timeout=CODEX_TIMEOUT)
+    assert compacted.locator("strong").text_content() == "context compacted"
     until(lambda: len(d.model_requests()) > 2, timeout=CODEX_TIMEOUT / 1000, what="the compaction's request")
     assert "CONTEXT CHECKPOINT COMPACTION" in json.dumps(d.model_requests()[2]["input"])
+    until(lambda: page.get_attribute("#session-status", "data-status") == "idle", timeout=CODEX_TIMEOUT / 1000,
+          what="the compaction's end")
 
-    actions = [e["data"].get("action") for e in cli_events(cli_home, session) if e["type"] == "turn.started"]
+    events = cli_events(cli_home, session)
+    actions = [e["data"].get("action") for e in events if e["type"] == "turn.started"]
     assert actions == [None, "review", "compact"]
+    others = {e["data"]["type"]: e["data"] for e in events
+              if e["type"] == "item.completed" and e["data"]["kind"] == "other"}
+    assert {t: (o["title"], o["status"]) for t, o in others.items()} == {
+        "enteredReviewMode": ("review started", "completed"), "exitedReviewMode": ("review ended", "completed"),
+        "contextCompaction": ("context compacted", "completed")}
+    assert others["enteredReviewMode"]["summary"] == "current changes"
     assert not page.errors  # type: ignore[attr-defined]

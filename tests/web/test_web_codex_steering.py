@@ -23,7 +23,10 @@ from .test_web_codex import CODEX_TIMEOUT, CodexWebDeployment, cli_events, deplo
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-SCRIPT = [{"web_search": "tether relay protocol", "text": "first answer"}, {"text": "second answer"}]
+# The first response says how much of the account's rate limit is used, as OpenAI's server does in
+# its headers (Codex then sends account/rateLimits/updated).
+LIMIT = {"x-codex-primary-used-percent": "42", "x-codex-primary-window-minutes": "300"}
+SCRIPT = [{"web_search": "tether relay protocol", "text": "first answer", "headers": LIMIT}, {"text": "second answer"}]
 
 
 @pytest.fixture
@@ -40,6 +43,7 @@ def test_the_next_turn_runs_on_the_model_and_effort_chosen_on_the_phone(
     page.locator(".card.agent", has_text="first answer").wait_for(timeout=CODEX_TIMEOUT)
     # What the model server said it used (15 tokens a response), in the session header.
     until(lambda: "15 tokens" in (page.text_content("#session-usage") or ""), what="the usage in the header")
+    until(lambda: "limit 42% used" in (page.text_content("#session-usage") or ""), what="the rate limit in the header")
     # Codex's web search: a tool call, with its query.
     searched = page.locator('.card.tool[data-tool="web search"]')
     assert searched.locator("strong").text_content() == "web search"
@@ -64,8 +68,16 @@ def test_the_next_turn_runs_on_the_model_and_effort_chosen_on_the_phone(
     first, second = d.model_requests()[:2]
     assert first["model"] == "mock-model" and second["model"] == other["id"]
     assert second["reasoning"]["effort"] == "high" and (first.get("reasoning") or {}).get("effort") != "high"
-    started = [e["data"] for e in cli_events(cli_home, session) if e["type"] == "turn.started"]
+    events = cli_events(cli_home, session)
+    started = [e["data"] for e in events if e["type"] == "turn.started"]
     (chosen,) = [s for s in started if "model" in s]
+    # The web search and the usage, as the CLI reads them.
+    (search,) = [e["data"] for e in events if e["type"] == "item.completed" and e["data"]["kind"] == "tool_call"]
+    assert (search["tool"], search["input"], search["status"]) == ("web search", "tether relay protocol", "completed")
+    usage = [e["data"] for e in events if e["type"] == "agent.usage"]
+    assert [u["total_tokens"] for u in usage if u["total_tokens"] is not None][-1] == 30  # 15 a response
+    (limit,) = [u["rate_limit"] for u in usage if u["rate_limit"] is not None]
+    assert (limit["used_percent"], limit["window_minutes"]) == (42, 300)
     assert (chosen["input"], chosen["model"], chosen["effort"]) == ("two", other["id"], "high")
 
     # A model Codex does not offer, or an effort the model lacks: refused before anything runs.

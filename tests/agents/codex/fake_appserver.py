@@ -5,9 +5,10 @@ and behaves as follows:
 
 - ``initialize`` → a result like Codex's;
 - ``thread/list`` → ``-32001`` (overloaded) ``$FAKE_OVERLOAD`` times, then ``{"data": []}``;
-- ``turn/start`` → sends the server requests ``currentTime/read`` (id "clock") and an
-  ``item/commandExecution/requestApproval`` (id 0), answers ``{"turn": …}``; when the approval's
-  answer arrives it notifies ``test/answered`` with it; the answer to "clock" → ``test/clock``;
+- ``turn/start`` → sends the server requests ``currentTime/read`` (id "clock"),
+  ``attestation/generate`` (id "attest") and an ``item/commandExecution/requestApproval`` (id 0),
+  answers ``{"turn": …}``; when the approval's answer arrives it notifies ``test/answered`` with
+  it; the answers to "clock" and "attest" → ``test/clock``, ``test/attest``;
 - ``turn/interrupt`` → ``serverRequest/resolved`` for request 0, then ``{}``;
 - ``thread/read`` with threadId ``"die"`` → writes to stderr and exits with code 3;
 - ``thread/name/set`` → a JSON-RPC error ``-32600``.
@@ -40,8 +41,8 @@ def main() -> None:
         if method is None:  # an answer to one of our requests
             if ident == 0:
                 send({"method": "test/answered", "params": {"answer": message}})
-            elif ident == "clock":
-                send({"method": "test/clock", "params": {"answer": message}})
+            elif ident in ("clock", "attest"):
+                send({"method": f"test/{ident}", "params": {"answer": message}})
         elif method == "initialize":
             send({"id": ident, "result": {"userAgent": "tether/0.169.0 (fake)", "codexHome": "/nowhere"}})
         elif method == "initialized":
@@ -53,7 +54,8 @@ def main() -> None:
             else:
                 send({"id": ident, "result": {"data": [], "nextCursor": None}})
         elif method == "turn/start":
-            send({"id": "clock", "method": "currentTime/read", "params": {}})
+            send({"id": "clock", "method": "currentTime/read", "params": {"threadId": params["threadId"]}})
+            send({"id": "attest", "method": "attestation/generate", "params": {}})
             send({"id": 0, "method": "item/commandExecution/requestApproval",
                   "params": {"threadId": params["threadId"], "turnId": "turn-1", "itemId": "call-1",
                              "startedAtMs": 1, "command": "echo hi", "cwd": "/w"}})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -147,12 +148,14 @@ async def test_server_requests_answered_later_and_unknown_ones_refused(start_fak
     server = await start_fake()
     turn = await server.turn_start("thread-1", "hi")
     assert turn["id"] == "turn-1"
-    events = [await next_event(server) for _ in range(4)]
+    events = [await next_event(server) for _ in range(5)]
     requests = [e for e in events if isinstance(e, ServerRequest)]
-    assert len(requests) == 1  # currentTime/read is not handed on to be answered …
+    assert len(requests) == 1  # neither the clock nor the attestation is handed on to be answered:
     clock = next(e for e in events if isinstance(e, Notification) and e.method == "test/clock")
-    assert clock.params["answer"]["error"]["code"] == -32601  # … it is refused at once,
-    assert [e.method for e in events if isinstance(e, RefusedRequest)] == ["currentTime/read"]  # … and said
+    assert abs(clock.params["answer"]["result"]["currentTimeAt"] - time.time()) < 60  # the host's time,
+    attest = next(e for e in events if isinstance(e, Notification) and e.method == "test/attest")
+    assert attest.params["answer"]["error"]["code"] == -32601  # an unknown request is refused at once,
+    assert [e.method for e in events if isinstance(e, RefusedRequest)] == ["attestation/generate"]  # and said
     approval = requests[0]
     assert approval.method == COMMAND_APPROVAL and approval.is_approval
     assert approval.thread_id == "thread-1" and approval.item_id == "call-1"

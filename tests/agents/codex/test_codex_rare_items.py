@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import pytest
 
 from tests.agents.codex.appserver_proxy import write_proxy
 from tests.agents.codex.conftest import Harness
+from tests.support.chatgpt_login import ACCOUNT, chatgpt_login, refresh_url
 from tests.support.fake_responses import FakeResponses
 from tests.support.images import png
 from tether.agents.codex import CodexBinary
@@ -118,60 +118,6 @@ async def test_a_tool_output_handed_over_is_shown_and_the_session_goes_on(
     assert "and now?" in later and "teal is #008080" in later
 
 
-def _jwt(claims: dict[str, Any]) -> str:
-    """An unsigned JWT: Codex reads a login's token claims but does not check their signature."""
-    def part(value: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
-    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}.unsigned"
-
-
-ACCOUNT = "acct-tether-test"
-
-
-def chatgpt_login(home: Path, fake_model: FakeResponses) -> str:
-    """A CODEX_HOME logged in to a (fake) ChatGPT account, whose model provider — the scripted
-    model — takes that login (``requires_openai_auth``), and whose ChatGPT backend is the scripted
-    model's server too (nothing leaves loopback); the access token."""
-    root = fake_model.base_url.removesuffix("/v1")
-    now = int(time.time())
-    auth_claims = {"chatgpt_plan_type": "pro", "chatgpt_account_id": ACCOUNT, "chatgpt_user_id": "user-test"}
-    access = _jwt({"exp": now + 86400, "iat": now, "https://api.openai.com/auth": auth_claims})
-    home.mkdir(parents=True)
-    (home / "auth.json").write_text(json.dumps({
-        "auth_mode": "chatgpt", "OPENAI_API_KEY": None, "last_refresh": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "tokens": {"id_token": _jwt({"email": "test@example.com", "exp": now + 86400, "iat": now,
-                                     "https://api.openai.com/auth": auth_claims}),
-                   "access_token": access, "refresh_token": "unused", "account_id": ACCOUNT},
-    }))
-    (home / "config.toml").write_text(f'''
-model = "mock-model"
-model_provider = "scripted"
-approval_policy = "on-request"
-sandbox_mode = "workspace-write"
-check_for_update_on_startup = false
-chatgpt_base_url = "{root}/backend-api/"
-
-[features]
-enable_request_compression = false
-# the ChatGPT login's plugin sync and apps (an MCP server on the ChatGPT backend): not needed here
-plugins = false
-apps = false
-
-[analytics]
-enabled = false
-
-[model_providers.scripted]
-name = "tether fake model, ChatGPT login"
-base_url = "{fake_model.base_url}"
-wire_api = "responses"
-requires_openai_auth = true
-request_max_retries = 0
-stream_max_retries = 0
-supports_websockets = false
-''')
-    return access
-
-
 async def test_an_image_generation_is_shown_with_its_prompt_and_file(
     harness: Harness, fake_model: FakeResponses, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -180,10 +126,11 @@ async def test_an_image_generation_is_shown_with_its_prompt_and_file(
     imageGeneration item: tether shows it generically ("image generation", the prompt and where
     the image was saved — not the image's base64) and the turn goes on."""
     home = tmp_path / "chatgpt-home"
-    access = chatgpt_login(home, fake_model)
+    access = chatgpt_login(home, fake_model.base_url)
     fake_model.image = png(48, 48, noise=True)  # as a picture's, its base64 is longer than a summary
     # Were Codex to refresh the login, it would ask the scripted server (and fail), not OpenAI.
-    monkeypatch.setenv("CODEX_REFRESH_TOKEN_URL_OVERRIDE", f"{fake_model.base_url}/oauth/token")
+    for name, value in refresh_url(fake_model.base_url).items():
+        monkeypatch.setenv(name, value)
     fake_model.add({"call": {"name": "imagegen", "namespace": "image_gen", "arguments": {"prompt": "a teal square"}}},
                    {"text": "Here is your square."})
     session = await harness.start("draw a teal square", options={"codex_home": str(home)})

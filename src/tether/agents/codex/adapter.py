@@ -218,7 +218,6 @@ REFUSED_REQUESTS: dict[str, str] = {
     "item/tool/call": "tether registers no dynamic tools",
     "account/chatgptAuthTokens/refresh": "the host's credentials never leave it",
     "attestation/generate": "tether does not attest",
-    "currentTime/read": "not needed: Codex uses its own clock",
     "applyPatchApproval": "the legacy v1 approval; v2's is answered",
     "execCommandApproval": "the legacy v1 approval; v2's is answered",
 }

@@ -32,6 +32,7 @@ import itertools
 import json
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +76,8 @@ ALLOWED_METHODS: frozenset[str] = frozenset(METHOD_SCOPES)
 FORBIDDEN_PARAMS: frozenset[str] = frozenset({"config", "path", "history", "dynamicTools"})
 
 # Server→client requests that are handed to the handler; any other one is refused at once so a
-# turn never hangs on a question nobody will answer (attestation, token refresh, clock reads…).
+# turn never hangs on a question nobody will answer (attestation, token refresh…), but for those
+# the client answers itself (ANSWERED).
 COMMAND_APPROVAL = "item/commandExecution/requestApproval"
 FILE_CHANGE_APPROVAL = "item/fileChange/requestApproval"
 APPROVAL_METHODS: frozenset[str] = frozenset({COMMAND_APPROVAL, FILE_CHANGE_APPROVAL})
@@ -83,6 +85,12 @@ DELIVERED_SERVER_REQUESTS: frozenset[str] = APPROVAL_METHODS | {
     "item/permissions/requestApproval",
     "item/tool/requestUserInput",
     "mcpServer/elicitation/request",
+}
+
+# Answered at once by the client, without a person: the time (Codex asks when its user's config
+# says the clock is external, and fails the turn without an answer) is the host's own.
+ANSWERED_SERVER_REQUESTS: dict[str, Callable[[], dict[str, Any]]] = {
+    "currentTime/read": lambda: {"currentTimeAt": int(time.time())},
 }
 
 APPROVAL_POLICIES: frozenset[str] = frozenset({"untrusted", "on-request", "never"})
@@ -465,6 +473,10 @@ class AppServer(JsonlProcess):
 
     async def _on_server_request(self, request_id: int | str, method: str, params: dict[str, Any]) -> None:
         request = ServerRequest(request_id, method, params, self)
+        answer = ANSWERED_SERVER_REQUESTS.get(method)
+        if answer is not None:
+            await request.respond(answer())
+            return
         if method not in DELIVERED_SERVER_REQUESTS:
             log.info("refusing codex server request %s", method)
             await request.reject(f"tether does not handle {method}", METHOD_NOT_FOUND)
