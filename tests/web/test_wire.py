@@ -10,6 +10,7 @@ import pytest
 from tether.crypto.keys import derive_id, verify_signature
 from tether.protocol.frames import (
     AUTH_CONTEXT,
+    PROTOCOL_VERSION,
     Close,
     CloseCode,
     Data,
@@ -25,6 +26,7 @@ from tether.protocol.frames import (
     Open,
     Opened,
     Presence,
+    Redirect,
     Role,
     Watch,
     Welcome,
@@ -175,3 +177,30 @@ def test_mailbox_frames_match_python(page: Any, static_relay: int) -> None:
     assert fields[4] == {"type": FrameType.MAILBOX_GET, "req": 11, "hostId": "abcdefghijklmnopqrst"}
     assert fields[5]["req"] == 12 and fields[5]["hostId"] == "abcdefghijklmnopqrst"
     assert fields[6]["type"] == FrameType.MAILBOX_DEPOSIT
+
+
+def test_redirect_frames_match_python(page: Any, static_relay: int) -> None:
+    """A cluster node's REDIRECT (protocol 3) as frames.py encodes it, decoded by the browser; a
+    malformed one is a FrameError on either side; the page's HELLO says version 3."""
+    page.goto(f"http://127.0.0.1:{static_relay}/healthz")
+    assert PROTOCOL_VERSION == 3
+    assert page.evaluate('async () => (await import("/frames.js")).PROTOCOL_VERSION') == PROTOCOL_VERSION
+    frames = [
+        Redirect("abcdefghijklmnopqrst", "https://relay.example.com/node-1").encode(),
+        Redirect("abcdefghijklmnopqrst", "wss://nœud-2.example.com:8443/ws").encode(),
+        Redirect("abcdefghijklmnopqrst", "").encode(),
+        Redirect("abcdefghijklmnopqrst", "x").encode()[:-3],  # host id cut short
+        bytes([FrameType.REDIRECT, 3]) + b"a b" + b"https://x",  # not an id
+        Redirect("abcdefghijklmnopqrst", "").encode() + b"\xff",  # not UTF-8
+        Redirect("abcdefghijklmnopqrst", "").encode() + b"u" * 1025,  # longer than any text
+    ]
+    for bad in frames[3:]:
+        with pytest.raises(FrameError):
+            decode_frame(bad)
+    out = page.evaluate(DECODE, [f.hex() for f in frames])
+    assert [o["ok"] for o in out] == [True] * 3 + [False] * 4, out
+    assert all(o["error"] == "FrameError" for o in out[3:])
+    fields = [json.loads(o["fields"]) for o in out[:3]]
+    assert fields[0] == {"type": FrameType.REDIRECT, "hostId": "abcdefghijklmnopqrst",
+                         "url": "https://relay.example.com/node-1"}
+    assert fields[1]["url"] == "wss://nœud-2.example.com:8443/ws" and fields[2]["url"] == ""

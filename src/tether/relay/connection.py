@@ -14,19 +14,17 @@ import asyncio
 import contextlib
 import logging
 import struct
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from tether.protocol.frames import CloseCode, Error
-from tether.relay.limits import TokenBucket
+from tether.relay.limits import RelayLimits, TokenBucket
 from tether.relay.mailbox import Lane
 from tether.relay.router import Peer
-
-if TYPE_CHECKING:
-    from tether.relay.server import RelayServer
 
 log = logging.getLogger("tether.relay")
 
@@ -61,6 +59,7 @@ class Connection:
         "closer",
         "closing",
         "frames",
+        "gone",
         "handle",
         "lane",
         "limits",
@@ -68,7 +67,6 @@ class Connection:
         "progress",
         "queue",
         "queued_bytes",
-        "server",
         "version",
         "writer",
         "ws",
@@ -76,11 +74,13 @@ class Connection:
 
     peer: Peer[Link]
 
-    def __init__(self, ws: ServerConnection, server: RelayServer, version: int) -> None:
+    def __init__(self, ws: ServerConnection, limits: RelayLimits, version: int,
+                 gone: Callable[[Connection], None]) -> None:
         self.ws = ws
         self.version = version  # of the protocol, from its HELLO
-        self.server = server
-        self.limits = limits = server.limits
+        self.limits = limits
+        # told once the connection is closing (the shell lets the router know)
+        self.gone = gone
         # outgoing queue: (frame, receiver channel or -1 for control frames); the writer task
         # takes the whole list at once
         self.queue: list[tuple[bytes, int]] = []
@@ -208,7 +208,7 @@ class Connection:
             self.writer.cancel()
         self._progressed()
         self.closer = self.ws.loop.create_task(self._send_error_and_close(code, message))
-        self.server.gone(self)
+        self.gone(self)
 
     async def _send_error_and_close(self, code: CloseCode, message: str) -> None:
         with contextlib.suppress(ConnectionClosed, TimeoutError):

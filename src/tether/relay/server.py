@@ -361,7 +361,7 @@ class RelayServer:
             except BaseException:
                 self.router.release_device(key)
                 raise
-        conn = Connection(ws, self, hello.version)
+        conn = Connection(ws, self.limits, hello.version, self.gone)
         conn.peer = self.router.connect(conn, hello.role, key, id)
         if self.cluster is not None and hello.role is Role.HOST:
             self.cluster.host_connected(id)

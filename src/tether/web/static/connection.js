@@ -3,7 +3,9 @@
 //   RelayConnection  one WebSocket per relay URL: admission, WATCH/PRESENCE, reconnect with backoff
 //   HostConnection   one IK channel + RPC peer per paired host, over its relay's connection;
 //                    calls retried across reconnects (commands carry a cid, so they apply once),
-//                    event subscriptions resumed from their cursor with events.ack flow control.
+//                    event subscriptions resumed from their cursor with events.ack flow control;
+//                    steered to the cluster node that holds the host when a relay node says so
+//                    (REDIRECT), like client/connection.py _open_steered.
 //
 // Both are EventTargets: "state" events carry {state, detail} for the UI.
 
@@ -11,7 +13,7 @@ import { CloseCode, RETRY_CODES } from "./frames.js";
 
 // Channel endings that mean this device may not talk to the host any more (revoked, or unknown).
 export const REVOKED_CODES = new Set([CloseCode.NOT_ALLOWED, CloseCode.REVOKED]);
-import { ChannelClosed, RelayError, RelayLink } from "./relay.js";
+import { ChannelClosed, RelayError, RelayLink, websocketUrl } from "./relay.js";
 import { E2ETransport, HandshakeFailed, TransportClosed } from "./e2e.js";
 import { RemoteError, RpcPeer } from "./rpc.js";
 
@@ -43,6 +45,42 @@ export function isRetryable(err) {
 const HEARTBEAT_MS = 3000;
 const HEARTBEAT_TIMEOUT_MS = 4000;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// How long a cluster node gets to take a host's channel before the page goes back to the relay it
+// paired through (client/connection.py STEER_TIMEOUT).
+export const STEER_TIMEOUT_MS = 5000;
+
+// `promise`, or a RelayError once `ms` passed.
+function within(promise, ms, what) {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new RelayError(`${what} did not answer within ${ms / 1000} s`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+// Whether this page may dial `url` at all. The relay serves the page with connect-src 'self' (its
+// one Content-Security-Policy, relay/static.py), so the browser lets it open WebSockets to its own
+// origin only: ws(s) to the same host and port. A cluster node advertised at any other origin
+// cannot be followed from a browser (the channel through the load balancer keeps working).
+export function pageMayDial(url, origin = globalThis.location?.origin) {
+  try {
+    const target = new URL(websocketUrl(url));
+    const page = new URL(origin);
+    const scheme = { "http:": "ws:", "https:": "wss:" }[page.protocol];
+    return Boolean(scheme) && target.protocol === scheme && target.host === page.host;
+  } catch {
+    return false;
+  }
+}
+
+function sameEndpoint(a, b) {
+  try {
+    return websocketUrl(a) === websocketUrl(b);
+  } catch {
+    return false;
+  }
+}
 
 export function newCid() {
   return crypto.randomUUID().replace(/-/g, "");
@@ -212,10 +250,16 @@ export class Subscription {
 }
 
 export class HostConnection extends Reconnecting {
-  constructor(host, relay, identity, { revoked = null } = {}) {
+  // relay: the RelayConnection of the relay the host was paired through (its relay_url).
+  // steer: how to follow a cluster node's REDIRECT (Tether gives it; without it none is followed):
+  //   relayFor(url) → the page's RelayConnection to that node; remember(url) keeps it with the host
+  //   (IndexedDB node_url; "" forgets it); release(url) lets go of a node no host uses.
+  constructor(host, relay, identity, { revoked = null, steer = null } = {}) {
     super();
     this.host = host;
-    this.relay = relay;
+    this.home = relay; // the relay the host was paired through
+    this.relay = relay; // the one in use: home, or the cluster node that holds the host
+    this._steer = steer;
     this.identity = identity;
     this.peer = null;
     this.attempts = 0; // channels opened (or tried): a revoked page must stop counting
@@ -235,8 +279,75 @@ export class HostConnection extends Reconnecting {
       this._stopped = true;
       return;
     }
-    relay.addEventListener("presence", this._onPresence);
+    // The node that held the host last time (a REDIRECT remembered with it): tried first.
+    if (steer && host.node_url && pageMayDial(host.node_url) && !sameEndpoint(host.node_url, relay.relayUrl)) {
+      this.relay = steer.relayFor(host.node_url);
+    }
+    this._listen();
     this._run();
+  }
+
+  // Presence news from the relay in use, and from home (where the host is looked for when its
+  // node fails).
+  _listen() {
+    for (const relay of new Set([this.home, this.relay])) {
+      relay.removeEventListener("presence", this._onPresence);
+      relay.addEventListener("presence", this._onPresence);
+    }
+  }
+
+  _unlisten() {
+    for (const relay of new Set([this.home, this.relay])) relay.removeEventListener("presence", this._onPresence);
+  }
+
+  _useRelay(next) {
+    if (next === this.relay) return;
+    if (this.relay !== this.home) this.relay.removeEventListener("presence", this._onPresence);
+    this.relay = next;
+    if (!this._stopped) this._listen();
+  }
+
+  // At the cluster node remembered for the host: [link, channel], or null when that failed (the
+  // node is gone, or the host is offline) — then it is forgotten and home is used again. A node
+  // that no longer holds the host but reaches it says where it went (REDIRECT), as home would.
+  async _openAtNode(hostId) {
+    const node = this.relay;
+    try {
+      const link = await within(node.connected(), STEER_TIMEOUT_MS, `the relay node at ${node.relayUrl}`);
+      link.redirects.delete(hostId);
+      const channel = await link.open(hostId, "", STEER_TIMEOUT_MS);
+      return await this._follow(hostId, link, channel);
+    } catch {
+      if (this._stopped || this.relay !== node) return null;
+      this._useRelay(this.home);
+      this._steer.remember("");
+      return null;
+    }
+  }
+
+  // A cluster node said another node holds the host (REDIRECT, before the channel opened): the
+  // channel opened here works but crosses nodes, one opened at that node does not. Followed only
+  // to a URL of this page's own origin (pageMayDial: the CSP forbids the page any other, so such
+  // a redirect is ignored and the channel through this node is kept); remembered when it works.
+  async _follow(hostId, link, channel) {
+    const url = link.redirects.get(hostId);
+    if (!this._steer || !url || !pageMayDial(url) || sameEndpoint(url, this.home.relayUrl)) return [link, channel];
+    const node = this._steer.relayFor(url);
+    try {
+      const nodeLink = await within(node.connected(), STEER_TIMEOUT_MS, `the relay node at ${url}`);
+      const steered = await nodeLink.open(hostId, "", STEER_TIMEOUT_MS);
+      if (this._stopped) {
+        steered.close();
+        return [link, channel];
+      }
+      channel.close(CloseCode.NORMAL, "reconnected at the node that holds the host");
+      this._useRelay(node);
+      this._steer.remember(url);
+      return [nodeLink, steered];
+    } catch {
+      this._steer.release(url);
+      return [link, channel];
+    }
   }
 
   async _run() {
@@ -244,15 +355,27 @@ export class HostConnection extends Reconnecting {
     while (!this._stopped) {
       let offline = false;
       try {
-        const link = await this.relay.connected();
-        // Presence "offline" may also mean "no longer allowed" (the relay shows a host online only
-        // to devices on its allowlist, and answers their OPEN as for an offline host so that
-        // strangers learn nothing), so an OPEN is still tried, once per wait.
-        offline = link.presence.get(hostId) === false;
-        this.away = offline;
-        this._setState(offline ? "offline" : "connecting", offline ? "the host is offline; waiting for it to come back" : this.detail);
-        this.attempts += 1;
-        const channel = await link.open(hostId);
+        let opened = this.relay !== this.home ? await this._openAtNode(hostId) : null;
+        if (this._stopped) {
+          if (opened) opened[1].close();
+          break;
+        }
+        if (!opened) {
+          const link = await this.home.connected();
+          // Presence "offline" may also mean "no longer allowed" (the relay shows a host online only
+          // to devices on its allowlist, and answers their OPEN as for an offline host so that
+          // strangers learn nothing), so an OPEN is still tried, once per wait.
+          offline = link.presence.get(hostId) === false;
+          this.away = offline;
+          this._setState(offline ? "offline" : "connecting", offline ? "the host is offline; waiting for it to come back" : this.detail);
+          this.attempts += 1;
+          link.redirects.delete(hostId); // only what this node says of this OPEN
+          const channel = await link.open(hostId);
+          opened = await this._follow(hostId, link, channel);
+        } else {
+          this.attempts += 1;
+        }
+        const channel = opened[1];
         const transport = await E2ETransport.initiate(channel, {
           staticKey: this.identity.staticKey,
           remoteStatic: this.host.host_static,
@@ -399,8 +522,7 @@ export class HostConnection extends Reconnecting {
     if (this.state !== "revoked" && this.state !== "failed") return this.retry();
     this._refusedBefore = this.state === "revoked" ? this.detail : "";
     this._stopped = false;
-    this.relay.removeEventListener("presence", this._onPresence);
-    this.relay.addEventListener("presence", this._onPresence);
+    this._listen();
     this._backoff.reset();
     this._setState("connecting");
     this._run();
@@ -408,7 +530,7 @@ export class HostConnection extends Reconnecting {
 
   stop() {
     this._stopped = true;
-    this.relay.removeEventListener("presence", this._onPresence);
+    this._unlisten();
     this._sleeper.wake();
     if (this.peer) this.peer.close();
   }

@@ -4,7 +4,9 @@
 
 import { concat, fromUtf8, utf8 } from "./bytes.js";
 
-export const PROTOCOL_VERSION = 2;
+// 2 added the mailbox frames, 3 REDIRECT (a cluster node names the node that holds a host); the
+// relay admits 1..3 and sends REDIRECT only to a client whose HELLO says 3 or more.
+export const PROTOCOL_VERSION = 3;
 export const AUTH_CONTEXT = utf8("tether-relay-auth-v1\0");
 export const NONCE_LEN = 32;
 export const KEY_LEN = 32;
@@ -31,6 +33,9 @@ export const FrameType = Object.freeze({
   CLOSE: 0x31, // both: channel u32 | code u16 | reason rest
   WATCH: 0x40, // device→relay: count u16 | count × host_id str8
   PRESENCE: 0x41, // relay→device: online u8 | host_id rest
+  // relay→device (protocol 3): host_id str8 | url rest(UTF-8) — a cluster node says which node holds
+  // the host: reconnect there for it (a hint: the channel opened here works too)
+  REDIRECT: 0x42,
   // The mailbox (protocol 2): each request carries an id (req) its answer repeats.
   MAILBOX_DEPOSIT: 0x50, // host→relay
   MAILBOX_TAKE: 0x51, // host→relay
@@ -335,6 +340,11 @@ export function decodeFrame(data) {
       const hostIds = [];
       for (let i = 0; i < count; i++) hostIds.push(r.str8());
       frame = { type, hostIds };
+      break;
+    }
+    case FrameType.REDIRECT: {
+      const hostId = r.str8();
+      frame = { type, hostId, url: r.restText() };
       break;
     }
     case FrameType.MAILBOX_GET:

@@ -1,9 +1,9 @@
 // Application state, kept apart from the DOM so screens can be rebuilt freely:
 //
 //   Tether       paired hosts (and hosts linked to them, see linked.js), one RelayConnection per
-//                relay, one HostConnection per host in use; every directly paired host is kept
-//                connected, so what it announces (hosts linked, and unlinked) arrives while the
-//                page is open
+//                relay (and per cluster node a host was steered to: its node_url), one
+//                HostConnection per host in use; every directly paired host is kept connected, so
+//                what it announces (hosts linked, and unlinked) arrives while the page is open
 //   HostModel    one host's sessions, kept current by a host-wide event subscription whose cursor
 //                is persisted in IndexedDB (a phone that slept resumes exactly where it was)
 //   SessionFeed  one session's history (pty output, or agent items and approvals) for its view
@@ -16,7 +16,7 @@
 // All are EventTargets firing "change"; Tether also fires "model" with each new HostModel
 // (notify.js follows their events).
 
-import { HostConnection, RelayConnection, newCid } from "./connection.js";
+import { HostConnection, RelayConnection, newCid, pageMayDial } from "./connection.js";
 import { loadIdentity } from "./keys.js";
 import { parseAnnouncement, planLinked } from "./linked.js";
 import { Mailbox } from "./mailbox.js";
@@ -784,12 +784,23 @@ export class Tether extends EventTarget {
     return this.hosts.find((h) => h.host_id === hostId) || null;
   }
 
+  // The relay a host is reached through: the cluster node that held it last (node_url, from a
+  // relay node's REDIRECT: HostConnection follows it and keeps it, like hosts.json's node_url for
+  // the CLI), else the relay it was paired through. Its presence is the one that counts: a
+  // cluster node knows the presence of the hosts connected to it alone.
+  relayUrlOf(host) {
+    return host.node_url && pageMayDial(host.node_url) ? host.node_url : host.relay_url;
+  }
+
   relay(url) {
     let relay = this.relays.get(url);
     if (!relay) {
       relay = new RelayConnection(url, this.identity);
       relay.addEventListener("presence", (ev) => {
-        this._seen(ev.detail.hostId, ev.detail.online);
+        const { hostId, online } = ev.detail;
+        const host = hostId ? this.host(hostId) : null;
+        // (What another relay says of a host steered elsewhere, or of the hosts it never held.)
+        if (!hostId || !host || this.relayUrlOf(host) === url) this._seen(hostId, online, url);
         emit(this, { kind: "presence" });
       });
       relay.addEventListener("state", () => emit(this, { kind: "relay" }));
@@ -799,8 +810,9 @@ export class Tether extends EventTarget {
   }
 
   // "Last seen": now while online, and the moment it went away; saved at most once a minute.
-  _seen(hostId, online) {
-    const ids = hostId ? [hostId] : this.hosts.map((h) => h.host_id);
+  // (hostId null: the relay at `url` was lost, so each host reached through it.)
+  _seen(hostId, online, url) {
+    const ids = hostId ? [hostId] : this.hosts.filter((h) => this.relayUrlOf(h) === url).map((h) => h.host_id);
     for (const id of ids) {
       const host = this.host(id);
       if (!host || host.revoked) continue;
@@ -820,14 +832,15 @@ export class Tether extends EventTarget {
     const byRelay = new Map();
     for (const h of this.hosts) {
       if (h.revoked) continue;
-      if (!byRelay.has(h.relay_url)) byRelay.set(h.relay_url, []);
-      byRelay.get(h.relay_url).push(h.host_id);
+      const url = this.relayUrlOf(h);
+      if (!byRelay.has(url)) byRelay.set(url, []);
+      byRelay.get(url).push(h.host_id);
     }
     for (const [url, ids] of byRelay) this.relay(url).watch(ids);
   }
 
   online(host) {
-    const relay = this.relays.get(host.relay_url);
+    const relay = this.relays.get(this.relayUrlOf(host));
     return Boolean(!host.revoked && relay && relay.state === "connected" && relay.presence.get(host.host_id));
   }
 
@@ -836,7 +849,14 @@ export class Tether extends EventTarget {
     if (!conn) {
       const host = this.host(hostId);
       if (!host) return null;
-      conn = new HostConnection(host, this.relay(host.relay_url), this.identity, { revoked: host.revoked });
+      conn = new HostConnection(host, this.relay(host.relay_url), this.identity, {
+        revoked: host.revoked,
+        steer: {
+          relayFor: (url) => this.relay(url),
+          remember: (url) => this._rememberNode(hostId, url),
+          release: (url) => this._release(url),
+        },
+      });
       conn.addEventListener("state", (ev) => {
         // (The record may have been reloaded since this connection began: mark the current one.)
         const current = this.host(hostId) || host;
@@ -847,6 +867,34 @@ export class Tether extends EventTarget {
       this.conns.set(hostId, conn);
     }
     return conn;
+  }
+
+  // The cluster node a host's connection was steered to (url), or "" when that node failed it:
+  // kept in IndexedDB with the host (node_url), tried first next time, watched there.
+  async _rememberNode(hostId, url) {
+    const host = this.host(hostId);
+    const conn = this.conns.get(hostId);
+    const was = host?.node_url || conn?.host.node_url || "";
+    for (const record of new Set([host, conn?.host])) {
+      if (!record) continue;
+      if (url) record.node_url = url;
+      else delete record.node_url;
+    }
+    if (host && was !== url) await store.putHost(host).catch(() => {});
+    this._watchAll();
+    if (was && was !== url) this._release(was);
+    emit(this, { kind: "relay" });
+  }
+
+  // Stop the connection to a relay node no host is reached through any more.
+  _release(url) {
+    const relay = this.relays.get(url);
+    if (!relay) return;
+    if (this.hosts.some((h) => h.relay_url === url || h.node_url === url)) return;
+    if ([...this.conns.values()].some((c) => c.relay === relay || c.home === relay)) return;
+    relay.stop();
+    this.relays.delete(url);
+    emit(this, { kind: "relay" });
   }
 
   // Remembered, so a reload shows the same screen without dialing the host again.
@@ -974,6 +1022,7 @@ export class Tether extends EventTarget {
     await store.deleteHost(hostId);
     this.hosts = this.hosts.filter((h) => h.host_id !== hostId);
     this._watchAll();
+    if (record.node_url) this._release(record.node_url);
     const by = this.host(parentId)?.name || record.linked.via_name || parentId;
     this.notice = { hostId, text: `${record.name} was removed by ${by}` };
     emit(this, { kind: "unlinked", hostId, via: parentId });
@@ -1008,6 +1057,7 @@ export class Tether extends EventTarget {
 
   // After a pairing: reload the hosts and watch the new one (a re-paired host starts afresh).
   async added(host) {
+    const node = host ? this.host(host.host_id)?.node_url : null;
     if (host) {
       const conn = this.conns.get(host.host_id);
       if (conn) conn.stop();
@@ -1015,6 +1065,7 @@ export class Tether extends EventTarget {
       this.models.delete(host.host_id);
     }
     await this.load();
+    if (node) this._release(node);
   }
 
   async forget(hostId) {
@@ -1031,6 +1082,7 @@ export class Tether extends EventTarget {
     this.models.delete(hostId);
     await store.deleteHost(hostId);
     await this.load();
+    if (host?.node_url) this._release(host.node_url);
   }
 
   // Network back or page visible again: skip the backoff waits.

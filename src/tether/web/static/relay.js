@@ -1,7 +1,9 @@
 // The dialing side of the relay protocol for a device (the browser twin of relay/link.py):
 // one WebSocket, admission (HELLO → CHALLENGE → AUTH → WELCOME), channels (OPEN/OPENED/DATA/CLOSE),
-// presence (WATCH/PRESENCE) and the mailbox of a host that is away (MAILBOX_GET/QUEUE, answered
-// MAILBOX_SNAPSHOT/OK/ERROR). Reconnecting is the caller's job (see connection.js).
+// presence (WATCH/PRESENCE), the mailbox of a host that is away (MAILBOX_GET/QUEUE, answered
+// MAILBOX_SNAPSHOT/OK/ERROR), and a cluster node's steering (REDIRECT: which node holds a host,
+// kept in `redirects` and told as a "redirect" event). Reconnecting is the caller's job (see
+// connection.js), and so is following a redirect (HostConnection).
 
 import {
   CloseCode,
@@ -191,6 +193,9 @@ export class RelayLink extends EventTarget {
     this.deviceId = welcome.id;
     this.maxFrameBytes = welcome.maxFrameBytes;
     this.presence = new Map();
+    // host id → the URL of the cluster node that holds it, as this relay node said (REDIRECT, sent
+    // before the OPENED of a channel it carries across nodes); never sent by a single relay
+    this.redirects = new Map();
     this.isClosed = false;
     this.closeReason = "";
     this._channels = new Map();
@@ -346,6 +351,10 @@ export class RelayLink extends EventTarget {
       case FrameType.PRESENCE:
         this.presence.set(frame.hostId, frame.online);
         this.dispatchEvent(new CustomEvent("presence", { detail: { hostId: frame.hostId, online: frame.online } }));
+        break;
+      case FrameType.REDIRECT:
+        this.redirects.set(frame.hostId, frame.url);
+        this.dispatchEvent(new CustomEvent("redirect", { detail: { hostId: frame.hostId, url: frame.url } }));
         break;
       case FrameType.MAILBOX_SNAPSHOT:
       case FrameType.MAILBOX_OK:

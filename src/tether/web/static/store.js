@@ -2,7 +2,9 @@
 //
 //   keys     "device" → {signing: CryptoKey (Ed25519, non-extractable), identityPublic: bytes,
 //                        static: CryptoKey (X25519, non-extractable), staticPublic: bytes}
-//   hosts    host_id  → {host_id, name, relay_url, host_static: bytes, device_id, scopes, paired_at}
+//   hosts    host_id  → {host_id, name, relay_url, host_static: bytes, device_id, scopes, paired_at,
+//                        node_url?}   (node_url: the cluster node that held the host last, from a
+//                        relay node's REDIRECT; tried first, dropped when it fails)
 //   cursors  host_id  → {host_id, cursor, sessions: [session]}   (event cursor + last known sessions)
 //   mailbox  host_id  → {host_id, n}   (the number of the last item queued for the host at the relay)
 //   outbox   cid      → {cid, host_id, session, method, text, decision, approval, n, item, queued_at}
