@@ -120,6 +120,13 @@ async def test_a_device_on_another_node_pairs_works_across_nodes_then_is_steered
         assert second['tether_relay_channels{path="to_other_node"}'] == 0
         assert second['tether_relay_connections{role="device"}'] == 0
         assert metrics(two)['tether_relay_cluster_records_total{direction="sent"}'] == sent
+
+        # The host moves to node 2: the node the client remembers sends it on, and it follows.
+        host.stop()
+        host = start_host(host_home, two.url, workspace)
+        assert [s["id"] for s in tether_json(client_home, "sessions", "list", "--json")] == [session_id]
+        [entry] = hosts_file(client_home)
+        assert entry["node_url"] == two.origin
     finally:
         host.stop()
 

@@ -179,21 +179,27 @@ STEER_TIMEOUT = 5.0
 
 async def _open_steered(state: ClientState, host: PairedHost) -> tuple[RelayLink, Channel]:
     identity = state.identity()
-    if host.node_url and host.node_url != host.relay_url:
+    opened: tuple[RelayLink, Channel] | None = None
+    url = host.node_url
+    if url and url != host.relay_url:
         with contextlib.suppress(TetherError, OSError, TimeoutError):
             async with asyncio.timeout(STEER_TIMEOUT):
-                return await _open_at(host.node_url, identity, host)
-        _remember_node(state, host, "")  # that node is gone, or no longer holds the host
-    link, channel = await _open_at(host.relay_url, identity, host)
+                opened = await _open_at(url, identity, host)
+        if opened is None:
+            _remember_node(state, host, "")  # that node is gone, or no longer holds the host
+    if opened is None:
+        url = host.relay_url
+        opened = await _open_at(url, identity, host)
+    link = opened[0]
     node_url = link.redirects.get(host.host_id)
-    if not node_url or node_url == host.relay_url:
-        return link, channel
-    # The channel works across nodes; one to the host's own node does not cross them at all.
+    if not node_url or node_url == url:
+        return opened
+    # The channel works across nodes; one at the host's own node does not cross them at all.
     try:
         async with asyncio.timeout(STEER_TIMEOUT):
             steered = await _open_at(node_url, identity, host)
     except (TetherError, OSError, TimeoutError):
-        return link, channel
+        return opened
     await link.close()
     _remember_node(state, host, node_url)
     return steered
