@@ -32,7 +32,7 @@ from tether.home import RelayPaths
 from tether.protocol.pairing_link import parse_link
 
 if TYPE_CHECKING:
-    from tether.relay.cluster.node import ClusterSettings
+    from tether.relay.cluster.settings import ClusterSettings
 
 
 @app.callback()
@@ -355,14 +355,17 @@ def relay(
 def _cluster_settings(urls: list[str] | None, node_id: str | None, advertise_url: str | None,
                       public_url: str | None, host: str, port: int, tls: bool) -> ClusterSettings | None:
     """``--cluster``, ``--node-id`` and ``--advertise-url``, checked; None without ``--cluster``."""
+    import importlib.util
     import socket
 
-    from tether.relay.cluster.node import ClusterSettings
     from tether.relay.cluster.records import BusError, check_node_id
-    from tether.relay.cluster.redis_client import parse_seeds
+    from tether.relay.cluster.settings import ClusterSettings, parse_seeds
 
     if not urls:
         return None
+    if importlib.util.find_spec("redis") is None:
+        raise UsageError("a cluster node needs the redis library, which is not installed",
+                         hint="pip install 'tether[cluster]'")
     seeds = parse_seeds(urls)
     if advertise_url is None:
         if public_url is None and (port == 0 or host in ("0.0.0.0", "::")):

@@ -30,7 +30,7 @@ import ssl
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
@@ -59,8 +59,6 @@ from tether.protocol.frames import (
     data_channel,
     decode_frame,
 )
-from tether.relay.cluster.addresses import SharedAddresses
-from tether.relay.cluster.node import ClusterNode, ClusterSettings
 from tether.relay.connection import Connection, Link
 from tether.relay.enrollment import verify_enroll_proof
 from tether.relay.http import WS_PATH, Front, peer_name
@@ -96,6 +94,10 @@ from tether.relay.router import (
     ToNode,
 )
 from tether.relay.static import default_static_dir
+
+if TYPE_CHECKING:  # the cluster's modules need the redis library: imported only for a cluster node
+    from tether.relay.cluster.node import ClusterNode
+    from tether.relay.cluster.settings import ClusterSettings
 
 __all__ = ["RelayLimits", "RelayServer", "default_static_dir", "run_relay"]
 
@@ -204,6 +206,9 @@ class RelayServer:
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
         if self.cluster_settings is not None:
+            from tether.relay.cluster.addresses import SharedAddresses
+            from tether.relay.cluster.node import ClusterNode
+
             try:
                 self.cluster = await ClusterNode.join(self, self.cluster_settings)
             except BaseException:
