@@ -16,8 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Coroutine
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
@@ -41,11 +40,20 @@ from tether.relay.cluster.bus import Bus
 from tether.relay.cluster.presence import REFRESH_SECONDS, Holder, Presence
 from tether.relay.cluster.records import KEY_LEN, Kind, Record
 from tether.relay.cluster.redis_client import Client, connect
+from tether.relay.cluster.settings import ClusterSettings
 from tether.relay.connection import Connection, Link
-from tether.relay.router import UNREACHABLE, UNREACHABLE_OFFER, Peer
+from tether.relay.limits import RelayLimits
+from tether.relay.router import UNREACHABLE, UNREACHABLE_OFFER, Peer, Router
 
-if TYPE_CHECKING:
-    from tether.relay.server import RelayServer
+
+class Shell(Protocol):
+    """What a node needs of the relay it is part of (``server.RelayServer``)."""
+
+    router: Router[Link]
+    limits: RelayLimits
+
+    def act(self) -> None:
+        """Carry out what the router decided."""
 
 log = logging.getLogger("tether.relay.cluster")
 
@@ -55,15 +63,6 @@ _REDIS_DOWN = (
     "the relay cannot reach its cluster's Redis, so hosts on other nodes cannot be reached from this "
     "one; retry in a moment"
 )
-
-
-@dataclass(frozen=True)
-class ClusterSettings:
-    """``tether relay --cluster URL --node-id ID --advertise-url URL``."""
-
-    seeds: list[str]
-    node_id: str
-    advertise_url: str
 
 
 class RemoteDevice:
@@ -104,7 +103,7 @@ class RemoteDevice:
 class ClusterNode:
     """This node's part in the cluster; see the module's docstring."""
 
-    def __init__(self, server: RelayServer, redis: Client, node_id: str, advertise_url: str) -> None:
+    def __init__(self, server: Shell, redis: Client, node_id: str, advertise_url: str) -> None:
         self.server = server
         self.router = server.router
         self.redis = redis
@@ -123,7 +122,7 @@ class ClusterNode:
         self._quiet = LogLimiter(log)
 
     @classmethod
-    async def join(cls, server: RelayServer, settings: ClusterSettings) -> ClusterNode:
+    async def join(cls, server: Shell, settings: ClusterSettings) -> ClusterNode:
         """Connect to the cluster's Redis and take part (ConfigError if it cannot be reached)."""
         redis = await connect(settings.seeds)
         node = cls(server, redis, settings.node_id, settings.advertise_url)
@@ -416,17 +415,26 @@ class ClusterNode:
         if self.trouble is None:
             log.warning("cluster trouble: %s; channels to other nodes are closed until it heals", why)
         self.trouble = why
-        if not self.bus.subscribed:
-            # records sent here meanwhile are lost: no channel through the bus can go on
-            nodes = {node for peer in self.router.peers if peer.remote for node in peer.remote.values() if node}
-            nodes.update(node for node, _ in self._proxies)
-            for node in nodes:
-                self.router.node_lost(node, CloseCode.NODE_UNREACHABLE, _REDIS_DOWN)
-            for proxy in list(self._proxies.values()):
-                if proxy.peer is not None:
-                    self.router.disconnect(proxy.peer)
-            self._proxies.clear()
-            self.server.act()
+        # Records may have been lost whatever failed: a subscription Redis dropped misses what was
+        # published meanwhile, a publish that failed lost its batch (one that timed out may even
+        # be run late, after newer ones), and a frozen Redis shows only as timed-out commands
+        # while the subscription looks live. No channel through the bus can go on.
+        nodes: set[str] = set()
+        for peer in list(self.router.peers):
+            there = frozenset(node for node in peer.remote.values() if node) if peer.remote else frozenset()
+            if there:
+                nodes |= there
+                # their ends there close too, if this gets through (when it does not, those nodes
+                # are in trouble as well and close them): else the hosts keep them open for good
+                self.left_nodes(peer, there)
+        nodes.update(node for node, _ in self._proxies)
+        for node in nodes:
+            self.router.node_lost(node, CloseCode.NODE_UNREACHABLE, _REDIS_DOWN)
+        for proxy in list(self._proxies.values()):
+            if proxy.peer is not None:
+                self.router.disconnect(proxy.peer)
+        self._proxies.clear()
+        self.server.act()
 
     def _on_healed(self) -> None:
         log.info("cluster healed: Redis is reachable again")
