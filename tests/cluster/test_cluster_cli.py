@@ -31,6 +31,7 @@ def relay(*args: str) -> tuple[int, str]:
         (["--node-id", "n1"], "--node-id and --advertise-url are for a cluster node"),
         (["--cluster", "redis://127.0.0.1:6379", "--node-id", "two words"], "bad --node-id"),
         (["--cluster", "redis://127.0.0.1:6379", "--listen", "127.0.0.1:0"], "--advertise-url"),
+        (["--trusted-proxy", "10.0.0.0/33"], "is not a network"),
     ],
 )
 def test_bad_cluster_settings_are_refused_with_what_to_pass(args: list[str], said: str) -> None:

@@ -184,6 +184,26 @@ async def test_forwarded_for_counts_the_proxys_clients(relay_factory: RelayFacto
         sock.abort()
 
 
+@pytest.mark.parametrize(("networks", "trusted"), [(("127.0.0.0/8",), True), (("10.0.0.0/8", "::1/128"), False)])
+async def test_a_proxy_on_a_trusted_network_is_counted_by_its_clients(
+    relay_factory: RelayFactory, networks: tuple[str, ...], trusted: bool,
+) -> None:
+    """``--trusted-proxy``: a load balancer on another machine (here, loopback named as its network)
+    is counted like a local one; a proxy outside the networks counts as itself, whatever it says."""
+    server, url = await relay_factory(max_connections_per_ip=1, trusted_proxies=networks)
+    port = port_of(url)
+    first = await RawSocket.upgrade(port, headers={"X-Forwarded-For": "198.51.100.1"})
+    if trusted:
+        second = await RawSocket.upgrade(port, headers={"X-Forwarded-For": "198.51.100.2"})
+        assert server.addresses.connections("198.51.100.2") == 1
+        second.abort()
+    else:
+        with pytest.raises(Refused) as info:
+            await RawSocket.upgrade(port, headers={"X-Forwarded-For": "198.51.100.2"})
+        assert info.value.status == 429 and "127.0.0.1" in info.value.body
+    first.abort()
+
+
 # --- timeouts ------------------------------------------------------------------------------------
 
 

@@ -219,6 +219,14 @@ def relay(
             "loopback alone (--listen 127.0.0.1:PORT).",
         ),
     ] = False,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A network (CIDR) of reverse proxies on other machines, e.g. a cluster's load balancer: "
+            "their connections are counted against the last X-Forwarded-For address. Repeatable. Only "
+            "networks no client can send from.",
+        ),
+    ] = None,
     handshake_timeout: Annotated[
         float | None,
         typer.Option(min=0.1, help="Seconds a connection has to finish its HTTP upgrade. Default 10."),
@@ -316,6 +324,8 @@ def relay(
         knobs["exempt_loopback"] = True
     if trust_forwarded_for:
         knobs["trust_forwarded_for"] = True
+    if trusted_proxy:
+        knobs["trusted_proxies"] = tuple(_network(net) for net in trusted_proxy)
     limits = RelayLimits(**knobs)
     held = MailboxLimits(**({"host_bytes": mailbox_host_bytes} if mailbox_host_bytes else {}))
     settings = _cluster_settings(cluster, node_id, advertise_url, public_url, host, port, tls is not None)
@@ -350,6 +360,16 @@ def relay(
                 await box.close()
 
     run(main())
+
+
+def _network(text: str) -> str:
+    """A ``--trusted-proxy`` network, checked (its canonical form)."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_network(text.strip(), strict=False))
+    except ValueError:
+        raise UsageError(f"--trusted-proxy {text!r} is not a network", hint="e.g. 10.0.0.0/24 or 10.0.0.5/32") from None
 
 
 def _cluster_settings(urls: list[str] | None, node_id: str | None, advertise_url: str | None,

@@ -25,7 +25,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from tether.lograte import LogLimiter
-from tether.relay.limits import AddressTable, RelayLimits, SocketCount, address_key, is_loopback
+from tether.relay.limits import AddressTable, RelayLimits, SocketCount, address_key, is_loopback, is_trusted_proxy
 from tether.relay.origin import OriginPolicy
 from tether.relay.static import static_response
 
@@ -94,7 +94,7 @@ class CountedSocket(ServerConnection):
             )
             transport.close()
             return
-        if self.limits.trust_forwarded_for and is_loopback(host):
+        if is_trusted_proxy(host, self.limits):
             self.deferred = True
             return
         self.count(address_key(host, self.limits))

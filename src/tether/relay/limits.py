@@ -7,6 +7,7 @@ per source address, and are generous enough for a carrier NAT. The loopback benc
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import resource
 import time
@@ -61,6 +62,10 @@ class RelayLimits:
     #: against the last address of its X-Forwarded-For header (the client the proxy saw), not
     #: against the proxy. Only set it when the relay's port is reachable from loopback alone.
     trust_forwarded_for: bool = False
+    #: Networks of reverse proxies on other machines (a cluster's load balancer) whose connections
+    #: are counted like a loopback proxy's with ``trust_forwarded_for``: against the last
+    #: X-Forwarded-For address. Only networks nobody else can send from.
+    trusted_proxies: tuple[str, ...] = ()
     #: Authenticated connections at once with one device identity key; over it the new one is
     #: refused with TOO_MANY_CONNECTIONS. A host id has one connection: a second replaces it.
     max_connections_per_device: int = 8
@@ -181,6 +186,21 @@ def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 def is_loopback(host: str) -> bool:
     ip = _ip(host)
     return ip is not None and ip.is_loopback
+
+
+def is_trusted_proxy(host: str, limits: RelayLimits) -> bool:
+    """Whether ``host`` is a reverse proxy whose X-Forwarded-For says who the client is."""
+    ip = _ip(host)
+    if ip is None:
+        return False
+    if limits.trust_forwarded_for and ip.is_loopback:
+        return True
+    return any(ip in net for net in _networks(limits.trusted_proxies))
+
+
+@functools.lru_cache(maxsize=16)
+def _networks(texts: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(text, strict=False) for text in texts)
 
 
 def address_key(host: str, limits: RelayLimits) -> str | None:
