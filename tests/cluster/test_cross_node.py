@@ -3,6 +3,7 @@ and its device on another."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import re
@@ -17,6 +18,9 @@ import pytest
 from tests.procs import Proc, free_port, login, remove, short_home, start_host, start_relay, tether, tether_json
 from tests.support.redis_server import RedisServer
 from tether import Client
+from tether.client.state import ClientState
+from tether.crypto.keys import Identity
+from tether.relay.link import RelayLink
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -141,3 +145,65 @@ def test_a_host_on_no_node_is_offline_from_every_node(nodes: list[Node], homes: 
     result = tether(client_home, "sessions", "list", "--json", check=False, timeout=60)
     assert result.returncode != 0
     assert "offline" in result.stderr, result.stderr
+
+
+async def _watch(url: str, identity: Identity, host_id: str, want: bool, timeout: float = 15) -> float:
+    """Watch ``host_id`` at ``url`` until it shows ``want``; how long that took."""
+    link = await RelayLink.connect(url, identity, "device")
+    started = time.monotonic()
+    try:
+        await link.watch([host_id])
+        async with asyncio.timeout(timeout):
+            while link.presence.get(host_id) is not want:
+                await link.wait_presence_change()
+        return time.monotonic() - started
+    finally:
+        await link.close()
+
+
+async def test_a_host_on_another_node_is_online_for_its_devices_only_and_its_changes_reach_them(
+    nodes: list[Node], homes: tuple[Path, Path, Path]
+) -> None:
+    one, two = nodes
+    host_home, workspace, client_home = homes
+    host = start_host(host_home, one.url, workspace)
+    try:
+        link = str(tether_json(host_home, "pair", "--json")["link"])
+        login(client_home, two.origin + link[len(one.origin):], "--name", "phone", "--json")
+        state = ClientState(client_home)
+        [paired] = state.hosts()
+        [entry] = tether_json(client_home, "hosts", "--json")  # asked at node 2
+        assert entry["online"] is True
+        # A stranger watching through node 2 learns nothing: offline, as from the host's own node.
+        stranger = Identity.generate()
+        await _watch(two.url, stranger, paired.host_id, want=False)
+        await _watch(one.url, stranger, paired.host_id, want=False)
+
+        # The host leaves: the device watching through node 2 hears it; and when it comes back
+        # on node 2 itself, and then on node 1 again.
+        watcher = await RelayLink.connect(two.url, state.identity(), "device")
+        try:
+            await watcher.watch([paired.host_id])
+
+            async def shows(want: bool) -> None:
+                async with asyncio.timeout(15):
+                    while watcher.presence.get(paired.host_id) is not want:
+                        await watcher.wait_presence_change()
+
+            await shows(True)
+            host.stop()
+            await shows(False)
+            host = start_host(host_home, two.url, workspace)
+            await shows(True)
+            host.stop()
+            await shows(False)
+            host = start_host(host_home, one.url, workspace)
+            await shows(True)
+            # Revoked on the host (node 1): the device watching on node 2 sees it offline.
+            [device] = tether_json(host_home, "devices", "list", "--json")
+            await asyncio.to_thread(tether, host_home, "devices", "revoke", device["id"])
+            await shows(False)
+        finally:
+            await watcher.close()
+    finally:
+        host.stop()

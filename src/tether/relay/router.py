@@ -232,8 +232,25 @@ class LeftNodes(Generic[L]):
     nodes: frozenset[str]
 
 
+@dataclass(frozen=True, slots=True)
+class WatchElsewhere(Generic[L]):
+    """A device watches hosts that are not connected here: whether each is online for it, and on
+    which node, is the cluster's to find out and say (PRESENCE)."""
+
+    device: Peer[L]
+    host_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Reconsider:
+    """A host this node's devices watch left this node: online elsewhere, or offline?"""
+
+    host_id: str
+
+
 Action = (
     Send[L] | Fail[L] | ToMailbox[L] | AllowlistPublished[L] | OpenElsewhere[L] | ToNode[L] | LeftNodes[L]
+    | WatchElsewhere[L] | Reconsider
 )
 
 
@@ -314,7 +331,11 @@ class Router(Generic[L]):
         if isinstance(peer, HostPeer):
             if self.hosts.get(peer.id) is peer:
                 del self.hosts[peer.id]
-                self._announce(peer, online=False)
+                if self.elsewhere and self.watchers.get(peer.id):
+                    # it may be connecting to another node this very moment: the cluster says
+                    self.outbox.append(Reconsider(peer.id))
+                else:
+                    self._announce(peer, online=False)
             return
         if not isinstance(peer, ProxyPeer):
             self.release_device(peer.key)
@@ -496,11 +517,17 @@ class Router(Generic[L]):
         wanted = set(host_ids)
         self._unwatch(device, device.watching - wanted)
         device.watching = wanted
+        elsewhere: list[str] = []
         for host_id in host_ids:
             self.watchers.setdefault(host_id, set()).add(device)
             host = self.hosts.get(host_id)
+            if host is None and self.elsewhere and not isinstance(device, ProxyPeer):
+                elsewhere.append(host_id)  # perhaps on another node: the cluster answers
+                continue
             online = host is not None and device.key in host.allowlist
             self._send(device, Presence(host_id, online=online).encode())
+        if elsewhere:
+            self.outbox.append(WatchElsewhere(device, tuple(elsewhere)))
 
     def _unwatch(self, device: Peer[L], host_ids: AbstractSet[str]) -> None:
         for host_id in host_ids:

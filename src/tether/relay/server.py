@@ -87,11 +87,13 @@ from tether.relay.router import (
     LeftNodes,
     OpenElsewhere,
     Peer,
+    Reconsider,
     Route,
     Router,
     Send,
     ToMailbox,
     ToNode,
+    WatchElsewhere,
 )
 from tether.relay.static import default_static_dir
 
@@ -418,6 +420,8 @@ class RelayServer:
                         host = action.host.link
                         if self.mailbox is not None and isinstance(host, Connection):
                             self._store_allowlist(host, action.keys)
+                        if self.cluster is not None:
+                            self.cluster.allowlist_published(action.host.id, action.keys)
                     elif self.cluster is None:
                         continue
                     elif isinstance(action, OpenElsewhere):
@@ -426,6 +430,10 @@ class RelayServer:
                         self.cluster.to_node(action.device, action.node, action.frame)
                     elif isinstance(action, LeftNodes):
                         self.cluster.left_nodes(action.device, action.nodes)
+                    elif isinstance(action, WatchElsewhere):
+                        self.cluster.watch(action.device, action.host_ids)
+                    elif isinstance(action, Reconsider):
+                        self.cluster.reconsider(action.host_id)
         finally:
             self._acting = False
 

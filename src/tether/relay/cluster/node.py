@@ -41,6 +41,7 @@ from tether.relay.cluster.presence import REFRESH_SECONDS, Holder, Presence
 from tether.relay.cluster.records import KEY_LEN, Kind, Record
 from tether.relay.cluster.redis_client import Client, connect
 from tether.relay.cluster.settings import ClusterSettings
+from tether.relay.cluster.watching import Watching
 from tether.relay.connection import Connection, Link
 from tether.relay.limits import RelayLimits
 from tether.relay.router import UNREACHABLE, UNREACHABLE_OFFER, Peer, Router
@@ -117,6 +118,8 @@ class ClusterNode:
         self._next_handle = 1
         self._proxies: dict[tuple[str, int], RemoteDevice] = {}  # (node, handle) → its proxy here
         self._urls: dict[str, str] = {}  # node → its advertise URL
+        self._nodes: list[str] = []  # the live nodes, as of the last refresh
+        self.watching = Watching(self.router, self.presence, server.act)
         self._tasks: set[asyncio.Task[None]] = set()
         self._refresher: asyncio.Task[None] | None = None
         self._quiet = LogLimiter(log)
@@ -136,6 +139,7 @@ class ClusterNode:
 
     async def start(self) -> None:
         await self.presence.refresh()
+        self._nodes = await self.presence.nodes()
         await self.bus.start()
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
         log.info("cluster node %s (%s) joined", self.node_id, self.advertise_url)
@@ -174,6 +178,7 @@ class ClusterNode:
             mine = self.presence.held.get(host_id)
             if mine is not None:
                 self.send(old.node, Record(Kind.TAKEOVER, 0, f"{host_id} {mine.encode()}".encode()))
+        self._changed(host_id)
 
     def host_gone(self, host_id: str) -> None:
         self._spawn(self._unregister(host_id))
@@ -181,6 +186,33 @@ class ClusterNode:
     async def _unregister(self, host_id: str) -> None:
         with contextlib.suppress(RedisError, OSError):
             await self.presence.host_gone(host_id)
+        self._changed(host_id)
+
+    def allowlist_published(self, host_id: str, keys: frozenset[bytes]) -> None:
+        self._spawn(self._publish_allowlist(host_id, keys))
+
+    async def _publish_allowlist(self, host_id: str, keys: frozenset[bytes]) -> None:
+        try:
+            await self.presence.publish_allowlist(host_id, keys)
+        except (RedisError, OSError) as exc:
+            self._on_trouble(f"cannot write an allowlist to Redis: {exc}")
+            return
+        self._changed(host_id)
+
+    def _changed(self, host_id: str) -> None:
+        """Tell every other node that ``host_id`` connected, left or changed its allowlist."""
+        body = host_id.encode()
+        for node in self._nodes:
+            if node != self.node_id:
+                self.send(node, Record(Kind.HOST_CHANGED, 0, body))
+
+    # --- devices here watching hosts elsewhere ---
+
+    def watch(self, device: Peer[Link], host_ids: tuple[str, ...]) -> None:
+        self._spawn(self.watching.watch(device, host_ids))
+
+    def reconsider(self, host_id: str) -> None:
+        self._spawn(self.watching.changed(host_id))
 
     async def _takeover(self, host_id: str, newer: Holder) -> None:
         """Another node says a newer connection of ``host_id`` is there: close ours if Redis agrees."""
@@ -328,6 +360,8 @@ class ClusterNode:
             newer = Holder.decode(holder)
             if newer is not None:
                 self._spawn(self._takeover(host_id, newer))
+        elif kind is Kind.HOST_CHANGED:
+            self._spawn(self.watching.changed(body.decode("ascii", "replace")))
 
     def _from_remote_device(self, sender: str, handle: int, body: bytes) -> None:
         proxy = self._proxies.get((sender, handle))
@@ -445,6 +479,8 @@ class ClusterNode:
             await asyncio.sleep(REFRESH_SECONDS)
             try:
                 await self.presence.refresh()
+                self._nodes = await self.presence.nodes()
+                await self.watching.check()
                 nodes = {node for peer in self.router.peers if peer.remote for node in peer.remote.values() if node}
                 nodes.update(node for node, _ in self._proxies)
                 for node in nodes:

@@ -43,6 +43,9 @@ class Kind(IntEnum):
     FAIL_DEVICE = 5
     # new host node → old host node: a newer connection of this host took over; body = host id
     TAKEOVER = 6
+    # host node → every node: this host connected, left or changed its allowlist (watchers of it
+    # elsewhere look again); body = host id
+    HOST_CHANGED = 7
 
 
 @dataclass(frozen=True, slots=True)
