@@ -75,6 +75,15 @@ def events_until(home: Path, session_id: str, marker: str, timeout: float = 20) 
     raise AssertionError(f"{marker!r} never showed up in the events of {session_id}")
 
 
+def pair_across(one: Node, two: Node, host_home: Path, client_home: Path) -> str:
+    """Pair ``client_home`` with the host of ``host_home`` (connected to node 1) through node 2, as
+    a load balancer may send a device: pairing crosses nodes. The host entry's id."""
+    link = str(tether_json(host_home, "pair", "--json")["link"])
+    assert link.startswith(one.origin)
+    result = login(client_home, two.origin + link[len(one.origin):], "--name", "phone", "--json")
+    return str(json.loads(result.stdout)["host_id"])
+
+
 def metrics(node: Node) -> dict[str, float]:
     with urllib.request.urlopen(f"{node.origin}/metrics", timeout=5) as response:
         text = response.read().decode()
@@ -92,12 +101,7 @@ async def test_a_device_on_another_node_pairs_works_across_nodes_then_is_steered
     host_home, workspace, client_home = homes
     host = start_host(host_home, one.url, workspace)
     try:
-        link = str(tether_json(host_home, "pair", "--json")["link"])
-        assert link.startswith(one.origin)
-        # The device reaches the relay through another node (as a load balancer may send it):
-        # pairing crosses nodes.
-        result = login(client_home, two.origin + link[len(one.origin):], "--name", "phone", "--json")
-        host_id = str(json.loads(result.stdout)["host_id"])
+        host_id = pair_across(one, two, host_home, client_home)
         [entry] = hosts_file(client_home)
         assert entry["host_id"] == host_id and entry["relay_url"] == two.origin and not entry.get("node_url")
         sent_before = metrics(two)['tether_relay_cluster_records_total{direction="sent"}']
@@ -139,8 +143,7 @@ def test_a_host_on_no_node_is_offline_from_every_node(nodes: list[Node], homes: 
     one, two = nodes
     host_home, workspace, client_home = homes
     host = start_host(host_home, one.url, workspace)
-    link = str(tether_json(host_home, "pair", "--json")["link"])
-    login(client_home, two.origin + link[len(one.origin):], "--name", "phone", "--json")
+    pair_across(one, two, host_home, client_home)
     host.stop()
     result = tether(client_home, "sessions", "list", "--json", check=False, timeout=60)
     assert result.returncode != 0
@@ -168,8 +171,7 @@ async def test_a_host_on_another_node_is_online_for_its_devices_only_and_its_cha
     host_home, workspace, client_home = homes
     host = start_host(host_home, one.url, workspace)
     try:
-        link = str(tether_json(host_home, "pair", "--json")["link"])
-        login(client_home, two.origin + link[len(one.origin):], "--name", "phone", "--json")
+        pair_across(one, two, host_home, client_home)
         state = ClientState(client_home)
         [paired] = state.hosts()
         [entry] = tether_json(client_home, "hosts", "--json")  # asked at node 2
