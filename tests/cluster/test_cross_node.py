@@ -20,6 +20,7 @@ from tests.support.redis_server import RedisServer
 from tether import Client
 from tether.client.state import ClientState
 from tether.crypto.keys import Identity
+from tether.protocol.frames import CloseCode
 from tether.relay.link import RelayLink
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(120)]
@@ -209,3 +210,31 @@ async def test_a_host_on_another_node_is_online_for_its_devices_only_and_its_cha
             await watcher.close()
     finally:
         host.stop()
+
+
+async def test_a_host_connected_to_two_nodes_keeps_the_newer_connection(nodes: list[Node]) -> None:
+    """A reconnect race: the host's new connection lands on node 2 while node 1 still holds the
+    old one. The newer wins, node 1 closes the older (REPLACED), and devices reach the newer."""
+    one, two = nodes
+    host = Identity.generate()
+    older = await RelayLink.connect(one.url, host, "host")
+    newer = await RelayLink.connect(two.url, host, "host")
+    try:
+        async with asyncio.timeout(10):
+            await older.wait_closed()
+        assert older.close_code == CloseCode.REPLACED
+        assert not newer.closed
+        device = Identity.generate()
+        await newer.publish_allowlist([device.identity_public])
+        await asyncio.sleep(0.3)  # node 2 applies it
+        link = await RelayLink.connect(one.url, device, "device")  # through the node the host left
+        try:
+            async with asyncio.timeout(10):
+                await link.open(older.id)
+                accepted = await newer.accept()
+            assert accepted.peer_identity == device.identity_public
+        finally:
+            await link.close()
+    finally:
+        await older.close()
+        await newer.close()
