@@ -1,0 +1,132 @@
+"""Presence (src/tether/relay/cluster/presence.py) against a real redis-server: the newest
+connection of a host wins and the node that held it before never takes it back, a node that stops
+refreshing loses its entries when they expire, and refreshing puts back what Redis lost (a restart
+without persistence, or FLUSHALL and SCRIPT FLUSH) but never another connection's entry."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.exceptions import RedisError
+
+from tests.support.redis_server import RedisServer
+from tether.relay.cluster import presence as presence_module
+from tether.relay.cluster.presence import TTL_MS, Holder, Presence
+from tether.relay.cluster.redis_client import Client, connect
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(60)]
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[Client]:
+    client = await connect([redis_server.url])
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def entry(redis: Client, host_id: str) -> Holder | None:
+    return Holder.decode(await redis.get(f"tether:host:{host_id}"))
+
+
+async def test_the_newest_connection_wins_and_the_older_node_never_takes_it_back(redis: Client) -> None:
+    a = Presence(redis, "node-a", "https://a.example")
+    b = Presence(redis, "node-b", "https://b.example")
+    await a.refresh()
+    await b.refresh()
+
+    assert await a.host_connected("h1") is None  # nobody held it
+    older = a.held["h1"]
+    assert await a.where("h1") == older and older.node == "node-a"
+    # The host connects again, to node b: it takes over, and learns who held it (to be told).
+    assert await b.host_connected("h1") == older
+    newer = b.held["h1"]
+    assert newer.node == "node-b" and newer.token != older.token
+    assert await a.where("h1") == newer
+    assert await a.still_holds("h1", newer) and not await a.still_holds("h1", older)
+
+    # Node a has not heard of the takeover yet: its refresh and its goodbye leave b's entry alone.
+    await a.refresh()
+    assert await entry(redis, "h1") == newer
+    await a.host_gone("h1")
+    assert await entry(redis, "h1") == newer
+    await a.leave()
+    assert await entry(redis, "h1") == newer
+    assert not await b.node_alive("node-a") and await a.node_alive("node-b")
+    assert await a.url_of("node-b") == "https://b.example"
+
+    # A newer connection on the same node is no takeover between nodes: nobody to tell.
+    assert await b.host_connected("h1") is None
+    assert await entry(redis, "h1") == b.held["h1"] != newer
+    await b.leave()
+    assert await entry(redis, "h1") is None and not await a.node_alive("node-b")
+
+
+async def test_entries_live_for_the_ttl_and_a_node_that_stops_refreshing_loses_them(
+    redis: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    live = Presence(redis, "node-live", "https://live.example")
+    await live.host_connected("h-live")
+    await live.refresh()
+    for key in ("tether:host:h-live", "tether:node:node-live"):
+        assert 0 < await redis.pttl(key) <= TTL_MS
+
+    monkeypatch.setattr(presence_module, "TTL_MS", 300)  # a dead node's entries go in 0.3 s
+    dead = Presence(redis, "node-dead", "https://dead.example")
+    await dead.refresh()
+    await dead.host_connected("h-dead")
+    assert await live.node_alive("node-dead") and await live.where("h-dead") == dead.held["h-dead"]
+    # node-dead stops here (no refresh, no goodbye); node-live keeps refreshing.
+    for _ in range(4):
+        await asyncio.sleep(0.15)
+        await live.refresh()
+    assert not await live.node_alive("node-dead")
+    assert await live.where("h-dead") is None
+    assert await live.node_alive("node-live") and await live.where("h-live") == live.held["h-live"]
+
+
+async def test_refresh_puts_back_what_redis_lost_but_never_another_connection_s_entry(
+    redis: Client, redis_server: RedisServer
+) -> None:
+    a = Presence(redis, "node-a", "https://a.example")
+    b = Presence(redis, "node-b", "https://b.example")
+    for host_id in ("h1", "h2"):
+        await a.host_connected(host_id)
+    await b.host_connected("h3")
+    await a.refresh()
+    mine = dict(a.held)
+
+    # Redis forgets everything, its script cache too (as after a restart without persistence).
+    redis_server.execute("FLUSHALL")
+    redis_server.execute("SCRIPT", "FLUSH")
+    assert await a.where("h1") is None and not await b.node_alive("node-a")
+    await a.refresh()
+    assert await a.node_alive("node-a") and await a.url_of("node-a") == "https://a.example"
+    assert {h: await entry(redis, h) for h in ("h1", "h2")} == mine
+    assert await entry(redis, "h3") is None  # b's entry is b's to put back
+    await b.refresh()
+    assert await entry(redis, "h3") == b.held["h3"]
+
+    # h1 connects to node b meanwhile: a, not yet told, refreshes, and b's entry stays.
+    assert await b.host_connected("h1") == mine["h1"]
+    await a.refresh()
+    assert await entry(redis, "h1") == b.held["h1"]
+    assert await entry(redis, "h2") == mine["h2"]
+
+    # Node a is told of the takeover (a TAKEOVER record) and lets its connection go.
+    a.held.pop("h1")
+    # A real restart (empty, no scripts) with the same client: a command may first meet the
+    # connection from before; the next refresh puts everything back.
+    await asyncio.to_thread(redis_server.restart)
+    for node in (a, b):
+        for _attempt in range(3):
+            try:
+                await node.refresh()
+                break
+            except (RedisError, OSError):
+                continue
+    assert await entry(redis, "h2") == mine["h2"] and await entry(redis, "h3") == b.held["h3"]
+    assert await entry(redis, "h1") == b.held["h1"]
