@@ -15,6 +15,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from tether.client.connection import is_retryable
 from tether.crypto.keys import Identity
 from tether.errors import ConfigError
 from tether.protocol.frames import (
@@ -120,7 +121,8 @@ async def test_connections_per_ip_are_capped_with_http_429(relay_factory: RelayF
     held = [await links(url) for _ in range(3)]
     with pytest.raises(RelayError) as info:
         await RelayLink.connect(url, Identity.generate(), "device")
-    assert info.value.code == "relay_refused"
+    assert info.value.code == "relay_busy"  # retried by clients, with backoff
+    assert is_retryable(info.value)
     assert "HTTP 429" in info.value.message and "at most 3 at once" in info.value.message
     with pytest.raises(InvalidStatus) as raw:
         await connect(url + "/ws")

@@ -200,6 +200,9 @@ async def _open_steered(state: ClientState, host: PairedHost) -> tuple[RelayLink
             steered = await _open_at(node_url, identity, host)
     except (TetherError, OSError, TimeoutError):
         return opened
+    except BaseException:  # cancelled meanwhile: the first link is nobody's to close but ours
+        await link.close()
+        raise
     await link.close()
     _remember_node(state, host, node_url)
     return steered

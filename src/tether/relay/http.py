@@ -171,18 +171,20 @@ class Front:
 
     async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """websockets' ``process_request``: a response, or None to go on with the upgrade."""
+        path = urlsplit(request.path).path
         if isinstance(connection, CountedSocket):
             if connection.deferred:
                 connection.deferred = False
                 connection.count(self._forwarded_key(connection, request))
-            if connection.refusal is None and connection.address is not None and self.shared is not None:
-                connection.refusal = await self.shared.take(connection.address)
+            # a cluster's shared count is for upgrades: a page or /healthz never waits on Redis
+            shared = self.shared if path == WS_PATH else None
+            if connection.refusal is None and shared is not None and connection.address is not None:
+                connection.refusal = await shared.take(connection.address)
             if connection.refusal is not None:
                 self.quiet_log.log(logging.INFO, "429", "refused %s: %s", peer_name(connection), connection.refusal)
                 refused = connection.respond(429, connection.refusal + "\n")
                 refused.headers["Retry-After"] = "5"
                 return refused
-        path = urlsplit(request.path).path
         # A request with a body never gets here (CountedSocket answers it 400); methods other
         # than GET have nothing to do on a relay, but HEAD gets what GET would get (never an
         # upgrade).

@@ -290,10 +290,13 @@ class RelayLink:
                 **_tls_kwargs(tls),
             )
         except InvalidStatus as err:
+            status = err.response.status_code
             raise RelayError(
                 f"the relay at {relay_url} refused the connection: {_describe(err)}",
-                hint=_status_hint(err.response.status_code),
-                code="relay_refused",
+                hint=_status_hint(status),
+                # too many connections from this address, or the relay full: a while later it may
+                # well admit it (clients retry with backoff); any other answer is a refusal
+                code="relay_busy" if status in (429, 503) else "relay_refused",
             ) from None
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as err:
             raise RelayError(f"cannot reach the relay at {relay_url}: {_describe(err)}", hint=_REACH_HINT) from None

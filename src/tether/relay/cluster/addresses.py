@@ -5,7 +5,8 @@ connection they let in then takes a token from one bucket per address kept in Re
 relay's rate and burst, before its upgrade is answered (``http.Front``). The takes of one event
 loop pass go to Redis as one pipeline. A flood spread over the nodes thus gets one relay's
 allowance; the local limits still bound what reaches Redis. When Redis does not answer within
-``TIMEOUT`` the connection is let in (the local limits hold alone).
+``TIMEOUT`` the connection is let in (the local limits hold alone), and so are the next ones for
+``REST_SECONDS``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from tether.relay.limits import RelayLimits
 log = logging.getLogger("tether.relay.cluster")
 
 TIMEOUT = 1.0
+# after Redis failed to answer, upgrades are let in without asking it for this long (a frozen Redis
+# would otherwise make every upgrade wait TIMEOUT)
+REST_SECONDS = 5.0
 _KEY = "tether:addr:"
 
 # KEYS[1] the address's bucket; ARGV: tokens wanted, rate, burst → tokens granted. Redis's
@@ -53,13 +57,15 @@ class SharedAddresses:
         self.burst = limits.connections_per_ip_burst
         self._waiting: list[tuple[str, asyncio.Future[bool]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._resting_until = 0.0
         self._quiet = LogLimiter(log)
 
     async def take(self, key: str) -> str | None:
         """One new connection from ``key``: why the cluster's shared limit refuses it, or None."""
-        if self.rate <= 0:
+        loop = asyncio.get_running_loop()
+        if self.rate <= 0 or loop.time() < self._resting_until:
             return None
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[bool] = loop.create_future()
         if not self._waiting:
             asyncio.get_running_loop().call_soon(self._flush)
         self._waiting.append((key, future))
@@ -67,6 +73,7 @@ class SharedAddresses:
             async with asyncio.timeout(TIMEOUT):
                 granted = await asyncio.shield(future)
         except TimeoutError:
+            self._resting_until = loop.time() + REST_SECONDS
             return None
         return None if granted else f"too many new connections from {key}; retry in a few seconds"
 
@@ -85,6 +92,7 @@ class SharedAddresses:
             granted = await _TAKE.run_many(self.redis, [(_KEY + k, (wanted[k], self.rate, self.burst)) for k in keys])
         except (RedisError, OSError) as exc:
             self._quiet.log(logging.WARNING, "addresses", "cannot share address limits through Redis: %s", exc)
+            self._resting_until = asyncio.get_running_loop().time() + REST_SECONDS
             granted = list(wanted.values())  # let them in: the local limits still hold
         left = {key: int(n) if isinstance(n, int | str | bytes) else 0 for key, n in zip(keys, granted, strict=True)}
         for key, future in waiting:
