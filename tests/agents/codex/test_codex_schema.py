@@ -24,7 +24,7 @@ from tether.agents.codex.adapter import (
     USER_INPUT,
     WARNINGS,
 )
-from tether.agents.codex.appserver import APPROVAL_METHODS
+from tether.agents.codex.appserver import ANSWERED_SERVER_REQUESTS, APPROVAL_METHODS
 
 SCHEMA = Path(__file__).with_name("schema") / f"codex-app-server-{PINNED_VERSION}.schemas.json.gz"
 # The item types the adapter maps onto items of their own (agents/codex/adapter.py _started_data).
@@ -61,6 +61,6 @@ def test_every_notification_of_the_pinned_codex_is_classified_once() -> None:
 
 def test_every_server_request_of_the_pinned_codex_is_answered_or_refused_with_a_reason() -> None:
     requests = variants(schema()["ServerRequest"], "method")
-    answered = set(APPROVAL_METHODS) | {USER_INPUT, ELICITATION}
+    answered = set(APPROVAL_METHODS) | {USER_INPUT, ELICITATION} | set(ANSWERED_SERVER_REQUESTS)
     assert requests == answered | set(REFUSED_REQUESTS)
     assert not answered & set(REFUSED_REQUESTS)
