@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 ACCOUNT = "acct-tether-test"
+_AUTH_CLAIMS = {"chatgpt_plan_type": "pro", "chatgpt_account_id": ACCOUNT, "chatgpt_user_id": "user-test"}
 
 
 def _jwt(claims: dict[str, Any]) -> str:
@@ -26,22 +27,35 @@ def _jwt(claims: dict[str, Any]) -> str:
     return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}.unsigned"
 
 
+def chatgpt_access_token(expires_in: int = 86400) -> str:
+    """An access token of the fake ChatGPT account (``expires_in`` seconds from now; negative: it
+    has expired)."""
+    now = int(time.time())
+    return _jwt({"exp": now + expires_in, "iat": now, "https://api.openai.com/auth": _AUTH_CLAIMS})
+
+
 def chatgpt_login(home: Path, base_url: str) -> str:
     """A CODEX_HOME logged in to a (fake) ChatGPT account, whose model provider — the scripted
     model at ``base_url`` (``http://127.0.0.1:PORT/v1``) — takes that login (``requires_openai_auth``),
     and whose ChatGPT backend is the scripted model's server too (nothing leaves loopback); the
     access token."""
-    root = base_url.removesuffix("/v1")
     now = int(time.time())
-    auth_claims = {"chatgpt_plan_type": "pro", "chatgpt_account_id": ACCOUNT, "chatgpt_user_id": "user-test"}
-    access = _jwt({"exp": now + 86400, "iat": now, "https://api.openai.com/auth": auth_claims})
-    home.mkdir(parents=True)
+    access = chatgpt_access_token()
+    chatgpt_home(home, base_url)
     (home / "auth.json").write_text(json.dumps({
         "auth_mode": "chatgpt", "OPENAI_API_KEY": None, "last_refresh": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "tokens": {"id_token": _jwt({"email": "test@example.com", "exp": now + 86400, "iat": now,
-                                     "https://api.openai.com/auth": auth_claims}),
+                                     "https://api.openai.com/auth": _AUTH_CLAIMS}),
                    "access_token": access, "refresh_token": "unused", "account_id": ACCOUNT},
     }))
+    return access
+
+
+def chatgpt_home(home: Path, base_url: str) -> None:
+    """The CODEX_HOME of :func:`chatgpt_login` without its login (``auth.json``): for a client that
+    logs Codex in with tokens it manages (app-server ``account/login/start`` ``chatgptAuthTokens``)."""
+    root = base_url.removesuffix("/v1")
+    home.mkdir(parents=True)
     (home / "config.toml").write_text(f'''
 model = "mock-model"
 model_provider = "scripted"
@@ -68,7 +82,6 @@ request_max_retries = 0
 stream_max_retries = 0
 supports_websockets = false
 ''')
-    return access
 
 
 def refresh_url(base_url: str) -> dict[str, str]:

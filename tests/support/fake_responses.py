@@ -30,6 +30,10 @@ model provider (offered only with a ChatGPT login: tests/agents/codex/test_codex
 with the PNG in ``image`` (base64, as the Images API does), and records each such request in
 ``image_requests`` (``{"path", "headers", "body"}``).
 
+The headers of each ``/responses`` request are in ``response_headers`` (lower-case names); one
+whose bearer token is in ``unauthorized`` gets ``401 Unauthorized`` instead of a turn (a ChatGPT
+login that is no longer good: tests/agents/codex/test_codex_rare_items.py).
+
 The SSE events and their order are what Codex's parser reads (codex-rs ``codex-api/src/sse``):
 ``response.created``, then per output item ``response.output_item.added`` → deltas
 (``response.output_text.delta`` / ``response.reasoning_summary_text.delta``) →
@@ -65,6 +69,8 @@ class FakeResponses(ScriptedModel):
         super().__init__(script, log_path=log_path)
         self.image = png(4, 4, (0, 128, 128))  # what an image generation returns
         self.image_requests: list[dict[str, Any]] = []
+        self.response_headers: list[dict[str, str]] = []  # of each /responses request
+        self.unauthorized: set[str] = set()  # bearer tokens answered with 401
 
     @property
     def base_url(self) -> str:
@@ -75,6 +81,10 @@ class FakeResponses(ScriptedModel):
     ) -> bool:
         self.paths.append(f"{method} {path}")
         if method == "POST" and path.split("?")[0].endswith("/responses"):
+            self.response_headers.append(headers)
+            if headers.get("authorization", "").removeprefix("Bearer ") in self.unauthorized:
+                await send_json(writer, 401, {"error": {"message": "token expired", "code": "token_expired"}})
+                return True
             try:
                 payload = json.loads(body)
             except ValueError:

@@ -12,6 +12,12 @@ model and checked in the session's event log (what `sessions events --json` prin
   model provider with ``requires_openai_auth``; here a fake login (unsigned tokens in
   ``auth.json``) on a provider that is the scripted model, which also answers the Images API
   request Codex then makes itself. Everything stays on loopback (``chatgpt_base_url`` too).
+- the server requests ``attestation/generate`` and ``account/chatgptAuthTokens/refresh``, which
+  tether refuses: Codex asks the first of a client that opted in (the proxy: ``requestAttestation``
+  in ``initialize``) before each model request on a ChatGPT login, and the second of a client that
+  logged it in with tokens it manages (the proxy: ``account/login/start`` ``chatgptAuthTokens``)
+  when the model's server answers 401. (The legacy v1 approvals cannot be had from 0.169: it
+  answers every v1 method, ``sendUserTurn`` too, with "unknown variant"; see docs/agents.md.)
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import pytest
 
 from tests.agents.codex.appserver_proxy import write_proxy
 from tests.agents.codex.conftest import Harness
-from tests.support.chatgpt_login import ACCOUNT, chatgpt_login, refresh_url
+from tests.support.chatgpt_login import ACCOUNT, chatgpt_access_token, chatgpt_home, chatgpt_login, refresh_url
 from tests.support.fake_responses import FakeResponses
 from tests.support.images import png
 from tether.agents.codex import CodexBinary
@@ -157,3 +163,88 @@ async def test_an_image_generation_is_shown_with_its_prompt_and_file(
     assert returned[0]["image_url"] == "data:image/png;base64," + base64.b64encode(fake_model.image).decode()
     [answer] = await harness.items(session, EventType.ITEM_COMPLETED, "agent_message")
     assert answer["text"] == "Here is your square."
+
+
+
+def notices(events: list[Any], source: str) -> list[dict[str, Any]]:
+    return [e.data for e in events if e.type == EventType.AGENT_NOTICE and e.data["source"] == source]
+
+
+async def test_an_attestation_codex_asks_for_is_refused_and_the_turn_goes_on(
+    harness: Harness, fake_model: FakeResponses, codex_binary: CodexBinary, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client opted into attestation (the proxy: ``requestAttestation`` in initialize's
+    capabilities); with a ChatGPT login Codex asks it for one (attestation/generate) before each
+    model request, which tether refuses at once ("tether does not attest"). Codex then sends the
+    request with its header saying the client's answer failed (``x-oai-attestation`` status 2, not
+    1 for a timeout nor 0 with a token), and the turn goes on."""
+    home = tmp_path / "chatgpt-home"
+    chatgpt_login(home, fake_model.base_url)
+    for name, value in refresh_url(fake_model.base_url).items():
+        monkeypatch.setenv(name, value)
+    proxy, changed = write_proxy(tmp_path / "proxy", codex_binary.path,
+                                 [{"method": "initialize", "merge": {"capabilities": {"requestAttestation": True}}}])
+    fake_model.add({"text": "Unattested, then."})
+    session = await harness.start("say something", options={"binary": str(proxy), "codex_home": str(home)})
+    done = await harness.wait(session, EventType.TURN_COMPLETED)
+    assert done.data["status"] == "completed", done.data
+    [sent] = [json.loads(line) for line in changed.read_text().splitlines()]
+    assert sent["method"] == "initialize"
+    assert sent["params"]["capabilities"] == {"experimentalApi": True, "requestAttestation": True}
+
+    [refused] = notices(await harness.events(session), "attestation/generate")  # one model request, one ask
+    assert refused["level"] == "warning" and refused["turn"] == done.data["turn"]
+    assert refused["message"] == "refused: Codex asked attestation/generate (); tether does not attest"
+    assert not [e for e in await harness.events(session) if e.type == EventType.APPROVAL_REQUESTED]
+    [headers] = fake_model.response_headers
+    assert json.loads(headers["x-oai-attestation"]) == {"v": 1, "s": 2}  # 2: the client's request failed
+    [answer] = await harness.items(session, EventType.ITEM_COMPLETED, "agent_message")
+    assert answer["text"] == "Unattested, then."
+
+
+async def test_a_token_refresh_codex_asks_for_is_refused_and_the_turn_fails_with_codexs_message(
+    harness: Harness, fake_model: FakeResponses, codex_binary: CodexBinary, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client logged Codex in with ChatGPT tokens it manages (the proxy: ``account/login/start``
+    ``chatgptAuthTokens`` right after initialize, in a CODEX_HOME without a login); the model's
+    server answers that token with 401, so Codex asks the client for new tokens
+    (account/chatgptAuthTokens/refresh), which tether refuses at once ("the host's credentials never
+    leave it"): Codex fails the turn with its own message and asks the model nothing more. The
+    session goes on: the next prompt is a turn of its own (which ends the same way)."""
+    home = tmp_path / "chatgpt-home"
+    chatgpt_home(home, fake_model.base_url)
+    for name, value in refresh_url(fake_model.base_url).items():
+        monkeypatch.setenv(name, value)
+    stale = chatgpt_access_token()
+    fake_model.unauthorized.add(stale)
+    login = {"method": "account/login/start",
+             "params": {"type": "chatgptAuthTokens", "accessToken": stale, "chatgptAccountId": ACCOUNT}}
+    proxy, log = write_proxy(tmp_path / "proxy", codex_binary.path, [{"after": "initialized", "send": login}])
+    fake_model.add({"text": "Never said."})
+    session = await harness.start("say something", options={"binary": str(proxy), "codex_home": str(home)})
+    done = await harness.wait(session, EventType.TURN_COMPLETED)
+    assert done.data == {"turn": done.data["turn"], "status": "failed",
+                         "error": "Codex: auth refresh request failed: code=-32601"}
+    sent, answered = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {k: sent[k] for k in ("method", "params")} == login
+    assert answered == {"id": sent["id"], "result": {"type": "chatgptAuthTokens"}}
+    [headers] = fake_model.response_headers  # the one request, refused; none after the refusal
+    assert headers["authorization"] == f"Bearer {stale}" and headers["chatgpt-account-id"] == ACCOUNT
+
+    events = await harness.events(session)
+    [refused] = notices(events, "account/chatgptAuthTokens/refresh")
+    assert refused["level"] == "warning" and refused["turn"] == done.data["turn"]
+    assert refused["message"] == ("refused: Codex asked account/chatgptAuthTokens/refresh (reason: unauthorized; "
+                                  f"previousAccountId: {ACCOUNT}); the host's credentials never leave it")
+    [error] = await harness.items(session, EventType.ITEM_COMPLETED, "error")
+    assert (error["turn"], error["message"]) == (done.data["turn"], "Codex: auth refresh request failed: code=-32601")
+    assert not await harness.items(session, EventType.ITEM_COMPLETED, "agent_message")
+    assert stale not in json.dumps([e.data for e in events])
+
+    await session.send_input("and now?")
+    second = await harness.wait(session, EventType.TURN_COMPLETED, lambda d: d["turn"] != done.data["turn"])
+    assert second.data["status"] == "failed", second.data
+    assert len(notices(await harness.events(session), "account/chatgptAuthTokens/refresh")) == 2
+    assert len(fake_model.response_headers) == 2
