@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.support.redis_server import RedisCluster, RedisServer
+from tests.web.conftest import browser, page  # noqa: F401 (the browser tests' fixtures, for the web client here)
 
 
 @pytest.fixture

@@ -6,16 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import re
 import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.procs import Proc, free_port, login, remove, short_home, start_host, start_relay, tether, tether_json
+from tests.procs import login, remove, short_home, start_host, tether, tether_json
+from tests.support.cluster_nodes import Node, events_until, hosts_file, metrics, running_nodes
 from tests.support.redis_server import RedisServer
 from tether import Client
 from tether.client.state import ClientState
@@ -26,35 +24,10 @@ from tether.relay.link import RelayLink
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(120)]
 
 
-@dataclass
-class Node:
-    proc: Proc
-    port: int
-    home: Path
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
 @pytest.fixture
 def nodes(redis_server: RedisServer) -> Iterator[list[Node]]:
-    started: list[Node] = []
-    try:
-        for n in (1, 2):
-            home = short_home("tn")
-            port = free_port()
-            proc, bound = start_relay(port, "--cluster", redis_server.url, "--node-id", f"node-{n}", home=home)
-            started.append(Node(proc, bound, home))
+    with running_nodes([redis_server.url]) as started:
         yield started
-    finally:
-        for node in started:
-            node.proc.stop()
-            remove(node.home)
 
 
 @pytest.fixture
@@ -64,18 +37,6 @@ def homes() -> Iterator[tuple[Path, Path, Path]]:
     remove(*made)
 
 
-def events_until(home: Path, session_id: str, marker: str, timeout: float = 20) -> list[dict[str, object]]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = tether(home, "sessions", "events", session_id, "--json").stdout
-        events = [json.loads(line) for line in out.splitlines() if line.strip()]
-        text = "".join(str(e["data"].get("data", "")) for e in events if e["type"] == "session.output")  # type: ignore[attr-defined]
-        if marker in text:
-            return events
-        time.sleep(0.3)
-    raise AssertionError(f"{marker!r} never showed up in the events of {session_id}")
-
-
 def pair_across(one: Node, two: Node, host_home: Path, client_home: Path) -> str:
     """Pair ``client_home`` with the host of ``host_home`` (connected to node 1) through node 2, as
     a load balancer may send a device: pairing crosses nodes. The host entry's id."""
@@ -83,16 +44,6 @@ def pair_across(one: Node, two: Node, host_home: Path, client_home: Path) -> str
     assert link.startswith(one.origin)
     result = login(client_home, two.origin + link[len(one.origin):], "--name", "phone", "--json")
     return str(json.loads(result.stdout)["host_id"])
-
-
-def metrics(node: Node) -> dict[str, float]:
-    with urllib.request.urlopen(f"{node.origin}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return {name: float(value) for name, value in re.findall(r"^(tether_\S+) (\S+)$", text, re.M)}
-
-
-def hosts_file(home: Path) -> list[dict[str, object]]:
-    return json.loads((home / "client" / "hosts.json").read_text())["hosts"]  # type: ignore[no-any-return]
 
 
 async def test_a_device_on_another_node_pairs_works_across_nodes_then_is_steered_to_the_host_s_node(

@@ -23,7 +23,6 @@ import pytest
 from tests.procs import Proc, login, remove, short_home, start_host, tether_json
 from tests.support.cluster_lb import ClusterBehindLb, LbNode, need_caddy
 from tests.support.redis_server import RedisServer
-from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS, PHONE
 from tests.web.pages import TIMEOUT, type_line, until, wait_terminal
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(180)]
@@ -43,39 +42,6 @@ class Setup:
 
     def node(self, n: int) -> LbNode:
         return self.lb.node(n)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    import os
-
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing (CI must run the browser tests)")
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(**PHONE)
-    page = context.new_page()
-    errors: list[str] = []
-    console: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
-    page.errors = errors
-    try:
-        yield page
-    finally:
-        context.close()
-        print("page console:", *console, *(f"page error: {e}" for e in errors), sep="\n  ")
 
 
 @pytest.fixture(scope="module")
