@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,32 +160,44 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Server:
-    """``tether relay`` or the bare forwarder, in its own process and session."""
+    """``tether relay`` or the bare forwarder, in its own process and session.
 
-    def __init__(self, kind: str, *, profile: Path | None = None) -> None:
+    ``listen``: the address to listen on (an ephemeral port unless given); ``args``: more
+    ``tether relay`` options (bench/cluster.py: ``--cluster``, ``--node-id``…); ``home``: the
+    relay's ``--home`` (default: the user's, as before)."""
+
+    def __init__(self, kind: str, *, profile: Path | None = None, listen: str = "127.0.0.1:0",
+                 args: Sequence[str] = (), home: Path | None = None) -> None:
         self.kind = kind
         self.log_path = Path(tempfile.mkstemp(prefix=f"bench-{kind}-", suffix=".log")[1])
         self._log = self.log_path.open("wb")
+        host = listen.rsplit(":", 1)[0]
         if kind == "tether":
             prefix = [sys.executable]
             if profile is not None:
                 prefix += ["-m", "cProfile", "-o", str(profile)]
+            home_args = ["--home", str(home)] if home is not None else []
             # Every load process dials from 127.0.0.1: 10,000 idle connections and 1,000 devices
             # would trip the per-address limits (256 at once, 20/s), which are for the public.
-            args = [*prefix, "-m", "tether", "relay", "--listen", "127.0.0.1:0", "--exempt-loopback"]
-            pattern = r"relay listening on 127\.0\.0\.1:(\d+)"
+            cmd = [*prefix, "-m", "tether", *home_args, "relay", "--listen", listen, "--exempt-loopback", *args]
+            pattern = rf"relay listening on {re.escape(host)}:(\d+)"
         else:
-            args = [sys.executable, str(HERE / "bare_forwarder.py"), "--listen", "127.0.0.1:0"]
-            pattern = r"bare listening on 127\.0\.0\.1:(\d+)"
+            cmd = [sys.executable, str(HERE / "bare_forwarder.py"), "--listen", listen, *args]
+            pattern = rf"bare listening on {re.escape(host)}:(\d+)"
         self.popen = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log, start_new_session=True
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log, start_new_session=True
         )
         self.pid = self.popen.pid
         self.port = int(_wait_for(self.log_path, pattern, self.popen, 20).group(1))
-        self.url = f"ws://127.0.0.1:{self.port}" + ("/ws" if kind == "tether" else "")
+        self.url = f"ws://{host}:{self.port}" + ("/ws" if kind == "tether" else "")
 
-    def stop(self) -> None:
-        stop_group(self.popen, signal.SIGTERM, 15)
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the process group (``sig``, then SIGKILL after 15 s); SIGKILL: a crash."""
+        stop_group(self.popen, sig, 15)
         self._log.close()
         with contextlib.suppress(OSError):
             self.log_path.unlink()
@@ -303,15 +315,19 @@ async def _bounded_gather(n: int, make: Callable[[int], Awaitable[Any]], limit: 
 # worker processes
 
 
-def _worker(name: str, kwargs: dict[str, Any], out: Any) -> None:
-    """Entry point of every worker process: run one coroutine, put (name, result or error)."""
-    func = _WORKERS[name]
+def _worker(name: str, kwargs: dict[str, Any], out: Any,
+            func: Callable[..., Awaitable[Any]] | None = None, fast_exit: bool | None = None) -> None:
+    """Entry point of every worker process: run one coroutine (``func``, or the one registered
+    as ``name``), put (name, result or error)."""
+    func = func or _WORKERS[name]
     try:
         result = asyncio.run(func(**kwargs))
         out.put((name, "ok", result))
     except BaseException as exc:  # report, never hang the orchestrator
         out.put((name, "error", f"{type(exc).__name__}: {exc}"))
-    if name == "idle":
+    if fast_exit is None:
+        fast_exit = name == "idle"
+    if fast_exit:
         # thousands of sockets: let the kernel close them rather than a graceful close each
         out.close()
         out.join_thread()
@@ -326,10 +342,17 @@ def _window(size: int) -> tuple[int, int]:
     return window, max(1, window // 8)
 
 
+def _cpus(pids: Sequence[int]) -> list[float]:
+    return [cpu_seconds(pid) for pid in pids]
+
+
 async def w_tput_sender(
-    system: str, url: str, size: int, warm: int, n: int, tag: str, relay_pid: int, timeout: float
+    system: str, url: str, size: int, warm: int, n: int, tag: str, relay_pids: list[int], timeout: float,
+    device_url: str | None = None,
 ) -> dict[str, Any]:
-    """Sends warm + n messages with a window; the timed part starts at message ``warm``."""
+    """Sends warm + n messages with a window; the timed part starts at message ``warm``. The
+    sender is the host (on ``url``); ``relay_pids``: the processes whose CPU is read at the
+    start and the end of the timed part (the relay, or a cluster's nodes and Redis)."""
     async with asyncio.timeout(timeout):
         if system == "bare":
             end: BareEnd | TetherEnd = await bare_connect(url, tag, "a")
@@ -355,13 +378,14 @@ async def w_tput_sender(
         payload = os.urandom(size)
         send = end.send
         t0 = 0
-        cpu0 = relay_cpu0 = busy0 = 0.0
+        cpu0 = busy0 = 0.0
+        relay_cpu0: list[float] = []
         sent = 0
         while sent < total:
             if sent == warm:
                 t0 = time.monotonic_ns()
                 cpu0 = time.process_time()
-                relay_cpu0 = cpu_seconds(relay_pid)
+                relay_cpu0 = _cpus(relay_pids)
                 busy0 = busy_seconds()
             while sent - acked >= window:
                 progress.clear()
@@ -375,15 +399,18 @@ async def w_tput_sender(
 
 
 async def w_tput_receiver(
-    system: str, url: str, size: int, warm: int, n: int, tag: str, relay_pid: int, timeout: float
+    system: str, url: str, size: int, warm: int, n: int, tag: str, relay_pids: list[int], timeout: float,
+    device_url: str | None = None,
 ) -> dict[str, Any]:
+    """The device (on ``device_url``, default ``url``): receives and acknowledges."""
     async with asyncio.timeout(timeout):
         loop = asyncio.get_running_loop()
         if system == "bare":
             end: BareEnd | TetherEnd = await bare_connect(url, tag, "b")
         else:
             base = tag.encode()
-            end = await tether_device(url, _seed(base, "dev"), _seed(base, "host"), deadline=loop.time() + 20)
+            end = await tether_device(device_url or url, _seed(base, "dev"), _seed(base, "host"),
+                                      deadline=loop.time() + 20)
         _, ack_every = _window(size)
         total = warm + n
         await end.send(b"go")
@@ -401,7 +428,7 @@ async def w_tput_receiver(
             if got % ack_every == 0 or got == total:
                 await send(ACK.pack(got))
         t1 = time.monotonic_ns()
-        relay_cpu1 = cpu_seconds(relay_pid)
+        relay_cpu1 = _cpus(relay_pids)
         busy1 = busy_seconds()
         cpu1 = time.process_time()
         if nbytes != n * size:
@@ -466,11 +493,11 @@ async def w_lat_echo(system: str, url: str, channels: int, tag: str, stop: Any, 
 
 async def w_lat_ping(
     system: str, url: str, channels: int, tag: str, size: int, pings_1ch: int, rate: float, seconds: float,
-    timeout: float,
+    timeout: float, device_url: str | None = None,
 ) -> dict[str, Any]:
     """1 channel: ``pings_1ch`` sequential round trips. Many: each channel pings at random
     (exponential gaps, ``rate`` per second across all channels) for ``seconds``; one ping
-    outstanding per channel."""
+    outstanding per channel. The pinging devices dial ``device_url`` (default ``url``)."""
     async with asyncio.timeout(timeout):
         loop = asyncio.get_running_loop()
         base = tag.encode()
@@ -479,7 +506,8 @@ async def w_lat_ping(
         async def one(i: int) -> BareEnd | TetherEnd:
             if system == "bare":
                 return await bare_connect(url, f"{tag}-{i}", "a")
-            return await tether_device(url, _seed(base, f"dev{i}"), _seed(base, "host"), deadline=loop.time() + 30)
+            return await tether_device(device_url or url, _seed(base, f"dev{i}"), _seed(base, "host"),
+                                       deadline=loop.time() + 30)
 
         ends = await _bounded_gather(channels, one)
         payload = os.urandom(size)
@@ -523,8 +551,12 @@ async def w_lat_ping(
 
 
 async def w_idle(system: str, url: str, count: int, offset: int, tag: str, stop: Any, progress: Any,
-                 timeout: float) -> dict[str, Any]:
-    """Opens ``count`` idle connections (tether: authenticated device links) and holds them."""
+                 timeout: float, role: str = "device", ping_interval: float | None = 20,
+                 inflight: int = CONNECT_CONCURRENCY, ramp_timeout: float | None = None) -> dict[str, Any]:
+    """Opens ``count`` idle connections (tether: authenticated links, devices unless ``role`` is
+    "host"; ``ping_interval``: the clients' own keepalive, RelayLink's default 20 s) with at most
+    ``inflight`` handshakes at once, and holds them. ``ramp_timeout``: stop connecting after this
+    many seconds and hold what is connected (default: fail after ``timeout``)."""
     from tether.crypto.keys import Identity
     from tether.relay.link import RelayLink
 
@@ -540,14 +572,20 @@ async def w_idle(system: str, url: str, count: int, offset: int, tag: str, stop:
                 held.append(await bare_connect(url, f"{tag}-{offset + i}", "a"))
             else:
                 ident = Identity.from_seed(_seed(base, f"idle{offset + i}"))
-                held.append(await RelayLink.connect(url, ident, "device", open_timeout=60))
+                held.append(await RelayLink.connect(url, ident, "host" if role == "host" else "device",
+                                                    open_timeout=60, ping_interval=ping_interval))
         except Exception as exc:
             if len(errors) < 5:
                 errors.append(f"{type(exc).__name__}: {exc}")
 
     t0 = time.monotonic()
-    async with asyncio.timeout(timeout):
-        await _bounded_gather(count, one)
+    try:
+        async with asyncio.timeout(ramp_timeout or timeout):
+            await _bounded_gather(count, one, limit=inflight)
+    except TimeoutError:
+        if ramp_timeout is None:
+            raise
+        errors.append(f"stopped connecting after {ramp_timeout:g} s with {len(held)} connections")
     ramp_s = time.monotonic() - t0
     progress.put(("ready", len(held)))
     while not stop.is_set() and loop.time() < deadline:  # noqa: ASYNC110 (a multiprocessing Event)
@@ -579,8 +617,12 @@ class Workers:
         self.out = self.ctx.Queue()
         self.procs: list[Any] = []
 
-    def start(self, name: str, **kwargs: Any) -> None:
-        proc = self.ctx.Process(target=_worker, args=(name, kwargs, self.out), daemon=True)
+    def start(self, name: str, *, func: Callable[..., Awaitable[Any]] | None = None, fast_exit: bool | None = None,
+              **kwargs: Any) -> None:
+        """A worker process running ``func(**kwargs)`` (default: the worker registered as
+        ``name``); ``fast_exit``: end it with os._exit once it reported (default for "idle":
+        thousands of sockets)."""
+        proc = self.ctx.Process(target=_worker, args=(name, kwargs, self.out, func, fast_exit), daemon=True)
         proc.start()
         self.procs.append(proc)
 
@@ -609,12 +651,21 @@ class Workers:
 # the measurements
 
 
-def measure_throughput(system: str, server: Server, size: int, n: int, *, split: bool = True) -> dict[str, Any]:
+def measure_throughput(system: str, server: Server, size: int, n: int, *, split: bool = True,
+                       device_server: Server | None = None, also_pids: Sequence[int] = ()) -> dict[str, Any]:
+    """One throughput measurement: the sender (host) on ``server``, the receiver (device) on
+    ``device_server`` (default: the same). "relay CPU" is the sum over ``server``,
+    ``device_server`` and ``also_pids`` (a cluster's Redis); ``relay_cpu_us_per_msg_each`` has
+    each, in that order."""
     warm = max(100, n // 10)
     tag = f"tp{random.getrandbits(48):x}"
     workers = Workers()
-    kwargs = dict(system=system, url=server.url, size=size, warm=warm, n=n, tag=tag, relay_pid=server.pid,
-                  timeout=120.0)
+    pids = [server.pid]
+    if device_server is not None and device_server.pid != server.pid:
+        pids.append(device_server.pid)
+    pids += list(also_pids)
+    kwargs = dict(system=system, url=server.url, size=size, warm=warm, n=n, tag=tag, relay_pids=pids,
+                  timeout=120.0, device_url=device_server.url if device_server is not None else None)
     try:
         if split:
             workers.start("tput_receiver", **kwargs)
@@ -628,7 +679,8 @@ def measure_throughput(system: str, server: Server, size: int, n: int, *, split:
     finally:
         workers.close()
     seconds = (recv["t1"] - send["t0"]) / 1e9
-    relay_cpu = recv["relay_cpu1"] - send["relay_cpu0"]
+    each = [b - a for a, b in zip(send["relay_cpu0"], recv["relay_cpu1"], strict=True)]
+    relay_cpu = sum(each)
     busy = recv["busy1"] - send["busy0"]
     load_cpu = send["cpu"] + (recv["cpu"] if split else 0.0)
     return {
@@ -641,6 +693,7 @@ def measure_throughput(system: str, server: Server, size: int, n: int, *, split:
         "mb_per_s": n * size / seconds / 1e6,
         "relay_cpu_pct": 100 * relay_cpu / seconds,
         "relay_cpu_us_per_msg": 1e6 * relay_cpu / n,
+        "relay_cpu_us_per_msg_each": [1e6 * c / n for c in each],
         "sender_cpu_pct": 100 * send["cpu"] / seconds,
         "receiver_cpu_pct": 100 * recv["cpu"] / seconds if split else None,
         "machine_busy_pct": 100 * busy / seconds,
@@ -651,7 +704,10 @@ def measure_throughput(system: str, server: Server, size: int, n: int, *, split:
     }
 
 
-def measure_latency(system: str, server: Server, sizes: Sizes, channels: int, size: int = KIB) -> dict[str, Any]:
+def measure_latency(system: str, server: Server, sizes: Sizes, channels: int, size: int = KIB, *,
+                    device_server: Server | None = None) -> dict[str, Any]:
+    """Round trips: the echoing host on ``server``, the pinging devices on ``device_server``
+    (default: the same)."""
     tag = f"lat{random.getrandbits(48):x}"
     workers = Workers()
     stop = workers.ctx.Event()
@@ -660,6 +716,7 @@ def measure_latency(system: str, server: Server, sizes: Sizes, channels: int, si
         workers.start(
             "lat_ping", system=system, url=server.url, channels=channels, tag=tag, size=size,
             pings_1ch=sizes.lat_pings_1ch, rate=sizes.lat_rate, seconds=sizes.lat_seconds, timeout=110.0,
+            device_url=device_server.url if device_server is not None else None,
         )
         ping = dict(workers.results(1, timeout=120))["lat_ping"]
         stop.set()
