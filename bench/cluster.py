@@ -1,7 +1,8 @@
 """Cluster benchmark (issue [10]): relay nodes sharing a Redis, measured in one run.
 
-    .venv/bin/python bench/cluster.py                  # full run (about 15 minutes on 2 cores)
+    .venv/bin/python bench/cluster.py                  # full run: 13 minutes on 2 quiet cores, 25+ shared
     .venv/bin/python bench/cluster.py --quick          # smoke run, about 2 minutes, small counts
+    .venv/bin/python bench/cluster.py --parts 4        # the burst of host connections (not by default)
     .venv/bin/python bench/cluster.py --json out.json  # also every figure (every repeat) as JSON
     .venv/bin/python bench/cluster.py --parts 1,3      # only some parts
     .venv/bin/python bench/cluster.py --idle-conns 60000
@@ -29,6 +30,13 @@ and the load runs in worker processes (bench/relay.py's ``Workers``, spawn). All
    watch the presence keys and, for every host whose key names a live node, open a channel, send
    one message and wait for the host's echo. Reported: time from the kill to every host's
    reconnection, to its presence key on a live node, and to its echo (all of them reachable).
+   Once more with fewer hosts reconnecting all at once (no bound per client process: a storm).
+4. (``--parts 4``, not by default) **A burst of host connections during a cross-node transfer**:
+   bench/relay.py's throughput load across nodes while 1,500 hosts connect to the sending node at
+   once: does every frame arrive? (It shows what a burst does to the node's Redis client.)
+
+``--py-spy EXE`` profiles the node that takes the hosts during the first recovery of part 3 (py-spy
+is not a dependency of the project: install it apart, e.g. in its own venv).
 
 See docs/benchmarks.md ("Cluster") for the method, the machine and the results.
 """
@@ -50,6 +58,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -231,6 +240,59 @@ def log_summary(text: str) -> dict[str, Any]:
     return {"counts": counts, "first_warnings": firsts}
 
 
+# What a sampled stack of a relay node is doing: the first of these tether functions on the
+# stack from the leaf up, else the first library (websockets, redis-py) on it, else "asyncio
+# and the rest" (the event loop, socket calls).
+KINDS: tuple[tuple[str, str], ...] = (
+    ("Presence.", "presence in Redis (register, refresh, lookups)"),
+    ("ClusterNode._register", "presence in Redis (register, refresh, lookups)"),
+    ("ClusterNode._refresh_forever", "presence in Redis (register, refresh, lookups)"),
+    ("ClusterNode._place", "presence in Redis (register, refresh, lookups)"),
+    ("Bus.", "the bus (records between nodes)"),
+    ("ClusterNode._deliver", "the bus (records between nodes)"),
+    ("SharedAddresses", "shared address limits"),
+    ("verify_signature", "authentication (Ed25519 verify, ids)"),
+    ("derive_id", "authentication (Ed25519 verify, ids)"),
+    ("RelayServer._admit", "authentication (Ed25519 verify, ids)"),
+    ("Router.", "router and channels"),
+    ("RelayServer._read_loop", "router and channels"),
+    ("Connection._write", "writer"),
+)
+LIBRARIES = (("(websockets/", "websockets (handshake, frames, keepalive)"), ("(redis/", "redis-py elsewhere"))
+
+
+class PySpy:
+    """``py-spy record`` of one process (raw stacks), started and stopped around a window."""
+
+    def __init__(self, exe: str, pid: int, seconds: float) -> None:
+        self.out = Path(tempfile.mkstemp(prefix="bench-pyspy-", suffix=".txt")[1])
+        self.popen = subprocess.Popen(
+            [exe, "record", "--pid", str(pid), "--rate", "250", "--duration", str(int(seconds)), "--format", "raw",
+             "--nonblocking", "-o", str(self.out)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def finish(self) -> dict[str, Any]:
+        bench.stop_group(self.popen, signal.SIGINT, 30)  # py-spy writes what it has on SIGINT
+        kinds: dict[str, int] = {}
+        total = 0
+        with contextlib.suppress(OSError):
+            for line in self.out.read_text().splitlines():
+                stack, _, count = line.rpartition(" ")
+                if not count.isdigit():
+                    continue
+                frames = stack.split(";")[::-1]  # leaf first
+                if frames and "EpollSelector.select" in frames[0]:
+                    continue  # waiting for the next event (py-spy counts some of it as running)
+                kind = next((name for f in frames for key, name in KINDS if key in f), None) or next(
+                    (name for f in frames for key, name in LIBRARIES if key in f), "asyncio and the rest")
+                kinds[kind] = kinds.get(kind, 0) + int(count)
+                total += int(count)
+        with contextlib.suppress(OSError):
+            self.out.unlink()
+        return {"samples": total, "share": {k: v / total for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])}
+                if total else {}}
+
+
 def metrics(server: bench.Server) -> dict[str, float]:
     """A relay's /metrics (loopback only), as name → value."""
     url = server.url.replace("ws://", "http://").removesuffix("/ws") + "/metrics"
@@ -353,6 +415,19 @@ IDLE_INFLIGHT = 25  # handshakes at once per client process
 IDLE_RAMP_TIMEOUT = 900.0  # s: then the clients hold what they have
 
 
+def presence_by_node(redis_server: RedisServer) -> dict[str, int]:
+    """How many ``tether:host:*`` keys name each node."""
+    counts: dict[str, int] = {}
+    with redis_server.client() as r:
+        keys = list(r.scan_iter(match=HOST_KEY + "*", count=5000))
+        for start in range(0, len(keys), 5000):
+            for value in r.mget(keys[start:start + 5000]):
+                if value is not None:
+                    node = value.split(b" ", 1)[0].decode()
+                    counts[node] = counts.get(node, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def part_idle(sizes: Sizes, conns: int, nodes: int, client_pings: bool) -> dict[str, Any]:
     """``conns`` idle authenticated connections, hosts on the first half of ``nodes`` nodes and
     devices on the others; one client process per node. ``client_pings``: the clients send their
@@ -423,6 +498,7 @@ def part_idle(sizes: Sizes, conns: int, nodes: int, client_pings: bool) -> dict[
         redis_after = cluster.redis_info("memory")
         keys_after = int(cluster.redis.execute("DBSIZE"))  # type: ignore[arg-type]
         census = [metrics(n) for n in cluster.nodes]
+        presence = presence_by_node(cluster.redis)
         # what the idle cluster costs: keepalive pings both ways, presence refreshes
         pids = [n.pid for n in cluster.nodes] + [cluster.redis.pid]
         cpu0, busy0, w0 = [bench.cpu_seconds(p) for p in pids], bench.busy_seconds(), time.monotonic()
@@ -470,6 +546,8 @@ def part_idle(sizes: Sizes, conns: int, nodes: int, client_pings: bool) -> dict[
         # the relays' own count of authenticated connections when RSS was read (the clients'
         # "held" counts what they connected, not what is still up)
         "census_connections": sum(live),
+        # presence keys naming each node, against the hosts it holds (census)
+        "presence_keys_by_node": presence,
         "logs": logs,
         "rss_before_kib": rss_before,
         "rss_after_kib": rss_after,
@@ -693,7 +771,7 @@ async def w_failover_probe(url: str, redis_port: int, dead_node: str, tag: str, 
             "opens": opens, "failures": failures, "codes": codes, "hosts": len(host_offsets)}
 
 
-def part_failover(sizes: Sizes, hosts: int) -> dict[str, Any]:
+def part_failover(sizes: Sizes, hosts: int, py_spy: str | None = None) -> dict[str, Any]:
     cluster = Cluster(4)
     dead, b, c, d = cluster.nodes
     workers = bench.Workers()
@@ -744,6 +822,7 @@ def part_failover(sizes: Sizes, hosts: int) -> dict[str, Any]:
         live_pids = [b.pid, c.pid, d.pid, cluster.redis.pid] + [p.pid for p in workers.procs]
         cpu0, busy0 = [bench.cpu_seconds(p) for p in live_pids], bench.busy_seconds()
         tcp0 = tcp_counters()
+        spy = PySpy(py_spy, b.pid, 120) if py_spy else None
         t_kill = time.monotonic()
         os.killpg(dead.popen.pid, signal.SIGKILL)
         go.set()
@@ -760,6 +839,7 @@ def part_failover(sizes: Sizes, hosts: int) -> dict[str, Any]:
                     t_done = time.monotonic()
         cpu1, busy1 = [bench.cpu_seconds(p) for p in live_pids], bench.busy_seconds()
         tcp_recovery = tcp_delta(tcp0)
+        profile = spy.finish() if spy is not None else None
         window = t_done - t_kill
         held_after = [metrics(n).get("tether_relay_cluster_hosts_held", 0.0) for n in (b, c)]
         logs = {cluster.ids[i]: n.log for i, n in enumerate(cluster.nodes) if i in (1, 2)}
@@ -831,9 +911,95 @@ def part_failover(sizes: Sizes, hosts: int) -> dict[str, Any]:
         "tcp_during_recovery": tcp_recovery,
         "recovery_machine_busy_pct": 100 * (busy1 - busy0) / window if window else float("nan"),
         "node_lost_log_lines": gone_lines,
+        "node_2_profile": profile,
         "node_log_trouble": trouble,
         "errors": [e for r in host_res for e in r["errors"]],
     }
+
+
+# ---------------------------------------------------------------------------------------
+# part 4: a burst of host connections on a node while a channel crosses nodes through it
+
+
+async def w_connect_burst(url: str, count: int, tag: str, delay: float, hold: float) -> dict[str, Any]:
+    """After ``delay`` s, ``count`` hosts connect to ``url`` all at once (as after a failover);
+    held for ``hold`` s."""
+    from tether.crypto.keys import Identity
+    from tether.relay.link import RelayLink
+
+    idents = [Identity.from_seed(bench._seed(tag.encode(), f"b{i}")) for i in range(count)]
+    await asyncio.sleep(delay)
+    t0 = time.monotonic()
+    links = await asyncio.gather(*(RelayLink.connect(url, i, "host", open_timeout=60) for i in idents),
+                                 return_exceptions=True)
+    seconds = time.monotonic() - t0
+    await asyncio.sleep(hold)
+    return {"connected": sum(1 for x in links if not isinstance(x, BaseException)), "seconds": seconds}
+
+
+async def w_listen_only(host_url: str, device_url: str, tag: str, seconds: float) -> dict[str, Any]:
+    """A cross-node channel whose device only listens (host on ``host_url``, device on
+    ``device_url``): after ``seconds``, which of its two ends were told it closed."""
+    from tether.crypto.keys import Identity
+    from tether.relay.link import RelayLink
+
+    base = tag.encode()
+    host_ident, dev_ident = Identity.from_seed(bench._seed(base, "h")), Identity.from_seed(bench._seed(base, "d"))
+    async with asyncio.timeout(seconds + 60):
+        host = await RelayLink.connect(host_url, host_ident, "host", open_timeout=30)
+        await host.publish_allowlist([dev_ident.identity_public])
+        device = await RelayLink.connect(device_url, dev_ident, "device", open_timeout=30)
+        await asyncio.sleep(0.5)
+        channel = await device.open(host_ident.id)
+        served = await host.accept()
+        await served.send(b"hello")
+        first = await channel.recv()
+        await asyncio.sleep(seconds)
+        out = {"first_message": first == b"hello",
+               "host_end_closed": served.closed, "host_close_code": served.close_code,
+               "device_end_closed": channel.closed, "device_close_code": channel.close_code}
+        await host.close()
+        await device.close()
+    return out
+
+
+def part_burst(sizes: Sizes, hosts: int, rounds: int) -> list[dict[str, Any]]:
+    """A cross-node transfer (bench/relay.py's throughput load, host on node 1, device on node 2)
+    while ``hosts`` hosts connect to node 1 at once: does every frame arrive? And a channel whose
+    device only listens: is the device told when the channel closes?"""
+    out = []
+    for rnd in range(rounds):
+        cluster = Cluster(2)
+        n1, n2 = cluster.nodes
+        workers = bench.Workers()
+        try:
+            workers.start("listen_only", func=w_listen_only, host_url=n1.url, device_url=n2.url,
+                          tag=f"lo{random.getrandbits(40):x}", seconds=20.0)
+            workers.start("burst", func=w_connect_burst, fast_exit=True, url=n1.url, count=hosts,
+                          tag=f"bu{random.getrandbits(40):x}", delay=1.5, hold=3.0)
+            row: dict[str, Any] = {"round": rnd, "burst_hosts": hosts}
+            try:
+                r = bench.measure_throughput("tether", n1, KIB, sizes.tput_msgs * 3, device_server=n2,
+                                             also_pids=[cluster.redis.pid])
+                row.update(transfer="complete", msgs_per_s=r["msgs_per_s"])
+            except (RuntimeError, TimeoutError) as exc:
+                row.update(transfer="failed", error=str(exc)[:300])
+            done = dict(workers.results(2, timeout=120))
+            row["burst"], row["listen_only"] = done["burst"], done["listen_only"]
+            row["node_1_log"] = [line[:200] for line in n1.log.splitlines()
+                                 if "trouble" in line or "is gone" in line or "healed" in line][:8]
+            row["node_1_bus"] = {k: v for k, v in metrics(n1).items() if "cluster" in k}
+        finally:
+            workers.close()
+            cluster.close()
+        lo = row["listen_only"]
+        _say(f"[4] round {rnd + 1}: listening channel closed: host end {lo['host_end_closed']}, device end "
+             f"{lo['device_end_closed']}")
+        _say(f"[4] round {rnd + 1}: transfer {row['transfer']} {row.get('error', '')[:120]}; "
+             f"{row['burst']['connected']:,} hosts connected in {row['burst']['seconds']:.1f} s; "
+             f"node-1 said: {' | '.join(x.split(' ', 3)[-1][:90] for x in row['node_1_log'][:3])}")
+        out.append(row)
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -856,7 +1022,10 @@ def _idle_line(r: dict[str, Any]) -> None:
          f"Redis {r['idle_redis_cpu_pct']:.1f}%; errors {r['errors'][:2]}")
 
 
-def run(sizes: Sizes, parts: set[int], idle_conns: int, idle_nodes: int, mode: str) -> dict[str, Any]:
+def run(sizes: Sizes, parts: set[int], idle_conns: int, idle_nodes: int, mode: str,
+        save: Callable[[dict[str, Any]], None] = lambda _: None, py_spy: str | None = None,
+        burst_hosts: int = 1500) -> dict[str, Any]:
+    """All the parts asked for; ``save`` gets the results so far after each part."""
     results: dict[str, Any] = {
         "machine": bench.machine_facts(),
         "mode": mode,
@@ -869,6 +1038,7 @@ def run(sizes: Sizes, parts: set[int], idle_conns: int, idle_nodes: int, mode: s
     if 1 in parts:
         _say(f"[1] forwarding at 1 KiB: single relay, same node of a cluster, across nodes ({sizes.rounds} rounds)")
         results["forwarding"] = part_forwarding(sizes)
+        save(results)
     if 2 in parts:
         runs = []
         for rep in range(sizes.idle_repeats):
@@ -890,14 +1060,17 @@ def run(sizes: Sizes, parts: set[int], idle_conns: int, idle_nodes: int, mode: s
         runs.append(r)
         _idle_line(r)
         results["idle"] = runs
+        save(results)
 
     if 3 in parts:
         runs = []
         for rep in range(sizes.failover_repeats):
             _say(f"[3] failover: {sizes.failover_hosts:,} hosts on a node that is killed (repeat {rep + 1})")
-            r = part_failover(sizes, sizes.failover_hosts)
+            r = part_failover(sizes, sizes.failover_hosts, py_spy if rep == 0 else None)
             runs.append(r)
             _failover_line(r)
+            results["failover"] = runs
+            save(results)
         if sizes.failover_storm_hosts:
             _say(f"[3] storm: {sizes.failover_storm_hosts:,} hosts reconnecting at once, as real hosts would "
                  "(no bound per client process)")
@@ -906,6 +1079,9 @@ def run(sizes: Sizes, parts: set[int], idle_conns: int, idle_nodes: int, mode: s
             runs.append(r)
             _failover_line(r)
         results["failover"] = runs
+    if 4 in parts:
+        _say(f"[4] a cross-node transfer while {burst_hosts:,} hosts connect to the sending node at once")
+        results["burst"] = part_burst(sizes, burst_hosts, max(1, min(3, sizes.rounds)))
     results["wall_s"] = time.monotonic() - t_start
     return results
 
@@ -962,8 +1138,22 @@ def print_table(res: dict[str, Any]) -> None:
               f"ms per reconnect; busiest surviving node's CPU time {r['node_bound_s']:.1f} s")
         ok = r["all_reachable_s"] * 10_000 / r["hosts"] <= TARGETS["failover_10k_s"] if r["hosts"] < 10_000 else \
             r["all_reachable_s"] <= TARGETS["failover_10k_s"]
+        if r.get("node_2_profile"):
+            shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in r["node_2_profile"]["share"].items())
+            print(f"  node-2's CPU during the recovery (py-spy, {r['node_2_profile']['samples']} samples): {shares}")
         print(f"{'PASS' if ok else 'FAIL'}  every host reachable within {TARGETS['failover_10k_s']:.0f} s"
               + (" (scaled to 10,000)" if r["hosts"] < 10_000 else ""))
+
+
+def print_burst(res: dict[str, Any]) -> None:
+    for row in res.get("burst", []):
+        print(f"\nburst of {row['burst_hosts']:,} host connections during a cross-node transfer: {row['transfer']} "
+              f"{row.get('error', '')[:100]}")
+        lo = row["listen_only"]
+        print(f"  a channel whose device only listens, 20 s later: host's end closed {lo['host_end_closed']} "
+              f"(code {lo['host_close_code']}), device's end closed {lo['device_end_closed']}")
+        for line in row["node_1_log"][:4]:
+            print(f"  node-1: {line.split(' ', 2)[-1][:150]}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -977,6 +1167,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--failover-inflight", type=int,
                         help="part 3: reconnection attempts at once per host-client process (default 50; 0: no bound)")
     parser.add_argument("--repeats", type=int, help="rounds of part 1 and repeats of parts 2 and 3")
+    parser.add_argument("--py-spy", metavar="EXE", help="part 3: profile the node that takes the hosts with this "
+                        "py-spy during the first recovery (not installed with the project)")
+    parser.add_argument("--burst-hosts", type=int, default=1500, help="part 4: hosts connecting at once (1,500)")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     changes: dict[str, Any] = {}
@@ -989,9 +1182,14 @@ def main(argv: list[str] | None = None) -> int:
     if changes:
         sizes = Sizes(**{**sizes.__dict__, **changes})
     parts = {int(p) for p in args.parts.split(",") if p.strip()}
+    def save(partial: dict[str, Any]) -> None:
+        if args.json:
+            args.json.write_text(json.dumps(partial, indent=2, default=str) + "\n")
+
     res = run(sizes, parts, args.idle_conns or sizes.idle_conns, args.idle_nodes or sizes.idle_nodes,
-              "quick" if args.quick else "full")
+              "quick" if args.quick else "full", save, py_spy=args.py_spy, burst_hosts=args.burst_hosts)
     print_table(res)
+    print_burst(res)
     if args.json:
         args.json.write_text(json.dumps(res, indent=2, default=str) + "\n")
         print(f"\nwrote {args.json}")
