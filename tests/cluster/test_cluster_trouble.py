@@ -241,14 +241,18 @@ async def test_a_slow_node_dropped_by_redis_closes_its_channels_and_the_device_r
     await asyncio.to_thread(assert_no_channels_left, one, two)
 
 
-async def test_a_dropped_subscription_while_the_channel_is_idle_leaves_no_channel_on_the_host_s_node(
-    redis_server: RedisServer, nodes: list[Node], deployment: Deployment, retry_log: RetryLog
+@pytest.mark.parametrize("dropped", ["device's node", "host's node"])
+async def test_a_dropped_subscription_while_the_channel_is_idle_closes_the_channel_on_both_nodes(
+    redis_server: RedisServer, nodes: list[Node], deployment: Deployment, retry_log: RetryLog, dropped: str
 ) -> None:
-    """Redis drops node 2's subscription (CLIENT KILL: to node 2 it looks like a drop for being
-    slow) while the host has nothing to send, so node 1 publishes nothing and sees no trouble of
-    its own. Node 2 closes the device's channel; node 1 must close its end too, or the host keeps
-    a channel (and the device's subscriptions on it) that no device will ever use again."""
+    """Redis drops one node's subscription (CLIENT KILL: to that node it looks like a drop for
+    being slow) while the host has nothing to send, so the other node publishes nothing and sees
+    no trouble of its own. The dropped node closes its end of the channel; the other node must
+    close its end too: on the host's node, or the host keeps a channel (and the device's
+    subscriptions on it) that no device will ever use again; on the device's node, or a device
+    that only listens waits on a dead channel for good."""
     one, two = nodes
+    node = two if dropped == "device's node" else one
     script = deployment.workspace / "burst.py"
     script.write_text(BURST)
     trigger = deployment.workspace / "go"
@@ -257,9 +261,9 @@ async def test_a_dropped_subscription_while_the_channel_is_idle_leaves_no_channe
         async with Follower(client, session_id) as follower:
             await follower.until("ready", lambda: "ready" in follower.text, timeout=30)
             assert metrics(one)[FROM_OTHER] == 1 and metrics(two)[TO_OTHER] == 1
-            [subscriber] = redis_subscribers_of(redis_server, two.pid)
+            [subscriber] = redis_subscribers_of(redis_server, node.pid)
             redis_server.execute("CLIENT", "KILL", "ID", subscriber)
-            await asyncio.to_thread(wait_until, "node 2 counting the drop", lambda: metrics(two)[DROPS] == 1)
+            await asyncio.to_thread(wait_until, "the node counting the drop", lambda: metrics(node)[DROPS] == 1)
             await follower.until("the device resumed", lambda: int(CloseCode.NODE_UNREACHABLE) in retry_log.closes(),
                                  timeout=30)
             # the resumed channel, and only it, crosses nodes

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tests.support.redis_server import RedisServer
 from tether.relay.cluster import presence as presence_module
@@ -32,17 +33,30 @@ async def entry(redis: Client, host_id: str) -> Holder | None:
     return Holder.decode(await redis.get(f"tether:host:{host_id}"))
 
 
+async def connected(presence: Presence, host_id: str) -> Holder | None:
+    """``host_id`` connects to ``presence``'s node: the entry another node had, if any."""
+    presence.host_connected(host_id)
+    written = await presence.write()
+    assert written.error is None and written.changed == [host_id]
+    return written.taken[0][1] if written.taken else None
+
+
+async def gone(presence: Presence, host_id: str) -> None:
+    presence.host_gone(host_id)
+    assert (await presence.write()).error is None
+
+
 async def test_the_newest_connection_wins_and_the_older_node_never_takes_it_back(redis: Client) -> None:
     a = Presence(redis, "node-a", "https://a.example")
     b = Presence(redis, "node-b", "https://b.example")
     await a.refresh()
     await b.refresh()
 
-    assert await a.host_connected("h1") is None  # nobody held it
+    assert await connected(a, "h1") is None  # nobody held it
     older = a.held["h1"]
     assert await a.where("h1") == older and older.node == "node-a"
     # The host connects again, to node b: it takes over, and learns who held it (to be told).
-    assert await b.host_connected("h1") == older
+    assert await connected(b, "h1") == older
     newer = b.held["h1"]
     assert newer.node == "node-b" and newer.token != older.token
     assert await a.where("h1") == newer
@@ -51,7 +65,7 @@ async def test_the_newest_connection_wins_and_the_older_node_never_takes_it_back
     # Node a has not heard of the takeover yet: its refresh and its goodbye leave b's entry alone.
     await a.refresh()
     assert await entry(redis, "h1") == newer
-    await a.host_gone("h1")
+    await gone(a, "h1")
     assert await entry(redis, "h1") == newer
     await a.leave()
     assert await entry(redis, "h1") == newer
@@ -59,7 +73,7 @@ async def test_the_newest_connection_wins_and_the_older_node_never_takes_it_back
     assert await a.url_of("node-b") == "https://b.example"
 
     # A newer connection on the same node is no takeover between nodes: nobody to tell.
-    assert await b.host_connected("h1") is None
+    assert await connected(b, "h1") is None
     assert await entry(redis, "h1") == b.held["h1"] != newer
     await b.leave()
     assert await entry(redis, "h1") is None and not await a.node_alive("node-b")
@@ -69,7 +83,7 @@ async def test_entries_live_for_the_ttl_and_a_node_that_stops_refreshing_loses_t
     redis: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     live = Presence(redis, "node-live", "https://live.example")
-    await live.host_connected("h-live")
+    await connected(live, "h-live")
     await live.refresh()
     for key in ("tether:host:h-live", "tether:node:node-live"):
         assert 0 < await redis.pttl(key) <= TTL_MS
@@ -77,7 +91,7 @@ async def test_entries_live_for_the_ttl_and_a_node_that_stops_refreshing_loses_t
     monkeypatch.setattr(presence_module, "TTL_MS", 300)  # a dead node's entries go in 0.3 s
     dead = Presence(redis, "node-dead", "https://dead.example")
     await dead.refresh()
-    await dead.host_connected("h-dead")
+    await connected(dead, "h-dead")
     assert await live.node_alive("node-dead") and await live.where("h-dead") == dead.held["h-dead"]
     # node-dead stops here (no refresh, no goodbye); node-live keeps refreshing.
     for _ in range(4):
@@ -94,8 +108,8 @@ async def test_refresh_puts_back_what_redis_lost_but_never_another_connection_s_
     a = Presence(redis, "node-a", "https://a.example")
     b = Presence(redis, "node-b", "https://b.example")
     for host_id in ("h1", "h2"):
-        await a.host_connected(host_id)
-    await b.host_connected("h3")
+        await connected(a, host_id)
+    await connected(b, "h3")
     await a.refresh()
     mine = dict(a.held)
 
@@ -111,7 +125,7 @@ async def test_refresh_puts_back_what_redis_lost_but_never_another_connection_s_
     assert await entry(redis, "h3") == b.held["h3"]
 
     # h1 connects to node b meanwhile: a, not yet told, refreshes, and b's entry stays.
-    assert await b.host_connected("h1") == mine["h1"]
+    assert await connected(b, "h1") == mine["h1"]
     await a.refresh()
     assert await entry(redis, "h1") == b.held["h1"]
     assert await entry(redis, "h2") == mine["h2"]
@@ -130,3 +144,70 @@ async def test_refresh_puts_back_what_redis_lost_but_never_another_connection_s_
                 continue
     assert await entry(redis, "h2") == mine["h2"] and await entry(redis, "h3") == b.held["h3"]
     assert await entry(redis, "h1") == b.held["h1"]
+
+
+async def test_what_queues_meanwhile_goes_in_one_round_trip_in_order(
+    redis: Client, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node taking thousands of hosts at once (a failover) writes them as one pipeline: each
+    host's entry, its allowlist replaced as a whole, a host gone meanwhile removed, the hosts
+    another node held reported (that node is to close them), scripts loaded again if Redis forgot
+    them."""
+    a = Presence(redis, "node-a", "https://a.example")
+    b = Presence(redis, "node-b", "https://b.example")
+    assert await connected(b, "h0") is None
+    elsewhere = b.held["h0"]
+    rounds: list[int] = []
+    real = a._pipeline
+
+    async def counted(ops: list[tuple[int, str, Holder | frozenset[bytes]]]) -> list[object]:
+        rounds.append(len(ops))
+        return await real(ops)
+
+    monkeypatch.setattr(a, "_pipeline", counted)
+    for i in range(300):
+        a.host_connected(f"h{i}")
+    k, j, m = b"k" * 32, b"j" * 32, b"m" * 32
+    a.publish_allowlist("h1", frozenset({k, j}))
+    a.publish_allowlist("h1", frozenset({m}))
+    a.publish_allowlist("h3", frozenset({k}))
+    a.publish_allowlist("h3", frozenset())
+    a.host_gone("h2")
+    redis_server.execute("SCRIPT", "FLUSH")  # as after a restart: the script calls go once more
+    written = await a.write()
+
+    assert written.error is None
+    assert written.changed == [f"h{i}" for i in range(300)]
+    assert written.taken == [("h0", elsewhere, a.held["h0"])]
+    assert rounds == [305, 5]
+    assert await redis.smembers("tether:allow:h1") == {m}
+    assert not await redis.exists("tether:allow:h3")
+    assert await entry(redis, "h2") is None
+    assert all([await entry(redis, f"h{i}") == a.held[f"h{i}"] for i in range(300) if i != 2])
+    assert not a.pending and (await a.write()).changed == []
+
+
+async def test_a_refresh_chunk_that_fails_does_not_stop_the_others(
+    redis: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(presence_module, "CHUNK", 10)
+    a = Presence(redis, "node-a", "https://a.example")
+    for i in range(30):
+        a.host_connected(f"h{i}")
+    assert (await a.write()).error is None
+    await a.refresh()  # (loads the script, so that each chunk below is one call)
+    await redis.delete(*[f"tether:host:h{i}" for i in range(30)])  # lost: the refresh puts them back
+    chunks: list[int] = []
+    real = a._refresh_hosts
+
+    async def first_times_out(held: list[tuple[str, Holder]]) -> None:
+        chunks.append(len(held))
+        if len(chunks) == 1:
+            raise RedisTimeoutError("Timeout reading from 127.0.0.1")
+        await real(held)
+
+    monkeypatch.setattr(a, "_refresh_hosts", first_times_out)
+    with pytest.raises(RedisTimeoutError):
+        await a.refresh()
+    assert chunks == [10, 10, 10]
+    assert [await entry(redis, f"h{i}") for i in range(30)] == [None] * 10 + [a.held[f"h{i}"] for i in range(10, 30)]

@@ -67,9 +67,9 @@ def unreachable_url() -> str:
     return f"http://127.0.0.1:{free_port()}"
 
 
-def start_node(seeds: list[str], node_id: str, *, advertise_url: str | None = None) -> Node:
+def start_node(seeds: list[str], node_id: str, *extra: str, advertise_url: str | None = None) -> Node:
     home = short_home("tn")
-    args = ["--cluster", ",".join(seeds), "--node-id", node_id]
+    args = ["--cluster", ",".join(seeds), "--node-id", node_id, *extra]
     if advertise_url is not None:
         args += ["--advertise-url", advertise_url]
     try:
@@ -81,14 +81,16 @@ def start_node(seeds: list[str], node_id: str, *, advertise_url: str | None = No
 
 
 @contextmanager
-def running_nodes(seeds: list[str], advertise: dict[str, str] | None = None, count: int = 2) -> Iterator[list[Node]]:
+def running_nodes(
+    seeds: list[str], advertise: dict[str, str] | None = None, count: int = 2, extra: tuple[str, ...] = ()
+) -> Iterator[list[Node]]:
     """``node-1`` … ``node-<count>`` on ``seeds``, stopped (and their homes removed) at the end;
-    ``advertise``: node id → its --advertise-url."""
+    ``advertise``: node id → its --advertise-url; ``extra``: more ``tether relay`` arguments."""
     started: list[Node] = []
     try:
         for n in range(1, count + 1):
             node_id = f"node-{n}"
-            started.append(start_node(seeds, node_id, advertise_url=(advertise or {}).get(node_id)))
+            started.append(start_node(seeds, node_id, *extra, advertise_url=(advertise or {}).get(node_id)))
         yield started
     finally:
         for node in started:

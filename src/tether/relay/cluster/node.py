@@ -37,7 +37,7 @@ from tether.protocol.frames import (
     decode_frame,
 )
 from tether.relay.cluster.bus import Bus
-from tether.relay.cluster.presence import REFRESH_SECONDS, Holder, Presence
+from tether.relay.cluster.presence import REFRESH_SECONDS, TTL_MS, Holder, Presence
 from tether.relay.cluster.records import KEY_LEN, Kind, Record
 from tether.relay.cluster.redis_client import Client, connect
 from tether.relay.cluster.settings import ClusterSettings
@@ -59,6 +59,9 @@ class Shell(Protocol):
 log = logging.getLogger("tether.relay.cluster")
 
 _DATA = int(FrameType.DATA)
+# tasks using Redis at once (each may hold a pooled connection); the bus, the presence writer and
+# the shared address limits take a few more
+REDIS_TASKS = 64
 _NONE: dict[int, int] = {}
 _REDIS_DOWN = (
     "the relay cannot reach its cluster's Redis, so hosts on other nodes cannot be reached from this "
@@ -121,6 +124,10 @@ class ClusterNode:
         self._nodes: list[str] = []  # the live nodes, as of the last refresh
         self.watching = Watching(self.router, self.presence, server.act)
         self._tasks: set[asyncio.Task[None]] = set()
+        # at most this many tasks use Redis at once (redis-py's pool refuses past 100 connections)
+        self._slots = asyncio.Semaphore(REDIS_TASKS)
+        self._writing = False  # _write_queued runs
+        self._lost: dict[str, float] = {}  # node → when it was last found gone (loop time)
         self._refresher: asyncio.Task[None] | None = None
         self._quiet = LogLimiter(log)
 
@@ -156,9 +163,16 @@ class ClusterNode:
         await self.redis.aclose()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
+        task = asyncio.get_running_loop().create_task(self._bounded(work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _bounded(self, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            async with self._slots:
+                await work
+        finally:
+            work.close()  # cancelled while waiting for a slot: never started
 
     def send(self, node: str, record: Record) -> bool:
         return self.bus.send(node, record)
@@ -166,45 +180,51 @@ class ClusterNode:
     # --- hosts connected here ---
 
     def host_connected(self, host_id: str) -> None:
-        self._spawn(self._register(host_id))
-
-    async def _register(self, host_id: str) -> None:
-        try:
-            old = await self.presence.host_connected(host_id)
-        except (RedisError, OSError) as exc:
-            self._on_trouble(f"cannot write presence to Redis: {exc}")
-            return  # the refresher writes it once Redis is back
-        if old is not None:
-            mine = self.presence.held.get(host_id)
-            if mine is not None:
-                self.send(old.node, Record(Kind.TAKEOVER, 0, f"{host_id} {mine.encode()}".encode()))
-        self._changed(host_id)
+        self.presence.host_connected(host_id)
+        self._write_presence()
 
     def host_gone(self, host_id: str) -> None:
-        self._spawn(self._unregister(host_id))
-
-    async def _unregister(self, host_id: str) -> None:
-        with contextlib.suppress(RedisError, OSError):
-            await self.presence.host_gone(host_id)
-        self._changed(host_id)
+        self.presence.host_gone(host_id)
+        self._write_presence()
 
     def allowlist_published(self, host_id: str, keys: frozenset[bytes]) -> None:
-        self._spawn(self._publish_allowlist(host_id, keys))
+        self.presence.publish_allowlist(host_id, keys)
+        self._write_presence()
 
-    async def _publish_allowlist(self, host_id: str, keys: frozenset[bytes]) -> None:
+    def _write_presence(self) -> None:
+        if not self._writing:
+            self._writing = True
+            self._spawn(self._write_queued())
+
+    async def _write_queued(self) -> None:
+        """Write what hosts changed, a pipeline at a time: what queues while one is out goes in the
+        next, so a burst of connections costs a few round trips."""
         try:
-            await self.presence.publish_allowlist(host_id, keys)
-        except (RedisError, OSError) as exc:
-            self._on_trouble(f"cannot write an allowlist to Redis: {exc}")
-            return
-        self._changed(host_id)
+            while self.presence.pending:
+                await asyncio.sleep(0)  # the rest of this loop pass queues its changes too
+                written = await self.presence.write()
+                if written.error is not None:
+                    self._on_trouble(f"cannot write presence to Redis: {written.error}")
+                for host_id, old, mine in written.taken:
+                    if self._reachable(old.node):
+                        self.send(old.node, Record(Kind.TAKEOVER, 0, f"{host_id} {mine.encode()}".encode()))
+                self._changed(written.changed)
+        finally:
+            self._writing = False
 
-    def _changed(self, host_id: str) -> None:
-        """Tell every other node that ``host_id`` connected, left or changed its allowlist."""
-        body = host_id.encode()
-        for node in self._nodes:
-            if node != self.node_id:
+    def _changed(self, host_ids: list[str]) -> None:
+        """Tell every other node that these hosts connected, left or changed their allowlists."""
+        nodes = [node for node in self._nodes if node != self.node_id and self._reachable(node)]
+        for host_id in host_ids:
+            body = host_id.encode()
+            for node in nodes:
                 self.send(node, Record(Kind.HOST_CHANGED, 0, body))
+
+    def _reachable(self, node: str) -> bool:
+        """Whether ``node`` may be listening: not found gone within the last ``TTL_MS``. (Telling a
+        dead node of each of its hosts coming back elsewhere would find it gone each time.)"""
+        lost = self._lost.get(node)
+        return lost is None or asyncio.get_running_loop().time() - lost > TTL_MS / 1000
 
     # --- devices here watching hosts elsewhere ---
 
@@ -320,6 +340,7 @@ class ClusterNode:
     # --- the bus ---
 
     def _deliver(self, sender: str, records: list[Record]) -> None:
+        self._lost.pop(sender, None)  # it speaks: it lives
         for record in records:
             try:
                 self._on_record(sender, record)
@@ -361,7 +382,9 @@ class ClusterNode:
             if newer is not None:
                 self._spawn(self._takeover(host_id, newer))
         elif kind is Kind.HOST_CHANGED:
-            self._spawn(self.watching.changed(body.decode("ascii", "replace")))
+            host_id = body.decode("ascii", "replace")
+            if self.watching.wants(host_id):
+                self._spawn(self.watching.changed(host_id))
 
     def _from_remote_device(self, sender: str, handle: int, body: bytes) -> None:
         proxy = self._proxies.get((sender, handle))
@@ -436,7 +459,9 @@ class ClusterNode:
 
     def node_lost(self, node: str) -> None:
         """``node`` is gone: the channels through it close, retryably."""
-        log.info("cluster node %s is gone: closing the channels through it", node)
+        if self._reachable(node):
+            log.info("cluster node %s is gone: closing the channels through it", node)
+        self._lost[node] = asyncio.get_running_loop().time()
         self._urls.pop(node, None)
         self.router.node_lost(node, CloseCode.NODE_UNREACHABLE, close_message(CloseCode.NODE_UNREACHABLE))
         for (where, _), proxy in list(self._proxies.items()):
@@ -466,6 +491,10 @@ class ClusterNode:
             self.router.node_lost(node, CloseCode.NODE_UNREACHABLE, _REDIS_DOWN)
         for proxy in list(self._proxies.values()):
             if proxy.peer is not None:
+                # the device's node is told of each channel, if this gets through: else a device
+                # that only listens would wait on it for good
+                for channel in list(proxy.peer.channels):
+                    self.to_device(proxy, Close(channel, CloseCode.NODE_UNREACHABLE, _REDIS_DOWN).encode())
                 self.router.disconnect(proxy.peer)
         self._proxies.clear()
         self.server.act()

@@ -9,18 +9,23 @@ A host that connects writes its key unconditionally and reads what was there (SE
 newest connection wins, and a node that held the host before is told to close its connection.
 Refreshing puts back a key Redis lost (a restart without persistence) but never overwrites a
 newer connection's.
+
+Hosts connecting, leaving and publishing allowlists only queue their writes here; the node sends
+what queued meanwhile as one pipeline (:meth:`Presence.write`), in order. A node taking the hosts
+of a dead one gets thousands within a second: one round trip each would need as many pooled
+connections (redis-py refuses past 100) and most of the node's CPU.
 """
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.exceptions import NoScriptError
 
 from tether.relay.cluster.redis_client import Client
+from tether.relay.cluster.scripts import CHUNK, Args, Script
 
 TTL_MS = 10_000
 # a refresh goes out this often: three chances before a key expires
@@ -34,20 +39,30 @@ _ALLOW = "tether:allow:"
 _NODES = "tether:nodes"
 
 # put the key back if it is missing or still ours; never touch another connection's
-_REFRESH = """
+_REFRESH = Script("""
 local v = redis.call('GET', KEYS[1])
 if v == false or v == ARGV[1] then
   return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 end
 return false
-"""
-_REFRESH_SHA = hashlib.sha1(_REFRESH.encode()).hexdigest()
-_DELETE = """
+""")
+_DELETE = Script("""
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
-"""
+""")
+# ARGV: the TTL, then the device keys: the allowlist replaced at once (a reader never sees it empty)
+_ALLOW_SET = Script("""
+redis.call('DEL', KEYS[1])
+if #ARGV > 1 then
+  redis.call('SADD', KEYS[1], unpack(ARGV, 2))
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return 1
+""")
+# what a queued write does
+_CONNECTED, _GONE, _ALLOWS = range(3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +84,18 @@ class Holder:
         return cls(node, token) if node and token else None
 
 
+@dataclass(slots=True)
+class Written:
+    """What one :meth:`Presence.write` did."""
+
+    #: the hosts whose entries or allowlists it wrote, each once, in order
+    changed: list[str] = field(default_factory=list)
+    #: (host, the entry another node had, ours): that node is to close its connection
+    taken: list[tuple[str, Holder, Holder]] = field(default_factory=list)
+    #: why some or all of it may not have reached Redis (the refresh writes the entries later)
+    error: Exception | None = None
+
+
 class Presence:
     """This node's view of and entries in the cluster's presence keys."""
 
@@ -78,21 +105,67 @@ class Presence:
         self.advertise_url = advertise_url
         self.held: dict[str, Holder] = {}  # host id → the entry of our connection
         self.allowlists: dict[str, frozenset[bytes]] = {}  # host id → as last published here
-        self._delete = redis.register_script(_DELETE)
+        self._queue: list[tuple[int, str, Holder | frozenset[bytes]]] = []
 
-    async def host_connected(self, host_id: str) -> Holder | None:
-        """Write that this node holds ``host_id`` now; who held it before, if another node."""
-        mine = Holder(self.node_id, secrets.token_hex(8))
-        self.held[host_id] = mine
-        before = await self.redis.set(_HOST + host_id, mine.encode(), px=TTL_MS, get=True)
-        old = Holder.decode(before) if isinstance(before, str | bytes) else None
-        return old if old is not None and old.node != self.node_id else None
+    @property
+    def pending(self) -> bool:
+        """Writes wait for :meth:`write`."""
+        return bool(self._queue)
 
-    async def host_gone(self, host_id: str) -> None:
+    def host_connected(self, host_id: str) -> None:
+        """This node holds ``host_id`` now (written by the next :meth:`write`)."""
+        mine = self.held[host_id] = Holder(self.node_id, secrets.token_hex(8))
+        self._queue.append((_CONNECTED, host_id, mine))
+
+    def host_gone(self, host_id: str) -> None:
         self.allowlists.pop(host_id, None)
         mine = self.held.pop(host_id, None)
         if mine is not None:
-            await self._delete(keys=[_HOST + host_id], args=[mine.encode()])
+            self._queue.append((_GONE, host_id, mine))
+
+    def publish_allowlist(self, host_id: str, keys: frozenset[bytes]) -> None:
+        """The device keys ``host_id`` (held here) allows now, for watchers on other nodes."""
+        self.allowlists[host_id] = keys
+        self._queue.append((_ALLOWS, host_id, keys))
+
+    async def write(self) -> Written:
+        """Everything queued so far, as one pipeline, in order."""
+        queue, self._queue = self._queue, []
+        written = Written()
+        if not queue:
+            return written
+        written.changed = list(dict.fromkeys(host_id for _, host_id, _ in queue))
+        try:
+            results = await self._pipeline(queue)
+            missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+            if missing:  # Redis restarted and forgot the scripts: the script calls once more
+                for script in (_DELETE, _ALLOW_SET):
+                    await self.redis.script_load(script.text)
+                for i, again in zip(missing, await self._pipeline([queue[i] for i in missing]), strict=True):
+                    results[i] = again
+        except Exception as exc:  # redis-py raises RedisError, OSError and asyncio's TimeoutError
+            written.error = exc
+            return written
+        for (op, host_id, arg), result in zip(queue, results, strict=True):
+            if isinstance(result, Exception):
+                written.error = result
+            elif op == _CONNECTED and isinstance(arg, Holder):
+                old = Holder.decode(result) if isinstance(result, str | bytes) else None
+                if old is not None and old.node != self.node_id:
+                    written.taken.append((host_id, old, arg))
+        return written
+
+    async def _pipeline(self, ops: list[tuple[int, str, Holder | frozenset[bytes]]]) -> list[object]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for op, host_id, arg in ops:
+                if isinstance(arg, Holder):
+                    if op == _CONNECTED:
+                        pipe.set(_HOST + host_id, arg.encode(), px=TTL_MS, get=True)
+                    else:
+                        pipe.evalsha(_DELETE.sha, 1, _HOST + host_id, arg.encode())
+                else:
+                    pipe.evalsha(_ALLOW_SET.sha, 1, _ALLOW + host_id, TTL_MS, *arg)
+            return list(await pipe.execute(raise_on_error=False))
 
     async def still_holds(self, host_id: str, holder: Holder) -> bool:
         """Whether ``holder`` is still the host's entry (a takeover may be stale)."""
@@ -107,19 +180,6 @@ class Presence:
 
     async def node_alive(self, node: str) -> bool:
         return bool(await self.redis.exists(_NODE + node))
-
-    async def publish_allowlist(self, host_id: str, keys: frozenset[bytes]) -> None:
-        """The device keys ``host_id`` (held here) allows now, for watchers on other nodes."""
-        self.allowlists[host_id] = keys
-        await self._write_allowlist(host_id, keys)
-
-    async def _write_allowlist(self, host_id: str, keys: frozenset[bytes]) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(_ALLOW + host_id)
-            if keys:
-                pipe.sadd(_ALLOW + host_id, *keys)
-                pipe.pexpire(_ALLOW + host_id, TTL_MS)
-            await pipe.execute()
 
     async def allowed(self, host_id: str, keys: list[bytes]) -> list[bool]:
         """Which of ``keys`` the host's last published allowlist holds."""
@@ -140,35 +200,44 @@ class Presence:
                 for n in await self.redis.zrangebyscore(_NODES, now_ms, "+inf")]
 
     async def refresh(self) -> None:
-        """Refresh this node's key and every host entry it holds (put back if Redis lost them)."""
+        """Refresh this node's key and every host entry it holds (put back if Redis lost them).
+        A chunk that fails does not stop the others; the first error is raised at the end."""
         await self.redis.set(_NODE + self.node_id, self.advertise_url, px=TTL_MS)
         now_ms = int(time.time() * 1000)
         await self.redis.zadd(_NODES, {self.node_id: now_ms + TTL_MS})
         await self.redis.zremrangebyscore(_NODES, "-inf", now_ms)
         held = list(self.held.items())
-        for start in range(0, len(held), 1000):
-            chunk = held[start:start + 1000]
+        failed: Exception | None = None
+        for start in range(0, len(held), CHUNK):
+            chunk = held[start:start + CHUNK]
             try:
-                await self._refresh_hosts(chunk)
-            except NoScriptError:  # Redis restarted and forgot the script: load it, once more
-                await self.redis.script_load(_REFRESH)
-                await self._refresh_hosts(chunk)
+                try:
+                    await self._refresh_hosts(chunk)
+                except NoScriptError:  # Redis restarted and forgot the script: load it, once more
+                    await self.redis.script_load(_REFRESH.text)
+                    await self._refresh_hosts(chunk)
+            except Exception as exc:  # RedisError, OSError, TimeoutError: the next chunk may pass
+                failed = failed or exc
+        if failed is not None:
+            raise failed
 
     async def _refresh_hosts(self, held: list[tuple[str, Holder]]) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
             for host_id, mine in held:
-                pipe.evalsha(_REFRESH_SHA, 1, _HOST + host_id, mine.encode(), TTL_MS)
+                pipe.evalsha(_REFRESH.sha, 1, _HOST + host_id, mine.encode(), TTL_MS)
                 pipe.pexpire(_ALLOW + host_id, TTL_MS)
             results = await pipe.execute()
         # an allowlist Redis lost (a restart) is written again
-        for (host_id, _), kept in zip(held, results[1::2], strict=True):
-            keys = self.allowlists.get(host_id)
-            if not kept and keys:
-                await self._write_allowlist(host_id, keys)
+        lost = [(host_id, self.allowlists.get(host_id)) for (host_id, _), kept in zip(held, results[1::2], strict=True)
+                if not kept]
+        again: list[tuple[str, Args]] = [(_ALLOW + host_id, (TTL_MS, *keys)) for host_id, keys in lost if keys]
+        if again:
+            await _ALLOW_SET.run_many(self.redis, again)
 
     async def leave(self) -> None:
         """This node stops: its entries go now rather than when they expire."""
         for host_id in list(self.held):
-            await self.host_gone(host_id)
+            self.host_gone(host_id)
+        await self.write()
         await self.redis.delete(_NODE + self.node_id)
         await self.redis.zrem(_NODES, self.node_id)

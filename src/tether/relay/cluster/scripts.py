@@ -10,6 +10,7 @@ from redis.exceptions import NoScriptError
 
 from tether.relay.cluster.redis_client import Client
 
+Args = Sequence[bytes | str | int | float]
 # calls per pipeline: a node holding many hosts refreshes them in a few round trips, not one
 CHUNK = 1000
 
@@ -19,7 +20,7 @@ class Script:
         self.text = text
         self.sha = hashlib.sha1(text.encode()).hexdigest()
 
-    async def run_many(self, redis: Client, calls: Sequence[tuple[str, Sequence[str | int | float]]]) -> list[object]:
+    async def run_many(self, redis: Client, calls: Sequence[tuple[str, Args]]) -> list[object]:
         """The script's result for each (key, args), in order."""
         results: list[object] = []
         for start in range(0, len(calls), CHUNK):
@@ -31,7 +32,7 @@ class Script:
                 results += await self._pipeline(redis, chunk)
         return results
 
-    async def _pipeline(self, redis: Client, calls: Sequence[tuple[str, Sequence[str | int | float]]]) -> list[object]:
+    async def _pipeline(self, redis: Client, calls: Sequence[tuple[str, Args]]) -> list[object]:
         async with redis.pipeline(transaction=False) as pipe:
             for key, args in calls:
                 pipe.evalsha(self.sha, 1, key, *args)

@@ -39,6 +39,10 @@ class Watching:
         for host_id in host_ids:
             await self._tell(host_id, [device])
 
+    def wants(self, host_id: str) -> bool:
+        """Whether a device here watches ``host_id``, held elsewhere."""
+        return host_id not in self.router.hosts and bool(self.router.watchers.get(host_id))
+
     async def changed(self, host_id: str) -> None:
         """A host connected, left or published an allowlist somewhere: tell its watchers here."""
         if host_id in self.router.hosts:
