@@ -110,6 +110,9 @@ async def test_refresh_puts_back_what_redis_lost_but_never_another_connection_s_
     for host_id in ("h1", "h2"):
         await connected(a, host_id)
     await connected(b, "h3")
+    allowed = frozenset({b"d" * 32, b"e" * 32})
+    a.publish_allowlist("h2", allowed)
+    assert (await a.write()).error is None
     await a.refresh()
     mine = dict(a.held)
 
@@ -120,6 +123,8 @@ async def test_refresh_puts_back_what_redis_lost_but_never_another_connection_s_
     await a.refresh()
     assert await a.node_alive("node-a") and await a.url_of("node-a") == "https://a.example"
     assert {h: await entry(redis, h) for h in ("h1", "h2")} == mine
+    assert await redis.smembers("tether:allow:h2") == allowed  # and its allowlist
+    assert 0 < await redis.pttl("tether:allow:h2") <= TTL_MS
     assert await entry(redis, "h3") is None  # b's entry is b's to put back
     await b.refresh()
     assert await entry(redis, "h3") == b.held["h3"]

@@ -22,6 +22,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from tether.relay.cluster.redis_client import Client
@@ -45,6 +46,23 @@ if v == false or v == ARGV[1] then
   return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 end
 return false
+""")
+# the same for many hosts at once (one server only: the keys live in many slots). KEYS: the hosts'
+# keys, then their allowlists' keys; ARGV: the TTL, then the entries. The (1-based) hosts whose
+# allowlist key was gone.
+_REFRESH_MANY = Script("""
+local n = #KEYS / 2
+local lost = {}
+for i = 1, n do
+  local v = redis.call('GET', KEYS[i])
+  if v == false or v == ARGV[i + 1] then
+    redis.call('SET', KEYS[i], ARGV[i + 1], 'PX', ARGV[1])
+  end
+  if redis.call('PEXPIRE', KEYS[n + i], ARGV[1]) == 0 then
+    lost[#lost + 1] = i
+  end
+end
+return lost
 """)
 _DELETE = Script("""
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -213,8 +231,9 @@ class Presence:
             try:
                 try:
                     await self._refresh_hosts(chunk)
-                except NoScriptError:  # Redis restarted and forgot the script: load it, once more
-                    await self.redis.script_load(_REFRESH.text)
+                except NoScriptError:  # Redis restarted and forgot the scripts: load them, once more
+                    for script in (_REFRESH, _REFRESH_MANY):
+                        await self.redis.script_load(script.text)
                     await self._refresh_hosts(chunk)
             except Exception as exc:  # RedisError, OSError, TimeoutError: the next chunk may pass
                 failed = failed or exc
@@ -222,17 +241,38 @@ class Presence:
             raise failed
 
     async def _refresh_hosts(self, held: list[tuple[str, Holder]]) -> None:
+        if isinstance(self.redis, RedisCluster):
+            kept = await self._refresh_each(held)
+        else:
+            kept = await self._refresh_together(held)
+        # an allowlist Redis lost (a restart) is written again
+        again: list[tuple[str, Args]] = [
+            (_ALLOW + host_id, (TTL_MS, *keys))
+            for (host_id, _), there in zip(held, kept, strict=True)
+            if not there and (keys := self.allowlists.get(host_id))
+        ]
+        if again:
+            await _ALLOW_SET.run_many(self.redis, again)
+
+    async def _refresh_each(self, held: list[tuple[str, Holder]]) -> list[bool]:
+        """Redis Cluster: a script call and a PEXPIRE per host (each routed to the host's shard).
+        Whether each host's allowlist key was still there."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for host_id, mine in held:
                 pipe.evalsha(_REFRESH.sha, 1, _HOST + host_id, mine.encode(), TTL_MS)
                 pipe.pexpire(_ALLOW + host_id, TTL_MS)
             results = await pipe.execute()
-        # an allowlist Redis lost (a restart) is written again
-        lost = [(host_id, self.allowlists.get(host_id)) for (host_id, _), kept in zip(held, results[1::2], strict=True)
-                if not kept]
-        again: list[tuple[str, Args]] = [(_ALLOW + host_id, (TTL_MS, *keys)) for host_id, keys in lost if keys]
-        if again:
-            await _ALLOW_SET.run_many(self.redis, again)
+        return [bool(there) for there in results[1::2]]
+
+    async def _refresh_together(self, held: list[tuple[str, Holder]]) -> list[bool]:
+        """One server: the whole chunk in one script call (a command per host cost the node a
+        quarter of a core for 16,000 idle hosts). Whether each host's allowlist key was still there."""
+        keys = [_HOST + host_id for host_id, _ in held] + [_ALLOW + host_id for host_id, _ in held]
+        lost = await self.redis.evalsha(_REFRESH_MANY.sha, len(keys), *keys, TTL_MS, *(m.encode() for _, m in held))
+        kept = [True] * len(held)
+        for index in lost if isinstance(lost, list) else ():
+            kept[int(index) - 1] = False
+        return kept
 
     async def leave(self) -> None:
         """This node stops: its entries go now rather than when they expire."""
