@@ -39,6 +39,7 @@ from tests.support.cluster_nodes import (
 from tests.support.redis_server import RedisServer
 from tether import Client
 from tether.protocol.frames import CloseCode
+from tether.relay.cluster.records import batch_head, decode_batch
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -264,13 +265,65 @@ async def test_a_dropped_subscription_while_the_channel_is_idle_closes_the_chann
             [subscriber] = redis_subscribers_of(redis_server, node.pid)
             redis_server.execute("CLIENT", "KILL", "ID", subscriber)
             await asyncio.to_thread(wait_until, "the node counting the drop", lambda: metrics(node)[DROPS] == 1)
-            await follower.until("the device resumed", lambda: int(CloseCode.NODE_UNREACHABLE) in retry_log.closes(),
-                                 timeout=30)
+            # (polled: the session is quiet, so no event would wake the follower to look)
+            await asyncio.to_thread(wait_until, "the device's channel closed retryably",
+                                    lambda: int(CloseCode.NODE_UNREACHABLE) in retry_log.closes())
             # the resumed channel, and only it, crosses nodes
             await asyncio.to_thread(wait_until, "the device's channel open again", lambda: metrics(two)[TO_OTHER] == 1)
             await asyncio.to_thread(assert_channels, one, {FROM_OTHER: 1})
             trigger.touch()
             await follower.exit(timeout=30)
     follower.assert_whole(2000)
+    retry_log.assert_resumed_after(CloseCode.NODE_UNREACHABLE)
+    await asyncio.to_thread(assert_no_channels_left, one, two)
+
+
+def forge_gap(redis_server: RedisServer, sender: str, receiver: str) -> None:
+    """Have ``receiver`` see batches from ``sender`` go missing, as when Redis loses some without
+    telling anyone: read one of the sender's batches to it (each node sends one at least every
+    refresh to the nodes it shares channels with), then publish an empty one numbered two past it."""
+    channel = f"tether:bus:{receiver}"
+    with redis_server.client() as r:
+        pubsub = r.pubsub()
+        pubsub.ssubscribe(channel)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            message = pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=1.0)
+            if message is not None:
+                seen = decode_batch(message["data"])
+                if seen.sender == sender:
+                    break
+        else:
+            raise AssertionError(f"no batch from {sender} to {receiver} within 15 s")
+        pubsub.close()
+        r.spublish(channel, batch_head(sender, seen.epoch, seen.sequence + 2))
+
+
+async def test_batches_lost_without_a_word_close_the_channel_at_both_ends_and_the_device_resumes(
+    redis_server: RedisServer, nodes: list[Node], deployment: Deployment, retry_log: RetryLog
+) -> None:
+    """Redis loses batches from node 1 to node 2 and nobody is told (no dropped subscription, no
+    failed publish). Node 2 finds the gap in node 1's numbers, closes the channel retryably at
+    both ends, and the device resumes from its cursor: every line once, in order."""
+    one, two = nodes
+    script = deployment.workspace / "burst.py"
+    script.write_text(BURST)
+    trigger = deployment.workspace / "go"
+    async with await Client.open(deployment.client_home) as client:
+        session_id = await client.start_session(["python3", str(script), str(trigger), "2000"])
+        async with Follower(client, session_id) as follower:
+            await follower.until("ready", lambda: "ready" in follower.text, timeout=30)
+            assert metrics(one)[FROM_OTHER] == 1 and metrics(two)[TO_OTHER] == 1
+            await asyncio.to_thread(forge_gap, redis_server, "node-1", "node-2")
+            # (polled: the session is quiet, so no event would wake the follower to look)
+            await asyncio.to_thread(wait_until, "the device's channel closed retryably",
+                                    lambda: int(CloseCode.NODE_UNREACHABLE) in retry_log.closes())
+            await asyncio.to_thread(wait_until, "the device's channel open again", lambda: metrics(two)[TO_OTHER] == 1)
+            await asyncio.to_thread(assert_channels, one, {FROM_OTHER: 1})
+            trigger.touch()
+            await follower.exit(timeout=30)
+    follower.assert_whole(2000)
+    assert metrics(two)["tether_relay_cluster_gaps_total"] >= 1 and metrics(one)["tether_relay_cluster_gaps_total"] == 0
+    assert metrics(two)[DROPS] == 0  # no trouble Redis told of
     retry_log.assert_resumed_after(CloseCode.NODE_UNREACHABLE)
     await asyncio.to_thread(assert_no_channels_left, one, two)

@@ -6,7 +6,9 @@ as one message (ARCHITECTURE §9: forwarded in batches), in order; at most ``MAX
 may wait for a node, past that ``send`` says no and the caller closes the channel. Redis drops a
 subscriber that falls behind (``client-output-buffer-limit pubsub``), and anything published to
 it meanwhile is lost: the node is told (``trouble``), closes its cross-node channels with a
-retryable code — the clients resume from their cursors — and subscribes again.
+retryable code — the clients resume from their cursors — and subscribes again. Batches to each
+node are numbered, so that a loss Redis did not report (a client that reconnects by itself, say)
+is found all the same: the receiver closes the channels it shares with the sender (``gap``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Callable
 
 from redis.asyncio.client import PubSub
@@ -48,6 +51,7 @@ class Bus:
         trouble: Callable[[str], None],
         healed: Callable[[], None],
         lost: Callable[[str], None],
+        gap: Callable[[str], None],
     ) -> None:
         self.redis = redis
         self.node_id = node_id
@@ -55,7 +59,10 @@ class Bus:
         self._trouble = trouble
         self._healed = healed
         self._lost = lost
-        self._head = batch_head(node_id)
+        self._gap = gap
+        self._epoch = secrets.randbits(64)
+        self._sent: dict[str, int] = {}  # node → the number of the last batch sent to it
+        self._received: dict[str, tuple[int, int]] = {}  # node → (epoch, number) of its last batch here
         self._out: dict[str, list[bytes]] = {}
         self._pending: dict[str, int] = {}
         self._flusher: asyncio.Task[None] | None = None
@@ -65,6 +72,7 @@ class Bus:
         # for /metrics
         self.records_sent = self.records_received = self.messages_sent = self.messages_received = 0
         self.dropped_subscriptions = 0
+        self.gaps = 0  # batches found missing
         self._quiet = LogLimiter(log)
 
     async def start(self) -> None:
@@ -99,6 +107,13 @@ class Bus:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
         return True
 
+    def touch(self, node: str) -> None:
+        """Send ``node`` an empty batch: if one before it was lost, the gap shows now rather than
+        with the next record, which may never come."""
+        self._out.setdefault(node, [])
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
     async def _flush(self) -> None:
         try:
             while self._out:
@@ -117,17 +132,18 @@ class Bus:
 
     async def _publish(self, node: str, records: list[bytes]) -> None:
         channel = channel_of(node)
-        messages: list[bytes] = []
-        batch: list[bytes] = [self._head]
-        size = len(self._head)
+        batches: list[list[bytes]] = [[]]
+        size = 0
         for record in records:
-            if size + len(record) > MAX_MESSAGE and len(batch) > 1:
-                messages.append(b"".join(batch))
-                batch, size = [self._head], len(self._head)
-            batch.append(record)
+            if size + len(record) > MAX_MESSAGE and batches[-1]:
+                batches.append([])
+                size = 0
+            batches[-1].append(record)
             size += len(record)
-        messages.append(b"".join(batch))
-        for message in messages:
+        for batch in batches:
+            # numbered as sent: one that fails or finds nobody is a gap to the receiver too
+            number = self._sent[node] = self._sent.get(node, 0) + 1
+            message = b"".join([batch_head(self.node_id, self._epoch, number), *batch])
             self.messages_sent += 1
             try:
                 receivers = await self.redis.spublish(channel, message)
@@ -171,6 +187,8 @@ class Bus:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
             pubsub = await self._resubscribe()
+            # what came before is closed (trouble): each node's numbers count from here
+            self._received.clear()
             self.subscribed = True
             self._healed()
 
@@ -189,10 +207,17 @@ class Bus:
         if not isinstance(data, bytes):
             return
         try:
-            sender, records = decode_batch(data)
+            batch = decode_batch(data)
         except BusError as exc:
             self._quiet.log(logging.WARNING, "batch", "dropped a malformed batch from the bus: %s", exc)
             return
+        sender = batch.sender
+        last = self._received.get(sender)
+        self._received[sender] = (batch.epoch, batch.sequence)
+        # a node seen for the first time, or started again (a new epoch), has no channels here yet
+        if last is not None and last[0] == batch.epoch and batch.sequence != last[1] + 1:
+            self.gaps += 1
+            self._gap(sender)
         self.messages_received += 1
-        self.records_received += len(records)
-        self._deliver(sender, records)
+        self.records_received += len(batch.records)
+        self._deliver(sender, batch.records)

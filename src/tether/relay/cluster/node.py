@@ -114,7 +114,7 @@ class ClusterNode:
         self.node_id = node_id
         self.advertise_url = advertise_url
         self.presence = Presence(redis, node_id, advertise_url)
-        self.bus = Bus(redis, node_id, self._deliver, self._on_trouble, self._on_healed, self.node_lost)
+        self.bus = Bus(redis, node_id, self._deliver, self._on_trouble, self._on_healed, self.node_lost, self._on_gap)
         #: why the cluster is in trouble now (None: it is not), for /healthz
         self.trouble: str | None = None
         self._devices: dict[int, Connection] = {}  # handle → a device here with remote channels
@@ -450,6 +450,9 @@ class ClusterNode:
             "# HELP tether_relay_cluster_subscription_drops_total Times Redis dropped this node's subscription.",
             "# TYPE tether_relay_cluster_subscription_drops_total counter",
             f"tether_relay_cluster_subscription_drops_total {bus.dropped_subscriptions}",
+            "# HELP tether_relay_cluster_gaps_total Batches from other nodes found missing (their channels closed).",
+            "# TYPE tether_relay_cluster_gaps_total counter",
+            f"tether_relay_cluster_gaps_total {bus.gaps}",
             "# HELP tether_relay_cluster_hosts_held Hosts this node holds in the cluster's presence keys.",
             "# TYPE tether_relay_cluster_hosts_held gauge",
             f"tether_relay_cluster_hosts_held {len(self.presence.held)}",
@@ -463,12 +466,38 @@ class ClusterNode:
             log.info("cluster node %s is gone: closing the channels through it", node)
         self._lost[node] = asyncio.get_running_loop().time()
         self._urls.pop(node, None)
-        self.router.node_lost(node, CloseCode.NODE_UNREACHABLE, close_message(CloseCode.NODE_UNREACHABLE))
+        self._cut(node, close_message(CloseCode.NODE_UNREACHABLE), tell=False)
+
+    def _on_gap(self, node: str) -> None:
+        """Batches from ``node`` were lost on the way: the channels shared with it may have lost
+        frames, so they close, retryably, at both ends."""
+        self._quiet.log(logging.WARNING, f"gap {node}", "records from cluster node %s were lost on the way: "
+                        "closing the channels shared with it", node)
+        self._cut(node, _REDIS_DOWN)
+
+    def _cut(self, node: str, reason: str, *, tell: bool = True) -> None:
+        """Close every channel between this node and ``node`` with NODE_UNREACHABLE; ``tell``:
+        have ``node`` close its ends too (if that gets through: when it does not, that node is in
+        trouble as well and closes them itself), or the hosts there keep them open for good."""
+        if tell:
+            for peer in list(self.router.peers):
+                if peer.remote and node in peer.remote.values():
+                    self.left_nodes(peer, frozenset((node,)))
+        self.router.node_lost(node, CloseCode.NODE_UNREACHABLE, reason)
         for (where, _), proxy in list(self._proxies.items()):
             if where == node and proxy.peer is not None:
+                if tell:  # a device there that only listens would wait on its channel for good
+                    for channel in list(proxy.peer.channels):
+                        self.to_device(proxy, Close(channel, CloseCode.NODE_UNREACHABLE, reason).encode())
                 self.forget_proxy(proxy)
                 self.router.disconnect(proxy.peer)
         self.server.act()
+
+    def _shared(self) -> set[str]:
+        """The nodes this node shares channels with."""
+        nodes = {node for peer in self.router.peers if peer.remote for node in peer.remote.values() if node}
+        nodes.update(node for node, _ in self._proxies)
+        return nodes
 
     def _on_trouble(self, why: str) -> None:
         if self.trouble is None:
@@ -478,26 +507,8 @@ class ClusterNode:
         # published meanwhile, a publish that failed lost its batch (one that timed out may even
         # be run late, after newer ones), and a frozen Redis shows only as timed-out commands
         # while the subscription looks live. No channel through the bus can go on.
-        nodes: set[str] = set()
-        for peer in list(self.router.peers):
-            there = frozenset(node for node in peer.remote.values() if node) if peer.remote else frozenset()
-            if there:
-                nodes |= there
-                # their ends there close too, if this gets through (when it does not, those nodes
-                # are in trouble as well and close them): else the hosts keep them open for good
-                self.left_nodes(peer, there)
-        nodes.update(node for node, _ in self._proxies)
-        for node in nodes:
-            self.router.node_lost(node, CloseCode.NODE_UNREACHABLE, _REDIS_DOWN)
-        for proxy in list(self._proxies.values()):
-            if proxy.peer is not None:
-                # the device's node is told of each channel, if this gets through: else a device
-                # that only listens would wait on it for good
-                for channel in list(proxy.peer.channels):
-                    self.to_device(proxy, Close(channel, CloseCode.NODE_UNREACHABLE, _REDIS_DOWN).encode())
-                self.router.disconnect(proxy.peer)
-        self._proxies.clear()
-        self.server.act()
+        for node in self._shared():
+            self._cut(node, _REDIS_DOWN)
 
     def _on_healed(self) -> None:
         log.info("cluster healed: Redis is reachable again")
@@ -510,11 +521,11 @@ class ClusterNode:
                 await self.presence.refresh()
                 self._nodes = await self.presence.nodes()
                 await self.watching.check()
-                nodes = {node for peer in self.router.peers if peer.remote for node in peer.remote.values() if node}
-                nodes.update(node for node, _ in self._proxies)
-                for node in nodes:
+                for node in self._shared():
                     if not await self.presence.node_alive(node):
                         self.node_lost(node)
+                    else:
+                        self.bus.touch(node)  # a lost batch shows within a refresh
             except (RedisError, OSError) as exc:
                 self._on_trouble(f"cannot refresh presence in Redis: {exc}")
                 continue

@@ -2,8 +2,12 @@
 
 One batch is one Redis message, from one node to one other::
 
-    batch:  version u8 (1) | sender's node id str8 | record*
+    batch:  version u8 (2) | sender's node id str8 | epoch u64 | sequence u64 | record*
     record: kind u8 | handle u64 | body length u32 | body
+
+``epoch`` is drawn at random when the sender starts; ``sequence`` counts the sender's batches to
+that receiver from 1. A receiver that sees a number skipped knows batches were lost (Redis drops
+what it cannot deliver, silently to the sender) and closes the channels they may have carried.
 
 ``handle`` names a device connection on the node where that device is connected (the node that
 made it up); records about a host name it by id in their body. Bodies carry relay frames as they
@@ -18,9 +22,10 @@ from enum import IntEnum
 
 from tether.errors import TetherError
 
-VERSION = 1
+VERSION = 2
 MAX_NODE_ID = 64
 _RECORD = struct.Struct(">BQI")
+_COUNTERS = struct.Struct(">QQ")
 KEY_LEN = 32
 
 
@@ -67,27 +72,36 @@ def check_node_id(node_id: str) -> str:
     return node_id
 
 
-def batch_head(sender: str) -> bytes:
-    """What every batch from ``sender`` starts with; records follow, each ``Record.encode()``."""
+@dataclass(frozen=True, slots=True)
+class Batch:
+    sender: str
+    epoch: int
+    sequence: int
+    records: list[Record]
+
+
+def batch_head(sender: str, epoch: int, sequence: int) -> bytes:
+    """What a batch from ``sender`` starts with; records follow, each ``Record.encode()``."""
     raw = check_node_id(sender).encode("ascii")
-    return bytes([VERSION, len(raw)]) + raw
+    return bytes([VERSION, len(raw)]) + raw + _COUNTERS.pack(epoch, sequence)
 
 
-def decode_batch(data: bytes) -> tuple[str, list[Record]]:
-    """(sender, records) of one batch; :class:`BusError` on anything malformed."""
+def decode_batch(data: bytes) -> Batch:
+    """One batch; :class:`BusError` on anything malformed."""
     if len(data) < 2:
         raise BusError("batch too short")
     if data[0] != VERSION:
         raise BusError(f"batch version {data[0]}, this node speaks {VERSION}: run one tether version on every node")
     end = 2 + data[1]
-    if end > len(data):
+    if end + _COUNTERS.size > len(data):
         raise BusError("batch too short")
     try:
         sender = check_node_id(data[2:end].decode("ascii"))
     except UnicodeDecodeError:
         raise BusError("a node id is ASCII") from None
+    epoch, sequence = _COUNTERS.unpack_from(data, end)
     records = []
-    pos = end
+    pos = end + _COUNTERS.size
     size = len(data)
     while pos < size:
         if pos + _RECORD.size > size:
@@ -101,4 +115,4 @@ def decode_batch(data: bytes) -> tuple[str, list[Record]]:
         except ValueError:
             raise BusError(f"unknown record kind {kind}") from None
         pos += length
-    return sender, records
+    return Batch(sender, epoch, sequence, records)
