@@ -62,6 +62,8 @@ _DATA = int(FrameType.DATA)
 # tasks using Redis at once (each may hold a pooled connection); the bus, the presence writer and
 # the shared address limits take a few more
 REDIS_TASKS = 64
+# times a takeover asks Redis whether it still stands, REFRESH_SECONDS apart, while Redis fails
+TAKEOVER_TRIES = 4
 _NONE: dict[int, int] = {}
 _REDIS_DOWN = (
     "the relay cannot reach its cluster's Redis, so hosts on other nodes cannot be reached from this "
@@ -127,6 +129,7 @@ class ClusterNode:
         # at most this many tasks use Redis at once (redis-py's pool refuses past 100 connections)
         self._slots = asyncio.Semaphore(REDIS_TASKS)
         self._writing = False  # _write_queued runs
+        self._closed = False
         self._lost: dict[str, float] = {}  # node → when it was last found gone (loop time)
         self._refresher: asyncio.Task[None] | None = None
         self._quiet = LogLimiter(log)
@@ -152,6 +155,7 @@ class ClusterNode:
         log.info("cluster node %s (%s) joined", self.node_id, self.advertise_url)
 
     async def close(self) -> None:
+        self._closed = True
         if self._refresher is not None:
             self._refresher.cancel()
         for task in list(self._tasks):
@@ -163,6 +167,9 @@ class ClusterNode:
         await self.redis.aclose()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        if self._closed:
+            work.close()
+            return
         task = asyncio.get_running_loop().create_task(self._bounded(work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -234,7 +241,7 @@ class ClusterNode:
     def reconsider(self, host_id: str) -> None:
         self._spawn(self.watching.changed(host_id))
 
-    async def _takeover(self, host_id: str, newer: Holder) -> None:
+    async def _takeover(self, host_id: str, newer: Holder, attempt: int = 1) -> None:
         """Another node says a newer connection of ``host_id`` is there: close ours if Redis agrees."""
         host = self.router.hosts.get(host_id)
         if host is None:
@@ -243,6 +250,11 @@ class ClusterNode:
             if not await self.presence.still_holds(host_id, newer):
                 return
         except (RedisError, OSError):
+            # not known either way: asked again later, for our connection must not outlive the
+            # newer one (after a Redis restart our refresh could take the key back)
+            if attempt < TAKEOVER_TRIES:
+                asyncio.get_running_loop().call_later(
+                    REFRESH_SECONDS, lambda: self._spawn(self._takeover(host_id, newer, attempt + 1)))
             return
         if self.router.hosts.get(host_id) is host:
             self.presence.held.pop(host_id, None)  # the entry is the newer connection's now
