@@ -5,6 +5,7 @@
     .venv/bin/python bench/cluster.py --parts 4        # the burst of host connections (not by default)
     .venv/bin/python bench/cluster.py --json out.json  # also every figure (every repeat) as JSON
     .venv/bin/python bench/cluster.py --parts 1,3      # only some parts
+    .venv/bin/python bench/cluster.py --parts 3 --failover-client lean,relaylink   # part 3 with both kinds of hosts
     .venv/bin/python bench/cluster.py --idle-conns 60000
 
 Every relay is a ``python -m tether relay`` process (``--exempt-loopback``: all the load dials
@@ -31,6 +32,10 @@ and the load runs in worker processes (bench/relay.py's ``Workers``, spawn). All
    one message and wait for the host's echo. Reported: time from the kill to every host's
    reconnection, to its presence key on a live node, and to its echo (all of them reachable).
    Once more with fewer hosts reconnecting all at once (no bound per client process: a storm).
+   The simulated hosts are lean by default (``--failover-client lean``: per connection an
+   ``asyncio.Protocol`` driving websockets' sans-I/O client, see ``LeanConn``), so that their own
+   CPU does not decide the result on a small machine; ``relaylink`` gives each host a
+   ``RelayLink`` as ``tether host`` has (about three times the client CPU per reconnection).
 4. (``--parts 4``, not by default) **A burst of host connections during a cross-node transfer**:
    bench/relay.py's throughput load across nodes while 1,500 hosts connect to the sending node at
    once: does every frame arrive? (It shows what a burst does to the node's Redis client.)
@@ -45,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -582,8 +588,8 @@ def part_idle(sizes: Sizes, conns: int, nodes: int, client_pings: bool) -> dict[
 
 
 async def w_failover_hosts(first_url: str, after_urls: list[str], count: int, offset: int, tag: str,
-                           probe_keys: list[bytes], inflight: int, progress: Any, stop: Any, timeout: float
-                           ) -> dict[str, Any]:
+                           probe_keys: list[bytes], inflight: int, progress: Any, stop: Any, timeout: float,
+                           client: str = "lean") -> dict[str, Any]:
     """``count`` hosts on ``first_url``, each publishing ``probe_keys`` as its allowlist and
     echoing the first message of every channel. When a host's connection ends, it reconnects as
     ``tether host`` does (tether.backoff.Backoff after a connection that worked: a first wait of
@@ -591,7 +597,16 @@ async def w_failover_hosts(first_url: str, after_urls: list[str], count: int, of
 
     ``inflight``: at most this many connection attempts at once in this process (0: no bound).
     Real hosts are separate machines; thousands of handshakes at once in one process starved of
-    CPU time out (10 s) and retry without end, which measures this process, not the relay."""
+    CPU time out (10 s) and retry without end, which measures this process, not the relay.
+
+    ``client``: "lean" (default), a :class:`LeanConn` per connection (websockets' sans-I/O client
+    driven by an ``asyncio.Protocol``; see :class:`LeanFleet`); "relaylink", a ``RelayLink`` per
+    host (websockets' asyncio client, as ``tether host``), which costs this process about as much
+    CPU per reconnection as the relay."""
+    if client == "lean":
+        return await _w_failover_lean(first_url, after_urls, count, offset, tag, probe_keys, inflight, progress,
+                                      stop, timeout)
+    assert client == "relaylink", client
     from tether.backoff import Backoff
     from tether.crypto.keys import Identity
     from tether.errors import TetherError
@@ -668,7 +683,291 @@ async def w_failover_hosts(first_url: str, after_urls: list[str], count: int, of
     while not stop.is_set() and loop.time() < deadline:  # noqa: ASYNC110 (a multiprocessing Event)
         await asyncio.sleep(0.05)
     return {"lost": lost, "back": back, "attempts": attempts, "errors": errors, "connected": len(links),
-            "offset": offset}
+            "offset": offset, "client": "relaylink"}
+
+
+class LeanConn(asyncio.Protocol):
+    """One connection of a simulated host of part 3, cheap in CPU: an ``asyncio.Protocol`` that
+    drives websockets' sans-I/O client (``websockets.client.ClientProtocol``: the opening
+    handshake, framing, masking, answering the relay's pings, the closing handshake) and speaks the
+    relay protocol with tether's codec (``tether.protocol.frames``) as ``RelayLink.connect`` and
+    ``RelayLink.publish_allowlist`` do: HELLO → CHALLENGE → AUTH (the Ed25519 signature of
+    ``auth_message``) → WELCOME → ALLOWLIST. Then it echoes the first DATA of every channel back
+    on that channel (the frame as it came: its header names this host's end of the channel).
+
+    No task, future or keepalive timer per connection once it is made (the relay pings every
+    connection; websockets answers). What it leaves out against ``tether host``: pings of its own,
+    the E2E (Noise) handshake on channels, the mailbox and offers. The host's state between its
+    connections (backoff, counts) is in its :class:`LeanFleet`."""
+
+    __slots__ = ("fleet", "i", "reported", "stage", "timer", "transport", "uri", "waiting", "ws")
+
+    def __init__(self, fleet: LeanFleet, i: int, uri: Any) -> None:
+        self.fleet = fleet
+        self.i = i
+        self.uri = uri
+        self.transport: asyncio.Transport | None = None
+        self.ws: Any = None
+        self.stage = 0  # 0 opening handshake, 1 HELLO sent, 2 AUTH sent, 3 authenticated, allowlist sent
+        self.reported = False  # the attempt's outcome is known
+        self.timer: asyncio.TimerHandle | None = fleet.loop.call_later(fleet.open_timeout, self._timed_out)
+        self.waiting: set[int] = set()  # channels opened whose first DATA has not come yet
+
+    async def dial(self, address: tuple[str, int]) -> None:
+        try:
+            await self.fleet.loop.create_connection(lambda: self, *address)
+        except OSError as exc:
+            self._outcome(False, f"{type(exc).__name__}: {exc}")
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        self._fail(f"no WELCOME within {self.fleet.open_timeout:g} s")
+
+    def _outcome(self, ok: bool, why: str = "") -> None:
+        if self.reported:
+            return
+        self.reported = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.fleet.outcome(self.i, ok, why)
+
+    def _fail(self, why: str) -> None:
+        self._outcome(False, why)
+        if self.transport is not None:
+            self.transport.abort()
+
+    # --- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        from websockets.client import ClientProtocol
+
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if self.reported:  # timed out while the TCP connection was being made
+            transport.abort()
+            return
+        self.ws = ws = ClientProtocol(self.uri, max_size=1 << 20)
+        request = ws.connect()
+        request.headers["User-Agent"] = "tether"
+        ws.send_request(request)
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        ws = self.ws
+        ws.receive_data(data)
+        fleet = self.fleet
+        for event in ws.events_received():
+            if isinstance(event, fleet.Frame):
+                if event.opcode is fleet.BINARY:
+                    if not event.fin:
+                        self._fail("a fragmented message")  # the relay sends every message whole
+                        return
+                    self._message(bytes(event.data))  # bytes already: no copy
+                # PING: websockets queued the PONG; CLOSE: its answer (both sent by _flush)
+            elif ws.handshake_exc is not None:  # the answer to the opening handshake: a refusal
+                self._fail(f"handshake: {ws.handshake_exc}")
+                return
+            else:
+                ws.send_binary(fleet.hello[self.i])
+                self.stage = 1
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        if self.ws is not None:
+            self.ws.receive_eof()
+            self._flush()
+        return None  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if not self.reported:
+            self._outcome(False, f"connection lost during the handshake ({exc or 'EOF'})")
+        elif self.stage == 3:
+            self.stage = 4
+            self.fleet.lost(self.i)
+
+    def _flush(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        for chunk in self.ws.data_to_send():
+            if chunk:
+                transport.write(chunk)
+            else:  # websockets' SEND_EOF: the closing handshake is done
+                transport.close()
+                return
+
+    # --- the relay protocol
+
+    def _message(self, message: bytes) -> None:
+        fleet = self.fleet
+        if self.stage == 3:
+            if message[0] == fleet.DATA:
+                channel = fleet.data_channel(message)
+                if channel in self.waiting:
+                    self.waiting.discard(channel)
+                    self.ws.send_binary(message)
+                    fleet.echoes += 1
+                return
+            frame = fleet.decode_frame(message)
+            if isinstance(frame, fleet.Incoming):
+                self.waiting.add(frame.channel)
+            elif isinstance(frame, fleet.Close):
+                self.waiting.discard(frame.channel)
+            return
+        try:
+            frame = fleet.decode_frame(message)
+        except fleet.FrameError as exc:
+            self._fail(f"not the relay protocol: {exc}")
+            return
+        if self.stage == 1 and isinstance(frame, fleet.Challenge):
+            signature = fleet.idents[self.i].sign(fleet.auth_message(fleet.role, frame.nonce))
+            self.ws.send_binary(fleet.Auth(signature).encode())
+            self.stage = 2
+        elif self.stage == 2 and isinstance(frame, fleet.Welcome):
+            for chunk in fleet.allowlist:  # the frames RelayLink.publish_allowlist sends
+                self.ws.send_binary(chunk)
+            self.stage = 3
+            self._outcome(True)
+        else:
+            self._fail(f"refused: {frame}" if isinstance(frame, fleet.Error) else
+                       f"expected {'CHALLENGE' if self.stage == 1 else 'WELCOME'}, got {type(frame).__name__}")
+
+
+class LeanFleet:
+    """The lean hosts of one worker process (:class:`LeanConn`): their identities, what they send,
+    their reconnection (``tether.backoff.Backoff`` after a connection that worked, at most
+    ``inflight`` attempts at once; 0: no bound) and what part 3 counts."""
+
+    def __init__(self, count: int, offset: int, tag: str, probe_keys: list[bytes], after_urls: list[str],
+                 inflight: int, deadline: float) -> None:
+        from websockets.frames import Frame, Opcode
+        from websockets.uri import parse_uri
+
+        from tether.backoff import Backoff
+        from tether.crypto.keys import Identity
+        from tether.protocol import frames
+        from tether.relay.link import websocket_url
+
+        self.loop = asyncio.get_running_loop()
+        self.Frame, self.BINARY = Frame, Opcode.BINARY
+        self.DATA = int(frames.FrameType.DATA)
+        self.data_channel, self.decode_frame, self.FrameError = frames.data_channel, frames.decode_frame, \
+            frames.FrameError
+        self.Incoming, self.Close, self.Challenge, self.Welcome, self.Error, self.Auth = (
+            frames.Incoming, frames.Close, frames.Challenge, frames.Welcome, frames.Error, frames.Auth)
+        self.auth_message, self.role = frames.auth_message, frames.Role.HOST
+        self.Backoff = Backoff
+        self._parse: Callable[[str], Any] = lambda url: parse_uri(websocket_url(url))
+        base = tag.encode()
+        self.idents = [Identity.from_seed(bench._seed(base, f"fh{offset + i}")) for i in range(count)]
+        self.hello = [frames.Hello(self.role, ident.identity_public).encode() for ident in self.idents]
+        keys = list(dict.fromkeys(bytes(k) for k in probe_keys))
+        step = frames.MAX_ALLOWLIST_CHUNK
+        chunks = [keys[i:i + step] for i in range(0, len(keys), step)] or [[]]
+        self.allowlist = [frames.Allowlist(tuple(c), first=i == 0, last=i == len(chunks) - 1).encode()
+                          for i, c in enumerate(chunks)]
+        self.after = [self._parse(u) for u in after_urls]
+        self.count = count
+        self.offset = offset
+        self.open_timeout = 10.0
+        self.inflight = inflight
+        self.deadline = deadline
+        self.running = 0  # reconnection attempts in flight
+        self.queue: collections.deque[int] = collections.deque()  # hosts waiting for a place in flight
+        self.waiters: dict[int, asyncio.Future[bool]] = {}  # the first connections' outcomes
+        self.backoff: list[Any] = [None] * count
+        self.lost_at = [0.0] * count
+        self.back_at = [0.0] * count
+        self.attempts = [0] * count
+        self.errors: list[str] = []
+        self.lost_again = 0  # connections lost after the reconnection (none expected)
+        self.echoes = 0
+        self.remaining = 0
+        self.progress: Any = None
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def dial(self, i: int, uri: Any) -> None:
+        conn = LeanConn(self, i, uri)
+        task = self.loop.create_task(conn.dial((uri.host, uri.port)))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def first(self, url: str) -> int:
+        """Every host connects to ``url`` (50 handshakes in flight, as bench/relay.py's); how many did."""
+        uri = self._parse(url)
+
+        async def one(i: int) -> bool:
+            self.waiters[i] = waiter = self.loop.create_future()
+            self.dial(i, uri)
+            return bool(await waiter)
+
+        return sum(await bench._bounded_gather(self.count, one))
+
+    def outcome(self, i: int, ok: bool, why: str) -> None:
+        waiter = self.waiters.pop(i, None)
+        if waiter is not None:  # a first connection
+            if not ok and len(self.errors) < 5:
+                self.errors.append(f"first connect: {why}")
+            waiter.set_result(ok)
+            return
+        self.running -= 1
+        if ok:
+            if not self.back_at[i]:
+                self.back_at[i] = time.monotonic()
+                self.remaining -= 1
+                if self.remaining == 0:
+                    self.progress.put(("back", self.offset))
+        else:
+            if len(self.errors) < 5:
+                self.errors.append(f"reconnect: {why}")
+            self._later(i)
+        while self.queue and (not self.inflight or self.running < self.inflight):
+            self._start(self.queue.popleft())
+
+    def lost(self, i: int) -> None:
+        """A connection that worked ended: reconnect as ``tether host`` does (a new Backoff)."""
+        if self.lost_at[i]:
+            self.lost_again += 1
+        else:
+            self.lost_at[i] = time.monotonic()
+        self.backoff[i] = self.Backoff()
+        self._later(i)
+
+    def _later(self, i: int) -> None:
+        if self.loop.time() < self.deadline:
+            self.loop.call_later(self.backoff[i].next_delay(), self._due, i)
+
+    def _due(self, i: int) -> None:
+        if self.loop.time() >= self.deadline:
+            return
+        self.attempts[i] += 1
+        if not self.inflight or self.running < self.inflight:
+            self._start(i)
+        else:
+            self.queue.append(i)
+
+    def _start(self, i: int) -> None:
+        self.running += 1
+        self.dial(i, self.after[(self.offset + i) % len(self.after)])
+
+
+async def _w_failover_lean(first_url: str, after_urls: list[str], count: int, offset: int, tag: str,
+                           probe_keys: list[bytes], inflight: int, progress: Any, stop: Any, timeout: float
+                           ) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    fleet = LeanFleet(count, offset, tag, probe_keys, after_urls, inflight, deadline)
+    fleet.progress = progress
+    connected = await fleet.first(first_url)
+    fleet.remaining = connected
+    progress.put(("ready", connected))
+    while not stop.is_set() and loop.time() < deadline:  # noqa: ASYNC110 (a multiprocessing Event)
+        await asyncio.sleep(0.05)
+    return {"lost": fleet.lost_at, "back": fleet.back_at, "attempts": fleet.attempts, "errors": fleet.errors,
+            "connected": connected, "offset": offset, "client": "lean", "lost_again": fleet.lost_again,
+            "echoes": fleet.echoes}
 
 
 async def w_failover_probe(url: str, redis_port: int, dead_node: str, tag: str, host_offsets: list[int],
@@ -771,7 +1070,8 @@ async def w_failover_probe(url: str, redis_port: int, dead_node: str, tag: str, 
             "opens": opens, "failures": failures, "codes": codes, "hosts": len(host_offsets)}
 
 
-def part_failover(sizes: Sizes, hosts: int, py_spy: str | None = None) -> dict[str, Any]:
+def part_failover(sizes: Sizes, hosts: int, py_spy: str | None = None, client: str = "lean") -> dict[str, Any]:
+    """Part 3 once; ``client``: the simulated hosts, "lean" or "relaylink" (see w_failover_hosts)."""
     cluster = Cluster(4)
     dead, b, c, d = cluster.nodes
     workers = bench.Workers()
@@ -791,7 +1091,7 @@ def part_failover(sizes: Sizes, hosts: int, py_spy: str | None = None) -> dict[s
             workers.start("failover_hosts", func=w_failover_hosts, fast_exit=True, first_url=dead.url,
                           after_urls=[b.url, c.url], count=per_proc, offset=k * per_proc, tag=tag,
                           probe_keys=probe_keys, inflight=sizes.failover_inflight, progress=progress, stop=stop,
-                          timeout=600.0)
+                          timeout=600.0, client=client)
         connected = 0
         for _ in range(procs):
             kind, n = progress.get(timeout=600)
@@ -871,6 +1171,7 @@ def part_failover(sizes: Sizes, hosts: int, py_spy: str | None = None) -> dict[s
              *[f"probe-{k}" for k in range(probe_procs)]]
     cpu_s = {name: b1 - a for name, a, b1 in zip(names, cpu0, cpu1, strict=True)}
     return {
+        "client": client,
         "hosts": n,
         "connected": connected,
         "ramp_s": ramp,
@@ -914,6 +1215,9 @@ def part_failover(sizes: Sizes, hosts: int, py_spy: str | None = None) -> dict[s
         "node_2_profile": profile,
         "node_log_trouble": trouble,
         "errors": [e for r in host_res for e in r["errors"]],
+        # lean clients only: connections lost again after the reconnection, echoes sent
+        "hosts_lost_again": sum(r.get("lost_again", 0) for r in host_res),
+        "host_echoes": sum(r.get("echoes", 0) for r in host_res),
     }
 
 
@@ -1007,11 +1311,14 @@ def part_burst(sizes: Sizes, hosts: int, rounds: int) -> list[dict[str, Any]]:
 
 
 def _failover_line(r: dict[str, Any]) -> None:
-    _say(f"[3] reconnected {r['reconnected']:,}/{r['hosts']:,}: p50 {r['reconnect_s']['p50']:.2f} s, max "
+    _say(f"[3] {r.get('client', 'relaylink')}: reconnected {r['reconnected']:,}/{r['hosts']:,}: "
+         f"p50 {r['reconnect_s']['p50']:.2f} s, max "
          f"{r['reconnect_s']['max']:.2f} s; presence max {r['presence_s']['max']:.2f} s "
          f"(late {r['presence_late_hosts']}); "
          f"reachable {r['reachable']:,}, max {r['reachable_s']['max']:.2f} s (probe failures {r['probe_failures']}); "
-         f"node CPU {r['node_cpu_ms_per_reconnect']:.2f} ms/reconnect, node-bound {r['node_bound_s']:.1f} s")
+         f"node CPU {r['node_cpu_ms_per_reconnect']:.2f} ms/reconnect, client CPU "
+         f"{r['client_cpu_ms_per_reconnect']:.2f} ms/reconnect, node-bound {r['node_bound_s']:.1f} s, machine "
+         f"{r['recovery_machine_busy_pct']:.0f}% busy")
 
 
 def _idle_line(r: dict[str, Any]) -> None:
@@ -1024,7 +1331,7 @@ def _idle_line(r: dict[str, Any]) -> None:
 
 def run(sizes: Sizes, parts: set[int], idle_conns: int, idle_nodes: int, mode: str,
         save: Callable[[dict[str, Any]], None] = lambda _: None, py_spy: str | None = None,
-        burst_hosts: int = 1500) -> dict[str, Any]:
+        burst_hosts: int = 1500, failover_clients: tuple[str, ...] = ("lean",)) -> dict[str, Any]:
     """All the parts asked for; ``save`` gets the results so far after each part."""
     results: dict[str, Any] = {
         "machine": bench.machine_facts(),
@@ -1064,20 +1371,25 @@ def run(sizes: Sizes, parts: set[int], idle_conns: int, idle_nodes: int, mode: s
 
     if 3 in parts:
         runs = []
-        for rep in range(sizes.failover_repeats):
-            _say(f"[3] failover: {sizes.failover_hosts:,} hosts on a node that is killed (repeat {rep + 1})")
-            r = part_failover(sizes, sizes.failover_hosts, py_spy if rep == 0 else None)
-            runs.append(r)
-            _failover_line(r)
-            results["failover"] = runs
-            save(results)
-        if sizes.failover_storm_hosts:
-            _say(f"[3] storm: {sizes.failover_storm_hosts:,} hosts reconnecting at once, as real hosts would "
-                 "(no bound per client process)")
-            r = part_failover(Sizes(**{**sizes.__dict__, "failover_inflight": 0}), sizes.failover_storm_hosts)
-            r["storm"] = True
-            runs.append(r)
-            _failover_line(r)
+        for k, client in enumerate(failover_clients):
+            for rep in range(sizes.failover_repeats):
+                _say(f"[3] failover: {sizes.failover_hosts:,} hosts ({client} clients) on a node that is killed "
+                     f"(repeat {rep + 1})")
+                r = part_failover(sizes, sizes.failover_hosts, py_spy if rep == 0 and k == 0 else None, client)
+                runs.append(r)
+                _failover_line(r)
+                results["failover"] = runs
+                save(results)
+            if sizes.failover_storm_hosts:
+                _say(f"[3] storm: {sizes.failover_storm_hosts:,} hosts ({client} clients) reconnecting at once, "
+                     "as real hosts would (no bound per client process)")
+                r = part_failover(Sizes(**{**sizes.__dict__, "failover_inflight": 0}), sizes.failover_storm_hosts,
+                                  client=client)
+                r["storm"] = True
+                runs.append(r)
+                _failover_line(r)
+                results["failover"] = runs
+                save(results)
         results["failover"] = runs
     if 4 in parts:
         _say(f"[4] a cross-node transfer while {burst_hosts:,} hosts connect to the sending node at once")
@@ -1127,7 +1439,8 @@ def print_table(res: dict[str, Any]) -> None:
         ok = r["kib_per_conn"] <= TARGETS["rss_per_idle_conn_kib"]
         print(f"{'PASS' if ok else 'FAIL'}  RSS per idle connection ≤ {TARGETS['rss_per_idle_conn_kib']:.0f} KiB")
     for r in res.get("failover", []):
-        print(f"\nfailover{' (storm: no bound on reconnects)' if r.get('storm') else ''}: {r['hosts']:,} hosts, "
+        print(f"\nfailover{' (storm: no bound on reconnects)' if r.get('storm') else ''}, {r['client']} clients: "
+              f"{r['hosts']:,} hosts, "
               f"node-1 killed; reconnected {r['reconnected']:,} "
               f"(p50 {r['reconnect_s']['p50']:.2f} s, p99 {r['reconnect_s']['p99']:.2f} s, max "
               f"{r['reconnect_s']['max']:.2f} s); presence on a live node max {r['presence_s']['max']:.2f} s; "
@@ -1135,7 +1448,8 @@ def print_table(res: dict[str, Any]) -> None:
               f"max {r['reachable_s']['max']:.2f} s)")
         print(f"  presence key on a live node > 1 s after the host reconnected: {r['presence_late_hosts']:,} hosts; "
               f"node CPU {r['node_cpu_ms_per_reconnect']:.2f} ms and client CPU {r['client_cpu_ms_per_reconnect']:.2f} "
-              f"ms per reconnect; busiest surviving node's CPU time {r['node_bound_s']:.1f} s")
+              f"ms per reconnect; busiest surviving node's CPU time {r['node_bound_s']:.1f} s; machine "
+              f"{r['recovery_machine_busy_pct']:.0f}% busy; probe failures {r['probe_failures']}")
         ok = r["all_reachable_s"] * 10_000 / r["hosts"] <= TARGETS["failover_10k_s"] if r["hosts"] < 10_000 else \
             r["all_reachable_s"] <= TARGETS["failover_10k_s"]
         if r.get("node_2_profile"):
@@ -1166,6 +1480,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--failover-hosts", type=int, help="part 3: hosts on the node that dies (default 10,000)")
     parser.add_argument("--failover-inflight", type=int,
                         help="part 3: reconnection attempts at once per host-client process (default 50; 0: no bound)")
+    parser.add_argument("--failover-client", default="lean",
+                        help="part 3: the simulated hosts, lean (websockets' sans-I/O client on an asyncio.Protocol, "
+                        "cheap) or relaylink (a RelayLink each, as tether host), or both: lean,relaylink "
+                        "(default lean)")
     parser.add_argument("--repeats", type=int, help="rounds of part 1 and repeats of parts 2 and 3")
     parser.add_argument("--py-spy", metavar="EXE", help="part 3: profile the node that takes the hosts with this "
                         "py-spy during the first recovery (not installed with the project)")
@@ -1182,12 +1500,16 @@ def main(argv: list[str] | None = None) -> int:
     if changes:
         sizes = Sizes(**{**sizes.__dict__, **changes})
     parts = {int(p) for p in args.parts.split(",") if p.strip()}
+    clients = tuple(c.strip() for c in args.failover_client.split(",") if c.strip())
+    if not clients or any(c not in ("lean", "relaylink") for c in clients):
+        parser.error("--failover-client: lean, relaylink or both (comma-separated)")
     def save(partial: dict[str, Any]) -> None:
         if args.json:
             args.json.write_text(json.dumps(partial, indent=2, default=str) + "\n")
 
     res = run(sizes, parts, args.idle_conns or sizes.idle_conns, args.idle_nodes or sizes.idle_nodes,
-              "quick" if args.quick else "full", save, py_spy=args.py_spy, burst_hosts=args.burst_hosts)
+              "quick" if args.quick else "full", save, py_spy=args.py_spy, burst_hosts=args.burst_hosts,
+              failover_clients=clients)
     print_table(res)
     print_burst(res)
     if args.json:
