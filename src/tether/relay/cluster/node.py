@@ -62,6 +62,9 @@ _DATA = int(FrameType.DATA)
 # tasks using Redis at once (each may hold a pooled connection); the bus, the presence writer and
 # the shared address limits take a few more
 REDIS_TASKS = 64
+# hosts that changed are told to the other nodes this long after (s), as records of this many ids
+CHANGED_DELAY = 0.05
+CHANGED_PER_RECORD = 2000
 # times a takeover asks Redis whether it still stands, REFRESH_SECONDS apart, while Redis fails
 TAKEOVER_TRIES = 4
 _NONE: dict[int, int] = {}
@@ -130,6 +133,8 @@ class ClusterNode:
         self._slots = asyncio.Semaphore(REDIS_TASKS)
         self._writing = False  # _write_queued runs
         self._closed = False
+        self._changed_hosts: set[str] = set()  # hosts to tell the other nodes of (_send_changed)
+        self._changed_timer: asyncio.TimerHandle | None = None
         self._lost: dict[str, float] = {}  # node → when it was last found gone (loop time)
         self._refresher: asyncio.Task[None] | None = None
         self._quiet = LogLimiter(log)
@@ -156,6 +161,8 @@ class ClusterNode:
 
     async def close(self) -> None:
         self._closed = True
+        if self._changed_timer is not None:
+            self._changed_timer.cancel()
         if self._refresher is not None:
             self._refresher.cancel()
         for task in list(self._tasks):
@@ -220,10 +227,19 @@ class ClusterNode:
             self._writing = False
 
     def _changed(self, host_ids: list[str]) -> None:
-        """Tell every other node that these hosts connected, left or changed their allowlists."""
+        """Tell every other node, within ``CHANGED_DELAY``, that these hosts connected, left or
+        changed their allowlists: gathered, so that a burst of hosts (a failover) costs the bus a
+        few records rather than a publish per loop pass."""
+        self._changed_hosts.update(host_ids)
+        if self._changed_hosts and self._changed_timer is None:
+            self._changed_timer = asyncio.get_running_loop().call_later(CHANGED_DELAY, self._send_changed)
+
+    def _send_changed(self) -> None:
+        self._changed_timer = None
+        hosts, self._changed_hosts = list(self._changed_hosts), set()
         nodes = [node for node in self._nodes if node != self.node_id and self._reachable(node)]
-        for host_id in host_ids:
-            body = host_id.encode()
+        for start in range(0, len(hosts), CHANGED_PER_RECORD):
+            body = " ".join(hosts[start:start + CHANGED_PER_RECORD]).encode()
             for node in nodes:
                 self.send(node, Record(Kind.HOST_CHANGED, 0, body))
 
@@ -394,9 +410,9 @@ class ClusterNode:
             if newer is not None:
                 self._spawn(self._takeover(host_id, newer))
         elif kind is Kind.HOST_CHANGED:
-            host_id = body.decode("ascii", "replace")
-            if self.watching.wants(host_id):
-                self._spawn(self.watching.changed(host_id))
+            for host_id in body.decode("ascii", "replace").split(" "):
+                if self.watching.wants(host_id):
+                    self._spawn(self.watching.changed(host_id))
 
     def _from_remote_device(self, sender: str, handle: int, body: bytes) -> None:
         proxy = self._proxies.get((sender, handle))

@@ -48,8 +48,8 @@ class Kind(IntEnum):
     FAIL_DEVICE = 5
     # new host node → old host node: a newer connection of this host took over; body = host id
     TAKEOVER = 6
-    # host node → every node: this host connected, left or changed its allowlist (watchers of it
-    # elsewhere look again); body = host id
+    # host node → every node: these hosts connected, left or changed their allowlists (watchers
+    # of them elsewhere look again); body = host ids, separated by spaces
     HOST_CHANGED = 7
 
 
