@@ -62,6 +62,9 @@ _DATA = int(FrameType.DATA)
 # tasks using Redis at once (each may hold a pooled connection); the bus, the presence writer and
 # the shared address limits take a few more
 REDIS_TASKS = 64
+# presence writes wait this long (s) for others to join their pipeline: during a burst of hosts a
+# pipeline per Redis reply cost more in round trips than in commands
+PRESENCE_GATHER = 0.01
 # hosts that changed are told to the other nodes this long after (s), as records of this many ids
 CHANGED_DELAY = 0.05
 CHANGED_PER_RECORD = 2000
@@ -215,7 +218,7 @@ class ClusterNode:
         next, so a burst of connections costs a few round trips."""
         try:
             while self.presence.pending:
-                await asyncio.sleep(0)  # the rest of this loop pass queues its changes too
+                await asyncio.sleep(PRESENCE_GATHER)  # more hosts join this pipeline
                 written = await self.presence.write()
                 if written.error is not None:
                     self._on_trouble(f"cannot write presence to Redis: {written.error}")
