@@ -53,6 +53,8 @@ PROLOGUE = b"tether/1"
 
 FLAG_FINAL = 0
 FLAG_MORE = 1
+_FINAL = bytes([FLAG_FINAL])
+_MORE = bytes([FLAG_MORE])
 # The largest chunk such that flag + chunk + AEAD tag is one maximal Noise message.
 MAX_CHUNK = MAX_MESSAGE - TAGLEN - 1
 DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
@@ -130,7 +132,9 @@ class SecureChannel:
         self._recv_cipher: CipherState | None = None
         self._remote_static: bytes | None = None
         self._outgoing: list[bytes] = []
-        self._partial = bytearray()  # fragments of the message being reassembled
+        # The fragments of the message being reassembled (joined once, at its last) and their size.
+        self._partial: list[memoryview] = []
+        self._partial_size = 0
 
     @classmethod
     def initiator(
@@ -193,7 +197,8 @@ class SecureChannel:
             self._handshake = None
             self._send_cipher = self._recv_cipher = None
             self._outgoing.clear()
-            self._partial = bytearray()
+            self._partial = []
+            self._partial_size = 0
 
     def _require(self, state: ChannelState, action: str) -> None:
         if self._state == "closed":
@@ -231,28 +236,54 @@ class SecureChannel:
         """Feed one frame from the peer; returns the events it completed (often none)."""
         if self._state == "handshaking":
             return [self._receive_handshake(frame)]
-        self._require("open", "receive")
-        return self._receive_transport(frame)
+        data = self.receive_message(frame)
+        return [] if data is None else [Message(data)]
+
+    def receive_message(self, frame: bytes) -> bytes | None:
+        """:meth:`receive` for an open channel, without the event objects: the whole message this
+        frame completes, or None while more fragments are due. The same checks and failures."""
+        if self._state != "open":
+            self._require("open", "receive")
+        assert self._recv_cipher is not None
+        try:
+            plaintext = self._recv_cipher.decrypt_with_ad(b"", frame)
+        except NoiseError:
+            raise self._fail(_TRANSPORT_FAILURE) from None
+        # The frame authenticated, so a bad layout means a broken peer, not an attacker.
+        if not plaintext or plaintext[0] not in (FLAG_FINAL, FLAG_MORE):
+            raise self._fail("the peer sent a malformed fragment; the channel is closed")
+        size = self._partial_size + len(plaintext) - 1
+        if size > self._max_message:
+            raise self._fail(
+                f"the peer sent a message larger than {self._max_message} bytes; the channel is closed"
+            )
+        if plaintext[0] == FLAG_FINAL and not self._partial:
+            return plaintext[1:]  # a message in one frame: a single copy
+        self._partial.append(memoryview(plaintext)[1:])
+        self._partial_size = size
+        if plaintext[0] == FLAG_MORE:
+            return None
+        data = b"".join(self._partial)
+        self._partial, self._partial_size = [], 0
+        return data
 
     def send(self, data: bytes) -> None:
         """Queue one application message, fragmented into as many frames as it needs."""
-        self._require("open", "send")
-        if len(data) > self._max_message:
-            raise ChannelError(
-                f"the message is {len(data)} bytes; this channel carries at most {self._max_message}"
-            )
+        if self._state != "open":
+            self._require("open", "send")
+        size = len(data)
+        if size > self._max_message:
+            raise ChannelError(f"the message is {size} bytes; this channel carries at most {self._max_message}")
         assert self._send_cipher is not None
-        frames: list[bytes] = []
-        view = memoryview(data)
-        offset = 0
+        encrypt = self._send_cipher.encrypt_with_ad
         try:
-            while True:  # an empty message is still one (final, empty) fragment
-                chunk = view[offset : offset + MAX_CHUNK]
-                offset += len(chunk)
-                flag = FLAG_MORE if offset < len(data) else FLAG_FINAL
-                frames.append(self._send_cipher.encrypt_with_ad(b"", bytes([flag]) + chunk))
-                if flag == FLAG_FINAL:
-                    break
+            if size <= MAX_CHUNK:  # one final fragment (an empty message too): the common case
+                self._outgoing.append(encrypt(b"", _FINAL + data))
+                return
+            view = memoryview(data)
+            last = (size - 1) // MAX_CHUNK * MAX_CHUNK  # where the final fragment starts
+            frames = [encrypt(b"", _MORE + view[start : start + MAX_CHUNK]) for start in range(0, last, MAX_CHUNK)]
+            frames.append(encrypt(b"", _FINAL + view[last:]))
         except NoiseError as exc:
             # Only nonce exhaustion gets here; frames already encrypted used nonces the peer
             # will never see, so the channel cannot continue.
@@ -304,23 +335,3 @@ class SecureChannel:
         return self._fail(
             "the client's handshake did not match this host's key (or was corrupted); the channel is closed"
         )
-
-    def _receive_transport(self, frame: bytes) -> list[Event]:
-        assert self._recv_cipher is not None
-        try:
-            plaintext = self._recv_cipher.decrypt_with_ad(b"", frame)
-        except NoiseError:
-            raise self._fail(_TRANSPORT_FAILURE) from None
-        # The frame authenticated, so a bad layout means a broken peer, not an attacker.
-        if not plaintext or plaintext[0] not in (FLAG_FINAL, FLAG_MORE):
-            raise self._fail("the peer sent a malformed fragment; the channel is closed")
-        chunk = memoryview(plaintext)[1:]
-        if len(self._partial) + len(chunk) > self._max_message:
-            raise self._fail(
-                f"the peer sent a message larger than {self._max_message} bytes; the channel is closed"
-            )
-        self._partial += chunk
-        if plaintext[0] == FLAG_MORE:
-            return []
-        data, self._partial = bytes(self._partial), bytearray()
-        return [Message(data)]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import struct
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -49,6 +50,8 @@ TAGLEN = 16  # AES-GCM authentication tag
 MAX_MESSAGE = 65535  # spec §3: every Noise message, handshake or transport, fits in 65535 bytes
 MAX_NONCE = 2**64 - 1  # spec §5.1: reserved, so encrypting with it is an error
 PSKLEN = 32
+# AESGCM nonce: 32 zero bits then the counter, big-endian (spec §12.3).
+_NONCE = struct.Struct(">4xQ")
 
 # Message patterns as token lists (spec §7.4, §7.5 and §9). All start from the pre-message "<- s":
 # the initiator knows the responder's static key before the handshake.
@@ -152,8 +155,7 @@ class CipherState:
             raise NoiseError("this Noise cipher state failed earlier and cannot be used again")
         if self._n >= MAX_NONCE:
             raise NoiseError("the Noise nonce is exhausted; a new handshake is needed")
-        # AESGCM nonce: 32 zero bits then the counter, big-endian (spec §12.3).
-        return b"\x00\x00\x00\x00" + self._n.to_bytes(8, "big")
+        return _NONCE.pack(self._n)
 
     def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
         if self._aead is None:

@@ -9,13 +9,12 @@ channel is then closed: there is no recovery inside a channel, the client resume
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 from collections.abc import Sequence
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from tether.crypto.channel import ChannelError, HandshakeComplete, Message, SecureChannel
+from tether.crypto.channel import ChannelError, HandshakeComplete, SecureChannel
 from tether.errors import TetherError
 from tether.protocol.frames import CloseCode
 from tether.protocol.messages import MAX_MESSAGE_BYTES
@@ -37,7 +36,6 @@ class E2ETransport:
         self.secure = secure
         self.remote_static: bytes | None = None
         self.used_retired = False
-        self._inbox: collections.deque[bytes] = collections.deque()
         self._send_lock = asyncio.Lock()
 
     @classmethod
@@ -105,57 +103,68 @@ class E2ETransport:
         await asyncio.wait_for(transport._until_handshake(), timeout)
         return transport
 
+    # A ChannelClosed from the relay link passes through recv and the handshake: its close code
+    # tells the caller whether reconnecting can help (peer gone) or not (revoked, not allowed).
+
     async def _until_handshake(self) -> None:
         while self.remote_static is None:
-            await self._receive_frame()
+            frame = await self.channel.recv()
+            try:
+                events = self.secure.receive(frame)  # a handshake frame: HandshakeComplete only
+            except ChannelError as exc:
+                raise await self._refuse(exc) from None
+            for event in events:
+                if isinstance(event, HandshakeComplete):
+                    self.remote_static = event.remote_static
+            await self._flush()
 
-    async def _receive_frame(self) -> None:
-        # A ChannelClosed from the relay link passes through: its close code tells the caller
-        # whether reconnecting can help (peer gone) or not (revoked, not allowed).
-        frame = await self.channel.recv()
-        try:
-            events = self.secure.receive(frame)
-        except ChannelError as exc:
-            handshaking = self.remote_static is None
-            reason = (
-                HANDSHAKE_FAILED
-                if handshaking
-                else "end-to-end check failed: a frame was tampered with, replayed, dropped or reordered"
-            )
-            with contextlib.suppress(TetherError):
-                await self.channel.close(code=CloseCode.PROTOCOL_ERROR, reason=reason)
-            if handshaking:
-                raise HandshakeFailed(exc.message, hint=exc.hint) from None
-            raise TransportClosed(exc.message, hint=exc.hint, code=exc.code) from None
-        for event in events:
-            if isinstance(event, HandshakeComplete):
-                self.remote_static = event.remote_static
-            elif isinstance(event, Message):
-                self._inbox.append(event.data)
-        await self._flush()
+    async def _refuse(self, exc: ChannelError) -> TetherError:
+        """Close the channel on a frame that failed its check; the error for the caller."""
+        handshaking = self.remote_static is None
+        reason = (
+            HANDSHAKE_FAILED
+            if handshaking
+            else "end-to-end check failed: a frame was tampered with, replayed, dropped or reordered"
+        )
+        with contextlib.suppress(TetherError):
+            await self.channel.close(code=CloseCode.PROTOCOL_ERROR, reason=reason)
+        if handshaking:
+            return HandshakeFailed(exc.message, hint=exc.hint)
+        return TransportClosed(exc.message, hint=exc.hint, code=exc.code)
 
     async def _flush(self) -> None:
         async with self._send_lock:
-            await self._send_frames()
-
-    async def _send_frames(self) -> None:
-        for frame in self.secure.data_to_send():
-            await self.channel.send(frame)
+            for frame in self.secure.data_to_send():
+                await self.channel.send(frame)
 
     async def send(self, data: bytes) -> None:
         # Encrypt and send under one lock: Noise nonces are counters, so frames must leave
-        # in the order they were sealed.
-        async with self._send_lock:
+        # in the order they were sealed. (acquire/release rather than ``async with``: two
+        # coroutines fewer per message.)
+        lock = self._send_lock
+        await lock.acquire()
+        try:
             try:
                 self.secure.send(data)
             except ChannelError as exc:
                 raise TransportClosed(exc.message) from None
-            await self._send_frames()
+            for frame in self.secure.data_to_send():
+                await self.channel.send(frame)
+        finally:
+            lock.release()
 
     async def recv(self) -> bytes:
-        while not self._inbox:
-            await self._receive_frame()
-        return self._inbox.popleft()
+        if self.remote_static is None:
+            await self._until_handshake()
+        while True:
+            # Once open, a frame completes a message or nothing: no events, and nothing to send.
+            frame = await self.channel.recv()
+            try:
+                data = self.secure.receive_message(frame)
+            except ChannelError as exc:
+                raise await self._refuse(exc) from None
+            if data is not None:
+                return data
 
     async def close(self) -> None:
         with contextlib.suppress(TetherError):

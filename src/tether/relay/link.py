@@ -16,6 +16,7 @@ import contextlib
 import logging
 import random
 import ssl
+import struct
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, TypeVar
@@ -63,7 +64,6 @@ from tether.protocol.frames import (
     Welcome,
     auth_message,
     close_message,
-    data_channel,
     decode_frame,
     encode_data,
     is_valid_id,
@@ -83,6 +83,9 @@ DEFAULT_INBOX_FRAMES = 4096
 DEFAULT_INBOX_BYTES = 4 << 20
 #: Incoming channels a host has not accepted yet.
 MAX_ACCEPT_BACKLOG = 1024
+# The read loop's test for DATA and its channel id, as plain ints (no enum lookup per frame).
+_DATA = int(FrameType.DATA)
+_DATA_CHANNEL = struct.Struct(">xI")
 
 
 def _tls_kwargs(tls: ssl.SSLContext | None) -> dict[str, Any]:
@@ -131,6 +134,7 @@ class Channel:
         self.peer_identity = peer_identity
         self.offer_id = offer_id
         self._link = link
+        self._header = encode_data(channel_id, b"")  # the 5 bytes every frame this channel sends starts with
         self._inbox: deque[bytes] = deque()
         self._inbox_bytes = 0
         self._waiter: asyncio.Future[None] | None = None
@@ -160,7 +164,7 @@ class Channel:
         if len(payload) > limit:
             raise ValueError(f"a payload is at most {limit} bytes on this relay, not {len(payload)}")
         try:
-            await self._link._send(encode_data(self.id, payload))
+            await self._link._send(self._header + payload)
         except RelayError as err:
             self._finish(CloseCode.PEER_GONE, f"the relay connection was lost: {err.message}")
             raise self._error() from None
@@ -554,8 +558,8 @@ class RelayLink:
                     break
                 # The hot path: channel data is routed by its header alone, without building a
                 # frame object (it is most of the traffic, and the payload is opaque anyway).
-                if len(message) >= DATA_HEADER_LEN and message[0] == FrameType.DATA:
-                    channel = self._channels.get(data_channel(message))
+                if len(message) >= DATA_HEADER_LEN and message[0] == _DATA:
+                    channel = self._channels.get(_DATA_CHANNEL.unpack_from(message)[0])
                     if channel is not None and not channel._feed(message[DATA_HEADER_LEN:]):
                         self._too_slow(channel)
                     continue
