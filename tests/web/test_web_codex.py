@@ -111,7 +111,10 @@ def deploy_codex(
         f'sandbox = "{sandbox}"\n'
     )
     try:
-        with relay_and_host(host_home, workspace, "codex-host", {FAKE_KEY_ENV: "dummy-key", **(env or {})}) as (
+        # HOME: Codex runs each command in a login shell, which must not read this machine's profile
+        # (a stale lock there made every command wait 60 s: ../shared/notes/machine.md)
+        host_env = {FAKE_KEY_ENV: "dummy-key", "HOME": str(host_home), **(env or {})}
+        with relay_and_host(host_home, workspace, "codex-host", host_env) as (
             relay, port, host
         ):
             yield CodexWebDeployment(relay, port, host, host_home, workspace, model, requests_log)

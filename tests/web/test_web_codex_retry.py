@@ -67,7 +67,9 @@ def unreachable_codex() -> Iterator[tuple[Deployment, int]]:
         'approval = "on-request"\nsandbox = "workspace-write"\n'
     )
     try:
-        with relay_and_host(host_home, workspace, "codex-host", {FAKE_KEY_ENV: "dummy-key"}) as (relay, rport, host):
+        # HOME: Codex's login shells must not read this machine's profile (test_web_codex.py)
+        host_env = {FAKE_KEY_ENV: "dummy-key", "HOME": str(host_home)}
+        with relay_and_host(host_home, workspace, "codex-host", host_env) as (relay, rport, host):
             yield Deployment(relay, rport, host, host_home, workspace), port
     finally:
         remove(host_home, workspace)

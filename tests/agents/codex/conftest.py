@@ -168,7 +168,9 @@ async def start_appserver(
 
     async def start(home: Path | None = None) -> tuple[AppServer, Events]:
         server = await AppServer.start(
-            codex_binary, codex_home=home or codex_home, cwd=workspace, env={FAKE_KEY_ENV: "dummy-key"},
+            # HOME: Codex runs commands in login shells, which must not read this machine's profile
+            codex_binary, codex_home=home or codex_home, cwd=workspace,
+            env={FAKE_KEY_ENV: "dummy-key", "HOME": str(home or codex_home)},
         )
         started.append(server)
         return server, Events(server)
