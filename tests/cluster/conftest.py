@@ -3,13 +3,14 @@ tests/support/redis_server.py), always stopped and their directories removed aft
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 
 from tests.support.redis_server import RedisCluster, RedisServer
 from tests.web.conftest import browser, page  # noqa: F401 (the browser tests' fixtures, for the web client here)
+from tether.relay.cluster.redis_client import Client, connect
 
 
 @pytest.fixture
@@ -17,6 +18,16 @@ def redis_server() -> Iterator[RedisServer]:
     """One Redis on a free port, persistence off."""
     with RedisServer() as server:
         yield server
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[Client]:
+    """A client of ``redis_server`` as a node has one (``redis_client.connect``)."""
+    client = await connect([redis_server.url])
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture

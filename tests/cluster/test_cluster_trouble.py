@@ -242,18 +242,13 @@ async def test_a_slow_node_dropped_by_redis_closes_its_channels_and_the_device_r
     await asyncio.to_thread(assert_no_channels_left, one, two)
 
 
-@pytest.mark.parametrize("dropped", ["device's node", "host's node"])
-async def test_a_dropped_subscription_while_the_channel_is_idle_closes_the_channel_on_both_nodes(
-    redis_server: RedisServer, nodes: list[Node], deployment: Deployment, retry_log: RetryLog, dropped: str
+async def cut_while_idle(
+    nodes: list[Node], deployment: Deployment, retry_log: RetryLog, cut: Callable[[], None]
 ) -> None:
-    """Redis drops one node's subscription (CLIENT KILL: to that node it looks like a drop for
-    being slow) while the host has nothing to send, so the other node publishes nothing and sees
-    no trouble of its own. The dropped node closes its end of the channel; the other node must
-    close its end too: on the host's node, or the host keeps a channel (and the device's
-    subscriptions on it) that no device will ever use again; on the device's node, or a device
-    that only listens waits on a dead channel for good."""
+    """A device on node 2 follows a quiet session of the host on node 1; ``cut`` (run in a
+    thread) breaks the bus between them. The device's channel must close retryably, open again
+    across the nodes, and the session arrive whole; no channel is left behind on either node."""
     one, two = nodes
-    node = two if dropped == "device's node" else one
     script = deployment.workspace / "burst.py"
     script.write_text(BURST)
     trigger = deployment.workspace / "go"
@@ -262,9 +257,7 @@ async def test_a_dropped_subscription_while_the_channel_is_idle_closes_the_chann
         async with Follower(client, session_id) as follower:
             await follower.until("ready", lambda: "ready" in follower.text, timeout=30)
             assert metrics(one)[FROM_OTHER] == 1 and metrics(two)[TO_OTHER] == 1
-            [subscriber] = redis_subscribers_of(redis_server, node.pid)
-            redis_server.execute("CLIENT", "KILL", "ID", subscriber)
-            await asyncio.to_thread(wait_until, "the node counting the drop", lambda: metrics(node)[DROPS] == 1)
+            await asyncio.to_thread(cut)
             # (polled: the session is quiet, so no event would wake the follower to look)
             await asyncio.to_thread(wait_until, "the device's channel closed retryably",
                                     lambda: int(CloseCode.NODE_UNREACHABLE) in retry_log.closes())
@@ -276,6 +269,26 @@ async def test_a_dropped_subscription_while_the_channel_is_idle_closes_the_chann
     follower.assert_whole(2000)
     retry_log.assert_resumed_after(CloseCode.NODE_UNREACHABLE)
     await asyncio.to_thread(assert_no_channels_left, one, two)
+
+
+@pytest.mark.parametrize("dropped", ["device's node", "host's node"])
+async def test_a_dropped_subscription_while_the_channel_is_idle_closes_the_channel_on_both_nodes(
+    redis_server: RedisServer, nodes: list[Node], deployment: Deployment, retry_log: RetryLog, dropped: str
+) -> None:
+    """Redis drops one node's subscription (CLIENT KILL: to that node it looks like a drop for
+    being slow) while the host has nothing to send, so the other node publishes nothing and sees
+    no trouble of its own. The dropped node closes its end of the channel; the other node must
+    close its end too: on the host's node, or the host keeps a channel (and the device's
+    subscriptions on it) that no device will ever use again; on the device's node, or a device
+    that only listens waits on a dead channel for good."""
+    node = nodes[1] if dropped == "device's node" else nodes[0]
+
+    def drop() -> None:
+        [subscriber] = redis_subscribers_of(redis_server, node.pid)
+        redis_server.execute("CLIENT", "KILL", "ID", subscriber)
+        wait_until("the node counting the drop", lambda: metrics(node)[DROPS] == 1)
+
+    await cut_while_idle(nodes, deployment, retry_log, drop)
 
 
 def forge_gap(redis_server: RedisServer, sender: str, receiver: str) -> None:
@@ -306,24 +319,6 @@ async def test_batches_lost_without_a_word_close_the_channel_at_both_ends_and_th
     failed publish). Node 2 finds the gap in node 1's numbers, closes the channel retryably at
     both ends, and the device resumes from its cursor: every line once, in order."""
     one, two = nodes
-    script = deployment.workspace / "burst.py"
-    script.write_text(BURST)
-    trigger = deployment.workspace / "go"
-    async with await Client.open(deployment.client_home) as client:
-        session_id = await client.start_session(["python3", str(script), str(trigger), "2000"])
-        async with Follower(client, session_id) as follower:
-            await follower.until("ready", lambda: "ready" in follower.text, timeout=30)
-            assert metrics(one)[FROM_OTHER] == 1 and metrics(two)[TO_OTHER] == 1
-            await asyncio.to_thread(forge_gap, redis_server, "node-1", "node-2")
-            # (polled: the session is quiet, so no event would wake the follower to look)
-            await asyncio.to_thread(wait_until, "the device's channel closed retryably",
-                                    lambda: int(CloseCode.NODE_UNREACHABLE) in retry_log.closes())
-            await asyncio.to_thread(wait_until, "the device's channel open again", lambda: metrics(two)[TO_OTHER] == 1)
-            await asyncio.to_thread(assert_channels, one, {FROM_OTHER: 1})
-            trigger.touch()
-            await follower.exit(timeout=30)
-    follower.assert_whole(2000)
+    await cut_while_idle(nodes, deployment, retry_log, lambda: forge_gap(redis_server, "node-1", "node-2"))
     assert metrics(two)["tether_relay_cluster_gaps_total"] >= 1 and metrics(one)["tether_relay_cluster_gaps_total"] == 0
     assert metrics(two)[DROPS] == 0  # no trouble Redis told of
-    retry_log.assert_resumed_after(CloseCode.NODE_UNREACHABLE)
-    await asyncio.to_thread(assert_no_channels_left, one, two)

@@ -6,7 +6,6 @@ without persistence, or FLUSHALL and SCRIPT FLUSH) but never another connection'
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.exceptions import RedisError
@@ -15,18 +14,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from tests.support.redis_server import RedisServer
 from tether.relay.cluster import presence as presence_module
 from tether.relay.cluster.presence import TTL_MS, Holder, Presence
-from tether.relay.cluster.redis_client import Client, connect
+from tether.relay.cluster.redis_client import Client
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(60)]
-
-
-@pytest.fixture
-async def redis(redis_server: RedisServer) -> AsyncIterator[Client]:
-    client = await connect([redis_server.url])
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def entry(redis: Client, host_id: str) -> Holder | None:

@@ -5,18 +5,16 @@ restart the older node's refresh could take the host's key back."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from tests.support.redis_server import RedisServer
 from tether.crypto.keys import Identity
 from tether.protocol.frames import CloseCode, Role
 from tether.relay.cluster import node as node_module
 from tether.relay.cluster.node import ClusterNode
 from tether.relay.cluster.presence import Holder
-from tether.relay.cluster.redis_client import Client, connect
+from tether.relay.cluster.redis_client import Client
 from tether.relay.limits import RelayLimits
 from tether.relay.router import Fail, Router
 
@@ -33,15 +31,6 @@ class Shell:
 
     def act(self) -> None:
         self.actions += self.router.take()
-
-
-@pytest.fixture
-async def redis(redis_server: RedisServer) -> AsyncIterator[Client]:
-    client = await connect([redis_server.url])
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def test_a_takeover_redis_cannot_confirm_is_asked_again_and_then_closes_the_older_connection(
