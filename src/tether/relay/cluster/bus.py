@@ -24,7 +24,7 @@ from redis.asyncio.cluster import ClusterPubSub
 from redis.exceptions import RedisError
 
 from tether.lograte import LogLimiter
-from tether.relay.cluster.records import BusError, Record, batch_head, decode_batch
+from tether.relay.cluster.records import NUMBER, BusError, Record, batch_prefix, decode_batch
 from tether.relay.cluster.redis_client import Client
 
 log = logging.getLogger("tether.relay.cluster")
@@ -60,7 +60,7 @@ class Bus:
         self._healed = healed
         self._lost = lost
         self._gap = gap
-        self._epoch = secrets.randbits(64)
+        self._prefix = batch_prefix(node_id, secrets.randbits(64))  # the epoch: drawn at start
         self._sent: dict[str, int] = {}  # node → the number of the last batch sent to it
         self._received: dict[str, tuple[int, int]] = {}  # node → (epoch, number) of its last batch here
         self._out: dict[str, list[bytes]] = {}
@@ -143,7 +143,7 @@ class Bus:
         for batch in batches:
             # numbered as sent: one that fails or finds nobody is a gap to the receiver too
             number = self._sent[node] = self._sent.get(node, 0) + 1
-            message = b"".join([batch_head(self.node_id, self._epoch, number), *batch])
+            message = b"".join([self._prefix, NUMBER.pack(number), *batch])
             self.messages_sent += 1
             try:
                 receivers = await self.redis.spublish(channel, message)

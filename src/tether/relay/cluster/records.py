@@ -26,6 +26,8 @@ VERSION = 2
 MAX_NODE_ID = 64
 _RECORD = struct.Struct(">BQI")
 _COUNTERS = struct.Struct(">QQ")
+#: a batch's number, after the prefix (``batch_prefix``)
+NUMBER = struct.Struct(">Q")
 KEY_LEN = 32
 
 
@@ -80,10 +82,15 @@ class Batch:
     records: list[Record]
 
 
+def batch_prefix(sender: str, epoch: int) -> bytes:
+    """What every batch from ``sender`` in ``epoch`` starts with; its number follows (``NUMBER``)."""
+    raw = check_node_id(sender).encode("ascii")
+    return bytes([VERSION, len(raw)]) + raw + NUMBER.pack(epoch)
+
+
 def batch_head(sender: str, epoch: int, sequence: int) -> bytes:
     """What a batch from ``sender`` starts with; records follow, each ``Record.encode()``."""
-    raw = check_node_id(sender).encode("ascii")
-    return bytes([VERSION, len(raw)]) + raw + _COUNTERS.pack(epoch, sequence)
+    return batch_prefix(sender, epoch) + NUMBER.pack(sequence)
 
 
 def decode_batch(data: bytes) -> Batch:

@@ -40,16 +40,14 @@ class Watching:
             await self._tell(host_id, [device])
 
     def wants(self, host_id: str) -> bool:
-        """Whether a device here watches ``host_id``, held elsewhere."""
+        """Whether a device here watches ``host_id``, held elsewhere (held here, the router tells
+        its watchers itself)."""
         return host_id not in self.router.hosts and bool(self.router.watchers.get(host_id))
 
     async def changed(self, host_id: str) -> None:
         """A host connected, left or published an allowlist somewhere: tell its watchers here."""
-        if host_id in self.router.hosts:
-            return  # here now: the router said so itself
-        watchers = list(self.router.watchers.get(host_id, ()))
-        if watchers:
-            await self._tell(host_id, watchers)
+        if self.wants(host_id):
+            await self._tell(host_id, list(self.router.watchers[host_id]))
 
     async def check(self) -> None:
         """Look again at every host watched here and held elsewhere (a node may have died)."""
