@@ -52,7 +52,6 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import json
 import os
 import queue
 import random
@@ -1504,17 +1503,14 @@ def main(argv: list[str] | None = None) -> int:
     if not clients or any(c not in ("lean", "relaylink") for c in clients):
         parser.error("--failover-client: lean, relaylink or both (comma-separated)")
     def save(partial: dict[str, Any]) -> None:
-        if args.json:
-            args.json.write_text(json.dumps(partial, indent=2, default=str) + "\n")
+        bench.write_json(args.json, partial, final=False)
 
     res = run(sizes, parts, args.idle_conns or sizes.idle_conns, args.idle_nodes or sizes.idle_nodes,
               "quick" if args.quick else "full", save, py_spy=args.py_spy, burst_hosts=args.burst_hosts,
               failover_clients=clients)
     print_table(res)
     print_burst(res)
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=2, default=str) + "\n")
-        print(f"\nwrote {args.json}")
+    bench.write_json(args.json, res)
     return 0
 
 

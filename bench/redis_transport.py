@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import multiprocessing as mp
 import statistics
 import struct
@@ -549,9 +548,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown transports: {sorted(unknown)}")
     res = run(QUICK if args.quick else FULL, transports)
     print_table(res)
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=2, default=str) + "\n")
-        print(f"\nwrote {args.json}")
+    bench.write_json(args.json, res)
     return 0
 
 

@@ -1119,6 +1119,14 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def write_json(path: Path | None, results: dict[str, Any], *, final: bool = True) -> None:
+    """The results as JSON in ``path`` (``--json``), if given; ``final`` says where they went."""
+    if path is not None:
+        path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        if final:
+            print(f"\nwrote {path}")
+
+
 def run(sizes: Sizes, *, profile: Path | None = None, split: bool = True, profile_system: str = "tether",
         profile_size: int = KIB) -> dict[str, Any]:
     from tether.relay.limits import RelayLimits
@@ -1349,9 +1357,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     res = run(sizes, split=not args.colocate)
     print_table(res)
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=2, default=str) + "\n")
-        print(f"\nwrote {args.json}")
+    write_json(args.json, res)
     return 0
 
 
