@@ -28,8 +28,9 @@ and the load runs in worker processes (bench/relay.py's ``Workers``, spawn). All
 3. **A node dies**: 4 nodes; node 1 holds N hosts (each with an echo loop and an allowlist of the
    probing devices); node 1 is SIGKILLed; the hosts reconnect as ``tether host`` does (its
    jittered backoff) to node 2 or 3 (the load balancer, simulated); probing devices on node 4
-   watch the presence keys and, for every host whose key names a live node, open a channel, send
-   one message and wait for the host's echo. Reported: time from the kill to every host's
+   watch the presence keys of the hosts that are back (the host processes tell them which) and,
+   for every host whose key names a live node, open a channel, send one message and wait for the
+   host's echo. Reported: time from the kill to every host's
    reconnection, to its presence key on a live node, and to its echo (all of them reachable).
    Once more with fewer hosts reconnecting all at once (no bound per client process: a storm).
    The simulated hosts are lean by default (``--failover-client lean``: per connection an
@@ -586,13 +587,42 @@ def part_idle(sizes: Sizes, conns: int, nodes: int, client_pings: bool) -> dict[
 # part 3: a node holding N hosts dies
 
 
+class BackNotes:
+    """Which hosts are back, told to the probe processes (host ``h`` to ``queues[h % len]``, as
+    part 3 shares them out) in batches every ``EVERY`` s: a probe then watches only the presence
+    keys of hosts that reconnected, not of every host still away (that polling took a quarter of
+    a core from the cores the nodes share)."""
+
+    EVERY = 0.02
+
+    def __init__(self, queues: list[Any]) -> None:
+        self.queues = queues
+        self.pending: list[list[int]] = [[] for _ in queues]
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, h: int) -> None:
+        self.pending[h % len(self.queues)].append(h)
+        if self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(self.EVERY, self.flush)
+
+    def flush(self) -> None:
+        self.timer = None
+        for out, hosts in zip(self.queues, self.pending, strict=True):
+            if hosts:
+                out.put(hosts)
+        self.pending = [[] for _ in self.queues]
+
+
 async def w_failover_hosts(first_url: str, after_urls: list[str], count: int, offset: int, tag: str,
                            probe_keys: list[bytes], inflight: int, progress: Any, stop: Any, timeout: float,
-                           client: str = "lean") -> dict[str, Any]:
+                           back_queues: list[Any], client: str = "lean") -> dict[str, Any]:
     """``count`` hosts on ``first_url``, each publishing ``probe_keys`` as its allowlist and
     echoing the first message of every channel. When a host's connection ends, it reconnects as
     ``tether host`` does (tether.backoff.Backoff after a connection that worked: a first wait of
     50–100 ms, then doubling up to 5 s, full jitter) to ``after_urls[(offset + i) % len]``.
+
+    ``back_queues``: the probe processes' queues; each reconnected host is told to one
+    (:class:`BackNotes`).
 
     ``inflight``: at most this many connection attempts at once in this process (0: no bound).
     Real hosts are separate machines; thousands of handshakes at once in one process starved of
@@ -604,7 +634,7 @@ async def w_failover_hosts(first_url: str, after_urls: list[str], count: int, of
     CPU per reconnection as the relay."""
     if client == "lean":
         return await _w_failover_lean(first_url, after_urls, count, offset, tag, probe_keys, inflight, progress,
-                                      stop, timeout)
+                                      stop, timeout, back_queues)
     assert client == "relaylink", client
     from tether.backoff import Backoff
     from tether.crypto.keys import Identity
@@ -615,6 +645,7 @@ async def w_failover_hosts(first_url: str, after_urls: list[str], count: int, of
     deadline = loop.time() + timeout
     base = tag.encode()
     idents = [Identity.from_seed(bench._seed(base, f"fh{offset + i}")) for i in range(count)]
+    notes = BackNotes(back_queues)
     lost = [0.0] * count
     back = [0.0] * count
     attempts = [0] * count
@@ -671,6 +702,7 @@ async def w_failover_hosts(first_url: str, after_urls: list[str], count: int, of
                     errors.append(f"reconnect: {type(exc).__name__}: {exc}")
                 continue
             back[i] = time.monotonic()
+            notes.add(offset + i)
             remaining -= 1
             if remaining == 0:
                 progress.put(("back", offset))
@@ -840,7 +872,7 @@ class LeanFleet:
     ``inflight`` attempts at once; 0: no bound) and what part 3 counts."""
 
     def __init__(self, count: int, offset: int, tag: str, probe_keys: list[bytes], after_urls: list[str],
-                 inflight: int, deadline: float) -> None:
+                 inflight: int, deadline: float, notes: BackNotes) -> None:
         from websockets.frames import Frame, Opcode
         from websockets.uri import parse_uri
 
@@ -885,6 +917,7 @@ class LeanFleet:
         self.echoes = 0
         self.remaining = 0
         self.progress: Any = None
+        self.notes = notes  # tells the probes which hosts are back
         self.tasks: set[asyncio.Task[Any]] = set()
 
     def dial(self, i: int, uri: Any) -> None:
@@ -915,6 +948,7 @@ class LeanFleet:
         if ok:
             if not self.back_at[i]:
                 self.back_at[i] = time.monotonic()
+                self.notes.add(self.offset + i)
                 self.remaining -= 1
                 if self.remaining == 0:
                     self.progress.put(("back", self.offset))
@@ -953,11 +987,11 @@ class LeanFleet:
 
 
 async def _w_failover_lean(first_url: str, after_urls: list[str], count: int, offset: int, tag: str,
-                           probe_keys: list[bytes], inflight: int, progress: Any, stop: Any, timeout: float
-                           ) -> dict[str, Any]:
+                           probe_keys: list[bytes], inflight: int, progress: Any, stop: Any, timeout: float,
+                           back_queues: list[Any]) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    fleet = LeanFleet(count, offset, tag, probe_keys, after_urls, inflight, deadline)
+    fleet = LeanFleet(count, offset, tag, probe_keys, after_urls, inflight, deadline, BackNotes(back_queues))
     fleet.progress = progress
     connected = await fleet.first(first_url)
     fleet.remaining = connected
@@ -970,12 +1004,13 @@ async def _w_failover_lean(first_url: str, after_urls: list[str], count: int, of
 
 
 async def w_failover_probe(url: str, redis_port: int, dead_node: str, tag: str, host_offsets: list[int],
-                           link_seeds: list[bytes], progress: Any, go: Any, stop: Any, timeout: float
-                           ) -> dict[str, Any]:
+                           link_seeds: list[bytes], progress: Any, go: Any, stop: Any, timeout: float,
+                           back: Any) -> dict[str, Any]:
     """Device links on ``url`` (one per seed), the hosts ``host_offsets`` shared out between them.
     Before the kill: one channel per link to its first host (the set-up works). After ``go``:
-    every 100 ms the presence keys of the hosts not yet seen on a live node (one MGET); each host
-    whose key names a node other than ``dead_node`` gets a channel, one message and its echo."""
+    every 50 ms the presence keys of the hosts that are back (the host processes say which, on
+    ``back``: :class:`BackNotes`) and not yet seen on a live node (one MGET); each host whose key
+    names a node other than ``dead_node`` gets a channel, one message and its echo."""
     import redis.asyncio as aredis
 
     from tether.crypto.keys import Identity
@@ -1023,8 +1058,12 @@ async def w_failover_probe(url: str, redis_port: int, dead_node: str, tag: str, 
     ready: dict[int, asyncio.Event] = {h: asyncio.Event() for h in host_offsets}
 
     async def watch() -> None:
-        waiting = list(host_offsets)
-        while waiting and loop.time() < deadline:
+        waiting: list[int] = []  # back, and not yet seen on a live node
+        left = len(host_offsets)
+        while left and loop.time() < deadline:
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    waiting += back.get_nowait()
             values: list[Any] = []
             for start in range(0, len(waiting), 2000):
                 values += await r.mget([HOST_KEY + host_ids[h] for h in waiting[start:start + 2000]])
@@ -1034,10 +1073,11 @@ async def w_failover_probe(url: str, redis_port: int, dead_node: str, tag: str, 
                 if v is not None and not v.startswith(dead):
                     live_at[h] = now
                     ready[h].set()
+                    left -= 1
                 else:
                     still.append(h)
             waiting = still
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.05)
 
     async def run_link(link: Any, chunk: list[int]) -> None:
         sem = asyncio.Semaphore(16)
@@ -1084,13 +1124,15 @@ def part_failover(sizes: Sizes, hosts: int, py_spy: str | None = None, client: s
     probe_keys = [Identity.from_seed(s).identity_public for s in probe_seeds]
     procs = sizes.failover_host_procs
     per_proc = hosts // procs
+    probe_procs = 2 if sizes.failover_probe_links >= 2 else 1
+    back_queues = [workers.ctx.Queue() for _ in range(probe_procs)]  # hosts back, per probe process
     try:
         t0 = time.monotonic()
         for k in range(procs):
             workers.start("failover_hosts", func=w_failover_hosts, fast_exit=True, first_url=dead.url,
                           after_urls=[b.url, c.url], count=per_proc, offset=k * per_proc, tag=tag,
                           probe_keys=probe_keys, inflight=sizes.failover_inflight, progress=progress, stop=stop,
-                          timeout=600.0, client=client)
+                          timeout=600.0, back_queues=back_queues, client=client)
         connected = 0
         for _ in range(procs):
             kind, n = progress.get(timeout=600)
@@ -1102,12 +1144,11 @@ def part_failover(sizes: Sizes, hosts: int, py_spy: str | None = None, client: s
         keys_at_ramp = int(cluster.redis.execute("DBSIZE"))  # type: ignore[arg-type]
         _say(f"[3] {connected:,} hosts on node-1 after {ramp:.0f} s")
         offsets = list(range(procs * per_proc))
-        probe_procs = 2 if sizes.failover_probe_links >= 2 else 1
         for k in range(probe_procs):
             workers.start("failover_probe", func=w_failover_probe, fast_exit=True, url=d.url,
                           redis_port=cluster.redis.port, dead_node=cluster.ids[0], tag=tag,
                           host_offsets=offsets[k::probe_procs], link_seeds=probe_seeds[k::probe_procs],
-                          progress=progress, go=go, stop=stop, timeout=180.0)
+                          progress=progress, go=go, stop=stop, timeout=180.0, back=back_queues[k])
         before_ok = 0
         for _ in range(probe_procs):
             kind, n = progress.get(timeout=120)
