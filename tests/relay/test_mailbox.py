@@ -14,6 +14,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 
 from tests.relay.conftest import RelayFactory, raw_auth, raw_connect
+from tests.support.redis_server import RedisServer
 from tether.crypto.keys import Identity
 from tether.protocol.frames import (
     OLDEST_PROTOCOL_VERSION,
@@ -29,18 +30,50 @@ from tether.protocol.frames import (
     auth_message,
     decode_frame,
 )
+from tether.relay import server as server_module
+from tether.relay.cluster.mailbox import SharedMailbox
+from tether.relay.cluster.redis_client import connect
 from tether.relay.errors import MailboxRefusal
 from tether.relay.link import RelayLink
-from tether.relay.mailbox import WRITES_PER_MINUTE, Mailbox, MailboxLimits
+from tether.relay.mailbox import WRITES_PER_MINUTE, Mailbox, MailboxLimits, Store
 
 Links = Callable[..., Awaitable[RelayLink]]
 
 
+OpenBox = Callable[..., Awaitable[Store]]
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def open_box(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenBox]:
+    """Open a mailbox (``open_box(limits)``) in one relay's SQLite file, or in Redis as a cluster
+    node keeps it (``cluster/mailbox.py``, a real redis-server): the same tests hold for both."""
+    opened: list[Store] = []
+    server = RedisServer() if request.param == "redis" else None
+    client = await connect([server.url]) if server is not None else None
+
+    async def open(limits: MailboxLimits | None = None) -> Store:
+        box: Store
+        if client is not None:
+            box = SharedMailbox(client, limits or MailboxLimits())
+        else:
+            box = await Mailbox.open(tmp_path / "relay" / f"mailbox{len(opened)}.db", limits)
+        opened.append(box)
+        return box
+
+    try:
+        yield open
+    finally:
+        for box in opened:
+            await box.close()
+        if client is not None:
+            await client.aclose()
+        if server is not None:
+            server.close()
+
+
 @pytest.fixture
-async def box(tmp_path: Path) -> AsyncIterator[Mailbox]:
-    mailbox = await Mailbox.open(tmp_path / "relay" / "mailbox.db")
-    yield mailbox
-    await mailbox.close()
+async def box(open_box: OpenBox) -> Store:
+    return await open_box()
 
 
 async def host_with(links: Links, url: str, host: Identity, *devices: Identity) -> RelayLink:
@@ -50,7 +83,7 @@ async def host_with(links: Links, url: str, host: Identity, *devices: Identity) 
 
 
 async def test_a_snapshot_left_for_a_device_is_read_by_it_alone_once_the_host_is_away(
-    relay_factory: RelayFactory, links: Links, box: Mailbox
+    relay_factory: RelayFactory, links: Links, box: Store
 ) -> None:
     _, url = await relay_factory(mailbox=box)
     host, phone, other = Identity.generate(), Identity.generate(), Identity.generate()
@@ -77,7 +110,7 @@ async def test_a_snapshot_left_for_a_device_is_read_by_it_alone_once_the_host_is
 
 
 async def test_items_queued_while_the_host_is_away_are_taken_in_order_and_forgotten_once_acked(
-    relay_factory: RelayFactory, links: Links, box: Mailbox
+    relay_factory: RelayFactory, links: Links, box: Store
 ) -> None:
     _, url = await relay_factory(mailbox=box)
     host, phone, tablet = Identity.generate(), Identity.generate(), Identity.generate()
@@ -110,7 +143,7 @@ async def test_items_queued_while_the_host_is_away_are_taken_in_order_and_forgot
 
 
 async def test_a_device_dropped_from_the_allowlist_loses_its_queued_items_and_its_snapshot(
-    relay_factory: RelayFactory, links: Links, box: Mailbox
+    relay_factory: RelayFactory, links: Links, box: Store
 ) -> None:
     _, url = await relay_factory(mailbox=box)
     host, revoked, kept = Identity.generate(), Identity.generate(), Identity.generate()
@@ -159,39 +192,36 @@ async def test_the_mailbox_and_the_allowlist_it_checks_survive_a_relay_restart(
 
 
 async def test_quotas_refuse_what_does_not_fit_with_a_reason_and_drop_nothing_queued(
-    relay_factory: RelayFactory, links: Links, tmp_path: Path
+    relay_factory: RelayFactory, links: Links, open_box: OpenBox
 ) -> None:
     limits = MailboxLimits(host_bytes=20_000, device_items=3, device_bytes=8_000)
-    box = await Mailbox.open(tmp_path / "mailbox.db", limits)
-    try:
-        _, url = await relay_factory(mailbox=box)
-        host, a, b = Identity.generate(), Identity.generate(), Identity.generate()
-        link = await host_with(links, url, host, a, b)
-        host_id = link.id
-        # Snapshots: the host's oldest makes room for a new one.
-        await link.deposit(a.identity_public, b"A" * 9_000)
-        await link.deposit(b.identity_public, b"B" * 9_000)
-        await link.deposit(b.identity_public, b"C" * 12_000)  # replaces B; A (oldest) goes to fit
-        await link.close()
-        device_a, device_b = await links(url, a), await links(url, b)
-        assert await device_a.snapshot(host_id) is None
-        held = await device_b.snapshot(host_id)
-        assert held is not None and held[1] == b"C" * 12_000
+    box = await open_box(limits)
+    _, url = await relay_factory(mailbox=box)
+    host, a, b = Identity.generate(), Identity.generate(), Identity.generate()
+    link = await host_with(links, url, host, a, b)
+    host_id = link.id
+    # Snapshots: the host's oldest makes room for a new one.
+    await link.deposit(a.identity_public, b"A" * 9_000)
+    await link.deposit(b.identity_public, b"B" * 9_000)
+    await link.deposit(b.identity_public, b"C" * 12_000)  # replaces B; A (oldest) goes to fit
+    await link.close()
+    device_a, device_b = await links(url, a), await links(url, b)
+    assert await device_a.snapshot(host_id) is None
+    held = await device_b.snapshot(host_id)
+    assert held is not None and held[1] == b"C" * 12_000
 
-        # Items: per device, by count and by bytes; refused, never pushing out what is queued.
-        with pytest.raises(MailboxRefusal) as too_large:
-            await device_a.queue(host_id, b"x" * 8_001)
-        assert too_large.value.close_code == CloseCode.TOO_LARGE and "shorten" in too_large.value.message
-        kept = [await device_a.queue(host_id, bytes([i]) * 100) for i in range(3)]
-        with pytest.raises(MailboxRefusal) as full:
-            await device_a.queue(host_id, b"y" * 100)
-        assert full.value.close_code == CloseCode.MAILBOX_FULL and "wait until the host is back" in full.value.message
-        assert await device_b.queue(host_id, b"z" * 100)  # another device's share is its own
-        back = await host_with(links, url, host, a, b)
-        taken = [i.item for i in await back.take()]
-        assert taken[:3] == kept and len(taken) == 4
-    finally:
-        await box.close()
+    # Items: per device, by count and by bytes; refused, never pushing out what is queued.
+    with pytest.raises(MailboxRefusal) as too_large:
+        await device_a.queue(host_id, b"x" * 8_001)
+    assert too_large.value.close_code == CloseCode.TOO_LARGE and "shorten" in too_large.value.message
+    kept = [await device_a.queue(host_id, bytes([i]) * 100) for i in range(3)]
+    with pytest.raises(MailboxRefusal) as full:
+        await device_a.queue(host_id, b"y" * 100)
+    assert full.value.close_code == CloseCode.MAILBOX_FULL and "wait until the host is back" in full.value.message
+    assert await device_b.queue(host_id, b"z" * 100)  # another device's share is its own
+    back = await host_with(links, url, host, a, b)
+    taken = [i.item for i in await back.take()]
+    assert taken[:3] == kept and len(taken) == 4
 
 
 async def test_a_relay_without_a_mailbox_says_so_and_keeps_the_connection(
@@ -208,7 +238,7 @@ async def test_a_relay_without_a_mailbox_says_so_and_keeps_the_connection(
 
 
 async def test_a_connection_past_its_share_of_writes_is_refused_not_served(
-    relay_factory: RelayFactory, links: Links, box: Mailbox
+    relay_factory: RelayFactory, links: Links, box: Store
 ) -> None:
     _, url = await relay_factory(mailbox=box)
     host, phone = Identity.generate(), Identity.generate()
@@ -248,7 +278,7 @@ async def test_a_client_of_the_first_protocol_version_is_still_admitted(
 
 
 async def test_a_host_cannot_send_device_requests_nor_a_device_host_ones(
-    relay_factory: RelayFactory, links: Links, box: Mailbox
+    relay_factory: RelayFactory, links: Links, box: Store
 ) -> None:
     _, url = await relay_factory(mailbox=box)
     device = await links(url)
@@ -266,7 +296,7 @@ async def test_a_host_cannot_send_device_requests_nor_a_device_host_ones(
 
 
 async def test_an_oversized_deposit_closes_only_its_connection_with_the_reason(
-    relay_factory: RelayFactory, links: Links, box: Mailbox
+    relay_factory: RelayFactory, links: Links, box: Store
 ) -> None:
     _, url = await relay_factory(mailbox=box)
     host, phone = Identity.generate(), Identity.generate()
@@ -283,3 +313,63 @@ async def test_an_oversized_deposit_closes_only_its_connection_with_the_reason(
     finally:
         await ws.close()
     await good.deposit(phone.identity_public, b"fine" * 25)  # the others go on
+
+
+async def test_a_cluster_mailbox_past_redis_s_memory_refuses_whole_requests_and_still_revokes(
+    relay_factory: RelayFactory, links: Links
+) -> None:
+    """Redis's ``maxmemory`` (noeviction) is the cluster mailbox's bound on the whole: past it a
+    deposit is refused MAILBOX_OFF and changes nothing (the snapshot it would replace stays), the
+    connection stays, and an allowlist published then still cuts the devices it dropped."""
+    with RedisServer(args=["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"]) as server:
+        client = await connect([server.url])
+        try:
+            _, url = await relay_factory(mailbox=SharedMailbox(client, MailboxLimits()))
+            phones = [Identity.generate() for _ in range(60)]
+            host = Identity.generate()
+            link = await host_with(links, url, host, *phones)
+            await link.deposit(phones[0].identity_public, b"kept" * 1000)
+            with pytest.raises(MailboxRefusal) as refused:
+                for phone in phones[1:]:  # 59 × 60 KB (3.5 MB, within a host's 4 MiB): Redis is full first
+                    await link.deposit(phone.identity_public, os.urandom(60_000))
+            assert refused.value.close_code == CloseCode.MAILBOX_OFF
+            assert "try again later" in refused.value.message
+            with pytest.raises(MailboxRefusal):  # as large as the one just refused
+                await link.deposit(phones[0].identity_public, os.urandom(60_000))
+            first = await links(url, phones[0])
+            held = await first.snapshot(link.id)
+            assert held is not None and held[1] == b"kept" * 1000
+
+            await link.publish_allowlist(p.identity_public for p in phones[1:])  # phones[0] revoked
+            assert await link.take() == []  # the connection still serves
+            assert await first.snapshot(link.id) is None
+        finally:
+            await client.aclose()
+
+
+async def test_an_allowlist_the_cluster_mailbox_could_not_store_is_stored_once_redis_answers(
+    relay_factory: RelayFactory, links: Links, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A revocation published while Redis refuses it reaches the mailbox when Redis takes it again
+    (the host still connected): the dropped device loses its snapshot."""
+    monkeypatch.setattr(server_module, "PUBLISH_RETRY_SECONDS", 0.5)
+    with RedisServer() as server:
+        client = await connect([server.url])
+        try:
+            _, url = await relay_factory(mailbox=SharedMailbox(client, MailboxLimits()))
+            kept, dropped = Identity.generate(), Identity.generate()
+            link = await host_with(links, url, Identity.generate(), kept, dropped)
+            await link.deposit(dropped.identity_public, b"old" * 100)
+            device = await links(url, dropped)
+            assert await device.snapshot(link.id) is not None
+            server.execute("ACL", "SETUSER", "default", "-evalsha")  # every script refused
+            try:
+                await link.publish_allowlist([kept.identity_public])
+                await asyncio.sleep(1.5)  # the store fails, and again half a second later
+            finally:
+                server.execute("ACL", "SETUSER", "default", "+@all")
+            async with asyncio.timeout(10):
+                while await device.snapshot(link.id) is not None:
+                    await asyncio.sleep(0.2)
+        finally:
+            await client.aclose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import ssl
@@ -330,12 +331,10 @@ def relay(
     held = MailboxLimits(**({"host_bytes": mailbox_host_bytes} if mailbox_host_bytes else {}))
     settings = _cluster_settings(cluster, node_id, advertise_url, public_url, host, port, tls is not None)
     if settings is not None and mailbox:
-        # one node's SQLite file is not the cluster's: a host away from every node is not one
-        # node's to answer for (docs/decisions.md)
-        err.print("note: a cluster node keeps no mailbox yet (docs/cluster.md); devices see no snapshot of "
-                  "hosts that are away")
-        mailbox = False
-    mailbox_path = RelayPaths(home_dir(home)).mailbox if mailbox else None
+        # a host away from every node is not one node's to answer for: the mailbox is the
+        # cluster's, in Redis (cluster/mailbox.py), not a node's SQLite file
+        settings = dataclasses.replace(settings, mailbox=held)
+    mailbox_path = RelayPaths(home_dir(home)).mailbox if mailbox and settings is None else None
 
     async def main() -> None:
         box = await Mailbox.open(mailbox_path, held) if mailbox_path is not None else None
@@ -351,6 +350,8 @@ def relay(
                 err.print("admitting enrolled hosts only (--enroll-key)")
             if mailbox_path is not None:
                 err.print(f"mailbox in {mailbox_path}")
+            elif settings is not None and settings.mailbox is not None:
+                err.print("mailbox in the cluster's Redis")
             if settings is not None:
                 err.print(f"cluster node {settings.node_id}, reached at {settings.advertise_url}")
             await _wait_for_signal()

@@ -19,6 +19,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from tether.protocol.frames import (
     CloseCode,
@@ -95,6 +96,27 @@ class Item:
     device_key: bytes
     queued_at: float
     sealed: bytes
+
+
+class Store(Protocol):
+    """What the relay asks of a mailbox: :class:`Mailbox` (one relay, SQLite) or a cluster's
+    (``cluster/mailbox.py``, Redis). Each method is atomic; refusals raise :class:`MailboxRefused`."""
+
+    async def close(self) -> None: ...
+
+    async def sweep(self) -> None: ...
+
+    async def publish(self, host_id: str, keys: frozenset[bytes]) -> None: ...
+
+    async def deposit(self, host_id: str, device_key: bytes, sealed: bytes) -> None: ...
+
+    async def snapshot(self, host_id: str, device_key: bytes) -> tuple[float, bytes] | None: ...
+
+    async def queue(self, host_id: str, device_key: bytes, sealed: bytes) -> Item: ...
+
+    async def items(self, host_id: str) -> list[Item]: ...
+
+    async def ack(self, host_id: str, ids: tuple[int, ...]) -> None: ...
 
 
 class MailboxDatabase(Database):
@@ -278,13 +300,14 @@ class Lane:
     """One connection's mailbox requests, answered one at a time in the order they came (an
     allowlist the host published is stored before the TAKE it sent next is answered)."""
 
-    __slots__ = ("allowlist", "lock", "pending", "taking", "writes")
+    __slots__ = ("allowlist", "latest", "lock", "pending", "taking", "writes")
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.pending = 0
         self.writes = TokenBucket(WRITES_PER_MINUTE / 60.0, WRITES_PER_MINUTE)
         self.allowlist: frozenset[bytes] | None = None  # a host's, waiting to be stored
+        self.latest: frozenset[bytes] | None = None  # the last one it published
         self.taking = False  # a host that sent TAKE: items queued later are sent to it at once
 
     def admit(self, frame: HostRequest | DeviceRequest) -> MailboxError | None:
@@ -297,7 +320,7 @@ class Lane:
         return None
 
 
-async def answer_host(mailbox: Mailbox, lane: Lane, host_id: str, frame: HostRequest) -> list[Frame]:
+async def answer_host(mailbox: Store, lane: Lane, host_id: str, frame: HostRequest) -> list[Frame]:
     """The relay's answer to a host's mailbox request (its own mailbox only)."""
     match frame:
         case MailboxDeposit(req=req, device_identity=device, sealed=sealed):
@@ -312,7 +335,7 @@ async def answer_host(mailbox: Mailbox, lane: Lane, host_id: str, frame: HostReq
             return [*(as_frame(req, i) for i in items), MailboxOk(req, len(items))]
 
 
-async def answer_device(mailbox: Mailbox, device_key: bytes, frame: DeviceRequest) -> tuple[list[Frame], Item | None]:
+async def answer_device(mailbox: Store, device_key: bytes, frame: DeviceRequest) -> tuple[list[Frame], Item | None]:
     """The relay's answer to a device's mailbox request, and the item it queued (if it did)."""
     match frame:
         case MailboxGet(req=req, host_id=host_id):

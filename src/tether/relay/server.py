@@ -76,6 +76,7 @@ from tether.relay.mailbox import (
     Lane,
     Mailbox,
     MailboxRefused,
+    Store,
     answer_device,
     answer_host,
     as_frame,
@@ -109,6 +110,8 @@ _LoopHandler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
 log = logging.getLogger("tether.relay")
 
 _DATA = int(FrameType.DATA)
+# seconds before a host's allowlist the mailbox failed to store is stored again
+PUBLISH_RETRY_SECONDS = 5.0
 
 
 class _Refused(Exception):
@@ -132,7 +135,7 @@ class RelayServer:
         tls: ssl.SSLContext | None = None,
         enroll_key: bytes | None = None,
         allowed_origins: tuple[str, ...] = (),
-        mailbox: Mailbox | None = None,
+        mailbox: Store | None = None,
         cluster: ClusterSettings | None = None,
     ) -> None:
         self.limits = limits or RelayLimits()
@@ -217,6 +220,10 @@ class RelayServer:
                 await self.close()
                 raise
             self.front.shared = SharedAddresses(self.cluster.redis, lim)
+            if self.cluster_settings.mailbox is not None:
+                from tether.relay.cluster.mailbox import SharedMailbox
+
+                self.mailbox = SharedMailbox(self.cluster.redis, self.cluster_settings.mailbox)
         if lim.idle_timeout:
             self._idle_sweeper = asyncio.get_running_loop().create_task(self._sweep_idle(lim.idle_timeout))
         if self.mailbox is not None:
@@ -458,7 +465,7 @@ class RelayServer:
                 ):
                     conn.fail(CloseCode.IDLE_TIMEOUT, message)
 
-    async def _sweep_mailbox(self, mailbox: Mailbox) -> None:
+    async def _sweep_mailbox(self, mailbox: Store) -> None:
         """Drop what is past its age in the mailbox, hourly."""
         while True:
             await asyncio.sleep(3600)
@@ -558,17 +565,17 @@ class RelayServer:
             return
         self._in_lane(conn, lane, self._answer_mailbox(conn, lane, self.mailbox, frame))
 
-    async def _answer_mailbox(self, conn: Connection, lane: Lane, mailbox: Mailbox,
+    async def _answer_mailbox(self, conn: Connection, lane: Lane, mailbox: Store,
                               frame: HostRequest | DeviceRequest) -> None:
         try:
             if isinstance(frame, MailboxDeposit | MailboxTake | MailboxAck):
                 replies = await answer_host(mailbox, lane, conn.id, frame)
             else:
                 replies, item = await answer_device(mailbox, conn.peer.key, frame)
-                peer = self.router.hosts.get(frame.host_id) if item is not None else None
-                host = peer.link if peer is not None else None
-                if item is not None and isinstance(host, Connection) and host.lane is not None and host.lane.taking:
-                    host.enqueue(as_frame(0, item).encode())  # the host is back: it need not ask
+                if item is not None:  # the host may be back: it need not ask
+                    pushed = as_frame(0, item).encode()
+                    if not self.push_item(frame.host_id, pushed) and self.cluster is not None:
+                        self.cluster.mailbox_item(frame.host_id, pushed)
         except MailboxRefused as refused:
             replies = [MailboxError(frame.req, refused.code, refused.message)]
         except Exception:
@@ -580,20 +587,42 @@ class RelayServer:
         for reply in replies:
             conn.enqueue(reply.encode())
 
+    def push_item(self, host_id: str, frame: bytes) -> bool:
+        """Send a queued item (MAILBOX_ITEM ``frame``) to its host if it is connected here and
+        has taken its items; whether the host is connected here."""
+        peer = self.router.hosts.get(host_id)
+        host = peer.link if peer is not None else None
+        if not isinstance(host, Connection):
+            return False
+        if host.lane is not None and host.lane.taking:
+            host.enqueue(frame)
+        return True
+
     def _store_allowlist(self, host: Connection, keys: frozenset[bytes]) -> None:
         """Keep the host's allowlist for while it is away (in its lane: before its next request).
         Lists published in a burst are stored once: the latest."""
         assert self.mailbox is not None
         lane = host.lane = host.lane or Lane()
         storing = lane.allowlist is not None
-        lane.allowlist = keys
+        lane.allowlist = lane.latest = keys
         if not storing:
-            self._in_lane(host, lane, self._publish(host.peer.id, lane, self.mailbox))
+            self._in_lane(host, lane, self._publish(host, lane, self.mailbox))
 
-    async def _publish(self, host_id: str, lane: Lane, mailbox: Mailbox) -> None:
+    async def _publish(self, host: Connection, lane: Lane, mailbox: Store) -> None:
         keys, lane.allowlist = lane.allowlist, None
-        if keys is not None:
-            await mailbox.publish(host_id, keys)
+        if keys is None:
+            return
+        try:
+            await mailbox.publish(host.peer.id, keys)
+        except MailboxRefused:
+            # The store failed (a cluster's Redis; it said why). Stored again while the host is
+            # here, unless a newer list comes first: a device it dropped must lose the mailbox.
+            asyncio.get_running_loop().call_later(PUBLISH_RETRY_SECONDS, self._publish_again, host, keys)
+
+    def _publish_again(self, host: Connection, keys: frozenset[bytes]) -> None:
+        lane = host.lane
+        if not host.closing and lane is not None and lane.latest is keys and self.mailbox is not None:
+            self._store_allowlist(host, keys)
 
     def _in_lane(self, conn: Connection, lane: Lane, work: Coroutine[Any, Any, None]) -> None:
         async def run() -> None:

@@ -29,6 +29,7 @@ from tether.protocol.frames import (
     CloseCode,
     FrameError,
     FrameType,
+    MailboxItem,
     Open,
     Redirect,
     Role,
@@ -56,7 +57,12 @@ class Shell(Protocol):
     def act(self) -> None:
         """Carry out what the router decided."""
 
+    def push_item(self, host_id: str, frame: bytes) -> bool:
+        """Send a queued mailbox item to its host if it is connected here and has taken."""
+
 log = logging.getLogger("tether.relay.cluster")
+# seconds between the looks for the node of a host a device queued an item for, while none holds it
+ITEM_RETRIES = (0.1, 0.5, 2.0)
 
 _DATA = int(FrameType.DATA)
 # tasks using Redis at once (each may hold a pooled connection); the bus, the presence writer and
@@ -280,6 +286,29 @@ class ClusterNode:
             self.router.fail(host, CloseCode.REPLACED, close_message(CloseCode.REPLACED))
             self.server.act()
 
+    # --- the mailbox ---
+
+    def mailbox_item(self, host_id: str, frame: bytes) -> None:
+        """A device here queued ``frame`` (MAILBOX_ITEM) for a host that is not connected here:
+        if it is connected to another node, that node sends it to the host at once (as one relay
+        does); otherwise the host takes it when it comes back."""
+        self._spawn(self._send_item(host_id, frame))
+
+    async def _send_item(self, host_id: str, frame: bytes, attempt: int = 0) -> None:
+        try:
+            holder = await self.presence.where(host_id)
+        except (RedisError, OSError):
+            return  # the item is in the mailbox: the host takes it at its next TAKE
+        if holder is not None and holder.node != self.node_id:
+            if self._reachable(holder.node):
+                self.send(holder.node, Record(Kind.MAILBOX_ITEM, 0, host_id.encode() + b" " + frame))
+        elif attempt < len(ITEM_RETRIES):
+            # A host that just connected elsewhere may have taken its items before its node wrote
+            # its presence: asked again a little later (not holding a Redis slot meanwhile), for
+            # the host would not see the item until it next connects.
+            asyncio.get_running_loop().call_later(
+                ITEM_RETRIES[attempt], lambda: self._spawn(self._send_item(host_id, frame, attempt + 1)))
+
     # --- devices connected here, with channels to hosts elsewhere ---
 
     def open_elsewhere(self, device: Peer[Link], frame: Open) -> None:
@@ -416,6 +445,11 @@ class ClusterNode:
             for host_id in body.decode("ascii", "replace").split(" "):
                 if self.watching.wants(host_id):
                     self._spawn(self.watching.changed(host_id))
+        elif kind is Kind.MAILBOX_ITEM:
+            to_host, _, item = body.partition(b" ")
+            if not isinstance(decode_frame(item), MailboxItem):
+                raise FrameError("a MAILBOX_ITEM record carries a host id and a MAILBOX_ITEM frame")
+            self.server.push_item(to_host.decode("ascii", "replace"), item)
 
     def _from_remote_device(self, sender: str, handle: int, body: bytes) -> None:
         proxy = self._proxies.get((sender, handle))

@@ -53,6 +53,10 @@ class Kind(IntEnum):
     # host node → every node: these hosts connected, left or changed their allowlists (watchers
     # of them elsewhere look again); body = host ids, separated by spaces
     HOST_CHANGED = 7
+    # device node → host node: a device queued an item in the cluster's mailbox for a host
+    # connected there (sent to it at once if it has taken its items); body = host id, a space,
+    # the MAILBOX_ITEM frame
+    MAILBOX_ITEM = 8
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from tether.errors import UsageError
+from tether.relay.mailbox import MailboxLimits
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,8 @@ class ClusterSettings:
     seeds: list[str]
     node_id: str
     advertise_url: str
+    #: the cluster's mailbox in Redis, within these bounds (None: ``--no-mailbox``)
+    mailbox: MailboxLimits | None = None
 
 
 def parse_seeds(urls: list[str]) -> list[str]:
