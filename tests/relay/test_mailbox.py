@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 
 from tests.relay.conftest import RelayFactory, raw_auth, raw_connect
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisCluster, RedisServer
 from tether.crypto.keys import Identity
 from tether.protocol.frames import (
     OLDEST_PROTOCOL_VERSION,
@@ -43,13 +43,21 @@ Links = Callable[..., Awaitable[RelayLink]]
 OpenBox = Callable[..., Awaitable[Store]]
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+STORES = ["sqlite", "redis", pytest.param("redis-cluster", marks=[pytest.mark.cluster, pytest.mark.slow])]
+
+
+@pytest.fixture(params=STORES)
 async def open_box(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenBox]:
     """Open a mailbox (``open_box(limits)``) in one relay's SQLite file, or in Redis as a cluster
-    node keeps it (``cluster/mailbox.py``, a real redis-server): the same tests hold for both."""
+    node keeps it (``cluster/mailbox.py``; a real redis-server, or a Redis Cluster of 3 masters):
+    the same tests hold for all three."""
     opened: list[Store] = []
-    server = RedisServer() if request.param == "redis" else None
-    client = await connect([server.url]) if server is not None else None
+    server: RedisServer | RedisCluster | None = None
+    if request.param == "redis":
+        server = RedisServer()
+    elif request.param == "redis-cluster":
+        server = RedisCluster()
+    client = await connect(server.seeds if isinstance(server, RedisCluster) else [server.url]) if server else None
 
     async def open(limits: MailboxLimits | None = None) -> Store:
         box: Store
@@ -77,8 +85,12 @@ async def box(open_box: OpenBox) -> Store:
 
 
 async def host_with(links: Links, url: str, host: Identity, *devices: Identity) -> RelayLink:
+    """The host, connected, its allowlist published and stored: the relay stores it before it
+    answers the host's next mailbox request (a TAKE here), and devices on other connections may
+    rely on it only then (a cluster's mailbox stores it in Redis, a round trip away)."""
     link = await links(url, host, "host")
     await link.publish_allowlist(d.identity_public for d in devices)
+    await link.take()
     return link
 
 
