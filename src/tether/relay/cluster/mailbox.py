@@ -40,7 +40,6 @@ log = logging.getLogger("tether.relay.cluster")
 IN_FLIGHT = 16
 
 _PREFIX = "tether:mb:{"
-_KEY_LEN = 32
 
 # Redis 7 script flags. A request that may grow the mailbox is refused whole, before it runs, when
 # Redis is past its maxmemory (without flags a script would stop at its first write that needs
