@@ -4,10 +4,12 @@ tests/support/redis_server.py), always stopped and their directories removed aft
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.procs import remove, short_home
 from tests.support.redis_server import RedisCluster, RedisServer
 from tests.web.conftest import browser, page  # noqa: F401 (the browser tests' fixtures, for the web client here)
 from tether.relay.cluster.redis_client import Client, connect
@@ -51,3 +53,11 @@ def redis_cluster() -> Iterator[RedisCluster]:
     master waits 2 s before it declares the cluster writable)."""
     with RedisCluster() as cluster:
         yield cluster
+
+
+@pytest.fixture
+def homes() -> Iterator[tuple[Path, Path, Path]]:
+    """A host's home, its workspace and a client's home (short paths: unix sockets live there)."""
+    made = (short_home("th"), short_home("tw"), short_home("tc"))
+    yield made
+    remove(*made)

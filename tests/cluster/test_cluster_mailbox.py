@@ -7,13 +7,20 @@ ones (tests/relay/test_mailbox.py runs the store's own tests against Redis as we
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import random
+import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.support.cluster_nodes import Node, running_nodes
+from tests.procs import start_host, tether, tether_json
+from tests.support.cluster_nodes import Node, events_until, pair_across, running_nodes
 from tests.support.redis_server import RedisServer
+from tether.client.mailbox import queue, read_snapshot
 from tether.crypto.keys import Identity
 from tether.protocol.frames import CloseCode
 from tether.relay.errors import MailboxRefusal
@@ -135,3 +142,39 @@ async def test_an_item_queued_on_another_node_reaches_a_host_that_is_back_at_onc
     assert pushed.item == item and pushed.sealed == b"while you were here" * 3 and pushed.req == 0
     # still in the mailbox until the host acks it, as on one relay
     assert [i.item for i in await link.take()] == [item]
+
+
+async def test_a_real_host_s_snapshot_and_a_prompt_queued_for_it_cross_the_cluster(
+    nodes: list[Node], homes: tuple[Path, Path, Path]
+) -> None:
+    """`tether host` on node 1, its device paired through node 2: the host stops (leaving each device
+    its snapshot), the device reads it and queues a prompt, and the host, back on node 3, takes the
+    prompt and answers it on the session (a pty that ended with the host: refused, and said why)."""
+    one, two, three = nodes
+    host_home, workspace, client_home = homes
+    host = start_host(host_home, one.url, workspace)
+    try:
+        pair_across(one, two, host_home, client_home)
+        session_id = tether_json(client_home, "sessions", "start", "--agent", "pty", "--json", "--", "bash")["id"]
+        n = random.randrange(10**9)
+        tether(client_home, "sessions", "send", session_id, f"echo away-$(({n}+1))")
+        events_until(client_home, session_id, f"away-{n + 1}")
+    finally:
+        host.stop()  # SIGTERM: the host leaves each device its last snapshot
+    held = await read_snapshot(client_home)
+    assert held is not None
+    _, snapshot = held
+    assert [s["id"] for s in snapshot.sessions] == [session_id]
+    cid = await queue(client_home, None, "sessions.send", {"id": session_id, "text": "echo queued"})
+
+    back = start_host(host_home, three.url, workspace)
+    try:
+        deadline = time.monotonic() + 30
+        refused: list[dict[str, Any]] = []
+        while not refused and time.monotonic() < deadline:
+            await asyncio.sleep(0.3)
+            out = tether(client_home, "sessions", "events", session_id, "--json").stdout
+            refused = [e for e in map(json.loads, out.splitlines()) if e["type"] == "mailbox.refused"]
+        assert [e["data"]["cid"] for e in refused] == [cid]
+    finally:
+        back.stop()

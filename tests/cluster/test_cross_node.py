@@ -4,7 +4,6 @@ and its device on another."""
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections.abc import Iterator
@@ -12,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import login, remove, short_home, start_host, tether, tether_json
-from tests.support.cluster_nodes import Node, events_until, hosts_file, metrics, running_nodes
+from tests.procs import start_host, tether, tether_json
+from tests.support.cluster_nodes import Node, events_until, hosts_file, metrics, pair_across, running_nodes
 from tests.support.redis_server import RedisServer
 from tether import Client
 from tether.client.state import ClientState
@@ -28,22 +27,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(120)]
 def nodes(redis_server: RedisServer) -> Iterator[list[Node]]:
     with running_nodes([redis_server.url]) as started:
         yield started
-
-
-@pytest.fixture
-def homes() -> Iterator[tuple[Path, Path, Path]]:
-    made = (short_home("th"), short_home("tw"), short_home("tc"))
-    yield made
-    remove(*made)
-
-
-def pair_across(one: Node, two: Node, host_home: Path, client_home: Path) -> str:
-    """Pair ``client_home`` with the host of ``host_home`` (connected to node 1) through node 2, as
-    a load balancer may send a device: pairing crosses nodes. The host entry's id."""
-    link = str(tether_json(host_home, "pair", "--json")["link"])
-    assert link.startswith(one.origin)
-    result = login(client_home, two.origin + link[len(one.origin):], "--name", "phone", "--json")
-    return str(json.loads(result.stdout)["host_id"])
 
 
 async def test_a_device_on_another_node_pairs_works_across_nodes_then_is_steered_to_the_host_s_node(

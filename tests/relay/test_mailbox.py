@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -46,18 +46,29 @@ OpenBox = Callable[..., Awaitable[Store]]
 STORES = ["sqlite", "redis", pytest.param("redis-cluster", marks=[pytest.mark.cluster, pytest.mark.slow])]
 
 
+@pytest.fixture(scope="module")
+def redis_servers() -> Iterator[dict[str, RedisServer | RedisCluster]]:
+    """The module's redis-server and Redis Cluster, each started when a test first needs it (a
+    cluster takes 2 s to start): every test uses hosts of its own."""
+    started: dict[str, RedisServer | RedisCluster] = {}
+    yield started
+    for server in started.values():
+        server.close()
+
+
 @pytest.fixture(params=STORES)
-async def open_box(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenBox]:
+async def open_box(request: pytest.FixtureRequest, tmp_path: Path,
+                   redis_servers: dict[str, RedisServer | RedisCluster]) -> AsyncIterator[OpenBox]:
     """Open a mailbox (``open_box(limits)``) in one relay's SQLite file, or in Redis as a cluster
     node keeps it (``cluster/mailbox.py``; a real redis-server, or a Redis Cluster of 3 masters):
     the same tests hold for all three."""
     opened: list[Store] = []
-    server: RedisServer | RedisCluster | None = None
-    if request.param == "redis":
-        server = RedisServer()
-    elif request.param == "redis-cluster":
-        server = RedisCluster()
-    client = await connect(server.seeds if isinstance(server, RedisCluster) else [server.url]) if server else None
+    client = None
+    if request.param != "sqlite":
+        if request.param not in redis_servers:
+            redis_servers[request.param] = RedisServer() if request.param == "redis" else RedisCluster()
+        server = redis_servers[request.param]
+        client = await connect(server.seeds if isinstance(server, RedisCluster) else [server.url])
 
     async def open(limits: MailboxLimits | None = None) -> Store:
         box: Store
@@ -75,8 +86,6 @@ async def open_box(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
             await box.close()
         if client is not None:
             await client.aclose()
-        if server is not None:
-            server.close()
 
 
 @pytest.fixture

@@ -80,6 +80,15 @@ def start_node(seeds: list[str], node_id: str, *extra: str, advertise_url: str |
     return Node(proc, port, home, node_id)
 
 
+def pair_across(one: Node, two: Node, host_home: Path, client_home: Path) -> str:
+    """Pair ``client_home`` with the host of ``host_home`` (connected to node 1) through node 2, as
+    a load balancer may send a device: pairing crosses nodes. The host entry's id."""
+    link = str(tether_json(host_home, "pair", "--json")["link"])
+    assert link.startswith(one.origin)
+    result = login(client_home, two.origin + link[len(one.origin):], "--name", "phone", "--json")
+    return str(json.loads(result.stdout)["host_id"])
+
+
 @contextmanager
 def running_nodes(
     seeds: list[str], advertise: dict[str, str] | None = None, count: int = 2, extra: tuple[str, ...] = ()
