@@ -11,10 +11,13 @@ import time
 
 import pytest
 
-from tests.procs import login, remove, short_home, start_host, tether_json
+from tests.procs import free_port, login, remove, short_home, start_host, start_relay, tether_json
 from tests.support.cluster_lb import ClusterBehindLb, metrics_of, need_caddy
 from tests.support.redis_server import RedisServer
 from tether import Client
+from tether.crypto.keys import Identity
+from tether.errors import TetherError
+from tether.relay.link import RelayLink
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -59,3 +62,37 @@ async def test_a_node_killed_mid_stream_loses_and_doubles_no_line() -> None:
         finally:
             host.stop()
             remove(host_home, workspace, client_home)
+
+
+async def test_a_node_listens_only_once_it_has_joined_so_every_host_it_admits_is_present(
+    redis_server: RedisServer,
+) -> None:
+    """A node restarted while hosts are reconnecting (a load balancer sends them at once) must not
+    admit a host before it can write the host's presence: one admitted during its join would be
+    unreachable from every other node until it reconnected. Redis holds the node's join (CLIENT
+    PAUSE) while a host keeps dialling its port."""
+    port = free_port()
+    home = short_home("tn")
+    redis_server.client_pause(1.5)
+    starting = asyncio.create_task(asyncio.to_thread(
+        start_relay, port, "--cluster", redis_server.url, "--node-id", "node-1", home=home))
+    host = Identity.generate()
+    link = None
+    try:
+        async with asyncio.timeout(30):
+            while link is None:
+                try:
+                    link = await RelayLink.connect(f"ws://127.0.0.1:{port}", host, "host", open_timeout=5)
+                except (OSError, TetherError):
+                    await asyncio.sleep(0.05)
+        with redis_server.client() as r:
+            deadline = time.monotonic() + 5
+            while r.get(f"tether:host:{link.id}") is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert r.get(f"tether:host:{link.id}") is not None, "the host has no presence in Redis"
+    finally:
+        if link is not None:
+            await link.close()
+        proc, _ = await starting
+        proc.stop()
+        remove(home)

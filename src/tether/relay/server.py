@@ -187,29 +187,8 @@ class RelayServer:
         if ws_log.level == logging.NOTSET and not log.isEnabledFor(logging.DEBUG):
             ws_log.setLevel(logging.WARNING)
 
-        # a TLS handshake is part of the upgrade: the same deadline (asyncio's default is 60 s)
-        tls_options: dict[str, Any] = {"ssl_handshake_timeout": lim.handshake_timeout} if self.tls else {}
-
-        self._server = await serve(
-            self._handle,
-            host,
-            port,
-            create_connection=self.front.socket_class(),
-            process_request=self.front.process_request,
-            open_timeout=lim.handshake_timeout,
-            compression=None,
-            max_size=lim.max_frame_bytes,
-            ping_interval=lim.ping_interval,
-            ping_timeout=lim.ping_timeout,
-            close_timeout=lim.close_timeout,
-            server_header="tether-relay",
-            ssl=self.tls,
-            logger=ws_log,
-            # asyncio accepts up to this many sockets per loop pass (connection_cap)
-            backlog=batch,
-            **tls_options,
-        )
-        self.port = int(self._server.sockets[0].getsockname()[1])
+        # A cluster node joins before it listens: a host it admitted meanwhile would have no
+        # presence (nor a device the shared rules) until it reconnected.
         if self.cluster_settings is not None:
             from tether.relay.cluster.addresses import SharedAddresses
             from tether.relay.cluster.node import ClusterNode
@@ -224,11 +203,42 @@ class RelayServer:
                 from tether.relay.cluster.mailbox import SharedMailbox
 
                 self.mailbox = SharedMailbox(self.cluster.redis, self.cluster_settings.mailbox)
+
+        try:
+            self._server = await self._listen(host, port, batch)
+        except BaseException:
+            await self.close()  # leaves the cluster it joined
+            raise
+        self.port = int(self._server.sockets[0].getsockname()[1])
         if lim.idle_timeout:
             self._idle_sweeper = asyncio.get_running_loop().create_task(self._sweep_idle(lim.idle_timeout))
         if self.mailbox is not None:
             self._mailbox_sweeper = asyncio.get_running_loop().create_task(self._sweep_mailbox(self.mailbox))
         return self.port
+
+    async def _listen(self, host: str, port: int, batch: int) -> Server:
+        lim = self.limits
+        # a TLS handshake is part of the upgrade: the same deadline (asyncio's default is 60 s)
+        tls_options: dict[str, Any] = {"ssl_handshake_timeout": lim.handshake_timeout} if self.tls else {}
+        return await serve(
+            self._handle,
+            host,
+            port,
+            create_connection=self.front.socket_class(),
+            process_request=self.front.process_request,
+            open_timeout=lim.handshake_timeout,
+            compression=None,
+            max_size=lim.max_frame_bytes,
+            ping_interval=lim.ping_interval,
+            ping_timeout=lim.ping_timeout,
+            close_timeout=lim.close_timeout,
+            server_header="tether-relay",
+            ssl=self.tls,
+            logger=log.getChild("websockets"),
+            # asyncio accepts up to this many sockets per loop pass (connection_cap)
+            backlog=batch,
+            **tls_options,
+        )
 
     async def close(self) -> None:
         """Stop listening and close every connection (clients see the relay going away)."""
