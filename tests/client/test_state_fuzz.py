@@ -149,6 +149,18 @@ def test_saved_hosts_round_trip(hosts: list[PairedHost]) -> None:
         assert state.find_host(hosts[0].host_id) == hosts[0]
 
 
+def test_a_host_s_id_finds_it_even_when_another_host_is_named_like_it() -> None:
+    """Found by the round trip above: a host whose name is another's id made that id ambiguous."""
+    named_like_it = PairedHost("h2", "h1", "ws://r", bytes(32), "d2", [])
+    by_id = PairedHost("h1", "laptop", "ws://r", bytes(32), "d1", [])
+    with _state() as state:
+        state.save_host(named_like_it)
+        state.save_host(by_id)
+        assert state.find_host("h1") == by_id
+        assert state.find_host("laptop") == by_id
+        assert state.find_host("h2") == named_like_it
+
+
 def test_each_damage_is_named() -> None:
     with _state() as state:
         valid = {"version": 1, "hosts": [_other_host().to_json()]}

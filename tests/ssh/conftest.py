@@ -8,6 +8,7 @@ at files of their own.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import shutil
@@ -230,12 +231,16 @@ def netns_sshd(sshd: SshServer, netns: Netns) -> Iterator[SshServer]:
 def wheels() -> Iterator[Path]:
     """Wheels of this checkout and its dependencies, built once per session from pip's cache and
     find-links (no index needed for what is installed here), in a directory of this session's
-    own (another session may be building at the same time)."""
+    own. Builds of this checkout take turns (a lock next to it): setuptools builds in the
+    checkout's own build/, where two at once (the suite's two workers) collide."""
     out = Path(tempfile.mkdtemp(prefix="tether-test-wheels"))
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "-w", str(out), str(ROOT)],
-        capture_output=True, text=True, timeout=600,
-    )
+    (ROOT / "build").mkdir(exist_ok=True)
+    with (ROOT / "build" / ".test-wheel.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--quiet", "-w", str(out), str(ROOT)],
+            capture_output=True, text=True, timeout=600,
+        )
     if result.returncode != 0:
         remove(out)
         raise AssertionError(f"pip wheel failed:\n{result.stdout}\n{result.stderr}")

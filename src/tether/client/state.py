@@ -122,7 +122,9 @@ class ClientState:
                 return hosts[0]
             names = ", ".join(f"{h.name} ({h.host_id})" for h in hosts)
             raise UsageError("this client is paired with several hosts", hint=f"pick one with --host: {names}")
-        matches = [h for h in hosts if h.host_id == selector or h.name == selector]
+        # an exact id first: another host may be named like it
+        matches = [h for h in hosts if h.host_id == selector]
+        matches = matches or [h for h in hosts if h.name == selector]
         matches = matches or [h for h in hosts if h.host_id.startswith(selector)]
         if len(matches) != 1:
             raise UsageError(f"no single paired host matches {selector!r}", hint="see `tether hosts`")
