@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 import tether.relay.server as relay_server
+from tests.procs import tether
 from tether.cli.main import app
 from tether.errors import TetherError, UsageError
 from tether.relay.limits import RelayLimits
@@ -157,3 +159,14 @@ def test_host_refuses_a_bad_enroll_key_file_before_starting(tmp_path: Path) -> N
     assert "is not a tether enrollment key" in said(result)
     assert "not a key" not in said(result).replace("is not a tether", "")
     assert not (tmp_path / "h").exists()
+
+
+def test_a_port_in_use_is_said_with_what_to_do_not_a_traceback(tmp_path: Path) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        result = tether(tmp_path, "relay", "--listen", f"127.0.0.1:{port}", check=False, timeout=30)
+    assert result.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "--listen" in result.stderr
+    assert "Traceback" not in result.stderr

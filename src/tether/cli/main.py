@@ -343,7 +343,11 @@ def relay(
             enroll_key=key, allowed_origins=origins, mailbox=box, cluster=settings,
         )
         try:
-            bound = await server.start(host, port)
+            try:
+                bound = await server.start(host, port)
+            except OSError as exc:
+                raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                                 hint="pick another port with --listen HOST:PORT, or stop what holds it") from None
             scheme = "https" if tls else "http"
             err.print(f"relay listening on {host}:{bound} (health: {scheme}://{host}:{bound}/healthz)")
             if key is not None:

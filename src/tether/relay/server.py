@@ -187,34 +187,35 @@ class RelayServer:
         if ws_log.level == logging.NOTSET and not log.isEnabledFor(logging.DEBUG):
             ws_log.setLevel(logging.WARNING)
 
-        # A cluster node joins before it listens: a host it admitted meanwhile would have no
-        # presence (nor a device the shared rules) until it reconnected.
-        if self.cluster_settings is not None:
-            from tether.relay.cluster.addresses import SharedAddresses
-            from tether.relay.cluster.node import ClusterNode
-
-            try:
-                self.cluster = await ClusterNode.join(self, self.cluster_settings)
-            except BaseException:
-                await self.close()
-                raise
-            self.front.shared = SharedAddresses(self.cluster.redis, lim)
-            if self.cluster_settings.mailbox is not None:
-                from tether.relay.cluster.mailbox import SharedMailbox
-
-                self.mailbox = SharedMailbox(self.cluster.redis, self.cluster_settings.mailbox)
-
         try:
+            # bound now, so that a port in use is said before anything else; accepting only once
+            # a cluster node has joined: a host it admitted before would have no presence (nor a
+            # device the shared rules) until it reconnected. Meanwhile connections wait in the
+            # listen backlog.
             self._server = await self._listen(host, port, batch)
+            self.port = int(self._server.sockets[0].getsockname()[1])
+            if self.cluster_settings is not None:
+                await self._join(self.cluster_settings)
+            await self._server.start_serving()
         except BaseException:
             await self.close()  # leaves the cluster it joined
             raise
-        self.port = int(self._server.sockets[0].getsockname()[1])
         if lim.idle_timeout:
             self._idle_sweeper = asyncio.get_running_loop().create_task(self._sweep_idle(lim.idle_timeout))
         if self.mailbox is not None:
             self._mailbox_sweeper = asyncio.get_running_loop().create_task(self._sweep_mailbox(self.mailbox))
         return self.port
+
+    async def _join(self, settings: ClusterSettings) -> None:
+        from tether.relay.cluster.addresses import SharedAddresses
+        from tether.relay.cluster.node import ClusterNode
+
+        self.cluster = await ClusterNode.join(self, settings)
+        self.front.shared = SharedAddresses(self.cluster.redis, self.limits)
+        if settings.mailbox is not None:
+            from tether.relay.cluster.mailbox import SharedMailbox
+
+            self.mailbox = SharedMailbox(self.cluster.redis, settings.mailbox)
 
     async def _listen(self, host: str, port: int, batch: int) -> Server:
         lim = self.limits
@@ -237,6 +238,7 @@ class RelayServer:
             logger=log.getChild("websockets"),
             # asyncio accepts up to this many sockets per loop pass (connection_cap)
             backlog=batch,
+            start_serving=False,
             **tls_options,
         )
 
