@@ -224,17 +224,10 @@ class SharedMailbox:
         the request refused with MAILBOX_OFF, said to the operator once a minute."""
         try:
             async with self._slots:
-                return await self._eval(script, keys, args)
+                return await script.run(self.redis, keys, args)
         except (RedisError, OSError) as exc:
             self._quiet.log(logging.WARNING, "mailbox", "the cluster's mailbox in Redis failed: %s", exc)
             raise MailboxRefused(CloseCode.MAILBOX_OFF, _FAILED) from None
-
-    async def _eval(self, script: Script, keys: list[str], args: Args) -> object:
-        try:
-            return await self.redis.evalsha(script.sha, len(keys), *keys, *args)
-        except NoScriptError:  # Redis restarted and forgot it
-            await self.redis.script_load(script.text)
-            return await self.redis.evalsha(script.sha, len(keys), *keys, *args)
 
     async def publish(self, host_id: str, keys: frozenset[bytes]) -> None:
         """The host's allowlist now: devices that left it lose their slot and their queued items.

@@ -20,6 +20,14 @@ class Script:
         self.text = text
         self.sha = hashlib.sha1(text.encode()).hexdigest()
 
+    async def run(self, redis: Client, keys: Sequence[str], args: Args) -> object:
+        """The script's result for one call on ``keys`` (all in one slot on Redis Cluster)."""
+        try:
+            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await redis.script_load(self.text)
+            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+
     async def run_many(self, redis: Client, calls: Sequence[tuple[str, Args]]) -> list[object]:
         """The script's result for each (key, args), in order."""
         results: list[object] = []
