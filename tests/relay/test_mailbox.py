@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -265,13 +266,16 @@ async def test_a_connection_past_its_share_of_writes_is_refused_not_served(
     host, phone = Identity.generate(), Identity.generate()
     link = await host_with(links, url, host, phone)
     outcomes: list[int] = []
+    started = time.monotonic()
     for _ in range(WRITES_PER_MINUTE + 20):
         try:
             await link.deposit(phone.identity_public, b"s" * 100)
             outcomes.append(0)
         except MailboxRefusal as refused:
             outcomes.append(refused.close_code)
-    assert outcomes.count(0) <= WRITES_PER_MINUTE + 5  # the bucket refills a little meanwhile
+    # the bucket refills meanwhile, at its rate (a loaded machine takes seconds for these)
+    refilled = (time.monotonic() - started) * WRITES_PER_MINUTE / 60
+    assert outcomes.count(0) <= WRITES_PER_MINUTE + refilled + 1
     assert CloseCode.RATE_LIMITED in outcomes
     assert not link.closed
     # Another device's requests are its own share.
