@@ -3,16 +3,31 @@ tests/support/redis_server.py), always stopped and their directories removed aft
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.procs import remove, short_home
+from tests.support import cluster_nodes
 from tests.support.redis_server import RedisCluster, RedisServer
 from tests.web.conftest import browser, page  # noqa: F401 (the browser tests' fixtures, for the web client here)
 from tether.relay.cluster.redis_client import Client, connect
+
+
+@pytest.fixture(autouse=True)
+def _node_logs() -> None:
+    """Each test's nodes, from its start: their logs go into the report of a test that fails."""
+    cluster_nodes.STARTED.clear()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report = yield
+    if report.failed and report.when == "call" and cluster_nodes.STARTED:
+        report.sections.append(("relay node logs", cluster_nodes.log_tails()))
+    return report
 
 
 @pytest.fixture

@@ -67,6 +67,20 @@ def unreachable_url() -> str:
     return f"http://127.0.0.1:{free_port()}"
 
 
+#: every node started by the current test (tests/cluster/conftest.py shows their logs on failure)
+STARTED: list[Node] = []
+
+
+def log_tails(lines: int = 80) -> str:
+    """The end of each log of the nodes in :data:`STARTED`, for a failed test's report."""
+    parts = []
+    for node in STARTED:
+        tail = node.proc.log.splitlines()[-lines:]
+        parts.append(f"--- {node.node_id} (port {node.port}, pid {node.pid}), last {len(tail)} lines\n"
+                     + "\n".join(tail))
+    return "\n".join(parts)
+
+
 def start_node(seeds: list[str], node_id: str, *extra: str, advertise_url: str | None = None) -> Node:
     home = short_home("tn")
     args = ["--cluster", ",".join(seeds), "--node-id", node_id, *extra]
@@ -77,7 +91,9 @@ def start_node(seeds: list[str], node_id: str, *extra: str, advertise_url: str |
     except BaseException:
         remove(home)
         raise
-    return Node(proc, port, home, node_id)
+    node = Node(proc, port, home, node_id)
+    STARTED.append(node)
+    return node
 
 
 def pair_across(one: Node, two: Node, host_home: Path, client_home: Path) -> str:
