@@ -10,6 +10,7 @@ import random
 from collections.abc import Iterator
 
 import pytest
+from redis.cluster import key_slot
 from redis.exceptions import MovedError
 
 from tests.procs import tether, tether_json
@@ -165,3 +166,31 @@ async def test_a_master_restarted_during_a_cross_node_stream(
     wait_until("node 2's presence key back", lambda: get(master, "tether:node:node-2") == two.origin.encode())
     wait_until("no channel left", lambda: metrics(one)[FROM_OTHER] == 0 and metrics(two)[TO_OTHER] == 0)
     assert all(metrics(node)["tether_relay_cluster_trouble"] == 0 for node in (one, two))
+
+
+async def test_a_resharding_that_moves_a_nodes_channel_during_a_cross_node_stream(
+    redis_cluster: RedisCluster, cross_node: tuple[list[Node], Deployment], retry_log: RetryLog
+) -> None:
+    """The slot of node 2's bus channel moves to another master (resharding): Redis unsubscribes
+    node 2 and says nothing more, so node 2 counts its subscription lost, subscribes again on the
+    slot's new master, and the device resumes; every line once, in order."""
+    (one, two), deployment = cross_node
+    channel = "tether:bus:node-2"
+    old = owner(redis_cluster, channel)
+    new = next(node for node in redis_cluster if node is not old)
+    script = deployment.workspace / "ticker.py"
+    script.write_text(TICKER)
+    stop = deployment.workspace / "stop"
+    async with await Client.open(deployment.client_home) as client:
+        session_id = await client.start_session(["python3", str(script), str(stop)])
+        async with Follower(client, session_id) as follower:
+            await follower.lines(200, timeout=30)
+            redis_cluster.move_slot(key_slot(channel.encode()), new)
+            await follower.lines(len(follower.numbers()) + 400, timeout=60)
+            stop.touch()
+            await follower.exit(timeout=30)
+    follower.assert_whole()
+    retry_log.assert_resumed_after(CloseCode.NODE_UNREACHABLE)
+    assert metrics(two)[DROPS] >= 1
+    assert owner(redis_cluster, channel) is new and shard_subscribers(new, channel) == 1
+    wait_until("no channel left", lambda: metrics(one)[FROM_OTHER] == 0 and metrics(two)[TO_OTHER] == 0)

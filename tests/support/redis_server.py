@@ -320,6 +320,16 @@ class RedisCluster:
             time.sleep(0.05)
         raise RuntimeError(f"the cluster did not converge within {timeout} s: {info}")
 
+    def move_slot(self, slot: int, to: RedisServer) -> None:
+        """Give ``slot`` to the master ``to``, as a resharding does once the slot's keys are moved
+        (``redis-cli --cluster reshard``'s last step: ``CLUSTER SETSLOT slot NODE id``, the new
+        owner first). Only for a slot that holds no key: this moves no key."""
+        owner_id = to.execute("CLUSTER", "MYID")
+        assert isinstance(owner_id, bytes | str)
+        for node in [to, *(n for n in self.nodes if n is not to)]:
+            assert node.execute("CLUSTER", "COUNTKEYSINSLOT", slot) == 0, "the slot holds keys"
+            node.execute("CLUSTER", "SETSLOT", slot, "NODE", owner_id)
+
     @staticmethod
     def _cluster_info(node: RedisServer) -> dict[str, str]:
         with node.client(decode_responses=True) as r:

@@ -15,10 +15,8 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from redis.exceptions import RedisError
-
 from tether.lograte import LogLimiter
-from tether.relay.cluster.redis_client import Client
+from tether.relay.cluster.redis_client import TROUBLE, Client
 from tether.relay.cluster.scripts import Script
 from tether.relay.limits import RelayLimits
 
@@ -90,7 +88,7 @@ class SharedAddresses:
         keys = list(wanted)
         try:
             granted = await _TAKE.run_many(self.redis, [(_KEY + k, (wanted[k], self.rate, self.burst)) for k in keys])
-        except (RedisError, OSError) as exc:
+        except TROUBLE as exc:
             self._quiet.log(logging.WARNING, "addresses", "cannot share address limits through Redis: %s", exc)
             self._resting_until = asyncio.get_running_loop().time() + REST_SECONDS
             granted = list(wanted.values())  # let them in: the local limits still hold

@@ -21,11 +21,11 @@ from collections.abc import Callable
 
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterPubSub
-from redis.exceptions import RedisError
+from redis.exceptions import PubSubError
 
 from tether.lograte import LogLimiter
 from tether.relay.cluster.records import NUMBER, BusError, Record, batch_prefix, decode_batch
-from tether.relay.cluster.redis_client import Client
+from tether.relay.cluster.redis_client import TROUBLE, Client
 
 log = logging.getLogger("tether.relay.cluster")
 
@@ -34,6 +34,9 @@ log = logging.getLogger("tether.relay.cluster")
 MAX_PENDING = 16 << 20
 MAX_MESSAGE = 1 << 20
 _RETRY = (0.1, 0.2, 0.5, 1.0, 2.0)
+# pub/sub reply types: records, and the end of this node's subscription
+_MESSAGES = frozenset({"smessage", "message"})
+_UNSUBSCRIBED = frozenset({"sunsubscribe", "unsubscribe"})
 
 
 def channel_of(node: str) -> str:
@@ -76,7 +79,7 @@ class Bus:
         self._quiet = LogLimiter(log)
 
     async def start(self) -> None:
-        """Subscribe (raises RedisError if Redis cannot be reached) and listen from now on."""
+        """Subscribe (raises one of ``TROUBLE`` if Redis cannot be reached) and listen from now on."""
         pubsub = await self._subscribe()
         self.subscribed = True
         self._listener = asyncio.get_running_loop().create_task(self._listen(pubsub))
@@ -147,7 +150,7 @@ class Bus:
             self.messages_sent += 1
             try:
                 receivers = await self.redis.spublish(channel, message)
-            except (RedisError, OSError) as exc:
+            except TROUBLE as exc:
                 self._trouble(f"cannot publish to Redis: {exc}")
                 return
             if not receivers:  # nobody listens there: the node is gone
@@ -168,10 +171,16 @@ class Bus:
 
     async def _next(self, pubsub: PubSub | ClusterPubSub) -> dict[str, object] | None:
         if isinstance(pubsub, ClusterPubSub):
-            message = await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=1.0)
+            message = await pubsub.get_sharded_message(timeout=1.0)
         else:
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-        return message if isinstance(message, dict) else None
+            message = await pubsub.get_message(timeout=1.0)
+        if not isinstance(message, dict):
+            return None
+        if message.get("type") in _UNSUBSCRIBED:
+            # Redis Cluster unsubscribes a shard channel whose slot moved to another master
+            # (resharding) and says nothing more: SPUBLISH to this node then reaches nobody
+            raise PubSubError("Redis unsubscribed this node's channel (its slot moved)")
+        return message if message.get("type") in _MESSAGES else None
 
     async def _listen(self, pubsub: PubSub | ClusterPubSub) -> None:
         while True:
@@ -180,7 +189,9 @@ class Bus:
                     message = await self._next(pubsub)
                     if message is not None:
                         self._on_message(message)
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # the listener outlives anything redis-py may raise
+                if not isinstance(exc, TROUBLE):
+                    self._quiet.log(logging.ERROR, "listen", "the bus's subscription failed: %r", exc)
                 self.subscribed = False
                 self.dropped_subscriptions += 1
                 self._trouble(f"lost the subscription to Redis: {exc}")
@@ -199,8 +210,8 @@ class Bus:
             attempt += 1
             try:
                 return await self._subscribe()
-            except (RedisError, OSError) as exc:
-                self._quiet.log(logging.WARNING, "resubscribe", "cannot subscribe to Redis yet: %s", exc)
+            except Exception as exc:  # as in _listen: whatever it was, try again
+                self._quiet.log(logging.WARNING, "resubscribe", "cannot subscribe to Redis yet: %r", exc)
 
     def _on_message(self, message: dict[str, object]) -> None:
         data = message.get("data")

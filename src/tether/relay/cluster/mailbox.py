@@ -24,11 +24,11 @@ import asyncio
 import logging
 import time
 
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
 from tether.lograte import LogLimiter
 from tether.protocol.frames import CloseCode
-from tether.relay.cluster.redis_client import Client
+from tether.relay.cluster.redis_client import TROUBLE, Client
 from tether.relay.cluster.scripts import Args, Script
 from tether.relay.mailbox import Item, MailboxLimits, MailboxRefused
 
@@ -225,7 +225,7 @@ class SharedMailbox:
         try:
             async with self._slots:
                 return await script.run(self.redis, keys, args)
-        except (RedisError, OSError) as exc:
+        except TROUBLE as exc:
             self._quiet.log(logging.WARNING, "mailbox", "the cluster's mailbox in Redis failed: %s", exc)
             raise MailboxRefused(CloseCode.MAILBOX_OFF, _FAILED) from None
 
@@ -250,7 +250,7 @@ class SharedMailbox:
                 try:
                     async with self._slots:
                         results = await self._publish_many(batch)
-                except (RedisError, OSError) as exc:
+                except TROUBLE as exc:
                     results = [exc] * len(batch)
                 for (_, _, done), result in zip(batch, results, strict=True):
                     if done.done():

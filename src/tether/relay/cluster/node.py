@@ -18,8 +18,6 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
-from redis.exceptions import RedisError
-
 from tether.crypto.keys import derive_id
 from tether.errors import ConfigError
 from tether.lograte import LogLimiter
@@ -40,7 +38,7 @@ from tether.protocol.frames import (
 from tether.relay.cluster.bus import Bus
 from tether.relay.cluster.presence import REFRESH_SECONDS, TTL_MS, Holder, Presence
 from tether.relay.cluster.records import KEY_LEN, Kind, Record
-from tether.relay.cluster.redis_client import Client, connect
+from tether.relay.cluster.redis_client import TROUBLE, Client, connect
 from tether.relay.cluster.settings import ClusterSettings
 from tether.relay.cluster.watching import Watching
 from tether.relay.connection import Connection, Link
@@ -155,7 +153,7 @@ class ClusterNode:
         node = cls(server, redis, settings.node_id, settings.advertise_url)
         try:
             await node.start()
-        except (RedisError, OSError) as exc:
+        except TROUBLE as exc:
             await redis.aclose()
             raise ConfigError(f"cannot join the cluster through Redis: {exc}",
                               hint="check the --cluster URL and that Redis is running") from None
@@ -177,7 +175,7 @@ class ClusterNode:
         for task in list(self._tasks):
             task.cancel()
         await self.bus.close()
-        with contextlib.suppress(RedisError, OSError, TimeoutError):
+        with contextlib.suppress(*TROUBLE, TimeoutError):
             async with asyncio.timeout(2):
                 await self.presence.leave()
         await self.redis.aclose()
@@ -274,7 +272,7 @@ class ClusterNode:
         try:
             if not await self.presence.still_holds(host_id, newer):
                 return
-        except (RedisError, OSError):
+        except TROUBLE:
             # not known either way: asked again later, for our connection must not outlive the
             # newer one (after a Redis restart our refresh could take the key back)
             if attempt < TAKEOVER_TRIES:
@@ -297,7 +295,7 @@ class ClusterNode:
     async def _send_item(self, host_id: str, frame: bytes, attempt: int = 0) -> None:
         try:
             holder = await self.presence.where(host_id)
-        except (RedisError, OSError):
+        except TROUBLE:
             return  # the item is in the mailbox: the host takes it at its next TAKE
         if holder is not None and holder.node != self.node_id:
             if self._reachable(holder.node):
@@ -323,7 +321,7 @@ class ClusterNode:
             return
         try:
             holder = await self.presence.where(frame.host_id)
-        except (RedisError, OSError) as exc:
+        except TROUBLE as exc:
             self._on_trouble(f"cannot read presence from Redis: {exc}")
             router.unplaced(device, channel, CloseCode.NODE_UNREACHABLE, _REDIS_DOWN)
             self.server.act()
@@ -351,7 +349,7 @@ class ClusterNode:
         """Where clients reach ``node`` (its advertise URL), cached while it lives."""
         url = self._urls.get(node)
         if url is None:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*TROUBLE):
                 url = await self.presence.url_of(node)
             if url:
                 self._urls[node] = url
@@ -591,7 +589,7 @@ class ClusterNode:
                         self.node_lost(node)
                     else:
                         self.bus.touch(node)  # a lost batch shows within a refresh
-            except (RedisError, OSError) as exc:
+            except TROUBLE as exc:
                 self._on_trouble(f"cannot refresh presence in Redis: {exc}")
                 continue
             if self.trouble is not None and self.bus.subscribed:

@@ -8,12 +8,17 @@ from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from tether.errors import ConfigError, UsageError
 from tether.relay.cluster.settings import shown
 
 Client = Redis | RedisCluster
+
+#: What redis-py raises when Redis cannot do what was asked: its errors, the socket's, and a Redis
+#: Cluster it cannot map (``RedisClusterException`` is not a ``RedisError``: a master restarting
+#: during a topology refresh raised it past every ``except RedisError`` and ended the bus).
+TROUBLE: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError)
 # a reply within this, or the server counts as unreachable (the relay then refuses cross-node
 # channels and says so, and /healthz reports it)
 TIMEOUT = 2.0

@@ -13,11 +13,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 
-from redis.exceptions import RedisError
-
 from tether.protocol.frames import Presence
 from tether.relay.cluster.presence import Holder
 from tether.relay.cluster.presence import Presence as PresenceKeys
+from tether.relay.cluster.redis_client import TROUBLE
 from tether.relay.connection import Link
 from tether.relay.router import Peer, Router
 
@@ -68,7 +67,7 @@ class Watching:
             holder = await self.keys.where(host_id)
             live = holder is not None and holder.node != self.keys.node_id
             allowed = await self.keys.allowed(host_id, [d.key for d in devices]) if live else [False] * len(devices)
-        except (RedisError, OSError) as exc:
+        except TROUBLE as exc:
             # not known to be online for anyone: said offline, looked at again when Redis is back
             log.debug("presence of %s unknown: %s", host_id, exc)
             holder, allowed = None, [False] * len(devices)
