@@ -226,6 +226,15 @@ async def test_threads_from_another_process_are_listed_and_resumable(
     assert "hello from the desktop" in model_inputs(fake_model.requests[-1])
 
 
+async def all_threads_stopped(pid: int) -> None:
+    """Until every thread of ``pid`` is stopped: SIGSTOP stops a busy thread on another CPU only
+    when that CPU next runs the kernel, which a loaded VM may delay past the next request."""
+    async with asyncio.timeout(10):
+        while any((task / "stat").read_text().rsplit(")", 1)[1].split()[0] not in "Tt"
+                  for task in Path(f"/proc/{pid}/task").iterdir()):
+            await asyncio.sleep(0.01)
+
+
 async def test_killed_binary_fails_pending_requests(
     start_appserver: StartAppServer, fake_model: FakeResponses, workspace: Path,
 ) -> None:
@@ -238,6 +247,7 @@ async def test_killed_binary_fails_pending_requests(
     # Stopped, the process cannot answer; the request is surely in flight when it is killed.
     assert server.pid is not None
     os.kill(server.pid, signal.SIGSTOP)
+    await all_threads_stopped(server.pid)
     in_flight = asyncio.create_task(server.thread_list())
     await asyncio.sleep(0.2)
     os.kill(server.pid, signal.SIGKILL)
