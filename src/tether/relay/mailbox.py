@@ -89,6 +89,39 @@ class MailboxRefused(Exception):
         self.code = code
         self.message = message
 
+    # The refusals every store makes, in the same words (this one, and a cluster's in Redis).
+
+    @classmethod
+    def not_allowed(cls) -> MailboxRefused:
+        return cls(CloseCode.NOT_ALLOWED, "that device is not on this host's allowlist")
+
+    @classmethod
+    def snapshot_too_large(cls, size: int, limit: int) -> MailboxRefused:
+        return cls(CloseCode.TOO_LARGE, f"a snapshot of {size} bytes is over this relay's {limit} bytes per host")
+
+    @classmethod
+    def host_full(cls) -> MailboxRefused:
+        return cls(CloseCode.MAILBOX_FULL, "the items queued for this host fill its mailbox")
+
+    @classmethod
+    def no_mailbox_for(cls) -> MailboxRefused:
+        """A device that may not queue for the host: it learns no more than that the host is away."""
+        return cls(CloseCode.HOST_OFFLINE, "the host is offline and keeps no mailbox here for this device")
+
+    @classmethod
+    def item_too_large(cls, size: int, limit: int) -> MailboxRefused:
+        return cls(CloseCode.TOO_LARGE, f"the item is {size} bytes, over this relay's {limit}; shorten it")
+
+    @classmethod
+    def device_full(cls, count: int) -> MailboxRefused:
+        return cls(CloseCode.MAILBOX_FULL,
+                   f"this device has {count} items waiting for the host, its limit here; wait until the host is back")
+
+    @classmethod
+    def queue_full(cls) -> MailboxRefused:
+        return cls(CloseCode.MAILBOX_FULL,
+                   "the items queued for this host fill its mailbox here; wait until the host is back")
+
 
 @dataclass(frozen=True)
 class Item:
@@ -169,7 +202,7 @@ class Mailbox:
     async def deposit(self, host_id: str, device_key: bytes, sealed: bytes) -> None:
         """The host's snapshot for one device (empty: none any more)."""
         if not self.may_use(host_id, device_key):
-            raise MailboxRefused(CloseCode.NOT_ALLOWED, "that device is not on this host's allowlist")
+            raise MailboxRefused.not_allowed()
         lim = self.limits
 
         def write(conn: sqlite3.Connection) -> None:
@@ -177,11 +210,10 @@ class Mailbox:
             if not sealed:
                 return
             if len(sealed) > lim.host_bytes:
-                raise MailboxRefused(CloseCode.TOO_LARGE, f"a snapshot of {len(sealed)} bytes is over this relay's "
-                                     f"{lim.host_bytes} bytes per host")
+                raise MailboxRefused.snapshot_too_large(len(sealed), lim.host_bytes)
             self._check_total(conn, len(sealed))
             if not _make_room(conn, host_id, len(sealed), lim.host_bytes):
-                raise MailboxRefused(CloseCode.MAILBOX_FULL, "the items queued for this host fill its mailbox")
+                raise MailboxRefused.host_full()
             conn.execute("INSERT INTO snapshots VALUES (?, ?, ?, ?)", (host_id, device_key, sealed, time.time()))
 
         await self.db.run(write)
@@ -201,23 +233,19 @@ class Mailbox:
     async def queue(self, host_id: str, device_key: bytes, sealed: bytes) -> Item:
         """Hold a device's sealed item for the host; its id and time."""
         if not self.may_use(host_id, device_key):
-            raise MailboxRefused(CloseCode.HOST_OFFLINE, "the host is offline and keeps no mailbox here for "
-                                 "this device")
+            raise MailboxRefused.no_mailbox_for()
         lim = self.limits
         if len(sealed) > lim.device_bytes:
-            raise MailboxRefused(CloseCode.TOO_LARGE, f"the item is {len(sealed)} bytes, over this relay's "
-                                 f"{lim.device_bytes}; shorten it")
+            raise MailboxRefused.item_too_large(len(sealed), lim.device_bytes)
 
         def write(conn: sqlite3.Connection) -> Item:
             count, size = conn.execute(
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(sealed)), 0) FROM items WHERE host_id = ? AND device_key = ?",
                 (host_id, device_key)).fetchone()
             if count >= lim.device_items or size + len(sealed) > lim.device_bytes:
-                raise MailboxRefused(CloseCode.MAILBOX_FULL, f"this device has {count} items waiting for the host, "
-                                     "its limit here; wait until the host is back")
+                raise MailboxRefused.device_full(count)
             if not _make_room(conn, host_id, len(sealed), lim.host_bytes):  # (what it freed is rolled back)
-                raise MailboxRefused(CloseCode.MAILBOX_FULL, "the items queued for this host fill its mailbox here;"
-                                     " wait until the host is back")
+                raise MailboxRefused.queue_full()
             self._check_total(conn, len(sealed))
             now = time.time()
             cursor = conn.execute("INSERT INTO items (host_id, device_key, sealed, queued_at) VALUES (?, ?, ?, ?)",

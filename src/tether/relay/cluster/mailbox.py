@@ -281,14 +281,13 @@ class SharedMailbox:
         """The host's snapshot for one device (empty: none any more)."""
         lim = self.limits
         if len(sealed) > lim.host_bytes:
-            raise MailboxRefused(CloseCode.TOO_LARGE, f"a snapshot of {len(sealed)} bytes is over this relay's "
-                                 f"{lim.host_bytes} bytes per host")
+            raise MailboxRefused.snapshot_too_large(len(sealed), lim.host_bytes)
         why = await self._run(_DEPOSIT, _keys(host_id, *_ALL),
                               (device_key, sealed, _now_ms(), lim.host_bytes, self._ttl_ms))
         if why == b"not allowed":
-            raise MailboxRefused(CloseCode.NOT_ALLOWED, "that device is not on this host's allowlist")
+            raise MailboxRefused.not_allowed()
         if why == b"full":
-            raise MailboxRefused(CloseCode.MAILBOX_FULL, "the items queued for this host fill its mailbox")
+            raise MailboxRefused.host_full()
 
     async def snapshot(self, host_id: str, device_key: bytes) -> tuple[float, bytes] | None:
         """(when it was deposited, the sealed snapshot) the host left for this device, if any; None
@@ -303,8 +302,7 @@ class SharedMailbox:
         """Hold a device's sealed item for the host; its id and time."""
         lim = self.limits
         if len(sealed) > lim.device_bytes:
-            raise MailboxRefused(CloseCode.TOO_LARGE, f"the item is {len(sealed)} bytes, over this relay's "
-                                 f"{lim.device_bytes}; shorten it")
+            raise MailboxRefused.item_too_large(len(sealed), lim.device_bytes)
         now = _now_ms()
         answer = await self._run(_QUEUE, _keys(host_id, *_ALL), (
             device_key, sealed, now, lim.device_items, lim.device_bytes, lim.host_bytes, self._ttl_ms,
@@ -314,13 +312,10 @@ class SharedMailbox:
             return Item(int(answer[0]), device_key, now / 1000, sealed)
         why, count = answer
         if why == b"not allowed":
-            raise MailboxRefused(CloseCode.HOST_OFFLINE, "the host is offline and keeps no mailbox here for "
-                                 "this device")
+            raise MailboxRefused.no_mailbox_for()
         if why == b"device full":
-            raise MailboxRefused(CloseCode.MAILBOX_FULL, f"this device has {count} items waiting for the host, "
-                                 "its limit here; wait until the host is back")
-        raise MailboxRefused(CloseCode.MAILBOX_FULL, "the items queued for this host fill its mailbox here;"
-                             " wait until the host is back")
+            raise MailboxRefused.device_full(count)
+        raise MailboxRefused.queue_full()
 
     async def items(self, host_id: str) -> list[Item]:
         """What devices queued for the host, oldest first."""
