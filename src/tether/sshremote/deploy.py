@@ -338,10 +338,11 @@ async def install(conn: asyncssh.SSHClientConnection, wheels: Wheels, python: st
         "set -e\n"
         f"if [ -f {build_file} ] && grep -q {shlex.quote(wheels.digest)} {build_file}; then "
         "echo tether-install-skipped; exit 0; fi\n"
-        f"[ -x {sh_path(vpy)} ] || {shlex.quote(python)} -m venv {sh_path(venv)}\n"
+        f"fresh=0; [ -x {sh_path(vpy)} ] || {{ {shlex.quote(python)} -m venv {sh_path(venv)}; fresh=1; }}\n"
         f"{pip} {source} {whl}\n"
-        # Same version, another build: replace tether itself, keep the dependencies.
-        f"{pip} --no-index --no-deps --force-reinstall {whl}\n"
+        # Same version, another build: replace tether itself, keep the dependencies (a new venv
+        # has just got this build: a second pip run would only cost seconds)
+        f"[ $fresh = 1 ] || {pip} --no-index --no-deps --force-reinstall {whl}\n"
         f"printf '%s' {shlex.quote(build)} > {build_file}\n"
     )
     # The script is expanded by the remote shell inside the locked `sh -c`, so $HOME works there.
