@@ -82,21 +82,29 @@ def browser() -> Iterator[Any]:
             browser.close()
 
 
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(**PHONE)
+@contextlib.contextmanager
+def phone_page(browser: Any, name: str = "page", **options: Any) -> Iterator[Any]:
+    """A page in a new browser context at a phone's size (``options``: more context options);
+    its uncaught errors are kept in ``page.errors``, and its console and errors are printed as it
+    closes: captured output is shown only when the test fails, and there the page's own words help."""
+    context = browser.new_context(**{**PHONE, **options})
     page = context.new_page()
     errors: list[str] = []
     console: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
-    page.errors = errors  # type: ignore[attr-defined]
+    page.errors = errors
     try:
         yield page
     finally:
         context.close()
-        # Captured output is shown only when the test fails: there, the page's own words help.
-        print("page console:", *console, *(f"page error: {e}" for e in errors), sep="\n  ")
+        print(f"{name} console:", *console, *(f"{name} error: {e}" for e in errors), sep="\n  ")
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    with phone_page(browser) as made:
+        yield made
 
 
 @pytest.fixture(scope="module")

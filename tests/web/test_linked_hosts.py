@@ -31,7 +31,7 @@ from tether.crypto.keys import Identity
 from tether.home import HostPaths
 from tether.sshremote.deploy import desktop_host, make_desktop_bundle
 
-from .conftest import PHONE, REPO, start_web_relay
+from .conftest import REPO, phone_page, start_web_relay
 from .pages import TIMEOUT, device_id, listed, pair_page, type_line, until, wait_terminal
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -252,9 +252,7 @@ def test_a_linked_host_is_learned_live_and_used_like_a_paired_one(browser: Any, 
     # Another browser pairs with the desktop after the link: it learns box from `hosts.linked` as
     # it connects. Paired with box directly afterwards, box is its own pairing, and what the
     # desktop says later never turns it back into a linked entry.
-    context = browser.new_context(**PHONE)
-    try:
-        other = context.new_page()
+    with phone_page(browser, "second browser") as other:
         pair_page(other, d, name="second-browser")
         other.wait_for_selector(row, timeout=TIMEOUT)
         assert other.text_content(f"{row} .via") == "via desktop"
@@ -275,8 +273,6 @@ def test_a_linked_host_is_learned_live_and_used_like_a_paired_one(browser: Any, 
         assert told == [box_id]
         assert "linked" not in stored_hosts(other)[box_id]
         assert other.locator(f"{row} .via").count() == 0
-    finally:
-        context.close()
     assert not page.errors  # type: ignore[attr-defined]
 
 
@@ -417,13 +413,9 @@ def test_a_host_unlinked_while_the_page_was_closed_goes_when_it_connects(
     d.link_box()
     page.wait_for_selector(f'{row}[data-via="{desk}"]', timeout=TIMEOUT)
 
-    context = browser.new_context(**PHONE)
-    try:
+    with phone_page(browser, "second browser") as other:
         # Another browser learned box from the desktop, then paired with it directly: its own
         # pairing, which no unlink touches (live or in an answer).
-        other = context.new_page()
-        other_errors: list[str] = []
-        other.on("pageerror", lambda exc: other_errors.append(str(exc)))
         pair_page(other, d, name="second-browser")
         other.wait_for_selector(f'{row}[data-via="{desk}"]', timeout=TIMEOUT)
         box_deployment = Deployment(d.relay, d.relay_port, d.box, d.box_home, d.box_workspace)
@@ -447,9 +439,7 @@ def test_a_host_unlinked_while_the_page_was_closed_goes_when_it_connects(
         answer_taken(other, desk)
         assert "linked" not in stored_hosts(other)[box_id]
         assert other.locator(row).count() == 1
-        assert not other_errors
-    finally:
-        context.close()
+        assert not other.errors
 
     # Without its cursor the page follows the desktop from its head, so no `host.unlinked` is
     # replayed to it: only the `hosts.linked` answer can tell it box is gone.

@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.deployment import Deployment
 
-from .conftest import CHROMIUM, CHROMIUM_ARGS, PHONE, _unavailable
+from .conftest import CHROMIUM, CHROMIUM_ARGS, _unavailable, phone_page
 from .pages import TIMEOUT
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -68,13 +68,8 @@ def camera_page(video: Path) -> Iterator[Any]:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
         try:
-            context = browser.new_context(**PHONE)
-            page = context.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.errors = errors  # type: ignore[attr-defined]
-            yield page
-            context.close()
+            with phone_page(browser) as page:
+                yield page
         finally:
             browser.close()
 

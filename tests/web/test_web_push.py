@@ -26,7 +26,7 @@ from tests.support.deployment import Deployment
 from tests.support.fake_push import Browser, Push
 from tether.agents.sandbox import available
 
-from .conftest import PHONE, BuiltinDeployment, builtin_host, write_file_call
+from .conftest import BuiltinDeployment, builtin_host, phone_page, write_file_call
 from .pages import TIMEOUT, listed, pair_page, until
 from .test_notifications import CLICK_JS
 
@@ -217,12 +217,8 @@ def test_an_iphone_tab_is_told_to_add_tether_to_the_home_screen(
     page.wait_for_selector("#notify-toggle", timeout=TIMEOUT)
     assert page.locator("#ios-hint").count() == 0  # not an iPhone
 
-    iphone = browser.new_context(**PHONE, user_agent=IPHONE_SAFARI)
-    try:
-        tab = iphone.new_page()
+    with phone_page(browser, "iphone tab", user_agent=IPHONE_SAFARI) as tab:
         pair_page(tab, d)
         tab.evaluate("(h) => { location.hash = `#/host/${h}/settings`; }", host_id)
         tab.wait_for_selector("#ios-hint", timeout=TIMEOUT)
         assert "Add to Home Screen" in (tab.text_content("#ios-hint") or "")
-    finally:
-        iphone.close()
