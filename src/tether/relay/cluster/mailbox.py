@@ -38,6 +38,10 @@ log = logging.getLogger("tether.relay.cluster")
 # connections, and a burst of hosts (a failover) publishes an allowlist each: unbounded, the
 # mailbox would take the connections the node's presence and bus need (node.REDIS_TASKS is 64).
 IN_FLIGHT = 16
+# Allowlists wait this long (s) for others to join their pipeline: a pipeline costs redis-py
+# CPU whatever it holds. Hosts arriving as in a failover (one per 1.5 ms) cost the node 270-310 us
+# each with a pipeline per loop pass, 80-110 us gathered for 50 ms (docs/benchmarks.md).
+PUBLISH_GATHER = 0.05
 
 _PREFIX = "tether:mb:{"
 
@@ -232,10 +236,10 @@ class SharedMailbox:
     async def publish(self, host_id: str, keys: frozenset[bytes]) -> None:
         """The host's allowlist now: devices that left it lose their slot and their queued items.
 
-        Sent at once, with the other hosts' published in the same loop pass, as one pipeline;
-        what comes while it is out goes in the next. A host publishes one as it connects, so a
-        failover brings thousands at once, and a round trip each cost the node more CPU than the
-        scripts themselves."""
+        Sent within ``PUBLISH_GATHER``, with the other hosts' published meanwhile, as one
+        pipeline; what comes while it is out goes in the next. A host publishes one as it
+        connects, so a failover brings thousands at once, and a round trip each cost the node
+        more CPU than the scripts themselves."""
         done = asyncio.get_running_loop().create_future()
         self._publishing.append((host_id, keys, done))
         if self._publisher is None:
@@ -245,7 +249,7 @@ class SharedMailbox:
     async def _publish_queued(self) -> None:
         try:
             while self._publishing:
-                await asyncio.sleep(0)  # the rest of this loop pass joins
+                await asyncio.sleep(PUBLISH_GATHER)  # the hosts admitted meanwhile join
                 batch, self._publishing = self._publishing, []
                 try:
                     async with self._slots:

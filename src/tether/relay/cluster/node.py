@@ -67,8 +67,9 @@ _DATA = int(FrameType.DATA)
 # the shared address limits take a few more
 REDIS_TASKS = 64
 # presence writes wait this long (s) for others to join their pipeline: during a burst of hosts a
-# pipeline per Redis reply cost more in round trips than in commands
-PRESENCE_GATHER = 0.01
+# pipeline per Redis reply cost more in round trips than in commands (hosts arriving one per
+# 1.5 ms: 150 us each gathered for 10 ms, 104 us for 50 ms; docs/benchmarks.md)
+PRESENCE_GATHER = 0.05
 # hosts that changed are told to the other nodes this long after (s), as records of this many ids
 CHANGED_DELAY = 0.05
 CHANGED_PER_RECORD = 2000
