@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable, Iterator
 import pytest
 
 from tests.support.cluster_nodes import (
-    TICKER,
     Deployment,
     Follower,
     HealthWatch,
@@ -33,6 +32,7 @@ from tests.support.cluster_nodes import (
     record_retries,
     redis_subscribers_of,
     running_nodes,
+    ticking,
     unreachable_url,
     wait_until,
 )
@@ -110,24 +110,17 @@ async def stream_across(nodes: list[Node], deployment: Deployment, retry_log: Re
     checks that everything arrived once, /healthz, presence, and that nothing was left behind."""
     one, two = nodes
     pids = (one.pid, two.pid)
-    script = deployment.workspace / "ticker.py"
-    script.write_text(TICKER)
-    stop = deployment.workspace / "stop"
-    async with await Client.open(deployment.client_home) as client:
-        [entry] = hosts_file(deployment.client_home)
-        assert not entry.get("node_url"), "node 1 cannot be reached at its advertised URL"
-        session_id = await client.start_session(["python3", str(script), str(stop)])
-        async with Follower(client, session_id) as follower:
-            await follower.lines(200, timeout=30)
-            assert metrics(two)[TO_OTHER] == 1 and metrics(one)[FROM_OTHER] == 1, "the stream crosses nodes"
-            with HealthWatch([one, two]) as health:
-                await fault()
-                # The stream goes on: the SDK reopened its channel and resumed from its cursor.
-                await follower.lines(len(follower.numbers()) + 400, timeout=60)
-                for node in (one, two):
-                    await asyncio.to_thread(wait_until, f"{node.node_id} healthy", lambda n=node: healthz(n) == "ok")
-            stop.touch()
-            await follower.exit(timeout=30)
+    [entry] = hosts_file(deployment.client_home)
+    assert not entry.get("node_url"), "node 1 cannot be reached at its advertised URL"
+    async with ticking(deployment) as follower:
+        await follower.lines(200, timeout=30)
+        assert metrics(two)[TO_OTHER] == 1 and metrics(one)[FROM_OTHER] == 1, "the stream crosses nodes"
+        with HealthWatch([one, two]) as health:
+            await fault()
+            # The stream goes on: the SDK reopened its channel and resumed from its cursor.
+            await follower.lines(len(follower.numbers()) + 400, timeout=60)
+            for node in (one, two):
+                await asyncio.to_thread(wait_until, f"{node.node_id} healthy", lambda n=node: healthz(n) == "ok")
     follower.assert_whole()
     retry_log.assert_resumed_after(CloseCode.NODE_UNREACHABLE)
     for node in (one, two):

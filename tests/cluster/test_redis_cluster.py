@@ -15,9 +15,7 @@ from redis.exceptions import MovedError
 
 from tests.procs import tether, tether_json
 from tests.support.cluster_nodes import (
-    TICKER,
     Deployment,
-    Follower,
     Node,
     RetryLog,
     events_until,
@@ -26,11 +24,11 @@ from tests.support.cluster_nodes import (
     metrics,
     record_retries,
     running_nodes,
+    ticking,
     unreachable_url,
     wait_until,
 )
 from tests.support.redis_server import RedisCluster, RedisServer
-from tether import Client
 from tether.protocol.frames import CloseCode
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(150)]
@@ -122,16 +120,9 @@ async def test_a_cross_node_stream_over_a_redis_cluster_arrives_whole(
     """A device on node 2 follows a session of the host on node 1 for 2,000 lines and more: every
     line once, in order, and the channel never closed."""
     (one, two), deployment = cross_node
-    script = deployment.workspace / "ticker.py"
-    script.write_text(TICKER)
-    stop = deployment.workspace / "stop"
-    async with await Client.open(deployment.client_home) as client:
-        session_id = await client.start_session(["python3", str(script), str(stop)])
-        async with Follower(client, session_id) as follower:
-            await follower.lines(2000, timeout=60)
-            assert metrics(two)[TO_OTHER] == 1 and metrics(one)[FROM_OTHER] == 1
-            stop.touch()
-            await follower.exit(timeout=30)
+    async with ticking(deployment) as follower:
+        await follower.lines(2000, timeout=60)
+        assert metrics(two)[TO_OTHER] == 1 and metrics(one)[FROM_OTHER] == 1
     follower.assert_whole()
     assert not retry_log.errors, "the channel never closed"
     # 2,000 lines or more came in 100 or more events, each one record or more through the bus
@@ -148,18 +139,11 @@ async def test_a_master_restarted_during_a_cross_node_stream(
     (one, two), deployment = cross_node
     master = owner(redis_cluster, "tether:bus:node-2")
     assert master is owner(redis_cluster, "tether:node:node-2")
-    script = deployment.workspace / "ticker.py"
-    script.write_text(TICKER)
-    stop = deployment.workspace / "stop"
-    async with await Client.open(deployment.client_home) as client:
-        session_id = await client.start_session(["python3", str(script), str(stop)])
-        async with Follower(client, session_id) as follower:
-            await follower.lines(200, timeout=30)
-            await master.restart_async(down_for=2.0)
-            await asyncio.to_thread(redis_cluster.wait_ok)
-            await follower.lines(len(follower.numbers()) + 400, timeout=60)
-            stop.touch()
-            await follower.exit(timeout=30)
+    async with ticking(deployment) as follower:
+        await follower.lines(200, timeout=30)
+        await master.restart_async(down_for=2.0)
+        await asyncio.to_thread(redis_cluster.wait_ok)
+        await follower.lines(len(follower.numbers()) + 400, timeout=60)
     follower.assert_whole()
     retry_log.assert_resumed_after(CloseCode.NODE_UNREACHABLE)
     assert metrics(two)[DROPS] >= 1
@@ -178,17 +162,10 @@ async def test_a_resharding_that_moves_a_nodes_channel_during_a_cross_node_strea
     channel = "tether:bus:node-2"
     old = owner(redis_cluster, channel)
     new = next(node for node in redis_cluster if node is not old)
-    script = deployment.workspace / "ticker.py"
-    script.write_text(TICKER)
-    stop = deployment.workspace / "stop"
-    async with await Client.open(deployment.client_home) as client:
-        session_id = await client.start_session(["python3", str(script), str(stop)])
-        async with Follower(client, session_id) as follower:
-            await follower.lines(200, timeout=30)
-            redis_cluster.move_slot(key_slot(channel.encode()), new)
-            await follower.lines(len(follower.numbers()) + 400, timeout=60)
-            stop.touch()
-            await follower.exit(timeout=30)
+    async with ticking(deployment) as follower:
+        await follower.lines(200, timeout=30)
+        redis_cluster.move_slot(key_slot(channel.encode()), new)
+        await follower.lines(len(follower.numbers()) + 400, timeout=60)
     follower.assert_whole()
     retry_log.assert_resumed_after(CloseCode.NODE_UNREACHABLE)
     assert metrics(two)[DROPS] >= 1

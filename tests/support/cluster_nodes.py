@@ -13,8 +13,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -270,6 +270,21 @@ while i < 200_000 and not os.path.exists(stop):
 sys.stdout.write(f"total-{i}\\n")
 sys.stdout.flush()
 """
+
+
+@asynccontextmanager
+async def ticking(deployment: Deployment) -> AsyncIterator[Follower]:
+    """A session of :data:`TICKER` on the deployment's host, followed by its device through the
+    SDK for the block; then the ticker is told to stop, and its exit awaited."""
+    script = deployment.workspace / "ticker.py"
+    script.write_text(TICKER)
+    stop = deployment.workspace / "stop"
+    async with await Client.open(deployment.client_home) as client:
+        session_id = await client.start_session(["python3", str(script), str(stop)])
+        async with Follower(client, session_id) as follower:
+            yield follower
+            stop.touch()
+            await follower.exit(timeout=30)
 
 
 class Follower:
