@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from redis.exceptions import RedisClusterUnreachableError, SlotNotCoveredError
 
-from tests.cluster.test_redis_cluster import owner
 from tests.support.redis_server import RedisCluster
 from tether.relay.cluster.bus import Bus, channel_of
 from tether.relay.cluster.records import Kind, Record
@@ -94,7 +93,7 @@ async def test_a_resubscription_that_raises_a_cluster_exception_is_tried_again(
     monkeypatch.setattr(ends.b, "_subscribe", fails_once(ends.b._subscribe, SlotNotCoveredError("Slot 1 not covered")))
     # Redis drops node-b's subscription; its first attempt to subscribe again fails as redis-py
     # does while a master is away
-    owner(redis_cluster, channel_of("node-b")).execute("CLIENT", "KILL", "TYPE", "pubsub")
+    redis_cluster.owner(channel_of("node-b")).execute("CLIENT", "KILL", "TYPE", "pubsub")
     await asyncio.wait_for(ends.healed.wait(), 15)
     assert ends.b.subscribed and ends.b.dropped_subscriptions == 1
     await ends.heard_again(2)

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 
 import pytest
 from redis.cluster import key_slot
-from redis.exceptions import MovedError
 
 from tests.procs import tether, tether_json
 from tests.support.cluster_nodes import (
@@ -42,18 +41,6 @@ FROM_OTHER = 'tether_relay_channels{path="from_other_node"}'
 @pytest.fixture
 def retry_log(monkeypatch: pytest.MonkeyPatch) -> RetryLog:
     return record_retries(monkeypatch)
-
-
-def owner(cluster: RedisCluster, key: str) -> RedisServer:
-    """The master that holds ``key``'s slot (the others answer MOVED)."""
-    for node in cluster:
-        with node.client() as r:
-            try:
-                r.execute_command("EXISTS", key)
-            except MovedError:
-                continue
-            return node
-    raise AssertionError(f"no master serves {key}")
 
 
 def get(node: RedisServer, key: str) -> bytes | None:
@@ -90,17 +77,17 @@ def test_pairing_a_session_and_steering_across_nodes_on_a_redis_cluster(redis_cl
 
         # Presence is in the cluster: each key on the master that holds its slot.
         host_key = f"tether:host:{deployment.host_id}"
-        holder = get(owner(redis_cluster, host_key), host_key)
+        holder = get(redis_cluster.owner(host_key), host_key)
         assert holder is not None and holder.startswith(b"node-1 ")
         masters = set()
         for node, url in ((one, one.origin), (two, two.origin)):
             key = f"tether:node:{node.node_id}"
-            master = owner(redis_cluster, key)
+            master = redis_cluster.owner(key)
             masters.add(master.port)
             assert get(master, key) == url.encode()
             # and each node listens on its own shard channel, on the master of that channel
             channel = f"tether:bus:{node.node_id}"
-            assert shard_subscribers(owner(redis_cluster, channel), channel) == 1
+            assert shard_subscribers(redis_cluster.owner(channel), channel) == 1
         assert len(masters) == 2, "node-1's and node-2's keys hash to different masters"
         assert all(metrics(node)["tether_relay_cluster_trouble"] == 0 for node in (one, two))
 
@@ -137,8 +124,8 @@ async def test_a_master_restarted_during_a_cross_node_stream(
     empty 2 s later, with its slots (its nodes.conf): node 2 loses its subscription, the cross-node
     channel closes retryably, and the device resumes once the cluster is whole again."""
     (one, two), deployment = cross_node
-    master = owner(redis_cluster, "tether:bus:node-2")
-    assert master is owner(redis_cluster, "tether:node:node-2")
+    master = redis_cluster.owner("tether:bus:node-2")
+    assert master is redis_cluster.owner("tether:node:node-2")
     async with ticking(deployment) as follower:
         await follower.lines(200, timeout=30)
         await master.restart_async(down_for=2.0)
@@ -160,7 +147,7 @@ async def test_a_resharding_that_moves_a_nodes_channel_during_a_cross_node_strea
     slot's new master, and the device resumes; every line once, in order."""
     (one, two), deployment = cross_node
     channel = "tether:bus:node-2"
-    old = owner(redis_cluster, channel)
+    old = redis_cluster.owner(channel)
     new = next(node for node in redis_cluster if node is not old)
     async with ticking(deployment) as follower:
         await follower.lines(200, timeout=30)
@@ -169,5 +156,5 @@ async def test_a_resharding_that_moves_a_nodes_channel_during_a_cross_node_strea
     follower.assert_whole()
     retry_log.assert_resumed_after(CloseCode.NODE_UNREACHABLE)
     assert metrics(two)[DROPS] >= 1
-    assert owner(redis_cluster, channel) is new and shard_subscribers(new, channel) == 1
+    assert redis_cluster.owner(channel) is new and shard_subscribers(new, channel) == 1
     wait_until("no channel left", lambda: metrics(one)[FROM_OTHER] == 0 and metrics(two)[TO_OTHER] == 0)

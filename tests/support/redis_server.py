@@ -320,6 +320,17 @@ class RedisCluster:
             time.sleep(0.05)
         raise RuntimeError(f"the cluster did not converge within {timeout} s: {info}")
 
+    def owner(self, key: str) -> RedisServer:
+        """The master that holds ``key``'s slot (the others answer MOVED)."""
+        for node in self.nodes:
+            with node.client() as r:
+                try:
+                    r.execute_command("EXISTS", key)
+                except redis.exceptions.MovedError:
+                    continue
+                return node
+        raise AssertionError(f"no master serves {key}")
+
     def move_slot(self, slot: int, to: RedisServer) -> None:
         """Give ``slot`` to the master ``to``, as a resharding does once the slot's keys are moved
         (``redis-cli --cluster reshard``'s last step: ``CLUSTER SETSLOT slot NODE id``, the new
