@@ -34,7 +34,7 @@ and the load runs in worker processes (bench/relay.py's ``Workers``, spawn). All
    reconnection, to its presence key on a live node, and to its echo (all of them reachable).
    Once more with fewer hosts reconnecting all at once (no bound per client process: a storm).
    The simulated hosts are lean by default (``--failover-client lean``: per connection an
-   ``asyncio.Protocol`` driving websockets' sans-I/O client, see ``LeanConn``), so that their own
+   ``asyncio.Protocol`` driving websockets' sans-I/O client, see bench/lean.py), so that their own
    CPU does not decide the result on a small machine; ``relaylink`` gives each host a
    ``RelayLink`` as ``tether host`` has (about three times the client CPU per reconnection).
 4. (``--parts 4``, not by default) **A burst of host connections during a cross-node transfer**:
@@ -628,8 +628,8 @@ async def w_failover_hosts(first_url: str, after_urls: list[str], count: int, of
     Real hosts are separate machines; thousands of handshakes at once in one process starved of
     CPU time out (10 s) and retry without end, which measures this process, not the relay.
 
-    ``client``: "lean" (default), a :class:`LeanConn` per connection (websockets' sans-I/O client
-    driven by an ``asyncio.Protocol``; see :class:`LeanFleet`); "relaylink", a ``RelayLink`` per
+    ``client``: "lean" (default), a ``LeanHost`` per connection (websockets' sans-I/O client
+    driven by an ``asyncio.Protocol``; bench/lean.py's ``LeanFleet``); "relaylink", a ``RelayLink`` per
     host (websockets' asyncio client, as ``tether host``), which costs this process about as much
     CPU per reconnection as the relay."""
     if client == "lean":
@@ -717,283 +717,19 @@ async def w_failover_hosts(first_url: str, after_urls: list[str], count: int, of
             "offset": offset, "client": "relaylink"}
 
 
-class LeanConn(asyncio.Protocol):
-    """One connection of a simulated host of part 3, cheap in CPU: an ``asyncio.Protocol`` that
-    drives websockets' sans-I/O client (``websockets.client.ClientProtocol``: the opening
-    handshake, framing, masking, answering the relay's pings, the closing handshake) and speaks the
-    relay protocol with tether's codec (``tether.protocol.frames``) as ``RelayLink.connect`` and
-    ``RelayLink.publish_allowlist`` do: HELLO → CHALLENGE → AUTH (the Ed25519 signature of
-    ``auth_message``) → WELCOME → ALLOWLIST. Then it echoes the first DATA of every channel back
-    on that channel (the frame as it came: its header names this host's end of the channel).
-
-    No task, future or keepalive timer per connection once it is made (the relay pings every
-    connection; websockets answers). What it leaves out against ``tether host``: pings of its own,
-    the E2E (Noise) handshake on channels, the mailbox and offers. The host's state between its
-    connections (backoff, counts) is in its :class:`LeanFleet`."""
-
-    __slots__ = ("fleet", "i", "reported", "stage", "timer", "transport", "uri", "waiting", "ws")
-
-    def __init__(self, fleet: LeanFleet, i: int, uri: Any) -> None:
-        self.fleet = fleet
-        self.i = i
-        self.uri = uri
-        self.transport: asyncio.Transport | None = None
-        self.ws: Any = None
-        self.stage = 0  # 0 opening handshake, 1 HELLO sent, 2 AUTH sent, 3 authenticated, allowlist sent
-        self.reported = False  # the attempt's outcome is known
-        self.timer: asyncio.TimerHandle | None = fleet.loop.call_later(fleet.open_timeout, self._timed_out)
-        self.waiting: set[int] = set()  # channels opened whose first DATA has not come yet
-
-    async def dial(self, address: tuple[str, int]) -> None:
-        try:
-            await self.fleet.loop.create_connection(lambda: self, *address)
-        except OSError as exc:
-            self._outcome(False, f"{type(exc).__name__}: {exc}")
-
-    def _timed_out(self) -> None:
-        self.timer = None
-        self._fail(f"no WELCOME within {self.fleet.open_timeout:g} s")
-
-    def _outcome(self, ok: bool, why: str = "") -> None:
-        if self.reported:
-            return
-        self.reported = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        self.fleet.outcome(self.i, ok, why)
-
-    def _fail(self, why: str) -> None:
-        self._outcome(False, why)
-        if self.transport is not None:
-            self.transport.abort()
-
-    # --- asyncio.Protocol
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        from websockets.client import ClientProtocol
-
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        if self.reported:  # timed out while the TCP connection was being made
-            transport.abort()
-            return
-        self.ws = ws = ClientProtocol(self.uri, max_size=1 << 20)
-        request = ws.connect()
-        request.headers["User-Agent"] = "tether"
-        ws.send_request(request)
-        self._flush()
-
-    def data_received(self, data: bytes) -> None:
-        ws = self.ws
-        ws.receive_data(data)
-        fleet = self.fleet
-        for event in ws.events_received():
-            if isinstance(event, fleet.Frame):
-                if event.opcode is fleet.BINARY:
-                    if not event.fin:
-                        self._fail("a fragmented message")  # the relay sends every message whole
-                        return
-                    self._message(bytes(event.data))  # bytes already: no copy
-                # PING: websockets queued the PONG; CLOSE: its answer (both sent by _flush)
-            elif ws.handshake_exc is not None:  # the answer to the opening handshake: a refusal
-                self._fail(f"handshake: {ws.handshake_exc}")
-                return
-            else:
-                ws.send_binary(fleet.hello[self.i])
-                self.stage = 1
-        self._flush()
-
-    def eof_received(self) -> bool | None:
-        if self.ws is not None:
-            self.ws.receive_eof()
-            self._flush()
-        return None  # the transport closes itself
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        if not self.reported:
-            self._outcome(False, f"connection lost during the handshake ({exc or 'EOF'})")
-        elif self.stage == 3:
-            self.stage = 4
-            self.fleet.lost(self.i)
-
-    def _flush(self) -> None:
-        transport = self.transport
-        if transport is None:
-            return
-        for chunk in self.ws.data_to_send():
-            if chunk:
-                transport.write(chunk)
-            else:  # websockets' SEND_EOF: the closing handshake is done
-                transport.close()
-                return
-
-    # --- the relay protocol
-
-    def _message(self, message: bytes) -> None:
-        fleet = self.fleet
-        if self.stage == 3:
-            if message[0] == fleet.DATA:
-                channel = fleet.data_channel(message)
-                if channel in self.waiting:
-                    self.waiting.discard(channel)
-                    self.ws.send_binary(message)
-                    fleet.echoes += 1
-                return
-            frame = fleet.decode_frame(message)
-            if isinstance(frame, fleet.Incoming):
-                self.waiting.add(frame.channel)
-            elif isinstance(frame, fleet.Close):
-                self.waiting.discard(frame.channel)
-            return
-        try:
-            frame = fleet.decode_frame(message)
-        except fleet.FrameError as exc:
-            self._fail(f"not the relay protocol: {exc}")
-            return
-        if self.stage == 1 and isinstance(frame, fleet.Challenge):
-            signature = fleet.idents[self.i].sign(fleet.auth_message(fleet.role, frame.nonce))
-            self.ws.send_binary(fleet.Auth(signature).encode())
-            self.stage = 2
-        elif self.stage == 2 and isinstance(frame, fleet.Welcome):
-            for chunk in fleet.allowlist:  # the frames RelayLink.publish_allowlist sends
-                self.ws.send_binary(chunk)
-            self.stage = 3
-            self._outcome(True)
-        else:
-            self._fail(f"refused: {frame}" if isinstance(frame, fleet.Error) else
-                       f"expected {'CHALLENGE' if self.stage == 1 else 'WELCOME'}, got {type(frame).__name__}")
-
-
-class LeanFleet:
-    """The lean hosts of one worker process (:class:`LeanConn`): their identities, what they send,
-    their reconnection (``tether.backoff.Backoff`` after a connection that worked, at most
-    ``inflight`` attempts at once; 0: no bound) and what part 3 counts."""
-
-    def __init__(self, count: int, offset: int, tag: str, probe_keys: list[bytes], after_urls: list[str],
-                 inflight: int, deadline: float, notes: BackNotes) -> None:
-        from websockets.frames import Frame, Opcode
-        from websockets.uri import parse_uri
-
-        from tether.backoff import Backoff
-        from tether.crypto.keys import Identity
-        from tether.protocol import frames
-        from tether.relay.link import websocket_url
-
-        self.loop = asyncio.get_running_loop()
-        self.Frame, self.BINARY = Frame, Opcode.BINARY
-        self.DATA = int(frames.FrameType.DATA)
-        self.data_channel, self.decode_frame, self.FrameError = frames.data_channel, frames.decode_frame, \
-            frames.FrameError
-        self.Incoming, self.Close, self.Challenge, self.Welcome, self.Error, self.Auth = (
-            frames.Incoming, frames.Close, frames.Challenge, frames.Welcome, frames.Error, frames.Auth)
-        self.auth_message, self.role = frames.auth_message, frames.Role.HOST
-        self.Backoff = Backoff
-        self._parse: Callable[[str], Any] = lambda url: parse_uri(websocket_url(url))
-        base = tag.encode()
-        self.idents = [Identity.from_seed(bench._seed(base, f"fh{offset + i}")) for i in range(count)]
-        self.hello = [frames.Hello(self.role, ident.identity_public).encode() for ident in self.idents]
-        keys = list(dict.fromkeys(bytes(k) for k in probe_keys))
-        step = frames.MAX_ALLOWLIST_CHUNK
-        chunks = [keys[i:i + step] for i in range(0, len(keys), step)] or [[]]
-        self.allowlist = [frames.Allowlist(tuple(c), first=i == 0, last=i == len(chunks) - 1).encode()
-                          for i, c in enumerate(chunks)]
-        self.after = [self._parse(u) for u in after_urls]
-        self.count = count
-        self.offset = offset
-        self.open_timeout = 10.0
-        self.inflight = inflight
-        self.deadline = deadline
-        self.running = 0  # reconnection attempts in flight
-        self.queue: collections.deque[int] = collections.deque()  # hosts waiting for a place in flight
-        self.waiters: dict[int, asyncio.Future[bool]] = {}  # the first connections' outcomes
-        self.backoff: list[Any] = [None] * count
-        self.lost_at = [0.0] * count
-        self.back_at = [0.0] * count
-        self.attempts = [0] * count
-        self.errors: list[str] = []
-        self.lost_again = 0  # connections lost after the reconnection (none expected)
-        self.echoes = 0
-        self.remaining = 0
-        self.progress: Any = None
-        self.notes = notes  # tells the probes which hosts are back
-        self.tasks: set[asyncio.Task[Any]] = set()
-
-    def dial(self, i: int, uri: Any) -> None:
-        conn = LeanConn(self, i, uri)
-        task = self.loop.create_task(conn.dial((uri.host, uri.port)))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def first(self, url: str) -> int:
-        """Every host connects to ``url`` (50 handshakes in flight, as bench/relay.py's); how many did."""
-        uri = self._parse(url)
-
-        async def one(i: int) -> bool:
-            self.waiters[i] = waiter = self.loop.create_future()
-            self.dial(i, uri)
-            return bool(await waiter)
-
-        return sum(await bench._bounded_gather(self.count, one))
-
-    def outcome(self, i: int, ok: bool, why: str) -> None:
-        waiter = self.waiters.pop(i, None)
-        if waiter is not None:  # a first connection
-            if not ok and len(self.errors) < 5:
-                self.errors.append(f"first connect: {why}")
-            waiter.set_result(ok)
-            return
-        self.running -= 1
-        if ok:
-            if not self.back_at[i]:
-                self.back_at[i] = time.monotonic()
-                self.notes.add(self.offset + i)
-                self.remaining -= 1
-                if self.remaining == 0:
-                    self.progress.put(("back", self.offset))
-        else:
-            if len(self.errors) < 5:
-                self.errors.append(f"reconnect: {why}")
-            self._later(i)
-        while self.queue and (not self.inflight or self.running < self.inflight):
-            self._start(self.queue.popleft())
-
-    def lost(self, i: int) -> None:
-        """A connection that worked ended: reconnect as ``tether host`` does (a new Backoff)."""
-        if self.lost_at[i]:
-            self.lost_again += 1
-        else:
-            self.lost_at[i] = time.monotonic()
-        self.backoff[i] = self.Backoff()
-        self._later(i)
-
-    def _later(self, i: int) -> None:
-        if self.loop.time() < self.deadline:
-            self.loop.call_later(self.backoff[i].next_delay(), self._due, i)
-
-    def _due(self, i: int) -> None:
-        if self.loop.time() >= self.deadline:
-            return
-        self.attempts[i] += 1
-        if not self.inflight or self.running < self.inflight:
-            self._start(i)
-        else:
-            self.queue.append(i)
-
-    def _start(self, i: int) -> None:
-        self.running += 1
-        self.dial(i, self.after[(self.offset + i) % len(self.after)])
-
-
 async def _w_failover_lean(first_url: str, after_urls: list[str], count: int, offset: int, tag: str,
                            probe_keys: list[bytes], inflight: int, progress: Any, stop: Any, timeout: float,
                            back_queues: list[Any]) -> dict[str, Any]:
+    from lean import LeanFleet
+
+    from tether.crypto.keys import Identity
+
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    fleet = LeanFleet(count, offset, tag, probe_keys, after_urls, inflight, deadline, BackNotes(back_queues))
+    idents = [Identity.from_seed(bench._seed(tag.encode(), f"fh{offset + i}")) for i in range(count)]
+    fleet = LeanFleet(idents, offset, probe_keys, after_urls, inflight, deadline, BackNotes(back_queues))
     fleet.progress = progress
-    connected = await fleet.first(first_url)
+    connected = await fleet.first(first_url, bench.CONNECT_CONCURRENCY)
     fleet.remaining = connected
     progress.put(("ready", connected))
     while not stop.is_set() and loop.time() < deadline:  # noqa: ASYNC110 (a multiprocessing Event)
@@ -1003,36 +739,43 @@ async def _w_failover_lean(first_url: str, after_urls: list[str], count: int, of
             "echoes": fleet.echoes}
 
 
-async def w_failover_probe(url: str, redis_port: int, dead_node: str, tag: str, host_offsets: list[int],
-                           link_seeds: list[bytes], progress: Any, go: Any, stop: Any, timeout: float,
-                           back: Any) -> dict[str, Any]:
-    """Device links on ``url`` (one per seed), the hosts ``host_offsets`` shared out between them.
-    Before the kill: one channel per link to its first host (the set-up works). After ``go``:
-    every 50 ms the presence keys of the hosts that are back (the host processes say which, on
-    ``back``: :class:`BackNotes`) and not yet seen on a live node (one MGET); each host whose key
-    names a node other than ``dead_node`` gets a channel, one message and its echo."""
-    import redis.asyncio as aredis
+class RelayLinkProber:
+    """The probing devices of one process as a ``RelayLink`` each (``--failover-probe relaylink``,
+    as part 3 probed before bench/lean.py's :class:`LeanProber`, whose interface this has)."""
 
-    from tether.crypto.keys import Identity
-    from tether.errors import TetherError
-    from tether.protocol.frames import CloseCode
-    from tether.relay.link import ChannelClosed, RelayLink
+    PER_LINK = 16
+    RETRY = 0.2
 
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    base = tag.encode()
-    host_ids = {h: Identity.from_seed(bench._seed(base, f"fh{h}")).id for h in host_offsets}
-    links = [await RelayLink.connect(url, Identity.from_seed(s), "device", open_timeout=30) for s in link_seeds]
-    chunks = [host_offsets[j::len(links)] for j in range(len(links))]
-    dead = (dead_node + " ").encode()
-    opens = failures = 0
-    codes: dict[str, int] = {}
+    def __init__(self, url: str, identities: list[Any], host_ids: dict[int, str], deadline: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.url = url
+        self.identities = identities
+        self.host_ids = host_ids
+        self.deadline = deadline
+        self.links: list[Any] = []
+        self.gates: list[asyncio.Semaphore] = []
+        self.ok_at: dict[int, float] = {}
+        self.all_ok = asyncio.Event()
+        self.opens = self.failures = 0
+        self.codes: collections.Counter[str] = collections.Counter()
+        self.errors: list[str] = []
+        self.tasks: set[asyncio.Task[Any]] = set()
 
-    async def probe(link: Any, h: int) -> bool:
-        nonlocal opens, failures
-        opens += 1
+    async def connect(self) -> None:
+        from tether.relay.link import RelayLink
+
+        self.links = [await RelayLink.connect(self.url, ident, "device", open_timeout=30) for ident in self.identities]
+        self.gates = [asyncio.Semaphore(self.PER_LINK) for _ in self.links]
+        self.link_of = {h: k % len(self.links) for k, h in enumerate(self.host_ids)}
+
+    async def probe_once(self, h: int) -> bool:
+        from tether.errors import TetherError
+        from tether.protocol.frames import CloseCode
+        from tether.relay.link import ChannelClosed
+
+        self.opens += 1
         try:
-            channel = await link.open(host_ids[h], timeout=10)
+            channel = await self.links[self.link_of[h]].open(self.host_ids[h], timeout=10)
             try:
                 async with asyncio.timeout(10):
                     await channel.send(b"probe")
@@ -1042,20 +785,57 @@ async def w_failover_probe(url: str, redis_port: int, dead_node: str, tag: str, 
                 await channel.close()
             return True
         except (ChannelClosed, TetherError, TimeoutError) as exc:
-            failures += 1
+            self.failures += 1
             code = getattr(exc, "close_code", None)
-            name = CloseCode(code).name if code in CloseCode._value2member_map_ else type(exc).__name__
-            codes[name] = codes.get(name, 0) + 1
+            self.codes[CloseCode(code).name if code in CloseCode._value2member_map_ else type(exc).__name__] += 1
             return False
 
-    before = [await probe(link, chunk[0]) for link, chunk in zip(links, chunks, strict=True) if chunk]
+    def probe(self, h: int) -> None:
+        async def until_ok() -> None:
+            while self.loop.time() < self.deadline:
+                async with self.gates[self.link_of[h]]:
+                    if await self.probe_once(h):
+                        self.ok_at[h] = time.monotonic()
+                        if len(self.ok_at) == len(self.host_ids):
+                            self.all_ok.set()
+                        return
+                await asyncio.sleep(self.RETRY)
+
+        task = self.loop.create_task(until_ok())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+
+async def w_failover_probe(url: str, redis_port: int, dead_node: str, tag: str, host_offsets: list[int],
+                           link_seeds: list[bytes], progress: Any, go: Any, stop: Any, timeout: float,
+                           back: Any, client: str = "lean") -> dict[str, Any]:
+    """Device links on ``url`` (one per seed), the hosts ``host_offsets`` shared out between them.
+    Before the kill: one channel per link to its first host (the set-up works). After ``go``:
+    every 50 ms the presence keys of the hosts that are back (the host processes say which, on
+    ``back``: :class:`BackNotes`) and not yet seen on a live node (one MGET); each host whose key
+    names a node other than ``dead_node`` gets a channel, one message and its echo (tried again
+    after a refusal). ``client``: "lean" (bench/lean.py's :class:`LeanProber`, default) or
+    "relaylink" (:class:`RelayLinkProber`)."""
+    import redis.asyncio as aredis
+    from lean import LeanProber
+
+    from tether.crypto.keys import Identity
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    base = tag.encode()
+    host_ids = {h: Identity.from_seed(bench._seed(base, f"fh{h}")).id for h in host_offsets}
+    kind = LeanProber if client == "lean" else RelayLinkProber
+    prober = kind(url, [Identity.from_seed(s) for s in link_seeds], host_ids, deadline)
+    await prober.connect()
+    firsts = host_offsets[:len(link_seeds)]  # each link's first host
+    before = [await prober.probe_once(h) for h in firsts]
     progress.put(("probe_ready", sum(before)))
     while not go.is_set() and loop.time() < deadline:  # noqa: ASYNC110 (a multiprocessing Event)
         await asyncio.sleep(0.005)
     r = aredis.Redis(host="127.0.0.1", port=redis_port, socket_timeout=10)
+    dead = (dead_node + " ").encode()
     live_at: dict[int, float] = {}
-    ok_at: dict[int, float] = {}
-    ready: dict[int, asyncio.Event] = {h: asyncio.Event() for h in host_offsets}
 
     async def watch() -> None:
         waiting: list[int] = []  # back, and not yet seen on a live node
@@ -1072,45 +852,34 @@ async def w_failover_probe(url: str, redis_port: int, dead_node: str, tag: str, 
             for h, v in zip(waiting, values, strict=True):
                 if v is not None and not v.startswith(dead):
                     live_at[h] = now
-                    ready[h].set()
+                    prober.probe(h)
                     left -= 1
                 else:
                     still.append(h)
             waiting = still
             await asyncio.sleep(0.05)
 
-    async def run_link(link: Any, chunk: list[int]) -> None:
-        sem = asyncio.Semaphore(16)
-
-        async def one(h: int) -> None:
-            await ready[h].wait()
-            while loop.time() < deadline:
-                async with sem:
-                    if await probe(link, h):
-                        ok_at[h] = time.monotonic()
-                        return
-                await asyncio.sleep(0.2)
-
-        await asyncio.gather(*(one(h) for h in chunk))
-
     watcher = loop.create_task(watch())
     try:
         async with asyncio.timeout(max(1.0, deadline - loop.time())):
-            await asyncio.gather(*(run_link(link, chunk) for link, chunk in zip(links, chunks, strict=True)))
+            await prober.all_ok.wait()
     except TimeoutError:
         pass
     finally:
         watcher.cancel()
         await r.aclose()
-    progress.put(("probe_done", len(ok_at)))
+    progress.put(("probe_done", len(prober.ok_at)))
     while not stop.is_set() and loop.time() < deadline + 30:  # noqa: ASYNC110 (a multiprocessing Event)
         await asyncio.sleep(0.05)
-    return {"before_ok": sum(before), "before_tried": len(before), "live_at": live_at, "ok_at": ok_at,
-            "opens": opens, "failures": failures, "codes": codes, "hosts": len(host_offsets)}
+    return {"before_ok": sum(before), "before_tried": len(before), "live_at": live_at, "ok_at": prober.ok_at,
+            "opens": prober.opens, "failures": prober.failures, "codes": dict(prober.codes),
+            "hosts": len(host_offsets), "errors": prober.errors}
 
 
-def part_failover(sizes: Sizes, hosts: int, py_spy: str | None = None, client: str = "lean") -> dict[str, Any]:
-    """Part 3 once; ``client``: the simulated hosts, "lean" or "relaylink" (see w_failover_hosts)."""
+def part_failover(sizes: Sizes, hosts: int, py_spy: str | None = None, client: str = "lean",
+                  probe: str = "lean") -> dict[str, Any]:
+    """Part 3 once; ``client``: the simulated hosts, "lean" or "relaylink" (see w_failover_hosts);
+    ``probe``: the probing devices, the same choice (see w_failover_probe)."""
     cluster = Cluster(4)
     dead, b, c, d = cluster.nodes
     workers = bench.Workers()
@@ -1148,7 +917,8 @@ def part_failover(sizes: Sizes, hosts: int, py_spy: str | None = None, client: s
             workers.start("failover_probe", func=w_failover_probe, fast_exit=True, url=d.url,
                           redis_port=cluster.redis.port, dead_node=cluster.ids[0], tag=tag,
                           host_offsets=offsets[k::probe_procs], link_seeds=probe_seeds[k::probe_procs],
-                          progress=progress, go=go, stop=stop, timeout=180.0, back=back_queues[k])
+                          progress=progress, go=go, stop=stop, timeout=180.0, back=back_queues[k],
+                          client=probe)
         before_ok = 0
         for _ in range(probe_procs):
             kind, n = progress.get(timeout=120)
@@ -1212,6 +982,7 @@ def part_failover(sizes: Sizes, hosts: int, py_spy: str | None = None, client: s
     cpu_s = {name: b1 - a for name, a, b1 in zip(names, cpu0, cpu1, strict=True)}
     return {
         "client": client,
+        "probe_client": probe,
         "hosts": n,
         "connected": connected,
         "ramp_s": ramp,
@@ -1255,6 +1026,7 @@ def part_failover(sizes: Sizes, hosts: int, py_spy: str | None = None, client: s
         "node_2_profile": profile,
         "node_log_trouble": trouble,
         "errors": [e for r in host_res for e in r["errors"]],
+        "probe_errors": [e for r in probe_res for e in r.get("errors", [])],
         # lean clients only: connections lost again after the reconnection, echoes sent
         "hosts_lost_again": sum(r.get("lost_again", 0) for r in host_res),
         "host_echoes": sum(r.get("echoes", 0) for r in host_res),
@@ -1371,7 +1143,8 @@ def _idle_line(r: dict[str, Any]) -> None:
 
 def run(sizes: Sizes, parts: set[int], idle_conns: int, idle_nodes: int, mode: str,
         save: Callable[[dict[str, Any]], None] = lambda _: None, py_spy: str | None = None,
-        burst_hosts: int = 1500, failover_clients: tuple[str, ...] = ("lean",)) -> dict[str, Any]:
+        burst_hosts: int = 1500, failover_clients: tuple[str, ...] = ("lean",),
+        failover_probe: str = "lean") -> dict[str, Any]:
     """All the parts asked for; ``save`` gets the results so far after each part."""
     results: dict[str, Any] = {
         "machine": bench.machine_facts(),
@@ -1415,7 +1188,8 @@ def run(sizes: Sizes, parts: set[int], idle_conns: int, idle_nodes: int, mode: s
             for rep in range(sizes.failover_repeats):
                 _say(f"[3] failover: {sizes.failover_hosts:,} hosts ({client} clients) on a node that is killed "
                      f"(repeat {rep + 1})")
-                r = part_failover(sizes, sizes.failover_hosts, py_spy if rep == 0 and k == 0 else None, client)
+                r = part_failover(sizes, sizes.failover_hosts, py_spy if rep == 0 and k == 0 else None, client,
+                                  failover_probe)
                 runs.append(r)
                 _failover_line(r)
                 results["failover"] = runs
@@ -1424,7 +1198,7 @@ def run(sizes: Sizes, parts: set[int], idle_conns: int, idle_nodes: int, mode: s
                 _say(f"[3] storm: {sizes.failover_storm_hosts:,} hosts ({client} clients) reconnecting at once, "
                      "as real hosts would (no bound per client process)")
                 r = part_failover(Sizes(**{**sizes.__dict__, "failover_inflight": 0}), sizes.failover_storm_hosts,
-                                  client=client)
+                                  client=client, probe=failover_probe)
                 r["storm"] = True
                 runs.append(r)
                 _failover_line(r)
@@ -1524,6 +1298,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="part 3: the simulated hosts, lean (websockets' sans-I/O client on an asyncio.Protocol, "
                         "cheap) or relaylink (a RelayLink each, as tether host), or both: lean,relaylink "
                         "(default lean)")
+    parser.add_argument("--failover-probe", default="lean", choices=("lean", "relaylink"),
+                        help="part 3: the probing devices, lean (as the lean hosts) or relaylink (a RelayLink each, "
+                        "as part 3 had before; about a tenth of the machine more) (default lean)")
     parser.add_argument("--repeats", type=int, help="rounds of part 1 and repeats of parts 2 and 3")
     parser.add_argument("--py-spy", metavar="EXE", help="part 3: profile the node that takes the hosts with this "
                         "py-spy during the first recovery (not installed with the project)")
@@ -1548,7 +1325,7 @@ def main(argv: list[str] | None = None) -> int:
 
     res = run(sizes, parts, args.idle_conns or sizes.idle_conns, args.idle_nodes or sizes.idle_nodes,
               "quick" if args.quick else "full", save, py_spy=args.py_spy, burst_hosts=args.burst_hosts,
-              failover_clients=clients)
+              failover_clients=clients, failover_probe=args.failover_probe)
     print_table(res)
     print_burst(res)
     bench.write_json(args.json, res)
