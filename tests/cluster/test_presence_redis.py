@@ -206,3 +206,39 @@ async def test_a_refresh_chunk_that_fails_does_not_stop_the_others(
         await a.refresh()
     assert chunks == [10, 10, 10]
     assert [await entry(redis, f"h{i}") for i in range(30)] == [None] * 10 + [a.held[f"h{i}"] for i in range(10, 30)]
+
+
+async def test_lookups_asked_together_go_in_one_round_trip(redis: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Devices reopening their channels after a node died ask where hundreds of hosts are at once:
+    what is asked while a lookup is out goes in the next round trip, and each asker gets its own
+    host's answer (a host asked twice, and hosts nobody holds, included). A round trip that fails
+    fails its askers, not the lookups after it."""
+    a = Presence(redis, "node-a", "https://a.example")
+    b = Presence(redis, "node-b", "https://b.example")
+    for i in range(0, 200, 2):
+        await connected(a if i % 4 else b, f"h{i}")  # even hosts are held, odd ones are not
+    held = {**a.held, **b.held}
+    batches: list[int] = []
+    real = a.where_many
+
+    async def counted(host_ids: list[str]) -> list[Holder | None]:
+        batches.append(len(host_ids))
+        if len(batches) == 2:  # the second round trip fails, slowly
+            await asyncio.sleep(0.2)
+            raise RedisTimeoutError("Timeout reading from socket")
+        return await real(host_ids)
+
+    monkeypatch.setattr(a, "where_many", counted)
+    asked = [f"h{i}" for i in range(200)] + ["h4", "h5"]
+    answers = await asyncio.gather(*(a.where(h) for h in asked))
+    assert answers == [held.get(h) for h in asked]
+    assert sum(1 for x in answers if x is not None) == 101  # the 100 held, h4 twice
+    assert batches == [200]
+
+    failing = asyncio.gather(a.where("h0"), a.where("h1"), return_exceptions=True)
+    await asyncio.sleep(0.05)  # that round trip is out
+    assert await asyncio.gather(a.where("h2"), a.where("h6")) == [held["h2"], held["h6"]]
+    assert [type(x) for x in await failing] == [RedisTimeoutError, RedisTimeoutError]
+    assert batches == [200, 2, 2]
+    assert await a.where("h8") == held["h8"]  # alone: a GET of its own
+    assert batches == [200, 2, 2]

@@ -18,6 +18,7 @@ connections (redis-py refuses past 100) and most of the node's CPU.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -124,6 +125,9 @@ class Presence:
         self.held: dict[str, Holder] = {}  # host id → the entry of our connection
         self.allowlists: dict[str, frozenset[bytes]] = {}  # host id → as last published here
         self._queue: list[tuple[int, str, Holder | frozenset[bytes]]] = []
+        # where(): the hosts asked for while a lookup is out, and who waits for each
+        self._wanted: dict[str, list[asyncio.Future[Holder | None]]] = {}
+        self._looking: asyncio.Task[None] | None = None
 
     @property
     def pending(self) -> bool:
@@ -190,7 +194,37 @@ class Presence:
         return Holder.decode(await self.redis.get(_HOST + host_id)) == holder
 
     async def where(self, host_id: str) -> Holder | None:
-        return Holder.decode(await self.redis.get(_HOST + host_id))
+        """Who holds ``host_id`` now. Asked while a lookup is out, it joins the next one: after
+        a node dies its devices reopen their channels all at once, and a round trip each cost
+        the node more CPU than the rest of the open; alone it goes at once."""
+        waiter: asyncio.Future[Holder | None] = asyncio.get_running_loop().create_future()
+        self._wanted.setdefault(host_id, []).append(waiter)
+        if self._looking is None:
+            self._looking = asyncio.get_running_loop().create_task(self._look_up())
+        return await waiter
+
+    async def _look_up(self) -> None:
+        try:
+            while self._wanted:
+                wanted, self._wanted = self._wanted, {}
+                ids = list(wanted)
+                try:
+                    if len(ids) == 1:
+                        holders = [Holder.decode(await self.redis.get(_HOST + ids[0]))]
+                    else:
+                        holders = await self.where_many(ids)
+                except Exception as exc:  # each asker gets it: Redis trouble, or worse
+                    for waiters in wanted.values():
+                        for waiter in waiters:
+                            if not waiter.done():
+                                waiter.set_exception(exc)
+                    continue
+                for host_id, holder in zip(ids, holders, strict=True):
+                    for waiter in wanted[host_id]:
+                        if not waiter.done():
+                            waiter.set_result(holder)
+        finally:
+            self._looking = None
 
     async def url_of(self, node: str) -> str | None:
         value = await self.redis.get(_NODE + node)
