@@ -632,6 +632,9 @@ async def w_failover_hosts(first_url: str, after_urls: list[str], count: int, of
     driven by an ``asyncio.Protocol``; bench/lean.py's ``LeanFleet``); "relaylink", a ``RelayLink`` per
     host (websockets' asyncio client, as ``tether host``), which costs this process about as much
     CPU per reconnection as the relay."""
+    from tether.relay.collector import collect_less_often
+
+    collect_less_often()  # thousands of long-lived connections here too, as on a relay node
     if client == "lean":
         return await _w_failover_lean(first_url, after_urls, count, offset, tag, probe_keys, inflight, progress,
                                       stop, timeout, back_queues)
@@ -820,6 +823,9 @@ async def w_failover_probe(url: str, redis_port: int, dead_node: str, tag: str, 
     from lean import LeanProber
 
     from tether.crypto.keys import Identity
+    from tether.relay.collector import collect_less_often
+
+    collect_less_often()
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

@@ -268,6 +268,7 @@ def relay(
 ) -> None:
     """Run a relay: hosts and devices dial out to it; it routes their encrypted channels, and
     serves the web client at / ."""
+    from tether.relay.collector import collect_less_often
     from tether.relay.enrollment import create_enroll_key as make_key
     from tether.relay.enrollment import load_enroll_key
     from tether.relay.listen import parse_listen, tls_context
@@ -337,6 +338,7 @@ def relay(
     mailbox_path = RelayPaths(home_dir(home)).mailbox if mailbox and settings is None else None
 
     async def main() -> None:
+        collect_less_often()
         box = await Mailbox.open(mailbox_path, held) if mailbox_path is not None else None
         server = RelayServer(
             limits=limits, public_url=public_url, static_dir=default_static_dir(), tls=tls,
