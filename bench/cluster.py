@@ -6,6 +6,7 @@
     .venv/bin/python bench/cluster.py --json out.json  # also every figure (every repeat) as JSON
     .venv/bin/python bench/cluster.py --parts 1,3      # only some parts
     .venv/bin/python bench/cluster.py --parts 3 --failover-client lean,relaylink   # part 3 with both kinds of hosts
+    .venv/bin/python bench/cluster.py --parts 3 --failover-loop uvloop,asyncio     # its clients on both loops
     .venv/bin/python bench/cluster.py --idle-conns 60000
 
 Every relay is a ``python -m tether relay`` process (``--exempt-loopback``: all the load dials
@@ -37,6 +38,9 @@ and the load runs in worker processes (bench/relay.py's ``Workers``, spawn). All
    ``asyncio.Protocol`` driving websockets' sans-I/O client, see bench/lean.py), so that their own
    CPU does not decide the result on a small machine; ``relaylink`` gives each host a
    ``RelayLink`` as ``tether host`` has (about three times the client CPU per reconnection).
+   The simulated hosts and devices run on uvloop when it is installed (the ``bench`` extra:
+   ``pip install -e '.[test,bench]'``; ``--failover-loop``), which takes a fifth of their CPU off;
+   the relay nodes run on asyncio, as ``tether relay`` does.
 4. (``--parts 4``, not by default) **A burst of host connections during a cross-node transfer**:
    bench/relay.py's throughput load across nodes while 1,500 hosts connect to the sending node at
    once: does every frame arrive? (It shows what a burst does to the node's Redis client.)
@@ -883,9 +887,10 @@ async def w_failover_probe(url: str, redis_port: int, dead_node: str, tag: str, 
 
 
 def part_failover(sizes: Sizes, hosts: int, py_spy: str | None = None, client: str = "lean",
-                  probe: str = "lean") -> dict[str, Any]:
+                  probe: str = "lean", loop: str = "asyncio") -> dict[str, Any]:
     """Part 3 once; ``client``: the simulated hosts, "lean" or "relaylink" (see w_failover_hosts);
-    ``probe``: the probing devices, the same choice (see w_failover_probe)."""
+    ``probe``: the probing devices, the same choice (see w_failover_probe); ``loop``: the event
+    loop of both, "asyncio" or "uvloop"."""
     cluster = Cluster(4)
     dead, b, c, d = cluster.nodes
     workers = bench.Workers()
@@ -904,7 +909,7 @@ def part_failover(sizes: Sizes, hosts: int, py_spy: str | None = None, client: s
     try:
         t0 = time.monotonic()
         for k in range(procs):
-            workers.start("failover_hosts", func=w_failover_hosts, fast_exit=True, first_url=dead.url,
+            workers.start("failover_hosts", func=w_failover_hosts, fast_exit=True, loop=loop, first_url=dead.url,
                           after_urls=[b.url, c.url], count=per_proc, offset=k * per_proc, tag=tag,
                           probe_keys=probe_keys, inflight=sizes.failover_inflight, progress=progress, stop=stop,
                           timeout=600.0, back_queues=back_queues, client=client)
@@ -920,7 +925,7 @@ def part_failover(sizes: Sizes, hosts: int, py_spy: str | None = None, client: s
         _say(f"[3] {connected:,} hosts on node-1 after {ramp:.0f} s")
         offsets = list(range(procs * per_proc))
         for k in range(probe_procs):
-            workers.start("failover_probe", func=w_failover_probe, fast_exit=True, url=d.url,
+            workers.start("failover_probe", func=w_failover_probe, fast_exit=True, loop=loop, url=d.url,
                           redis_port=cluster.redis.port, dead_node=cluster.ids[0], tag=tag,
                           host_offsets=offsets[k::probe_procs], link_seeds=probe_seeds[k::probe_procs],
                           progress=progress, go=go, stop=stop, timeout=180.0, back=back_queues[k],
@@ -989,6 +994,7 @@ def part_failover(sizes: Sizes, hosts: int, py_spy: str | None = None, client: s
     return {
         "client": client,
         "probe_client": probe,
+        "client_loop": loop,
         "hosts": n,
         "connected": connected,
         "ramp_s": ramp,
@@ -1129,7 +1135,8 @@ def part_burst(sizes: Sizes, hosts: int, rounds: int) -> list[dict[str, Any]]:
 
 
 def _failover_line(r: dict[str, Any]) -> None:
-    _say(f"[3] {r.get('client', 'relaylink')}: reconnected {r['reconnected']:,}/{r['hosts']:,}: "
+    _say(f"[3] {r.get('client', 'relaylink')} on {r.get('client_loop', 'asyncio')}: "
+         f"reconnected {r['reconnected']:,}/{r['hosts']:,}: "
          f"p50 {r['reconnect_s']['p50']:.2f} s, max "
          f"{r['reconnect_s']['max']:.2f} s; presence max {r['presence_s']['max']:.2f} s "
          f"(late {r['presence_late_hosts']}); "
@@ -1150,7 +1157,7 @@ def _idle_line(r: dict[str, Any]) -> None:
 def run(sizes: Sizes, parts: set[int], idle_conns: int, idle_nodes: int, mode: str,
         save: Callable[[dict[str, Any]], None] = lambda _: None, py_spy: str | None = None,
         burst_hosts: int = 1500, failover_clients: tuple[str, ...] = ("lean",),
-        failover_probe: str = "lean") -> dict[str, Any]:
+        failover_probe: str = "lean", failover_loops: tuple[str, ...] = ("asyncio",)) -> dict[str, Any]:
     """All the parts asked for; ``save`` gets the results so far after each part."""
     results: dict[str, Any] = {
         "machine": bench.machine_facts(),
@@ -1190,21 +1197,24 @@ def run(sizes: Sizes, parts: set[int], idle_conns: int, idle_nodes: int, mode: s
 
     if 3 in parts:
         runs = []
-        for k, client in enumerate(failover_clients):
-            for rep in range(sizes.failover_repeats):
-                _say(f"[3] failover: {sizes.failover_hosts:,} hosts ({client} clients) on a node that is killed "
-                     f"(repeat {rep + 1})")
+        # every kind of client and loop in each repeat, in turn: this machine's speed drifts
+        kinds = [(client, loop) for client in failover_clients for loop in failover_loops]
+        for rep in range(sizes.failover_repeats):
+            for k, (client, loop) in enumerate(kinds):
+                _say(f"[3] failover: {sizes.failover_hosts:,} hosts ({client} clients on {loop}) on a node that is "
+                     f"killed (repeat {rep + 1})")
                 r = part_failover(sizes, sizes.failover_hosts, py_spy if rep == 0 and k == 0 else None, client,
-                                  failover_probe)
+                                  failover_probe, loop)
                 runs.append(r)
                 _failover_line(r)
                 results["failover"] = runs
                 save(results)
-            if sizes.failover_storm_hosts:
-                _say(f"[3] storm: {sizes.failover_storm_hosts:,} hosts ({client} clients) reconnecting at once, "
-                     "as real hosts would (no bound per client process)")
+        if sizes.failover_storm_hosts:
+            for client, loop in kinds:
+                _say(f"[3] storm: {sizes.failover_storm_hosts:,} hosts ({client} clients on {loop}) reconnecting at "
+                     "once, as real hosts would (no bound per client process)")
                 r = part_failover(Sizes(**{**sizes.__dict__, "failover_inflight": 0}), sizes.failover_storm_hosts,
-                                  client=client, probe=failover_probe)
+                                  client=client, probe=failover_probe, loop=loop)
                 r["storm"] = True
                 runs.append(r)
                 _failover_line(r)
@@ -1290,6 +1300,14 @@ def print_burst(res: dict[str, Any]) -> None:
             print(f"  node-1: {line.split(' ', 2)[-1][:150]}")
 
 
+def _default_loop() -> str:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="tether cluster benchmark (see docs/benchmarks.md)")
     parser.add_argument("--quick", action="store_true", help="small counts: a smoke run")
@@ -1307,6 +1325,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--failover-probe", default="lean", choices=("lean", "relaylink"),
                         help="part 3: the probing devices, lean (as the lean hosts) or relaylink (a RelayLink each, "
                         "as part 3 had before; about a tenth of the machine more) (default lean)")
+    parser.add_argument("--failover-loop", default=None,
+                        help="part 3: the event loop of the simulated hosts and devices, uvloop (the bench extra: "
+                        "pip install -e '.[test,bench]') or asyncio, or both: uvloop,asyncio "
+                        "(default uvloop when installed)")
     parser.add_argument("--repeats", type=int, help="rounds of part 1 and repeats of parts 2 and 3")
     parser.add_argument("--py-spy", metavar="EXE", help="part 3: profile the node that takes the hosts with this "
                         "py-spy during the first recovery (not installed with the project)")
@@ -1326,12 +1348,18 @@ def main(argv: list[str] | None = None) -> int:
     clients = tuple(c.strip() for c in args.failover_client.split(",") if c.strip())
     if not clients or any(c not in ("lean", "relaylink") for c in clients):
         parser.error("--failover-client: lean, relaylink or both (comma-separated)")
+    loops = tuple(x.strip() for x in (args.failover_loop or _default_loop()).split(",") if x.strip())
+    if not loops or any(x not in ("uvloop", "asyncio") for x in loops):
+        parser.error("--failover-loop: uvloop, asyncio or both (comma-separated)")
+    if "uvloop" in loops and _default_loop() != "uvloop":
+        parser.error("--failover-loop uvloop: uvloop is not installed (pip install -e '.[test,bench]')")
+
     def save(partial: dict[str, Any]) -> None:
         bench.write_json(args.json, partial, final=False)
 
     res = run(sizes, parts, args.idle_conns or sizes.idle_conns, args.idle_nodes or sizes.idle_nodes,
               "quick" if args.quick else "full", save, py_spy=args.py_spy, burst_hosts=args.burst_hosts,
-              failover_clients=clients, failover_probe=args.failover_probe)
+              failover_clients=clients, failover_probe=args.failover_probe, failover_loops=loops)
     print_table(res)
     print_burst(res)
     bench.write_json(args.json, res)

@@ -486,12 +486,19 @@ async def _bounded_gather(n: int, make: Callable[[int], Awaitable[Any]], limit: 
 
 
 def _worker(name: str, kwargs: dict[str, Any], out: Any,
-            func: Callable[..., Awaitable[Any]] | None = None, fast_exit: bool | None = None) -> None:
+            func: Callable[..., Awaitable[Any]] | None = None, fast_exit: bool | None = None,
+            loop: str = "asyncio") -> None:
     """Entry point of every worker process: run one coroutine (``func``, or the one registered
-    as ``name``), put (name, result or error)."""
+    as ``name``) on ``loop`` ("asyncio", or "uvloop": bench/cluster.py's simulated clients), put
+    (name, result or error)."""
     func = func or _WORKERS[name]
     try:
-        result = asyncio.run(func(**kwargs))
+        if loop == "uvloop":
+            import uvloop  # the bench extra: pip install -e '.[test,bench]'
+
+            result = uvloop.run(func(**kwargs))
+        else:
+            result = asyncio.run(func(**kwargs))
         out.put((name, "ok", result))
     except BaseException as exc:  # report, never hang the orchestrator
         out.put((name, "error", f"{type(exc).__name__}: {exc}"))
@@ -796,11 +803,11 @@ class Workers:
         self.procs: list[Any] = []
 
     def start(self, name: str, *, func: Callable[..., Awaitable[Any]] | None = None, fast_exit: bool | None = None,
-              **kwargs: Any) -> None:
+              loop: str = "asyncio", **kwargs: Any) -> None:
         """A worker process running ``func(**kwargs)`` (default: the worker registered as
-        ``name``); ``fast_exit``: end it with os._exit once it reported (default for "idle":
-        thousands of sockets)."""
-        proc = self.ctx.Process(target=_worker, args=(name, kwargs, self.out, func, fast_exit), daemon=True)
+        ``name``) on ``loop`` (see ``_worker``); ``fast_exit``: end it with os._exit once it
+        reported (default for "idle": thousands of sockets)."""
+        proc = self.ctx.Process(target=_worker, args=(name, kwargs, self.out, func, fast_exit, loop), daemon=True)
         proc.start()
         self.procs.append(proc)
 
