@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import select
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -689,3 +691,45 @@ async def test_run_relay_serves_until_cancelled(caplog: pytest.LogCaptureFixture
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+def test_connections_arriving_at_once_wait_for_the_relay_not_for_a_retry() -> None:
+    """After a node dies its hosts all dial another at once. While the relay is busy (here: its
+    loop is blocked), the kernel completes their TCP handshakes and queues them, far past the 100
+    connections asyncio accepts per loop pass; a full queue would drop their SYNs, to be sent again
+    1, 3, 7 s later."""
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    dialers = min(600, somaxconn - 8)
+    if dialers <= 200:
+        pytest.skip(f"net.core.somaxconn is {somaxconn}: too low to tell a bigger queue from asyncio's")
+
+    async def started() -> tuple[RelayServer, int]:
+        server = RelayServer()
+        return server, await server.start("127.0.0.1", 0)
+
+    loop = asyncio.new_event_loop()
+    server, port = loop.run_until_complete(started())
+    socks = []
+    try:
+        # the loop does not run from here on: nothing is accepted
+        for _ in range(dialers):
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+            socks.append(sock)
+        poll = select.poll()
+        for sock in socks:
+            poll.register(sock, select.POLLOUT)
+        deadline = time.monotonic() + 5
+        connected: set[int] = set()
+        while len(connected) < dialers and time.monotonic() < deadline:
+            for fd, _ in poll.poll(100):
+                poll.unregister(fd)
+                connected.add(fd)
+        assert len(connected) == dialers
+        assert all(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0 for sock in socks)
+    finally:
+        for sock in socks:
+            sock.close()
+        loop.run_until_complete(server.close())
+        loop.close()

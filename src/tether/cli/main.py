@@ -338,7 +338,6 @@ def relay(
     mailbox_path = RelayPaths(home_dir(home)).mailbox if mailbox and settings is None else None
 
     async def main() -> None:
-        collect_less_often()
         box = await Mailbox.open(mailbox_path, held) if mailbox_path is not None else None
         server = RelayServer(
             limits=limits, public_url=public_url, static_dir=default_static_dir(), tls=tls,
@@ -350,6 +349,7 @@ def relay(
             except OSError as exc:
                 raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
                                  hint="pick another port with --listen HOST:PORT, or stop what holds it") from None
+            collect_less_often()
             scheme = "https" if tls else "http"
             err.print(f"relay listening on {host}:{bound} (health: {scheme}://{host}:{bound}/healthz)")
             if key is not None:

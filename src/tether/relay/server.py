@@ -26,6 +26,7 @@ import contextlib
 import errno
 import logging
 import secrets
+import socket
 import ssl
 import time
 from collections.abc import Callable, Coroutine
@@ -112,6 +113,8 @@ log = logging.getLogger("tether.relay")
 _DATA = int(FrameType.DATA)
 # seconds before a host's allowlist the mailbox failed to store is stored again
 PUBLISH_RETRY_SECONDS = 5.0
+# connections the kernel completes and holds for the relay to accept (see start)
+LISTEN_BACKLOG = 4096
 
 
 class _Refused(Exception):
@@ -197,6 +200,13 @@ class RelayServer:
             if self.cluster_settings is not None:
                 await self._join(self.cluster_settings)
             await self._server.start_serving()
+            # asyncio listens with its accept batch as the backlog (at most 100): thousands of
+            # hosts reconnecting at once after a node died would have their SYNs dropped and sent
+            # again 1, 3, 7 s later. The kernel queues up to LISTEN_BACKLOG (capped by
+            # net.core.somaxconn); asyncio still accepts a batch per loop pass.
+            for sock in self._server.sockets:
+                with socket.fromfd(sock.fileno(), sock.family, sock.type) as same:
+                    same.listen(LISTEN_BACKLOG)
         except BaseException:
             await self.close()  # leaves the cluster it joined
             raise
