@@ -37,6 +37,7 @@ import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from tether.crypto.keys import KEY_LEN, SIGNATURE_LEN
 from tether.crypto.seal import MAX_SEALED  # a sealed mailbox blob is one Noise message
 from tether.errors import TetherError
 
@@ -54,8 +55,6 @@ AUTH_CONTEXT = b"tether-relay-auth-v1\x00"
 ENROLL_CONTEXT = b"tether-relay-enroll-v1\x00"
 
 NONCE_LEN = 32
-KEY_LEN = 32
-SIGNATURE_LEN = 64
 #: An enrollment proof is an HMAC-SHA256.
 ENROLL_PROOF_LEN = 32
 #: Host ids, device ids and offer ids are short printable ASCII names.
