@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import secrets
 import socket
@@ -320,6 +321,11 @@ class RelayServer:
             "# HELP tether_relay_sockets TCP connections held, authenticated or not.",
             "# TYPE tether_relay_sockets gauge",
             f"tether_relay_sockets {self.sockets.open}",
+            # a full collection (generation 2) stops the loop for every live object (collector.py)
+            "# HELP python_gc_collections_total Garbage collections of this process, by generation.",
+            "# TYPE python_gc_collections_total counter",
+            *(f'python_gc_collections_total{{generation="{n}"}} {stats["collections"]}'
+              for n, stats in enumerate(gc.get_stats())),
         ]
         if self.cluster is not None:
             lines += self.cluster.metrics()
