@@ -96,8 +96,10 @@ def test_pair_see_online_reload_and_drive_a_terminal(page: Any, web_deployment: 
         raise AssertionError(f"the pty was not resized to {size}: {got}")
     type_line(page, "stty size")
     wait_terminal(page, f"{size['rows']} {size['cols']}")
-    # Keys a phone keyboard lacks, as buttons: Ctrl-C interrupts a running command.
-    type_line(page, "sleep 30; echo not-$((1))-interrupted")
+    # Keys a phone keyboard lacks, as buttons: Ctrl-C interrupts a running command. (Once it
+    # runs: a Ctrl-C that comes while bash still reads the line is a character, not a signal.)
+    type_line(page, "echo sleeping-$((2*3)); sleep 30; echo not-$((1))-interrupted")
+    wait_terminal(page, "sleeping-6")
     page.click('button.key[data-key="Ctrl-C"]')
     type_line(page, "echo after-$((3+4))")
     wait_terminal(page, "after-7")
