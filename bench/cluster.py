@@ -727,7 +727,7 @@ async def w_failover_hosts(first_url: str, after_urls: list[str], count: int, of
 async def _w_failover_lean(first_url: str, after_urls: list[str], count: int, offset: int, tag: str,
                            probe_keys: list[bytes], inflight: int, progress: Any, stop: Any, timeout: float,
                            back_queues: list[Any]) -> dict[str, Any]:
-    from lean import LeanFleet
+    from lean import LeanFleet, relay_uri
 
     from tether.crypto.keys import Identity
 
@@ -736,7 +736,8 @@ async def _w_failover_lean(first_url: str, after_urls: list[str], count: int, of
     idents = [Identity.from_seed(bench._seed(tag.encode(), f"fh{offset + i}")) for i in range(count)]
     fleet = LeanFleet(idents, offset, probe_keys, after_urls, inflight, deadline, BackNotes(back_queues))
     fleet.progress = progress
-    connected = await fleet.first(first_url, bench.CONNECT_CONCURRENCY)
+    uri = relay_uri(first_url)
+    connected = sum(await bench._bounded_gather(count, lambda i: fleet.first(i, uri)))
     fleet.remaining = connected
     progress.put(("ready", connected))
     while not stop.is_set() and loop.time() < deadline:  # noqa: ASYNC110 (a multiprocessing Event)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import random
 import time
 from typing import Any, cast
 
@@ -287,18 +288,11 @@ class LeanFleet:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def first(self, url: str, limit: int) -> int:
-        """Every host connects to ``url``, ``limit`` handshakes in flight; how many did."""
-        uri = relay_uri(url)
-        gate = asyncio.Semaphore(limit)
-
-        async def one(i: int) -> bool:
-            async with gate:
-                self.waiters[i] = waiter = self.loop.create_future()
-                self.dial(i, uri)
-                return bool(await waiter)
-
-        return sum(await asyncio.gather(*(one(i) for i in range(len(self.idents)))))
+    async def first(self, i: int, uri: WebSocketURI) -> bool:
+        """Host ``i``'s first connection, to ``uri``: whether it was admitted."""
+        self.waiters[i] = waiter = self.loop.create_future()
+        self.dial(i, uri)
+        return bool(await waiter)
 
     def outcome(self, i: int, ok: bool, why: str) -> None:
         waiter = self.waiters.pop(i, None)
@@ -439,8 +433,6 @@ class LeanProber:
     TIMEOUT = 10.0
 
     def __init__(self, url: str, identities: list[Identity], host_ids: dict[int, str], deadline: float) -> None:
-        import random
-
         self.loop = asyncio.get_running_loop()
         self.random = random.Random()
         self.host_ids = host_ids
