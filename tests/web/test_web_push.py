@@ -52,6 +52,8 @@ SUBSCRIBE_JS = """([endpoint, keys]) => {
   PushManager.prototype.getSubscription = async function () { return current; };
 }"""
 
+WINDOWS_JS = """async () => (await self.clients.matchAll({type: 'window', includeUncontrolled: true}))
+  .map((w) => [w.url, w.visibilityState, w.focused])"""
 WORKER_NOTIFICATIONS_JS = """async () => (await self.registration.getNotifications())
   .map((n) => ({title: n.title, body: n.body, tag: n.tag, data: n.data}))"""
 
@@ -160,11 +162,15 @@ def test_pushes_reach_a_closed_page_and_open_the_session(
     opened.locator('.card.approval[data-resolved=""]').wait_for(timeout=TIMEOUT)
     assert worker.evaluate(WORKER_NOTIFICATIONS_JS) == []
     opened.close()
+    # The worker shows nothing while a window is visible and focused: it must have seen this one go.
+    until(lambda: worker.evaluate(WINDOWS_JS) == [], what="the worker to see no window",
+          seen=lambda: worker.evaluate(WINDOWS_JS))
 
     # Answered elsewhere: a close follows, and takes the notification away.
     cdp.send("ServiceWorker.deliverPushMessage", {"origin": d.origin, "registrationId": registration,
                                                   "data": json.dumps(payload)})
-    until(lambda: len(worker.evaluate(WORKER_NOTIFICATIONS_JS)) == 1, what="shown again")
+    until(lambda: len(worker.evaluate(WORKER_NOTIFICATIONS_JS)) == 1, what="shown again",
+          seen=lambda: (worker.evaluate(WORKER_NOTIFICATIONS_JS), worker.evaluate(WINDOWS_JS)))
     tether(cli_home, "sessions", "approve", session, payload["approval"])
     close = until(lambda: [browser.decrypt(p.body) for p in d.pushes() if p.path == "/push/page"
                            and browser.decrypt(p.body)["kind"] == "close"], what="the close push")[0]
