@@ -964,6 +964,8 @@ def part_failover(sizes: Sizes, hosts: int, py_spy: str | None = None, client: s
         profile = spy.finish() if spy is not None else None
         window = t_done - t_kill
         held_after = [metrics(n).get("tether_relay_cluster_hosts_held", 0.0) for n in (b, c)]
+        bus_after = {f"node-{k}": {name: v for name, v in metrics(n).items() if "_total{direction" in name}
+                     for k, n in ((2, b), (3, c), (4, d))}
         logs = {cluster.ids[i]: n.log for i, n in enumerate(cluster.nodes) if i in (1, 2)}
         stop.set()
         results = workers.results(procs + probe_procs, timeout=120)
@@ -1024,6 +1026,7 @@ def part_failover(sizes: Sizes, hosts: int, py_spy: str | None = None, client: s
         "probe_failure_codes": {k: sum(r["codes"].get(k, 0) for r in probe_res)
                                 for k in {k for r in probe_res for k in r["codes"]}},
         "hosts_held_after": held_after,
+        "bus_after": bus_after,  # records and Redis messages between the nodes, set-up included
         "recovery_window_s": window,
         "recovery_cpu_pct": {name: 100 * c / window if window else float("nan") for name, c in cpu_s.items()},
         # CPU per reconnected host: the two nodes that took them, and the host clients

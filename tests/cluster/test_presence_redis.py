@@ -242,3 +242,22 @@ async def test_lookups_asked_together_go_in_one_round_trip(redis: Client, monkey
     assert batches == [200, 2, 2]
     assert await a.where("h8") == held["h8"]  # alone: a GET of its own
     assert batches == [200, 2, 2]
+
+
+async def test_an_allowlist_of_thousands_of_devices_is_stored_whole_and_put_back_whole(redis: Client) -> None:
+    """The keys go to Redis as one argument and the script adds them a thousand at a time (Lua's
+    stack is bounded): all 2,500 are members, none of the keys left out is, and a refresh that
+    finds the list lost writes it again in full."""
+    a = Presence(redis, "node-a", "https://a.example")
+    keys = [i.to_bytes(2, "big") * 16 for i in range(2600)]
+    listed, left_out = frozenset(keys[:2500]), keys[2500:]
+    a.host_connected("h1")
+    a.publish_allowlist("h1", listed)
+    assert (await a.write()).error is None
+    assert await redis.smembers("tether:allow:h1") == listed
+    assert await a.allowed("h1", [keys[0], keys[2499], *left_out[:3]]) == [True, True, False, False, False]
+
+    await redis.delete("tether:allow:h1")  # as after a restart
+    await a.refresh()
+    assert await redis.smembers("tether:allow:h1") == listed
+    assert 0 < await redis.pttl("tether:allow:h1") <= TTL_MS
