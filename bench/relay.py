@@ -192,10 +192,12 @@ class Server:
 
     ``listen``: the address to listen on (an ephemeral port unless given); ``args``: more
     ``tether relay`` options (bench/cluster.py: ``--cluster``, ``--node-id``…); ``home``: the
-    relay's ``--home`` (default: the user's, as before)."""
+    relay's ``--home`` (default: the user's, as before); ``launcher``: how Python runs tether
+    (bench/churn.py: a ``-c`` that changes one thing first)."""
 
     def __init__(self, kind: str, *, profile: Path | None = None, listen: str = "127.0.0.1:0",
-                 args: Sequence[str] = (), home: Path | None = None) -> None:
+                 args: Sequence[str] = (), home: Path | None = None,
+                 launcher: Sequence[str] = ("-m", "tether")) -> None:
         self.kind = kind
         self.log_path = Path(tempfile.mkstemp(prefix=f"bench-{kind}-", suffix=".log")[1])
         self._log = self.log_path.open("wb")
@@ -207,7 +209,7 @@ class Server:
             home_args = ["--home", str(home)] if home is not None else []
             # Every load process dials from 127.0.0.1: 10,000 idle connections and 1,000 devices
             # would trip the per-address limits (256 at once, 20/s), which are for the public.
-            cmd = [*prefix, "-m", "tether", *home_args, "relay", "--listen", listen, "--exempt-loopback", *args]
+            cmd = [*prefix, *launcher, *home_args, "relay", "--listen", listen, "--exempt-loopback", *args]
             pattern = rf"relay listening on {re.escape(host)}:(\d+)"
         else:
             cmd = [sys.executable, str(HERE / "bare_forwarder.py"), "--listen", listen, *args]
