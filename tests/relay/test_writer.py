@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
 from tether.crypto.keys import Identity
@@ -23,7 +25,7 @@ from tether.protocol.frames import (
     decode_frame,
     encode_data,
 )
-from tether.relay.connection import Connection, binary_frame_header
+from tether.relay.connection import Connection, binary_frame_header, send_one
 from tether.relay.link import ChannelClosed, RelayLink
 from tether.relay.router import HostPeer
 from tether.relay.server import RelayServer
@@ -65,6 +67,28 @@ async def slow_device(url: str, identity: Identity, host_id: str) -> ClientConne
 def test_frame_header_is_what_websockets_would_write(size: int) -> None:
     data = os.urandom(size)
     assert binary_frame_header(size) + data == Frame(Opcode.BINARY, data).serialize(mask=False)
+
+
+async def test_send_one_writes_a_frame_at_once_and_refuses_once_the_connection_is_closed() -> None:
+    """Admission's CHALLENGE and WELCOME skip ws.send: on an open connection the client gets the
+    frame as ws.send would have sent it; on a closed one ConnectionClosed, as from ws.send."""
+    outcomes: list[str] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        await send_one(ws, b"\x01first")
+        await ws.close()
+        try:
+            await send_one(ws, b"\x02after close")
+        except ConnectionClosed:
+            outcomes.append("refused")
+
+    async with serve(handler, "127.0.0.1", 0, compression=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with connect(f"ws://127.0.0.1:{port}", compression=None) as client:
+            assert await client.recv() == b"\x01first"
+            with pytest.raises(ConnectionClosed):
+                await client.recv()
+        await until(lambda: outcomes == ["refused"], "send_one to refuse")
 
 
 async def test_a_queued_burst_is_one_write_and_arrives_in_order(relay: tuple[RelayServer, str]) -> None:

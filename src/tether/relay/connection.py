@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from websockets.protocol import State
 
 from tether.protocol.frames import CloseCode, Error
@@ -139,17 +139,12 @@ class Connection:
         ``ws.send``, which raises ConnectionClosed as it should.
         """
         ws = self.ws
-        protocol = ws.protocol
         try:
             while self.queue and not self.closing:
                 batch = self.queue
                 self.queue = []
                 try:
-                    if (
-                        protocol.state is State.OPEN
-                        and ws.send_in_progress is None
-                        and not protocol.expect_continuation_frame
-                    ):
+                    if writable_now(ws):
                         if not write_batch(ws, batch):
                             return
                         await ws.drain()
@@ -225,6 +220,23 @@ def binary_frame_header(size: int) -> bytes:
     if size < 0x10000:
         return _HEAD_16.pack(0x82, 126, size)
     return _HEAD_64.pack(0x82, 127, size)
+
+
+def writable_now(ws: ServerConnection) -> bool:
+    """Whether frames may be written past ``ws.send``: OPEN, and not in a fragmented send (the
+    relay never sends one)."""
+    protocol = ws.protocol
+    return protocol.state is State.OPEN and ws.send_in_progress is None and not protocol.expect_continuation_frame
+
+
+async def send_one(ws: ServerConnection, frame: bytes) -> None:
+    """Send one small frame (admission's CHALLENGE and WELCOME) with one transport write and no
+    drain, as the writer does, rather than through ``ws.send``'s context manager: two per
+    connection. Raises ConnectionClosed as ``ws.send`` does."""
+    if not writable_now(ws):
+        await ws.send(frame)  # raises ConnectionClosed as it should
+    elif not write_batch(ws, [(frame, -1)]):
+        raise ConnectionClosedError(None, None)
 
 
 def write_batch(ws: ServerConnection, batch: list[tuple[bytes, int]]) -> bool:

@@ -61,7 +61,7 @@ from tether.protocol.frames import (
     data_channel,
     decode_frame,
 )
-from tether.relay.connection import Connection, Link
+from tether.relay.connection import Connection, Link, send_one
 from tether.relay.enrollment import verify_enroll_proof
 from tether.relay.http import WS_PATH, Front, peer_name
 from tether.relay.limits import (
@@ -384,7 +384,7 @@ class RelayServer:
                 "upgrade tether on the older side",
             )
         nonce = secrets.token_bytes(32)
-        await ws.send(Challenge(nonce).encode())
+        await send_one(ws, Challenge(nonce).encode())
         auth = _expect(await ws.recv(), Auth, "the relay expects AUTH after CHALLENGE")
         key = hello.identity_public
         if not verify_signature(key, auth.signature, auth_message(hello.role, nonce)):
@@ -393,13 +393,13 @@ class RelayServer:
         welcome = Welcome(id=id, max_frame_bytes=self.limits.max_frame_bytes).encode()
         if hello.role is Role.HOST:
             self._check_enrollment(auth, nonce, key)
-            await ws.send(welcome)
+            await send_one(ws, welcome)
         else:
             refusal = self.router.admit_device(key)
             if refusal is not None:
                 raise _Refused(CloseCode.TOO_MANY_CONNECTIONS, refusal)
             try:
-                await ws.send(welcome)
+                await send_one(ws, welcome)
             except BaseException:
                 self.router.release_device(key)
                 raise
