@@ -1,0 +1,63 @@
+"""The relay's keepalive (``RelayLimits.ping_interval``/``ping_timeout``): a peer that stops
+answering pings — a machine gone without a FIN, a process frozen — is let go within
+ping_interval + ping_timeout (+ close_timeout for the closing handshake it never answers), and
+forgotten by the router; a peer that answers stays."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tether.crypto.keys import Identity
+from tether.protocol.frames import Role
+
+from .conftest import RelayFactory
+from .rawws import RawSocket
+from .test_hardening import port_of
+
+pytestmark = pytest.mark.timeout(30)
+
+PING, PONG = 0x9, 0xA
+
+
+async def answer_pings(sock: RawSocket, seen: list[int]) -> None:
+    """Read frames and answer every ping, as any WebSocket client does."""
+    while True:
+        opcode, payload = await sock.recv()
+        seen.append(opcode)
+        if opcode == PING:
+            await sock.send(payload, PONG)
+
+
+async def test_a_peer_that_stops_answering_pings_is_let_go_and_one_that_answers_stays(
+    relay_factory: RelayFactory,
+) -> None:
+    server, url = await relay_factory(ping_interval=0.4, ping_timeout=0.4, close_timeout=0.5)
+    port = port_of(url)
+    silent, alive = Identity.generate(), Identity.generate()
+    mute = await RawSocket.upgrade(port)
+    talker = await RawSocket.upgrade(port)
+    seen: list[int] = []
+    answering: asyncio.Task[None] | None = None
+    try:
+        mute_id = (await mute.authenticate(silent, Role.HOST)).id
+        alive_id = (await talker.authenticate(alive, Role.HOST)).id
+        answering = asyncio.create_task(answer_pings(talker, seen))
+        assert {mute_id, alive_id} <= set(server.router.hosts)
+
+        # The mute host reads nothing and answers nothing: closed within 0.4 + 0.4 + 0.5 s.
+        async with asyncio.timeout(5):
+            while mute_id in server.router.hosts:
+                await asyncio.sleep(0.05)
+        assert await mute.closed_by_peer(timeout=3)
+
+        # The other one was pinged all along, answered, and is still connected.
+        await asyncio.sleep(1.0)
+        assert seen.count(PING) >= 3
+        assert alive_id in server.router.hosts and not answering.done()
+    finally:
+        if answering is not None:
+            answering.cancel()
+        mute.abort()
+        talker.abort()
