@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from websockets.protocol import State
 
 from tether.protocol.frames import CloseCode, Error
+from tether.relay.http import CountedSocket
 from tether.relay.limits import RelayLimits, TokenBucket
 from tether.relay.mailbox import Lane
 from tether.relay.router import Peer
@@ -74,7 +75,7 @@ class Connection:
 
     peer: Peer[Link]
 
-    def __init__(self, ws: ServerConnection, limits: RelayLimits, version: int,
+    def __init__(self, ws: CountedSocket, limits: RelayLimits, version: int,
                  gone: Callable[[Connection], None]) -> None:
         self.ws = ws
         self.version = version  # of the protocol, from its HELLO
@@ -105,6 +106,10 @@ class Connection:
     @property
     def label(self) -> str:
         return self.peer.label
+
+    def heard(self) -> int:
+        """How many times its peer's bytes have arrived: unchanged since a ping, it answered nothing."""
+        return self.ws.reads
 
     # --- outgoing queue ---
 
@@ -237,6 +242,22 @@ async def send_one(ws: ServerConnection, frame: bytes) -> None:
         await ws.send(frame)  # raises ConnectionClosed as it should
     elif not write_batch(ws, [(frame, -1)]):
         raise ConnectionClosedError(None, None)
+
+
+def send_ping(ws: ServerConnection) -> bool:
+    """A keepalive ping (empty), written at once; False if the connection cannot take one (it is
+    closing, or the write failed: then it is aborted, as in write_batch)."""
+    if not writable_now(ws):
+        return False
+    protocol = ws.protocol
+    try:
+        protocol.send_ping(b"")
+        ws.transport.writelines(protocol.data_to_send())
+    except Exception as exc:
+        ws.set_connection_exc(exc)
+        ws.transport.abort()
+        return False
+    return True
 
 
 def write_batch(ws: ServerConnection, batch: list[tuple[bytes, int]]) -> bool:

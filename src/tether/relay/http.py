@@ -73,6 +73,8 @@ class CountedSocket(ServerConnection):
     refusal: str | None = None
     # Behind a trusted reverse proxy: counted once X-Forwarded-For shows who the client is.
     deferred: bool = False
+    # times the peer's bytes arrived: the keepalive's sign of life (keepalive.py)
+    reads: int = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -125,6 +127,7 @@ class CountedSocket(ServerConnection):
         self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        self.reads += 1
         super().data_received(data)
         if self.protocol.parser_exc is not None and self.protocol.state is not State.CONNECTING:
             # The peer broke the framing (a message over max_frame_bytes, say). websockets would

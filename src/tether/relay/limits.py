@@ -84,7 +84,8 @@ class RelayLimits:
     max_offers: int = 64
     max_watch: int = 1024
     max_channels_per_connection: int = 16_384
-    #: WebSocket keepalive: a dead peer is noticed within ping_interval + ping_timeout.
+    #: WebSocket keepalive (keepalive.py): a peer that answers nothing is dropped ping_interval +
+    #: ping_timeout after it was last heard.
     ping_interval: float | None = 20.0
     ping_timeout: float | None = 20.0
     close_timeout: float = 5.0

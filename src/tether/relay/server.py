@@ -63,7 +63,8 @@ from tether.protocol.frames import (
 )
 from tether.relay.connection import Connection, Link, send_one
 from tether.relay.enrollment import verify_enroll_proof
-from tether.relay.http import WS_PATH, Front, peer_name
+from tether.relay.http import WS_PATH, CountedSocket, Front, peer_name
+from tether.relay.keepalive import Keepalive
 from tether.relay.limits import (
     AddressTable,
     RelayLimits,
@@ -168,6 +169,9 @@ class RelayServer:
         self._previous_handler: _LoopHandler | None = None
         self._idle_sweeper: asyncio.Task[None] | None = None
         self._mailbox_sweeper: asyncio.Task[None] | None = None
+        lim = self.limits
+        self.keepalive = Keepalive(lim.ping_interval, lim.ping_timeout) if lim.ping_interval else None
+        self._pinger: asyncio.Task[None] | None = None
         self.port = 0
 
     # --- lifecycle ---
@@ -213,6 +217,8 @@ class RelayServer:
             raise
         if lim.idle_timeout:
             self._idle_sweeper = asyncio.get_running_loop().create_task(self._sweep_idle(lim.idle_timeout))
+        if self.keepalive is not None:
+            self._pinger = asyncio.get_running_loop().create_task(self.keepalive.run())
         if self.mailbox is not None:
             self._mailbox_sweeper = asyncio.get_running_loop().create_task(self._sweep_mailbox(self.mailbox))
         return self.port
@@ -241,8 +247,9 @@ class RelayServer:
             open_timeout=lim.handshake_timeout,
             compression=None,
             max_size=lim.max_frame_bytes,
-            ping_interval=lim.ping_interval,
-            ping_timeout=lim.ping_timeout,
+            # one task pings every authenticated connection (keepalive.py), not one each
+            ping_interval=None,
+            ping_timeout=None,
             close_timeout=lim.close_timeout,
             server_header="tether-relay",
             ssl=self.tls,
@@ -255,10 +262,10 @@ class RelayServer:
 
     async def close(self) -> None:
         """Stop listening and close every connection (clients see the relay going away)."""
-        for task in (self._idle_sweeper, self._mailbox_sweeper, *self._mailbox_tasks):
+        for task in (self._idle_sweeper, self._mailbox_sweeper, self._pinger, *self._mailbox_tasks):
             if task is not None:
                 task.cancel()
-        self._idle_sweeper = self._mailbox_sweeper = None
+        self._idle_sweeper = self._mailbox_sweeper = self._pinger = None
         self.front.shared = None
         if self.cluster is not None:
             await self.cluster.close()
@@ -321,6 +328,9 @@ class RelayServer:
             "# HELP tether_relay_sockets TCP connections held, authenticated or not.",
             "# TYPE tether_relay_sockets gauge",
             f"tether_relay_sockets {self.sockets.open}",
+            "# HELP tether_relay_keepalive_drops_total Connections dropped for answering no keepalive ping.",
+            "# TYPE tether_relay_keepalive_drops_total counter",
+            f"tether_relay_keepalive_drops_total {self.keepalive.dropped if self.keepalive else 0}",
             # a full collection (generation 2) stops the loop for every live object (collector.py)
             "# HELP python_gc_collections_total Garbage collections of this process, by generation.",
             "# TYPE python_gc_collections_total counter",
@@ -403,8 +413,11 @@ class RelayServer:
             except BaseException:
                 self.router.release_device(key)
                 raise
+        assert isinstance(ws, CountedSocket)  # serve() makes every connection with front.socket_class()
         conn = Connection(ws, self.limits, hello.version, self.gone)
         conn.peer = self.router.connect(conn, hello.role, key, id)
+        if self.keepalive is not None:
+            self.keepalive.add(conn)
         if self.cluster is not None and hello.role is Role.HOST:
             self.cluster.host_connected(id)
         return conn

@@ -1,0 +1,62 @@
+"""Keepalive pings for every authenticated connection of a relay, from one task.
+
+A peer gone without a FIN (a laptop shut, a network lost) or frozen sends nothing, and TCP alone
+would keep its connection, its channels and its place in the router for hours. Each connection
+is pinged every ``interval``; when nothing at all came from its peer within ``timeout`` of a
+ping — not its pong, nor any other frame — it is aborted (a peer that answers nothing would not
+answer a closing handshake either), and the shell lets the router know as for any other end.
+
+websockets' own keepalive runs a task per connection, with a future and a timeout per ping: a
+relay holds thousands of idle connections, and admits thousands at once when a node dies. Here
+the connections wait in two queues kept in time order (every connection is pinged ``interval``
+after its last ping, checked ``timeout`` after it), so one task sleeps until the next one due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+
+from tether.relay.connection import Connection, send_ping
+
+log = logging.getLogger("tether.relay")
+
+
+class Keepalive:
+    """Pings the connections :meth:`add` was given until they close; :meth:`run` is the task."""
+
+    def __init__(self, interval: float, timeout: float | None) -> None:
+        self.interval = interval
+        self.timeout = timeout
+        # (when, connection): its next ping
+        self._pings: collections.deque[tuple[float, Connection]] = collections.deque()
+        # (when, connection, what its peer had sent when pinged): the check of that ping
+        self._checks: collections.deque[tuple[float, Connection, int]] = collections.deque()
+        #: connections dropped for answering nothing (for /metrics)
+        self.dropped = 0
+
+    def add(self, conn: Connection) -> None:
+        """Ping ``conn`` from ``interval`` on (it was just admitted)."""
+        self._pings.append((asyncio.get_running_loop().time() + self.interval, conn))
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        pings, checks = self._pings, self._checks
+        while True:
+            now = loop.time()
+            while checks and checks[0][0] <= now:
+                _, conn, heard = checks.popleft()
+                if not conn.closing and conn.heard() == heard and not conn.ws.transport.is_closing():
+                    self.dropped += 1
+                    log.info("%s answered no keepalive ping for %.0f s: dropped", conn.label, self.timeout)
+                    conn.ws.transport.abort()
+            while pings and pings[0][0] <= now:
+                _, conn = pings.popleft()
+                if conn.closing or not send_ping(conn.ws):
+                    continue  # gone or going: pinged no more
+                pings.append((now + self.interval, conn))
+                if self.timeout is not None:
+                    checks.append((now + self.timeout, conn, conn.heard()))
+            due = min(queue[0][0] for queue in (pings, checks) if queue) if pings or checks else now + self.interval
+            await asyncio.sleep(max(0.0, due - now))
