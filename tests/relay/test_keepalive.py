@@ -56,8 +56,8 @@ async def test_a_peer_that_stops_answering_pings_is_let_go_and_one_that_answers_
         assert "tether_relay_keepalive_drops_total 1\n" in server._metrics()
 
         # The other one was pinged all along, answered, and is still connected.
-        await asyncio.sleep(4 * max(interval, timeout))
-        assert seen.count(PING) >= 4
+        await asyncio.sleep(3 * max(interval, timeout))
+        assert seen.count(PING) >= 3
         assert alive_id in server.router.hosts and not answering.done()
         assert "tether_relay_keepalive_drops_total 1\n" in server._metrics()
     finally:
