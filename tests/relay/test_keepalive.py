@@ -65,3 +65,28 @@ async def test_a_peer_that_stops_answering_pings_is_let_go_and_one_that_answers_
             answering.cancel()
         mute.abort()
         talker.abort()
+
+
+async def test_a_peer_that_only_writes_is_let_go_too(relay_factory: RelayFactory) -> None:
+    """Frames from a peer say nothing of whether it reads: one that sends a ping of its own every
+    0.1 s but never answers the relay's is dropped all the same."""
+    server, url = await relay_factory(ping_interval=0.3, ping_timeout=0.3, close_timeout=0.5)
+    writer = await RawSocket.upgrade(port_of(url))
+    try:
+        host_id = (await writer.authenticate(Identity.generate(), Role.HOST)).id
+
+        async def chatter() -> None:
+            while True:
+                await writer.send(b"", PING)
+                await asyncio.sleep(0.1)
+
+        chatting = asyncio.create_task(chatter())
+        try:
+            async with asyncio.timeout(5):
+                while host_id in server.router.hosts:
+                    await asyncio.sleep(0.05)
+        finally:
+            chatting.cancel()
+        assert "tether_relay_keepalive_drops_total 1\n" in server._metrics()
+    finally:
+        writer.abort()

@@ -107,9 +107,9 @@ class Connection:
     def label(self) -> str:
         return self.peer.label
 
-    def heard(self) -> int:
-        """How many times its peer's bytes have arrived: unchanged since a ping, it answered nothing."""
-        return self.ws.reads
+    def pongs(self) -> int:
+        """Pongs its peer sent: unchanged since a ping, it did not answer it."""
+        return self.ws.pongs
 
     # --- outgoing queue ---
 

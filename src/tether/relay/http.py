@@ -73,8 +73,8 @@ class CountedSocket(ServerConnection):
     refusal: str | None = None
     # Behind a trusted reverse proxy: counted once X-Forwarded-For shows who the client is.
     deferred: bool = False
-    # times the peer's bytes arrived: the keepalive's sign of life (keepalive.py)
-    reads: int = 0
+    # pongs that came: the keepalive's sign that the peer reads what the relay sends (keepalive.py)
+    pongs: int = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -127,13 +127,17 @@ class CountedSocket(ServerConnection):
         self.transport.close()
 
     def data_received(self, data: bytes) -> None:
-        self.reads += 1
         super().data_received(data)
         if self.protocol.parser_exc is not None and self.protocol.state is not State.CONNECTING:
             # The peer broke the framing (a message over max_frame_bytes, say). websockets would
             # keep reading and discarding its bytes for close_timeout, so a 100 MiB frame would be
             # read to the end; stop reading now. The close frame already queued still goes out.
             self.transport.close()
+
+    def acknowledge_pings(self, data: bytes) -> None:
+        """A pong came (websockets matches it against its own pings: the relay sends none)."""
+        self.pongs += 1
+        super().acknowledge_pings(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.sockets.remove()

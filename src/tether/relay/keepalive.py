@@ -2,9 +2,10 @@
 
 A peer gone without a FIN (a laptop shut, a network lost) or frozen sends nothing, and TCP alone
 would keep its connection, its channels and its place in the router for hours. Each connection
-is pinged every ``interval``; when nothing at all came from its peer within ``timeout`` of a
-ping — not its pong, nor any other frame — it is aborted (a peer that answers nothing would not
-answer a closing handshake either), and the shell lets the router know as for any other end.
+is pinged every ``interval``; when its peer has not answered within ``timeout`` of a ping (a
+pong proves it reads what the relay sends: frames it sends do not), it is aborted (a peer that
+answers nothing would not answer a closing handshake either), and the shell lets the router know
+as for any other end.
 
 websockets' own keepalive runs a task per connection, with a future and a timeout per ping: a
 relay holds thousands of idle connections, and admits thousands at once when a node dies. Here
@@ -31,7 +32,7 @@ class Keepalive:
         self.timeout = timeout
         # (when, connection): its next ping
         self._pings: collections.deque[tuple[float, Connection]] = collections.deque()
-        # (when, connection, what its peer had sent when pinged): the check of that ping
+        # (when, connection, its pongs when pinged): the check of that ping
         self._checks: collections.deque[tuple[float, Connection, int]] = collections.deque()
         #: connections dropped for answering nothing (for /metrics)
         self.dropped = 0
@@ -46,10 +47,10 @@ class Keepalive:
         while True:
             now = loop.time()
             while checks and checks[0][0] <= now:
-                _, conn, heard = checks.popleft()
-                if not conn.closing and conn.heard() == heard and not conn.ws.transport.is_closing():
+                _, conn, pongs = checks.popleft()
+                if not conn.closing and conn.pongs() == pongs and not conn.ws.transport.is_closing():
                     self.dropped += 1
-                    log.info("%s answered no keepalive ping for %.0f s: dropped", conn.label, self.timeout)
+                    log.info("%s answered no keepalive ping within %g s: dropped", conn.label, self.timeout)
                     conn.ws.transport.abort()
             while pings and pings[0][0] <= now:
                 _, conn = pings.popleft()
@@ -57,6 +58,6 @@ class Keepalive:
                     continue  # gone or going: pinged no more
                 pings.append((now + self.interval, conn))
                 if self.timeout is not None:
-                    checks.append((now + self.timeout, conn, conn.heard()))
+                    checks.append((now + self.timeout, conn, conn.pongs()))
             due = min(queue[0][0] for queue in (pings, checks) if queue) if pings or checks else now + self.interval
             await asyncio.sleep(max(0.0, due - now))

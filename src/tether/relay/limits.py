@@ -85,7 +85,7 @@ class RelayLimits:
     max_watch: int = 1024
     max_channels_per_connection: int = 16_384
     #: WebSocket keepalive (keepalive.py): a peer that answers nothing is dropped ping_interval +
-    #: ping_timeout after it was last heard.
+    #: ping_timeout after it last answered one.
     ping_interval: float | None = 20.0
     ping_timeout: float | None = 20.0
     close_timeout: float = 5.0
