@@ -56,6 +56,7 @@ class Connection:
     """The shell's side of one authenticated connection; the router's side is ``peer``."""
 
     __slots__ = (
+        "__weakref__",  # the keepalive's queues hold it weakly (keepalive.py)
         "channel_bytes",
         "closer",
         "closing",
