@@ -251,14 +251,12 @@ def send_ping(ws: ServerConnection) -> bool:
     if not writable_now(ws):
         return False
     protocol = ws.protocol
-    try:
+
+    def ping() -> list[bytes]:
         protocol.send_ping(b"")
-        ws.transport.writelines(protocol.data_to_send())
-    except Exception as exc:
-        ws.set_connection_exc(exc)
-        ws.transport.abort()
-        return False
-    return True
+        return protocol.data_to_send()
+
+    return _write(ws, ping)
 
 
 def write_batch(ws: ServerConnection, batch: list[tuple[bytes, int]]) -> bool:
@@ -273,20 +271,29 @@ def write_batch(ws: ServerConnection, batch: list[tuple[bytes, int]]) -> bool:
     nothing).
     """
     protocol = ws.protocol
-    try:
+
+    def frames() -> list[bytes]:
         if protocol.extensions or protocol.debug:
             send_binary = protocol.send_binary
             for frame, _ in batch:
                 send_binary(frame)
-            parts = protocol.data_to_send()
-        else:
-            parts = protocol.data_to_send()
-            append = parts.append
-            header = binary_frame_header
-            for frame, _ in batch:
-                append(header(len(frame)))
-                append(frame)
-        ws.transport.writelines(parts)
+            return protocol.data_to_send()
+        parts = protocol.data_to_send()
+        append = parts.append
+        header = binary_frame_header
+        for frame, _ in batch:
+            append(header(len(frame)))
+            append(frame)
+        return parts
+
+    return _write(ws, frames)
+
+
+def _write(ws: ServerConnection, serialize: Callable[[], list[bytes]]) -> bool:
+    """Hand what ``serialize`` makes to the transport in one write; False if either failed (the
+    connection is then aborted, as websockets' own send path does)."""
+    try:
+        ws.transport.writelines(serialize())
     except Exception as exc:
         ws.set_connection_exc(exc)
         ws.transport.abort()
