@@ -315,3 +315,24 @@ async def test_batches_lost_without_a_word_close_the_channel_at_both_ends_and_th
     await cut_while_idle(nodes, deployment, retry_log, lambda: forge_gap(redis_server, "node-1", "node-2"))
     assert metrics(two)["tether_relay_cluster_gaps_total"] >= 1 and metrics(one)["tether_relay_cluster_gaps_total"] == 0
     assert metrics(two)[DROPS] == 0  # no trouble Redis told of
+
+
+async def test_a_node_found_gone_by_its_presence_key_while_it_lives_has_its_channels_closed_at_both_ends(
+    redis_server: RedisServer, nodes: list[Node], deployment: Deployment, retry_log: RetryLog
+) -> None:
+    """Node 2's presence key goes missing while node 2 lives and listens (Redis restarted empty
+    and node 2 subscribed again before its next refresh put the key back; or the key expired).
+    Node 1 finds node 2 gone and closes the channels through it: it must tell node 2, or a device
+    there that only listens waits on a channel node 1 no longer has, for good (CI saw that on a
+    Redis Cluster whose master restarted: the stream stopped, nothing closed)."""
+
+    def delete_node_2s_key() -> None:
+        # for longer than two of node 1's refreshes (3 s apart), faster than node 2 puts it back
+        with redis_server.client() as r:
+            deadline = time.monotonic() + 7
+            while time.monotonic() < deadline:
+                r.delete("tether:node:node-2")
+                time.sleep(0.01)
+
+    await cut_while_idle(nodes, deployment, retry_log, delete_node_2s_key)
+    assert all(metrics(node)[DROPS] == 0 for node in nodes), "no subscription was lost: only the key"

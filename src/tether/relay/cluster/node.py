@@ -127,7 +127,8 @@ class ClusterNode:
         self.node_id = node_id
         self.advertise_url = advertise_url
         self.presence = Presence(redis, node_id, advertise_url)
-        self.bus = Bus(redis, node_id, self._deliver, self._on_trouble, self._on_healed, self.node_lost, self._on_gap)
+        self.bus = Bus(redis, node_id, self._deliver, self._on_trouble, self._resubscribed, self.node_lost,
+                       self._on_gap)
         #: why the cluster is in trouble now (None: it is not), for /healthz
         self.trouble: str | None = None
         self._devices: dict[int, Connection] = {}  # handle → a device here with remote channels
@@ -524,13 +525,14 @@ class ClusterNode:
 
     # --- trouble ---
 
-    def node_lost(self, node: str) -> None:
-        """``node`` is gone: the channels through it close, retryably."""
+    def node_lost(self, node: str, *, tell: bool = False) -> None:
+        """``node`` is gone: the channels through it close, retryably. ``tell``: it may still
+        listen (only its presence key is missing), so have it close its ends too."""
         if self._reachable(node):
             log.info("cluster node %s is gone: closing the channels through it", node)
         self._lost[node] = asyncio.get_running_loop().time()
         self._urls.pop(node, None)
-        self._cut(node, close_message(CloseCode.NODE_UNREACHABLE), tell=False)
+        self._cut(node, close_message(CloseCode.NODE_UNREACHABLE), tell=tell)
 
     def _on_gap(self, node: str) -> None:
         """Batches from ``node`` were lost on the way: the channels shared with it may have lost
@@ -574,24 +576,33 @@ class ClusterNode:
         for node in self._shared():
             self._cut(node, _REDIS_DOWN)
 
-    def _on_healed(self) -> None:
-        log.info("cluster healed: Redis is reachable again")
-        self.trouble = None
+    def _resubscribed(self) -> None:
+        # Healed once presence is written too: Redis may have restarted empty, and a node that
+        # takes channels again before its key is back is found gone by the others.
+        self._spawn(self._refresh())
 
     async def _refresh_forever(self) -> None:
         while True:
             await asyncio.sleep(REFRESH_SECONDS)
-            try:
-                await self.presence.refresh()
-                self._nodes = await self.presence.nodes()
-                await self.watching.check()
-                for node in self._shared():
-                    if not await self.presence.node_alive(node):
-                        self.node_lost(node)
-                    else:
-                        self.bus.touch(node)  # a lost batch shows within a refresh
-            except TROUBLE as exc:
-                self._on_trouble(f"cannot refresh presence in Redis: {exc}")
-                continue
-            if self.trouble is not None and self.bus.subscribed:
-                self._on_healed()
+            await self._refresh()
+
+    async def _refresh(self) -> None:
+        try:
+            await self.presence.refresh()
+            self._nodes = await self.presence.nodes()
+            await self.watching.check()
+            for node in self._shared():
+                if not await self.presence.node_alive(node):
+                    # A live node may have lost its key (Redis restarted empty, the node
+                    # subscribed again before its refresh): untold, a device there that only
+                    # listens would wait on its channel for good. Told, a dead node hears
+                    # nothing, and a publish finding nobody costs one message.
+                    self.node_lost(node, tell=True)
+                else:
+                    self.bus.touch(node)  # a lost batch shows within a refresh
+        except TROUBLE as exc:
+            self._on_trouble(f"cannot refresh presence in Redis: {exc}")
+            return
+        if self.trouble is not None and self.bus.subscribed:
+            log.info("cluster healed: Redis is reachable again")
+            self.trouble = None
