@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
@@ -29,6 +28,7 @@ from tether.relay.connection import Connection, binary_frame_header, send_one
 from tether.relay.link import ChannelClosed, RelayLink
 from tether.relay.router import HostPeer
 from tether.relay.server import RelayServer
+from tether.relay.websocket import RelaySocket
 
 from .conftest import RelayFactory, raw_auth, raw_connect
 
@@ -74,7 +74,7 @@ async def test_send_one_writes_a_frame_at_once_and_refuses_once_the_connection_i
     frame as ws.send would have sent it; on a closed one ConnectionClosed, as from ws.send."""
     outcomes: list[str] = []
 
-    async def handler(ws: ServerConnection) -> None:
+    async def handler(ws: RelaySocket) -> None:
         await send_one(ws, b"\x01first")
         await ws.close()
         try:
@@ -82,9 +82,11 @@ async def test_send_one_writes_a_frame_at_once_and_refuses_once_the_connection_i
         except ConnectionClosed:
             outcomes.append("refused")
 
-    async with serve(handler, "127.0.0.1", 0, compression=None) as server:
-        port = server.sockets[0].getsockname()[1]
-        async with connect(f"ws://127.0.0.1:{port}", compression=None) as client:
+    async with RelayServer() as server:
+        port = await server.start()
+        assert server.listener is not None
+        server.listener.handler = handler
+        async with connect(f"ws://127.0.0.1:{port}/ws", compression=None) as client:
             assert await client.recv() == b"\x01first"
             with pytest.raises(ConnectionClosed):
                 await client.recv()

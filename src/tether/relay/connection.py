@@ -17,15 +17,14 @@ import struct
 from collections.abc import Callable
 from typing import Protocol
 
-from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from websockets.protocol import State
 
 from tether.protocol.frames import CloseCode, Error
-from tether.relay.http import CountedSocket
 from tether.relay.limits import RelayLimits, TokenBucket
 from tether.relay.mailbox import Lane
 from tether.relay.router import Peer
+from tether.relay.websocket import RelaySocket
 
 log = logging.getLogger("tether.relay")
 
@@ -76,7 +75,7 @@ class Connection:
 
     peer: Peer[Link]
 
-    def __init__(self, ws: CountedSocket, limits: RelayLimits, version: int,
+    def __init__(self, ws: RelaySocket, limits: RelayLimits, version: int,
                  gone: Callable[[Connection], None]) -> None:
         self.ws = ws
         self.version = version  # of the protocol, from its HELLO
@@ -135,14 +134,11 @@ class Connection:
     async def _write(self) -> None:
         """Write everything queued, a batch per wake-up, until the queue is empty.
 
-        A batch is serialized by websockets' own protocol object and handed to the transport
-        with one ``writelines`` (one syscall), then the writer awaits the transport's drain: the
-        bytes of a batch stay counted in ``queued_bytes``/``channel_bytes`` until the socket has
-        taken them, so those bounds cover the transport's buffer too. This is what
-        ``Connection.send`` does per message (state check, serialize, write, drain) without its
-        per-message context manager and syscall. A connection that is no longer OPEN, or that
-        is in the middle of a fragmented send (the relay never sends one), goes through
-        ``ws.send``, which raises ConnectionClosed as it should.
+        A batch is framed and handed to the transport with one ``writelines`` (one syscall), then
+        the writer awaits the transport's drain: the bytes of a batch stay counted in
+        ``queued_bytes``/``channel_bytes`` until the socket has taken them, so those bounds cover
+        the transport's buffer too. A connection that is no longer OPEN goes through ``ws.send``,
+        which raises ConnectionClosed as it should.
         """
         ws = self.ws
         try:
@@ -228,24 +224,21 @@ def binary_frame_header(size: int) -> bytes:
     return _HEAD_64.pack(0x82, 127, size)
 
 
-def writable_now(ws: ServerConnection) -> bool:
-    """Whether frames may be written past ``ws.send``: OPEN, and not in a fragmented send (the
-    relay never sends one)."""
-    protocol = ws.protocol
-    return protocol.state is State.OPEN and ws.send_in_progress is None and not protocol.expect_continuation_frame
+def writable_now(ws: RelaySocket) -> bool:
+    """Whether frames may be written past ``ws.send``: the connection is OPEN."""
+    return ws.protocol.state is State.OPEN
 
 
-async def send_one(ws: ServerConnection, frame: bytes) -> None:
+async def send_one(ws: RelaySocket, frame: bytes) -> None:
     """Send one small frame (admission's CHALLENGE and WELCOME) with one transport write and no
-    drain, as the writer does, rather than through ``ws.send``'s context manager: two per
-    connection. Raises ConnectionClosed as ``ws.send`` does."""
+    drain, as the writer does. Raises ConnectionClosed as ``ws.send`` does."""
     if not writable_now(ws):
         await ws.send(frame)  # raises ConnectionClosed as it should
     elif not write_batch(ws, [(frame, -1)]):
         raise ConnectionClosedError(None, None)
 
 
-def send_ping(ws: ServerConnection) -> bool:
+def send_ping(ws: RelaySocket) -> bool:
     """A keepalive ping (empty), written at once; False if the connection cannot take one (it is
     closing, or the write failed: then it is aborted, as in write_batch)."""
     if not writable_now(ws):
@@ -259,16 +252,14 @@ def send_ping(ws: ServerConnection) -> bool:
     return _write(ws, ping)
 
 
-def write_batch(ws: ServerConnection, batch: list[tuple[bytes, int]]) -> bool:
+def write_batch(ws: RelaySocket, batch: list[tuple[bytes, int]]) -> bool:
     """Write ``batch`` as binary messages with one transport write; False if that failed (then
-    the connection is aborted, as websockets' own send path does). The connection is OPEN and
-    not in a fragmented send.
+    the connection is aborted). The connection is OPEN.
 
     Without extensions (the relay never negotiates compression) and debug logging, a binary
     message is the fixed header plus the data as is, so the frames are framed here and joined
     with one copy; otherwise websockets' protocol object serializes them. Either way whatever
-    the protocol object had pending goes first (websockets flushes it at once, so normally
-    nothing).
+    the protocol object had pending goes first (it is flushed at once, so normally nothing).
     """
     protocol = ws.protocol
 
@@ -289,13 +280,12 @@ def write_batch(ws: ServerConnection, batch: list[tuple[bytes, int]]) -> bool:
     return _write(ws, frames)
 
 
-def _write(ws: ServerConnection, serialize: Callable[[], list[bytes]]) -> bool:
+def _write(ws: RelaySocket, serialize: Callable[[], list[bytes]]) -> bool:
     """Hand what ``serialize`` makes to the transport in one write; False if either failed (the
-    connection is then aborted, as websockets' own send path does)."""
+    connection is then aborted)."""
     try:
         ws.transport.writelines(serialize())
-    except Exception as exc:
-        ws.set_connection_exc(exc)
+    except Exception:
         ws.transport.abort()
         return False
     return True

@@ -1,33 +1,32 @@
-"""The relay's HTTP side, before any WebSocket: every TCP connection counted against its source
-address and the relay's socket cap from accept to close, requests it will not read answered at
-once, and the answers to plain GETs (``/healthz``, the web client's files, refusals).
+"""The relay's HTTP side, before any WebSocket: what a request is answered (admission per
+address, pages: ``/healthz``, ``/metrics``, the web client's files, refusals).
 
 Every TCP connection counts against its source address from accept to close
 (``limits.AddressTable``: connections at once and new connections per second, refused with HTTP
-429 before the upgrade); over the relay's socket cap it is answered 503 at accept. A browser's
-upgrade must come from the relay's own origin (``origin.py``, HTTP 403). A request with a body is
-answered 400 and not read.
+429 before the upgrade; ``websocket.RelaySocket`` counts); over the relay's socket cap it is
+answered 503 at accept. A browser's upgrade must come from the relay's own origin (``origin.py``,
+HTTP 403). A request with a body is answered 400 and not read.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
-from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
-from websockets.protocol import State
 
 from tether.lograte import LogLimiter
-from tether.relay.limits import AddressTable, RelayLimits, SocketCount, address_key, is_loopback, is_trusted_proxy
+from tether.relay.limits import AddressTable, RelayLimits, SocketCount, address_key, is_loopback
 from tether.relay.origin import OriginPolicy
 from tether.relay.static import static_response
+
+if TYPE_CHECKING:
+    from tether.relay.websocket import RelaySocket
 
 log = logging.getLogger("tether.relay")
 
@@ -49,102 +48,11 @@ def plain_response(status: int, reason: str, body: str, *extra: tuple[str, str])
     return Response(status, reason, headers, data).serialize()
 
 
-_BAD_REQUEST = plain_response(
+BAD_REQUEST = plain_response(
     400,
     "Bad Request",
     "bad request: the relay answers GET requests without a body only (a page, or a WebSocket upgrade at /ws)\n",
 )
-
-
-class CountedSocket(ServerConnection):
-    """websockets' server connection, counted against its source address and against the
-    relay's socket cap from TCP accept to close, so that connections which never finish their
-    HTTP request count too.
-
-    :meth:`Front.socket_class` makes a subclass that sets the class variables. Only the
-    attributes that differ from the class defaults are stored on an instance.
-    """
-
-    addresses: ClassVar[AddressTable]
-    sockets: ClassVar[SocketCount]
-    limits: ClassVar[RelayLimits]
-    quiet_log: ClassVar[LogLimiter]
-    address: str | None = None
-    refusal: str | None = None
-    # Behind a trusted reverse proxy: counted once X-Forwarded-For shows who the client is.
-    deferred: bool = False
-    # pongs that came: the keepalive's sign that the peer reads what the relay sends (keepalive.py)
-    pongs: int = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        host = peer_host(transport.get_extra_info("peername"))
-        if not self.sockets.add():
-            # Over the relay's cap: answer at once rather than when (if ever) the request comes,
-            # so this descriptor is free again within a few loop passes, before the process runs
-            # out of them.
-            cap = self.sockets.cap
-            self.quiet_log.log(logging.WARNING, "503", "refused %s: %d connections at once, the relay's cap", host, cap)
-            assert isinstance(transport, asyncio.WriteTransport)
-            transport.write(
-                plain_response(
-                    503,
-                    "Service Unavailable",
-                    f"the relay is at its limit of {cap} connections at once; retry in a few seconds\n",
-                    ("Retry-After", "5"),
-                )
-            )
-            transport.close()
-            return
-        if is_trusted_proxy(host, self.limits):
-            self.deferred = True
-            return
-        self.count(address_key(host, self.limits))
-
-    def count(self, key: str | None) -> None:
-        if key is not None:
-            self.address = key
-            refusal = self.addresses.open(key)
-            if refusal is not None:
-                self.refusal = refusal
-
-    def send_data(self) -> None:
-        if self.request is None and self.protocol.handshake_exc is not None:
-            self._answer_bad_request()
-            return
-        super().send_data()
-
-    def _answer_bad_request(self) -> None:
-        """websockets read no valid request: it carried a body (Content-Length, Transfer-Encoding),
-        or bad syntax, or an over-long line. websockets would half-close, then read and discard
-        whatever the client sends until it hangs up or handshake_timeout passes (29 GB in 10 s);
-        answer and close at once instead, reading nothing more."""
-        # websockets' own 414/431 answer when it made one; never its bare EOF
-        pending = [data for data in self.protocol.data_to_send() if data]
-        if self.transport.is_closing():
-            return
-        self.transport.writelines(pending or [_BAD_REQUEST])
-        self.transport.close()
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self.protocol.parser_exc is not None and self.protocol.state is not State.CONNECTING:
-            # The peer broke the framing (a message over max_frame_bytes, say). websockets would
-            # keep reading and discarding its bytes for close_timeout, so a 100 MiB frame would be
-            # read to the end; stop reading now. The close frame already queued still goes out.
-            self.transport.close()
-
-    def acknowledge_pings(self, data: bytes) -> None:
-        """A pong came (websockets matches it against its own pings: the relay sends none)."""
-        self.pongs += 1
-        super().acknowledge_pings(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.sockets.remove()
-        if self.address is not None:
-            self.addresses.close(self.address)
-            self.address = None
-        super().connection_lost(exc)
 
 
 @dataclass
@@ -164,35 +72,22 @@ class Front:
     #: new connections per address counted over a cluster's nodes (None: this relay alone)
     shared: SharedLimit | None = None
 
-    def socket_class(self) -> type[CountedSocket]:
-        """A :class:`CountedSocket` subclass counting against this front's tables."""
-
-        class Socket(CountedSocket):
-            pass
-
-        Socket.addresses = self.addresses
-        Socket.sockets = self.sockets
-        Socket.limits = self.limits
-        Socket.quiet_log = self.quiet_log
-        return Socket
-
-    async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        """websockets' ``process_request``: a response, or None to go on with the upgrade."""
+    async def process_request(self, connection: RelaySocket, request: Request) -> Response | None:
+        """The answer to ``request``, or None to go on with the upgrade."""
         path = urlsplit(request.path).path
-        if isinstance(connection, CountedSocket):
-            if connection.deferred:
-                connection.deferred = False
-                connection.count(self._forwarded_key(connection, request))
-            # a cluster's shared count is for upgrades: a page or /healthz never waits on Redis
-            shared = self.shared if path == WS_PATH else None
-            if connection.refusal is None and shared is not None and connection.address is not None:
-                connection.refusal = await shared.take(connection.address)
-            if connection.refusal is not None:
-                self.quiet_log.log(logging.INFO, "429", "refused %s: %s", peer_name(connection), connection.refusal)
-                refused = connection.respond(429, connection.refusal + "\n")
-                refused.headers["Retry-After"] = "5"
-                return refused
-        # A request with a body never gets here (CountedSocket answers it 400); methods other
+        if connection.deferred:
+            connection.deferred = False
+            connection.count(self._forwarded_key(connection, request))
+        # a cluster's shared count is for upgrades: a page or /healthz never waits on Redis
+        shared = self.shared if path == WS_PATH else None
+        if connection.refusal is None and shared is not None and connection.address is not None:
+            connection.refusal = await shared.take(connection.address)
+        if connection.refusal is not None:
+            self.quiet_log.log(logging.INFO, "429", "refused %s: %s", peer_name(connection), connection.refusal)
+            refused = connection.respond(429, connection.refusal + "\n")
+            refused.headers["Retry-After"] = "5"
+            return refused
+        # A request with a body never gets here (RelaySocket answers it 400); methods other
         # than GET have nothing to do on a relay, but HEAD gets what GET would get (never an
         # upgrade).
         allowed = ("GET",) if path == WS_PATH else ("GET", "HEAD")
@@ -219,7 +114,7 @@ class Front:
             return None
         return await self._page(connection, path)
 
-    async def _page(self, connection: ServerConnection, path: str) -> Response:
+    async def _page(self, connection: RelaySocket, path: str) -> Response:
         if path == "/healthz":
             # 200 even in trouble: a node whose Redis is away still serves the channels within it,
             # so a load balancer must keep sending it clients; the body says what is wrong
@@ -240,7 +135,7 @@ class Front:
                 return response
         return connection.respond(404, "not found\n")
 
-    def _forwarded_key(self, connection: ServerConnection, request: Request) -> str | None:
+    def _forwarded_key(self, connection: RelaySocket, request: Request) -> str | None:
         """The address to count a connection from a trusted reverse proxy against: the last
         X-Forwarded-For entry (the client the proxy itself saw), else the proxy."""
         forwarded = request.headers.get_all("X-Forwarded-For")
@@ -263,7 +158,7 @@ def peer_host(peer: object) -> str:
     return ""
 
 
-def peer_name(ws: ServerConnection) -> str:
+def peer_name(ws: RelaySocket) -> str:
     addr = ws.remote_address
     if isinstance(addr, tuple) and len(addr) >= 2:
         return f"{addr[0]}:{addr[1]}"

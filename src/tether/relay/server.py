@@ -34,7 +34,6 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from tether.crypto.keys import derive_id, verify_signature
@@ -63,7 +62,7 @@ from tether.protocol.frames import (
 )
 from tether.relay.connection import Connection, Link, send_one
 from tether.relay.enrollment import verify_enroll_proof
-from tether.relay.http import WS_PATH, CountedSocket, Front, peer_name
+from tether.relay.http import WS_PATH, Front, peer_name
 from tether.relay.keepalive import Keepalive
 from tether.relay.limits import (
     AddressTable,
@@ -100,6 +99,7 @@ from tether.relay.router import (
     WatchElsewhere,
 )
 from tether.relay.static import default_static_dir
+from tether.relay.websocket import Listener, RelaySocket
 
 if TYPE_CHECKING:  # the cluster's modules need the redis library: imported only for a cluster node
     from tether.relay.cluster.node import ClusterNode
@@ -164,7 +164,8 @@ class RelayServer:
         #: this node's part in a cluster (``--cluster``), from start()
         self.cluster: ClusterNode | None = None
         self._acting = False
-        self._server: Server | None = None
+        #: the listening socket and its connections, from start()
+        self.listener: Listener | None = None
         # asyncio's exception handler before start() put _loop_exception in its place
         self._previous_handler: _LoopHandler | None = None
         self._idle_sweeper: asyncio.Task[None] | None = None
@@ -190,7 +191,7 @@ class RelayServer:
         if loop.get_exception_handler() != self._loop_exception:
             self._previous_handler = loop.get_exception_handler()
             loop.set_exception_handler(self._loop_exception)
-        # websockets says "connection open/closed" for every socket: a flood's worth of lines.
+        # websockets says "connection open" for every socket: a flood's worth of lines.
         ws_log = log.getChild("websockets")
         if ws_log.level == logging.NOTSET and not log.isEnabledFor(logging.DEBUG):
             ws_log.setLevel(logging.WARNING)
@@ -200,16 +201,20 @@ class RelayServer:
             # a cluster node has joined: a host it admitted before would have no presence (nor a
             # device the shared rules) until it reconnected. Meanwhile connections wait in the
             # listen backlog.
-            self._server = await self._listen(host, port, batch)
-            self.port = int(self._server.sockets[0].getsockname()[1])
+            self.listener = listener = Listener(self.front, self._handle, ws_log)
+            # asyncio accepts up to `batch` sockets per loop pass (connection_cap)
+            await listener.listen(host, port, tls=self.tls, backlog=batch)
+            server = listener.server
+            assert server is not None
+            self.port = int(server.sockets[0].getsockname()[1])
             if self.cluster_settings is not None:
                 await self._join(self.cluster_settings)
-            await self._server.start_serving()
+            await server.start_serving()
             # asyncio listens with its accept batch as the backlog (at most 100): thousands of
             # hosts reconnecting at once after a node died would have their SYNs dropped and sent
             # again 1, 3, 7 s later. The kernel queues up to LISTEN_BACKLOG (capped by
             # net.core.somaxconn); asyncio still accepts a batch per loop pass.
-            for sock in self._server.sockets:
+            for sock in server.sockets:
                 with socket.fromfd(sock.fileno(), sock.family, sock.type) as same:
                     same.listen(LISTEN_BACKLOG)
         except BaseException:
@@ -234,32 +239,6 @@ class RelayServer:
 
             self.mailbox = SharedMailbox(self.cluster.redis, settings.mailbox)
 
-    async def _listen(self, host: str, port: int, batch: int) -> Server:
-        lim = self.limits
-        # a TLS handshake is part of the upgrade: the same deadline (asyncio's default is 60 s)
-        tls_options: dict[str, Any] = {"ssl_handshake_timeout": lim.handshake_timeout} if self.tls else {}
-        return await serve(
-            self._handle,
-            host,
-            port,
-            create_connection=self.front.socket_class(),
-            process_request=self.front.process_request,
-            open_timeout=lim.handshake_timeout,
-            compression=None,
-            max_size=lim.max_frame_bytes,
-            # one task pings every authenticated connection (keepalive.py), not one each
-            ping_interval=None,
-            ping_timeout=None,
-            close_timeout=lim.close_timeout,
-            server_header="tether-relay",
-            ssl=self.tls,
-            logger=log.getChild("websockets"),
-            # asyncio accepts up to this many sockets per loop pass (connection_cap)
-            backlog=batch,
-            start_serving=False,
-            **tls_options,
-        )
-
     async def close(self) -> None:
         """Stop listening and close every connection (clients see the relay going away)."""
         for task in (self._idle_sweeper, self._mailbox_sweeper, self._pinger, *self._mailbox_tasks):
@@ -273,11 +252,10 @@ class RelayServer:
         loop = asyncio.get_running_loop()
         if loop.get_exception_handler() == self._loop_exception:
             loop.set_exception_handler(self._previous_handler)
-        if self._server is None:
+        if self.listener is None:
             return
-        self._server.close()
-        await self._server.wait_closed()
-        self._server = None
+        listener, self.listener = self.listener, None
+        await listener.close()
 
     def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         """asyncio's error reports, with out-of-descriptor accept errors rate-limited: Python 3.11
@@ -292,9 +270,9 @@ class RelayServer:
             loop.default_exception_handler(context)
 
     async def serve_forever(self) -> None:
-        if self._server is None:
+        if self.listener is None or self.listener.server is None:
             raise RuntimeError("call start() first")
-        await self._server.serve_forever()
+        await self.listener.server.serve_forever()
 
     async def __aenter__(self) -> RelayServer:
         return self
@@ -348,7 +326,7 @@ class RelayServer:
 
     # --- one connection ---
 
-    async def _handle(self, ws: ServerConnection) -> None:
+    async def _handle(self, ws: RelaySocket) -> None:
         try:
             async with asyncio.timeout(self.limits.auth_timeout):
                 conn = await self._admit(ws)
@@ -384,7 +362,7 @@ class RelayServer:
                     await asyncio.wait_for(asyncio.shield(conn.closer), self.limits.close_timeout + 1)
             log.info("%s disconnected", conn.label)
 
-    async def _admit(self, ws: ServerConnection) -> Connection:
+    async def _admit(self, ws: RelaySocket) -> Connection:
         """HELLO → CHALLENGE → AUTH → WELCOME; the connection, registered with the router."""
         hello = _expect(await ws.recv(), Hello, "the relay expects HELLO as the first frame")
         if not OLDEST_PROTOCOL_VERSION <= hello.version <= PROTOCOL_VERSION:
@@ -413,7 +391,6 @@ class RelayServer:
             except BaseException:
                 self.router.release_device(key)
                 raise
-        assert isinstance(ws, CountedSocket)  # serve() makes every connection with front.socket_class()
         conn = Connection(ws, self.limits, hello.version, self.gone)
         conn.peer = self.router.connect(conn, hello.role, key, id)
         if self.keepalive is not None:
@@ -689,7 +666,7 @@ def _expect(message: str | bytes, kind: type[_T], refusal: str) -> _T:
     return frame
 
 
-async def _refuse(ws: ServerConnection, code: CloseCode, message: str) -> None:
+async def _refuse(ws: RelaySocket, code: CloseCode, message: str) -> None:
     drain = asyncio.get_running_loop().create_task(_drain(ws))
     try:
         with contextlib.suppress(ConnectionClosed, TimeoutError):
@@ -700,11 +677,11 @@ async def _refuse(ws: ServerConnection, code: CloseCode, message: str) -> None:
         drain.cancel()
 
 
-async def _drain(ws: ServerConnection) -> None:
+async def _drain(ws: RelaySocket) -> None:
     """Discard what a refused client still sends, so that its close frame gets through."""
     with contextlib.suppress(ConnectionClosed):
-        async for _ in ws:
-            pass
+        while True:
+            await ws.recv()
 
 
 async def run_relay(
