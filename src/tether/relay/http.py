@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from websockets.datastructures import Headers
@@ -24,9 +24,6 @@ from tether.lograte import LogLimiter
 from tether.relay.limits import AddressTable, RelayLimits, SocketCount, address_key, is_loopback
 from tether.relay.origin import OriginPolicy
 from tether.relay.static import static_response
-
-if TYPE_CHECKING:
-    from tether.relay.websocket import RelaySocket
 
 log = logging.getLogger("tether.relay")
 
@@ -55,6 +52,24 @@ BAD_REQUEST = plain_response(
 )
 
 
+class Asking(Protocol):
+    """What the front needs of a connection whose request it answers (``websocket.RelaySocket``)."""
+
+    request: Request | None
+    # the address key it counts against, why its upgrade is refused, and whether it is counted
+    # only once X-Forwarded-For is read (behind a trusted proxy)
+    address: str | None
+    refusal: str | None
+    deferred: bool
+
+    @property
+    def remote_address(self) -> object: ...
+
+    def count(self, key: str | None) -> None: ...
+
+    def respond(self, status: int, text: str) -> Response: ...
+
+
 @dataclass
 class Front:
     """What the relay answers before a WebSocket exists: admission per address, pages."""
@@ -72,7 +87,7 @@ class Front:
     #: new connections per address counted over a cluster's nodes (None: this relay alone)
     shared: SharedLimit | None = None
 
-    async def process_request(self, connection: RelaySocket, request: Request) -> Response | None:
+    async def process_request(self, connection: Asking, request: Request) -> Response | None:
         """The answer to ``request``, or None to go on with the upgrade."""
         path = urlsplit(request.path).path
         if connection.deferred:
@@ -87,7 +102,7 @@ class Front:
             refused = connection.respond(429, connection.refusal + "\n")
             refused.headers["Retry-After"] = "5"
             return refused
-        # A request with a body never gets here (RelaySocket answers it 400); methods other
+        # A request with a body never gets here (websocket.RelaySocket answers it 400); methods other
         # than GET have nothing to do on a relay, but HEAD gets what GET would get (never an
         # upgrade).
         allowed = ("GET",) if path == WS_PATH else ("GET", "HEAD")
@@ -114,7 +129,7 @@ class Front:
             return None
         return await self._page(connection, path)
 
-    async def _page(self, connection: RelaySocket, path: str) -> Response:
+    async def _page(self, connection: Asking, path: str) -> Response:
         if path == "/healthz":
             # 200 even in trouble: a node whose Redis is away still serves the channels within it,
             # so a load balancer must keep sending it clients; the body says what is wrong
@@ -135,7 +150,7 @@ class Front:
                 return response
         return connection.respond(404, "not found\n")
 
-    def _forwarded_key(self, connection: RelaySocket, request: Request) -> str | None:
+    def _forwarded_key(self, connection: Asking, request: Request) -> str | None:
         """The address to count a connection from a trusted reverse proxy against: the last
         X-Forwarded-For entry (the client the proxy itself saw), else the proxy."""
         forwarded = request.headers.get_all("X-Forwarded-For")
@@ -158,7 +173,7 @@ def peer_host(peer: object) -> str:
     return ""
 
 
-def peer_name(ws: RelaySocket) -> str:
+def peer_name(ws: Asking) -> str:
     addr = ws.remote_address
     if isinstance(addr, tuple) and len(addr) >= 2:
         return f"{addr[0]}:{addr[1]}"
