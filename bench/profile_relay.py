@@ -197,6 +197,7 @@ _KINDS: list[tuple[str, str, str]] = [
     ("ours: forward", r"tether/relay/router\.py|tether/protocol/frames\.py", r"^forward$|data_channel|rechannel"),
     ("ours: enqueue", r"tether/relay/connection\.py", r"^enqueue$"),
     ("ours: writer", r"tether/relay/connection\.py", r"_write|_written|write_batch|binary_frame_header|_progressed"),
+    ("ours: socket (websockets' protocol object driven)", r"tether/relay/websocket\.py", r""),
     ("ours: other", r"tether/", r""),
     ("bare: forward loop", r"bare_forwarder\.py", r""),
     ("ws: frame parsing (frames, streams, mask)", r"websockets/(frames|streams|utils)\.py", r""),
