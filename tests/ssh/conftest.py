@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.procs import Proc, free_port, remove, short_home, start_host, start_relay
+from tests.support.interfaces import changing_interfaces
 
 ROOT = Path(__file__).resolve().parents[2]
 SSHD = "/usr/sbin/sshd"
@@ -195,14 +196,18 @@ def netns() -> Iterator[Netns]:
         ["ip", "-n", ns.name, "link", "set", "lo", "up"],
     ]
     try:
-        for command in setup:
-            result = subprocess.run(command, capture_output=True, text=True)
-            if result.returncode != 0:
-                _unavailable(f"{' '.join(command)} failed: {result.stderr.strip()}")
+        with changing_interfaces():
+            for command in setup:
+                result = subprocess.run(command, capture_output=True, text=True)
+                if result.returncode != 0:
+                    _unavailable(f"{' '.join(command)} failed: {result.stderr.strip()}")
         yield ns
     finally:
-        subprocess.run(["ip", "netns", "del", ns.name], capture_output=True)  # takes the veth pair with it
-        subprocess.run(["ip", "link", "del", veth_out], capture_output=True)
+        with changing_interfaces():
+            # The veth pair first, here and at once: a namespace's own devices go when the kernel
+            # gets round to it, which could be after the lock is let go.
+            subprocess.run(["ip", "link", "del", veth_out], capture_output=True)
+            subprocess.run(["ip", "netns", "del", ns.name], capture_output=True)
 
 
 @pytest.fixture

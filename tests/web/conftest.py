@@ -21,6 +21,7 @@ import pytest
 
 from tests.procs import TETHER, Proc, remove, short_home
 from tests.support.deployment import Deployment, deployed
+from tests.support.interfaces import pages_may_load
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -87,18 +88,19 @@ def phone_page(browser: Any, name: str = "page", **options: Any) -> Iterator[Any
     """A page in a new browser context at a phone's size (``options``: more context options);
     its uncaught errors are kept in ``page.errors``, and its console and errors are printed as it
     closes: captured output is shown only when the test fails, and there the page's own words help."""
-    context = browser.new_context(**{**PHONE, **options})
-    page = context.new_page()
-    errors: list[str] = []
-    console: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
-    page.errors = errors
-    try:
-        yield page
-    finally:
-        context.close()
-        print(f"{name} console:", *console, *(f"{name} error: {e}" for e in errors), sep="\n  ")
+    with pages_may_load():
+        context = browser.new_context(**{**PHONE, **options})
+        page = context.new_page()
+        errors: list[str] = []
+        console: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
+        page.errors = errors
+        try:
+            yield page
+        finally:
+            context.close()
+            print(f"{name} console:", *console, *(f"{name} error: {e}" for e in errors), sep="\n  ")
 
 
 @pytest.fixture
