@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -105,7 +104,6 @@ class RelaySocket(asyncio.Protocol):
         "_writing_paused",
         "address",
         "closed",
-        "counted",
         "deferred",
         "listener",
         "loop",
@@ -131,7 +129,6 @@ class RelaySocket(asyncio.Protocol):
         self.refusal: str | None = None
         # behind a trusted reverse proxy: counted once X-Forwarded-For shows who the client is
         self.deferred = False
-        self.counted = False  # in the relay's socket count
         self.closed = False  # connection_lost came
         # pongs that came: the keepalive's sign that the peer reads what the relay sends (keepalive.py)
         self.pongs = 0
@@ -179,10 +176,7 @@ class RelaySocket(asyncio.Protocol):
         if self.protocol.state is not State.OPEN:
             await self._closed_then_raise()
         self.protocol.send_binary(message)
-        try:
-            self.send_data()
-        except Exception:
-            self.transport.abort()
+        if not self.send_data():
             await self._closed_then_raise()
         await self.drain()
 
@@ -191,11 +185,8 @@ class RelaySocket(asyncio.Protocol):
         ``close_timeout``: it is aborted then)."""
         if self.protocol.state is State.OPEN:
             self.protocol.send_close(code, reason)
-            with contextlib.suppress(Exception):
-                self.send_data()
-            self._closing_soon()
-        elif not self.closed and self._timer is None:
-            self._closing_soon()
+            self.send_data()
+        self._expect_close()
         await self.wait_closed()
 
     async def wait_closed(self) -> None:
@@ -214,22 +205,26 @@ class RelaySocket(asyncio.Protocol):
                 self._drained = self.loop.create_future()
             await asyncio.shield(self._drained)
 
-    def send_data(self) -> None:
+    def send_data(self) -> bool:
         """Write what the protocol object has to send; its end-of-data marker half-closes (TCP)
-        or closes (TLS) the connection."""
+        or closes (TLS) the connection. False if the transport refused (a write after its EOF):
+        the connection is aborted then."""
         transport = self.transport
-        for data in self.protocol.data_to_send():
-            if data:
-                transport.write(data)
-            elif transport.can_write_eof():
-                with contextlib.suppress(Exception):  # uvloop may raise RuntimeError
+        try:
+            for data in self.protocol.data_to_send():
+                if data:
+                    transport.write(data)
+                elif transport.can_write_eof():
                     transport.write_eof()
-            else:
-                transport.close()
+                else:
+                    transport.close()
+        except Exception:
+            transport.abort()
+            return False
+        return True
 
     async def _closed_then_raise(self) -> None:
-        if not self.closed and self._timer is None:
-            self._closing_soon()
+        self._expect_close()
         await self.wait_closed()
         raise self.protocol.close_exc
 
@@ -240,8 +235,7 @@ class RelaySocket(asyncio.Protocol):
         listener = self.listener
         front = listener.front
         host = peer_host(transport.get_extra_info("peername"))
-        self.counted = True
-        if not front.sockets.add():
+        if not front.sockets.add():  # counted until connection_lost, even when refused
             # Over the relay's cap: answer at once rather than when (if ever) the request comes,
             # so this descriptor is free again within a few loop passes, before the process runs
             # out of them.
@@ -275,15 +269,10 @@ class RelaySocket(asyncio.Protocol):
         protocol = self.protocol
         protocol.receive_data(data)
         events = protocol.events_received()
-        if self._bad_request():
+        if self._bad_request() or not self.send_data():  # pongs, the answer to a close frame
             return
-        try:
-            self.send_data()  # pongs, the answer to a close frame
-        except Exception:
-            self.transport.abort()
-            return
-        if protocol.close_expected() and self._timer is None:
-            self._closing_soon()
+        if protocol.close_expected():
+            self._expect_close()
         for event in events:
             if isinstance(event, Frame):
                 self._frame(event)
@@ -301,17 +290,14 @@ class RelaySocket(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         self.protocol.receive_eof()
         if not self._bad_request():
-            with contextlib.suppress(Exception):
-                self.send_data()
+            self.send_data()
         return None  # the transport closes itself
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         listener = self.listener
         listener.connections.discard(self)
-        if self.counted:
-            self.counted = False
-            listener.front.sockets.remove()
+        listener.front.sockets.remove()
         if self.address is not None:
             listener.front.addresses.close(self.address)
             self.address = None
@@ -385,10 +371,11 @@ class RelaySocket(asyncio.Protocol):
         if self.protocol.state is State.CONNECTING:
             self.transport.abort()
 
-    def _closing_soon(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self.loop.call_later(self.listener.front.limits.close_timeout, self.transport.abort)
+    def _expect_close(self) -> None:
+        """Abort the connection if it is not gone within ``close_timeout`` (unless a timer for
+        that already runs)."""
+        if not self.closed and self._timer is None:
+            self._timer = self.loop.call_later(self.listener.front.limits.close_timeout, self.transport.abort)
 
     async def _run(self) -> None:
         """Answer the request; once upgraded, the relay's handler, then the closing handshake."""
@@ -413,9 +400,10 @@ class RelaySocket(asyncio.Protocol):
                 self._timer.cancel()
                 self._timer = None
             protocol.send_response(response)
-            self.send_data()
+            if not self.send_data():
+                return
             if response.status_code != 101:  # not upgraded
-                self._closing_soon()  # the client hangs up, or is cut off after close_timeout
+                self._expect_close()  # the client hangs up, or is cut off after close_timeout
                 return
             await listener.handler(self)
             await self.close()
