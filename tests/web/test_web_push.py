@@ -137,6 +137,11 @@ def test_pushes_reach_a_closed_page_and_open_the_session(
     worker = push_worker(context, host_id)
     keeper = context.new_page()  # the browser stays open (a blank tab), the app's page does not
     cdp = context.new_cdp_session(keeper)
+    # What Chromium says of the worker's versions and errors, for a failure's message.
+    versions: list[str] = []
+    cdp.on("ServiceWorker.workerVersionUpdated", lambda e: versions.extend(
+        f"{v['versionId']} {v['status']}/{v['runningStatus']}" for v in e["versions"]))
+    cdp.on("ServiceWorker.workerErrorReported", lambda e: versions.append(f"error: {e['errorMessage']}"))
     cdp.send("ServiceWorker.enable")
     page.close()
     session = tether_json(cli_home, "sessions", "start", "--agent", "builtin", PROMPT, "--json")["id"]
@@ -147,7 +152,9 @@ def test_pushes_reach_a_closed_page_and_open_the_session(
     registration = until(lambda: _registration_id(cdp, host_id), what="the push registration's id")
     cdp.send("ServiceWorker.deliverPushMessage", {"origin": d.origin, "registrationId": registration,
                                                   "data": json.dumps(payload)})
-    shown = until(lambda: worker.evaluate(WORKER_NOTIFICATIONS_JS), what="the notification")
+    # Looked up again: the push may have started another instance of the worker than the one found.
+    shown = until(lambda: push_worker(context, host_id).evaluate(WORKER_NOTIFICATIONS_JS), what="the notification",
+                  seen=lambda: (push_worker(context, host_id).evaluate(WINDOWS_JS), versions[-12:]))
     assert [(n["title"], n["body"], n["tag"]) for n in shown] == [
         (f"laptop · {PROMPT}", "waits for your approval", f"tether:{host_id}:approval:{payload['approval']}")]
 
