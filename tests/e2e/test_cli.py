@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -139,6 +140,12 @@ def test_bad_arguments_are_usage_errors(args: list[str], message: str) -> None:
         assert "Traceback" not in result.stderr
     finally:
         remove(home)
+
+
+def test_version_is_the_installed_distributions() -> None:
+    result = subprocess.run([*TETHER, "--version"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"tether {importlib.metadata.version('tether')}\n"
 
 
 def test_no_host_anywhere_says_what_to_do() -> None:

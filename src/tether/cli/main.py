@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from tether import __version__
 from tether.cli import output
 from tether.cli.common import (
     HomeOpt,
@@ -36,12 +37,21 @@ if TYPE_CHECKING:
     from tether.relay.cluster.settings import ClusterSettings
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"tether {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     home: Annotated[
         Path | None, typer.Option("--home", help="tether home directory (env TETHER_HOME; default ~/.tether).")
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print tether's version and exit.", callback=_print_version, is_eager=True)
+    ] = False,
     token: Annotated[
         str | None,
         typer.Option(
