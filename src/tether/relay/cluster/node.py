@@ -146,6 +146,7 @@ class ClusterNode:
         self._changed_timer: asyncio.TimerHandle | None = None
         self._lost: dict[str, float] = {}  # node → when it was last found gone (loop time)
         self._refresher: asyncio.Task[None] | None = None
+        self._refreshing = asyncio.Lock()  # one refresh at a time (the periodic one, a resubscription's)
         self._quiet = LogLimiter(log)
 
     @classmethod
@@ -587,6 +588,10 @@ class ClusterNode:
             await self._refresh()
 
     async def _refresh(self) -> None:
+        async with self._refreshing:
+            await self._refresh_once()
+
+    async def _refresh_once(self) -> None:
         try:
             await self.presence.refresh()
             self._nodes = await self.presence.nodes()
