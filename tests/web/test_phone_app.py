@@ -189,6 +189,28 @@ def asking() -> Iterator[BuiltinDeployment]:
         yield d
 
 
+def test_the_hosts_screen_redraws_in_place_so_a_tap_mid_redraw_is_not_lost(
+    page: Any, asking: BuiltinDeployment, cli_home: Path,
+) -> None:
+    """The hosts screen redraws on every change (presence, approvals, a clock tick). Replacing its
+    nodes each time lost a tap whose press and release straddled a redraw (they land on different
+    nodes): the likely cause of a CI failure where the click on a host that had just come online
+    did nothing. Its nodes are now kept and brought up to date."""
+    pair_page(page, asking)
+    row = page.locator('a.host[data-online="1"]')
+    row.wait_for(timeout=TIMEOUT)
+    marked = ["a.host", "a.host .name", "#scan-link"]
+    page.evaluate("(marked) => { for (const s of marked) document.querySelector(s).kept = s; }", marked)
+    login(cli_home, asking.pairing_link(), "--name", "cli", "--json")
+    tether_json(cli_home, "sessions", "start", "--agent", "builtin", "write hello.py", "--json")
+    row.locator(".waiting").wait_for(timeout=TIMEOUT)  # redrawn: the row now counts an approval
+    assert row.get_attribute("aria-label").endswith("1 waiting for approval")
+    assert page.evaluate("(marked) => marked.map((s) => document.querySelector(s).kept)", marked) == marked
+    row.click()
+    page.wait_for_selector("#new-session", timeout=TIMEOUT)
+    assert not page.errors  # type: ignore[attr-defined]
+
+
 def test_the_hosts_screen_and_the_title_count_what_waits_one_tap_from_it(
     page: Any, asking: BuiltinDeployment,
 ) -> None:

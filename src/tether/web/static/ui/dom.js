@@ -9,7 +9,10 @@ export function h(spec, attrs = {}, ...children) {
   }
   for (const [key, value] of Object.entries(attrs)) {
     if (value === undefined || value === null || value === false) continue;
-    if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    if (key.startsWith("on")) {
+      el.addEventListener(key.slice(2), value);
+      el.listens = true; // morph never gives such a node another's content: its listener may not fit
+    }
     else if (key === "dataset") Object.assign(el.dataset, value);
     else if (key in el && typeof value !== "string") el[key] = value;
     else el.setAttribute(key, value === true ? "" : value);
@@ -56,6 +59,33 @@ export function replace(el, ...children) {
   el.replaceChildren();
   append(el, children);
   return el;
+}
+
+// Like replace, for a screen that redraws itself on every change (presence, approvals, a clock
+// tick): each node is kept and brought up to date (attributes, then children) where the new one
+// is the same kind of element, so the node under a finger stays put (a tap whose press and release
+// straddle a redraw is otherwise lost: they land on different nodes) and so does a screen
+// reader's focus. A node with a listener is kept only when it comes out exactly the same.
+export function morph(el, ...children) {
+  const fresh = document.createDocumentFragment();
+  append(fresh, children);
+  morphChildren(el, [...fresh.childNodes]);
+  return el;
+}
+
+function morphChildren(el, next) {
+  const old = [...el.childNodes];
+  next.forEach((node, i) => {
+    const was = old[i];
+    if (!was) el.append(node);
+    else if (was.isEqualNode(node)) return;
+    else if (was.nodeType === Node.ELEMENT_NODE && was.nodeName === node.nodeName && !was.listens && !node.listens) {
+      for (const { name } of [...was.attributes]) if (!node.hasAttribute(name)) was.removeAttribute(name);
+      for (const { name, value } of node.attributes) if (was.getAttribute(name) !== value) was.setAttribute(name, value);
+      morphChildren(was, [...node.childNodes]);
+    } else was.replaceWith(node);
+  });
+  for (const gone of old.slice(next.length)) gone.remove();
 }
 
 // "online", or when it was last seen.

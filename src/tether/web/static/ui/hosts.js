@@ -1,7 +1,7 @@
 // Paired hosts: online/offline (WATCH/PRESENCE), when each was last seen, and revoked ones; hosts
 // linked to a paired host (started there with `tether ssh`) are listed alike, "via" that host. A
 // linked host its parent unlinked (`tether ssh forget`) leaves the list with a notice saying so.
-import { h, lastSeen, replace, timeAgo, withCode } from "./dom.js";
+import { h, lastSeen, morph, replace, timeAgo, withCode } from "./dom.js";
 import { header, stateNote } from "./header.js";
 import { sameRelay } from "../linked.js";
 
@@ -54,7 +54,8 @@ export function renderHosts(root, { tether }) {
       h("span.chev", { "aria-hidden": "true" }, "›"),
     );
   });
-  replace(
+  // Redrawn in place while this screen shows (morph); drawn anew when coming from another.
+  (root.querySelector(":scope > section#hosts") ? morph : replace)(
     root,
     header({ title: "Hosts", state: relayState, detail }),
     stateNote(relayState, detail),
