@@ -74,18 +74,37 @@ export function morph(el, ...children) {
 }
 
 function morphChildren(el, next) {
-  const old = [...el.childNodes];
+  // Children with an id or an href (a list's rows) are matched by it wherever they moved (a new
+  // session on top keeps every row under it); the others by position.
+  const keyed = new Map();
+  for (const child of el.childNodes) {
+    const key = keyOf(child);
+    if (key && !keyed.has(key)) keyed.set(key, child);
+  }
   next.forEach((node, i) => {
-    const was = old[i];
-    if (!was) el.append(node);
-    else if (was.isEqualNode(node)) return;
-    else if (was.nodeType === Node.ELEMENT_NODE && was.nodeName === node.nodeName && !was.listens && !node.listens) {
+    const key = keyOf(node);
+    let was = el.childNodes[i] ?? null;
+    const match = key ? keyed.get(key) : undefined;
+    if (match) {
+      keyed.delete(key);
+      if (match !== was) el.insertBefore(match, was);
+      was = match;
+    } else if (!was || key || keyOf(was)) {
+      el.insertBefore(node, was); // new, or where a row of another key stands
+      return;
+    }
+    if (was.isEqualNode(node)) return;
+    if (was.nodeType === Node.ELEMENT_NODE && was.nodeName === node.nodeName && !was.listens && !node.listens) {
       for (const { name } of [...was.attributes]) if (!node.hasAttribute(name)) was.removeAttribute(name);
       for (const { name, value } of node.attributes) if (was.getAttribute(name) !== value) was.setAttribute(name, value);
       morphChildren(was, [...node.childNodes]);
     } else was.replaceWith(node);
   });
-  for (const gone of old.slice(next.length)) gone.remove();
+  while (el.childNodes.length > next.length) el.lastChild.remove();
+}
+
+function keyOf(node) {
+  return node.nodeType === Node.ELEMENT_NODE ? node.id || node.getAttribute("href") || null : null;
 }
 
 // "online", or when it was last seen.

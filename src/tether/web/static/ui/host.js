@@ -1,7 +1,7 @@
 // One host: its sessions (sessions.list, kept live by the host-wide subscription), waiting for a
 // person first; links to start a session, to the devices (admin) and to this host's settings.
 // While the host is away: the sessions it left at the relay for this browser, said to be that.
-import { h, replace, throttled, timeAgo, withCode } from "./dom.js";
+import { h, morph, replace, throttled, timeAgo, withCode } from "./dom.js";
 import { awayBanner, header, revokedPanel, stateNote } from "./header.js";
 import { waitsForMe } from "../model.js";
 
@@ -53,7 +53,8 @@ export function renderHost(root, { tether, hostId }) {
 
   let filter = "all";
   function draw() {
-    replace(bar, header({ title: host.name, back: "#/", state: conn.state, detail: conn.detail }), stateNote(conn.state, conn.detail));
+    // In place (morph): this runs on every event of every session, and a tap must not be lost.
+    morph(bar, header({ title: host.name, back: "#/", state: conn.state, detail: conn.detail }), stateNote(conn.state, conn.detail));
     if (conn.state === "revoked") {
       replace(body, revokedPanel(host, { tether }));
       return;
@@ -86,7 +87,7 @@ export function renderHost(root, { tether, hostId }) {
       { id: "session-filter", "aria-label": "Which sessions", onchange: (ev) => ((filter = ev.target.value), draw()) },
       Object.entries(FILTERS).map(([value, f]) => h("option", { value, selected: value === filter }, f.label)),
     );
-    replace(
+    morph(
       body,
       h(
         "section.screen",
