@@ -189,6 +189,15 @@ def asking() -> Iterator[BuiltinDeployment]:
         yield d
 
 
+def _mark(page: Any, selectors: list[str]) -> None:
+    """Tag the node each selector finds, so that a node replaced since shows untagged."""
+    page.evaluate("(marked) => { for (const s of marked) document.querySelector(s).kept = s; }", selectors)
+
+
+def _still_marked(page: Any, selectors: list[str]) -> list[str | None]:
+    return list(page.evaluate("(marked) => marked.map((s) => document.querySelector(s).kept ?? null)", selectors))
+
+
 def test_the_hosts_screen_redraws_in_place_so_a_tap_mid_redraw_is_not_lost(
     page: Any, asking: BuiltinDeployment, cli_home: Path,
 ) -> None:
@@ -200,22 +209,22 @@ def test_the_hosts_screen_redraws_in_place_so_a_tap_mid_redraw_is_not_lost(
     row = page.locator('a.host[data-online="1"]')
     row.wait_for(timeout=TIMEOUT)
     marked = ["a.host", "a.host .name", "#scan-link"]
-    page.evaluate("(marked) => { for (const s of marked) document.querySelector(s).kept = s; }", marked)
+    _mark(page, marked)
     login(cli_home, asking.pairing_link(), "--name", "cli", "--json")
     first = tether_json(cli_home, "sessions", "start", "--agent", "builtin", "write hello.py", "--json")["id"]
     row.locator(".waiting").wait_for(timeout=TIMEOUT)  # redrawn: the row now counts an approval
     assert row.get_attribute("aria-label").endswith("1 waiting for approval")
-    assert page.evaluate("(marked) => marked.map((s) => document.querySelector(s).kept)", marked) == marked
+    assert _still_marked(page, marked) == marked
     row.click()
     page.wait_for_selector("a.session", timeout=TIMEOUT)
 
     # The host's screen too: it redraws on every event of every session.
     marked = ["#new-session", f'a.session[data-session="{first}"]', "#session-filter"]
-    page.evaluate("(marked) => { for (const s of marked) document.querySelector(s).kept = s; }", marked)
+    _mark(page, marked)
     tether_json(cli_home, "sessions", "start", "--agent", "builtin", "and another", "--json")
     until(lambda: page.locator("a.session").count() == 2, what="the second session listed")
     # The first session's row is the same node wherever the new one was put.
-    assert page.evaluate("(marked) => marked.map((s) => document.querySelector(s).kept)", marked) == marked
+    assert _still_marked(page, marked) == marked
     assert not page.errors  # type: ignore[attr-defined]
 
 
