@@ -3,7 +3,7 @@
 // the shell are cached; the WebSocket and anything else pass through untouched.
 // It also shows what a host pushes (Web Push; one registration per host, scope push/<host id>/:
 // notify.js), and opens the session a notification is about when the notification is clicked.
-const CACHE = "tether-shell-v18";
+const CACHE = "tether-shell-v19";
 const SHELL = [
   "./", "index.html", "app.js", "style.css", "manifest.webmanifest", "icon.svg", "apple-touch-icon.png",
   "bytes.js", "noise.js", "seal.js", "frames.js", "relay.js", "e2e.js", "rpc.js", "store.js", "keys.js", "mailbox.js",
@@ -60,7 +60,10 @@ self.addEventListener("push", (event) => {
   } catch {
     return; // not from a tether host
   }
-  if (msg && typeof msg.tag === "string" && msg.tag.startsWith("tether:")) event.waitUntil(showPush(msg));
+  if (msg && typeof msg.tag === "string" && msg.tag.startsWith("tether:")) {
+    // A push that cannot be shown (permission withdrawn, say) says why where a developer looks.
+    event.waitUntil(showPush(msg).catch((err) => console.warn("tether: a push was not shown:", err)));
+  }
 });
 
 async function showPush(msg) {
