@@ -961,7 +961,12 @@ def part_failover(sizes: Sizes, hosts: int, py_spy: str | None = None, client: s
         tcp_recovery = tcp_delta(tcp0)
         profile = spy.finish() if spy is not None else None
         window = t_done - t_kill
-        held_after = [metrics(n).get("tether_relay_cluster_hosts_held", 0.0) for n in (b, c)]
+        figures_after = [metrics(n) for n in (b, c)]
+        held_after = [f.get("tether_relay_cluster_hosts_held", 0.0) for f in figures_after]
+        # the nodes' own count of each host's wait for its presence entry (a histogram's lines)
+        waits = "tether_relay_cluster_presence_write_seconds"
+        written_after = {name.removeprefix(waits): sum(f.get(name, 0.0) for f in figures_after)
+                         for name in figures_after[0] if name.startswith(waits)}
         bus_after = {f"node-{k}": {name: v for name, v in metrics(n).items() if "_total{direction" in name}
                      for k, n in ((2, b), (3, c), (4, d))}
         logs = {cluster.ids[i]: n.log for i, n in enumerate(cluster.nodes) if i in (1, 2)}
@@ -1024,6 +1029,7 @@ def part_failover(sizes: Sizes, hosts: int, py_spy: str | None = None, client: s
         "probe_failure_codes": {k: sum(r["codes"].get(k, 0) for r in probe_res)
                                 for k in {k for r in probe_res for k in r["codes"]}},
         "hosts_held_after": held_after,
+        "presence_write_s_nodes": written_after,  # '_bucket{le="1"}', '_sum', '_count': nodes 2 and 3
         "bus_after": bus_after,  # records and Redis messages between the nodes, set-up included
         "recovery_window_s": window,
         "recovery_cpu_pct": {name: 100 * c / window if window else float("nan") for name, c in cpu_s.items()},
@@ -1273,6 +1279,12 @@ def print_table(res: dict[str, Any]) -> None:
               f"node CPU {r['node_cpu_ms_per_reconnect']:.2f} ms and client CPU {r['client_cpu_ms_per_reconnect']:.2f} "
               f"ms per reconnect; busiest surviving node's CPU time {r['node_bound_s']:.1f} s; machine "
               f"{r['recovery_machine_busy_pct']:.0f}% busy; probe failures {r['probe_failures']}")
+        waits = r.get("presence_write_s_nodes")
+        if waits and waits.get("_count"):
+            counts = {le: waits.get('_bucket{le="' + le + '"}', 0) for le in ("0.25", "1", "2.5")}
+            within = ", ".join(f"≤ {le} s {n:,.0f}" for le, n in counts.items())
+            print(f"  the nodes' own count of a host's wait for its presence entry: {within} of "
+                  f"{waits['_count']:,.0f} (mean {waits['_sum'] / waits['_count']:.2f} s)")
         ok = r["all_reachable_s"] * 10_000 / r["hosts"] <= TARGETS["failover_10k_s"] if r["hosts"] < 10_000 else \
             r["all_reachable_s"] <= TARGETS["failover_10k_s"]
         if r.get("node_2_profile"):

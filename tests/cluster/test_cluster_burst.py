@@ -81,7 +81,13 @@ async def test_a_burst_of_host_connections_reaches_redis_whole_and_leaves_cross_
         assert await channel.recv() == b"back"
         assert "cluster trouble" not in one.proc.log, one.proc.log[-2000:]
         assert metrics(one)["tether_relay_cluster_trouble"] == 0
-        assert metrics(one)["tether_relay_cluster_hosts_held"] == BURST + 1
+        figures = metrics(one)
+        assert figures["tether_relay_cluster_hosts_held"] == BURST + 1
+        # each host's wait for its entry counted once, in buckets that only grow (Prometheus's form)
+        waits = "tether_relay_cluster_presence_write_seconds"
+        assert figures[f"{waits}_count"] == figures[f'{waits}_bucket{{le="+Inf"}}'] == BURST + 1
+        counts = [n for name, n in figures.items() if name.startswith(f"{waits}_bucket")]
+        assert len(counts) == 9 and counts == sorted(counts) and 0 < figures[f"{waits}_sum"] < 30 * (BURST + 1)
         # and a device on the other node reaches hosts of the burst
         for link in (burst[0], burst[-1]):
             opened = await open_when_present(device_link, link.id)

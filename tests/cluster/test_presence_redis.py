@@ -261,3 +261,33 @@ async def test_an_allowlist_of_thousands_of_devices_is_stored_whole_and_put_back
     await a.refresh()
     assert await redis.smembers("tether:allow:h1") == listed
     assert 0 < await redis.pttl("tether:allow:h1") <= TTL_MS
+
+
+async def test_how_long_each_host_waited_for_its_entry_is_counted_once_and_a_failed_write_forgets_it(
+    redis: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``write_seconds``: from a host's admission until the write that put its entry in Redis;
+    allowlists and hosts gone are not counted, nor a host whose write failed (the refresh writes
+    it), and nothing of it is kept."""
+    a = Presence(redis, "node-a", "https://a.example")
+    a.host_connected("h1")
+    a.publish_allowlist("h1", frozenset({b"k" * 32}))
+    await asyncio.sleep(0.3)
+    a.host_connected("h2")
+    assert (await a.write()).error is None
+    waits = a.write_seconds
+    assert waits.count == 2 and 0.3 <= waits.sum < 5
+    assert 'tether_relay_cluster_presence_write_seconds_bucket{le="0.1"} 1' in waits.lines()  # h2
+    assert 'tether_relay_cluster_presence_write_seconds_bucket{le="0.25"} 1' in waits.lines()
+    assert 'tether_relay_cluster_presence_write_seconds_bucket{le="+Inf"} 2' in waits.lines()
+
+    a.host_gone("h2")
+    assert (await a.write()).error is None and waits.count == 2
+
+    async def fails(ops: list[tuple[int, str, Holder | frozenset[bytes]]]) -> list[object]:
+        raise RedisError("connection reset")
+
+    monkeypatch.setattr(a, "_pipeline", fails)
+    a.host_connected("h3")
+    assert (await a.write()).error is not None
+    assert waits.count == 2 and not a._connected_at

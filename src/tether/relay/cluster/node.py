@@ -522,6 +522,7 @@ class ClusterNode:
             "# HELP tether_relay_cluster_hosts_held Hosts this node holds in the cluster's presence keys.",
             "# TYPE tether_relay_cluster_hosts_held gauge",
             f"tether_relay_cluster_hosts_held {len(self.presence.held)}",
+            *self.presence.write_seconds.lines(),
         ]
 
     # --- trouble ---

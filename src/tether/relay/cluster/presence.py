@@ -28,6 +28,7 @@ from redis.exceptions import NoScriptError
 
 from tether.relay.cluster.redis_client import Client
 from tether.relay.cluster.scripts import CHUNK, Args, Script
+from tether.relay.histogram import Histogram
 
 TTL_MS = 10_000
 # a refresh goes out this often: three chances before a key expires
@@ -133,6 +134,15 @@ class Presence:
         self.held: dict[str, Holder] = {}  # host id → the entry of our connection
         self.allowlists: dict[str, frozenset[bytes]] = {}  # host id → as last published here
         self._queue: list[tuple[int, str, Holder | frozenset[bytes]]] = []
+        self._connected_at: dict[str, float] = {}  # host id → when its connection was queued
+        # how long a host that connected waited for its entry to be in Redis: other nodes reach
+        # it only then (a node admitting a storm of hosts falls behind; docs/cluster.md)
+        self.write_seconds = Histogram(
+            "tether_relay_cluster_presence_write_seconds",
+            "Seconds from a host's admission on this node until its presence entry was in Redis "
+            "(hosts whose first write failed are not counted: the refresh writes them).",
+            (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
         # where(): the hosts asked for while a lookup is out, and who waits for each
         self._wanted: dict[str, list[asyncio.Future[Holder | None]]] = {}
         self._looking: asyncio.Task[None] | None = None
@@ -146,6 +156,7 @@ class Presence:
         """This node holds ``host_id`` now (written by the next :meth:`write`)."""
         mine = self.held[host_id] = Holder(self.node_id, secrets.token_hex(8))
         self._queue.append((_CONNECTED, host_id, mine))
+        self._connected_at[host_id] = time.monotonic()
 
     def host_gone(self, host_id: str) -> None:
         self.allowlists.pop(host_id, None)
@@ -165,6 +176,7 @@ class Presence:
         if not queue:
             return written
         written.changed = list(dict.fromkeys(host_id for _, host_id, _ in queue))
+        queued_at = [self._connected_at.pop(host_id, None) if op == _CONNECTED else None for op, host_id, _ in queue]
         try:
             results = await self._pipeline(queue)
             missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
@@ -176,10 +188,13 @@ class Presence:
         except Exception as exc:  # redis-py raises RedisError, OSError and asyncio's TimeoutError
             written.error = exc
             return written
-        for (op, host_id, arg), result in zip(queue, results, strict=True):
+        now = time.monotonic()
+        for (op, host_id, arg), at, result in zip(queue, queued_at, results, strict=True):
             if isinstance(result, Exception):
                 written.error = result
             elif op == _CONNECTED and isinstance(arg, Holder):
+                if at is not None:
+                    self.write_seconds.observe(now - at)
                 old = Holder.decode(result) if isinstance(result, str | bytes) else None
                 if old is not None and old.node != self.node_id:
                     written.taken.append((host_id, old, arg))
