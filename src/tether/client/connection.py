@@ -11,8 +11,9 @@ import dataclasses
 import itertools
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from tether.client.dial import dial_relay
 from tether.client.state import ClientState, PairedHost
 from tether.crypto.encoding import b64u_decode
 from tether.crypto.keys import Identity
@@ -24,8 +25,11 @@ from tether.protocol.frames import RETRYABLE_CLOSES, CloseCode
 from tether.protocol.local import StreamTransport
 from tether.protocol.messages import Notification
 from tether.protocol.rpc import MessageTransport, RpcPeer
-from tether.protocol.transport import TransportClosed
-from tether.relay.link import Channel, ChannelClosed, RelayError, RelayLink
+from tether.protocol.transport import ChannelClosed, TransportClosed
+from tether.relay.errors import RelayError
+
+if TYPE_CHECKING:
+    from tether.relay.link import Channel, RelayLink
 
 # Batches a subscription may hold before the reader waits for the consumer.
 SUBSCRIPTION_QUEUE = 64
@@ -209,7 +213,7 @@ async def _open_steered(state: ClientState, host: PairedHost) -> tuple[RelayLink
 
 
 async def _open_at(url: str, identity: Identity, host: PairedHost) -> tuple[RelayLink, Channel]:
-    link = await RelayLink.connect(url, identity, "device")
+    link = await dial_relay(url, identity)
     try:
         return link, await link.open(host.host_id)
     except BaseException:
@@ -261,7 +265,7 @@ async def connect_token(token: AccessToken) -> Connection:
     if token.expired:
         raise token_refusal(token, ChannelClosed(CloseCode.NOT_ALLOWED))
     identity = token.identity()
-    link = await RelayLink.connect(token.relay_url, identity, "device")
+    link = await dial_relay(token.relay_url, identity)
     try:
         channel = await link.open(token.host_id)
         transport = await E2ETransport.initiate(channel, static=identity.static, remote_static=token.host_static)

@@ -22,13 +22,13 @@ from typing import IO, Any
 
 import msgspec
 
+from tether.client.dial import dial_relay
 from tether.client.state import ClientState, PairedHost
 from tether.crypto.seal import SealError, open_sealed, seal
 from tether.errors import TetherError
 from tether.home import read_json, write_private_json
 from tether.protocol.mailbox import ITEM, SNAPSHOT, QueueableMethod, Queued, Snapshot, context, decode_snapshot
 from tether.protocol.mailbox import encode as encode_mailbox
-from tether.relay.link import RelayLink
 
 
 class MailboxError(TetherError):
@@ -40,7 +40,7 @@ async def read_snapshot(home: Path, host: str | None = None) -> tuple[float, Sna
     state = ClientState(home)
     paired = state.find_host(host)
     identity = state.identity()
-    link = await RelayLink.connect(paired.relay_url, identity, "device")
+    link = await dial_relay(paired.relay_url, identity)
     try:
         held = await link.snapshot(paired.host_id)
     finally:
@@ -69,7 +69,7 @@ async def queue(home: Path, host: str | None, method: QueueableMethod, params: d
     paired = state.find_host(host)
     identity = state.identity()
     params = {**params, "cid": params.get("cid") or uuid.uuid4().hex}
-    link = await RelayLink.connect(paired.relay_url, identity, "device")
+    link = await dial_relay(paired.relay_url, identity)
     try:
         async with _numbered(state.dir / "mailbox.json", paired) as n:
             item = Queued(paired.host_id, n, time.time(), method, params)

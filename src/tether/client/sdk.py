@@ -39,6 +39,7 @@ from tether.client.connection import (
     learn_from,
     token_refusal,
 )
+from tether.client.dial import dial_relay
 from tether.client.mailbox import queue as queue_for_host
 from tether.client.mailbox import read_snapshot
 from tether.client.state import ClientState
@@ -49,7 +50,8 @@ from tether.home import resolve_home
 from tether.protocol.frames import CloseCode
 from tether.protocol.images import image_type
 from tether.protocol.mailbox import QueueableMethod, Snapshot
-from tether.relay.link import ChannelClosed, RelayError, RelayLink
+from tether.protocol.transport import ChannelClosed
+from tether.relay.errors import RelayError
 
 T = TypeVar("T")
 
@@ -393,7 +395,7 @@ async def _presence(state: ClientState, relay_url: str, host_ids: list[str]) -> 
 
 async def _presence_as(identity: Identity, relay_url: str, host_ids: list[str]) -> dict[str, bool]:
     try:
-        link = await RelayLink.connect(relay_url, identity, "device", open_timeout=5)
+        link = await dial_relay(relay_url, identity, open_timeout=5)
     except RelayError:
         return {}
     try:
