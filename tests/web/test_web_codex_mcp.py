@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from .conftest import REPO
-from .test_web_codex import CODEX_TIMEOUT, CodexWebDeployment, cli_events, deploy_codex, start_on_page
+from .test_web_codex import CODEX_TIMEOUT, CodexWebDeployment, card_kinds, cli_events, deploy_codex, start_on_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -45,6 +45,18 @@ command = {json.dumps(sys.executable)}
 args = ["-m", "tests.support.fake_mcp"]
 env = {{ PYTHONPATH = {json.dumps(str(REPO))} }}
 """
+
+
+def agent_says(page: Any, text: str, cli_home: Path, session: str) -> None:
+    """Wait for the agent's card with ``text``; if it never comes, say where the session stood
+    (its cards on the page, its last events on the host), which a timeout alone does not."""
+    try:
+        page.locator(".card.agent", has_text=text).wait_for(timeout=CODEX_TIMEOUT)
+    except Exception as exc:
+        shown = ("kind", "decision", "status", "message", "input")
+        events = [(e["type"], {k: v for k, v in (e.get("data") or {}).items() if k in shown})
+                  for e in cli_events(cli_home, session)[-15:]]
+        raise AssertionError(f"no agent card saying {text!r}: cards {card_kinds(page)}, last events {events}") from exc
 
 
 @pytest.fixture
@@ -73,7 +85,7 @@ def test_an_mcp_tool_and_its_form_are_answered_on_the_phone(
     form.locator('fieldset[data-part="coats"] input.own').fill("2")
     form.locator("button.answer").click()
 
-    page.locator(".card.agent", has_text="Painting.").wait_for(timeout=CODEX_TIMEOUT)
+    agent_says(page, "Painting.", cli_home, session)
     tool = page.locator('.card.tool[data-tool="lookup"]')
     assert tool.locator("strong").text_content() == "notes · lookup"
     tool.locator("details.tool-output summary").click()
@@ -91,7 +103,7 @@ def test_an_mcp_tool_and_its_form_are_answered_on_the_phone(
     page.click("#send")
     allow.wait_for(timeout=CODEX_TIMEOUT)
     allow.locator("button.approve").click()
-    page.locator(".card.agent", has_text="No sign-in, then.").wait_for(timeout=CODEX_TIMEOUT)
+    agent_says(page, "No sign-in, then.", cli_home, session)
     refused = page.locator(".card.notice", has_text="https://paint.example/login")
     assert refused.count() == 1 and "refused:" in (refused.text_content() or "")
     (said,) = [e["data"] for e in cli_events(cli_home, session) if e["type"] == "agent.notice"
@@ -102,14 +114,14 @@ def test_an_mcp_tool_and_its_form_are_answered_on_the_phone(
     page.click("#send")
     allow.wait_for(timeout=CODEX_TIMEOUT)
     allow.locator("button.approve-session").click()
-    page.locator(".card.agent", has_text="No walls, then.").wait_for(timeout=CODEX_TIMEOUT)
+    agent_says(page, "No walls, then.", cli_home, session)
     several = page.locator(".card.notice", has_text="walls.title: Walls")
     assert several.count() == 1 and (several.text_content() or "").startswith("⚠ refused: ")
     assert page.locator(".card.question").count() == 1  # only turn 1's: nobody was asked
 
     page.fill("#composer", "measure the wall")
     page.click("#send")
-    page.locator(".card.agent", has_text="No form, then.").wait_for(timeout=CODEX_TIMEOUT)
+    agent_says(page, "No form, then.", cli_home, session)
     assert page.locator('section.card.approval[data-resolved=""]').count() == 0  # allowed for the session
     nested = page.locator('.card.tool[data-tool="lookup"]').last
     nested.locator("details.tool-output summary").click()
