@@ -47,16 +47,18 @@ env = {{ PYTHONPATH = {json.dumps(str(REPO))} }}
 """
 
 
-def agent_says(page: Any, text: str, cli_home: Path, session: str) -> None:
+def agent_says(page: Any, text: str, cli_home: Path, session: str, d: CodexWebDeployment) -> None:
     """Wait for the agent's card with ``text``; if it never comes, say where the session stood
-    (its cards on the page, its last events on the host), which a timeout alone does not."""
+    (its cards on the page, its last events on the host, how many requests the scripted model
+    had of its script), which a timeout alone does not."""
     try:
         page.locator(".card.agent", has_text=text).wait_for(timeout=CODEX_TIMEOUT)
     except Exception as exc:
         shown = ("kind", "decision", "status", "message", "input")
         events = [(e["type"], {k: v for k, v in (e.get("data") or {}).items() if k in shown})
                   for e in cli_events(cli_home, session)[-15:]]
-        raise AssertionError(f"no agent card saying {text!r}: cards {card_kinds(page)}, last events {events}") from exc
+        raise AssertionError(f"no agent card saying {text!r}: cards {card_kinds(page)}, last events {events}, "
+                             f"{len(d.model_requests())} model requests for a script of {len(SCRIPT)}") from exc
 
 
 @pytest.fixture
@@ -85,7 +87,7 @@ def test_an_mcp_tool_and_its_form_are_answered_on_the_phone(
     form.locator('fieldset[data-part="coats"] input.own').fill("2")
     form.locator("button.answer").click()
 
-    agent_says(page, "Painting.", cli_home, session)
+    agent_says(page, "Painting.", cli_home, session, mcp_deployment)
     tool = page.locator('.card.tool[data-tool="lookup"]')
     assert tool.locator("strong").text_content() == "notes · lookup"
     tool.locator("details.tool-output summary").click()
@@ -103,7 +105,7 @@ def test_an_mcp_tool_and_its_form_are_answered_on_the_phone(
     page.click("#send")
     allow.wait_for(timeout=CODEX_TIMEOUT)
     allow.locator("button.approve").click()
-    agent_says(page, "No sign-in, then.", cli_home, session)
+    agent_says(page, "No sign-in, then.", cli_home, session, mcp_deployment)
     refused = page.locator(".card.notice", has_text="https://paint.example/login")
     assert refused.count() == 1 and "refused:" in (refused.text_content() or "")
     (said,) = [e["data"] for e in cli_events(cli_home, session) if e["type"] == "agent.notice"
@@ -114,14 +116,14 @@ def test_an_mcp_tool_and_its_form_are_answered_on_the_phone(
     page.click("#send")
     allow.wait_for(timeout=CODEX_TIMEOUT)
     allow.locator("button.approve-session").click()
-    agent_says(page, "No walls, then.", cli_home, session)
+    agent_says(page, "No walls, then.", cli_home, session, mcp_deployment)
     several = page.locator(".card.notice", has_text="walls.title: Walls")
     assert several.count() == 1 and (several.text_content() or "").startswith("⚠ refused: ")
     assert page.locator(".card.question").count() == 1  # only turn 1's: nobody was asked
 
     page.fill("#composer", "measure the wall")
     page.click("#send")
-    agent_says(page, "No form, then.", cli_home, session)
+    agent_says(page, "No form, then.", cli_home, session, mcp_deployment)
     assert page.locator('section.card.approval[data-resolved=""]').count() == 0  # allowed for the session
     nested = page.locator('.card.tool[data-tool="lookup"]').last
     nested.locator("details.tool-output summary").click()
