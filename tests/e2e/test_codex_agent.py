@@ -64,7 +64,9 @@ async def codex_deployment() -> AsyncIterator[CodexDeployment]:
             'sandbox = "workspace-write"\n'
         )
         try:
-            env = {FAKE_KEY_ENV: "dummy-key", **OWN_KEY, **HOST_SECRETS}
+            # HOME: Codex runs commands in login shells, which must not read this machine's profile
+            # (its pyenv init printed "cannot rehash" into a command's output under load)
+            env = {FAKE_KEY_ENV: "dummy-key", "HOME": str(codex_home), **OWN_KEY, **HOST_SECRETS}
             async with relay_and_paired_host(host_home, client_home, workspace, name="codex-host",
                                              env=env) as (host, relay):
                 yield CodexDeployment(model, host_home, workspace, client_home, host, relay)
@@ -147,7 +149,7 @@ async def test_a_desktop_thread_is_listed_and_adopted_through_the_relay(codex_de
     d.model.add({"text": "Hi from the desktop."}, {"text": "I remember the desktop."})
     desktop = await AppServer.start(
         find_codex(codex_wrapper()), codex_home=d.host_home / "codex-home", cwd=d.workspace,
-        env={FAKE_KEY_ENV: "dummy-key", **OWN_KEY, **HOST_SECRETS},
+        env={FAKE_KEY_ENV: "dummy-key", "HOME": str(d.host_home / "codex-home"), **OWN_KEY, **HOST_SECRETS},
     )
     try:
         events = Events(desktop)

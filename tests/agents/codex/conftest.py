@@ -204,8 +204,12 @@ class Harness(SessionHarness):
 
 @pytest.fixture
 async def harness(
-    event_log: EventLog, codex_binary: CodexBinary, codex_home: Path, workspace: Path,
+    event_log: EventLog, codex_binary: CodexBinary, codex_home: Path, workspace: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Harness]:
+    # The adapter's app-servers inherit this process's environment. HOME: Codex runs commands in
+    # login shells, which must not read this machine's profile (its pyenv init printed "cannot
+    # rehash" into a command's output when two shells started at once)
+    monkeypatch.setenv("HOME", str(codex_home))
     h = Harness(event_log, codex_binary, codex_home, workspace)
     yield h
     await h.close()
