@@ -885,7 +885,7 @@ async def w_failover_probe(url: str, redis_port: int, dead_node: str, tag: str, 
             "hosts": len(host_offsets), "errors": prober.errors}
 
 
-def part_failover(sizes: Sizes, hosts: int, py_spy: str | None = None, client: str = "lean",
+def part_failover(sizes: Sizes, py_spy: str | None = None, client: str = "lean",
                   probe: str = "lean", loop: str = "asyncio") -> dict[str, Any]:
     """Part 3 once; ``client``: the simulated hosts, "lean" or "relaylink" (see w_failover_hosts);
     ``probe``: the probing devices, the same choice (see w_failover_probe); ``loop``: the event
@@ -902,7 +902,7 @@ def part_failover(sizes: Sizes, hosts: int, py_spy: str | None = None, client: s
 
     probe_keys = [Identity.from_seed(s).identity_public for s in probe_seeds]
     procs = sizes.failover_host_procs
-    per_proc = hosts // procs
+    per_proc = sizes.failover_hosts // procs
     probe_procs = 2 if sizes.failover_probe_links >= 2 else 1
     back_queues = [workers.ctx.Queue() for _ in range(probe_procs)]  # hosts back, per probe process
     try:
@@ -961,14 +961,15 @@ def part_failover(sizes: Sizes, hosts: int, py_spy: str | None = None, client: s
         tcp_recovery = tcp_delta(tcp0)
         profile = spy.finish() if spy is not None else None
         window = t_done - t_kill
-        figures_after = [metrics(n) for n in (b, c)]
-        held_after = [f.get("tether_relay_cluster_hosts_held", 0.0) for f in figures_after]
+        figures_after = {k: metrics(n) for k, n in ((2, b), (3, c), (4, d))}
+        took = [figures_after[2], figures_after[3]]  # the nodes that took the hosts
+        held_after = [f.get("tether_relay_cluster_hosts_held", 0.0) for f in took]
         # the nodes' own count of each host's wait for its presence entry (a histogram's lines)
         waits = "tether_relay_cluster_presence_write_seconds"
-        written_after = {name.removeprefix(waits): sum(f.get(name, 0.0) for f in figures_after)
-                         for name in figures_after[0] if name.startswith(waits)}
-        bus_after = {f"node-{k}": {name: v for name, v in metrics(n).items() if "_total{direction" in name}
-                     for k, n in ((2, b), (3, c), (4, d))}
+        written_after = {name.removeprefix(waits): sum(f.get(name, 0.0) for f in took)
+                         for name in took[0] if name.startswith(waits)}
+        bus_after = {f"node-{k}": {name: v for name, v in f.items() if "_total{direction" in name}
+                     for k, f in figures_after.items()}
         logs = {cluster.ids[i]: n.log for i, n in enumerate(cluster.nodes) if i in (1, 2)}
         stop.set()
         results = workers.results(procs + probe_procs, timeout=120)
@@ -1211,7 +1212,7 @@ def run(sizes: Sizes, parts: set[int], idle_conns: int, idle_nodes: int, mode: s
             for k, (client, loop) in enumerate(kinds):
                 _say(f"[3] failover: {sizes.failover_hosts:,} hosts ({client} clients on {loop}) on a node that is "
                      f"killed (repeat {rep + 1})")
-                r = part_failover(sizes, sizes.failover_hosts, py_spy if rep == 0 and k == 0 else None, client,
+                r = part_failover(sizes, py_spy if rep == 0 and k == 0 else None, client,
                                   failover_probe, loop)
                 runs.append(r)
                 _failover_line(r)
