@@ -155,7 +155,7 @@ async def test_what_queues_meanwhile_goes_in_one_round_trip_in_order(
     rounds: list[int] = []
     real = a._pipeline
 
-    async def counted(ops: list[tuple[int, str, Holder | frozenset[bytes]]]) -> list[object]:
+    async def counted(ops: list[tuple[int, str, Holder | frozenset[bytes], float]]) -> list[object]:
         rounds.append(len(ops))
         return await real(ops)
 
@@ -284,10 +284,10 @@ async def test_how_long_each_host_waited_for_its_entry_is_counted_once_and_a_fai
     a.host_gone("h2")
     assert (await a.write()).error is None and waits.count == 2
 
-    async def fails(ops: list[tuple[int, str, Holder | frozenset[bytes]]]) -> list[object]:
+    async def fails(ops: list[tuple[int, str, Holder | frozenset[bytes], float]]) -> list[object]:
         raise RedisError("connection reset")
 
     monkeypatch.setattr(a, "_pipeline", fails)
     a.host_connected("h3")
     assert (await a.write()).error is not None
-    assert waits.count == 2 and not a._connected_at
+    assert waits.count == 2 and not a.pending  # its wait went with the write: none is kept

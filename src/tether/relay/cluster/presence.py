@@ -112,6 +112,10 @@ class Holder:
         return cls(node, token) if node and token else None
 
 
+# a queued write: what it does, the host, its entry or allowlist, when it was queued (monotonic)
+_Op = tuple[int, str, Holder | frozenset[bytes], float]
+
+
 @dataclass(slots=True)
 class Written:
     """What one :meth:`Presence.write` did."""
@@ -133,8 +137,7 @@ class Presence:
         self.advertise_url = advertise_url
         self.held: dict[str, Holder] = {}  # host id → the entry of our connection
         self.allowlists: dict[str, frozenset[bytes]] = {}  # host id → as last published here
-        self._queue: list[tuple[int, str, Holder | frozenset[bytes]]] = []
-        self._connected_at: dict[str, float] = {}  # host id → when its connection was queued
+        self._queue: list[_Op] = []
         # how long a host that connected waited for its entry to be in Redis: other nodes reach
         # it only then (a node admitting a storm of hosts falls behind; docs/cluster.md)
         self.write_seconds = Histogram(
@@ -155,19 +158,18 @@ class Presence:
     def host_connected(self, host_id: str) -> None:
         """This node holds ``host_id`` now (written by the next :meth:`write`)."""
         mine = self.held[host_id] = Holder(self.node_id, secrets.token_hex(8))
-        self._queue.append((_CONNECTED, host_id, mine))
-        self._connected_at[host_id] = time.monotonic()
+        self._queue.append((_CONNECTED, host_id, mine, time.monotonic()))
 
     def host_gone(self, host_id: str) -> None:
         self.allowlists.pop(host_id, None)
         mine = self.held.pop(host_id, None)
         if mine is not None:
-            self._queue.append((_GONE, host_id, mine))
+            self._queue.append((_GONE, host_id, mine, time.monotonic()))
 
     def publish_allowlist(self, host_id: str, keys: frozenset[bytes]) -> None:
         """The device keys ``host_id`` (held here) allows now, for watchers on other nodes."""
         self.allowlists[host_id] = keys
-        self._queue.append((_ALLOWS, host_id, keys))
+        self._queue.append((_ALLOWS, host_id, keys, time.monotonic()))
 
     async def write(self) -> Written:
         """Everything queued so far, as one pipeline, in order."""
@@ -175,8 +177,7 @@ class Presence:
         written = Written()
         if not queue:
             return written
-        written.changed = list(dict.fromkeys(host_id for _, host_id, _ in queue))
-        queued_at = [self._connected_at.pop(host_id, None) if op == _CONNECTED else None for op, host_id, _ in queue]
+        written.changed = list(dict.fromkeys(host_id for _, host_id, _, _ in queue))
         try:
             results = await self._pipeline(queue)
             missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
@@ -189,20 +190,19 @@ class Presence:
             written.error = exc
             return written
         now = time.monotonic()
-        for (op, host_id, arg), at, result in zip(queue, queued_at, results, strict=True):
+        for (op, host_id, arg, at), result in zip(queue, results, strict=True):
             if isinstance(result, Exception):
                 written.error = result
             elif op == _CONNECTED and isinstance(arg, Holder):
-                if at is not None:
-                    self.write_seconds.observe(now - at)
+                self.write_seconds.observe(now - at)
                 old = Holder.decode(result) if isinstance(result, str | bytes) else None
                 if old is not None and old.node != self.node_id:
                     written.taken.append((host_id, old, arg))
         return written
 
-    async def _pipeline(self, ops: list[tuple[int, str, Holder | frozenset[bytes]]]) -> list[object]:
+    async def _pipeline(self, ops: list[_Op]) -> list[object]:
         async with self.redis.pipeline(transaction=False) as pipe:
-            for op, host_id, arg in ops:
+            for op, host_id, arg, _ in ops:
                 if isinstance(arg, Holder):
                     if op == _CONNECTED:
                         pipe.set(_HOST + host_id, arg.encode(), px=TTL_MS, get=True)
