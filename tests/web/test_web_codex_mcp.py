@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from .conftest import REPO
+from .pages import until
 from .test_web_codex import CODEX_TIMEOUT, CodexWebDeployment, card_kinds, cli_events, deploy_codex, start_on_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -51,14 +52,15 @@ def agent_says(page: Any, text: str, cli_home: Path, session: str, d: CodexWebDe
     """Wait for the agent's card with ``text``; if it never comes, say where the session stood
     (its cards on the page, its last events on the host, how many requests the scripted model
     had of its script), which a timeout alone does not."""
-    try:
-        page.locator(".card.agent", has_text=text).wait_for(timeout=CODEX_TIMEOUT)
-    except Exception as exc:
+    def stood() -> dict[str, Any]:
         shown = ("kind", "decision", "status", "message", "input")
         events = [(e["type"], {k: v for k, v in (e.get("data") or {}).items() if k in shown})
                   for e in cli_events(cli_home, session)[-15:]]
-        raise AssertionError(f"no agent card saying {text!r}: cards {card_kinds(page)}, last events {events}, "
-                             f"{len(d.model_requests())} model requests for a script of {len(SCRIPT)}") from exc
+        return {"cards": card_kinds(page), "last events": events,
+                "model requests": f"{len(d.model_requests())} for a script of {len(SCRIPT)}"}
+
+    until(lambda: page.locator(".card.agent", has_text=text).first.is_visible(), timeout=CODEX_TIMEOUT / 1000,
+          what=f"the agent's card saying {text!r}", seen=stood)
 
 
 @pytest.fixture
